@@ -1,0 +1,13 @@
+"""deft6g.phy: Sionna link-level models -- uplink channels, MIMO AirComp, the digital baseline, D2D."""
+
+import deft6g  # noqa: F401  (sets the TensorFlow environment before TensorFlow is imported)
+
+from .aircomp import aircomp_channel_uses, aircomp_estimate, aircomp_mse, effective_gains
+from .aircomp_uplink import AirCompUplink
+from .channels import CHANNEL_MODELS, UplinkChannel, imperfect_csi, log_distance_gain_db
+from .payload import pack, standardise, unpack
+from .rng import reseed
+from .d2d import D2DLink
+from .digital_link import DigitalLink, LinkResult
+from .digital_uplink import ACCESS_SCHEMES, DigitalUplink, UplinkResult
+from .quantizer import Quantizer

@@ -1,0 +1,107 @@
+r"""MIMO over-the-air computation (AirComp): the MSE of a design and the server's noisy estimate.
+
+Notation (DESIGN.md §3): K single-antenna devices, an N-antenna server. Device k sends
+:math:`b_k s_k` with unit-variance :math:`s_k`; the server forms
+:math:`\hat f = a^H (\sum_k h_k b_k s_k + n)`, :math:`n \sim \mathcal{CN}(0, \sigma^2 I_N)`, to estimate
+:math:`f = \sum_k s_k`. SNR = P / sigma^2 per device.
+"""
+
+import numpy as np
+import tensorflow as tf
+from sionna.phy.channel import AWGN
+
+from .checks import as_tensor, check_dim, check_nonnegative, is_tensor, to_output
+from .rng import reseed
+
+
+def _complex_dtype(*tensors):
+    """complex128 when any input is double precision, else complex64."""
+    double = any(t.dtype in (tf.float64, tf.complex128) for t in tensors)
+    return tf.complex128 if double else tf.complex64
+
+
+def validate_design(H, a, b, noise_var):
+    """Check and convert an AirComp design; return (H, a, b, noise_var, numpy_out).
+
+    H : [..., N, K] complex, a : [..., N], b : [..., K], noise_var : scalar or [...] (>= 0).
+    Leading dimensions broadcast against each other; N and K must match exactly.
+    """
+    numpy_out = not is_tensor(H, a, b, noise_var)
+    H = as_tensor(H, "H", min_rank=2)
+    a = as_tensor(a, "a", min_rank=1)
+    b = as_tensor(b, "b", min_rank=1)
+    nv = as_tensor(noise_var, "noise_var")
+    cdtype = _complex_dtype(H, a, b, nv)
+    H, a, b = (tf.cast(t, cdtype) for t in (H, a, b))
+    nv = check_nonnegative(tf.cast(nv, cdtype.real_dtype), "noise_var")
+    n_ant, n_dev = H.shape[-2], H.shape[-1]
+    if n_ant == 0 or n_dev == 0:
+        raise ValueError(f"`H` must have N >= 1 antennas and K >= 1 devices, got shape {H.shape.as_list()}")
+    check_dim(a, -1, n_ant, "a", "N (rows of H)")
+    check_dim(b, -1, n_dev, "b", "K (columns of H)")
+    lead = H.shape.rank - 2 if H.shape.rank is not None else None
+    if lead is not None and nv.shape.rank is not None and nv.shape.rank > lead:
+        raise ValueError(f"`noise_var` must be a scalar or have the leading shape of `H` {H.shape[:-2].as_list()}, "
+                         f"got shape {nv.shape.as_list()}")
+    return H, a, b, nv, numpy_out
+
+
+def effective_gains(H, a):
+    r"""Return :math:`g_k = a^H h_k`, shape [..., K], for H [..., N, K] and a [..., N]."""
+    return tf.reduce_sum(tf.math.conj(a)[..., :, None] * H, axis=-2)
+
+
+def aircomp_mse(H, a, b, noise_var):
+    r"""MSE of the AirComp sum estimate, per realisation.
+
+    .. math:: \mathrm{MSE} = \sum_k |a^H h_k b_k - 1|^2 + \sigma^2 \|a\|^2
+
+    Input: H [..., N, K] complex; a [..., N] complex; b [..., K] complex; noise_var scalar or [...]
+    (sigma^2, linear, per receive antenna). NumPy in gives NumPy out; a TF tensor in gives a tensor.
+    Output: mse [...] float (linear; complex64 inputs give float32, double inputs float64).
+    """
+    H, a, b, nv, numpy_out = validate_design(H, a, b, noise_var)
+    misalignment = tf.reduce_sum(tf.abs(effective_gains(H, a) * b - 1) ** 2, axis=-1)
+    noise = nv * tf.reduce_sum(tf.abs(a) ** 2, axis=-1)
+    return to_output(misalignment + noise, numpy_out)
+
+
+def aircomp_estimate(s, H, a, b, noise_var, seed=None):
+    r"""Server estimate :math:`\hat f = a^H (\sum_k h_k b_k s_k + n)` of the sum of the payloads.
+
+    Input: s [..., K, L] complex payload symbols (unit variance for `aircomp_mse` to apply);
+    H [..., N, K]; a [..., N]; b [..., K]; noise_var scalar or [...] (per receive antenna, linear);
+    seed: re-seeds the library RNG (`deft6g.phy.rng.reseed`) before the noise is drawn.
+    Output: f_hat [..., L] complex.
+    The noise is drawn per antenna by Sionna's `AWGN`; the signal part is evaluated as
+    (a^H H diag(b)) s, which costs N K + K L per realisation instead of N K L.
+    """
+    numpy_out = not is_tensor(s, H, a, b, noise_var)
+    H, a, b, nv, _ = validate_design(H, a, b, noise_var)
+    s = tf.cast(as_tensor(s, "s", min_rank=2), H.dtype)
+    check_dim(s, -2, H.shape[-1], "s", "K (columns of H)")
+    reseed(seed)
+    f_hat = estimate_from_validated(s, H, a, b, nv)
+    return to_output(f_hat, numpy_out)
+
+
+_AWGN = {}
+
+
+def estimate_from_validated(s, H, a, b, nv):
+    """`aircomp_estimate` without checks, for graph-mode loops (inputs already validated and cast)."""
+    precision = "double" if H.dtype == tf.complex128 else "single"
+    awgn = _AWGN.setdefault(precision, AWGN(precision=precision))
+    weights = effective_gains(H, a) * b                                   # [..., K]
+    signal = tf.linalg.matvec(s, weights, transpose_a=True)              # [..., L]
+    lead = tf.broadcast_dynamic_shape(tf.shape(H)[:-2], tf.shape(s)[:-2])
+    noise_shape = tf.concat([lead, tf.shape(s)[-1:], tf.shape(H)[-2:-1]], axis=0)  # [..., L, N]
+    noise = awgn(tf.zeros(noise_shape, H.dtype), nv)    # nv gains trailing axes
+    return signal + tf.reduce_sum(noise * tf.math.conj(a)[..., None, :], axis=-1)
+
+
+def aircomp_channel_uses(num_reals):
+    """Channel uses of one AirComp round for a payload of `num_reals` reals: ceil(L / 2)."""
+    if isinstance(num_reals, bool) or not isinstance(num_reals, (int, np.integer)) or num_reals < 1:
+        raise ValueError(f"`num_reals` must be an integer >= 1, got {num_reals!r}")
+    return int(np.ceil(num_reals / 2))

@@ -1,0 +1,21 @@
+"""Shared fixtures: every test starts from the same library seed."""
+
+import numpy as np
+import pytest
+
+import deft6g.phy as phy
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    phy.reseed(1234)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def crandn(rng, *shape):
+    """Unit-variance circularly-symmetric complex Gaussian array."""
+    return (rng.normal(size=shape) + 1j * rng.normal(size=shape)) / np.sqrt(2)
