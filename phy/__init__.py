@@ -11,3 +11,4 @@ from .d2d import D2DLink
 from .digital_link import DigitalLink, LinkResult
 from .digital_uplink import ACCESS_SCHEMES, DigitalUplink, UplinkResult
 from .quantizer import Quantizer
+from .montecarlo import complex_normal, empirical_mse

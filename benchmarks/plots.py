@@ -1,0 +1,22 @@
+"""Matplotlib helpers shared by the benchmarks (headless Agg backend)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def line_plot(path, curves, xlabel, ylabel, title, logy=False):
+    """Write a PNG with one line per entry of `curves` ({label: [(x, y), ...]})."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in curves.items():
+        xs, ys = zip(*sorted(points))
+        ax.plot(xs, ys, marker="o", ms=3, label=label)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

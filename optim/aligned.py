@@ -1,0 +1,90 @@
+r"""Aligned (zero-forcing) AirComp designs from a receive direction, and the closed-form directions.
+
+For a receive direction u, the aligned design scales a = t u so that channel inversion
+:math:`b_k = 1 / (a^H h_k)` meets every budget :math:`|b_k|^2 \le P_k`:
+:math:`t = \max_k 1 / (\sqrt{P_k} |u^H h_k|)`, giving MSE = :math:`\sigma^2 t^2 \|u\|^2`.
+Closed forms are vectorised over realisations (TF ops; NumPy in gives NumPy out).
+"""
+
+import tensorflow as tf
+
+from deft6g.phy.aircomp import effective_gains
+from deft6g.phy.checks import as_tensor, check_dim, check_nonnegative, is_tensor, to_output
+
+
+def check_channel_and_power(H, power, cdtype=None):
+    """Validate H [..., N, K] (no all-zero column) and power (scalar or [..., K], > 0); return tensors."""
+    H = as_tensor(H, "H", min_rank=2)
+    cdtype = cdtype or (tf.complex128 if H.dtype in (tf.float64, tf.complex128) else tf.complex64)
+    H = tf.cast(H, cdtype)
+    if H.shape[-1] == 0 or H.shape[-2] == 0:
+        raise ValueError(f"`H` must have N >= 1 and K >= 1, got shape {H.shape.as_list()}")
+    if tf.executing_eagerly() and bool(tf.reduce_any(tf.reduce_sum(tf.abs(H) ** 2, axis=-2) == 0)):
+        raise ValueError("`H` has an all-zero column: that device cannot reach the server")
+    p = tf.cast(as_tensor(power, "power"), cdtype.real_dtype)
+    if p.shape.rank:
+        check_dim(p, -1, H.shape[-1], "power", "K (columns of H)")
+    check_nonnegative(p, "power")
+    if tf.executing_eagerly() and bool(tf.reduce_any(p == 0)):
+        raise ValueError("`power` must be positive for every device, got a zero budget")
+    return H, p
+
+
+def align(H, u, power):
+    """Aligned design for direction u: returns (a [..., N], b [..., K]) with a^H h_k b_k = 1, |b_k|^2 <= P_k."""
+    g = tf.abs(effective_gains(H, u))                                          # [..., K]
+    t = tf.reduce_max(1.0 / (tf.sqrt(tf.broadcast_to(power, tf.shape(g))) * g), axis=-1)
+    a = u * tf.cast(t, u.dtype)[..., None]
+    return a, 1.0 / effective_gains(H, a)
+
+
+def mrc_direction(H):
+    """Sum of the normalised channels, u = sum_k h_k / ||h_k||, shape [..., N]."""
+    norms = tf.sqrt(tf.reduce_sum(tf.abs(H) ** 2, axis=-2, keepdims=True))
+    return tf.reduce_sum(H / tf.cast(norms, H.dtype), axis=-1)
+
+
+def zf_direction(H):
+    """u solving H^H u = 1 (u^H h_k = 1 for all k): minimum norm when N >= K, least squares when N < K."""
+    ones = tf.ones(tf.concat([tf.shape(H)[:-2], tf.shape(H)[-1:], [1]], 0), H.dtype)
+    return tf.linalg.lstsq(tf.linalg.adjoint(H), ones)[..., 0]
+
+
+def best_single_direction(H, power):
+    """The one channel direction h_j / ||h_j|| whose aligned design has the smallest MSE (searched over j)."""
+    units = H / tf.cast(tf.sqrt(tf.reduce_sum(tf.abs(H) ** 2, axis=-2, keepdims=True)), H.dtype)
+    gains = tf.abs(tf.einsum("...nj,...nk->...jk", tf.math.conj(units), H))  # |u_j^H h_k|
+    p = tf.broadcast_to(power, tf.shape(gains)[:-1])[..., None, :] if power.shape.rank else power
+    t2 = tf.reduce_max(1.0 / (p * gains ** 2), axis=-1)                       # [..., J]
+    best = tf.argmin(t2, axis=-1)
+    return tf.gather(tf.experimental.numpy.moveaxis(units, -1, -2), best, axis=-2, batch_dims=H.shape.rank - 2)
+
+
+def closed_form_design(H, power, method):
+    """Aligned design (a, b) along the direction of `method`: "mrc" | "zf" | "best-direction".
+
+    Input: H [..., N, K]; power scalar or [..., K] (linear). Output: a [..., N], b [..., K] (NumPy in, NumPy out).
+    """
+    numpy_out = not is_tensor(H, power)
+    H, p = check_channel_and_power(H, power)
+    directions = {"mrc": mrc_direction, "zf": zf_direction,
+                  "best-direction": lambda H: best_single_direction(H, p)}
+    if method not in directions:
+        raise ValueError(f"`method` must be one of {sorted(directions)}, got {method!r}")
+    a, b = align(H, directions[method](H), p)
+    return to_output(a, numpy_out), to_output(b, numpy_out)
+
+
+def mmse_receiver(H, b, noise_var):
+    r"""Optimal receive vector for fixed b (the MMSE receiver of the sum).
+
+    Minimises :math:`\sum_k |a^H h_k b_k - 1|^2 + \sigma^2\|a\|^2`; with G = H diag(b):
+    :math:`a = (G G^H + \sigma^2 I)^{-1} G 1`. Input H [..., N, K], b [..., K], noise_var scalar or [...].
+    Output a [..., N].
+    """
+    G = H * b[..., None, :]
+    n = tf.shape(H)[-2]
+    nv = tf.cast(noise_var, H.dtype)
+    nv = tf.reshape(nv, tf.concat([tf.shape(nv), [1, 1]], 0))
+    A = tf.matmul(G, G, adjoint_b=True) + nv * tf.eye(n, dtype=H.dtype)
+    return tf.linalg.solve(A, tf.reduce_sum(G, axis=-1)[..., None])[..., 0]
