@@ -3,3 +3,7 @@
 import deft6g  # noqa: F401
 
 from .aligned import align, best_single_direction, closed_form_design, mmse_receiver, mrc_direction, zf_direction
+from .design import METHODS, AirCompDesign, best_threshold_b, design_aircomp
+from .zf_sdr import ZfSdr
+from .power_control import optimal_denoising, power_control
+from .selection import Selection, select_devices

@@ -45,9 +45,17 @@ def mrc_direction(H):
 
 
 def zf_direction(H):
-    """u solving H^H u = 1 (u^H h_k = 1 for all k): minimum norm when N >= K, least squares when N < K."""
-    ones = tf.ones(tf.concat([tf.shape(H)[:-2], tf.shape(H)[-1:], [1]], 0), H.dtype)
-    return tf.linalg.lstsq(tf.linalg.adjoint(H), ones)[..., 0]
+    """u = H (H^H H + lambda I)^{-1} 1, the ridge solution of H^H u = 1 (u^H h_k = 1 for all k).
+
+    lambda = 1e-9 tr(H^H H) / K: minimum norm when N >= K, least squares when N < K, and solvable for
+    rank-deficient channels (e.g. CDL clusters shared by all devices). Shape [..., N].
+    """
+    gram = tf.matmul(H, H, adjoint_a=True)                                     # [..., K, K]
+    k = tf.shape(H)[-1]
+    ridge = 1e-9 * tf.linalg.trace(gram) / tf.cast(k, H.dtype)
+    ones = tf.ones(tf.concat([tf.shape(H)[:-2], [k, 1]], 0), H.dtype)
+    c = tf.linalg.solve(gram + ridge[..., None, None] * tf.eye(k, dtype=H.dtype), ones)
+    return tf.linalg.matvec(H, c[..., 0])
 
 
 def best_single_direction(H, power):

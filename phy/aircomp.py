@@ -15,7 +15,7 @@ from .rng import reseed
 
 
 def _complex_dtype(*tensors):
-    """complex128 when any input is double precision, else complex64."""
+    """complex128 when any input is double precision, else complex64 (noise_var follows, not leads)."""
     double = any(t.dtype in (tf.float64, tf.complex128) for t in tensors)
     return tf.complex128 if double else tf.complex64
 
@@ -31,7 +31,7 @@ def validate_design(H, a, b, noise_var):
     a = as_tensor(a, "a", min_rank=1)
     b = as_tensor(b, "b", min_rank=1)
     nv = as_tensor(noise_var, "noise_var")
-    cdtype = _complex_dtype(H, a, b, nv)
+    cdtype = _complex_dtype(H, a, b)
     H, a, b = (tf.cast(t, cdtype) for t in (H, a, b))
     nv = check_nonnegative(tf.cast(nv, cdtype.real_dtype), "noise_var")
     n_ant, n_dev = H.shape[-2], H.shape[-1]

@@ -17,6 +17,8 @@ def as_tensor(value, name, dtype=None, min_rank=0):
     if value is None:
         raise ValueError(f"`{name}` is required, got None")
     try:
+        if not is_tensor(value):
+            value = np.asarray(value)          # Python scalars and lists keep double precision
         t = tf.convert_to_tensor(value) if dtype is None else tf.cast(tf.convert_to_tensor(value), dtype)
     except (TypeError, ValueError) as err:
         raise TypeError(f"`{name}` must be a numeric array or tensor, got {type(value).__name__}") from err
