@@ -74,7 +74,7 @@ def _sdr(H, power, nv, num_draws, progress):
 
 
 def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, max_iter=100, tol=1e-9,
-                   progress=True):
+                   progress=True, init=None):
     r"""Design a [..., N] and b [..., K] for the AirComp uplink (DESIGN.md §3) on each channel realisation.
 
     Input
@@ -83,7 +83,8 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, m
     (sigma^2 per receive antenna, linear, >= 0); method : "sdr" (ZF SDR + Gaussian randomisation,
     `num_draws` draws), "mmse" (alternating optimisation of a and b from the SDR design, monotone),
     "mrc" / "zf" / "best-direction" (aligned closed forms), "uniform" (full power, MMSE receiver);
-    seed : re-seeds the library RNG (randomisation); max_iter, tol: mmse stopping rule.
+    seed : re-seeds the library RNG (randomisation); max_iter, tol: mmse stopping rule;
+    init : an "sdr" AirCompDesign of the same H to start "mmse" from (skips re-solving the SDRs).
 
     Output
     ------
@@ -107,7 +108,12 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, m
     reseed(seed)
     bound, history = None, []
     status = np.full(batch, "closed form", object)
-    if method in ("sdr", "mmse"):
+    if method == "mmse" and init is not None:
+        if init.method != "sdr" or init.a.shape != tuple(lead + [n]):
+            raise ValueError(f"`init` must be an 'sdr' design with a of shape {lead + [n]}")
+        a, bound, status = init.a.reshape(batch, n), init.lower_bound.reshape(batch), init.status.reshape(batch)
+        b = best_threshold_b(Hb, a, P)
+    elif method in ("sdr", "mmse"):
         a, bound, status = _sdr(Hb, P, nv, num_draws, progress)
         b = best_threshold_b(Hb, a, P)
     elif method == "uniform":
