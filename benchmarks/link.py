@@ -27,7 +27,7 @@ class LinkConfig:
     antennas_devices: list = field(default_factory=lambda: [[4, 4], [8, 8], [16, 8], [16, 20]])
     models: list = field(default_factory=lambda: ["rayleigh", "correlated", "tdl-a", "cdl-c"])
     receivers: list = field(default_factory=lambda: ["mrc", "zf"])
-    realisations: int = 2000          # channel draws per point (OFDM: per subcarrier block of F)
+    realisations: int = 2000          # channel matrices per point (OFDM models: realisations / F draws of F)
     num_subcarriers: int = 16
     payload_reals: int = 500          # per device, for the digital comparison and the channel-use count
     digital_realisations: int = 8
@@ -48,8 +48,9 @@ def _nmse_db(mse, num_devices):
     return float(10 * np.log10(mse / num_devices))
 
 
-def _channels(cfg, model, n, k, batch, seed):
-    H = UplinkChannel(model, n, k, num_subcarriers=cfg.num_subcarriers)(batch, seed=seed)
+def _channels(cfg, model, n, k, seed):
+    channel = UplinkChannel(model, n, k, num_subcarriers=cfg.num_subcarriers)
+    H = channel(max(1, cfg.realisations // cfg.num_subcarriers) if channel.is_ofdm else cfg.realisations, seed=seed)
     return tf.reshape(H, [-1, n, k]) if H.shape.rank == 4 else H                 # realisations x subcarriers
 
 
@@ -61,7 +62,7 @@ def run_aircomp(cfg, store, bar):
                 todo = [s for s in cfg.snr_db if not store.done(dict(model=model, num_rx_ant=n, num_devices=k,
                                                                       receiver=receiver, snr_db=s))]
                 if todo:
-                    H = _channels(cfg, model, n, k, cfg.realisations, cfg.seed) if H is None else H
+                    H = _channels(cfg, model, n, k, cfg.seed) if H is None else H
                     a, b = closed_form_design(H, 1.0, receiver)
                 for snr in todo:
                     mse = float(tf.reduce_mean(aircomp_mse(H, a, b, 10 ** (-snr / 10))))
