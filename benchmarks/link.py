@@ -135,11 +135,13 @@ def plot(cfg, out, air_rows, dig_rows):
         curves = {}
         for r in air_rows:
             if r["model"] == model:
-                curves.setdefault(f"AirComp {r['receiver'].upper()} N={r['num_rx_ant']} K={r['num_devices']}",
+                curves.setdefault(f"AirComp {r['receiver'].upper()} N={r['num_rx_ant']} K={r['num_devices']} "
+                                  f"({r['channel_uses']} uses)",
                                   []).append((float(r["snr_db"]), float(r["nmse_db"])))
         for r in dig_rows:
             if r["model"] == model:
-                curves.setdefault(f"digital N={r['num_rx_ant']} K={r['num_devices']}", []).append(
+                curves.setdefault(f"digital N={r['num_rx_ant']} K={r['num_devices']} ({r['channel_uses']} uses)",
+                                  []).append(
                     (float(r["snr_db"]), float(r["nmse_db"])))
         line_plot(out / f"nmse_vs_snr_{model}.png", curves, "SNR = P / sigma^2 per device [dB]",
                   "NMSE of the sum [dB]", f"AirComp vs digital, {model}")
