@@ -7,3 +7,4 @@ from .design import METHODS, AirCompDesign, best_threshold_b, design_aircomp
 from .zf_sdr import ZfSdr
 from .power_control import optimal_denoising, power_control
 from .selection import Selection, select_devices
+from .zf_sca import ZfSca

@@ -12,6 +12,7 @@ from deft6g.phy.rng import np_rng, reseed
 
 from .aligned import align, best_single_direction, check_channel_and_power, mmse_receiver, mrc_direction, \
     zf_direction
+from .zf_sca import ZfSca
 from .zf_sdr import ZfSdr, candidate_directions
 
 METHODS = ("sdr", "mmse", "mrc", "zf", "best-direction", "uniform")
@@ -49,9 +50,9 @@ def best_threshold_b(H, a, power):
     return np.conj(g) / mag * np.minimum(1.0 / mag, np.sqrt(power))
 
 
-def _sdr(H, power, nv, num_draws, progress):
+def _sdr(H, power, nv, num_draws, progress, sca_iter):
     batch, n, k = H.shape
-    sdr = ZfSdr(n, k)
+    sdr, sca = ZfSdr(n, k), ZfSca(n, k)
     rng = np_rng()
     a = np.zeros((batch, n), complex)
     bound = np.full(batch, np.nan)
@@ -68,21 +69,24 @@ def _sdr(H, power, nv, num_draws, progress):
         Hc = tf.constant(np.broadcast_to(H[i], (cands.shape[0], n, k)))
         ac, _ = align(Hc, cands, tf.constant(power[i]))
         a[i] = ac.numpy()[np.argmin(np.sum(np.abs(ac.numpy()) ** 2, axis=-1))]
+        if sca_iter:
+            a[i], _, _ = sca.refine(H[i], power[i], a[i], max_iter=sca_iter)
         if sol.status != "optimal":
             status[i] = f"failed: {sol.status}; MRC direction used"
     return a, bound, status
 
 
-def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, max_iter=100, tol=1e-9,
-                   progress=True, init=None):
+def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, sca_iter=30, max_iter=100,
+                   tol=1e-9, progress=True, init=None):
     r"""Design a [..., N] and b [..., K] for the AirComp uplink (DESIGN.md §3) on each channel realisation.
 
     Input
     -----
     H : [..., N, K] complex; power : scalar or [..., K] (P_k, linear, > 0); noise_var : scalar or [...]
-    (sigma^2 per receive antenna, linear, >= 0); method : "sdr" (ZF SDR + Gaussian randomisation,
-    `num_draws` draws), "mmse" (alternating optimisation of a and b from the SDR design, monotone),
-    "mrc" / "zf" / "best-direction" (aligned closed forms), "uniform" (full power, MMSE receiver);
+    (sigma^2 per receive antenna, linear, >= 0); method : "sdr" (ZF SDR, Gaussian randomisation with
+    `num_draws` draws, then up to `sca_iter` SCA steps), "mmse" (alternating optimisation of a and b from
+    the SDR design, monotone), "mrc" / "zf" / "best-direction" (aligned closed forms), "uniform" (full
+    power, MMSE receiver);
     seed : re-seeds the library RNG (randomisation); max_iter, tol: mmse stopping rule;
     init : an "sdr" AirCompDesign of the same H to start "mmse" from (skips re-solving the SDRs).
 
@@ -114,7 +118,8 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, m
         a, bound, status = init.a.reshape(batch, n), init.lower_bound.reshape(batch), init.status.reshape(batch)
         b = best_threshold_b(Hb, a, P)
     elif method in ("sdr", "mmse"):
-        a, bound, status = _sdr(Hb, P, nv, num_draws, progress)
+        a, bound, status = _sdr(Hb, P, nv, num_draws, progress, sca_iter)
+        a = align(tf.constant(Hb), tf.constant(a), tf.constant(P))[0].numpy()     # exact rescaling
         b = best_threshold_b(Hb, a, P)
     elif method == "uniform":
         b = np.sqrt(P).astype(complex)

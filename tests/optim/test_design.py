@@ -94,3 +94,14 @@ def test_design_errors(kwargs, match):
     args = dict(H=np.ones((2, 2)) + 0j, power=1.0, noise_var=0.1) | kwargs
     with pytest.raises(ValueError, match=match):
         optim.design_aircomp(**args)
+
+
+def test_sca_never_increases_and_stays_feasible(rng):
+    """Each SCA step solves a QP whose feasible set contains the last iterate and sits inside the ZF set."""
+    H = crandn(rng, 6, 9)
+    start = optim.design_aircomp(H[None], 1.0, 0.1, "sdr", seed=0, sca_iter=0, progress=False)
+    a, history, status = optim.ZfSca(6, 9).refine(H, np.ones(9), start.a[0])
+    assert status == "optimal" and len(history) > 1
+    assert np.all(np.diff(history) <= 1e-12 * history[0])
+    assert np.all(np.abs(a.conj() @ H) ** 2 >= 1.0 - 1e-6)
+    np.testing.assert_allclose(history[-1], np.vdot(a, a).real, rtol=1e-9)
