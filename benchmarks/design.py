@@ -3,8 +3,7 @@ MSE vs N, K and SNR, and the imperfect-CSI penalty (`deft6g design`)."""
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import cvxpy as cp
 import numpy as np
@@ -15,7 +14,7 @@ from deft6g.optim.zf_sdr import SOLVER_OPTIONS, real_form
 from deft6g.phy import UplinkChannel, aircomp_mse, imperfect_csi
 
 from .plots import line_plot
-from .store import ResultStore
+from .store import ResultStore, prepare_run
 
 SWEEP_FIELDS = ["sweep", "num_rx_ant", "num_devices", "snr_db", "csi_error_var", "method", "mse_db"]
 SWEEP_METHODS = ("sdr", "mmse", "mrc", "zf", "uniform")
@@ -105,9 +104,7 @@ def plot_sweeps(out, rows):
 def run_design(out_dir="results/design", quick=False, seed=0):
     cfg = DesignConfig.quick() if quick else DesignConfig()
     cfg.seed = seed
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True))
+    out = prepare_run(out_dir, cfg)
     noise_var = 10 ** (-cfg.snr_db / 10)
     H = UplinkChannel("rayleigh", cfg.num_rx_ant, cfg.num_devices, precision="double")(cfg.realisations,
                                                                                        seed=seed).numpy()

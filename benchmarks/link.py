@@ -3,8 +3,7 @@ and the speed of the vectorised TF Monte-Carlo core against the same maths in pl
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -14,7 +13,7 @@ from deft6g.optim import align, closed_form_design, mrc_direction
 from deft6g.phy import DigitalUplink, UplinkChannel, aircomp_channel_uses, aircomp_mse, empirical_mse, reseed
 
 from .plots import line_plot
-from .store import ResultStore
+from .store import ResultStore, prepare_run
 
 AIRCOMP_FIELDS = ["model", "num_rx_ant", "num_devices", "receiver", "snr_db", "mse", "nmse_db", "channel_uses"]
 DIGITAL_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "nmse_db", "ber", "bler", "channel_uses"]
@@ -151,9 +150,7 @@ def run_link(out_dir="results/link", quick=False, seed=0):
     """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True))
+    out = prepare_run(out_dir, cfg)
     air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:5])
     dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:4])
     total = len(cfg.models) * (len(cfg.antennas_devices) * len(cfg.receivers) + 1) * len(cfg.snr_db)

@@ -1,7 +1,9 @@
 """Resumable result files: each finished point is appended to a CSV at once, and skipped on re-runs."""
 
 import csv
+import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 
@@ -51,3 +53,11 @@ class ResultStore:
     def rows(self):
         """All rows on disk, values as strings (as a CSV reader gives them)."""
         return list(self._rows)
+
+
+def prepare_run(out_dir, cfg):
+    """Create `out_dir` and record the run's configuration dataclass `cfg` in config.json; return the Path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2, sort_keys=True))
+    return out

@@ -39,7 +39,7 @@ class AirCompDesign:
     @property
     def ok(self):
         """True where the design is what `method` promises (no solver failure)."""
-        return np.char.startswith(self.status.astype(str), "failed") == False  # noqa: E712
+        return ~np.char.startswith(self.status.astype(str), "failed")
 
 
 def best_threshold_b(H, a, power):
