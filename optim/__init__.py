@@ -8,3 +8,4 @@ from .zf_sdr import ZfSdr
 from .power_control import optimal_denoising, power_control
 from .selection import Selection, select_devices
 from .zf_sca import ZfSca
+from .peft_allocation import Allocation, PeftAllocator

@@ -1,0 +1,101 @@
+"""Training a PeftModel: a compiled step (full inputs or cached activations), evaluation, block importance."""
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _logits(model, x, start, training):
+    return model(x, training=training) if start is None else model.forward_from(x[0], x[1], start, training)
+
+
+def make_train_step(model, optimizer, start_block=None):
+    """A `tf.function` step(x, y) -> loss that applies one optimizer update to the trainable weights.
+
+    x: model inputs, or with `start_block` = j the cached pair (hidden [B, T, H], mask [B, T]) from
+    `model.activations(inputs, j)`, so only blocks j.. run forward and backward.
+    """
+    variables = model.trainable_variables
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = _LOSS(y, _logits(model, x, start_block, True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return step
+
+
+def make_grad_fn(model, start_block=None):
+    """A `tf.function` grads(x, y) -> (loss, [gradient per trainable variable]) with no update."""
+    variables = model.trainable_variables
+
+    @tf.function
+    def grads(x, y):
+        with tf.GradientTape() as tape:
+            loss = _LOSS(y, _logits(model, x, start_block, True))
+        return loss, tape.gradient(loss, variables)
+
+    return grads
+
+
+def batches(x, y, batch_size, rng=None):
+    """Yield (x_batch, y_batch) over arrays (x: array, dict of arrays or tuple of arrays), shuffled when
+    `rng` (np.random.Generator) is given."""
+    n = len(y)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for s in range(0, n, batch_size):
+        idx = order[s:s + batch_size]
+        yield take(x, idx), y[idx]
+
+
+def take(x, idx):
+    if isinstance(x, dict):
+        return {k: v[idx] for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(v[idx] for v in x)
+    return x[idx]
+
+
+def evaluate(model, x, y, start_block=None, batch_size=256):
+    """Accuracy of `model` on (x, y); x as in `make_train_step`."""
+    @tf.function
+    def predict(xb):
+        return tf.argmax(_logits(model, xb, start_block, False), axis=-1)
+    correct = 0
+    for xb, yb in batches(x, y, batch_size):
+        correct += int(np.sum(predict(xb).numpy() == yb))
+    return correct / len(y)
+
+
+def block_importance(model, x, y, batch_size=32, num_batches=4, start_block=None):
+    """Per-block sensitivity: the mean over `num_batches` batches of the squared gradient norm of each
+    block's PEFT weights (an empirical-Fisher proxy); float array [num_blocks]. Blocks without PEFT get 0."""
+    grads = make_grad_fn(model, start_block)
+    block_of = _block_of_variables(model)
+    score = np.zeros(model.num_blocks)
+    for b, (xb, yb) in enumerate(batches(x, y, batch_size, np.random.default_rng(0))):
+        if b == num_batches:
+            break
+        _, g = grads(xb, yb)
+        for v, gv in zip(model.trainable_variables, g):
+            if v.ref() in block_of and gv is not None:
+                score[block_of[v.ref()]] += float(tf.reduce_sum(tf.square(gv))) / num_batches
+    return score
+
+
+def _block_of_variables(model):
+    out = {}
+    for *_, layer, block in model.wrappers:
+        for v in layer._trainable_weights:
+            out[v.ref()] = block
+    for block, p in model.prompts.items():
+        out[p.ref()] = block
+    for i, blk in enumerate(model.blocks):
+        for v in model.bitfit:
+            if any(v is w for w in blk.weights):
+                out[v.ref()] = i
+    return out

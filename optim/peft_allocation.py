@@ -1,0 +1,123 @@
+"""Per-block PEFT size allocation (DEFT technique 1): an integer program over candidate sizes per block.
+
+Choose one size s_i from `choices` for every transformer block i to maximise
+sum_i importance_i * log2(1 + s_i) (diminishing returns in the size) subject to
+
+    uplink:  bits_per_param * sum_i params[i, s_i]                                   <= bits_budget
+    memory:  fixed_memory + bytes_per_param * sum_i params[i, s_i] + sum_i reach_i act_memory_i <= memory_budget
+    compute: fixed_flops + sum_i reach_i backward_flops_i                            <= flops_budget
+
+where reach_i = 1 when backprop must pass block i (some block <= i holds PEFT weights). The problem is a
+MILP, built once with the budgets as CVXPY Parameters and solved by HiGHS; re-solving for new budgets
+reuses it. Inputs are plain arrays (costs from `deft6g.finetune.cost`, scores from measured gradients).
+"""
+
+from dataclasses import dataclass
+
+import cvxpy as cp
+import numpy as np
+
+
+@dataclass
+class Allocation:
+    """sizes [L] (chosen size per block); params, bits, memory (bytes), flops (per example) of the choice;
+    objective; status (solver status, "optimal" when proven)."""
+    sizes: list
+    params: int
+    bits: int
+    memory: float
+    flops: float
+    objective: float
+    status: str
+
+
+class PeftAllocator:
+    """Build the allocation MILP once for a model; `solve(bits_budget, memory_budget, flops_budget)`.
+
+    Parameters
+    ----------
+    importance : [L] float >= 0 -- per-block score (e.g. squared gradient norm of the block's PEFT weights)
+    choices : [C] int -- candidate sizes (rank, width, prompt length); 0 is always added
+    params : [L, C] int -- trainable parameters of block i at size choices[c] (0 for size 0)
+    act_memory : [L] bytes -- activations block i keeps for backprop when it is reached
+    backward_flops : [L] -- backward FLOPs through block i per example when it is reached
+    fixed_memory : bytes -- frozen weights, head, buffers (paid whatever the choice)
+    fixed_flops : FLOPs per example -- the forward pass
+    bits_per_param : uplink bits per trainable parameter; bytes_per_param : memory per trainable parameter
+    (weight + gradient + optimizer states, 16 for fp32 Adam)
+    """
+
+    def __init__(self, importance, choices, params, act_memory, backward_flops, fixed_memory=0.0,
+                 fixed_flops=0.0, bits_per_param=32, bytes_per_param=16):
+        imp = np.asarray(importance, float)
+        if imp.ndim != 1 or imp.size < 1 or not np.all(np.isfinite(imp)) or np.any(imp < 0):
+            raise ValueError("`importance` must be a 1-D array of finite scores >= 0")
+        choices = [int(c) for c in choices]
+        if any(c < 0 for c in choices):
+            raise ValueError(f"`choices` must be sizes >= 0, got {choices}")
+        params = np.asarray(params, float)
+        if params.shape != (imp.size, len(choices)):
+            raise ValueError(f"`params` must have shape [L, C] = {(imp.size, len(choices))}, got {params.shape}")
+        if 0 not in choices:
+            choices, params = [0] + choices, np.concatenate([np.zeros((imp.size, 1)), params], axis=1)
+        order = np.argsort(choices)
+        self.choices, self.params = [choices[i] for i in order], params[:, order]
+        self.act_memory = self._vector(act_memory, imp.size, "act_memory")
+        self.backward_flops = self._vector(backward_flops, imp.size, "backward_flops")
+        self.fixed_memory, self.fixed_flops = float(fixed_memory), float(fixed_flops)
+        self.bits_per_param, self.bytes_per_param = float(bits_per_param), float(bytes_per_param)
+        num_blocks, num_choices = self.params.shape
+
+        self.x = cp.Variable((num_blocks, num_choices), boolean=True)
+        self.reach = cp.Variable(num_blocks, boolean=True)
+        self.bits_budget = cp.Parameter(nonneg=True)
+        self.memory_budget = cp.Parameter(nonneg=True)
+        self.flops_budget = cp.Parameter(nonneg=True)
+        utility = np.outer(imp, np.log2(1.0 + np.asarray(self.choices, float)))
+        n_params = cp.sum(cp.multiply(self.params, self.x))
+        tuned = cp.sum(self.x[:, 1:], axis=1)                            # 1 where block i holds PEFT
+        cost_memory = self.bytes_per_param * n_params + self.act_memory @ self.reach
+        cost_flops = self.backward_flops @ self.reach
+        cons = [cp.sum(self.x, axis=1) == 1,
+                self.bits_per_param * n_params <= self.bits_budget,
+                cost_memory <= self.memory_budget,
+                cost_flops <= self.flops_budget]
+        cons += [self.reach[i] >= tuned[j] for i in range(num_blocks) for j in range(i + 1)]
+        self.problem = cp.Problem(cp.Maximize(cp.sum(cp.multiply(utility, self.x))), cons)
+
+    @staticmethod
+    def _vector(v, n, name):
+        v = np.asarray(v, float)
+        if v.shape != (n,) or np.any(v < 0) or not np.all(np.isfinite(v)):
+            raise ValueError(f"`{name}` must be {n} finite values >= 0, got shape {v.shape}")
+        return v
+
+    def solve(self, bits_budget=np.inf, memory_budget=np.inf, flops_budget=np.inf):
+        """Best sizes within the budgets (bits per upload, bytes, FLOPs per example); infinite = no limit.
+
+        Raises ValueError naming the budget and its smallest feasible value when even no PEFT at all
+        (size 0 everywhere) does not fit.
+        """
+        for name, value, least in (("memory_budget", memory_budget, self.fixed_memory),
+                                   ("flops_budget", flops_budget, self.fixed_flops),
+                                   ("bits_budget", bits_budget, 0.0)):
+            if not value >= least:
+                raise ValueError(f"`{name}` = {value:.4g} is infeasible: the smallest feasible value is {least:.4g}")
+        big = 1e30   # stands in for "no limit" (a Parameter must be finite)
+        self.bits_budget.value = min(bits_budget, big)
+        self.memory_budget.value = min(memory_budget - self.fixed_memory, big)
+        self.flops_budget.value = min(flops_budget - self.fixed_flops, big)
+        self.problem.solve(solver=cp.HIGHS)
+        if self.problem.status != cp.OPTIMAL:
+            raise RuntimeError(f"HiGHS returned {self.problem.status!r} for the allocation MILP")
+        pick = np.argmax(np.round(self.x.value), axis=1)
+        sizes = [self.choices[c] for c in pick]
+        n_params = float(self.params[np.arange(len(pick)), pick].sum())
+        reach = np.zeros(len(sizes))
+        tuned = [i for i, s in enumerate(sizes) if s]
+        if tuned:
+            reach[min(tuned):] = 1.0
+        return Allocation(sizes=sizes, params=int(n_params), bits=int(self.bits_per_param * n_params),
+                          memory=self.fixed_memory + self.bytes_per_param * n_params + float(self.act_memory @ reach),
+                          flops=self.fixed_flops + float(self.backward_flops @ reach),
+                          objective=float(self.problem.value), status=self.problem.status)
