@@ -136,8 +136,8 @@ def build_fomo(architecture, seed=0, **config):
     cfg = cfg_cls(**fields)
     cls = {"bert": transformers.TFBertModel, "vit": transformers.TFViTModel, "t5": transformers.TFT5Model,
            "t5-encoder": transformers.TFT5EncoderModel, "gpt2": transformers.TFGPT2Model}[architecture]
-    tf.random.set_seed(seed)
-    np.random.seed(seed)
+    import tf_keras
+    tf_keras.utils.set_random_seed(seed)        # Python, NumPy and TF seeds: unseeded Keras initialisers use all
     model = cls(cfg)
     model.build_in_name_scope()
     return model, None

@@ -1,0 +1,70 @@
+"""Offline datasets, seeded splits, cached tokenisation and device partitions."""
+
+import numpy as np
+import pytest
+
+from deft6g.finetune import load_dataset, partition, to_tf_dataset, tokenize, train_test_split
+from transformers import AutoTokenizer
+
+from deft6g.finetune.fomo import pretrained_folder
+
+
+def test_datasets_load_deduplicated():
+    rt = load_dataset("rotten_tomatoes")
+    assert len(rt) == 12_752 and len(set(rt.x)) == len(rt) and set(rt.y) == {0, 1}
+    assert 0.55 < max(rt.y.mean(), 1 - rt.y.mean()) < 0.6     # majority class about 0.57
+    bbc = load_dataset("bbc_news")
+    assert len(bbc.class_names) == 5 and len(set(bbc.x)) == len(bbc) and 2_000 < len(bbc) < 2_225
+    mnist = load_dataset("mnist_5k")
+    assert mnist.x.shape == (5000, 28, 28) and np.bincount(mnist.y).tolist() == [500] * 10
+    assert 0.0 <= mnist.x.min() and mnist.x.max() <= 1.0
+    assert load_dataset("digits").x.shape == (1797, 8, 8)
+    with pytest.raises(ValueError, match="dataset"):
+        load_dataset("imagenet")
+
+
+def test_split_is_seeded_and_disjoint():
+    a, b = train_test_split(100, 0.2, seed=3)
+    a2, b2 = train_test_split(100, 0.2, seed=3)
+    assert np.array_equal(a, a2) and np.array_equal(b, b2)
+    assert len(b) == 20 and not set(a) & set(b) and len(a) + len(b) == 100
+    assert not np.array_equal(b, train_test_split(100, 0.2, seed=4)[1])
+    with pytest.raises(ValueError, match="test_fraction"):
+        train_test_split(10, 1.5)
+
+
+@pytest.mark.parametrize("scheme", ["iid", "dirichlet", "shards"])
+def test_partitions_cover_every_example_once(scheme):
+    y = np.repeat(np.arange(5), 200)
+    parts = partition(y, 8, scheme, alpha=0.1, seed=0)
+    assert len(parts) == 8
+    allidx = np.concatenate(parts)
+    assert np.array_equal(np.sort(allidx), np.arange(1000))
+    classes = [len(np.unique(y[p])) for p in parts if len(p)]
+    if scheme == "iid":
+        assert min(classes) == 5
+    else:                                     # non-IID: devices see few classes
+        assert np.mean(classes) <= 3
+    assert all(np.array_equal(p, q) for p, q in zip(parts, partition(y, 8, scheme, alpha=0.1, seed=0)))
+
+
+def test_partition_errors():
+    with pytest.raises(ValueError, match="num_devices"):
+        partition(np.zeros(5), 0)
+    with pytest.raises(ValueError, match="scheme"):
+        partition(np.zeros(5), 2, "random")
+    with pytest.raises(ValueError, match="alpha"):
+        partition(np.zeros(5), 2, "dirichlet", alpha=0)
+
+
+def test_tokenize_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path))
+    tok = AutoTokenizer.from_pretrained(pretrained_folder("all-MiniLM-L6-v2"))
+    texts = ["one film", "another, longer film review"]
+    first = tokenize(tok, texts, max_length=8)
+    assert first["input_ids"].shape == (2, 8) and first["attention_mask"][0].sum() == 4
+    assert len(list((tmp_path / "tokens").glob("*.npz"))) == 1
+    again = tokenize(tok, texts, max_length=8)
+    assert np.array_equal(first["input_ids"], again["input_ids"])
+    ds = to_tf_dataset(first, np.array([0, 1]), batch_size=1)
+    assert len(list(ds)) == 2
