@@ -17,9 +17,38 @@ def _design(args):
     print(f"results in {args.out}")
 
 
+def _study(args):
+    from .study import run_study, summary
+    try:
+        cfg, rows = run_study(args.out, args.config, quick=args.quick)
+    except ValueError as err:
+        print(f"deft6g study: error: {err}", file=sys.stderr)
+        return 2
+    print(summary(cfg, rows))
+    print(f"results in {args.out}")
+    return 0
+
+
+def _finetune(args):
+    from .finetune import run_finetune, summary
+    print(summary(*run_finetune(args.out, quick=args.quick, seed=args.seed)))
+    print(f"results in {args.out}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="deft6g", description="DEFT studies and benchmarks over simulated 6G links")
     sub = parser.add_subparsers(dest="command", required=True)
+    study = sub.add_parser("study", help="the main job: federated DEFT accuracy vs SNR (ideal, AirComp, digital)")
+    study.add_argument("--out", default="results/study", help="output folder (CSV, JSON, PNG); re-runs resume")
+    study.add_argument("--config", default=None, help="TOML file overriding the embedded default configuration")
+    study.add_argument("--quick", action="store_true", help="a small run for smoke tests")
+    study.set_defaults(func=_study)
+    finetune = sub.add_parser("finetune", help="PEFT methods on Rotten Tomatoes (accuracy, speed, memory); "
+                              "block allocator vs uniform ranks")
+    finetune.add_argument("--out", default="results/finetune", help="output folder; re-runs resume")
+    finetune.add_argument("--quick", action="store_true", help="a random small model for smoke tests")
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.set_defaults(func=_finetune)
     link = sub.add_parser("link", help="AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)")
     link.add_argument("--out", default="results/link", help="output folder (CSV, JSON, PNG); re-runs resume")
     link.add_argument("--quick", action="store_true", help="a small grid for smoke tests")
@@ -35,8 +64,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    args.func(args)
-    return 0
+    return args.func(args) or 0
 
 
 if __name__ == "__main__":

@@ -6,15 +6,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def line_plot(path, curves, xlabel, ylabel, title, logy=False):
-    """Write a PNG with one line per entry of `curves` ({label: [(x, y), ...]})."""
+def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marker_only=False):
+    """Write a PNG with one line (or, with marker_only, one set of markers) per entry of `curves`
+    ({label: [(x, y), ...]})."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, points in curves.items():
         xs, ys = zip(*sorted(points))
-        ax.plot(xs, ys, marker="o", ms=3, label=label)
+        ax.plot(xs, ys, marker="o", ms=4 if marker_only else 3, ls="none" if marker_only else "-", label=label)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

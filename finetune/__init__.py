@@ -8,3 +8,6 @@ from .data import DATASETS, Dataset, load_dataset, partition, to_tf_dataset, tok
 from .fomo import ARCHITECTURES, PRETRAINED, build_fomo, load_fomo, port_folder, save_tf
 from .peft_model import PeftModel, get_peft_model
 from .training import block_importance, evaluate, make_grad_fn, make_train_step
+from .aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator
+from .emulator import build_emulator, emulator_blocks, emulator_config, plug_in_state
+from .federated import FederatedDEFT, RoundLog

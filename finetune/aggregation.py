@@ -107,14 +107,15 @@ class AirCompAggregator(_RadioAggregator):
 
 class DigitalAggregator(_RadioAggregator):
     """Digital baseline: each device quantises, LDPC-codes and QAM-maps its update alone on orthogonal
-    resources (`DigitalUplink`, TDMA); bit errors corrupt the dequantised payloads; the server averages."""
+    resources (`DigitalUplink`, TDMA; LDPC belief propagation with `num_iter` iterations); bit errors
+    corrupt the dequantised payloads; the server averages."""
     name = "digital"
 
     def __init__(self, num_devices, num_antennas, snr_db, channel="rayleigh", num_bits=8, num_bits_per_symbol=2,
-                 code_rate=0.5, seed=0, **channel_kwargs):
+                 code_rate=0.5, num_iter=20, seed=0, **channel_kwargs):
         super().__init__(num_devices, num_antennas, snr_db, channel, seed, **channel_kwargs)
         self.uplink = DigitalUplink("tdma", num_bits=num_bits, num_bits_per_symbol=num_bits_per_symbol,
-                                    code_rate=code_rate)
+                                    code_rate=code_rate, num_iter=num_iter)
 
     def __call__(self, updates, round_index):
         u = _check_updates(updates, self.num_devices)

@@ -4,8 +4,6 @@ import hashlib
 import importlib.metadata as md
 from pathlib import Path
 
-import numpy as np
-import tensorflow as tf
 
 PRETRAINED = {
     # name: (distribution, folder inside it, sha256 of model.safetensors)
@@ -68,6 +66,7 @@ def port_folder(folder, sha256=None):
     """
     from safetensors.numpy import load_file
     from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
     folder = Path(folder)
@@ -87,8 +86,13 @@ def port_folder(folder, sha256=None):
                              "published model")
     model = cls(config)
     model.build_in_name_scope()
-    load_pytorch_state_dict_in_tf2_model(model, load_file(str(weights)), tf_inputs=False,
-                                         allow_missing_keys=False)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()          # the port lists PyTorch-only buffers (position_ids) as unused
+    try:
+        load_pytorch_state_dict_in_tf2_model(model, load_file(str(weights)), tf_inputs=False,
+                                             allow_missing_keys=False)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return model
 
 

@@ -1,5 +1,7 @@
 """Training a PeftModel: a compiled step (full inputs or cached activations), evaluation, block importance."""
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
@@ -60,11 +62,15 @@ def take(x, idx):
     return x[idx]
 
 
+_PREDICT = weakref.WeakKeyDictionary()    # model -> {start_block: compiled predict}
+
+
 def evaluate(model, x, y, start_block=None, batch_size=256):
-    """Accuracy of `model` on (x, y); x as in `make_train_step`."""
-    @tf.function
-    def predict(xb):
-        return tf.argmax(_logits(model, xb, start_block, False), axis=-1)
+    """Accuracy of `model` on (x, y); x as in `make_train_step`. The compiled predict is kept per model."""
+    fns = _PREDICT.setdefault(model, {})
+    if start_block not in fns:
+        fns[start_block] = tf.function(lambda xb: tf.argmax(_logits(model, xb, start_block, False), axis=-1))
+    predict = fns[start_block]
     correct = 0
     for xb, yb in batches(x, y, batch_size):
         correct += int(np.sum(predict(xb).numpy() == yb))

@@ -55,3 +55,21 @@ def test_store_keeps_rows_and_rejects_foreign_file(tmp_path):
 def test_parser_rejects_unknown_command():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["nope"])
+
+
+def test_finetune_quick_measures_methods_and_allocations(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
+    assert main(["finetune", "--quick", "--out", str(tmp_path)]) == 0
+    methods = {r["method"]: r for r in csv.DictReader((tmp_path / "methods.csv").open())}
+    assert set(methods) == {"linear_probe", "lora_top", "lora_top_nocache"}
+    # trainable parameters: head 2 * (64 + 1); LoRA r=8 on query/value of the top 2 blocks of hidden 64
+    assert int(methods["linear_probe"]["trainable_params"]) == 130
+    assert int(methods["lora_top"]["trainable_params"]) == 130 + 2 * 2 * 8 * (64 + 64)
+    assert methods["lora_top"]["trainable_params"] == methods["lora_top_nocache"]["trainable_params"]
+    assert all(float(r["samples_per_s"]) > 0 and float(r["peak_rss_mib"]) > 100 for r in methods.values())
+    budgets = list(csv.DictReader((tmp_path / "budgets.csv").open()))
+    assert {r["allocation"] for r in budgets} == {"allocated", "uniform"}
+    for r in budgets:
+        assert int(r["payload_bits"]) <= int(r["bits_budget"])
+    assert (tmp_path / "accuracy_vs_budget.png").is_file()
+    assert "caching speed-up" in capsys.readouterr().out

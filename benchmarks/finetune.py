@@ -1,0 +1,243 @@
+"""`deft6g finetune`: PEFT methods on Rotten Tomatoes with MiniLM, and the block allocator vs uniform ranks.
+
+Each method runs in its own subprocess (so its peak RSS is its own) and is appended to methods.csv at
+once; re-runs skip finished methods. Reports accuracy, trainable parameters, training samples/s (steady
+state, and with the activation cache's one-off cost) and peak memory; and accuracy vs uplink budget for
+the allocator (measured block importance, `deft6g.optim.PeftAllocator`) against uniform ranks.
+"""
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .plots import line_plot
+from .store import ResultStore, prepare_run
+
+METHOD_FIELDS = ["method", "accuracy", "trainable_params", "samples_per_s", "samples_per_s_with_cache",
+                 "cache_s", "train_s", "peak_rss_mib", "lowest_block", "sizes"]
+BUDGET_FIELDS = ["allocation", "budget_fraction", "bits_budget", "sizes", "payload_bits", "memory_mib",
+                 "flops_g", "accuracy"]
+
+
+@dataclass
+class FinetuneConfig:
+    model: str = "all-MiniLM-L6-v2"
+    max_length: int = 48
+    train_examples: int = 3000
+    test_examples: int = 1000
+    epochs: int = 1
+    batch_size: int = 32
+    seed: int = 0
+    methods: list = field(default_factory=lambda: [
+        "linear_probe", "full", "lora_all", "lora_top", "lora_top_nocache", "adapters", "prompt", "bitfit"])
+    rank: int = 8
+    top_blocks: int = 2
+    budget_fractions: list = field(default_factory=lambda: [0.25, 0.5])
+    choices: list = field(default_factory=lambda: [0, 2, 4, 8, 16])
+
+    @classmethod
+    def quick(cls):
+        return cls(model="random-bert", train_examples=64, test_examples=32, batch_size=16,
+                   methods=["linear_probe", "lora_top", "lora_top_nocache"], budget_fractions=[0.5])
+
+
+LR = {"linear_probe": 1e-2, "full": 5e-5, "lora_all": 1e-3, "lora_top": 1e-3, "lora_top_nocache": 1e-3,
+      "adapters": 1e-3, "prompt": 1e-2, "bitfit": 1e-3, "allocated": 1e-3, "uniform": 1e-3}
+
+
+def _peft_config(method, cfg, num_blocks, sizes=None):
+    from deft6g.finetune import AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig
+    top = list(range(num_blocks - cfg.top_blocks, num_blocks))
+    if method in ("linear_probe", "full"):
+        return LoraConfig(r=cfg.rank, layers_to_transform=[])
+    if method == "lora_all":
+        return LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank)
+    if method in ("lora_top", "lora_top_nocache"):
+        return LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank, layers_to_transform=top)
+    if method in ("allocated", "uniform"):
+        return LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank, rank_pattern=dict(enumerate(sizes)))
+    if method == "adapters":
+        return AdapterConfig(width=16)
+    if method == "prompt":
+        return PromptTuningConfig(num_virtual_tokens=16)
+    if method == "bitfit":
+        return BitFitConfig()
+    raise ValueError(f"unknown method {method!r}")
+
+
+def _data(cfg):
+    from deft6g.benchmarks.study import _load_model
+    from deft6g.benchmarks.study_config import ModelSection, StudyConfig
+    from deft6g.finetune import load_dataset, tokenize, train_test_split
+    data = load_dataset("rotten_tomatoes")
+    train, test = train_test_split(len(data), 0.2, seed=0)
+    rng = np.random.default_rng(cfg.seed)
+    train, test = rng.permutation(train)[:cfg.train_examples], rng.permutation(test)[:cfg.test_examples]
+    model, tok = _load_model(StudyConfig(model=ModelSection(name=cfg.model)))
+    tokens = tokenize(tok, data.x, cfg.max_length)
+    pick = lambda idx: {k: v[idx] for k, v in tokens.items()}  # noqa: E731
+    return model, pick(train), data.y[train], pick(test), data.y[test]
+
+
+def train_method(method, cfg, sizes=None):
+    """Train one method (in this process) and return its measurements as a dict."""
+    import tf_keras as keras
+    from deft6g.finetune import evaluate, get_peft_model, make_train_step
+    from deft6g.finetune.layers import freeze_all_but
+    from deft6g.finetune.training import batches
+
+    keras.utils.set_random_seed(cfg.seed)
+    model, x_tr, y_tr, x_te, y_te = _data(cfg)
+    num_blocks = model.config.num_hidden_layers
+    peft = get_peft_model(model, _peft_config(method, cfg, num_blocks, sizes), num_labels=2, seed=cfg.seed)
+    if method == "full":
+        freeze_all_but(peft, list(peft.weights))
+    low = 0 if method == "full" else peft.lowest_tuned_block()
+    cached = method in ("linear_probe", "lora_top") or (method in ("allocated", "uniform") and low > 0)
+    start = low if cached else None
+    t0 = time.time()
+    if cached:
+        x_tr, x_te = peft.activations(x_tr, low), peft.activations(x_te, low)
+    cache_s = time.time() - t0
+    step = make_train_step(peft, keras.optimizers.Adam(LR[method]), start_block=start)
+    rng = np.random.default_rng(cfg.seed)
+    epochs = cfg.epochs * (10 if method == "linear_probe" else 1)
+    step(*next(batches(x_tr, y_tr, cfg.batch_size)))          # trace once, outside the timing
+    t0, seen = time.time(), 0
+    for _ in range(epochs):
+        for xb, yb in batches(x_tr, y_tr, cfg.batch_size, rng):
+            step(xb, yb)
+            seen += len(yb)
+    train_s = time.time() - t0
+    acc = evaluate(peft, x_te, y_te, start_block=start)
+    n_train = len(y_tr)
+    return {"method": method, "accuracy": acc, "trainable_params": peft.get_nb_trainable_parameters()[0],
+            "samples_per_s": seen / train_s,
+            "samples_per_s_with_cache": seen / (train_s + cache_s * (n_train / (n_train + len(y_te)))),
+            "cache_s": round(cache_s, 2), "train_s": round(train_s, 2),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "lowest_block": low,
+            "sizes": json.dumps(peft.sizes)}
+
+
+def block_importance_scores(cfg):
+    """Per-block squared gradient norm of LoRA (all blocks, rank `cfg.rank`) over 4 batches."""
+    from deft6g.finetune import block_importance, get_peft_model
+    model, x_tr, y_tr, _, _ = _data(cfg)
+    peft = get_peft_model(model, _peft_config("lora_all", cfg, model.config.num_hidden_layers), num_labels=2)
+    for *_, w, _ in peft.wrappers:        # B = 0 would zero the gradient of A: use a small random B
+        w.lora_B.assign(np.random.default_rng(cfg.seed).normal(0, 1e-3, w.lora_B.shape))
+    return block_importance(peft, x_tr, y_tr, batch_size=cfg.batch_size, num_batches=4)
+
+
+def _in_subprocess(task, cfg, **extra):
+    """Run `task` in a fresh interpreter; returns its JSON result."""
+    payload = json.dumps({"task": task, "config": asdict(cfg), **extra})
+    res = subprocess.run([sys.executable, "-m", "deft6g.benchmarks.finetune", payload], capture_output=True,
+                         text=True)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode or not lines:
+        raise RuntimeError(f"finetune worker {task} failed:\n{res.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def allocations(cfg, importance, num_blocks):
+    """Allocator vs uniform rank at each budget fraction of LoRA-all-blocks' payload (rank cfg.rank)."""
+    from deft6g.finetune import LoraConfig, allocation_table, peft_cost
+    from deft6g.finetune.cost import MODELS, dims_of
+    from deft6g.optim import PeftAllocator
+    dims = MODELS.get(cfg.model)
+    if dims is None:                      # the random smoke-test model
+        from deft6g.benchmarks.study import _load_model
+        from deft6g.benchmarks.study_config import ModelSection, StudyConfig
+        dims = dims_of(_load_model(StudyConfig(model=ModelSection(name=cfg.model)))[0])
+    base = LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank)
+    table = allocation_table(dims, base, cfg.choices, tokens=cfg.max_length, batch_size=cfg.batch_size)
+    alloc = PeftAllocator(importance, cfg.choices, **table)
+    full_bits = peft_cost(dims, base).payload_bits
+    out = []
+    for frac in cfg.budget_fractions:
+        budget = frac * full_bits
+        got = alloc.solve(bits_budget=budget)
+        uniform_rank = max(c for c in cfg.choices if c == 0 or
+                           peft_cost(dims, LoraConfig(r=c)).payload_bits <= budget)
+        for name, sizes in (("allocated", got.sizes), ("uniform", [uniform_rank] * num_blocks)):
+            cost = peft_cost(dims, LoraConfig(r=max(max(sizes), 1), rank_pattern=dict(enumerate(sizes))),
+                             tokens=cfg.max_length, batch_size=cfg.batch_size)
+            out.append({"allocation": name, "budget_fraction": frac, "bits_budget": int(budget), "sizes": sizes,
+                        "payload_bits": cost.payload_bits, "memory_mib": cost.memory / 2 ** 20,
+                        "flops_g": (cost.flops_forward + cost.flops_backward) / 1e9})
+    return out
+
+
+def run_finetune(out_dir, quick=False, seed=0, log=print):
+    cfg = FinetuneConfig.quick() if quick else FinetuneConfig()
+    cfg.seed = seed
+    out = prepare_run(out_dir, cfg)
+    methods = ResultStore(out / "methods.csv", METHOD_FIELDS, ["method"])
+    for m in cfg.methods:
+        if not methods.done({"method": m}):
+            log(f"training {m} ...")
+            methods.add(_in_subprocess("method", cfg, method=m))
+    budgets = ResultStore(out / "budgets.csv", BUDGET_FIELDS, ["allocation", "budget_fraction"])
+    imp_path = out / "importance.json"
+    if not imp_path.exists():
+        imp_path.write_text(json.dumps(_in_subprocess("importance", cfg)["importance"]))
+    importance = np.array(json.loads(imp_path.read_text()))
+    for row in allocations(cfg, importance, len(importance)):
+        if not budgets.done(row):
+            log(f"training {row['allocation']} at {row['budget_fraction']:.2f} of the payload: {row['sizes']}")
+            res = _in_subprocess("method", cfg, method=row["allocation"], sizes=row["sizes"])
+            budgets.add({**row, "sizes": json.dumps(row["sizes"]), "accuracy": res["accuracy"]})
+    _plot(out, budgets.rows())
+    return cfg, methods.rows(), budgets.rows(), importance
+
+
+def _plot(out, rows):
+    curves = {}
+    for r in rows:
+        curves.setdefault(r["allocation"], []).append((float(r["budget_fraction"]), float(r["accuracy"])))
+    if curves:
+        line_plot(out / "accuracy_vs_budget.png", curves, "uplink budget (fraction of LoRA r=8 on all blocks)",
+                  "test accuracy", "Per-block allocation vs uniform ranks")
+
+
+def summary(cfg, methods, budgets, importance):
+    by = {r["method"]: r for r in methods}
+    lines = [f"PEFT on Rotten Tomatoes with {cfg.model} ({cfg.train_examples} training texts, {cfg.epochs} epoch, "
+             f"{cfg.max_length} tokens, {cfg.test_examples} test texts)",
+             f"{'method':<18}{'accuracy':>9}{'trainable':>12}{'samples/s':>11}{'w/ cache':>10}{'peak MiB':>10}"]
+    for r in methods:
+        lines.append(f"{r['method']:<18}{float(r['accuracy']):>9.3f}{int(r['trainable_params']):>12,d}"
+                     f"{float(r['samples_per_s']):>11.1f}{float(r['samples_per_s_with_cache']):>10.1f}"
+                     f"{float(r['peak_rss_mib']):>10.0f}")
+    if "lora_top" in by and "lora_top_nocache" in by:
+        ratio = float(by["lora_top"]["samples_per_s"]) / float(by["lora_top_nocache"]["samples_per_s"])
+        lines.append(f"top-block caching speed-up: {ratio:.2f}x steady state (target 2x), "
+                     f"{float(by['lora_top']['samples_per_s_with_cache']) / float(by['lora_top_nocache']['samples_per_s']):.2f}x "
+                     "counting the one-off cache pass")
+    lines.append("block importance (squared grad norm): " + ", ".join(f"{v:.3g}" for v in importance))
+    for r in budgets:
+        lines.append(f"budget {float(r['budget_fraction']):.2f}: {r['allocation']:<9} ranks {r['sizes']:<22} "
+                     f"accuracy {float(r['accuracy']):.3f}  memory {float(r['memory_mib']):.0f} MiB")
+    if cfg.model == "random-bert":
+        lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
+    return "\n".join(lines)
+
+
+def _worker(payload):
+    job = json.loads(payload)
+    cfg = FinetuneConfig(**job["config"])
+    if job["task"] == "importance":
+        print(json.dumps({"importance": block_importance_scores(cfg).tolist()}))
+    else:
+        print(json.dumps(train_method(job["method"], cfg, job.get("sizes"))))
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])

@@ -1,0 +1,224 @@
+"""The configuration of `deft6g study`: an embedded default, TOML files, validation before any work starts."""
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+
+import numpy as np
+
+PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")
+MODES = ("emulator", "full", "gradient")
+
+
+@dataclass
+class ModelSection:
+    """name: the packaged pretrained "all-MiniLM-L6-v2", or "random-bert" (a random 6-block BERT of hidden
+    size 64 with the MiniLM tokenizer, for smoke tests; results say so); max_length: tokens per text."""
+    name: str = "all-MiniLM-L6-v2"
+    max_length: int = 48
+
+
+@dataclass
+class PeftSection:
+    """method; size: rank / width / prompt length in every tuned block; blocks: the tuned blocks;
+    lora_alpha, target_modules (LoRA)."""
+    method: str = "lora"
+    size: int = 8
+    blocks: list = field(default_factory=lambda: [5])
+    lora_alpha: float = 16.0
+    target_modules: list = field(default_factory=lambda: ["query", "value"])
+
+
+@dataclass
+class DataSection:
+    """dataset; train_examples / test_examples: how many of the seeded 80/20 split to use; partition across
+    devices ("iid", "dirichlet" with alpha, "shards")."""
+    dataset: str = "rotten_tomatoes"
+    train_examples: int = 2560
+    test_examples: int = 1000
+    partition: str = "iid"
+    alpha: float = 0.5
+
+
+@dataclass
+class FederatedSection:
+    """mode: "emulator" (devices tune on a layer-dropped emulator, the server plugs the weights into the
+    full model), "full" (devices hold the full model), "gradient" (split fine-tuning at cut_block);
+    devices K; rounds; local_steps; batch_size; lr (Adam); emulator_bottom / emulator_top / emulator_drop."""
+    mode: str = "full"
+    devices: int = 8
+    rounds: int = 8
+    local_steps: int = 5
+    batch_size: int = 8
+    lr: float = 1e-2
+    emulator_bottom: int = 1
+    emulator_top: int = 1
+    emulator_drop: float = 0.5
+    cut_block: int = 0
+
+
+@dataclass
+class ChannelSection:
+    """model (deft6g.phy.CHANNEL_MODELS); antennas N (a list: one study point per N); snr_db grid
+    (P / sigma^2 per device); method (deft6g.optim.METHODS) designed every round; csi_error (variance);
+    select_devices with mse_target; bandwidth_hz converts channel uses to latency; num_subcarriers (TDL/CDL)."""
+    model: str = "rayleigh"
+    antennas: list = field(default_factory=lambda: [8])
+    snr_db: list = field(default_factory=lambda: [-10.0, 0.0, 10.0, 20.0, 30.0])
+    method: str = "sdr"
+    csi_error: float = 0.0
+    select_devices: bool = False
+    mse_target: float = 0.1
+    bandwidth_hz: float = 1e6
+    num_subcarriers: int = 8
+
+
+@dataclass
+class DigitalSection:
+    """The digital baseline: quantiser bits per real, QAM bits per symbol, LDPC code rate and decoder
+    iterations."""
+    num_bits: int = 8
+    bits_per_symbol: int = 2
+    code_rate: float = 0.5
+    ldpc_iterations: int = 10
+
+
+@dataclass
+class StudyConfig:
+    schemes: list = field(default_factory=lambda: ["ideal", "aircomp", "digital"])
+    seeds: list = field(default_factory=lambda: [0])
+    model: ModelSection = field(default_factory=ModelSection)
+    peft: PeftSection = field(default_factory=PeftSection)
+    data: DataSection = field(default_factory=DataSection)
+    federated: FederatedSection = field(default_factory=FederatedSection)
+    channel: ChannelSection = field(default_factory=ChannelSection)
+    digital: DigitalSection = field(default_factory=DigitalSection)
+
+    def to_dict(self):
+        return asdict(self)
+
+
+QUICK = {"data": {"train_examples": 256, "test_examples": 200},
+         "federated": {"devices": 4, "rounds": 2, "local_steps": 2},
+         "channel": {"snr_db": [0.0, 20.0]}}
+
+
+def _section_types():
+    return {f.name: f.default_factory().__class__ for f in fields(StudyConfig)
+            if f.name not in ("schemes", "seeds")}
+
+
+def build_config(overrides=None):
+    """StudyConfig from nested dicts of overrides ({"channel": {"snr_db": [...]}, "seeds": [...]}).
+    Unknown sections or keys raise ValueError naming them; values are checked by `validate`."""
+    overrides = overrides or {}
+    cfg = StudyConfig()
+    sections = _section_types()
+    for key, value in overrides.items():
+        if key in ("schemes", "seeds"):
+            cfg = replace(cfg, **{key: list(value) if isinstance(value, (list, tuple)) else value})
+            continue
+        if key not in sections:
+            raise ValueError(f"unknown configuration key {key!r}; known: {sorted(list(sections) + ['schemes', 'seeds'])}")
+        if not isinstance(value, dict):
+            raise ValueError(f"configuration key {key!r} must be a table (section)")
+        known = {f.name for f in fields(sections[key])}
+        bad = sorted(set(value) - known)
+        if bad:
+            raise ValueError(f"unknown configuration key {key}.{bad[0]!r}; known in [{key}]: {sorted(known)}")
+        cfg = replace(cfg, **{key: replace(getattr(cfg, key), **value)})
+    validate(cfg)
+    return cfg
+
+
+def load_config(path=None, quick=False):
+    """The default configuration, updated by a TOML file at `path` (if any) and by the quick settings."""
+    overrides = {}
+    if quick:
+        overrides = {k: dict(v) for k, v in QUICK.items()}
+    if path is not None:
+        try:
+            with open(path, "rb") as f:
+                user = tomllib.load(f)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"configuration file {path}: {err}") from None
+        for key, value in user.items():
+            if isinstance(value, dict) and isinstance(overrides.get(key), dict):
+                overrides[key] = {**overrides[key], **value}
+            else:
+                overrides[key] = value
+    return build_config(overrides)
+
+
+def _require(ok, key, message):
+    if not ok:
+        raise ValueError(f"configuration key {key!r}: {message}")
+
+
+def _int(value, key, low):
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= low, key, f"must be an int >= {low}, got {value!r}")
+
+
+def validate(cfg):
+    """Check every value (names, ranges, grids) before any work starts; errors name the key."""
+    from deft6g.finetune.aggregation import SCHEMES
+    from deft6g.finetune.data import DATASETS, PARTITIONS
+    from deft6g.optim import METHODS
+    from deft6g.phy import CHANNEL_MODELS
+
+    _require(isinstance(cfg.schemes, list) and cfg.schemes and set(cfg.schemes) <= set(SCHEMES), "schemes",
+             f"must be a non-empty list from {SCHEMES}, got {cfg.schemes!r}")
+    _require(isinstance(cfg.seeds, list) and cfg.seeds, "seeds", "must be a non-empty list of ints")
+    for s in cfg.seeds:
+        _int(s, "seeds", 0)
+    m, p, d, f, c, g = cfg.model, cfg.peft, cfg.data, cfg.federated, cfg.channel, cfg.digital
+    _require(m.name in ("all-MiniLM-L6-v2", "random-bert"), "model.name",
+             f"must be 'all-MiniLM-L6-v2' or 'random-bert', got {m.name!r}")
+    _int(m.max_length, "model.max_length", 2)
+    _require(p.method in PEFT_METHODS, "peft.method", f"must be one of {PEFT_METHODS}, got {p.method!r}")
+    _int(p.size, "peft.size", 1)
+    num_blocks = 6                                    # both models have 6 blocks
+    _require(isinstance(p.blocks, list) and p.blocks and all(isinstance(b, int) and 0 <= b < num_blocks for b in p.blocks),
+             "peft.blocks", f"must list block indices in [0, {num_blocks}), got {p.blocks!r}")
+    _require(d.dataset in DATASETS and DATASETS[d.dataset][2] == "text", "data.dataset",
+             f"must be a text dataset of {sorted(k for k, v in DATASETS.items() if v[2] == 'text')}, got {d.dataset!r}")
+    _int(d.train_examples, "data.train_examples", 1)
+    _int(d.test_examples, "data.test_examples", 1)
+    _require(d.partition in PARTITIONS, "data.partition", f"must be one of {PARTITIONS}, got {d.partition!r}")
+    _require(d.alpha > 0, "data.alpha", f"must be > 0, got {d.alpha}")
+    _require(f.mode in MODES, "federated.mode", f"must be one of {MODES}, got {f.mode!r}")
+    _int(f.devices, "federated.devices", 1)
+    _require(f.devices <= d.train_examples, "federated.devices", "must not exceed data.train_examples")
+    for key in ("rounds", "local_steps", "batch_size"):
+        _int(getattr(f, key), f"federated.{key}", 1)
+    _require(f.lr > 0, "federated.lr", f"must be > 0, got {f.lr}")
+    _int(f.emulator_bottom, "federated.emulator_bottom", 0)
+    _int(f.emulator_top, "federated.emulator_top", 1)
+    _require(f.emulator_bottom + f.emulator_top <= num_blocks, "federated.emulator_top",
+             f"emulator_bottom + emulator_top must be <= {num_blocks}")
+    _require(0.0 <= f.emulator_drop <= 1.0, "federated.emulator_drop", f"must be in [0, 1], got {f.emulator_drop}")
+    if f.mode == "emulator":
+        _require(min(p.blocks) >= num_blocks - f.emulator_top or max(p.blocks) < f.emulator_bottom,
+                 "peft.blocks", "tuned blocks must lie in the emulator's kept top (or bottom) blocks")
+    if f.mode == "gradient":
+        _int(f.cut_block, "federated.cut_block", 1)
+        _require(max(p.blocks) < f.cut_block <= num_blocks, "federated.cut_block",
+                 f"must lie above every tuned block {p.blocks} and be <= {num_blocks}, got {f.cut_block}")
+    _require(c.model in CHANNEL_MODELS, "channel.model", f"must be one of {CHANNEL_MODELS}, got {c.model!r}")
+    _require(isinstance(c.antennas, list) and c.antennas, "channel.antennas", "must be a non-empty list")
+    for n in c.antennas:
+        _int(n, "channel.antennas", 1)
+    _require(isinstance(c.snr_db, list) and c.snr_db and all(isinstance(s, (int, float)) and np.isfinite(s)
+                                                             for s in c.snr_db),
+             "channel.snr_db", f"must be a non-empty list of finite numbers, got {c.snr_db!r}")
+    _require(c.method in METHODS, "channel.method", f"must be one of {METHODS}, got {c.method!r}")
+    _require(c.csi_error >= 0, "channel.csi_error", f"must be >= 0, got {c.csi_error}")
+    _require(c.mse_target > 0, "channel.mse_target", f"must be > 0, got {c.mse_target}")
+    _require(c.bandwidth_hz > 0, "channel.bandwidth_hz", f"must be > 0, got {c.bandwidth_hz}")
+    _int(c.num_subcarriers, "channel.num_subcarriers", 1)
+    _require(not (c.select_devices and c.model not in ("rayleigh", "correlated")), "channel.select_devices",
+             "device selection needs a flat channel model (rayleigh or correlated)")
+    _int(g.num_bits, "digital.num_bits", 1)
+    _int(g.bits_per_symbol, "digital.bits_per_symbol", 1)
+    _require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")
+    _int(g.ldpc_iterations, "digital.ldpc_iterations", 1)
+    return cfg

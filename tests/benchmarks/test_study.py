@@ -1,0 +1,120 @@
+"""`deft6g study`: fail-fast configuration errors, resume after an interruption, same seed same numbers."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from deft6g.benchmarks.cli import main
+from deft6g.benchmarks.study import RESULT_FIELDS, run_study, study_points
+from deft6g.benchmarks.study_config import build_config, load_config
+
+TINY = """
+seeds = [0]
+[model]
+name = "random-bert"
+[data]
+train_examples = 64
+test_examples = 32
+[federated]
+devices = 2
+rounds = 2
+local_steps = 1
+[channel]
+snr_db = [0.0, 10.0, 20.0]
+antennas = [2]
+"""
+
+
+def read(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"chanel": {"model": "rayleigh"}}, "chanel"),
+    ({"channel": {"antena": 4}}, "channel.'antena'"),
+    ({"channel": {"antennas": [0]}}, "channel.antennas"),
+    ({"channel": {"snr_db": ["high"]}}, "channel.snr_db"),
+    ({"channel": {"model": "tdl-z"}}, "channel.model"),
+    ({"federated": {"mode": "telepathy"}}, "federated.mode"),
+    ({"federated": {"rounds": 0}}, "federated.rounds"),
+    ({"federated": {"mode": "gradient", "cut_block": 3}}, "federated.cut_block"),
+    ({"peft": {"blocks": [9]}}, "peft.blocks"),
+    ({"data": {"dataset": "mnist_5k"}}, "data.dataset"),
+    ({"schemes": ["ideal", "morse"]}, "schemes"),
+])
+def test_bad_configuration_names_the_key(overrides, key):
+    with pytest.raises(ValueError, match=key.replace(".", r"\.").replace("'", "'?")):
+        build_config(overrides)
+
+
+def test_cli_reports_config_errors_before_any_work(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[channel]\nsnr_db = [0, 10]\nmethod = 'psychic'\n")
+    assert main(["study", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
+    assert "channel.method" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_configuration_is_the_main_job():
+    cfg = load_config()
+    assert cfg.model.name == "all-MiniLM-L6-v2" and cfg.data.dataset == "rotten_tomatoes"
+    assert cfg.federated.devices == 8 and cfg.channel.antennas == [8] and cfg.peft.method == "lora"
+    assert min(cfg.channel.snr_db) == -10 and max(cfg.channel.snr_db) == 30
+    assert {p[0] for p in study_points(cfg)} == {"ideal", "aircomp", "digital"}
+
+
+def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY)
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "DEFT6G_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "deft6g.benchmarks.cli", "study", "--config", str(config),
+                             "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "results.csv").exists() and len(read(out / "results.csv")) >= 2:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    first = read(out / "results.csv")
+    n_points = len(study_points(load_config(config)))
+    assert 2 <= len(first) < n_points, "the run should have been interrupted part-way"
+
+    messages = []
+    os.environ["DEFT6G_CACHE"] = str(tmp_path / "cache")
+    try:
+        _, rows = run_study(out, str(config), log=messages.append)
+        _, fresh = run_study(tmp_path / "fresh", str(config), log=lambda m: None)
+    finally:
+        del os.environ["DEFT6G_CACHE"]
+    assert any(f"{len(first)} finished points skipped" in m for m in messages)
+    assert len(rows) == n_points and rows[:len(first)] == first
+    keys = [(r["scheme"], r["snr_db"], r["antennas"], r["seed"]) for r in rows]
+    assert len(set(keys)) == n_points
+    strip = lambda rs: sorted(({k: v for k, v in r.items() if k != "wall_s"} for r in rs),  # noqa: E731
+                              key=lambda r: (r["scheme"], float(r["snr_db"])))
+    assert strip(rows) == strip(fresh)          # same seed, same numbers, whether resumed or not
+    rounds = read(out / "rounds.csv")
+    assert len(rounds) == 2 * n_points
+
+
+def test_quick_study_on_pretrained_minilm(tmp_path, capsys):
+    assert main(["study", "--quick", "--out", str(tmp_path)]) == 0
+    rows = read(tmp_path / "results.csv")
+    assert set(RESULT_FIELDS) >= {"scheme", "snr_db", "seed", "accuracy", "channel_uses", "agg_mse"}
+    assert {r["scheme"] for r in rows} == {"ideal", "aircomp", "digital"} and len(rows) == 5
+    for r in rows:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0
+    dig = [int(r["channel_uses"]) for r in rows if r["scheme"] == "digital"]
+    air = [int(r["channel_uses"]) for r in rows if r["scheme"] == "aircomp"]
+    assert min(dig) > 10 * max(air)
+    for name in ("accuracy_vs_snr.png", "accuracy_vs_channel_uses.png", "agg_mse_per_round.png", "config.json"):
+        assert (tmp_path / name).is_file()
+    assert "aircomp" in capsys.readouterr().out
