@@ -18,10 +18,16 @@ def _design(args):
 
 
 def _study(args):
-    from .study import run_study, summary
+    from .study import OutputFolderError, run_study, summary
+    from .study_config import load_config
     try:
-        cfg, rows = run_study(args.out, args.config, quick=args.quick)
-    except ValueError as err:
+        cfg = load_config(args.config, quick=args.quick)
+    except (ValueError, OSError) as err:
+        print(f"deft6g study: configuration error: {err}", file=sys.stderr)
+        return 2
+    try:
+        cfg, rows = run_study(args.out, cfg)
+    except OutputFolderError as err:
         print(f"deft6g study: error: {err}", file=sys.stderr)
         return 2
     print(summary(cfg, rows))
@@ -64,7 +70,11 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished points are saved; run the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -6,13 +6,13 @@ state, and with the activation cache's one-off cost) and peak memory; and accura
 the allocator (measured block importance, `deft6g.optim.PeftAllocator`) against uniform ranks.
 """
 
+import csv
 import json
 import resource
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class FinetuneConfig:
     methods: list = field(default_factory=lambda: [
         "linear_probe", "full", "lora_all", "lora_top", "lora_top_nocache", "adapters", "prompt", "bitfit"])
     rank: int = 8
-    top_blocks: int = 2
+    top_blocks: int = 1
     budget_fractions: list = field(default_factory=lambda: [0.25, 0.5])
     choices: list = field(default_factory=lambda: [0, 2, 4, 8, 16])
 
@@ -175,10 +175,34 @@ def allocations(cfg, importance, num_blocks):
     return out
 
 
+COST_FIELDS = ["model", "params", "config", "trainable_params", "payload_mib", "memory_gib", "activations_gib",
+               "train_tflops_per_example"]
+
+
+def cost_table(tokens=512, batch_size=8):
+    """LoRA r=8 (query/value) on all blocks vs the top 4 vs full fine-tuning, for the published configs."""
+    from deft6g.finetune import MODELS, LoraConfig, full_finetune_cost, peft_cost, total_params
+    rows = []
+    for name, d in MODELS.items():
+        top4 = LoraConfig(r=8, layers_to_transform=list(range(d.num_blocks - 4, d.num_blocks)))
+        for label, c in (("lora r8 all blocks", peft_cost(name, LoraConfig(r=8), tokens, batch_size)),
+                         ("lora r8 top 4 blocks", peft_cost(name, top4, tokens, batch_size)),
+                         ("full fine-tuning", full_finetune_cost(name, tokens, batch_size))):
+            rows.append({"model": name, "params": total_params(d), "config": label,
+                         "trainable_params": c.trainable_params, "payload_mib": c.payload_bits / 8 / 2 ** 20,
+                         "memory_gib": c.memory / 2 ** 30, "activations_gib": c.memory_activations / 2 ** 30,
+                         "train_tflops_per_example": (c.flops_forward + c.flops_backward) / 1e12})
+    return rows
+
+
 def run_finetune(out_dir, quick=False, seed=0, log=print):
     cfg = FinetuneConfig.quick() if quick else FinetuneConfig()
     cfg.seed = seed
     out = prepare_run(out_dir, cfg)
+    with open(out / "costs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, COST_FIELDS)
+        writer.writeheader()
+        writer.writerows(cost_table())
     methods = ResultStore(out / "methods.csv", METHOD_FIELDS, ["method"])
     for m in cfg.methods:
         if not methods.done({"method": m}):
@@ -221,6 +245,10 @@ def summary(cfg, methods, budgets, importance):
         lines.append(f"top-block caching speed-up: {ratio:.2f}x steady state (target 2x), "
                      f"{float(by['lora_top']['samples_per_s_with_cache']) / float(by['lora_top_nocache']['samples_per_s']):.2f}x "
                      "counting the one-off cache pass")
+    lines.append("cost model, 512 tokens, batch 8, fp16 frozen weights (model, config: trainable, payload MiB, memory GiB):")
+    for r in cost_table():
+        lines.append(f"  {r['model']:<17}{r['config']:<22}{r['trainable_params']:>15,d}{r['payload_mib']:>11.2f}"
+                     f"{r['memory_gib']:>9.1f}")
     lines.append("block importance (squared grad norm): " + ", ".join(f"{v:.3g}" for v in importance))
     for r in budgets:
         lines.append(f"budget {float(r['budget_fraction']):.2f}: {r['allocation']:<9} ranks {r['sizes']:<22} "

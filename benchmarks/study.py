@@ -63,7 +63,6 @@ class _Setup:
     """Everything the points share: data, tokens, models, the cached activations, the initial weights."""
 
     def __init__(self, cfg, log):
-        import tensorflow as tf  # noqa: F401
         from deft6g.finetune import get_peft_model, load_dataset, tokenize, train_test_split
         from deft6g.finetune.emulator import build_emulator, emulator_blocks, emulator_config
 
@@ -177,13 +176,17 @@ def _run_point(setup, point, rounds_store):
             "rounds": f.rounds, "wall_s": round(time.time() - t0, 2)}
 
 
+class OutputFolderError(ValueError):
+    """The output folder holds results of a different configuration."""
+
+
 def _prepare(out_dir, cfg):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "config.json"
     text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
     if path.is_file() and path.read_text() != text:
-        raise ValueError(f"{out} holds results of another configuration (config.json differs); use another --out")
+        raise OutputFolderError(f"{out} holds results of another configuration (config.json differs); use another --out")
     path.write_text(text)
     return out
 
@@ -198,7 +201,6 @@ def run_study(out_dir, config=None, quick=False, log=print):
     if len(todo) < len(study_points(cfg)):
         log(f"resuming: {len(study_points(cfg)) - len(todo)} finished points skipped")
     if todo:
-        import deft6g.phy  # noqa: F401
         setup = _Setup(cfg, log)
         _write_model_info(out, cfg, setup)
         for point in tqdm(todo, desc="study points", unit="pt", disable=None):

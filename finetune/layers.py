@@ -42,7 +42,7 @@ class LoraLayer(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         x = self.dropout(inputs, training=training)
-        delta = tf.einsum("...i,ir,ro->...o", x, self.lora_A, self.lora_B)
+        delta = tf.tensordot(tf.tensordot(x, self.lora_A, 1), self.lora_B, 1)     # (x A) B: r-wide middle
         return self.base(inputs) + self.scale * delta
 
     def merge(self):
@@ -77,8 +77,8 @@ class AdapterLayer(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         h = self.base(inputs)
-        z = tf.nn.gelu(tf.einsum("...o,ow->...w", h, self.down) + self.down_bias)
-        return h + tf.einsum("...w,wo->...o", z, self.up) + self.up_bias
+        z = tf.nn.gelu(tf.tensordot(h, self.down, 1) + self.down_bias)
+        return h + tf.tensordot(z, self.up, 1) + self.up_bias
 
     def peft_weights(self):
         return {f"{self.module}.adapter.down.weight": tf.transpose(self.down),

@@ -62,9 +62,9 @@ def test_finetune_quick_measures_methods_and_allocations(tmp_path, capsys, monke
     assert main(["finetune", "--quick", "--out", str(tmp_path)]) == 0
     methods = {r["method"]: r for r in csv.DictReader((tmp_path / "methods.csv").open())}
     assert set(methods) == {"linear_probe", "lora_top", "lora_top_nocache"}
-    # trainable parameters: head 2 * (64 + 1); LoRA r=8 on query/value of the top 2 blocks of hidden 64
+    # trainable parameters: head 2 * (64 + 1); LoRA r=8 on query/value of the top block, hidden 64
     assert int(methods["linear_probe"]["trainable_params"]) == 130
-    assert int(methods["lora_top"]["trainable_params"]) == 130 + 2 * 2 * 8 * (64 + 64)
+    assert int(methods["lora_top"]["trainable_params"]) == 130 + 2 * 8 * (64 + 64)
     assert methods["lora_top"]["trainable_params"] == methods["lora_top_nocache"]["trainable_params"]
     assert all(float(r["samples_per_s"]) > 0 and float(r["peak_rss_mib"]) > 100 for r in methods.values())
     budgets = list(csv.DictReader((tmp_path / "budgets.csv").open()))

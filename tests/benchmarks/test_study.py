@@ -118,3 +118,10 @@ def test_quick_study_on_pretrained_minilm(tmp_path, capsys):
     for name in ("accuracy_vs_snr.png", "accuracy_vs_channel_uses.png", "agg_mse_per_round.png", "config.json"):
         assert (tmp_path / name).is_file()
     assert "aircomp" in capsys.readouterr().out
+
+
+def test_output_folder_of_another_configuration_is_refused(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["study", "--quick", "--out", str(tmp_path)]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert not (tmp_path / "results.csv").exists()

@@ -4,12 +4,11 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 from safetensors.numpy import load_file
 
-from deft6g.finetune import (AdapterConfig, BitFitConfig, LoraConfig, PeftModel, PromptTuningConfig, build_fomo,
-                             dims_of, get_peft_model, make_train_step)
+from deft6g.finetune import (AdapterConfig, BitFitConfig, LoraConfig, PeftModel, PromptTuningConfig, block_importance,
+                             build_fomo, dims_of, get_peft_model, make_train_step)
 from deft6g.finetune.cost import peft_params_per_block
 
 H, FF, L, LABELS = 64, 128, 4, 3
@@ -160,3 +159,24 @@ def test_bad_configs_raise_clear_errors():
         build_fomo("resnet")
     with pytest.raises(TypeError, match="model"):
         get_peft_model(keras.Sequential([keras.layers.Dense(2)]), LoraConfig())
+
+
+def test_deep_prompts_extend_the_sequence_and_cache_below_them():
+    peft = tiny(PromptTuningConfig(num_virtual_tokens=2, tokens_pattern={2: 3}, prompt_init="random"))
+    assert peft.sizes == [2, 0, 3, 0] and peft.lowest_tuned_block() == 0
+    assert peft.get_nb_trainable_parameters()[0] == 5 * H + LABELS * (H + 1)
+    x = text_batch()
+    h, m = peft.run_blocks(*peft.embed(x), 0, 4)
+    assert h.shape[1] == 12 + 5 and m.shape[1] == 12 + 5
+    upper = tiny(PromptTuningConfig(num_virtual_tokens=0, tokens_pattern={2: 3}, prompt_init="random"))
+    assert upper.lowest_tuned_block() == 2
+    hc, mc = upper.activations(x, 2)
+    np.testing.assert_allclose(upper.forward_from(hc, mc, 2).numpy(), upper(x).numpy(), atol=1e-5)
+
+
+def test_block_importance_is_zero_exactly_where_no_peft():
+    peft = tiny(LoraConfig(r=2, layers_to_transform=[1, 3]))
+    for *_, w, _ in peft.wrappers:
+        w.lora_B.assign(np.full(w.lora_B.shape, 1e-2, np.float32))
+    score = block_importance(peft, text_batch(8), np.array([0, 1, 2] * 2 + [0, 1]), batch_size=4, num_batches=2)
+    assert score[0] == 0 and score[2] == 0 and score[1] > 0 and score[3] > 0
