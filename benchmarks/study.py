@@ -104,7 +104,7 @@ class _Setup:
         self.full_test_acts = (self.test_acts if self.device is self.full else
                                _cached(key + ["full-test", self.full_start],
                                        lambda: self.full.activations(x_test, self.full_start)))
-        log(f"activations cached in {time.time() - t0:.1f} s (block {self.start}; emulator blocks {self.kept})")
+        log(f"activations cached in {time.time() - t0:.1f} s (block {self.start}; device model blocks {self.kept})")
         self.init = [v.numpy() for v in self.device.trainable_variables]
 
     def reset(self):
@@ -219,35 +219,35 @@ def _write_model_info(out, cfg, setup):
 
 
 def plot_study(out, rows, round_rows):
-    """accuracy_vs_snr.png, accuracy_vs_channel_uses.png, agg_mse_per_round.png."""
+    """accuracy_vs_snr.png, accuracy_vs_channel_uses.png (each point annotated with its SNR),
+    agg_mse_per_round.png; ideal aggregation is a dashed line."""
     if not rows:
         return
-    series_snr, series_uses = {}, {}
-    snrs = sorted({float(r["snr_db"]) for r in rows if r["scheme"] != "ideal"})
+    ideal_rows = [r for r in rows if r["scheme"] == "ideal"]
+    ideal = {"ideal (no channel)" + (f" seed {r['seed']}" if len(ideal_rows) > 1 else ""): float(r["accuracy"])
+             for r in ideal_rows}
+    by_snr, by_uses = {}, {}
     for r in rows:
-        acc = float(r["accuracy"])
         if r["scheme"] == "ideal":
-            series_snr.setdefault("ideal", {}).update({s: acc for s in snrs})
-            series_uses.setdefault("ideal (no channel)", {})[1.0] = acc
             continue
-        name = f"{r['scheme']} N={r['antennas']}"
-        series_snr.setdefault(name, {})[float(r["snr_db"])] = acc
-        series_uses.setdefault(name, {})[int(r["channel_uses"])] = acc
-    sort = lambda d: list(d.items())  # noqa: E731
-    if snrs:
-        line_plot(out / "accuracy_vs_snr.png", {k: sort(v) for k, v in series_snr.items()}, "SNR P/sigma^2 [dB]",
-                  "test accuracy", "Federated DEFT: accuracy vs SNR")
-    line_plot(out / "accuracy_vs_channel_uses.png", {k: sort(v) for k, v in series_uses.items()},
-              "channel uses over all rounds", "test accuracy", "Accuracy vs uplink cost", logx=True, marker_only=True)
+        name = f"{r['scheme']} N={r['antennas']}" + (f" seed {r['seed']}" if len(ideal) > 1 else "")
+        snr, acc = float(r["snr_db"]), float(r["accuracy"])
+        by_snr.setdefault(name, []).append((snr, acc))
+        by_uses.setdefault(name, []).append((int(r["channel_uses"]), acc, f"{snr:g} dB"))
+    if by_snr:
+        line_plot(out / "accuracy_vs_snr.png", by_snr, "SNR P/sigma^2 per device [dB]", "test accuracy",
+                  "Federated DEFT: accuracy vs SNR", hlines=ideal)
+        line_plot(out / "accuracy_vs_channel_uses.png", by_uses, "uplink channel uses over all rounds",
+                  "test accuracy", "Accuracy vs uplink cost", logx=True, marker_only=True, hlines=ideal)
     per_round = {}
     for r in round_rows:
         if r["scheme"] == "ideal":
             continue
         name = f"{r['scheme']} N={r['antennas']} {float(r['snr_db']):g} dB"
-        per_round.setdefault(name, {})[int(r["round"])] = max(float(r["agg_mse"]), 1e-20)
+        per_round.setdefault(name, []).append((int(r["round"]), max(float(r["agg_mse"]), 1e-20)))
     if per_round:
-        line_plot(out / "agg_mse_per_round.png", {k: sort(v) for k, v in per_round.items()}, "round",
-                  "aggregation MSE per entry", "Aggregation error per round", logy=True)
+        line_plot(out / "agg_mse_per_round.png", per_round, "round", "aggregation MSE per entry",
+                  "Aggregation error per round", logy=True)
 
 
 def summary(cfg, rows):
