@@ -105,7 +105,8 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert len(rounds) == 2 * n_points
 
 
-def test_quick_study_on_pretrained_minilm(tmp_path, capsys):
+def test_quick_study_on_pretrained_minilm(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     assert main(["study", "--quick", "--out", str(tmp_path)]) == 0
     rows = read(tmp_path / "results.csv")
     assert set(RESULT_FIELDS) >= {"scheme", "snr_db", "seed", "accuracy", "channel_uses", "agg_mse"}
@@ -115,6 +116,7 @@ def test_quick_study_on_pretrained_minilm(tmp_path, capsys):
     dig = [int(r["channel_uses"]) for r in rows if r["scheme"] == "digital"]
     air = [int(r["channel_uses"]) for r in rows if r["scheme"] == "aircomp"]
     assert min(dig) > 10 * max(air)
+    assert (tmp_path / "cache" / "activations").is_dir()
     for name in ("accuracy_vs_snr.png", "accuracy_vs_channel_uses.png", "agg_mse_per_round.png", "config.json"):
         assert (tmp_path / name).is_file()
     assert "aircomp" in capsys.readouterr().out
