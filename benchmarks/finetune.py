@@ -18,6 +18,7 @@ import numpy as np
 
 from .plots import line_plot
 from .store import ResultStore, prepare_run
+from .study import load_model
 
 METHOD_FIELDS = ["method", "accuracy", "trainable_params", "samples_per_s", "samples_per_s_with_cache",
                  "cache_s", "train_s", "peak_rss_mib", "lowest_block", "sizes"]
@@ -72,14 +73,12 @@ def _peft_config(method, cfg, num_blocks, sizes=None):
 
 
 def _data(cfg):
-    from deft6g.benchmarks.study import _load_model
-    from deft6g.benchmarks.study_config import ModelSection, StudyConfig
     from deft6g.finetune import load_dataset, tokenize, train_test_split
     data = load_dataset("rotten_tomatoes")
     train, test = train_test_split(len(data), 0.2, seed=0)
     rng = np.random.default_rng(cfg.seed)
     train, test = rng.permutation(train)[:cfg.train_examples], rng.permutation(test)[:cfg.test_examples]
-    model, tok = _load_model(StudyConfig(model=ModelSection(name=cfg.model)))
+    model, tok = load_model(cfg.model)
     tokens = tokenize(tok, data.x, cfg.max_length)
     pick = lambda idx: {k: v[idx] for k, v in tokens.items()}  # noqa: E731
     return model, pick(train), data.y[train], pick(test), data.y[test]
@@ -153,9 +152,7 @@ def allocations(cfg, importance, num_blocks):
     from deft6g.optim import PeftAllocator
     dims = MODELS.get(cfg.model)
     if dims is None:                      # the random smoke-test model
-        from deft6g.benchmarks.study import _load_model
-        from deft6g.benchmarks.study_config import ModelSection, StudyConfig
-        dims = dims_of(_load_model(StudyConfig(model=ModelSection(name=cfg.model)))[0])
+        dims = dims_of(load_model(cfg.model)[0])
     base = LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank)
     table = allocation_table(dims, base, cfg.choices, tokens=cfg.max_length, batch_size=cfg.batch_size)
     alloc = PeftAllocator(importance, cfg.choices, **table)

@@ -48,15 +48,17 @@ def _peft_config(cfg):
     return BitFitConfig(layers_to_transform=list(p.blocks))
 
 
-def _load_model(cfg):
+def load_model(name):
+    """(model, tokenizer) of a configuration's model name: a packaged pretrained model, or "random-bert"
+    (random 6-block BERT of hidden size 64 with the MiniLM tokenizer, for smoke tests)."""
     from transformers import AutoTokenizer
     from deft6g.finetune import build_fomo, load_fomo
     from deft6g.finetune.fomo import pretrained_folder
-    if cfg.model.name == "random-bert":
+    if name == "random-bert":
         tok = AutoTokenizer.from_pretrained(pretrained_folder("all-MiniLM-L6-v2"))
         model, _ = build_fomo("bert", seed=0, vocab_size=len(tok), num_hidden_layers=6, max_position_embeddings=512)
         return model, tok
-    return load_fomo(cfg.model.name)
+    return load_fomo(name)
 
 
 class _Setup:
@@ -77,7 +79,7 @@ class _Setup:
         train = perm.permutation(train)[:cfg.data.train_examples]
         test = perm.permutation(test)[:cfg.data.test_examples]
         self.y_train, self.y_test = data.y[train], data.y[test]
-        model, tok = _load_model(cfg)
+        model, tok = load_model(cfg.model.name)
         tokens = tokenize(tok, data.x, cfg.model.max_length)
         x_train = {k: v[train] for k, v in tokens.items()}
         x_test = {k: v[test] for k, v in tokens.items()}
@@ -197,9 +199,10 @@ def run_study(out_dir, config=None, quick=False, log=print):
     out = _prepare(out_dir, cfg)
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
-    todo = [p for p in study_points(cfg) if not store.done(dict(zip(POINT_KEY, p)))]
-    if len(todo) < len(study_points(cfg)):
-        log(f"resuming: {len(study_points(cfg)) - len(todo)} finished points skipped")
+    points = study_points(cfg)
+    todo = [p for p in points if not store.done(dict(zip(POINT_KEY, p)))]
+    if len(todo) < len(points):
+        log(f"resuming: {len(points) - len(todo)} finished points skipped")
     if todo:
         setup = _Setup(cfg, log)
         _write_model_info(out, cfg, setup)

@@ -17,11 +17,13 @@ def _check_size(value, name):
 class _BlockSizes:
     layers_to_transform: list = None
 
+    _size_name, _pattern_name = None, None      # the subclass's default-size field and its {block: size} field
+
     def _default(self):
-        raise NotImplementedError
+        return getattr(self, self._size_name)
 
     def _pattern(self):
-        return {}
+        return getattr(self, self._pattern_name)
 
     def __post_init__(self):
         _check_size(self._default(), self._size_name)
@@ -63,12 +65,6 @@ class LoraConfig(_BlockSizes):
     peft_type = "LORA"
     _size_name, _pattern_name = "r", "rank_pattern"
 
-    def _default(self):
-        return self.r
-
-    def _pattern(self):
-        return self.rank_pattern
-
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -77,7 +73,7 @@ class LoraConfig(_BlockSizes):
             raise ValueError("`target_modules` must name at least one module")
 
 
-ADAPTER_PLACEMENTS = {"houlsby": ["attention.output.dense", "output.dense"], "pfeiffer": ["output.dense"]}
+ADAPTER_PLACEMENTS = ("houlsby", "pfeiffer")
 
 
 @dataclass
@@ -90,20 +86,10 @@ class AdapterConfig(_BlockSizes):
     peft_type = "BOTTLENECK_ADAPTER"
     _size_name, _pattern_name = "width", "width_pattern"
 
-    def _default(self):
-        return self.width
-
-    def _pattern(self):
-        return self.width_pattern
-
     def __post_init__(self):
         super().__post_init__()
         if self.placement not in ADAPTER_PLACEMENTS:
-            raise ValueError(f"`placement` must be one of {sorted(ADAPTER_PLACEMENTS)}, got {self.placement!r}")
-
-    @property
-    def target_modules(self):
-        return ADAPTER_PLACEMENTS[self.placement]
+            raise ValueError(f"`placement` must be one of {ADAPTER_PLACEMENTS}, got {self.placement!r}")
 
 
 @dataclass
@@ -117,12 +103,6 @@ class PromptTuningConfig(_BlockSizes):
     seed: int = 0
     peft_type = "PROMPT_TUNING"
     _size_name, _pattern_name = "num_virtual_tokens", "tokens_pattern"
-
-    def _default(self):
-        return self.num_virtual_tokens
-
-    def _pattern(self):
-        return self.tokens_pattern
 
     def size(self, block, num_blocks):
         n = super().size(block, num_blocks)
@@ -140,13 +120,10 @@ class BitFitConfig(_BlockSizes):
     `enabled_pattern` {block: 0 or 1}."""
     enabled_pattern: dict = field(default_factory=dict)
     peft_type = "BITFIT"
-    _size_name, _pattern_name = "enabled", "enabled_pattern"
+    _size_name, _pattern_name = None, "enabled_pattern"
 
     def _default(self):
         return 1
-
-    def _pattern(self):
-        return self.enabled_pattern
 
 
 CONFIGS = {c.peft_type: c for c in (LoraConfig, AdapterConfig, PromptTuningConfig, BitFitConfig)}

@@ -69,7 +69,3 @@ def plug_in_state(emulator_state, kept):
                                                        lambda m: f"prompt_embeddings.{kept[int(m[1])]}", key)
     return {rename(k): v for k, v in emulator_state.items()}
 
-
-def model_bits(model, bits_per_param=32):
-    """Download size of a model's weights in bits."""
-    return int(model.count_params()) * bits_per_param

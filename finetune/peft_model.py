@@ -14,7 +14,7 @@ import tf_keras as keras
 from transformers.modeling_tf_pytorch_utils import convert_tf_weight_name_to_pt_weight_name
 
 from .config import AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig, config_from_dict
-from .layers import AdapterLayer, LoraLayer, freeze_all_but
+from .layers import AdapterLayer, LoraLayer, freeze_all_but, projection_kernel
 
 BLOCKWISE = ("bert", "vit")
 ADAPTER_TARGETS = {  # block-relative module names per placement
@@ -68,9 +68,7 @@ def _projections(layer, seen=None):
             if not isinstance(sub, keras.layers.Layer) or id(sub) in seen:
                 continue
             seen.add(id(sub))
-            w = getattr(sub, "kernel", None)
-            if w is None and type(sub).__name__ == "TFConv1D":
-                w = sub.weight
+            w = getattr(sub, "kernel", None) if type(sub).__name__ != "TFConv1D" else sub.weight
             if w is not None and len(w.shape) == 2:
                 yield layer, attr, idx, sub
             else:
@@ -106,7 +104,7 @@ class PeftModel(keras.Model):
         elif isinstance(peft_config, PromptTuningConfig):
             self._add_prompts(peft_config)
         elif isinstance(peft_config, BitFitConfig):
-            self.bitfit = [v for i, blk in enumerate(self.blocks) if self.sizes[i]
+            self.bitfit = [(i, v) for i, blk in enumerate(self.blocks) if self.sizes[i]
                            for v in blk.weights if v.name.endswith(("bias:0", "beta:0"))]
             if not self.bitfit:
                 raise ValueError(f"BitFit needs bias terms; this {self.kind} model's tuned blocks have none")
@@ -129,7 +127,7 @@ class PeftModel(keras.Model):
         matched = set()
         for i, blk in enumerate(self.blocks):
             for parent, attr, idx, layer in list(_projections(blk)):
-                name = module_name(self.base, layer.kernel if hasattr(layer, "kernel") else layer.weight)
+                name = module_name(self.base, projection_kernel(layer))
                 rel = name.split(f".{i}.", 1)[-1]
                 if isinstance(cfg, LoraConfig):
                     hits = [t for t in cfg.target_modules if name == t or name.endswith("." + t)]
@@ -166,11 +164,15 @@ class PeftModel(keras.Model):
                                               initializer=keras.initializers.Constant(init.astype(np.float32)))
 
     # --- parameters ---------------------------------------------------------------------------------------
+    def peft_variables_by_block(self):
+        """[(block index, variable)] of every PEFT variable (not the head), in a fixed order."""
+        out = [(block, w) for *_, layer, block in self.wrappers for w in layer._trainable_weights]
+        return out + [(i, self.prompts[i]) for i in sorted(self.prompts)] + list(self.bitfit)
+
     @property
     def peft_variables(self):
         """PEFT variables (not the head), in a fixed order."""
-        out = [w for *_, layer, _ in self.wrappers for w in layer._trainable_weights]
-        return out + [self.prompts[i] for i in sorted(self.prompts)] + list(self.bitfit)
+        return [v for _, v in self.peft_variables_by_block()]
 
     def get_nb_trainable_parameters(self):
         """(trainable, total) parameter counts (head included; total counts the frozen base too)."""
@@ -192,7 +194,7 @@ class PeftModel(keras.Model):
             out.update({PEFT_PREFIX + k: v.numpy() for k, v in layer.peft_weights().items()})
         for i, p in self.prompts.items():
             out[f"prompt_embeddings.{i}"] = p.numpy()
-        for v in self.bitfit:
+        for _, v in self.bitfit:
             out[PEFT_PREFIX + pt_name(self.base, v)] = v.numpy()
         return out
 
@@ -209,8 +211,8 @@ class PeftModel(keras.Model):
             layer.assign_peft_weights({k: state[PEFT_PREFIX + k] for k in layer.peft_weights()})
         for i, p in self.prompts.items():
             p.assign(state[f"prompt_embeddings.{i}"])
-        for v, k in zip(self.bitfit, [k for k in mine if k.startswith(PEFT_PREFIX)]):
-            v.assign(state[k])
+        for _, v in self.bitfit:
+            v.assign(state[PEFT_PREFIX + pt_name(self.base, v)])
 
     def head_state(self):
         if self.head is None:

@@ -81,7 +81,7 @@ def block_importance(model, x, y, batch_size=32, num_batches=4, start_block=None
     """Per-block sensitivity: the mean over `num_batches` batches of the squared gradient norm of each
     block's PEFT weights (an empirical-Fisher proxy); float array [num_blocks]. Blocks without PEFT get 0."""
     grads = make_grad_fn(model, start_block)
-    block_of = _block_of_variables(model)
+    block_of = {v.ref(): block for block, v in model.peft_variables_by_block()}
     score = np.zeros(model.num_blocks)
     for b, (xb, yb) in enumerate(batches(x, y, batch_size, np.random.default_rng(0))):
         if b == num_batches:
@@ -91,17 +91,3 @@ def block_importance(model, x, y, batch_size=32, num_batches=4, start_block=None
             if v.ref() in block_of and gv is not None:
                 score[block_of[v.ref()]] += float(tf.reduce_sum(tf.square(gv))) / num_batches
     return score
-
-
-def _block_of_variables(model):
-    out = {}
-    for *_, layer, block in model.wrappers:
-        for v in layer._trainable_weights:
-            out[v.ref()] = block
-    for block, p in model.prompts.items():
-        out[p.ref()] = block
-    for i, blk in enumerate(model.blocks):
-        for v in model.bitfit:
-            if any(v is w for w in blk.weights):
-                out[v.ref()] = i
-    return out
