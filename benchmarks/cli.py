@@ -18,18 +18,14 @@ def _design(args):
 
 
 def _study(args):
-    from .study import OutputFolderError, run_study, summary
+    from .study import run_study, summary
     from .study_config import load_config
     try:
         cfg = load_config(args.config, quick=args.quick)
     except (ValueError, OSError) as err:
         print(f"deft6g study: configuration error: {err}", file=sys.stderr)
         return 2
-    try:
-        cfg, rows = run_study(args.out, cfg)
-    except OutputFolderError as err:
-        print(f"deft6g study: error: {err}", file=sys.stderr)
-        return 2
+    cfg, rows = run_study(args.out, cfg)
     print(summary(cfg, rows))
     print(f"results in {args.out}")
     return 0
@@ -70,8 +66,15 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from deft6g.experiment import OutputFolderError, PointsFailed
     try:
         return args.func(args) or 0
+    except OutputFolderError as err:
+        print(f"deft6g {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except PointsFailed as err:
+        print(f"deft6g {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: finished points are saved; run the same command to resume", file=sys.stderr)
         return 130

@@ -3,7 +3,7 @@ MSE vs N, K and SNR, and the imperfect-CSI penalty (`deft6g design`)."""
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import cvxpy as cp
 import numpy as np
@@ -13,8 +13,7 @@ from deft6g.optim import METHODS, ZfSdr, design_aircomp
 from deft6g.optim.zf_sdr import SOLVER_OPTIONS, real_form
 from deft6g.phy import UplinkChannel, aircomp_mse, imperfect_csi
 
-from .plots import line_plot
-from .store import ResultStore, prepare_run
+from deft6g.experiment import ResultStore, line_plot, prepare_output
 
 SWEEP_FIELDS = ["sweep", "num_rx_ant", "num_devices", "snr_db", "csi_error_var", "method", "mse_db"]
 SWEEP_METHODS = ("sdr", "mmse", "mrc", "zf", "uniform")
@@ -104,7 +103,7 @@ def plot_sweeps(out, rows):
 def run_design(out_dir="results/design", quick=False, seed=0):
     cfg = DesignConfig.quick() if quick else DesignConfig()
     cfg.seed = seed
-    out = prepare_run(out_dir, cfg)
+    out = prepare_output(out_dir, "design", asdict(cfg))
     noise_var = 10 ** (-cfg.snr_db / 10)
     H = UplinkChannel("rayleigh", cfg.num_rx_ant, cfg.num_devices, precision="double")(cfg.realisations,
                                                                                        seed=seed).numpy()

@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .plots import line_plot
-from .store import ResultStore, prepare_run
+from deft6g.experiment import ResultStore, line_plot, prepare_output
 from .study import load_model
 
 METHOD_FIELDS = ["method", "accuracy", "trainable_params", "samples_per_s", "samples_per_s_with_cache",
@@ -195,7 +194,7 @@ def cost_table(tokens=512, batch_size=8):
 def run_finetune(out_dir, quick=False, seed=0, log=print):
     cfg = FinetuneConfig.quick() if quick else FinetuneConfig()
     cfg.seed = seed
-    out = prepare_run(out_dir, cfg)
+    out = prepare_output(out_dir, "finetune", asdict(cfg))
     with open(out / "costs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, COST_FIELDS)
         writer.writeheader()

@@ -3,7 +3,7 @@ and the speed of the vectorised TF Monte-Carlo core against the same maths in pl
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -12,8 +12,7 @@ from tqdm import tqdm
 from deft6g.optim import align, closed_form_design, mrc_direction
 from deft6g.phy import DigitalUplink, UplinkChannel, aircomp_channel_uses, aircomp_mse, empirical_mse, reseed
 
-from .plots import line_plot
-from .store import ResultStore, prepare_run
+from deft6g.experiment import ResultStore, line_plot, prepare_output
 
 AIRCOMP_FIELDS = ["model", "num_rx_ant", "num_devices", "receiver", "snr_db", "mse", "nmse_db", "channel_uses"]
 DIGITAL_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "nmse_db", "ber", "bler", "channel_uses"]
@@ -150,7 +149,7 @@ def run_link(out_dir="results/link", quick=False, seed=0):
     """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
-    out = prepare_run(out_dir, cfg)
+    out = prepare_output(out_dir, "link", asdict(cfg))
     air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:5])
     dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:4])
     total = len(cfg.models) * (len(cfg.antennas_devices) * len(cfg.receivers) + 1) * len(cfg.snr_db)

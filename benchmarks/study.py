@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .plots import line_plot
-from .store import ResultStore
+from deft6g.experiment import ResultStore, line_plot, prepare_output
 from .study_config import StudyConfig, load_config
 
 RESULT_FIELDS = ["scheme", "snr_db", "antennas", "seed", "accuracy", "emulator_accuracy", "channel_uses",
@@ -178,25 +177,10 @@ def _run_point(setup, point, rounds_store):
             "rounds": f.rounds, "wall_s": round(time.time() - t0, 2)}
 
 
-class OutputFolderError(ValueError):
-    """The output folder holds results of a different configuration."""
-
-
-def _prepare(out_dir, cfg):
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.json"
-    text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
-    if path.is_file() and path.read_text() != text:
-        raise OutputFolderError(f"{out} holds results of another configuration (config.json differs); use another --out")
-    path.write_text(text)
-    return out
-
-
 def run_study(out_dir, config=None, quick=False, log=print):
     """Run (or resume) the study into `out_dir`; `config`: a TOML path or a StudyConfig. Returns the rows."""
     cfg = config if isinstance(config, StudyConfig) else load_config(config, quick)
-    out = _prepare(out_dir, cfg)
+    out = prepare_output(out_dir, "study", cfg.to_dict())
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
     points = study_points(cfg)

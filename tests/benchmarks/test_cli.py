@@ -6,7 +6,7 @@ import json
 import pytest
 
 from deft6g.benchmarks.cli import build_parser, main
-from deft6g.benchmarks.store import ResultStore
+from deft6g.experiment import ResultStore
 
 
 def test_help_lists_subcommands(capsys):

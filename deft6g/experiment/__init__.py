@@ -1,0 +1,7 @@
+"""deft6g.experiment: the engine every study and benchmark shares -- guarded output folders, a resumable
+result store, the point runner, seed statistics (mean and confidence interval) and plots."""
+
+from .store import OutputFolderError, ResultStore, prepare_output
+from .runner import PointsFailed, run_points
+from .stats import mean_ci, paired_ci, percentiles, summarise
+from .plots import line_plot

@@ -1,0 +1,51 @@
+"""Matplotlib helpers shared by every study (headless Agg backend)."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marker_only=False, hlines=None,
+              note=None):
+    """Write a PNG with one line (or, with marker_only, one set of markers) per entry of `curves`.
+
+    curves: {label: [point, ...]}, a point being (x, y), (x, y, err) with err the half-width of an error
+    bar (NaN: none), or either followed by a text that annotates the point.
+    hlines: {label: y or (y, err)}: a dashed reference line per entry, a shaded band of +-err around it.
+    note: a line of small text under the axes (e.g. "mean and 95% CI over 3 seeds").
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, points) in enumerate(curves.items()):
+        points = sorted(points, key=lambda p: p[0])
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        errs = [p[2] if len(p) > 2 and not isinstance(p[2], str) else float("nan") for p in points]
+        style = dict(marker="o", ms=4 if marker_only else 3, ls="none" if marker_only else "-", color=f"C{i}",
+                     label=label)
+        if any(not math.isnan(e) for e in errs):
+            ax.errorbar(xs, ys, yerr=[0 if math.isnan(e) else e for e in errs], capsize=3, lw=1.2, **style)
+        else:
+            ax.plot(xs, ys, **style)
+        for p in points:
+            if isinstance(p[-1], str):
+                ax.annotate(p[-1], (p[0], p[1]), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    for i, (label, y) in enumerate((hlines or {}).items()):
+        y, err = (y if isinstance(y, (tuple, list)) else (y, float("nan")))
+        color = f"C{len(curves) + i}"
+        ax.axhline(y, ls="--", lw=1, color=color, label=label)
+        if not math.isnan(err):
+            ax.axhspan(y - err, y + err, color=color, alpha=0.12, lw=0)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if note:
+        fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
+    fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,52 @@
+"""The shared runner and store: resume without recomputation, failures isolated, folders guarded."""
+
+import json
+
+import pytest
+
+from deft6g.experiment import OutputFolderError, PointsFailed, ResultStore, prepare_output, run_points
+
+
+def _store(tmp_path):
+    return ResultStore(tmp_path / "r.csv", ["p", "seed", "value"], ["p", "seed"])
+
+
+def test_rerun_skips_finished_points_and_keys_are_canonical(tmp_path):
+    calls = []
+
+    def fn(pt):
+        calls.append(pt["p"])
+        return {**pt, "value": pt["p"] * 2}
+
+    points = [{"p": float(i), "seed": 0} for i in range(4)]
+    assert run_points(points[:2], fn, _store(tmp_path), log=lambda *_: None) == 2
+    assert run_points(points, fn, _store(tmp_path), log=lambda *_: None) == 2
+    assert calls == [0.0, 1.0, 2.0, 3.0]
+    assert _store(tmp_path).done({"p": "3", "seed": "0"})          # 3.0 written, "3" read: the same point
+
+
+def test_failing_point_is_retried_reported_and_others_finish(tmp_path):
+    attempts, logs = {}, []
+
+    def fn(pt):
+        attempts[pt["p"]] = attempts.get(pt["p"], 0) + 1
+        if pt["p"] == 1:
+            raise RuntimeError("boom")
+        return {**pt, "value": 0}
+
+    with pytest.raises(PointsFailed, match="1 point") as err:
+        run_points([{"p": i, "seed": 0} for i in range(3)], fn, _store(tmp_path), log=logs.append)
+    assert attempts == {0: 1, 1: 2, 2: 1}
+    assert "RuntimeError: boom" in err.value.failures[0][1]
+    assert sum("failed" in line for line in logs) == 2
+    assert len(_store(tmp_path).rows()) == 2
+
+
+def test_output_folder_refuses_another_configuration(tmp_path):
+    prepare_output(tmp_path, "link", {"seed": 0, "snr_db": [0, 10]})
+    prepare_output(tmp_path, "link", {"seed": 0, "snr_db": [0, 10]})                 # same: resumes
+    with pytest.raises(OutputFolderError, match="seed: 0 there, 1 now"):
+        prepare_output(tmp_path, "link", {"seed": 1, "snr_db": [0, 10]})
+    with pytest.raises(OutputFolderError, match="command"):
+        prepare_output(tmp_path, "design", {"seed": 0, "snr_db": [0, 10]})
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["seed"] == 0
