@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from deft6g.experiment import ResultStore, line_plot, prepare_output
-from .study import load_model
+from deft6g.finetune import load_study_model
 
 METHOD_FIELDS = ["method", "accuracy", "trainable_params", "samples_per_s", "samples_per_s_with_cache",
                  "cache_s", "train_s", "peak_rss_mib", "lowest_block", "sizes"]
@@ -77,7 +77,7 @@ def _data(cfg):
     train, test = train_test_split(len(data), 0.2, seed=0)
     rng = np.random.default_rng(cfg.seed)
     train, test = rng.permutation(train)[:cfg.train_examples], rng.permutation(test)[:cfg.test_examples]
-    model, tok = load_model(cfg.model)
+    model, tok = load_study_model(cfg.model)
     tokens = tokenize(tok, data.x, cfg.max_length)
     pick = lambda idx: {k: v[idx] for k, v in tokens.items()}  # noqa: E731
     return model, pick(train), data.y[train], pick(test), data.y[test]
@@ -151,7 +151,7 @@ def allocations(cfg, importance, num_blocks):
     from deft6g.optim import PeftAllocator
     dims = MODELS.get(cfg.model)
     if dims is None:                      # the random smoke-test model
-        dims = dims_of(load_model(cfg.model)[0])
+        dims = dims_of(load_study_model(cfg.model)[0])
     base = LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank)
     table = allocation_table(dims, base, cfg.choices, tokens=cfg.max_length, batch_size=cfg.batch_size)
     alloc = PeftAllocator(importance, cfg.choices, **table)

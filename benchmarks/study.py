@@ -47,24 +47,11 @@ def _peft_config(cfg):
     return BitFitConfig(layers_to_transform=list(p.blocks))
 
 
-def load_model(name):
-    """(model, tokenizer) of a configuration's model name: a packaged pretrained model, or "random-bert"
-    (random 6-block BERT of hidden size 64 with the MiniLM tokenizer, for smoke tests)."""
-    from transformers import AutoTokenizer
-    from deft6g.finetune import build_fomo, load_fomo
-    from deft6g.finetune.fomo import pretrained_folder
-    if name == "random-bert":
-        tok = AutoTokenizer.from_pretrained(pretrained_folder("all-MiniLM-L6-v2"))
-        model, _ = build_fomo("bert", seed=0, vocab_size=len(tok), num_hidden_layers=6, max_position_embeddings=512)
-        return model, tok
-    return load_fomo(name)
-
-
 class _Setup:
     """Everything the points share: data, tokens, models, the cached activations, the initial weights."""
 
     def __init__(self, cfg, log):
-        from deft6g.finetune import get_peft_model, load_dataset, tokenize, train_test_split
+        from deft6g.finetune import get_peft_model, load_dataset, load_study_model, tokenize, train_test_split
         from deft6g.finetune.emulator import build_emulator, emulator_blocks, emulator_config
 
         self.cfg = cfg
@@ -78,7 +65,7 @@ class _Setup:
         train = perm.permutation(train)[:cfg.data.train_examples]
         test = perm.permutation(test)[:cfg.data.test_examples]
         self.y_train, self.y_test = data.y[train], data.y[test]
-        model, tok = load_model(cfg.model.name)
+        model, tok = load_study_model(cfg.model.name)
         tokens = tokenize(tok, data.x, cfg.model.max_length)
         x_train = {k: v[train] for k, v in tokens.items()}
         x_test = {k: v[test] for k, v in tokens.items()}
@@ -114,17 +101,9 @@ class _Setup:
 
 
 def _cached(key, compute):
-    from deft6g.finetune.data import cache_dir
-    path = cache_dir() / "activations" / (hashlib.sha256(json.dumps(key, default=str).encode()).hexdigest()[:24] + ".npz")
-    if path.is_file():
-        with np.load(path) as z:
-            return z["h"], z["m"]
-    h, m = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, h=h, m=m)
-    tmp.replace(path)
-    return h, m
+    from deft6g.finetune import cached_arrays
+    z = cached_arrays(key, lambda: dict(zip("hm", compute())))
+    return z["h"], z["m"]
 
 
 def _aggregator(cfg, scheme, snr_db, antennas, seed):

@@ -4,8 +4,8 @@ import deft6g  # noqa: F401  (sets the TensorFlow environment before TensorFlow 
 
 from .config import AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig, config_from_dict
 from .cost import MODELS, Cost, Dims, allocation_table, dims_of, full_finetune_cost, peft_cost, total_params
-from .data import DATASETS, Dataset, load_dataset, partition, to_tf_dataset, tokenize, train_test_split
-from .fomo import ARCHITECTURES, PRETRAINED, build_fomo, load_fomo, port_folder, save_tf
+from .data import DATASETS, Dataset, cached_arrays, load_dataset, partition, to_tf_dataset, tokenize, train_test_split
+from .fomo import ARCHITECTURES, PRETRAINED, SMOKE_MODEL, build_fomo, load_fomo, load_study_model, port_folder, save_tf
 from .peft_model import PeftModel, get_peft_model
 from .training import block_importance, evaluate, make_grad_fn, make_train_step
 from .aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator

@@ -4,6 +4,7 @@ import bz2
 import csv
 import gzip
 import hashlib
+import json
 import importlib.metadata as md
 import io
 import os
@@ -102,6 +103,23 @@ def cache_dir():
     return Path(os.environ.get("DEFT6G_CACHE", Path.home() / ".cache" / "deft6g"))
 
 
+def cached_arrays(key, compute, kind="activations"):
+    """Arrays computed once and kept on disk under `cache_dir()/kind`, keyed by the JSON of `key` (any
+    JSON-able description of what determines them). compute() -> dict of name -> np.ndarray; returns that
+    dict. The file is written atomically, so concurrent or interrupted runs never read a partial one."""
+    digest = hashlib.sha256(json.dumps(key, default=str, sort_keys=True).encode()).hexdigest()[:24]
+    path = cache_dir() / kind / f"{digest}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(path)
+    return out
+
+
 def tokenize(tokenizer, texts, max_length=64, cache=True):
     """Tokenise `texts` to fixed length; returns dict input_ids, attention_mask (int32 [S, max_length]).
 
@@ -109,23 +127,18 @@ def tokenize(tokenizer, texts, max_length=64, cache=True):
     """
     if max_length < 1:
         raise ValueError(f"`max_length` must be >= 1, got {max_length}")
-    key = hashlib.sha256()
-    key.update(str((tokenizer.name_or_path, len(tokenizer), max_length)).encode())
+    digest = hashlib.sha256()
     for t in texts:
-        key.update(t.encode("utf-8") + b"\0")
-    path = cache_dir() / "tokens" / f"{key.hexdigest()[:24]}.npz"
-    if cache and path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
-    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
-                    return_tensors="np", return_token_type_ids=False)
-    out = {k: enc[k].astype(np.int32) for k in ("input_ids", "attention_mask")}
-    if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **out)
-        tmp.replace(path)
-    return out
+        digest.update(t.encode("utf-8") + b"\0")
+
+    def compute():
+        enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
+                        return_tensors="np", return_token_type_ids=False)
+        return {k: enc[k].astype(np.int32) for k in ("input_ids", "attention_mask")}
+
+    if not cache:
+        return compute()
+    return cached_arrays([tokenizer.name_or_path, len(tokenizer), max_length, digest.hexdigest()], compute, "tokens")
 
 
 def to_tf_dataset(features, labels, batch_size=32, shuffle=False, seed=0):

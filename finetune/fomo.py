@@ -124,6 +124,21 @@ def load_fomo(name_or_path):
     return model, (AutoTokenizer.from_pretrained(folder) if has_tok else None)
 
 
+SMOKE_MODEL = "random-bert"
+
+
+def load_study_model(name):
+    """(model, tokenizer) for a study configuration's model name: a packaged pretrained model (see
+    `PRETRAINED`), or "random-bert" -- a random 6-block BERT of hidden size 64 with the MiniLM tokenizer, for
+    smoke tests (results from it must say the model is random)."""
+    if name == SMOKE_MODEL:
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(pretrained_folder("all-MiniLM-L6-v2"))
+        model, _ = build_fomo("bert", seed=0, vocab_size=len(tok), num_hidden_layers=6, max_position_embeddings=512)
+        return model, tok
+    return load_fomo(name)
+
+
 def build_fomo(architecture, seed=0, **config):
     """A randomly initialised model of `architecture` ("bert", "vit", "t5", "t5-encoder", "gpt2").
 

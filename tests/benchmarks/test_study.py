@@ -125,5 +125,5 @@ def test_quick_study_on_pretrained_minilm(tmp_path, capsys, monkeypatch):
 def test_output_folder_of_another_configuration_is_refused(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     assert main(["study", "--quick", "--out", str(tmp_path)]) == 2
-    assert "another configuration" in capsys.readouterr().err
+    assert "holds results of another run" in capsys.readouterr().err
     assert not (tmp_path / "results.csv").exists()
