@@ -12,3 +12,4 @@ from .digital_link import DigitalLink, LinkResult
 from .digital_uplink import ACCESS_SCHEMES, DigitalUplink, UplinkResult
 from .quantizer import Quantizer
 from .montecarlo import complex_normal, empirical_mse
+from .impairments import PilotCsi, TransmitMisalignment, pilot_error_var

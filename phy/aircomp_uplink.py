@@ -29,13 +29,15 @@ class AirCompUplink(Block):
     H : [..., N, K], tf.complex; a : [..., N]; b : [..., K]; noise_var : scalar or [...] (linear)
     weights : None | [K] -- aggregation weights (None: plain sum)
     seed : None | int -- re-seeds the library RNG before the noise draw
+    misalignment : None | `TransmitMisalignment` -- amplitude/phase/drift errors applied to the packed
+        symbols the devices send (drawn after re-seeding, before the noise)
 
     Output
     ------
     f_hat : [..., L], tf.float -- estimate of sum_k w_k x_k
     """
 
-    def call(self, x, H, a, b, noise_var, weights=None, seed=None):
+    def call(self, x, H, a, b, noise_var, weights=None, seed=None, misalignment=None):
         H, a, b, nv, _ = validate_design(H, a, b, noise_var)
         H, a, b = (tf.cast(t, self.cdtype) for t in (H, a, b))
         nv = tf.cast(nv, self.rdtype)
@@ -53,6 +55,7 @@ class AirCompUplink(Block):
         c_max = tf.reduce_max(tf.abs(c), axis=-1)                           # [...]
         scale = tf.cast(c / c_max[..., None], self.cdtype)
         reseed(seed)
-        f_hat = estimate_from_validated(pack(z), H, a, b * scale, nv)      # [..., ceil(L/2)]
+        s = pack(z) if misalignment is None else tf.cast(misalignment(pack(z)), self.cdtype)
+        f_hat = estimate_from_validated(s, H, a, b * scale, nv)            # [..., ceil(L/2)]
         total = unpack(f_hat, num_reals) * c_max[..., None]
         return total + tf.reduce_sum(weights * mean, axis=-1)[..., None]

@@ -1,0 +1,156 @@
+r"""Link impairments of the AirComp uplink: channel estimates from pilots and transmit misalignment.
+
+CSI from pilots (`PilotCsi`): device k sends :math:`\tau` pilot symbols, orthogonal across devices
+(:math:`\tau \ge K`), at pilot SNR :math:`\rho` (pilot power over noise per receive antenna). After
+despreading, each entry of H is observed as :math:`y = \sqrt{\tau\rho}\,h + n`, :math:`n \sim \mathcal{CN}(0, 1)`,
+and for a prior :math:`h \sim \mathcal{CN}(0, \beta)` the LMMSE estimate is
+
+.. math:: \hat h = \frac{\beta\sqrt{\tau\rho}}{1 + \tau\rho\beta}\, y, \qquad
+          H = \hat H + E,\quad \mathbb{E}|e|^2 = \frac{\beta}{1 + \tau\rho\beta},
+
+with E uncorrelated with :math:`\hat H` (for Rayleigh fading, independent of it).
+
+Transmit misalignment (`TransmitMisalignment`): device k's symbol l leaves with the factor
+:math:`m_{kl} = (1 + \epsilon_k)\, e^{j(\phi_k + l \delta_k)}`: an amplitude error
+:math:`\epsilon_k \sim \mathcal N(0, \sigma_a^2)` (power-amplifier gain error), a phase error
+:math:`\phi_k \sim \mathcal N(0, \sigma_\phi^2)` [rad] (imperfect phase pre-compensation) and a phase drift
+:math:`\delta_k \sim \mathcal N(0, \sigma_\delta^2)` [rad/symbol] (residual CFO :math:`\Delta f` gives
+:math:`\delta = 2\pi\Delta f T_s` over OFDM symbols; a residual timing offset :math:`\Delta t` gives the
+same ramp :math:`2\pi\Delta t\,\Delta f_{sc}` over subcarriers), all independent, drawn per device and
+realisation. With :math:`c_k = a^H h_k b_k` and :math:`\mathbb E[e^{j\phi}] = e^{-\sigma^2/2}` for
+Gaussian :math:`\phi`, the MSE averaged over the L symbols is
+
+.. math:: \mathrm{MSE} = \sum_k \big[(1 + \sigma_a^2)|c_k|^2 - 2\bar\rho\,\Re c_k + 1\big] + \sigma^2\|a\|^2,
+          \qquad \bar\rho = \frac1L \sum_{l=0}^{L-1} e^{-(\sigma_\phi^2 + l^2\sigma_\delta^2)/2}.
+"""
+
+import numpy as np
+import tensorflow as tf
+from sionna.phy import Block
+from sionna.phy.channel import AWGN
+
+from .aircomp import effective_gains, validate_design
+from .checks import as_tensor, check_count, is_tensor, to_output
+from .rng import reseed, tf_rng
+
+
+def pilot_error_var(pilot_snr_db, num_pilots, channel_var=1.0):
+    r"""Per-entry error variance :math:`\beta / (1 + \tau\rho\beta)` of the LMMSE estimate from `num_pilots`
+    (tau) pilots at `pilot_snr_db` (rho [dB], scalar or array). Output: float array of the shape of rho."""
+    rho = 10.0 ** (np.asarray(pilot_snr_db, float) / 10)
+    return channel_var / (1.0 + check_count(num_pilots, "num_pilots") * rho * channel_var)
+
+
+def _check_std(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not np.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class PilotCsi(Block):
+    r"""LMMSE channel estimate :math:`\hat H` from pilots, so that :math:`H = \hat H + E` (module docstring).
+
+    Parameters
+    ----------
+    num_pilots : int -- tau, pilot symbols per device (orthogonal across devices: tau >= K)
+    channel_var : float -- beta, prior variance of every entry of H (1 for unit-variance Rayleigh)
+    precision : None | "single" | "double"
+
+    Input
+    -----
+    H : [..., N, K], tf.complex -- the true channel
+    pilot_snr_db : scalar or [...] [dB] -- rho, pilot power over noise per receive antenna, per pilot symbol
+    seed : None | int -- re-seeds the library RNG before the pilot noise is drawn
+
+    Output
+    ------
+    H_hat : [..., N, K], tf.complex -- the estimate designs use (the link keeps H)
+    error_var : scalar or [...], tf.float -- :math:`\beta / (1 + \tau\rho\beta)`, the per-entry error variance
+
+    Example
+    -------
+    >>> H_hat, ev = PilotCsi(num_pilots=8)(H, 10.0, seed=0)     # ev = 1 / (1 + 80)
+    """
+
+    def __init__(self, num_pilots, channel_var=1.0, precision=None, **kwargs):
+        super().__init__(precision=precision, **kwargs)
+        self.num_pilots = check_count(num_pilots, "num_pilots")
+        if not np.isfinite(channel_var) or channel_var <= 0:
+            raise ValueError(f"`channel_var` must be a positive number, got {channel_var!r}")
+        self.channel_var = float(channel_var)
+        self._awgn = AWGN(precision=self.precision)
+
+    def call(self, H, pilot_snr_db, seed=None):
+        numpy_out = not is_tensor(H, pilot_snr_db)
+        H = tf.cast(as_tensor(H, "H", min_rank=2), self.cdtype)
+        if H.shape[-1] is not None and self.num_pilots < H.shape[-1]:
+            raise ValueError(f"`num_pilots` ({self.num_pilots}) must be >= K = {H.shape[-1]} for orthogonal pilots")
+        snr_db = tf.cast(as_tensor(pilot_snr_db, "pilot_snr_db"), self.rdtype)
+        gain = self.num_pilots * tf.pow(tf.constant(10.0, self.rdtype), snr_db / 10)   # tau rho
+        g = gain[..., None, None]
+        reseed(seed)
+        y = self._awgn(tf.cast(tf.sqrt(g), self.cdtype) * H, tf.ones_like(g))
+        H_hat = tf.cast(self.channel_var * tf.sqrt(g) / (1 + g * self.channel_var), self.cdtype) * y
+        error_var = self.channel_var / (1 + gain * self.channel_var)
+        return to_output(H_hat, numpy_out), to_output(error_var, numpy_out)
+
+
+class TransmitMisalignment(Block):
+    r"""Apply amplitude, phase and phase-drift errors to the devices' transmitted symbols (module docstring).
+
+    Parameters
+    ----------
+    amplitude_std : float -- sigma_a, std of the relative amplitude error epsilon (>= 0)
+    phase_std : float [rad] -- sigma_phi, std of the static phase error (>= 0)
+    drift_std : float [rad/symbol] -- sigma_delta, std of the per-symbol phase ramp (residual CFO/timing)
+    precision : None | "single" | "double"
+
+    Input
+    -----
+    s : [..., K, L], tf.complex -- each device's symbols; one error draw per device and leading index
+    seed : None | int -- re-seeds the library RNG first
+
+    Output
+    ------
+    x : [..., K, L], tf.complex -- :math:`m_{kl} s_{kl}`, what reaches the channel in place of :math:`s_{kl}`
+
+    Note
+    ----
+    `AirCompUplink(misalignment=...)` applies it to the packed payload; `expected_mse` gives the closed form.
+    """
+
+    def __init__(self, amplitude_std=0.0, phase_std=0.0, drift_std=0.0, precision=None, **kwargs):
+        super().__init__(precision=precision, **kwargs)
+        self.amplitude_std = _check_std(amplitude_std, "amplitude_std")
+        self.phase_std = _check_std(phase_std, "phase_std")
+        self.drift_std = _check_std(drift_std, "drift_std")
+
+    def call(self, s, seed=None):
+        s = tf.cast(as_tensor(s, "s", min_rank=2), self.cdtype)
+        reseed(seed)
+        shape = tf.shape(s)[:-1]
+        eps, phi, delta = (tf_rng().normal(shape, stddev=tf.constant(std, self.rdtype), dtype=self.rdtype)
+                           for std in (self.amplitude_std, self.phase_std, self.drift_std))
+        symbol = tf.range(tf.shape(s)[-1], dtype=self.rdtype)                           # l = 0 .. L-1
+        angle = phi[..., None] + delta[..., None] * symbol
+        m = tf.complex((1 + eps)[..., None] * tf.cos(angle), (1 + eps)[..., None] * tf.sin(angle))
+        return m * s
+
+    def mean_phase_factor(self, num_symbols=1):
+        r""":math:`\bar\rho = \frac1L\sum_{l<L} e^{-(\sigma_\phi^2 + l^2\sigma_\delta^2)/2}`, a float."""
+        l = np.arange(check_count(num_symbols, "num_symbols"))
+        return float(np.mean(np.exp(-(self.phase_std ** 2 + (l * self.drift_std) ** 2) / 2)))
+
+    def expected_mse(self, H, a, b, noise_var, num_symbols=1):
+        r"""Closed-form MSE of design (a, b) under these errors, averaged over the errors and L symbols.
+
+        Input: H [..., N, K]; a [..., N]; b [..., K]; noise_var scalar or [...] (linear, per antenna);
+        num_symbols L (the drift grows over l = 0 .. L-1). Output: [...] float (NumPy in, NumPy out).
+        """
+        H, a, b, nv, numpy_out = validate_design(H, a, b, noise_var)
+        c = effective_gains(H, a) * b
+        rho = tf.constant(self.mean_phase_factor(num_symbols), c.dtype.real_dtype)
+        per_device = (1 + self.amplitude_std ** 2) * tf.abs(c) ** 2 - 2 * rho * tf.math.real(c) + 1
+        mse = tf.reduce_sum(per_device, axis=-1) + nv * tf.reduce_sum(tf.abs(a) ** 2, axis=-1)
+        return to_output(mse, numpy_out)
