@@ -9,3 +9,5 @@ from .power_control import optimal_denoising, power_control
 from .selection import Selection, select_devices
 from .zf_sca import ZfSca
 from .peft_allocation import Allocation, PeftAllocator
+from .truncated_inversion import BUDGETS, best_truncation_threshold, participation_probability, truncated_inversion, \
+    truncation_mse
