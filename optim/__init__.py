@@ -11,3 +11,4 @@ from .zf_sca import ZfSca
 from .peft_allocation import Allocation, PeftAllocator
 from .truncated_inversion import BUDGETS, best_truncation_threshold, participation_probability, truncated_inversion, \
     truncation_mse
+from .subcarrier_power import SubcarrierDesign, SubcarrierPower, allocate_subcarrier_power, uniform_subcarrier_power
