@@ -30,9 +30,20 @@ def check_channel_and_power(H, power, cdtype=None):
     return H, p
 
 
+def _checked_positive(x, message):
+    """x, after asserting x > 0 (raises tf.errors.InvalidArgumentError with `message`, eager and graph)."""
+    with tf.control_dependencies([tf.debugging.assert_positive(x, message=message)]):
+        return tf.identity(x)
+
+
 def align(H, u, power):
-    """Aligned design for direction u: returns (a [..., N], b [..., K]) with a^H h_k b_k = 1, |b_k|^2 <= P_k."""
-    g = tf.abs(effective_gains(H, u))                                          # [..., K]
+    """Aligned design for direction u: returns (a [..., N], b [..., K]) with a^H h_k b_k = 1, |b_k|^2 <= P_k.
+
+    No aligned design exists along a u orthogonal to some h_k (u^H h_k = 0): that raises
+    `tf.errors.InvalidArgumentError` (eager and graph) instead of returning inf/NaN.
+    """
+    g = _checked_positive(tf.abs(effective_gains(H, u)),                       # [..., K]
+                          "`u` is orthogonal to a channel h_k (u^H h_k = 0): no aligned design exists along it")
     t = tf.reduce_max(1.0 / (tf.sqrt(tf.broadcast_to(power, tf.shape(g))) * g), axis=-1)
     a = u * tf.cast(t, u.dtype)[..., None]
     return a, 1.0 / effective_gains(H, a)
@@ -45,17 +56,24 @@ def mrc_direction(H):
 
 
 def zf_direction(H):
-    """u = H (H^H H + lambda I)^{-1} 1, the ridge solution of H^H u = 1 (u^H h_k = 1 for all k).
+    r"""The ridge solution of :math:`H^H u = 1` (:math:`u^H h_k = 1` for all k), shape [..., N], dtype of H.
 
-    lambda = 1e-9 tr(H^H H) / K: minimum norm when N >= K, least squares when N < K, and solvable for
-    rank-deficient channels (e.g. CDL clusters shared by all devices). Shape [..., N].
+    :math:`u = H (H^H H + \lambda I_K)^{-1} 1 = (H H^H + \lambda I_N)^{-1} H 1`; the smaller of the two Gram
+    matrices is factorised (K x K when N >= K: minimum norm; N x N when N < K: least squares), in complex128
+    whatever the input precision, with :math:`\lambda = 10^{-9}\,\mathrm{tr}(H^H H) / \min(N, K)` so that
+    rank-deficient channels stay solvable. (A ridge of 1e-9 relative lies below float32 resolution: solved in
+    complex64 the median aligned MSE at N = 16, K = 20 came out 3.3x too large.)
     """
-    gram = tf.matmul(H, H, adjoint_a=True)                                     # [..., K, K]
-    k = tf.shape(H)[-1]
-    ridge = 1e-9 * tf.linalg.trace(gram) / tf.cast(k, H.dtype)
-    ones = tf.ones(tf.concat([tf.shape(H)[:-2], [k, 1]], 0), H.dtype)
-    c = tf.linalg.solve(gram + ridge[..., None, None] * tf.eye(k, dtype=H.dtype), ones)
-    return tf.linalg.matvec(H, c[..., 0])
+    n, k = H.shape[-2], H.shape[-1]                                             # static N, K
+    H64 = tf.cast(H, tf.complex128)
+    ones = tf.ones(tf.concat([tf.shape(H)[:-2], [k]], 0), tf.complex128)
+    if n < k:
+        gram, rhs, m = tf.matmul(H64, H64, adjoint_b=True), tf.linalg.matvec(H64, ones), n    # [..., N, N]
+    else:
+        gram, rhs, m = tf.matmul(H64, H64, adjoint_a=True), ones, k                            # [..., K, K]
+    ridge = 1e-9 * tf.linalg.trace(gram) / m
+    x = tf.linalg.solve(gram + ridge[..., None, None] * tf.eye(m, dtype=tf.complex128), rhs[..., None])[..., 0]
+    return tf.cast(x if n < k else tf.linalg.matvec(H64, x), H.dtype)
 
 
 def best_single_direction(H, power):
@@ -71,16 +89,32 @@ def best_single_direction(H, power):
 def closed_form_design(H, power, method):
     """Aligned design (a, b) along the direction of `method`: "mrc" | "zf" | "best-direction".
 
-    Input: H [..., N, K]; power scalar or [..., K] (linear). Output: a [..., N], b [..., K] (NumPy in, NumPy out).
+    Input: H [..., N, K]; power scalar or [..., K] (linear). Output: a [..., N], b [..., K] in the precision of
+    H (NumPy in, NumPy out). The design is computed in complex128 whatever the input precision (aligned MSEs
+    span many decades, and inverting a weak device's channel loses digits in single precision).
     """
     numpy_out = not is_tensor(H, power)
     H, p = check_channel_and_power(H, power)
+    H64, p64 = tf.cast(H, tf.complex128), tf.cast(p, tf.float64)
     directions = {"mrc": mrc_direction, "zf": zf_direction,
-                  "best-direction": lambda H: best_single_direction(H, p)}
+                  "best-direction": lambda h: best_single_direction(h, p64)}
     if method not in directions:
         raise ValueError(f"`method` must be one of {sorted(directions)}, got {method!r}")
-    a, b = align(H, directions[method](H), p)
+    a, b = (tf.cast(t, H.dtype) for t in align(H64, directions[method](H64), p64))
     return to_output(a, numpy_out), to_output(b, numpy_out)
+
+
+def phase_compensated_full_power(H, power):
+    """Full-power transmit scalars with the channel phase pre-compensated: b_k = sqrt(P_k) conj(g_k) / |g_k|.
+
+    g_k = u^H h_k along the MRC direction u (N = 1: g_k = h_k), so that every device arrives in phase; pair it
+    with `mmse_receiver`. Input: H [..., N, K]; power scalar or [..., K] (linear, real). Output: b [..., K],
+    dtype of H. A channel orthogonal to u raises `tf.errors.InvalidArgumentError`.
+    """
+    g = effective_gains(H, mrc_direction(H))                                   # [..., K]
+    mag = _checked_positive(tf.abs(g), "a channel h_k is orthogonal to the MRC direction")
+    amplitude = tf.sqrt(tf.broadcast_to(tf.cast(power, mag.dtype), tf.shape(mag))) / mag
+    return tf.math.conj(g) * tf.cast(amplitude, H.dtype)
 
 
 def mmse_receiver(H, b, noise_var):

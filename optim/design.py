@@ -11,7 +11,7 @@ from deft6g.phy.checks import as_tensor
 from deft6g.phy.rng import np_rng, reseed
 
 from .aligned import align, best_single_direction, check_channel_and_power, mmse_receiver, mrc_direction, \
-    zf_direction
+    phase_compensated_full_power, zf_direction
 from .zf_sca import ZfSca
 from .zf_sdr import ZfSdr, candidate_directions
 
@@ -86,7 +86,7 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, s
     (sigma^2 per receive antenna, linear, >= 0); method : "sdr" (ZF SDR, Gaussian randomisation with
     `num_draws` draws, then up to `sca_iter` SCA steps), "mmse" (alternating optimisation of a and b from
     the SDR design, monotone), "mrc" / "zf" / "best-direction" (aligned closed forms), "uniform" (full
-    power, MMSE receiver);
+    power with the channel phase pre-compensated along the MRC direction, MMSE receiver);
     seed : re-seeds the library RNG (randomisation); max_iter, tol: mmse stopping rule;
     init : an "sdr" AirCompDesign of the same H to start "mmse" from (skips re-solving the SDRs).
 
@@ -122,7 +122,7 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, s
         a = align(tf.constant(Hb), tf.constant(a), tf.constant(P))[0].numpy()     # exact rescaling
         b = best_threshold_b(Hb, a, P)
     elif method == "uniform":
-        b = np.sqrt(P).astype(complex)
+        b = phase_compensated_full_power(tf.constant(Hb), tf.constant(P)).numpy()
         a = mmse_receiver(tf.constant(Hb), tf.constant(b), tf.constant(nv)).numpy()
     else:
         H_tf, P_tf = tf.constant(Hb), tf.constant(P)

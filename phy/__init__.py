@@ -5,7 +5,7 @@ import deft6g  # noqa: F401  (sets the TensorFlow environment before TensorFlow 
 from .aircomp import aircomp_channel_uses, aircomp_estimate, aircomp_mse, effective_gains
 from .aircomp_uplink import AirCompUplink
 from .channels import CHANNEL_MODELS, UplinkChannel, imperfect_csi, log_distance_gain_db
-from .payload import pack, standardise, unpack
+from .payload import pack, payload_correlation, standardise, unpack
 from .rng import reseed
 from .d2d import D2DLink
 from .digital_link import DigitalLink, LinkResult

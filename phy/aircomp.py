@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from sionna.phy.channel import AWGN
 
-from .checks import as_tensor, check_dim, check_nonnegative, is_tensor, to_output
+from .checks import as_tensor, check_count, check_dim, check_nonnegative, is_tensor, to_output
 from .rng import reseed
 
 
@@ -51,17 +51,35 @@ def effective_gains(H, a):
     return tf.reduce_sum(tf.math.conj(a)[..., :, None] * H, axis=-2)
 
 
-def aircomp_mse(H, a, b, noise_var):
+def aircomp_mse(H, a, b, noise_var, payload_cov=None):
     r"""MSE of the AirComp sum estimate, per realisation.
 
-    .. math:: \mathrm{MSE} = \sum_k |a^H h_k b_k - 1|^2 + \sigma^2 \|a\|^2
+    .. math:: \mathrm{MSE} = d^T C\, d^* + \sigma^2 \|a\|^2, \quad d_k = a^H h_k b_k - 1, \quad C = E[s s^H]
+
+    which for independent unit-variance payloads (C = I, the default) is
+    :math:`\sum_k |a^H h_k b_k - 1|^2 + \sigma^2 \|a\|^2`.
+
+    Which C applies: C = I holds for payloads that are independent across devices (independent data, or
+    independent noise-like symbols). Federated updates are correlated across devices (they descend the same
+    loss); for them pass `payload_cov`, the correlation matrix of the devices' standardised payloads (e.g.
+    `payload_correlation(x)`; identical payloads: all ones). Aligned designs (d = 0) have the same MSE for every
+    C; designs that leave a residual d (mmse, full power, power control at N = 1) do not.
 
     Input: H [..., N, K] complex; a [..., N] complex; b [..., K] complex; noise_var scalar or [...]
-    (sigma^2, linear, per receive antenna). NumPy in gives NumPy out; a TF tensor in gives a tensor.
+    (sigma^2, linear, per receive antenna); payload_cov None | [..., K, K] (Hermitian, positive semidefinite,
+    unit diagonal for standardised payloads). NumPy in gives NumPy out; a TF tensor in gives a tensor.
     Output: mse [...] float (linear; complex64 inputs give float32, double inputs float64).
     """
     H, a, b, nv, numpy_out = validate_design(H, a, b, noise_var)
-    misalignment = tf.reduce_sum(tf.abs(effective_gains(H, a) * b - 1) ** 2, axis=-1)
+    d = effective_gains(H, a) * b - 1                                              # [..., K]
+    if payload_cov is None:
+        misalignment = tf.reduce_sum(tf.abs(d) ** 2, axis=-1)
+    else:
+        numpy_out = numpy_out and not is_tensor(payload_cov)
+        C = tf.cast(as_tensor(payload_cov, "payload_cov", min_rank=2), H.dtype)
+        check_dim(C, -1, H.shape[-1], "payload_cov", "K (columns of H)")
+        check_dim(C, -2, H.shape[-1], "payload_cov", "K (columns of H)")
+        misalignment = tf.math.real(tf.reduce_sum(tf.linalg.matvec(C, tf.math.conj(d)) * d, axis=-1))
     noise = nv * tf.reduce_sum(tf.abs(a) ** 2, axis=-1)
     return to_output(misalignment + noise, numpy_out)
 
@@ -100,8 +118,28 @@ def estimate_from_validated(s, H, a, b, nv):
     return signal + tf.reduce_sum(noise * tf.math.conj(a)[..., None, :], axis=-1)
 
 
-def aircomp_channel_uses(num_reals):
-    """Channel uses of one AirComp round for a payload of `num_reals` reals: ceil(L / 2)."""
-    if isinstance(num_reals, bool) or not isinstance(num_reals, (int, np.integer)) or num_reals < 1:
-        raise ValueError(f"`num_reals` must be an integer >= 1, got {num_reals!r}")
-    return int(np.ceil(num_reals / 2))
+def aircomp_channel_uses(num_reals, num_devices=None, num_subcarriers=1, side_info_bits=32,
+                         side_info_bits_per_use=1.0):
+    r"""Channel uses (resource elements) of one AirComp round for a payload of `num_reals` reals per device.
+
+    Payload: spread over F subcarriers, :math:`\lceil L/F \rceil` reals per subcarrier, two per complex symbol:
+    :math:`F \lceil \lceil L/F \rceil / 2 \rceil` resource elements (flat channels: F = 1, :math:`\lceil L/2 \rceil`).
+    All devices share them (superposition).
+    Side information (counted when `num_devices` K is given): each device's mean and std per subcarrier, 2F
+    reals of `side_info_bits` bits, sent digitally one device after another at `side_info_bits_per_use` bits
+    per channel use (default 1: QPSK at code rate 1/2): :math:`K \lceil 2 F \cdot bits / rate \rceil`.
+    Example: L = 100, F = 8, K = 4 -> 8 x 7 = 56 payload + 4 x 512 = 2048 side-information uses.
+
+    Input: num_reals L, num_devices K (None: payload only), num_subcarriers F (ints >= 1);
+    side_info_bits (int >= 1); side_info_bits_per_use (float > 0). Output: int.
+    """
+    num_reals = check_count(num_reals, "num_reals")
+    f = check_count(num_subcarriers, "num_subcarriers")
+    uses = f * int(np.ceil(int(np.ceil(num_reals / f)) / 2))
+    if num_devices is not None:
+        k, bits = check_count(num_devices, "num_devices"), check_count(side_info_bits, "side_info_bits")
+        if not side_info_bits_per_use > 0:
+            raise ValueError(f"`side_info_bits_per_use` must be > 0, got {side_info_bits_per_use!r}")
+        uses += k * int(np.ceil(2 * f * bits / side_info_bits_per_use))
+    return uses
+

@@ -12,12 +12,14 @@ from .rng import reseed
 class AirCompUplink(Block):
     r"""Estimate the weighted sum :math:`\sum_k w_k x_k` of K devices' real payloads by MIMO AirComp.
 
-    Each device standardises its payload (mean and std are side information, sent once, noise-free),
+    Each device standardises its payload (mean and std are side information, sent once, noise-free, and
+    counted by `aircomp_channel_uses(L, num_devices=K, num_subcarriers=F)`),
     packs two reals per unit-variance complex symbol and transmits :math:`b_k (c_k / c_{max}) s_k` with
     :math:`c_k = w_k \,\mathrm{std}_k`, so the power budget of the design (:math:`|b_k|^2 \le P_k`) holds.
     The server computes :math:`\hat f = a^H y`, scales by :math:`c_{max}`, unpacks and adds
     :math:`\sum_k w_k \mathrm{mean}_k`. With equal weights and stds the error per real entry has variance
-    :math:`\mathrm{std}^2 \cdot` `aircomp_mse(H, a, b, noise_var)`. Gradients flow to `x`.
+    :math:`\mathrm{std}^2 \cdot` `aircomp_mse(H, a, b, noise_var, payload_cov=payload_correlation(x))`
+    (without `payload_cov` when the payloads are independent across devices). Gradients flow to `x`.
 
     Parameters
     ----------
@@ -52,8 +54,8 @@ class AirCompUplink(Block):
 
         z, mean, std = standardise(x)
         c = weights * std                                                   # [..., K]
-        c_max = tf.reduce_max(tf.abs(c), axis=-1)                           # [...]
-        scale = tf.cast(c / c_max[..., None], self.cdtype)
+        c_max = tf.reduce_max(tf.abs(c), axis=-1)                           # [...]; 0 when every payload is constant
+        scale = tf.cast(c / tf.where(c_max > 0, c_max, tf.ones_like(c_max))[..., None], self.cdtype)
         reseed(seed)
         s = pack(z) if misalignment is None else tf.cast(misalignment(pack(z)), self.cdtype)
         f_hat = estimate_from_validated(s, H, a, b * scale, nv)            # [..., ceil(L/2)]

@@ -22,9 +22,16 @@ class UplinkChannel(Block):
     Models: "rayleigh" (i.i.d. CN(0,1) entries, Sionna `RayleighBlockFading`); "correlated"
     (Kronecker model with exponential correlation :math:`R_{ij} = \rho^{|i-j|}` at the server array,
     Sionna `KroneckerModel`/`exp_corr_mat`); "tdl-a".."tdl-e" and "cdl-a".."cdl-e" (3GPP TR 38.901
-    models, each device an independent link, turned into per-subcarrier responses by
-    `cir_to_ofdm_channel` with unit average energy per link and a uniform random phase per link). For OFDM models AirComp runs per resource
-    element, so H gets a subcarrier axis.
+    models, each device an independent link, turned into per-subcarrier responses by `cir_to_ofdm_channel`,
+    with a uniform random phase per link). For OFDM models AirComp runs per resource element, so H gets a
+    subcarrier axis.
+
+    Normalisation is over the ensemble, not per realisation: the power delay profiles sum to one and the
+    server's elements are omnidirectional (0 dBi), so :math:`E|H_{f,n,k}|^2 = 1` on average while the energy
+    of each realisation fades (wideband fading is kept). CDL devices each see their own geometry: the server
+    array is turned by an independent azimuth :math:`\phi \sim U[-\pi, \pi)` per link, which translates every
+    arrival azimuth of that device (clusters and LoS, TR 38.901 §7.7.5.1) -- one fixed CDL geometry shared by
+    all devices would make their signatures nearly collinear.
 
     Parameters
     ----------
@@ -78,10 +85,11 @@ class UplinkChannel(Block):
                              precision=self.precision)
         else:
             bs = AntennaArray(num_rows=1, num_cols=self.num_rx_ant, polarization="single", polarization_type="V",
-                              antenna_pattern="38.901", carrier_frequency=carrier_frequency, precision=self.precision)
+                              antenna_pattern="omni", carrier_frequency=carrier_frequency, precision=self.precision)
             ut = AntennaArray(num_rows=1, num_cols=1, polarization="single", polarization_type="V",
                               antenna_pattern="omni", carrier_frequency=carrier_frequency, precision=self.precision)
             self._link = CDL(letter, delay_spread, carrier_frequency, ut, bs, "uplink", precision=self.precision)
+            self._link._cir_sampler = _RandomServerAzimuth(self._link._cir_sampler)   # noqa: SLF001 (Sionna 1.2)
         if model not in FLAT_MODELS:
             self._freqs = subcarrier_frequencies(self.num_subcarriers, self.subcarrier_spacing,
                                                  precision=self.precision)
@@ -108,12 +116,27 @@ class UplinkChannel(Block):
         else:
             n, k, f = self.num_rx_ant, self.num_devices, self.num_subcarriers
             a, tau = self._link(batch_size * k, 1, self.num_subcarriers * self.subcarrier_spacing)
-            h = cir_to_ofdm_channel(self._freqs, a, tau, normalize=True)      # [B*K, 1, N, 1, 1, 1, F]
+            h = cir_to_ofdm_channel(self._freqs, a, tau, normalize=False)     # [B*K, 1, N, 1, 1, 1, F]
             h = tf.reshape(h, [batch_size, k, n, f]) * self._random_phase([batch_size, k, 1, 1])
             H = tf.transpose(h, [0, 3, 2, 1])                                 # [B, F, N, K]
         if self._gain is not None:
             H = H * self._gain
         return H
+
+
+class _RandomServerAzimuth:
+    """Wraps Sionna's CDL channel-coefficient generator: turns the server (receive) array of every link by its
+    own azimuth phi ~ U[-pi, pi) before the rays are projected onto it, so each device arrives from its own
+    directions. Input and output are those of `ChannelCoefficientsGenerator.__call__`."""
+
+    def __init__(self, sampler):
+        self._sampler = sampler
+
+    def __call__(self, num_time_samples, sampling_frequency, k_factor, rays, topology):
+        orient = topology.rx_orientations                                      # [B, 1, 3]: (yaw, tilt, roll)
+        yaw = tf_rng().uniform(tf.shape(orient)[:-1], -np.pi, np.pi, dtype=orient.dtype)
+        topology.rx_orientations = orient + tf.stack([yaw, tf.zeros_like(yaw), tf.zeros_like(yaw)], axis=-1)
+        return self._sampler(num_time_samples, sampling_frequency, k_factor, rays, topology)
 
 
 def log_distance_gain_db(distance_m, exponent=3.0, ref_distance_m=100.0):

@@ -1,5 +1,6 @@
 """Monte-Carlo AirComp error: the empirical MSE of a design over drawn payloads and noise."""
 
+import numpy as np
 import tensorflow as tf
 
 from .aircomp import effective_gains
@@ -7,8 +8,8 @@ from .rng import tf_rng
 
 
 def complex_normal(shape, dtype=tf.complex64):
-    """i.i.d. CN(0, 1) samples from the library RNG."""
-    xy = tf_rng().normal(tf.concat([shape, [2]], 0), stddev=tf.sqrt(0.5), dtype=dtype.real_dtype)
+    """i.i.d. CN(0, 1) samples from the library RNG: shape [...] int, dtype tf.complex64 | tf.complex128."""
+    xy = tf_rng().normal(tf.concat([shape, [2]], 0), stddev=np.sqrt(0.5), dtype=dtype.real_dtype)
     return tf.complex(xy[..., 0], xy[..., 1])
 
 

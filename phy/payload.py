@@ -3,15 +3,19 @@
 import tensorflow as tf
 
 
-def standardise(x, eps=1e-12):
+def standardise(x):
     """Standardise each device's payload over its last axis.
 
     Input: x [..., K, L] float. Output: (z, mean, std) with z [..., K, L] zero-mean, unit-variance per
-    device, mean and std [..., K] (the side information sent once, noise-free).
+    device, mean and std [..., K] (the side information sent once, noise-free). No absolute floor is added
+    to the variance, so a payload of any scale (std 1e-7 as well as 1e3) is standardised exactly; a
+    constant payload (std 0) gives z = 0 and std = 0 (its mean alone carries it).
     """
     mean = tf.reduce_mean(x, axis=-1)
-    std = tf.sqrt(tf.reduce_mean((x - mean[..., None]) ** 2, axis=-1) + eps)
-    return (x - mean[..., None]) / std[..., None], mean, std
+    var = tf.reduce_mean((x - mean[..., None]) ** 2, axis=-1)
+    safe_std = tf.sqrt(tf.where(var > 0, var, tf.ones_like(var)))          # no NaN gradient at var = 0
+    z = (x - mean[..., None]) / safe_std[..., None]
+    return z, mean, tf.where(var > 0, safe_std, tf.zeros_like(var))
 
 
 def pack(z):
@@ -33,3 +37,15 @@ def unpack(s, num_reals):
     pairs = tf.stack([tf.math.real(s), tf.math.imag(s)], axis=-1)
     flat = tf.reshape(pairs, tf.concat([tf.shape(s)[:-1], [-1]], axis=0))
     return flat[..., :num_reals]
+
+
+def payload_correlation(x):
+    r"""Correlation matrix of the devices' standardised payloads, the `payload_cov` of `aircomp_mse`.
+
+    Input: x [..., K, L] float (L >= 2 reals per device). Output: C [..., K, K] float with
+    :math:`C_{jk} = \frac1L \sum_l z_{jl} z_{kl}` for the standardised z of `standardise` (unit diagonal; a
+    constant payload has a zero row). Packing two reals per complex symbol keeps it: E[s_j s_k^*] = C_jk when
+    the reals of one device are exchangeable.
+    """
+    z, _, _ = standardise(x)
+    return tf.matmul(z, z, transpose_b=True) / tf.cast(tf.shape(z)[-1], z.dtype)
