@@ -22,7 +22,7 @@ def test_link_quick_writes_results_and_resumes(tmp_path, capsys):
         assert (tmp_path / name).exists(), name
     rows = list(csv.DictReader((tmp_path / "aircomp.csv").open()))
     assert len(rows) == 2 * 2 * 2 * 3                         # models x (N, K) x receivers x SNRs
-    by_snr = {float(r["snr_db"]): float(r["mse"]) for r in rows
+    by_snr = {float(r["snr_db"]): float(r["mse_median"]) for r in rows
               if r["model"] == "rayleigh" and r["receiver"] == "mrc" and r["num_rx_ant"] == "4"}
     # aligned designs: MSE = sigma^2 ||a||^2 scales exactly with the noise variance
     assert by_snr[0.0] / by_snr[20.0] == pytest.approx(100.0, rel=1e-4)
