@@ -11,3 +11,8 @@ from .training import block_importance, evaluate, make_grad_fn, make_train_step
 from .aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator
 from .emulator import build_emulator, emulator_blocks, emulator_config, plug_in_state
 from .federated import FederatedDEFT, RoundLog
+from .multiview import MultiViewData, load_multiview, split_views
+from .aircomp_connection import AirCompConnection, ChannelBlocks, DigitalConnection, IdealConnection, payload_stats, \
+    side_info_channel_uses
+from .multiview_model import MultiViewModel, evaluate_multiview, feature_stats, task_importance, train_multiview, \
+    training_stats

@@ -12,3 +12,4 @@ from .peft_allocation import Allocation, PeftAllocator
 from .truncated_inversion import BUDGETS, best_truncation_threshold, participation_probability, truncated_inversion, \
     truncation_mse
 from .subcarrier_power import SubcarrierDesign, SubcarrierPower, allocate_subcarrier_power, uniform_subcarrier_power
+from .task_oriented import TaskOrientedDesign, power_split, task_oriented_design
