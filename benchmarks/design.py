@@ -100,6 +100,13 @@ def plot_sweeps(out, rows):
             line_plot(out / f"mse_vs_{sweep.lower()}.png", curves, label, "mean MSE [dB]", f"AirComp MSE vs {label}")
 
 
+def impairment_sweeps(cfg, out, quick):
+    """Design methods vs pilot SNR and vs transmit phase error, subcarrier power allocation vs delay spread:
+    separate CSV/PNG files, summary printed (benchmarks/impairment_sweeps.py)."""
+    from .impairment_sweeps import design_sweeps
+    print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
+
+
 def run_design(out_dir="results/design", quick=False, seed=0):
     cfg = DesignConfig.quick() if quick else DesignConfig()
     cfg.seed = seed
@@ -128,6 +135,7 @@ def run_design(out_dir="results/design", quick=False, seed=0):
     store = ResultStore(out / "sweeps.csv", SWEEP_FIELDS, SWEEP_FIELDS[:-1])
     sweeps(cfg, store)
     plot_sweeps(out, store.rows())
+    impairment_sweeps(cfg, out, quick)
     return main
 
 

@@ -162,6 +162,13 @@ def plot(cfg, out, air_rows, dig_rows):
                   "NMSE of the sum [dB] (AirComp: median over channels)", f"AirComp vs digital, {model}")
 
 
+def impairment_sweeps(out, quick, seed):
+    """Truncated inversion vs threshold, transmit phase error, CSI from pilots: separate CSV/PNG files, summary
+    printed (benchmarks/impairment_sweeps.py)."""
+    from .impairment_sweeps import link_sweeps
+    print(link_sweeps(out, quick=quick, seed=seed))
+
+
 def run_link(out_dir="results/link", quick=False, seed=0):
     """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
@@ -175,6 +182,7 @@ def run_link(out_dir="results/link", quick=False, seed=0):
     speed = speed_test(cfg)
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
     plot(cfg, out, air.rows(), dig.rows())
+    impairment_sweeps(out, quick, seed)
     return cfg, air.rows(), dig.rows(), speed
 
 
