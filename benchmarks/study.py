@@ -1,35 +1,39 @@
-"""`deft6g study`: accuracy vs SNR of federated DEFT with ideal, MIMO AirComp and digital aggregation.
+"""`deft6g study`: accuracy vs SNR and latency of federated DEFT with ideal, MIMO AirComp and digital
+aggregation, bounded by a centralised run of the same PEFT on the union of the devices' data.
 
-Every finished (scheme, SNR, antennas, seed) point is appended to results.csv at once (its per-round log
-to rounds.csv); a re-run of the same command skips finished points. Frozen activations are cached on disk.
+One point is (scheme, snr_db, antennas, lora_aggregation, seed); every finished point is appended to
+results.csv at once (its per-round log to rounds.csv) and a re-run skips finished points; summary.csv holds
+the mean and 95% confidence interval over seeds per (scheme, snr_db, antennas, lora_aggregation).
 """
 
-import hashlib
+import csv
 import json
+import math
 import time
-from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from deft6g.experiment import ResultStore, line_plot, prepare_output
+from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise
+
 from .study_config import StudyConfig, load_config
 
-RESULT_FIELDS = ["scheme", "snr_db", "antennas", "seed", "accuracy", "emulator_accuracy", "channel_uses",
-                 "latency_s", "agg_mse", "bits_up", "bits_down", "rounds", "wall_s"]
-ROUND_FIELDS = ["scheme", "snr_db", "antennas", "seed", "round", "loss", "agg_mse", "channel_uses", "devices"]
-POINT_KEY = ["scheme", "snr_db", "antennas", "seed"]
+POINT_KEY = ["scheme", "snr_db", "antennas", "lora_aggregation", "seed"]
+RESULT_FIELDS = POINT_KEY + ["accuracy", "emulator_accuracy", "channel_uses", "latency_s", "agg_mse", "lora_bias",
+                             "bits_up", "bits_down", "rounds", "samples_seen", "train_s", "link_s", "eval_s", "wall_s"]
+ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "lora_bias", "channel_uses", "devices", "accuracy"]
+SUMMARY_BY = ["scheme", "snr_db", "antennas", "lora_aggregation"]
+REFERENCES = ("centralised", "ideal")            # no channel: snr inf, antennas 0
 
 
 def study_points(cfg):
-    """(scheme, snr_db, antennas, seed) of every point; ideal aggregation has no channel (snr inf, N 0)."""
+    """Every point as a dict of POINT_KEY, seeds outermost (so each finished seed is a complete replicate)."""
     pts = []
     for seed in cfg.seeds:
-        for scheme in cfg.schemes:
-            if scheme == "ideal":
-                pts.append((scheme, float("inf"), 0, seed))
-            else:
-                pts += [(scheme, float(s), n, seed) for n in cfg.channel.antennas for s in cfg.channel.snr_db]
+        for agg in cfg.federated.lora_aggregation:
+            for scheme in cfg.schemes:
+                grid = ([(math.inf, 0)] if scheme in REFERENCES else
+                        [(float(s), n) for n in cfg.channel.antennas for s in cfg.channel.snr_db])
+                pts += [dict(zip(POINT_KEY, (scheme, snr, n, agg, seed))) for snr, n in grid]
     return pts
 
 
@@ -47,23 +51,27 @@ def _peft_config(cfg):
     return BitFitConfig(layers_to_transform=list(p.blocks))
 
 
+def _split_arrays(x, idx):
+    return x[0][idx], x[1][idx]
+
+
 class _Setup:
-    """Everything the points share: data, tokens, models, the cached activations, the initial weights."""
+    """Everything the points share: data, models, the cached activations (computed once, on disk)."""
 
     def __init__(self, cfg, log):
-        from deft6g.finetune import get_peft_model, load_dataset, load_study_model, tokenize, train_test_split
-        from deft6g.finetune.emulator import build_emulator, emulator_blocks, emulator_config
+        from deft6g.finetune import (build_emulator, cached_arrays, emulator_blocks, emulator_config,
+                                     get_peft_model, load_dataset, load_study_model, tokenize, train_test_split)
 
-        self.cfg = cfg
-        f = cfg.federated
+        self.cfg, f = cfg, cfg.federated
         data = load_dataset(cfg.data.dataset)
         train, test = train_test_split(len(data), 0.2, seed=0)
-        if cfg.data.train_examples > len(train) or cfg.data.test_examples > len(test):
-            raise ValueError(f"configuration key 'data.train_examples'/'data.test_examples': the split has "
-                             f"{len(train)} / {len(test)} examples")
-        perm = np.random.default_rng(0)
-        train = perm.permutation(train)[:cfg.data.train_examples]
-        test = perm.permutation(test)[:cfg.data.test_examples]
+        for name, n, have in (("train_examples", cfg.data.train_examples, len(train)),
+                              ("test_examples", cfg.data.test_examples, len(test))):
+            if n > have:
+                raise ValueError(f"configuration key 'data.{name}': the split has {have} examples, asked for {n}")
+        pick = np.random.default_rng(0)
+        train = pick.permutation(train)[:cfg.data.train_examples or None]
+        test = pick.permutation(test)[:cfg.data.test_examples or None]
         self.y_train, self.y_test = data.y[train], data.y[test]
         model, tok = load_study_model(cfg.model.name)
         tokens = tokenize(tok, data.x, cfg.model.max_length)
@@ -82,149 +90,239 @@ class _Setup:
         self.full = get_peft_model(model, peft_cfg, num_labels=num_labels)
         if f.mode != "emulator":
             self.device = self.full
-        self.start = self.device.lowest_tuned_block()
-        self.full_start = self.full.lowest_tuned_block()
+        self.start, self.full_start = self.device.lowest_tuned_block(), self.full.lowest_tuned_block()
         key = [cfg.model.name, cfg.model.max_length, cfg.data.dataset, self.kept, peft_cfg.to_dict(),
-               hashlib.sha256(train.tobytes() + test.tobytes()).hexdigest()]
-        t0 = time.time()
-        self.train_acts = _cached(key + ["device-train", self.start], lambda: self.device.activations(x_train, self.start))
-        self.test_acts = _cached(key + ["device-test", self.start], lambda: self.device.activations(x_test, self.start))
-        self.full_test_acts = (self.test_acts if self.device is self.full else
-                               _cached(key + ["full-test", self.full_start],
-                                       lambda: self.full.activations(x_test, self.full_start)))
-        log(f"activations cached in {time.time() - t0:.1f} s (block {self.start}; device model blocks {self.kept})")
-        self.init = [v.numpy() for v in self.device.trainable_variables]
+               train.tolist(), test.tolist()]
 
-    def reset(self):
-        for v, w in zip(self.device.trainable_variables, self.init):
+        def acts(model_, x, block, part):
+            z = cached_arrays(key + [part, block], lambda: dict(zip("hm", model_.activations(x, block))))
+            return z["h"], z["m"]
+
+        t0 = time.time()
+        self.train_acts = acts(self.device, x_train, self.start, "device-train")
+        self.test_acts = acts(self.device, x_test, self.start, "device-test")
+        self.full_test_acts = (self.test_acts if self.device is self.full
+                               else acts(self.full, x_test, self.full_start, "full-test"))
+        log(f"activations ready in {time.time() - t0:.1f} s ({len(train)} train / {len(test)} test texts, "
+            f"input of block {self.start}; device model blocks {self.kept})")
+        self._kernels = [(v, v.numpy()) for *_, w, _ in self.full.wrappers + self.device.wrappers
+                         if hasattr(w, "lora_A") for v in [w.base.kernel]]
+
+    def reset(self, seed):
+        """Fresh PEFT weights and head for `seed`; base kernels back to pretrained (delta_w merges into them)."""
+        self.device.reset_parameters(seed)
+        for v, w in self._kernels:
             v.assign(w)
 
+    def evaluate(self):
+        from deft6g.finetune import evaluate, plug_in
+        if self.device is self.full:
+            return evaluate(self.full, self.test_acts, self.y_test, start_block=self.start)
+        plug_in(self.full, self.device, self.kept)
+        return evaluate(self.full, self.full_test_acts, self.y_test, start_block=self.full_start)
 
-def _cached(key, compute):
-    from deft6g.finetune import cached_arrays
-    z = cached_arrays(key, lambda: dict(zip("hm", compute())))
-    return z["h"], z["m"]
+
+def _aggregator(cfg, point):
+    from deft6g.finetune import make_aggregator
+    c, g, k = cfg.channel, cfg.digital, cfg.federated.devices
+    scheme = "ideal" if point["scheme"] == "centralised" else point["scheme"]
+    return make_aggregator(
+        scheme, k, int(point["antennas"]), float(point["snr_db"]), seed=int(point["seed"]),
+        channel={"model": c.model, "num_subcarriers": c.num_subcarriers},
+        aircomp={"method": c.method, "csi_error": c.csi_error, "select": c.select_devices, "mse_target": c.mse_target},
+        digital={"num_bits": g.num_bits, "num_bits_per_symbol": g.bits_per_symbol, "code_rate": g.code_rate,
+                 "num_iter": g.ldpc_iterations})
 
 
-def _aggregator(cfg, scheme, snr_db, antennas, seed):
-    from deft6g.finetune.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator
-    c, k = cfg.channel, cfg.federated.devices
-    ofdm = {"num_subcarriers": c.num_subcarriers} if c.model.startswith(("tdl", "cdl")) else {}
-    if scheme == "ideal":
-        return IdealAggregator()
-    if scheme == "aircomp":
-        return AirCompAggregator(k, antennas, snr_db, c.model, c.method, c.csi_error, c.select_devices,
-                                 c.mse_target, seed=seed, **ofdm)
-    g = cfg.digital
-    return DigitalAggregator(k, antennas, snr_db, c.model, g.num_bits, g.bits_per_symbol, g.code_rate,
-                             g.ldpc_iterations, seed=seed, **ofdm)
+class _TimedAggregator:
+    """Wraps an aggregator to add up the time spent in the link simulation (design, channel, decoding)."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, 0.0
+
+    def __call__(self, *args):
+        t0 = time.time()
+        out = self.inner(*args)
+        self.seconds += time.time() - t0
+        return out
 
 
 def _run_point(setup, point, rounds_store):
-    from deft6g.finetune import evaluate, partition
-    from deft6g.finetune.emulator import plug_in_state
-    from deft6g.finetune.federated import FederatedDEFT
-    from deft6g.finetune.training import take
+    from deft6g.finetune import FederatedDEFT, evaluate, partition
 
     cfg, f = setup.cfg, setup.cfg.federated
-    scheme, snr_db, antennas, seed = point
+    seed = int(point["seed"])
     t0 = time.time()
-    setup.reset()
-    parts = partition(setup.y_train, f.devices, cfg.data.partition, cfg.data.alpha, seed=seed)
-    devices = [(take(setup.train_acts, idx), setup.y_train[idx]) for idx in parts]
-    fed = FederatedDEFT(setup.device, devices, _aggregator(cfg, scheme, snr_db, antennas, seed), setup.start,
-                        f.local_steps, f.batch_size, f.lr, cut_block=f.cut_block if f.mode == "gradient" else None,
-                        seed=seed)
-    logs = fed.run(f.rounds)
-    emu_acc = evaluate(setup.device, setup.test_acts, setup.y_test, start_block=setup.start)
-    if setup.device is not setup.full:
-        setup.full.load_peft_state(plug_in_state(setup.device.peft_state(), setup.kept))
-        setup.full.load_head_state(setup.device.head_state())
-        acc = evaluate(setup.full, setup.full_test_acts, setup.y_test, start_block=setup.full_start)
+    setup.reset(seed)
+    if point["scheme"] == "centralised":        # one "device" holding the union, K times the local steps
+        devices, steps = [(setup.train_acts, setup.y_train)], f.local_steps * f.devices
     else:
-        acc = emu_acc
-    base = dict(zip(POINT_KEY, point))
+        parts = partition(setup.y_train, f.devices, cfg.data.partition, cfg.data.alpha, seed=seed)
+        devices, steps = [(_split_arrays(setup.train_acts, i), setup.y_train[i]) for i in parts], f.local_steps
+    link = _TimedAggregator(_aggregator(cfg, point))
+    fed = FederatedDEFT(setup.device, devices, link, setup.start, steps, f.batch_size, f.lr, f.local_optimizer,
+                        f.server_optimizer, f.server_lr, point["lora_aggregation"],
+                        cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed)
+    eval_s = [0.0]
+
+    def timed_evaluate():
+        t = time.time()
+        acc = setup.evaluate()
+        eval_s[0] += time.time() - t
+        return acc
+
+    logs = fed.run(f.rounds, evaluate=timed_evaluate, eval_every=f.eval_every)
+    t = time.time()
+    emu_acc = evaluate(setup.device, setup.test_acts, setup.y_test, start_block=setup.start)
+    eval_s[0] += time.time() - t
     for log in logs:
-        row = {**base, "round": log.round, "loss": log.loss, "agg_mse": log.agg_mse,
-               "channel_uses": log.channel_uses, "devices": log.devices}
-        if not rounds_store.done(row):
-            rounds_store.add(row)
+        rounds_store.add({**point, "round": log.round, "loss": log.loss, "agg_mse": log.agg_mse,
+                          "lora_bias": log.lora_bias, "channel_uses": log.channel_uses, "devices": log.devices,
+                          "accuracy": log.accuracy})
     uses = sum(log.channel_uses for log in logs)
-    return {**base, "accuracy": acc, "emulator_accuracy": emu_acc, "channel_uses": uses,
-            "latency_s": uses / cfg.channel.bandwidth_hz, "agg_mse": float(np.mean([log.agg_mse for log in logs])),
-            "bits_up": sum(log.bits_up for log in logs), "bits_down": sum(log.bits_down for log in logs),
-            "rounds": f.rounds, "wall_s": round(time.time() - t0, 2)}
+    wall = time.time() - t0
+    return {**point, "accuracy": logs[-1].accuracy, "emulator_accuracy": emu_acc, "channel_uses": uses,
+            "latency_s": uses / cfg.channel.bandwidth_hz, "agg_mse": float(np.mean([g.agg_mse for g in logs])),
+            "lora_bias": float(np.mean([g.lora_bias for g in logs])),
+            "bits_up": sum(g.bits_up for g in logs), "bits_down": sum(g.bits_down for g in logs),
+            "rounds": f.rounds, "samples_seen": f.rounds * f.devices * f.local_steps * f.batch_size,
+            "train_s": round(wall - link.seconds - eval_s[0], 2), "link_s": round(link.seconds, 2),
+            "eval_s": round(eval_s[0], 2), "wall_s": round(wall, 2)}
 
 
 def run_study(out_dir, config=None, quick=False, log=print):
-    """Run (or resume) the study into `out_dir`; `config`: a TOML path or a StudyConfig. Returns the rows."""
+    """Run (or resume) the study into `out_dir`; `config`: a TOML path or a StudyConfig. Returns (cfg, rows)."""
     cfg = config if isinstance(config, StudyConfig) else load_config(config, quick)
     out = prepare_output(out_dir, "study", cfg.to_dict())
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
     points = study_points(cfg)
-    todo = [p for p in points if not store.done(dict(zip(POINT_KEY, p)))]
-    if len(todo) < len(points):
-        log(f"resuming: {len(points) - len(todo)} finished points skipped")
-    if todo:
+    if any(not store.done(p) for p in points):
         setup = _Setup(cfg, log)
         _write_model_info(out, cfg, setup)
-        for point in tqdm(todo, desc="study points", unit="pt", disable=None):
-            store.add(_run_point(setup, point, rounds_store))
+        run_points(points, lambda p: _run_point(setup, p, rounds_store), store, desc="study", log=log,
+                   describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
-    plot_study(out, rows, ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"]).rows())
+    summary_rows = write_summary(out, rows)
+    plot_study(out, cfg, summary_rows, rows, rounds_store.rows())
     return cfg, rows
+
+
+def _label(p):
+    name = p["scheme"] if p["scheme"] in REFERENCES else f"{p['scheme']} N={p['antennas']} {float(p['snr_db']):g} dB"
+    return f"{name} [{p['lora_aggregation']}] seed {p['seed']}"
 
 
 def _write_model_info(out, cfg, setup):
     info = {"model": cfg.model.name, "pretrained": cfg.model.name != "random-bert", "mode": cfg.federated.mode,
             "kept_blocks": setup.kept, "emulator_params": setup.emulator_params, "full_params": setup.full_params,
             "download_bits_emulator": 32 * setup.emulator_params, "download_bits_full": 32 * setup.full_params,
+            "train_examples": int(len(setup.y_train)), "test_examples": int(len(setup.y_test)),
             "payload_reals_per_device": int(sum(np.prod(v.shape) for v in setup.device.trainable_variables))}
     (out / "model.json").write_text(json.dumps(info, indent=2))
 
 
-def plot_study(out, rows, round_rows):
-    """accuracy_vs_snr.png, accuracy_vs_channel_uses.png (each point annotated with its SNR),
-    agg_mse_per_round.png; ideal aggregation is a dashed line."""
-    if not rows:
+SUMMARY_VALUES = ["accuracy", "channel_uses", "latency_s", "agg_mse"]
+
+
+def write_summary(out, rows):
+    """summary.csv from `summary_rows(rows)`, written atomically; returns the summary rows."""
+    summary = summary_rows(rows)
+    fields = SUMMARY_BY + ["n"] + [f"{v}_{s}" for v in SUMMARY_VALUES for s in ("mean", "ci")] + \
+        ["vs_ideal_mean", "vs_ideal_ci"]
+    path = out / "summary.csv"
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fields)
+        w.writeheader()
+        w.writerows(summary)
+    tmp.replace(path)
+    return summary
+
+
+def plot_study(out, cfg, summary, rows, round_rows):
+    """accuracy_vs_snr.png (mean and 95% CI over seeds, references as bands), accuracy_vs_latency.png,
+    accuracy_per_round.png, agg_mse_per_round.png."""
+    if not summary:
         return
-    ideal_rows = [r for r in rows if r["scheme"] == "ideal"]
-    ideal = {"ideal (no channel)" + (f" seed {r['seed']}" if len(ideal_rows) > 1 else ""): float(r["accuracy"])
-             for r in ideal_rows}
-    by_snr, by_uses = {}, {}
-    for r in rows:
-        if r["scheme"] == "ideal":
+    seeds = max(s["n"] for s in summary)
+    note = f"mean and 95% CI over {seeds} seed(s); {cfg.model.name}, {cfg.peft.method} blocks {cfg.peft.blocks}, " \
+           f"K={cfg.federated.devices}, {cfg.federated.rounds} rounds"
+    multi = len(cfg.federated.lora_aggregation) > 1
+    tag = (lambda s: f" [{s['lora_aggregation']}]") if multi else (lambda s: "")
+    refs = {f"{s['scheme']}{tag(s)} (no channel)": (s["accuracy_mean"], s["accuracy_ci"])
+            for s in summary if s["scheme"] in REFERENCES}
+    by_snr, by_latency = {}, {}
+    for s in summary:
+        if s["scheme"] in REFERENCES:
             continue
-        name = f"{r['scheme']} N={r['antennas']}" + (f" seed {r['seed']}" if len(ideal) > 1 else "")
-        snr, acc = float(r["snr_db"]), float(r["accuracy"])
-        by_snr.setdefault(name, []).append((snr, acc))
-        by_uses.setdefault(name, []).append((int(r["channel_uses"]), acc, f"{snr:g} dB"))
+        name = f"{s['scheme']} N={s['antennas']}{tag(s)}"
+        snr = float(s["snr_db"])
+        by_snr.setdefault(name, []).append((snr, s["accuracy_mean"], s["accuracy_ci"]))
+        by_latency.setdefault(name, []).append((s["latency_s_mean"], s["accuracy_mean"], s["accuracy_ci"], f"{snr:g} dB"))
     if by_snr:
         line_plot(out / "accuracy_vs_snr.png", by_snr, "SNR P/sigma^2 per device [dB]", "test accuracy",
-                  "Federated DEFT: accuracy vs SNR", hlines=ideal)
-        line_plot(out / "accuracy_vs_channel_uses.png", by_uses, "uplink channel uses over all rounds",
-                  "test accuracy", "Accuracy vs uplink cost", logx=True, marker_only=True, hlines=ideal)
-    per_round = {}
+                  "Federated DEFT: accuracy vs SNR", hlines=refs, note=note)
+        line_plot(out / "accuracy_vs_latency.png", by_latency,
+                  f"uplink latency over all rounds [s] at {cfg.channel.bandwidth_hz / 1e6:g} MHz", "test accuracy",
+                  "Accuracy vs uplink latency (points labelled by SNR)", logx=True, marker_only=True, hlines=refs,
+                  note=note)
+    per_round, mse_round = {}, {}
     for r in round_rows:
-        if r["scheme"] == "ideal":
-            continue
-        name = f"{r['scheme']} N={r['antennas']} {float(r['snr_db']):g} dB"
-        per_round.setdefault(name, []).append((int(r["round"]), max(float(r["agg_mse"]), 1e-20)))
-    if per_round:
-        line_plot(out / "agg_mse_per_round.png", per_round, "round", "aggregation MSE per entry",
-                  "Aggregation error per round", logy=True)
+        snr = float(r["snr_db"])
+        name = r["scheme"] if r["scheme"] in REFERENCES else f"{r['scheme']} N={r['antennas']} {snr:g} dB"
+        name += f" [{r['lora_aggregation']}]" if multi else ""
+        if r["accuracy"] not in ("", "nan"):
+            per_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(float(r["accuracy"]))
+        if r["scheme"] not in REFERENCES:
+            mse_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(max(float(r["agg_mse"]), 1e-20))
+    _plot_rounds(out / "accuracy_per_round.png", per_round, "test accuracy", "Accuracy per round", False, note)
+    _plot_rounds(out / "agg_mse_per_round.png", mse_round, "aggregation MSE per entry", "Aggregation error per round",
+                 True, note)
+
+
+def _plot_rounds(path, curves, ylabel, title, logy, note):
+    if not curves:
+        return
+    pts = {name: [(r, *mean_ci(v)) for r, v in rounds.items()] for name, rounds in curves.items()}
+    line_plot(path, pts, "round", ylabel, title, logy=logy, note=note)
 
 
 def summary(cfg, rows):
-    """A short table: accuracy and channel uses per scheme and SNR."""
+    """The printed table: mean +- 95% CI per scheme, SNR and N, and AirComp/digital minus ideal, paired."""
+    s_rows = summary_rows(rows)
+    n_seeds = max((s["n"] for s in s_rows), default=0)
     lines = [f"Federated DEFT on {cfg.data.dataset} with {cfg.model.name} + {cfg.peft.method} (blocks {cfg.peft.blocks}),"
-             f" K={cfg.federated.devices}, {cfg.federated.rounds} rounds, mode {cfg.federated.mode}, channel {cfg.channel.model}",
-             f"{'scheme':<9}{'N':>4}{'SNR dB':>8}{'seed':>6}{'accuracy':>10}{'emulator':>10}{'channel uses':>14}{'agg MSE':>11}"]
-    for r in sorted(rows, key=lambda r: (r["scheme"], int(r["antennas"]), float(r["snr_db"]), int(r["seed"]))):
-        lines.append(f"{r['scheme']:<9}{int(r['antennas']):>4}{float(r['snr_db']):>8.1f}{int(r['seed']):>6}"
-                     f"{float(r['accuracy']):>10.3f}{float(r['emulator_accuracy']):>10.3f}"
-                     f"{int(r['channel_uses']):>14,d}{float(r['agg_mse']):>11.2e}")
+             f" K={cfg.federated.devices}, {cfg.federated.rounds} rounds x {cfg.federated.local_steps} local steps,"
+             f" mode {cfg.federated.mode}, channel {cfg.channel.model}; mean +- 95% CI over {n_seeds} seed(s)",
+             f"{'scheme':<12}{'LoRA agg':<10}{'N':>3}{'SNR dB':>8}{'accuracy':>17}{'minus ideal (paired)':>23}"
+             f"{'channel uses':>14}{'latency s':>11}"]
+    order = {"centralised": 0, "ideal": 1, "aircomp": 2, "digital": 3}
+    for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], int(s["antennas"]),
+                                           float(s["snr_db"]))):
+        diff = "" if math.isnan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}"
+        snr = "-" if s["scheme"] in REFERENCES else f"{float(s['snr_db']):.0f}"
+        lines.append(f"{s['scheme']:<12}{s['lora_aggregation']:<10}{int(s['antennas']) or '-':>3}{snr:>8}"
+                     f"{s['accuracy_mean']:>10.3f} +- {_ci(s['accuracy_ci'])}{diff:>23}"
+                     f"{s['channel_uses_mean']:>14,.0f}{s['latency_s_mean']:>11.3f}")
     if cfg.model.name == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)
+
+
+def _ci(x):
+    return "  nan" if math.isnan(x) else f"{x:.3f}"
+
+
+def summary_rows(rows):
+    """Per (scheme, snr_db, antennas, lora_aggregation): the seed count n, mean and 95% CI half-width of
+    accuracy, channel uses, latency and aggregation MSE, and for every scheme but ideal the paired (same
+    seed) accuracy difference to ideal aggregation (vs_ideal_mean, vs_ideal_ci)."""
+    out = summarise(rows, SUMMARY_BY, SUMMARY_VALUES)
+    ideal = {(r["lora_aggregation"], r["seed"]): float(r["accuracy"]) for r in rows if r["scheme"] == "ideal"}
+    for s in out:
+        pairs = [(float(r["accuracy"]), ideal[(r["lora_aggregation"], r["seed"])]) for r in rows
+                 if all(r[k] == s[k] for k in SUMMARY_BY) and (r["lora_aggregation"], r["seed"]) in ideal]
+        s["vs_ideal_mean"], s["vs_ideal_ci"] = (paired_ci(*zip(*pairs)) if pairs and s["scheme"] != "ideal"
+                                                else (float("nan"), float("nan")))
+    return out

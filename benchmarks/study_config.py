@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 import numpy as np
 
 PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")
+SCHEMES = ("centralised", "ideal", "aircomp", "digital")
 MODES = ("emulator", "full", "gradient")
 
 
@@ -30,26 +31,34 @@ class PeftSection:
 
 @dataclass
 class DataSection:
-    """dataset; train_examples / test_examples: how many of the seeded 80/20 split to use; partition across
-    devices ("iid", "dirichlet" with alpha, "shards")."""
+    """dataset; train_examples / test_examples: how many of the seeded 80/20 split to use (0: all of it);
+    partition across devices ("iid", "dirichlet" with alpha, "shards")."""
     dataset: str = "rotten_tomatoes"
-    train_examples: int = 2560
-    test_examples: int = 1000
+    train_examples: int = 0
+    test_examples: int = 0
     partition: str = "iid"
     alpha: float = 0.5
 
 
 @dataclass
 class FederatedSection:
-    """mode: "emulator" (devices tune on a layer-dropped emulator, the server plugs the weights into the
-    full model), "full" (devices hold the full model), "gradient" (split fine-tuning at cut_block);
-    devices K; rounds; local_steps; batch_size; lr (Adam); emulator_bottom / emulator_top / emulator_drop."""
+    """mode: "full" (devices hold the full model), "emulator" (devices tune on a layer-dropped emulator, the
+    server plugs the weights into the full model), "gradient" (split fine-tuning at cut_block); devices K;
+    rounds; local_steps per round; batch_size; local_optimizer ("adam", stateful per device, or "sgd") with
+    lr; server_optimizer ("fedavg" with server_lr, or "fedadam"); lora_aggregation: a list of "factors",
+    "frozen_a", "delta_w" (one study point each); eval_every: rounds between test evaluations;
+    emulator_bottom / emulator_top / emulator_drop; cut_block."""
     mode: str = "full"
     devices: int = 8
-    rounds: int = 8
-    local_steps: int = 5
-    batch_size: int = 8
-    lr: float = 1e-2
+    rounds: int = 12
+    local_steps: int = 4
+    batch_size: int = 32
+    local_optimizer: str = "adam"
+    lr: float = 3e-3
+    server_optimizer: str = "fedavg"
+    server_lr: float = 1.0
+    lora_aggregation: list = field(default_factory=lambda: ["frozen_a"])
+    eval_every: int = 3
     emulator_bottom: int = 1
     emulator_top: int = 1
     emulator_drop: float = 0.5
@@ -60,10 +69,11 @@ class FederatedSection:
 class ChannelSection:
     """model (deft6g.phy.CHANNEL_MODELS); antennas N (a list: one study point per N); snr_db grid
     (P / sigma^2 per device); method (deft6g.optim.METHODS) designed every round; csi_error (variance);
-    select_devices with mse_target; bandwidth_hz converts channel uses to latency; num_subcarriers (TDL/CDL)."""
+    select_devices with mse_target; bandwidth_hz converts channel uses to latency [s]; num_subcarriers
+    (TDL/CDL)."""
     model: str = "rayleigh"
-    antennas: list = field(default_factory=lambda: [8])
-    snr_db: list = field(default_factory=lambda: [-10.0, 0.0, 10.0, 20.0, 30.0])
+    antennas: list = field(default_factory=lambda: [2])
+    snr_db: list = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0, 10.0])
     method: str = "sdr"
     csi_error: float = 0.0
     select_devices: bool = False
@@ -84,8 +94,11 @@ class DigitalSection:
 
 @dataclass
 class StudyConfig:
-    schemes: list = field(default_factory=lambda: ["ideal", "aircomp", "digital"])
-    seeds: list = field(default_factory=lambda: [0])
+    """schemes: "centralised" (the same PEFT trained on the union of the devices' data, as many samples),
+    "ideal", "aircomp", "digital"; seeds: one run per seed and point (each changes initialisation,
+    partition, batches, channels and noise)."""
+    schemes: list = field(default_factory=lambda: ["centralised", "ideal", "aircomp", "digital"])
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
     model: ModelSection = field(default_factory=ModelSection)
     peft: PeftSection = field(default_factory=PeftSection)
     data: DataSection = field(default_factory=DataSection)
@@ -97,8 +110,9 @@ class StudyConfig:
         return asdict(self)
 
 
-QUICK = {"data": {"train_examples": 256, "test_examples": 200},
-         "federated": {"devices": 4, "rounds": 2, "local_steps": 2},
+QUICK = {"seeds": [0, 1],
+         "data": {"train_examples": 256, "test_examples": 128},
+         "federated": {"devices": 4, "rounds": 2, "local_steps": 2, "batch_size": 8, "eval_every": 1},
          "channel": {"snr_db": [0.0, 20.0]}}
 
 
@@ -134,7 +148,7 @@ def load_config(path=None, quick=False):
     """The default configuration, updated by a TOML file at `path` (if any) and by the quick settings."""
     overrides = {}
     if quick:
-        overrides = {k: dict(v) for k, v in QUICK.items()}
+        overrides = {k: dict(v) if isinstance(v, dict) else v for k, v in QUICK.items()}
     if path is not None:
         try:
             with open(path, "rb") as f:
@@ -160,13 +174,15 @@ def _int(value, key, low):
 
 def validate(cfg):
     """Check every value (names, ranges, grids) before any work starts; errors name the key."""
-    from deft6g.finetune.aggregation import SCHEMES
+    from deft6g.finetune import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS
     from deft6g.finetune.data import DATASETS, PARTITIONS
     from deft6g.optim import METHODS
     from deft6g.phy import CHANNEL_MODELS
 
     _require(isinstance(cfg.schemes, list) and cfg.schemes and set(cfg.schemes) <= set(SCHEMES), "schemes",
              f"must be a non-empty list from {SCHEMES}, got {cfg.schemes!r}")
+    _require(len(set(cfg.seeds)) == len(cfg.seeds) if isinstance(cfg.seeds, list) else True, "seeds",
+             f"must not repeat a seed, got {cfg.seeds!r}")
     _require(isinstance(cfg.seeds, list) and cfg.seeds, "seeds", "must be a non-empty list of ints")
     for s in cfg.seeds:
         _int(s, "seeds", 0)
@@ -181,16 +197,32 @@ def validate(cfg):
              "peft.blocks", f"must list block indices in [0, {num_blocks}), got {p.blocks!r}")
     _require(d.dataset in DATASETS and DATASETS[d.dataset][2] == "text", "data.dataset",
              f"must be a text dataset of {sorted(k for k, v in DATASETS.items() if v[2] == 'text')}, got {d.dataset!r}")
-    _int(d.train_examples, "data.train_examples", 1)
-    _int(d.test_examples, "data.test_examples", 1)
+    _int(d.train_examples, "data.train_examples", 0)
+    _int(d.test_examples, "data.test_examples", 0)
     _require(d.partition in PARTITIONS, "data.partition", f"must be one of {PARTITIONS}, got {d.partition!r}")
     _require(d.alpha > 0, "data.alpha", f"must be > 0, got {d.alpha}")
     _require(f.mode in MODES, "federated.mode", f"must be one of {MODES}, got {f.mode!r}")
     _int(f.devices, "federated.devices", 1)
-    _require(f.devices <= d.train_examples, "federated.devices", "must not exceed data.train_examples")
-    for key in ("rounds", "local_steps", "batch_size"):
+    _require(not d.train_examples or f.devices <= d.train_examples, "federated.devices",
+             "must not exceed data.train_examples")
+    for key in ("rounds", "local_steps", "batch_size", "eval_every"):
         _int(getattr(f, key), f"federated.{key}", 1)
-    _require(f.lr > 0, "federated.lr", f"must be > 0, got {f.lr}")
+    _require(isinstance(f.lr, (int, float)) and f.lr > 0, "federated.lr", f"must be > 0, got {f.lr!r}")
+    _require(isinstance(f.server_lr, (int, float)) and f.server_lr > 0, "federated.server_lr",
+             f"must be > 0, got {f.server_lr!r}")
+    _require(f.local_optimizer in LOCAL_OPTIMIZERS, "federated.local_optimizer",
+             f"must be one of {LOCAL_OPTIMIZERS}, got {f.local_optimizer!r}")
+    _require(f.server_optimizer in SERVER_OPTIMIZERS, "federated.server_optimizer",
+             f"must be one of {SERVER_OPTIMIZERS}, got {f.server_optimizer!r}")
+    _require(isinstance(f.lora_aggregation, list) and f.lora_aggregation
+             and set(f.lora_aggregation) <= set(LORA_AGGREGATIONS), "federated.lora_aggregation",
+             f"must be a non-empty list from {LORA_AGGREGATIONS}, got {f.lora_aggregation!r}")
+    _require(p.method == "lora" or f.lora_aggregation == ["factors"], "federated.lora_aggregation",
+             f"'frozen_a' and 'delta_w' need peft.method 'lora'; use ['factors'] for {p.method!r}")
+    _require("delta_w" not in f.lora_aggregation or "aircomp" not in cfg.schemes, "federated.lora_aggregation",
+             "'delta_w' needs each device's factors, which AirComp (a sum) does not deliver; drop 'aircomp' or 'delta_w'")
+    _require("delta_w" not in f.lora_aggregation or (f.server_optimizer == "fedavg" and f.server_lr == 1.0),
+             "federated.lora_aggregation", "'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
     _int(f.emulator_bottom, "federated.emulator_bottom", 0)
     _int(f.emulator_top, "federated.emulator_top", 1)
     _require(f.emulator_bottom + f.emulator_top <= num_blocks, "federated.emulator_top",

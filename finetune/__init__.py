@@ -8,9 +8,9 @@ from .data import DATASETS, Dataset, cached_arrays, load_dataset, partition, to_
 from .fomo import ARCHITECTURES, PRETRAINED, SMOKE_MODEL, build_fomo, load_fomo, load_study_model, port_folder, save_tf
 from .peft_model import PeftModel, get_peft_model
 from .training import block_importance, evaluate, make_grad_fn, make_train_step
-from .aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator
-from .emulator import build_emulator, emulator_blocks, emulator_config, plug_in_state
-from .federated import FederatedDEFT, RoundLog
+from .aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator, make_aggregator
+from .emulator import build_emulator, emulator_blocks, emulator_config, plug_in, plug_in_state
+from .federated import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS, FederatedDEFT, RoundLog
 from .multiview import MultiViewData, load_multiview, split_views
 from .aircomp_connection import AirCompConnection, ChannelBlocks, DigitalConnection, IdealConnection, payload_stats, \
     side_info_channel_uses

@@ -69,3 +69,12 @@ def plug_in_state(emulator_state, kept):
                                                        lambda m: f"prompt_embeddings.{kept[int(m[1])]}", key)
     return {rename(k): v for k, v in emulator_state.items()}
 
+
+
+def plug_in(full, emulator, kept):
+    """Load a tuned emulator's PEFT weights and head into the full PeftModel `full` (block i of the
+    emulator is block kept[i] of the full model); returns `full`."""
+    full.load_peft_state(plug_in_state(emulator.peft_state(), kept))
+    if emulator.head is not None:
+        full.load_head_state(emulator.head_state())
+    return full

@@ -1,21 +1,43 @@
 """Federated DEFT (technique 3): K devices tune PEFT weights locally, their updates cross the uplink, the
-server aggregates and broadcasts. Devices either hold a FoMo emulator (or the full model) and train on
-cached activations, or hold only the bottom blocks and download cut-layer gradients (split fine-tuning).
+server aggregates (weighted by device data size) and applies a server optimiser. Devices either hold a FoMo
+emulator (or the full model) and train on cached activations, or hold only the bottom blocks and download
+cut-layer gradients (split fine-tuning).
+
+Local optimiser state: with "adam" every device keeps its own Adam moments and step count across the rounds
+it takes part in (a stateful client, restored before and saved after its local steps), so a round does not
+restart Adam's bias correction; with "sgd" there is no state. Server optimiser (Reddi et al., ICLR 2021):
+"fedavg" applies x <- x + eta * Delta, "fedadam" feeds Delta to Adam (beta1 0.9, beta2 0.99, tau 1e-3).
+
+LoRA aggregation ("lora_aggregation"): "factors" averages A and B separately, which is biased -- the mean of
+the products A_k B_k is not the product of the means (the bias is logged per round); "frozen_a" (FFA-LoRA)
+keeps every A at its shared, seeded initialisation and trains and sends only B, so the average of the
+updates A dB_k is exact; "delta_w" averages the factors and merges the residual sum_k w_k A_k B_k - A B into
+the frozen kernel at the server (FedEx-LoRA), exact whenever the server receives each device's factors
+(ideal or digital links; AirComp delivers only their sum).
 """
 
+import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from .training import _LOSS, take
+from .layers import LoraLayer, projection_kernel
+from .training import _LOSS, take, trim_padding
+
+LOCAL_OPTIMIZERS = ("adam", "sgd")
+SERVER_OPTIMIZERS = ("fedavg", "fedadam")
+LORA_AGGREGATIONS = ("factors", "frozen_a", "delta_w")
 
 
 @dataclass
 class RoundLog:
     """One round: mean local loss; aggregation MSE (per entry) and channel uses of the uplink; devices heard;
-    bits_up / bits_down: split-mode cut-layer traffic (activations + labels up, gradients down), all devices."""
+    bits_up / bits_down: split-mode cut-layer traffic (activations + labels up, gradients down), all devices;
+    lora_bias: ||sum_k w_k A_k B_k - A_bar B_bar|| / ||sum_k w_k A_k B_k - A_0 B_0|| over the LoRA layers
+    (0 when A is frozen; NaN without LoRA); accuracy: test accuracy after the round (NaN when not evaluated)."""
     round: int
     loss: float
     agg_mse: float
@@ -23,11 +45,67 @@ class RoundLog:
     devices: int
     bits_up: int = 0
     bits_down: int = 0
+    lora_bias: float = float("nan")
+    accuracy: float = float("nan")
 
 
-def _reset(optimizer):
-    for v in optimizer.variables:
-        v.assign(tf.zeros_like(v))
+class _BatchStream:
+    """Endless minibatches of one device's data: an epoch is a fresh permutation cut into windows of 16
+    batches, each window sorted by length (so a batch's padding can be trimmed), batch order shuffled."""
+
+    def __init__(self, lengths, batch_size, rng):
+        self.lengths, self.batch_size, self.rng, self.queue = lengths, batch_size, rng, []
+
+    def __next__(self):
+        if not self.queue:
+            order, b = self.rng.permutation(len(self.lengths)), self.batch_size
+            for s in range(0, len(order), 16 * b):
+                window = order[s:s + 16 * b]
+                window = window[np.argsort(self.lengths[window], kind="stable")]
+                self.queue += [window[i:i + b] for i in range(0, len(window), b)]
+            self.queue = [self.queue[i] for i in self.rng.permutation(len(self.queue))]
+        return self.queue.pop()
+
+
+_COMPILED = weakref.WeakKeyDictionary()      # model -> {configuration: (optimizer, step)}
+
+
+def _compiled_step(model, payload, optimizer, dropout, start, cut, server):
+    """A `tf.function` local step and its optimizer, built once per model and configuration and reused by
+    every FederatedDEFT on that model (so study points do not retrace)."""
+    key = (tuple(v.ref() for v in payload), optimizer, dropout, start, cut, tuple(v.ref() for v in server))
+    cache = _COMPILED.setdefault(model, {})
+    if key in cache:
+        return cache[key]
+    opt = keras.optimizers.Adam(1e-3) if optimizer == "adam" else keras.optimizers.SGD(1e-3)
+    opt.build(payload)
+    server_opt = keras.optimizers.Adam(1e-3)
+    if server:
+        server_opt.build(server)
+
+    if cut is None:
+        @tf.function(reduce_retracing=True)
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = _LOSS(y, model.forward_from(x[0], x[1], start, dropout))
+            opt.apply_gradients(zip(tape.gradient(loss, payload), payload))
+            return loss
+    else:
+        @tf.function(reduce_retracing=True)
+        def step(x, y):
+            with tf.GradientTape() as device_tape:                       # device: blocks start..cut-1
+                h_cut, m_cut = model.run_blocks(x[0], x[1], start, cut, dropout)
+            with tf.GradientTape() as server_tape:                       # server: frozen rest + head
+                server_tape.watch(h_cut)
+                loss = _LOSS(y, model.forward_from(h_cut, m_cut, cut, dropout))
+            g_cut, *g_srv = server_tape.gradient(loss, [h_cut] + server)
+            g_dev = device_tape.gradient(h_cut, payload, output_gradients=g_cut)   # downloaded gradient
+            opt.apply_gradients(zip(g_dev, payload))
+            if server:
+                server_opt.apply_gradients(zip(g_srv, server))
+            return loss
+    cache[key] = (opt, server_opt, step)
+    return cache[key]
 
 
 class FederatedDEFT:
@@ -37,71 +115,75 @@ class FederatedDEFT:
     ----------
     model : PeftModel -- the devices' model (an emulator, or the full model)
     devices : list of (x, y) -- per device, x = (hidden [S_k, T, H], mask [S_k, T]) from
-        `model.activations(inputs, start_block)`, y int [S_k]
-    aggregator : callable(updates [K, L], round) -> Aggregate (see `deft6g.finetune.aggregation`)
+        `model.activations(inputs, start_block)`, y int [S_k]; S_k = 0 is allowed (a device without data is
+        never trained and has weight 0)
+    aggregator : callable(updates [K, L], round, weights [K]) -> Aggregate (`deft6g.finetune.aggregation`);
+        weights w_k = S_k / sum S (FedAvg)
     start_block : int -- the cached block (<= the model's lowest tuned block)
-    local_steps, batch_size, lr : local Adam steps per round (state reset every round), batch, learning rate
+    local_steps, batch_size : local minibatch steps per round and batch size (batches trim their padding)
+    local_optimizer, lr : "adam" (stateful per device) or "sgd", and its learning rate
+    server_optimizer, server_lr : "fedavg" (server learning rate eta) or "fedadam"
+    lora_aggregation : "factors", "frozen_a" or "delta_w" (see the module docstring)
     cut_block : None | int -- split mode: devices run blocks start_block..cut_block-1 (all PEFT weights must
-        lie there) and upload cut-layer activations; the server runs the rest, updates the head, and sends
-        the cut-layer gradients back. None: devices train every trainable weight locally.
+        lie there) and upload cut-layer activations; the server runs the rest, updates the head (its own
+        Adam, lr), and sends the cut-layer gradients back. None: devices train every trainable weight.
     dropout : bool -- run the blocks in training mode (dropout on); off by default, so runs are exact repeats
-    seed : int -- local batch sampling
+    seed : int -- local batch order
     """
 
-    def __init__(self, model, devices, aggregator, start_block, local_steps=5, batch_size=8, lr=3e-3,
+    def __init__(self, model, devices, aggregator, start_block, local_steps=5, batch_size=32, lr=1e-3,
+                 local_optimizer="adam", server_optimizer="fedavg", server_lr=1.0, lora_aggregation="factors",
                  cut_block=None, dropout=False, seed=0):
         if not devices:
             raise ValueError("`devices` must hold at least one device's data")
         for name, v in (("local_steps", local_steps), ("batch_size", batch_size)):
-            if v < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {v}")
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"`{name}` must be an int >= 1, got {v!r}")
+        for name, v, known in (("local_optimizer", local_optimizer, LOCAL_OPTIMIZERS),
+                               ("server_optimizer", server_optimizer, SERVER_OPTIMIZERS),
+                               ("lora_aggregation", lora_aggregation, LORA_AGGREGATIONS)):
+            if v not in known:
+                raise ValueError(f"`{name}` must be one of {known}, got {v!r}")
+        if not (lr > 0 and server_lr > 0):
+            raise ValueError(f"`lr` and `server_lr` must be > 0, got {lr}, {server_lr}")
         if not 0 <= start_block <= model.lowest_tuned_block():
             raise ValueError(f"`start_block` must be in [0, {model.lowest_tuned_block()}], got {start_block}")
+        sizes = np.array([len(y) for _, y in devices])
+        if sizes.sum() == 0:
+            raise ValueError("`devices` hold no examples at all")
+        self.loras = [w for *_, w, _ in model.wrappers if isinstance(w, LoraLayer)]
+        if lora_aggregation != "factors" and not self.loras:
+            raise ValueError(f"`lora_aggregation` {lora_aggregation!r} needs a LoRA model")
+        if lora_aggregation == "delta_w" and (server_optimizer != "fedavg" or server_lr != 1.0):
+            raise ValueError("`lora_aggregation` 'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
         self.model, self.devices, self.aggregator = model, devices, aggregator
-        self.start, self.local_steps, self.batch_size, self.seed = start_block, local_steps, batch_size, seed
-        self.cut = cut_block
+        self.start, self.local_steps, self.lr, self.seed, self.cut = start_block, local_steps, lr, seed, cut_block
+        self.weights = sizes / sizes.sum()
+        self.lora_aggregation, self.server_optimizer, self.server_lr = lora_aggregation, server_optimizer, server_lr
+        frozen = {w.lora_A.ref() for w in self.loras} if lora_aggregation == "frozen_a" else set()
         head = list(model.head.trainable_weights) if model.head is not None else []
         if cut_block is None:
-            self.payload, self.server = list(model.trainable_variables), []
+            self.payload = [v for v in model.trainable_variables if v.ref() not in frozen]
+            server = []
         else:
             tuned = [i for i, s in enumerate(model.sizes) if s]
             if not tuned or not start_block < cut_block <= model.num_blocks or max(tuned) >= cut_block:
                 raise ValueError(f"`cut_block` must lie above every tuned block {tuned} and <= {model.num_blocks}, "
                                  f"got {cut_block}")
-            self.payload, self.server = list(model.peft_variables), head
-        self.optimizer = keras.optimizers.Adam(lr)
-        self.server_optimizer = keras.optimizers.Adam(lr)
-        self._step = self._split_step(dropout) if cut_block is not None else self._local_step(dropout)
-
-    # --- steps --------------------------------------------------------------------------------------------
-    def _local_step(self, dropout):
-        model, variables, start = self.model, self.payload, self.start
-
-        @tf.function
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = _LOSS(y, model.forward_from(x[0], x[1], start, dropout))
-            self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss
-        return step
-
-    def _split_step(self, dropout):
-        model, dev_vars, srv_vars, start, cut = self.model, self.payload, self.server, self.start, self.cut
-
-        @tf.function
-        def step(x, y):
-            with tf.GradientTape() as device_tape:                       # device: blocks start..cut-1
-                h_cut, m_cut = model.run_blocks(x[0], x[1], start, cut, dropout)
-            with tf.GradientTape() as server_tape:                       # server: frozen rest + head
-                server_tape.watch(h_cut)
-                loss = _LOSS(y, model.forward_from(h_cut, m_cut, cut, dropout))
-            g_cut, *g_srv = server_tape.gradient(loss, [h_cut] + srv_vars)
-            g_dev = device_tape.gradient(h_cut, dev_vars, output_gradients=g_cut)   # downloaded gradient
-            self.optimizer.apply_gradients(zip(g_dev, dev_vars))
-            if srv_vars:
-                self.server_optimizer.apply_gradients(zip(g_srv, srv_vars))
-            return loss
-        return step
+            self.payload, server = [v for v in model.peft_variables if v.ref() not in frozen], head
+        self.optimizer, server_opt, self._step = _compiled_step(model, self.payload, local_optimizer, dropout,
+                                                                start_block, cut_block, server)
+        self.optimizer.learning_rate.assign(lr)
+        server_opt.learning_rate.assign(lr)
+        for v in server_opt.variables:
+            v.assign(tf.zeros_like(v))
+        self._fresh_state = [np.zeros(v.shape, v.dtype.as_numpy_dtype) for v in self.optimizer.variables]
+        self._states = {}
+        lengths = [np.asarray(x[1]).sum(1).astype(int) if len(y) else np.zeros(0, int) for x, y in devices]
+        self._streams = [_BatchStream(lengths[k], batch_size, np.random.default_rng([seed, k]))
+                         for k in range(len(devices))]
+        self._server_m = self._server_v = None
+        self._offsets = self._payload_offsets()
 
     # --- state --------------------------------------------------------------------------------------------
     def payload_vector(self):
@@ -109,11 +191,23 @@ class FederatedDEFT:
         return np.concatenate([v.numpy().ravel() for v in self.payload]).astype(np.float32)
 
     def set_payload(self, vector):
-        offset = 0
+        for v, (a, b) in zip(self.payload, self._offsets.values()):
+            v.assign(vector[a:b].reshape(v.shape))
+
+    def _payload_offsets(self):
+        out, offset = {}, 0
         for v in self.payload:
             n = int(np.prod(v.shape))
-            v.assign(vector[offset:offset + n].reshape(v.shape))
+            out[v.ref()] = (offset, offset + n)
             offset += n
+        return out
+
+    def _swap_state(self, k, save):
+        if save:
+            self._states[k] = [v.numpy() for v in self.optimizer.variables]
+        else:
+            for v, s in zip(self.optimizer.variables, self._states.get(k, self._fresh_state)):
+                v.assign(s)
 
     def _cut_bits(self, num_examples):
         if self.cut is None:
@@ -122,32 +216,79 @@ class FederatedDEFT:
         tokens = x0.shape[1] + sum(int(p.shape[0]) for i, p in self.model.prompts.items() if i < self.cut)
         return int(num_examples) * (tokens * self.model.hidden * 32)
 
+    # --- LoRA products --------------------------------------------------------------------------------------
+    def _factors(self, vector, layer):
+        """(A [in, r], B [r, out]) of a LoRA layer in a payload vector (A from the model when frozen)."""
+        get = (lambda v: vector[slice(*self._offsets[v.ref()])].reshape(v.shape) if v.ref() in self._offsets
+               else v.numpy())
+        return get(layer.lora_A).astype(np.float64), get(layer.lora_B).astype(np.float64)
+
+    def _lora_products(self, start, finals, weights, merged):
+        """(bias ratio, per-layer residual sum_k w_k A_k B_k - A B of the merged factors)."""
+        num = den = 0.0
+        residuals = []
+        for layer in self.loras:
+            a0, b0 = self._factors(start, layer)
+            mean_prod = sum(w * np.matmul(*self._factors(f, layer)) for w, f in zip(weights, finals) if w)
+            res = mean_prod - np.matmul(*self._factors(merged, layer))
+            residuals.append(res)
+            num += float(np.sum(res ** 2))
+            den += float(np.sum((mean_prod - a0 @ b0) ** 2))
+        return (math.sqrt(num / den) if den > 0 else 0.0), residuals
+
     # --- rounds -------------------------------------------------------------------------------------------
+    def _server_step(self, start, delta, r):
+        if self.server_optimizer == "fedavg":
+            return start + self.server_lr * delta
+        if self._server_m is None:
+            self._server_m, self._server_v = np.zeros_like(delta), np.zeros_like(delta)
+        self._server_m = 0.9 * self._server_m + 0.1 * delta
+        self._server_v = 0.99 * self._server_v + 0.01 * delta ** 2
+        return (start + self.server_lr * self._server_m / (np.sqrt(self._server_v) + 1e-3)).astype(np.float32)
+
     def run_round(self, r):
-        """One round: local updates on every device, aggregation over the uplink, global update."""
+        """One round: local updates on every device with data, aggregation over the uplink, server update."""
         start = self.payload_vector()
-        updates, losses, examples = [], [], 0
+        updates = np.zeros((len(self.devices), start.size), np.float32)
+        losses, examples = [], 0
         for k, (x, y) in enumerate(self.devices):
+            if not len(y):
+                continue
             self.set_payload(start)
-            _reset(self.optimizer)
-            rng = np.random.default_rng([self.seed, r, k])
+            self._swap_state(k, save=False)
             for _ in range(self.local_steps):
-                idx = rng.choice(len(y), size=min(self.batch_size, len(y)), replace=False)
-                losses.append(float(self._step(take(x, idx), y[idx])))
+                idx = next(self._streams[k])
+                losses.append(float(self._step(trim_padding(take(x, idx)), y[idx])))
                 examples += len(idx)
-            updates.append(self.payload_vector() - start)
-        agg = self.aggregator(np.stack(updates), r)
-        self.set_payload(start + agg.mean)
+            self._swap_state(k, save=True)
+            updates[k] = self.payload_vector() - start
+        agg = self.aggregator(updates, r, self.weights.astype(np.float32))
+        new = self._server_step(start, agg.mean, r)
+        bias = float("nan")
+        if self.loras:
+            received = agg.per_device if agg.per_device is not None else updates
+            bias, residuals = self._lora_products(start, start + updates, self.weights, new)
+            if self.lora_aggregation == "delta_w":
+                if agg.per_device is None:
+                    raise ValueError(f"`lora_aggregation` 'delta_w' needs each device's update; the "
+                                     f"{type(self.aggregator).__name__} delivers only their sum")
+                _, residuals = self._lora_products(start, start + received, self.weights, new)
+                for layer, res in zip(self.loras, residuals):
+                    projection_kernel(layer.base).assign_add((layer.scale * res).astype(np.float32))
+        self.set_payload(new)
         bits = self._cut_bits(examples)
         return RoundLog(r, float(np.mean(losses)), agg.agg_mse, agg.channel_uses, agg.devices,
-                        bits_up=bits + (32 * examples if bits else 0), bits_down=bits)
+                        bits_up=bits + (32 * examples if bits else 0), bits_down=bits, lora_bias=bias)
 
-    def run(self, rounds, progress=None):
-        """`rounds` rounds; returns the list of RoundLog. `progress`: optional callable(RoundLog)."""
+    def run(self, rounds, evaluate=None, eval_every=1, progress=None):
+        """`rounds` rounds; returns the list of RoundLog. evaluate() -> accuracy is called after every
+        `eval_every`-th round and after the last; progress: optional callable(RoundLog)."""
         logs = []
         for r in range(rounds):
-            logs.append(self.run_round(r))
+            log = self.run_round(r)
+            if evaluate is not None and ((r + 1) % eval_every == 0 or r == rounds - 1):
+                log.accuracy = float(evaluate())
+            logs.append(log)
             if progress is not None:
-                progress(logs[-1])
+                progress(log)
         return logs
-

@@ -40,6 +40,12 @@ class LoraLayer(keras.layers.Layer):
         self.lora_B = self.add_weight(name="lora_B", shape=(r, n_out), initializer="zeros", trainable=True)
         self.dropout = keras.layers.Dropout(dropout)
 
+    def reset_parameters(self, seed):
+        """Draw A afresh (as at construction, with `seed`) and set B = 0."""
+        bound = 1.0 / math.sqrt(self.lora_A.shape[0])
+        self.lora_A.assign(keras.initializers.RandomUniform(-bound, bound, seed=seed)(self.lora_A.shape))
+        self.lora_B.assign(tf.zeros_like(self.lora_B))
+
     def call(self, inputs, training=None):
         x = self.dropout(inputs, training=training)
         delta = tf.tensordot(tf.tensordot(x, self.lora_A, 1), self.lora_B, 1)     # (x A) B: r-wide middle
@@ -74,6 +80,12 @@ class AdapterLayer(keras.layers.Layer):
         self.down_bias = self.add_weight(name="down_bias", shape=(width,), initializer="zeros", trainable=True)
         self.up = self.add_weight(name="up", shape=(width, n_out), initializer="zeros", trainable=True)
         self.up_bias = self.add_weight(name="up_bias", shape=(n_out,), initializer="zeros", trainable=True)
+
+    def reset_parameters(self, seed):
+        """Draw W_down afresh (as at construction, with `seed`); the rest back to 0 (identity adapter)."""
+        self.down.assign(keras.initializers.TruncatedNormal(stddev=0.02, seed=seed)(self.down.shape))
+        for v in (self.down_bias, self.up, self.up_bias):
+            v.assign(tf.zeros_like(v))
 
     def call(self, inputs, training=None):
         h = self.base(inputs)

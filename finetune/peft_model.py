@@ -119,6 +119,24 @@ class PeftModel(keras.Model):
                                            kernel_initializer=keras.initializers.TruncatedNormal(0.02, seed=seed))
             self.head.build((None, self.hidden))
         freeze_all_but(self, self.peft_variables + (self.head.trainable_weights if self.head else []))
+        self._bitfit_init = [v.numpy() for _, v in self.bitfit]
+
+    def reset_parameters(self, seed):
+        """Re-initialise every PEFT weight and the head as a new model built with `seed` would be (LoRA A,
+        adapter down-projections, random prompts and the head drawn afresh; LoRA B, adapter up-projections
+        and biases zero; BitFit biases back to the pretrained values). Vocabulary-initialised prompts are
+        drawn from the embedding table with `seed`."""
+        for j, (*_, layer, _) in enumerate(self.wrappers):
+            layer.reset_parameters(seed + j)
+        if self.prompts:
+            rng = np.random.default_rng(seed)
+            for i, p in self.prompts.items():
+                p.assign(self._draw_prompt(p.shape[0], rng))
+        for (_, v), init in zip(self.bitfit, self._bitfit_init):
+            v.assign(init)
+        if self.head is not None:
+            self.head.kernel.assign(keras.initializers.TruncatedNormal(0.02, seed=seed)(self.head.kernel.shape))
+            self.head.bias.assign(tf.zeros_like(self.head.bias))
 
     # --- construction -----------------------------------------------------------------------------------
     def _wrap(self, cfg, seed):
@@ -155,13 +173,16 @@ class PeftModel(keras.Model):
         for i, n in enumerate(self.sizes):
             if not n:
                 continue
-            if cfg.prompt_init == "vocab" and self.kind == "bert":
-                table = self.base.bert.embeddings.weight.numpy()
-                init = table[rng.integers(0, table.shape[0], n)]
-            else:
-                init = 0.02 * rng.standard_normal((n, self.hidden))
+            init = self._draw_prompt(n, rng)
             self.prompts[i] = self.add_weight(name=f"prompt_{i}", shape=(n, self.hidden), trainable=True,
                                               initializer=keras.initializers.Constant(init.astype(np.float32)))
+
+    def _draw_prompt(self, n, rng):
+        """[n, hidden] float32 prompt: rows of the embedding table ("vocab", bert) or N(0, 0.02^2)."""
+        if self.peft_config.prompt_init == "vocab" and self.kind == "bert":
+            table = self.base.bert.embeddings.weight.numpy()
+            return table[rng.integers(0, table.shape[0], n)]
+        return (0.02 * rng.standard_normal((n, self.hidden))).astype(np.float32)
 
     # --- parameters ---------------------------------------------------------------------------------------
     def peft_variables_by_block(self):

@@ -1,5 +1,6 @@
 """Training a PeftModel: a compiled step (full inputs or cached activations), evaluation, block importance."""
 
+import math
 import weakref
 
 import numpy as np
@@ -54,6 +55,18 @@ def batches(x, y, batch_size, rng=None):
         yield take(x, idx), y[idx]
 
 
+def trim_padding(x, multiple=8):
+    """Cut a cached batch (hidden [B, T, H], mask [B, T]) to its longest real sequence, rounded up to a
+    multiple of `multiple` tokens (few distinct shapes, so compiled steps are reused). Exact: padded
+    positions are masked out of attention and pooling. Other inputs are returned unchanged."""
+    if not (isinstance(x, tuple) and len(x) == 2 and np.ndim(x[1]) == 2):
+        return x
+    h, m = x
+    real = np.flatnonzero(np.asarray(m).any(0))
+    t = min(m.shape[1], multiple * max(1, math.ceil(((real[-1] + 1) if real.size else 1) / multiple)))
+    return h[:, :t], m[:, :t]
+
+
 def take(x, idx):
     if isinstance(x, dict):
         return {k: v[idx] for k, v in x.items()}
@@ -69,11 +82,16 @@ def evaluate(model, x, y, start_block=None, batch_size=256):
     """Accuracy of `model` on (x, y); x as in `make_train_step`. The compiled predict is kept per model."""
     fns = _PREDICT.setdefault(model, {})
     if start_block not in fns:
-        fns[start_block] = tf.function(lambda xb: tf.argmax(_logits(model, xb, start_block, False), axis=-1))
+        fns[start_block] = tf.function(lambda xb: tf.argmax(_logits(model, xb, start_block, False), axis=-1),
+                                       reduce_retracing=True)
     predict = fns[start_block]
+    order = None
+    if isinstance(x, tuple) and len(x) == 2 and np.ndim(x[1]) == 2:        # cached: batch by length, trim
+        order = np.argsort(np.asarray(x[1]).sum(1), kind="stable")
+        x, y = take(x, order), np.asarray(y)[order]
     correct = 0
     for xb, yb in batches(x, y, batch_size):
-        correct += int(np.sum(predict(xb).numpy() == yb))
+        correct += int(np.sum(predict(trim_padding(xb)).numpy() == yb))
     return correct / len(y)
 
 

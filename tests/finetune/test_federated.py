@@ -9,8 +9,8 @@ import tf_keras as keras
 from deft6g.finetune import LoraConfig, build_fomo, get_peft_model
 from deft6g.finetune.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator
 from deft6g.finetune.emulator import build_emulator, emulator_blocks, emulator_config, plug_in_state
-from deft6g.finetune.federated import FederatedDEFT
-from deft6g.finetune.training import _LOSS
+from deft6g.finetune.federated import FederatedDEFT, _BatchStream
+from deft6g.finetune.training import _LOSS, trim_padding
 from deft6g.optim import design_aircomp
 from deft6g.phy import aircomp_mse
 
@@ -31,27 +31,136 @@ def device_data(peft, start, n=16, t=8):
     return out
 
 
-def test_ideal_round_is_fedavg_by_hand():
+def _local_by_hand(peft, fed, x, y, k, steps, start, lr, seed, batch_size):
+    """Device k's update computed by hand: its own fresh Adam, batches drawn as the device's stream draws
+    them (same generator seed [seed, k]), padding trimmed."""
+    fed.set_payload(start)
+    opt = keras.optimizers.Adam(lr)
+    stream = _BatchStream(np.asarray(x[1]).sum(1).astype(int), batch_size, np.random.default_rng([seed, k]))
+    for _ in range(steps):
+        idx = next(stream)
+        h, m = trim_padding((x[0][idx], x[1][idx]))
+        with tf.GradientTape() as tape:
+            loss = _LOSS(y[idx], peft.forward_from(h, m, 2))
+        opt.apply_gradients(zip(tape.gradient(loss, fed.payload), fed.payload))
+    return fed.payload_vector() - start
+
+
+def test_ideal_round_is_weighted_fedavg_by_hand():
+    """Unequal devices (16, 8, 4, 12 examples): the new payload is start + sum_k (S_k / S) delta_k."""
     peft = tiny_peft()
-    devices = device_data(peft, 2)
+    devices = [(tuple(a[:n] for a in x), y[:n]) for (x, y), n in zip(device_data(peft, 2), (16, 8, 4, 12))]
     fed = FederatedDEFT(peft, devices, IdealAggregator(), 2, local_steps=2, batch_size=4, lr=1e-2, seed=3)
     start = fed.payload_vector()
-    # by hand: each device from the same start, its own Adam, the same batches; then the plain mean
-    deltas = []
-    for k, (x, y) in enumerate(devices):
-        fed.set_payload(start)
-        opt = keras.optimizers.Adam(1e-2)
-        rng = np.random.default_rng([3, 0, k])
-        for _ in range(2):
-            idx = rng.choice(len(y), 4, replace=False)
-            with tf.GradientTape() as tape:
-                loss = _LOSS(y[idx], peft.forward_from(x[0][idx], x[1][idx], 2))
-            opt.apply_gradients(zip(tape.gradient(loss, fed.payload), fed.payload))
-        deltas.append(fed.payload_vector() - start)
+    deltas = [_local_by_hand(peft, fed, x, y, k, 2, start, 1e-2, 3, 4) for k, (x, y) in enumerate(devices)]
     fed.set_payload(start)
     log = fed.run_round(0)
-    np.testing.assert_allclose(fed.payload_vector(), start + np.mean(deltas, 0), atol=1e-6)
+    w = np.array([16, 8, 4, 12]) / 40
+    np.testing.assert_allclose(fed.payload_vector(), start + w @ np.array(deltas), atol=1e-6)
     assert log.agg_mse == 0 and log.channel_uses == 0 and log.devices == K
+
+
+def test_local_adam_state_carries_across_rounds():
+    """One device, FedAvg with server lr 1: two rounds of 2 steps equal 4 steps of one Adam (the device's
+    moments and step count are kept between its rounds, not reset)."""
+    peft = tiny_peft()
+    x, y = device_data(peft, 2)[0]
+    fed = FederatedDEFT(peft, [(x, y)], IdealAggregator(), 2, local_steps=2, batch_size=4, lr=1e-2, seed=1)
+    start = fed.payload_vector()
+    expected = start + _local_by_hand(peft, fed, x, y, 0, 4, start, 1e-2, 1, 4)
+    fed.set_payload(start)
+    fed.run(2)
+    np.testing.assert_allclose(fed.payload_vector(), expected, atol=1e-6)
+
+
+def test_empty_device_gets_weight_zero():
+    peft = tiny_peft()
+    devices = device_data(peft, 2)
+    (x0, y0) = devices[0]
+    devices[0] = ((x0[0][:0], x0[1][:0]), y0[:0])
+    fed = FederatedDEFT(peft, devices, AirCompAggregator(K, 4, 20.0, method="mmse", seed=0), 2, local_steps=1,
+                        batch_size=4)
+    assert fed.weights[0] == 0 and fed.weights[1:].sum() == pytest.approx(1)
+    log = fed.run_round(0)
+    assert np.isfinite(fed.payload_vector()).all() and np.isfinite(log.agg_mse)
+
+
+def _delta_w(peft):
+    """sum over LoRA layers of scale * A B (the LoRA part of every tuned kernel), one flat vector."""
+    return np.concatenate([(w.scale * (w.lora_A.numpy() @ w.lora_B.numpy())).ravel() for *_, w, _ in peft.wrappers])
+
+
+def _kernels(peft):
+    return np.concatenate([w.base.kernel.numpy().ravel() for *_, w, _ in peft.wrappers])
+
+
+@pytest.mark.parametrize("mode", ["frozen_a", "delta_w"])
+def test_exact_lora_aggregation_equals_the_mean_of_device_models(mode):
+    """The aggregated model's effective kernels W0 + s A B equal sum_k w_k (W0 + s A_k B_k) to 1e-6."""
+    peft = tiny_peft()
+    devices = [(tuple(a[:n] for a in x), y[:n]) for (x, y), n in zip(device_data(peft, 2), (16, 8, 4, 12))]
+    for v in peft.trainable_variables:                      # B != 0 so that A matters
+        v.assign(np.random.default_rng(2).normal(0, 0.1, v.shape))
+    fed = FederatedDEFT(peft, devices, IdealAggregator(), 2, local_steps=2, batch_size=4, lr=1e-2,
+                        lora_aggregation=mode, seed=0)
+    start, w0 = fed.payload_vector(), _kernels(peft)
+    device_models = []
+    for k, (x, y) in enumerate(devices):
+        fed.set_payload(start + _local_by_hand(peft, fed, x, y, k, 2, start, 1e-2, 0, 4))
+        device_models.append(w0 + _delta_w(peft))
+    fed.set_payload(start)
+    log = fed.run_round(0)
+    expected = np.array([16, 8, 4, 12]) / 40 @ np.array(device_models)
+    np.testing.assert_allclose(_kernels(peft) + _delta_w(peft), expected, atol=1e-6)
+    if mode == "frozen_a":
+        assert log.lora_bias < 1e-5                       # float32 round-off only
+
+
+def test_factor_averaging_is_biased_and_the_bias_is_logged():
+    peft = tiny_peft()
+    for v in peft.trainable_variables:
+        v.assign(np.random.default_rng(2).normal(0, 0.1, v.shape))
+    fed = FederatedDEFT(peft, device_data(peft, 2), IdealAggregator(), 2, local_steps=2, batch_size=4, lr=1e-2)
+    start = fed.payload_vector()
+    finals = []
+    for k, (x, y) in enumerate(fed.devices):
+        finals.append(start + _local_by_hand(peft, fed, x, y, k, 2, start, 1e-2, 0, 4))
+    fed.set_payload(start)
+    log = fed.run_round(0)
+    num = den = 0.0
+    for layer in fed.loras:                                          # the ratio by hand
+        a0, b0 = fed._factors(start, layer)
+        prods = [np.matmul(*fed._factors(f, layer)) for f in finals]
+        mean_a = np.mean([fed._factors(f, layer)[0] for f in finals], 0)
+        mean_b = np.mean([fed._factors(f, layer)[1] for f in finals], 0)
+        num += np.sum((np.mean(prods, 0) - mean_a @ mean_b) ** 2)
+        den += np.sum((np.mean(prods, 0) - a0 @ b0) ** 2)
+    assert log.lora_bias == pytest.approx(np.sqrt(num / den), rel=1e-4) and log.lora_bias > 1e-3
+
+
+def test_delta_w_refuses_a_link_that_only_delivers_the_sum():
+    peft = tiny_peft()
+    fed = FederatedDEFT(peft, device_data(peft, 2), AirCompAggregator(K, 4, 20.0, method="mmse"), 2,
+                        local_steps=1, batch_size=4, lora_aggregation="delta_w")
+    with pytest.raises(ValueError, match="delta_w"):
+        fed.run_round(0)
+
+
+def test_trimmed_padding_is_exact_and_reset_parameters_rebuilds_the_seeded_init():
+    peft = tiny_peft()
+    x, _ = device_data(peft, 2)[0]
+    m = x[1].copy()
+    m[:, 5:] = 0                                               # 5 real tokens of 8
+    full = peft.forward_from(x[0], m, 2).numpy()
+    h, mt = trim_padding((x[0], m), multiple=1)
+    assert mt.shape[1] == 5
+    np.testing.assert_allclose(peft.forward_from(h, mt, 2).numpy(), full, atol=1e-5)
+    fresh = [v.numpy() for v in tiny_peft(seed=0).trainable_variables]
+    for v in peft.trainable_variables:
+        v.assign(np.ones(v.shape))
+    peft.reset_parameters(0)
+    for v, f in zip(peft.trainable_variables, fresh):
+        np.testing.assert_allclose(v.numpy(), f, atol=1e-7)
 
 
 def test_aircomp_at_very_high_snr_equals_ideal():
@@ -83,12 +192,41 @@ def test_aircomp_error_matches_the_design_mse(snr_db):
 
 
 def test_digital_is_exact_up_to_quantisation_at_high_snr_and_counts_channel_uses():
-    agg = DigitalAggregator(K, 4, 30.0, num_bits=8, num_bits_per_symbol=2, code_rate=0.5)
+    """Fixed QPSK 1/2, bit-true, 30 dB, N = K = 4 in one MU-MIMO group: every entry within half a quantiser
+    step; 64 + 600 x 8 = 4864 bits = 9 blocks of 576 payload bits (+ CRC24, k = 600, n = 1200) = 5400 uses."""
+    agg = DigitalAggregator(K, 4, 30.0, 8, 2, 0.5, mcs="fixed", streams=4)
     u = np.random.default_rng(0).normal(0, 1, (K, 600)).astype(np.float32)
     res = agg(u, 0)
     step = (u.max(1) - u.min(1)) / 255
+    assert np.all(np.abs(res.per_device - u) <= step[:, None] / 2 * 1.0001)
     assert res.agg_mse <= np.mean(step ** 2) / 12 / K + 1e-9           # quantisation noise only, averaged
-    assert res.channel_uses == K * (600 * 8 // 600) * 1200 // 2         # 8 codewords (k=600, n=1200), QPSK
+    assert res.channel_uses == 9 * 600 and res.devices == K
+
+
+def test_digital_default_averages_only_delivered_entries():
+    """Default fair baseline (MU-MIMO LMMSE, AMC, CRC, abstract link) at 3 dB, N = K = 4, FedAvg weights
+    0.1..0.4, rounds 0-5 (seed 0): the mean is, per entry, the renormalised weighted mean of the delivered
+    quantised entries (the uplink's own valid mask re-derived with the round's seed), weights @ per_device
+    equals it, and at 20 dB the same round costs fewer channel uses (higher MCS)."""
+    agg = DigitalAggregator(K, 4, 3.0)
+    u = np.random.default_rng(1).normal(0, 1, (K, 3000)).astype(np.float32)
+    w = np.array([0.1, 0.2, 0.3, 0.4])
+    dropped = 0
+    for r in range(6):
+        res = agg(u, r, w.astype(np.float32))
+        up = agg.uplink(u, agg._draw(r), agg.noise_var, 1.0, seed=agg._round_seed(r) + 3)
+        valid = up.valid.numpy()
+        dropped += (~valid).sum()
+        qz = agg.uplink.quantizer
+        bits, lo, hi = qz.quantize(u)
+        sent = qz.dequantize(bits, lo.numpy().astype(np.float32), hi.numpy().astype(np.float32)).numpy()
+        heard = (w[:, None] * valid).sum(0)
+        want = np.where(heard > 0, (w[:, None] * valid * sent).sum(0) / np.maximum(heard, 1e-300), 0.0)
+        np.testing.assert_allclose(res.mean, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(w @ res.per_device, res.mean, rtol=1e-5, atol=1e-6)
+        assert res.devices == valid.any(1).sum()
+    assert dropped > 0
+    assert DigitalAggregator(K, 4, 20.0)(u, 0).channel_uses < agg(u, 0).channel_uses
 
 
 def test_emulator_keeps_requested_blocks_and_plugs_into_the_full_model():
