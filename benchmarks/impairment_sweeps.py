@@ -142,7 +142,7 @@ def _link_plots(cfg, out, trunc, mis, pilot):
         line_plot(out / f"truncation_mse_vs_threshold_{snr:g}db.png", curves, "truncation threshold g_th on |h|^2",
                   "mean MSE of the sum [dB]", f"Truncated inversion, N=1, K={cfg.trunc_devices}, SNR {snr:g} dB",
                   logx=True, note=note + "; peak: |b|^2 <= P per realisation, average: E|b|^2 <= P",
-                  hlines={"optimal power control (Cao et al.), mean": (opt["optimal_db_mean"], opt["optimal_db_ci"]),
+                  hlines={"optimal power control, peak budget (Cao et al.), mean": (opt["optimal_db_mean"], opt["optimal_db_ci"]),
                           "full inversion, median (its mean is infinite)": (opt["full_median_db_mean"],
                                                                             opt["full_median_db_ci"])})
         lines.append(f"  {snr:g} dB: best peak threshold {best_g:.3f} (participation {np.exp(-best_g):.2f}) -> "
