@@ -3,11 +3,11 @@
 import deft6g  # noqa: F401
 
 from .aligned import align, best_single_direction, closed_form_design, mmse_receiver, mrc_direction, zf_direction
-from .design import METHODS, AirCompDesign, best_threshold_b, design_aircomp
-from .zf_sdr import ZfSdr
+from .design import ALIGNED, METHODS, AirCompDesign, best_aligned, best_threshold_b, design_aircomp, sdr_design
+from .zf_sdr import ZfSdr, dual_bound
 from .power_control import optimal_denoising, power_control
-from .selection import Selection, select_devices
-from .zf_sca import ZfSca
+from .selection import SELECTORS, Selection, select_devices
+from .zf_sca import zf_sca
 from .peft_allocation import Allocation, PeftAllocator
 from .truncated_inversion import BUDGETS, best_truncation_threshold, participation_probability, truncated_inversion, \
     truncation_mse

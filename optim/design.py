@@ -1,4 +1,17 @@
-"""`design_aircomp`: receive beamformer a and transmit scalars b for MIMO AirComp, per realisation."""
+r"""`design_aircomp`: receive beamformer a and transmit scalars b for MIMO AirComp, per realisation.
+
+Status policy (one rule for every solver call in deft6g.optim). Each realisation's `status` starts with
+- "closed form": no solver involved (mrc, zf, best-direction, uniform);
+- "optimal (SOLVER)": the SDR solver reported OPTIMAL;
+- "inaccurate (SOLVER)": no solver in `zf_sdr.SOLVER_ORDER` reached OPTIMAL and the last OPTIMAL_INACCURATE
+  answer is used: its X seeds the randomisation and its multipliers still give a valid (possibly looser)
+  bound, because `zf_lower_bound` is certified from the dual (`zf_sdr.dual_bound`), never read off the
+  primal value;
+- "failed (SOLVER: what; ...): MRC direction used": every solver raised or returned no solution; the design
+  falls back to the MRC direction and `zf_lower_bound` is NaN. `AirCompDesign.ok` is False exactly here.
+The SCA refinement (`zf_sca`) appends "; SCA converged", "; SCA max_iter", or "; SCA stopped at iteration i:
+reason" (the last feasible iterate is kept, so the design stays aligned and feasible).
+"""
 
 from dataclasses import dataclass, field
 
@@ -12,10 +25,11 @@ from deft6g.phy.rng import np_rng, reseed
 
 from .aligned import align, best_single_direction, check_channel_and_power, mmse_receiver, mrc_direction, \
     phase_compensated_full_power, zf_direction
-from .zf_sca import ZfSca
-from .zf_sdr import ZfSdr, candidate_directions
+from .zf_sca import zf_sca
+from .zf_sdr import ZfSdr, candidate_directions, dual_bound
 
 METHODS = ("sdr", "mmse", "mrc", "zf", "best-direction", "uniform")
+ALIGNED = ("sdr", "mrc", "zf", "best-direction")          # ZF-constrained: a^H h_k b_k = 1 for every k
 
 
 @dataclass
@@ -23,60 +37,98 @@ class AirCompDesign:
     """A design for every realisation.
 
     a [..., N], b [..., K] complex; mse [...] = `aircomp_mse(H, a, b, noise_var)` recomputed on the H given;
-    status [...] str ("optimal", "closed form", or what failed); lower_bound [...] (sdr and mmse:
-    sigma^2 x SDR optimum, a certified lower bound on every aligned design's MSE); history: the mmse
-    iterations' mean MSE (non-increasing); eta [...]: the optimal denoising factor (`power_control`).
+    status [...] str (module docstring); zf_lower_bound [...] ("sdr" only, else None): sigma^2 x the SDR dual
+    value, a certified lower bound on the MSE of every *aligned* (zero-forcing) design on that channel --
+    "mmse" and "uniform" are not aligned and may go below it; history: the mmse iterations' mean MSE
+    (non-increasing); eta [...]: the optimal denoising factor (`power_control`).
     """
     a: np.ndarray
     b: np.ndarray
     mse: np.ndarray
     status: np.ndarray
     method: str
-    lower_bound: np.ndarray = None
+    zf_lower_bound: np.ndarray = None
     history: list = field(default_factory=list)
     eta: np.ndarray = None
 
     @property
     def ok(self):
-        """True where the design is what `method` promises (no solver failure)."""
+        """True where the design is what `method` promises (no solver failure, no fallback)."""
         return ~np.char.startswith(self.status.astype(str), "failed")
+
+    def gap_db(self):
+        """10 log10(mse / zf_lower_bound) [...] for an aligned design with a bound; raises otherwise."""
+        if self.method not in ALIGNED or self.zf_lower_bound is None:
+            raise ValueError(f"the ZF bound applies to aligned designs that carry it, not to {self.method!r}")
+        return 10 * np.log10(self.mse / self.zf_lower_bound)
 
 
 def best_threshold_b(H, a, power):
     """Optimal b for fixed a: b_k = conj(g_k)/|g_k| min(1/|g_k|, sqrt(P_k)), g_k = a^H h_k (channel inversion
-    when the budget allows it, full power otherwise). Shapes: H [B, N, K], a [B, N], power [B, K]."""
+    when the budget allows it, full power otherwise). A device with g_k = 0 contributes |0 - 1|^2 whatever it
+    sends, so b_k = 0 (least power). Shapes: H [B, N, K], a [B, N], power [B, K]."""
     g = np.einsum("bn,bnk->bk", a.conj(), H)
     mag = np.abs(g)
-    return np.conj(g) / mag * np.minimum(1.0 / mag, np.sqrt(power))
+    safe = np.where(mag > 0, mag, 1.0)
+    return np.where(mag > 0, np.conj(g) / safe * np.minimum(1.0 / safe, np.sqrt(power)), 0.0)
 
 
-def _sdr(H, power, nv, num_draws, progress, sca_iter):
+def best_aligned(H, U, power):
+    """Among candidate directions U [B, D, N], the aligned a of least norm per realisation, [B, N].
+
+    The aligned design along u is a = t u with t^2 = max_k 1 / (P_k |u^H h_k|^2). A candidate that is not
+    finite, zero, or orthogonal to some h_k has no aligned design and is skipped; a realisation with no usable
+    candidate raises RuntimeError. H [B, N, K], power [B, K] (P_k = inf leaves device k unconstrained).
+    """
+    gains = np.abs(np.einsum("bdn,bnk->bdk", U.conj(), H)) ** 2
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gains = np.where(np.isinf(power)[:, None, :], np.inf, gains)        # an unconstrained device
+        t2 = np.max(1.0 / (power[:, None, :] * gains), axis=-1)              # [B, D]
+        cost = t2 * np.sum(np.abs(U) ** 2, axis=-1)
+    cost = np.where(np.isfinite(cost) & (cost > 0), cost, np.inf)
+    best = np.argmin(cost, axis=-1)
+    rows = np.arange(len(U))
+    if not np.all(np.isfinite(cost[rows, best])):
+        bad = np.flatnonzero(~np.isfinite(cost[rows, best])).tolist()
+        raise RuntimeError(f"no candidate direction can be aligned for realisations {bad}")
+    return U[rows, best] * np.sqrt(t2[rows, best])[:, None]
+
+
+def sdr_design(H, power, num_draws=50, sca_iter=100, active=None, progress=False):
+    """The "sdr" pipeline: ZF SDR per realisation (compiled once per shape), batched Gaussian randomisation,
+    SCA refinement in NumPy, dual-certified bound.
+
+    Input: H [B, N, K] complex128; power [B, K] (> 0); active [B, K] bool or None (a device left out gets
+    b = 0 later and no constraint). Output: a [B, N] (aligned for the active devices), duals [B, K] (the
+    SDR multipliers, 0 for inactive devices, NaN where the SDR failed), bound [B] (`dual_bound`: a certified
+    lower bound on ||a||^2 of every design aligned on the active devices; multiply by sigma^2), status [B].
+    """
     batch, n, k = H.shape
-    sdr, sca = ZfSdr(n, k), ZfSca(n, k)
-    rng = np_rng()
-    a = np.zeros((batch, n), complex)
-    bound = np.full(batch, np.nan)
+    active = np.ones((batch, k), bool) if active is None else np.asarray(active, bool)
+    sdr = ZfSdr.compiled(n, k)
+    X = np.full((batch, n, n), np.nan, complex)
+    duals = np.full((batch, k), np.nan)
     status = np.empty(batch, object)
     for i in tqdm(range(batch), desc="SDR", disable=not progress or batch < 2, leave=False):
-        sol = sdr.solve(H[i], power[i])
-        status[i] = sol.status
-        if sol.status != "optimal":               # fall back to the MRC direction, and say so
-            cands = tf.constant(mrc_direction(tf.constant(H[i:i + 1])).numpy())
+        sol = sdr.solve(H[i], power[i], active[i])
+        if sol.status.startswith("failed"):
+            status[i] = f"{sol.status}: MRC direction used"
         else:
-            bound[i] = nv[i] * sol.value
-            cands = tf.constant(candidate_directions(sol.X, num_draws, rng))
-            status[i] = f"optimal ({sol.solver})"
-        Hc = tf.constant(np.broadcast_to(H[i], (cands.shape[0], n, k)))
-        ac, _ = align(Hc, cands, tf.constant(power[i]))
-        a[i] = ac.numpy()[np.argmin(np.sum(np.abs(ac.numpy()) ** 2, axis=-1))]
-        if sca_iter:
-            a[i], _, _ = sca.refine(H[i], power[i], a[i], max_iter=sca_iter)
-        if sol.status != "optimal":
-            status[i] = f"failed: {sol.status}; MRC direction used"
-    return a, bound, status
+            X[i], duals[i], status[i] = sol.X, sol.duals, f"{sol.status} ({sol.solver})"
+    solved = np.all(np.isfinite(duals), axis=-1)
+    U = np.full((batch, 1 + num_draws, n), np.nan, complex)                    # NaN candidates are skipped
+    U[solved] = candidate_directions(X[solved], num_draws, np_rng())
+    if not solved.all():
+        unit = H[~solved] / np.linalg.norm(H[~solved], axis=-2, keepdims=True)     # MRC over the active devices
+        U[~solved, 0] = np.einsum("bnk,bk->bn", unit, active[~solved])
+    a = best_aligned(H, U, np.where(active, power, np.inf))                  # P = inf: no constraint
+    for i in range(batch if sca_iter else 0):
+        a[i], _, sca_status = zf_sca(H[i][:, active[i]], power[i][active[i]], a[i], max_iter=sca_iter)
+        status[i] += f"; SCA {sca_status}"
+    return a, duals, dual_bound(H, power, duals), status
 
 
-def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, sca_iter=30, max_iter=100,
+def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, sca_iter=100, max_iter=100,
                    tol=1e-9, progress=True, init=None):
     r"""Design a [..., N] and b [..., K] for the AirComp uplink (DESIGN.md §3) on each channel realisation.
 
@@ -92,7 +144,8 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, s
 
     Output
     ------
-    AirCompDesign; every b satisfies |b_k|^2 <= P_k (1 + 1e-6).
+    AirCompDesign; every b satisfies |b_k|^2 <= P_k (1 + 1e-6); status per the module docstring.
+    The SDR problem is compiled once per (N, K) per process and re-used by every later call.
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
@@ -115,11 +168,11 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, s
     if method == "mmse" and init is not None:
         if init.method != "sdr" or init.a.shape != tuple(lead + [n]):
             raise ValueError(f"`init` must be an 'sdr' design with a of shape {lead + [n]}")
-        a, bound, status = init.a.reshape(batch, n), init.lower_bound.reshape(batch), init.status.reshape(batch)
+        a, status = init.a.reshape(batch, n), init.status.reshape(batch)
         b = best_threshold_b(Hb, a, P)
     elif method in ("sdr", "mmse"):
-        a, bound, status = _sdr(Hb, P, nv, num_draws, progress, sca_iter)
-        a = align(tf.constant(Hb), tf.constant(a), tf.constant(P))[0].numpy()     # exact rescaling
+        a, _, bound, status = sdr_design(Hb, P, num_draws, sca_iter, progress=progress)
+        bound = bound * nv
         b = best_threshold_b(Hb, a, P)
     elif method == "uniform":
         b = phase_compensated_full_power(tf.constant(Hb), tf.constant(P)).numpy()
@@ -131,11 +184,12 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, s
         a, b = (t.numpy() for t in align(H_tf, u, P_tf))
     if method == "mmse":
         a, b, history = _alternate(Hb, a, b, P, nv, max_iter, tol)
+        bound = None                                                         # not an aligned design
     b = b * np.minimum(1.0, np.sqrt(P) / np.maximum(np.abs(b), 1e-300))     # rounding guard only
     mse = aircomp_mse(Hb, a, b, nv)
     shape = lambda x, *tail: x.reshape(lead + list(tail))                    # noqa: E731
     return AirCompDesign(a=shape(a, n), b=shape(b, k), mse=shape(mse), status=shape(status.astype(str)),
-                         method=method, lower_bound=None if bound is None else shape(bound), history=history)
+                         method=method, zf_lower_bound=None if bound is None else shape(bound), history=history)
 
 
 def _alternate(H, a, b, P, nv, max_iter, tol):

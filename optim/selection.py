@@ -1,35 +1,69 @@
-"""Device selection for MIMO AirComp (Yang et al.): the largest device set whose ZF design meets an MSE target."""
+r"""Device selection for MIMO AirComp: a large device set S whose aligned design meets a target on the MSE of
+the *mean*, :math:`\mathrm{MSE}(S)/|S|^2 \le \gamma` (Yang, Jiang, Shi, Ding, "Federated learning via
+over-the-air computation", IEEE TWC 19(3), 2020).
+
+With :math:`a = c\,m`, the best aligned design over S meets the target iff some m satisfies
+:math:`\|m\|^2 \le \tau_k |m^H h_k|^2` for all :math:`k \in S`, :math:`\tau_k = \gamma |S|^2 P_k / \sigma^2`.
+Two selectors:
+
+- "greedy": solve the ZF SDR over the active devices, round it (`sdr_design`), stop when the target holds,
+  else drop the device with the largest SDR multiplier (the largest marginal cost of keeping it).
+- "dc" (Yang et al., Alg. 1, difference-of-convex programming): lift :math:`M = m m^H` and
+  (1) sparsity: for k = 0, 1, ... solve
+  :math:`\min_{x \ge 0, M \succeq 0} \|x\|_1 - |||x|||_k + \mathrm{tr}M - \|M\|_2` s.t.
+  :math:`\mathrm{tr}M - \tau_i h_i^H M h_i \le x_i`, :math:`\mathrm{tr}M \ge 1` (:math:`|||x|||_k`: the sum of the
+  k largest entries; :math:`\tau_i` with :math:`|S| = K - k`) by DCA -- linearise the concave parts at the
+  last iterate and re-solve the convex SDP -- until the objective is 0 (x k-sparse, M rank one);
+  (2) feasibility: order devices by :math:`x_i`, and for s = K, K-1, ... test the first s with the DC
+  program :math:`\min \mathrm{tr}M - \|M\|_2` s.t. :math:`\mathrm{tr}M - \tau_i h_i^H M h_i \le 0`,
+  :math:`\mathrm{tr}M \ge 1`; the first s with a rank-one solution is selected. Its direction seeds the
+  final aligned design (refined by SCA), whose MSE decides `met`.
+
+Both DC programs are compiled once per (N, K) (DPP: the channel terms and the linearisation points are
+Parameters) and solved in the real form of `zf_sdr`.
+"""
 
 from dataclasses import dataclass
 
+import cvxpy as cp
 import numpy as np
 import tensorflow as tf
 
-from .aligned import align, check_channel_and_power
-from .design import AirCompDesign
-from .zf_sdr import ZfSdr, candidate_directions
 from deft6g.phy import aircomp_mse
 from deft6g.phy.rng import np_rng, reseed
+
+from .aligned import check_channel_and_power
+from .design import AirCompDesign, best_aligned, sdr_design
+from .zf_sca import zf_sca
+from .zf_sdr import dual_bound, real_form
+
+SELECTORS = ("greedy", "dc")
+DC_SOLVERS = ("CLARABEL", "SCS")
+_DC_COMPILED = {}
 
 
 @dataclass
 class Selection:
     """selected / dropped: device indices; design: the aligned design over the selected devices (b is 0 for
-    dropped ones, mse over the selected sum); met: whether mse <= mse_target."""
+    dropped ones; mse is the MSE of the *sum* over the selected devices, mse / |S|^2 that of the mean);
+    mean_mse: design.mse / |S|^2; met: whether mean_mse <= mse_target; method: "greedy" or "dc"; status:
+    solver outcome (`design_aircomp`'s policy; "failed ...: greedy selection used" when DC could not run)."""
     selected: list
     dropped: list
     design: AirCompDesign
+    mean_mse: float
     met: bool
+    method: str
+    status: str
 
 
-def select_devices(H, power, noise_var, mse_target, num_draws=50, seed=None):
-    r"""Greedy selection with the ZF SDR: drop the device whose constraint binds hardest until the target holds.
+def select_devices(H, power, noise_var, mse_target, method="greedy", num_draws=50, seed=None):
+    r"""Select devices so that the aligned design's MSE of the mean, MSE / |S|^2, is at most `mse_target`.
 
-    Each step solves the SDR over the active devices (one compiled problem; a dropped device's constraint
-    becomes 0 >= 0), rounds by randomisation to an aligned design, and stops when
-    :math:`\sigma^2\|a\|^2 \le` `mse_target`; otherwise it drops the active device with the largest dual
-    variable (the largest marginal MSE cost of keeping it). Input: H [N, K]; power scalar or [K];
-    noise_var scalar; mse_target > 0. Output: Selection.
+    Input: H [N, K] complex; power scalar or [K] (linear, > 0); noise_var scalar (per antenna, linear);
+    mse_target > 0 (MSE of the mean of unit-variance payloads); method "greedy" | "dc" (module docstring);
+    num_draws: SDR randomisations; seed: re-seeds the library RNG. Output: Selection (at least one device is
+    always kept; `met` says whether the target holds).
     """
     Ht, pt = check_channel_and_power(H, power, tf.complex128)
     if Ht.shape.rank != 2:
@@ -38,29 +72,159 @@ def select_devices(H, power, noise_var, mse_target, num_draws=50, seed=None):
         raise ValueError(f"`mse_target` must be a positive number, got {mse_target!r}")
     if not np.isfinite(noise_var) or noise_var < 0:
         raise ValueError(f"`noise_var` must be finite and non-negative, got {noise_var!r}")
+    if method not in SELECTORS:
+        raise ValueError(f"`method` must be one of {SELECTORS}, got {method!r}")
     reseed(seed)
     H = Ht.numpy()
-    n, k = H.shape
-    P = np.broadcast_to(pt.numpy(), (k,)).astype(float)
-    sdr = ZfSdr(n, k)
-    active = np.ones(k, bool)
-    while True:
-        sol = sdr.solve(H, P, active)
-        if sol.status != "optimal":
-            raise RuntimeError(f"SDR failed during device selection: {sol.status}")
-        idx = np.flatnonzero(active)
-        cands = candidate_directions(sol.X, num_draws, np_rng())
-        a_all, _ = align(tf.constant(np.broadcast_to(H[:, idx], (len(cands), n, len(idx)))), tf.constant(cands),
-                         tf.constant(P[idx]))
-        a = a_all.numpy()[np.argmin(np.sum(np.abs(a_all.numpy()) ** 2, -1))]
-        b_sel = 1.0 / (a.conj() @ H[:, idx])
-        mse = float(aircomp_mse(H[:, idx], a, b_sel, noise_var))
-        if mse <= mse_target or active.sum() == 1:
-            break
-        active[idx[np.argmax(sol.duals[idx])]] = False
+    P = np.broadcast_to(pt.numpy(), (H.shape[1],)).astype(float)
+    if method == "dc":
+        try:
+            return _dc(H, P, noise_var, mse_target, num_draws)
+        except _DcFailed as err:
+            sel = _greedy(H, P, noise_var, mse_target, num_draws)
+            sel.status = f"failed (DC: {err}): greedy selection used; {sel.status}"
+            return sel
+    return _greedy(H, P, noise_var, mse_target, num_draws)
+
+
+def _result(H, P, noise_var, mse_target, a, idx, method, status, bound=np.nan):
+    """Selection over devices idx with receive vector a (aligned on them: b_k = 1 / (a^H h_k))."""
+    k = H.shape[1]
     b = np.zeros(k, complex)
-    b[idx] = b_sel
-    design = AirCompDesign(a=a, b=b, mse=np.asarray(mse), status=np.asarray(f"optimal ({sol.solver})"),
-                           method="sdr-selection", lower_bound=np.asarray(noise_var * sol.value))
-    return Selection(selected=idx.tolist(), dropped=np.flatnonzero(~active).tolist(), design=design,
-                     met=mse <= mse_target)
+    b[idx] = 1.0 / (a.conj() @ H[:, idx])
+    mse = float(aircomp_mse(H[:, idx], a, b[idx], noise_var))           # the sum over the selected devices
+    design = AirCompDesign(a=a, b=b, mse=np.asarray(mse), status=np.asarray(status), method="sdr-selection",
+                           zf_lower_bound=np.asarray(noise_var * bound))
+    mean = mse / len(idx) ** 2
+    return Selection(selected=[int(i) for i in idx], dropped=[int(i) for i in np.setdiff1d(np.arange(k), idx)],
+                     design=design, mean_mse=mean, met=bool(mean <= mse_target), method=method, status=status)
+
+
+def _greedy(H, P, noise_var, mse_target, num_draws):
+    active = np.ones(H.shape[1], bool)
+    while True:
+        a, duals, bound, status = sdr_design(H[None], P[None], num_draws, active=active[None])
+        idx = np.flatnonzero(active)
+        if status[0].startswith("failed"):
+            raise RuntimeError(f"SDR failed during device selection: {status[0]}")
+        sel = _result(H, P, noise_var, mse_target, a[0], idx, "greedy", status[0], bound[0])
+        if sel.met or len(idx) == 1:
+            return sel
+        active[idx[np.argmax(duals[0][idx])]] = False
+
+
+class _DcFailed(RuntimeError):
+    pass
+
+
+class _DcPrograms:
+    """The two convex sub-problems of the DC selection for N antennas and K devices (real form, DPP).
+
+    Data: C [K, 4N^2], row i = tau_i vec(Q_i) / 2 (so tau_i h_i^H M h_i = C_i vec(Y)); rows of devices left
+    out of step 2 are vec(I) / 2, which makes their constraint 0 <= 0. Linearisation points: w [K] (the
+    subgradient of |||x|||_k: 1 on the k largest x_i) and v [4N^2] = vec(Q(u)) / 2 for the top eigenvector u
+    of the last M (the subgradient of ||M||_2).
+    """
+
+    def __init__(self, n, k):
+        d = 2 * n
+        self.Y = cp.Variable((d, d), PSD=True)
+        self.x = cp.Variable(k, nonneg=True)
+        self.C = cp.Parameter((k, d * d))
+        self.w = cp.Parameter(k, nonneg=True)
+        self.v = cp.Parameter(d * d)
+        vec, tr = cp.vec(self.Y, order="C"), cp.trace(self.Y) / 2
+        rank_gap = tr - self.v @ vec                                     # tr M - u^H M u >= tr M - ||M||_2
+        self.sparse = cp.Problem(cp.Minimize(cp.sum(self.x) - self.w @ self.x + rank_gap),
+                                 [tr - self.C @ vec <= self.x, tr >= 1])
+        self.feasible = cp.Problem(cp.Minimize(rank_gap), [tr - self.C @ vec <= 0, tr >= 1])
+        assert self.sparse.is_dcp(dpp=True) and self.feasible.is_dcp(dpp=True)
+        self.solvers = [s for s in DC_SOLVERS if s in cp.installed_solvers()]
+
+    @classmethod
+    def compiled(cls, n, k):
+        if (n, k) not in _DC_COMPILED:
+            _DC_COMPILED[(n, k)] = cls(n, k)
+        return _DC_COMPILED[(n, k)]
+
+    def solve(self, problem):
+        """Solve under `design_aircomp`'s status policy: "optimal", "infeasible" (a certificate), or
+        "inaccurate" (no solver reached OPTIMAL; the last OPTIMAL_INACCURATE point is used); raises _DcFailed
+        when no solver returns a solution."""
+        tried, inaccurate = [], None
+        for solver in self.solvers:
+            try:
+                problem.solve(solver=solver, warm_start=False)
+            except cp.SolverError as err:
+                tried.append(f"{solver}: error {err}")
+                continue
+            if problem.status in (cp.OPTIMAL, cp.INFEASIBLE):
+                return {cp.OPTIMAL: "optimal", cp.INFEASIBLE: "infeasible"}[problem.status]
+            if problem.status == cp.OPTIMAL_INACCURATE:
+                inaccurate = (self.Y.value.copy(), None if self.x.value is None else self.x.value.copy())
+            tried.append(f"{solver}: {problem.status}")
+        if inaccurate is None:
+            raise _DcFailed("; ".join(tried))
+        self.Y.value, self.x.value = inaccurate
+        return "inaccurate"
+
+
+def _dca(prog, problem, k_sparse, max_iter=30, tol=1e-7):
+    """DCA on `problem` (prog.sparse or prog.feasible): returns (objective, M [N, N], x [K] or None, status)."""
+    n = prog.Y.shape[0] // 2
+    prog.w.value = np.zeros(prog.x.shape[0])
+    prog.v.value = np.zeros(prog.Y.shape[0] ** 2)
+    last, status = np.inf, "optimal"
+    for _ in range(max_iter):
+        outcome = prog.solve(problem)
+        if outcome == "infeasible":
+            return np.inf, None, None, outcome
+        status = outcome if outcome != "optimal" else status
+        Y = prog.Y.value
+        M = (Y[:n, :n] + Y[n:, n:]) / 2 + 1j * (Y[n:, :n] - Y[:n, n:]) / 2
+        w, V = np.linalg.eigh(M)
+        x = prog.x.value if problem is prog.sparse else None
+        top = np.sort(x)[::-1][:k_sparse].sum() if x is not None else 0.0
+        objective = (np.sum(x) - top if x is not None else 0.0) + np.trace(M).real - w[-1]
+        if objective <= 1e-6 or last - objective <= tol:
+            return objective, M, x, status
+        last = objective
+        prog.v.value = real_form(V[:, -1]).ravel() / 2
+        if x is not None:
+            prog.w.value = np.isin(np.arange(len(x)), np.argsort(x)[::-1][:k_sparse]).astype(float)
+    return objective, M, x, status
+
+
+def _dc(H, P, noise_var, mse_target, num_draws):
+    n, k = H.shape
+    prog = _DcPrograms.compiled(n, k)
+    q = np.max(np.abs(H) ** 2)
+    Q = np.stack([real_form(H[:, i] / np.sqrt(q)).ravel() / 2 for i in range(k)])   # [K, 4N^2]
+    tau = lambda s: mse_target * s ** 2 * P * q / max(noise_var, 1e-300)          # noqa: E731
+    eye = np.eye(2 * n).ravel() / 2
+    # step 1: sparsity inducing, k_sparse = 0, 1, ... devices allowed to violate
+    x = np.zeros(k)
+    for k_sparse in range(k):
+        prog.C.value = tau(k - k_sparse)[:, None] * Q
+        objective, _, x_new, _ = _dca(prog, prog.sparse, k_sparse)
+        if x_new is not None:
+            x = x_new
+        if objective <= 1e-6:
+            break
+    # step 2: feasibility detection over prefixes of the devices ordered by x
+    order = np.argsort(x, kind="stable")
+    for s in range(k, 0, -1):
+        idx = np.sort(order[:s])
+        keep = np.isin(np.arange(k), idx)
+        prog.C.value = np.where(keep[:, None], tau(s)[:, None] * Q, eye[None, :])
+        objective, M, _, status = _dca(prog, prog.feasible, 0)
+        if M is None:
+            continue
+        w, V = np.linalg.eigh(M)
+        U = np.stack([V[:, -1] * np.sqrt(w[-1])])[None]                          # the rank-one direction
+        a = best_aligned(H[None][:, :, idx], U, P[None, idx])[0]
+        a, _, sca_status = zf_sca(H[:, idx], P[idx], a)
+        sel = _result(H, P, noise_var, mse_target, a, idx, "dc", f"{status}; SCA {sca_status}")
+        if sel.met or s == 1:
+            return sel
+    raise _DcFailed("no device set passed the feasibility step")          # unreachable: s = 1 returns

@@ -1,4 +1,4 @@
-r"""Semidefinite relaxation (SDR) of zero-forcing AirComp beamforming, built once with CVXPY Parameters.
+r"""Semidefinite relaxation (SDR) of zero-forcing AirComp beamforming, compiled once per shape, and its dual bound.
 
 ZF problem (Zhu & Huang; Yang et al.): :math:`\min_a \|a\|^2` s.t. :math:`|a^H h_k|^2 \ge 1/P_k`, whose
 optimum times :math:`\sigma^2` is the best aligned MSE. With :math:`X = a a^H` relaxed to :math:`X \succeq 0`
@@ -6,7 +6,15 @@ it becomes :math:`\min \mathrm{tr} X` s.t. :math:`h_k^H X h_k \ge 1/P_k`, solved
 real form: :math:`Y \in \mathbb{S}^{2N}_+`, :math:`h_k^H X h_k = \tfrac12 \mathrm{tr}(Y Q_k)` with
 :math:`Q_k = \tilde h_k \tilde h_k^T + (J\tilde h_k)(J\tilde h_k)^T`, :math:`\tilde h = [\Re h; \Im h]`, and
 :math:`\mathrm{tr}X = \tfrac12 \mathrm{tr} Y` (a maximiser can always be taken with the complex structure,
-since every :math:`Q_k` commutes with the rotation J).
+since every :math:`Q_k` commutes with the rotation J). The K constraints are one Parameter matrix acting on
+vec(Y), so re-solving costs one sparse product in CVXPY plus the solver.
+
+Dual certificate. For any :math:`\lambda \ge 0` with :math:`\mu = \lambda_{\max}(\sum_k \lambda_k h_k h_k^H) > 0`
+and any aligned a: :math:`\|a\|^2 \ge a^H (\sum_k \lambda_k h_k h_k^H) a / \mu = \sum_k \lambda_k |a^H h_k|^2 / \mu
+\ge \sum_k \lambda_k / (P_k \mu)`. So :math:`\sum_k \lambda_k/(P_k\mu)` (the SDR dual objective at the
+dual-feasible point :math:`\lambda/\mu`) bounds every aligned design whatever the solver's accuracy, and
+equals the SDR optimum at the dual optimum (strong duality: both problems are strictly feasible).
+`dual_bound` evaluates it in NumPy from the solver's multipliers.
 """
 
 from dataclasses import dataclass
@@ -15,13 +23,19 @@ import cvxpy as cp
 import numpy as np
 
 SOLVER_ORDER = ("SCS", "CLARABEL")
-SOLVER_OPTIONS = {"SCS": dict(eps_abs=1e-6, eps_rel=1e-6, max_iters=20000),
+# SCS to 1e-4: the SDR only seeds the randomisation (then SCA polishes the design) and its multipliers are
+# turned into a certified bound by `dual_bound`, so solver accuracy costs bound tightness (about 1e-4
+# relative), never validity. Clarabel is the fallback, at tolerances where it reports OPTIMAL on this SDR.
+SOLVER_OPTIONS = {"SCS": dict(eps_abs=1e-4, eps_rel=1e-4, max_iters=20000),
                   "CLARABEL": dict(tol_gap_abs=1e-7, tol_gap_rel=1e-7, tol_feas=1e-7)}
+_COMPILED = {}
 
 
 @dataclass
 class SdrSolution:
-    """X [N, N] complex (the relaxed a a^H); value = tr X (nan when failed); duals [K]; status; solver."""
+    """X [N, N] complex (the relaxed a a^H); value = tr X (nan when failed); duals [K] (>= 0, unscaled: only
+    their direction matters to `dual_bound`); status: "optimal", "inaccurate" (only OPTIMAL_INACCURATE was
+    reached; X and duals are still used) or "failed (...)"; solver: the solver whose answer is returned."""
     X: np.ndarray
     value: float
     duals: np.ndarray
@@ -36,61 +50,96 @@ def real_form(h):
     return np.outer(hr, hr) + np.outer(jh, jh)
 
 
+def dual_bound(H, power, duals):
+    r"""Certified lower bound on :math:`\min \|a\|^2` s.t. :math:`|a^H h_k|^2 \ge 1/P_k` (module docstring).
+
+    Input: H [..., N, K] complex; power [..., K] or scalar (> 0); duals [..., K] (any sign or scale; clipped
+    at 0). Output [...] float64: sum_k lambda_k / P_k / lambda_max(sum_k lambda_k h_k h_k^H); NaN where the
+    duals are not finite or all zero. Multiply by sigma^2 for an MSE bound.
+    """
+    lam = np.clip(np.asarray(duals, float), 0.0, None)
+    M = np.einsum("...nk,...k,...mk->...nm", H, lam, H.conj())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mu = np.linalg.eigvalsh(np.nan_to_num(M))[..., -1]
+        bound = np.sum(lam / np.asarray(power, float), axis=-1) / mu
+    return np.where(np.all(np.isfinite(duals), axis=-1) & (mu > 0), bound, np.nan)
+
+
 class ZfSdr:
     """The ZF SDR for N antennas and K devices, compiled once (DPP) and re-solved per channel.
 
-    `solve(H, power)` with H [N, K] complex and power [K] (> 0) returns an `SdrSolution`. A device with
-    `active[k] = False` is left out (its constraint becomes 0 >= 0). Solvers are tried in
-    `SOLVER_ORDER` (warm-started); an inaccurate or failed solve moves to the next; if all fail the
-    status says so and X, value are NaN.
+    `ZfSdr.compiled(N, K)` returns the instance kept for that shape across calls (a module-level cache, so
+    every federated round re-uses one compiled problem). `solve(H, power, active=None)` with H [N, K]
+    complex and power [K] (> 0) returns an `SdrSolution`; a device with `active[k] = False` is left out (its
+    constraint becomes 0 >= 0, its dual 0). Solvers are tried in `SOLVER_ORDER`: the first OPTIMAL answer is
+    returned (never warm-started: the answer does not depend on earlier calls); OPTIMAL_INACCURATE moves on to the next solver and is returned (status "inaccurate") only if
+    no solver reaches OPTIMAL; if every solver fails the status says what each did and X, value are NaN.
     """
 
     def __init__(self, num_rx_ant, num_devices, solvers=SOLVER_ORDER):
         self.N, self.K = num_rx_ant, num_devices
         self.Y = cp.Variable((2 * self.N, 2 * self.N), PSD=True)
-        self.Q = [cp.Parameter((2 * self.N, 2 * self.N), PSD=True) for _ in range(self.K)]
+        self.C = cp.Parameter((self.K, 4 * self.N ** 2))            # row k: vec(Q_k) / 2, data-scaled
         self.target = cp.Parameter(self.K, nonneg=True)
-        self.constraints = [cp.trace(self.Y @ self.Q[k]) / 2 >= self.target[k] for k in range(self.K)]
-        self.problem = cp.Problem(cp.Minimize(cp.trace(self.Y) / 2), self.constraints)
+        self.constraint = self.C @ cp.vec(self.Y, order="C") >= self.target
+        self.problem = cp.Problem(cp.Minimize(cp.trace(self.Y) / 2), [self.constraint])
         assert self.problem.is_dcp(dpp=True)
         installed = set(cp.installed_solvers())
         self.solvers = [s for s in solvers if s in installed]
         if not self.solvers:
             raise ValueError(f"none of the solvers {solvers} is installed (have {sorted(installed)})")
 
+    @classmethod
+    def compiled(cls, num_rx_ant, num_devices, solvers=SOLVER_ORDER):
+        key = (cls, num_rx_ant, num_devices, tuple(solvers))
+        if key not in _COMPILED:
+            _COMPILED[key] = cls(num_rx_ant, num_devices, solvers)
+        return _COMPILED[key]
+
     def solve(self, H, power, active=None):
         active = np.ones(self.K, bool) if active is None else np.asarray(active, bool)
         # scale the data near 1 for the solver: Q' = Q / q, target' = (1 / P) / m, so X = X' m / q
-        q = np.max(np.abs(H) ** 2)
+        q = np.max(np.abs(H[:, active]) ** 2)
         targets = np.where(active, 1.0 / np.broadcast_to(np.asarray(power, float), (self.K,)), 0.0)
         m = targets.max()
-        for k in range(self.K):
-            self.Q[k].value = real_form(H[:, k]) / q
+        hr = np.concatenate([H.real, H.imag]) / np.sqrt(q)                     # [2N, K]
+        jh = np.concatenate([-H.imag, H.real]) / np.sqrt(q)
+        self.C.value = (np.einsum("ik,jk->kij", hr, hr) + np.einsum("ik,jk->kij", jh, jh)).reshape(self.K, -1) / 2
         self.target.value = targets / m
-        tried = []
+        tried, kept = [], None
         for solver in self.solvers:
             try:
-                self.problem.solve(solver=solver, warm_start=True, **SOLVER_OPTIONS.get(solver, {}))
+                self.problem.solve(solver=solver, warm_start=False, **SOLVER_OPTIONS.get(solver, {}))
             except cp.SolverError as err:
                 tried.append(f"{solver}: error {err}")
                 continue
-            if self.problem.status == cp.OPTIMAL:
-                Y = self.Y.value * m / q
-                X = (Y[:self.N, :self.N] + Y[self.N:, self.N:]) / 2 + 1j * (Y[self.N:, :self.N] - Y[:self.N, self.N:]) / 2
-                duals = np.array([c.dual_value for c in self.constraints], float).ravel()
-                return SdrSolution(X, float(np.trace(X).real), duals, cp.OPTIMAL, solver)
-            tried.append(f"{solver}: {self.problem.status}")
+            status = self.problem.status
+            if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and self.Y.value is not None:
+                kept = self._solution(m / q, active, "optimal" if status == cp.OPTIMAL else "inaccurate", solver)
+                if status == cp.OPTIMAL:
+                    return kept
+            tried.append(f"{solver}: {status}")
+        if kept is not None:
+            return kept
         nan = np.full((self.N, self.N), np.nan)
         return SdrSolution(nan, float("nan"), np.full(self.K, np.nan), "failed (" + "; ".join(tried) + ")", "")
+
+    def _solution(self, scale, active, status, solver):
+        Y = self.Y.value * scale
+        n = self.N
+        X = (Y[:n, :n] + Y[n:, n:]) / 2 + 1j * (Y[n:, :n] - Y[:n, n:]) / 2
+        duals = np.where(active, np.clip(np.ravel(self.constraint.dual_value), 0.0, None), 0.0)
+        return SdrSolution(X, float(np.trace(X).real), duals, status, solver)
 
 
 def candidate_directions(X, num_draws, rng):
     """Principal eigenvector of X plus `num_draws` Gaussian randomisations u = X^{1/2} z, z ~ CN(0, I).
 
-    Output [1 + num_draws, N] complex.
+    Input X [B, N, N] Hermitian PSD. Output [B, 1 + num_draws, N] complex.
     """
     w, V = np.linalg.eigh(X)
     w = np.clip(w, 0.0, None)
-    z = (rng.standard_normal((num_draws, len(w))) + 1j * rng.standard_normal((num_draws, len(w)))) / np.sqrt(2)
-    draws = (z * np.sqrt(w)) @ V.T
-    return np.vstack([V[:, -1][None, :], draws])
+    z = (rng.standard_normal(X.shape[:1] + (num_draws, w.shape[-1]))
+         + 1j * rng.standard_normal(X.shape[:1] + (num_draws, w.shape[-1]))) / np.sqrt(2)
+    draws = np.einsum("bdn,bmn->bdm", z * np.sqrt(w)[:, None, :], V)
+    return np.concatenate([V[:, None, :, -1], draws], axis=1)
