@@ -60,8 +60,8 @@ class _RadioAggregator:
 class AirCompAggregator(_RadioAggregator):
     """MIMO AirComp: a fresh channel per round, a and b designed per round by `design_aircomp` (per
     subcarrier for TDL/CDL, the payload spread over subcarriers) from a possibly imperfect estimate
-    (`csi_error` variance), optional device selection down to `mse_target` (per-entry MSE of the sum of
-    standardised payloads); the server de-normalises (`AirCompUplink`)."""
+    (`csi_error` variance), optional device selection down to `mse_target` (per-entry MSE of the mean of
+    the selected devices' standardised payloads, `select_devices`); the server de-normalises (`AirCompUplink`)."""
     name = "aircomp"
 
     def __init__(self, num_devices, num_antennas, snr_db, channel="rayleigh", method="sdr", csi_error=0.0,
