@@ -98,3 +98,12 @@ def test_uniform_is_phase_compensated_full_power_with_mmse_receiver():
     np.testing.assert_allclose(d.mse, np.sum((a[:, None] * h - 1) ** 2, -1) + 0.1 * a ** 2, rtol=1e-9)
     assert np.mean(d.mse) == pytest.approx(2.00, abs=0.02)
     assert np.mean(optim.power_control(H[:, 0, :], 1.0, 0.1).mse) == pytest.approx(0.735, abs=0.01)
+
+
+def test_full_power_arrives_in_phase_along_the_mrc_direction(rng):
+    """N = 4, K = 6, budgets P_k in [0.5, 2]: |b_k|^2 = P_k and u^H h_k b_k = sqrt(P_k) |u^H h_k| (real, > 0)."""
+    H, P = crandn(rng, 5, 4, 6), rng.uniform(0.5, 2.0, size=(5, 6))
+    b = optim.aligned.phase_compensated_full_power(tf.constant(H), tf.constant(P)).numpy()
+    g = np.einsum("bn,bnk->bk", optim.mrc_direction(tf.constant(H)).numpy().conj(), H)
+    np.testing.assert_allclose(np.abs(b) ** 2, P, rtol=1e-12)
+    np.testing.assert_allclose(g * b, np.sqrt(P) * np.abs(g), rtol=1e-12)
