@@ -195,9 +195,12 @@ def sweeps(cfg, out):
     return store.rows()
 
 
-def plot_sweeps(out, rows, seeds):
+def plot_sweeps(out, rows, cfg):
     axes = {"N": ("num_rx_ant", "antennas N"), "K": ("num_devices", "devices K"),
             "SNR": ("snr_db", "SNR = P / sigma^2 per device [dB]"), "CSI": ("csi_error_var", "CSI error variance")}
+    fixed = {"N": f"K={cfg.num_devices}, {cfg.snr_db:g} dB", "K": f"N={cfg.num_rx_ant}, {cfg.snr_db:g} dB",
+             "SNR": f"N={cfg.num_rx_ant}, K={cfg.num_devices}",
+             "CSI": f"N={cfg.num_rx_ant}, K={cfg.num_devices}, {cfg.snr_db:g} dB; designed on H + E, used on H"}
     for sweep, (col, label) in axes.items():
         sel = [r for r in rows if r["sweep"] == sweep]
         if not sel:
@@ -206,8 +209,9 @@ def plot_sweeps(out, rows, seeds):
         for s in summarise(sel, [col, "method"], ["median_db"]):
             curves.setdefault(s["method"], []).append((float(s[col]), s["median_db_mean"], s["median_db_ci"]))
         line_plot(out / f"mse_vs_{sweep.lower()}.png", curves, label, "median MSE of the sum [dB]",
-                  f"AirComp MSE vs {label}",
-                  note=f"median over channel realisations per seed; mean and 95% CI over {seeds} seeds")
+                  f"AirComp MSE vs {label.split(' [')[0]} (Rayleigh, {fixed[sweep]})",
+                  note=f"median over {cfg.sweep_realisations} channels per seed; mean and 95% CI over {cfg.seeds} "
+                       f"seeds")
 
 
 def impairment_sweeps(cfg, out, quick):
@@ -233,7 +237,7 @@ def run_design(out_dir="results/design", quick=False, seed=0):
         main["methods"][m] = {v: [s[f"{v}_mean"], s[f"{v}_ci"]] for v in values}
         main["methods"][m]["mean_gap_to_bound_db"] = s.get("gap_mean_db_mean")          # None: not aligned
     (out / "main.json").write_text(json.dumps(main, indent=2))
-    plot_sweeps(out, sweeps(cfg, out), cfg.seeds)
+    plot_sweeps(out, sweeps(cfg, out), cfg)
     impairment_sweeps(cfg, out, quick)
     return main
 
