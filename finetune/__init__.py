@@ -16,3 +16,6 @@ from .aircomp_connection import AirCompConnection, ChannelBlocks, DigitalConnect
     side_info_channel_uses
 from .multiview_model import MultiViewModel, evaluate_multiview, feature_stats, task_importance, train_multiview, \
     training_stats
+from .prompt_pool import PromptMember, PromptPool, load_member, member_of, one_by_one_logits, pool_logits
+from .prompt_ensemble import RULES, EnsembleGate, MemberTrainer, OnTheFlyEnsemble, combine, frozen_features, \
+    heldout_scores

@@ -257,16 +257,21 @@ class PeftModel(keras.Model):
         h = self.base.vit.embeddings(pixel_values=x, training=training)
         return h, tf.ones(tf.shape(h)[:2], h.dtype)
 
-    def run_blocks(self, h, mask, start=0, stop=None, training=False):
-        """Run blocks start..stop-1 (prepending deep prompts); returns (hidden, mask)."""
+    def run_blocks(self, h, mask, start=0, stop=None, training=False, prompts=None):
+        """Run blocks start..stop-1 (prepending deep prompts); returns (hidden, mask).
+
+        `prompts` {block: [n, H] or one per example [B, n, H]} replaces the model's own deep prompts (a
+        prompt pool's batched pass); the lengths must be the model's own for `pooled` to skip them."""
         if self.kind not in BLOCKWISE:
             raise ValueError(f"block-by-block runs need a bert or vit model, got {self.kind!r}")
+        prompts = self.prompts if prompts is None else prompts
         for i in range(start, self.num_blocks if stop is None else stop):
-            if i in self.prompts:
+            if i in prompts:
                 b = tf.shape(h)[0]
-                p = tf.broadcast_to(self.prompts[i][None], [b, *self.prompts[i].shape])
+                p = tf.convert_to_tensor(prompts[i])
+                p = tf.broadcast_to(p[None], [b, *p.shape]) if p.shape.rank == 2 else p
                 h = tf.concat([tf.cast(p, h.dtype), h], axis=1)
-                mask = tf.concat([tf.ones([b, self.prompts[i].shape[0]], mask.dtype), mask], axis=1)
+                mask = tf.concat([tf.ones([b, p.shape[1]], mask.dtype), mask], axis=1)
             if self.kind == "bert":
                 ext = (1.0 - mask[:, None, None, :]) * -10000.0
                 h = self.blocks[i](hidden_states=h, attention_mask=ext, head_mask=None, encoder_hidden_states=None,
@@ -276,13 +281,17 @@ class PeftModel(keras.Model):
                 h = self.blocks[i](hidden_states=h, head_mask=None, output_attentions=False, training=training)[0]
         return h, mask
 
-    def head_from(self, h, mask, training=False):
-        """Final norm (vit), mean pooling over the real tokens (prompts excluded), head."""
+    def pooled(self, h, mask):
+        """Final norm (vit), mean pooling over the real tokens (prompts excluded): features [B, H]."""
         if self.kind == "vit":
             h = self.base.vit.layernorm(h)
         n_prompt = sum(int(p.shape[0]) for p in self.prompts.values())
         h, mask = h[:, n_prompt:], mask[:, n_prompt:]
-        pooled = tf.reduce_sum(h * mask[..., None], 1) / tf.maximum(tf.reduce_sum(mask, 1, keepdims=True), 1.0)
+        return tf.reduce_sum(h * mask[..., None], 1) / tf.maximum(tf.reduce_sum(mask, 1, keepdims=True), 1.0)
+
+    def head_from(self, h, mask, training=False):
+        """`pooled` features, then the head."""
+        pooled = self.pooled(h, mask)
         return pooled if self.head is None else self.head(pooled)
 
     def forward_from(self, h, mask, start, training=False):
