@@ -8,8 +8,12 @@ from .channels import CHANNEL_MODELS, UplinkChannel, imperfect_csi, log_distance
 from .payload import pack, payload_correlation, standardise, unpack
 from .rng import reseed
 from .d2d import D2DLink
+from .prompt_link import PromptLink, PromptLinkResult
+from .block_codec import BlockCodec
+from .mcs import MCS_TABLE, Mcs, calibrate_mcs, effective_sinr, select_mcs
+from .mu_mimo import DETECTORS, balanced_groups, equalize, post_detection_sinr
 from .digital_link import DigitalLink, LinkResult
-from .digital_uplink import ACCESS_SCHEMES, DigitalUplink, UplinkResult
+from .digital_uplink import LINK_MODELS, DigitalUplink, UplinkResult
 from .quantizer import Quantizer
 from .montecarlo import complex_normal, empirical_mse
 from .impairments import PilotCsi, TransmitMisalignment, pilot_error_var

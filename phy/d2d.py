@@ -22,7 +22,8 @@ class D2DLink(Block):
 
     Output
     ------
-    LinkResult (x_hat [B, L], BER, BLER, channel uses of one transmission)
+    LinkResult (x_hat [B, L]; valid [B, L]: the entry's CRC-protected blocks decoded -- entries that are not
+    valid are 0 and must not be used; BER, BLER, channel uses of one transmission)
     """
 
     def __init__(self, model="rayleigh", num_rx_ant=1, channel_kwargs=None, precision=None, **link_kwargs):

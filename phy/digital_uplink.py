@@ -1,78 +1,300 @@
-"""Digital multi-device uplink: every device alone on its own resource (TDMA/OFDMA), summed at the server."""
+r"""Digital multi-device uplink: multi-user MIMO groups, adaptive modulation and coding, a CRC per block.
+
+The fair digital baseline of AirComp (DESIGN.md §8). Per realisation the server, which knows the channel,
+splits the K devices into G balanced groups; groups use orthogonal resources (time slots; on OFDM
+channels every group has all F subcarriers), the up to N devices of a group transmit at once and the
+server separates them with a linear detector (`equalize`: Sionna's LMMSE or ZF). Each device's MCS comes
+from its post-detection SINR (`select_mcs`, NR MCS table 2 with measured 10 %-BLER thresholds; below the
+lowest threshold the device is in outage and stays silent), or is fixed. With `streams="auto"` the server
+tries every group count from ceil(K / min(N, K)) to K (TDMA) and keeps the one that leaves the fewest
+devices in outage and, among those, spends the fewest channel uses.
+
+Each device sends a 64-bit header (its quantiser range lo, hi as two float32) and its q-bit quantised
+payload in blocks of `BlockCodec` (k - 24 payload bits + CRC24A, LDPC, QAM). A block whose CRC fails is
+dropped: an entry counts as delivered when the blocks holding its bits and the header passed their CRC.
+The server's estimate of the sum is K times the mean over the devices that delivered each entry (0 where
+none did). Channel uses: per group, the symbols of its longest device stream (rounded up to whole OFDM
+symbols of F subcarriers), summed over groups; CRC, header and padding bits included.
+
+`link="bits"` simulates every bit (Sionna LDPC decoding: seconds per million bits on a CPU); `link=
+"abstract"` draws each block's CRC failure from the calibrated BLER of its MCS at the device's effective
+SINR (`Mcs.bler`) and delivers the passed blocks bit-exactly -- the same scheduling and channel uses,
+without LDPC decoding (for federated rounds; the CRC's undetected-error rate 2^-24 is neglected).
+"""
 
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 from sionna.phy import Block
+from sionna.phy.channel import AWGN
 
-from .checks import as_tensor, check_dim
-from .digital_link import DigitalLink
-from .rng import reseed
+from .block_codec import BlockCodec, info_bits
+from .checks import as_tensor, check_count, check_dim, check_nonnegative
+from .mcs import CODEWORD_LENGTH, MCS_TABLE, effective_sinr, select_mcs
+from .mu_mimo import DETECTORS, balanced_groups, equalize, post_detection_sinr
+from .quantizer import Quantizer
+from .rng import np_rng, reseed
 
-ACCESS_SCHEMES = ("tdma", "ofdma")
+LINK_MODELS = ("bits", "abstract")
+HEADER_BITS = 64                    # the quantiser range (lo, hi) as two float32
 
 
 @dataclass
 class UplinkResult:
-    """f_hat [..., L]: the server's sum; x_hat [..., K, L]: per-device payloads; agg_mse: mean squared error
-    of f_hat per real entry; ber, bler; channel_uses: symbols of all K devices together (orthogonal)."""
+    """What one digital round delivered and cost (leading dimensions [...] = the realisations of the input).
+
+    f_hat [..., L]: the server's sum estimate, K x the mean over devices that delivered each entry;
+    x_hat [..., K, L]: delivered payloads (0 where not delivered); valid [..., K, L] bool: delivered;
+    agg_mse: per-entry MSE of f_hat against the true sum; ber: payload-bit error rate of the transmitted
+    blocks before the CRC (nan for link="abstract"); bler: CRC failures / transmitted blocks;
+    bit_errors, bits, block_errors, blocks: the counts behind them; channel_uses [...] int: symbols of all
+    groups per realisation; mcs [..., K] int: MCS table index (adaptive) or 0 (fixed), -1 = outage;
+    groups [...] int: number of orthogonal groups; devices [...] int: devices that delivered >= 1 entry.
+    """
     f_hat: tf.Tensor
     x_hat: tf.Tensor
+    valid: tf.Tensor
     agg_mse: float
-    ber: float
-    bler: float
-    channel_uses: int
+    bit_errors: int
+    bits: int
+    block_errors: int
+    blocks: int
+    channel_uses: np.ndarray
+    mcs: np.ndarray
+    groups: np.ndarray
+    devices: np.ndarray
+
+    @property
+    def ber(self):
+        return self.bit_errors / self.bits if self.bits else float("nan")
+
+    @property
+    def bler(self):
+        return self.block_errors / max(self.blocks, 1)
 
 
 class DigitalUplink(Block):
-    r"""The digital baseline of AirComp: K devices send quantised, LDPC-coded QAM payloads one at a time.
+    r"""K devices send quantised payloads digitally to an N-antenna server (see the module docstring).
 
-    Access "tdma": device k uses all F subcarriers in its own slot; "ofdma": device k uses subcarriers
-    k, k+K, ... (flat channels make both the same). Each device's link is a `DigitalLink`; the server
-    dequantises and sums. Channel uses are K times one link's, the latency to compare with AirComp's
-    ceil(L/2).
-
-    Parameters: access ("tdma" | "ofdma"); the `DigitalLink` parameters as keyword arguments.
+    Parameters
+    ----------
+    num_bits : int -- quantiser bits per real; stochastic_rounding : bool
+    mcs : "adaptive" (default) | (num_bits_per_symbol, code_rate) -- a fixed MCS for every device
+        (code_rate None: uncoded); adaptive needs codeword_length 1200, the calibration's
+    detector : "lmmse" (default) | "zf"
+    streams : "auto" (default) | int -- at most this many devices per group (1: TDMA)
+    link : "bits" (default) | "abstract"
+    codeword_length : int n; num_iter : int -- LDPC belief-propagation iterations
 
     Input
     -----
-    x : [..., K, L] float; H : [..., N, K] or [..., F, N, K] complex; noise_var : scalar (linear, per antenna);
-    power : scalar or [K] (P_k, linear); seed : None | int
+    x : [B, K, L] or [K, L] float payloads; H : [B, N, K] | [B, F, N, K] (or without B) complex channels;
+    noise_var : float > 0 (per antenna, linear); power : scalar or [K] (P_k, linear; SNR = P / noise_var);
+    seed : None | int
 
     Output
     ------
-    UplinkResult
+    UplinkResult (without the B dimension when x had none)
     """
 
-    def __init__(self, access="tdma", precision=None, **link_kwargs):
+    def __init__(self, num_bits=8, mcs="adaptive", detector="lmmse", streams="auto", link="bits",
+                 codeword_length=CODEWORD_LENGTH, num_iter=20, stochastic_rounding=False, precision=None):
         super().__init__(precision=precision)
-        if access not in ACCESS_SCHEMES:
-            raise ValueError(f"`access` must be one of {ACCESS_SCHEMES}, got {access!r}")
-        self.access = access
-        self.link = DigitalLink(precision=precision, **link_kwargs)
+        self.quantizer = Quantizer(num_bits, stochastic_rounding, precision=precision)
+        if detector not in DETECTORS:
+            raise ValueError(f"`detector` must be one of {DETECTORS}, got {detector!r}")
+        if link not in LINK_MODELS:
+            raise ValueError(f"`link` must be one of {LINK_MODELS}, got {link!r}")
+        if streams != "auto":
+            check_count(streams, "streams")
+        self.detector, self.streams, self.link_model = detector, streams, link
+        self.n, self.num_iter = check_count(codeword_length, "codeword_length"), num_iter
+        if mcs == "adaptive":
+            if self.n != CODEWORD_LENGTH:
+                raise ValueError(f"`codeword_length` must be {CODEWORD_LENGTH} (the MCS calibration's) with "
+                                 f"mcs='adaptive', got {codeword_length}")
+            self.table = MCS_TABLE
+            self._entries = [(e.num_bits_per_symbol, e.code_rate) for e in MCS_TABLE]
+        elif isinstance(mcs, tuple) and len(mcs) == 2:
+            match = [e for e in MCS_TABLE if e.num_bits_per_symbol == mcs[0] and mcs[1] is not None
+                     and abs(e.code_rate - mcs[1]) < 1e-6 and self.n == CODEWORD_LENGTH]
+            if link == "abstract" and not match:
+                raise ValueError(f"`link`='abstract' needs an MCS of MCS_TABLE (with n = {CODEWORD_LENGTH}), "
+                                 f"got mcs={mcs!r}, codeword_length={codeword_length}")
+            self.table = tuple(match) or None
+            BlockCodec(mcs[0], mcs[1], self.n, num_iter)                 # validates m, rate and n
+            self._entries = [mcs]
+        else:
+            raise ValueError(f"`mcs` must be 'adaptive' or a (num_bits_per_symbol, code_rate) tuple, got {mcs!r}")
+        self.adaptive = mcs == "adaptive"
+        self._k_info = np.array([info_bits(r, self.n) for _, r in self._entries])
+        self._sym_per_block = np.array([self.n // m for m, _ in self._entries])
+        self._codecs = {}
+        self._awgn = AWGN(precision=self.precision)
 
-    def channel_uses(self, num_devices, num_reals):
-        return num_devices * self.link.channel_uses(num_reals)
+    def _codec(self, j):
+        if j not in self._codecs:
+            self._codecs[j] = BlockCodec(*self._entries[j], self.n, self.num_iter, precision=self.precision)
+        return self._codecs[j]
+
+    def payload_bits(self, num_reals):
+        """Bits a device sends for `num_reals` reals: header + q bits per real."""
+        return HEADER_BITS + num_reals * self.quantizer.num_bits
+
+    def blocks(self, num_reals, mcs=0):
+        """Blocks per device at MCS index `mcs` (array-like)."""
+        return -(-self.payload_bits(num_reals) // self._k_info[mcs])
+
+    def symbols(self, num_reals, mcs=0):
+        """Channel uses of one device's stream at MCS index `mcs` (array-like)."""
+        return self.blocks(num_reals, mcs) * self._sym_per_block[mcs]
+
+    # ------------------------------------------------------------------ scheduling
+    def schedule(self, h, noise_var, num_reals):
+        """Groups and MCS per realisation. h [B, F, N, K] complex NumPy (amplitudes folded in), F = 1 flat.
+
+        Returns (groups: list over B of lists of device-index arrays, mcs [B, K] int (-1 outage),
+        sinr_eff [B, K] effective SINR of the chosen MCS (linear), channel_uses [B] int).
+        """
+        n_real, f, n_ant, k = h.shape
+        s_max = min(n_ant, k)
+        if self.streams != "auto" and self.detector == "zf" and self.streams > n_ant:
+            raise ValueError(f"`streams` must be <= N = {n_ant} for ZF detection, got {self.streams}")
+        sizes = range(1, s_max + 1) if self.streams == "auto" else [min(self.streams, k)]
+        cands = sorted({-(-k // s) for s in sizes})
+        plans = [balanced_groups(k, g) for g in cands]
+        sinr = np.zeros((len(cands), n_real, f, k))
+        by_size = {}
+        for c, plan in enumerate(plans):
+            for members in plan:
+                by_size.setdefault(len(members), []).append((c, members))
+        for items in by_size.values():
+            idx = np.stack([m for _, m in items])                                   # [I, S]
+            hg = np.moveaxis(h[..., idx], -2, 0)                                    # [I, B, F, N, S]
+            sn = post_detection_sinr(tf.constant(hg, self.cdtype), noise_var, self.detector,
+                                     self.precision).numpy()                        # [I, B, F, S]
+            for i, (c, members) in enumerate(items):
+                sinr[c, ..., members] = np.moveaxis(sn[i], -1, 0)
+        if self.adaptive:
+            eff_all = effective_sinr(sinr, self.table)                              # [J, C, B, K]
+            mcs = select_mcs(eff_all, self.table)
+            eff = np.take_along_axis(eff_all, np.maximum(mcs, 0)[None], 0)[0]
+        else:
+            mcs = np.zeros(sinr.shape[:2] + (k,), int)
+            eff = effective_sinr(sinr, self.table)[0] if self.table else np.full(mcs.shape, np.nan)
+        sym = np.where(mcs >= 0, self.symbols(num_reals, np.maximum(mcs, 0)), 0)    # [C, B, K]
+        uses = np.zeros(sym.shape[:2], int)
+        for c, plan in enumerate(plans):
+            for members in plan:
+                uses[c] += -(-sym[c][:, members].max(-1) // f) * f
+        outage = (mcs < 0).sum(-1)                                                   # [C, B]
+        best = np.lexsort((uses, outage), axis=0)[0]                                 # [B]
+        rows = np.arange(n_real)
+        return ([plans[c] for c in best], mcs[best, rows], eff[best, rows], uses[best, rows])
+
+    # ------------------------------------------------------------------ transmission
+    def _transmit(self, tx_bits, h, noise_var, groups, mcs):
+        """Bit-true: encode, superpose per group, AWGN, detect, decode. tx_bits [B, K, Lb] NumPy 0/1.
+        Returns (rx_bits [B, K, Lb], block_ok [B, K, Cmax] bool, bit_errors)."""
+        n_real, f, _, k = h.shape
+        lb = tx_bits.shape[-1]
+        used = sorted(set(mcs[mcs >= 0].tolist()))
+        blocks = {j: int(-(-lb // self._k_info[j])) for j in used}
+        t = max([blocks[j] * self._sym_per_block[j] for j in used] + [1])
+        t = -(-t // f) * f
+        x = np.zeros((n_real, k, t), np.complex128)
+        for j in used:
+            b, d = np.nonzero(mcs == j)
+            info = np.zeros((len(b), blocks[j] * self._k_info[j]))
+            info[:, :lb] = tx_bits[b, d]
+            sym = self._codec(j).encode(info.reshape(len(b), blocks[j], -1)).numpy()
+            x[b, d, :sym.shape[-1]] = sym
+        x_hat = np.zeros_like(x)
+        no = np.ones(x.shape)
+        for b in range(n_real):
+            for members in groups[b]:
+                hg = tf.constant(h[b][..., members], self.cdtype)                     # [F, N, S]
+                xs = tf.constant(x[b, members].reshape(len(members), -1, f), self.cdtype)   # [S, T/F, F]
+                y = self._awgn(tf.einsum("fns,stf->tfn", hg, xs), tf.constant(noise_var, self.rdtype))
+                xe, ne = equalize(y, hg, noise_var, self.detector, self.precision)    # [T/F, F, S], [F, S]
+                x_hat[b, members] = np.moveaxis(xe.numpy(), -1, 0).reshape(len(members), -1)
+                no[b, members] = np.tile(np.moveaxis(ne.numpy(), -1, 0), (1, t // f))
+        rx = np.zeros(tx_bits.shape)
+        ok = np.zeros((n_real, k, max(blocks.values(), default=1)), bool)
+        for j in used:
+            b, d = np.nonzero(mcs == j)
+            width = blocks[j] * self._sym_per_block[j]
+            info, crc = self._codec(j).decode(tf.constant(x_hat[b, d, :width], self.cdtype),
+                                              tf.constant(no[b, d, :width], self.rdtype))
+            rx[b, d] = info.numpy().reshape(len(b), -1)[:, :lb]
+            ok[b, d, :blocks[j]] = crc.numpy()
+        sent = mcs >= 0
+        return rx, ok, int(np.sum(rx[sent] != tx_bits[sent]))
+
+    def _draw(self, eff, mcs, num_blocks):
+        """Abstract link: block_ok [B, K, Cmax], each block passing with probability 1 - BLER(MCS, eff)."""
+        p_fail = np.ones(mcs.shape)
+        for j, e in enumerate(self.table):
+            p_fail = np.where(mcs == j, e.bler(10 * np.log10(np.maximum(eff, 1e-30))), p_fail)
+        cmax = int(num_blocks.max(initial=1))
+        u = np_rng().uniform(size=mcs.shape + (cmax,))
+        return (u >= p_fail[..., None]) & (np.arange(cmax) < num_blocks[..., None])
 
     def call(self, x, H, noise_var, power=1.0, seed=None):
         x = tf.cast(as_tensor(x, "x", min_rank=2), self.rdtype)
         H = tf.cast(as_tensor(H, "H", min_rank=2), self.cdtype)
-        n_dev = x.shape[-2]
-        check_dim(H, -1, n_dev, "H", "K (devices in x)")
-        ofdm = H.shape.rank == x.shape.rank + 1
-        h = tf.experimental.numpy.moveaxis(H, -1, -3 if ofdm else -2)          # [..., K, (F,) N]
-        if ofdm and self.access == "ofdma":
-            f = H.shape[-3]
-            idx = (np.arange(n_dev)[:, None] + n_dev * np.arange(max(1, f // n_dev))[None, :]) % f
-            pick = tf.one_hot(idx, f, dtype=self.cdtype)                        # [K, F', F]
-            h = tf.einsum("...kfn,kgf->...kgn", h, pick)                         # [..., K, F', N]
-        p = tf.cast(as_tensor(power, "power"), self.rdtype)
+        single = x.shape.rank == 2
+        if single:
+            x, H = x[None], H[None]
+        if x.shape.rank != 3:
+            raise ValueError(f"`x` must have shape [B, K, L] or [K, L], got {x.shape.as_list()}")
+        n_real, k, num_reals = x.shape
+        check_dim(H, -1, k, "H", "K (devices in x)")
+        check_dim(H, 0, n_real, "H", "B (realisations in x)")
+        if H.shape.rank not in (3, 4):
+            raise ValueError(f"`H` must have shape [B, N, K] or [B, F, N, K], got {H.shape.as_list()}")
+        nv = float(as_tensor(noise_var, "noise_var"))
+        if not nv > 0:
+            raise ValueError(f"`noise_var` must be positive, got {nv}")
+        p = check_nonnegative(tf.cast(as_tensor(power, "power"), self.rdtype), "power")
         if p.shape.rank:
-            check_dim(p, -1, n_dev, "power", "K (devices in x)")
+            check_dim(p, -1, k, "power", "K (devices in x)")
         reseed(seed)
-        res = self.link(x, h, noise_var, p)
-        f_hat = tf.reduce_sum(res.x_hat, axis=-2)
+        h = H.numpy() if H.shape.rank == 4 else H.numpy()[:, None]                  # [B, F, N, K]
+        h = h * np.sqrt(np.broadcast_to(p.numpy(), (k,)))
+        groups, mcs, eff, uses = self.schedule(h, nv, num_reals)
+        bits, lo, hi = self.quantizer.quantize(x)
+        header = np.stack([lo.numpy(), hi.numpy()], -1).astype(np.float32).view(np.uint32)      # [B, K, 2]
+        header = (header[..., None] >> np.arange(31, -1, -1, dtype=np.uint32)) & 1
+        tx = np.concatenate([header.reshape(n_real, k, HEADER_BITS), bits.numpy()], -1)
+        num_blocks = np.where(mcs >= 0, self.blocks(num_reals, np.maximum(mcs, 0)), 0)
+        if self.link_model == "bits":
+            rx, ok, bit_errors = self._transmit(tx, h, nv, groups, mcs)
+            bits_sent = int((mcs >= 0).sum()) * tx.shape[-1]
+        else:
+            rx, ok, bit_errors, bits_sent = tx, self._draw(eff, mcs, num_blocks), 0, 0
+        k_info = self._k_info[np.maximum(mcs, 0)][..., None]
+        block_of_bit = np.minimum(np.arange(tx.shape[-1]) // k_info, ok.shape[-1] - 1)
+        bit_ok = np.take_along_axis(ok, block_of_bit, -1) & (mcs >= 0)[..., None]
+        entry_ok = bit_ok[..., HEADER_BITS:].reshape(n_real, k, num_reals, -1).all(-1)
+        valid = entry_ok & bit_ok[..., :HEADER_BITS].all(-1, keepdims=True)
+        span = (rx[..., :HEADER_BITS].reshape(n_real, k, 2, 32) * (1 << np.arange(31, -1, -1))).sum(-1)
+        span = np.where(valid.any(-1, keepdims=True), span.astype(np.uint32).view(np.float32), 0.0)
+        x_hat = self.quantizer.dequantize(rx[..., HEADER_BITS:], span[..., 0], span[..., 1])
+        valid_t = tf.constant(valid)
+        x_hat = tf.where(valid_t, x_hat, tf.zeros_like(x_hat))
+        heard = tf.reduce_sum(tf.cast(valid_t, self.rdtype), axis=-2)
+        f_hat = k * tf.math.divide_no_nan(tf.reduce_sum(x_hat, axis=-2), heard)
         agg_mse = float(tf.reduce_mean((f_hat - tf.reduce_sum(x, axis=-2)) ** 2))
-        return UplinkResult(f_hat=f_hat, x_hat=res.x_hat, agg_mse=agg_mse, ber=res.ber, bler=res.bler,
-                            channel_uses=n_dev * res.channel_uses)
+        transmitted = np.arange(ok.shape[-1]) < num_blocks[..., None]
+        out = UplinkResult(f_hat=f_hat, x_hat=x_hat, valid=valid_t, agg_mse=agg_mse, bit_errors=bit_errors,
+                           bits=bits_sent, block_errors=int((transmitted & ~ok).sum()), blocks=int(num_blocks.sum()),
+                           channel_uses=uses, mcs=mcs, groups=np.array([len(g) for g in groups]),
+                           devices=valid.any(-1).sum(-1))
+        if single:
+            for name in ("f_hat", "x_hat", "valid"):
+                setattr(out, name, getattr(out, name)[0])
+            out.channel_uses, out.mcs, out.groups, out.devices = (int(uses[0]), mcs[0], int(out.groups[0]),
+                                                                  int(out.devices[0]))
+        return out

@@ -1,43 +1,47 @@
 """Uniform scalar quantiser of real payloads to bits (the digital baseline's source coder)."""
 
 import tensorflow as tf
+from sionna.phy import Object
 
 from .checks import check_count
 from .rng import tf_rng
 
 
-class Quantizer:
-    r"""Uniform q-bit quantiser over each payload's own range [min, max] (side information, noise-free).
+class Quantizer(Object):
+    r"""Uniform q-bit quantiser over each payload's own range [min, max] (sent as side information).
 
-    Parameters: num_bits q (1..24); stochastic: unbiased stochastic rounding instead of nearest.
-    `quantize(x)` maps x [..., L] float to (bits [..., L*q] float 0/1 MSB first, lo [...], hi [...]);
-    `dequantize(bits, lo, hi)` inverts it. Nearest rounding has error variance
+    Parameters: num_bits q (1..24); stochastic: unbiased stochastic rounding instead of nearest;
+    precision None | "single" | "double" (Sionna's convention: the dtype of payloads, ranges and bits).
+    `quantize(x)` maps x [..., L] float to (bits [..., L*q] 0/1 MSB first, lo [...], hi [...]), all in the
+    quantiser's precision; `dequantize(bits, lo, hi)` inverts it. Nearest rounding has error variance
     :math:`\Delta^2/12` with :math:`\Delta = (hi - lo)/(2^q - 1)`.
     """
 
-    def __init__(self, num_bits, stochastic=False):
+    def __init__(self, num_bits, stochastic=False, precision=None):
+        super().__init__(precision=precision)
         self.num_bits = check_count(num_bits, "num_bits")
         if self.num_bits > 24:
             raise ValueError(f"`num_bits` must be <= 24, got {num_bits}")
         self.stochastic = bool(stochastic)
         self._levels = float(2 ** self.num_bits - 1)
-        self._weights = tf.constant([2.0 ** (self.num_bits - 1 - i) for i in range(self.num_bits)])
+        self._weights = tf.constant([2.0 ** (self.num_bits - 1 - i) for i in range(self.num_bits)], self.rdtype)
 
     def quantize(self, x):
-        x = tf.cast(x, tf.float32)
+        x = tf.cast(x, self.rdtype)
         lo, hi = tf.reduce_min(x, axis=-1), tf.reduce_max(x, axis=-1)
-        span = tf.maximum(hi - lo, 1e-30)[..., None]
+        span = tf.maximum(hi - lo, tf.cast(1e-30, self.rdtype))[..., None]
         u = (x - lo[..., None]) / span * self._levels
         if self.stochastic:
-            u = tf.floor(u + tf_rng().uniform(tf.shape(u)))
+            u = tf.floor(u + tf_rng().uniform(tf.shape(u), dtype=self.rdtype))
         else:
             u = tf.round(u)
         ints = tf.cast(tf.clip_by_value(u, 0.0, self._levels), tf.int32)
         shifts = tf.range(self.num_bits - 1, -1, -1, dtype=tf.int32)
         bits = tf.bitwise.bitwise_and(tf.bitwise.right_shift(ints[..., None], shifts), 1)
-        return tf.reshape(tf.cast(bits, tf.float32), tf.concat([tf.shape(x)[:-1], [-1]], 0)), lo, hi
+        return tf.reshape(tf.cast(bits, self.rdtype), tf.concat([tf.shape(x)[:-1], [-1]], 0)), lo, hi
 
     def dequantize(self, bits, lo, hi):
-        groups = tf.reshape(tf.cast(bits, tf.float32), tf.concat([tf.shape(bits)[:-1], [-1, self.num_bits]], 0))
+        groups = tf.reshape(tf.cast(bits, self.rdtype), tf.concat([tf.shape(bits)[:-1], [-1, self.num_bits]], 0))
         ints = tf.reduce_sum(groups * self._weights, axis=-1)
+        lo, hi = tf.cast(lo, self.rdtype), tf.cast(hi, self.rdtype)
         return lo[..., None] + ints / self._levels * (hi - lo)[..., None]

@@ -1,0 +1,76 @@
+"""One modulation-and-coding scheme as a block codec: CRC24A -> 5G LDPC -> Gray QAM, and back with a CRC check."""
+
+import tensorflow as tf
+from sionna.phy import Block
+from sionna.phy.fec.crc import CRCDecoder, CRCEncoder
+from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
+from sionna.phy.mapping import Demapper, Mapper
+
+from .checks import check_count
+
+CRC_TYPE = "CRC24A"
+CRC_BITS = 24
+
+
+def info_bits(code_rate, codeword_length):
+    """Payload bits per block: k - 24 CRC bits with k = round(code_rate n) (k = n uncoded, code_rate None)."""
+    return (codeword_length if code_rate is None else int(round(code_rate * codeword_length))) - CRC_BITS
+
+
+class BlockCodec(Block):
+    r"""Encode info blocks into QAM symbols and decode equalised symbols, flagging blocks whose CRC fails.
+
+    A block carries k_info = k - 24 payload bits, a CRC24A (Sionna `CRCEncoder`), and is coded by Sionna's
+    `LDPC5GEncoder` (k info bits incl. CRC -> n coded bits, k = round(code_rate n); `code_rate=None` sends
+    the k = n bits uncoded) and mapped onto n / m unit-energy Gray QAM symbols (Sionna `Mapper`). Decoding
+    demaps with the per-symbol post-detection noise variance (Sionna `Demapper`, "app"), runs belief
+    propagation (`LDPC5GDecoder`, `num_iter` iterations) and checks the CRC (`CRCDecoder`).
+
+    Parameters: num_bits_per_symbol m (2: QPSK, 4: 16-QAM, ...); code_rate None | float in (0, 1);
+    codeword_length n (a multiple of m); num_iter; precision.
+    """
+
+    def __init__(self, num_bits_per_symbol, code_rate, codeword_length=1200, num_iter=20, precision=None):
+        super().__init__(precision=precision)
+        self.m = check_count(num_bits_per_symbol, "num_bits_per_symbol")
+        self.n = check_count(codeword_length, "codeword_length")
+        if self.n % self.m:
+            raise ValueError(f"`codeword_length` must be a multiple of num_bits_per_symbol={self.m}, got {self.n}")
+        if code_rate is not None and not 0.0 < code_rate < 1.0:
+            raise ValueError(f"`code_rate` must lie in (0, 1) or be None, got {code_rate!r}")
+        self.k_info = info_bits(code_rate, self.n)
+        self.k = self.k_info + CRC_BITS
+        if self.k_info < 1:
+            raise ValueError(f"`code_rate` x `codeword_length` must exceed the {CRC_BITS} CRC bits, got k = {self.k}")
+        self._crc_encoder = CRCEncoder(CRC_TYPE, precision=self.precision)
+        self._crc_decoder = CRCDecoder(self._crc_encoder, precision=self.precision)
+        if code_rate is None:
+            self._encoder = self._decoder = None
+        else:
+            self._encoder = LDPC5GEncoder(self.k, self.n, precision=self.precision)
+            self._decoder = LDPC5GDecoder(self._encoder, hard_out=True, num_iter=num_iter, precision=self.precision)
+        self._mapper = Mapper("qam", self.m, precision=self.precision)
+        self._demapper = Demapper("app", "qam", self.m, hard_out=code_rate is None, precision=self.precision)
+
+    @property
+    def symbols_per_block(self):
+        return self.n // self.m
+
+    def encode(self, info):
+        """info [..., C, k_info] float 0/1 -> symbols [..., C n / m] complex (unit average energy)."""
+        code = self._crc_encoder(tf.cast(info, self.rdtype))
+        if self._encoder is not None:
+            code = self._encoder(code)
+        return self._mapper(tf.reshape(code, tf.concat([tf.shape(code)[:-2], [-1]], 0)))
+
+    def decode(self, x_eq, no):
+        """x_eq [..., C n / m] complex equalised symbols, no (broadcastable) their noise variance ->
+        (info [..., C, k_info] float 0/1, crc_ok [..., C] bool)."""
+        soft = self._demapper(x_eq, no)
+        soft = tf.reshape(soft, tf.concat([tf.shape(soft)[:-1], [-1, self.n]], 0))
+        bits = soft if self._decoder is None else self._decoder(soft)
+        info, ok = self._crc_decoder(bits)
+        return info, ok[..., 0]
+
+    def call(self, x_eq, no):
+        return self.decode(x_eq, no)
