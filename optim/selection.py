@@ -7,7 +7,8 @@ With :math:`a = c\,m`, the best aligned design over S meets the target iff some 
 Two selectors:
 
 - "greedy": solve the ZF SDR over the active devices, round it (`sdr_design`), stop when the target holds,
-  else drop the device with the largest SDR multiplier (the largest marginal cost of keeping it).
+  else drop the device with the largest SDR multiplier (the largest marginal cost of keeping it; if the
+  SDR failed, `sdr_design`'s MRC fallback is used and the device with the weakest P_k ||h_k||^2 goes).
 - "dc" (Yang et al., Alg. 1, difference-of-convex programming): lift :math:`M = m m^H` and
   (1) sparsity: for k = 0, 1, ... solve
   :math:`\min_{x \ge 0, M \succeq 0} \|x\|_1 - |||x|||_k + \mathrm{tr}M - \|M\|_2` s.t.
@@ -105,12 +106,12 @@ def _greedy(H, P, noise_var, mse_target, num_draws):
     while True:
         a, duals, bound, status = sdr_design(H[None], P[None], num_draws, active=active[None])
         idx = np.flatnonzero(active)
-        if status[0].startswith("failed"):
-            raise RuntimeError(f"SDR failed during device selection: {status[0]}")
         sel = _result(H, P, noise_var, mse_target, a[0], idx, "greedy", status[0], bound[0])
         if sel.met or len(idx) == 1:
             return sel
-        active[idx[np.argmax(duals[0][idx])]] = False
+        # the largest multiplier; without one (SDR failed, status says so) the weakest P_k ||h_k||^2
+        cost = duals[0] if np.all(np.isfinite(duals[0])) else 1.0 / (P * np.sum(np.abs(H) ** 2, axis=0))
+        active[idx[np.argmax(cost[idx])]] = False
 
 
 class _DcFailed(RuntimeError):

@@ -2,12 +2,14 @@
 
 import itertools
 
+import cvxpy as cp
 import numpy as np
 import pytest
 
 import deft6g.optim as optim
 import deft6g.optim.selection as selection_module
 import deft6g.phy as phy
+from deft6g.optim.zf_sdr import ZfSdr
 from deft6g.phy.rng import reseed
 from tests.conftest import crandn
 
@@ -100,3 +102,15 @@ def test_dc_failure_falls_back_to_greedy(monkeypatch, rng):
 def test_selection_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         optim.select_devices(**(dict(H=np.ones((2, 2)) + 0j, power=1.0, noise_var=0.1, mse_target=0.1) | kwargs))
+
+
+def test_greedy_without_sdr_drops_the_weakest_device(monkeypatch, rng):
+    """Every SDR solver raising: the MRC fallback designs each set, the weakest P_k ||h_k||^2 is dropped first,
+    and the status names the failure (device 2 scaled down by 30 dB, N = 3, K = 4, target 0.02)."""
+    H = crandn(rng, 3, 4) * np.array([1.0, 1.0, 10 ** -1.5, 1.0])
+
+    def broken(*args, **kwargs):
+        raise cp.SolverError("boom")
+    monkeypatch.setattr(ZfSdr.compiled(3, 4).problem, "solve", broken)
+    sel = optim.select_devices(H, 1.0, 0.1, 0.02, seed=0)
+    assert 2 in sel.dropped and sel.status.startswith("failed (SCS: error boom")
