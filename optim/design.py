@@ -73,8 +73,9 @@ def best_threshold_b(H, a, power):
     return np.where(mag > 0, np.conj(g) / safe * np.minimum(1.0 / safe, np.sqrt(power)), 0.0)
 
 
-def best_aligned(H, U, power):
-    """Among candidate directions U [B, D, N], the aligned a of least norm per realisation, [B, N].
+def best_aligned(H, U, power, count=None):
+    """Among candidate directions U [B, D, N], the aligned a of least norm per realisation: [B, N], or with
+    an int `count` the `count` best in increasing norm, [B, count, N] (NaN rows where fewer are usable).
 
     The aligned design along u is a = t u with t^2 = max_k 1 / (P_k |u^H h_k|^2). A candidate that is not
     finite, zero, or orthogonal to some h_k has no aligned design and is skipped; a realisation with no usable
@@ -86,17 +87,19 @@ def best_aligned(H, U, power):
         t2 = np.max(1.0 / (power[:, None, :] * gains), axis=-1)              # [B, D]
         cost = t2 * np.sum(np.abs(U) ** 2, axis=-1)
     cost = np.where(np.isfinite(cost) & (cost > 0), cost, np.inf)
-    best = np.argmin(cost, axis=-1)
-    rows = np.arange(len(U))
-    if not np.all(np.isfinite(cost[rows, best])):
-        bad = np.flatnonzero(~np.isfinite(cost[rows, best])).tolist()
-        raise RuntimeError(f"no candidate direction can be aligned for realisations {bad}")
-    return U[rows, best] * np.sqrt(t2[rows, best])[:, None]
+    order = np.argsort(cost, axis=-1, kind="stable")[:, :count or 1]        # [B, count]
+    usable = np.isfinite(np.take_along_axis(cost, order, -1))
+    if not np.all(usable[:, 0]):
+        raise RuntimeError(f"no candidate direction can be aligned for realisations {np.flatnonzero(~usable[:, 0])}")
+    scale = np.sqrt(np.where(usable, np.take_along_axis(t2, order, -1), np.nan))
+    a = np.take_along_axis(U, order[..., None], 1) * scale[..., None]
+    return a if count else a[:, 0]
 
 
-def sdr_design(H, power, num_draws=50, sca_iter=100, active=None, progress=False):
+def sdr_design(H, power, num_draws=50, sca_iter=100, active=None, progress=False, sca_starts=3):
     """The "sdr" pipeline: ZF SDR per realisation (compiled once per shape), batched Gaussian randomisation,
-    SCA refinement in NumPy, dual-certified bound.
+    SCA refinement in NumPy from the `sca_starts` best randomised candidates (the best result kept; 3 starts
+    cut the mean gap to the bound from 0.54 to 0.45 dB at N = 16, K = 20), dual-certified bound.
 
     Input: H [B, N, K] complex128; power [B, K] (> 0); active [B, K] bool or None (a device left out gets
     b = 0 later and no constraint). Output: a [B, N] (aligned for the active devices), duals [B, K] (the
@@ -121,10 +124,15 @@ def sdr_design(H, power, num_draws=50, sca_iter=100, active=None, progress=False
     if not solved.all():
         unit = H[~solved] / np.linalg.norm(H[~solved], axis=-2, keepdims=True)     # MRC over the active devices
         U[~solved, 0] = np.einsum("bnk,bk->bn", unit, active[~solved])
-    a = best_aligned(H, U, np.where(active, power, np.inf))                  # P = inf: no constraint
+    starts = best_aligned(H, U, np.where(active, power, np.inf), max(sca_starts, 1))   # P = inf: no constraint
+    a = starts[:, 0].copy()
     for i in range(batch if sca_iter else 0):
-        a[i], _, sca_status = zf_sca(H[i][:, active[i]], power[i][active[i]], a[i], max_iter=sca_iter)
-        status[i] += f"; SCA {sca_status}"
+        best = np.inf
+        for a0 in starts[i][np.all(np.isfinite(starts[i]), axis=-1)]:
+            refined, history, sca_status = zf_sca(H[i][:, active[i]], power[i][active[i]], a0, max_iter=sca_iter)
+            if history[-1] < best:
+                best, a[i], kept = history[-1], refined, sca_status
+        status[i] += f"; SCA {kept}"
     return a, duals, dual_bound(H, power, duals), status
 
 

@@ -153,7 +153,10 @@ def test_best_aligned_skips_candidates_without_an_aligned_design():
     H = np.eye(2, dtype=complex)[None]
     U = np.array([[[np.nan, np.nan], [0, 0], [1, 0], [1, 1], [3, 1]]], complex)
     a = optim.best_aligned(H, U, np.ones((1, 2)))
-    np.testing.assert_allclose(a, [[1.0, 1.0]])                          # ||a||^2 = 2 < 10 / (1/9 ...) of [3, 1]
+    np.testing.assert_allclose(a, [[1.0, 1.0]])                          # ||a||^2 = 2 < 10 for [3, 1]
+    top = optim.best_aligned(H, U, np.ones((1, 2)), count=3)                # the SCA starts, best first
+    np.testing.assert_allclose(top[0, :2], [[1.0, 1.0], [3.0, 1.0]])
+    assert np.all(np.isnan(top[0, 2]))                                     # only two usable candidates
     with pytest.raises(RuntimeError, match="no candidate direction"):
         optim.best_aligned(H, U[:, :3], np.ones((1, 2)))
 
