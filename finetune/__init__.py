@@ -16,6 +16,9 @@ from .aircomp_connection import AirCompConnection, ChannelBlocks, DigitalConnect
     side_info_channel_uses
 from .multiview_model import MultiViewModel, evaluate_multiview, feature_stats, task_importance, train_multiview, \
     training_stats
-from .prompt_pool import PromptMember, PromptPool, load_member, member_of, one_by_one_logits, pool_logits
+from .prompt_transfer import TASKS, PromptClassifier, PromptTrainer, TransferTask, choose_by_similarity, \
+    choose_by_trial, cosine_similarities, get_task, initial_prompt, task_arrays, task_embedding
+from .prompt_pool import INFERENCE_MODES, PromptMember, PromptPool, load_member, member_of, one_by_one_logits, \
+    pool_logits, pool_logits_from_tokens
 from .prompt_ensemble import RULES, EnsembleGate, MemberTrainer, OnTheFlyEnsemble, combine, frozen_features, \
     heldout_scores
