@@ -38,6 +38,13 @@ def _finetune(args):
     print(f"results in {args.out}")
 
 
+def _connect(args):
+    from .connect import run_connect, summary
+    cfg, rows, cpu_s = run_connect(args.out, quick=args.quick)
+    print(summary(cfg, rows, cpu_s))
+    print(f"results in {args.out}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="deft6g", description="DEFT studies and benchmarks over simulated 6G links")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +69,11 @@ def build_parser():
     design.add_argument("--quick", action="store_true", help="a small grid for smoke tests")
     design.add_argument("--seed", type=int, default=0)
     design.set_defaults(func=_design)
+    connect = sub.add_parser("connect", help="AirComp neural connections: multi-view split model trained through "
+                             "the channel vs naive, ideal, single view, digital; task-oriented design")
+    connect.add_argument("--out", default="results/connect", help="output folder (CSV, PNG); re-runs resume")
+    connect.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
+    connect.set_defaults(func=_connect)
     return parser
 
 

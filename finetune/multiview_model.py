@@ -89,17 +89,16 @@ def train_multiview(model, x, y, connection=None, epochs=10, batch_size=64, lr=3
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    reseed(seed)
+    steps = len(y) // batch_size
+    blocks = connection.draw(epochs * steps, seed=seed) if over_air else None     # one design call, vectorised
+    reseed(seed * 104729 + 1)                                                       # the noise of the run
     losses = []
     for epoch in range(epochs):
-        batches = _batches(len(y), batch_size, rng)
-        blocks = connection.draw(len(batches), seed=seed * 7919 + epoch) if over_air else None
-        reseed(seed * 104729 + epoch)                                    # the noise of this epoch
         total = 0.0
-        for t, idx in enumerate(batches):
-            args = blocks[t] if over_air else ()
+        for t, idx in enumerate(_batches(len(y), batch_size, rng)):
+            args = blocks[epoch * steps + t] if over_air else ()
             total += float(step(x[idx], y[idx], *args))
-        losses.append(total / len(batches))
+        losses.append(total / steps)
     return losses
 
 

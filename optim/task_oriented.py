@@ -55,6 +55,8 @@ def power_split(importance):
     w = np.asarray(importance, dtype=np.float64)
     if w.ndim != 1 or w.size < 1 or not np.all(np.isfinite(w)) or np.any(w <= 0):
         raise ValueError(f"`importance` must be a 1-D array of finite values > 0 (one per dimension), got {importance!r}")
+    if np.all(w == w[0]):                                # exactly the MSE design, free of rounding
+        return np.ones(w.size), 1.0
     root = np.sqrt(w)
     return w.size * root / root.sum(), float(np.mean(root) ** 2 / np.mean(w))
 
