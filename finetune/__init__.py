@@ -22,3 +22,5 @@ from .prompt_pool import INFERENCE_MODES, PromptMember, PromptPool, load_member,
     pool_logits, pool_logits_from_tokens
 from .prompt_ensemble import RULES, EnsembleGate, MemberTrainer, OnTheFlyEnsemble, combine, frozen_features, \
     heldout_scores
+from .prompt_transfer import TASKS, PromptClassifier, PromptTrainer, TransferTask, choose_by_similarity, \
+    choose_by_trial, cosine_similarities, get_task, initial_prompt, task_arrays, task_embedding
