@@ -1,7 +1,8 @@
 """How K devices' update vectors reach the server: ideal averaging, MIMO AirComp, or digital orthogonal access.
 
-Every aggregator maps updates [K, L] (float32, one row per device) to an estimate of their mean [L] and
-reports the round's aggregation MSE (mean squared error per entry against the true mean) and channel uses.
+Every aggregator maps updates [K, L] (float32, one row per device) and FedAvg weights [K] (w_k >= 0, summing
+to 1; None: equal) to an estimate of their weighted mean sum_k w_k u_k [L] and reports the round's
+aggregation MSE (mean squared error per entry against the true weighted mean) and channel uses.
 SNR = P / sigma^2 per device (P = 1, noise variance per receive antenna), in dB.
 """
 
@@ -10,17 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 
 from deft6g.optim import design_aircomp, select_devices
-from deft6g.phy import AirCompUplink, DigitalUplink, UplinkChannel, aircomp_channel_uses, imperfect_csi
+from deft6g.phy import MCS_TABLE, AirCompUplink, DigitalUplink, UplinkChannel, aircomp_channel_uses, imperfect_csi
 
 
 @dataclass
 class Aggregate:
     """mean [L] float32: the server's estimate of the devices' mean update; agg_mse: per-entry MSE against
-    the true mean; channel_uses: symbols spent this round; devices: how many devices were heard."""
+    the true mean; channel_uses: symbols spent this round; devices: how many devices were heard;
+    per_device [K, L] | None: each device's update as the server received it (None when the link delivers
+    only the sum, as AirComp does)."""
     mean: np.ndarray
     agg_mse: float
     channel_uses: int
     devices: int
+    per_device: np.ndarray = None
 
 
 def _check_updates(updates, num_devices=None):
@@ -32,13 +36,24 @@ def _check_updates(updates, num_devices=None):
     return u
 
 
+def fedavg_weights(weights, num_devices):
+    """Validated FedAvg weights [K] float64 (None: 1/K each)."""
+    if weights is None:
+        return np.full(num_devices, 1.0 / num_devices)
+    w = np.asarray(weights, np.float64)
+    if w.shape != (num_devices,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not np.isclose(w.sum(), 1.0, atol=1e-5):
+        raise ValueError(f"`weights` must be {num_devices} non-negative numbers summing to 1, got {weights!r}")
+    return w
+
+
 class IdealAggregator:
-    """Noise-free FedAvg: the plain mean, no channel."""
+    """Noise-free FedAvg: the weighted mean, no channel."""
     name = "ideal"
 
-    def __call__(self, updates, round_index):
+    def __call__(self, updates, round_index, weights=None):
         u = _check_updates(updates)
-        return Aggregate(u.mean(0), 0.0, 0, u.shape[0])
+        w = fedavg_weights(weights, u.shape[0])
+        return Aggregate((w @ u.astype(np.float64)).astype(np.float32), 0.0, 0, int(np.count_nonzero(w)), per_device=u)
 
 
 class _RadioAggregator:
@@ -74,20 +89,21 @@ class AirCompAggregator(_RadioAggregator):
         self.method, self.csi_error, self.select, self.mse_target = method, float(csi_error), bool(select), mse_target
         self.uplink = AirCompUplink()
 
-    def __call__(self, updates, round_index):
+    def __call__(self, updates, round_index, weights=None):
         u = _check_updates(updates, self.num_devices)
         k, n_real = u.shape
+        fed_w = fedavg_weights(weights, k)
         seed = self._round_seed(round_index)
         H = self._draw(round_index)
         H_est = imperfect_csi(H, self.csi_error, seed=seed + 1) if self.csi_error else H
-        weights = np.full(k, 1.0 / k)
+        weights = fed_w
         if self.select:
             if H.ndim != 2:
                 raise ValueError("device selection is implemented for flat channels (one H per round)")
             sel = select_devices(H_est, 1.0, self.noise_var, self.mse_target, seed=seed)
             a, b = sel.design.a, sel.design.b
             weights = np.zeros(k)
-            weights[sel.selected] = 1.0 / len(sel.selected)
+            weights[sel.selected] = fed_w[sel.selected] / fed_w[sel.selected].sum()
         else:
             d = design_aircomp(H_est, 1.0, self.noise_var, self.method, seed=seed, progress=False)
             a, b = d.a, d.b
@@ -100,30 +116,72 @@ class AirCompAggregator(_RadioAggregator):
         est = self.uplink(x.astype(np.float32), H, a, b, self.noise_var,
                           weights=weights.astype(np.float32), seed=seed + 2).numpy()
         mean = est.reshape(-1)[:n_real]                   # OFDM: [F, chunk] back to payload order
-        true = u.mean(0)
+        true = fed_w @ u.astype(np.float64)
         return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)),
                          int(aircomp_channel_uses(n_real)), int(np.count_nonzero(weights)))
 
 
 class DigitalAggregator(_RadioAggregator):
-    """Digital baseline: each device quantises, LDPC-codes and QAM-maps its update alone on orthogonal
-    resources (`DigitalUplink`, TDMA; LDPC belief propagation with `num_iter` iterations); bit errors
-    corrupt the dequantised payloads; the server averages."""
+    """The fair digital baseline (`DigitalUplink`): each device quantises its update (`num_bits` per real);
+    the server's N antennas receive up to N devices at once (multi-user MIMO, `detector` "lmmse" or "zf",
+    the number of orthogonal groups chosen per round, `streams="auto"`); each device's MCS adapts to its
+    post-detection SINR (`mcs="adaptive"`, NR MCS table 2 with measured 10 %-BLER thresholds;
+    `mcs="fixed"` gives every device `num_bits_per_symbol` and `code_rate`); every block carries a CRC24A
+    and a failed block is dropped. Each entry of the mean is the FedAvg-weighted mean over the devices that
+    delivered it (weights renormalised over them; 0 where no device did); `per_device` holds that mean in
+    place of the entries a device lost, so `weights @ per_device == mean`; `devices` counts the devices that
+    delivered at least one entry.
+
+    `link`: "abstract" draws each block's CRC failure from its MCS's calibrated BLER at the device's
+    SINR (no LDPC decoding; the default for the adaptive table), "bits" simulates every bit with Sionna's
+    LDPC decoder (`num_iter` iterations; the default for a fixed MCS outside the table, seconds per round
+    at L = 20k on a CPU).
+    """
     name = "digital"
 
     def __init__(self, num_devices, num_antennas, snr_db, channel="rayleigh", num_bits=8, num_bits_per_symbol=2,
-                 code_rate=0.5, num_iter=20, seed=0, **channel_kwargs):
+                 code_rate=0.5, num_iter=20, seed=0, *, mcs="adaptive", detector="lmmse", streams="auto",
+                 link=None, **channel_kwargs):
         super().__init__(num_devices, num_antennas, snr_db, channel, seed, **channel_kwargs)
-        self.uplink = DigitalUplink("tdma", num_bits=num_bits, num_bits_per_symbol=num_bits_per_symbol,
-                                    code_rate=code_rate, num_iter=num_iter)
+        if mcs not in ("adaptive", "fixed"):
+            raise ValueError(f"`mcs` must be 'adaptive' or 'fixed', got {mcs!r}")
+        fixed = (num_bits_per_symbol, code_rate)
+        in_table = mcs == "adaptive" or any(e.num_bits_per_symbol == fixed[0] and code_rate is not None
+                                            and abs(e.code_rate - code_rate) < 1e-6 for e in MCS_TABLE)
+        self.uplink = DigitalUplink(num_bits, "adaptive" if mcs == "adaptive" else fixed, detector, streams,
+                                    link or ("abstract" if in_table else "bits"), num_iter=num_iter)
 
-    def __call__(self, updates, round_index):
+    def __call__(self, updates, round_index, weights=None):
         u = _check_updates(updates, self.num_devices)
+        w = fedavg_weights(weights, u.shape[0])
         H = self._draw(round_index)
         res = self.uplink(u, H, self.noise_var, 1.0, seed=self._round_seed(round_index) + 3)
-        mean = res.f_hat.numpy() / u.shape[0]
-        return Aggregate(mean.astype(np.float32), float(np.mean((mean - u.mean(0)) ** 2)), int(res.channel_uses),
-                         u.shape[0])
+        x_hat, valid = res.x_hat.numpy().astype(np.float64), res.valid.numpy()
+        wv = w[:, None] * valid
+        heard = wv.sum(0)
+        mean = np.where(heard > 0, (wv * x_hat).sum(0) / np.where(heard > 0, heard, 1.0), 0.0)
+        per_device = np.where(valid, x_hat, mean).astype(np.float32)
+        return Aggregate(mean.astype(np.float32), float(np.mean((mean - w @ u.astype(np.float64)) ** 2)),
+                         int(res.channel_uses), int(res.devices), per_device=per_device)
 
 
 SCHEMES = ("ideal", "aircomp", "digital")
+
+
+def make_aggregator(scheme, num_devices, num_antennas=1, snr_db=0.0, seed=0, channel=None, aircomp=None,
+                    digital=None):
+    """The aggregator of `scheme` ("ideal", "aircomp" or "digital") for `num_devices` devices and a server
+    with `num_antennas` antennas at `snr_db` (P / sigma^2 per device, dB). channel: keyword arguments of
+    the channel (model, num_subcarriers for TDL/CDL); aircomp / digital: keyword arguments of
+    AirCompAggregator / DigitalAggregator (method, csi_error, select, mse_target / num_bits, ...)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"`scheme` must be one of {SCHEMES}, got {scheme!r}")
+    if scheme == "ideal":
+        return IdealAggregator()
+    channel = dict(channel or {})
+    model = channel.pop("model", "rayleigh")
+    if not model.startswith(("tdl", "cdl")):
+        channel.pop("num_subcarriers", None)
+    if scheme == "aircomp":
+        return AirCompAggregator(num_devices, num_antennas, snr_db, model, seed=seed, **(aircomp or {}), **channel)
+    return DigitalAggregator(num_devices, num_antennas, snr_db, model, seed=seed, **(digital or {}), **channel)

@@ -194,7 +194,7 @@ def test_aircomp_error_matches_the_design_mse(snr_db):
 def test_digital_is_exact_up_to_quantisation_at_high_snr_and_counts_channel_uses():
     """Fixed QPSK 1/2, bit-true, 30 dB, N = K = 4 in one MU-MIMO group: every entry within half a quantiser
     step; 64 + 600 x 8 = 4864 bits = 9 blocks of 576 payload bits (+ CRC24, k = 600, n = 1200) = 5400 uses."""
-    agg = DigitalAggregator(K, 4, 30.0, 8, 2, 0.5, mcs="fixed", streams=4)
+    agg = DigitalAggregator(K, 4, 30.0, "rayleigh", 8, 2, 0.5, mcs="fixed", streams=4)   # positional as before
     u = np.random.default_rng(0).normal(0, 1, (K, 600)).astype(np.float32)
     res = agg(u, 0)
     step = (u.max(1) - u.min(1)) / 255
