@@ -45,6 +45,12 @@ def _connect(args):
     print(f"results in {args.out}")
 
 
+def _transfer(args):
+    from .transfer import run_transfer, summary
+    print(summary(*run_transfer(args.out, quick=args.quick)))
+    print(f"results in {args.out}")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="deft6g", description="DEFT studies and benchmarks over simulated 6G links")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +80,11 @@ def build_parser():
     connect.add_argument("--out", default="results/connect", help="output folder (CSV, PNG); re-runs resume")
     connect.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
     connect.set_defaults(func=_connect)
+    transfer = sub.add_parser("transfer", help="D2D prompt transfer (SPoT): steps to a target accuracy from a "
+                              "neighbour's prompt vs random/vocabulary init, vs D2D SNR and quantiser bits")
+    transfer.add_argument("--out", default="results/transfer", help="output folder (CSV, PNG); re-runs resume")
+    transfer.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
+    transfer.set_defaults(func=_transfer)
     return parser
 
 

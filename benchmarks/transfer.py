@@ -1,0 +1,475 @@
+"""`deft6g transfer`: device-to-device prompt transfer (DEFT technique 5, SPoT) -- does starting from a
+neighbour's prompt, received over a D2D link, reach a target accuracy in fewer steps than random or
+vocabulary initialisation, how far down in SNR and quantiser bits does that hold, and does prompt similarity
+find the neighbour an oracle would pick?
+
+Per seed: every task of `tasks` is a neighbour that trains its prompt from the shared initial prompt (the
+seed's vocabulary init) on its whole training pool; its test accuracy is also the reference (upper bound) of
+that task. Per target task and seed: the target device holds `target_examples` labelled texts and fine-tunes
+for `budget_steps` from random init, vocabulary init and each other neighbour's prompt (ideal link); the
+similarity choice (SPoT cosine between task embeddings after `probe_steps` probe steps), the trial choice
+(each prompt's accuracy on `trial_examples` target texts) and the oracle (best accuracy after the budget)
+pick among those runs. Then the similarity-chosen prompt crosses the D2D link (`deft6g.phy.PromptLink`:
+digital with CRC and ARQ vs SNR and quantiser bits, or analog vs SNR) and the target fine-tunes from what
+arrived. Files: sources.csv, choices.csv, runs.csv (one row per fine-tuning run, resumable), summary.csv,
+timing.json, config.json, prompts/*.npy and PNG plots.
+"""
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points
+
+SOURCE_FIELDS = ["task", "seed", "accuracy", "steps", "train_examples", "test_examples"]
+CHOICE_FIELDS = ["target", "seed", "similarity_choice", "similarities", "trial_choice", "trial_scores"]
+RUN_KEY = ["target", "seed", "init", "link", "snr_db", "bits"]
+RUN_FIELDS = RUN_KEY + ["source", "start_accuracy", "accuracy", "target_accuracy", "steps_to_target",
+                        "examples_to_target", "curve", "payload_bits", "channel_uses", "latency_ms", "ber", "bler",
+                        "dropped_fraction", "prompt_nmse"]
+SUMMARY_FIELDS = ["target", "scheme", "link", "snr_db", "bits", "n", "accuracy_mean", "accuracy_ci",
+                  "steps_mean", "steps_ci", "reached", "channel_uses_mean"]
+
+
+@dataclass
+class TransferConfig:
+    model: str = "all-MiniLM-L6-v2"
+    num_tokens: int = 8                 # soft-prompt vectors at the input of the top block
+    max_length: int = 32
+    logit_scale: float = 20.0
+    learning_rate: float = 3e-2
+    batch_size: int = 16
+    tasks: list = field(default_factory=lambda: ["bbc_topics5", "bbc_business_tech", "bbc_sport_entertainment",
+                                                 "bbc_politics_business", "rt_sentiment"])
+    targets: list = field(default_factory=lambda: ["bbc_topics5", "bbc_business_tech"])
+    pool_sizes: dict = field(default_factory=lambda: {"rotten_tomatoes": [1000, 500]})
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    source_steps: int = 150
+    target_examples: int = 128
+    val_examples: int = 200
+    budget_steps: int = 60
+    eval_every: int = 10
+    probe_steps: int = 10
+    trial_examples: int = 64
+    target_gap: float = 0.03            # target accuracy = the task's reference accuracy - target_gap
+    link: dict = field(default_factory=lambda: dict(num_bits_per_symbol=2, code_rate=0.5, codeword_length=1200,
+                                                    max_transmissions=4, num_rx_ant=2, model="rayleigh"))
+    link_bits: int = 8
+    snr_dbs: list = field(default_factory=lambda: [-6.0, -3.0, 0.0, 3.0])
+    analog_snr_dbs: list = field(default_factory=lambda: [-5.0, 5.0, 15.0, 25.0])
+    bits: list = field(default_factory=lambda: [1, 2, 3, 4])
+    bits_snr_db: float = 20.0
+    bandwidth_hz: float = 1e6
+
+    @classmethod
+    def quick(cls):
+        return cls(model="random-bert", tasks=["bbc_topics5", "bbc_business_tech", "rt_sentiment"],
+                   targets=["bbc_business_tech"], pool_sizes={"bbc_news": [120, 40], "rotten_tomatoes": [40, 20]},
+                   seeds=[0, 1], source_steps=6, target_examples=24, val_examples=16, budget_steps=6, eval_every=3,
+                   probe_steps=2, trial_examples=16, snr_dbs=[-6.0, 6.0], analog_snr_dbs=[10.0], bits=[2])
+
+    def validate(self):
+        from deft6g.finetune.prompt_transfer import get_task
+        for name in self.tasks + self.targets:
+            get_task(name)
+        extra = set(self.targets) - set(self.tasks)
+        if extra:
+            raise ValueError(f"`targets` {sorted(extra)} must also be in `tasks` (their prompts are the references)")
+        if len(self.tasks) < 2:
+            raise ValueError(f"`tasks` must name at least 2 tasks (a target and a source), got {self.tasks}")
+
+
+class _Setup:
+    """The model, the per-task cached block inputs, one classifier and compiled trainer per task, the link."""
+
+    def __init__(self, cfg, out, log):
+        from deft6g.finetune import load_study_model
+        from deft6g.finetune.prompt_transfer import PromptClassifier, PromptTrainer, prompt_model, task_arrays
+        self.cfg, self.out = cfg, out
+        model, tok = load_study_model(cfg.model)
+        self.block = model.config.num_hidden_layers - 1
+        self.peft = prompt_model(model, self.block, cfg.num_tokens)
+        self.table = model.bert.embeddings.weight.numpy()
+        t0 = time.time()
+        self.data = task_arrays(self.peft, tok, cfg.model, cfg.tasks, self.block, cfg.max_length,
+                                {k: tuple(v) for k, v in cfg.pool_sizes.items()})
+        log(f"block-{self.block} inputs of {len(cfg.tasks)} tasks ready ({time.time() - t0:.0f} s; cached on disk)")
+        self.trainers = {name: PromptTrainer(PromptClassifier(self.peft, d.labels, cfg.logit_scale), cfg.learning_rate)
+                         for name, d in self.data.items()}
+        (out / "prompts").mkdir(exist_ok=True)
+
+    def shared_init(self, seed):
+        from deft6g.finetune.prompt_transfer import initial_prompt
+        return initial_prompt("vocab", (self.cfg.num_tokens, self.peft.hidden), seed, self.table)
+
+    def prompt_path(self, task, seed):
+        return self.out / "prompts" / f"{task}_seed{seed}.npy"
+
+    def target_split(self, target, seed):
+        """The target device's examples and a disjoint validation set, drawn from the task's training pool."""
+        d = self.data[target]
+        need = self.cfg.target_examples + self.cfg.val_examples
+        if need > len(d.y_train):
+            raise ValueError(f"target {target!r}: target_examples + val_examples = {need} exceed its training pool "
+                             f"of {len(d.y_train)}")
+        perm = np.random.default_rng(1000 + seed).permutation(len(d.y_train))
+        own, val = perm[:self.cfg.target_examples], perm[self.cfg.target_examples:need]
+        pick = lambda idx: (d.train[0][idx], d.train[1][idx])  # noqa: E731
+        return pick(own), d.y_train[own], pick(val), d.y_train[val]
+
+
+def _save(path, array):
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+
+
+def _train_source(setup, point):
+    cfg, task, seed = setup.cfg, point["task"], point["seed"]
+    d = setup.data[task]
+    trainer = setup.trainers[task]
+    prompt, _ = trainer.run(setup.shared_init(seed), d.train, d.y_train, cfg.source_steps, cfg.batch_size,
+                            seed=10_000 + 100 * seed + cfg.tasks.index(task))
+    _save(setup.prompt_path(task, seed), prompt)
+    return {"task": task, "seed": seed, "accuracy": trainer.accuracy(d.test, d.y_test), "steps": cfg.source_steps,
+            "train_examples": len(d.y_train), "test_examples": len(d.y_test)}
+
+
+def _sources_of(cfg, target):
+    return [t for t in cfg.tasks if t != target]
+
+
+def _choose(setup, point):
+    from deft6g.finetune.prompt_transfer import choose_by_similarity, choose_by_trial, task_embedding
+    cfg, target, seed = setup.cfg, point["target"], point["seed"]
+    init = setup.shared_init(seed)
+    x, y, _, _ = setup.target_split(target, seed)
+    trainer = setup.trainers[target]
+    probe, _ = trainer.run(init, x, y, cfg.probe_steps, cfg.batch_size, seed=20_000 + seed)
+    prompts = {s: np.load(setup.prompt_path(s, seed)) for s in _sources_of(cfg, target)}
+    sim_choice, sims = choose_by_similarity(task_embedding(probe, init),
+                                            {s: task_embedding(p, init) for s, p in prompts.items()})
+    few = np.arange(min(cfg.trial_examples, len(y)))
+    trial_choice, scores = choose_by_trial(trainer, prompts, (x[0][few], x[1][few]), y[few])
+    return {"target": target, "seed": seed, "similarity_choice": sim_choice, "similarities": json.dumps(sims),
+            "trial_choice": trial_choice, "trial_scores": json.dumps(scores)}
+
+
+def _steps_to(curve, target_accuracy):
+    return next((s for s, a in curve if a >= target_accuracy), None)
+
+
+def _finetune(setup, point, references, choices):
+    """One fine-tuning run of the target device from the point's initial prompt (see RUN_KEY)."""
+    from deft6g.finetune.prompt_transfer import initial_prompt
+    from deft6g.phy import PromptLink
+    cfg, target, seed, init_kind = setup.cfg, point["target"], point["seed"], point["init"]
+    x, y, x_val, y_val = setup.target_split(target, seed)
+    d = setup.data[target]
+    shared = setup.shared_init(seed)
+    row = {**point, "source": "", "payload_bits": 0, "channel_uses": 0, "latency_ms": 0.0, "ber": "", "bler": "",
+           "dropped_fraction": "", "prompt_nmse": 0.0}
+    if init_kind == "random":
+        start = initial_prompt("random", shared.shape, 30_000 + seed)
+    elif init_kind == "vocab":
+        start = shared
+    else:                                           # a neighbour's prompt: "source" (ideal) or "link"
+        source = point["source"] if init_kind == "source" else choices[(target, seed)]["similarity_choice"]
+        sent = np.load(setup.prompt_path(source, seed))
+        row["source"], start = source, sent
+        if point["link"] != "ideal":
+            link = PromptLink(mode=point["link"], num_bits=int(point["bits"] or cfg.link_bits), **cfg.link)
+            res = link(sent.reshape(1, -1), noise_var=10 ** (-float(point["snr_db"]) / 10), power=1.0,
+                       seed=40_000 + seed, fill=shared.reshape(1, -1))
+            start = res.x_hat.numpy().reshape(sent.shape)
+            uses = int(res.channel_uses.sum())
+            row.update(payload_bits=res.payload_bits, channel_uses=uses, latency_ms=1e3 * uses / cfg.bandwidth_hz,
+                       ber="" if math.isnan(res.ber) else res.ber, bler="" if math.isnan(res.bler) else res.bler,
+                       dropped_fraction="" if math.isnan(res.drop_rate) else res.drop_rate,
+                       prompt_nmse=float(np.sum((start - sent) ** 2) / np.sum(sent ** 2)))
+    ideal = point["link"] == "ideal"
+    trainer = setup.trainers[target]
+    _, curve = trainer.run(start, x, y, cfg.budget_steps, cfg.batch_size, seed=50_000 + seed,
+                           eval_set=(x_val, y_val), eval_every=cfg.eval_every if ideal else 0)
+    target_acc = references[(target, seed)] - cfg.target_gap
+    steps = _steps_to(curve, target_acc) if ideal else None
+    row.update(start_accuracy=curve[0][1], accuracy=trainer.accuracy(d.test, d.y_test), target_accuracy=target_acc,
+               steps_to_target="" if steps is None else steps,
+               examples_to_target="" if steps is None else steps * cfg.batch_size,
+               curve=json.dumps(curve) if ideal else "")
+    return row
+
+
+def run_points_for(cfg):
+    """(source points, choice points, run points) of the study, seeds outermost."""
+    sources = [{"task": t, "seed": s} for s in cfg.seeds for t in cfg.tasks]
+    choices = [{"target": t, "seed": s} for s in cfg.seeds for t in cfg.targets]
+    runs = []
+    for s in cfg.seeds:
+        for t in cfg.targets:
+            base = {"target": t, "seed": s, "link": "ideal", "snr_db": "", "bits": ""}
+            runs += [{**base, "init": k} for k in ("random", "vocab")]
+            runs += [{**base, "init": "source", "source": src} for src in _sources_of(cfg, t)]
+            runs += [{**base, "init": "link", "link": "digital", "snr_db": v, "bits": cfg.link_bits} for v in cfg.snr_dbs]
+            runs += [{**base, "init": "link", "link": "analog", "snr_db": v} for v in cfg.analog_snr_dbs]
+            runs += [{**base, "init": "link", "link": "digital", "snr_db": cfg.bits_snr_db, "bits": b} for b in cfg.bits]
+    return sources, choices, runs
+
+
+def _key_of_run(p):
+    """Runs from a neighbour's prompt are keyed by the source in `init` ("source:<task>")."""
+    return {**p, "init": f"source:{p['source']}"} if p["init"] == "source" else p
+
+
+def run_transfer(out_dir, cfg=None, quick=False, log=print):
+    """Run (or resume) the study into `out_dir`; returns (cfg, sources rows, choices rows, runs rows, timing)."""
+    cfg = cfg or (TransferConfig.quick() if quick else TransferConfig())
+    cfg.validate()
+    out = prepare_output(out_dir, "transfer", asdict(cfg))
+    cpu0, wall0 = time.process_time(), time.time()
+    setup = _Setup(cfg, out, log)
+    src_store = ResultStore(out / "sources.csv", SOURCE_FIELDS, ["task", "seed"])
+    point_sources, point_choices, point_runs = run_points_for(cfg)
+    # a source row without its prompt file (interrupted between the two) is retrained
+    missing = [p for p in point_sources if src_store.done(p) and not setup.prompt_path(p["task"], p["seed"]).is_file()]
+    if missing:
+        raise RuntimeError(f"{out}/prompts lacks {len(missing)} prompt file(s) listed in sources.csv; remove the folder")
+    run_points(point_sources, lambda p: _train_source(setup, p), src_store, desc="neighbour prompts", log=log,
+               describe=lambda p, r: f"{p['task']} seed {p['seed']}: test accuracy {r['accuracy']:.3f}")
+    references = {(r["task"], int(r["seed"])): float(r["accuracy"]) for r in src_store.rows()}
+    ch_store = ResultStore(out / "choices.csv", CHOICE_FIELDS, ["target", "seed"])
+    run_points(point_choices, lambda p: _choose(setup, p), ch_store, desc="source choice", log=log,
+               describe=lambda p, r: f"{p['target']} seed {p['seed']}: similarity -> {r['similarity_choice']}, "
+                                     f"trial -> {r['trial_choice']}")
+    choices = {(r["target"], int(r["seed"])): r for r in ch_store.rows()}
+    run_store = ResultStore(out / "runs.csv", RUN_FIELDS, RUN_KEY)
+    keyed = [_key_of_run(p) for p in point_runs]
+
+    def fn(p):
+        q = {**p, "init": "source", "source": p["init"].split(":", 1)[1]} if p["init"].startswith("source:") else p
+        row = _finetune(setup, q, references, choices)
+        return {**row, "init": p["init"]}
+
+    run_points(keyed, fn, run_store, desc="fine-tuning runs", log=log,
+               describe=lambda p, r: f"{p['target']} seed {p['seed']} {p['init']} {p['link']} {p['snr_db']} "
+                                     f"{p['bits']}: accuracy {r['accuracy']:.3f}")
+    timing = {"cpu_s": time.process_time() - cpu0, "wall_s": time.time() - wall0}
+    (out / "timing.json").write_text(json.dumps(timing, indent=2))
+    sources, ch_rows, runs = src_store.rows(), ch_store.rows(), run_store.rows()
+    _write_summary(out, cfg, runs, ch_rows)
+    _plot(out, cfg, runs, references, ch_rows)
+    return cfg, sources, ch_rows, runs, timing
+
+
+# --- analysis -------------------------------------------------------------------------------------------------
+def _ideal(runs, target, init, seed):
+    return next((r for r in runs if r["target"] == target and r["init"] == init and r["link"] == "ideal"
+                 and int(r["seed"]) == seed), None)
+
+
+def scheme_rows(cfg, runs, choices, target):
+    """{scheme: [(seed, ideal run row, extra probe steps)]} for random, vocab and the three source choices."""
+    out = {"random": [], "vocab": [], "transfer (similarity)": [], "transfer (trial)": [], "transfer (oracle)": []}
+    for seed in cfg.seeds:
+        c = choices.get((target, seed))
+        srcs = [_ideal(runs, target, f"source:{s}", seed) for s in _sources_of(cfg, target)]
+        if c is None or any(r is None for r in srcs) or _ideal(runs, target, "random", seed) is None \
+                or _ideal(runs, target, "vocab", seed) is None:
+            continue
+        oracle = max(srcs, key=lambda r: float(r["accuracy"]))
+        out["random"].append((seed, _ideal(runs, target, "random", seed), 0))
+        out["vocab"].append((seed, _ideal(runs, target, "vocab", seed), 0))
+        out["transfer (similarity)"].append((seed, _ideal(runs, target, f"source:{c['similarity_choice']}", seed),
+                                             cfg.probe_steps))
+        out["transfer (trial)"].append((seed, _ideal(runs, target, f"source:{c['trial_choice']}", seed), 0))
+        out["transfer (oracle)"].append((seed, oracle, 0))
+    return out
+
+
+def _steps(row, extra, cfg):
+    """Steps to the target accuracy; a run that never reached it counts as budget + eval_every (censored)."""
+    s = row["steps_to_target"]
+    return (int(s) if s != "" else cfg.budget_steps + cfg.eval_every) + extra, s != ""
+
+
+def _write_summary(out, cfg, runs, choices_rows):
+    choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
+    store_rows = []
+    for target in cfg.targets:
+        for scheme, items in scheme_rows(cfg, runs, choices, target).items():
+            if not items:
+                continue
+            acc = mean_ci([float(r["accuracy"]) for _, r, _ in items])
+            steps = [_steps(r, extra, cfg) for _, r, extra in items]
+            st = mean_ci([s for s, _ in steps])
+            store_rows.append({"target": target, "scheme": scheme, "link": "ideal", "snr_db": "", "bits": "",
+                               "n": len(items), "accuracy_mean": acc[0], "accuracy_ci": acc[1], "steps_mean": st[0],
+                               "steps_ci": st[1], "reached": sum(r for _, r in steps), "channel_uses_mean": 0})
+        groups = {}
+        for r in runs:
+            if r["target"] == target and r["init"] == "link":
+                groups.setdefault((r["link"], r["snr_db"], r["bits"]), []).append(r)
+        for (link, snr, bits), rows in groups.items():
+            acc = mean_ci([float(r["accuracy"]) for r in rows])
+            store_rows.append({"target": target, "scheme": "transfer (similarity)", "link": link, "snr_db": snr,
+                               "bits": bits, "n": len(rows), "accuracy_mean": acc[0], "accuracy_ci": acc[1],
+                               "steps_mean": "", "steps_ci": "", "reached": "",
+                               "channel_uses_mean": float(np.mean([float(r["channel_uses"]) for r in rows]))})
+    path = out / "summary.csv"
+    if path.exists():
+        path.unlink()
+    store = ResultStore(path, SUMMARY_FIELDS, ["target", "scheme", "link", "snr_db", "bits"])
+    for row in store_rows:
+        store.add(row)
+
+
+def _link_rows(runs, target, link, x_name, fixed=None):
+    rows = [r for r in runs if r["target"] == target and r["init"] == "link" and r["link"] == link]
+    if fixed is not None:
+        rows = [r for r in rows if fixed(r)]
+    by = {}
+    for r in rows:
+        by.setdefault(float(r[x_name]), []).append(r)
+    return dict(sorted(by.items()))
+
+
+def _helps_from(cfg, runs, choices, target, by_x):
+    """Smallest x of the sweep from which transfer beats the better of random and vocab init after the budget
+    (paired over seeds: the lower end of the 95% CI of the difference > 0) at that x and every larger one."""
+    base = {s: max(float(_ideal(runs, target, "random", s)["accuracy"]), float(_ideal(runs, target, "vocab", s)["accuracy"]))
+            for s in cfg.seeds if _ideal(runs, target, "random", s) and _ideal(runs, target, "vocab", s)}
+    helps = {}
+    for x, rows in by_x.items():
+        pairs = [(float(r["accuracy"]), base[int(r["seed"])]) for r in rows if int(r["seed"]) in base]
+        if len(pairs) < 2:
+            return None
+        m, h = paired_ci([a for a, _ in pairs], [b for _, b in pairs])
+        helps[x] = m - h > 0
+    xs = sorted(helps)
+    ok = [x for i, x in enumerate(xs) if all(helps[y] for y in xs[i:])]
+    return ok[0] if ok else math.inf
+
+
+def _plot(out, cfg, runs, references, choices_rows):
+    choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
+    note = (f"mean and 95% CI over {len(cfg.seeds)} seeds; {cfg.model}, soft prompt of {cfg.num_tokens} tokens at the top "
+            f"block, frozen label-word head; {cfg.target_examples} target texts, batch {cfg.batch_size}")
+    for target in cfg.targets:
+        schemes = scheme_rows(cfg, runs, choices, target)
+        curves = {}
+        for scheme in ("random", "vocab", "transfer (similarity)", "transfer (oracle)"):
+            items = schemes[scheme]
+            if not items:
+                continue
+            per_step = {}
+            for _, r, extra in items:
+                for s, a in json.loads(r["curve"]):
+                    per_step.setdefault(s + extra, []).append(a)
+            curves[scheme] = [(s, *mean_ci(v)) for s, v in sorted(per_step.items())]
+        tgt = [references[(target, s)] - cfg.target_gap for s in cfg.seeds if (target, s) in references]
+        if curves:
+            line_plot(out / f"curves_{target}.png", curves, "training steps on the target device (similarity: + probe)",
+                      "validation accuracy", f"Prompt initialisation on {target}",
+                      hlines={"target accuracy": mean_ci(tgt)}, note=note)
+        refs = {}
+        for scheme in ("transfer (similarity)", "vocab"):
+            if schemes[scheme]:
+                label = "ideal link transfer" if scheme.startswith("transfer") else "vocabulary init (no transfer)"
+                refs[label] = mean_ci([float(r["accuracy"]) for _, r, _ in schemes[scheme]])
+        snr_curves = {}
+        for link in ("digital", "analog"):
+            by = _link_rows(runs, target, link, "snr_db",
+                            (lambda r: int(r["bits"]) == cfg.link_bits) if link == "digital" else None)
+            pts = [(x, *mean_ci([float(r["accuracy"]) for r in rows]),
+                    f"{np.mean([int(r['channel_uses']) for r in rows]):.0f} cu") for x, rows in by.items()]
+            if link == "digital":
+                pts = [p for p in pts if p[0] in cfg.snr_dbs]
+            if pts:
+                snr_curves[f"{link} ({cfg.link_bits}-bit, QPSK r=1/2, CRC, ARQ)" if link == "digital" else link] = pts
+        if snr_curves:
+            line_plot(out / f"snr_{target}.png", snr_curves, "D2D SNR P/sigma^2 [dB]", "test accuracy after the budget",
+                      f"Transferred prompt over the D2D link: {target} ({cfg.budget_steps} steps)", hlines=refs,
+                      note=note + "; labels: channel uses")
+        by_bits = _link_rows(runs, target, "digital", "bits", lambda r: float(r["snr_db"]) == cfg.bits_snr_db)
+        pts = [(x, *mean_ci([float(r["accuracy"]) for r in rows]),
+                f"{np.mean([int(r['payload_bits']) for r in rows]):.0f} bits") for x, rows in by_bits.items()
+               if x in cfg.bits]
+        if pts:
+            line_plot(out / f"bits_{target}.png", {f"digital at {cfg.bits_snr_db:g} dB": pts},
+                      "quantiser bits per prompt value", "test accuracy after the budget",
+                      f"Quantised prompt: {target} ({cfg.budget_steps} steps)", hlines=refs, note=note)
+
+
+def summary(cfg, sources, choices_rows, runs, timing):
+    choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
+    lines = [f"D2D prompt transfer (SPoT) with {cfg.model}: {cfg.num_tokens}-token prompt at the top block, frozen "
+             f"label-word head; target device: {cfg.target_examples} texts, {cfg.budget_steps} steps of "
+             f"{cfg.batch_size}; mean +- 95% CI over {len(cfg.seeds)} seeds"]
+    refs = {}
+    for r in sources:
+        refs.setdefault(r["task"], []).append(float(r["accuracy"]))
+    lines.append("neighbour prompts (" + f"{cfg.source_steps} steps on the whole pool; test accuracy = reference): "
+                 + ", ".join(f"{t} {mean_ci(v)[0]:.3f}" for t, v in refs.items()))
+    for target in cfg.targets:
+        schemes = scheme_rows(cfg, runs, choices, target)
+        if not schemes["random"]:
+            continue
+        tgt = mean_ci([float(r["target_accuracy"]) for _, r, _ in schemes["random"]])[0]
+        lines.append(f"\n{target}: target accuracy {tgt:.3f} (reference - {cfg.target_gap}); steps to it "
+                     f"(unreached counted as {cfg.budget_steps + cfg.eval_every}), examples = steps x {cfg.batch_size}")
+        lines.append(f"  {'initialisation':<24}{'steps to target':>18}{'reached':>9}{'examples':>10}"
+                     f"{'acc at step 0':>15}{'acc after budget':>19}")
+        for scheme, items in schemes.items():
+            steps = [_steps(r, extra, cfg) for _, r, extra in items]
+            st = mean_ci([s for s, _ in steps])
+            a0 = mean_ci([float(r["start_accuracy"]) for _, r, _ in items])
+            acc = mean_ci([float(r["accuracy"]) for _, r, _ in items])
+            lines.append(f"  {scheme:<24}{st[0]:>10.1f} +- {st[1]:<5.1f}{sum(x for _, x in steps):>5}/{len(steps)}"
+                         f"{st[0] * cfg.batch_size:>10.0f}{a0[0]:>9.3f} +- {a0[1]:.3f}{acc[0]:>10.3f} +- {acc[1]:.3f}")
+        oracle = {s: r["init"].split(":", 1)[1] for s, r, _ in schemes["transfer (oracle)"]}
+        for how in ("similarity", "trial"):
+            agree = [float(choices[(target, s)][f"{how}_choice"] == oracle[s]) for s in oracle]
+            regret = [float(o["accuracy"]) - float(c["accuracy"]) for (_, o, _), (_, c, _) in
+                      zip(schemes["transfer (oracle)"], schemes[f"transfer ({how})"])]
+            m, h = mean_ci(agree)
+            rm, rh = mean_ci(regret)
+            lines.append(f"  {how} choice = oracle's source in {int(sum(agree))}/{len(agree)} seeds ({m:.2f} +- {h:.2f}); "
+                         f"accuracy regret {rm:.3f} +- {rh:.3f}; picks: "
+                         + ", ".join(choices[(target, s)][f"{how}_choice"] for s in oracle)
+                         + " (oracle: " + ", ".join(oracle.values()) + ")")
+        for link, x_name, fixed in (("digital", "snr_db", lambda r: int(r["bits"]) == cfg.link_bits),
+                                    ("analog", "snr_db", None),
+                                    ("digital", "bits", lambda r: float(r["snr_db"]) == cfg.bits_snr_db)):
+            by = _link_rows(runs, target, link, x_name, fixed)
+            by = {x: rows for x, rows in by.items() if x in (cfg.bits if x_name == "bits" else
+                                                              cfg.snr_dbs if link == "digital" else cfg.analog_snr_dbs)}
+            if not by:
+                continue
+            what = f"{link} vs SNR" if x_name == "snr_db" else f"digital at {cfg.bits_snr_db:g} dB vs quantiser bits"
+            lines.append(f"  {what}:")
+            for x, rows in by.items():
+                acc = mean_ci([float(r["accuracy"]) for r in rows])
+                a0 = mean_ci([float(r["start_accuracy"]) for r in rows])
+                uses = np.mean([float(r["channel_uses"]) for r in rows])
+                extra = ""
+                if link == "digital":
+                    bler = np.mean([float(r["bler"]) for r in rows])
+                    drop = np.mean([float(r["dropped_fraction"]) for r in rows])
+                    extra = f"BLER {bler:.2f}, dropped {drop:.2f}, {int(rows[0]['payload_bits'])} bits, "
+                nmse = np.mean([float(r["prompt_nmse"]) for r in rows])
+                lines.append(f"    {x_name.replace('_db', '')} {x:>5g}: acc {acc[0]:.3f} +- {acc[1]:.3f} (step 0: {a0[0]:.3f}); "
+                             f"{extra}prompt NMSE {nmse:.3g}, {uses:.0f} channel uses = "
+                             f"{1e3 * uses / cfg.bandwidth_hz:.1f} ms at {cfg.bandwidth_hz / 1e6:g} MHz")
+            x0 = _helps_from(cfg, runs, choices, target, by)
+            name = "SNR" if x_name == "snr_db" else "bits"
+            lines.append(f"    transfer beats the better of random/vocab init (paired 95% CI) from {name} "
+                         + ("n/a (too few seeds)" if x0 is None else "nowhere on this grid" if math.isinf(x0)
+                            else f">= {x0:g}"))
+    lines.append(f"\nCPU time {timing['cpu_s']:.0f} s, wall {timing['wall_s']:.0f} s in this run (on 2 idle cores the "
+                 f"wall time lies between CPU/2 = {timing['cpu_s'] / 2:.0f} s and the CPU time)")
+    if cfg.model == "random-bert":
+        lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
+    return "\n".join(lines)
