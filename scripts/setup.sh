@@ -58,8 +58,9 @@ else
         done
         [ -n "$PYTHON" ] || no_python "no supported Python found (looked for python3.X on PATH and in ~/.pyenv/versions)."
     elif [[ $PYTHON =~ ^3\.[0-9]+$ ]]; then
-        is_supported "$PYTHON" || no_python "PYTHON=$PYTHON is not a supported version."
-        PYTHON=$(find_python "$PYTHON") || no_python "no Python $PYTHON found (looked for python$PYTHON on PATH and in ~/.pyenv/versions)."
+        want=$PYTHON
+        is_supported "$want" || no_python "PYTHON=$want is not a supported version."
+        PYTHON=$(find_python "$want") || no_python "no Python $want found (looked for python$want on PATH and in ~/.pyenv/versions)."
     else
         have=$(version_of "$PYTHON") || true
         is_supported "$have" || no_python "PYTHON=$PYTHON $(describe "$have")."
