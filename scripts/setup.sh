@@ -5,7 +5,7 @@
 # The interpreter is the newest supported one found (python3.X on PATH, then ~/.pyenv/versions/*);
 # the supported versions are read from `requires-python` in pyproject.toml.
 #   PYTHON=3.11 or PYTHON=/path/to/python   use that interpreter instead
-#   VENV=.venv-3.11                         create/reuse that virtualenv instead of .venv
+#   VENV=build/venv-3.11                    create/reuse that virtualenv instead of .venv
 #   bash scripts/setup.sh --supported       print the supported versions (oldest first) and exit
 # Exit status 3: no supported interpreter found (nothing was installed).
 set -euo pipefail
