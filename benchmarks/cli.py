@@ -38,6 +38,12 @@ def _finetune(args):
     print(f"results in {args.out}")
 
 
+def _ensemble(args):
+    from .ensemble import run_ensemble, summary
+    print(summary(*run_ensemble(args.out, quick=args.quick)))
+    print(f"results in {args.out}")
+
+
 def _connect(args):
     from .connect import run_connect, summary
     cfg, rows, cpu_s = run_connect(args.out, quick=args.quick)
@@ -65,6 +71,11 @@ def build_parser():
     finetune.add_argument("--quick", action="store_true", help="a random small model for smoke tests")
     finetune.add_argument("--seed", type=int, default=0)
     finetune.set_defaults(func=_finetune)
+    ensemble = sub.add_parser("ensemble", help="on-the-fly prompt ensembles on a stream (DEFT technique 4): "
+                              "ensemble vs single prompts, pool size, batched inference speed")
+    ensemble.add_argument("--out", default="results/ensemble", help="output folder; re-runs resume")
+    ensemble.add_argument("--quick", action="store_true", help="a random small model for smoke tests")
+    ensemble.set_defaults(func=_ensemble)
     link = sub.add_parser("link", help="AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)")
     link.add_argument("--out", default="results/link", help="output folder (CSV, JSON, PNG); re-runs resume")
     link.add_argument("--quick", action="store_true", help="a small grid for smoke tests")

@@ -18,6 +18,7 @@ from .multiview_model import MultiViewModel, evaluate_multiview, feature_stats, 
     training_stats
 from .prompt_transfer import TASKS, PromptClassifier, PromptTrainer, TransferTask, choose_by_similarity, \
     choose_by_trial, cosine_similarities, get_task, initial_prompt, task_arrays, task_embedding
-from .prompt_pool import PromptMember, PromptPool, load_member, member_of, one_by_one_logits, pool_logits
+from .prompt_pool import INFERENCE_MODES, PromptMember, PromptPool, load_member, member_of, one_by_one_logits, \
+    pool_logits, pool_logits_from_tokens
 from .prompt_ensemble import RULES, EnsembleGate, MemberTrainer, OnTheFlyEnsemble, combine, frozen_features, \
     heldout_scores

@@ -215,7 +215,9 @@ class OnTheFlyEnsemble:
 
     trainer: a MemberTrainer; pool: a PromptPool; init: "fresh" or "warm" (from the pool's best on the newest
     held-out data); gate_memory: how many of the newest held-out parts the gate is fitted on; gate_kwargs go
-    to EnsembleGate.
+    to EnsembleGate. `scores` holds the members' scores on the newest held-out part (slot order), `newest` the
+    last member trained. Member logits on the held-out parts are computed once each (keyed by the member's
+    `origin`, unique in a stream).
     """
 
     def __init__(self, trainer, pool, init="fresh", gate_memory=4, **gate_kwargs):
@@ -226,37 +228,58 @@ class OnTheFlyEnsemble:
         if not isinstance(pool, PromptPool):
             raise TypeError(f"`pool` must be a PromptPool, got {type(pool).__name__}")
         self.trainer, self.pool, self.init, self.gate_memory = trainer, pool, init, gate_memory
-        self.gate_kwargs, self.gate, self.buffer, self.newest, self.chunks = gate_kwargs, None, [], None, 0
+        self.gate_kwargs, self.gate, self.newest, self.chunks = gate_kwargs, None, None, 0
+        self.buffer, self.scores, self._origins, self._logits = [], np.zeros(0), set(), {}
+
+    def _heldout_logits(self, members, part):
+        """Logits [M, n, C] of `members` on buffered held-out part `part`, each computed once."""
+        h, m, _ = dict(self.buffer)[part]
+        todo = [mb for mb in members if (mb.origin, part) not in self._logits]
+        if todo:
+            for mb, lg in zip(todo, self.trainer.logits(todo, h, m)):
+                self._logits[mb.origin, part] = lg
+        return np.stack([self._logits[mb.origin, part] for mb in members])
 
     def observe(self, chunk, heldout, candidate=None):
         """Process one chunk: chunk and heldout are (hidden [S, T, H], mask [S, T], labels [S]) of the
         trainer's block. `candidate`: an already trained member to offer instead of training one (a fresh
         member does not depend on the pool, so pools of several sizes can share it). Returns a ChunkLog."""
-        hv, mv, yv = heldout
-        old = self.trainer.logits(self.pool.members, hv, mv) if self.pool.members else np.zeros((0, len(yv), 1))
-        old_scores = heldout_scores(old, yv) if self.pool.members else np.zeros(0)
+        t, yv = self.chunks, heldout[2]
+        self.buffer = (self.buffer + [(t, heldout)])[-self.gate_memory:]
+        parts = [p for p, _ in self.buffer]
+        self._logits = {k: v for k, v in self._logits.items() if k[1] in parts}
+        members = self.pool.members
+        old_scores = heldout_scores(self._heldout_logits(members, t), yv) if members else np.zeros(0)
         init_from = None
         if candidate is None:
             init = None
-            if self.init == "warm" and self.pool.members:
-                init = self.pool.members[int(np.argmax(old_scores))]
+            if self.init == "warm" and members:
+                init = members[int(np.argmax(old_scores))]
                 init_from = init.origin
-            candidate = self.trainer.train(*chunk, init=init, origin=self.chunks)
-        scores = np.append(old_scores, heldout_scores(self.trainer.logits([candidate], hv, mv), yv))
-        slot, dropped = self.pool.add(candidate, scores)
-        self.newest, self.chunks = candidate, self.chunks + 1
+            candidate = self.trainer.train(*chunk, init=init, origin=t)
+        if candidate.origin in self._origins:
+            raise ValueError(f"`candidate` origin {candidate.origin} was offered before; origins must be unique")
+        self._origins.add(candidate.origin)
+        new_score = heldout_scores(self._heldout_logits([candidate], t), yv)[0]
+        slot, dropped = self.pool.add(candidate, np.append(old_scores, new_score))
+        scores = list(old_scores)
+        if slot is not None:
+            scores[slot:slot + 1] = [new_score]
+        self.scores, self.newest, self.chunks = np.array(scores), candidate, t + 1
         if self.gate is None:
-            self.gate = EnsembleGate(hv.shape[-1], self.pool.capacity, **self.gate_kwargs)
+            self.gate = EnsembleGate(heldout[0].shape[-1], self.pool.capacity, **self.gate_kwargs)
         slots = list(range(len(self.pool.members)))
         if slot is not None:
             self.gate.reset_slot(slot, slots)
-        self.buffer = (self.buffer + [heldout])[-self.gate_memory:]
-        h = np.concatenate([b[0] for b in self.buffer])
-        m = np.concatenate([b[1] for b in self.buffer])
-        y = np.concatenate([b[2] for b in self.buffer])
-        self.gate.update(frozen_features(h, m), self.trainer.logits(self.pool.members, h, m), y, slots)
+        feats = np.concatenate([frozen_features(b[0], b[1]) for _, b in self.buffer])
+        logits = np.concatenate([self._heldout_logits(self.pool.members, p) for p in parts], axis=1)
+        self.gate.update(feats, logits, np.concatenate([b[2] for _, b in self.buffer]), slots)
         return ChunkLog(candidate.origin, init_from, slot, None if dropped is None else dropped.origin,
-                        [float(s) for s in scores])
+                        [float(s) for s in np.append(old_scores, new_score)])
+
+    def selected(self):
+        """The member rated best on the newest held-out part (the pool's single-prompt choice)."""
+        return self.pool.members[int(np.argmax(self.scores))]
 
     def gate_weights(self, hidden, mask):
         """The gate's convex weights float64 [S, M] over the pool's members for cached inputs."""

@@ -187,6 +187,32 @@ def one_by_one_logits(peft, members, inputs, start=None, batch_size=512):
     return np.stack(out)
 
 
+INFERENCE_MODES = ("one_by_one", "shared", "batched")
+
+
+def pool_logits_from_tokens(peft, members, inputs, mode="batched", batch_size=64):
+    """The pool's inference from tokens (dict input_ids, attention_mask [S, T]): member logits float32 [M, S, C].
+
+    mode "batched": per batch of `batch_size` examples, blocks < j run once and blocks j.. once on the
+    (prompt, example) rows; "shared": blocks < j once, blocks j.. once per member; "one_by_one": a full
+    forward per member (`one_by_one_logits`). Batches are sorted by length and trimmed in every mode.
+    """
+    if mode not in INFERENCE_MODES:
+        raise ValueError(f"`mode` must be one of {INFERENCE_MODES}, got {mode!r}")
+    if mode == "one_by_one":
+        return one_by_one_logits(peft, members, inputs, batch_size=batch_size)
+    start = peft.lowest_tuned_block()
+    lower = _cached_fn(peft, ("lower", start), lambda x: peft.run_blocks(*peft.embed(x), 0, start))
+    out = np.zeros((len(members), len(inputs["attention_mask"]), peft.head.units), np.float32)
+    for idx in _by_length(inputs["attention_mask"], batch_size):
+        h, m = (v.numpy() for v in lower(_trim_tokens(take(inputs, idx))))
+        if mode == "batched":
+            out[:, idx] = pool_logits(peft, members, h, m, start, batch_rows=len(members) * len(idx))
+        else:
+            out[:, idx] = one_by_one_logits(peft, members, (h, m), start=start, batch_size=len(idx))
+    return out
+
+
 def _trim_tokens(x, multiple=8):
     """Token batch (dict input_ids, attention_mask [B, T]) cut to its longest sequence, rounded up to `multiple`."""
     m = np.asarray(x["attention_mask"])

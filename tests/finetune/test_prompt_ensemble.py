@@ -5,9 +5,9 @@ gradient against finite differences) and the argument checks."""
 import numpy as np
 import pytest
 
-from deft6g.finetune import (EnsembleGate, MemberTrainer, OnTheFlyEnsemble, PromptMember, PromptPool, RULES,
-                             build_fomo, combine, frozen_features, heldout_scores, member_of, one_by_one_logits,
-                             pool_logits)
+from deft6g.finetune import (INFERENCE_MODES, EnsembleGate, MemberTrainer, OnTheFlyEnsemble, PromptMember,
+                             PromptPool, RULES, build_fomo, combine, frozen_features, heldout_scores, member_of,
+                             one_by_one_logits, pool_logits, pool_logits_from_tokens)
 
 HIDDEN, LABELS = 32, 3
 
@@ -34,7 +34,8 @@ def random_member(rng, trainer, origin=0):
 def test_batched_pass_equals_each_prompt_alone(rng):
     """Deep prompts at blocks 1 and 2 of a 3-block BERT, 4 members: one batched pass over (prompt, example)
     rows from the shared block-1 input equals each member's own full forward from the tokens, and each
-    member run alone from the cached input (tolerance 1e-5 in float32; lengths 2..12, so batches are trimmed)."""
+    member run alone from the cached input, and so does inference from the tokens in every mode (tolerance 1e-5
+    in float32; lengths 2..12, so batches are trimmed)."""
     trainer = tiny_trainer({1: 3, 2: 2})
     x = tokens(rng, 37)
     members = [random_member(rng, trainer, i) for i in range(4)]
@@ -45,6 +46,11 @@ def test_batched_pass_equals_each_prompt_alone(rng):
     assert batched.shape == (4, 37, LABELS)
     np.testing.assert_allclose(batched, full, atol=1e-5, rtol=0)
     np.testing.assert_allclose(batched, cached, atol=1e-5, rtol=0)
+    for mode in INFERENCE_MODES:
+        np.testing.assert_allclose(pool_logits_from_tokens(trainer.peft, members, x, mode, batch_size=16), full,
+                                   atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="`mode`"):
+        pool_logits_from_tokens(trainer.peft, members, x, "sideways")
     assert np.ptp(batched, axis=0).max() > 1e-2            # the members really differ
 
 
@@ -175,7 +181,7 @@ def test_held_out_score_and_frozen_features(rng):
 
 def test_stream_with_warm_start_keeps_the_budget_and_predicts_every_rule(rng):
     """Four chunks into a pool of 2 with warm starts: the pool stays at 2, the second member starts from the
-    first, and predictions come for every rule."""
+    first, the members' held-out scores match a fresh batched pass (1e-6), and predictions come for every rule."""
     trainer = tiny_trainer({2: 2}, epochs=1, batch_size=8)
     ens = OnTheFlyEnsemble(trainer, PromptPool(capacity=2), init="warm", gate_memory=2, steps=5)
     logs = []
@@ -184,6 +190,11 @@ def test_stream_with_warm_start_keeps_the_budget_and_predicts_every_rule(rng):
         y = rng.integers(0, LABELS, 20)
         logs.append(ens.observe((h[:16], m[:16], y[:16]), (h[16:], m[16:], y[16:])))
         assert len(ens.pool.members) == min(t + 1, 2)
+        fresh_scores = heldout_scores(pool_logits(trainer.peft, ens.pool.members, h[16:], m[16:], trainer.start), y[16:])
+        np.testing.assert_allclose(ens.scores, fresh_scores, atol=1e-6)
+        assert ens.selected() is ens.pool.members[int(np.argmax(fresh_scores))]
+    with pytest.raises(ValueError, match="`candidate` origin 3"):
+        ens.observe((h[:16], m[:16], y[:16]), (h[16:], m[16:], y[16:]), candidate=ens.newest)
     assert logs[0].init_from is None and logs[1].init_from == 0
     assert [lg.origin for lg in logs] == [0, 1, 2, 3] and len(logs[3].scores) == 3
     h, m = trainer.activations(tokens(rng, 9))
