@@ -118,20 +118,23 @@ def estimate_from_validated(s, H, a, b, nv):
     return signal + tf.reduce_sum(noise * tf.math.conj(a)[..., None, :], axis=-1)
 
 
-def aircomp_channel_uses(num_reals, num_devices=None, num_subcarriers=1, side_info_bits=32,
-                         side_info_bits_per_use=1.0):
+def aircomp_channel_uses(num_reals, num_devices=None, num_subcarriers=1, stats_per_subcarrier=False,
+                         side_info_bits=32, side_info_bits_per_use=1.0):
     r"""Channel uses (resource elements) of one AirComp round for a payload of `num_reals` reals per device.
 
     Payload: spread over F subcarriers, :math:`\lceil L/F \rceil` reals per subcarrier, two per complex symbol:
     :math:`F \lceil \lceil L/F \rceil / 2 \rceil` resource elements (flat channels: F = 1, :math:`\lceil L/2 \rceil`).
     All devices share them (superposition).
-    Side information (counted when `num_devices` K is given): each device's mean and std per subcarrier, 2F
-    reals of `side_info_bits` bits, sent digitally one device after another at `side_info_bits_per_use` bits
-    per channel use (default 1: QPSK at code rate 1/2): :math:`K \lceil 2 F \cdot bits / rate \rceil`.
-    Example: L = 100, F = 8, K = 4 -> 8 x 7 = 56 payload + 4 x 512 = 2048 side-information uses.
+    Side information (counted when `num_devices` K is given): each device's mean and std -- once
+    (`AirCompUplink(..., over_subcarriers=True)` on OFDM, or a flat channel), or per subcarrier with
+    `stats_per_subcarrier` (G = F standardisations) -- 2G reals of `side_info_bits` bits, sent digitally one
+    device after another at `side_info_bits_per_use` bits per channel use (default 1: QPSK at code rate 1/2):
+    :math:`K \lceil 2 G \cdot bits / rate \rceil`.
+    Example: L = 100, F = 8, K = 4 -> 8 x 7 = 56 payload uses + 4 x 64 side-information uses (4 x 512 when
+    the statistics are per subcarrier).
 
     Input: num_reals L, num_devices K (None: payload only), num_subcarriers F (ints >= 1);
-    side_info_bits (int >= 1); side_info_bits_per_use (float > 0). Output: int.
+    stats_per_subcarrier (bool); side_info_bits (int >= 1); side_info_bits_per_use (float > 0). Output: int.
     """
     num_reals = check_count(num_reals, "num_reals")
     f = check_count(num_subcarriers, "num_subcarriers")
@@ -140,6 +143,6 @@ def aircomp_channel_uses(num_reals, num_devices=None, num_subcarriers=1, side_in
         k, bits = check_count(num_devices, "num_devices"), check_count(side_info_bits, "side_info_bits")
         if not side_info_bits_per_use > 0:
             raise ValueError(f"`side_info_bits_per_use` must be > 0, got {side_info_bits_per_use!r}")
-        uses += k * int(np.ceil(2 * f * bits / side_info_bits_per_use))
+        groups = f if stats_per_subcarrier else 1
+        uses += k * int(np.ceil(2 * groups * bits / side_info_bits_per_use))
     return uses
-

@@ -13,7 +13,7 @@ class AirCompUplink(Block):
     r"""Estimate the weighted sum :math:`\sum_k w_k x_k` of K devices' real payloads by MIMO AirComp.
 
     Each device standardises its payload (mean and std are side information, sent once, noise-free, and
-    counted by `aircomp_channel_uses(L, num_devices=K, num_subcarriers=F)`),
+    counted by `aircomp_channel_uses(L, num_devices=K, num_subcarriers=F, stats_per_subcarrier=...)`),
     packs two reals per unit-variance complex symbol and transmits :math:`b_k (c_k / c_{max}) s_k` with
     :math:`c_k = w_k \,\mathrm{std}_k`, so the power budget of the design (:math:`|b_k|^2 \le P_k`) holds.
     The server computes :math:`\hat f = a^H y`, scales by :math:`c_{max}`, unpacks and adds
@@ -27,19 +27,22 @@ class AirCompUplink(Block):
 
     Input
     -----
-    x : [..., K, L], tf.float -- device payloads
+    x : [..., K, L], tf.float -- device payloads (OFDM: [..., F, K, L'], one row per subcarrier)
     H : [..., N, K], tf.complex; a : [..., N]; b : [..., K]; noise_var : scalar or [...] (linear)
     weights : None | [K] -- aggregation weights (None: plain sum)
     seed : None | int -- re-seeds the library RNG before the noise draw
     misalignment : None | `TransmitMisalignment` -- amplitude/phase/drift errors applied to the packed
         symbols the devices send (drawn after re-seeding, before the noise)
+    over_subcarriers : bool -- x is [..., F, K, L'] and each device standardises once over all its F x L'
+        reals (2 side-information reals per device, not 2F); count with
+        `aircomp_channel_uses(..., stats_per_subcarrier=False)`
 
     Output
     ------
     f_hat : [..., L], tf.float -- estimate of sum_k w_k x_k
     """
 
-    def call(self, x, H, a, b, noise_var, weights=None, seed=None, misalignment=None):
+    def call(self, x, H, a, b, noise_var, weights=None, seed=None, misalignment=None, over_subcarriers=False):
         H, a, b, nv, _ = validate_design(H, a, b, noise_var)
         H, a, b = (tf.cast(t, self.cdtype) for t in (H, a, b))
         nv = tf.cast(nv, self.rdtype)
@@ -52,7 +55,9 @@ class AirCompUplink(Block):
         check_dim(weights, -1, n_dev, "weights", "K (columns of H)")
         num_reals = x.shape[-1]
 
-        z, mean, std = standardise(x)
+        if over_subcarriers and x.shape.rank < 3:
+            raise ValueError(f"`x` must be [..., F, K, L] with `over_subcarriers`, got shape {x.shape.as_list()}")
+        z, mean, std = standardise(x, over_subcarriers)
         c = weights * std                                                   # [..., K]
         c_max = tf.reduce_max(tf.abs(c), axis=-1)                           # [...]; 0 when every payload is constant
         scale = tf.cast(c / tf.where(c_max > 0, c_max, tf.ones_like(c_max))[..., None], self.cdtype)

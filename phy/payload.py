@@ -3,19 +3,23 @@
 import tensorflow as tf
 
 
-def standardise(x):
-    """Standardise each device's payload over its last axis.
+def standardise(x, over_subcarriers=False):
+    """Standardise each device's payload.
 
-    Input: x [..., K, L] float. Output: (z, mean, std) with z [..., K, L] zero-mean, unit-variance per
-    device, mean and std [..., K] (the side information sent once, noise-free). No absolute floor is added
-    to the variance, so a payload of any scale (std 1e-7 as well as 1e3) is standardised exactly; a
-    constant payload (std 0) gives z = 0 and std = 0 (its mean alone carries it).
+    Input: x [..., K, L] float (statistics per device over L), or with `over_subcarriers` x [..., F, K, L]
+    (one mean and std per device over all its F x L reals, so the side information is 2 reals per device
+    instead of 2F). Output: (z, mean, std) with z shaped as x, zero-mean and unit-variance per device, and
+    mean, std [..., K] (over_subcarriers: [..., 1, K]) -- the side information, sent once, noise-free.
+    No absolute floor is added to the variance, so a payload of any scale (std 1e-7 as well as 1e3) is
+    standardised exactly; a constant payload (std 0) gives z = 0 and std = 0 (its mean alone carries it).
     """
-    mean = tf.reduce_mean(x, axis=-1)
-    var = tf.reduce_mean((x - mean[..., None]) ** 2, axis=-1)
+    axes = [-3, -1] if over_subcarriers else [-1]
+    mean = tf.reduce_mean(x, axis=axes, keepdims=True)
+    var = tf.reduce_mean((x - mean) ** 2, axis=axes, keepdims=True)
     safe_std = tf.sqrt(tf.where(var > 0, var, tf.ones_like(var)))          # no NaN gradient at var = 0
-    z = (x - mean[..., None]) / safe_std[..., None]
-    return z, mean, tf.where(var > 0, safe_std, tf.zeros_like(var))
+    z = (x - mean) / safe_std
+    std = tf.where(var > 0, safe_std, tf.zeros_like(var))
+    return z, mean[..., 0], std[..., 0]
 
 
 def pack(z):

@@ -67,9 +67,11 @@ def test_channel_uses_counts_two_reals_per_symbol():
 def test_channel_uses_count_every_resource_element_and_the_side_information():
     """Hand counts. OFDM, L = 100 reals over F = 8 subcarriers: 13 reals per subcarrier -> 7 symbols each ->
     56 resource elements (the former count, ceil(L/2) = 50, missed the padding). Side information, K = 4
-    devices x 2F = 16 reals x 32 bits at 1 bit per use: 4 x 512 = 2048. Flat, L = 1000, K = 3: 500 + 3 x 64."""
+    devices x (mean, std) x 32 bits at 1 bit per use: 4 x 64 = 256; per subcarrier (2F = 16 reals per
+    device): 4 x 512 = 2048. Flat, L = 1000, K = 3: 500 + 3 x 64; 16-bit statistics at 4 bits per use: 3 x 8."""
     assert phy.aircomp_channel_uses(100, num_subcarriers=8) == 56
-    assert phy.aircomp_channel_uses(100, num_devices=4, num_subcarriers=8) == 56 + 2048
+    assert phy.aircomp_channel_uses(100, num_devices=4, num_subcarriers=8) == 56 + 256
+    assert phy.aircomp_channel_uses(100, num_devices=4, num_subcarriers=8, stats_per_subcarrier=True) == 56 + 2048
     assert phy.aircomp_channel_uses(1000, num_devices=3) == 500 + 192
     assert phy.aircomp_channel_uses(1000, num_devices=3, side_info_bits=16, side_info_bits_per_use=4.0) == 500 + 24
     with pytest.raises(ValueError, match="`num_subcarriers` must be an integer >= 1"):

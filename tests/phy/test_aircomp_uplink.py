@@ -109,3 +109,30 @@ def test_correlated_real_payloads_follow_the_covariance_mse(rng):
     err = np.mean((f_hat.numpy() - x.sum(0)) ** 2)
     assert err == pytest.approx(4.0 * phy.aircomp_mse(H, a, b, 0.2, payload_cov=C), rel=0.03)
     assert abs(err / (4.0 * phy.aircomp_mse(H, a, b, 0.2)) - 1) > 0.1
+
+
+def test_statistics_once_per_device_over_subcarriers(rng):
+    """OFDM payload x [F = 2, K = 3, L' = 1e5] with per-subcarrier offsets; `over_subcarriers` standardises each
+    device once over its F x L' reals (mean/std = NumPy over the flattened payload, to 1e-12). The symbols of
+    one subcarrier then keep that subcarrier's offset, common to all devices: with equal device stds sigma the
+    error per real on subcarrier f is sigma^2 * aircomp_mse(H_f, a_f, b_f, payload_cov=C_f), C_f = E[s s^H] on
+    f (seed 1234, tolerance 4% per subcarrier); without noise and with aligned designs the sum is exact."""
+    f, n, k, length = 2, 3, 3, 100_000
+    H, a = crandn(rng, f, n, k), crandn(rng, f, n)
+    b = 0.8 / np.einsum("fn,fnk->fk", np.conj(a), H)
+    x = rng.normal(size=(f, k, length)) + np.array([[0.5], [-0.5]])[:, :, None]     # subcarrier offsets
+    flat = np.moveaxis(x, 0, 1).reshape(k, -1)
+    x = x / flat.std(-1)[None, :, None] * 2.0                                       # sigma = 2 per device
+    flat = np.moveaxis(x, 0, 1).reshape(k, -1)
+    z, mean, std = phy.standardise(tf.constant(x), over_subcarriers=True)
+    np.testing.assert_allclose(mean.numpy()[0], flat.mean(-1), rtol=1e-12)
+    np.testing.assert_allclose(std.numpy()[0], flat.std(-1), rtol=1e-12)
+    uplink = phy.AirCompUplink(precision="double")
+    f_hat = uplink(x, H, a, b, 0.2, seed=5, over_subcarriers=True).numpy()
+    err = np.mean((f_hat - x.sum(1)) ** 2, axis=-1)                                  # [F]
+    C = np.einsum("fkl,fjl->fkj", z.numpy(), z.numpy()) / length                    # E[s s^H] per subcarrier
+    np.testing.assert_allclose(err, 4.0 * phy.aircomp_mse(H, a, b, 0.2, payload_cov=C), rtol=0.04)
+    exact = uplink(x, H, a, 1.0 / np.einsum("fn,fnk->fk", np.conj(a), H), 0.0, over_subcarriers=True).numpy()
+    np.testing.assert_allclose(exact, x.sum(1), atol=1e-9)
+    with pytest.raises(ValueError, match="`x` must be"):
+        uplink(x[0], H[0], a[0], b[0], 0.2, over_subcarriers=True)
