@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from deft6g.optim import align, closed_form_design, mrc_direction
 from deft6g.phy import DigitalUplink, UplinkChannel, aircomp_channel_uses, aircomp_mse, empirical_mse, reseed
@@ -20,7 +19,16 @@ from deft6g.experiment import ResultStore, line_plot, mean_ci, percentiles, prep
 # finite (ZF with N >= K + 2: MSE = sigma^2 1^T (H^H H)^{-1} 1, inverse-Wishart moments), else blank.
 AIRCOMP_FIELDS = ["model", "num_rx_ant", "num_devices", "receiver", "snr_db", "mse_median", "mse_p10", "mse_p90",
                   "mse_mean", "mse_mean_ci", "nmse_db", "channel_uses"]
-DIGITAL_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "nmse_db", "ber", "bler", "channel_uses"]
+# Digital: one row per (model, N, K, scheme, SNR, seed), averaged over `digital_realisations` channels; the
+# channel-use advantage of AirComp is the digital channel uses over AirComp's for the same payload, with
+# AirComp's standardisation side information (`advantage`) and without it (`advantage_payload`).
+DIGITAL_FIELDS = ["model", "num_rx_ant", "num_devices", "scheme", "snr_db", "seed", "nmse_db", "ber", "bler",
+                  "delivered", "groups", "channel_uses", "aircomp_channel_uses", "advantage", "advantage_payload"]
+# The fair baseline (MU-MIMO LMMSE + AMC + CRC), its TDMA special case, and the earlier fixed QPSK 1/2 TDMA one
+# (bit-true always: rate 1/2 is not in the calibrated MCS table).
+DIGITAL_SCHEMES = {"mu-mimo-amc": dict(mcs="adaptive", detector="lmmse", streams="auto"),
+                   "tdma-amc": dict(mcs="adaptive", streams=1),
+                   "tdma-qpsk-1/2": dict(mcs=(2, 0.5), streams=1, link="bits")}
 
 
 @dataclass
@@ -33,8 +41,12 @@ class LinkConfig:
     realisations: int = 2000          # channel matrices per point (OFDM models: realisations / F draws of F)
     num_subcarriers: int = 16
     payload_reals: int = 500          # per device, for the digital comparison and the channel-use count
-    digital_realisations: int = 8
-    digital_setting: list = field(default_factory=lambda: [8, 8])
+    digital_realisations: int = 4     # channels per digital point
+    digital_link: str = "abstract"    # adaptive schemes: calibrated BLER ("abstract") or bit-true ("bits")
+    digital_seeds: int = 3
+    digital_snr_db: list = field(default_factory=lambda: [-5, 0, 5, 10, 15, 20, 25])
+    digital_settings: list = field(default_factory=lambda: [[8, 8], [16, 20]])
+    digital_schemes: list = field(default_factory=lambda: list(DIGITAL_SCHEMES))
     speed_batch: int = 1000           # speed test: N = 16, K = 20, 64 symbols per realisation
     speed_repeats: int = 5
     seed: int = 0
@@ -42,8 +54,8 @@ class LinkConfig:
     @classmethod
     def quick(cls):
         return cls(snr_db=[0, 10, 20], antennas_devices=[[4, 4], [8, 8]], models=["rayleigh", "tdl-a"],
-                   realisations=100, num_subcarriers=8, payload_reals=200, digital_realisations=2,
-                   speed_batch=200, speed_repeats=2)
+                   realisations=100, num_subcarriers=8, digital_realisations=2, digital_snr_db=[0, 10, 20],
+                   digital_schemes=["mu-mimo-amc", "tdma-amc"], speed_batch=200, speed_repeats=2)
 
 
 def _label(point):
@@ -86,20 +98,69 @@ def run_aircomp(cfg, store):
                describe=lambda p, row: f"{_label(p)}: median NMSE {row['nmse_db']:.1f} dB")
 
 
-def run_digital(cfg, store, bar):
-    n, k = cfg.digital_setting
-    uplink = DigitalUplink(num_bits=8, num_bits_per_symbol=2, code_rate=0.5)
-    for model in cfg.models:
-        for snr in cfg.snr_db:
-            row = dict(model=model, num_rx_ant=n, num_devices=k, snr_db=snr)
-            if not store.done(row):
-                reseed(cfg.seed + 1)
-                x = tf.random.stateless_normal([cfg.digital_realisations, k, cfg.payload_reals], [cfg.seed, 1])
-                H = UplinkChannel(model, n, k, num_subcarriers=cfg.num_subcarriers)(cfg.digital_realisations)
-                res = uplink(x, H, 10 ** (-snr / 10))
-                store.add(row | dict(nmse_db=_nmse_db(max(res.agg_mse, 1e-30), k), ber=res.ber, bler=res.bler,
-                                     channel_uses=res.channel_uses))
-            bar.update(1)
+def run_digital(cfg, store):
+    """One point per (model, N, K, scheme, SNR, seed): `digital_realisations` channels and unit-variance
+    Gaussian payloads of `payload_reals` reals per device (`DigitalUplink`, 8-bit quantiser; adaptive schemes
+    with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
+    def point(p):
+        n, k, seed = p["num_rx_ant"], p["num_devices"], p["seed"]
+        x = tf.random.stateless_normal([cfg.digital_realisations, k, cfg.payload_reals], [seed, 1])
+        H = UplinkChannel(p["model"], n, k, num_subcarriers=cfg.num_subcarriers)(cfg.digital_realisations,
+                                                                                 seed=seed)
+        scheme = {"link": cfg.digital_link} | DIGITAL_SCHEMES[p["scheme"]]
+        res = DigitalUplink(8, **scheme)(x, H, 10 ** (-p["snr_db"] / 10), seed=seed + 1)
+        f = 1 if p["model"] in FLAT_MODELS else cfg.num_subcarriers
+        air = aircomp_channel_uses(cfg.payload_reals, num_devices=k, num_subcarriers=f)
+        uses = float(np.mean(res.channel_uses))
+        return p | dict(nmse_db=_nmse_db(max(res.agg_mse, 1e-30), k), ber=res.ber, bler=res.bler,
+                        delivered=float(tf.reduce_mean(tf.cast(res.valid, tf.float32))),
+                        groups=float(np.mean(res.groups)), channel_uses=uses, aircomp_channel_uses=air,
+                        advantage=uses / air,
+                        advantage_payload=uses / aircomp_channel_uses(cfg.payload_reals, num_subcarriers=f))
+
+    points = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, snr_db=s, seed=cfg.seed + i)
+              for m in cfg.models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
+              for s in cfg.digital_snr_db for i in range(cfg.digital_seeds)]
+    run_points(points, point, store, desc="digital points",
+               describe=lambda p, row: f"{p['model']} {p['scheme']} N={p['num_rx_ant']} K={p['num_devices']} "
+                                       f"{p['snr_db']} dB seed {p['seed']}: {row['channel_uses']:.0f} uses "
+                                       f"({row['advantage']:.1f}x AirComp), {row['delivered']:.3f} delivered")
+
+
+def _mean_db(values_db):
+    """Mean in the linear domain of dB values, in dB."""
+    return float(10 * np.log10(np.mean(10 ** (np.asarray(values_db, float) / 10))))
+
+
+def _digital_summary(cfg, dig_rows, bandwidth_hz=1e6):
+    """Lines: per (model, scheme, N, K) the digital NMSE (mean over seeds) and AirComp's channel-use advantage
+    (mean +- 95% CI over the seeds) at each digital SNR, and the digital latency at `bandwidth_hz` (one use per 1/B s)."""
+    nmse = {}
+    for r in dig_rows:
+        key = (r["model"], r["scheme"], int(r["num_rx_ant"]), int(r["num_devices"]))
+        nmse.setdefault(key, {}).setdefault(float(r["snr_db"]), []).append(float(r["nmse_db"]))
+    lines = [f"Digital baseline ({cfg.payload_reals} reals/device, 8-bit): NMSE [dB] | AirComp's channel-use "
+             f"advantage (digital uses / AirComp uses with side information; without it) | digital latency at "
+             f"{bandwidth_hz / 1e6:g} MHz; mean +- 95% CI over {cfg.digital_seeds} seeds"]
+    payload = _advantage(cfg, dig_rows, "advantage_payload")
+    for key, pts in _advantage(cfg, dig_rows).items():
+        cells = []
+        for (snr, mean, ci), (_, mean_p, _) in zip(pts, payload[key]):
+            uses = mean * aircomp_channel_uses(cfg.payload_reals, num_devices=key[3],
+                                               num_subcarriers=1 if key[0] in FLAT_MODELS else cfg.num_subcarriers)
+            cells.append(f"{snr:g} dB: {_mean_db(nmse[key][snr]):6.1f} | {mean:5.1f} +- {ci:4.1f}x "
+                         f"({mean_p:5.1f}x payload only) | {uses / bandwidth_hz * 1e3:6.2f} ms")
+        lines.append(f"  {key[0]:<11}{key[1]:<15}N{key[2]}K{key[3]:<4}" + "; ".join(cells))
+    return lines
+
+
+def _advantage(cfg, dig_rows, column="advantage"):
+    """{(model, scheme, N, K): [(snr, mean, ci), ...]} of AirComp's channel-use advantage over the seeds."""
+    by = {}
+    for r in dig_rows:
+        key = (r["model"], r["scheme"], int(r["num_rx_ant"]), int(r["num_devices"]))
+        by.setdefault(key, {}).setdefault(float(r["snr_db"]), []).append(float(r[column]))
+    return {key: [(s, *mean_ci(v)) for s, v in sorted(snrs.items())] for key, snrs in by.items()}
 
 
 def _numpy_core(rng, batch, n, k, num_symbols, noise_var):
@@ -153,13 +214,24 @@ def plot(cfg, out, air_rows, dig_rows):
                 curves.setdefault(f"AirComp {r['receiver'].upper()} N={r['num_rx_ant']} K={r['num_devices']} "
                                   f"({r['channel_uses']} uses)",
                                   []).append((float(r["snr_db"]), float(r["nmse_db"])))
+        digital = {}
         for r in dig_rows:
-            if r["model"] == model:
-                curves.setdefault(f"digital N={r['num_rx_ant']} K={r['num_devices']} ({r['channel_uses']} uses)",
-                                  []).append(
-                    (float(r["snr_db"]), float(r["nmse_db"])))
+            if r["model"] == model and r["scheme"] == "mu-mimo-amc":
+                digital.setdefault((r["num_rx_ant"], r["num_devices"], float(r["snr_db"])), []).append(
+                    float(r["nmse_db"]))
+        for (n, k, snr), v in sorted(digital.items()):
+            curves.setdefault(f"digital MU-MIMO+AMC+CRC N={n} K={k}", []).append(
+                (snr, _mean_db(v)))
         line_plot(out / f"nmse_vs_snr_{model}.png", curves, "SNR = P / sigma^2 per device [dB]",
-                  "NMSE of the sum [dB] (AirComp: median over channels)", f"AirComp vs digital, {model}")
+                  "NMSE of the sum [dB] (AirComp: median over channels)", f"AirComp vs digital, {model}",
+                  note="digital: mean over seeds; dropped blocks dominate it (8-bit quantiser floor -44 dB)")
+        adv = {f"{scheme} N={n} K={k}": pts for (m, scheme, n, k), pts in _advantage(cfg, dig_rows).items()
+               if m == model}
+        line_plot(out / f"channel_use_advantage_{model}.png", adv, "SNR = P / sigma^2 per device [dB]",
+                  "digital channel uses / AirComp channel uses", f"AirComp's channel-use advantage, {model}",
+                  logy=True, hlines={"equal channel uses": 1.0},
+                  note=f"{cfg.payload_reals} reals/device, 8 bits; digital: CRC, header, padding; AirComp: payload "
+                       f"+ side info; 95% CI, {cfg.digital_seeds} seeds")
 
 
 def impairment_sweeps(out, quick, seed):
@@ -175,10 +247,9 @@ def run_link(out_dir="results/link", quick=False, seed=0):
     cfg.seed = seed
     out = prepare_output(out_dir, "link", asdict(cfg))
     air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:5])
-    dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:4])
+    dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:6])
     run_aircomp(cfg, air)
-    with tqdm(total=len(cfg.models) * len(cfg.snr_db), desc="digital points") as bar:
-        run_digital(cfg, dig, bar)
+    run_digital(cfg, dig)
     speed = speed_test(cfg)
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
     plot(cfg, out, air.rows(), dig.rows())
@@ -192,12 +263,11 @@ def summary(cfg, air_rows, dig_rows, speed):
     groups = {}
     for r in air_rows:
         groups.setdefault((r["model"], f"AirComp {r['receiver']} N{r['num_rx_ant']}K{r['num_devices']}"), []).append(r)
-    for r in dig_rows:
-        groups.setdefault((r["model"], f"digital N{r['num_rx_ant']}K{r['num_devices']}"), []).append(r)
     for (model, scheme), rows in groups.items():
         by_snr = {float(r["snr_db"]): float(r["nmse_db"]) for r in rows}
         lines.append(f"{model:<11}{scheme:<26}" + "".join(f"{by_snr.get(float(s), float('nan')):8.1f}"
                                                           for s in cfg.snr_db) + f"{rows[0]['channel_uses']:>10}")
+    lines += _digital_summary(cfg, dig_rows)
     tfs, nps = speed["tensorflow"]["realisations_per_s"], speed["numpy"]["realisations_per_s"]
     lines.append("NMSE in dB; AirComp: median over channel realisations (10/90 percentiles, and the mean where it "
                  "exists, in aircomp.csv); channel uses include the side information")
