@@ -31,8 +31,9 @@ def study_points(cfg):
     for seed in cfg.seeds:
         for agg in cfg.federated.lora_aggregation:
             for scheme in cfg.schemes:
+                snrs = cfg.digital.snr_db if scheme == "digital" and cfg.digital.snr_db else cfg.channel.snr_db
                 grid = ([(math.inf, 0)] if scheme in REFERENCES else
-                        [(float(s), n) for n in cfg.channel.antennas for s in cfg.channel.snr_db])
+                        [(float(s), n) for n in cfg.channel.antennas for s in snrs])
                 pts += [dict(zip(POINT_KEY, (scheme, snr, n, agg, seed))) for snr, n in grid]
     return pts
 
@@ -91,11 +92,11 @@ class _Setup:
         if f.mode != "emulator":
             self.device = self.full
         self.start, self.full_start = self.device.lowest_tuned_block(), self.full.lowest_tuned_block()
-        key = [cfg.model.name, cfg.model.max_length, cfg.data.dataset, self.kept, peft_cfg.to_dict(),
-               train.tolist(), test.tolist()]
+        key = [cfg.model.name, cfg.model.max_length, cfg.data.dataset, self.kept]    # what the frozen input depends on
 
         def acts(model_, x, block, part):
-            z = cached_arrays(key + [part, block], lambda: dict(zip("hm", model_.activations(x, block))))
+            ids = train if part == "device-train" else test
+            z = cached_arrays(key + [part, block, ids.tolist()], lambda: dict(zip("hm", model_.activations(x, block))))
             return z["h"], z["m"]
 
         t0 = time.time()
@@ -131,7 +132,7 @@ def _aggregator(cfg, point):
         channel={"model": c.model, "num_subcarriers": c.num_subcarriers},
         aircomp={"method": c.method, "csi_error": c.csi_error, "select": c.select_devices, "mse_target": c.mse_target},
         digital={"num_bits": g.num_bits, "num_bits_per_symbol": g.bits_per_symbol, "code_rate": g.code_rate,
-                 "num_iter": g.ldpc_iterations})
+                 "num_iter": g.ldpc_iterations, "mcs": g.mcs, "detector": g.detector})
 
 
 class _TimedAggregator:
@@ -154,13 +155,14 @@ def _run_point(setup, point, rounds_store):
     seed = int(point["seed"])
     t0 = time.time()
     setup.reset(seed)
+    lr = f.lr
     if point["scheme"] == "centralised":        # one "device" holding the union, K times the local steps
-        devices, steps = [(setup.train_acts, setup.y_train)], f.local_steps * f.devices
+        devices, steps, lr = [(setup.train_acts, setup.y_train)], f.local_steps * f.devices, f.centralised_lr
     else:
         parts = partition(setup.y_train, f.devices, cfg.data.partition, cfg.data.alpha, seed=seed)
         devices, steps = [(_split_arrays(setup.train_acts, i), setup.y_train[i]) for i in parts], f.local_steps
     link = _TimedAggregator(_aggregator(cfg, point))
-    fed = FederatedDEFT(setup.device, devices, link, setup.start, steps, f.batch_size, f.lr, f.local_optimizer,
+    fed = FederatedDEFT(setup.device, devices, link, setup.start, steps, f.batch_size, lr, f.local_optimizer,
                         f.server_optimizer, f.server_lr, point["lora_aggregation"],
                         cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed)
     eval_s = [0.0]

@@ -45,20 +45,21 @@ class FederatedSection:
     """mode: "full" (devices hold the full model), "emulator" (devices tune on a layer-dropped emulator, the
     server plugs the weights into the full model), "gradient" (split fine-tuning at cut_block); devices K;
     rounds; local_steps per round; batch_size; local_optimizer ("adam", stateful per device, or "sgd") with
-    lr; server_optimizer ("fedavg" with server_lr, or "fedadam"); lora_aggregation: a list of "factors",
+    lr; centralised_lr: the reference's learning rate (each tuned for its setting); server_optimizer ("fedavg" with server_lr, or "fedadam"); lora_aggregation: a list of "factors",
     "frozen_a", "delta_w" (one study point each); eval_every: rounds between test evaluations;
     emulator_bottom / emulator_top / emulator_drop; cut_block."""
     mode: str = "full"
     devices: int = 8
-    rounds: int = 12
+    rounds: int = 10
     local_steps: int = 4
     batch_size: int = 32
     local_optimizer: str = "adam"
-    lr: float = 3e-3
+    lr: float = 1e-2
+    centralised_lr: float = 3e-3
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
     lora_aggregation: list = field(default_factory=lambda: ["frozen_a"])
-    eval_every: int = 3
+    eval_every: int = 2
     emulator_bottom: int = 1
     emulator_top: int = 1
     emulator_drop: float = 0.5
@@ -73,7 +74,7 @@ class ChannelSection:
     (TDL/CDL)."""
     model: str = "rayleigh"
     antennas: list = field(default_factory=lambda: [2])
-    snr_db: list = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0, 10.0])
+    snr_db: list = field(default_factory=lambda: [-20.0, -10.0, 0.0, 10.0])
     method: str = "sdr"
     csi_error: float = 0.0
     select_devices: bool = False
@@ -84,8 +85,13 @@ class ChannelSection:
 
 @dataclass
 class DigitalSection:
-    """The digital baseline: quantiser bits per real, QAM bits per symbol, LDPC code rate and decoder
-    iterations."""
+    """The digital baseline (MU-MIMO LMMSE, adaptive MCS, CRC; `deft6g.finetune.DigitalAggregator`):
+    snr_db, its own SNR grid (empty: channel.snr_db); mcs "adaptive" (per device from its post-detection
+    SINR) or "fixed"; detector "lmmse" or "zf"; quantiser bits per real; QAM bits per symbol, LDPC code rate
+    and decoder iterations where the MCS is fixed (bit-true decoding)."""
+    snr_db: list = field(default_factory=lambda: [-10.0, 0.0, 10.0])
+    mcs: str = "adaptive"
+    detector: str = "lmmse"
     num_bits: int = 8
     bits_per_symbol: int = 2
     code_rate: float = 0.5
@@ -113,7 +119,7 @@ class StudyConfig:
 QUICK = {"seeds": [0, 1],
          "data": {"train_examples": 256, "test_examples": 128},
          "federated": {"devices": 4, "rounds": 2, "local_steps": 2, "batch_size": 8, "eval_every": 1},
-         "channel": {"snr_db": [0.0, 20.0]}}
+         "channel": {"snr_db": [0.0, 20.0]}, "digital": {"snr_db": []}}
 
 
 def _section_types():
@@ -208,6 +214,10 @@ def validate(cfg):
     for key in ("rounds", "local_steps", "batch_size", "eval_every"):
         _int(getattr(f, key), f"federated.{key}", 1)
     _require(isinstance(f.lr, (int, float)) and f.lr > 0, "federated.lr", f"must be > 0, got {f.lr!r}")
+    _require(isinstance(f.centralised_lr, (int, float)) and f.centralised_lr > 0, "federated.centralised_lr",
+             f"must be > 0, got {f.centralised_lr!r}")
+    _require(isinstance(g.snr_db, list) and all(isinstance(x, (int, float)) and np.isfinite(x) for x in g.snr_db),
+             "digital.snr_db", f"must be a list of finite numbers (empty: channel.snr_db), got {g.snr_db!r}")
     _require(isinstance(f.server_lr, (int, float)) and f.server_lr > 0, "federated.server_lr",
              f"must be > 0, got {f.server_lr!r}")
     _require(f.local_optimizer in LOCAL_OPTIMIZERS, "federated.local_optimizer",
@@ -249,6 +259,8 @@ def validate(cfg):
     _int(c.num_subcarriers, "channel.num_subcarriers", 1)
     _require(not (c.select_devices and c.model not in ("rayleigh", "correlated")), "channel.select_devices",
              "device selection needs a flat channel model (rayleigh or correlated)")
+    _require(g.mcs in ("adaptive", "fixed"), "digital.mcs", f"must be 'adaptive' or 'fixed', got {g.mcs!r}")
+    _require(g.detector in ("lmmse", "zf"), "digital.detector", f"must be 'lmmse' or 'zf', got {g.detector!r}")
     _int(g.num_bits, "digital.num_bits", 1)
     _int(g.bits_per_symbol, "digital.bits_per_symbol", 1)
     _require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")

@@ -73,3 +73,15 @@ def test_finetune_quick_measures_methods_and_allocations(tmp_path, capsys, monke
         assert int(r["payload_bits"]) <= int(r["bits_budget"])
     assert (tmp_path / "accuracy_vs_budget.png").is_file()
     assert "caching speed-up" in capsys.readouterr().out
+
+
+def test_link_refuses_a_folder_written_with_another_seed(tmp_path, capsys):
+    """A folder holding seed-0 results is refused for --seed 1 (nothing is computed or overwritten)."""
+    from dataclasses import asdict
+    from deft6g.benchmarks.link import LinkConfig
+    from deft6g.experiment import prepare_output
+    prepare_output(tmp_path, "link", asdict(LinkConfig.quick()))
+    before = (tmp_path / "config.json").read_text()
+    assert main(["link", "--quick", "--seed", "1", "--out", str(tmp_path)]) == 2
+    assert "seed: 0 there, 1 now" in capsys.readouterr().err
+    assert (tmp_path / "config.json").read_text() == before and not (tmp_path / "aircomp.csv").exists()

@@ -64,9 +64,9 @@ def test_cli_reports_config_errors_before_any_work(tmp_path, capsys):
 def test_default_configuration_is_the_main_job():
     cfg = load_config()
     assert cfg.model.name == "all-MiniLM-L6-v2" and cfg.data.dataset == "rotten_tomatoes"
-    assert cfg.federated.devices == 8 and cfg.channel.antennas == [8] and cfg.peft.method == "lora"
-    assert min(cfg.channel.snr_db) == -10 and max(cfg.channel.snr_db) == 30
-    assert {p[0] for p in study_points(cfg)} == {"ideal", "aircomp", "digital"}
+    assert cfg.data.train_examples == 0 and cfg.data.test_examples == 0          # the whole split
+    assert cfg.federated.devices == 8 and cfg.peft.method == "lora" and len(cfg.seeds) >= 3
+    assert {p["scheme"] for p in study_points(cfg)} == {"centralised", "ideal", "aircomp", "digital"}
 
 
 def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path):
@@ -94,11 +94,12 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path):
         _, fresh = run_study(tmp_path / "fresh", str(config), log=lambda m: None)
     finally:
         del os.environ["DEFT6G_CACHE"]
-    assert any(f"{len(first)} finished points skipped" in m for m in messages)
+    assert any(f"{len(first)} of {n_points} already finished" in m for m in messages)
     assert len(rows) == n_points and rows[:len(first)] == first
-    keys = [(r["scheme"], r["snr_db"], r["antennas"], r["seed"]) for r in rows]
+    keys = [(r["scheme"], r["snr_db"], r["antennas"], r["lora_aggregation"], r["seed"]) for r in rows]
     assert len(set(keys)) == n_points
-    strip = lambda rs: sorted(({k: v for k, v in r.items() if k != "wall_s"} for r in rs),  # noqa: E731
+    timing = {"train_s", "link_s", "eval_s", "wall_s"}
+    strip = lambda rs: sorted(({k: v for k, v in r.items() if k not in timing} for r in rs),  # noqa: E731
                               key=lambda r: (r["scheme"], float(r["snr_db"])))
     assert strip(rows) == strip(fresh)          # same seed, same numbers, whether resumed or not
     rounds = read(out / "rounds.csv")
@@ -109,17 +110,21 @@ def test_quick_study_on_pretrained_minilm(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     assert main(["study", "--quick", "--out", str(tmp_path)]) == 0
     rows = read(tmp_path / "results.csv")
-    assert set(rows[0]) >= {"scheme", "snr_db", "seed", "accuracy", "channel_uses", "agg_mse"}
-    assert {r["scheme"] for r in rows} == {"ideal", "aircomp", "digital"} and len(rows) == 5
+    assert set(rows[0]) >= {"scheme", "snr_db", "seed", "accuracy", "channel_uses", "agg_mse", "latency_s"}
+    assert {r["scheme"] for r in rows} == {"centralised", "ideal", "aircomp", "digital"} and len(rows) == 12
     for r in rows:
         assert 0.0 <= float(r["accuracy"]) <= 1.0
     dig = [int(r["channel_uses"]) for r in rows if r["scheme"] == "digital"]
     air = [int(r["channel_uses"]) for r in rows if r["scheme"] == "aircomp"]
-    assert min(dig) > 10 * max(air)
+    assert min(dig) > max(air) > 0
+    summary = read(tmp_path / "summary.csv")
+    assert len(summary) == 6 and all(s["n"] == "2" for s in summary)
     assert (tmp_path / "cache" / "activations").is_dir()
-    for name in ("accuracy_vs_snr.png", "accuracy_vs_channel_uses.png", "agg_mse_per_round.png", "config.json"):
+    for name in ("accuracy_vs_snr.png", "accuracy_vs_latency.png", "accuracy_per_round.png", "agg_mse_per_round.png",
+                 "config.json"):
         assert (tmp_path / name).is_file()
-    assert "aircomp" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "aircomp" in out and "+-" in out
 
 
 def test_output_folder_of_another_configuration_is_refused(tmp_path, capsys):
