@@ -5,6 +5,7 @@ import deft6g  # noqa: F401
 from .aligned import align, best_single_direction, closed_form_design, mmse_receiver, mrc_direction, zf_direction
 from .design import ALIGNED, METHODS, AirCompDesign, best_aligned, best_threshold_b, design_aircomp, sdr_design
 from .zf_sdr import ZfSdr, dual_bound
+from .sdr_barrier import sdr_barrier
 from .power_control import optimal_denoising, power_control
 from .selection import SELECTORS, Selection, select_devices
 from .zf_sca import zf_sca

@@ -31,12 +31,12 @@ import numpy as np
 import tensorflow as tf
 
 from deft6g.phy import aircomp_mse
-from deft6g.phy.rng import np_rng, reseed
+from deft6g.phy.rng import reseed
 
 from .aligned import check_channel_and_power
 from .design import AirCompDesign, best_aligned, sdr_design
 from .zf_sca import zf_sca
-from .zf_sdr import dual_bound, real_form
+from .zf_sdr import real_form
 
 SELECTORS = ("greedy", "dc")
 DC_SOLVERS = ("CLARABEL", "SCS")

@@ -23,10 +23,9 @@ import cvxpy as cp
 import numpy as np
 
 SOLVER_ORDER = ("SCS", "CLARABEL")
-# SCS to 1e-4: the SDR only seeds the randomisation (then SCA polishes the design) and its multipliers are
-# turned into a certified bound by `dual_bound`, so solver accuracy costs bound tightness (about 1e-4
-# relative), never validity. Clarabel is the fallback, at tolerances where it reports OPTIMAL on this SDR.
-SOLVER_OPTIONS = {"SCS": dict(eps_abs=1e-4, eps_rel=1e-4, max_iters=20000),
+# Solver accuracy costs bound tightness, never validity: the bound is `dual_bound` of the multipliers.
+# Clarabel is the second solver, at tolerances where it reports OPTIMAL on this SDR.
+SOLVER_OPTIONS = {"SCS": dict(eps_abs=1e-6, eps_rel=1e-6, max_iters=20000),
                   "CLARABEL": dict(tol_gap_abs=1e-7, tol_gap_rel=1e-7, tol_feas=1e-7)}
 _COMPILED = {}
 
@@ -71,9 +70,10 @@ class ZfSdr:
     `ZfSdr.compiled(N, K)` returns the instance kept for that shape across calls (a module-level cache, so
     every federated round re-uses one compiled problem). `solve(H, power, active=None)` with H [N, K]
     complex and power [K] (> 0) returns an `SdrSolution`; a device with `active[k] = False` is left out (its
-    constraint becomes 0 >= 0, its dual 0). Solvers are tried in `SOLVER_ORDER`: the first OPTIMAL answer is
-    returned (never warm-started: the answer does not depend on earlier calls); OPTIMAL_INACCURATE moves on to the next solver and is returned (status "inaccurate") only if
-    no solver reaches OPTIMAL; if every solver fails the status says what each did and X, value are NaN.
+    constraint becomes 0 >= 0, its dual 0). Solvers are tried in `SOLVER_ORDER`, never warm-started (the
+    answer does not depend on earlier calls): the first OPTIMAL answer is returned; OPTIMAL_INACCURATE moves
+    on to the next solver and is returned (status "inaccurate") only if no solver reaches OPTIMAL; if every
+    solver fails the status says what each did and X, value are NaN.
     """
 
     def __init__(self, num_rx_ant, num_devices, solvers=SOLVER_ORDER):

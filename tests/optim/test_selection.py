@@ -12,6 +12,7 @@ import deft6g.phy as phy
 from deft6g.optim.zf_sdr import ZfSdr
 from deft6g.phy.rng import reseed
 from tests.conftest import crandn
+from tests.optim.test_design import no_barrier
 
 # (N, K, noise_var, mse_target, spread of the large-scale gains [dB]): regimes where 3..8 devices survive
 CASES = [(2, 8, 0.1, 0.04, 10.0), (3, 8, 0.1, 0.02, 20.0), (2, 6, 0.1, 0.03, 20.0), (1, 6, 0.1, 0.03, 10.0)]
@@ -105,12 +106,14 @@ def test_selection_errors(kwargs, match):
 
 
 def test_greedy_without_sdr_drops_the_weakest_device(monkeypatch, rng):
-    """Every SDR solver raising: the MRC fallback designs each set, the weakest P_k ||h_k||^2 is dropped first,
-    and the status names the failure (device 2 scaled down by 30 dB, N = 3, K = 4, target 0.02)."""
+    """Barrier unconverged and every CVXPY solver raising: the MRC fallback designs each set, the weakest
+    P_k ||h_k||^2 is dropped first, and the status names the failure (device 2 scaled down by 30 dB, N = 3,
+    K = 4, target 0.02)."""
     H = crandn(rng, 3, 4) * np.array([1.0, 1.0, 10 ** -1.5, 1.0])
 
     def broken(*args, **kwargs):
         raise cp.SolverError("boom")
     monkeypatch.setattr(ZfSdr.compiled(3, 4).problem, "solve", broken)
+    no_barrier(monkeypatch)
     sel = optim.select_devices(H, 1.0, 0.1, 0.02, seed=0)
-    assert 2 in sel.dropped and sel.status.startswith("failed (SCS: error boom")
+    assert 2 in sel.dropped and sel.status.startswith("failed (barrier: not converged; SCS: error boom")
