@@ -100,6 +100,7 @@ class _Setup:
         self.trainers = {name: PromptTrainer(PromptClassifier(self.peft, d.labels, cfg.logit_scale), cfg.learning_rate)
                          for name, d in self.data.items()}
         (out / "prompts").mkdir(exist_ok=True)
+        self.links = {}                                 # (mode, bits) -> PromptLink, built once
 
     def shared_init(self, seed):
         from deft6g.finetune.prompt_transfer import initial_prompt
@@ -181,7 +182,10 @@ def _finetune(setup, point, references, choices):
         sent = np.load(setup.prompt_path(source, seed))
         row["source"], start = source, sent
         if point["link"] != "ideal":
-            link = PromptLink(mode=point["link"], num_bits=int(point["bits"] or cfg.link_bits), **cfg.link)
+            spec = (point["link"], int(point["bits"] or cfg.link_bits))
+            if spec not in setup.links:
+                setup.links[spec] = PromptLink(mode=spec[0], num_bits=spec[1], **cfg.link)
+            link = setup.links[spec]
             res = link(sent.reshape(1, -1), noise_var=10 ** (-float(point["snr_db"]) / 10), power=1.0,
                        seed=40_000 + seed, fill=shared.reshape(1, -1))
             start = res.x_hat.numpy().reshape(sent.shape)
