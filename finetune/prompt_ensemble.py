@@ -164,8 +164,9 @@ class MemberTrainer:
 
     model: an HF TF bert/vit model; num_labels: C; tokens_pattern: {block: n_b} deep prompts (blocks >= j, the
     lowest one: everything below j is computed once, `activations`); lr, epochs, batch_size: Adam training
-    per member; seed: the base of every random choice. One PeftModel and one compiled step serve all members
-    (Adam's state is zeroed between members).
+    per member; seed: the base of every random choice (fresh inits and batch orders are drawn from (seed,
+    origin); reassign it between streams). One PeftModel and one compiled step serve all members (Adam's state
+    is zeroed between members).
     """
 
     def __init__(self, model, num_labels, tokens_pattern, lr=1e-2, epochs=4, batch_size=32, seed=0):

@@ -47,7 +47,8 @@ class PromptMember:
 def member_of(peft, origin=0):
     """Snapshot of a prompt-tuned PeftModel's prompts and head as a PromptMember (copies)."""
     if not peft.prompts or peft.head is None:
-        raise ValueError("`peft` must hold soft prompts and a head (get_peft_model(..., PromptTuningConfig, num_labels))")
+        raise ValueError("`peft` must hold soft prompts and a head "
+                         "(get_peft_model(model, PromptTuningConfig(...), num_labels))")
     return PromptMember({b: p.numpy().copy() for b, p in peft.prompts.items()}, peft.head.kernel.numpy().copy(),
                         peft.head.bias.numpy().copy(), origin)
 
@@ -77,7 +78,8 @@ class PromptPool:
 
     def __init__(self, capacity=None, budget_bytes=None):
         if (capacity is None) == (budget_bytes is None):
-            raise ValueError(f"give exactly one of `capacity` and `budget_bytes`, got {capacity!r} and {budget_bytes!r}")
+            raise ValueError(f"give exactly one of `capacity` and `budget_bytes`, got {capacity!r} and "
+                             f"{budget_bytes!r}")
         for name, value in (("capacity", capacity), ("budget_bytes", budget_bytes)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
                 raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
