@@ -215,7 +215,7 @@ def plot_sweeps(out, rows, cfg):
         for s in summarise(sel, [col, "method"], ["median_db"]):
             curves.setdefault(s["method"], []).append((float(s[col]), s["median_db_mean"], s["median_db_ci"]))
         line_plot(out / f"mse_vs_{sweep.lower()}.png", curves, label, "median MSE of the sum [dB]",
-                  f"AirComp MSE vs {label.split(' [')[0]} (Rayleigh, {fixed[sweep]})",
+                  f"AirComp MSE vs {label.split(' [')[0]} (Rayleigh, {fixed[sweep]})", logx=sweep == "N",
                   note=f"median over {cfg.sweep_realisations} channels per seed; mean and 95% CI over {cfg.seeds} "
                        f"seeds")
 
