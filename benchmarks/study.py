@@ -148,7 +148,27 @@ class _TimedAggregator:
         return out
 
 
-def _run_point(setup, point, rounds_store):
+class StudyTask:
+    """What one study point runs, picklable for Ray workers: holds the configuration; the heavy `_Setup`
+    (data, models, cached activations) is built on first use, once per process, and never pickled.
+    task(point) -> {"row": the results.csv row, "rounds": the rounds.csv rows}."""
+
+    def __init__(self, cfg, log=print):
+        self.cfg, self.log, self._setup = cfg, log, None
+
+    def setup(self):
+        if self._setup is None:
+            self._setup = _Setup(self.cfg, self.log)
+        return self._setup
+
+    def __getstate__(self):
+        return {"cfg": self.cfg, "log": print, "_setup": None}
+
+    def __call__(self, point):
+        return _run_point(self.setup(), point)
+
+
+def _run_point(setup, point):
     from deft6g.finetune import FederatedDEFT, evaluate, partition
 
     cfg, f = setup.cfg, setup.cfg.federated
@@ -177,33 +197,40 @@ def _run_point(setup, point, rounds_store):
     t = time.time()
     emu_acc = evaluate(setup.device, setup.test_acts, setup.y_test, start_block=setup.start)
     eval_s[0] += time.time() - t
-    for log in logs:
-        rounds_store.add({**point, "round": log.round, "loss": log.loss, "agg_mse": log.agg_mse,
-                          "lora_bias": log.lora_bias, "channel_uses": log.channel_uses, "devices": log.devices,
-                          "accuracy": log.accuracy})
+    rounds = [{**point, "round": log.round, "loss": log.loss, "agg_mse": log.agg_mse, "lora_bias": log.lora_bias,
+               "channel_uses": log.channel_uses, "devices": log.devices, "accuracy": log.accuracy} for log in logs]
     uses = sum(log.channel_uses for log in logs)
     wall = time.time() - t0
-    return {**point, "accuracy": logs[-1].accuracy, "emulator_accuracy": emu_acc, "channel_uses": uses,
+    return {"rounds": rounds, "row": {**point, "accuracy": logs[-1].accuracy, "emulator_accuracy": emu_acc, "channel_uses": uses,
             "latency_s": uses / cfg.channel.bandwidth_hz, "agg_mse": float(np.mean([g.agg_mse for g in logs])),
             "lora_bias": float(np.mean([g.lora_bias for g in logs])),
             "bits_up": sum(g.bits_up for g in logs), "bits_down": sum(g.bits_down for g in logs),
             "rounds": f.rounds, "samples_seen": f.rounds * f.devices * f.local_steps * f.batch_size,
             "train_s": round(wall - link.seconds - eval_s[0], 2), "link_s": round(link.seconds, 2),
-            "eval_s": round(eval_s[0], 2), "wall_s": round(wall, 2)}
+            "eval_s": round(eval_s[0], 2), "wall_s": round(wall, 2)}}
 
 
-def run_study(out_dir, config=None, quick=False, log=print):
-    """Run (or resume) the study into `out_dir`; `config`: a TOML path or a StudyConfig. Returns (cfg, rows)."""
+def run_study(out_dir, config=None, quick=False, log=print, workers=1, ray_address=None):
+    """Run (or resume) the study into `out_dir`; `config`: a TOML path or a StudyConfig. Returns (cfg, rows).
+    workers, ray_address: as `deft6g.experiment.run_points` (the activations are cached on disk here first,
+    every worker loads them from the cache)."""
     cfg = config if isinstance(config, StudyConfig) else load_config(config, quick)
     out = prepare_output(out_dir, "study", cfg.to_dict())
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
     points = study_points(cfg)
     if any(not store.done(p) for p in points):
-        setup = _Setup(cfg, log)
-        _write_model_info(out, cfg, setup)
-        run_points(points, lambda p: _run_point(setup, p, rounds_store), store, desc="study", log=log,
-                   describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
+        task = StudyTask(cfg, log)
+        _write_model_info(out, cfg, task.setup())
+
+        def write(point, result):               # rounds first: a point in results.csv has its rounds
+            for r in result["rounds"]:
+                if not rounds_store.done(r):
+                    rounds_store.add(r)
+            return result["row"]
+
+        run_points(points, task, store, desc="study", log=log, write=write, workers=workers,
+                   ray_address=ray_address, describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
     summary_rows = write_summary(out, rows)
     plot_study(out, cfg, summary_rows, rows, rounds_store.rows())

@@ -2,6 +2,6 @@
 result store, the point runner, seed statistics (mean and confidence interval) and plots."""
 
 from .store import OutputFolderError, ResultStore, prepare_output
-from .runner import PointsFailed, run_points
+from .runner import PointsFailed, RayUnavailable, available_cores, require_ray, run_points, start_ray
 from .stats import mean_ci, paired_ci, percentiles, summarise
 from .plots import line_plot
