@@ -90,31 +90,37 @@ def _designs(H_design, noise_var, seed, methods):
     return out
 
 
-def main_comparison(cfg, out):
-    """Every method on `realisations` channels per seed (main.csv, one row per seed and method)."""
-    store = ResultStore(out / "main.csv", MAIN_FIELDS, ["seed", "method"])
-    noise_var = 10 ** (-cfg.snr_db / 10)
-    cache = {}
+class _MainPoint:
+    """A main-comparison point (seed, method), picklable for Ray workers: every method is designed on the
+    seed's channels at its first method's call and kept for the others (run_points group=["seed"])."""
 
-    def point(p):
-        if p["seed"] not in cache:
+    def __init__(self, cfg):
+        self.cfg, self.cache = cfg, {}
+
+    def __call__(self, p):
+        cfg, noise_var = self.cfg, 10 ** (-self.cfg.snr_db / 10)
+        if p["seed"] not in self.cache:
             H = _rayleigh(cfg.num_rx_ant, cfg.num_devices, cfg.realisations, p["seed"])
             designs = _designs(H, noise_var, p["seed"], METHODS)
             bound = designs["sdr"][0].zf_lower_bound
-            cache.clear()
-            cache[p["seed"]] = {}
+            self.cache = {p["seed"]: {}}
             for m, (d, seconds) in designs.items():
                 gap = 10 * np.log10(d.mse / bound) if m in ALIGNED else None
-                cache[p["seed"]][m] = dict(
+                self.cache[p["seed"]][m] = dict(
                     seed=p["seed"], method=m, **_stats(d.mse), failed=int(np.sum(~d.ok)),
                     seconds_per_realisation=seconds,
                     gap_mean_db="" if gap is None else float(np.mean(gap)),      # "": the bound does not apply
                     gap_median_db="" if gap is None else percentiles(gap, (50,))[0],
                     gap_p90_db="" if gap is None else percentiles(gap, (90,))[0])
-        return cache[p["seed"]][p["method"]]
+        return self.cache[p["seed"]][p["method"]]
 
+
+def main_comparison(cfg, out, workers=1, ray_address=None):
+    """Every method on `realisations` channels per seed (main.csv, one row per seed and method)."""
+    store = ResultStore(out / "main.csv", MAIN_FIELDS, ["seed", "method"])
     points = [dict(seed=s, method=m) for s in cfg.seed_values() for m in METHODS]
-    run_points(points, point, store, desc="design: main comparison",
+    run_points(points, _MainPoint(cfg), store, desc="design: main comparison", group=["seed"], workers=workers,
+               ray_address=ray_address,
                describe=lambda p, r: f"seed {p['seed']} {p['method']}: median {r['median_db']:.2f} dB")
     return store.rows()
 
@@ -171,30 +177,37 @@ def speed(cfg, out):
     return {key: (float(v) if key != "solver" else v) for key, v in store.rows()[0].items()}
 
 
-def sweeps(cfg, out):
+class _SweepPoint:
+    """A sweep point (sweep, N, K, SNR, CSI error, seed, method), picklable for Ray workers: every method is
+    designed on the point's channels at its first method's call and kept for the others (run_points
+    group=SWEEP_FIELDS[:6])."""
+
+    def __init__(self, cfg):
+        self.cfg, self.cache = cfg, {}
+
+    def __call__(self, p):
+        key = tuple(p[c] for c in SWEEP_FIELDS[:6])
+        if key not in self.cache:
+            n, k, snr, ev, seed = p["num_rx_ant"], p["num_devices"], p["snr_db"], p["csi_error_var"], p["seed"]
+            H = _rayleigh(n, k, self.cfg.sweep_realisations, seed)
+            H_design = imperfect_csi(H, ev, seed=seed + 1) if ev > 0 else H
+            nv = 10 ** (-snr / 10)
+            self.cache = {key: {m: _stats(aircomp_mse(H, d.a, d.b, nv))
+                                for m, (d, _) in _designs(H_design, nv, seed, SWEEP_METHODS).items()}}
+        return p | self.cache[key][p["method"]]
+
+
+def sweeps(cfg, out, workers=1, ray_address=None):
     """Median (and percentiles) of the MSE per seed vs N, K, SNR and CSI error (sweeps.csv)."""
     store = ResultStore(out / "sweeps.csv", SWEEP_FIELDS, SWEEP_FIELDS[:7])
     grid = [("N", n, cfg.num_devices, cfg.snr_db, 0.0) for n in cfg.sweep_n]
     grid += [("K", cfg.num_rx_ant, k, cfg.snr_db, 0.0) for k in cfg.sweep_k]
     grid += [("SNR", cfg.num_rx_ant, cfg.num_devices, s, 0.0) for s in cfg.sweep_snr_db]
     grid += [("CSI", cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, e) for e in cfg.csi_error_var]
-    cache = {}
-
-    def point(p):
-        key = tuple(p[c] for c in SWEEP_FIELDS[:6])
-        if key not in cache:
-            n, k, snr, ev, seed = p["num_rx_ant"], p["num_devices"], p["snr_db"], p["csi_error_var"], p["seed"]
-            H = _rayleigh(n, k, cfg.sweep_realisations, seed)
-            H_design = imperfect_csi(H, ev, seed=seed + 1) if ev > 0 else H
-            nv = 10 ** (-snr / 10)
-            cache.clear()
-            cache[key] = {m: _stats(aircomp_mse(H, d.a, d.b, nv))
-                          for m, (d, _) in _designs(H_design, nv, seed, SWEEP_METHODS).items()}
-        return p | cache[key][p["method"]]
-
     points = [dict(sweep=sw, num_rx_ant=n, num_devices=k, snr_db=s, csi_error_var=e, seed=seed, method=m)
               for sw, n, k, s, e in grid for seed in cfg.seed_values() for m in SWEEP_METHODS]
-    run_points(points, point, store, desc="design: sweeps",
+    run_points(points, _SweepPoint(cfg), store, desc="design: sweeps", group=SWEEP_FIELDS[:6], workers=workers,
+               ray_address=ray_address,
                describe=lambda p, r: f"{p['sweep']} N={p['num_rx_ant']} K={p['num_devices']} SNR={p['snr_db']} "
                                      f"CSI={p['csi_error_var']} seed {p['seed']} {p['method']}: median "
                                      f"{r['median_db']:.2f} dB")
@@ -203,10 +216,11 @@ def sweeps(cfg, out):
 
 def plot_sweeps(out, rows, cfg):
     axes = {"N": ("num_rx_ant", "antennas N"), "K": ("num_devices", "devices K"),
-            "SNR": ("snr_db", "SNR = P / sigma^2 per device [dB]"), "CSI": ("csi_error_var", "CSI error variance")}
+            "SNR": ("snr_db", "SNR = P / sigma^2 per device [dB]"),
+            "CSI": ("csi_error_var", "CSI error variance (designed on H + E, evaluated on H)")}
     fixed = {"N": f"K={cfg.num_devices}, {cfg.snr_db:g} dB", "K": f"N={cfg.num_rx_ant}, {cfg.snr_db:g} dB",
              "SNR": f"N={cfg.num_rx_ant}, K={cfg.num_devices}",
-             "CSI": f"N={cfg.num_rx_ant}, K={cfg.num_devices}, {cfg.snr_db:g} dB; designed on H + E, used on H"}
+             "CSI": f"N={cfg.num_rx_ant}, K={cfg.num_devices}, {cfg.snr_db:g} dB"}
     for sweep, (col, label) in axes.items():
         sel = [r for r in rows if r["sweep"] == sweep]
         if not sel:
@@ -215,7 +229,7 @@ def plot_sweeps(out, rows, cfg):
         for s in summarise(sel, [col, "method"], ["median_db"]):
             curves.setdefault(s["method"], []).append((float(s[col]), s["median_db_mean"], s["median_db_ci"]))
         line_plot(out / f"mse_vs_{sweep.lower()}.png", curves, label, "median MSE of the sum [dB]",
-                  f"AirComp MSE vs {label.split(' [')[0]} (Rayleigh, {fixed[sweep]})", logx=sweep == "N",
+                  f"AirComp MSE vs {label.split(' [')[0].split(' (')[0]} (Rayleigh, {fixed[sweep]})", logx=sweep == "N",
                   note=f"median over {cfg.sweep_realisations} channels per seed; mean and 95% CI over {cfg.seeds} "
                        f"seeds")
 
@@ -227,11 +241,13 @@ def impairment_sweeps(cfg, out, quick):
     print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
 
 
-def run_design(out_dir="results/design", quick=False, seed=0):
+def run_design(out_dir="results/design", quick=False, seed=0, workers=1, ray_address=None):
+    """Run (or resume) the benchmark into `out_dir`. workers, ray_address: as `deft6g.experiment.run_points`
+    for the main comparison and the sweeps (the speed comparison and the impairment sweeps run here)."""
     cfg = DesignConfig.quick() if quick else DesignConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "design", asdict(cfg))
-    rows = main_comparison(cfg, out)
+    rows = main_comparison(cfg, out, workers, ray_address)
     main = dict(N=cfg.num_rx_ant, K=cfg.num_devices, realisations=cfg.realisations, seeds=cfg.seeds,
                 snr_db=cfg.snr_db, failed=int(sum(float(r["failed"]) for r in rows if r["method"] == "sdr")),
                 speed=speed(cfg, out), methods={})
@@ -243,7 +259,7 @@ def run_design(out_dir="results/design", quick=False, seed=0):
         main["methods"][m] = {v: [s[f"{v}_mean"], s[f"{v}_ci"]] for v in values}
         main["methods"][m]["mean_gap_to_bound_db"] = s.get("gap_mean_db_mean")          # None: not aligned
     (out / "main.json").write_text(json.dumps(main, indent=2))
-    plot_sweeps(out, sweeps(cfg, out), cfg)
+    plot_sweeps(out, sweeps(cfg, out, workers, ray_address), cfg)
     impairment_sweeps(cfg, out, quick)
     return main
 
