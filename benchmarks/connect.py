@@ -57,8 +57,8 @@ class ConnectConfig:
     @classmethod
     def quick(cls):
         return cls(model="random-bert", tasks=[["bbc_news", 2, 32, 200]], width=4, hidden=16, epochs=2, batch_size=32,
-                   snr_db=[0.0, 20.0], antenna_sweep=[1], antenna_sweep_snr_db=[0.0], block=50, repeats=1,
-                   digital_bits=[4], test_examples=100)
+                   snr_db=[0.0, 20.0], antenna_sweep=[], block=50, repeats=1, digital_bits=[4], test_examples=100,
+                   seeds=[0])
 
 
 def task_name(task):
@@ -143,8 +143,9 @@ class _Runner:
             row["accuracy"] = evaluate_multiview(model, self.features(d.x_test, kind), d.y_test)[0]
         else:
             m = d.num_views
-            train_conn = AirCompConnection(m, n, cfg.width, snr, cfg.method) if scheme.startswith("noise-aware") else None
-            model = self.model(name, "multi", seed, train_conn)
+            noise_aware = scheme.startswith("noise-aware")
+            model = self.model(name, "multi", seed,
+                               AirCompConnection(m, n, cfg.width, snr, cfg.method) if noise_aware else None)
             if scheme.startswith("digital-q"):
                 conn = DigitalConnection(m, n, cfg.width, snr, num_bits=int(scheme[len("digital-q"):]))
                 stats, side_reals = None, 0                                        # headers are in its count
@@ -154,7 +155,7 @@ class _Runner:
                 stats, side_reals = training_stats(model, d.x_train), conn.side_info_reals()
             acc, nmse, uses = evaluate_multiview(model, d.x_test, d.y_test, conn, cfg.block, cfg.repeats, stats,
                                                  seed=seed)
-            side = side_info_channel_uses(side_reals, m, cfg.side_info_bits) / cfg.deployment_examples if side_reals else 0.0
+            side = side_info_channel_uses(side_reals, m, cfg.side_info_bits) / cfg.deployment_examples
             row.update(accuracy=acc, nmse=nmse, payload_uses=uses, side_info_uses=side)
         row["channel_uses"] = row["payload_uses"] + row["side_info_uses"]
         row["latency_us"] = 1e6 * row["channel_uses"] / cfg.bandwidth_hz

@@ -81,10 +81,13 @@ class ChannelBlocks:
 
 def payload_stats(x):
     """Per-dimension normalisation of payloads x [..., B, M, D]: (mean [..., M, D], scale c [..., D] = the
-    largest std over the devices), both over the B examples. Differentiable (TF)."""
+    largest std over the devices), both over the B examples; a dimension constant on every device gets
+    scale 1 (its mean alone carries it). Differentiable (TF), without a NaN gradient at std 0."""
     mean = tf.reduce_mean(x, axis=-3)
-    std = tf.sqrt(tf.reduce_mean((x - mean[..., None, :, :]) ** 2, axis=-3) + 1e-12)
-    return mean, tf.reduce_max(std, axis=-2)
+    var = tf.reduce_mean((x - mean[..., None, :, :]) ** 2, axis=-3)
+    std = tf.where(var > 0, tf.sqrt(tf.where(var > 0, var, tf.ones_like(var))), tf.zeros_like(var))
+    scale = tf.reduce_max(std, axis=-2)
+    return mean, tf.where(scale > 0, scale, tf.ones_like(scale))
 
 
 class AirCompConnection:
@@ -190,7 +193,8 @@ class DigitalConnection:
     def __call__(self, x, H, seed=None):
         x = np.asarray(x, np.float32)
         if x.ndim != 4:
-            raise ValueError(f"`x` must have shape [T blocks, B, {self.num_devices}, {self.width}], got {list(x.shape)}")
+            raise ValueError(f"`x` must have shape [T blocks, B, {self.num_devices}, {self.width}], "
+                             f"got {list(x.shape)}")
         _check_payloads(x[0], self.num_devices, self.width)
         t, b = x.shape[:2]
         flat = x.transpose(0, 2, 1, 3).reshape(t, self.num_devices, b * self.width)      # [T, M, B D]

@@ -31,7 +31,10 @@ class MultiViewModel(tf.Module):
     def __init__(self, num_devices, in_features, width, num_classes, hidden=64, seed=0, feature_stats=None):
         super().__init__(name="multiview")
         rng = np.random.default_rng(seed)
-        init = lambda fan_in, *shape: tf.Variable((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32))  # noqa: E731
+
+        def init(fan_in, *shape):
+            return tf.Variable((rng.standard_normal(shape) / np.sqrt(fan_in)).astype(np.float32))
+
         self.num_devices, self.in_features, self.width = num_devices, in_features, width
         self.W = init(in_features, num_devices, in_features, width)
         self.c = tf.Variable(tf.zeros([num_devices, width]))

@@ -54,7 +54,8 @@ def power_split(importance):
     sigma^2 = mean(sqrt w)^2 / mean(w), a scalar in (0, 1])."""
     w = np.asarray(importance, dtype=np.float64)
     if w.ndim != 1 or w.size < 1 or not np.all(np.isfinite(w)) or np.any(w <= 0):
-        raise ValueError(f"`importance` must be a 1-D array of finite values > 0 (one per dimension), got {importance!r}")
+        raise ValueError(f"`importance` must be a 1-D array of finite values > 0 (one per dimension), "
+                         f"got {importance!r}")
     if np.all(w == w[0]):                                # exactly the MSE design, free of rounding
         return np.ones(w.size), 1.0
     root = np.sqrt(w)

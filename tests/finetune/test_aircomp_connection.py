@@ -140,7 +140,8 @@ def test_split_views_keeps_the_words_in_order():
 def test_mismatches_raise_clear_errors(rng):
     conn = AirCompConnection(3, 2, 4, snr_db=10.0, method="zf")
     H, a, b, split = conn.draw(1, seed=0)[0]
-    with pytest.raises(ValueError, match=r"`x` must have shape \[\.\.\., B, 3 devices, 4 dimensions\], got \[8, 2, 4\]"):
+    with pytest.raises(ValueError, match=r"`x` must have shape \[\.\.\., B, 3 devices, 4 dimensions\], "
+                                         r"got \[8, 2, 4\]"):
         conn(np.zeros((8, 2, 4), np.float32), H, a, b, split)
     with pytest.raises(ValueError, match="`x` must have shape"):
         conn(np.zeros((8, 3, 5), np.float32), H, a, b, split)
