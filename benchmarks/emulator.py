@@ -1,0 +1,387 @@
+"""`deft6g emulator`: a FoMo emulator worth downloading (DEFT technique 3, emulator mode; offsite-tuning).
+
+Devices tune LoRA (rank 8, query/value) in the top block of an emulator of the pretrained MiniLM and the
+server plugs the aggregated weights into the full model. Emulators (`variants`, cumulative): layer drop
+alone (blocks `emulator_blocks(6, bottom, top, drop)`); + vocabulary pruning to the tokens of the devices'
+training texts (+ special tokens; unseen test tokens become [UNK], rate reported); + int8 weights (per
+column/row scales, dequantised compute); + low-rank (truncated SVD, `rank_fraction`) projections of the
+middle blocks. Each with and without distillation alignment: the middle blocks trained on public
+unlabelled text (`public`, BBC news paragraphs, not the devices' data) to match the full model's hidden
+state at the top boundary (MSE), before compression's int8/SVD step. Reference: devices holding the full
+model ("full"). The download is what `pack_emulator` sends (tensors, dtypes, vocabulary mask, config).
+
+Training per (variant, distill, seed): FederatedDEFT, ideal aggregation, `devices` IID devices, `rounds`
+rounds of `local_steps` Adam steps on cached activations (the emulator's own lower blocks compute its
+top-block input); seeds change LoRA/head init, partition and batches (the emulator itself -- its
+distillation batches -- is built once, seed 0). Plug-in accuracy: the full model with the plugged weights
+on the whole test split; emulator accuracy: the emulator itself. Device cost: memory = downloaded weights
++ LoRA/head with Adam states + activations of the top block for a batch (cost model, `finetune/cost.py`);
+time of one training step from tokens (batch x max_length; forward through every block, backward through
+the top block), measured here, wall and CPU seconds.
+Files: emulators.csv (per emulator), results.csv (per seed), summary.csv, config.json, PNGs; resumable.
+"""
+
+import csv
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points
+
+STEPS = ("vocab", "int8", "lowrank")
+VARIANTS = ("full", "drop", "drop+vocab", "drop+vocab+int8", "drop+vocab+int8+lowrank")
+EMU_KEY = ["variant", "distill"]
+EMU_FIELDS = EMU_KEY + ["kept", "download_bits", "download_ratio", "vocab_size", "unk_rate", "mse_before",
+                        "mse_after", "distill_s", "memory_bytes", "memory_ratio", "step_wall_s", "step_cpu_s",
+                        "step_speedup"]
+RESULT_KEY = ["variant", "distill", "seed"]
+RESULT_FIELDS = RESULT_KEY + ["plug_accuracy", "emulator_accuracy", "train_s"]
+
+
+@dataclass
+class EmulatorStudyConfig:
+    """The study's grid and training budget (see the module docstring)."""
+    model: str = "all-MiniLM-L6-v2"
+    max_length: int = 48
+    dataset: str = "rotten_tomatoes"
+    public: str = "bbc_news"
+    public_texts: int = 4000
+    train_examples: int = 4000            # of the seeded 80/20 split's training part (0: all)
+    test_examples: int = 0                # 0: the whole test split
+    bottom: int = 1
+    top: int = 1
+    drop: float = 0.5
+    variants: list = field(default_factory=lambda: list(VARIANTS))
+    distill: list = field(default_factory=lambda: [False, True])
+    rank_fraction: float = 0.25
+    distill_steps: int = 300
+    distill_lr: float = 1e-4
+    distill_batch: int = 32
+    lora_rank: int = 8
+    devices: int = 4
+    rounds: int = 8
+    local_steps: int = 4
+    batch_size: int = 32
+    lr: float = 1e-2
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    timing_repeats: int = 5
+
+    @classmethod
+    def quick(cls):
+        return cls(model="random-bert", public_texts=48, train_examples=64, test_examples=48, distill_steps=3,
+                   devices=2, rounds=1, local_steps=2, seeds=[0, 1], timing_repeats=1,
+                   variants=["full", "drop+vocab+int8+lowrank"])
+
+    def __post_init__(self):
+        from deft6g.finetune import DATASETS
+        for name in ("dataset", "public"):
+            if getattr(self, name) not in DATASETS:
+                raise ValueError(f"`{name}` {getattr(self, name)!r} is unknown; known: {sorted(DATASETS)}")
+        if self.public == self.dataset:
+            raise ValueError(f"`public` must be another dataset than the devices' `dataset`, got {self.public!r}")
+        bad = [v for v in self.variants if v not in VARIANTS]
+        if bad or not self.variants:
+            raise ValueError(f"`variants` must be a non-empty subset of {VARIANTS}, got {self.variants}")
+        if not set(self.distill) <= {False, True} or not self.distill:
+            raise ValueError(f"`distill` must be a non-empty subset of [False, True], got {self.distill}")
+        if not 0 < self.rank_fraction <= 1:
+            raise ValueError(f"`rank_fraction` must be in (0, 1], got {self.rank_fraction}")
+
+
+def emulator_points(cfg):
+    return [{"variant": v, "distill": d} for v in cfg.variants for d in ([False] if v == "full" else cfg.distill)]
+
+
+def study_points(cfg):
+    return [{**p, "seed": s} for s in cfg.seeds for p in emulator_points(cfg)]
+
+
+class _Setup:
+    """What the points share: the full model and its cached test input, the devices' data, public text, and
+    per emulator (built lazily, cached on disk) its package, device model and cached activations."""
+
+    def __init__(self, cfg, log):
+        from deft6g.finetune import (LoraConfig, build_emulator, emulator_blocks, get_peft_model, load_dataset,
+                                     load_study_model, pack_emulator, tokenize, train_test_split)
+        from deft6g.finetune.distillation import public_texts
+        self.cfg, self.log = cfg, log
+        data = load_dataset(cfg.dataset)
+        train, test = train_test_split(len(data), 0.2, seed=0)
+        pick = np.random.default_rng(0)
+        train = pick.permutation(train)[:cfg.train_examples or None]
+        test = pick.permutation(test)[:cfg.test_examples or None]
+        self.y_train, self.y_test = data.y[train], data.y[test]
+        self.num_labels = len(data.class_names)
+        self.model, self.tok = load_study_model(cfg.model)
+        tokens = tokenize(self.tok, data.x, cfg.max_length)
+        self.x_train = {k: v[train] for k, v in tokens.items()}
+        self.x_test = {k: v[test] for k, v in tokens.items()}
+        self.public = tokenize(self.tok, public_texts(load_dataset(cfg.public).x, cfg.public_texts), cfg.max_length)
+        self.n_blocks = self.model.config.num_hidden_layers
+        self.kept = emulator_blocks(self.n_blocks, cfg.bottom, cfg.top, cfg.drop)
+        self.peft_cfg = LoraConfig(r=cfg.lora_rank, lora_alpha=2.0 * cfg.lora_rank, target_modules=["query", "value"],
+                                   layers_to_transform=[self.n_blocks - 1])
+        self.full_package = pack_emulator(self.model, list(range(self.n_blocks)))     # before LoRA wraps it
+        self.dropped = build_emulator(self.model, self.kept)
+        self.full = get_peft_model(self.model, self.peft_cfg, num_labels=self.num_labels)
+        self.full_start = self.full.lowest_tuned_block()
+        ids = self.x_train["input_ids"][self.x_train["attention_mask"].astype(bool)]
+        self.vocab_ids = np.union1d(ids, self.tok.all_special_ids)
+        self.key = [cfg.model, cfg.max_length, cfg.dataset, hashlib.sha256(np.asarray(train).tobytes()).hexdigest()]
+        self.full_test = self._acts(self.full, self.x_test, self.full_start, ["full-test", test.tolist()])
+        self.full_train = None
+        self.emulators = {}
+
+    def _acts(self, peft, x, block, key):
+        from deft6g.finetune import cached_arrays
+        z = cached_arrays(self.key + key + [block], lambda: dict(zip("hm", peft.activations(x, block))))
+        return z["h"], z["m"]
+
+    def emulator(self, variant, distill):
+        """dict: package (what is sent), stats, device PeftModel, its train/test activations, unk rate."""
+        if (variant, distill) in self.emulators:
+            return self.emulators[(variant, distill)]
+        from deft6g.finetune import build_emulator, cached_arrays, emulator_config, get_peft_model
+        from deft6g.finetune.distillation import align_emulator
+        from deft6g.finetune.emulator_package import (apply_low_rank, pack_emulator, remap_tokens, token_map,
+                                                      unpack_emulator)
+        cfg, steps = self.cfg, variant.split("+")[1:]
+        if variant == "full":
+            d = {"package": self.full_package, "stats": {}, "device": self.full, "kept": list(range(self.n_blocks)),
+                 "train": self._full_train(), "test": self.full_test, "unk_rate": 0.0}
+            self.emulators[(variant, distill)] = d
+            return d
+        middle = list(range(cfg.bottom, len(self.kept) - cfg.top))
+        low = middle if "lowrank" in steps else []
+
+        def build():
+            emu = build_emulator(self.dropped, list(range(len(self.kept))))      # a fresh copy
+            if low:
+                apply_low_rank(emu, low, cfg.rank_fraction)
+            stats = {}
+            if distill:
+                stats = align_emulator(self.model, emu, self.kept, self.public, cfg.bottom, cfg.top,
+                                       cfg.distill_steps, cfg.distill_batch, cfg.distill_lr)
+            pkg = pack_emulator(emu, self.kept, self.vocab_ids if "vocab" in steps else None, "int8" in steps,
+                                low, cfg.rank_fraction)
+            return {**pkg, **{f"stats.{k}": np.float64(v) for k, v in stats.items()}}
+
+        key = self.key + ["emulator", self.kept, variant, distill, cfg.rank_fraction, cfg.public, cfg.public_texts,
+                          cfg.distill_steps, cfg.distill_lr, cfg.distill_batch]
+        z = cached_arrays(key, build, "emulators")
+        package = {k: v for k, v in z.items() if not k.startswith("stats.")}
+        stats = {k[6:]: float(v) for k, v in z.items() if k.startswith("stats.")}
+        model = unpack_emulator(package)
+        device = get_peft_model(model, emulator_config(self.peft_cfg, self.kept, self.n_blocks),
+                                num_labels=self.num_labels)
+        lookup = token_map(package, self.tok.unk_token_id)
+        x_train, _ = remap_tokens(self.x_train, lookup, self.tok.unk_token_id)
+        x_test, unk = remap_tokens(self.x_test, lookup, self.tok.unk_token_id)
+        start = device.lowest_tuned_block()
+        tag = [variant, distill, hashlib.sha256(b"".join(a.tobytes() for a in package.values())).hexdigest()]
+        d = {"package": package, "stats": stats, "device": device, "kept": self.kept, "unk_rate": unk,
+             "train": self._acts(device, x_train, start, tag + ["train"]),
+             "test": self._acts(device, x_test, start, tag + ["test"])}
+        self.emulators[(variant, distill)] = d
+        return d
+
+    def _full_train(self):
+        if self.full_train is None:
+            self.full_train = self._acts(self.full, self.x_train, self.full_start, ["full-train"])
+        return self.full_train
+
+
+def _step_time(peft, x, y, repeats):
+    """(median wall s, median CPU s) of one Adam training step from tokens (x dict [B, T]), after a warm-up."""
+    import tf_keras as keras
+    from deft6g.finetune import make_train_step
+    step = make_train_step(peft, keras.optimizers.Adam(1e-4))
+    step(x, y)
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        float(step(x, y))
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+def _device_memory(setup, d):
+    """Bytes on the device: downloaded weights + the cost model's trainable state and activations."""
+    from deft6g.finetune import dims_of, peft_cost
+    from dataclasses import replace
+    dims = replace(dims_of(setup.model), num_blocks=len(d["kept"]))
+    cost = peft_cost(dims, d["device"].peft_config, tokens=setup.cfg.max_length, batch_size=setup.cfg.batch_size,
+                     num_labels=setup.num_labels)
+    from deft6g.finetune.emulator_package import download_bits
+    return download_bits(d["package"]) // 8 + cost.memory_optimizer + cost.memory_activations
+
+
+def _emulator_row(setup, point, full_row):
+    from deft6g.finetune.emulator_package import download_bits, package_config
+    d = setup.emulator(point["variant"], point["distill"])
+    cfg = setup.cfg
+    b = cfg.batch_size
+    x = {k: v[:b] for k, v in setup.x_train.items()}
+    if point["variant"] != "full":
+        from deft6g.finetune.emulator_package import remap_tokens, token_map
+        x, _ = remap_tokens(x, token_map(d["package"], setup.tok.unk_token_id), setup.tok.unk_token_id)
+    wall, cpu = _step_time(d["device"], x, setup.y_train[:b], cfg.timing_repeats)
+    bits, mem = download_bits(d["package"]), _device_memory(setup, d)
+    full_bits, full_mem, full_wall = ((bits, mem, wall) if full_row is None else
+                                      (int(full_row["download_bits"]), int(full_row["memory_bytes"]),
+                                       float(full_row["step_wall_s"])))
+    s = d["stats"]
+    return {**point, "kept": " ".join(map(str, d["kept"])), "download_bits": bits,
+            "download_ratio": full_bits / bits, "vocab_size": package_config(d["package"])["vocab_size"],
+            "unk_rate": d["unk_rate"], "mse_before": s.get("mse_before", float("nan")),
+            "mse_after": s.get("mse_after", float("nan")), "distill_s": round(s.get("seconds", 0.0), 2),
+            "memory_bytes": mem, "memory_ratio": full_mem / mem, "step_wall_s": wall, "step_cpu_s": cpu,
+            "step_speedup": full_wall / wall}
+
+
+def _run_point(setup, point):
+    from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition, plug_in
+    cfg, seed = setup.cfg, int(point["seed"])
+    d = setup.emulator(point["variant"], point["distill"])
+    t0 = time.process_time()
+    device = d["device"]
+    device.reset_parameters(seed)
+    parts = partition(setup.y_train, cfg.devices, "iid", seed=seed)
+    devices = [((d["train"][0][i], d["train"][1][i]), setup.y_train[i]) for i in parts]
+    start = device.lowest_tuned_block()
+    fed = FederatedDEFT(device, devices, IdealAggregator(), start, cfg.local_steps, cfg.batch_size, cfg.lr,
+                        lora_aggregation="frozen_a", seed=seed)
+    fed.run(cfg.rounds)
+    emu_acc = evaluate(device, d["test"], setup.y_test, start_block=start)
+    if device is not setup.full:
+        plug_in(setup.full, device, d["kept"])
+    plug = evaluate(setup.full, setup.full_test, setup.y_test, start_block=setup.full_start)
+    return {**point, "plug_accuracy": plug, "emulator_accuracy": emu_acc, "train_s": round(time.process_time() - t0, 2)}
+
+
+def _bool(v):
+    return v in (True, "True", "true", "1")
+
+
+def run_emulator_study(out_dir, config=None, quick=False, log=print):
+    """Run (or resume) the study into `out_dir`; returns (cfg, emulator rows, result rows, cpu_s)."""
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
+    cfg = config or (EmulatorStudyConfig.quick() if quick else EmulatorStudyConfig())
+    out = prepare_output(out_dir, "emulator", asdict(cfg))
+    emu_store = ResultStore(out / "emulators.csv", EMU_FIELDS, EMU_KEY)
+    store = ResultStore(out / "results.csv", RESULT_FIELDS, RESULT_KEY)
+    emu_points, points = emulator_points(cfg), study_points(cfg)
+    cpu0 = time.process_time()
+    if any(not emu_store.done(p) for p in emu_points) or any(not store.done(p) for p in points):
+        setup = _Setup(cfg, log)
+        full = [{"variant": "full", "distill": False}]
+        run_points(full, lambda p: _emulator_row(setup, p, None), emu_store, desc="full model", log=log)
+        full_row = next(r for r in emu_store.rows() if r["variant"] == "full")
+        run_points(emu_points, lambda p: _emulator_row(setup, p, full_row), emu_store, desc="emulators", log=log,
+                   describe=lambda p, r: f"{_name(p)}: {float(r['download_ratio']):.2f}x smaller download")
+        run_points(points, lambda p: _run_point(setup, p), store, desc="training", log=log,
+                   describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {float(r['plug_accuracy']):.3f}, "
+                                         f"emulator {float(r['emulator_accuracy']):.3f}")
+    emu_rows, rows = emu_store.rows(), store.rows()
+    summary_rows = write_summary(out, emu_rows, rows)
+    plot(out, cfg, summary_rows)
+    return cfg, summary_rows, time.process_time() - cpu0
+
+
+def _name(p):
+    return p["variant"] + (" + distill" if _bool(p["distill"]) else "")
+
+
+SUMMARY_FIELDS = ["variant", "distill", "n", "download_bits", "download_ratio", "vocab_size", "unk_rate",
+                  "mse_before", "mse_after", "memory_ratio", "step_speedup", "plug_mean", "plug_ci",
+                  "emulator_mean", "emulator_ci", "gap_mean", "gap_ci", "vs_full_mean", "vs_full_ci"]
+
+
+def summary_rows(emu_rows, rows):
+    """Per emulator: its download/cost columns, plug-in and emulator accuracy (mean, 95% CI over seeds), the
+    emulator-minus-plug-in gap and plug-in minus full-model devices, both paired per seed."""
+    full = {r["seed"]: float(r["plug_accuracy"]) for r in rows if r["variant"] == "full"}
+    out = []
+    for e in emu_rows:
+        mine = [r for r in rows if r["variant"] == e["variant"] and r["distill"] == e["distill"]]
+        if not mine:
+            continue
+        plug = [float(r["plug_accuracy"]) for r in mine]
+        emu = [float(r["emulator_accuracy"]) for r in mine]
+        paired = [(float(r["plug_accuracy"]), full[r["seed"]]) for r in mine if r["seed"] in full]
+        s = {k: e[k] for k in SUMMARY_FIELDS if k in e}
+        s["n"] = len(mine)
+        s["plug_mean"], s["plug_ci"] = mean_ci(plug)
+        s["emulator_mean"], s["emulator_ci"] = mean_ci(emu)
+        s["gap_mean"], s["gap_ci"] = paired_ci(emu, plug)
+        s["vs_full_mean"], s["vs_full_ci"] = paired_ci(*zip(*paired)) if paired else (float("nan"),) * 2
+        out.append(s)
+    return out
+
+
+def write_summary(out, emu_rows, rows):
+    s_rows = summary_rows(emu_rows, rows)
+    path = out / "summary.csv"
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, SUMMARY_FIELDS)
+        w.writeheader()
+        w.writerows(s_rows)
+    tmp.replace(path)
+    return s_rows
+
+
+def plot(out, cfg, s_rows):
+    """download_vs_accuracy.png: plug-in accuracy (mean, 95% CI) against download size, one curve per
+    distillation setting along the compression steps; the full model as a band."""
+    if not s_rows:
+        return
+    full = [s for s in s_rows if s["variant"] == "full"]
+    curves = {}
+    for s in s_rows:
+        if s["variant"] == "full":
+            continue
+        label = "emulator, distilled" if _bool(s["distill"]) else "emulator, not distilled"
+        curves.setdefault(label, []).append((float(s["download_bits"]) / 8e6, s["plug_mean"], s["plug_ci"],
+                                             s["variant"].replace("drop+", "+")))
+    hl = {f"devices hold the full model ({float(full[0]['download_bits']) / 8e6:.1f} MB)":
+          (full[0]["plug_mean"], full[0]["plug_ci"])} if full else None
+    seeds = max(s["n"] for s in s_rows)
+    note = (f"mean and 95% CI over {seeds} seeds; {cfg.model}, LoRA r={cfg.lora_rank} in the top block, "
+            f"{cfg.devices} devices x {cfg.rounds} rounds; {cfg.dataset}, public text {cfg.public}")
+    line_plot(out / "download_vs_accuracy.png", curves, "download [MB] (log scale)", "plug-in test accuracy",
+              "Emulator download vs plug-in accuracy", logx=True, hlines=hl, note=note)
+
+
+def summary(cfg, s_rows, cpu_s):
+    lines = [f"FoMo emulator study: {cfg.model} on {cfg.dataset} ({cfg.train_examples or 'all'} training texts), "
+             f"LoRA r={cfg.lora_rank} q/v in the top block, {cfg.devices} devices x {cfg.rounds} rounds x "
+             f"{cfg.local_steps} steps; distillation on {cfg.public_texts} {cfg.public} paragraphs, "
+             f"{cfg.distill_steps} steps. Mean +- 95% CI over seeds; differences paired per seed.",
+             f"{'emulator':<34}{'download MB':>12}{'x smaller':>10}{'UNK %':>7}{'mem x':>7}{'step x':>7}"
+             f"{'plug-in acc':>17}{'emulator acc':>17}{'emu - plug':>17}{'plug - full':>17}{'MSE before>after':>20}"]
+    for s in s_rows:
+        mse = "" if math.isnan(float(s["mse_before"])) else f"{float(s['mse_before']):.3g} > {float(s['mse_after']):.3g}"
+        lines.append(f"{_name(s):<34}{float(s['download_bits']) / 8e6:>12.2f}{float(s['download_ratio']):>10.2f}"
+                     f"{100 * float(s['unk_rate']):>7.2f}{float(s['memory_ratio']):>7.2f}{float(s['step_speedup']):>7.2f}"
+                     f"{_pm(s['plug_mean'], s['plug_ci'])}{_pm(s['emulator_mean'], s['emulator_ci'])}"
+                     f"{_pm(s['gap_mean'], s['gap_ci'], True)}{_pm(s['vs_full_mean'], s['vs_full_ci'], True)}{mse:>20}")
+    lines.append("x smaller / mem x / step x: full model over emulator (download bits; device memory from the cost "
+                 "model with the downloaded weights; median wall time of a training step from tokens, measured here)")
+    lines.append(f"CPU time of this run: {cpu_s:.0f} s (on an idle 2-core machine the wall time is about "
+                 f"{cpu_s / 2:.0f}-{cpu_s:.0f} s)")
+    if cfg.model == "random-bert":
+        lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
+    return "\n".join(lines)
+
+
+def _pm(m, ci, sign=False):
+    if math.isnan(m):
+        return f"{'-':>17}"
+    c = "  nan" if math.isnan(ci) else f"{ci:.3f}"
+    return f"{m:>+10.3f} +- {c}" if sign else f"{m:>10.3f} +- {c}"
