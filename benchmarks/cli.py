@@ -7,14 +7,14 @@ import sys
 
 def _link(args):
     from .link import run_link, summary
-    cfg, air, dig, speed = run_link(args.out, quick=args.quick, seed=args.seed)
+    cfg, air, dig, speed = run_link(args.out, quick=args.quick, seed=args.seed, **_parallel(args))
     print(summary(cfg, air, dig, speed))
     print(f"results in {args.out}")
 
 
 def _design(args):
     from .design import run_design, summary
-    print(summary(run_design(args.out, quick=args.quick, seed=args.seed)))
+    print(summary(run_design(args.out, quick=args.quick, seed=args.seed, **_parallel(args))))
     print(f"results in {args.out}")
 
 
@@ -26,7 +26,7 @@ def _study(args):
     except (ValueError, OSError) as err:
         print(f"deft6g study: configuration error: {err}", file=sys.stderr)
         return 2
-    cfg, rows = run_study(args.out, cfg)
+    cfg, rows = run_study(args.out, cfg, **_parallel(args))
     print(summary(cfg, rows))
     print(f"results in {args.out}")
     return 0
@@ -57,6 +57,24 @@ def _transfer(args):
     print(f"results in {args.out}")
 
 
+def _emulator(args):
+    from .emulator import run_emulator_study, summary
+    print(summary(*run_emulator_study(args.out, quick=args.quick)))
+    print(f"results in {args.out}")
+
+
+def _parallel(args):
+    return {"workers": args.workers, "ray_address": args.ray_address}
+
+
+def _add_parallel(parser):
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="run the points on N Ray workers (1: serially here, the default; 0: one per core, or "
+                             "per CPU of the cluster with --ray-address); needs pip install 'deft6g[ray]'")
+    parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                        help="attach to a running Ray cluster ('auto' or host:port) instead of starting one")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="deft6g", description="DEFT studies and benchmarks over simulated 6G links")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +82,7 @@ def build_parser():
     study.add_argument("--out", default="results/study", help="output folder (CSV, JSON, PNG); re-runs resume")
     study.add_argument("--config", default=None, help="TOML file overriding the embedded default configuration")
     study.add_argument("--quick", action="store_true", help="a small run for smoke tests")
+    _add_parallel(study)
     study.set_defaults(func=_study)
     finetune = sub.add_parser("finetune", help="PEFT methods on Rotten Tomatoes (accuracy, speed, memory); "
                               "block allocator vs uniform ranks")
@@ -80,11 +99,13 @@ def build_parser():
     link.add_argument("--out", default="results/link", help="output folder (CSV, JSON, PNG); re-runs resume")
     link.add_argument("--quick", action="store_true", help="a small grid for smoke tests")
     link.add_argument("--seed", type=int, default=0)
+    _add_parallel(link)
     link.set_defaults(func=_link)
     design = sub.add_parser("design", help="AirComp beamforming / power control: gap to the SDR bound, speed-up")
     design.add_argument("--out", default="results/design", help="output folder; re-runs resume")
     design.add_argument("--quick", action="store_true", help="a small grid for smoke tests")
     design.add_argument("--seed", type=int, default=0)
+    _add_parallel(design)
     design.set_defaults(func=_design)
     connect = sub.add_parser("connect", help="AirComp neural connections: multi-view split model trained through "
                              "the channel vs naive, ideal, single view, digital; task-oriented design")
@@ -96,6 +117,11 @@ def build_parser():
     transfer.add_argument("--out", default="results/transfer", help="output folder (CSV, PNG); re-runs resume")
     transfer.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
     transfer.set_defaults(func=_transfer)
+    emulator = sub.add_parser("emulator", help="FoMo emulator (offsite-tuning): download size vs plug-in accuracy "
+                              "for layer drop, vocabulary pruning, int8, low rank, with/without distillation")
+    emulator.add_argument("--out", default="results/emulator", help="output folder (CSV, PNG); re-runs resume")
+    emulator.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
+    emulator.set_defaults(func=_emulator)
     return parser
 
 
@@ -123,8 +149,18 @@ def quiet_stack():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from deft6g.experiment import OutputFolderError, PointsFailed, RayUnavailable, require_ray
+    if getattr(args, "workers", 1) < 0:
+        print(f"deft6g {args.command}: error: --workers must be >= 0 (0: all cores), got {args.workers}",
+              file=sys.stderr)
+        return 2
+    if getattr(args, "workers", 1) != 1 or getattr(args, "ray_address", None):
+        try:
+            require_ray()
+        except RayUnavailable as err:
+            print(f"deft6g {args.command}: error: {err}", file=sys.stderr)
+            return 2
     quiet_stack()
-    from deft6g.experiment import OutputFolderError, PointsFailed
     try:
         return args.func(args) or 0
     except OutputFolderError as err:

@@ -10,6 +10,9 @@ from .peft_model import PeftModel, get_peft_model
 from .training import block_importance, evaluate, make_grad_fn, make_train_step
 from .aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator, make_aggregator
 from .emulator import build_emulator, emulator_blocks, emulator_config, plug_in, plug_in_state
+from .emulator_package import apply_low_rank, dequantize, download_bits, low_rank_factors, pack_emulator, \
+    quantize_int8, remap_tokens, token_map, unpack_emulator
+from .distillation import align_emulator, hidden_state, masked_mse, public_texts
 from .federated import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS, FederatedDEFT, RoundLog
 from .multiview import MultiViewData, load_multiview, split_views
 from .aircomp_connection import AirCompConnection, ChannelBlocks, DigitalConnection, IdealConnection, payload_stats, \
