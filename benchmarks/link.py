@@ -73,17 +73,20 @@ def _channels(cfg, model, n, k, seed):
     return tf.reshape(H, [-1, n, k]) if H.shape.rank == 4 else H                 # realisations x subcarriers
 
 
-def run_aircomp(cfg, store):
-    """One point per (model, N, K, receiver, SNR): MSE percentiles over the channel realisations (one channel
-    draw and one design per (model, N, K, receiver), shared by its SNRs). NMSE = median MSE / K."""
-    designs = {}
+class _AirCompPoint:
+    """An AirComp point, picklable for Ray workers: the channel draw and design of its (model, N, K, receiver)
+    is kept for that group's other SNRs (run_points group=AIRCOMP_FIELDS[:4])."""
 
-    def point(p):
+    def __init__(self, cfg):
+        self.cfg, self.designs = cfg, {}
+
+    def __call__(self, p):
+        cfg = self.cfg
         model, n, k, receiver = p["model"], p["num_rx_ant"], p["num_devices"], p["receiver"]
-        if (model, n, k, receiver) not in designs:
+        if (model, n, k, receiver) not in self.designs:
             H = _channels(cfg, model, n, k, cfg.seed)
-            designs[(model, n, k, receiver)] = (H, *closed_form_design(H, 1.0, receiver))
-        H, a, b = designs[(model, n, k, receiver)]
+            self.designs = {(model, n, k, receiver): (H, *closed_form_design(H, 1.0, receiver))}
+        H, a, b = self.designs[(model, n, k, receiver)]
         mse = aircomp_mse(H, a, b, 10 ** (-p["snr_db"] / 10)).numpy()
         p10, median, p90 = percentiles(mse, (10, 50, 90))
         mean, ci = mean_ci(mse) if receiver == "zf" and n >= k + 2 else ("", "")
@@ -92,17 +95,25 @@ def run_aircomp(cfg, store):
                         nmse_db=_nmse_db(median, k),
                         channel_uses=aircomp_channel_uses(cfg.payload_reals, num_devices=k, num_subcarriers=f))
 
+
+def run_aircomp(cfg, store, workers=1, ray_address=None):
+    """One point per (model, N, K, receiver, SNR): MSE percentiles over the channel realisations (one channel
+    draw and one design per (model, N, K, receiver), shared by its SNRs). NMSE = median MSE / K."""
     points = [dict(model=m, num_rx_ant=n, num_devices=k, receiver=r, snr_db=s) for m in cfg.models
               for n, k in cfg.antennas_devices for r in cfg.receivers for s in cfg.snr_db]
-    run_points(points, point, store, desc="AirComp points",
+    run_points(points, _AirCompPoint(cfg), store, desc="AirComp points", group=AIRCOMP_FIELDS[:4], workers=workers,
+               ray_address=ray_address,
                describe=lambda p, row: f"{_label(p)}: median NMSE {row['nmse_db']:.1f} dB")
 
 
-def run_digital(cfg, store):
-    """One point per (model, N, K, scheme, SNR, seed): `digital_realisations` channels and unit-variance
-    Gaussian payloads of `payload_reals` reals per device (`DigitalUplink`, 8-bit quantiser; adaptive schemes
-    with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
-    def point(p):
+class _DigitalPoint:
+    """A digital point, picklable for Ray workers (see `run_digital`)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __call__(self, p):
+        cfg = self.cfg
         n, k, seed = p["num_rx_ant"], p["num_devices"], p["seed"]
         x = tf.random.stateless_normal([cfg.digital_realisations, k, cfg.payload_reals], [seed, 1])
         H = UplinkChannel(p["model"], n, k, num_subcarriers=cfg.num_subcarriers)(cfg.digital_realisations,
@@ -118,10 +129,15 @@ def run_digital(cfg, store):
                         advantage=uses / air,
                         advantage_payload=uses / aircomp_channel_uses(cfg.payload_reals, num_subcarriers=f))
 
+
+def run_digital(cfg, store, workers=1, ray_address=None):
+    """One point per (model, N, K, scheme, SNR, seed): `digital_realisations` channels and unit-variance
+    Gaussian payloads of `payload_reals` reals per device (`DigitalUplink`, 8-bit quantiser; adaptive schemes
+    with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
     points = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, snr_db=s, seed=cfg.seed + i)
               for m in cfg.models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
               for s in cfg.digital_snr_db for i in range(cfg.digital_seeds)]
-    run_points(points, point, store, desc="digital points",
+    run_points(points, _DigitalPoint(cfg), store, desc="digital points", workers=workers, ray_address=ray_address,
                describe=lambda p, row: f"{p['model']} {p['scheme']} N={p['num_rx_ant']} K={p['num_devices']} "
                                        f"{p['snr_db']} dB seed {p['seed']}: {row['channel_uses']:.0f} uses "
                                        f"({row['advantage']:.1f}x AirComp), {row['delivered']:.3f} delivered")
@@ -242,15 +258,17 @@ def impairment_sweeps(out, quick, seed):
     print(link_sweeps(out, quick=quick, seed=seed))
 
 
-def run_link(out_dir="results/link", quick=False, seed=0):
-    """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs."""
+def run_link(out_dir="results/link", quick=False, seed=0, workers=1, ray_address=None):
+    """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs.
+    workers, ray_address: as `deft6g.experiment.run_points` for the AirComp and digital points (the speed
+    test and the impairment sweeps run here)."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "link", asdict(cfg))
     air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:5])
     dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:6])
-    run_aircomp(cfg, air)
-    run_digital(cfg, dig)
+    run_aircomp(cfg, air, workers, ray_address)
+    run_digital(cfg, dig, workers, ray_address)
     speed = speed_test(cfg)
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
     plot(cfg, out, air.rows(), dig.rows())

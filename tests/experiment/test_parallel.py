@@ -1,0 +1,152 @@
+"""run_points on Ray: a 2-worker run equals the serial one, an interrupted run resumes without recomputing
+finished points, a failing or crashing point is reported and retried without losing the others, and a
+missing Ray is reported with the install command. One local Ray instance (2 CPUs) serves the module."""
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from deft6g.experiment import PointsFailed, RayUnavailable, ResultStore, run_points
+
+FIELDS = ["p", "seed", "value", "pid"]
+
+
+@pytest.fixture(scope="module")
+def ray_2():
+    ray = pytest.importorskip("ray")
+    from deft6g.experiment import start_ray
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])     # toy point functions travel by value
+    start_ray(2)
+    yield ray
+    ray.shutdown()
+
+
+def _store(path):
+    return ResultStore(path, FIELDS, ["p", "seed"])
+
+
+class Toy:
+    """value = p^2 + seed; touches calls/<p>.<pid>.<n> per call, so tests count computations across processes.
+    fail: p values that raise ValueError; crash: p values whose first call kills the worker process."""
+
+    def __init__(self, calls, fail=(), crash=()):
+        self.calls, self.fail, self.crash = Path(calls), set(fail), set(crash)
+
+    def __call__(self, pt):
+        self.calls.mkdir(exist_ok=True)
+        n = len(list(self.calls.glob(f"{pt['p']}.*")))
+        (self.calls / f"{pt['p']}.{os.getpid()}.{n}").touch()
+        if pt["p"] in self.crash and n == 0:
+            os._exit(1)
+        if pt["p"] in self.fail:
+            raise ValueError(f"boom at p={pt['p']}")
+        return {**pt, "value": pt["p"] ** 2 + pt["seed"], "pid": os.getpid()}
+
+
+def _calls(path, p):
+    return len(list(Path(path).glob(f"{p}.*")))
+
+
+def test_interrupted_run_resumes_without_recomputing_finished_points(ray_2, tmp_path):
+    """The driver is interrupted (Ctrl-C) after 3 rows are written; re-running computes only the points
+    that were not in the store, and the store ends with every point once."""
+    points = [{"p": i, "seed": 1} for i in range(8)]
+    written = []
+
+    def stop_after_three(point, row):
+        if len(written) == 3:
+            raise KeyboardInterrupt
+        written.append(point["p"])
+        return row
+
+    with pytest.raises(KeyboardInterrupt):
+        run_points(points, Toy(tmp_path / "calls"), _store(tmp_path / "r.csv"), log=lambda *_: None,
+                   write=stop_after_three, workers=2)
+    assert [int(r["p"]) for r in _store(tmp_path / "r.csv").rows()] == written
+    before = {p: _calls(tmp_path / "calls", p) for p in range(8)}
+    assert run_points(points, Toy(tmp_path / "calls"), _store(tmp_path / "r.csv"), log=lambda *_: None,
+                      workers=2) == 5
+    rows = _store(tmp_path / "r.csv").rows()
+    assert sorted(int(r["p"]) for r in rows) == list(range(8))
+    assert all(int(r["value"]) == int(r["p"]) ** 2 + 1 for r in rows)
+    for p in written:                                             # finished before the interruption: not rerun
+        assert _calls(tmp_path / "calls", p) == before[p] == 1
+
+
+def test_failing_and_crashing_points_are_retried_and_reported(ray_2, tmp_path):
+    """p=1 raises every time: reported with its traceback on both attempts, listed in PointsFailed; p=2
+    kills its worker on the first call: retried on a fresh worker and finished; the other points are kept."""
+    logs = []
+    with pytest.raises(PointsFailed, match="1 point") as err:
+        run_points([{"p": i, "seed": 0} for i in range(5)], Toy(tmp_path / "calls", fail={1}, crash={2}),
+                   _store(tmp_path / "r.csv"), log=logs.append, workers=2)
+    assert [p["p"] for p, _ in err.value.failures] == [1]
+    assert "ValueError: boom at p=1" in err.value.failures[0][1]
+    assert sum("p=1 seed=0 failed" in line and "Traceback" in line for line in logs) == 2
+    assert any("p=2 seed=0 failed (attempt 1)" in line and "worker died" in line for line in logs)
+    assert sorted(int(r["p"]) for r in _store(tmp_path / "r.csv").rows()) == [0, 2, 3, 4]
+    assert _calls(tmp_path / "calls", 2) == 2
+
+
+def test_group_runs_on_one_worker(ray_2, tmp_path):
+    """Points sharing the `group` columns run in one worker process (so they can share cached work)."""
+    points = [{"p": i, "seed": s} for s in range(3) for i in range(3)]
+    run_points(points, Toy(tmp_path / "calls"), _store(tmp_path / "r.csv"), log=lambda *_: None, group=["seed"],
+               workers=2)
+    rows = _store(tmp_path / "r.csv").rows()
+    assert len(rows) == 9
+    for s in range(3):
+        assert len({r["pid"] for r in rows if r["seed"] == str(s)}) == 1
+
+
+TINY = """
+seeds = [0]
+[model]
+name = "random-bert"
+[data]
+train_examples = 64
+test_examples = 32
+[federated]
+devices = 2
+rounds = 2
+local_steps = 1
+[channel]
+snr_db = [0.0, 20.0]
+antennas = [2]
+[digital]
+snr_db = [0.0, 20.0]
+"""
+TIMES = {"train_s", "link_s", "eval_s", "wall_s"}
+
+
+def test_two_worker_study_equals_serial_row_for_row(ray_2, tmp_path):
+    """A quick study (random-bert, 6 points: centralised, ideal, AirComp and digital at 0 and 20 dB) run on 2
+    Ray workers gives the serial run's results.csv and rounds.csv exactly, wall-time columns aside."""
+    from deft6g.benchmarks.study import run_study
+    from deft6g.benchmarks.study_config import build_config
+    cfg = build_config(tomllib.loads(TINY))
+    _, serial = run_study(tmp_path / "serial", cfg, log=lambda *_: None)
+    _, parallel = run_study(tmp_path / "ray", cfg, log=lambda *_: None, workers=2)
+    assert len(serial) == 6
+    strip = lambda rows: sorted(tuple((k, v) for k, v in r.items() if k not in TIMES) for r in rows)  # noqa: E731
+    assert strip(parallel) == strip(serial)
+    rounds = [sorted((tmp_path / d / "rounds.csv").read_text().splitlines()) for d in ("serial", "ray")]
+    assert rounds[0] == rounds[1] and len(rounds[0]) == 1 + 6 * 2
+
+
+def test_workers_without_ray_say_how_to_install(monkeypatch, tmp_path, capsys):
+    """`import ray` failing (simulated): the CLI exits with 2 and the install command, before any work;
+    run_points raises RayUnavailable; a negative worker count is refused naming `workers`."""
+    from deft6g.benchmarks.cli import main
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["study", "--workers", "2", "--out", str(tmp_path / "out")]) == 2
+    assert "pip install 'deft6g[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RayUnavailable, match=r"deft6g\[ray\]"):
+        run_points([{"p": 0, "seed": 0}], Toy(tmp_path / "calls"), _store(tmp_path / "r.csv"), workers=2)
+    with pytest.raises(ValueError, match="`workers`.*-1"):
+        run_points([{"p": 0, "seed": 0}], Toy(tmp_path / "calls"), _store(tmp_path / "r.csv"), workers=-1)
+    assert main(["design", "--workers", "-1", "--out", str(tmp_path / "out")]) == 2
