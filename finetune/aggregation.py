@@ -113,12 +113,13 @@ class AirCompAggregator(_RadioAggregator):
             x = np.pad(u, [(0, 0), (0, f * chunk - n_real)]).reshape(k, f, chunk).transpose(1, 0, 2)
         else:
             x = u
-        est = self.uplink(x.astype(np.float32), H, a, b, self.noise_var,
-                          weights=weights.astype(np.float32), seed=seed + 2).numpy()
+        est = self.uplink(x.astype(np.float32), H, a, b, self.noise_var, weights=weights.astype(np.float32),
+                          seed=seed + 2, over_subcarriers=H.ndim == 3).numpy()
         mean = est.reshape(-1)[:n_real]                   # OFDM: [F, chunk] back to payload order
         true = fed_w @ u.astype(np.float64)
         return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)),
-                         int(aircomp_channel_uses(n_real)), int(np.count_nonzero(weights)))
+                         int(aircomp_channel_uses(n_real, num_devices=k, num_subcarriers=H.shape[0] if H.ndim == 3 else 1)),
+                         int(np.count_nonzero(weights)))
 
 
 class DigitalAggregator(_RadioAggregator):

@@ -188,7 +188,7 @@ def test_aircomp_error_matches_the_design_mse(snr_db):
     expected = float(aircomp_mse(H, d.a, d.b, agg.noise_var)) / K ** 2
     got = agg(u, 0).agg_mse
     assert got == pytest.approx(expected, rel=0.05)       # 2e4 samples: std of the estimate about 1%
-    assert agg(u, 0).channel_uses == 10000
+    assert agg(u, 0).channel_uses == 10000 + K * 64    # payload L/2, plus mean and std (2 x 32 bits) per device
 
 
 def test_digital_is_exact_up_to_quantisation_at_high_snr_and_counts_channel_uses():
