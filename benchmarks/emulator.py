@@ -48,8 +48,8 @@ class EmulatorStudyConfig:
     max_length: int = 48
     dataset: str = "rotten_tomatoes"
     public: str = "bbc_news"
-    public_texts: int = 4000
-    train_examples: int = 4000            # of the seeded 80/20 split's training part (0: all)
+    public_texts: int = 2000
+    train_examples: int = 2000            # of the seeded 80/20 split's training part (0: all)
     test_examples: int = 0                # 0: the whole test split
     bottom: int = 1
     top: int = 1
@@ -57,12 +57,12 @@ class EmulatorStudyConfig:
     variants: list = field(default_factory=lambda: list(VARIANTS))
     distill: list = field(default_factory=lambda: [False, True])
     rank_fraction: float = 0.25
-    distill_steps: int = 300
+    distill_steps: int = 200
     distill_lr: float = 1e-4
     distill_batch: int = 32
     lora_rank: int = 8
     devices: int = 4
-    rounds: int = 8
+    rounds: int = 6
     local_steps: int = 4
     batch_size: int = 32
     lr: float = 1e-2
@@ -164,7 +164,8 @@ class _Setup:
             stats = {}
             if distill:
                 stats = align_emulator(self.model, emu, self.kept, self.public, cfg.bottom, cfg.top,
-                                       cfg.distill_steps, cfg.distill_batch, cfg.distill_lr)
+                                       cfg.distill_steps, cfg.distill_batch, cfg.distill_lr,
+                                       states=self._boundary(emu))
             pkg = pack_emulator(emu, self.kept, self.vocab_ids if "vocab" in steps else None, "int8" in steps,
                                 low, cfg.rank_fraction)
             return {**pkg, **{f"stats.{k}": np.float64(v) for k, v in stats.items()}}
@@ -187,6 +188,17 @@ class _Setup:
              "test": self._acts(device, x_test, start, tag + ["test"])}
         self.emulators[(variant, distill)] = d
         return d
+
+    def _boundary(self, emu):
+        """The public texts' distillation source and target (cached: the bottom block and the full model are
+        the same for every emulator; low rank touches only the middle blocks)."""
+        from deft6g.finetune import cached_arrays
+        from deft6g.finetune.distillation import boundary_states
+        cfg = self.cfg
+        key = self.key[:3] + ["boundary", self.kept, cfg.bottom, cfg.top, cfg.public, cfg.public_texts]
+        z = cached_arrays(key, lambda: dict(zip("st", boundary_states(self.model, emu, self.kept, self.public,
+                                                                      cfg.bottom, cfg.top))))
+        return z["s"], z["t"]
 
     def _full_train(self):
         if self.full_train is None:

@@ -64,13 +64,19 @@ def masked_mse(a, b, mask):
     return float(np.sum((np.asarray(a, np.float64) - b) ** 2 * m) / (m.sum() * a.shape[-1]))
 
 
+def boundary_states(full, emulator, kept, tokens, bottom=1, top=1):
+    """(source, target) float32 [S, T, H]: the emulator's output of its `bottom` blocks and the full model's
+    input of block kept[n - top] on `tokens`, what `align_emulator` trains the middle blocks between."""
+    return hidden_state(emulator, tokens, bottom), hidden_state(full, tokens, kept[len(kept) - top])
+
+
 def align_emulator(full, emulator, kept, tokens, bottom=1, top=1, steps=200, batch_size=32, lr=1e-4,
-                   heldout=0.1, seed=0):
+                   heldout=0.1, seed=0, states=None):
     """Train the emulator's middle blocks (emulator indices bottom .. n-top-1) in place to match the full
     model at the top boundary on public `tokens` (dict input_ids, attention_mask [S, T]).
 
     full, emulator: HF TF BERT models (same vocabulary), emulator block i = full block kept[i]. A `heldout` fraction of the texts
-    measures the boundary MSE before and after. Returns dict mse_before, mse_after (held-out, per entry),
+    measures the boundary MSE before and after. states: `boundary_states(...)` when already computed. Returns dict mse_before, mse_after (held-out, per entry),
     train_mse (last 20 steps), seconds."""
     n = len(kept)
     if not (0 <= bottom and 0 <= top and bottom + top < n):
@@ -79,8 +85,7 @@ def align_emulator(full, emulator, kept, tokens, bottom=1, top=1, steps=200, bat
         raise ValueError(f"`heldout` must be in (0, 1), got {heldout}")
     t0 = time.time()
     mask = np.asarray(tokens["attention_mask"], np.float32)
-    target = hidden_state(full, tokens, kept[n - top])
-    source = hidden_state(emulator, tokens, bottom)
+    source, target = boundary_states(full, emulator, kept, tokens, bottom, top) if states is None else states
     middle = transformer_blocks(emulator)[bottom:n - top]
     variables = [v for blk in middle for v in blk.trainable_weights]
     rng = np.random.default_rng(seed)
