@@ -283,9 +283,9 @@ def summary(main):
                      f"{cell(v, 'seconds_per_realisation', 16, 1e3)}")
     s = main["speed"]
     lines.append(f"Per realisation ({s['solver']}, {int(s['realisations'])} channels, all timed in one run): "
-                 f"rebuilding the SDR {1e3 * s['rebuild_s']:.1f} ms; compiled SDR solve {1e3 * s['compiled_solve_s']:.1f} ms "
-                 f"({s['compiled_ratio']:.2f}x); barrier SDR {1e3 * s['barrier_solve_s']:.2f} ms; whole sdr design "
-                 f"{1e3 * s['sdr_design_s']:.1f} ms, speed-up "
+                 f"rebuilding the SDR {1e3 * s['rebuild_s']:.1f} ms; compiled SDR solve "
+                 f"{1e3 * s['compiled_solve_s']:.1f} ms ({s['compiled_ratio']:.2f}x); barrier SDR "
+                 f"{1e3 * s['barrier_solve_s']:.2f} ms; whole sdr design {1e3 * s['sdr_design_s']:.1f} ms, speed-up "
                  f"{s['ratio']:.2f}x over rebuilding ({1e3 * s['round_call_s']:.1f} ms per one-channel call, as in "
                  f"a federated round); mmse design {1e3 * s['mmse_design_s']:.1f} ms")
     return "\n".join(lines)

@@ -141,7 +141,7 @@ def sdr_design(H, power, num_draws=50, sca_iter=100, active=None, progress=False
 
 
 def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, sca_iter=100, max_iter=100,
-                   tol=1e-9, progress=True, init=None):
+                   tol=1e-6, progress=True, init=None):
     r"""Design a [..., N] and b [..., K] for the AirComp uplink (DESIGN.md §3) on each channel realisation.
 
     Input
@@ -151,7 +151,8 @@ def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, s
     `num_draws` draws, then up to `sca_iter` SCA steps), "mmse" (alternating optimisation of a and b from
     the SDR design, monotone), "mrc" / "zf" / "best-direction" (aligned closed forms), "uniform" (full
     power with the channel phase pre-compensated along the MRC direction, MMSE receiver);
-    seed : re-seeds the library RNG (randomisation); max_iter, tol: mmse stopping rule;
+    seed : re-seeds the library RNG (randomisation); max_iter, tol: mmse stopping rule (relative decrease of
+    the mean MSE per sweep; 1e-6 stops after about 20 sweeps at N = 16, K = 20 within 1e-4 dB of 1e-9's);
     init : an "sdr" AirCompDesign of the same H to start "mmse" from (skips re-solving the SDRs).
 
     Output
