@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, prepare_output
+from deft6g.experiment import ResultStore, line_plot, prepare_output, run_points
 from deft6g.finetune import load_study_model
 
 METHOD_FIELDS = ["method", "accuracy", "trainable_params", "samples_per_s", "samples_per_s_with_cache",
@@ -200,20 +200,24 @@ def run_finetune(out_dir, quick=False, seed=0, log=print):
         writer.writeheader()
         writer.writerows(cost_table())
     methods = ResultStore(out / "methods.csv", METHOD_FIELDS, ["method"])
-    for m in cfg.methods:
-        if not methods.done({"method": m}):
-            log(f"training {m} ...")
-            methods.add(_in_subprocess("method", cfg, method=m))
+    run_points([{"method": m} for m in cfg.methods], lambda p: _in_subprocess("method", cfg, method=p["method"]),
+               methods, desc="finetune methods", log=log,
+               describe=lambda p, r: f"{p['method']}: accuracy {float(r['accuracy']):.3f}")
     budgets = ResultStore(out / "budgets.csv", BUDGET_FIELDS, ["allocation", "budget_fraction"])
     imp_path = out / "importance.json"
     if not imp_path.exists():
         imp_path.write_text(json.dumps(_in_subprocess("importance", cfg)["importance"]))
     importance = np.array(json.loads(imp_path.read_text()))
-    for row in allocations(cfg, importance, len(importance)):
-        if not budgets.done(row):
-            log(f"training {row['allocation']} at {row['budget_fraction']:.2f} of the payload: {row['sizes']}")
-            res = _in_subprocess("method", cfg, method=row["allocation"], sizes=row["sizes"])
-            budgets.add({**row, "sizes": json.dumps(row["sizes"]), "accuracy": res["accuracy"]})
+    todo = {(r["allocation"], r["budget_fraction"]): r for r in allocations(cfg, importance, len(importance))}
+
+    def train_allocation(point):
+        row = todo[(point["allocation"], point["budget_fraction"])]
+        res = _in_subprocess("method", cfg, method=row["allocation"], sizes=row["sizes"])
+        return {**row, "sizes": json.dumps(row["sizes"]), "accuracy": res["accuracy"]}
+
+    run_points([{"allocation": a, "budget_fraction": f} for a, f in todo], train_allocation, budgets,
+               desc="finetune budgets", log=log,
+               describe=lambda p, r: f"{p['allocation']} at {p['budget_fraction']:.2f}: accuracy {r['accuracy']:.3f}")
     _plot(out, budgets.rows())
     return cfg, methods.rows(), budgets.rows(), importance
 

@@ -74,7 +74,7 @@ class ChannelSection:
     (TDL/CDL)."""
     model: str = "rayleigh"
     antennas: list = field(default_factory=lambda: [2])
-    snr_db: list = field(default_factory=lambda: [-20.0, -10.0, 0.0, 10.0])
+    snr_db: list = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0])
     method: str = "sdr"
     csi_error: float = 0.0
     select_devices: bool = False
