@@ -133,32 +133,45 @@ def _run_serial(todo, fn, finished, failed):
             break
 
 
-class _Worker:
-    """A Ray actor's body: holds `fn` (built once per process) and runs batches of points on it."""
+def _worker_class():
+    """A Ray actor's body, defined in a function so that Ray ships it by value: a worker imports only what
+    its `fn` needs (not deft6g.experiment and its matplotlib)."""
 
-    def __init__(self, fn):
-        self.fn = fn
+    class Worker:
+        """Holds `fn` (its heavy state built once per process) and runs batches of points on it."""
 
-    def run(self, points):
-        """-> list of (point, ok, row(s) or traceback text, seconds)."""
-        out = []
-        for p in points:
-            t0 = time.time()
-            try:
-                out.append((p, True, self.fn(p), time.time() - t0))
-            except Exception:                                     # noqa: BLE001 -- sent back to the driver
-                out.append((p, False, traceback.format_exc(), time.time() - t0))
-        return out
+        def __init__(self, fn):
+            self.fn = fn
+
+        def run(self, points):
+            """-> list of (point, ok, row(s) or traceback text, seconds)."""
+            out = []
+            for p in points:
+                t0 = time.time()
+                try:
+                    out.append((p, True, self.fn(p), time.time() - t0))
+                except Exception:                                 # noqa: BLE001 -- sent back to the driver
+                    out.append((p, False, traceback.format_exc(), time.time() - t0))
+            return out
+
+    return Worker
+
+
+# Every worker: one thread in TensorFlow's pools and in OpenMP (read when TensorFlow starts in the worker),
+# no TensorFlow log noise, GPU memory grown on demand (workers with a GPU share share one device).
+WORKER_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": "1",
+              "TF_CPP_MIN_LOG_LEVEL": "2", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
 def start_ray(workers=0, ray_address=None):
     """Attach to `ray_address` ("auto" or "host:port"), or start a local Ray instance with `workers` CPUs (0:
-    all cores) unless this process already has one. Returns (ray module, CPUs of the cluster)."""
+    all cores) unless this process already has one; the job's workers get WORKER_ENV. Returns (ray module,
+    CPUs of the cluster)."""
     ray = require_ray()
     if not ray.is_initialized():
         import logging
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                     configure_logging=True)
+                     configure_logging=True, runtime_env={"env_vars": WORKER_ENV})
         if ray_address:
             ray.init(address=ray_address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
         else:
@@ -173,12 +186,9 @@ def _run_ray(todo, fn, finished, failed, group, workers, ray_address, worker_gpu
         batches.setdefault(tuple(p[c] for c in group) if group else len(batches), []).append(p)
     queue = [(b, 0) for b in batches.values()]        # (points, attempt)
     n = max(1, min(workers or cpus, cpus, len(queue)))
-    threads = "1"
-    env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads, "OMP_NUM_THREADS": threads,
-           "TF_CPP_MIN_LOG_LEVEL": "2"}
-    if worker_gpus:
-        env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"     # several workers share one GPU's memory
-    actor_cls = ray.remote(_Worker).options(num_cpus=1, num_gpus=worker_gpus, runtime_env={"env_vars": env})
+    job_env = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
+    own_env = {} if job_env == WORKER_ENV else {"runtime_env": {"env_vars": WORKER_ENV}}   # Ray started elsewhere
+    actor_cls = ray.remote(_worker_class()).options(num_cpus=1, num_gpus=worker_gpus, **own_env)
     fn_ref = ray.put(fn)
     log(f"{desc}: {len(todo)} points on {n} Ray workers ({cpus} CPUs in the cluster)")
     idle = [actor_cls.remote(fn_ref) for _ in range(n)]

@@ -11,7 +11,7 @@ import pytest
 
 from deft6g.experiment import PointsFailed, RayUnavailable, ResultStore, run_points
 
-FIELDS = ["p", "seed", "value", "pid"]
+FIELDS = ["p", "seed", "value", "pid", "threads"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,8 @@ class Toy:
             os._exit(1)
         if pt["p"] in self.fail:
             raise ValueError(f"boom at p={pt['p']}")
-        return {**pt, "value": pt["p"] ** 2 + pt["seed"], "pid": os.getpid()}
+        return {**pt, "value": pt["p"] ** 2 + pt["seed"], "pid": os.getpid(),
+                "threads": os.environ.get("TF_NUM_INTRAOP_THREADS", "unset")}
 
 
 def _calls(path, p):
@@ -91,13 +92,14 @@ def test_failing_and_crashing_points_are_retried_and_reported(ray_2, tmp_path):
     assert _calls(tmp_path / "calls", 2) == 2
 
 
-def test_group_runs_on_one_worker(ray_2, tmp_path):
-    """Points sharing the `group` columns run in one worker process (so they can share cached work)."""
+def test_group_runs_on_one_worker_with_one_thread(ray_2, tmp_path):
+    """Points sharing the `group` columns run in one worker process (so they can share cached work); every
+    worker limits TensorFlow's intra-op pool to its one CPU."""
     points = [{"p": i, "seed": s} for s in range(3) for i in range(3)]
     run_points(points, Toy(tmp_path / "calls"), _store(tmp_path / "r.csv"), log=lambda *_: None, group=["seed"],
                workers=2)
     rows = _store(tmp_path / "r.csv").rows()
-    assert len(rows) == 9
+    assert len(rows) == 9 and {r["threads"] for r in rows} == {"1"}
     for s in range(3):
         assert len({r["pid"] for r in rows if r["seed"] == str(s)}) == 1
 
