@@ -231,6 +231,8 @@ def validate(cfg):
              f"'frozen_a' and 'delta_w' need peft.method 'lora'; use ['factors'] for {p.method!r}")
     _require("delta_w" not in f.lora_aggregation or "aircomp" not in cfg.schemes, "federated.lora_aggregation",
              "'delta_w' needs each device's factors, which AirComp (a sum) does not deliver; drop 'aircomp' or 'delta_w'")
+    _require("delta_w" not in f.lora_aggregation or f.mode != "emulator", "federated.lora_aggregation",
+             "'delta_w' merges into the devices' frozen kernels, which the emulator plug-in does not carry over")
     _require("delta_w" not in f.lora_aggregation or (f.server_optimizer == "fedavg" and f.server_lr == 1.0),
              "federated.lora_aggregation", "'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
     _int(f.emulator_bottom, "federated.emulator_bottom", 0)

@@ -47,6 +47,11 @@ def read(path):
     ({"peft": {"blocks": [9]}}, "peft.blocks"),
     ({"data": {"dataset": "mnist_5k"}}, "data.dataset"),
     ({"schemes": ["ideal", "morse"]}, "schemes"),
+    ({"federated": {"lora_aggregation": ["delta_w"]}}, "federated.lora_aggregation"),      # with AirComp
+    ({"federated": {"local_optimizer": "lbfgs"}}, "federated.local_optimizer"),
+    ({"federated": {"server_optimizer": "fedyogi"}}, "federated.server_optimizer"),
+    ({"digital": {"mcs": "best"}}, "digital.mcs"),
+    ({"seeds": [1, 1]}, "seeds"),
 ])
 def test_bad_configuration_names_the_key(overrides, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.").replace("'", "'?")):
