@@ -273,6 +273,7 @@ def summary(cfg, rows, cpu_s=None):
     """Tables per task (accuracy mean +- 95% CI per scheme and SNR at N = cfg.antennas) and the headline
     comparisons, paired per seed."""
     fmt = lambda m, c: f"{m:.3f}±{c:.3f}" if np.isfinite(c) else f"{m:.3f}"         # noqa: E731
+    points_pm = lambda d: f"{100 * d[0]:+.1f}" + (f"±{100 * d[1]:.1f}" if np.isfinite(d[1]) else "")  # noqa: E731
     lines = []
     for task in [task_name(t) for t in cfg.tasks]:
         trows = [r for r in rows if r["task"] == task]
@@ -311,14 +312,14 @@ def summary(cfg, rows, cpu_s=None):
                                 ("task - MSE design (naive)", "naive-task", "naive")):
                 d = _paired(rows, task, a, b, cfg.antennas, snr)
                 if d:
-                    parts.append(f"{label} {100 * d[0]:+.1f}±{100 * d[1]:.1f}")
+                    parts.append(f"{label} {points_pm(d)}")
             sav = equal_accuracy_saving(rows, cfg, task, snr)
-            parts.append(f"digital/AirComp uses at equal accuracy: q={sav[0]} {sav[1]:.2f}±{sav[2]:.2f}x" if sav
+            parts.append(f"digital/AirComp uses at equal accuracy: q={sav[0]} {fmt(*sav[1:])}x" if sav
                          else "digital does not reach AirComp's accuracy")
             lines.append(f"    {snr:>5g} dB: " + "; ".join(parts))
         if single:
             d = _paired(rows, task, "ideal", single[0], 0, float("inf"))
-            lines.append(f"  multi-view (ideal sum) - best single view: {100 * d[0]:+.1f}±{100 * d[1]:.1f} points")
+            lines.append(f"  multi-view (ideal sum) - best single view: {points_pm(d)} points")
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     if cpu_s is not None:
