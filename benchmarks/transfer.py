@@ -260,8 +260,11 @@ def run_transfer(out_dir, cfg=None, quick=False, log=print):
     run_points(keyed, fn, run_store, desc="fine-tuning runs", log=log,
                describe=lambda p, r: f"{p['target']} seed {p['seed']} {p['init']} {p['link']} {p['snr_db']} "
                                      f"{p['bits']}: accuracy {r['accuracy']:.3f}")
-    timing = {"cpu_s": time.process_time() - cpu0, "wall_s": time.time() - wall0}
-    (out / "timing.json").write_text(json.dumps(timing, indent=2))
+    path = out / "timing.json"                          # one entry per invocation: a resumed run adds up
+    runs_so_far = json.loads(path.read_text()) if path.is_file() else []
+    runs_so_far.append({"cpu_s": time.process_time() - cpu0, "wall_s": time.time() - wall0})
+    path.write_text(json.dumps(runs_so_far, indent=2))
+    timing = {k: sum(r[k] for r in runs_so_far) for k in ("cpu_s", "wall_s")}
     sources, ch_rows, runs = src_store.rows(), ch_store.rows(), run_store.rows()
     _write_summary(out, cfg, runs, ch_rows)
     _plot(out, cfg, runs, references, ch_rows)
@@ -340,14 +343,15 @@ def _link_rows(runs, target, link, x_name, fixed=None):
     return dict(sorted(by.items()))
 
 
-def _helps_from(cfg, runs, choices, target, by_x):
-    """Smallest x of the sweep from which transfer beats the better of random and vocab init after the budget
-    (paired over seeds: the lower end of the 95% CI of the difference > 0) at that x and every larger one."""
-    base = {s: max(float(_ideal(runs, target, "random", s)["accuracy"]), float(_ideal(runs, target, "vocab", s)["accuracy"]))
+def _helps_from(cfg, runs, target, by_x, metric):
+    """Smallest x of the sweep from which transfer beats the better of random and vocab init in `metric`
+    ("accuracy": test accuracy after the budget; "start_accuracy": validation accuracy at step 0), paired over
+    seeds (the lower end of the 95% CI of the difference > 0), at that x and every larger one."""
+    base = {s: max(float(_ideal(runs, target, "random", s)[metric]), float(_ideal(runs, target, "vocab", s)[metric]))
             for s in cfg.seeds if _ideal(runs, target, "random", s) and _ideal(runs, target, "vocab", s)}
     helps = {}
     for x, rows in by_x.items():
-        pairs = [(float(r["accuracy"]), base[int(r["seed"])]) for r in rows if int(r["seed"]) in base]
+        pairs = [(float(r[metric]), base[int(r["seed"])]) for r in rows if int(r["seed"]) in base]
         if len(pairs) < 2:
             return None
         m, h = paired_ci([a for a, _ in pairs], [b for _, b in pairs])
@@ -359,8 +363,8 @@ def _helps_from(cfg, runs, choices, target, by_x):
 
 def _plot(out, cfg, runs, references, choices_rows):
     choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
-    note = (f"mean and 95% CI over {len(cfg.seeds)} seeds; {cfg.model}, soft prompt of {cfg.num_tokens} tokens at the top "
-            f"block, frozen label-word head; {cfg.target_examples} target texts, batch {cfg.batch_size}")
+    note = (f"mean, 95% CI over {len(cfg.seeds)} seeds; {cfg.model}, {cfg.num_tokens}-token prompt at the top block, "
+            f"frozen label-word head; {cfg.target_examples} target texts")
     for target in cfg.targets:
         schemes = scheme_rows(cfg, runs, choices, target)
         curves = {}
@@ -378,33 +382,36 @@ def _plot(out, cfg, runs, references, choices_rows):
             line_plot(out / f"curves_{target}.png", curves, "training steps on the target device (similarity: + probe)",
                       "validation accuracy", f"Prompt initialisation on {target}",
                       hlines={"target accuracy": mean_ci(tgt)}, note=note)
-        refs = {}
-        for scheme in ("transfer (similarity)", "vocab"):
-            if schemes[scheme]:
-                label = "ideal link transfer" if scheme.startswith("transfer") else "vocabulary init (no transfer)"
-                refs[label] = mean_ci([float(r["accuracy"]) for _, r, _ in schemes[scheme]])
-        snr_curves = {}
-        for link in ("digital", "analog"):
-            by = _link_rows(runs, target, link, "snr_db",
-                            (lambda r: int(r["bits"]) == cfg.link_bits) if link == "digital" else None)
-            pts = [(x, *mean_ci([float(r["accuracy"]) for r in rows]),
-                    f"{np.mean([int(r['channel_uses']) for r in rows]):.0f} cu") for x, rows in by.items()]
-            if link == "digital":
-                pts = [p for p in pts if p[0] in cfg.snr_dbs]
-            if pts:
-                snr_curves[f"{link} ({cfg.link_bits}-bit, QPSK r=1/2, CRC, ARQ)" if link == "digital" else link] = pts
-        if snr_curves:
-            line_plot(out / f"snr_{target}.png", snr_curves, "D2D SNR P/sigma^2 [dB]", "test accuracy after the budget",
-                      f"Transferred prompt over the D2D link: {target} ({cfg.budget_steps} steps)", hlines=refs,
-                      note=note + "; labels: channel uses")
-        by_bits = _link_rows(runs, target, "digital", "bits", lambda r: float(r["snr_db"]) == cfg.bits_snr_db)
-        pts = [(x, *mean_ci([float(r["accuracy"]) for r in rows]),
-                f"{np.mean([int(r['payload_bits']) for r in rows]):.0f} bits") for x, rows in by_bits.items()
-               if x in cfg.bits]
-        if pts:
-            line_plot(out / f"bits_{target}.png", {f"digital at {cfg.bits_snr_db:g} dB": pts},
-                      "quantiser bits per prompt value", "test accuracy after the budget",
-                      f"Quantised prompt: {target} ({cfg.budget_steps} steps)", hlines=refs, note=note)
+        for metric, ylabel, suffix in (("accuracy", f"test accuracy after {cfg.budget_steps} steps", ""),
+                                       ("start_accuracy", "validation accuracy at step 0 (as received)", "_start")):
+            _plot_link(out, cfg, runs, target, schemes, metric, ylabel, suffix, note)
+
+
+def _plot_link(out, cfg, runs, target, schemes, metric, ylabel, suffix, note):
+    """Accuracy (`metric`) of the received prompt vs D2D SNR and vs quantiser bits, ideal and no transfer as lines."""
+    refs = {label: mean_ci([float(r[metric]) for _, r, _ in schemes[scheme]])
+            for scheme, label in (("transfer (similarity)", "ideal link transfer"),
+                                  ("vocab", "vocabulary init (no transfer)")) if schemes[scheme]}
+    mean = lambda rows: mean_ci([float(r[metric]) for r in rows])  # noqa: E731
+    digital = _link_rows(runs, target, "digital", "snr_db", lambda r: int(r["bits"]) == cfg.link_bits)
+    analog = _link_rows(runs, target, "analog", "snr_db")
+    curves = {}
+    pts = [(x, *mean(rows), f"{np.mean([int(r['channel_uses']) for r in rows]):.0f} cu")
+           for x, rows in digital.items() if x in cfg.snr_dbs]
+    if pts:
+        curves[f"digital ({cfg.link_bits}-bit, QPSK r=1/2, CRC, ARQ; labels: channel uses)"] = pts
+    if analog:
+        uses = int(next(iter(analog.values()))[0]["channel_uses"])
+        curves[f"analog ({uses} channel uses)"] = [(x, *mean(rows)) for x, rows in analog.items()]
+    if curves:
+        line_plot(out / f"snr_{target}{suffix}.png", curves, "D2D SNR P/sigma^2 [dB]", ylabel,
+                  f"Similarity-chosen prompt over the D2D link: {target}", hlines=refs, note=note)
+    by_bits = _link_rows(runs, target, "digital", "bits", lambda r: float(r["snr_db"]) == cfg.bits_snr_db)
+    pts = [(x, *mean(rows), f"{np.mean([int(r['payload_bits']) for r in rows]):.0f} bits")
+           for x, rows in by_bits.items() if x in cfg.bits]
+    if pts:
+        line_plot(out / f"bits_{target}{suffix}.png", {f"digital at {cfg.bits_snr_db:g} dB (labels: payload)": pts},
+                  "quantiser bits per prompt value", ylabel, f"Quantised prompt: {target}", hlines=refs, note=note)
 
 
 def summary(cfg, sources, choices_rows, runs, timing):
@@ -433,14 +440,14 @@ def summary(cfg, sources, choices_rows, runs, timing):
             acc = mean_ci([float(r["accuracy"]) for _, r, _ in items])
             lines.append(f"  {scheme:<24}{st[0]:>10.1f} +- {st[1]:<5.1f}{sum(x for _, x in steps):>5}/{len(steps)}"
                          f"{st[0] * cfg.batch_size:>10.0f}{a0[0]:>9.3f} +- {a0[1]:.3f}{acc[0]:>10.3f} +- {acc[1]:.3f}")
-        oracle = {s: r["init"].split(":", 1)[1] for s, r, _ in schemes["transfer (oracle)"]}
+        oracle = {s: r["init"].split(":", 1)[1] for s, r, _ in schemes["transfer (oracle)"]}   # best after budget
         for how in ("similarity", "trial"):
             agree = [float(choices[(target, s)][f"{how}_choice"] == oracle[s]) for s in oracle]
             regret = [float(o["accuracy"]) - float(c["accuracy"]) for (_, o, _), (_, c, _) in
                       zip(schemes["transfer (oracle)"], schemes[f"transfer ({how})"])]
             m, h = mean_ci(agree)
             rm, rh = mean_ci(regret)
-            lines.append(f"  {how} choice = oracle's source in {int(sum(agree))}/{len(agree)} seeds ({m:.2f} +- {h:.2f}); "
+            lines.append(f"  {how} choice = oracle's (best test accuracy after the budget) source in {int(sum(agree))}/{len(agree)} seeds ({m:.2f} +- {h:.2f}); "
                          f"accuracy regret {rm:.3f} +- {rh:.3f}; picks: "
                          + ", ".join(choices[(target, s)][f"{how}_choice"] for s in oracle)
                          + " (oracle: " + ", ".join(oracle.values()) + ")")
@@ -467,13 +474,16 @@ def summary(cfg, sources, choices_rows, runs, timing):
                 lines.append(f"    {x_name.replace('_db', '')} {x:>5g}: acc {acc[0]:.3f} +- {acc[1]:.3f} (step 0: {a0[0]:.3f}); "
                              f"{extra}prompt NMSE {nmse:.3g}, {uses:.0f} channel uses = "
                              f"{1e3 * uses / cfg.bandwidth_hz:.1f} ms at {cfg.bandwidth_hz / 1e6:g} MHz")
-            x0 = _helps_from(cfg, runs, choices, target, by)
             name = "SNR" if x_name == "snr_db" else "bits"
-            lines.append(f"    transfer beats the better of random/vocab init (paired 95% CI) from {name} "
-                         + ("n/a (too few seeds)" if x0 is None else "nowhere on this grid" if math.isinf(x0)
-                            else f">= {x0:g}"))
-    lines.append(f"\nCPU time {timing['cpu_s']:.0f} s, wall {timing['wall_s']:.0f} s in this run (on 2 idle cores the "
-                 f"wall time lies between CPU/2 = {timing['cpu_s'] / 2:.0f} s and the CPU time)")
+            found = []
+            for metric, label in (("start_accuracy", "at step 0"), ("accuracy", "after the budget")):
+                x0 = _helps_from(cfg, runs, target, by, metric)
+                found.append(f"{label}: " + ("n/a (too few seeds)" if x0 is None else "nowhere on this grid"
+                                             if math.isinf(x0) else f"{name} >= {x0:g}"))
+            lines.append("    transfer beats the better of random/vocab init (paired 95% CI) " + "; ".join(found))
+    lines.append(f"\nCPU time {timing['cpu_s']:.0f} s, wall {timing['wall_s']:.0f} s over all runs into this folder "
+                 f"(timing.json; on 2 idle cores the wall time lies between CPU/2 = {timing['cpu_s'] / 2:.0f} s and the "
+                 "CPU time)")
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)
