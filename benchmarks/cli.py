@@ -63,8 +63,18 @@ def _emulator(args):
     print(f"results in {args.out}")
 
 
+def _speedup(args):
+    from .ray_speedup import run_speedup, summary
+    if args.workers < 2:
+        print(f"deft6g parallel: error: --workers must be >= 2 to compare with the serial run, got {args.workers}",
+              file=sys.stderr)
+        return 2
+    print(summary(run_speedup(args.out, workers=args.workers, quick=args.quick), args.quick))
+    print(f"results in {args.out}")
+
+
 def _parallel(args):
-    return {"workers": args.workers, "ray_address": args.ray_address}
+    return {"workers": args.workers, "ray_address": args.ray_address, "worker_gpus": args.worker_gpus}
 
 
 def _add_parallel(parser):
@@ -73,6 +83,8 @@ def _add_parallel(parser):
                              "per CPU of the cluster with --ray-address); needs pip install 'deft6g[ray]'")
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
                         help="attach to a running Ray cluster ('auto' or host:port) instead of starting one")
+    parser.add_argument("--worker-gpus", type=float, default=0.0, metavar="F",
+                        help="GPU share of each Ray worker (e.g. 0.25: four workers per GPU; default 0: CPU only)")
 
 
 def build_parser():
@@ -122,6 +134,12 @@ def build_parser():
     emulator.add_argument("--out", default="results/emulator", help="output folder (CSV, PNG); re-runs resume")
     emulator.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
     emulator.set_defaults(func=_emulator)
+    parallel = sub.add_parser("parallel", help="speed-up of a study and a design sweep on N Ray workers against the "
+                              "serial run, and whether the rows are identical")
+    parallel.add_argument("--out", default="results/parallel", help="output folder (CSV); re-runs resume")
+    parallel.add_argument("--workers", type=int, default=2, metavar="N", help="Ray workers (>= 2; default 2)")
+    parallel.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
+    parallel.set_defaults(func=_speedup)
     return parser
 
 

@@ -115,12 +115,11 @@ class _MainPoint:
         return self.cache[p["seed"]][p["method"]]
 
 
-def main_comparison(cfg, out, workers=1, ray_address=None):
+def main_comparison(cfg, out, **parallel):
     """Every method on `realisations` channels per seed (main.csv, one row per seed and method)."""
     store = ResultStore(out / "main.csv", MAIN_FIELDS, ["seed", "method"])
     points = [dict(seed=s, method=m) for s in cfg.seed_values() for m in METHODS]
-    run_points(points, _MainPoint(cfg), store, desc="design: main comparison", group=["seed"], workers=workers,
-               ray_address=ray_address,
+    run_points(points, _MainPoint(cfg), store, desc="design: main comparison", group=["seed"], **parallel,
                describe=lambda p, r: f"seed {p['seed']} {p['method']}: median {r['median_db']:.2f} dB")
     return store.rows()
 
@@ -197,7 +196,7 @@ class _SweepPoint:
         return p | self.cache[key][p["method"]]
 
 
-def sweeps(cfg, out, workers=1, ray_address=None):
+def sweeps(cfg, out, **parallel):
     """Median (and percentiles) of the MSE per seed vs N, K, SNR and CSI error (sweeps.csv)."""
     store = ResultStore(out / "sweeps.csv", SWEEP_FIELDS, SWEEP_FIELDS[:7])
     grid = [("N", n, cfg.num_devices, cfg.snr_db, 0.0) for n in cfg.sweep_n]
@@ -206,8 +205,7 @@ def sweeps(cfg, out, workers=1, ray_address=None):
     grid += [("CSI", cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, e) for e in cfg.csi_error_var]
     points = [dict(sweep=sw, num_rx_ant=n, num_devices=k, snr_db=s, csi_error_var=e, seed=seed, method=m)
               for sw, n, k, s, e in grid for seed in cfg.seed_values() for m in SWEEP_METHODS]
-    run_points(points, _SweepPoint(cfg), store, desc="design: sweeps", group=SWEEP_FIELDS[:6], workers=workers,
-               ray_address=ray_address,
+    run_points(points, _SweepPoint(cfg), store, desc="design: sweeps", group=SWEEP_FIELDS[:6], **parallel,
                describe=lambda p, r: f"{p['sweep']} N={p['num_rx_ant']} K={p['num_devices']} SNR={p['snr_db']} "
                                      f"CSI={p['csi_error_var']} seed {p['seed']} {p['method']}: median "
                                      f"{r['median_db']:.2f} dB")
@@ -241,13 +239,14 @@ def impairment_sweeps(cfg, out, quick):
     print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
 
 
-def run_design(out_dir="results/design", quick=False, seed=0, workers=1, ray_address=None):
-    """Run (or resume) the benchmark into `out_dir`. workers, ray_address: as `deft6g.experiment.run_points`
-    for the main comparison and the sweeps (the speed comparison and the impairment sweeps run here)."""
+def run_design(out_dir="results/design", quick=False, seed=0, **parallel):
+    """Run (or resume) the benchmark into `out_dir`. parallel: workers, ray_address, worker_gpus of
+    `deft6g.experiment.run_points` for the main comparison and the sweeps (the speed comparison and the
+    impairment sweeps run here)."""
     cfg = DesignConfig.quick() if quick else DesignConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "design", asdict(cfg))
-    rows = main_comparison(cfg, out, workers, ray_address)
+    rows = main_comparison(cfg, out, **parallel)
     main = dict(N=cfg.num_rx_ant, K=cfg.num_devices, realisations=cfg.realisations, seeds=cfg.seeds,
                 snr_db=cfg.snr_db, failed=int(sum(float(r["failed"]) for r in rows if r["method"] == "sdr")),
                 speed=speed(cfg, out), methods={})
@@ -259,7 +258,7 @@ def run_design(out_dir="results/design", quick=False, seed=0, workers=1, ray_add
         main["methods"][m] = {v: [s[f"{v}_mean"], s[f"{v}_ci"]] for v in values}
         main["methods"][m]["mean_gap_to_bound_db"] = s.get("gap_mean_db_mean")          # None: not aligned
     (out / "main.json").write_text(json.dumps(main, indent=2))
-    plot_sweeps(out, sweeps(cfg, out, workers, ray_address), cfg)
+    plot_sweeps(out, sweeps(cfg, out, **parallel), cfg)
     impairment_sweeps(cfg, out, quick)
     return main
 

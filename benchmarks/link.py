@@ -96,13 +96,12 @@ class _AirCompPoint:
                         channel_uses=aircomp_channel_uses(cfg.payload_reals, num_devices=k, num_subcarriers=f))
 
 
-def run_aircomp(cfg, store, workers=1, ray_address=None):
+def run_aircomp(cfg, store, **parallel):
     """One point per (model, N, K, receiver, SNR): MSE percentiles over the channel realisations (one channel
     draw and one design per (model, N, K, receiver), shared by its SNRs). NMSE = median MSE / K."""
     points = [dict(model=m, num_rx_ant=n, num_devices=k, receiver=r, snr_db=s) for m in cfg.models
               for n, k in cfg.antennas_devices for r in cfg.receivers for s in cfg.snr_db]
-    run_points(points, _AirCompPoint(cfg), store, desc="AirComp points", group=AIRCOMP_FIELDS[:4], workers=workers,
-               ray_address=ray_address,
+    run_points(points, _AirCompPoint(cfg), store, desc="AirComp points", group=AIRCOMP_FIELDS[:4], **parallel,
                describe=lambda p, row: f"{_label(p)}: median NMSE {row['nmse_db']:.1f} dB")
 
 
@@ -130,14 +129,14 @@ class _DigitalPoint:
                         advantage_payload=uses / aircomp_channel_uses(cfg.payload_reals, num_subcarriers=f))
 
 
-def run_digital(cfg, store, workers=1, ray_address=None):
+def run_digital(cfg, store, **parallel):
     """One point per (model, N, K, scheme, SNR, seed): `digital_realisations` channels and unit-variance
     Gaussian payloads of `payload_reals` reals per device (`DigitalUplink`, 8-bit quantiser; adaptive schemes
     with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
     points = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, snr_db=s, seed=cfg.seed + i)
               for m in cfg.models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
               for s in cfg.digital_snr_db for i in range(cfg.digital_seeds)]
-    run_points(points, _DigitalPoint(cfg), store, desc="digital points", workers=workers, ray_address=ray_address,
+    run_points(points, _DigitalPoint(cfg), store, desc="digital points", **parallel,
                describe=lambda p, row: f"{p['model']} {p['scheme']} N={p['num_rx_ant']} K={p['num_devices']} "
                                        f"{p['snr_db']} dB seed {p['seed']}: {row['channel_uses']:.0f} uses "
                                        f"({row['advantage']:.1f}x AirComp), {row['delivered']:.3f} delivered")
@@ -258,17 +257,17 @@ def impairment_sweeps(out, quick, seed):
     print(link_sweeps(out, quick=quick, seed=seed))
 
 
-def run_link(out_dir="results/link", quick=False, seed=0, workers=1, ray_address=None):
+def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs.
-    workers, ray_address: as `deft6g.experiment.run_points` for the AirComp and digital points (the speed
-    test and the impairment sweeps run here)."""
+    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the AirComp and digital
+    points (the speed test and the impairment sweeps run here)."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "link", asdict(cfg))
     air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:5])
     dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:6])
-    run_aircomp(cfg, air, workers, ray_address)
-    run_digital(cfg, dig, workers, ray_address)
+    run_aircomp(cfg, air, **parallel)
+    run_digital(cfg, dig, **parallel)
     speed = speed_test(cfg)
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
     plot(cfg, out, air.rows(), dig.rows())

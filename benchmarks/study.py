@@ -211,10 +211,10 @@ def _run_point(setup, point):
             "eval_s": round(eval_s[0], 2), "wall_s": round(wall, 2)}}
 
 
-def run_study(out_dir, config=None, quick=False, log=print, workers=1, ray_address=None):
+def run_study(out_dir, config=None, quick=False, log=print, **parallel):
     """Run (or resume) the study into `out_dir`; `config`: a TOML path or a StudyConfig. Returns (cfg, rows).
-    workers, ray_address: as `deft6g.experiment.run_points` (the activations are cached on disk here first,
-    every worker loads them from the cache)."""
+    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the activations are cached
+    on disk here first, every worker loads them from the cache)."""
     cfg = config if isinstance(config, StudyConfig) else load_config(config, quick)
     out = prepare_output(out_dir, "study", cfg.to_dict())
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
@@ -230,8 +230,8 @@ def run_study(out_dir, config=None, quick=False, log=print, workers=1, ray_addre
                     rounds_store.add(r)
             return result["row"]
 
-        run_points(points, task, store, desc="study", log=log, write=write, workers=workers,
-                   ray_address=ray_address, describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
+        run_points(points, task, store, desc="study", log=log, write=write, **parallel,
+                   describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
     summary_rows = write_summary(out, rows)
     plot_study(out, cfg, summary_rows, rows, rounds_store.rows())

