@@ -310,7 +310,7 @@ def _name(p):
 
 
 SUMMARY_FIELDS = ["variant", "distill", "n", "download_bits", "download_ratio", "vocab_size", "unk_rate",
-                  "mse_before", "mse_after", "memory_ratio", "step_speedup", "plug_mean", "plug_ci",
+                  "mse_before", "mse_after", "memory_ratio", "step_speedup", "step_cpu_speedup", "plug_mean", "plug_ci",
                   "emulator_mean", "emulator_ci", "gap_mean", "gap_ci", "vs_full_mean", "vs_full_ci"]
 
 
@@ -318,6 +318,7 @@ def summary_rows(emu_rows, rows):
     """Per emulator: its download/cost columns, plug-in and emulator accuracy (mean, 95% CI over seeds), the
     emulator-minus-plug-in gap and plug-in minus full-model devices, both paired per seed."""
     full = {r["seed"]: float(r["plug_accuracy"]) for r in rows if r["variant"] == "full"}
+    full_cpu = [float(e["step_cpu_s"]) for e in emu_rows if e["variant"] == "full"]
     out = []
     for e in emu_rows:
         mine = [r for r in rows if r["variant"] == e["variant"] and r["distill"] == e["distill"]]
@@ -328,6 +329,7 @@ def summary_rows(emu_rows, rows):
         paired = [(float(r["plug_accuracy"]), full[r["seed"]]) for r in mine if r["seed"] in full]
         s = {k: e[k] for k in SUMMARY_FIELDS if k in e}
         s["n"] = len(mine)
+        s["step_cpu_speedup"] = full_cpu[0] / float(e["step_cpu_s"]) if full_cpu else float("nan")
         s["plug_mean"], s["plug_ci"] = mean_ci(plug)
         s["emulator_mean"], s["emulator_ci"] = mean_ci(emu)
         s["gap_mean"], s["gap_ci"] = paired_ci(emu, plug)
@@ -359,8 +361,8 @@ def plot(out, cfg, s_rows):
         if s["variant"] == "full":
             continue
         label = "emulator, distilled" if _bool(s["distill"]) else "emulator, not distilled"
-        curves.setdefault(label, []).append((float(s["download_bits"]) / 8e6, s["plug_mean"], s["plug_ci"],
-                                             s["variant"].replace("drop+", "+")))
+        tag = (s["variant"].replace("drop+", "+"),) if not _bool(s["distill"]) or False not in cfg.distill else ()
+        curves.setdefault(label, []).append((float(s["download_bits"]) / 8e6, s["plug_mean"], s["plug_ci"], *tag))
     hl = {f"devices hold the full model ({float(full[0]['download_bits']) / 8e6:.1f} MB)":
           (full[0]["plug_mean"], full[0]["plug_ci"])} if full else None
     seeds = max(s["n"] for s in s_rows)
@@ -375,16 +377,18 @@ def summary(cfg, s_rows, cpu_s):
              f"LoRA r={cfg.lora_rank} q/v in the top block, {cfg.devices} devices x {cfg.rounds} rounds x "
              f"{cfg.local_steps} steps; distillation on {cfg.public_texts} {cfg.public} paragraphs, "
              f"{cfg.distill_steps} steps. Mean +- 95% CI over seeds; differences paired per seed.",
-             f"{'emulator':<34}{'download MB':>12}{'x smaller':>10}{'UNK %':>7}{'mem x':>7}{'step x':>7}"
+             f"{'emulator':<34}{'download MB':>12}{'x smaller':>10}{'UNK %':>7}{'mem x':>7}{'step x':>7}{'cpu x':>7}"
              f"{'plug-in acc':>17}{'emulator acc':>17}{'emu - plug':>17}{'plug - full':>17}{'MSE before>after':>20}"]
     for s in s_rows:
         mse = "" if math.isnan(float(s["mse_before"])) else f"{float(s['mse_before']):.3g} > {float(s['mse_after']):.3g}"
         lines.append(f"{_name(s):<34}{float(s['download_bits']) / 8e6:>12.2f}{float(s['download_ratio']):>10.2f}"
                      f"{100 * float(s['unk_rate']):>7.2f}{float(s['memory_ratio']):>7.2f}{float(s['step_speedup']):>7.2f}"
+                     f"{float(s['step_cpu_speedup']):>7.2f}"
                      f"{_pm(s['plug_mean'], s['plug_ci'])}{_pm(s['emulator_mean'], s['emulator_ci'])}"
                      f"{_pm(s['gap_mean'], s['gap_ci'], True)}{_pm(s['vs_full_mean'], s['vs_full_ci'], True)}{mse:>20}")
-    lines.append("x smaller / mem x / step x: full model over emulator (download bits; device memory from the cost "
-                 "model with the downloaded weights; median wall time of a training step from tokens, measured here)")
+    lines.append("x smaller / mem x / step x / cpu x: full model over emulator (download bits; device memory from "
+                 "the cost model with the downloaded weights; median wall / CPU time of a training step from tokens, "
+                 "measured here)")
     lines.append(f"CPU time of this run: {cpu_s:.0f} s (on an idle 2-core machine the wall time is about "
                  f"{cpu_s / 2:.0f}-{cpu_s:.0f} s)")
     if cfg.model == "random-bert":
