@@ -58,7 +58,7 @@ class FederatedSection:
     centralised_lr: float = 3e-3
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
-    lora_aggregation: list = field(default_factory=lambda: ["frozen_a"])
+    lora_aggregation: list = field(default_factory=lambda: ["factors"])
     eval_every: int = 2
     emulator_bottom: int = 1
     emulator_top: int = 1
