@@ -74,13 +74,14 @@ def _speedup(args):
 
 
 def _parallel(args):
-    return {"workers": args.workers, "ray_address": args.ray_address, "worker_gpus": args.worker_gpus}
+    workers = args.workers if args.workers is not None else 0 if args.ray_address else 1
+    return {"workers": workers, "ray_address": args.ray_address, "worker_gpus": args.worker_gpus}
 
 
 def _add_parallel(parser):
-    parser.add_argument("--workers", type=int, default=1, metavar="N",
-                        help="run the points on N Ray workers (1: serially here, the default; 0: one per core, or "
-                             "per CPU of the cluster with --ray-address); needs pip install 'deft6g[ray]'")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="run the points on N Ray workers (0: one per core, or per CPU of the cluster; default: "
+                             "1, serially here without Ray, or 0 with --ray-address); needs pip install 'deft6g[ray]'")
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
                         help="attach to a running Ray cluster ('auto' or host:port) instead of starting one")
     parser.add_argument("--worker-gpus", type=float, default=0.0, metavar="F",
@@ -168,11 +169,11 @@ def quiet_stack():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from deft6g.experiment import OutputFolderError, PointsFailed, RayUnavailable, require_ray
-    if getattr(args, "workers", 1) < 0:
+    if (getattr(args, "workers", None) or 0) < 0:
         print(f"deft6g {args.command}: error: --workers must be >= 0 (0: all cores), got {args.workers}",
               file=sys.stderr)
         return 2
-    if getattr(args, "workers", 1) != 1 or getattr(args, "ray_address", None):
+    if getattr(args, "workers", None) not in (None, 1) or getattr(args, "ray_address", None):
         try:
             require_ray()
         except RayUnavailable as err:
