@@ -192,7 +192,7 @@ def _run_ray(todo, fn, finished, failed, group, workers, ray_address, worker_gpu
     queue = [(b, 0) for b in batches.values()]        # (points, attempt)
     n = max(1, min(workers or cpus, cpus, len(queue)))
     job_env = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
-    own_env = {} if job_env == _worker_env() else {"runtime_env": {"env_vars": _worker_env()}}  # Ray started elsewhere
+    own_env = {} if job_env == _worker_env() else {"runtime_env": {"env_vars": _worker_env()}}  # Ray not ours
     actor_cls = ray.remote(_worker_class()).options(num_cpus=1, num_gpus=worker_gpus, **own_env)
     fn_ref = ray.put(fn)
     log(f"{desc}: {len(todo)} points on {n} Ray workers ({cpus} CPUs in the cluster)")
@@ -209,8 +209,8 @@ def _run_ray(todo, fn, finished, failed, group, workers, ray_address, worker_gpu
             try:
                 results = ray.get(done[0])
                 idle.append(actor)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as err:
-                ray.kill(actor)                       # a crashed worker: its points fail this attempt
+            except ray.exceptions.RayError as err:    # the worker died (crash, out of memory, lost node)
+                ray.kill(actor)                       # its points fail this attempt
                 idle.append(actor_cls.remote(fn_ref))
                 results = [(p, False, f"worker died: {err}", 0.0) for p in points]
             again = []
