@@ -316,6 +316,11 @@ def summary(cfg, rows, ref, spd):
                                                                  [float(r[f"acc_{s}"]) for r in fin]))
                     for s in ("best", "average", "newest"))
                 lines.append(f"    {rule} minus: {diffs}")
+        fin = _final(cfg, rows, ds, cfg.inits[0], cfg.pool_size)
+        if fin:
+            member = int(fin[0]["pool_bytes"]) // int(fin[0]["members"])
+            lines.append(f"  {ds}: a member (prompt + own head, float32) is {member:,d} bytes; a full pool of "
+                         f"{cfg.pool_size}: {cfg.pool_size * member:,d} bytes")
         sizes = [(k, _final(cfg, rows, ds, "fresh", k)) for k in cfg.pool_sizes]
         text = ", ".join(f"M={k}: {mean_ci([float(r['acc_mean']) for r in f])[0]:.3f}" for k, f in sizes if f)
         if text:
@@ -327,7 +332,8 @@ def summary(cfg, rows, ref, spd):
                 m, ci = _speedup(cfg, spd, size, clock)
                 parts.append(f"M={size}: {m:.2f}x +- {ci:.2f}")
         if parts:
-            lines.append(f"batched pool inference vs one forward per prompt ({name}): " + ", ".join(parts))
+            lines.append(f"batched pool inference vs one forward per prompt ({name}; {cfg.speed_examples} texts, "
+                         f"{cfg.speed_repeats} repeats): " + ", ".join(parts))
     stats = _speed_stats(cfg, spd, "cpu_s")
     if stats:
         lines.append("samples per CPU-second: " + "; ".join(

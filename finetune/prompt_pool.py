@@ -236,5 +236,5 @@ _ONE_FNS = weakref.WeakKeyDictionary()
 def _cached_fn(peft, key, f):
     fns = _ONE_FNS.setdefault(peft, {})
     if key not in fns:
-        fns[key] = tf.function(f, reduce_retracing=True)
+        fns[key] = tf.function(f, reduce_retracing=True, autograph=False)     # no tensor-dependent Python flow
     return fns[key]
