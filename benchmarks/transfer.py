@@ -230,6 +230,8 @@ def _key_of_run(p):
 
 def run_transfer(out_dir, cfg=None, quick=False, log=print):
     """Run (or resume) the study into `out_dir`; returns (cfg, sources rows, choices rows, runs rows, timing)."""
+    import tensorflow as tf
+    tf.get_logger().setLevel("ERROR")          # one compiled step and predict per task: TF's retracing notice
     cfg = cfg or (TransferConfig.quick() if quick else TransferConfig())
     cfg.validate()
     out = prepare_output(out_dir, "transfer", asdict(cfg))
