@@ -21,7 +21,6 @@ the top block), measured here, wall and CPU seconds.
 Files: emulators.csv (per emulator), results.csv (per seed), summary.csv, config.json, PNGs; resumable.
 """
 
-import csv
 import hashlib
 import math
 import time
@@ -29,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points
+from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, write_table
 
 STEPS = ("vocab", "int8", "lowrank")
 VARIANTS = ("full", "drop", "drop+vocab", "drop+vocab+int8", "drop+vocab+int8+lowrank")
@@ -340,13 +339,7 @@ def summary_rows(emu_rows, rows):
 
 def write_summary(out, emu_rows, rows):
     s_rows = summary_rows(emu_rows, rows)
-    path = out / "summary.csv"
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, SUMMARY_FIELDS)
-        w.writeheader()
-        w.writerows(s_rows)
-    tmp.replace(path)
+    write_table(out / "summary.csv", SUMMARY_FIELDS, s_rows)
     return s_rows
 
 

@@ -6,14 +6,14 @@ results.csv at once (its per-round log to rounds.csv) and a re-run skips finishe
 the mean and 95% confidence interval over seeds per (scheme, snr_db, antennas, lora_aggregation).
 """
 
-import csv
 import json
 import math
 import time
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise
+from deft6g.experiment import (ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise,
+                               write_table)
 
 from .study_config import StudyConfig, load_config
 
@@ -260,13 +260,7 @@ def write_summary(out, rows):
     summary = summary_rows(rows)
     fields = SUMMARY_BY + ["n"] + [f"{v}_{s}" for v in SUMMARY_VALUES for s in ("mean", "ci")] + \
         ["vs_ideal_mean", "vs_ideal_ci"]
-    path = out / "summary.csv"
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fields)
-        w.writeheader()
-        w.writerows(summary)
-    tmp.replace(path)
+    write_table(out / "summary.csv", fields, summary)
     return summary
 
 

@@ -107,3 +107,15 @@ def _differences(old, new, prefix=""):
         elif a != b:
             diffs.append(f"{prefix}{key}: {a!r} there, {b!r} now")
     return diffs
+
+
+def write_table(path, fields, rows):
+    """Write `rows` (dicts) to the CSV `path` with columns `fields`, atomically (a temporary file renamed
+    over it), for tables recomputed from the result store such as summaries."""
+    path = Path(path)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
