@@ -116,12 +116,16 @@ class _Setup:
         for v, w in self._kernels:
             v.assign(w)
 
-    def evaluate(self):
+    def evaluate(self, examples=0):
+        """Test accuracy of the full model (the emulator's weights plugged in): on the whole test split, or
+        on its first `examples` texts (a fixed random subset: the split is shuffled with seed 0)."""
         from deft6g.finetune import evaluate, plug_in
+        n = examples or None
         if self.device is self.full:
-            return evaluate(self.full, self.test_acts, self.y_test, start_block=self.start)
+            return evaluate(self.full, tuple(a[:n] for a in self.test_acts), self.y_test[:n], start_block=self.start)
         plug_in(self.full, self.device, self.kept)
-        return evaluate(self.full, self.full_test_acts, self.y_test, start_block=self.full_start)
+        return evaluate(self.full, tuple(a[:n] for a in self.full_test_acts), self.y_test[:n],
+                        start_block=self.full_start)
 
 
 def _aggregator(cfg, point):
@@ -188,21 +192,21 @@ def _run_point(setup, point):
                         cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed)
     eval_s = [0.0]
 
-    def timed_evaluate():
+    def timed(fn, *args, **kwargs):
         t = time.time()
-        acc = setup.evaluate()
+        out = fn(*args, **kwargs)
         eval_s[0] += time.time() - t
-        return acc
+        return out
 
-    logs = fed.run(f.rounds, evaluate=timed_evaluate, eval_every=f.eval_every)
-    t = time.time()
-    emu_acc = evaluate(setup.device, setup.test_acts, setup.y_test, start_block=setup.start)
-    eval_s[0] += time.time() - t
+    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, f.round_eval_examples), eval_every=f.eval_every)
+    accuracy = timed(setup.evaluate)
+    emu_acc = (accuracy if setup.device is setup.full else
+               timed(evaluate, setup.device, setup.test_acts, setup.y_test, start_block=setup.start))
     rounds = [{**point, "round": log.round, "loss": log.loss, "agg_mse": log.agg_mse, "lora_bias": log.lora_bias,
                "channel_uses": log.channel_uses, "devices": log.devices, "accuracy": log.accuracy} for log in logs]
     uses = sum(log.channel_uses for log in logs)
     wall = time.time() - t0
-    return {"rounds": rounds, "row": {**point, "accuracy": logs[-1].accuracy, "emulator_accuracy": emu_acc, "channel_uses": uses,
+    return {"rounds": rounds, "row": {**point, "accuracy": accuracy, "emulator_accuracy": emu_acc, "channel_uses": uses,
             "latency_s": uses / cfg.channel.bandwidth_hz, "agg_mse": float(np.mean([g.agg_mse for g in logs])),
             "lora_bias": float(np.mean([g.lora_bias for g in logs])),
             "bits_up": sum(g.bits_up for g in logs), "bits_down": sum(g.bits_down for g in logs),
@@ -300,7 +304,10 @@ def plot_study(out, cfg, summary, rows, round_rows):
             per_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(float(r["accuracy"]))
         if r["scheme"] not in REFERENCES:
             mse_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(max(float(r["agg_mse"]), 1e-20))
-    _plot_rounds(out / "accuracy_per_round.png", per_round, "test accuracy", "Accuracy per round", False, note)
+    n_eval = cfg.federated.round_eval_examples
+    _plot_rounds(out / "accuracy_per_round.png", per_round,
+                 f"test accuracy ({f'a fixed {n_eval} texts' if n_eval else 'whole split'})", "Accuracy per round",
+                 False, note)
     _plot_rounds(out / "agg_mse_per_round.png", mse_round, "aggregation MSE per entry", "Aggregation error per round",
                  True, note)
 

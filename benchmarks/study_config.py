@@ -46,7 +46,8 @@ class FederatedSection:
     server plugs the weights into the full model), "gradient" (split fine-tuning at cut_block); devices K;
     rounds; local_steps per round; batch_size; local_optimizer ("adam", stateful per device, or "sgd") with
     lr; centralised_lr: the reference's learning rate (each tuned for its setting); server_optimizer ("fedavg" with server_lr, or "fedadam"); lora_aggregation: a list of "factors",
-    "frozen_a", "delta_w" (one study point each); eval_every: rounds between test evaluations;
+    "frozen_a", "delta_w" (one study point each); eval_every: rounds between the per-round test evaluations,
+    which use round_eval_examples texts of the test split (0: all; the final accuracy always uses all);
     emulator_bottom / emulator_top / emulator_drop; cut_block."""
     mode: str = "full"
     devices: int = 8
@@ -60,6 +61,7 @@ class FederatedSection:
     server_lr: float = 1.0
     lora_aggregation: list = field(default_factory=lambda: ["factors"])
     eval_every: int = 2
+    round_eval_examples: int = 512
     emulator_bottom: int = 1
     emulator_top: int = 1
     emulator_drop: float = 0.5
@@ -213,6 +215,7 @@ def validate(cfg):
              "must not exceed data.train_examples")
     for key in ("rounds", "local_steps", "batch_size", "eval_every"):
         _int(getattr(f, key), f"federated.{key}", 1)
+    _int(f.round_eval_examples, "federated.round_eval_examples", 0)
     _require(isinstance(f.lr, (int, float)) and f.lr > 0, "federated.lr", f"must be > 0, got {f.lr!r}")
     _require(isinstance(f.centralised_lr, (int, float)) and f.centralised_lr > 0, "federated.centralised_lr",
              f"must be > 0, got {f.centralised_lr!r}")
