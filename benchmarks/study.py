@@ -105,6 +105,10 @@ class _Setup:
         self.test_acts = acts(self.device, x_test, self.start, "device-test")
         self.full_test_acts = (self.test_acts if self.device is self.full
                                else acts(self.full, x_test, self.full_start, "full-test"))
+        self.whole_test = self._by_length(self.test_acts, self.full_test_acts, self.y_test)
+        n = f.round_eval_examples or None
+        self.round_test = self._by_length(tuple(a[:n] for a in self.test_acts),
+                                          tuple(a[:n] for a in self.full_test_acts), self.y_test[:n])
         log(f"activations ready in {time.time() - t0:.1f} s ({len(train)} train / {len(test)} test texts, "
             f"input of block {self.start}; device model blocks {self.kept})")
         self._kernels = [(v, v.numpy()) for *_, w, _ in self.full.wrappers + self.device.wrappers
@@ -116,16 +120,24 @@ class _Setup:
         for v, w in self._kernels:
             v.assign(w)
 
-    def evaluate(self, examples=0):
+    @staticmethod
+    def _by_length(device_acts, full_acts, y):
+        """(device activations, full-model activations, labels) of one test set, ordered by text length
+        once, so that every evaluation batches by length without copying (accuracy is order-free)."""
+        order = np.argsort(device_acts[1].sum(1), kind="stable")
+        take = lambda acts: tuple(a[order] for a in acts)                    # noqa: E731
+        return take(device_acts), (take(full_acts) if full_acts is not device_acts else None), y[order]
+
+    def evaluate(self, subset=False):
         """Test accuracy of the full model (the emulator's weights plugged in): on the whole test split, or
-        on its first `examples` texts (a fixed random subset: the split is shuffled with seed 0)."""
+        with `subset` on its first `federated.round_eval_examples` texts (a fixed random subset: the split
+        is shuffled with seed 0)."""
         from deft6g.finetune import evaluate, plug_in
-        n = examples or None
+        device_acts, full_acts, y = self.round_test if subset else self.whole_test
         if self.device is self.full:
-            return evaluate(self.full, tuple(a[:n] for a in self.test_acts), self.y_test[:n], start_block=self.start)
+            return evaluate(self.full, device_acts, y, start_block=self.start)
         plug_in(self.full, self.device, self.kept)
-        return evaluate(self.full, tuple(a[:n] for a in self.full_test_acts), self.y_test[:n],
-                        start_block=self.full_start)
+        return evaluate(self.full, full_acts, y, start_block=self.full_start)
 
 
 def _aggregator(cfg, point):
@@ -198,10 +210,10 @@ def _run_point(setup, point):
         eval_s[0] += time.time() - t
         return out
 
-    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, f.round_eval_examples), eval_every=f.eval_every)
+    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, subset=True), eval_every=f.eval_every)
     accuracy = timed(setup.evaluate)
     emu_acc = (accuracy if setup.device is setup.full else
-               timed(evaluate, setup.device, setup.test_acts, setup.y_test, start_block=setup.start))
+               timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start))
     rounds = [{**point, "round": log.round, "loss": log.loss, "agg_mse": log.agg_mse, "lora_bias": log.lora_bias,
                "channel_uses": log.channel_uses, "devices": log.devices, "accuracy": log.accuracy} for log in logs]
     uses = sum(log.channel_uses for log in logs)

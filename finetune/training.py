@@ -85,10 +85,11 @@ def evaluate(model, x, y, start_block=None, batch_size=256):
         fns[start_block] = tf.function(lambda xb: tf.argmax(_logits(model, xb, start_block, False), axis=-1),
                                        reduce_retracing=True)
     predict = fns[start_block]
-    order = None
     if isinstance(x, tuple) and len(x) == 2 and np.ndim(x[1]) == 2:        # cached: batch by length, trim
-        order = np.argsort(np.asarray(x[1]).sum(1), kind="stable")
-        x, y = take(x, order), np.asarray(y)[order]
+        lengths = np.asarray(x[1]).sum(1)
+        if np.any(np.diff(lengths) < 0):                                     # (no copy when already sorted)
+            order = np.argsort(lengths, kind="stable")
+            x, y = take(x, order), np.asarray(y)[order]
     correct = 0
     for xb, yb in batches(x, y, batch_size):
         correct += int(np.sum(predict(trim_padding(xb)).numpy() == yb))
