@@ -13,7 +13,7 @@ def _link(args):
 
 
 def _design(args):
-    from .design import run_design, summary
+    from .beamforming import run_design, summary
     print(summary(run_design(args.out, quick=args.quick, seed=args.seed, **_parallel(args))))
     print(f"results in {args.out}")
 
@@ -33,7 +33,7 @@ def _study(args):
 
 
 def _finetune(args):
-    from .finetune import run_finetune, summary
+    from .peft_methods import run_finetune, summary
     print(summary(*run_finetune(args.out, quick=args.quick, seed=args.seed)))
     print(f"results in {args.out}")
 
@@ -58,7 +58,7 @@ def _transfer(args):
 
 
 def _emulator(args):
-    from .emulator import run_emulator_study, summary
+    from .emulator_study import run_emulator_study, summary
     print(summary(*run_emulator_study(args.out, quick=args.quick)))
     print(f"results in {args.out}")
 

@@ -35,7 +35,7 @@ def _study_config(quick):
 def _design_config(quick):
     """The design sweeps (N, K, SNR, CSI error) on the quick grid (N = 4, K = 6 and 2 values of each) with 40
     channels per seed and point, 3 seeds: 24 groups of 5 methods (120 points); --quick: 4 channels."""
-    from .design import DesignConfig
+    from .beamforming import DesignConfig
     return DesignConfig.quick() if quick else replace(DesignConfig.quick(), sweep_realisations=40)
 
 
@@ -64,7 +64,7 @@ def _run_job(job, work, workers, quick, log):
         StudyTask(cfg, log).setup()                              # activations cached before either run
         run, key, skip = (lambda out, w: run_study(out, cfg, log=quiet, workers=w)[1]), POINT_KEY, STUDY_TIMES
     else:
-        from .design import SWEEP_FIELDS, sweeps
+        from .beamforming import SWEEP_FIELDS, sweeps
         cfg = _design_config(quick)
         run, key, skip = (lambda out, w: sweeps(cfg, out, workers=w)), SWEEP_FIELDS[:7], set()
     times, rows = [], []

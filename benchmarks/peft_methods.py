@@ -136,7 +136,7 @@ def block_importance_scores(cfg):
 def _in_subprocess(task, cfg, **extra):
     """Run `task` in a fresh interpreter; returns its JSON result."""
     payload = json.dumps({"task": task, "config": asdict(cfg), **extra})
-    res = subprocess.run([sys.executable, "-m", "deft6g.benchmarks.finetune", payload], capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "deft6g.benchmarks.peft_methods", payload], capture_output=True,
                          text=True)
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
     if res.returncode or not lines:
