@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from deft6g.optim import align, closed_form_design, mrc_direction
-from deft6g.phy import DigitalUplink, UplinkChannel, aircomp_channel_uses, aircomp_mse, empirical_mse, reseed
+from deft6g.phy import DigitalUplink, UplinkChannel, aircomp_channel_uses, aircomp_mse, empirical_mse
+from deft6g.rng import reseed
 from deft6g.phy.channels import FLAT_MODELS
 
 from deft6g.experiment import ResultStore, line_plot, mean_ci, percentiles, prepare_output, run_points

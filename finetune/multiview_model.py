@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from deft6g.phy import reseed
+from deft6g.rng import reseed
 
 from .aircomp_connection import AirCompConnection, DigitalConnection, IdealConnection, payload_stats
 

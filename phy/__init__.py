@@ -6,7 +6,6 @@ from .aircomp import aircomp_channel_uses, aircomp_estimate, aircomp_mse, effect
 from .aircomp_uplink import AirCompUplink
 from .channels import CHANNEL_MODELS, UplinkChannel, imperfect_csi, log_distance_gain_db
 from .payload import pack, payload_correlation, standardise, unpack
-from .rng import reseed
 from .d2d import D2DLink
 from .prompt_link import PromptLink, PromptLinkResult
 from .block_codec import BlockCodec

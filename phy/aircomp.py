@@ -10,8 +10,8 @@ import numpy as np
 import tensorflow as tf
 from sionna.phy.channel import AWGN
 
-from .checks import as_tensor, check_count, check_dim, check_nonnegative, is_tensor, to_output
-from .rng import reseed
+from deft6g.checks import as_tensor, check_count, check_dim, check_noise_var, is_tensor, to_output
+from deft6g.rng import reseed
 
 
 def _complex_dtype(*tensors):
@@ -30,10 +30,10 @@ def validate_design(H, a, b, noise_var):
     H = as_tensor(H, "H", min_rank=2)
     a = as_tensor(a, "a", min_rank=1)
     b = as_tensor(b, "b", min_rank=1)
-    nv = as_tensor(noise_var, "noise_var")
+    nv = check_noise_var(noise_var)
     cdtype = _complex_dtype(H, a, b)
     H, a, b = (tf.cast(t, cdtype) for t in (H, a, b))
-    nv = check_nonnegative(tf.cast(nv, cdtype.real_dtype), "noise_var")
+    nv = tf.cast(nv, cdtype.real_dtype)
     n_ant, n_dev = H.shape[-2], H.shape[-1]
     if n_ant == 0 or n_dev == 0:
         raise ValueError(f"`H` must have N >= 1 antennas and K >= 1 devices, got shape {H.shape.as_list()}")
@@ -89,7 +89,7 @@ def aircomp_estimate(s, H, a, b, noise_var, seed=None):
 
     Input: s [..., K, L] complex payload symbols (unit variance for `aircomp_mse` to apply);
     H [..., N, K]; a [..., N]; b [..., K]; noise_var scalar or [...] (per receive antenna, linear);
-    seed: re-seeds the library RNG (`deft6g.phy.rng.reseed`) before the noise is drawn.
+    seed: re-seeds the library RNG (`deft6g.rng.reseed`) before the noise is drawn.
     Output: f_hat [..., L] complex.
     The noise is drawn per antenna by Sionna's `AWGN`; the signal part is evaluated as
     (a^H H diag(b)) s, which costs N K + K L per realisation instead of N K L.

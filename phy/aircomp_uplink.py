@@ -4,9 +4,9 @@ import tensorflow as tf
 from sionna.phy import Block
 
 from .aircomp import estimate_from_validated, validate_design
-from .checks import as_tensor, check_dim
+from deft6g.checks import as_tensor, check_dim
 from .payload import pack, standardise, unpack
-from .rng import reseed
+from deft6g.rng import reseed
 
 
 class AirCompUplink(Block):

@@ -6,7 +6,7 @@ from sionna.phy.fec.crc import CRCDecoder, CRCEncoder
 from sionna.phy.fec.ldpc import LDPC5GDecoder, LDPC5GEncoder
 from sionna.phy.mapping import Demapper, Mapper
 
-from .checks import check_count
+from deft6g.checks import check_count
 
 CRC_TYPE = "CRC24A"
 CRC_BITS = 24

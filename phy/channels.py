@@ -7,8 +7,8 @@ from sionna.phy.channel import AWGN, KroneckerModel, RayleighBlockFading, cir_to
     subcarrier_frequencies
 from sionna.phy.channel.tr38901 import CDL, TDL, AntennaArray
 
-from .checks import as_tensor, check_count, check_nonnegative, is_tensor, to_output
-from .rng import reseed, tf_rng
+from deft6g.checks import as_tensor, check_count, check_nonnegative, is_tensor, to_output
+from deft6g.rng import reseed, tf_rng
 
 FLAT_MODELS = ("rayleigh", "correlated")
 TDL_MODELS = tuple(f"tdl-{m}" for m in "abcde")

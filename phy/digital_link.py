@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from sionna.phy import Block
 
-from .checks import as_tensor
+from deft6g.checks import as_tensor
 from .digital_uplink import DigitalUplink
 
 

@@ -30,11 +30,11 @@ from sionna.phy import Block
 from sionna.phy.channel import AWGN
 
 from .block_codec import BlockCodec, info_bits
-from .checks import as_tensor, check_count, check_dim, check_nonnegative
+from deft6g.checks import as_tensor, check_count, check_dim, check_noise_var, check_nonnegative
 from .mcs import CODEWORD_LENGTH, MCS_TABLE, effective_sinr, select_mcs
 from .mu_mimo import DETECTORS, balanced_groups, equalize, post_detection_sinr
 from .quantizer import Quantizer
-from .rng import np_rng, reseed
+from deft6g.rng import np_rng, reseed
 
 LINK_MODELS = ("bits", "abstract")
 HEADER_BITS = 64                    # the quantiser range (lo, hi) as two float32
@@ -254,9 +254,7 @@ class DigitalUplink(Block):
         check_dim(H, 0, n_real, "H", "B (realisations in x)")
         if H.shape.rank not in (3, 4):
             raise ValueError(f"`H` must have shape [B, N, K] or [B, F, N, K], got {H.shape.as_list()}")
-        nv = float(as_tensor(noise_var, "noise_var"))
-        if not nv > 0:
-            raise ValueError(f"`noise_var` must be positive, got {nv}")
+        nv = float(check_noise_var(noise_var, tf.float64, positive=True))
         p = check_nonnegative(tf.cast(as_tensor(power, "power"), self.rdtype), "power")
         if p.shape.rank:
             check_dim(p, -1, k, "power", "K (devices in x)")

@@ -30,8 +30,8 @@ from sionna.phy import Block
 from sionna.phy.channel import AWGN
 
 from .aircomp import effective_gains, validate_design
-from .checks import as_tensor, check_count, is_tensor, to_output
-from .rng import reseed, tf_rng
+from deft6g.checks import as_tensor, check_count, is_tensor, to_output
+from deft6g.rng import reseed, tf_rng
 
 
 def pilot_error_var(pilot_snr_db, num_pilots, channel_var=1.0):

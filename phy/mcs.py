@@ -28,7 +28,7 @@ from sionna.phy.channel import AWGN
 from sionna.sys import EESM
 
 from .block_codec import BlockCodec, info_bits
-from .rng import reseed, tf_rng
+from deft6g.rng import reseed, tf_rng
 
 NR_MCS_TABLE_INDEX = 2              # PUSCH, 256-QAM table
 CODEWORD_LENGTH = 1200              # n of the calibration; the thresholds hold for this n only

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from .aircomp import effective_gains
-from .rng import tf_rng
+from deft6g.rng import tf_rng
 
 
 def complex_normal(shape, dtype=tf.complex64):

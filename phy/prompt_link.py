@@ -9,10 +9,10 @@ from sionna.phy.channel import AWGN
 
 from .block_codec import CRC_BITS, BlockCodec
 from .channels import FLAT_MODELS, UplinkChannel
-from .checks import as_tensor, check_count, check_nonnegative
+from deft6g.checks import as_tensor, check_count, check_noise_var, check_nonnegative
 from .payload import pack, standardise, unpack
 from .quantizer import Quantizer
-from .rng import reseed
+from deft6g.rng import reseed
 
 MODES = ("digital", "analog")
 FAILURE_POLICIES = ("drop", "keep")
@@ -125,7 +125,7 @@ class PromptLink(Block):
         x = tf.cast(as_tensor(x, "x", min_rank=2), self.rdtype)
         if x.shape.rank != 2:
             raise ValueError(f"`x` must have shape [B, L], got {x.shape.as_list()}")
-        nv = check_nonnegative(tf.cast(as_tensor(noise_var, "noise_var"), self.rdtype), "noise_var")
+        nv = check_noise_var(noise_var, self.rdtype)
         p = check_nonnegative(tf.cast(as_tensor(power, "power"), self.rdtype), "power")
         if nv.shape.rank or p.shape.rank:
             raise ValueError(f"`noise_var` and `power` must be scalars, got shapes {nv.shape.as_list()}, "

@@ -3,8 +3,8 @@
 import tensorflow as tf
 from sionna.phy import Object
 
-from .checks import check_count
-from .rng import tf_rng
+from deft6g.checks import check_count
+from deft6g.rng import tf_rng
 
 
 class Quantizer(Object):

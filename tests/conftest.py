@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-import deft6g.phy as phy
+from deft6g.rng import reseed
 
 
 @pytest.fixture(autouse=True)
 def _seed():
-    phy.reseed(1234)
+    reseed(1234)
 
 
 @pytest.fixture

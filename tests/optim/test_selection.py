@@ -10,7 +10,7 @@ import deft6g.optim as optim
 import deft6g.optim.selection as selection_module
 import deft6g.phy as phy
 from deft6g.optim.zf_sdr import ZfSdr
-from deft6g.phy.rng import reseed
+from deft6g.rng import reseed
 from tests.conftest import crandn
 from tests.optim.test_design import no_barrier
 

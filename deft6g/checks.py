@@ -1,4 +1,4 @@
-"""Argument checks shared by deft6g: each error names the argument and what was expected."""
+"""Argument checks shared by every layer of deft6g: each error names the argument and what was expected."""
 
 import numpy as np
 import tensorflow as tf
@@ -36,6 +36,30 @@ def check_nonnegative(t, name):
     if tf.executing_eagerly() and bool(tf.reduce_any(tf.math.real(t) < 0)):
         raise ValueError(f"`{name}` must be non-negative, got minimum {float(tf.reduce_min(tf.math.real(t)))}")
     return t
+
+
+def check_noise_var(noise_var, dtype=None, positive=False):
+    r"""Return the noise variance :math:`\sigma^2` as a tensor after checking it (values checked when eager).
+
+    Input
+    -----
+    noise_var : scalar or [...], float -- linear noise variance per receive antenna (per complex dimension)
+    dtype : None | tf.DType -- cast to it (None: keep the input precision)
+    positive : bool -- require :math:`\sigma^2 > 0` (receivers that divide by it) instead of :math:`\ge 0`
+
+    Output
+    ------
+    noise_var : scalar or [...], tf.float
+
+    Raises `ValueError` "`noise_var` must be non-negative and finite ..." (or "positive and finite").
+    """
+    nv = as_tensor(noise_var, "noise_var", dtype)
+    if tf.executing_eagerly():
+        bad = nv <= 0 if positive else nv < 0
+        if bool(tf.reduce_any(bad)):
+            raise ValueError(f"`noise_var` must be {'positive' if positive else 'non-negative'} and finite (linear, "
+                             f"per receive antenna), got minimum {float(tf.reduce_min(nv))}")
+    return nv
 
 
 def check_dim(t, axis, expected, name, what):
