@@ -233,8 +233,9 @@ def plot_sweeps(out, rows, cfg):
 
 
 def impairment_sweeps(cfg, out, quick):
-    """Design methods vs pilot SNR and vs transmit phase error, subcarrier power allocation vs delay spread:
-    separate CSV/PNG files, summary printed (benchmarks/impairment_sweeps.py)."""
+    """Design methods vs pilot SNR and vs transmit amplitude error, phase error and phase drift (residual
+    CFO/timing offset), subcarrier power allocation vs delay spread: separate CSV/PNG files, summary printed
+    (benchmarks/impairment_sweeps.py)."""
     from .impairment_sweeps import design_sweeps
     print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
 

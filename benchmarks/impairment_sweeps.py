@@ -1,4 +1,5 @@
-"""Physics sweeps of `deft6g link` and `deft6g design`: truncated inversion, misalignment, pilot CSI, subcarrier power.
+"""Physics sweeps of `deft6g link` and `deft6g design`: truncated inversion, transmit misalignment (amplitude
+error, phase error, phase drift from a residual CFO/timing offset), pilot CSI, subcarrier power.
 
 Every point is run for `seeds` seeds (a seed draws its own channels, pilots and errors) and plotted as the
 mean over seeds with a 95% Student-t interval. SNR = P / sigma^2 per device (P = 1); for OFDM, P per
@@ -20,10 +21,20 @@ from deft6g.phy import AirCompUplink, PilotCsi, TransmitMisalignment, UplinkChan
 
 TRUNC_FIELDS = ["snr_db", "threshold", "seed", "peak_db", "peak_theory_db", "peak_median_db", "average_db",
                 "average_theory_db", "participation", "optimal_db", "optimal_median_db", "full_median_db"]
-MISALIGN_FIELDS = ["num_rx_ant", "num_devices", "phase_std", "seed", "mc_db", "theory_db"]
+# Transmit misalignment (phy/impairments.py), one sweep per error: {kind: (parameter of TransmitMisalignment,
+# axis label, log x axis, file name part)}. Each sweep varies one error with the others at 0.
+MISALIGN_KINDS = {
+    "amplitude": ("amplitude_std", "amplitude-error std sigma_a (relative gain error 1 + eps)", False, "amplitude_error"),
+    "phase": ("phase_std", "phase-error std sigma_phi [rad]", False, "phase_error"),
+    "drift": ("drift_std", "phase-drift std sigma_delta [rad/symbol] (residual CFO or timing offset)", True,
+              "phase_drift"),
+}
+MISALIGN_FIELDS = {kind: ["num_rx_ant", "num_devices", v[0], "seed", "mc_db", "theory_db"]
+                   for kind, v in MISALIGN_KINDS.items()}
 PILOT_FIELDS = ["pilot_snr_db", "seed", "zf_db", "mrc_db", "zf_perfect_db", "mrc_perfect_db", "error_var"]
 DESIGN_PILOT_FIELDS = ["pilot_snr_db", "seed", "sdr_db", "mmse_db", "zf_db", "mrc_db", "mmse_perfect_db"]
-DESIGN_PHASE_FIELDS = ["phase_std", "seed", "sdr_db", "mmse_db", "zf_db", "mrc_db"]
+DESIGN_MISALIGN_FIELDS = {kind: [v[0], "seed", "sdr_db", "mmse_db", "zf_db", "mrc_db"]
+                          for kind, v in MISALIGN_KINDS.items()}
 SUBCARRIER_FIELDS = ["num_rx_ant", "delay_spread_ns", "seed", "optimal_db", "uniform_db", "gain_db"]
 DESIGN_METHODS = ("sdr", "mmse", "zf", "mrc")
 
@@ -46,7 +57,9 @@ class LinkSweeps:
                                                       1.0, 2.0])
     trunc_realisations: int = 20000
     misalign_settings: list = field(default_factory=lambda: [[8, 4], [16, 8]])
+    amplitude_std: list = field(default_factory=lambda: [0.0, 0.03, 0.1, 0.2, 0.3, 0.5])
     phase_std: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
+    drift_std: list = field(default_factory=lambda: [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03])    # L = 500 symbols
     misalign_realisations: int = 400
     payload_reals: int = 1000
     pilot_setting: list = field(default_factory=lambda: [8, 4])
@@ -57,7 +70,8 @@ class LinkSweeps:
     @classmethod
     def quick(cls):
         return cls(trunc_snr_db=[10.0], thresholds=[0.003, 0.03, 0.3, 1.0], trunc_realisations=2000,
-                   misalign_settings=[[8, 4]], phase_std=[0.0, 0.3, 0.7], misalign_realisations=50, payload_reals=200,
+                   misalign_settings=[[8, 4]], amplitude_std=[0.0, 0.2, 0.5], phase_std=[0.0, 0.3, 0.7],
+                   drift_std=[0.0, 3e-3, 0.03], misalign_realisations=50, payload_reals=200,
                    pilot_snr_db=[-10.0, 10.0, 30.0], pilot_realisations=200)
 
 
@@ -80,13 +94,18 @@ def _truncation_point(cfg, p, references):
 
 
 def _misalign_point(cfg, p):
+    """One (N, K, error std, seed) of the misalignment sweep whose parameter (amplitude_std, phase_std or
+    drift_std) `p` names: ZF design, `misalign_realisations` channels x `payload_reals` reals through the uplink
+    (Monte Carlo) and the closed form `expected_mse`. Channels, payload and noise depend on the seed only, so
+    the points of one seed are paired across error values and kinds."""
+    param = next(v[0] for v in MISALIGN_KINDS.values() if v[0] in p)
     n, k, seed = p["num_rx_ant"], p["num_devices"], 1000 * p["seed"] + 2
     H = _rayleigh(n, k, cfg.misalign_realisations, seed)
     a, b = closed_form_design(H, 1.0, "zf")
     nv = 10 ** (-cfg.snr_db / 10)
     x = np.random.default_rng(seed).normal(size=(len(H), k, cfg.payload_reals))
     x = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)             # unit std: error = MSE per real
-    mis = TransmitMisalignment(phase_std=p["phase_std"], precision="double")
+    mis = TransmitMisalignment(**{param: p[param]}, precision="double")
     f_hat = AirCompUplink(precision="double")(x, H, a, b, nv, seed=seed, misalignment=mis).numpy()
     theory = mis.expected_mse(H, a, b, nv, num_symbols=(cfg.payload_reals + 1) // 2)
     return p | dict(mc_db=_db(np.mean((f_hat - x.sum(1)) ** 2)), theory_db=_db(np.mean(theory)))
@@ -120,14 +139,16 @@ def link_sweeps(out, quick=False, seed=0, log=print):
     trunc, references = ResultStore(out / "truncation.csv", TRUNC_FIELDS, TRUNC_FIELDS[:3]), {}
     run_points([dict(snr_db=s, threshold=g, seed=r) for s in cfg.trunc_snr_db for g in cfg.thresholds for r in seeds],
                lambda p: _truncation_point(cfg, p, references), trunc, desc="truncated inversion", log=log)
-    mis = ResultStore(out / "misalignment.csv", MISALIGN_FIELDS, MISALIGN_FIELDS[:4])
-    run_points([dict(num_rx_ant=n, num_devices=k, phase_std=s, seed=r) for n, k in cfg.misalign_settings
-                for s in cfg.phase_std for r in seeds], lambda p: _misalign_point(cfg, p), mis,
-               desc="misalignment", log=log)
+    mis = {}
+    for kind, (param, _, _, name) in MISALIGN_KINDS.items():
+        mis[kind] = ResultStore(out / f"misalignment_{kind}.csv", MISALIGN_FIELDS[kind], MISALIGN_FIELDS[kind][:4])
+        run_points([{"num_rx_ant": n, "num_devices": k, param: s, "seed": r} for n, k in cfg.misalign_settings
+                    for s in getattr(cfg, param) for r in seeds], lambda p: _misalign_point(cfg, p), mis[kind],
+                   desc=f"misalignment: {name.replace('_', ' ')}", log=log)
     pilot = ResultStore(out / "pilot_csi.csv", PILOT_FIELDS, PILOT_FIELDS[:2])
     run_points([dict(pilot_snr_db=s, seed=r) for s in cfg.pilot_snr_db for r in seeds],
                lambda p: _pilot_point(cfg, p), pilot, desc="pilot CSI", log=log)
-    return _link_plots(cfg, out, trunc.rows(), mis.rows(), pilot.rows())
+    return _link_plots(cfg, out, trunc.rows(), {kind: s.rows() for kind, s in mis.items()}, pilot.rows())
 
 
 def _link_plots(cfg, out, trunc, mis, pilot):
@@ -159,17 +180,27 @@ def _link_plots(cfg, out, trunc, mis, pilot):
                      f"{_db(best):.2f} dB; best median {m_med:.2f} dB (g = {g_med:g}); full inversion median "
                      f"{opt['full_median_db_mean']:.2f} dB; optimal power control mean {opt['optimal_db_mean']:.2f} dB, "
                      f"median {opt['optimal_median_db_mean']:.2f} dB")
-    curves = {}
-    for n, k in cfg.misalign_settings:
-        rows = [r for r in mis if int(r["num_rx_ant"]) == n and int(r["num_devices"]) == k]
-        curves[f"ZF N={n} K={k}, uplink Monte Carlo"] = _curve(rows, [], "phase_std", "mc_db")
-        curves[f"ZF N={n} K={k}, closed form"] = _curve(rows, [], "phase_std", "theory_db")
-        pts = {x: m for x, m, _ in curves[f"ZF N={n} K={k}, uplink Monte Carlo"]}
-        lines.append(f"Misalignment, ZF N={n} K={k}, {cfg.snr_db:g} dB: MSE [dB] vs phase-error std [rad] "
-                     + ", ".join(f"{x:g}: {m:.2f}" for x, m in sorted(pts.items())))
-    line_plot(out / "mse_vs_phase_error.png", curves, "phase-error std sigma_phi [rad]", "mean MSE of the sum [dB]",
-              f"Transmit phase error, aligned ZF design, SNR {cfg.snr_db:g} dB", note=note
-              + "; closed form uses E[exp(j phi)] = exp(-sigma^2/2)")
+    num_symbols = (cfg.payload_reals + 1) // 2
+    theory = {"amplitude": "closed form: E|1 + eps|^2 = 1 + sigma_a^2",
+              "phase": "closed form uses E[exp(j phi)] = exp(-sigma^2/2)",
+              "drift": f"closed form: mean over l < L = {num_symbols} symbols of exp(-l^2 sigma_delta^2 / 2)"}
+    for kind, (param, label, logx, name) in MISALIGN_KINDS.items():
+        curves, hlines = {}, {}
+        for n, k in cfg.misalign_settings:
+            rows = [r for r in mis[kind] if int(r["num_rx_ant"]) == n and int(r["num_devices"]) == k]
+            mc = curves[f"ZF N={n} K={k}, uplink Monte Carlo"] = _curve(rows, [], param, "mc_db")
+            curves[f"ZF N={n} K={k}, closed form"] = _curve(rows, [], param, "theory_db")
+            lines.append(f"Misalignment, ZF N={n} K={k}, {cfg.snr_db:g} dB: mean MSE [dB] vs {name.replace('_', ' ')} "
+                         f"std: " + ", ".join(f"{x:g}: {m:.2f}" for x, m, _ in mc))
+            if logx:                  # error-free points (x = 0) as reference lines; the axis starts above 0
+                zero = [pt for pt in mc if pt[0] == 0]
+                for key in (f"ZF N={n} K={k}, uplink Monte Carlo", f"ZF N={n} K={k}, closed form"):
+                    curves[key] = [pt for pt in curves[key] if pt[0] > 0]
+                if zero:
+                    hlines[f"ZF N={n} K={k}, no misalignment"] = zero[0][1:3]
+        line_plot(out / f"mse_vs_{name}.png", curves, label, "mean MSE of the sum [dB]",
+                  f"Transmit {name.replace('_', ' ')}, aligned ZF design, SNR {cfg.snr_db:g} dB", logx=logx,
+                  hlines=hlines or None, note=note + "; " + theory[kind])
     n, k = cfg.pilot_setting
     curves = {f"{m.upper()} designed on pilot estimate": _curve(pilot, [], "pilot_snr_db", f"{m}_db")
               for m in ("zf", "mrc")}
@@ -192,7 +223,10 @@ class DesignSweeps:
     seeds: int = 3
     realisations: int = 20
     pilot_snr_db: list = field(default_factory=lambda: [-10.0, 0.0, 10.0, 20.0, 30.0])
+    amplitude_std: list = field(default_factory=lambda: [0.0, 0.03, 0.1, 0.2, 0.3, 0.5])
     phase_std: list = field(default_factory=lambda: [0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0])
+    drift_std: list = field(default_factory=lambda: [0.0, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03])
+    misalign_symbols: int = 500       # L, symbols per round over which the drift grows (1000 reals per device)
     subcarrier_model: str = "tdl-c"
     subcarrier_rx_ant: list = field(default_factory=lambda: [1, 4])
     subcarrier_devices: int = 8
@@ -203,7 +237,8 @@ class DesignSweeps:
 
     @classmethod
     def quick(cls):
-        return cls(realisations=4, pilot_snr_db=[-10.0, 10.0, 30.0], phase_std=[0.0, 0.5, 1.0],
+        return cls(realisations=4, pilot_snr_db=[-10.0, 10.0, 30.0], amplitude_std=[0.0, 0.2, 0.5],
+                   phase_std=[0.0, 0.5, 1.0], drift_std=[0.0, 3e-3, 0.03],
                    subcarrier_rx_ant=[4], delay_spread_ns=[10.0, 300.0], subcarrier_draws=10)
 
 
@@ -214,9 +249,20 @@ def _designs(H_design, nv, seed):
     return out | {m: design_aircomp(H_design, 1.0, nv, m, progress=False) for m in ("zf", "mrc")}
 
 
+def _design_misalign_point(designs, H, nv, p, num_symbols):
+    """Median over the channels H of the closed-form MSE (`TransmitMisalignment.expected_mse`, averaged over
+    the errors and `num_symbols` symbols) of each design {method: AirCompDesign} under the one error std that
+    `p` names (amplitude_std, phase_std or drift_std): `p` plus {method}_db."""
+    param = next(v[0] for v in MISALIGN_KINDS.values() if v[0] in p)
+    mis = TransmitMisalignment(**{param: p[param]}, precision="double")
+    return p | {f"{m}_db": _db(np.median(mis.expected_mse(H, d.a, d.b, nv, num_symbols=num_symbols)))
+                for m, d in designs.items()}
+
+
 def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
-    """Design methods vs pilot SNR and vs phase-error std (N = n, K = k, SNR `snr_db`), and subcarrier power
-    allocation vs delay spread, into `out` (CSV + PNG each); print and return a short summary."""
+    """Design methods vs pilot SNR and vs transmit amplitude error, phase error and phase drift (N = n, K = k,
+    SNR `snr_db`), and subcarrier power allocation vs delay spread, into `out` (CSV + PNG each); print and
+    return a short summary."""
     cfg = DesignSweeps.quick() if quick else DesignSweeps()
     (out / "design_sweeps.json").write_text(json.dumps(asdict(cfg), indent=2))
     seeds = [seed + i for i in range(cfg.seeds)]
@@ -235,10 +281,9 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
         row = {f"{m}_db": _db(np.median(aircomp_mse(H, d.a, d.b, nv))) for m, d in _designs(H_hat, nv, p["seed"]).items()}
         return p | row | dict(mmse_perfect_db=_db(np.median(ideal["mmse"].mse)))
 
-    def phase_point(p):
+    def misalign_point(p):
         H, ideal = true_channels(p["seed"])
-        mis = TransmitMisalignment(phase_std=p["phase_std"], precision="double")
-        return p | {f"{m}_db": _db(np.median(mis.expected_mse(H, d.a, d.b, nv))) for m, d in ideal.items()}
+        return _design_misalign_point(ideal, H, nv, p, cfg.misalign_symbols)
 
     def subcarrier_point(p):
         ch = UplinkChannel(cfg.subcarrier_model, p["num_rx_ant"], cfg.subcarrier_devices,
@@ -255,17 +300,21 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
     pilot = ResultStore(out / "design_pilot_csi.csv", DESIGN_PILOT_FIELDS, DESIGN_PILOT_FIELDS[:2])
     run_points([dict(pilot_snr_db=s, seed=r) for r in seeds for s in cfg.pilot_snr_db], pilot_point, pilot,
                desc="designs vs pilot SNR", log=log)
-    phase = ResultStore(out / "design_phase_error.csv", DESIGN_PHASE_FIELDS, DESIGN_PHASE_FIELDS[:2])
-    run_points([dict(phase_std=s, seed=r) for r in seeds for s in cfg.phase_std], phase_point, phase,
-               desc="designs vs phase error", log=log)
+    mis = {}
+    for kind, (param, _, _, name) in MISALIGN_KINDS.items():
+        fields = DESIGN_MISALIGN_FIELDS[kind]
+        mis[kind] = ResultStore(out / f"design_{name}.csv", fields, fields[:2])
+        run_points([{param: s, "seed": r} for r in seeds for s in getattr(cfg, param)], misalign_point, mis[kind],
+                   desc=f"designs vs {name.replace('_', ' ')}", log=log)
     sub = ResultStore(out / "subcarrier_power.csv", SUBCARRIER_FIELDS, SUBCARRIER_FIELDS[:3])
     run_points([dict(num_rx_ant=a, delay_spread_ns=d, seed=r) for a in cfg.subcarrier_rx_ant
                 for d in cfg.delay_spread_ns for r in seeds], subcarrier_point, sub,
                desc="subcarrier power", log=log)
-    return _design_plots(cfg, out, n, k, snr_db, pilot.rows(), phase.rows(), sub.rows())
+    return _design_plots(cfg, out, n, k, snr_db, pilot.rows(), {kind: s.rows() for kind, s in mis.items()},
+                         sub.rows())
 
 
-def _design_plots(cfg, out, n, k, snr_db, pilot, phase, sub):
+def _design_plots(cfg, out, n, k, snr_db, pilot, mis, sub):
     note = f"median over {cfg.realisations} channels per seed, mean over {cfg.seeds} seeds, 95% CI"
     curves = {m: _curve(pilot, [], "pilot_snr_db", f"{m}_db") for m in DESIGN_METHODS}
     ref = summarise(pilot, [], ["mmse_perfect_db"])[0]
@@ -276,13 +325,20 @@ def _design_plots(cfg, out, n, k, snr_db, pilot, phase, sub):
     for m, pts in curves.items():
         lines.append(f"  {m:<5}" + "".join(f"{x:>8g} dB: {y:6.2f}" for x, y, _ in pts))
     lines.append(f"  mmse with perfect CSI: {ref['mmse_perfect_db_mean']:.2f}")
-    curves = {m: _curve(phase, [], "phase_std", f"{m}_db") for m in DESIGN_METHODS}
-    line_plot(out / "design_mse_vs_phase_error.png", curves, "transmit phase-error std sigma_phi [rad]",
-              "median MSE of the sum [dB]", f"Designs under phase error, N={n} K={k}, SNR {snr_db:g} dB",
-              note=note + "; closed-form expectation over the error")
-    lines.append("Designs under phase error, median MSE [dB] by phase std [rad]:")
-    for m, pts in curves.items():
-        lines.append(f"  {m:<5}" + "".join(f"{x:>6g}: {y:6.2f}" for x, y, _ in pts))
+    for kind, (param, label, logx, name) in MISALIGN_KINDS.items():
+        curves = {m: _curve(mis[kind], [], param, f"{m}_db") for m in DESIGN_METHODS}
+        hlines = None
+        if logx:                      # error-free values (x = 0) as reference lines; the axis starts above 0
+            hlines = {f"{m}, no misalignment": pts[0][1:3] for m, pts in curves.items() if pts and pts[0][0] == 0}
+            curves = {m: [pt for pt in pts if pt[0] > 0] for m, pts in curves.items()}
+        extra = f", L = {cfg.misalign_symbols} symbols" if kind == "drift" else ""
+        line_plot(out / f"design_mse_vs_{name}.png", curves, "transmit " + label, "median MSE of the sum [dB]",
+                  f"Designs under transmit {name.replace('_', ' ')}, N={n} K={k}, SNR {snr_db:g} dB", logx=logx,
+                  hlines=hlines, note=note + "; closed-form expectation over the error" + extra)
+        lines.append(f"Designs under {name.replace('_', ' ')}{extra}, median MSE [dB] by {param}:")
+        for m in DESIGN_METHODS:
+            pts = _curve(mis[kind], [], param, f"{m}_db")
+            lines.append(f"  {m:<5}" + "".join(f"{x:>8g}: {y:6.2f}" for x, y, _ in pts))
     curves, gain_curves = {}, {}
     for a in cfg.subcarrier_rx_ant:
         rows = [r for r in sub if int(r["num_rx_ant"]) == a]

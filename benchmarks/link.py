@@ -252,8 +252,8 @@ def plot(cfg, out, air_rows, dig_rows):
 
 
 def impairment_sweeps(out, quick, seed):
-    """Truncated inversion vs threshold, transmit phase error, CSI from pilots: separate CSV/PNG files, summary
-    printed (benchmarks/impairment_sweeps.py)."""
+    """Truncated inversion vs threshold, transmit amplitude error, phase error and phase drift (residual
+    CFO/timing offset), CSI from pilots: separate CSV/PNG files, summary printed (benchmarks/impairment_sweeps.py)."""
     from .impairment_sweeps import link_sweeps
     print(link_sweeps(out, quick=quick, seed=seed))
 
