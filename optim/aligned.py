@@ -9,7 +9,7 @@ Closed forms are vectorised over realisations (TF ops; NumPy in gives NumPy out)
 import tensorflow as tf
 
 from deft6g.phy.aircomp import effective_gains
-from deft6g.phy.checks import as_tensor, check_dim, check_nonnegative, is_tensor, to_output
+from deft6g.checks import as_tensor, check_dim, check_nonnegative, is_tensor, to_output
 
 
 def check_channel_and_power(H, power, cdtype=None):

@@ -1,18 +1,14 @@
 r"""`design_aircomp`: receive beamformer a and transmit scalars b for MIMO AirComp, per realisation.
 
-Status policy (one rule for every solver call in deft6g.optim). Each realisation's `status` starts with
-- "closed form": no solver involved (mrc, zf, best-direction, uniform);
-- "optimal (barrier)": the batched NumPy barrier method (`sdr_barrier`) reached a relative duality gap of
-  1e-7; a realisation it leaves unconverged goes to CVXPY (`ZfSdr`, solvers in `zf_sdr.SOLVER_ORDER`):
-- "optimal (SOLVER)": that solver reported OPTIMAL;
-- "inaccurate (SOLVER)": no solver reached OPTIMAL and the last OPTIMAL_INACCURATE answer is used: its X
-  seeds the randomisation and its multipliers still give a valid (possibly looser) bound, because
-  `zf_lower_bound` is certified from the dual (`zf_sdr.dual_bound`), never read off the primal value;
-- "failed (barrier: not converged; SOLVER: what; ...): MRC direction used": every solver raised or returned
-  no solution; the design falls back to the MRC direction and `zf_lower_bound` is NaN.
-  `AirCompDesign.ok` is False exactly here.
-The SCA refinement (`zf_sca`) appends "; SCA converged", "; SCA max_iter", or "; SCA stopped at iteration i:
-reason" (the last feasible iterate is kept, so the design stays aligned and feasible).
+Statuses follow the policy of `deft6g.optim.solver_status`. Here: "closed form" (mrc, zf, best-direction,
+uniform); "optimal (barrier)" where the batched NumPy barrier method (`sdr_barrier`) reached a relative
+duality gap of 1e-7, else the outcome of CVXPY's `ZfSdr` (solvers `ZfSdr.SOLVERS`): "optimal (SOLVER)",
+"inaccurate (SOLVER)" (its X seeds the randomisation and its multipliers still give a valid, possibly looser
+bound, because `zf_lower_bound` is certified from the dual, `dual_bound`, never read off the primal value),
+or "failed (barrier: not converged; SOLVER: what; ...): MRC direction used" (`zf_lower_bound` NaN,
+`AirCompDesign.ok` False exactly here). The SCA refinement (`zf_sca`) appends "; SCA converged",
+"; SCA max_iter" or "; SCA stopped at iteration i: reason" (the last feasible iterate is kept, so the design
+stays aligned and feasible).
 """
 
 from dataclasses import dataclass, field
@@ -21,9 +17,9 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from deft6g.checks import check_noise_var
 from deft6g.phy import aircomp_mse
-from deft6g.phy.checks import as_tensor
-from deft6g.phy.rng import np_rng, reseed
+from deft6g.rng import np_rng, reseed
 
 from .aligned import align, best_single_direction, check_channel_and_power, mmse_receiver, mrc_direction, \
     phase_compensated_full_power, zf_direction
@@ -37,13 +33,26 @@ ALIGNED = ("sdr", "mrc", "zf", "best-direction")          # ZF-constrained: a^H 
 
 @dataclass
 class AirCompDesign:
-    """A design for every realisation.
+    r"""An AirComp design (receive vector a, transmit scalars b) for every channel realisation [...].
 
-    a [..., N], b [..., K] complex; mse [...] = `aircomp_mse(H, a, b, noise_var)` recomputed on the H given;
-    status [...] str (module docstring); zf_lower_bound [...] ("sdr" only, else None): sigma^2 x the SDR dual
-    value, a certified lower bound on the MSE of every *aligned* (zero-forcing) design on that channel --
-    "mmse" and "uniform" are not aligned and may go below it; history: the mmse iterations' mean MSE
-    (non-increasing); eta [...]: the optimal denoising factor (`power_control`).
+    Parameters
+    ----------
+    a : [..., N], complex128 -- receive beamformer (the denoising factor folded in)
+    b : [..., K], complex128 -- transmit scalars, :math:`|b_k|^2 \le P_k`
+    mse : [...], float64 -- `aircomp_mse(H, a, b, noise_var)` recomputed on the H given (linear)
+    status : [...], str -- per `deft6g.optim.solver_status` ("closed form", "optimal (SOLVER)", ...)
+    method : str -- the method that made it ("sdr", "mmse", ..., "power_control", "truncated-peak", ...)
+    zf_lower_bound : None | [...], float64 -- "sdr" only: :math:`\sigma^2` x the SDR dual value, a certified
+        lower bound on the MSE of every *aligned* (zero-forcing) design on that channel; "mmse" and "uniform"
+        are not aligned and may go below it
+    history : list of float -- "mmse": the mean MSE after each sweep (non-increasing); else empty
+    eta : None | [...], float64 -- the denoising factor :math:`\eta` where the method has one
+        (`power_control`, `truncated_inversion`; NaN where nobody transmits)
+
+    Example
+    -------
+    >>> d = design_aircomp(H, 1.0, 0.1, "sdr", seed=0)
+    >>> d.gap_db()            # [...] dB above the certified bound
     """
     a: np.ndarray
     b: np.ndarray
@@ -67,9 +76,21 @@ class AirCompDesign:
 
 
 def best_threshold_b(H, a, power):
-    """Optimal b for fixed a: b_k = conj(g_k)/|g_k| min(1/|g_k|, sqrt(P_k)), g_k = a^H h_k (channel inversion
-    when the budget allows it, full power otherwise). A device with g_k = 0 contributes |0 - 1|^2 whatever it
-    sends, so b_k = 0 (least power). Shapes: H [B, N, K], a [B, N], power [B, K]."""
+    r"""The MSE-optimal transmit scalars for a fixed receive vector: the threshold rule.
+
+    :math:`b_k = \frac{g_k^*}{|g_k|} \min(1/|g_k|, \sqrt{P_k})`, :math:`g_k = a^H h_k`: channel inversion when the
+    budget allows it, full power with the phase compensated otherwise. A device with :math:`g_k = 0` contributes
+    :math:`|0 - 1|^2` whatever it sends, so :math:`b_k = 0` (least power). The denoising factor of
+    `power_control` is this rule with :math:`a = 1/\sqrt\eta`.
+
+    Input
+    -----
+    H : [B, N, K], complex; a : [B, N], complex; power : [B, K], float (P_k, linear)
+
+    Output
+    ------
+    b : [B, K], complex
+    """
     g = np.einsum("bn,bnk->bk", a.conj(), H)
     mag = np.abs(g)
     safe = np.where(mag > 0, mag, 1.0)
@@ -99,16 +120,73 @@ def best_aligned(H, U, power, count=None):
     return a if count else a[:, 0]
 
 
+def round_sdr(H, X, power, active=None, num_draws=50, sca_iter=100, sca_starts=3):
+    r"""Gaussian randomisation of SDR solutions, refined by SCA: the aligned receive vectors of the SDR pipeline.
+
+    Candidates are the principal eigenvector of X and `num_draws` draws :math:`X^{1/2} z`,
+    :math:`z \sim \mathcal{CN}(0, I)` (`candidate_directions`, from the library RNG); where X is not finite (a
+    failed SDR) the MRC direction over the active devices is the only one. The `sca_starts` candidates of least
+    aligned norm (`best_aligned`) are refined by `zf_sca` (at most `sca_iter` steps) and the best result kept
+    (3 starts cut the mean gap to the bound from 0.54 to 0.45 dB at N = 16, K = 20).
+
+    Input
+    -----
+    H : [B, N, K], complex128 -- channels
+    X : [B, N, N], complex128 -- SDR solutions (Hermitian PSD), NaN where the SDR failed
+    power : [B, K], float64 -- P_k, linear, > 0
+    active : None | [B, K], bool -- devices to align on (None: all); the others get no constraint
+    num_draws : int -- randomisations per realisation
+    sca_iter : int -- SCA steps per start (0: no refinement)
+    sca_starts : int -- SCA starts per realisation
+
+    Output
+    ------
+    a : [B, N], complex128 -- aligned on the active devices: :math:`|a^H h_k|^2 \ge 1/P_k`
+    sca : [B], object -- `zf_sca`'s status of the kept start, None where `sca_iter` is 0
+
+    Example
+    -------
+    >>> X, duals, _, ok = sdr_barrier(H, P)
+    >>> a, sca = round_sdr(H, X, P)
+    """
+    batch, n, k = H.shape
+    active = np.ones((batch, k), bool) if active is None else np.asarray(active, bool)
+    solved = np.all(np.isfinite(X), axis=(-2, -1))
+    U = np.full((batch, 1 + num_draws, n), np.nan, complex)                    # NaN candidates are skipped
+    U[solved] = candidate_directions(X[solved], num_draws, np_rng())
+    if not solved.all():
+        unit = H[~solved] / np.linalg.norm(H[~solved], axis=-2, keepdims=True)     # MRC over the active devices
+        U[~solved, 0] = np.einsum("bnk,bk->bn", unit, active[~solved])
+    starts = best_aligned(H, U, np.where(active, power, np.inf), max(sca_starts, 1))   # P = inf: no constraint
+    a = starts[:, 0].copy()
+    sca = np.full(batch, None, object)
+    for i in range(batch if sca_iter else 0):
+        best = np.inf
+        for a0 in starts[i][np.all(np.isfinite(starts[i]), axis=-1)]:
+            refined, history, status = zf_sca(H[i][:, active[i]], power[i][active[i]], a0, max_iter=sca_iter)
+            if history[-1] < best:
+                best, a[i], sca[i] = history[-1], refined, status
+    return a, sca
+
+
 def sdr_design(H, power, num_draws=50, sca_iter=100, active=None, progress=False, sca_starts=3):
     """The "sdr" pipeline: ZF SDR for the whole batch (`sdr_barrier`; CVXPY's `ZfSdr`, compiled once per shape,
-    for any realisation it leaves unconverged), batched Gaussian randomisation,
-    SCA refinement in NumPy from the `sca_starts` best randomised candidates (the best result kept; 3 starts
-    cut the mean gap to the bound from 0.54 to 0.45 dB at N = 16, K = 20), dual-certified bound.
+    for any realisation it leaves unconverged), then `round_sdr` (Gaussian randomisation, SCA from the
+    `sca_starts` best candidates) and the dual-certified bound.
 
-    Input: H [B, N, K] complex128; power [B, K] (> 0); active [B, K] bool or None (a device left out gets
-    b = 0 later and no constraint). Output: a [B, N] (aligned for the active devices), duals [B, K] (the
-    SDR multipliers, 0 for inactive devices, NaN where the SDR failed), bound [B] (`dual_bound`: a certified
-    lower bound on ||a||^2 of every design aligned on the active devices; multiply by sigma^2), status [B].
+    Input
+    -----
+    H : [B, N, K], complex128; power : [B, K] (P_k, linear, > 0); num_draws, sca_iter, sca_starts : see
+    `round_sdr`; active : None | [B, K], bool -- a device left out gets b = 0 later and no constraint;
+    progress : bool -- a progress bar over the CVXPY fallback solves
+
+    Output
+    ------
+    a : [B, N], complex128 -- aligned for the active devices
+    duals : [B, K], float64 -- the SDR multipliers, 0 for inactive devices, NaN where the SDR failed
+    bound : [B], float64 -- `dual_bound`: a certified lower bound on ||a||^2 of every design aligned on the
+        active devices (multiply by sigma^2 for an MSE bound)
+    status : [B], object -- per `deft6g.optim.solver_status` (module docstring)
     """
     batch, n, k = H.shape
     active = np.ones((batch, k), bool) if active is None else np.asarray(active, bool)
@@ -122,50 +200,50 @@ def sdr_design(H, power, num_draws=50, sca_iter=100, active=None, progress=False
             status[i] = f"failed (barrier: not converged; {sol.status[len('failed ('):]}: MRC direction used"
         else:
             X[i], duals[i], status[i] = sol.X, sol.duals, f"{sol.status} ({sol.solver})"
-    solved = np.all(np.isfinite(duals), axis=-1)
-    U = np.full((batch, 1 + num_draws, n), np.nan, complex)                    # NaN candidates are skipped
-    U[solved] = candidate_directions(X[solved], num_draws, np_rng())
-    if not solved.all():
-        unit = H[~solved] / np.linalg.norm(H[~solved], axis=-2, keepdims=True)     # MRC over the active devices
-        U[~solved, 0] = np.einsum("bnk,bk->bn", unit, active[~solved])
-    starts = best_aligned(H, U, np.where(active, power, np.inf), max(sca_starts, 1))   # P = inf: no constraint
-    a = starts[:, 0].copy()
-    for i in range(batch if sca_iter else 0):
-        best = np.inf
-        for a0 in starts[i][np.all(np.isfinite(starts[i]), axis=-1)]:
-            refined, history, sca_status = zf_sca(H[i][:, active[i]], power[i][active[i]], a0, max_iter=sca_iter)
-            if history[-1] < best:
-                best, a[i], kept = history[-1], refined, sca_status
-        status[i] += f"; SCA {kept}"
+    X[~np.all(np.isfinite(duals), axis=-1)] = np.nan
+    a, sca = round_sdr(H, X, power, active, num_draws, sca_iter, sca_starts)
+    status = np.array([s if t is None else f"{s}; SCA {t}" for s, t in zip(status, sca)], object)
     return a, duals, dual_bound(H, power, duals), status
 
 
 def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, sca_iter=100, max_iter=100,
-                   tol=1e-6, progress=True, init=None):
+                   tol=1e-6, progress=False, init=None):
     r"""Design a [..., N] and b [..., K] for the AirComp uplink (DESIGN.md §3) on each channel realisation.
 
     Input
     -----
-    H : [..., N, K] complex; power : scalar or [..., K] (P_k, linear, > 0); noise_var : scalar or [...]
-    (sigma^2 per receive antenna, linear, >= 0); method : "sdr" (ZF SDR, Gaussian randomisation with
-    `num_draws` draws, then up to `sca_iter` SCA steps), "mmse" (alternating optimisation of a and b from
-    the SDR design, monotone), "mrc" / "zf" / "best-direction" (aligned closed forms), "uniform" (full
-    power with the channel phase pre-compensated along the MRC direction, MMSE receiver);
-    seed : re-seeds the library RNG (randomisation); max_iter, tol: mmse stopping rule (relative decrease of
-    the mean MSE per sweep; 1e-6 stops after about 20 sweeps at N = 16, K = 20 within 1e-4 dB of 1e-9's);
-    init : an "sdr" AirCompDesign of the same H to start "mmse" from (skips re-solving the SDRs).
+    H : [..., N, K], complex -- channels (any precision; designed in complex128)
+    power : scalar or [..., K], float -- P_k, linear, > 0
+    noise_var : scalar or [...], float -- :math:`\sigma^2` per receive antenna, linear, >= 0
+        (SNR = P / sigma^2 per device)
+    method : str -- "sdr" (ZF SDR, Gaussian randomisation with `num_draws` draws, then up to `sca_iter` SCA
+        steps), "mmse" (alternating optimisation of a and b from the SDR design, monotone), "mrc" / "zf" /
+        "best-direction" (aligned closed forms), "uniform" (full power with the channel phase pre-compensated
+        along the MRC direction, MMSE receiver)
+    seed : None | int -- re-seeds the library RNG (the randomisation)
+    num_draws : int -- SDR randomisations per realisation
+    sca_iter : int -- SCA steps per start (0: none)
+    max_iter : int; tol : float -- the mmse stopping rule: relative decrease of the mean MSE per sweep (1e-6
+        stops after about 20 sweeps at N = 16, K = 20 within 1e-4 dB of 1e-9's)
+    progress : bool -- show a progress bar over the CVXPY fallback solves (silent by default)
+    init : None | AirCompDesign -- an "sdr" design of the same H to start "mmse" from (skips the SDRs)
 
     Output
     ------
-    AirCompDesign; every b satisfies |b_k|^2 <= P_k (1 + 1e-6); status per the module docstring.
+    AirCompDesign -- every b satisfies :math:`|b_k|^2 \le P_k (1 + 10^{-6})`; status per the module docstring.
     The SDR problem is compiled once per (N, K) per process and re-used by every later call.
+
+    Example
+    -------
+    >>> H = FadingChannel("rayleigh", num_rx_ant=16, num_devices=20, precision="double")(100, seed=0)
+    >>> d = design_aircomp(H.numpy(), 1.0, 0.1, "sdr", seed=0)
+    >>> d.mse.shape, d.ok.all()
+    ((100,), True)
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
     Ht, pt = check_channel_and_power(H, power, tf.complex128)
-    nvt = tf.cast(as_tensor(noise_var, "noise_var"), tf.float64)
-    if bool(tf.reduce_any(nvt < 0)):
-        raise ValueError(f"`noise_var` must be finite and non-negative, got {noise_var!r}")
+    nvt = check_noise_var(noise_var, tf.float64)
     lead = Ht.shape[:-2].as_list()
     n, k = Ht.shape[-2:]
     Hb = Ht.numpy().reshape(-1, n, k)

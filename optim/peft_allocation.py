@@ -17,11 +17,24 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
+from .solver_status import solve_in_order
+
 
 @dataclass
 class Allocation:
-    """sizes [L] (chosen size per block); params, bits, memory (bytes), flops (per example) of the choice;
-    objective; status (solver status, "optimal" when proven)."""
+    """The PEFT sizes chosen per block and what they cost.
+
+    Parameters
+    ----------
+    sizes : list of int, [L] -- chosen size per block (0: no PEFT in that block)
+    params : int -- trainable parameters of the choice
+    bits : int -- uplink bits of one upload of them
+    memory : float -- device memory [bytes]
+    flops : float -- FLOPs per example (forward + the backward the choice needs)
+    objective : float -- sum_i importance_i log2(1 + s_i)
+    status : str -- per `deft6g.optim.solver_status`: "optimal (HIGHS)", "inaccurate (SOLVER)", or
+        "failed (...): no PEFT used" (sizes all 0, always within the budgets)
+    """
     sizes: list
     params: int
     bits: int
@@ -30,9 +43,17 @@ class Allocation:
     objective: float
     status: str
 
+    @property
+    def ok(self):
+        """False when no solver answered and the all-zero fallback was returned."""
+        return not self.status.startswith("failed")
+
 
 class PeftAllocator:
     """Build the allocation MILP once for a model; `solve(bits_budget, memory_budget, flops_budget)`.
+
+    Solved by HiGHS, with SciPy's MILP interface as the second solver (`SOLVERS`), under the policy of
+    `solver_status`.
 
     Parameters
     ----------
@@ -46,6 +67,8 @@ class PeftAllocator:
     bits_per_param : uplink bits per trainable parameter; bytes_per_param : memory per trainable parameter
     (weight + gradient + optimizer states, 16 for fp32 Adam)
     """
+
+    SOLVERS = ("HIGHS", "SCIPY")
 
     def __init__(self, importance, choices, params, act_memory, backward_flops, fixed_memory=0.0,
                  fixed_flops=0.0, bits_per_param=32, bytes_per_param=16):
@@ -73,7 +96,7 @@ class PeftAllocator:
         self.bits_budget = cp.Parameter(nonneg=True)
         self.memory_budget = cp.Parameter(nonneg=True)
         self.flops_budget = cp.Parameter(nonneg=True)
-        utility = np.outer(imp, np.log2(1.0 + np.asarray(self.choices, float)))
+        self.utility = utility = np.outer(imp, np.log2(1.0 + np.asarray(self.choices, float)))
         n_params = cp.sum(cp.multiply(self.params, self.x))
         tuned = cp.sum(self.x[:, 1:], axis=1)                            # 1 where block i holds PEFT
         cost_memory = self.bytes_per_param * n_params + self.act_memory @ self.reach
@@ -84,6 +107,7 @@ class PeftAllocator:
                 cost_flops <= self.flops_budget]
         cons += [self.reach[i] >= tuned[j] for i in range(num_blocks) for j in range(i + 1)]
         self.problem = cp.Problem(cp.Maximize(cp.sum(cp.multiply(utility, self.x))), cons)
+        self.solvers = [s for s in self.SOLVERS if s in cp.installed_solvers()]
 
     @staticmethod
     def _vector(v, n, name):
@@ -96,7 +120,8 @@ class PeftAllocator:
         """Best sizes within the budgets (bits per upload, bytes, FLOPs per example); infinite = no limit.
 
         Raises ValueError naming the budget and its smallest feasible value when even no PEFT at all
-        (size 0 everywhere) does not fit.
+        (size 0 everywhere) does not fit. A solver failure does not raise: the status says so and no PEFT
+        (size 0 everywhere) is returned.
         """
         for name, value, least in (("memory_budget", memory_budget, self.fixed_memory),
                                    ("flops_budget", flops_budget, self.fixed_flops),
@@ -107,10 +132,11 @@ class PeftAllocator:
         self.bits_budget.value = min(bits_budget, big)
         self.memory_budget.value = min(memory_budget - self.fixed_memory, big)
         self.flops_budget.value = min(flops_budget - self.fixed_flops, big)
-        self.problem.solve(solver=cp.HIGHS)
-        if self.problem.status != cp.OPTIMAL:
-            raise RuntimeError(f"HiGHS returned {self.problem.status!r} for the allocation MILP")
-        pick = np.argmax(np.round(self.x.value), axis=1)
+        got = solve_in_order(self.problem, self.solvers, read=lambda: np.round(self.x.value))
+        if got.value is None:
+            pick, status = np.zeros(len(self.params), int), f"{got.status}: no PEFT used"
+        else:
+            pick, status = np.argmax(got.value, axis=1), got.status
         sizes = [self.choices[c] for c in pick]
         n_params = float(self.params[np.arange(len(pick)), pick].sum())
         reach = np.zeros(len(sizes))
@@ -120,4 +146,4 @@ class PeftAllocator:
         return Allocation(sizes=sizes, params=int(n_params), bits=int(self.bits_per_param * n_params),
                           memory=self.fixed_memory + self.bytes_per_param * n_params + float(self.act_memory @ reach),
                           flops=self.fixed_flops + float(self.backward_flops @ reach),
-                          objective=float(self.problem.value), status=self.problem.status)
+                          objective=float(np.sum(self.utility[np.arange(len(pick)), pick])), status=status)

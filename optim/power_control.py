@@ -10,15 +10,27 @@ best of these K minimisers clipped to their intervals -- exact, no grid search.
 """
 
 import numpy as np
+import tensorflow as tf
 
+from deft6g.checks import check_noise_var
 from deft6g.phy import aircomp_mse
 
 from .aligned import check_channel_and_power
-from .design import AirCompDesign
+from .design import AirCompDesign, best_threshold_b
 
 
 def optimal_denoising(q, noise_var):
-    """Optimal eta [B] for q = P |h|^2 [B, K] (> 0) and noise_var [B]."""
+    r"""The optimal denoising factor :math:`\eta` of the threshold policy (module docstring).
+
+    Input
+    -----
+    q : [B, K], float64 -- :math:`P_k |h_k|^2`, > 0
+    noise_var : [B], float64 -- sigma^2, linear
+
+    Output
+    ------
+    eta : [B], float64
+    """
     qs = np.sort(q, axis=-1)
     csum_sqrt, csum = np.cumsum(np.sqrt(qs), -1), np.cumsum(qs, -1)
     x = csum_sqrt / (csum + noise_var[:, None])                             # piece minimisers, i = 1..K
@@ -36,11 +48,24 @@ def _mse_eta(q, eta, noise_var):
 
 
 def power_control(h, power, noise_var):
-    """The exact MSE-optimal power control for N = 1.
+    r"""The exact MSE-optimal power control for a single-antenna server (N = 1), per realisation.
 
-    Input: h [..., K] complex (single-antenna server); power scalar or [..., K] (P_k, linear, > 0);
-    noise_var scalar or [...] (linear). Output: AirCompDesign with a [..., 1] (= 1/sqrt(eta), real),
-    b [..., K], mse [...], status "optimal (closed form)", and the optimal denoising factor as `.eta` [...].
+    Input
+    -----
+    h : [..., K], complex -- the devices' channels to the single server antenna
+    power : scalar or [..., K], float -- P_k, linear, > 0
+    noise_var : scalar or [...], float -- sigma^2, linear, >= 0 (SNR = P / sigma^2 per device)
+
+    Output
+    ------
+    AirCompDesign -- a [..., 1] (:math:`1/\sqrt\eta`, real), b [..., K] (`best_threshold_b`, the threshold rule),
+    mse [...], eta [...] (the optimal denoising factor), status "closed form", method "power_control"
+
+    Example
+    -------
+    >>> d = power_control(h, 1.0, 0.1)          # h [B, K]
+    >>> d.eta.shape, d.b.shape
+    ((B,), (B, K))
     """
     h = np.asarray(h)
     if h.ndim < 1:
@@ -48,16 +73,13 @@ def power_control(h, power, noise_var):
     Ht, pt = check_channel_and_power(h[..., None, :], power, None)
     H = Ht.numpy().astype(complex)
     lead, k = list(H.shape[:-2]), H.shape[-1]
-    hb = H.reshape(-1, k)
+    hb = H.reshape(-1, 1, k)
     P = np.broadcast_to(pt.numpy(), lead + [k]).reshape(-1, k).astype(float)
-    nv = np.asarray(noise_var, float)
-    if not np.all(np.isfinite(nv)) or np.any(nv < 0):
-        raise ValueError(f"`noise_var` must be finite and non-negative, got {noise_var!r}")
+    nv = check_noise_var(noise_var, tf.float64).numpy()
     nv = np.broadcast_to(nv, lead).reshape(-1)
-    q = P * np.abs(hb) ** 2
-    eta = optimal_denoising(q, nv)
-    b = np.conj(hb) / np.abs(hb) * np.minimum(np.sqrt(P), np.sqrt(eta)[:, None] / np.abs(hb))
+    eta = optimal_denoising(P * np.abs(hb[:, 0]) ** 2, nv)
     a = (1.0 / np.sqrt(eta))[:, None].astype(complex)
-    mse = aircomp_mse(hb[:, None, :], a, b, nv)
+    b = best_threshold_b(hb, a, P)
+    mse = aircomp_mse(hb, a, b, nv)
     return AirCompDesign(a=a.reshape(lead + [1]), b=b.reshape(lead + [k]), mse=mse.reshape(lead),
-                           status=np.full(lead, "optimal (closed form)"), method="power_control", eta=eta.reshape(lead))
+                         status=np.full(lead, "closed form"), method="power_control", eta=eta.reshape(lead))

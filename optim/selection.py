@@ -30,25 +30,35 @@ import cvxpy as cp
 import numpy as np
 import tensorflow as tf
 
+from deft6g.checks import check_noise_var
 from deft6g.phy import aircomp_mse
-from deft6g.phy.rng import reseed
+from deft6g.rng import reseed
 
 from .aligned import check_channel_and_power
-from .design import AirCompDesign, best_aligned, sdr_design
-from .zf_sca import zf_sca
+from .design import AirCompDesign, round_sdr, sdr_design
+from .solver_status import solve_in_order
 from .zf_sdr import real_form
 
 SELECTORS = ("greedy", "dc")
-DC_SOLVERS = ("CLARABEL", "SCS")
 _DC_COMPILED = {}
 
 
 @dataclass
 class Selection:
-    """selected / dropped: device indices; design: the aligned design over the selected devices (b is 0 for
-    dropped ones; mse is the MSE of the *sum* over the selected devices, mse / |S|^2 that of the mean);
-    mean_mse: design.mse / |S|^2; met: whether mean_mse <= mse_target; method: "greedy" or "dc"; status:
-    solver outcome (`design_aircomp`'s policy; "failed ...: greedy selection used" when DC could not run)."""
+    """The devices selected and the aligned design over them.
+
+    Parameters
+    ----------
+    selected : list of int -- indices of the selected devices S (at least one)
+    dropped : list of int -- indices of the others
+    design : AirCompDesign -- the aligned design over S: a [N], b [K] (0 for dropped devices), mse (the MSE of
+        the *sum* over S, linear), zf_lower_bound (sigma^2 x the SDR dual bound over S; NaN for "dc")
+    mean_mse : float -- design.mse / |S|^2, the MSE of the mean
+    met : bool -- mean_mse <= mse_target
+    method : str -- "greedy" or "dc"
+    status : str -- per `deft6g.optim.solver_status`; "failed (DC: ...): greedy selection used; ..." when the
+        DC programs could not be solved
+    """
     selected: list
     dropped: list
     design: AirCompDesign
@@ -61,18 +71,31 @@ class Selection:
 def select_devices(H, power, noise_var, mse_target, method="greedy", num_draws=50, seed=None):
     r"""Select devices so that the aligned design's MSE of the mean, MSE / |S|^2, is at most `mse_target`.
 
-    Input: H [N, K] complex; power scalar or [K] (linear, > 0); noise_var scalar (per antenna, linear);
-    mse_target > 0 (MSE of the mean of unit-variance payloads); method "greedy" | "dc" (module docstring);
-    num_draws: SDR randomisations; seed: re-seeds the library RNG. Output: Selection (at least one device is
-    always kept; `met` says whether the target holds).
+    Input
+    -----
+    H : [N, K], complex -- one channel realisation
+    power : scalar or [K], float -- P_k, linear, > 0
+    noise_var : scalar, float -- sigma^2 per receive antenna, linear, >= 0
+    mse_target : float -- > 0, target MSE of the mean of unit-variance payloads (linear)
+    method : "greedy" | "dc" -- the selector (module docstring)
+    num_draws : int -- SDR randomisations of each rounding (`round_sdr`)
+    seed : None | int -- re-seeds the library RNG
+
+    Output
+    ------
+    Selection -- at least one device is always kept; `met` says whether the target holds
+
+    Example
+    -------
+    >>> sel = select_devices(H, 1.0, 0.1, mse_target=0.03, method="greedy", seed=0)
+    >>> sel.selected, sel.mean_mse <= 0.03
     """
     Ht, pt = check_channel_and_power(H, power, tf.complex128)
     if Ht.shape.rank != 2:
         raise ValueError(f"`H` must have shape [N, K] (one realisation), got {Ht.shape.as_list()}")
     if not np.isfinite(mse_target) or mse_target <= 0:
         raise ValueError(f"`mse_target` must be a positive number, got {mse_target!r}")
-    if not np.isfinite(noise_var) or noise_var < 0:
-        raise ValueError(f"`noise_var` must be finite and non-negative, got {noise_var!r}")
+    noise_var = float(check_noise_var(noise_var, tf.float64))
     if method not in SELECTORS:
         raise ValueError(f"`method` must be one of {SELECTORS}, got {method!r}")
     reseed(seed)
@@ -118,14 +141,16 @@ class _DcFailed(RuntimeError):
     pass
 
 
-class _DcPrograms:
+class DcPrograms:
     """The two convex sub-problems of the DC selection for N antennas and K devices (real form, DPP).
 
     Data: C [K, 4N^2], row i = tau_i vec(Q_i) / 2 (so tau_i h_i^H M h_i = C_i vec(Y)); rows of devices left
     out of step 2 are vec(I) / 2, which makes their constraint 0 <= 0. Linearisation points: w [K] (the
     subgradient of |||x|||_k: 1 on the k largest x_i) and v [4N^2] = vec(Q(u)) / 2 for the top eigenvector u
-    of the last M (the subgradient of ||M||_2).
+    of the last M (the subgradient of ||M||_2). `DcPrograms.compiled(N, K)` keeps one instance per shape.
     """
+
+    SOLVERS = ("CLARABEL", "SCS")
 
     def __init__(self, n, k):
         d = 2 * n
@@ -140,7 +165,7 @@ class _DcPrograms:
                                  [tr - self.C @ vec <= self.x, tr >= 1])
         self.feasible = cp.Problem(cp.Minimize(rank_gap), [tr - self.C @ vec <= 0, tr >= 1])
         assert self.sparse.is_dcp(dpp=True) and self.feasible.is_dcp(dpp=True)
-        self.solvers = [s for s in DC_SOLVERS if s in cp.installed_solvers()]
+        self.solvers = [s for s in self.SOLVERS if s in cp.installed_solvers()]
 
     @classmethod
     def compiled(cls, n, k):
@@ -149,25 +174,10 @@ class _DcPrograms:
         return _DC_COMPILED[(n, k)]
 
     def solve(self, problem):
-        """Solve under `design_aircomp`'s status policy: "optimal", "infeasible" (a certificate), or
-        "inaccurate" (no solver reached OPTIMAL; the last OPTIMAL_INACCURATE point is used); raises _DcFailed
-        when no solver returns a solution."""
-        tried, inaccurate = [], None
-        for solver in self.solvers:
-            try:
-                problem.solve(solver=solver, warm_start=False)
-            except cp.SolverError as err:
-                tried.append(f"{solver}: error {err}")
-                continue
-            if problem.status in (cp.OPTIMAL, cp.INFEASIBLE):
-                return {cp.OPTIMAL: "optimal", cp.INFEASIBLE: "infeasible"}[problem.status]
-            if problem.status == cp.OPTIMAL_INACCURATE:
-                inaccurate = (self.Y.value.copy(), None if self.x.value is None else self.x.value.copy())
-            tried.append(f"{solver}: {problem.status}")
-        if inaccurate is None:
-            raise _DcFailed("; ".join(tried))
-        self.Y.value, self.x.value = inaccurate
-        return "inaccurate"
+        """Solve `problem` (`sparse` or `feasible`) under the policy of `solver_status`; an INFEASIBLE certificate
+        is an answer. Returns a `Solve` whose value is (Y [2N, 2N], x [K] or None)."""
+        return solve_in_order(problem, self.solvers, infeasible_ok=True,
+                              read=lambda: (self.Y.value.copy(), self.x.value.copy() if problem is self.sparse else None))
 
 
 def _dca(prog, problem, k_sparse, max_iter=30, tol=1e-7):
@@ -175,16 +185,18 @@ def _dca(prog, problem, k_sparse, max_iter=30, tol=1e-7):
     n = prog.Y.shape[0] // 2
     prog.w.value = np.zeros(prog.x.shape[0])
     prog.v.value = np.zeros(prog.Y.shape[0] ** 2)
-    last, status = np.inf, "optimal"
+    last, status = np.inf, None
     for _ in range(max_iter):
-        outcome = prog.solve(problem)
-        if outcome == "infeasible":
-            return np.inf, None, None, outcome
-        status = outcome if outcome != "optimal" else status
-        Y = prog.Y.value
+        got = prog.solve(problem)
+        if got.outcome == "infeasible":
+            return np.inf, None, None, got.status
+        if got.value is None:
+            raise _DcFailed(got.tried)
+        if status is None or got.outcome == "inaccurate":                # an inaccurate solve stays reported
+            status = got.status
+        Y, x = got.value
         M = (Y[:n, :n] + Y[n:, n:]) / 2 + 1j * (Y[n:, :n] - Y[:n, n:]) / 2
         w, V = np.linalg.eigh(M)
-        x = prog.x.value if problem is prog.sparse else None
         top = np.sort(x)[::-1][:k_sparse].sum() if x is not None else 0.0
         objective = (np.sum(x) - top if x is not None else 0.0) + np.trace(M).real - w[-1]
         if objective <= 1e-6 or last - objective <= tol:
@@ -198,7 +210,7 @@ def _dca(prog, problem, k_sparse, max_iter=30, tol=1e-7):
 
 def _dc(H, P, noise_var, mse_target, num_draws):
     n, k = H.shape
-    prog = _DcPrograms.compiled(n, k)
+    prog = DcPrograms.compiled(n, k)
     q = np.max(np.abs(H) ** 2)
     Q = np.stack([real_form(H[:, i] / np.sqrt(q)).ravel() / 2 for i in range(k)])   # [K, 4N^2]
     tau = lambda s: mse_target * s ** 2 * P * q / max(noise_var, 1e-300)          # noqa: E731
@@ -221,11 +233,8 @@ def _dc(H, P, noise_var, mse_target, num_draws):
         objective, M, _, status = _dca(prog, prog.feasible, 0)
         if M is None:
             continue
-        w, V = np.linalg.eigh(M)
-        U = np.stack([V[:, -1] * np.sqrt(w[-1])])[None]                          # the rank-one direction
-        a = best_aligned(H[None][:, :, idx], U, P[None, idx])[0]
-        a, _, sca_status = zf_sca(H[:, idx], P[idx], a)
-        sel = _result(H, P, noise_var, mse_target, a, idx, "dc", f"{status}; SCA {sca_status}")
+        a, sca = round_sdr(H[None][:, :, idx], M[None], P[None, idx], num_draws=num_draws)
+        sel = _result(H, P, noise_var, mse_target, a[0], idx, "dc", f"{status}; SCA {sca[0]}")
         if sel.met or s == 1:
             return sel
     raise _DcFailed("no device set passed the feasibility step")          # unreachable: s = 1 returns

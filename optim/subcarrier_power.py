@@ -22,16 +22,17 @@ from functools import lru_cache
 import cvxpy as cp
 import numpy as np
 import scipy.sparse as sp
+import tensorflow as tf
 
+from deft6g.checks import check_noise_var
 from deft6g.phy import aircomp_mse
 
 from .aligned import check_channel_and_power
 from .design import AirCompDesign
 
+from .solver_status import solve_in_order
+
 DIRECTIONS = ("mrc", "zf")
-SOLVERS = ("CLARABEL", "SCS")
-SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9),
-                  "SCS": dict(eps_abs=1e-7, eps_rel=1e-7, max_iters=50000)}
 
 
 @dataclass
@@ -45,9 +46,14 @@ class SubcarrierPower:
     r"""The scaled allocation problem for `batch` realisations, K devices and F subcarriers, built once (DPP).
 
     `solve(weights, coeffs)` with weights [B, F] (objective weight of 1/x_f, >= 0) and coeffs [B, K, F]
-    (constraint :math:`\sum_f c_{kf} x_f \le 1`, >= 0) returns (x [B, F], duals [B, K], status, solver);
-    x and duals are NaN when every solver in `solvers` fails or is inaccurate.
+    (constraint :math:`\sum_f c_{kf} x_f \le 1`, >= 0) returns a `solver_status.Solve` whose value is
+    (x [B, F], duals [B, K]), or None when every solver in `solvers` fails (the policy of `solver_status`).
+    `SubcarrierPower.compiled(batch, K, F)` keeps the last 8 shapes built, so repeated calls re-solve.
     """
+
+    SOLVERS = ("CLARABEL", "SCS")
+    SOLVER_OPTIONS = {"CLARABEL": dict(tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9),
+                      "SCS": dict(eps_abs=1e-7, eps_rel=1e-7, max_iters=50000)}
 
     def __init__(self, batch, num_devices, num_subcarriers, solvers=SOLVERS):
         B, K, F = batch, num_devices, num_subcarriers
@@ -69,22 +75,14 @@ class SubcarrierPower:
         B, K, F = self.shape
         self.weights.value = weights
         self.coeffs.value = coeffs.reshape(B * K, F)
-        tried = []
-        for solver in self.solvers:
-            try:
-                self.problem.solve(solver=solver, warm_start=True, **SOLVER_OPTIONS.get(solver, {}))
-            except cp.SolverError as err:
-                tried.append(f"{solver}: error {err}")
-                continue
-            if self.problem.status == cp.OPTIMAL:
-                return self.x.value, self.constraint.dual_value.reshape(B, K), cp.OPTIMAL, solver
-            tried.append(f"{solver}: {self.problem.status}")
-        return np.full((B, F), np.nan), np.full((B, K), np.nan), "failed (" + "; ".join(tried) + ")", ""
+        return solve_in_order(self.problem, self.solvers, options=self.SOLVER_OPTIONS, warm_start=True,
+                              read=lambda: (self.x.value.copy(), self.constraint.dual_value.reshape(B, K)))
 
-
-@lru_cache(maxsize=8)
-def _compiled(batch, num_devices, num_subcarriers):
-    return SubcarrierPower(batch, num_devices, num_subcarriers)
+    @classmethod
+    @lru_cache(maxsize=8)
+    def compiled(cls, batch, num_devices, num_subcarriers):
+        """The problem for this shape, built on first use and kept (the 8 most recent shapes)."""
+        return cls(batch, num_devices, num_subcarriers)
 
 
 def _gains(H, total_power, noise_var, direction):
@@ -97,9 +95,7 @@ def _gains(H, total_power, noise_var, direction):
     H = Ht.numpy().astype(complex)
     lead, (F, N, K) = H.shape[:-3], H.shape[-3:]
     P = np.broadcast_to(pt.numpy().astype(float), lead + (K,)).reshape(-1, K)
-    nv = np.asarray(noise_var, float)
-    if not np.all(np.isfinite(nv)) or np.any(nv < 0):
-        raise ValueError(f"`noise_var` must be finite and non-negative, got {noise_var!r}")
+    nv = check_noise_var(noise_var, tf.float64).numpy()
     nv = np.broadcast_to(nv, lead).reshape(-1)
     H = H.reshape((-1, F, N, K))
     if direction == "zf" and 1 < N < K:
@@ -141,8 +137,8 @@ def uniform_subcarrier_power(H, total_power, noise_var, direction="mrc"):
 def allocate_subcarrier_power(H, total_power, noise_var, direction="mrc"):
     """The MSE-optimal allocation of each device's total power across subcarriers (module docstring).
 
-    Input and output as `uniform_subcarrier_power`; status "optimal (SOLVER)" or "failed (...)" (then
-    the uniform allocation is returned for that batch, and the status says so). All realisations go into one
+    Input and output as `uniform_subcarrier_power`; status (`solver_status` policy) "optimal (SOLVER)",
+    "inaccurate (SOLVER)", or "failed (...): uniform power used" (the uniform allocation, duals NaN). All realisations go into one
     solve; `.duals` [..., K] are the budget multipliers of the scaled problem (> 0: budget met with equality).
     """
     H, u, g, P, nv, lead = _gains(H, total_power, noise_var, direction)
@@ -151,11 +147,13 @@ def allocate_subcarrier_power(H, total_power, noise_var, direction="mrc"):
     inv = 1.0 / eta_u
     weights = inv / inv.sum(-1, keepdims=True)                                # per-realisation scaling
     coeffs = eta_u[:, None, :] / (P[:, :, None] * np.abs(np.swapaxes(g, 1, 2)) ** 2)   # [B, K, F]
-    x, duals, status, solver = _compiled(B, K, F).solve(weights, coeffs)
-    if status != cp.OPTIMAL:
-        design = _design(H, u, g, eta_u, nv, lead, f"{status}; uniform power used", "subcarrier")
+    got = SubcarrierPower.compiled(B, K, F).solve(weights, coeffs)
+    if got.value is None:
+        duals = np.full((B, K), np.nan)
+        design = _design(H, u, g, eta_u, nv, lead, f"{got.status}: uniform power used", "subcarrier")
     else:
+        x, duals = got.value
         x = x / np.max(np.sum(coeffs * x[:, None, :], -1), -1, keepdims=True)  # solver slack: onto the budget
-        design = _design(H, u, g, eta_u * x, nv, lead, f"optimal ({solver})", "subcarrier")
+        design = _design(H, u, g, eta_u * x, nv, lead, got.status, "subcarrier")
     design.duals = duals.reshape(lead + (K,))
     return design

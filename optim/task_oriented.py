@@ -25,7 +25,9 @@ sigma) the importance-weighted MSE falls by the factor :math:`\sigma_{\rm eff}^2
 from dataclasses import dataclass
 
 import numpy as np
+import tensorflow as tf
 
+from deft6g.checks import check_noise_var
 from deft6g.phy import aircomp_mse
 
 from .design import AirCompDesign, design_aircomp
@@ -84,9 +86,7 @@ def task_oriented_design(H, power, noise_var, importance, method="mmse", seed=No
     TaskOrientedDesign; the mean over d of |b_{d,k}|^2 is at most P_k (1 + 1e-6).
     """
     split, ratio = power_split(importance)
-    nv = np.asarray(noise_var, dtype=np.float64)
-    if not np.all(np.isfinite(nv)) or np.any(nv < 0):
-        raise ValueError(f"`noise_var` must be finite and non-negative, got {noise_var!r}")
+    nv = check_noise_var(noise_var, tf.float64).numpy()
     nv_eff = nv * ratio
     base = design_aircomp(H, power, nv_eff, method, seed=seed, progress=False, **design_kwargs)
     root = np.sqrt(split)

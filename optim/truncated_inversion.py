@@ -27,7 +27,9 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import exp1
 from scipy.stats import binom
+import tensorflow as tf
 
+from deft6g.checks import check_noise_var
 from deft6g.phy import aircomp_mse
 
 from .aligned import check_channel_and_power
@@ -60,9 +62,7 @@ def truncated_inversion(H, power, noise_var, threshold, budget="peak", mean_gain
     H = Ht.numpy().astype(complex)
     n, k = H.shape[-2:]
     P = np.broadcast_to(pt.numpy().astype(float), H.shape[:-2] + (k,))
-    nv = np.asarray(noise_var, float)
-    if not np.all(np.isfinite(nv)) or np.any(nv < 0):
-        raise ValueError(f"`noise_var` must be finite and non-negative, got {noise_var!r}")
+    nv = check_noise_var(noise_var, tf.float64).numpy()
     if n == 1:
         u = np.ones(H.shape[:-2] + (1,), complex)
     else:

@@ -22,11 +22,8 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-SOLVER_ORDER = ("SCS", "CLARABEL")
-# Solver accuracy costs bound tightness, never validity: the bound is `dual_bound` of the multipliers.
-# Clarabel is the second solver, at tolerances where it reports OPTIMAL on this SDR.
-SOLVER_OPTIONS = {"SCS": dict(eps_abs=1e-6, eps_rel=1e-6, max_iters=20000),
-                  "CLARABEL": dict(tol_gap_abs=1e-7, tol_gap_rel=1e-7, tol_feas=1e-7)}
+from .solver_status import solve_in_order
+
 _COMPILED = {}
 
 
@@ -70,17 +67,24 @@ class ZfSdr:
     `ZfSdr.compiled(N, K)` returns the instance kept for that shape across calls (a module-level cache, so
     every federated round re-uses one compiled problem). `solve(H, power, active=None)` with H [N, K]
     complex and power [K] (> 0) returns an `SdrSolution`; a device with `active[k] = False` is left out (its
-    constraint becomes 0 >= 0, its dual 0). Solvers are tried in `SOLVER_ORDER`, never warm-started (the
-    answer does not depend on earlier calls): the first OPTIMAL answer is returned; OPTIMAL_INACCURATE moves
-    on to the next solver and is returned (status "inaccurate") only if no solver reaches OPTIMAL; if every
-    solver fails the status says what each did and X, value are NaN.
+    constraint becomes 0 >= 0, its dual 0). Solvers are tried in `SOLVERS`, never warm-started (the
+    answer does not depend on earlier calls), under the policy of `solver_status`: the first OPTIMAL answer
+    is returned; OPTIMAL_INACCURATE moves on to the next solver and is returned (status "inaccurate") only if
+    no solver reaches OPTIMAL; if every solver fails the status says what each did and X, value are NaN.
     """
 
-    def __init__(self, num_rx_ant, num_devices, solvers=SOLVER_ORDER):
-        self.N, self.K = num_rx_ant, num_devices
-        self.Y = cp.Variable((2 * self.N, 2 * self.N), PSD=True)
-        self.C = cp.Parameter((self.K, 4 * self.N ** 2))            # row k: vec(Q_k) / 2, data-scaled
-        self.target = cp.Parameter(self.K, nonneg=True)
+    SOLVERS = ("SCS", "CLARABEL")
+    # Solver accuracy costs bound tightness, never validity: the bound is `dual_bound` of the multipliers.
+    # Clarabel is the second solver, at tolerances where it reports OPTIMAL on this SDR.
+    SOLVER_OPTIONS = {"SCS": dict(eps_abs=1e-6, eps_rel=1e-6, max_iters=20000),
+                      "CLARABEL": dict(tol_gap_abs=1e-7, tol_gap_rel=1e-7, tol_feas=1e-7)}
+
+    def __init__(self, num_rx_ant, num_devices, solvers=SOLVERS):
+        self.num_rx_ant, self.num_devices = num_rx_ant, num_devices
+        n, k = num_rx_ant, num_devices
+        self.Y = cp.Variable((2 * n, 2 * n), PSD=True)
+        self.C = cp.Parameter((k, 4 * n ** 2))                      # row k: vec(Q_k) / 2, data-scaled
+        self.target = cp.Parameter(k, nonneg=True)
         self.constraint = self.C @ cp.vec(self.Y, order="C") >= self.target
         self.problem = cp.Problem(cp.Minimize(cp.trace(self.Y) / 2), [self.constraint])
         assert self.problem.is_dcp(dpp=True)
@@ -90,46 +94,33 @@ class ZfSdr:
             raise ValueError(f"none of the solvers {solvers} is installed (have {sorted(installed)})")
 
     @classmethod
-    def compiled(cls, num_rx_ant, num_devices, solvers=SOLVER_ORDER):
+    def compiled(cls, num_rx_ant, num_devices, solvers=SOLVERS):
         key = (cls, num_rx_ant, num_devices, tuple(solvers))
         if key not in _COMPILED:
             _COMPILED[key] = cls(num_rx_ant, num_devices, solvers)
         return _COMPILED[key]
 
     def solve(self, H, power, active=None):
-        active = np.ones(self.K, bool) if active is None else np.asarray(active, bool)
+        active = np.ones(self.num_devices, bool) if active is None else np.asarray(active, bool)
         # scale the data near 1 for the solver: Q' = Q / q, target' = (1 / P) / m, so X = X' m / q
         q = np.max(np.abs(H[:, active]) ** 2)
-        targets = np.where(active, 1.0 / np.broadcast_to(np.asarray(power, float), (self.K,)), 0.0)
+        targets = np.where(active, 1.0 / np.broadcast_to(np.asarray(power, float), (self.num_devices,)), 0.0)
         m = targets.max()
         hr = np.concatenate([H.real, H.imag]) / np.sqrt(q)                     # [2N, K]
         jh = np.concatenate([-H.imag, H.real]) / np.sqrt(q)
-        self.C.value = (np.einsum("ik,jk->kij", hr, hr) + np.einsum("ik,jk->kij", jh, jh)).reshape(self.K, -1) / 2
+        self.C.value = (np.einsum("ik,jk->kij", hr, hr) + np.einsum("ik,jk->kij", jh, jh)).reshape(self.num_devices, -1) / 2
         self.target.value = targets / m
-        tried, kept = [], None
-        for solver in self.solvers:
-            try:
-                self.problem.solve(solver=solver, warm_start=False, **SOLVER_OPTIONS.get(solver, {}))
-            except cp.SolverError as err:
-                tried.append(f"{solver}: error {err}")
-                continue
-            status = self.problem.status
-            if status in (cp.OPTIMAL, cp.OPTIMAL_INACCURATE) and self.Y.value is not None:
-                kept = self._solution(m / q, active, "optimal" if status == cp.OPTIMAL else "inaccurate", solver)
-                if status == cp.OPTIMAL:
-                    return kept
-            tried.append(f"{solver}: {status}")
-        if kept is not None:
-            return kept
-        nan = np.full((self.N, self.N), np.nan)
-        return SdrSolution(nan, float("nan"), np.full(self.K, np.nan), "failed (" + "; ".join(tried) + ")", "")
-
-    def _solution(self, scale, active, status, solver):
-        Y = self.Y.value * scale
-        n = self.N
+        got = solve_in_order(self.problem, self.solvers, options=self.SOLVER_OPTIONS,
+                             read=lambda: (self.Y.value.copy(), self.constraint.dual_value.copy()))
+        if got.value is None:
+            nan = np.full((self.num_rx_ant, self.num_rx_ant), np.nan)
+            return SdrSolution(nan, float("nan"), np.full(self.num_devices, np.nan), got.status, "")
+        Y, duals = got.value
+        Y = Y * (m / q)
+        n = self.num_rx_ant
         X = (Y[:n, :n] + Y[n:, n:]) / 2 + 1j * (Y[n:, :n] - Y[:n, n:]) / 2
-        duals = np.where(active, np.clip(np.ravel(self.constraint.dual_value), 0.0, None), 0.0)
-        return SdrSolution(X, float(np.trace(X).real), duals, status, solver)
+        duals = np.where(active, np.clip(np.ravel(duals), 0.0, None), 0.0)
+        return SdrSolution(X, float(np.trace(X).real), duals, got.outcome, got.solver)
 
 
 def candidate_directions(X, num_draws, rng):

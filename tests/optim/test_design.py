@@ -145,7 +145,7 @@ def test_imperfect_csi_degrades_mse_monotonically():
     (dict(power=0.0), "`power` must be positive"),
     (dict(power=-1.0), "`power` must be non-negative"),
     (dict(power=np.ones(3)), r"`power` must have K \(columns of H\) = 2"),
-    (dict(noise_var=-0.1), "`noise_var` must be finite and non-negative"),
+    (dict(noise_var=-0.1), "`noise_var` must be non-negative and finite"),
     (dict(H=np.array([[1.0, 0.0], [1.0, 0.0]])), "all-zero column"),
     (dict(H=np.full((2, 2), np.inf)), "`H` contains non-finite"),
 ])

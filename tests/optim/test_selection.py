@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import deft6g.optim as optim
-import deft6g.optim.selection as selection_module
 import deft6g.phy as phy
 from deft6g.optim.zf_sdr import ZfSdr
 from deft6g.rng import reseed
@@ -90,8 +89,8 @@ def test_dc_failure_falls_back_to_greedy(monkeypatch, rng):
     H = crandn(rng, 2, 4)
 
     def broken(self, problem):
-        raise selection_module._DcFailed("CLARABEL: solver_error")
-    monkeypatch.setattr(selection_module._DcPrograms, "solve", broken)
+        return optim.Solve("failed", "", "CLARABEL: solver_error", None)
+    monkeypatch.setattr(optim.DcPrograms, "solve", broken)
     sel = optim.select_devices(H, 1.0, 0.1, 0.05, method="dc", seed=0)
     greedy = optim.select_devices(H, 1.0, 0.1, 0.05, method="greedy", seed=0)
     assert sel.status.startswith("failed (DC: CLARABEL: solver_error): greedy selection used")
