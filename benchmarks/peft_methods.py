@@ -86,8 +86,7 @@ def _data(cfg):
 def train_method(method, cfg, sizes=None):
     """Train one method (in this process) and return its measurements as a dict."""
     import tf_keras as keras
-    from deft6g.finetune import evaluate, get_peft_model, make_train_step
-    from deft6g.finetune.layers import freeze_all_but
+    from deft6g.finetune import evaluate, freeze_all_but, get_peft_model, make_train_step
     from deft6g.finetune.training import batches
 
     keras.utils.set_random_seed(cfg.seed)
@@ -128,8 +127,8 @@ def block_importance_scores(cfg):
     from deft6g.finetune import block_importance, get_peft_model
     model, x_tr, y_tr, _, _ = _data(cfg)
     peft = get_peft_model(model, _peft_config("lora_all", cfg, model.config.num_hidden_layers), num_labels=2)
-    for *_, w, _ in peft.wrappers:        # B = 0 would zero the gradient of A: use a small random B
-        w.lora_B.assign(np.random.default_rng(cfg.seed).normal(0, 1e-3, w.lora_B.shape))
+    for w in peft.wrappers:        # B = 0 would zero the gradient of A: use a small random B
+        w.layer.lora_B.assign(np.random.default_rng(cfg.seed).normal(0, 1e-3, w.layer.lora_B.shape))
     return block_importance(peft, x_tr, y_tr, batch_size=cfg.batch_size, num_batches=4)
 
 

@@ -60,7 +60,7 @@ class _Setup:
     """Everything the points share: data, models, the cached activations (computed once, on disk)."""
 
     def __init__(self, cfg, log):
-        from deft6g.finetune.layers import LoraLayer, projection_kernel
+        from deft6g.finetune import LoraLayer, projection_kernel
         from deft6g.finetune import (build_emulator, cached_arrays, emulator_blocks, emulator_config,
                                      get_peft_model, load_dataset, load_study_model, tokenize, train_test_split)
 
@@ -111,8 +111,8 @@ class _Setup:
                                           tuple(a[:n] for a in self.full_test_acts), self.y_test[:n])
         log(f"activations ready in {time.time() - t0:.1f} s ({len(train)} train / {len(test)} test texts, "
             f"input of block {self.start}; device model blocks {self.kept})")
-        self._kernels = [(v, v.numpy()) for *_, w, _ in self.full.wrappers + self.device.wrappers
-                         if isinstance(w, LoraLayer) for v in [projection_kernel(w.base)]]
+        self._kernels = [(v, v.numpy()) for w in self.full.wrappers + self.device.wrappers
+                         if isinstance(w.layer, LoraLayer) for v in [projection_kernel(w.layer.base)]]
 
     def reset(self, seed):
         """Fresh PEFT weights and head for `seed`; base kernels back to pretrained (delta_w merges into them)."""

@@ -5,11 +5,11 @@ Backprop only has to reach the lowest block holding PEFT weights: blocks below i
 keep no activations (and with activation caching run once per example, not once per epoch).
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from .config import AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig
+from .tuners import tuner_class
 
 
 @dataclass(frozen=True)
@@ -107,33 +107,11 @@ def total_params(d):
     return emb + sum(block_params(d, i) for i in range(d.num_blocks)) + final + head + d.extra
 
 
-def _matches(role, targets):
-    base = role.removeprefix("cross.")
-    return any(base == t or base.endswith("." + t) or (t == "dense" and base.endswith("dense")) for t in targets)
-
-
 def peft_params_per_block(d, peft_config):
-    """Trainable PEFT parameters in each block (list of int)."""
-    sizes = peft_config.sizes(d.num_blocks)
-    out = []
-    for i, s in enumerate(sizes):
-        proj = projections(d, i)
-        if not s:
-            out.append(0)
-        elif isinstance(peft_config, LoraConfig):
-            out.append(sum(s * (a + b) for role, (a, b) in proj.items() if _matches(role, peft_config.target_modules)))
-        elif isinstance(peft_config, AdapterConfig):
-            n_places = 2 if peft_config.placement == "houlsby" else 1
-            out.append(n_places * (2 * d.hidden * s + s + d.hidden))
-        elif isinstance(peft_config, PromptTuningConfig):
-            out.append(s * d.hidden)
-        elif isinstance(peft_config, BitFitConfig):
-            n_norms = 3 if any(k.startswith("cross.") for k in proj) else 2
-            out.append((sum(o for _, o in proj.values()) if d.biases else 0)
-                       + (n_norms * d.hidden if d.norm_params == 2 else 0))
-        else:
-            raise TypeError(f"unknown `peft_config` {type(peft_config).__name__}")
-    return out
+    """Trainable PEFT parameters in each block (list of int), from the method's registered tuner."""
+    tuner = tuner_class(peft_config)
+    return [tuner.params_per_block(peft_config, d, projections(d, i), i, s) if s else 0
+            for i, s in enumerate(peft_config.sizes(d.num_blocks))]
 
 
 def _block_flops(d, block, tokens):
@@ -190,7 +168,7 @@ def peft_cost(model, peft_config, tokens=128, batch_size=8, num_labels=0, bits_p
     trainable = sum(per_block) + head
     tuned = [i for i, p in enumerate(per_block) if p]
     low = min(tuned) if tuned else d.num_blocks
-    prompt = sum(peft_config.sizes(d.num_blocks)) if isinstance(peft_config, PromptTuningConfig) else 0
+    prompt = tuner_class(peft_config).extra_tokens(peft_config, d.num_blocks)
     t = tokens + prompt
     fwd = [_block_flops(d, i, t) for i in range(d.num_blocks)]
     act = [_block_activations(d, i, t) for i in range(d.num_blocks)]
@@ -222,23 +200,11 @@ def _dims(model):
     return d
 
 
-def with_size(peft_config, size, num_blocks):
-    """The same PEFT method and targets with every one of `num_blocks` blocks at `size` (deep prompts)."""
-    every = {i: size for i in range(num_blocks)}
-    if isinstance(peft_config, LoraConfig):
-        return replace(peft_config, r=max(size, 1), rank_pattern=every, layers_to_transform=None)
-    if isinstance(peft_config, AdapterConfig):
-        return replace(peft_config, width=max(size, 1), width_pattern=every, layers_to_transform=None)
-    if isinstance(peft_config, PromptTuningConfig):
-        return replace(peft_config, num_virtual_tokens=size, tokens_pattern=every, layers_to_transform=None)
-    return replace(peft_config, enabled_pattern={i: min(size, 1) for i in range(num_blocks)}, layers_to_transform=None)
-
-
 def allocation_table(model, peft_config, choices, tokens=128, batch_size=8, num_labels=0, weight_bytes=2):
     """Inputs of `deft6g.optim.PeftAllocator` for `model` and the method of `peft_config`:
     dict params [L, C], act_memory [L] (bytes), backward_flops [L], fixed_memory (bytes), fixed_flops."""
     d = _dims(model)
-    params = np.array([peft_params_per_block(d, with_size(peft_config, c, d.num_blocks)) for c in choices]).T
+    params = np.array([peft_params_per_block(d, peft_config.with_size(c, d.num_blocks)) for c in choices]).T
     fwd = [_block_flops(d, i, tokens) for i in range(d.num_blocks)]
     head = num_labels * (d.hidden + 1)
     return {"params": params,

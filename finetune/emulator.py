@@ -5,11 +5,11 @@ the full model (block i of the emulator is block kept[i] of the full model).
 """
 
 import re
-from dataclasses import replace
 
 import numpy as np
 
-from .peft_model import PEFT_PREFIX, transformer_blocks
+from .architecture import transformer_blocks
+from .tuners import PEFT_PREFIX
 
 
 def emulator_blocks(num_blocks, bottom=1, top=1, drop_fraction=0.5):
@@ -53,8 +53,7 @@ def emulator_config(peft_config, kept, num_blocks):
     lost = [i for i, s in enumerate(sizes) if s and i not in kept]
     if lost:
         raise ValueError(f"blocks {lost} hold PEFT weights but the emulator drops them; keep them (`top`/`bottom`)")
-    pattern = {i: sizes[k] for i, k in enumerate(kept)}
-    return replace(peft_config, layers_to_transform=None, **{peft_config._pattern_name: pattern})
+    return peft_config.with_block_sizes([sizes[k] for k in kept])
 
 
 def _strip(name):

@@ -24,8 +24,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from .layers import LoraLayer, projection_kernel
-from .training import _LOSS, take, trim_padding
+from .architecture import projection_kernel
+from .tuners import LoraLayer
+from .training import CROSS_ENTROPY, take, trim_padding
 
 LOCAL_OPTIMIZERS = ("adam", "sgd")
 SERVER_OPTIMIZERS = ("fedavg", "fedadam")
@@ -87,7 +88,7 @@ def _compiled_step(model, payload, optimizer, dropout, start, cut, server):
         @tf.function(reduce_retracing=True)
         def step(x, y):
             with tf.GradientTape() as tape:
-                loss = _LOSS(y, model.forward_from(x[0], x[1], start, dropout))
+                loss = CROSS_ENTROPY(y, model.forward_from(x[0], x[1], start, dropout))
             opt.apply_gradients(zip(tape.gradient(loss, payload), payload))
             return loss
     else:
@@ -97,7 +98,7 @@ def _compiled_step(model, payload, optimizer, dropout, start, cut, server):
                 h_cut, m_cut = model.run_blocks(x[0], x[1], start, cut, dropout)
             with tf.GradientTape() as server_tape:                       # server: frozen rest + head
                 server_tape.watch(h_cut)
-                loss = _LOSS(y, model.forward_from(h_cut, m_cut, cut, dropout))
+                loss = CROSS_ENTROPY(y, model.forward_from(h_cut, m_cut, cut, dropout))
             g_cut, *g_srv = server_tape.gradient(loss, [h_cut] + server)
             g_dev = device_tape.gradient(h_cut, payload, output_gradients=g_cut)   # downloaded gradient
             opt.apply_gradients(zip(g_dev, payload))
@@ -151,7 +152,7 @@ class FederatedDEFT:
         sizes = np.array([len(y) for _, y in devices])
         if sizes.sum() == 0:
             raise ValueError("`devices` hold no examples at all")
-        self.loras = [w for *_, w, _ in model.wrappers if isinstance(w, LoraLayer)]
+        self.loras = [w.layer for w in model.wrappers if isinstance(w.layer, LoraLayer)]
         if lora_aggregation != "factors" and not self.loras:
             raise ValueError(f"`lora_aggregation` {lora_aggregation!r} needs a LoRA model")
         if lora_aggregation == "delta_w" and (server_optimizer != "fedavg" or server_lr != 1.0):

@@ -16,8 +16,7 @@ import tf_keras as keras
 from deft6g.rng import reseed
 
 from .aircomp_connection import AirCompConnection, DigitalConnection, IdealConnection, payload_stats
-
-_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+from .training import CROSS_ENTROPY
 
 
 class MultiViewModel(tf.Module):
@@ -88,7 +87,7 @@ def train_multiview(model, x, y, connection=None, epochs=10, batch_size=64, lr=3
         with tf.GradientTape() as tape:
             p = model.payloads(xb)
             s = connection(p, *block) if over_air else tf.reduce_sum(p, axis=1)
-            loss = _LOSS(yb, model.head(s))
+            loss = CROSS_ENTROPY(yb, model.head(s))
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from .config import PromptTuningConfig
+from .tuners import PromptTuningConfig
 from .peft_model import get_peft_model
 from .prompt_pool import PromptMember, PromptPool, load_member, member_of, pool_logits
 from .training import batches, make_train_step, trim_padding

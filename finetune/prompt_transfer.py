@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from .config import PromptTuningConfig
+from .tuners import PromptTuningConfig
 from .data import cached_arrays, load_dataset, tokenize, train_test_split
 from .peft_model import get_peft_model
 from .training import batches, make_train_step

@@ -7,7 +7,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# the training loss of every classifier here: mean cross-entropy of integer labels [B] and logits [B, C]
+CROSS_ENTROPY = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def _logits(model, x, start, training):
@@ -25,7 +26,7 @@ def make_train_step(model, optimizer, start_block=None):
     @tf.function
     def step(x, y):
         with tf.GradientTape() as tape:
-            loss = _LOSS(y, _logits(model, x, start_block, True))
+            loss = CROSS_ENTROPY(y, _logits(model, x, start_block, True))
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
@@ -39,7 +40,7 @@ def make_grad_fn(model, start_block=None):
     @tf.function
     def grads(x, y):
         with tf.GradientTape() as tape:
-            loss = _LOSS(y, _logits(model, x, start_block, True))
+            loss = CROSS_ENTROPY(y, _logits(model, x, start_block, True))
         return loss, tape.gradient(loss, variables)
 
     return grads

@@ -10,7 +10,7 @@ from deft6g.finetune import LoraConfig, build_fomo, get_peft_model
 from deft6g.finetune.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator
 from deft6g.finetune.emulator import build_emulator, emulator_blocks, emulator_config, plug_in_state
 from deft6g.finetune.federated import FederatedDEFT, _BatchStream
-from deft6g.finetune.training import _LOSS, trim_padding
+from deft6g.finetune.training import CROSS_ENTROPY, trim_padding
 from deft6g.optim import design_aircomp
 from deft6g.phy import aircomp_mse
 
@@ -41,7 +41,7 @@ def _local_by_hand(peft, fed, x, y, k, steps, start, lr, seed, batch_size):
         idx = next(stream)
         h, m = trim_padding((x[0][idx], x[1][idx]))
         with tf.GradientTape() as tape:
-            loss = _LOSS(y[idx], peft.forward_from(h, m, 2))
+            loss = CROSS_ENTROPY(y[idx], peft.forward_from(h, m, 2))
         opt.apply_gradients(zip(tape.gradient(loss, fed.payload), fed.payload))
     return fed.payload_vector() - start
 
@@ -87,11 +87,11 @@ def test_empty_device_gets_weight_zero():
 
 def _delta_w(peft):
     """sum over LoRA layers of scale * A B (the LoRA part of every tuned kernel), one flat vector."""
-    return np.concatenate([(w.scale * (w.lora_A.numpy() @ w.lora_B.numpy())).ravel() for *_, w, _ in peft.wrappers])
+    return np.concatenate([(w.layer.scale * (w.layer.lora_A.numpy() @ w.layer.lora_B.numpy())).ravel() for w in peft.wrappers])
 
 
 def _kernels(peft):
-    return np.concatenate([w.base.kernel.numpy().ravel() for *_, w, _ in peft.wrappers])
+    return np.concatenate([w.layer.base.kernel.numpy().ravel() for w in peft.wrappers])
 
 
 @pytest.mark.parametrize("mode", ["frozen_a", "delta_w"])
@@ -260,7 +260,7 @@ def test_split_step_equals_centralised_step():
     central = keras.optimizers.Adam(1e-2)
     idx = np.arange(4)
     with tf.GradientTape() as tape:
-        loss = _LOSS(y[idx], peft.forward_from(x[0][idx], x[1][idx], 1))
+        loss = CROSS_ENTROPY(y[idx], peft.forward_from(x[0][idx], x[1][idx], 1))
     central.apply_gradients(zip(tape.gradient(loss, peft.trainable_variables), peft.trainable_variables))
     expected = [v.numpy() for v in peft.trainable_variables]
     for v, w in zip(peft.trainable_variables, init):

@@ -49,7 +49,7 @@ def test_per_block_sizes_include_zero():
     peft = tiny(LoraConfig(r=4, rank_pattern={0: 0, 1: 2}, target_modules=["query"]))
     assert peft.sizes == [0, 2, 4, 4]
     assert peft.lowest_tuned_block() == 1
-    assert [w.r for *_, w, _ in peft.wrappers] == [2, 4, 4]
+    assert [w.layer.r for w in peft.wrappers] == [2, 4, 4]
     assert peft_params_per_block(dims_of(peft.base), peft.peft_config) == [0, 2 * 2 * H, 4 * 2 * H, 4 * 2 * H]
 
 
@@ -62,17 +62,17 @@ def pooled_hf(model, x):
 def test_blockwise_runner_and_zero_lora_reproduce_the_base_model():
     peft = tiny(LoraConfig(r=4), num_labels=None)
     x = text_batch()
-    np.testing.assert_allclose(peft(x).numpy(), pooled_hf(peft.base, x), atol=1e-5)
+    np.testing.assert_allclose(peft(x).pooled.numpy(), pooled_hf(peft.base, x), atol=1e-5)
 
 
 def test_lora_merge_is_exact():
     peft = tiny(LoraConfig(r=4, lora_alpha=16, target_modules=["query", "value", "intermediate.dense"]),
                 num_labels=None)
     rng = np.random.default_rng(1)
-    for *_, w, _ in peft.wrappers:
-        w.lora_B.assign(rng.normal(0, 0.1, w.lora_B.shape))
+    for w in peft.wrappers:
+        w.layer.lora_B.assign(rng.normal(0, 0.1, w.layer.lora_B.shape))
     x = text_batch()
-    with_lora = peft(x).numpy()
+    with_lora = peft(x).pooled.numpy()
     np.testing.assert_allclose(pooled_hf(peft.base, x), with_lora, atol=1e-5)   # the HF call runs the wrappers too
     base = peft.merge_and_unload()
     assert all(type(b.attention.self_attention.query).__name__ == "Dense" for b in base.bert.encoder.layer)
@@ -176,7 +176,7 @@ def test_deep_prompts_extend_the_sequence_and_cache_below_them():
 
 def test_block_importance_is_zero_exactly_where_no_peft():
     peft = tiny(LoraConfig(r=2, layers_to_transform=[1, 3]))
-    for *_, w, _ in peft.wrappers:
-        w.lora_B.assign(np.full(w.lora_B.shape, 1e-2, np.float32))
+    for w in peft.wrappers:
+        w.layer.lora_B.assign(np.full(w.layer.lora_B.shape, 1e-2, np.float32))
     score = block_importance(peft, text_batch(8), np.array([0, 1, 2] * 2 + [0, 1]), batch_size=4, num_batches=2)
     assert score[0] == 0 and score[2] == 0 and score[1] > 0 and score[3] > 0
