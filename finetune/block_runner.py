@@ -74,7 +74,10 @@ class BlockRunner:
         """
         if not 0 <= block <= self.lowest_tuned_block():
             raise ValueError(f"`block` must be in [0, {self.lowest_tuned_block()}] (lowest tuned block), got {block}")
-        step = tf.function(lambda x: self.run_blocks(*self.embed(x), 0, block))
+        steps = self.__dict__.setdefault("_activation_steps", {})    # compiled once per block, not per call
+        if block not in steps:
+            steps[block] = tf.function(lambda x: self.run_blocks(*self.embed(x), 0, block))
+        step = steps[block]
         n = len(inputs["input_ids"]) if isinstance(inputs, dict) else len(inputs)
         hs, ms = [], []
         for s in range(0, n, batch_size):
