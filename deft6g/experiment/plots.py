@@ -18,6 +18,8 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     note: a line of small text under the axes (e.g. "mean and 95% CI over 3 seeds").
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ys = [p[1] for points in curves.values() for p in points if not math.isnan(p[1])]
+    span = (max(ys) - min(ys)) if ys else 0.0
     for i, (label, points) in enumerate(curves.items()):
         points = sorted(points, key=lambda p: p[0])
         xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -28,9 +30,8 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
             ax.errorbar(xs, ys, yerr=[0 if math.isnan(e) else e for e in errs], capsize=3, lw=1.2, **style)
         else:
             ax.plot(xs, ys, **style)
-        for p in points:
-            if isinstance(p[-1], str):
-                ax.annotate(p[-1], (p[0], p[1]), textcoords="offset points", xytext=(4, 3), fontsize=6)
+        for x, y, text in merge_labels(points, span):
+            ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
     for i, (label, y) in enumerate((hlines or {}).items()):
         y, err = (y if isinstance(y, (tuple, list)) else (y, float("nan")))
         color = f"C{len(curves) + i}"
@@ -49,3 +50,23 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def merge_labels(points, span):
+    """[(x, y, text)] of the annotated points; points at one x within 5% of the y-span `span` of each other
+    share one label ("-20 / -10 / 0 dB" at the highest of them) instead of drawing texts over each other."""
+    groups = []
+    for p in sorted((p for p in points if isinstance(p[-1], str)), key=lambda p: (p[0], p[1])):
+        if groups and groups[-1][-1][0] == p[0] and p[1] - groups[-1][-1][1] <= 0.05 * span:
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return [(g[-1][0], g[-1][1], _join([p[-1] for p in g])) for g in groups]
+
+
+def _join(texts):
+    """["-20 dB", "0 dB"] -> "-20 / 0 dB" (a shared unit is written once)."""
+    unit = texts[0].rsplit(" ", 1)[-1] if " " in texts[0] else ""
+    if len(texts) > 1 and unit and all(t.endswith(" " + unit) for t in texts):
+        return " / ".join(t[: -len(unit) - 1] for t in texts) + " " + unit
+    return " / ".join(texts)
