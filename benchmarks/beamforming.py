@@ -19,9 +19,8 @@ import cvxpy as cp
 import numpy as np
 
 from deft6g.experiment import ResultStore, line_plot, percentiles, prepare_output, run_points, summarise
-from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, sdr_barrier
-from deft6g.optim.zf_sdr import SOLVER_OPTIONS, dual_bound, real_form
-from deft6g.phy import UplinkChannel, aircomp_mse, imperfect_csi
+from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, real_form, sdr_barrier
+from deft6g.phy import FadingChannel, aircomp_mse, imperfect_csi
 
 STATS = ["mean_db", "median_db", "p10_db", "p90_db"]
 MAIN_FIELDS = ["seed", "method"] + STATS + ["gap_mean_db", "gap_median_db", "gap_p90_db", "failed",
@@ -70,7 +69,7 @@ def _stats(mse):
 
 
 def _rayleigh(n, k, count, seed):
-    return UplinkChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
+    return FadingChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
 
 
 def _designs(H_design, noise_var, seed, methods):
@@ -78,13 +77,13 @@ def _designs(H_design, noise_var, seed, methods):
     includes the SDR design's."""
     out = {}
     t0 = time.perf_counter()
-    sdr = design_aircomp(H_design, 1.0, noise_var, "sdr", seed=seed, progress=False)
+    sdr = design_aircomp(H_design, 1.0, noise_var, "sdr", seed=seed)
     out["sdr"] = (sdr, (time.perf_counter() - t0) / len(H_design))
     for m in methods:
         if m == "sdr":
             continue
         t0 = time.perf_counter()
-        d = design_aircomp(H_design, 1.0, noise_var, m, seed=seed, progress=False, init=sdr if m == "mmse" else None)
+        d = design_aircomp(H_design, 1.0, noise_var, m, seed=seed, init=sdr if m == "mmse" else None)
         extra = out["sdr"][1] if m == "mmse" else 0.0
         out[m] = (d, (time.perf_counter() - t0) / len(H_design) + extra)
     return out
@@ -131,7 +130,7 @@ def naive_sdr(H, power, solver):
     Y = cp.Variable((2 * n, 2 * n), PSD=True)
     problem = cp.Problem(cp.Minimize(cp.trace(Y) / 2),
                          [cp.trace(Y @ real_form(H[:, j])) / 2 >= 1.0 / power for j in range(k)])
-    problem.solve(solver=solver, **SOLVER_OPTIONS.get(solver, {}))
+    problem.solve(solver=solver, **ZfSdr.SOLVER_OPTIONS.get(solver, {}))
     return problem.value
 
 
@@ -147,7 +146,7 @@ def speed(cfg, out):
 
     def point(p):
         H = _rayleigh(n, k, cfg.speed_realisations, cfg.seed + 10_000)
-        design_aircomp(H[:1], 1.0, noise_var, "sdr", seed=0, progress=False)   # compile once (counted apart)
+        design_aircomp(H[:1], 1.0, noise_var, "sdr", seed=0)   # compile once (counted apart)
         sdr = ZfSdr.compiled(n, k, solvers=(cfg.solver,))
         t0 = time.perf_counter()
         sols = [sdr.solve(h, np.ones(k)) for h in H]
@@ -161,7 +160,7 @@ def speed(cfg, out):
         designs = _designs(H, noise_var, cfg.seed, ("sdr", "mmse"))
         t0 = time.perf_counter()
         for i in range(len(H)):
-            design_aircomp(H[i:i + 1], 1.0, noise_var, "sdr", seed=i, progress=False)
+            design_aircomp(H[i:i + 1], 1.0, noise_var, "sdr", seed=i)
         t_round = (time.perf_counter() - t0) / len(H)
         values = np.array([s.value for s in sols])
         bounds = dual_bound(H, np.ones(k), duals)

@@ -107,7 +107,7 @@ class _Runner:
         if connection is None:
             key, cache = (name, kind, seed), self.ideal
         else:
-            key, cache = (name, seed, connection.num_antennas, connection.snr_db), self.noisy
+            key, cache = (name, seed, connection.num_rx_ant, connection.snr_db), self.noisy
         if key not in cache:
             d, cfg = self.task(name), self.cfg
             x = self.features(d.x_train, kind)

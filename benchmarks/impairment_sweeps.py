@@ -17,7 +17,7 @@ from deft6g.experiment import ResultStore, line_plot, run_points, summarise
 from deft6g.optim import (allocate_subcarrier_power, best_truncation_threshold, closed_form_design,
                           design_aircomp, power_control, truncated_inversion, truncation_mse,
                           uniform_subcarrier_power)
-from deft6g.phy import AirCompUplink, PilotCsi, TransmitMisalignment, UplinkChannel, aircomp_mse
+from deft6g.phy import AirCompUplink, FadingChannel, PilotCsi, TransmitMisalignment, aircomp_mse
 
 TRUNC_FIELDS = ["snr_db", "threshold", "seed", "peak_db", "peak_theory_db", "peak_median_db", "average_db",
                 "average_theory_db", "participation", "optimal_db", "optimal_median_db", "full_median_db"]
@@ -44,7 +44,7 @@ def _db(x):
 
 
 def _rayleigh(n, k, count, seed):
-    return UplinkChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
+    return FadingChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
 
 
 @dataclass
@@ -286,7 +286,7 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
         return _design_misalign_point(ideal, H, nv, p, cfg.misalign_symbols)
 
     def subcarrier_point(p):
-        ch = UplinkChannel(cfg.subcarrier_model, p["num_rx_ant"], cfg.subcarrier_devices,
+        ch = FadingChannel(cfg.subcarrier_model, p["num_rx_ant"], cfg.subcarrier_devices,
                            num_subcarriers=cfg.num_subcarriers, subcarrier_spacing=cfg.subcarrier_spacing,
                            delay_spread=p["delay_spread_ns"] * 1e-9, precision="double")
         H = ch(cfg.subcarrier_draws, seed=1000 * p["seed"] + 6).numpy()            # [draws, F, N, K]

@@ -9,9 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from deft6g.optim import align, closed_form_design, mrc_direction
-from deft6g.phy import DigitalUplink, UplinkChannel, aircomp_channel_uses, aircomp_mse, empirical_mse
+from deft6g.phy import FLAT_MODELS, DigitalUplink, FadingChannel, aircomp_channel_uses, aircomp_mse, empirical_mse
 from deft6g.rng import reseed
-from deft6g.phy.channels import FLAT_MODELS
 
 from deft6g.experiment import ResultStore, line_plot, mean_ci, percentiles, prepare_output, run_points
 
@@ -69,7 +68,7 @@ def _nmse_db(mse, num_devices):
 
 
 def _channels(cfg, model, n, k, seed):
-    channel = UplinkChannel(model, n, k, num_subcarriers=cfg.num_subcarriers)
+    channel = FadingChannel(model, n, k, num_subcarriers=cfg.num_subcarriers)
     H = channel(max(1, cfg.realisations // cfg.num_subcarriers) if channel.is_ofdm else cfg.realisations, seed=seed)
     return tf.reshape(H, [-1, n, k]) if H.shape.rank == 4 else H                 # realisations x subcarriers
 
@@ -116,7 +115,7 @@ class _DigitalPoint:
         cfg = self.cfg
         n, k, seed = p["num_rx_ant"], p["num_devices"], p["seed"]
         x = tf.random.stateless_normal([cfg.digital_realisations, k, cfg.payload_reals], [seed, 1])
-        H = UplinkChannel(p["model"], n, k, num_subcarriers=cfg.num_subcarriers)(cfg.digital_realisations,
+        H = FadingChannel(p["model"], n, k, num_subcarriers=cfg.num_subcarriers)(cfg.digital_realisations,
                                                                                  seed=seed)
         scheme = {"link": cfg.digital_link} | DIGITAL_SCHEMES[p["scheme"]]
         res = DigitalUplink(8, **scheme)(x, H, 10 ** (-p["snr_db"] / 10), seed=seed + 1)
@@ -197,7 +196,7 @@ def _numpy_core(rng, batch, n, k, num_symbols, noise_var):
 def speed_test(cfg):
     """Realisations per second of the Monte-Carlo core, TF graph (complex64) vs plain NumPy (complex128)."""
     n, k, num_symbols, noise_var, batch = 16, 20, 64, 0.1, cfg.speed_batch
-    channel = UplinkChannel("rayleigh", n, k)
+    channel = FadingChannel("rayleigh", n, k)
 
     @tf.function
     def tf_core():

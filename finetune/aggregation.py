@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deft6g.optim import design_aircomp, select_devices
-from deft6g.phy import MCS_TABLE, AirCompUplink, DigitalUplink, UplinkChannel, aircomp_channel_uses, imperfect_csi
+from deft6g.phy import MCS_TABLE, AirCompUplink, DigitalUplink, FadingChannel, aircomp_channel_uses, imperfect_csi
 
 
 @dataclass
@@ -57,12 +57,12 @@ class IdealAggregator:
 
 
 class _RadioAggregator:
-    def __init__(self, num_devices, num_antennas, snr_db, channel="rayleigh", seed=0, **channel_kwargs):
+    def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", seed=0, **channel_kwargs):
         if not np.isfinite(snr_db):
             raise ValueError(f"`snr_db` must be finite, got {snr_db}")
         self.num_devices, self.snr_db, self.seed = num_devices, float(snr_db), int(seed)
         self.noise_var = 10.0 ** (-self.snr_db / 10.0)
-        self.channel = UplinkChannel(channel, num_antennas, num_devices, **channel_kwargs)
+        self.channel = FadingChannel(channel, num_rx_ant, num_devices, **channel_kwargs)
 
     def _round_seed(self, round_index):
         return (self.seed * 1_000_003 + 7919 * round_index) % (2 ** 31)
@@ -79,9 +79,9 @@ class AirCompAggregator(_RadioAggregator):
     the selected devices' standardised payloads, `select_devices`); the server de-normalises (`AirCompUplink`)."""
     name = "aircomp"
 
-    def __init__(self, num_devices, num_antennas, snr_db, channel="rayleigh", method="sdr", csi_error=0.0,
+    def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", method="sdr", csi_error=0.0,
                  select=False, mse_target=None, seed=0, **channel_kwargs):
-        super().__init__(num_devices, num_antennas, snr_db, channel, seed, **channel_kwargs)
+        super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, **channel_kwargs)
         if select and (mse_target is None or mse_target <= 0):
             raise ValueError("device selection needs a positive `mse_target`")
         if csi_error < 0:
@@ -105,7 +105,7 @@ class AirCompAggregator(_RadioAggregator):
             weights = np.zeros(k)
             weights[sel.selected] = fed_w[sel.selected] / fed_w[sel.selected].sum()
         else:
-            d = design_aircomp(H_est, 1.0, self.noise_var, self.method, seed=seed, progress=False)
+            d = design_aircomp(H_est, 1.0, self.noise_var, self.method, seed=seed)
             a, b = d.a, d.b
         if H.ndim == 3:                                   # OFDM: payload spread over F subcarriers
             f = H.shape[0]
@@ -140,10 +140,10 @@ class DigitalAggregator(_RadioAggregator):
     """
     name = "digital"
 
-    def __init__(self, num_devices, num_antennas, snr_db, channel="rayleigh", num_bits=8, num_bits_per_symbol=2,
+    def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", num_bits=8, num_bits_per_symbol=2,
                  code_rate=0.5, num_iter=20, seed=0, *, mcs="adaptive", detector="lmmse", streams="auto",
                  link=None, **channel_kwargs):
-        super().__init__(num_devices, num_antennas, snr_db, channel, seed, **channel_kwargs)
+        super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, **channel_kwargs)
         if mcs not in ("adaptive", "fixed"):
             raise ValueError(f"`mcs` must be 'adaptive' or 'fixed', got {mcs!r}")
         fixed = (num_bits_per_symbol, code_rate)
@@ -169,10 +169,10 @@ class DigitalAggregator(_RadioAggregator):
 SCHEMES = ("ideal", "aircomp", "digital")
 
 
-def make_aggregator(scheme, num_devices, num_antennas=1, snr_db=0.0, seed=0, channel=None, aircomp=None,
+def make_aggregator(scheme, num_devices, num_rx_ant=1, snr_db=0.0, seed=0, channel=None, aircomp=None,
                     digital=None):
     """The aggregator of `scheme` ("ideal", "aircomp" or "digital") for `num_devices` devices and a server
-    with `num_antennas` antennas at `snr_db` (P / sigma^2 per device, dB). channel: keyword arguments of
+    with `num_rx_ant` antennas at `snr_db` (P / sigma^2 per device, dB). channel: keyword arguments of
     the channel (model, num_subcarriers for TDL/CDL); aircomp / digital: keyword arguments of
     AirCompAggregator / DigitalAggregator (method, csi_error, select, mse_target / num_bits, ...)."""
     if scheme not in SCHEMES:
@@ -184,5 +184,5 @@ def make_aggregator(scheme, num_devices, num_antennas=1, snr_db=0.0, seed=0, cha
     if not model.startswith(("tdl", "cdl")):
         channel.pop("num_subcarriers", None)
     if scheme == "aircomp":
-        return AirCompAggregator(num_devices, num_antennas, snr_db, model, seed=seed, **(aircomp or {}), **channel)
-    return DigitalAggregator(num_devices, num_antennas, snr_db, model, seed=seed, **(digital or {}), **channel)
+        return AirCompAggregator(num_devices, num_rx_ant, snr_db, model, seed=seed, **(aircomp or {}), **channel)
+    return DigitalAggregator(num_devices, num_rx_ant, snr_db, model, seed=seed, **(digital or {}), **channel)

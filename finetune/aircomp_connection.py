@@ -28,14 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from deft6g.checks import check_count
 from deft6g.optim import design_aircomp, power_split, task_oriented_design
-from deft6g.phy import DigitalUplink, UplinkChannel, aircomp_channel_uses, aircomp_estimate, pack, unpack
-
-
-def _check_count(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
-    return int(value)
+from deft6g.phy import DigitalUplink, FadingChannel, aircomp_channel_uses, aircomp_estimate, pack, unpack
 
 
 def _check_payloads(x, num_devices, width):
@@ -49,7 +44,7 @@ def side_info_channel_uses(reals_per_device, num_devices, bits=32, bits_per_use=
     """Channel uses of side information sent once: each of `num_devices` devices sends `reals_per_device`
     reals of `bits` bits on its own resource at `bits_per_use` information bits per channel use (the
     convention of `deft6g.phy.aircomp_channel_uses`: float32 at QPSK rate 1/2)."""
-    return _check_count(num_devices, "num_devices") * int(np.ceil(reals_per_device * bits / bits_per_use))
+    return check_count(num_devices, "num_devices") * int(np.ceil(reals_per_device * bits / bits_per_use))
 
 
 class IdealConnection:
@@ -95,8 +90,8 @@ class AirCompConnection:
 
     Parameters
     ----------
-    num_devices : int M; num_antennas : int N; width : int D; snr_db : float (P / sigma^2 per device, P = 1)
-    method : a `design_aircomp` method ("mmse", "sdr", "zf", ...); channel : an `UplinkChannel` flat model
+    num_devices : int M; num_rx_ant : int N; width : int D; snr_db : float (P / sigma^2 per device, P = 1)
+    method : a `design_aircomp` method ("mmse", "sdr", "zf", ...); channel : a `FadingChannel` flat model
     importance : None | [D] -- per-dimension importance (> 0) for the task-oriented design; None: MSE design
 
     `draw(num_blocks, seed)` draws channels and designs (`ChannelBlocks`). `connection(x, H, a, b, split,
@@ -108,15 +103,15 @@ class AirCompConnection:
     """
     name = "aircomp"
 
-    def __init__(self, num_devices, num_antennas, width, snr_db, method="mmse", channel="rayleigh", importance=None):
-        self.num_devices = _check_count(num_devices, "num_devices")
-        self.num_antennas = _check_count(num_antennas, "num_antennas")
-        self.width = _check_count(width, "width")
+    def __init__(self, num_devices, num_rx_ant, width, snr_db, method="mmse", channel="rayleigh", importance=None):
+        self.num_devices = check_count(num_devices, "num_devices")
+        self.num_rx_ant = check_count(num_rx_ant, "num_rx_ant")
+        self.width = check_count(width, "width")
         if not np.isfinite(snr_db):
             raise ValueError(f"`snr_db` must be finite, got {snr_db!r}")
         self.snr_db, self.method = float(snr_db), method
         self.noise_var = 10.0 ** (-self.snr_db / 10.0)
-        self.channel = UplinkChannel(channel, self.num_antennas, self.num_devices)
+        self.channel = FadingChannel(channel, self.num_rx_ant, self.num_devices)
         self.importance = None
         self.set_importance(importance)
 
@@ -132,9 +127,9 @@ class AirCompConnection:
 
     def draw(self, num_blocks, seed):
         """`num_blocks` fresh channel realisations and their designs -> ChannelBlocks."""
-        H = self.channel(_check_count(num_blocks, "num_blocks"), seed=seed).numpy().astype(np.complex128)
+        H = self.channel(check_count(num_blocks, "num_blocks"), seed=seed).numpy().astype(np.complex128)
         if self.importance is None:
-            design = design_aircomp(H, 1.0, self.noise_var, self.method, seed=seed, progress=False)
+            design = design_aircomp(H, 1.0, self.noise_var, self.method, seed=seed)
             split, mse = np.ones(self.width), design.mse
         else:
             task = task_oriented_design(H, 1.0, self.noise_var, self.importance, self.method, seed=seed)
@@ -159,7 +154,7 @@ class AirCompConnection:
 
     def channel_uses(self, num_examples=1):
         """Payload channel uses of `num_examples` examples: ceil(D / 2) each (all devices at once)."""
-        return _check_count(num_examples, "num_examples") * aircomp_channel_uses(self.width)
+        return check_count(num_examples, "num_examples") * aircomp_channel_uses(self.width)
 
     def side_info_reals(self):
         """Reals each device sends once to undo its per-dimension normalisation (mean, std): 2 D."""
@@ -170,25 +165,25 @@ class DigitalConnection:
     """Digital transmission of each device's payloads (`DigitalUplink`: quantiser, multi-user MIMO groups,
     adaptive MCS with CRC; link "abstract" draws block failures from the calibrated BLER, "bits" decodes).
 
-    Parameters: num_devices M, num_antennas N, width D, snr_db (P / sigma^2 per device, P = 1), num_bits
+    Parameters: num_devices M, num_rx_ant N, width D, snr_db (P / sigma^2 per device, P = 1), num_bits
     (quantiser bits per real), channel (flat model), link, uplink_kwargs (more `DigitalUplink` options).
     `draw(num_blocks, seed)` -> H [T, N, M]. `connection(x, H, seed)`: x [T, B, M, D] (T blocks of B
     examples) -> (estimate [T, B, D] NumPy, channel uses [T] of all devices, header bits included).
     """
     name = "digital"
 
-    def __init__(self, num_devices, num_antennas, width, snr_db, num_bits=8, channel="rayleigh", link="abstract",
+    def __init__(self, num_devices, num_rx_ant, width, snr_db, num_bits=8, channel="rayleigh", link="abstract",
                  **uplink_kwargs):
-        self.num_devices = _check_count(num_devices, "num_devices")
-        self.width = _check_count(width, "width")
+        self.num_devices = check_count(num_devices, "num_devices")
+        self.width = check_count(width, "width")
         if not np.isfinite(snr_db):
             raise ValueError(f"`snr_db` must be finite, got {snr_db!r}")
         self.noise_var = 10.0 ** (-float(snr_db) / 10.0)
-        self.channel = UplinkChannel(channel, _check_count(num_antennas, "num_antennas"), self.num_devices)
+        self.channel = FadingChannel(channel, check_count(num_rx_ant, "num_rx_ant"), self.num_devices)
         self.uplink = DigitalUplink(num_bits=num_bits, link=link, **uplink_kwargs)
 
     def draw(self, num_blocks, seed):
-        return self.channel(_check_count(num_blocks, "num_blocks"), seed=seed).numpy()
+        return self.channel(check_count(num_blocks, "num_blocks"), seed=seed).numpy()
 
     def __call__(self, x, H, seed=None):
         x = np.asarray(x, np.float32)

@@ -13,7 +13,18 @@ from deft6g.checks import as_tensor, check_dim, check_nonnegative, is_tensor, to
 
 
 def check_channel_and_power(H, power, cdtype=None):
-    """Validate H [..., N, K] (no all-zero column) and power (scalar or [..., K], > 0); return tensors."""
+    """Validate a channel and a power budget.
+
+    Input
+    -----
+    H : [..., N, K], complex -- no all-zero column
+    power : scalar or [..., K], float -- P_k, linear, > 0
+    cdtype : None | tf.complex64 | tf.complex128 -- None: the precision of H
+
+    Output
+    ------
+    H : [..., N, K], cdtype; power : scalar or [..., K], cdtype.real_dtype
+    """
     H = as_tensor(H, "H", min_rank=2)
     cdtype = cdtype or (tf.complex128 if H.dtype in (tf.float64, tf.complex128) else tf.complex64)
     H = tf.cast(H, cdtype)
@@ -37,10 +48,22 @@ def _checked_positive(x, message):
 
 
 def align(H, u, power):
-    """Aligned design for direction u: returns (a [..., N], b [..., K]) with a^H h_k b_k = 1, |b_k|^2 <= P_k.
+    r"""Aligned design along a receive direction u: :math:`a^H h_k b_k = 1`, :math:`|b_k|^2 \le P_k`.
 
     No aligned design exists along a u orthogonal to some h_k (u^H h_k = 0): that raises
     `tf.errors.InvalidArgumentError` (eager and graph) instead of returning inf/NaN.
+
+    Input
+    -----
+    H : [..., N, K], tf.complex; u : [..., N], tf.complex; power : scalar or [..., K], tf.float (linear)
+
+    Output
+    ------
+    a : [..., N], tf.complex; b : [..., K], tf.complex
+
+    Example
+    -------
+    >>> a, b = align(H, mrc_direction(H), tf.constant(1.0, tf.float64))
     """
     g = _checked_positive(tf.abs(effective_gains(H, u)),                       # [..., K]
                           "`u` is orthogonal to a channel h_k (u^H h_k = 0): no aligned design exists along it")
@@ -50,7 +73,16 @@ def align(H, u, power):
 
 
 def mrc_direction(H):
-    """Sum of the normalised channels, u = sum_k h_k / ||h_k||, shape [..., N]."""
+    r"""The MRC direction, the sum of the normalised channels :math:`u = \sum_k h_k / \|h_k\|`.
+
+    Input
+    -----
+    H : [..., N, K], tf.complex
+
+    Output
+    ------
+    u : [..., N], tf.complex
+    """
     norms = tf.sqrt(tf.reduce_sum(tf.abs(H) ** 2, axis=-2, keepdims=True))
     return tf.reduce_sum(H / tf.cast(norms, H.dtype), axis=-1)
 
@@ -77,7 +109,16 @@ def zf_direction(H):
 
 
 def best_single_direction(H, power):
-    """The one channel direction h_j / ||h_j|| whose aligned design has the smallest MSE (searched over j)."""
+    """The one channel direction h_j / ||h_j|| whose aligned design has the smallest MSE (searched over j).
+
+    Input
+    -----
+    H : [..., N, K], tf.complex; power : scalar or [..., K], tf.float (linear)
+
+    Output
+    ------
+    u : [..., N], tf.complex
+    """
     units = H / tf.cast(tf.sqrt(tf.reduce_sum(tf.abs(H) ** 2, axis=-2, keepdims=True)), H.dtype)
     gains = tf.abs(tf.einsum("...nj,...nk->...jk", tf.math.conj(units), H))  # |u_j^H h_k|
     p = tf.broadcast_to(power, tf.shape(gains)[:-1])[..., None, :] if power.shape.rank else power
@@ -89,9 +130,23 @@ def best_single_direction(H, power):
 def closed_form_design(H, power, method):
     """Aligned design (a, b) along the direction of `method`: "mrc" | "zf" | "best-direction".
 
-    Input: H [..., N, K]; power scalar or [..., K] (linear). Output: a [..., N], b [..., K] in the precision of
-    H (NumPy in, NumPy out). The design is computed in complex128 whatever the input precision (aligned MSEs
-    span many decades, and inverting a weak device's channel loses digits in single precision).
+    The design is computed in complex128 whatever the input precision (aligned MSEs span many decades, and
+    inverting a weak device's channel loses digits in single precision).
+
+    Input
+    -----
+    H : [..., N, K], complex -- NumPy in, NumPy out
+    power : scalar or [..., K], float -- P_k, linear, > 0
+    method : "mrc" | "zf" | "best-direction"
+
+    Output
+    ------
+    a : [..., N]; b : [..., K] -- in the precision of H
+
+    Example
+    -------
+    >>> a, b = closed_form_design(H, 1.0, "zf")
+    >>> aircomp_mse(H, a, b, 0.1)            # = 0.1 ||a||^2: aligned
     """
     numpy_out = not is_tensor(H, power)
     H, p = check_channel_and_power(H, power)
@@ -108,8 +163,15 @@ def phase_compensated_full_power(H, power):
     """Full-power transmit scalars with the channel phase pre-compensated: b_k = sqrt(P_k) conj(g_k) / |g_k|.
 
     g_k = u^H h_k along the MRC direction u (N = 1: g_k = h_k), so that every device arrives in phase; pair it
-    with `mmse_receiver`. Input: H [..., N, K]; power scalar or [..., K] (linear, real). Output: b [..., K],
-    dtype of H. A channel orthogonal to u raises `tf.errors.InvalidArgumentError`.
+    with `mmse_receiver`. A channel orthogonal to u raises `tf.errors.InvalidArgumentError`.
+
+    Input
+    -----
+    H : [..., N, K], tf.complex; power : scalar or [..., K], float (linear)
+
+    Output
+    ------
+    b : [..., K], dtype of H
     """
     g = effective_gains(H, mrc_direction(H))                                   # [..., K]
     mag = _checked_positive(tf.abs(g), "a channel h_k is orthogonal to the MRC direction")
@@ -121,8 +183,15 @@ def mmse_receiver(H, b, noise_var):
     r"""Optimal receive vector for fixed b (the MMSE receiver of the sum).
 
     Minimises :math:`\sum_k |a^H h_k b_k - 1|^2 + \sigma^2\|a\|^2`; with G = H diag(b):
-    :math:`a = (G G^H + \sigma^2 I)^{-1} G 1`. Input H [..., N, K], b [..., K], noise_var scalar or [...].
-    Output a [..., N].
+    :math:`a = (G G^H + \sigma^2 I)^{-1} G 1`.
+
+    Input
+    -----
+    H : [..., N, K], tf.complex; b : [..., K], tf.complex; noise_var : scalar or [...] (linear, per antenna)
+
+    Output
+    ------
+    a : [..., N], tf.complex
     """
     G = H * b[..., None, :]
     n = tf.shape(H)[-2]

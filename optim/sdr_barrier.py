@@ -20,10 +20,20 @@ import numpy as np
 def sdr_barrier(H, power, active=None, tol=1e-7, max_newton=400):
     """Solve the ZF SDR for a batch.
 
-    Input: H [B, N, K] complex; power [B, K] (> 0); active [B, K] bool or None (inactive devices get no
-    constraint and multiplier 0); tol: relative duality gap. Output: X [B, N, N] complex (primal, feasible up
-    to rounding), duals [B, K] (>= 0), value [B] (tr X), converged [B] bool (finite, gap <= tol; the rest
-    should go to another solver).
+    Input
+    -----
+    H : [B, N, K], complex128
+    power : [B, K], float64 -- P_k, linear, > 0
+    active : None | [B, K], bool -- inactive devices get no constraint and multiplier 0
+    tol : float -- relative duality gap; max_newton : int -- Newton steps in all
+
+    Output
+    ------
+    X : [B, N, N], complex128 -- primal, feasible up to rounding
+    duals : [B, K], float64 -- >= 0
+    value : [B], float64 -- tr X
+    converged : [B], bool -- finite and gap <= tol; the rest should go to another solver ("optimal (barrier)"
+        in the policy of `solver_status`)
     """
     batch, n, k = H.shape
     active = np.ones((batch, k), bool) if active is None else np.asarray(active, bool)

@@ -37,8 +37,17 @@ DIRECTIONS = ("mrc", "zf")
 
 @dataclass
 class SubcarrierDesign(AirCompDesign):
-    """An AirCompDesign over F subcarriers (a [..., F, N], b [..., F, K], eta [..., F], mse [...] summed over F)
-    with the budget multipliers duals [..., K] (> 0: that device's total budget is met with equality)."""
+    """An `AirCompDesign` over F subcarriers.
+
+    Parameters
+    ----------
+    a : [..., F, N], complex128; b : [..., F, K], complex128 -- per subcarrier
+    mse : [...], float64 -- summed over the F subcarriers (linear)
+    eta : [..., F], float64 -- the denoising factor per subcarrier
+    status, method -- as `AirCompDesign` ("closed form" for uniform power)
+    duals : None | [..., K], float64 -- budget multipliers of the scaled problem (> 0: that device's total
+        budget is met with equality; NaN when the solve failed; None for uniform power)
+    """
     duals: np.ndarray = None
 
 
@@ -125,9 +134,21 @@ def _design(H, u, g, eta, nv, lead, status, method):
 def uniform_subcarrier_power(H, total_power, noise_var, direction="mrc"):
     """Every device spends P_k / F on each subcarrier; channel inversion per subcarrier (the baseline).
 
-    Input: H [..., F, N, K] complex; total_power scalar or [..., K] (P_k over the F subcarriers, linear);
-    noise_var scalar or [...] (per antenna, per subcarrier); direction "mrc" | "zf" (N >= K) of u_f.
-    Output: SubcarrierDesign with a [..., F, N], b [..., F, K], mse [...] (sum over subcarriers), eta [..., F].
+    Input
+    -----
+    H : [..., F, N, K], complex
+    total_power : scalar or [..., K], float -- P_k over the F subcarriers, linear, > 0
+    noise_var : scalar or [...], float -- per antenna, per subcarrier, linear, >= 0
+    direction : "mrc" (default) | "zf" -- u_f (zf needs N >= K)
+
+    Output
+    ------
+    SubcarrierDesign -- a [..., F, N], b [..., F, K], mse [...] (sum over subcarriers), eta [..., F]
+
+    Example
+    -------
+    >>> H = FadingChannel("tdl-a", 2, 4, num_subcarriers=16, precision="double")(10, seed=0).numpy()
+    >>> gain_db = 10 * np.log10(uniform_subcarrier_power(H, 1.0, 0.1).mse / allocate_subcarrier_power(H, 1.0, 0.1).mse)
     """
     H, u, g, P, nv, lead = _gains(H, total_power, noise_var, direction)
     eta = np.min(P[:, None, :] * np.abs(g) ** 2, axis=-1) / H.shape[1]

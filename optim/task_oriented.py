@@ -35,12 +35,25 @@ from .design import AirCompDesign, design_aircomp
 
 @dataclass
 class TaskOrientedDesign:
-    """A per-dimension design for every realisation.
+    r"""A per-dimension design for every realisation.
 
-    a [..., D, N], b [..., D, K] complex: dimension d's receive vector and transmit scalars (power split
-    included); power_split [D] (p_d, mean 1); noise_var_eff [...] (sigma_eff^2, linear); dimension_mse
-    [..., D] (e_d, per real entry of the standardised payload); weighted_mse [...] (sum_d w_d e_d / sum_d w_d);
-    base: the `AirCompDesign` at sigma_eff^2 it was built from (a [..., N], b [..., K]).
+    Parameters
+    ----------
+    a : [..., D, N], complex128
+        Dimension d's receive vector (power split included)
+    b : [..., D, K], complex128
+        Dimension d's transmit scalars (power split included)
+    power_split : [D], float64
+        p_d, mean 1
+    noise_var_eff : scalar or [...], float64
+        :math:`\sigma_{\rm eff}^2`, linear
+    dimension_mse : [..., D], float64
+        e_d, per real entry of the standardised payload
+    weighted_mse : [...], float64
+        :math:`\sum_d w_d e_d / \sum_d w_d`
+    base : AirCompDesign
+        The design at :math:`\sigma_{\rm eff}^2` it was built from (a [..., N], b [..., K]); its `status`
+        follows `solver_status`
     """
     a: np.ndarray
     b: np.ndarray
@@ -88,7 +101,7 @@ def task_oriented_design(H, power, noise_var, importance, method="mmse", seed=No
     split, ratio = power_split(importance)
     nv = check_noise_var(noise_var, tf.float64).numpy()
     nv_eff = nv * ratio
-    base = design_aircomp(H, power, nv_eff, method, seed=seed, progress=False, **design_kwargs)
+    base = design_aircomp(H, power, nv_eff, method, seed=seed, **design_kwargs)
     root = np.sqrt(split)
     a = base.a[..., None, :] / root[:, None]
     b = base.b[..., None, :] * root[:, None]

@@ -51,11 +51,25 @@ def _check_threshold(threshold, budget):
 def truncated_inversion(H, power, noise_var, threshold, budget="peak", mean_gain=1.0):
     """Truncated channel inversion for every realisation (module docstring).
 
-    Input: H [..., N, K] complex; power scalar or [..., K] (P_k, linear, > 0); noise_var scalar or [...]
-    (sigma^2 per antenna, linear); threshold g_th >= 0 on |g_k|^2 (linear); budget "peak" | "average"
-    ("average" needs N = 1 and uses the Rayleigh mean gain `mean_gain` beta).
-    Output: AirCompDesign with a [..., N], b [..., K] (exactly 0 for a silent device), mse [...] (linear,
-    an excluded device costs 1), eta [...] (NaN where nobody transmits: a = 0, MSE = K), status.
+    Input
+    -----
+    H : [..., N, K], complex
+    power : scalar or [..., K], float -- P_k, linear, > 0
+    noise_var : scalar or [...], float -- sigma^2 per antenna, linear, >= 0
+    threshold : float -- g_th >= 0 on |g_k|^2 (linear)
+    budget : "peak" (default) | "average" -- "average" needs N = 1 and uses the Rayleigh mean gain
+    mean_gain : float -- beta
+
+    Output
+    ------
+    AirCompDesign -- a [..., N], b [..., K] (exactly 0 for a silent device), mse [...] (linear, an excluded
+    device costs 1), eta [...] (NaN where nobody transmits: a = 0, MSE = K), status "closed form (BUDGET
+    budget)" or "nobody transmits"
+
+    Example
+    -------
+    >>> g_th, _ = best_truncation_threshold(num_devices=8, snr=10.0)
+    >>> d = truncated_inversion(h, 1.0, 0.1, g_th)          # h [B, 1, 8]
     """
     threshold = _check_threshold(threshold, budget)
     Ht, pt = check_channel_and_power(H, power, None)

@@ -19,12 +19,21 @@ from scipy.optimize import nnls
 
 
 def zf_sca(H, power, a0, max_iter=30, tol=1e-6):
-    """Refine a feasible ZF design.
+    r"""Refine a feasible ZF design.
 
-    Input: H [N, K] complex; power [K] or scalar (> 0); a0 [N] complex with |a0^H h_k|^2 >= 1/P_k (it is
-    rescaled onto that set first). Output: (a [N] complex, history: ||a||^2 per accepted iterate
-    (non-increasing), status: "converged", "max_iter" or "stopped at iteration i: reason" -- the returned a
-    is then the last feasible iterate).
+    Input
+    -----
+    H : [N, K], complex128
+    power : scalar or [K], float -- P_k, linear, > 0
+    a0 : [N], complex -- a start; rescaled onto :math:`|a^H h_k|^2 \ge 1/P_k` first
+    max_iter : int; tol : float -- stop when ||a||^2 falls by less than `tol` relative
+
+    Output
+    ------
+    a : [N], complex128 -- feasible, :math:`\|a\|^2` no larger than at the start
+    history : list of float -- :math:`\|a\|^2` per accepted iterate (non-increasing)
+    status : str -- "converged", "max_iter" or "stopped at iteration i: reason" (a is then the last feasible
+        iterate)
     """
     k = H.shape[1]
     target = 1.0 / np.broadcast_to(np.asarray(power, float), (k,))

@@ -29,9 +29,22 @@ _COMPILED = {}
 
 @dataclass
 class SdrSolution:
-    """X [N, N] complex (the relaxed a a^H); value = tr X (nan when failed); duals [K] (>= 0, unscaled: only
-    their direction matters to `dual_bound`); status: "optimal", "inaccurate" (only OPTIMAL_INACCURATE was
-    reached; X and duals are still used) or "failed (...)"; solver: the solver whose answer is returned."""
+    """One solve of `ZfSdr`.
+
+    Parameters
+    ----------
+    X : [N, N], complex128
+        The relaxed :math:`a a^H` (NaN when failed)
+    value : float
+        tr X (NaN when failed)
+    duals : [K], float64
+        Multipliers >= 0, unscaled: only their direction matters to `dual_bound` (NaN when failed)
+    status : str
+        The outcome of `solver_status.solve_in_order`: "optimal", "inaccurate" (only OPTIMAL_INACCURATE was
+        reached; X and duals are still used) or "failed (SOLVER: what; ...)"
+    solver : str
+        The solver whose answer is returned ("" when failed); a design reports "status (solver)"
+    """
     X: np.ndarray
     value: float
     duals: np.ndarray
@@ -40,7 +53,16 @@ class SdrSolution:
 
 
 def real_form(h):
-    """Q = h~ h~^T + (J h~)(J h~)^T for complex h [N]; Q [2N, 2N] real."""
+    r"""The real form :math:`Q = \tilde h \tilde h^T + (J\tilde h)(J\tilde h)^T` of :math:`h h^H` (module docstring).
+
+    Input
+    -----
+    h : [N], complex
+
+    Output
+    ------
+    Q : [2N, 2N], float64 -- :math:`h^H X h = \tfrac12 \mathrm{tr}(Y Q)` for the real form Y of X
+    """
     hr = np.concatenate([h.real, h.imag])
     jh = np.concatenate([-h.imag, h.real])
     return np.outer(hr, hr) + np.outer(jh, jh)
@@ -126,7 +148,15 @@ class ZfSdr:
 def candidate_directions(X, num_draws, rng):
     """Principal eigenvector of X plus `num_draws` Gaussian randomisations u = X^{1/2} z, z ~ CN(0, I).
 
-    Input X [B, N, N] Hermitian PSD. Output [B, 1 + num_draws, N] complex.
+    Input
+    -----
+    X : [B, N, N], complex -- Hermitian PSD
+    num_draws : int
+    rng : numpy.random.Generator -- e.g. `deft6g.rng.np_rng()`
+
+    Output
+    ------
+    U : [B, 1 + num_draws, N], complex -- candidate receive directions (`best_aligned` picks among them)
     """
     w, V = np.linalg.eigh(X)
     w = np.clip(w, 0.0, None)

@@ -1,10 +1,10 @@
-"""deft6g.phy: Sionna link-level models -- uplink channels, MIMO AirComp, the digital baseline, D2D."""
+"""deft6g.phy: Sionna link-level models -- fading channels, MIMO AirComp, the digital baseline, D2D."""
 
 import deft6g  # noqa: F401  (sets the TensorFlow environment before TensorFlow is imported)
 
 from .aircomp import aircomp_channel_uses, aircomp_estimate, aircomp_mse, effective_gains
 from .aircomp_uplink import AirCompUplink
-from .channels import CHANNEL_MODELS, UplinkChannel, imperfect_csi, log_distance_gain_db
+from .channels import CHANNEL_MODELS, FLAT_MODELS, FadingChannel, imperfect_csi, log_distance_gain_db
 from .payload import pack, payload_correlation, standardise, unpack
 from .d2d import D2DLink
 from .prompt_link import PromptLink, PromptLinkResult

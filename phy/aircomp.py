@@ -47,7 +47,24 @@ def validate_design(H, a, b, noise_var):
 
 
 def effective_gains(H, a):
-    r"""Return :math:`g_k = a^H h_k`, shape [..., K], for H [..., N, K] and a [..., N]."""
+    r"""Effective gains :math:`g_k = a^H h_k` of the devices after receive beamforming (no checks).
+
+    Input
+    -----
+    H : [..., N, K], tf.complex
+        Channels; column k is :math:`h_k`
+    a : [..., N], tf.complex
+        Receive beamformer (same dtype as H)
+
+    Output
+    ------
+    g : [..., K], tf.complex
+        :math:`a^H h_k` per device
+
+    Example
+    -------
+    >>> g = effective_gains(H, a)         # |g_k b_k - 1| is device k's misalignment
+    """
     return tf.reduce_sum(tf.math.conj(a)[..., :, None] * H, axis=-2)
 
 
@@ -65,10 +82,28 @@ def aircomp_mse(H, a, b, noise_var, payload_cov=None):
     `payload_correlation(x)`; identical payloads: all ones). Aligned designs (d = 0) have the same MSE for every
     C; designs that leave a residual d (mmse, full power, power control at N = 1) do not.
 
-    Input: H [..., N, K] complex; a [..., N] complex; b [..., K] complex; noise_var scalar or [...]
-    (sigma^2, linear, per receive antenna); payload_cov None | [..., K, K] (Hermitian, positive semidefinite,
-    unit diagonal for standardised payloads). NumPy in gives NumPy out; a TF tensor in gives a tensor.
-    Output: mse [...] float (linear; complex64 inputs give float32, double inputs float64).
+    Input
+    -----
+    H : [..., N, K], complex
+        Channels (NumPy in gives NumPy out; a TF tensor in gives a tensor)
+    a : [..., N], complex
+        Receive beamformer
+    b : [..., K], complex
+        Transmit scalars
+    noise_var : scalar or [...], float
+        :math:`\sigma^2`, linear, per receive antenna, >= 0
+    payload_cov : None (default) | [..., K, K], float or complex
+        C, Hermitian positive semidefinite, unit diagonal for standardised payloads
+
+    Output
+    ------
+    mse : [...], float
+        Linear; float32 for single-precision inputs, float64 when any of H, a, b is double
+
+    Example
+    -------
+    >>> aircomp_mse(np.ones((2, 3)), np.full(2, 0.5), np.ones(3), 0.1)        # aligned: 0.1 x ||a||^2
+    0.05
     """
     H, a, b, nv, numpy_out = validate_design(H, a, b, noise_var)
     d = effective_gains(H, a) * b - 1                                              # [..., K]
@@ -87,12 +122,32 @@ def aircomp_mse(H, a, b, noise_var, payload_cov=None):
 def aircomp_estimate(s, H, a, b, noise_var, seed=None):
     r"""Server estimate :math:`\hat f = a^H (\sum_k h_k b_k s_k + n)` of the sum of the payloads.
 
-    Input: s [..., K, L] complex payload symbols (unit variance for `aircomp_mse` to apply);
-    H [..., N, K]; a [..., N]; b [..., K]; noise_var scalar or [...] (per receive antenna, linear);
-    seed: re-seeds the library RNG (`deft6g.rng.reseed`) before the noise is drawn.
-    Output: f_hat [..., L] complex.
     The noise is drawn per antenna by Sionna's `AWGN`; the signal part is evaluated as
     (a^H H diag(b)) s, which costs N K + K L per realisation instead of N K L.
+
+    Input
+    -----
+    s : [..., K, L], complex
+        Payload symbols (unit variance for `aircomp_mse` to apply)
+    H : [..., N, K], complex
+        Channels
+    a : [..., N], complex
+        Receive beamformer
+    b : [..., K], complex
+        Transmit scalars
+    noise_var : scalar or [...], float
+        :math:`\sigma^2`, linear, per receive antenna
+    seed : None (default) | int
+        Re-seeds the library RNG (`deft6g.rng.reseed`) before the noise is drawn
+
+    Output
+    ------
+    f_hat : [..., L], complex
+        Estimate of :math:`\sum_k s_k` (NumPy in, NumPy out)
+
+    Example
+    -------
+    >>> f_hat = aircomp_estimate(s, H, a, b, 0.1, seed=0)
     """
     numpy_out = not is_tensor(s, H, a, b, noise_var)
     H, a, b, nv, _ = validate_design(H, a, b, noise_var)
@@ -133,8 +188,25 @@ def aircomp_channel_uses(num_reals, num_devices=None, num_subcarriers=1, stats_p
     Example: L = 100, F = 8, K = 4 -> 8 x 7 = 56 payload uses + 4 x 64 side-information uses (4 x 512 when
     the statistics are per subcarrier).
 
-    Input: num_reals L, num_devices K (None: payload only), num_subcarriers F (ints >= 1);
-    stats_per_subcarrier (bool); side_info_bits (int >= 1); side_info_bits_per_use (float > 0). Output: int.
+    Input
+    -----
+    num_reals : int
+        L >= 1, reals per device
+    num_devices : None (default) | int
+        K >= 1; None counts the payload only
+    num_subcarriers : int
+        F >= 1
+    stats_per_subcarrier : bool
+        One standardisation per subcarrier (G = F) instead of one per device (G = 1)
+    side_info_bits : int
+        Bits per side-information real (>= 1)
+    side_info_bits_per_use : float
+        Bits per channel use of the side information (> 0)
+
+    Output
+    ------
+    uses : int
+        Channel uses (resource elements)
     """
     num_reals = check_count(num_reals, "num_reals")
     f = check_count(num_subcarriers, "num_subcarriers")

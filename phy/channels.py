@@ -1,4 +1,4 @@
-"""Uplink channels H [..., N, K] from Sionna: Rayleigh, correlated Rayleigh, 3GPP TDL/CDL over OFDM."""
+"""Fading channels H [..., N, K] from Sionna: Rayleigh, correlated Rayleigh, 3GPP TDL/CDL over OFDM."""
 
 import numpy as np
 import tensorflow as tf
@@ -16,8 +16,11 @@ CDL_MODELS = tuple(f"cdl-{m}" for m in "abcde")
 CHANNEL_MODELS = FLAT_MODELS + TDL_MODELS + CDL_MODELS
 
 
-class UplinkChannel(Block):
-    r"""Draw uplink channels from K single-antenna devices to an N-antenna server.
+class FadingChannel(Block):
+    r"""Draw fading channels from K single-antenna transmitters to an N-antenna receiver.
+
+    The receiver is the server on the AirComp and digital uplinks, and a device on a D2D link (`D2DLink`,
+    `PromptLink`, with K = 1).
 
     Models: "rayleigh" (i.i.d. CN(0,1) entries, Sionna `RayleighBlockFading`); "correlated"
     (Kronecker model with exponential correlation :math:`R_{ij} = \rho^{|i-j|}` at the server array,
@@ -51,6 +54,11 @@ class UplinkChannel(Block):
     Output
     ------
     H : [batch_size, N, K] (flat models) or [batch_size, F, N, K] (TDL/CDL), tf.complex
+
+    Example
+    -------
+    >>> H = FadingChannel("rayleigh", num_rx_ant=4, num_devices=8)(1000, seed=0)       # [1000, 4, 8]
+    >>> Hf = FadingChannel("tdl-a", 4, 8, num_subcarriers=64)(10, seed=0)              # [10, 64, 4, 8]
     """
 
     def __init__(self, model, num_rx_ant, num_devices, *, correlation=0.7, path_gain_db=None,
@@ -142,8 +150,23 @@ class _RandomServerAzimuth:
 def log_distance_gain_db(distance_m, exponent=3.0, ref_distance_m=100.0):
     r"""Large-scale gain [dB] relative to a reference distance: :math:`-10\,\alpha \log_{10}(d / d_0)`.
 
-    Input: distance_m [K] float [m] (> 0). Output: gain [K] float [dB]; 0 dB at `ref_distance_m`, so the
-    SNR convention P / sigma^2 holds for a device at the reference distance.
+    Input
+    -----
+    distance_m : [K], float
+        Device distances [m], > 0
+    exponent : float
+        Path-loss exponent :math:`\alpha` > 0
+    ref_distance_m : float
+        :math:`d_0` [m] > 0
+
+    Output
+    ------
+    gain_db : [K], float64
+        [dB]; 0 dB at `ref_distance_m`, so the SNR convention P / sigma^2 holds for a device there
+
+    Example
+    -------
+    >>> FadingChannel("rayleigh", 4, 3, path_gain_db=log_distance_gain_db([50.0, 100.0, 200.0]))
     """
     d = np.asarray(distance_m, dtype=float)
     if d.ndim != 1 or not np.all(np.isfinite(d)) or np.any(d <= 0):
@@ -156,8 +179,20 @@ def log_distance_gain_db(distance_m, exponent=3.0, ref_distance_m=100.0):
 def imperfect_csi(H, error_var, seed=None):
     r"""Channel estimate :math:`\hat H = H + E`, :math:`E` with i.i.d. :math:`\mathcal{CN}(0, \sigma_e^2)` entries.
 
-    Designs use :math:`\hat H`; the link uses H. Input: H [..., N, K] complex; error_var scalar or [...]
-    (sigma_e^2, linear, >= 0); seed. Output: H_hat, same shape and type as H.
+    Designs use :math:`\hat H`; the link uses H.
+
+    Input
+    -----
+    H : [..., N, K], complex
+        The true channels (NumPy in, NumPy out)
+    error_var : scalar or [...], float
+        :math:`\sigma_e^2`, linear, >= 0
+    seed : None (default) | int
+        Re-seeds the library RNG first
+
+    Output
+    ------
+    H_hat : [..., N, K], complex -- same shape and type as H
     """
     numpy_out = not is_tensor(H, error_var)
     H = as_tensor(H, "H", min_rank=2)

@@ -3,17 +3,17 @@
 import tensorflow as tf
 from sionna.phy import Block
 
-from .channels import UplinkChannel
+from .channels import FadingChannel
 from .digital_link import DigitalLink
 
 
 class D2DLink(Block):
-    r"""A digital D2D link over a fresh channel per realisation, built from `UplinkChannel` and `DigitalLink`.
+    r"""A digital D2D link over a fresh channel per realisation, built from `FadingChannel` and `DigitalLink`.
 
     Parameters
     ----------
     model : str -- channel model (see `CHANNEL_MODELS`); num_rx_ant : int -- receiving device's antennas
-    channel_kwargs : dict -- extra `UplinkChannel` arguments; the other keywords go to `DigitalLink`
+    channel_kwargs : dict -- extra `FadingChannel` arguments; the other keywords go to `DigitalLink`
 
     Input
     -----
@@ -28,7 +28,7 @@ class D2DLink(Block):
 
     def __init__(self, model="rayleigh", num_rx_ant=1, channel_kwargs=None, precision=None, **link_kwargs):
         super().__init__(precision=precision)
-        self.channel = UplinkChannel(model, num_rx_ant, 1, precision=precision, **(channel_kwargs or {}))
+        self.channel = FadingChannel(model, num_rx_ant, 1, precision=precision, **(channel_kwargs or {}))
         self.link = DigitalLink(precision=precision, **link_kwargs)
 
     def call(self, x, noise_var, power=1.0, seed=None):

@@ -14,9 +14,22 @@ from .digital_uplink import DigitalUplink
 class LinkResult:
     """What a digital transmission delivered and cost.
 
-    x_hat [..., L] float: dequantised payloads (0 where not delivered); valid [..., L] bool: the entry's
-    blocks and the header passed their CRC; bit_errors / bits: payload-bit errors (before the CRC) and
-    count; block_errors / blocks: CRC failures and count; channel_uses: symbols spent per link (int).
+    Parameters
+    ----------
+    x_hat : [..., L], tf.float
+        Dequantised payloads, 0 where not delivered
+    valid : [..., L], tf.bool
+        The entry's blocks and the header passed their CRC
+    bit_errors : int
+        Payload-bit errors before the CRC
+    bits : int
+        Payload bits transmitted
+    block_errors : int
+        CRC failures
+    blocks : int
+        Blocks transmitted
+    channel_uses : int
+        Symbols spent per link
     """
     x_hat: tf.Tensor
     valid: tf.Tensor
@@ -28,10 +41,12 @@ class LinkResult:
 
     @property
     def ber(self):
+        """Bit error rate before the CRC (0 when no bits were sent)."""
         return self.bit_errors / max(self.bits, 1)
 
     @property
     def bler(self):
+        """Block error rate, CRC failures / blocks (0 when no blocks were sent)."""
         return self.block_errors / max(self.blocks, 1)
 
 
@@ -56,6 +71,12 @@ class DigitalLink(Block):
     Output
     ------
     LinkResult
+
+    Example
+    -------
+    >>> link = DigitalLink(num_bits=8, num_bits_per_symbol=4, code_rate=0.5)
+    >>> res = link(x, h, noise_var=0.01)               # x [B, L], h [B, N]
+    >>> res.bler, res.channel_uses
     """
 
     def __init__(self, num_bits=8, num_bits_per_symbol=4, code_rate=0.5, codeword_length=1200,

@@ -44,13 +44,30 @@ HEADER_BITS = 64                    # the quantiser range (lo, hi) as two float3
 class UplinkResult:
     """What one digital round delivered and cost (leading dimensions [...] = the realisations of the input).
 
-    f_hat [..., L]: the server's sum estimate, K x the mean over devices that delivered each entry;
-    x_hat [..., K, L]: delivered payloads (0 where not delivered); valid [..., K, L] bool: delivered;
-    agg_mse: per-entry MSE of f_hat against the true sum; ber: payload-bit error rate of the transmitted
-    blocks before the CRC (nan for link="abstract"); bler: CRC failures / transmitted blocks;
-    bit_errors, bits, block_errors, blocks: the counts behind them; channel_uses [...] int: symbols of all
-    groups per realisation; mcs [..., K] int: MCS table index (adaptive) or 0 (fixed), -1 = outage;
-    groups [...] int: number of orthogonal groups; devices [...] int: devices that delivered >= 1 entry.
+    Parameters
+    ----------
+    f_hat : [..., L], tf.float
+        The server's sum estimate, K x the mean over the devices that delivered each entry (0 where none did)
+    x_hat : [..., K, L], tf.float
+        Delivered payloads, 0 where not delivered
+    valid : [..., K, L], tf.bool
+        Delivered (the entry's blocks and the device's header passed their CRC)
+    agg_mse : float
+        Per-entry MSE of f_hat against the true sum (linear)
+    bit_errors, bits : int
+        Payload-bit errors of the transmitted blocks before the CRC, and their number (0 for link="abstract")
+    block_errors, blocks : int
+        CRC failures and transmitted blocks
+    channel_uses : [...], int
+        Symbols of all groups per realisation
+    mcs : [..., K], int
+        MCS table index (adaptive) or 0 (fixed); -1 = outage
+    groups : [...], int
+        Number of orthogonal groups
+    devices : [...], int
+        Devices that delivered at least one entry
+
+    `ber` (NaN for link="abstract") and `bler` are the rates behind the counts.
     """
     f_hat: tf.Tensor
     x_hat: tf.Tensor
@@ -67,10 +84,12 @@ class UplinkResult:
 
     @property
     def ber(self):
+        """Payload-bit error rate before the CRC (NaN when no bits were simulated)."""
         return self.bit_errors / self.bits if self.bits else float("nan")
 
     @property
     def bler(self):
+        """CRC failures / transmitted blocks."""
         return self.block_errors / max(self.blocks, 1)
 
 
@@ -96,6 +115,12 @@ class DigitalUplink(Block):
     Output
     ------
     UplinkResult (without the B dimension when x had none)
+
+    Example
+    -------
+    >>> H = FadingChannel("rayleigh", num_rx_ant=4, num_devices=8)(10, seed=0)
+    >>> res = DigitalUplink(num_bits=8, link="abstract")(x, H, noise_var=0.1, seed=0)   # x [10, 8, L]
+    >>> res.agg_mse, res.channel_uses
     """
 
     def __init__(self, num_bits=8, mcs="adaptive", detector="lmmse", streams="auto", link="bits",

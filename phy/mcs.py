@@ -38,8 +38,21 @@ _Z_TARGET = float(ndtri(1.0 - BLER_TARGET))    # Q^{-1}(0.1) = 1.2816
 
 @dataclass(frozen=True)
 class Mcs:
-    """One MCS: NR index (table 2), m bits per QAM symbol, code rate R x 1024, measured 10 %-BLER SINR
-    threshold [dB] and probit slope [dB] (see the module docstring)."""
+    """One modulation-and-coding scheme of `MCS_TABLE` (module docstring).
+
+    Parameters
+    ----------
+    index : int
+        Row of NR MCS table 2 (3GPP TS 38.214 Table 5.1.3.1-2)
+    num_bits_per_symbol : int
+        m, bits per QAM symbol
+    rate_x1024 : float
+        Target code rate R x 1024
+    threshold_db : float
+        Measured post-detection SINR of 10 % BLER over AWGN [dB]
+    slope_db : float
+        Probit slope of the BLER waterfall [dB]
+    """
     index: int
     num_bits_per_symbol: int
     rate_x1024: float
@@ -48,6 +61,7 @@ class Mcs:
 
     @property
     def code_rate(self):
+        """R, the code rate."""
         return self.rate_x1024 / 1024.0
 
     def info_bits(self, codeword_length=CODEWORD_LENGTH):

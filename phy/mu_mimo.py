@@ -10,12 +10,28 @@ DETECTORS = ("lmmse", "zf")
 def equalize(y, h, noise_var, detector="lmmse", precision=None):
     r"""Detect S streams from N antennas with Sionna's `lmmse_equalizer` (interference whitened) or `zf_equalizer`.
 
-    Input: y [..., N] complex received samples; h [..., N, S] complex channels with each stream's transmit
-    amplitude folded in (batch dimensions broadcast against y's, so one h serves many symbols);
-    noise_var > 0, the noise variance per antenna (linear); detector "lmmse" | "zf" (ZF needs S <= N).
-    Output: x_hat [..., S] unbiased symbol estimates and no_eff [..., S] the variance of their error, so that
-    the post-detection SINR of unit-energy symbols is 1 / no_eff:
+    The post-detection SINR of unit-energy symbols is 1 / no_eff:
     LMMSE :math:`1/[(I + H^H H/\sigma^2)^{-1}]_{kk} - 1`, ZF :math:`1/(\sigma^2 [(H^H H)^{-1}]_{kk})`.
+
+    Input
+    -----
+    y : [..., N], tf.complex
+        Received samples
+    h : [..., N, S], tf.complex
+        Channels with each stream's transmit amplitude folded in (batch dimensions broadcast against y's,
+        so one h serves many symbols)
+    noise_var : float or tf.float
+        Noise variance per antenna, linear, > 0
+    detector : "lmmse" (default) | "zf"
+        ZF needs S <= N
+    precision : None (default) | "single" | "double"
+
+    Output
+    ------
+    x_hat : [..., S], tf.complex
+        Unbiased symbol estimates
+    no_eff : [..., S], tf.float
+        The variance of their error
     """
     if detector not in DETECTORS:
         raise ValueError(f"`detector` must be one of {DETECTORS}, got {detector!r}")
@@ -28,7 +44,17 @@ def equalize(y, h, noise_var, detector="lmmse", precision=None):
 
 
 def post_detection_sinr(h, noise_var, detector="lmmse", precision=None):
-    """Post-detection SINR [..., S] (linear) of the S streams of h [..., N, S] (see `equalize`)."""
+    """Post-detection SINR of the S streams of h (see `equalize`).
+
+    Input
+    -----
+    h : [..., N, S], tf.complex; noise_var : float (linear, per antenna); detector : "lmmse" | "zf";
+    precision : None | "single" | "double"
+
+    Output
+    ------
+    sinr : [..., S], tf.float -- linear
+    """
     h = tf.convert_to_tensor(h)
     _, no_eff = equalize(tf.zeros(tf.shape(h)[:-1], h.dtype), h, noise_var, detector, precision)
     return 1.0 / no_eff

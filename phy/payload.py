@@ -6,10 +6,20 @@ import tensorflow as tf
 def standardise(x, over_subcarriers=False):
     """Standardise each device's payload.
 
-    Input: x [..., K, L] float (statistics per device over L), or with `over_subcarriers` x [..., F, K, L]
-    (one mean and std per device over all its F x L reals, so the side information is 2 reals per device
-    instead of 2F). Output: (z, mean, std) with z shaped as x, zero-mean and unit-variance per device, and
-    mean, std [..., K] (over_subcarriers: [..., 1, K]) -- the side information, sent once, noise-free.
+    Input
+    -----
+    x : [..., K, L] or, with `over_subcarriers`, [..., F, K, L], tf.float
+        Payloads; statistics per device over L (over all its F x L reals with `over_subcarriers`, so the side
+        information is 2 reals per device instead of 2F)
+    over_subcarriers : bool
+
+    Output
+    ------
+    z : shape of x, tf.float
+        Zero-mean, unit-variance per device
+    mean, std : [..., K] (over_subcarriers: [..., 1, K]), tf.float
+        The side information, sent once, noise-free
+
     No absolute floor is added to the variance, so a payload of any scale (std 1e-7 as well as 1e3) is
     standardised exactly; a constant payload (std 0) gives z = 0 and std = 0 (its mean alone carries it).
     """
@@ -23,9 +33,20 @@ def standardise(x, over_subcarriers=False):
 
 
 def pack(z):
-    """Pack reals two per complex symbol with unit variance: [..., L] float -> [..., ceil(L/2)] complex.
+    r"""Pack reals two per complex symbol with unit variance: :math:`s_i = (z_{2i} + j z_{2i+1}) / \sqrt2`.
 
-    s_i = (z_{2i} + j z_{2i+1}) / sqrt(2); an odd L is padded with one zero.
+    Input
+    -----
+    z : [..., L], tf.float
+        Standardised reals; an odd L is padded with one zero
+
+    Output
+    ------
+    s : [..., ceil(L/2)], tf.complex
+
+    Example
+    -------
+    >>> unpack(pack(z), z.shape[-1])          # == z
     """
     n = z.shape[-1]
     if n % 2:
@@ -36,7 +57,18 @@ def pack(z):
 
 
 def unpack(s, num_reals):
-    """Inverse of `pack`: [..., M] complex -> [..., num_reals] float."""
+    """Inverse of `pack`.
+
+    Input
+    -----
+    s : [..., M], tf.complex
+    num_reals : int
+        L <= 2M, the reals to keep
+
+    Output
+    ------
+    z : [..., L], tf.float
+    """
     s = s * tf.cast(tf.sqrt(2.0), s.dtype)
     pairs = tf.stack([tf.math.real(s), tf.math.imag(s)], axis=-1)
     flat = tf.reshape(pairs, tf.concat([tf.shape(s)[:-1], [-1]], axis=0))
@@ -46,9 +78,18 @@ def unpack(s, num_reals):
 def payload_correlation(x):
     r"""Correlation matrix of the devices' standardised payloads, the `payload_cov` of `aircomp_mse`.
 
-    Input: x [..., K, L] float (L >= 2 reals per device). Output: C [..., K, K] float with
-    :math:`C_{jk} = \frac1L \sum_l z_{jl} z_{kl}` for the standardised z of `standardise` (unit diagonal; a
-    constant payload has a zero row). Packing two reals per complex symbol keeps it: E[s_j s_k^*] = C_jk when
+    Input
+    -----
+    x : [..., K, L], tf.float
+        Payloads, L >= 2 reals per device
+
+    Output
+    ------
+    C : [..., K, K], tf.float
+        :math:`C_{jk} = \frac1L \sum_l z_{jl} z_{kl}` for the standardised z of `standardise` (unit diagonal; a
+        constant payload has a zero row)
+
+    Packing two reals per complex symbol keeps it: E[s_j s_k^*] = C_jk when
     the reals of one device are exchangeable.
     """
     z, _, _ = standardise(x)

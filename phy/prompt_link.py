@@ -8,7 +8,7 @@ from sionna.phy import Block
 from sionna.phy.channel import AWGN
 
 from .block_codec import CRC_BITS, BlockCodec
-from .channels import FLAT_MODELS, UplinkChannel
+from .channels import FLAT_MODELS, FadingChannel
 from deft6g.checks import as_tensor, check_count, check_noise_var, check_nonnegative
 from .payload import pack, standardise, unpack
 from .quantizer import Quantizer
@@ -22,12 +22,24 @@ FAILURE_POLICIES = ("drop", "keep")
 class PromptLinkResult:
     """What one D2D prompt transmission delivered and cost (B independent prompts).
 
-    x_hat [B, L] float32: the received prompts. payload_bits: quantised bits of one prompt, L q (digital; 0
-    for analog). bit_errors / bits: errors among the delivered info bits and their number (bits of dropped
-    blocks are not delivered). block_errors / transmissions: CRC failures among all codeword transmissions,
-    retransmissions included. blocks: distinct codewords (B times per prompt); dropped_blocks: codewords
-    still failing after the last attempt; dropped_reals: prompt entries replaced by `fill`.
-    channel_uses [B] int64: symbols each prompt's transmission spent, retransmissions included.
+    Parameters
+    ----------
+    x_hat : [B, L], tf.float
+        The received prompts
+    payload_bits : int
+        Quantised bits of one prompt, L q (digital; 0 for analog)
+    bit_errors, bits : int
+        Errors among the delivered info bits and their number (bits of dropped blocks are not delivered)
+    block_errors, transmissions : int
+        CRC failures among all codeword transmissions, and their number (retransmissions included)
+    blocks : int
+        Distinct codewords (B times per prompt)
+    dropped_blocks : int
+        Codewords still failing after the last attempt
+    dropped_reals : int
+        Prompt entries replaced by `fill`
+    channel_uses : [B], np.int64
+        Symbols each prompt's transmission spent, retransmissions included
     """
     x_hat: tf.Tensor
     payload_bits: int
@@ -105,7 +117,7 @@ class PromptLink(Block):
             raise ValueError(f"`model` must be a flat-fading model {FLAT_MODELS}, got {model!r}")
         self.mode, self.on_failure = mode, on_failure
         self.max_transmissions = check_count(max_transmissions, "max_transmissions")
-        self.channel = UplinkChannel(model, check_count(num_rx_ant, "num_rx_ant"), 1, precision=precision)
+        self.channel = FadingChannel(model, check_count(num_rx_ant, "num_rx_ant"), 1, precision=precision)
         self._awgn = AWGN(precision=self.precision)
         self.quantizer = Quantizer(num_bits)
         self.codec = BlockCodec(num_bits_per_symbol, code_rate, codeword_length, num_iter, precision=precision)

@@ -10,11 +10,23 @@ from deft6g.rng import tf_rng
 class Quantizer(Object):
     r"""Uniform q-bit quantiser over each payload's own range [min, max] (sent as side information).
 
-    Parameters: num_bits q (1..24); stochastic: unbiased stochastic rounding instead of nearest;
-    precision None | "single" | "double" (Sionna's convention: the dtype of payloads, ranges and bits).
-    `quantize(x)` maps x [..., L] float to (bits [..., L*q] 0/1 MSB first, lo [...], hi [...]), all in the
-    quantiser's precision; `dequantize(bits, lo, hi)` inverts it. Nearest rounding has error variance
-    :math:`\Delta^2/12` with :math:`\Delta = (hi - lo)/(2^q - 1)`.
+    Nearest rounding has error variance :math:`\Delta^2/12` with :math:`\Delta = (hi - lo)/(2^q - 1)`;
+    stochastic rounding is unbiased.
+
+    Parameters
+    ----------
+    num_bits : int
+        q, bits per real (1..24)
+    stochastic : bool
+        Unbiased stochastic rounding (from the library RNG) instead of nearest
+    precision : None (default) | "single" | "double"
+        Sionna's convention: the dtype of payloads, ranges and bits
+
+    Example
+    -------
+    >>> q = Quantizer(8)
+    >>> bits, lo, hi = q.quantize(x)          # x [..., L] -> bits [..., 8 L]
+    >>> x_hat = q.dequantize(bits, lo, hi)    # |x_hat - x| <= (hi - lo) / 510
     """
 
     def __init__(self, num_bits, stochastic=False, precision=None):
@@ -27,6 +39,20 @@ class Quantizer(Object):
         self._weights = tf.constant([2.0 ** (self.num_bits - 1 - i) for i in range(self.num_bits)], self.rdtype)
 
     def quantize(self, x):
+        """Quantise each payload over its own range.
+
+        Input
+        -----
+        x : [..., L], tf.float
+            Payloads
+
+        Output
+        ------
+        bits : [..., L q], tf.float (the quantiser's precision)
+            0/1, q bits per real, most significant bit first
+        lo, hi : [...], tf.float
+            Each payload's minimum and maximum, the side information `dequantize` needs
+        """
         x = tf.cast(x, self.rdtype)
         lo, hi = tf.reduce_min(x, axis=-1), tf.reduce_max(x, axis=-1)
         span = tf.maximum(hi - lo, tf.cast(1e-30, self.rdtype))[..., None]
@@ -41,6 +67,19 @@ class Quantizer(Object):
         return tf.reshape(tf.cast(bits, self.rdtype), tf.concat([tf.shape(x)[:-1], [-1]], 0)), lo, hi
 
     def dequantize(self, bits, lo, hi):
+        """Invert `quantize`: the reals at the quantisation levels the bits name.
+
+        Input
+        -----
+        bits : [..., L q], float or int
+            0/1, most significant bit first
+        lo, hi : [...], tf.float
+            The payloads' ranges from `quantize`
+
+        Output
+        ------
+        x_hat : [..., L], tf.float (the quantiser's precision)
+        """
         groups = tf.reshape(tf.cast(bits, self.rdtype), tf.concat([tf.shape(bits)[:-1], [-1, self.num_bits]], 0))
         ints = tf.reduce_sum(groups * self._weights, axis=-1)
         lo, hi = tf.cast(lo, self.rdtype), tf.cast(hi, self.rdtype)

@@ -16,6 +16,9 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def crandn(rng, *shape):
-    """Unit-variance circularly-symmetric complex Gaussian array."""
-    return (rng.normal(size=shape) + 1j * rng.normal(size=shape)) / np.sqrt(2)
+@pytest.fixture(scope="session")
+def crandn():
+    """`crandn(rng, *shape)`: a unit-variance circularly-symmetric complex Gaussian array drawn from `rng`."""
+    def draw(rng, *shape):
+        return (rng.normal(size=shape) + 1j * rng.normal(size=shape)) / np.sqrt(2)
+    return draw

@@ -7,7 +7,7 @@ import pytest
 from deft6g.benchmarks.impairment_sweeps import (MISALIGN_KINDS, LinkSweeps, _design_misalign_point,
                                                  _misalign_point, _truncation_point)
 from deft6g.optim import design_aircomp
-from deft6g.phy import UplinkChannel
+from deft6g.phy import FadingChannel
 
 
 def test_truncation_point_matches_theory_and_baselines():
@@ -64,7 +64,7 @@ def test_design_misalignment_point_shifts_aligned_medians_by_theory():
     """`deft6g design`'s misalignment sweeps (closed-form expectation, median over channels): for aligned
     designs (ZF, MRC) every realisation's MSE rises by the same excess, so the median does too, exactly:
     K sigma_a^2, 2K(1 - e^{-sigma^2/2}) and 2K(1 - rho_bar) with L = 500 (N = 8, K = 6, 10 dB, 20 channels)."""
-    H = UplinkChannel("rayleigh", 8, 6, precision="double")(20, seed=3).numpy()
+    H = FadingChannel("rayleigh", 8, 6, precision="double")(20, seed=3).numpy()
     designs = {m: design_aircomp(H, 1.0, 0.1, m, progress=False) for m in ("zf", "mrc")}
     base = _design_misalign_point(designs, H, 0.1, dict(phase_std=0.0, seed=0), 500)
     for param, _, _, _ in MISALIGN_KINDS.values():

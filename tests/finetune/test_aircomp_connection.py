@@ -79,7 +79,7 @@ def test_server_noise_variance_is_the_designs_mse(rng, task):
     if task:
         predicted = task_oriented_design(H, 1.0, conn.noise_var, importance, "mmse", seed=11).dimension_mse
     else:
-        predicted = np.full(d, design_aircomp(H, 1.0, conn.noise_var, "mmse", seed=11, progress=False).mse)
+        predicted = np.full(d, design_aircomp(H, 1.0, conn.noise_var, "mmse", seed=11).mse)
     np.testing.assert_allclose(var, 4.0 * predicted, rtol=0.04)
     np.testing.assert_allclose(blocks.mse[0], np.mean(predicted), rtol=1e-4)
 
@@ -151,7 +151,7 @@ def test_mismatches_raise_clear_errors(rng):
         conn.set_importance([1.0, 2.0])
     with pytest.raises(ValueError, match="`importance`"):
         conn.set_importance([1.0, 0.0, 1.0, 1.0])
-    with pytest.raises(ValueError, match="`num_antennas`"):
+    with pytest.raises(ValueError, match="`num_rx_ant`"):
         AirCompConnection(3, 0, 4, snr_db=0.0)
     with pytest.raises(ValueError, match="`snr_db`"):
         AirCompConnection(3, 2, 4, snr_db=float("nan"))

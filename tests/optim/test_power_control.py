@@ -6,7 +6,6 @@ from scipy.optimize import minimize_scalar
 
 import deft6g.optim as optim
 import deft6g.phy as phy
-from tests.conftest import crandn
 
 
 def brute_force_mse(h, power, nv):
@@ -24,7 +23,7 @@ def brute_force_mse(h, power, nv):
 
 
 @pytest.mark.parametrize("nv", [0.01, 0.3, 3.0])
-def test_matches_brute_force(rng, nv):
+def test_matches_brute_force(crandn, rng, nv):
     h = crandn(rng, 20, 6)
     power = rng.uniform(0.2, 3.0, size=(20, 6))
     d = optim.power_control(h, power, nv)
@@ -33,7 +32,7 @@ def test_matches_brute_force(rng, nv):
     assert np.all(np.abs(d.b) ** 2 <= power * (1 + 1e-9))
 
 
-def test_threshold_structure(rng):
+def test_threshold_structure(crandn, rng):
     """q_k = P_k |h_k|^2 <= eta: full power; above: channel inversion, a h_k b_k = 1."""
     h, power = crandn(rng, 50, 8), 1.0
     d = optim.power_control(h, power, 0.5)
@@ -45,7 +44,7 @@ def test_threshold_structure(rng):
     np.testing.assert_allclose(aligned, 1.0, atol=1e-9)
 
 
-def test_matches_design_mse_definition(rng):
+def test_matches_design_mse_definition(crandn, rng):
     h = crandn(rng, 5, 4)
     d = optim.power_control(h, 2.0, 0.1)
     np.testing.assert_allclose(d.mse, phy.aircomp_mse(h[:, None, :], d.a, d.b, 0.1), rtol=1e-12)

@@ -8,10 +8,8 @@ import pytest
 
 import deft6g.optim as optim
 import deft6g.phy as phy
-from deft6g.optim.zf_sdr import ZfSdr
+from deft6g.optim import ZfSdr
 from deft6g.rng import reseed
-from tests.conftest import crandn
-from tests.optim.test_design import no_barrier
 
 # (N, K, noise_var, mse_target, spread of the large-scale gains [dB]): regimes where 3..8 devices survive
 CASES = [(2, 8, 0.1, 0.04, 10.0), (3, 8, 0.1, 0.02, 20.0), (2, 6, 0.1, 0.03, 20.0), (1, 6, 0.1, 0.03, 10.0)]
@@ -39,7 +37,7 @@ def exhaustive(H, noise_var, mse_target):
 
 
 @pytest.fixture(scope="module")
-def comparison():
+def comparison(crandn):
     """Greedy, DC and exhaustive search on 12 channels (3 per case of CASES, seed 7)."""
     rng = np.random.default_rng(7)
     rows = []
@@ -77,14 +75,14 @@ def test_greedy_and_dc_against_exhaustive_search(comparison):
     assert all(v >= 10 for v in found.values()), found
 
 
-def test_all_kept_when_target_is_loose(rng):
+def test_all_kept_when_target_is_loose(crandn, rng):
     H = crandn(rng, 4, 3)
     for m in optim.SELECTORS:
         sel = optim.select_devices(H, 1.0, 0.01, mse_target=10.0, method=m)
         assert sel.selected == [0, 1, 2] and sel.dropped == [] and sel.met
 
 
-def test_dc_failure_falls_back_to_greedy(monkeypatch, rng):
+def test_dc_failure_falls_back_to_greedy(crandn, monkeypatch, rng):
     """No DC solver answering: the greedy selection is returned and the status says so."""
     H = crandn(rng, 2, 4)
 
@@ -104,7 +102,7 @@ def test_selection_errors(kwargs, match):
         optim.select_devices(**(dict(H=np.ones((2, 2)) + 0j, power=1.0, noise_var=0.1, mse_target=0.1) | kwargs))
 
 
-def test_greedy_without_sdr_drops_the_weakest_device(monkeypatch, rng):
+def test_greedy_without_sdr_drops_the_weakest_device(crandn, monkeypatch, no_barrier, rng):
     """Barrier unconverged and every CVXPY solver raising: the MRC fallback designs each set, the weakest
     P_k ||h_k||^2 is dropped first, and the status names the failure (device 2 scaled down by 30 dB, N = 3,
     K = 4, target 0.02)."""
@@ -113,6 +111,5 @@ def test_greedy_without_sdr_drops_the_weakest_device(monkeypatch, rng):
     def broken(*args, **kwargs):
         raise cp.SolverError("boom")
     monkeypatch.setattr(ZfSdr.compiled(3, 4).problem, "solve", broken)
-    no_barrier(monkeypatch)
     sel = optim.select_devices(H, 1.0, 0.1, 0.02, seed=0)
     assert 2 in sel.dropped and sel.status.startswith("failed (barrier: not converged; SCS: error boom")

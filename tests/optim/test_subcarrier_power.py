@@ -6,7 +6,6 @@ from scipy.optimize import minimize, minimize_scalar
 
 import deft6g.optim as optim
 import deft6g.phy as phy
-from tests.conftest import crandn
 
 
 def _usage(design):
@@ -14,7 +13,7 @@ def _usage(design):
     return np.sum(np.abs(design.b) ** 2, axis=-2)
 
 
-def test_single_device_closed_form(rng):
+def test_single_device_closed_form(crandn, rng):
     """K = 1: eta_f = P |g_f| / sum_j 1/|g_j|, MSE = sigma^2 (sum_f 1/|g_f|)^2 / P (Cauchy-Schwarz), budget
     met with equality; uniform power gives sigma^2 F sum_f 1/(P |g_f|^2). MSE rtol 1e-6 (Clarabel, tol 1e-9);
     eta rtol 1e-4 (the objective is flat at its minimum, so the argmin is only as accurate as its square root)."""
@@ -45,7 +44,7 @@ def _brute_force_two_subcarriers(g2, P, nv):
     return res.fun
 
 
-def test_matches_brute_force_and_resolves(rng):
+def test_matches_brute_force_and_resolves(crandn, rng):
     """F = 2, K = 3, N = 1, unequal budgets: optimal MSE equals the 1-D brute force (rtol 1e-6), for two
     batches of channels solved by the *same* compiled problem (new Parameter values, no rebuild)."""
     P = np.array([1.0, 2.0, 0.5])
@@ -57,7 +56,7 @@ def test_matches_brute_force_and_resolves(rng):
     assert optim.SubcarrierPower.compiled.cache_info().hits >= 1
 
 
-def test_matches_scipy_and_beats_uniform(rng):
+def test_matches_scipy_and_beats_uniform(crandn, rng):
     """N = 4, K = 5, F = 6, MRC directions: the optimum equals an independent SLSQP solve in log eta
     (rtol 1e-4), is never worse than uniform power, keeps every budget, and every device with a positive
     multiplier spends its budget exactly (rtol 1e-6); at least one device per realisation does."""
@@ -80,7 +79,7 @@ def test_matches_scipy_and_beats_uniform(rng):
         np.testing.assert_allclose(d.mse[i], 0.05 * res.fun, rtol=1e-4)
 
 
-def test_zf_direction_aligns_every_device(rng):
+def test_zf_direction_aligns_every_device(crandn, rng):
     """With ZF directions all devices see |g_kf| = 1/||u_f^raw||, so equal budgets reduce to the K = 1 closed
     form; each subcarrier's design is aligned (a_f^H h_kf b_kf = 1) and the MSE is sigma^2 sum_f 1/eta_f."""
     H = crandn(rng, 5, 4, 6, 3)
@@ -93,7 +92,7 @@ def test_zf_direction_aligns_every_device(rng):
     np.testing.assert_allclose(d.mse, 0.1 * np.sum(1 / g, -1) ** 2 / 4.0, rtol=1e-6)
 
 
-def test_errors(rng):
+def test_errors(crandn, rng):
     with pytest.raises(ValueError, match="`direction`"):
         optim.allocate_subcarrier_power(crandn(rng, 2, 2, 2, 2), 1.0, 0.1, direction="mmse")
     with pytest.raises(ValueError, match="N >= K"):

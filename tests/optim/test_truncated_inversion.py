@@ -5,11 +5,10 @@ import pytest
 
 import deft6g.optim as optim
 import deft6g.phy as phy
-from tests.conftest import crandn
 
 
 @pytest.mark.parametrize("threshold", [0.1, 0.5, 2.0])
-def test_participation_is_exponential_ccdf(rng, threshold):
+def test_participation_is_exponential_ccdf(crandn, rng, threshold):
     """P(device transmits) = P(|h|^2 >= g) = e^{-g} for |h|^2 ~ Exp(1): 2e5 device draws (seed 1234);
     binomial standard error <= 0.0011, tolerance 0.005."""
     h = crandn(rng, 20000, 1, 10)
@@ -19,7 +18,7 @@ def test_participation_is_exponential_ccdf(rng, threshold):
 
 
 @pytest.mark.parametrize("budget", optim.BUDGETS)
-def test_mean_mse_matches_closed_form(rng, budget):
+def test_mean_mse_matches_closed_form(crandn, rng, budget):
     """Mean MSE over 1e5 Rayleigh realisations (N = 1, K = 8, SNR 10 dB, g = 0.3, seed 1234) within 2% of
     `truncation_mse` (peak: K(1-p) + sum_m Binom(m) m e^{mg} E1(mg) / snr; average: K(1-p) + E1(g) / snr).
     The per-realisation MSE is at most K + 1/(snr g), so the relative standard error is below 0.5%."""
@@ -40,7 +39,7 @@ def test_closed_form_by_numerical_integration():
     np.testing.assert_allclose(optim.truncation_mse(K, snr, g), K * (1 - p) + noise, rtol=1e-8)
 
 
-def test_structure_and_budgets(rng):
+def test_structure_and_budgets(crandn, rng):
     """Participants arrive aligned (a^H h_k b_k = 1), silent devices send b = 0; MSE = #silent + sigma^2/eta;
     peak: |b_k|^2 <= P_k in every realisation with equality for the weakest participant; average:
     E|b_k|^2 = P over 1e5 realisations within 3% (|b|^2 has a heavy but finite tail above g = 0.2)."""
@@ -59,7 +58,7 @@ def test_structure_and_budgets(rng):
     np.testing.assert_allclose(np.mean(np.abs(avg.b) ** 2), 2.0, rtol=0.03)
 
 
-def test_zero_threshold_is_full_inversion(rng):
+def test_zero_threshold_is_full_inversion(crandn, rng):
     """g = 0 under the peak budget is the aligned design (channel inversion of every device) for N = 1."""
     h = crandn(rng, 50, 1, 5)
     d = optim.truncated_inversion(h, 1.0, 0.1, 0.0)
@@ -78,7 +77,7 @@ def test_best_threshold_beats_a_dense_grid():
         np.testing.assert_allclose(mse, optim.truncation_mse(20, 10.0, g, budget), rtol=1e-12)
 
 
-def test_nobody_transmits_and_errors(rng):
+def test_nobody_transmits_and_errors(crandn, rng):
     h = crandn(rng, 4, 1, 3)
     d = optim.truncated_inversion(h, 1.0, 0.1, 1e6)
     np.testing.assert_array_equal(d.mse, 3.0)

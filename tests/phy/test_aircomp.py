@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 import deft6g.phy as phy
-from tests.conftest import crandn
 
 
 def mse_reference(H, a, b, nv):
@@ -19,7 +18,7 @@ def mse_reference(H, a, b, nv):
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (4, 3), (8, 20)])
-def test_mse_matches_numpy_rederivation(rng, shape):
+def test_mse_matches_numpy_rederivation(crandn, rng, shape):
     n, k = shape
     H, a, b = crandn(rng, 5, n, k), crandn(rng, 5, n), crandn(rng, 5, k)
     nv = rng.uniform(0.01, 2.0, size=5)
@@ -28,14 +27,14 @@ def test_mse_matches_numpy_rederivation(rng, shape):
     np.testing.assert_allclose(got, mse_reference(H, a, b, nv), rtol=1e-12)
 
 
-def test_mse_tensor_in_tensor_out(rng):
+def test_mse_tensor_in_tensor_out(crandn, rng):
     H, a, b = crandn(rng, 2, 4, 3), crandn(rng, 2, 4), crandn(rng, 2, 3)
     got = phy.aircomp_mse(tf.constant(H, tf.complex64), tf.constant(a, tf.complex64), tf.constant(b, tf.complex64), 0.5)
     assert isinstance(got, tf.Tensor) and got.dtype == tf.float32
     np.testing.assert_allclose(got.numpy(), mse_reference(H, a, b, 0.5), rtol=1e-5)
 
 
-def test_estimate_empirical_mse_within_2_percent(rng):
+def test_estimate_empirical_mse_within_2_percent(crandn, rng):
     """Seed 1234; 2e5 Gaussian symbols: the relative std of the sample mean of |e|^2 is 0.22%, tolerance 2%."""
     n, k, length = 4, 6, 200_000
     H, a, b = crandn(rng, n, k), crandn(rng, n), crandn(rng, k)
@@ -45,7 +44,7 @@ def test_estimate_empirical_mse_within_2_percent(rng):
     assert empirical == pytest.approx(phy.aircomp_mse(H, a, b, 0.3), rel=0.02)
 
 
-def test_estimate_exact_sum_without_noise_when_aligned(rng):
+def test_estimate_exact_sum_without_noise_when_aligned(crandn, rng):
     H, a = crandn(rng, 3, 4, 5), crandn(rng, 3, 4)
     b = 1.0 / np.einsum("bn,bnk->bk", np.conj(a), H)
     s = crandn(rng, 3, 5, 11)
@@ -54,7 +53,7 @@ def test_estimate_exact_sum_without_noise_when_aligned(rng):
     np.testing.assert_allclose(phy.aircomp_mse(H, a, b, 0.0), 0.0, atol=1e-20)
 
 
-def test_same_seed_same_noise(rng):
+def test_same_seed_same_noise(crandn, rng):
     H, a, b, s = crandn(rng, 2, 2), crandn(rng, 2), crandn(rng, 2), crandn(rng, 2, 5)
     np.testing.assert_array_equal(phy.aircomp_estimate(s, H, a, b, 1.0, seed=3),
                                   phy.aircomp_estimate(s, H, a, b, 1.0, seed=3))
@@ -81,7 +80,7 @@ def test_channel_uses_count_every_resource_element_and_the_side_information():
 
 
 @pytest.mark.parametrize("dtype", [tf.complex64, tf.complex128])
-def test_empirical_mse_is_unbiased_in_both_precisions(rng, dtype):
+def test_empirical_mse_is_unbiased_in_both_precisions(crandn, rng, dtype):
     """`empirical_mse` against `aircomp_mse`: 40 random designs (N = 3, K = 5, noise 0.3), L = 20,000 symbols
     each (library seed 1234). |e|^2 is exponential, so each estimate has relative std 1/sqrt(L) = 0.7%:
     tolerance 4% per design, 0.5% on the mean ratio (4.5 standard errors)."""
@@ -94,7 +93,7 @@ def test_empirical_mse_is_unbiased_in_both_precisions(rng, dtype):
     assert phy.complex_normal([3], dtype).dtype == dtype
 
 
-def test_mse_with_payload_covariance_matches_monte_carlo(rng):
+def test_mse_with_payload_covariance_matches_monte_carlo(crandn, rng):
     """Correlated payloads s = L w (w ~ CN(0, I), C = L L^H with correlation 0.6 between all devices):
     E|f_hat - f|^2 = d^T C d^* + sigma^2 ||a||^2, d_k = a^H h_k b_k - 1. Seed 1234, 2e5 symbols (relative std
     of the estimate 0.22%), tolerance 2%. The independent-payload formula is off here by more than 10%."""
@@ -133,3 +132,20 @@ def test_bad_designs_raise_naming_the_argument(kwargs, match):
 def test_estimate_rejects_payload_with_wrong_device_count():
     with pytest.raises(ValueError, match=r"`s` must have K"):
         phy.aircomp_estimate(np.ones((4, 7)), np.ones((2, 3)), np.ones(2), np.ones(3), 0.1)
+
+
+@pytest.mark.parametrize("dtype, atol", [(np.complex64, 1e-5), (np.complex128, 1e-12)])
+def test_mse_and_gains_keep_the_input_precision(crandn, rng, dtype, atol):
+    """`aircomp_mse` and `effective_gains` in single and double precision: complex64 in gives float32 / complex64
+    out, complex128 gives float64 / complex128, and both equal the double-precision NumPy formula
+    sum_k |a^H h_k b_k - 1|^2 + sigma^2 ||a||^2 within the precision's rounding (atol 1e-5 / 1e-12, seed 1234)."""
+    H, a, b = (crandn(rng, 4, *s).astype(dtype) for s in ((3, 5), (3,), (5,)))
+    H64, a64, b64 = (x.astype(np.complex128) for x in (H, a, b))
+    g = np.einsum("bn,bnk->bk", a64.conj(), H64)
+    mse = phy.aircomp_mse(H, a, b, 0.2)
+    assert mse.dtype == np.finfo(dtype).dtype
+    np.testing.assert_allclose(mse, np.sum(np.abs(g * b64 - 1) ** 2, -1) + 0.2 * np.sum(np.abs(a64) ** 2, -1),
+                               atol=10 * atol)
+    gains = phy.effective_gains(tf.constant(H), tf.constant(a))
+    assert gains.dtype == tf.as_dtype(dtype)
+    np.testing.assert_allclose(gains.numpy(), g, atol=atol)

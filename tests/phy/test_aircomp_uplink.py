@@ -5,10 +5,9 @@ import pytest
 import tensorflow as tf
 
 import deft6g.phy as phy
-from tests.conftest import crandn
 
 
-def _design(rng, n, k):
+def _design(crandn, rng, n, k):
     H, a = crandn(rng, n, k), crandn(rng, n)
     b = 0.8 / np.einsum("n,nk->k", np.conj(a), H)      # misaligned on purpose: a^H h_k b_k = 0.8
     return H, a, b
@@ -22,10 +21,10 @@ def test_pack_unpack_roundtrip_and_unit_variance(rng):
     np.testing.assert_allclose(phy.unpack(s, 100_001).numpy(), z.numpy(), atol=1e-12)
 
 
-def test_real_sum_error_is_std2_times_mse(rng):
+def test_real_sum_error_is_std2_times_mse(crandn, rng):
     """Equal device stds sigma: error variance per real = sigma^2 * aircomp_mse (seed 1234, 4e5 reals, tol 3%)."""
     n, k, length, sigma = 4, 5, 400_000, 3.0
-    H, a, b = _design(rng, n, k)
+    H, a, b = _design(crandn, rng, n, k)
     x = rng.normal(size=(k, length))
     x = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True) * sigma + rng.normal(size=(k, 1))
     f_hat = phy.AirCompUplink(precision="double")(x, H, a, b, 0.2, seed=5)
@@ -33,7 +32,7 @@ def test_real_sum_error_is_std2_times_mse(rng):
     assert err == pytest.approx(sigma ** 2 * phy.aircomp_mse(H, a, b, 0.2), rel=0.03)
 
 
-def test_weighted_sum_is_exact_without_noise(rng):
+def test_weighted_sum_is_exact_without_noise(crandn, rng):
     H, a = crandn(rng, 3, 4), crandn(rng, 3)
     b = 1.0 / np.einsum("n,nk->k", np.conj(a), H)
     x = rng.normal(size=(2, 4, 9)) * np.array([1.0, 2.0, 0.5, 4.0])[:, None]
@@ -42,9 +41,9 @@ def test_weighted_sum_is_exact_without_noise(rng):
     np.testing.assert_allclose(f_hat.numpy(), np.einsum("k,bkl->bl", w, x), atol=1e-9)
 
 
-def test_gradient_matches_finite_differences(rng):
+def test_gradient_matches_finite_differences(crandn, rng):
     """d f_hat / d x by autodiff vs central differences (double precision, fixed noise seed)."""
-    H, a, b = _design(rng, 3, 2)
+    H, a, b = _design(crandn, rng, 3, 2)
     x = tf.Variable(rng.normal(size=(2, 6)))
     uplink = phy.AirCompUplink(precision="double")
     probe = tf.constant(rng.normal(size=6))
@@ -61,8 +60,8 @@ def test_gradient_matches_finite_differences(rng):
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-7)
 
 
-def test_uplink_rejects_wrong_payload_device_count(rng):
-    H, a, b = _design(rng, 3, 2)
+def test_uplink_rejects_wrong_payload_device_count(crandn, rng):
+    H, a, b = _design(crandn, rng, 3, 2)
     with pytest.raises(ValueError, match=r"`x` must have K"):
         phy.AirCompUplink()(np.ones((3, 8)), H, a, b, 0.1)
     with pytest.raises(ValueError, match=r"`weights` must have K"):
@@ -70,11 +69,11 @@ def test_uplink_rejects_wrong_payload_device_count(rng):
 
 
 @pytest.mark.parametrize("sigma", [1e-7, 1e3])
-def test_error_scales_with_payload_std_of_any_size(rng, sigma):
+def test_error_scales_with_payload_std_of_any_size(crandn, rng, sigma):
     """Equal device stds sigma (1e-7 and 1e3): error variance per real = sigma^2 * aircomp_mse (seed 1234,
     2e5 reals, tolerance 4%). An absolute eps of 1e-12 in the standardisation made it 100x at sigma = 1e-7."""
     n, k, length = 4, 5, 200_000
-    H, a, b = _design(rng, n, k)
+    H, a, b = _design(crandn, rng, n, k)
     x = rng.normal(size=(k, length))
     x = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True) * sigma + 5.0
     f_hat = phy.AirCompUplink(precision="double")(x, H, a, b, 0.2, seed=5)
@@ -82,9 +81,9 @@ def test_error_scales_with_payload_std_of_any_size(rng, sigma):
     assert err == pytest.approx(sigma ** 2 * phy.aircomp_mse(H, a, b, 0.2), rel=0.04)
 
 
-def test_constant_payloads_are_exact_and_differentiable(rng):
+def test_constant_payloads_are_exact_and_differentiable(crandn, rng):
     """Every payload constant (std 0): the sum is exact despite the noise, and gradients are finite."""
-    H, a, b = _design(rng, 3, 2)
+    H, a, b = _design(crandn, rng, 3, 2)
     x = tf.Variable(np.array([[1.5] * 6, [-0.25] * 6]))
     with tf.GradientTape() as tape:
         f_hat = phy.AirCompUplink(precision="double")(x, H, a, b, 0.5, seed=1)
@@ -95,12 +94,12 @@ def test_constant_payloads_are_exact_and_differentiable(rng):
     assert np.all(z.numpy() == 0) and np.all(std.numpy() == 0)
 
 
-def test_correlated_real_payloads_follow_the_covariance_mse(rng):
+def test_correlated_real_payloads_follow_the_covariance_mse(crandn, rng):
     """Real payloads with correlation 0.8 between devices: error per real = std^2 * aircomp_mse(payload_cov=C)
     with C = `payload_correlation(x)` (seed 1234, 4e5 reals, tolerance 3%); the independent formula is
     more than 10% off for this misaligned design."""
     n, k, length = 4, 5, 400_000
-    H, a, b = _design(rng, n, k)
+    H, a, b = _design(crandn, rng, n, k)
     x = np.linalg.cholesky(0.2 * np.eye(k) + 0.8) @ rng.normal(size=(k, length))
     x = 2.0 * (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)     # equal stds 2
     C = phy.payload_correlation(tf.constant(x)).numpy()
@@ -111,7 +110,7 @@ def test_correlated_real_payloads_follow_the_covariance_mse(rng):
     assert abs(err / (4.0 * phy.aircomp_mse(H, a, b, 0.2)) - 1) > 0.1
 
 
-def test_statistics_once_per_device_over_subcarriers(rng):
+def test_statistics_once_per_device_over_subcarriers(crandn, rng):
     """OFDM payload x [F = 2, K = 3, L' = 1e5] with per-subcarrier offsets; `over_subcarriers` standardises each
     device once over its F x L' reals (mean/std = NumPy over the flattened payload, to 1e-12). The symbols of
     one subcarrier then keep that subcarrier's offset, common to all devices: with equal device stds sigma the

@@ -9,7 +9,7 @@ import deft6g.phy as phy
 
 def test_rayleigh_unit_power_and_uncorrelated():
     """E|h|^2 = 1 and E[h_i h_j^*] = 0 for i != j (seed 11, 3.2e5 entries, tol 0.02)."""
-    H = phy.UplinkChannel("rayleigh", 4, 8)(10_000, seed=11).numpy()
+    H = phy.FadingChannel("rayleigh", 4, 8)(10_000, seed=11).numpy()
     assert H.shape == (10_000, 4, 8)
     assert np.mean(np.abs(H) ** 2) == pytest.approx(1.0, abs=0.02)
     R = np.einsum("bnk,bmk->nm", H, H.conj()) / (10_000 * 8)
@@ -19,7 +19,7 @@ def test_rayleigh_unit_power_and_uncorrelated():
 def test_correlated_model_has_exponential_receive_correlation():
     """E[h_k h_k^H] = R with R_ij = rho^|i-j| (seed 12, 2e5 vectors, tol 0.02)."""
     rho, n = 0.8, 5
-    H = phy.UplinkChannel("correlated", n, 10, correlation=rho)(20_000, seed=12).numpy()
+    H = phy.FadingChannel("correlated", n, 10, correlation=rho)(20_000, seed=12).numpy()
     R = np.einsum("bnk,bmk->nm", H, H.conj()) / (20_000 * 10)
     expected = rho ** np.abs(np.subtract.outer(np.arange(n), np.arange(n)))
     np.testing.assert_allclose(R, expected, atol=0.02)
@@ -35,7 +35,7 @@ def test_ofdm_models_unit_ensemble_energy_with_wideband_fading(model):
     N = 4: 0.5), where normalising each realisation made it exactly 0; asserted > 0.2. Devices are
     independent links (cross-correlation < 0.05).
     """
-    H = phy.UplinkChannel(model, 4, 3, num_subcarriers=8)(1000, seed=13).numpy()
+    H = phy.FadingChannel(model, 4, 3, num_subcarriers=8)(1000, seed=13).numpy()
     assert H.shape == (1000, 8, 4, 3)
     assert np.mean(np.abs(H) ** 2) == pytest.approx(1.0, abs=0.06)
     energy = np.mean(np.abs(H) ** 2, axis=(1, 2))                    # [realisations, K]
@@ -53,7 +53,7 @@ def test_devices_have_their_own_geometry(model):
     with one geometry shared by all devices it was 0.82 (CDL-A), 0.64 (CDL-C), 0.98 (CDL-D).
     """
     n = 4
-    H = phy.UplinkChannel(model, n, 2, num_subcarriers=8)(500, seed=3).numpy().reshape(-1, n, 2)
+    H = phy.FadingChannel(model, n, 2, num_subcarriers=8)(500, seed=3).numpy().reshape(-1, n, 2)
     h1, h2 = H[..., 0], H[..., 1]
     cos = np.abs(np.sum(h1.conj() * h2, -1)) / np.linalg.norm(h1, axis=-1) / np.linalg.norm(h2, axis=-1)
     rayleigh = gamma(1.5) * gamma(n) / gamma(n + 0.5)
@@ -64,7 +64,7 @@ def test_devices_have_their_own_geometry(model):
 def test_tdl_frequency_selectivity_grows_with_delay_spread():
     """Correlation between subcarriers 0 and F/2 falls as the delay spread grows (TDL-A, seed 14)."""
     def corr(ds):
-        H = phy.UplinkChannel("tdl-a", 1, 1, num_subcarriers=64, delay_spread=ds)(2000, seed=14).numpy()[..., 0, 0]
+        H = phy.FadingChannel("tdl-a", 1, 1, num_subcarriers=64, delay_spread=ds)(2000, seed=14).numpy()[..., 0, 0]
         return abs(np.mean(H[:, 0] * H[:, 32].conj()))
     assert corr(10e-9) > 0.9 > corr(300e-9)
 
@@ -72,19 +72,19 @@ def test_tdl_frequency_selectivity_grows_with_delay_spread():
 def test_path_gain_scales_device_power():
     gain_db = phy.log_distance_gain_db([50.0, 100.0, 200.0], exponent=3.0, ref_distance_m=100.0)
     np.testing.assert_allclose(gain_db, [9.0309, 0.0, -9.0309], atol=1e-4)
-    H = phy.UplinkChannel("rayleigh", 2, 3, path_gain_db=gain_db)(20_000, seed=15).numpy()
+    H = phy.FadingChannel("rayleigh", 2, 3, path_gain_db=gain_db)(20_000, seed=15).numpy()
     np.testing.assert_allclose(np.mean(np.abs(H) ** 2, axis=(0, 1)), 10 ** (gain_db / 10), rtol=0.03)
 
 
 def test_imperfect_csi_error_variance():
-    H = phy.UplinkChannel("rayleigh", 4, 4)(20_000, seed=16)
+    H = phy.FadingChannel("rayleigh", 4, 4)(20_000, seed=16)
     H_hat = phy.imperfect_csi(H, 0.1, seed=17)
     assert np.mean(np.abs((H_hat - H).numpy()) ** 2) == pytest.approx(0.1, rel=0.02)
     np.testing.assert_array_equal(phy.imperfect_csi(H, 0.0).numpy(), H.numpy())
 
 
 def test_same_seed_same_channels():
-    ch = phy.UplinkChannel("cdl-b", 2, 2, num_subcarriers=8)
+    ch = phy.FadingChannel("cdl-b", 2, 2, num_subcarriers=8)
     np.testing.assert_array_equal(ch(3, seed=5).numpy(), ch(3, seed=5).numpy())
 
 
@@ -98,7 +98,7 @@ def test_same_seed_same_channels():
 def test_bad_channel_arguments(kwargs, match):
     args = dict(model="rayleigh", num_rx_ant=2, num_devices=3) | kwargs
     with pytest.raises(ValueError, match=match):
-        phy.UplinkChannel(**args)
+        phy.FadingChannel(**args)
 
 
 def test_bad_csi_and_distance_arguments():

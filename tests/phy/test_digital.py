@@ -9,7 +9,6 @@ from sionna.phy.nr.utils import decode_mcs_index
 import deft6g.phy as phy
 from deft6g.phy.mcs import NR_MCS_TABLE_INDEX, measure_bler
 
-from tests.conftest import crandn
 
 
 def q_function(x):
@@ -98,7 +97,7 @@ def test_uplink_never_uses_a_corrupted_block(rng):
     """256-QAM rate 0.86 at 25 dB on a 4 x 4 channel (one group) fails some blocks; every entry marked valid equals the
     sent quantised value exactly and the sum averages only those (seed 5)."""
     x = rng.normal(size=(3, 4, 400)).astype(np.float32)
-    H = phy.UplinkChannel("rayleigh", 4, 4)(3, seed=5)
+    H = phy.FadingChannel("rayleigh", 4, 4)(3, seed=5)
     up = phy.DigitalUplink(8, mcs=(8, 885 / 1024))
     res = up(x, H, 10 ** (-25 / 10), seed=5)
     valid = res.valid.numpy()
@@ -115,7 +114,7 @@ def test_uplink_never_uses_a_corrupted_block(rng):
 def test_noiseless_adaptive_uplink_is_bit_exact(rng):
     """40 dB, N = 8, K = 4, LMMSE + AMC: no bit error, every entry delivered, x_hat = the quantised payload."""
     x = rng.normal(size=(2, 4, 500)).astype(np.float32)
-    H = phy.UplinkChannel("rayleigh", 8, 4)(2, seed=2)
+    H = phy.FadingChannel("rayleigh", 8, 4)(2, seed=2)
     up = phy.DigitalUplink(8)
     res = up(x, H, 1e-4, seed=2)
     assert res.bit_errors == 0 and res.block_errors == 0 and bool(tf.reduce_all(res.valid))
@@ -126,7 +125,7 @@ def test_noiseless_adaptive_uplink_is_bit_exact(rng):
 
 
 @pytest.mark.parametrize("n, k", [(4, 4), (6, 4)])
-def test_zf_recovers_symbols_exactly_without_noise(rng, n, k):
+def test_zf_recovers_symbols_exactly_without_noise(crandn, rng, n, k):
     H = crandn(rng, 50, n, k)
     s = crandn(rng, 50, 7, k)
     y = np.einsum("bnk,btk->btn", H, s)
@@ -136,7 +135,7 @@ def test_zf_recovers_symbols_exactly_without_noise(rng, n, k):
 
 
 @pytest.mark.parametrize("snr_db", [-5.0, 10.0, 25.0])
-def test_post_detection_sinr_matches_closed_forms(rng, snr_db):
+def test_post_detection_sinr_matches_closed_forms(crandn, rng, snr_db):
     """LMMSE: 1/[(I + SNR H^H H)^-1]_kk - 1; ZF: SNR / [(H^H H)^-1]_kk; 200 channels N = 6, K = 4, NumPy float64."""
     H = crandn(rng, 200, 6, 4)
     snr = 10 ** (snr_db / 10)
@@ -180,11 +179,11 @@ def test_channel_uses_by_hand(rng):
     -> 4 blocks -> 2400 symbols per device. Two groups of 3 devices: 4800; TDMA: 14400; OFDM with F = 14:
     2408 per group (172 whole OFDM symbols)."""
     x = rng.normal(size=(1, 6, 300)).astype(np.float32)
-    H = phy.UplinkChannel("rayleigh", 4, 6)(1, seed=1)
+    H = phy.FadingChannel("rayleigh", 4, 6)(1, seed=1)
     for streams, groups, uses in ((4, 2, 4800), (1, 6, 14400)):
         res = phy.DigitalUplink(8, mcs=(2, 602 / 1024), streams=streams, link="abstract")(x, H, 1e-3)
         assert res.channel_uses[0] == uses and res.groups[0] == groups
-    Hf = phy.UplinkChannel("tdl-b", 4, 6, num_subcarriers=14)(1, seed=1)
+    Hf = phy.FadingChannel("tdl-b", 4, 6, num_subcarriers=14)(1, seed=1)
     up = phy.DigitalUplink(8, mcs=(2, 602 / 1024), streams=4, link="abstract")
     assert up(x, Hf, 1e-3).channel_uses[0] == 2 * 2408
 
@@ -193,7 +192,7 @@ def test_auto_grouping_beats_fixed_groupings():
     """Abstract link, 30 channels N = 4, K = 6 at 5 dB: the automatic group count's (outages, channel uses)
     is lexicographically no worse than full multiplexing (4 streams) or TDMA."""
     x = np.zeros((30, 6, 200), np.float32)
-    H = phy.UplinkChannel("rayleigh", 4, 6)(30, seed=3)
+    H = phy.FadingChannel("rayleigh", 4, 6)(30, seed=3)
     runs = {s: phy.DigitalUplink(8, streams=s, link="abstract")(x, H, 10 ** -0.5, seed=3) for s in ("auto", 4, 1)}
     key = {s: list(zip((r.mcs < 0).sum(-1), r.channel_uses)) for s, r in runs.items()}
     assert all(a <= b for a, b in zip(key["auto"], key[4])) and all(a <= b for a, b in zip(key["auto"], key[1]))
@@ -219,7 +218,7 @@ def test_abstract_link_matches_bit_true_bler():
 @pytest.mark.parametrize("model", ["rayleigh", "tdl-b"])
 def test_uplink_sums_at_high_snr(rng, model):
     x = rng.normal(size=(2, 4, 300)).astype(np.float32)
-    H = phy.UplinkChannel(model, 4, 4, num_subcarriers=16)(2, seed=4)
+    H = phy.FadingChannel(model, 4, 4, num_subcarriers=16)(2, seed=4)
     res = phy.DigitalUplink(10)(x, H, 1e-3)
     assert res.bit_errors == 0 and bool(tf.reduce_all(res.valid))
     np.testing.assert_allclose(res.f_hat.numpy(), x.sum(1), atol=4 * (x.max() - x.min()) / 1023)
