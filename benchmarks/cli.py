@@ -34,26 +34,26 @@ def _study(args):
 
 def _finetune(args):
     from .peft_methods import run_finetune, summary
-    print(summary(*run_finetune(args.out, quick=args.quick, seed=args.seed)))
+    print(summary(*run_finetune(args.out, quick=args.quick, seed=args.seed, **_parallel(args))))
     print(f"results in {args.out}")
 
 
 def _ensemble(args):
     from .ensemble import run_ensemble, summary
-    print(summary(*run_ensemble(args.out, quick=args.quick)))
+    print(summary(*run_ensemble(args.out, quick=args.quick, **_parallel(args))))
     print(f"results in {args.out}")
 
 
 def _connect(args):
     from .connect import run_connect, summary
-    cfg, rows, cpu_s = run_connect(args.out, quick=args.quick)
+    cfg, rows, cpu_s = run_connect(args.out, quick=args.quick, **_parallel(args))
     print(summary(cfg, rows, cpu_s))
     print(f"results in {args.out}")
 
 
 def _transfer(args):
     from .transfer import run_transfer, summary
-    print(summary(*run_transfer(args.out, quick=args.quick)))
+    print(summary(*run_transfer(args.out, quick=args.quick, **_parallel(args))))
     print(f"results in {args.out}")
 
 
@@ -74,16 +74,34 @@ def _speedup(args):
 
 
 def _parallel(args):
+    """The run_points keywords of the parallel options: no --workers (and no --ray-address): 1, serially here;
+    --workers alone: 0, one worker per core (or per CPU of the cluster at --ray-address); --workers N: N."""
     workers = args.workers if args.workers is not None else 0 if args.ray_address else 1
     return {"workers": workers, "ray_address": args.ray_address, "worker_gpus": args.worker_gpus}
 
 
-def _add_parallel(parser):
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="run the points on N Ray workers (0: one per core, or per CPU of the cluster; default: "
-                             "1, serially here without Ray, or 0 with --ray-address); needs pip install 'deft6g[ray]'")
+def _worker_count(text):
+    """--workers N: a whole number >= 1 (0 is what a bare --workers means internally: all cores)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, or given alone for one worker per core; "
+                                         f"got {text!r}")
+    return n
+
+
+def _add_parallel(parser, note=""):
+    """--workers [N], --ray-address, --worker-gpus: the parallel options every command on the shared experiment
+    runner takes (deft6g.experiment.run_points); `note` adds what runs in parallel for this command."""
+    parser.add_argument("--workers", type=_worker_count, nargs="?", const=0, default=None, metavar="N",
+                        help="run the points on N Ray workers (--workers alone: one per available core, or per CPU "
+                             "of the cluster at --ray-address; default: serially here, without Ray); results do "
+                             "not depend on N; needs pip install 'deft6g[ray]'" + (f". {note}" if note else ""))
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
-                        help="attach to a running Ray cluster ('auto' or host:port) instead of starting one")
+                        help="attach to a running Ray cluster ('auto' or host:port) instead of starting one "
+                             "(workers: its CPUs unless --workers N)")
     parser.add_argument("--worker-gpus", type=float, default=0.0, metavar="F",
                         help="GPU share of each Ray worker (e.g. 0.25: four workers per GPU; default 0: CPU only)")
 
@@ -102,11 +120,16 @@ def build_parser():
     finetune.add_argument("--out", default="results/finetune", help="output folder; re-runs resume")
     finetune.add_argument("--quick", action="store_true", help="a random small model for smoke tests")
     finetune.add_argument("--seed", type=int, default=0)
+    _add_parallel(finetune, "Only the budget sweep (accuracy per allocation) runs on workers; the methods table "
+                  "measures samples/s, so its methods always run one at a time, each in a fresh subprocess of its "
+                  "own (for its own peak memory)")
     finetune.set_defaults(func=_finetune)
     ensemble = sub.add_parser("ensemble", help="on-the-fly prompt ensembles on a stream (DEFT technique 4): "
                               "ensemble vs single prompts, pool size, batched inference speed")
     ensemble.add_argument("--out", default="results/ensemble", help="output folder; re-runs resume")
     ensemble.add_argument("--quick", action="store_true", help="a random small model for smoke tests")
+    _add_parallel(ensemble, "The streams and joint references run on workers; the inference-speed table is timed, "
+                  "so it always runs here, after them")
     ensemble.set_defaults(func=_ensemble)
     link = sub.add_parser("link", help="AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)")
     link.add_argument("--out", default="results/link", help="output folder (CSV, JSON, PNG); re-runs resume")
@@ -124,11 +147,13 @@ def build_parser():
                              "the channel vs naive, ideal, single view, digital; task-oriented design")
     connect.add_argument("--out", default="results/connect", help="output folder (CSV, PNG); re-runs resume")
     connect.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
+    _add_parallel(connect)
     connect.set_defaults(func=_connect)
     transfer = sub.add_parser("transfer", help="D2D prompt transfer (SPoT): steps to a target accuracy from a "
                               "neighbour's prompt vs random/vocabulary init, vs D2D SNR and quantiser bits")
     transfer.add_argument("--out", default="results/transfer", help="output folder (CSV, PNG); re-runs resume")
     transfer.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
+    _add_parallel(transfer, "Each stage (neighbour prompts, source choice, fine-tuning runs) runs on workers")
     transfer.set_defaults(func=_transfer)
     emulator = sub.add_parser("emulator", help="FoMo emulator (offsite-tuning): download size vs plug-in accuracy "
                               "for layer drop, vocabulary pruning, int8, low rank, with/without distillation")
@@ -169,10 +194,6 @@ def quiet_stack():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from deft6g.experiment import OutputFolderError, PointsFailed, RayUnavailable, require_ray
-    if (getattr(args, "workers", None) or 0) < 0:
-        print(f"deft6g {args.command}: error: --workers must be >= 0 (0: all cores), got {args.workers}",
-              file=sys.stderr)
-        return 2
     if getattr(args, "workers", None) not in (None, 1) or getattr(args, "ray_address", None):
         try:
             require_ray()

@@ -6,7 +6,9 @@ M devices each see one segment of an example (BBC News: M consecutive parts of a
 the two halves of a review), encode it with the frozen MiniLM (features cached once) and project it to D
 dimensions; the server adds the projections (ideal, AirComp or digital) and runs the head. What trains: the
 M projections and the head (the FoMo is frozen). Every finished (task, scheme, antennas, SNR, seed) point is
-appended to results.csv at once; re-running the same command resumes.
+appended to results.csv at once; re-running the same command resumes. With `workers` the points run on Ray
+workers (`deft6g.experiment.run_points`); every model is trained from its point's seed, so the rows (but
+cpu_s) do not depend on the number of workers.
 """
 
 import time
@@ -85,11 +87,16 @@ def points(cfg):
     return [{k: p[k] for k in KEY} for p in out]
 
 
-class _Runner:
-    """Data, trained models (kept in memory per run) and the evaluation of one point."""
+class ConnectTask:
+    """What one point runs, picklable for Ray workers: holds the configuration; the data (features cached on
+    disk), and the models trained without a channel (kept per process) are built on first use in each process
+    and never pickled. task(point) -> the results.csv row."""
 
-    def __init__(self, cfg, log):
+    def __init__(self, cfg, log=print):
         self.cfg, self.log, self.data, self.ideal, self.noisy = cfg, log, {}, {}, {}
+
+    def __getstate__(self):
+        return {"cfg": self.cfg, "log": print, "data": {}, "ideal": {}, "noisy": {}}
 
     def task(self, name):
         from deft6g.finetune import load_multiview
@@ -163,19 +170,33 @@ class _Runner:
         return row
 
 
-def run_connect(out_dir="results/connect", quick=False, log=print):
-    """Run (or resume) the study into `out_dir`. Returns (config, rows, CPU seconds of this run)."""
+# Points of one (task, seed, antennas, SNR) go to one worker, in order: the noise-aware model trained at that SNR
+# serves both its designs (MSE and task-oriented) and is trained once.
+GROUP = ["task", "seed", "antennas", "snr_db"]
+
+
+def run_connect(out_dir="results/connect", quick=False, log=print, **parallel):
+    """Run (or resume) the study into `out_dir`. Returns (config, rows, CPU seconds of this run: this
+    process's, plus on Ray workers the cpu_s of the points run now, the workers' start aside).
+    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the features are computed
+    and cached on disk here first; every worker loads them from the cache)."""
     cfg = ConnectConfig.quick() if quick else ConnectConfig()
     out = prepare_output(out_dir, "connect", asdict(cfg))
     store = ResultStore(out / "results.csv", FIELDS, KEY)
     t0 = time.process_time()
-    runner = _Runner(cfg, log)
-    run_points(points(cfg), runner, store, desc="connect", log=log,
+    task = ConnectTask(cfg, log)
+    todo = [p for p in points(cfg) if not store.done(p)]
+    for name in dict.fromkeys(p["task"] for p in todo):          # features once, before any worker starts
+        task.task(name)
+    run_points(points(cfg), task, store, desc="connect", log=log, group=GROUP, **parallel,
                describe=lambda p, r: f"{p['task']} {p['scheme']} N={p['antennas']} {p['snr_db']} dB seed {p['seed']}: "
-                                     f"accuracy {r['accuracy']:.3f}")
+                                     f"accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
+    on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address")
+    now = {tuple(str(p[k]) for k in KEY) for p in todo} if on_workers else set()
+    worker_cpu = sum(float(r["cpu_s"]) for r in rows if tuple(r[k] for k in KEY) in now)
     plot(out, cfg, rows)
-    return cfg, rows, time.process_time() - t0
+    return cfg, rows, time.process_time() - t0 + worker_cpu
 
 
 def _curve(rows, task, scheme, n):

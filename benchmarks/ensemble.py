@@ -13,7 +13,9 @@ Inference cost: samples/s of the pool from the tokens, one full forward per prom
 prompt once + the rest once per prompt + the rest once on (prompt, example) rows (`speed.csv`), timed in
 this run, CPU time and wall time (this machine may be shared).
 Files: results.csv (one row per dataset, init, pool size, seed and step), reference.csv, speed.csv,
-config.json, PNG plots; every table is resumable.
+config.json, PNG plots; every table is resumable. With `workers` the streams and references run on Ray
+workers (`deft6g.experiment.run_points`; every member is seeded by its stream's seed, so the rows do not
+depend on the number of workers); the speed table is timed, so it always runs in this process, alone.
 """
 
 import hashlib
@@ -206,21 +208,58 @@ def run_speed(setup, point):
     return rows
 
 
-def run_ensemble(out_dir="results/ensemble", quick=False, log=print):
-    """Run (or resume) the study; returns (config, results rows, reference rows, speed rows)."""
+class EnsembleTask:
+    """What one point of a stage runs ("stream": `run_stream`, "reference": `run_reference`, "speed":
+    `run_speed`), picklable for Ray workers: holds the configuration; the heavy `_Setup` (model, tokens,
+    cached activations) is built on first use, once per process, and never pickled; `stage(name)` gives a task
+    of another stage sharing this one's setup."""
+
+    STAGES = {"stream": run_stream, "reference": run_reference, "speed": run_speed}
+
+    def __init__(self, cfg, stage="stream"):
+        if stage not in self.STAGES:
+            raise ValueError(f"`stage` must be one of {sorted(self.STAGES)}, got {stage!r}")
+        self.cfg, self.name, self._setup = cfg, stage, None
+
+    def setup(self):
+        if self._setup is None:
+            self._setup = _Setup(self.cfg)
+        return self._setup
+
+    def stage(self, name):
+        other = EnsembleTask(self.cfg, name)
+        other._setup = self._setup
+        return other
+
+    def __getstate__(self):
+        return {"cfg": self.cfg, "name": self.name, "_setup": None}
+
+    def __call__(self, point):
+        return self.STAGES[self.name](self.setup(), point)
+
+
+def run_ensemble(out_dir="results/ensemble", quick=False, log=print, **parallel):
+    """Run (or resume) the study; returns (config, results rows, reference rows, speed rows). parallel:
+    workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the streams and references (the
+    activations of every stream are computed and cached on disk here first; every worker loads them)."""
     cfg = EnsembleConfig.quick() if quick else EnsembleConfig()
     out = prepare_output(out_dir, "ensemble", asdict(cfg))
-    setup = _Setup(cfg)
+    task = EnsembleTask(cfg)
     results = ResultStore(out / "results.csv", RESULT_FIELDS, RESULT_KEY)
     reference = ResultStore(out / "reference.csv", REFERENCE_FIELDS, REFERENCE_KEY)
     speed = ResultStore(out / "speed.csv", SPEED_FIELDS, SPEED_KEY)
     points = [dict(dataset=ds, init=init, seed=s) for ds in cfg.datasets for s in cfg.seeds for init in cfg.inits]
+    refs = [dict(dataset=ds, seed=s) for ds in cfg.datasets for s in cfg.seeds]
+    streams = {(p["dataset"], p["seed"]) for p in points if not results.done(p)}
+    streams |= {(p["dataset"], p["seed"]) for p in refs if not reference.done(p)}
+    setup = task.setup()
+    for ds, seed in sorted(streams, key=lambda k: (list(cfg.datasets).index(k[0]), k[1])):
+        setup.stream(setup.dataset(ds), seed)                     # cached once, before any worker starts
     last = lambda p, rows: "  ".join(f"{r['init']} M={r['pool_size']}: mean {r['acc_mean']:.3f} best "  # noqa: E731
                                      f"{r['acc_best']:.3f}" for r in rows if r["step"] == cfg.chunks)
-    run_points(points, lambda p: run_stream(setup, p), results, desc="ensemble streams", log=log, describe=last)
-    run_points([dict(dataset=ds, seed=s) for ds in cfg.datasets for s in cfg.seeds],
-               lambda p: run_reference(setup, p), reference, desc="joint reference", log=log)
-    run_points([dict(repeat=r) for r in range(cfg.speed_repeats)], lambda p: run_speed(setup, p), speed,
+    run_points(points, task, results, desc="ensemble streams", log=log, describe=last, **parallel)
+    run_points(refs, task.stage("reference"), reference, desc="joint reference", log=log, **parallel)
+    run_points([dict(repeat=r) for r in range(cfg.speed_repeats)], task.stage("speed"), speed,
                desc="inference speed", log=log)
     res, ref, spd = results.rows(), reference.rows(), speed.rows()
     plot(out, cfg, res, ref, spd)

@@ -4,6 +4,9 @@ Each method runs in its own subprocess (so its peak RSS is its own) and is appen
 once; re-runs skip finished methods. Reports accuracy, trainable parameters, training samples/s (steady
 state, and with the activation cache's one-off cost) and peak memory; and accuracy vs uplink budget for
 the allocator (measured block importance, `deft6g.optim.PeftAllocator`) against uniform ranks.
+
+With `workers` the budget runs (accuracy only) go to Ray workers, each still training in a subprocess of its
+own; the methods are timed (samples/s), so they always run here, one at a time.
 """
 
 import csv
@@ -190,7 +193,32 @@ def cost_table(tokens=512, batch_size=8):
     return rows
 
 
-def run_finetune(out_dir, quick=False, seed=0, log=print):
+class MethodTask:
+    """One method (a point {"method": name}) trained and timed in a subprocess: task(point) -> methods.csv row."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __call__(self, point):
+        return _in_subprocess("method", self.cfg, method=point["method"])
+
+
+class BudgetTask:
+    """One budget point (allocation, budget_fraction) trained in a subprocess (`_in_subprocess`), picklable for
+    Ray workers: holds the configuration and the allocations table. task(point) -> the budgets.csv row."""
+
+    def __init__(self, cfg, table):
+        self.cfg, self.table = cfg, table
+
+    def __call__(self, point):
+        row = self.table[(point["allocation"], point["budget_fraction"])]
+        res = _in_subprocess("method", self.cfg, method=row["allocation"], sizes=row["sizes"])
+        return {**row, "sizes": json.dumps(row["sizes"]), "accuracy": res["accuracy"]}
+
+
+def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
+    """Run (or resume) the benchmark into `out_dir`; returns (cfg, methods rows, budgets rows, importance).
+    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the budget runs only."""
     cfg = FinetuneConfig.quick() if quick else FinetuneConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "finetune", asdict(cfg))
@@ -199,8 +227,7 @@ def run_finetune(out_dir, quick=False, seed=0, log=print):
         writer.writeheader()
         writer.writerows(cost_table())
     methods = ResultStore(out / "methods.csv", METHOD_FIELDS, ["method"])
-    run_points([{"method": m} for m in cfg.methods], lambda p: _in_subprocess("method", cfg, method=p["method"]),
-               methods, desc="finetune methods", log=log,
+    run_points([{"method": m} for m in cfg.methods], MethodTask(cfg), methods, desc="finetune methods", log=log,
                describe=lambda p, r: f"{p['method']}: accuracy {float(r['accuracy']):.3f}")
     budgets = ResultStore(out / "budgets.csv", BUDGET_FIELDS, ["allocation", "budget_fraction"])
     imp_path = out / "importance.json"
@@ -208,15 +235,10 @@ def run_finetune(out_dir, quick=False, seed=0, log=print):
         imp_path.write_text(json.dumps(_in_subprocess("importance", cfg)["importance"]))
     importance = np.array(json.loads(imp_path.read_text()))
     todo = {(r["allocation"], r["budget_fraction"]): r for r in allocations(cfg, importance, len(importance))}
-
-    def train_allocation(point):
-        row = todo[(point["allocation"], point["budget_fraction"])]
-        res = _in_subprocess("method", cfg, method=row["allocation"], sizes=row["sizes"])
-        return {**row, "sizes": json.dumps(row["sizes"]), "accuracy": res["accuracy"]}
-
-    run_points([{"allocation": a, "budget_fraction": f} for a, f in todo], train_allocation, budgets,
-               desc="finetune budgets", log=log,
-               describe=lambda p, r: f"{p['allocation']} at {p['budget_fraction']:.2f}: accuracy {r['accuracy']:.3f}")
+    run_points([{"allocation": a, "budget_fraction": f} for a, f in todo], BudgetTask(cfg, todo), budgets,
+               desc="finetune budgets", log=log, **parallel,
+               describe=lambda p, r: f"{p['allocation']} at {p['budget_fraction']:.2f}: accuracy "
+                                     f"{float(r['accuracy']):.3f}")
     _plot(out, budgets.rows())
     return cfg, methods.rows(), budgets.rows(), importance
 

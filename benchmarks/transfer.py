@@ -13,6 +13,11 @@ pick among those runs. Then the similarity-chosen prompt crosses the D2D link (`
 digital with CRC and ARQ vs SNR and quantiser bits, or analog vs SNR) and the target fine-tunes from what
 arrived. Files: sources.csv, choices.csv, runs.csv (one row per fine-tuning run, resumable), summary.csv,
 timing.json, config.json, prompts/*.npy and PNG plots.
+
+With `workers` each stage's points run on Ray workers (`deft6g.experiment.run_points`): a worker returns a
+neighbour's prompt with its row and this process saves it; the choice and fine-tuning stages receive the
+saved prompts with their task (no worker reads or writes the output folder). Every run draws from its seed,
+so the rows do not depend on the number of workers.
 """
 
 import json
@@ -85,10 +90,10 @@ class TransferConfig:
 class _Setup:
     """The model, the per-task cached block inputs, one classifier and compiled trainer per task, the link."""
 
-    def __init__(self, cfg, out, log):
+    def __init__(self, cfg, log):
         from deft6g.finetune import load_study_model
         from deft6g.finetune.prompt_transfer import PromptClassifier, PromptTrainer, prompt_model, task_arrays
-        self.cfg, self.out = cfg, out
+        self.cfg = cfg
         model, tok = load_study_model(cfg.model)
         self.block = model.config.num_hidden_layers - 1
         self.peft = prompt_model(model, self.block, cfg.num_tokens)
@@ -99,15 +104,11 @@ class _Setup:
         log(f"block-{self.block} inputs of {len(cfg.tasks)} tasks ready ({time.time() - t0:.0f} s; cached on disk)")
         self.trainers = {name: PromptTrainer(PromptClassifier(self.peft, d.labels, cfg.logit_scale), cfg.learning_rate)
                          for name, d in self.data.items()}
-        (out / "prompts").mkdir(exist_ok=True)
         self.links = {}                                 # (mode, bits) -> PromptLink, built once
 
     def shared_init(self, seed):
         from deft6g.finetune.prompt_transfer import initial_prompt
         return initial_prompt("vocab", (self.cfg.num_tokens, self.peft.hidden), seed, self.table)
-
-    def prompt_path(self, task, seed):
-        return self.out / "prompts" / f"{task}_seed{seed}.npy"
 
     def target_split(self, target, seed):
         """The target device's examples and a disjoint validation set, drawn from the task's training pool."""
@@ -122,6 +123,10 @@ class _Setup:
         return pick(own), d.y_train[own], pick(val), d.y_train[val]
 
 
+def _prompt_path(out, task, seed):
+    return out / "prompts" / f"{task}_seed{seed}.npy"
+
+
 def _save(path, array):
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, array)
@@ -129,28 +134,29 @@ def _save(path, array):
 
 
 def _train_source(setup, point):
+    """A neighbour's prompt: {"row": its sources.csv row, "prompt": the trained prompt}."""
     cfg, task, seed = setup.cfg, point["task"], point["seed"]
     d = setup.data[task]
     trainer = setup.trainers[task]
     prompt, _ = trainer.run(setup.shared_init(seed), d.train, d.y_train, cfg.source_steps, cfg.batch_size,
                             seed=10_000 + 100 * seed + cfg.tasks.index(task))
-    _save(setup.prompt_path(task, seed), prompt)
-    return {"task": task, "seed": seed, "accuracy": trainer.accuracy(d.test, d.y_test), "steps": cfg.source_steps,
-            "train_examples": len(d.y_train), "test_examples": len(d.y_test)}
+    return {"prompt": prompt, "row": {"task": task, "seed": seed, "accuracy": trainer.accuracy(d.test, d.y_test),
+                                      "steps": cfg.source_steps, "train_examples": len(d.y_train),
+                                      "test_examples": len(d.y_test)}}
 
 
 def _sources_of(cfg, target):
     return [t for t in cfg.tasks if t != target]
 
 
-def _choose(setup, point):
+def _choose(setup, point, prompts):
     from deft6g.finetune.prompt_transfer import choose_by_similarity, choose_by_trial, task_embedding
     cfg, target, seed = setup.cfg, point["target"], point["seed"]
     init = setup.shared_init(seed)
     x, y, _, _ = setup.target_split(target, seed)
     trainer = setup.trainers[target]
     probe, _ = trainer.run(init, x, y, cfg.probe_steps, cfg.batch_size, seed=20_000 + seed)
-    prompts = {s: np.load(setup.prompt_path(s, seed)) for s in _sources_of(cfg, target)}
+    prompts = {s: prompts[(s, seed)] for s in _sources_of(cfg, target)}
     sim_choice, sims = choose_by_similarity(task_embedding(probe, init),
                                             {s: task_embedding(p, init) for s, p in prompts.items()})
     few = np.arange(min(cfg.trial_examples, len(y)))
@@ -163,8 +169,9 @@ def _steps_to(curve, target_accuracy):
     return next((s for s, a in curve if a >= target_accuracy), None)
 
 
-def _finetune(setup, point, references, choices):
-    """One fine-tuning run of the target device from the point's initial prompt (see RUN_KEY)."""
+def _finetune(setup, point, references, choices, prompts):
+    """One fine-tuning run of the target device from the point's initial prompt (see RUN_KEY); prompts:
+    {(task, seed): the neighbour's prompt}."""
     from deft6g.finetune.prompt_transfer import initial_prompt
     from deft6g.phy import PromptLink
     cfg, target, seed, init_kind = setup.cfg, point["target"], point["seed"], point["init"]
@@ -179,7 +186,7 @@ def _finetune(setup, point, references, choices):
         start = shared
     else:                                           # a neighbour's prompt: "source" (ideal) or "link"
         source = point["source"] if init_kind == "source" else choices[(target, seed)]["similarity_choice"]
-        sent = np.load(setup.prompt_path(source, seed))
+        sent = prompts[(source, seed)]
         row["source"], start = source, sent
         if point["link"] != "ideal":
             spec = (point["link"], int(point["bits"] or cfg.link_bits))
@@ -228,43 +235,95 @@ def _key_of_run(p):
     return {**p, "init": f"source:{p['source']}"} if p["init"] == "source" else p
 
 
-def run_transfer(out_dir, cfg=None, quick=False, log=print):
-    """Run (or resume) the study into `out_dir`; returns (cfg, sources rows, choices rows, runs rows, timing)."""
+class TransferPointTask:
+    """What one point of a stage runs ("source": a neighbour's prompt, "choice": the source choices, "run": a
+    fine-tuning run, its point keyed as by `_key_of_run`), picklable for Ray workers: holds the configuration
+    and what the stage needs from earlier ones (references, choices, the neighbours' prompts); the heavy
+    `_Setup` (model, cached block inputs, trainers) is built on first use, once per process, and never pickled.
+    task(point) -> {"row": the point's row, "cpu_s": its CPU seconds, "prompt": the trained prompt ("source")}."""
+
+    def __init__(self, cfg, stage="source", references=None, choices=None, prompts=None, log=print):
+        if stage not in ("source", "choice", "run"):
+            raise ValueError(f"`stage` must be 'source', 'choice' or 'run', got {stage!r}")
+        self.cfg, self.stage, self.log, self._setup = cfg, stage, log, None
+        self.references, self.choices, self.prompts = references or {}, choices or {}, prompts or {}
+
+    def setup(self):
+        if self._setup is None:
+            self._setup = _Setup(self.cfg, self.log)
+        return self._setup
+
+    def then(self, stage, **inputs):
+        """A task of `stage` sharing this one's setup, with the earlier stages' `inputs`."""
+        other = TransferPointTask(self.cfg, stage, log=self.log, **inputs)
+        other._setup = self._setup
+        return other
+
+    def __getstate__(self):
+        return {**self.__dict__, "log": print, "_setup": None}
+
+    def __call__(self, point):
+        setup, t0 = self.setup(), time.process_time()
+        if self.stage == "source":
+            out = _train_source(setup, point)
+        elif self.stage == "choice":
+            out = {"row": _choose(setup, point, self.prompts)}
+        else:
+            q = {**point, "init": "source", "source": point["init"].split(":", 1)[1]} \
+                if point["init"].startswith("source:") else point
+            out = {"row": {**_finetune(setup, q, self.references, self.choices, self.prompts), "init": point["init"]}}
+        return {**out, "cpu_s": time.process_time() - t0}
+
+
+def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
+    """Run (or resume) the study into `out_dir`; returns (cfg, sources rows, choices rows, runs rows, timing).
+    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the block inputs are
+    computed and cached on disk here first; every worker loads them from the cache). timing: CPU seconds (this
+    process's, plus on Ray workers their points', the workers' start aside) and wall seconds, summed over
+    invocations."""
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")          # one compiled step and predict per task: TF's retracing notice
     cfg = cfg or (TransferConfig.quick() if quick else TransferConfig())
     cfg.validate()
     out = prepare_output(out_dir, "transfer", asdict(cfg))
     cpu0, wall0 = time.process_time(), time.time()
-    setup = _Setup(cfg, out, log)
+    task = TransferPointTask(cfg, log=log)
+    task.setup()
+    (out / "prompts").mkdir(exist_ok=True)
     src_store = ResultStore(out / "sources.csv", SOURCE_FIELDS, ["task", "seed"])
     point_sources, point_choices, point_runs = run_points_for(cfg)
     # a source row without its prompt file (interrupted between the two) is retrained
-    missing = [p for p in point_sources if src_store.done(p) and not setup.prompt_path(p["task"], p["seed"]).is_file()]
+    missing = [p for p in point_sources if src_store.done(p) and not _prompt_path(out, p["task"], p["seed"]).is_file()]
     if missing:
         raise RuntimeError(f"{out}/prompts lacks {len(missing)} prompt file(s) listed in sources.csv; remove the folder")
-    run_points(point_sources, lambda p: _train_source(setup, p), src_store, desc="neighbour prompts", log=log,
-               describe=lambda p, r: f"{p['task']} seed {p['seed']}: test accuracy {r['accuracy']:.3f}")
+
+    on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address")
+    worker_cpu = [0.0]
+
+    def write(point, result):                   # the prompt file first: a row in sources.csv has its prompt
+        if "prompt" in result:
+            _save(_prompt_path(out, point["task"], point["seed"]), result["prompt"])
+        worker_cpu[0] += result["cpu_s"] if on_workers else 0.0
+        return result["row"]
+
+    run_points(point_sources, task, src_store, desc="neighbour prompts", log=log, write=write, **parallel,
+               describe=lambda p, r: f"{p['task']} seed {p['seed']}: test accuracy {float(r['accuracy']):.3f}")
     references = {(r["task"], int(r["seed"])): float(r["accuracy"]) for r in src_store.rows()}
+    prompts = {(p["task"], p["seed"]): np.load(_prompt_path(out, p["task"], p["seed"])) for p in point_sources}
     ch_store = ResultStore(out / "choices.csv", CHOICE_FIELDS, ["target", "seed"])
-    run_points(point_choices, lambda p: _choose(setup, p), ch_store, desc="source choice", log=log,
-               describe=lambda p, r: f"{p['target']} seed {p['seed']}: similarity -> {r['similarity_choice']}, "
-                                     f"trial -> {r['trial_choice']}")
+    run_points(point_choices, task.then("choice", prompts=prompts), ch_store, desc="source choice", log=log,
+               write=write, **parallel, describe=lambda p, r: f"{p['target']} seed {p['seed']}: similarity -> "
+                                                 f"{r['similarity_choice']}, trial -> {r['trial_choice']}")
     choices = {(r["target"], int(r["seed"])): r for r in ch_store.rows()}
     run_store = ResultStore(out / "runs.csv", RUN_FIELDS, RUN_KEY)
     keyed = [_key_of_run(p) for p in point_runs]
-
-    def fn(p):
-        q = {**p, "init": "source", "source": p["init"].split(":", 1)[1]} if p["init"].startswith("source:") else p
-        row = _finetune(setup, q, references, choices)
-        return {**row, "init": p["init"]}
-
-    run_points(keyed, fn, run_store, desc="fine-tuning runs", log=log,
+    run_points(keyed, task.then("run", references=references, choices=choices, prompts=prompts), run_store,
+               desc="fine-tuning runs", log=log, write=write, **parallel,
                describe=lambda p, r: f"{p['target']} seed {p['seed']} {p['init']} {p['link']} {p['snr_db']} "
-                                     f"{p['bits']}: accuracy {r['accuracy']:.3f}")
+                                     f"{p['bits']}: accuracy {float(r['accuracy']):.3f}")
     path = out / "timing.json"                          # one entry per invocation: a resumed run adds up
     runs_so_far = json.loads(path.read_text()) if path.is_file() else []
-    runs_so_far.append({"cpu_s": time.process_time() - cpu0, "wall_s": time.time() - wall0})
+    runs_so_far.append({"cpu_s": time.process_time() - cpu0 + worker_cpu[0], "wall_s": time.time() - wall0})
     path.write_text(json.dumps(runs_so_far, indent=2))
     timing = {k: sum(r[k] for r in runs_so_far) for k in ("cpu_s", "wall_s")}
     sources, ch_rows, runs = src_store.rows(), ch_store.rows(), run_store.rows()

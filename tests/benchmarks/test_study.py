@@ -13,23 +13,6 @@ from deft6g.benchmarks.cli import main
 from deft6g.benchmarks.study import run_study, study_points
 from deft6g.benchmarks.study_config import build_config, load_config
 
-TINY = """
-seeds = [0]
-[model]
-name = "random-bert"
-[data]
-train_examples = 64
-test_examples = 32
-[federated]
-devices = 2
-rounds = 2
-local_steps = 1
-[channel]
-snr_db = [0.0, 10.0, 20.0]
-antennas = [2]
-"""
-
-
 def read(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -74,9 +57,8 @@ def test_default_configuration_is_the_main_job():
     assert {p["scheme"] for p in study_points(cfg)} == {"centralised", "ideal", "aircomp", "digital"}
 
 
-def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path):
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY)
+def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path, tiny_study):
+    config = tiny_study
     out = tmp_path / "interrupted"
     env = {**os.environ, "DEFT6G_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen([sys.executable, "-m", "deft6g.benchmarks.cli", "study", "--config", str(config),

@@ -4,7 +4,6 @@ missing Ray is reported with the install command. One local Ray instance (2 CPUs
 
 import os
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -104,32 +103,15 @@ def test_group_runs_on_one_worker_with_one_thread(ray_2, tmp_path):
         assert len({r["pid"] for r in rows if r["seed"] == str(s)}) == 1
 
 
-TINY = """
-seeds = [0]
-[model]
-name = "random-bert"
-[data]
-train_examples = 64
-test_examples = 32
-[federated]
-devices = 2
-rounds = 2
-local_steps = 1
-[channel]
-snr_db = [0.0, 20.0]
-antennas = [2]
-[digital]
-snr_db = [0.0, 20.0]
-"""
 TIMES = {"train_s", "link_s", "eval_s", "wall_s"}
 
 
-def test_two_worker_study_equals_serial_row_for_row(ray_2, tmp_path):
+def test_two_worker_study_equals_serial_row_for_row(ray_2, tmp_path, tiny_study):
     """A quick study (random-bert, 6 points: centralised, ideal, AirComp and digital at 0 and 20 dB) run on 2
     Ray workers gives the serial run's results.csv and rounds.csv exactly, wall-time columns aside."""
     from deft6g.benchmarks.study import run_study
-    from deft6g.benchmarks.study_config import build_config
-    cfg = build_config(tomllib.loads(TINY))
+    from deft6g.benchmarks.study_config import load_config
+    cfg = load_config(tiny_study)
     _, serial = run_study(tmp_path / "serial", cfg, log=lambda *_: None)
     _, parallel = run_study(tmp_path / "ray", cfg, log=lambda *_: None, workers=2)
     assert len(serial) == 6
@@ -139,16 +121,99 @@ def test_two_worker_study_equals_serial_row_for_row(ray_2, tmp_path):
     assert rounds[0] == rounds[1] and len(rounds[0]) == 1 + 6 * 2
 
 
+def test_two_worker_connect_equals_serial_row_for_row(ray_2, tmp_path, monkeypatch):
+    """`deft6g connect --quick` (random-bert, 14 points: references, naive, digital and noise-aware AirComp at
+    0 and 20 dB) on 2 Ray workers gives the serial run's results.csv, row for row, CPU time aside; the
+    features are computed once, by the driver, into the shared cache folder."""
+    from deft6g.benchmarks.connect import ConnectConfig, points, run_connect
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
+    quiet = lambda *_: None                                                                  # noqa: E731
+    _, serial, _ = run_connect(tmp_path / "serial", quick=True, log=quiet)
+    cache = lambda: {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").rglob("*.npz")}  # noqa: E731
+    cached = cache()
+    _, parallel, _ = run_connect(tmp_path / "ray", quick=True, log=quiet, workers=2)
+    assert len(serial) == len(points(ConnectConfig.quick())) == 14
+    strip = lambda rows: sorted(tuple((k, v) for k, v in r.items() if k != "cpu_s") for r in rows)  # noqa: E731
+    assert strip(parallel) == strip(serial)
+    assert cached and cache() == cached                     # the workers load the features, never recompute them
+
+
+def test_parallel_command_times_both_jobs_and_finds_identical_rows(ray_2, tmp_path, monkeypatch, capsys):
+    """`deft6g parallel --quick --workers 2` end to end, on smaller jobs than its --quick ones (too slow for a
+    test on 2 cores): a 2-point study (ideal and AirComp at 20 dB) and a 20-point design sweep (one seed, one
+    value per sweep). speedup.csv has a row per job with identical rows and positive times; the table prints;
+    a re-run skips both jobs."""
+    from dataclasses import replace
+    from deft6g.benchmarks import ray_speedup
+    from deft6g.benchmarks.beamforming import DesignConfig
+    from deft6g.benchmarks.cli import main
+    from deft6g.benchmarks.study_config import build_config
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
+    study = build_config({**ray_speedup.QUICK_STUDY, "schemes": ["ideal", "aircomp"],
+                          "channel": {"snr_db": [20.0], "antennas": [2]}})
+    design = replace(DesignConfig.quick(), seeds=1, sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0])
+    monkeypatch.setattr(ray_speedup, "_study_config", lambda quick: study)
+    monkeypatch.setattr(ray_speedup, "_design_config", lambda quick: design)
+    out = tmp_path / "out"
+    assert main(["parallel", "--quick", "--workers", "2", "--out", str(out)]) == 0
+    rows = {r["job"]: r for r in ResultStore(out / "speedup.csv", ray_speedup.FIELDS, ["job"]).rows()}
+    assert set(rows) == {"study", "design"} and rows["study"]["points"] == "2" and rows["design"]["points"] == "20"
+    for r in rows.values():
+        assert r["identical"] == "True" and r["differing_columns"] == "" and r["workers"] == "2"
+        assert float(r["serial_s"]) > 0 and float(r["parallel_s"]) > 0 and float(r["speedup"]) > 0
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and "identical rows" in printed
+    assert main(["parallel", "--quick", "--workers", "2", "--out", str(out)]) == 0
+    assert "2 of 2 already finished, skipped" in capsys.readouterr().out
+    assert main(["parallel", "--workers", "1", "--out", str(tmp_path / "one")]) == 2
+    assert "--workers must be >= 2" in capsys.readouterr().err
+
+
+def test_parallel_compare_names_differing_columns():
+    """ray_speedup._compare: rows matched by key in any order; skipped columns ignored; a differing column
+    is named with its largest relative difference; different point sets are not identical."""
+    from deft6g.benchmarks.ray_speedup import _compare
+    a = [{"k": "1", "v": "1.0", "t": "3"}, {"k": "2", "v": "2.0", "t": "4"}]
+    assert _compare(a, a[::-1], ["k"], {"t"}) == (True, [])
+    b = [{"k": "1", "v": "1.0", "t": "9"}, {"k": "2", "v": "2.5", "t": "4"}]
+    assert _compare(a, b, ["k"], {"t"}) == (False, ["v (2.0e-01)"])
+    assert _compare(a, b[:1], ["k"], {"t"}) == (False, ["<points>"])
+
+
+def test_workers_option(capsys):
+    """Every command on the shared runner takes the same options: no --workers runs serially here,
+    `--workers` alone one worker per core (0 to run_points), `--workers N` N; --ray-address alone uses the
+    cluster's CPUs. N < 1 or not a number is refused, naming --workers."""
+    from deft6g.benchmarks.cli import _parallel, build_parser
+    parser = build_parser()
+    for cmd in ("study", "design", "link", "connect", "ensemble", "transfer", "finetune"):
+        workers = lambda *argv: _parallel(parser.parse_args([cmd, *argv]))["workers"]  # noqa: E731, B023
+        assert workers() == 1 and workers("--workers") == 0 and workers("--workers", "3") == 3
+        assert workers("--workers", "--quick") == 0 and workers("--ray-address", "auto") == 0
+        assert _parallel(parser.parse_args([cmd, "--ray-address", "auto", "--workers", "2"])) == {
+            "workers": 2, "ray_address": "auto", "worker_gpus": 0.0}
+        for bad in ("0", "-1", "two"):
+            with pytest.raises(SystemExit) as exit_:
+                parser.parse_args([cmd, "--workers", bad])
+            assert exit_.value.code == 2
+            err = capsys.readouterr().err
+            assert "argument --workers: must be a whole number >= 1" in err and repr(bad) in err
+
+
 def test_workers_without_ray_say_how_to_install(monkeypatch, tmp_path, capsys):
-    """`import ray` failing (simulated): the CLI exits with 2 and the install command, before any work;
-    run_points raises RayUnavailable; a negative worker count is refused naming `workers`."""
+    """`import ray` failing (simulated): the CLI exits with 2 and the install command, before any work, for
+    `--workers N` and for `--workers` alone; run_points raises RayUnavailable; a negative worker count is
+    refused naming `workers`."""
     from deft6g.benchmarks.cli import main
     monkeypatch.setitem(sys.modules, "ray", None)
-    assert main(["study", "--workers", "2", "--out", str(tmp_path / "out")]) == 2
-    assert "pip install 'deft6g[ray]'" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+    for argv in (["study", "--workers", "2"], ["connect", "--workers"], ["transfer", "--ray-address", "auto"]):
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+        assert "pip install 'deft6g[ray]'" in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
     with pytest.raises(RayUnavailable, match=r"deft6g\[ray\]"):
         run_points([{"p": 0, "seed": 0}], Toy(tmp_path / "calls"), _store(tmp_path / "r.csv"), workers=2)
     with pytest.raises(ValueError, match="`workers`.*-1"):
         run_points([{"p": 0, "seed": 0}], Toy(tmp_path / "calls"), _store(tmp_path / "r.csv"), workers=-1)
-    assert main(["design", "--workers", "-1", "--out", str(tmp_path / "out")]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["design", "--workers", "-1", "--out", str(tmp_path / "out")])
+    assert "--workers" in capsys.readouterr().err
