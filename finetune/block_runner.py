@@ -76,7 +76,7 @@ class BlockRunner:
             raise ValueError(f"`block` must be in [0, {self.lowest_tuned_block()}] (lowest tuned block), got {block}")
         steps = self.__dict__.setdefault("_activation_steps", {})    # compiled once per block, not per call
         if block not in steps:
-            steps[block] = tf.function(lambda x: self.run_blocks(*self.embed(x), 0, block))
+            steps[block] = tf.function(lambda x: self.run_blocks(*self.embed(x), 0, block), reduce_retracing=True)
         step = steps[block]
         n = len(inputs["input_ids"]) if isinstance(inputs, dict) else len(inputs)
         hs, ms = [], []
