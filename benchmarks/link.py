@@ -239,7 +239,7 @@ def plot(cfg, out, air_rows, dig_rows):
                 (snr, _mean_db(v)))
         line_plot(out / f"nmse_vs_snr_{model}.png", curves, "SNR = P / sigma^2 per device [dB]",
                   "NMSE of the sum [dB] (AirComp: median over channels)", f"AirComp vs digital, {model}",
-                  note="digital: mean over seeds; dropped blocks dominate it (8-bit quantiser floor -44 dB); "
+                  note="digital: mean over seeds; dropped blocks dominate it (8-bit quantiser floor -43.3 dB); "
                        "AirComp N = K curves overlap")
         adv = {f"{scheme} N={n} K={k}": pts for (m, scheme, n, k), pts in _advantage(cfg, dig_rows).items()
                if m == model}
