@@ -5,7 +5,7 @@ MSE design, digital transmission, each single view, central concatenation and th
 M devices each see one segment of an example (BBC News: M consecutive parts of an article; Rotten Tomatoes:
 the two halves of a review), encode it with the frozen MiniLM (features cached once) and project it to D
 dimensions; the server adds the projections (ideal, AirComp or digital) and runs the head. What trains: the
-M projections and the head (the FoMo is frozen). Every finished (task, scheme, antennas, SNR, seed) point is
+M projections and the head (the FoMo is frozen). Every finished (task, scheme, num_rx_ant, SNR, seed) point is
 appended to results.csv at once; re-running the same command resumes. With `workers` the points run on Ray
 workers (`deft6g.experiment.run_points`); every model is trained from its point's seed, so the rows (but
 cpu_s) do not depend on the number of workers.
@@ -18,7 +18,7 @@ import numpy as np
 
 from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise
 
-FIELDS = ["task", "scheme", "antennas", "snr_db", "seed", "accuracy", "nmse", "payload_uses", "side_info_uses",
+FIELDS = ["task", "scheme", "num_rx_ant", "snr_db", "seed", "accuracy", "nmse", "payload_uses", "side_info_uses",
           "channel_uses", "latency_us", "cpu_s"]
 KEY = FIELDS[:5]
 IDEAL_SCHEMES = ("ideal", "central")             # trained and deployed without a channel
@@ -29,7 +29,7 @@ AIR_SCHEMES = ("naive", "naive-task", "noise-aware", "noise-aware-task")
 class ConnectConfig:
     """The study's grid. tasks: [dataset, views M, tokens per view, training examples (None: all)];
     width D of the projections; batch_size: training examples per channel realisation, block: test
-    examples per channel realisation, repeats: channel draws per test block; antennas N of the SNR sweep,
+    examples per channel realisation, repeats: channel draws per test block; num_rx_ant N of the SNR sweep,
     antenna_sweep N at antenna_sweep_snr_db; SNR = P / sigma^2 per device [dB]; method: the MSE design
     (`design_aircomp`); digital_bits: quantiser bits of the digital baseline (adaptive MCS, multi-user MIMO,
     CRC); AirComp's side information (the normalisation statistics, 2 D reals per device at side_info_bits
@@ -43,7 +43,7 @@ class ConnectConfig:
     batch_size: int = 128
     lr: float = 3e-3
     method: str = "mmse"
-    antennas: int = 4
+    num_rx_ant: int = 4
     snr_db: list = field(default_factory=lambda: [-20.0, -10.0, 0.0, 10.0, 20.0, 30.0])
     antenna_sweep: list = field(default_factory=lambda: [1, 16])
     antenna_sweep_snr_db: list = field(default_factory=lambda: [-10.0])
@@ -68,22 +68,22 @@ def task_name(task):
 
 
 def points(cfg):
-    """Every (task, scheme, antennas, snr_db, seed) point, ordered so that points sharing a trained model
-    follow each other; schemes without a channel have antennas 0 and snr_db inf."""
+    """Every (task, scheme, num_rx_ant, snr_db, seed) point, ordered so that points sharing a trained model
+    follow each other; schemes without a channel have num_rx_ant 0 and snr_db inf."""
     out = []
-    radio = [(cfg.antennas, s) for s in cfg.snr_db]
+    radio = [(cfg.num_rx_ant, s) for s in cfg.snr_db]
     radio += [(n, s) for n in cfg.antenna_sweep for s in cfg.antenna_sweep_snr_db]
     for task in cfg.tasks:
         name = task_name(task)
         for seed in cfg.seeds:
             base = dict(task=name, seed=seed)
             singles = [f"single-{m}" for m in range(task[1])]
-            out += [dict(base, scheme=s, antennas=0, snr_db=float("inf")) for s in IDEAL_SCHEMES + tuple(singles)]
+            out += [dict(base, scheme=s, num_rx_ant=0, snr_db=float("inf")) for s in IDEAL_SCHEMES + tuple(singles)]
             for n, snr in radio:
                 schemes = ["naive", "naive-task"] + [f"digital-q{q}" for q in cfg.digital_bits]
-                out += [dict(base, scheme=s, antennas=n, snr_db=snr) for s in schemes]
+                out += [dict(base, scheme=s, num_rx_ant=n, snr_db=snr) for s in schemes]
             for n, snr in radio:
-                out += [dict(base, scheme=s, antennas=n, snr_db=snr) for s in ("noise-aware", "noise-aware-task")]
+                out += [dict(base, scheme=s, num_rx_ant=n, snr_db=snr) for s in ("noise-aware", "noise-aware-task")]
     return [{k: p[k] for k in KEY} for p in out]
 
 
@@ -139,7 +139,7 @@ class ConnectTask:
         from deft6g.finetune import AirCompConnection, DigitalConnection, evaluate_multiview, side_info_channel_uses, \
             task_importance, training_stats
         cfg, name, scheme, seed = self.cfg, point["task"], point["scheme"], int(point["seed"])
-        n, snr = int(point["antennas"]), float(point["snr_db"])
+        n, snr = int(point["num_rx_ant"]), float(point["snr_db"])
         d = self.task(name)
         t0 = time.process_time()
         row = dict(point, nmse=0.0, payload_uses=0.0, side_info_uses=0.0)
@@ -170,9 +170,9 @@ class ConnectTask:
         return row
 
 
-# Points of one (task, seed, antennas, SNR) go to one worker, in order: the noise-aware model trained at that SNR
+# Points of one (task, seed, num_rx_ant, SNR) go to one worker, in order: the noise-aware model trained at that SNR
 # serves both its designs (MSE and task-oriented) and is trained once.
-GROUP = ["task", "seed", "antennas", "snr_db"]
+GROUP = ["task", "seed", "num_rx_ant", "snr_db"]
 
 
 def run_connect(out_dir="results/connect", quick=False, log=print, **parallel):
@@ -189,7 +189,7 @@ def run_connect(out_dir="results/connect", quick=False, log=print, **parallel):
     for name in dict.fromkeys(p["task"] for p in todo):          # features once, before any worker starts
         task.task(name)
     run_points(points(cfg), task, store, desc="connect", log=log, group=GROUP, **parallel,
-               describe=lambda p, r: f"{p['task']} {p['scheme']} N={p['antennas']} {p['snr_db']} dB seed {p['seed']}: "
+               describe=lambda p, r: f"{p['task']} {p['scheme']} N={p['num_rx_ant']} {p['snr_db']} dB seed {p['seed']}: "
                                      f"accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
     on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address")
@@ -201,7 +201,7 @@ def run_connect(out_dir="results/connect", quick=False, log=print, **parallel):
 
 def _curve(rows, task, scheme, n):
     pts = []
-    for s in summarise([r for r in rows if r["task"] == task and r["scheme"] == scheme and int(r["antennas"]) == n],
+    for s in summarise([r for r in rows if r["task"] == task and r["scheme"] == scheme and int(r["num_rx_ant"]) == n],
                        ["snr_db"], ["accuracy", "channel_uses"]):
         pts.append((float(s["snr_db"]), s["accuracy_mean"], s["accuracy_ci"], s["channel_uses_mean"]))
     return sorted(pts)
@@ -220,7 +220,7 @@ def best_single(rows, task):
 
 
 def plot(out, cfg, rows):
-    """accuracy_vs_snr_<task>.png (N = cfg.antennas; the other antenna counts as markers) and
+    """accuracy_vs_snr_<task>.png (N = cfg.num_rx_ant; the other antenna counts as markers) and
     accuracy_vs_channel_uses_<task>.png (AirComp vs digital per SNR)."""
     note = f"mean and 95% CI over {len(cfg.seeds)} seeds; MiniLM frozen, projections (D={cfg.width}) and head trained"
     if cfg.model == "random-bert":
@@ -236,9 +236,9 @@ def plot(out, cfg, rows):
             hl[f"best single view ({single[0]})"] = single[1:]
         curves = {}
         for scheme in AIR_SCHEMES + tuple(f"digital-q{q}" for q in cfg.digital_bits):
-            pts = _curve(rows, task, scheme, cfg.antennas)
+            pts = _curve(rows, task, scheme, cfg.num_rx_ant)
             if pts:
-                curves[f"{scheme} N={cfg.antennas}"] = [p[:3] for p in pts]
+                curves[f"{scheme} N={cfg.num_rx_ant}"] = [p[:3] for p in pts]
         for n in cfg.antenna_sweep:
             pts = _curve(rows, task, "noise-aware", n)
             if pts:
@@ -248,9 +248,9 @@ def plot(out, cfg, rows):
                       f"{task}: over-the-air neural connection", hlines=hl, note=note)
         uses = {}
         for scheme in ("noise-aware",) + tuple(f"digital-q{q}" for q in cfg.digital_bits):
-            pts = _curve(rows, task, scheme, cfg.antennas)
+            pts = _curve(rows, task, scheme, cfg.num_rx_ant)
             if pts:
-                uses[f"{scheme} N={cfg.antennas}"] = [(p[3], p[1], p[2], f"{p[0]:g} dB") for p in pts]
+                uses[f"{scheme} N={cfg.num_rx_ant}"] = [(p[3], p[1], p[2], f"{p[0]:g} dB") for p in pts]
         if uses:
             line_plot(out / f"accuracy_vs_channel_uses_{task}.png", uses, "channel uses per example (side info incl.)",
                       "test accuracy", f"{task}: accuracy vs uplink cost", logx=True, marker_only=True, hlines=hl,
@@ -258,11 +258,11 @@ def plot(out, cfg, rows):
 
 
 def _paired(rows, task, a, b, n, snr):
-    """Paired (a - b) accuracy over seeds at (n, snr); b may be an ideal scheme (antennas 0)."""
+    """Paired (a - b) accuracy over seeds at (n, snr); b may be an ideal scheme (num_rx_ant 0)."""
     def by_seed(scheme):
         sel = [r for r in rows if r["task"] == task and r["scheme"] == scheme]
         if scheme not in IDEAL_SCHEMES and not scheme.startswith("single-"):
-            sel = [r for r in sel if int(r["antennas"]) == n and float(r["snr_db"]) == snr]
+            sel = [r for r in sel if int(r["num_rx_ant"]) == n and float(r["snr_db"]) == snr]
         return {r["seed"]: float(r["accuracy"]) for r in sel}
     x, y = by_seed(a), by_seed(b)
     seeds = sorted(set(x) & set(y))
@@ -270,12 +270,12 @@ def _paired(rows, task, a, b, n, snr):
 
 
 def equal_accuracy_saving(rows, cfg, task, snr):
-    """Digital's channel uses at the accuracy of noise-aware AirComp (N = cfg.antennas) over AirComp's:
+    """Digital's channel uses at the accuracy of noise-aware AirComp (N = cfg.num_rx_ant) over AirComp's:
     the cheapest digital quantiser whose mean accuracy is at least AirComp's minus 1 point (DESIGN.md §7:
     within 1 point is equal). Returns (bits, ratio mean, ratio ci) or None when no digital setting gets there."""
     def sel(scheme):
         return {r["seed"]: r for r in rows if r["task"] == task and r["scheme"] == scheme
-                and int(r["antennas"]) == cfg.antennas and float(r["snr_db"]) == snr}
+                and int(r["num_rx_ant"]) == cfg.num_rx_ant and float(r["snr_db"]) == snr}
     air = sel("noise-aware")
     if not air:
         return None
@@ -291,7 +291,7 @@ def equal_accuracy_saving(rows, cfg, task, snr):
 
 
 def summary(cfg, rows, cpu_s=None):
-    """Tables per task (accuracy mean +- 95% CI per scheme and SNR at N = cfg.antennas) and the headline
+    """Tables per task (accuracy mean +- 95% CI per scheme and SNR at N = cfg.num_rx_ant) and the headline
     comparisons, paired per seed."""
     fmt = lambda m, c: f"{m:.3f}±{c:.3f}" if np.isfinite(c) else f"{m:.3f}"         # noqa: E731
     points_pm = lambda d: f"{100 * d[0]:+.1f}" + (f"±{100 * d[1]:.1f}" if np.isfinite(d[1]) else "")  # noqa: E731
@@ -300,7 +300,7 @@ def summary(cfg, rows, cpu_s=None):
         trows = [r for r in rows if r["task"] == task]
         if not trows:
             continue
-        lines.append(f"\n{task}: accuracy (mean ± 95% CI over seeds), N = {cfg.antennas}, D = {cfg.width}, "
+        lines.append(f"\n{task}: accuracy (mean ± 95% CI over seeds), N = {cfg.num_rx_ant}, D = {cfg.width}, "
                      f"design {cfg.method}")
         refs = [f"{s} {fmt(*_reference(rows, task, s))}" for s in IDEAL_SCHEMES if _reference(rows, task, s)]
         single = best_single(rows, task)
@@ -312,11 +312,11 @@ def summary(cfg, rows, cpu_s=None):
         for snr in cfg.snr_db:
             cells = []
             for s in schemes:
-                pts = [p for p in _curve(rows, task, s, cfg.antennas) if p[0] == snr]
+                pts = [p for p in _curve(rows, task, s, cfg.num_rx_ant) if p[0] == snr]
                 cells.append(f"{fmt(pts[0][1], pts[0][2]):>18}" if pts else f"{'-':>18}")
             lines.append(f"  {snr:>7g}" + "".join(cells))
         uses = {s: np.mean([float(r["channel_uses"]) for r in trows if r["scheme"] == s
-                            and int(r["antennas"]) == cfg.antennas]) for s in schemes
+                            and int(r["num_rx_ant"]) == cfg.num_rx_ant]) for s in schemes
                 if any(r["scheme"] == s for r in trows)}
         lines.append("  channel uses per example (mean over SNRs, side info incl.): "
                      + ", ".join(f"{s} {u:.2f}" for s, u in uses.items()))
@@ -331,7 +331,7 @@ def summary(cfg, rows, cpu_s=None):
                                 ("noise-aware - naive", "noise-aware", "naive"),
                                 ("task - MSE design (noise-aware)", "noise-aware-task", "noise-aware"),
                                 ("task - MSE design (naive)", "naive-task", "naive")):
-                d = _paired(rows, task, a, b, cfg.antennas, snr)
+                d = _paired(rows, task, a, b, cfg.num_rx_ant, snr)
                 if d:
                     parts.append(f"{label} {points_pm(d)}")
             sav = equal_accuracy_saving(rows, cfg, task, snr)

@@ -22,7 +22,7 @@ FIELDS = ["job", "points", "workers", "cores", "serial_s", "parallel_s", "ray_st
 STUDY_TIMES = {"train_s", "link_s", "eval_s", "wall_s"}      # wall-time columns: not compared
 QUICK_STUDY = {"model": {"name": "random-bert"}, "data": {"train_examples": 64, "test_examples": 32},
                "federated": {"devices": 2, "rounds": 2, "local_steps": 1}, "seeds": [0],
-               "channel": {"snr_db": [0.0, 20.0], "antennas": [2]}, "digital": {"snr_db": [0.0, 20.0]}}
+               "channel": {"snr_db": [0.0, 20.0], "num_rx_ant": [2]}, "digital": {"snr_db": [0.0, 20.0]}}
 
 
 def _study_config(quick):

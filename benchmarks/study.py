@@ -1,9 +1,9 @@
 """`deft6g study`: accuracy vs SNR and latency of federated DEFT with ideal, MIMO AirComp and digital
 aggregation, bounded by a centralised run of the same PEFT on the union of the devices' data.
 
-One point is (scheme, snr_db, antennas, lora_aggregation, seed); every finished point is appended to
+One point is (scheme, snr_db, num_rx_ant, lora_aggregation, seed); every finished point is appended to
 results.csv at once (its per-round log to rounds.csv) and a re-run skips finished points; summary.csv holds
-the mean and 95% confidence interval over seeds per (scheme, snr_db, antennas, lora_aggregation).
+the mean and 95% confidence interval over seeds per (scheme, snr_db, num_rx_ant, lora_aggregation).
 """
 
 import json
@@ -17,12 +17,12 @@ from deft6g.experiment import (ResultStore, line_plot, mean_ci, paired_ci, prepa
 
 from .study_config import StudyConfig, load_config
 
-POINT_KEY = ["scheme", "snr_db", "antennas", "lora_aggregation", "seed"]
+POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "lora_aggregation", "seed"]
 RESULT_FIELDS = POINT_KEY + ["accuracy", "emulator_accuracy", "channel_uses", "latency_s", "agg_mse", "lora_bias",
                              "bits_up", "bits_down", "rounds", "samples_seen", "train_s", "link_s", "eval_s", "wall_s"]
 ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "lora_bias", "channel_uses", "devices", "accuracy"]
-SUMMARY_BY = ["scheme", "snr_db", "antennas", "lora_aggregation"]
-REFERENCES = ("centralised", "ideal")            # no channel: snr inf, antennas 0
+SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "lora_aggregation"]
+REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0
 
 
 def study_points(cfg):
@@ -33,7 +33,7 @@ def study_points(cfg):
             for scheme in cfg.schemes:
                 snrs = cfg.digital.snr_db if scheme == "digital" and cfg.digital.snr_db else cfg.channel.snr_db
                 grid = ([(math.inf, 0)] if scheme in REFERENCES else
-                        [(float(s), n) for n in cfg.channel.antennas for s in snrs])
+                        [(float(s), n) for n in cfg.channel.num_rx_ant for s in snrs])
                 pts += [dict(zip(POINT_KEY, (scheme, snr, n, agg, seed))) for snr, n in grid]
     return pts
 
@@ -145,11 +145,11 @@ def _aggregator(cfg, point):
     c, g, k = cfg.channel, cfg.digital, cfg.federated.devices
     scheme = "ideal" if point["scheme"] == "centralised" else point["scheme"]
     return make_aggregator(
-        scheme, k, int(point["antennas"]), float(point["snr_db"]), seed=int(point["seed"]),
+        scheme, k, int(point["num_rx_ant"]), float(point["snr_db"]), seed=int(point["seed"]),
         channel={"model": c.model, "num_subcarriers": c.num_subcarriers},
         aircomp={"method": c.method, "csi_error": c.csi_error, "select": c.select_devices, "mse_target": c.mse_target},
-        digital={"num_bits": g.num_bits, "num_bits_per_symbol": g.bits_per_symbol, "code_rate": g.code_rate,
-                 "num_iter": g.ldpc_iterations, "mcs": g.mcs, "detector": g.detector})
+        digital={"num_bits": g.num_bits, "num_bits_per_symbol": g.num_bits_per_symbol, "code_rate": g.code_rate,
+                 "num_iter": g.num_iter, "mcs": g.mcs, "detector": g.detector})
 
 
 class _TimedAggregator:
@@ -255,7 +255,7 @@ def run_study(out_dir, config=None, quick=False, log=print, **parallel):
 
 
 def _label(p):
-    name = p["scheme"] if p["scheme"] in REFERENCES else f"{p['scheme']} N={p['antennas']} {float(p['snr_db']):g} dB"
+    name = p["scheme"] if p["scheme"] in REFERENCES else f"{p['scheme']} N={p['num_rx_ant']} {float(p['snr_db']):g} dB"
     return f"{name} [{p['lora_aggregation']}] seed {p['seed']}"
 
 
@@ -296,7 +296,7 @@ def plot_study(out, cfg, summary, rows, round_rows):
     for s in summary:
         if s["scheme"] in REFERENCES:
             continue
-        name = f"{s['scheme']} N={s['antennas']}{tag(s)}"
+        name = f"{s['scheme']} N={s['num_rx_ant']}{tag(s)}"
         snr = float(s["snr_db"])
         by_snr.setdefault(name, []).append((snr, s["accuracy_mean"], s["accuracy_ci"]))
         by_latency.setdefault(name, []).append((s["latency_s_mean"], s["accuracy_mean"], s["accuracy_ci"], f"{snr:g} dB"))
@@ -310,7 +310,7 @@ def plot_study(out, cfg, summary, rows, round_rows):
     per_round, mse_round = {}, {}
     for r in round_rows:
         snr = float(r["snr_db"])
-        name = r["scheme"] if r["scheme"] in REFERENCES else f"{r['scheme']} N={r['antennas']} {snr:g} dB"
+        name = r["scheme"] if r["scheme"] in REFERENCES else f"{r['scheme']} N={r['num_rx_ant']} {snr:g} dB"
         name += f" [{r['lora_aggregation']}]" if multi else ""
         if r["accuracy"] not in ("", "nan"):
             per_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(float(r["accuracy"]))
@@ -341,11 +341,11 @@ def summary(cfg, rows):
              f"{'scheme':<12}{'LoRA agg':<10}{'N':>3}{'SNR dB':>8}{'accuracy':>17}{'minus ideal (paired)':>23}"
              f"{'channel uses':>14}{'latency s':>11}"]
     order = {"centralised": 0, "ideal": 1, "aircomp": 2, "digital": 3}
-    for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], int(s["antennas"]),
+    for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], int(s["num_rx_ant"]),
                                            float(s["snr_db"]))):
         diff = "" if math.isnan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}"
         snr = "-" if s["scheme"] in REFERENCES else f"{float(s['snr_db']):.0f}"
-        lines.append(f"{s['scheme']:<12}{s['lora_aggregation']:<10}{int(s['antennas']) or '-':>3}{snr:>8}"
+        lines.append(f"{s['scheme']:<12}{s['lora_aggregation']:<10}{int(s['num_rx_ant']) or '-':>3}{snr:>8}"
                      f"{s['accuracy_mean']:>10.3f} +- {_ci(s['accuracy_ci'])}{diff:>23}"
                      f"{s['channel_uses_mean']:>14,.0f}{s['latency_s_mean']:>11.3f}")
     if cfg.model.name == "random-bert":
@@ -358,7 +358,7 @@ def _ci(x):
 
 
 def summary_rows(rows):
-    """Per (scheme, snr_db, antennas, lora_aggregation): the seed count n, mean and 95% CI half-width of
+    """Per (scheme, snr_db, num_rx_ant, lora_aggregation): the seed count n, mean and 95% CI half-width of
     accuracy, channel uses, latency and aggregation MSE, and for every scheme but ideal the paired (same
     seed) accuracy difference to ideal aggregation (vs_ideal_mean, vs_ideal_ci)."""
     out = summarise(rows, SUMMARY_BY, SUMMARY_VALUES)

@@ -70,12 +70,12 @@ class FederatedSection:
 
 @dataclass
 class ChannelSection:
-    """model (deft6g.phy.CHANNEL_MODELS); antennas N (a list: one study point per N); snr_db grid
+    """model (deft6g.phy.CHANNEL_MODELS); num_rx_ant N (a list: one study point per N); snr_db grid
     (P / sigma^2 per device); method (deft6g.optim.METHODS) designed every round; csi_error (variance);
     select_devices with mse_target; bandwidth_hz converts channel uses to latency [s]; num_subcarriers
     (TDL/CDL)."""
     model: str = "rayleigh"
-    antennas: list = field(default_factory=lambda: [2])
+    num_rx_ant: list = field(default_factory=lambda: [2])
     snr_db: list = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0])
     method: str = "sdr"
     csi_error: float = 0.0
@@ -95,9 +95,9 @@ class DigitalSection:
     mcs: str = "adaptive"
     detector: str = "lmmse"
     num_bits: int = 8
-    bits_per_symbol: int = 2
+    num_bits_per_symbol: int = 2
     code_rate: float = 0.5
-    ldpc_iterations: int = 10
+    num_iter: int = 10
 
 
 @dataclass
@@ -251,9 +251,9 @@ def validate(cfg):
         _require(max(p.blocks) < f.cut_block <= num_blocks, "federated.cut_block",
                  f"must lie above every tuned block {p.blocks} and be <= {num_blocks}, got {f.cut_block}")
     _require(c.model in CHANNEL_MODELS, "channel.model", f"must be one of {CHANNEL_MODELS}, got {c.model!r}")
-    _require(isinstance(c.antennas, list) and c.antennas, "channel.antennas", "must be a non-empty list")
-    for n in c.antennas:
-        _int(n, "channel.antennas", 1)
+    _require(isinstance(c.num_rx_ant, list) and c.num_rx_ant, "channel.num_rx_ant", "must be a non-empty list")
+    for n in c.num_rx_ant:
+        _int(n, "channel.num_rx_ant", 1)
     _require(isinstance(c.snr_db, list) and c.snr_db and all(isinstance(s, (int, float)) and np.isfinite(s)
                                                              for s in c.snr_db),
              "channel.snr_db", f"must be a non-empty list of finite numbers, got {c.snr_db!r}")
@@ -267,7 +267,7 @@ def validate(cfg):
     _require(g.mcs in ("adaptive", "fixed"), "digital.mcs", f"must be 'adaptive' or 'fixed', got {g.mcs!r}")
     _require(g.detector in ("lmmse", "zf"), "digital.detector", f"must be 'lmmse' or 'zf', got {g.detector!r}")
     _int(g.num_bits, "digital.num_bits", 1)
-    _int(g.bits_per_symbol, "digital.bits_per_symbol", 1)
+    _int(g.num_bits_per_symbol, "digital.num_bits_per_symbol", 1)
     _require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")
-    _int(g.ldpc_iterations, "digital.ldpc_iterations", 1)
+    _int(g.num_iter, "digital.num_iter", 1)
     return cfg

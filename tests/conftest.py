@@ -37,7 +37,7 @@ rounds = 2
 local_steps = 1
 [channel]
 snr_db = [0.0, 20.0]
-antennas = [2]
+num_rx_ant = [2]
 [digital]
 snr_db = [0.0, 20.0]
 """

@@ -21,7 +21,7 @@ def read(path):
 @pytest.mark.parametrize("overrides, key", [
     ({"chanel": {"model": "rayleigh"}}, "chanel"),
     ({"channel": {"antena": 4}}, "channel.'antena'"),
-    ({"channel": {"antennas": [0]}}, "channel.antennas"),
+    ({"channel": {"num_rx_ant": [0]}}, "channel.num_rx_ant"),
     ({"channel": {"snr_db": ["high"]}}, "channel.snr_db"),
     ({"channel": {"model": "tdl-z"}}, "channel.model"),
     ({"federated": {"mode": "telepathy"}}, "federated.mode"),
@@ -83,7 +83,7 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path, ti
         del os.environ["DEFT6G_CACHE"]
     assert any(f"{len(first)} of {n_points} already finished" in m for m in messages)
     assert len(rows) == n_points and rows[:len(first)] == first
-    keys = [(r["scheme"], r["snr_db"], r["antennas"], r["lora_aggregation"], r["seed"]) for r in rows]
+    keys = [(r["scheme"], r["snr_db"], r["num_rx_ant"], r["lora_aggregation"], r["seed"]) for r in rows]
     assert len(set(keys)) == n_points
     timing = {"train_s", "link_s", "eval_s", "wall_s"}
     strip = lambda rs: sorted(({k: v for k, v in r.items() if k not in timing} for r in rs),  # noqa: E731
