@@ -22,18 +22,25 @@ from .solver_status import solve_in_order
 
 @dataclass
 class Allocation:
-    """The PEFT sizes chosen per block and what they cost.
+    r"""The PEFT sizes chosen per block and what they cost.
 
     Parameters
     ----------
-    sizes : list of int, [L] -- chosen size per block (0: no PEFT in that block)
-    params : int -- trainable parameters of the choice
-    bits : int -- uplink bits of one upload of them
-    memory : float -- device memory [bytes]
-    flops : float -- FLOPs per example (forward + the backward the choice needs)
-    objective : float -- sum_i importance_i log2(1 + s_i)
-    status : str -- per `deft6g.optim.solver_status`: "optimal (HIGHS)", "inaccurate (SOLVER)", or
-        "failed (...): no PEFT used" (sizes all 0, always within the budgets)
+    sizes : [L], list of int
+        Chosen size per block, one of `PeftAllocator.choices` (0: no PEFT in that block)
+    params : int
+        Trainable parameters of the choice
+    bits : int
+        Uplink bits of one upload of them [bit], `bits_per_param` x `params`
+    memory : float
+        Device memory of training [bytes]: fixed + trainable parameters + activations of the reached blocks
+    flops : float
+        Training FLOPs per example [FLOPs]: the forward pass + the backward the choice needs
+    objective : float
+        :math:`\sum_i \mathrm{importance}_i \log_2(1 + s_i)` of the choice
+    status : str
+        Per `deft6g.optim.solver_status`: "optimal (HIGHS)", "inaccurate (SOLVER)", or
+        "failed (...): no PEFT used" (sizes all 0, always within the budgets); `ok` is False exactly then
     """
     sizes: list
     params: int
@@ -50,22 +57,49 @@ class Allocation:
 
 
 class PeftAllocator:
-    """Build the allocation MILP once for a model; `solve(bits_budget, memory_budget, flops_budget)`.
+    r"""Build the allocation MILP once for a model; `solve(bits_budget, memory_budget, flops_budget)`.
 
-    Solved by HiGHS, with SciPy's MILP interface as the second solver (`SOLVERS`), under the policy of
-    `solver_status`.
+    Maximises :math:`\sum_i \mathrm{importance}_i \log_2(1 + s_i)` over one size :math:`s_i` per block under the
+    uplink, memory and compute budgets of the module docstring. The budgets are nonnegative CVXPY Parameters,
+    so every `solve` re-uses the same problem. Solved by HiGHS, with SciPy's MILP interface as the second
+    solver (`SOLVERS`), under the policy of `solver_status`.
 
     Parameters
     ----------
-    importance : [L] float >= 0 -- per-block score (e.g. squared gradient norm of the block's PEFT weights)
-    choices : [C] int -- candidate sizes (rank, width, prompt length); 0 is always added
-    params : [L, C] int -- trainable parameters of block i at size choices[c] (0 for size 0)
-    act_memory : [L] bytes -- activations block i keeps for backprop when it is reached
-    backward_flops : [L] -- backward FLOPs through block i per example when it is reached
-    fixed_memory : bytes -- frozen weights, head, buffers (paid whatever the choice)
-    fixed_flops : FLOPs per example -- the forward pass
-    bits_per_param : uplink bits per trainable parameter; bytes_per_param : memory per trainable parameter
-    (weight + gradient + optimizer states, 16 for fp32 Adam)
+    importance : [L], float
+        Per-block score >= 0 (e.g. squared gradient norm of the block's PEFT weights)
+    choices : [C], int
+        Candidate sizes >= 0 (rank, width, prompt length); 0 is always added
+    params : [L, C], int
+        Trainable parameters of block i at size `choices[c]` (0 for size 0)
+    act_memory : [L], float
+        Activations block i keeps for backprop when it is reached [bytes]
+    backward_flops : [L], float
+        Backward FLOPs through block i per example when it is reached [FLOPs]
+    fixed_memory : float
+        Frozen weights, head, buffers, paid whatever the choice [bytes] (default 0)
+    fixed_flops : float
+        The forward pass per example [FLOPs] (default 0)
+    bits_per_param : float
+        Uplink bits per trainable parameter [bit] (default 32)
+    bytes_per_param : float
+        Memory per trainable parameter: weight + gradient + optimizer states [bytes] (default 16, fp32 Adam)
+
+    Note
+    ----
+    Block i is reached (pays `act_memory[i]` and `backward_flops[i]`) when some block <= i holds PEFT
+    weights. `choices` and `params` are stored sorted by size, with size 0 first.
+
+    Example
+    -------
+    >>> import deft6g.optim as optim
+    >>> alloc = optim.PeftAllocator(importance=[1.0, 2.0], choices=[4, 8], params=[[100, 200], [100, 200]],
+    ...                             act_memory=[1e3, 1e3], backward_flops=[1e6, 1e6])
+    >>> res = alloc.solve(bits_budget=32 * 300)                 # 300 fp32 parameters per upload
+    >>> res.sizes, res.params, res.bits, res.status
+    ([4, 8], 300, 9600, 'optimal (HIGHS)')
+    >>> alloc.solve(bits_budget=32 * 200).sizes                 # same MILP, new budget
+    [4, 4]
     """
 
     SOLVERS = ("HIGHS", "SCIPY")
@@ -117,8 +151,24 @@ class PeftAllocator:
         return v
 
     def solve(self, bits_budget=np.inf, memory_budget=np.inf, flops_budget=np.inf):
-        """Best sizes within the budgets (bits per upload, bytes, FLOPs per example); infinite = no limit.
+        """Best sizes within the budgets; only sets the budget Parameters and re-solves the built MILP.
 
+        Input
+        -----
+        bits_budget : float
+            Uplink bits of one upload [bit], >= 0 (default inf: no limit)
+        memory_budget : float
+            Device memory [bytes], >= `fixed_memory` (default inf: no limit)
+        flops_budget : float
+            FLOPs per example [FLOPs], >= `fixed_flops` (default inf: no limit)
+
+        Output
+        ------
+        allocation : `Allocation`
+            Sizes per block, their costs and the solver status
+
+        Note
+        ----
         Raises ValueError naming the budget and its smallest feasible value when even no PEFT at all
         (size 0 everywhere) does not fit. A solver failure does not raise: the status says so and no PEFT
         (size 0 everywhere) is returned.

@@ -23,23 +23,49 @@ class AirCompUplink(Block):
 
     Parameters
     ----------
-    precision : None | "single" | "double"
+    precision : None (default) | "single" | "double"
+        Sionna's convention: inputs are cast to `self.rdtype`/`self.cdtype`, the output is `self.rdtype`
 
     Input
     -----
-    x : [..., K, L], tf.float -- device payloads (OFDM: [..., F, K, L'], one row per subcarrier)
-    H : [..., N, K], tf.complex; a : [..., N]; b : [..., K]; noise_var : scalar or [...] (linear)
-    weights : None | [K] -- aggregation weights (None: plain sum)
-    seed : None | int -- re-seeds the library RNG before the noise draw
-    misalignment : None | `TransmitMisalignment` -- amplitude/phase/drift errors applied to the packed
-        symbols the devices send (drawn after re-seeding, before the noise)
-    over_subcarriers : bool -- x is [..., F, K, L'] and each device standardises once over all its F x L'
-        reals (2 side-information reals per device, not 2F); count with
-        `aircomp_channel_uses(..., stats_per_subcarrier=False)`
+    x : [..., K, L], tf.float
+        Device payloads, L reals each (with `over_subcarriers`: [..., F, K, L'], one row per subcarrier)
+    H : [..., N, K], tf.complex
+        Channels (OFDM: [..., F, N, K]); leading dimensions broadcast against those of `x`
+    a : [..., N], tf.complex
+        Receive beamformer
+    b : [..., K], tf.complex
+        Transmit scalars, :math:`|b_k|^2 \le P_k` (e.g. from `deft6g.optim.design_aircomp`)
+    noise_var : scalar or [...], tf.float
+        :math:`\sigma^2`, linear, per receive antenna (per complex dimension), >= 0
+    weights : None (default) | [K], tf.float
+        Aggregation weights :math:`w_k` (None: plain sum, :math:`w_k = 1`)
+    seed : None (default) | int
+        Re-seeds the library RNG before the misalignment and noise draws
+    misalignment : None (default) | `TransmitMisalignment`
+        Amplitude/phase/drift errors applied to the packed symbols the devices send (drawn after
+        re-seeding, before the noise)
+    over_subcarriers : bool
+        `x` is [..., F, K, L'] and each device standardises once over all its F x L' reals (2
+        side-information reals per device, not 2F); count with
+        `aircomp_channel_uses(..., stats_per_subcarrier=False)` (default False)
 
     Output
     ------
-    f_hat : [..., L], tf.float -- estimate of sum_k w_k x_k
+    f_hat : [..., L], tf.float
+        Estimate of :math:`\sum_k w_k x_k` (with `over_subcarriers`: [..., F, L'])
+
+    Example
+    -------
+    >>> import tensorflow as tf
+    >>> import deft6g.phy as phy
+    >>> import deft6g.optim as optim
+    >>> H = phy.FadingChannel("rayleigh", num_rx_ant=4, num_devices=3)(8, seed=0)      # [8, 4, 3]
+    >>> a, b = optim.closed_form_design(H, 1.0, "zf")           # aligned design, P_k = 1
+    >>> x = tf.random.normal([8, 3, 100])                        # 3 devices, 100 reals each
+    >>> f_hat = phy.AirCompUplink()(x, H, a, b, noise_var=0.01, seed=1)   # estimates sum_k x_k
+    >>> f_hat.shape, f_hat.dtype
+    (TensorShape([8, 100]), tf.float32)
     """
 
     def call(self, x, H, a, b, noise_var, weights=None, seed=None, misalignment=None, over_subcarriers=False):

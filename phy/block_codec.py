@@ -26,8 +26,53 @@ class BlockCodec(Block):
     demaps with the per-symbol post-detection noise variance (Sionna `Demapper`, "app"), runs belief
     propagation (`LDPC5GDecoder`, `num_iter` iterations) and checks the CRC (`CRCDecoder`).
 
-    Parameters: num_bits_per_symbol m (2: QPSK, 4: 16-QAM, ...); code_rate None | float in (0, 1);
-    codeword_length n (a multiple of m); num_iter; precision.
+    Parameters
+    ----------
+    num_bits_per_symbol : int
+        m, bits per QAM symbol (2: QPSK, 4: 16-QAM, 6: 64-QAM, 8: 256-QAM)
+    code_rate : None | float in (0, 1)
+        LDPC code rate R, k = round(R n) (CRC bits included); `None` sends the n bits uncoded (k = n) and
+        demaps to hard decisions
+    codeword_length : int
+        n, coded bits per block, a multiple of m (default 1200, the length `MCS_TABLE` is calibrated for)
+    num_iter : int
+        Belief-propagation iterations of the LDPC decoder (default 20)
+    precision : None (default) | "single" | "double"
+        Sionna's convention: the dtype of bits (`self.rdtype`) and symbols (`self.cdtype`)
+
+    Input
+    -----
+    x_eq : [..., C n / m], tf.complex
+        Equalised symbols of C blocks, block c in symbols c n/m .. (c+1) n/m - 1 (as `encode` lays them out)
+    no : scalar or [..., C n / m], tf.float
+        Post-detection noise variance of each symbol, linear, per complex dimension (the SNR of the
+        unit-energy QAM symbol is 1 / `no`); broadcastable to `x_eq` (Sionna `Demapper`)
+
+    Output
+    ------
+    info : [..., C, k_info], tf.float
+        Decoded payload bits, 0/1 (the CRC removed); only blocks with `crc_ok` are reliable
+    crc_ok : [..., C], tf.bool
+        The block's CRC24A check passed
+
+    Note
+    ----
+    `k_info` = k - 24 payload bits and `symbols_per_block` = n / m are attributes; calling the block runs
+    `decode`. `code_rate` x `codeword_length` must exceed the 24 CRC bits.
+
+    Example
+    -------
+    >>> import tensorflow as tf
+    >>> from sionna.phy.channel import AWGN
+    >>> import deft6g.phy as phy
+    >>> codec = phy.BlockCodec(num_bits_per_symbol=4, code_rate=0.5)     # 16-QAM, R = 1/2, n = 1200
+    >>> codec.k_info, codec.symbols_per_block
+    (576, 300)
+    >>> info = tf.cast(tf.random.uniform([10, 2, codec.k_info], 0, 2, tf.int32), tf.float32)   # C = 2
+    >>> x = codec.encode(info)                                            # [10, 600], complex64
+    >>> info_hat, crc_ok = codec(AWGN()(x, 0.01), 0.01)                  # SNR 20 dB
+    >>> bool(tf.reduce_all(crc_ok)), bool(tf.reduce_all(info_hat == info))
+    (True, True)
     """
 
     def __init__(self, num_bits_per_symbol, code_rate, codeword_length=1200, num_iter=20, precision=None):
@@ -54,18 +99,44 @@ class BlockCodec(Block):
 
     @property
     def symbols_per_block(self):
+        """n / m, QAM symbols (channel uses) per block."""
         return self.n // self.m
 
     def encode(self, info):
-        """info [..., C, k_info] float 0/1 -> symbols [..., C n / m] complex (unit average energy)."""
+        """CRC-encode, LDPC-encode and map C blocks of payload bits.
+
+        Input
+        -----
+        info : [..., C, k_info], tf.float
+            Payload bits, 0/1 (cast to `self.rdtype`)
+
+        Output
+        ------
+        x : [..., C n / m], tf.complex
+            Unit-average-energy Gray QAM symbols, the C blocks one after another
+        """
         code = self._crc_encoder(tf.cast(info, self.rdtype))
         if self._encoder is not None:
             code = self._encoder(code)
         return self._mapper(tf.reshape(code, tf.concat([tf.shape(code)[:-2], [-1]], 0)))
 
     def decode(self, x_eq, no):
-        """x_eq [..., C n / m] complex equalised symbols, no (broadcastable) their noise variance ->
-        (info [..., C, k_info] float 0/1, crc_ok [..., C] bool)."""
+        """Demap, decode and CRC-check C blocks; the same as calling the block (Input and Output there).
+
+        Input
+        -----
+        x_eq : [..., C n / m], tf.complex
+            Equalised symbols
+        no : scalar or [..., C n / m], tf.float
+            Their post-detection noise variance, linear, per complex dimension
+
+        Output
+        ------
+        info : [..., C, k_info], tf.float
+            Decoded payload bits, 0/1
+        crc_ok : [..., C], tf.bool
+            The block's CRC passed
+        """
         soft = self._demapper(x_eq, no)
         soft = tf.reshape(soft, tf.concat([tf.shape(soft)[:-1], [-1, self.n]], 0))
         bits = soft if self._decoder is None else self._decoder(soft)

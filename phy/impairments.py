@@ -35,8 +35,30 @@ from deft6g.rng import reseed, tf_rng
 
 
 def pilot_error_var(pilot_snr_db, num_pilots, channel_var=1.0):
-    r"""Per-entry error variance :math:`\beta / (1 + \tau\rho\beta)` of the LMMSE estimate from `num_pilots`
-    (tau) pilots at `pilot_snr_db` (rho [dB], scalar or array). Output: float array of the shape of rho."""
+    r"""Per-entry error variance :math:`\beta / (1 + \tau\rho\beta)` of the LMMSE channel estimate from pilots.
+
+    The closed form of `PilotCsi`'s `error_var` (module docstring), in NumPy.
+
+    Input
+    -----
+    pilot_snr_db : float | [...], float
+        :math:`\rho` [dB], pilot power over noise per receive antenna, per pilot symbol
+    num_pilots : int
+        :math:`\tau` >= 1, pilot symbols per device
+    channel_var : float
+        :math:`\beta`, prior variance of every entry of H, linear (default 1: unit-variance Rayleigh)
+
+    Output
+    ------
+    error_var : [...], np.float64
+        :math:`\mathbb{E}|e|^2`, linear, the shape of `pilot_snr_db`
+
+    Example
+    -------
+    >>> import deft6g.phy as phy
+    >>> phy.pilot_error_var([0.0, 10.0], num_pilots=8)      # 1 / (1 + 8 rho): 1/9, 1/81
+    array([0.11111111, 0.01234568])
+    """
     rho = 10.0 ** (np.asarray(pilot_snr_db, float) / 10)
     return channel_var / (1.0 + check_count(num_pilots, "num_pilots") * rho * channel_var)
 
@@ -53,24 +75,43 @@ class PilotCsi(Block):
 
     Parameters
     ----------
-    num_pilots : int -- tau, pilot symbols per device (orthogonal across devices: tau >= K)
-    channel_var : float -- beta, prior variance of every entry of H (1 for unit-variance Rayleigh)
-    precision : None | "single" | "double"
+    num_pilots : int
+        :math:`\tau`, pilot symbols per device (orthogonal across devices: :math:`\tau \ge K`)
+    channel_var : float
+        :math:`\beta` > 0, prior variance of every entry of H, linear (default 1: unit-variance Rayleigh)
+    precision : None (default) | "single" | "double"
+        Sionna's convention: the dtype of `H_hat` and `error_var`
 
     Input
     -----
-    H : [..., N, K], tf.complex -- the true channel
-    pilot_snr_db : scalar or [...] [dB] -- rho, pilot power over noise per receive antenna, per pilot symbol
-    seed : None | int -- re-seeds the library RNG before the pilot noise is drawn
+    H : [..., N, K], tf.complex
+        The true channels
+    pilot_snr_db : float | [...], tf.float
+        :math:`\rho` [dB], pilot power over noise per receive antenna, per pilot symbol; its shape
+        broadcasts against the leading dimensions of `H`. After despreading each entry sees noise
+        :math:`\mathcal{CN}(0, 1)` at signal gain :math:`\sqrt{\tau\rho}`
+    seed : None (default) | int
+        Re-seeds the library RNG before the pilot noise is drawn; use a seed other than the one that drew H
+        (the same seed repeats H's Gaussians and correlates the pilot noise with H)
 
     Output
     ------
-    H_hat : [..., N, K], tf.complex -- the estimate designs use (the link keeps H)
-    error_var : scalar or [...], tf.float -- :math:`\beta / (1 + \tau\rho\beta)`, the per-entry error variance
+    H_hat : [..., N, K], tf.complex
+        The LMMSE estimate designs use (the link keeps H)
+    error_var : [...], tf.float
+        :math:`\beta / (1 + \tau\rho\beta)`, the per-entry error variance, linear, the shape of
+        `pilot_snr_db` (as `pilot_error_var`)
 
     Example
     -------
-    >>> H_hat, ev = PilotCsi(num_pilots=8)(H, 10.0, seed=0)     # ev = 1 / (1 + 80)
+    >>> import tensorflow as tf
+    >>> import deft6g.phy as phy
+    >>> H = phy.FadingChannel("rayleigh", num_rx_ant=4, num_devices=3)(1000, seed=0)    # [1000, 4, 3]
+    >>> H_hat, error_var = phy.PilotCsi(num_pilots=8)(H, 10.0, seed=1)   # not H's seed: same Gaussians
+    >>> H_hat.shape, round(float(error_var), 6)                    # 1 / (1 + 8 x 10) = 1/81
+    (TensorShape([1000, 4, 3]), 0.012346)
+    >>> bool(abs(float(tf.reduce_mean(tf.abs(H - H_hat) ** 2)) - 1 / 81) < 1e-3)   # empirical E|e|^2
+    True
     """
 
     def __init__(self, num_pilots, channel_var=1.0, precision=None, **kwargs):
@@ -101,23 +142,47 @@ class TransmitMisalignment(Block):
 
     Parameters
     ----------
-    amplitude_std : float -- sigma_a, std of the relative amplitude error epsilon (>= 0)
-    phase_std : float [rad] -- sigma_phi, std of the static phase error (>= 0)
-    drift_std : float [rad/symbol] -- sigma_delta, std of the per-symbol phase ramp (residual CFO/timing)
-    precision : None | "single" | "double"
+    amplitude_std : float
+        :math:`\sigma_a` >= 0, std of the relative amplitude error :math:`\epsilon` (default 0)
+    phase_std : float
+        :math:`\sigma_\phi` >= 0 [rad], std of the static phase error (default 0)
+    drift_std : float
+        :math:`\sigma_\delta` >= 0 [rad/symbol], std of the per-symbol phase ramp (residual CFO/timing;
+        default 0)
+    precision : None (default) | "single" | "double"
+        Sionna's convention
 
     Input
     -----
-    s : [..., K, L], tf.complex -- each device's symbols; one error draw per device and leading index
-    seed : None | int -- re-seeds the library RNG first
+    s : [..., K, L], tf.complex
+        Each device's L symbols; one error draw per device and leading index, the drift grows along L
+    seed : None (default) | int
+        Re-seeds the library RNG first
 
     Output
     ------
-    x : [..., K, L], tf.complex -- :math:`m_{kl} s_{kl}`, what reaches the channel in place of :math:`s_{kl}`
+    x : [..., K, L], tf.complex
+        :math:`m_{kl} s_{kl}`, what reaches the channel in place of :math:`s_{kl}`
 
     Note
     ----
-    `AirCompUplink(misalignment=...)` applies it to the packed payload; `expected_mse` gives the closed form.
+    `AirCompUplink(misalignment=...)` applies it to the packed payload; `expected_mse` gives the closed form
+    of the MSE and `mean_phase_factor` its :math:`\bar\rho`.
+
+    Example
+    -------
+    >>> import tensorflow as tf
+    >>> import deft6g.phy as phy
+    >>> import deft6g.optim as optim
+    >>> mis = phy.TransmitMisalignment(amplitude_std=0.1, phase_std=0.1, drift_std=0.01)
+    >>> mis(tf.ones([8, 3, 50], tf.complex64), seed=0).shape      # 8 realisations, K = 3, L = 50
+    TensorShape([8, 3, 50])
+    >>> round(mis.mean_phase_factor(50), 4)
+    0.9562
+    >>> H = phy.FadingChannel("rayleigh", num_rx_ant=4, num_devices=3)(8, seed=0)
+    >>> a, b = optim.closed_form_design(H, 1.0, "zf")
+    >>> mis.expected_mse(H, a, b, noise_var=0.01, num_symbols=50).shape     # one MSE per realisation
+    TensorShape([8])
     """
 
     def __init__(self, amplitude_std=0.0, phase_std=0.0, drift_std=0.0, precision=None, **kwargs):
@@ -138,15 +203,41 @@ class TransmitMisalignment(Block):
         return m * s
 
     def mean_phase_factor(self, num_symbols=1):
-        r""":math:`\bar\rho = \frac1L\sum_{l<L} e^{-(\sigma_\phi^2 + l^2\sigma_\delta^2)/2}`, a float."""
+        r"""Mean phase factor :math:`\bar\rho = \frac1L\sum_{l<L} e^{-(\sigma_\phi^2 + l^2\sigma_\delta^2)/2}`.
+
+        Input
+        -----
+        num_symbols : int
+            L >= 1, symbols the drift grows over (default 1)
+
+        Output
+        ------
+        rho_bar : float
+            :math:`\bar\rho` in (0, 1]
+        """
         l = np.arange(check_count(num_symbols, "num_symbols"))
         return float(np.mean(np.exp(-(self.phase_std ** 2 + (l * self.drift_std) ** 2) / 2)))
 
     def expected_mse(self, H, a, b, noise_var, num_symbols=1):
         r"""Closed-form MSE of design (a, b) under these errors, averaged over the errors and L symbols.
 
-        Input: H [..., N, K]; a [..., N]; b [..., K]; noise_var scalar or [...] (linear, per antenna);
-        num_symbols L (the drift grows over l = 0 .. L-1). Output: [...] float (NumPy in, NumPy out).
+        Input
+        -----
+        H : [..., N, K], complex
+            Channels (NumPy in, NumPy out; a TF tensor in gives a tensor)
+        a : [..., N], complex
+            Receive beamformer
+        b : [..., K], complex
+            Transmit scalars
+        noise_var : float | [...], float
+            :math:`\sigma^2`, linear, per receive antenna (per complex dimension), >= 0
+        num_symbols : int
+            L, symbols per device; the drift grows over l = 0 .. L-1 (default 1)
+
+        Output
+        ------
+        mse : [...], float
+            Linear MSE of the sum estimate (module docstring); float64 when any of H, a, b is double
         """
         H, a, b, nv, numpy_out = validate_design(H, a, b, noise_var)
         c = effective_gains(H, a) * b

@@ -38,7 +38,11 @@ _Z_TARGET = float(ndtri(1.0 - BLER_TARGET))    # Q^{-1}(0.1) = 1.2816
 
 @dataclass(frozen=True)
 class Mcs:
-    """One modulation-and-coding scheme of `MCS_TABLE` (module docstring).
+    r"""One modulation-and-coding scheme of `MCS_TABLE` (module docstring).
+
+    Its calibrated AWGN waterfall is the probit
+    :math:`\mathrm{BLER}(g) = Q\big(Q^{-1}(0.1) + (g_{dB} - \mathrm{threshold\_db}) / \mathrm{slope\_db}\big)`,
+    :math:`g_{dB}` the post-detection SINR [dB].
 
     Parameters
     ----------
@@ -52,6 +56,20 @@ class Mcs:
         Measured post-detection SINR of 10 % BLER over AWGN [dB]
     slope_db : float
         Probit slope of the BLER waterfall [dB]
+
+    Note
+    ----
+    `code_rate`, `info_bits` and `bits_per_use` follow from (m, R) and n; the thresholds hold for
+    n = `CODEWORD_LENGTH` = 1200 only.
+
+    Example
+    -------
+    >>> import deft6g.phy as phy
+    >>> e = phy.MCS_TABLE[4]                     # NR MCS 7: 16-QAM, R = 490/1024
+    >>> e.code_rate, e.info_bits(), e.bits_per_use()
+    (0.478515625, 550, 1.8333333333333333)
+    >>> e.bler([6.0, 6.4, 7.0]).round(3)         # 10 % at threshold_db = 6.4 dB
+    array([0.403, 0.1  , 0.002])
     """
     index: int
     num_bits_per_symbol: int
@@ -61,19 +79,52 @@ class Mcs:
 
     @property
     def code_rate(self):
-        """R, the code rate."""
+        """R = rate_x1024 / 1024, the code rate (float)."""
         return self.rate_x1024 / 1024.0
 
     def info_bits(self, codeword_length=CODEWORD_LENGTH):
-        """Payload bits per block (k - 24 CRC bits)."""
+        """Payload bits per block, k - 24 with k = round(R n).
+
+        Input
+        -----
+        codeword_length : int
+            n, coded bits per block (default `CODEWORD_LENGTH` = 1200)
+
+        Output
+        ------
+        k_info : int
+            Payload bits per block (the 24 CRC bits excluded)
+        """
         return info_bits(self.code_rate, codeword_length)
 
     def bits_per_use(self, codeword_length=CODEWORD_LENGTH):
-        """Payload bits per channel use: k_info m / n."""
+        """Payload bits per channel use, k_info m / n.
+
+        Input
+        -----
+        codeword_length : int
+            n, coded bits per block (default `CODEWORD_LENGTH` = 1200)
+
+        Output
+        ------
+        rate : float
+            Payload bits per QAM symbol [bit/channel use]
+        """
         return self.info_bits(codeword_length) * self.num_bits_per_symbol / codeword_length
 
     def bler(self, sinr_db):
-        """Calibrated AWGN BLER at post-detection SINR `sinr_db` (array, dB)."""
+        """Calibrated AWGN BLER at a post-detection SINR (the probit of the class docstring).
+
+        Input
+        -----
+        sinr_db : float | [...], float
+            Post-detection SINR [dB]
+
+        Output
+        ------
+        bler : [...], np.float64
+            Block error rate in [0, 1], the shape of `sinr_db`
+        """
         return norm.sf(_Z_TARGET + (np.asarray(sinr_db) - self.threshold_db) / self.slope_db)
 
 
@@ -101,11 +152,32 @@ _EESM = None
 
 
 def effective_sinr(sinr, table=MCS_TABLE):
-    """Per-entry effective SINR of a codeword spread over subcarriers.
+    r"""Per-entry effective SINR of a codeword spread over subcarriers.
 
-    sinr: [..., F, K] post-detection SINR per subcarrier, linear (F = 1: flat fading). Output [J, ..., K]
-    float64 for the J entries of `table`: the SINR itself when F = 1, else Sionna's EESM with the NR beta
-    of each entry (its `index` in NR MCS table 2).
+    For F = 1 (flat fading) the SINR itself; otherwise Sionna's EESM with the NR :math:`\beta_j` of entry j
+    (its `index` in NR MCS table 2):
+    :math:`\gamma^{\mathrm{eff}}_j = -\beta_j \ln\big(\frac1F \sum_f e^{-\gamma_f / \beta_j}\big)`.
+
+    Input
+    -----
+    sinr : [..., F, K], float
+        Post-detection SINR per subcarrier and device, linear (F = 1: flat fading)
+    table : sequence of `Mcs`
+        The J entries (default `MCS_TABLE`)
+
+    Output
+    ------
+    sinr_eff : [J, ..., K], np.float64
+        Effective SINR of each entry, linear (for F = 1 a read-only broadcast view of `sinr`); Sionna's EESM
+        clips it to [-30, 50] dB
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> sinr = 10 ** (np.random.default_rng(0).normal(10, 3, [2, 16, 3]) / 10)   # [B = 2, F = 16, K = 3]
+    >>> phy.effective_sinr(sinr).shape                                            # J = 14 entries
+    (14, 2, 3)
     """
     sinr = np.asarray(sinr, np.float64)
     if sinr.shape[-2] == 1:
@@ -119,8 +191,31 @@ def effective_sinr(sinr, table=MCS_TABLE):
 
 
 def select_mcs(sinr_eff, table=MCS_TABLE):
-    """Index [..., K] int64 into `table` of the entry with the most payload bits per channel use whose
-    threshold its effective SINR meets (sinr_eff [J, ..., K] from `effective_sinr`); -1: outage."""
+    r"""Choose each device's MCS: the entry with the most payload bits per channel use whose threshold it meets.
+
+    Entry j qualifies when :math:`\gamma^{\mathrm{eff}}_j \ge 10^{\mathrm{threshold\_db}_j / 10}`; rates are
+    `Mcs.bits_per_use()` at n = 1200.
+
+    Input
+    -----
+    sinr_eff : [J, ..., K], float
+        Effective SINR per entry, linear (from `effective_sinr`)
+    table : sequence of `Mcs`
+        The J entries (default `MCS_TABLE`)
+
+    Output
+    ------
+    choice : [..., K], np.int64
+        Index into `table`; -1 where no threshold is met (outage: the device does not transmit)
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> sinr_db = np.array([[[-5.0, 5.0, 25.0]]])                   # [1, F = 1, K = 3], flat fading
+    >>> phy.select_mcs(phy.effective_sinr(10 ** (sinr_db / 10)))    # outage, 16-QAM MCS 5, 256-QAM MCS 25
+    array([[-1,  3, 13]])
+    """
     shape = (len(table),) + (1,) * (np.ndim(sinr_eff) - 1)
     thr = 10.0 ** (np.array([e.threshold_db for e in table]) / 10.0)
     rate = np.array([e.bits_per_use() for e in table])
@@ -155,12 +250,44 @@ def fit_threshold(snr_db, bler, target=BLER_TARGET):
 
 
 def calibrate_mcs(table=MCS_TABLE, num_blocks=300, step_db=0.25, probe_blocks=20, num_iter=20, seed=0, log=None):
-    """Measure each entry's BLER waterfall and fit its 10 % threshold (the procedure behind `MCS_TABLE`).
+    r"""Measure each entry's BLER waterfall and fit its 10 % threshold (the procedure behind `MCS_TABLE`).
 
-    From 1 dB below the Shannon SINR of the entry's spectral efficiency, 2^(m R) - 1, the SNR rises in
-    `step_db` steps; a point where `probe_blocks` blocks all fail is skipped, the others are measured with
-    `num_blocks` blocks until two in a row decode without error. Returns a list of dicts (index, m,
-    rate_x1024, threshold_db, slope_db, snr_db, bler).
+    From 1 dB below the Shannon SINR of the entry's spectral efficiency, :math:`2^{m R} - 1`, the SNR rises
+    in `step_db` steps; a point where `probe_blocks` blocks all fail is skipped, the others are measured with
+    `num_blocks` blocks until two in a row decode without error. Each point sends `BlockCodec` blocks
+    (n = 1200) over AWGN with noise variance :math:`10^{-\mathrm{SNR}/10}` per complex dimension (the SNR is
+    Es/N0 of the unit-energy QAM symbol), and the probit of `Mcs` is fitted by least squares to the points
+    with 1 % < BLER < 99 %.
+
+    Input
+    -----
+    table : sequence of `Mcs`
+        Entries to calibrate (default `MCS_TABLE`; only index, m and R are used)
+    num_blocks : int
+        Blocks per measured SNR point (default 300)
+    step_db : float
+        SNR step [dB] (default 0.25)
+    probe_blocks : int
+        Blocks of the probe that skips points where every block fails (default 20)
+    num_iter : int
+        LDPC belief-propagation iterations (default 20)
+    seed : None | int
+        Re-seeds the library RNG first (default 0)
+    log : None | callable
+        Called with each entry's dict as soon as it is measured
+
+    Output
+    ------
+    rows : list of dict
+        One per entry: `index`, `m`, `rate_x1024`, `threshold_db` (10 % BLER point, rounded up to 0.1 dB),
+        `slope_db` [dB], `snr_db` (list of the measured SNRs [dB]) and `bler` (list, their BLERs)
+
+    Example
+    -------
+    >>> import deft6g.phy as phy
+    >>> rows = phy.calibrate_mcs(phy.MCS_TABLE[:1], num_blocks=50, step_db=0.5, probe_blocks=5)  # ~5 s
+    >>> rows[0]["index"], len(rows[0]["snr_db"]) == len(rows[0]["bler"])     # threshold_db near -1.3 dB
+    (2, True)
     """
     reseed(seed)
     rows = []

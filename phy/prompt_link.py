@@ -22,24 +22,35 @@ FAILURE_POLICIES = ("drop", "keep")
 class PromptLinkResult:
     """What one D2D prompt transmission delivered and cost (B independent prompts).
 
+    Counts are summed over the B prompts; analog transmissions set every count to 0.
+
     Parameters
     ----------
     x_hat : [B, L], tf.float
-        The received prompts
+        The received prompts (digital: dequantised, dropped entries replaced by `fill`)
     payload_bits : int
         Quantised bits of one prompt, L q (digital; 0 for analog)
-    bit_errors, bits : int
-        Errors among the delivered info bits and their number (bits of dropped blocks are not delivered)
-    block_errors, transmissions : int
-        CRC failures among all codeword transmissions, and their number (retransmissions included)
+    bit_errors : int
+        Errors among the delivered info bits (bits of dropped blocks are not delivered)
+    bits : int
+        Delivered info bits
+    block_errors : int
+        CRC failures among all codeword transmissions (retransmissions included)
+    transmissions : int
+        Codeword transmissions (retransmissions included)
     blocks : int
         Distinct codewords (B times per prompt)
     dropped_blocks : int
-        Codewords still failing after the last attempt
+        Codewords still failing after the last attempt (0 with `on_failure="keep"`)
     dropped_reals : int
         Prompt entries replaced by `fill`
     channel_uses : [B], np.int64
         Symbols each prompt's transmission spent, retransmissions included
+
+    Note
+    ----
+    The properties `ber` (bit_errors / bits), `bler` (block_errors / transmissions) and `drop_rate`
+    (dropped_blocks / blocks) are NaN for analog transmissions.
     """
     x_hat: tf.Tensor
     payload_bits: int
@@ -85,24 +96,59 @@ class PromptLink(Block):
 
     Parameters
     ----------
-    mode : "digital" | "analog"
-    num_bits : int -- quantiser bits per real, 1..24
-    num_bits_per_symbol : int -- QAM order m (2: QPSK, 4: 16-QAM)
-    code_rate : None | float in (0, 1) -- LDPC rate; codeword_length : int n (multiple of m)
-    max_transmissions : int >= 1 -- sends per codeword (1: no retransmission)
-    on_failure : "drop" | "keep"
-    model : "rayleigh" | "correlated"; num_rx_ant : int -- receiving device's antennas N
-    num_iter : int -- LDPC belief-propagation iterations; precision : None | "single" | "double"
+    mode : "digital" (default) | "analog"
+        How the prompt is sent
+    num_bits : int
+        q, quantiser bits per real, 1..24 (digital; default 8)
+    num_bits_per_symbol : int
+        m, bits per QAM symbol (2: QPSK, 4: 16-QAM; default 2)
+    code_rate : None | float in (0, 1)
+        LDPC code rate (default 0.5; None: uncoded)
+    codeword_length : int
+        n, coded bits per codeword, a multiple of m (default 1200)
+    max_transmissions : int
+        Sends per codeword, >= 1 (1: no retransmission; default 4)
+    on_failure : "drop" (default) | "keep"
+        What the receiver does with a codeword that still fails after the last send
+    model : "rayleigh" (default) | "correlated"
+        Flat-fading channel model (`FadingChannel` with K = 1)
+    num_rx_ant : int
+        N, antennas of the receiving device (default 1)
+    num_iter : int
+        LDPC belief-propagation iterations (default 20)
+    precision : None (default) | "single" | "double"
+        Sionna's convention
 
     Input
     -----
-    x : [B, L] float -- B independent payloads; noise_var : scalar (linear, per receive antenna);
-    power : scalar (linear transmit power P; SNR = P / noise_var); seed : None | int;
-    fill : scalar or [B, L] float -- what the receiver puts in place of dropped entries (default 0)
+    x : [B, L], tf.float
+        B independent payloads of L reals
+    noise_var : float
+        :math:`\sigma^2`, linear, per receive antenna (per complex dimension), >= 0; a scalar
+    power : float
+        P, linear transmit power, >= 0, a scalar (default 1); SNR = P / `noise_var`
+    seed : None (default) | int
+        Re-seeds the library RNG before the first channel draw
+    fill : float | [B, L], tf.float
+        What the receiver puts in place of dropped entries (default 0)
 
     Output
     ------
-    PromptLinkResult
+    result : `PromptLinkResult`
+        The received prompts, error counts and channel uses
+
+    Example
+    -------
+    >>> import tensorflow as tf
+    >>> import deft6g.phy as phy
+    >>> link = phy.PromptLink("digital", num_bits=8, num_bits_per_symbol=2, code_rate=0.5, num_rx_ant=2)
+    >>> res = link(tf.random.normal([4, 100]), noise_var=0.1, seed=0)    # 4 prompts, SNR 10 dB
+    >>> res.payload_bits, link.num_blocks(100), link.channel_uses(100)   # 800 bits: 2 x 600 QPSK symbols
+    (800, 2, 1200)
+    >>> res.x_hat.shape, res.channel_uses.shape
+    (TensorShape([4, 100]), (4,))
+    >>> phy.PromptLink("analog")(tf.random.normal([4, 100]), 0.1, seed=0).channel_uses    # ceil(100 / 2)
+    array([50, 50, 50, 50])
     """
 
     def __init__(self, mode="digital", num_bits=8, num_bits_per_symbol=2, code_rate=0.5, codeword_length=1200,
