@@ -218,7 +218,31 @@ def speed_test(cfg):
     results["ratio"] = results["tensorflow"]["realisations_per_s"] / results["numpy"]["realisations_per_s"]
     results["setting"] = dict(N=n, K=k, symbols=num_symbols, noise_var=noise_var, batch=batch,
                               repeats=cfg.speed_repeats, threads="TF default (all cores)")
+    results["channels"] = channel_speed(batch=max(1, batch // 40), num_subcarriers=cfg.num_subcarriers,
+                                        repeats=cfg.speed_repeats, seed=cfg.seed)
     return results
+
+
+def channel_speed(models=("cdl-c", "umi", "uma", "rma"), num_rx_ant=16, num_devices=20, batch=100,
+                  num_subcarriers=16, repeats=3, seed=0):
+    """Generation time per realisation [s] of `FadingChannel` (eager, B realisations of K devices, N antennas,
+    F subcarriers; one warm-up realisation each, then `repeats` timed calls), measured in one run, and each
+    model's time over the first model's ("ratio"; the first is CDL-C: B x K independent links). A drop
+    ("umi", "uma", "rma") has a fixed cost per call (topology, large-scale parameters), so its ratio falls
+    as B grows: about 1.3-1.6x at B = 5, 0.8x at B = 50 (N = 16, K = 20, F = 16, 2 shared cores)."""
+    reseed(seed)
+    out = {}
+    for model in models:
+        channel = FadingChannel(model, num_rx_ant, num_devices, num_subcarriers=num_subcarriers)
+        channel(1)                                                               # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            channel(batch)
+        out[model] = dict(s_per_realisation=(time.perf_counter() - start) / (repeats * batch))
+    for model in models:
+        out[model]["ratio"] = out[model]["s_per_realisation"] / out[models[0]]["s_per_realisation"]
+    out["setting"] = dict(N=num_rx_ant, K=num_devices, F=num_subcarriers, batch=batch, repeats=repeats)
+    return out
 
 
 def plot(cfg, out, air_rows, dig_rows):
@@ -291,4 +315,10 @@ def summary(cfg, air_rows, dig_rows, speed):
                  "exists, in aircomp.csv); channel uses include the side information")
     lines.append(f"Monte-Carlo core (N=16, K=20, 64 symbols): TF {tfs:,.0f}/s, NumPy {nps:,.0f}/s, "
                  f"ratio {speed['ratio']:.2f}x")
+    if "channels" in speed:
+        ch = speed["channels"]
+        lines.append(f"Channel generation per realisation (N={ch['setting']['N']}, K={ch['setting']['K']}, "
+                     f"F={ch['setting']['F']}): " + ", ".join(f"{m} {v['s_per_realisation'] * 1e3:.1f} ms "
+                                                          f"({v['ratio']:.2f}x)" for m, v in ch.items()
+                                                          if m != "setting"))
     return "\n".join(lines)

@@ -1,11 +1,12 @@
-"""Fading channels H [..., N, K] from Sionna: Rayleigh, correlated Rayleigh, 3GPP TDL/CDL over OFDM."""
+"""Fading channels H [..., N, K] from Sionna: Rayleigh, correlated Rayleigh, 3GPP TDL/CDL over OFDM, and 3GPP
+UMi/UMa/RMa drops of the devices in one sector (path loss, shadowing, per-device clusters) over OFDM."""
 
 import numpy as np
 import tensorflow as tf
 from sionna.phy import Block
 from sionna.phy.channel import AWGN, KroneckerModel, RayleighBlockFading, cir_to_ofdm_channel, exp_corr_mat, \
-    subcarrier_frequencies
-from sionna.phy.channel.tr38901 import CDL, TDL, AntennaArray
+    gen_single_sector_topology, subcarrier_frequencies
+from sionna.phy.channel.tr38901 import CDL, TDL, RMa, UMa, UMi, AntennaArray, PanelArray
 
 from deft6g.checks import as_tensor, check_count, check_nonnegative, is_tensor, to_output
 from deft6g.rng import reseed, tf_rng
@@ -13,7 +14,8 @@ from deft6g.rng import reseed, tf_rng
 FLAT_MODELS = ("rayleigh", "correlated")
 TDL_MODELS = tuple(f"tdl-{m}" for m in "abcde")
 CDL_MODELS = tuple(f"cdl-{m}" for m in "abcde")
-CHANNEL_MODELS = FLAT_MODELS + TDL_MODELS + CDL_MODELS
+DROP_MODELS = ("umi", "uma", "rma")
+CHANNEL_MODELS = FLAT_MODELS + TDL_MODELS + CDL_MODELS + DROP_MODELS
 
 
 class FadingChannel(Block):
@@ -26,8 +28,9 @@ class FadingChannel(Block):
     (Kronecker model with exponential correlation :math:`R_{ij} = \rho^{|i-j|}` at the server array,
     Sionna `KroneckerModel`/`exp_corr_mat`); "tdl-a".."tdl-e" and "cdl-a".."cdl-e" (3GPP TR 38.901
     models, each device an independent link, turned into per-subcarrier responses by `cir_to_ofdm_channel`,
-    with a uniform random phase per link). For OFDM models AirComp runs per resource element, so H gets a
-    subcarrier axis.
+    with a uniform random phase per link); "umi", "uma", "rma" (3GPP TR 38.901 system-level models, Sionna
+    `UMi`/`UMa`/`RMa`: a drop of the K devices, see below). For OFDM models (all but "rayleigh" and
+    "correlated") AirComp runs per resource element, so H gets a subcarrier axis.
 
     Normalisation is over the ensemble, not per realisation: the power delay profiles sum to one and the
     server's elements are omnidirectional (0 dBi), so :math:`E|H_{f,n,k}|^2 = 1` on average while the energy
@@ -36,15 +39,39 @@ class FadingChannel(Block):
     arrival azimuth of that device (clusters and LoS, TR 38.901 §7.7.5.1) -- one fixed CDL geometry shared by
     all devices would make their signatures nearly collinear.
 
+    Drops ("umi", "uma", "rma"): each realisation is a new drop (`gen_single_sector_topology`, 38.901
+    defaults: UMi ISD 200 m, server 10 m high, devices >= 10 m away; UMa 500 m, 25 m, 35 m; RMa 5000 m,
+    35 m, 35 m) of K single-antenna devices placed uniformly at random in one 120-degree sector of a server
+    with an N-element ULA (`PanelArray`, half-wavelength spacing, omnidirectional, vertically polarised,
+    facing the sector centre). Each device gets its own LoS/NLoS and indoor state, path loss (O2I
+    penetration included), shadow fading and clusters per 38.901 §7.4-7.6; devices and array stand upright
+    (no polarisation mismatch) and do not move. The large-scale gain :math:`\beta_k = 10^{-PL_k/10} SF_k`
+    is kept relative to the drop's mean,
+
+    .. math::
+        \bar\beta_k = \frac{\beta_k}{\frac{1}{K}\sum_j \beta_j}, \qquad
+        H_{f,n,k} = \sqrt{\bar\beta_k}\, g_{f,n,k}, \quad E|g_{f,n,k}|^2 = 1,
+
+    so the gains of one drop average to one and :math:`E|H|^2 = 1` over the ensemble, as for the other models:
+    SNR = P / sigma^2 is the average SNR of the drop's devices, and device k's own average SNR is
+    :math:`\bar\beta_k P / \sigma^2`. Near devices dominate the mean, so most devices sit below 0 dB (UMi,
+    K = 8: median -15 dB, std 16 dB); with K = 1 the gain is 1 and only small-scale fading and the
+    geometry remain. `last_drop` holds the drop of the latest call. `delay_spread` does not apply: the
+    delay spread is a 38.901 large-scale parameter of each device.
+
     Parameters
     ----------
     model : str -- one of CHANNEL_MODELS
     num_rx_ant : int -- N >= 1
     num_devices : int -- K >= 1
     correlation : float in [0, 1) -- rho of the "correlated" model
-    path_gain_db : None | [K] float [dB] -- large-scale gain per device (e.g. `log_distance_gain_db`)
-    num_subcarriers : int -- F for OFDM models; subcarrier_spacing [Hz]; delay_spread [s];
+    path_gain_db : None | [K] float [dB] -- large-scale gain per device (e.g. `log_distance_gain_db`);
+        None for the drop models, whose gains come from the drop
+    num_subcarriers : int -- F for OFDM models; subcarrier_spacing [Hz]; delay_spread [s] (TDL/CDL);
     carrier_frequency [Hz]
+    indoor_probability : None | float in [0, 1] -- drop models: probability that a device is indoor
+        (None: 38.901's 0.8 for UMi/UMa, 0.5 for RMa)
+    o2i_model : "low" | "high" -- "umi"/"uma": 38.901 outdoor-to-indoor penetration loss model
     precision : None | "single" | "double"
 
     Input
@@ -53,17 +80,27 @@ class FadingChannel(Block):
 
     Output
     ------
-    H : [batch_size, N, K] (flat models) or [batch_size, F, N, K] (TDL/CDL), tf.complex
+    H : [batch_size, N, K] (flat models) or [batch_size, F, N, K] (TDL/CDL/drops), tf.complex
+
+    Note
+    ----
+    A drop of B x K devices costs about what a CDL draw of the same B x K links costs: measured 0.5-0.8x
+    CDL-C's time at B = 100, 0.8-1.6x at B = 5, where the per-call topology set-up weighs more (N = 16,
+    K = 20, F = 16; `benchmarks/link.py`, `channel_speed`). Each call is a new drop, in eager mode and under
+    `tf.function` alike; `last_drop` holds values in eager mode only (in a graph, symbolic tensors).
 
     Example
     -------
     >>> H = FadingChannel("rayleigh", num_rx_ant=4, num_devices=8)(1000, seed=0)       # [1000, 4, 8]
     >>> Hf = FadingChannel("tdl-a", 4, 8, num_subcarriers=64)(10, seed=0)              # [10, 64, 4, 8]
+    >>> ch = FadingChannel("umi", 4, 8, num_subcarriers=16)
+    >>> Hd = ch(100, seed=0)                                                           # [100, 16, 4, 8]
+    >>> ch.last_drop["gain_db"].shape                                                  # [100, 8]
     """
 
     def __init__(self, model, num_rx_ant, num_devices, *, correlation=0.7, path_gain_db=None,
                  num_subcarriers=64, subcarrier_spacing=30e3, delay_spread=100e-9, carrier_frequency=3.5e9,
-                 precision=None, **kwargs):
+                 indoor_probability=None, o2i_model="low", precision=None, **kwargs):
         super().__init__(precision=precision, **kwargs)
         if model not in CHANNEL_MODELS:
             raise ValueError(f"`model` must be one of {CHANNEL_MODELS}, got {model!r}")
@@ -78,7 +115,17 @@ class FadingChannel(Block):
             g = np.asarray(path_gain_db, dtype=float)
             if g.shape != (self.num_devices,) or not np.all(np.isfinite(g)):
                 raise ValueError(f"`path_gain_db` must be {self.num_devices} finite values [dB], got {path_gain_db!r}")
+            if model in DROP_MODELS:
+                raise ValueError(f"`path_gain_db` must be None for the drop model {model!r} (its gains come from "
+                                 f"the drop), got {path_gain_db!r}")
             self._gain = tf.constant(10 ** (g / 20), self.cdtype)
+        if indoor_probability is not None and not (isinstance(indoor_probability, (int, float))
+                                                   and 0.0 <= indoor_probability <= 1.0):
+            raise ValueError(f"`indoor_probability` must be None or lie in [0, 1], got {indoor_probability!r}")
+        self.indoor_probability = None if indoor_probability is None else float(indoor_probability)
+        if o2i_model not in ("low", "high"):
+            raise ValueError(f"`o2i_model` must be 'low' or 'high', got {o2i_model!r}")
+        self._last_drop = None
         self.num_subcarriers = check_count(num_subcarriers, "num_subcarriers")
         self.subcarrier_spacing = float(subcarrier_spacing)
         letter = model[-1].upper()
@@ -88,6 +135,16 @@ class FadingChannel(Block):
             self._kronecker = KroneckerModel(r_rx=exp_corr_mat(self.correlation, self.num_rx_ant,
                                                                precision=self.precision),
                                              precision=self.precision) if model == "correlated" else None
+        elif model in DROP_MODELS:
+            arrays = [PanelArray(num_rows_per_panel=1, num_cols_per_panel=n, polarization="single",
+                                 polarization_type="V", antenna_pattern="omni", carrier_frequency=carrier_frequency,
+                                 precision=self.precision) for n in (1, self.num_rx_ant)]
+            common = dict(enable_pathloss=False, enable_shadow_fading=False, precision=self.precision)
+            if model == "rma":
+                self._system = RMa(carrier_frequency, *arrays, "uplink", **common)
+            else:
+                self._system = {"umi": UMi, "uma": UMa}[model](carrier_frequency, o2i_model, *arrays, "uplink",
+                                                               **common)
         elif model in TDL_MODELS:
             self._link = TDL(letter, delay_spread, carrier_frequency, num_rx_ant=self.num_rx_ant, num_tx_ant=1,
                              precision=self.precision)
@@ -121,6 +178,8 @@ class FadingChannel(Block):
             H = a[:, 0, :, :, 0, 0, 0]                                        # [B, N, K]
             if self._kronecker is not None:
                 H = self._kronecker(H)
+        elif self.model in DROP_MODELS:
+            H = self._drop(batch_size)
         else:
             n, k, f = self.num_rx_ant, self.num_devices, self.num_subcarriers
             a, tau = self._link(batch_size * k, 1, self.num_subcarriers * self.subcarrier_spacing)
@@ -130,6 +189,33 @@ class FadingChannel(Block):
         if self._gain is not None:
             H = H * self._gain
         return H
+
+    @property
+    def last_drop(self):
+        r"""The drop of the latest call (drop models; else None): dict of [batch_size, K] tensors "distance_m"
+        (3-D device-server distance [m]), "gain_db" (:math:`10 \log_{10} \bar\beta_k`, the large-scale gain
+        applied, relative to the drop's mean [dB]), "los" and "indoor" (bool)."""
+        return self._last_drop
+
+    def _drop(self, batch_size):
+        """A new drop per realisation; H [B, F, N, K] with the drop's normalised large-scale gains."""
+        ut_loc, bs_loc, ut_orient, bs_orient, ut_vel, indoor = gen_single_sector_topology(
+            batch_size, self.num_devices, self.model, precision=self.precision,
+            indoor_probability=None if self.indoor_probability is None
+            else tf.constant(self.indoor_probability, self.rdtype))
+        upright = tf.constant([1.0, 0.0, 0.0], self.rdtype)                    # keep the server's yaw only
+        self._system.set_topology(ut_loc, bs_loc, tf.zeros_like(ut_orient), bs_orient * upright, ut_vel, indoor)
+        scenario, lsp = self._system._scenario, self._system._lsp               # noqa: SLF001 (Sionna 1.2)
+        pl_db = self._system._lsp_sampler.sample_pathloss()[:, 0]               # [B, K], O2I loss included
+        gain_db = 10.0 * tf.math.log(lsp.sf[:, 0]) / np.log(10.0) - pl_db       # shadow fading sf is linear
+        gain_db -= tf.reduce_max(gain_db, -1, keepdims=True)                    # relative to the drop's mean:
+        gain_db -= 10.0 * tf.math.log(tf.reduce_mean(10.0 ** (gain_db / 10.0), -1, keepdims=True)) / np.log(10.0)
+        self._last_drop = dict(distance_m=scenario.distance_3d[:, 0], gain_db=gain_db, los=scenario.los[:, 0],
+                               indoor=scenario.indoor)
+        a, tau = self._system(1, self.num_subcarriers * self.subcarrier_spacing)   # a [B, 1, N, K, 1, P, 1]
+        h = cir_to_ofdm_channel(self._freqs, a, tau, normalize=False)              # [B, 1, N, K, 1, 1, F]
+        amp = tf.cast(10.0 ** (gain_db / 20.0), self.cdtype)[:, None, None, :]
+        return tf.transpose(h[:, 0, :, :, 0, 0, :], [0, 3, 1, 2]) * amp           # [B, F, N, K]
 
 
 class _RandomServerAzimuth:
