@@ -7,14 +7,14 @@ import sys
 
 def _link(args):
     from .link import run_link, summary
-    cfg, air, dig, speed = run_link(args.out, quick=args.quick, seed=args.seed, **_parallel(args))
+    cfg, air, dig, speed = run_link(args.out, quick=args.quick, seed=args.seed, **parallel_options(args))
     print(summary(cfg, air, dig, speed))
     print(f"results in {args.out}")
 
 
 def _design(args):
     from .beamforming import run_design, summary
-    print(summary(run_design(args.out, quick=args.quick, seed=args.seed, **_parallel(args))))
+    print(summary(run_design(args.out, quick=args.quick, seed=args.seed, **parallel_options(args))))
     print(f"results in {args.out}")
 
 
@@ -26,7 +26,7 @@ def _study(args):
     except (ValueError, OSError) as err:
         print(f"deft6g study: configuration error: {err}", file=sys.stderr)
         return 2
-    cfg, rows = run_study(args.out, cfg, **_parallel(args))
+    cfg, rows = run_study(args.out, cfg, **parallel_options(args))
     print(summary(cfg, rows))
     print(f"results in {args.out}")
     return 0
@@ -34,26 +34,26 @@ def _study(args):
 
 def _finetune(args):
     from .peft_methods import run_finetune, summary
-    print(summary(*run_finetune(args.out, quick=args.quick, seed=args.seed, **_parallel(args))))
+    print(summary(*run_finetune(args.out, quick=args.quick, seed=args.seed, **parallel_options(args))))
     print(f"results in {args.out}")
 
 
 def _ensemble(args):
     from .ensemble import run_ensemble, summary
-    print(summary(*run_ensemble(args.out, quick=args.quick, **_parallel(args))))
+    print(summary(*run_ensemble(args.out, quick=args.quick, **parallel_options(args))))
     print(f"results in {args.out}")
 
 
 def _connect(args):
     from .connect import run_connect, summary
-    cfg, rows, cpu_s = run_connect(args.out, quick=args.quick, **_parallel(args))
+    cfg, rows, cpu_s = run_connect(args.out, quick=args.quick, **parallel_options(args))
     print(summary(cfg, rows, cpu_s))
     print(f"results in {args.out}")
 
 
 def _transfer(args):
     from .transfer import run_transfer, summary
-    print(summary(*run_transfer(args.out, quick=args.quick, **_parallel(args))))
+    print(summary(*run_transfer(args.out, quick=args.quick, **parallel_options(args))))
     print(f"results in {args.out}")
 
 
@@ -73,7 +73,7 @@ def _speedup(args):
     print(f"results in {args.out}")
 
 
-def _parallel(args):
+def parallel_options(args):
     """The run_points keywords of the parallel options: no --workers (and no --ray-address): 1, serially here;
     --workers alone: 0, one worker per core (or per CPU of the cluster at --ray-address); --workers N: N."""
     workers = args.workers if args.workers is not None else 0 if args.ray_address else 1

@@ -39,7 +39,7 @@ def _design_config(quick):
     return DesignConfig.quick() if quick else replace(DesignConfig.quick(), sweep_realisations=40)
 
 
-def _compare(serial, parallel, key, skip):
+def compare_rows(serial, parallel, key, skip):
     """(identical, ["column (max relative difference)" for each column that differs]) between two lists of
     CSV rows matched by `key`, columns in `skip` aside."""
     a = {tuple(r[k] for k in key): r for r in serial}
@@ -74,7 +74,7 @@ def _run_job(job, work, workers, quick, log):
         with contextlib.redirect_stdout(io.StringIO()):          # the runs' own progress lines
             rows.append(run(work / f"workers_{w}", w))
         times.append(time.perf_counter() - t0)
-    identical, cols = _compare(*rows, key, skip)
+    identical, cols = compare_rows(*rows, key, skip)
     return len(rows[0]), times[0], times[1], identical, cols
 
 

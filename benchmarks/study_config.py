@@ -73,7 +73,7 @@ class ChannelSection:
     """model (deft6g.phy.CHANNEL_MODELS); num_rx_ant N (a list: one study point per N); snr_db grid
     (P / sigma^2 per device); method (deft6g.optim.METHODS) designed every round; csi_error (variance);
     select_devices with mse_target; bandwidth_hz converts channel uses to latency [s]; num_subcarriers
-    (TDL/CDL)."""
+    (OFDM models: TDL, CDL, UMi/UMa/RMa)."""
     model: str = "rayleigh"
     num_rx_ant: list = field(default_factory=lambda: [2])
     snr_db: list = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from deft6g.optim import design_aircomp, select_devices
-from deft6g.phy import MCS_TABLE, AirCompUplink, DigitalUplink, FadingChannel, aircomp_channel_uses, imperfect_csi
+from deft6g.phy import FLAT_MODELS, MCS_TABLE, AirCompUplink, DigitalUplink, FadingChannel, aircomp_channel_uses, imperfect_csi
 
 
 @dataclass
@@ -173,7 +173,7 @@ def make_aggregator(scheme, num_devices, num_rx_ant=1, snr_db=0.0, seed=0, chann
                     digital=None):
     """The aggregator of `scheme` ("ideal", "aircomp" or "digital") for `num_devices` devices and a server
     with `num_rx_ant` antennas at `snr_db` (P / sigma^2 per device, dB). channel: keyword arguments of
-    the channel (model, num_subcarriers for TDL/CDL); aircomp / digital: keyword arguments of
+    the channel (model, num_subcarriers for the OFDM models); aircomp / digital: keyword arguments of
     AirCompAggregator / DigitalAggregator (method, csi_error, select, mse_target / num_bits, ...)."""
     if scheme not in SCHEMES:
         raise ValueError(f"`scheme` must be one of {SCHEMES}, got {scheme!r}")
@@ -181,7 +181,7 @@ def make_aggregator(scheme, num_devices, num_rx_ant=1, snr_db=0.0, seed=0, chann
         return IdealAggregator()
     channel = dict(channel or {})
     model = channel.pop("model", "rayleigh")
-    if not model.startswith(("tdl", "cdl")):
+    if model in FLAT_MODELS:
         channel.pop("num_subcarriers", None)
     if scheme == "aircomp":
         return AirCompAggregator(num_devices, num_rx_ant, snr_db, model, seed=seed, **(aircomp or {}), **channel)

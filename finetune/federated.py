@@ -50,7 +50,7 @@ class RoundLog:
     accuracy: float = float("nan")
 
 
-class _BatchStream:
+class BatchStream:
     """Endless minibatches of one device's data: an epoch is a fresh permutation cut into windows of 16
     batches, each window sorted by length (so a batch's padding can be trimmed), batch order shuffled."""
 
@@ -181,7 +181,7 @@ class FederatedDEFT:
         self._fresh_state = [np.zeros(v.shape, v.dtype.as_numpy_dtype) for v in self.optimizer.variables]
         self._states = {}
         lengths = [np.asarray(x[1]).sum(1).astype(int) if len(y) else np.zeros(0, int) for x, y in devices]
-        self._streams = [_BatchStream(lengths[k], batch_size, np.random.default_rng([seed, k]))
+        self._streams = [BatchStream(lengths[k], batch_size, np.random.default_rng([seed, k]))
                          for k in range(len(devices))]
         self._server_m = self._server_v = None
         self._offsets = self._payload_offsets()

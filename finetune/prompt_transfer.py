@@ -76,7 +76,7 @@ class TaskArrays:
     labels: np.ndarray
 
 
-def _pool(dataset, pool_sizes):
+def task_pool(dataset, pool_sizes):
     """(train_idx, test_idx) of a dataset's seeded 80/20 split (seed 0), cut to `pool_sizes` (None: whole)."""
     data = load_dataset(dataset)
     train, test = train_test_split(len(data), 0.2, seed=0)
@@ -94,7 +94,7 @@ def task_arrays(peft, tokenizer, model_name, task_names, block, max_length=32, p
     tasks = [get_task(n) for n in task_names]
     out = {}
     for dataset in sorted({t.dataset for t in tasks}):
-        data, train, test = _pool(dataset, (pool_sizes or {}).get(dataset))
+        data, train, test = task_pool(dataset, (pool_sizes or {}).get(dataset))
         idx = np.concatenate([train, test])
         texts = [data.x[i] for i in idx]
         key = [model_name, dataset, max_length, block, hashlib.sha256(idx.tobytes()).hexdigest()]

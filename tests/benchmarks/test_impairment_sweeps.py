@@ -4,8 +4,8 @@ import numpy as np
 
 import pytest
 
-from deft6g.benchmarks.impairment_sweeps import (MISALIGN_KINDS, LinkSweeps, _design_misalign_point,
-                                                 _misalign_point, _truncation_point)
+from deft6g.benchmarks.impairment_sweeps import (MISALIGN_KINDS, LinkSweeps, design_misalign_point,
+                                                 misalign_point, truncation_point)
 from deft6g.optim import design_aircomp
 from deft6g.phy import FadingChannel
 
@@ -15,7 +15,7 @@ def test_truncation_point_matches_theory_and_baselines():
     participation within 0.01 of e^{-0.3}, the exact peak-budget optimum (Cao et al.) below truncated
     inversion; the threshold-free baselines are cached per (SNR, seed)."""
     cfg, refs = LinkSweeps(trunc_devices=8, trunc_realisations=20000), {}
-    row = _truncation_point(cfg, dict(snr_db=10.0, threshold=0.3, seed=0), refs)
+    row = truncation_point(cfg, dict(snr_db=10.0, threshold=0.3, seed=0), refs)
     assert abs(row["peak_db"] - row["peak_theory_db"]) < 0.1
     assert abs(row["average_db"] - row["average_theory_db"]) < 0.1
     assert abs(row["participation"] - np.exp(-0.3)) < 0.01
@@ -27,7 +27,7 @@ def test_misalignment_point_matches_closed_form():
     """Uplink Monte Carlo (ZF, N = 8, K = 4, 200 channels x 400 reals, seed 1) within 0.3 dB of the closed
     form at phase std 0.5 rad, and the phase error costs more than 5 dB against none."""
     cfg = LinkSweeps(misalign_realisations=200, payload_reals=400)
-    rows = [_misalign_point(cfg, dict(num_rx_ant=8, num_devices=4, phase_std=s, seed=1)) for s in (0.0, 0.5)]
+    rows = [misalign_point(cfg, dict(num_rx_ant=8, num_devices=4, phase_std=s, seed=1)) for s in (0.0, 0.5)]
     assert all(abs(r["mc_db"] - r["theory_db"]) < 0.3 for r in rows)
     assert rows[1]["mc_db"] > rows[0]["mc_db"] + 5
 
@@ -51,8 +51,8 @@ def test_misalignment_sweep_points_match_theory(param, std):
     standard error about 3.5% for the amplitude error, less for the others); the point's `theory_db` column
     adds exactly that excess."""
     cfg = LinkSweeps(misalign_realisations=400, payload_reals=400)
-    base = _misalign_point(cfg, dict(num_rx_ant=8, num_devices=4, phase_std=0.0, seed=2))
-    row = _misalign_point(cfg, {"num_rx_ant": 8, "num_devices": 4, param: std, "seed": 2})
+    base = misalign_point(cfg, dict(num_rx_ant=8, num_devices=4, phase_std=0.0, seed=2))
+    row = misalign_point(cfg, {"num_rx_ant": 8, "num_devices": 4, param: std, "seed": 2})
     assert list(row) == ["num_rx_ant", "num_devices", param, "seed", "mc_db", "theory_db"]
     excess = _excess_theory(param, std, 4, 200)
     lin = lambda db: 10 ** (db / 10)                                            # noqa: E731
@@ -66,10 +66,10 @@ def test_design_misalignment_point_shifts_aligned_medians_by_theory():
     K sigma_a^2, 2K(1 - e^{-sigma^2/2}) and 2K(1 - rho_bar) with L = 500 (N = 8, K = 6, 10 dB, 20 channels)."""
     H = FadingChannel("rayleigh", 8, 6, precision="double")(20, seed=3).numpy()
     designs = {m: design_aircomp(H, 1.0, 0.1, m, progress=False) for m in ("zf", "mrc")}
-    base = _design_misalign_point(designs, H, 0.1, dict(phase_std=0.0, seed=0), 500)
+    base = design_misalign_point(designs, H, 0.1, dict(phase_std=0.0, seed=0), 500)
     for param, _, _, _ in MISALIGN_KINDS.values():
         for std in (0.2, 0.004):
-            row = _design_misalign_point(designs, H, 0.1, {param: std, "seed": 0}, 500)
+            row = design_misalign_point(designs, H, 0.1, {param: std, "seed": 0}, 500)
             for m in designs:
                 np.testing.assert_allclose(10 ** (row[f"{m}_db"] / 10) - 10 ** (base[f"{m}_db"] / 10),
                                            _excess_theory(param, std, 6, 500), rtol=1e-9)

@@ -170,27 +170,27 @@ def test_parallel_command_times_both_jobs_and_finds_identical_rows(ray_2, tmp_pa
 
 
 def test_parallel_compare_names_differing_columns():
-    """ray_speedup._compare: rows matched by key in any order; skipped columns ignored; a differing column
+    """ray_speedup.compare_rows: rows matched by key in any order; skipped columns ignored; a differing column
     is named with its largest relative difference; different point sets are not identical."""
-    from deft6g.benchmarks.ray_speedup import _compare
+    from deft6g.benchmarks.ray_speedup import compare_rows
     a = [{"k": "1", "v": "1.0", "t": "3"}, {"k": "2", "v": "2.0", "t": "4"}]
-    assert _compare(a, a[::-1], ["k"], {"t"}) == (True, [])
+    assert compare_rows(a, a[::-1], ["k"], {"t"}) == (True, [])
     b = [{"k": "1", "v": "1.0", "t": "9"}, {"k": "2", "v": "2.5", "t": "4"}]
-    assert _compare(a, b, ["k"], {"t"}) == (False, ["v (2.0e-01)"])
-    assert _compare(a, b[:1], ["k"], {"t"}) == (False, ["<points>"])
+    assert compare_rows(a, b, ["k"], {"t"}) == (False, ["v (2.0e-01)"])
+    assert compare_rows(a, b[:1], ["k"], {"t"}) == (False, ["<points>"])
 
 
 def test_workers_option(capsys):
     """Every command on the shared runner takes the same options: no --workers runs serially here,
     `--workers` alone one worker per core (0 to run_points), `--workers N` N; --ray-address alone uses the
     cluster's CPUs. N < 1 or not a number is refused, naming --workers."""
-    from deft6g.benchmarks.cli import _parallel, build_parser
+    from deft6g.benchmarks.cli import parallel_options, build_parser
     parser = build_parser()
     for cmd in ("study", "design", "link", "connect", "ensemble", "transfer", "finetune"):
-        workers = lambda *argv: _parallel(parser.parse_args([cmd, *argv]))["workers"]  # noqa: E731, B023
+        workers = lambda *argv: parallel_options(parser.parse_args([cmd, *argv]))["workers"]  # noqa: E731, B023
         assert workers() == 1 and workers("--workers") == 0 and workers("--workers", "3") == 3
         assert workers("--workers", "--quick") == 0 and workers("--ray-address", "auto") == 0
-        assert _parallel(parser.parse_args([cmd, "--ray-address", "auto", "--workers", "2"])) == {
+        assert parallel_options(parser.parse_args([cmd, "--ray-address", "auto", "--workers", "2"])) == {
             "workers": 2, "ray_address": "auto", "worker_gpus": 0.0}
         for bad in ("0", "-1", "two"):
             with pytest.raises(SystemExit) as exit_:

@@ -7,9 +7,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 from deft6g.finetune import LoraConfig, build_fomo, get_peft_model
-from deft6g.finetune.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator
+from deft6g.finetune.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator, make_aggregator
 from deft6g.finetune.emulator import build_emulator, emulator_blocks, emulator_config, plug_in_state
-from deft6g.finetune.federated import FederatedDEFT, _BatchStream
+from deft6g.finetune.federated import FederatedDEFT, BatchStream
 from deft6g.finetune.training import CROSS_ENTROPY, trim_padding
 from deft6g.optim import design_aircomp
 from deft6g.phy import aircomp_mse
@@ -36,7 +36,7 @@ def _local_by_hand(peft, fed, x, y, k, steps, start, lr, seed, batch_size):
     them (same generator seed [seed, k]), padding trimmed."""
     fed.set_payload(start)
     opt = keras.optimizers.Adam(lr)
-    stream = _BatchStream(np.asarray(x[1]).sum(1).astype(int), batch_size, np.random.default_rng([seed, k]))
+    stream = BatchStream(np.asarray(x[1]).sum(1).astype(int), batch_size, np.random.default_rng([seed, k]))
     for _ in range(steps):
         idx = next(stream)
         h, m = trim_padding((x[0][idx], x[1][idx]))
@@ -282,3 +282,12 @@ def test_bad_federated_settings():
         FederatedDEFT(peft, devices, IdealAggregator(), 3)
     with pytest.raises(ValueError, match="updates"):
         AirCompAggregator(K, 2, 10.0)(np.zeros((K + 1, 4)), 0)
+
+
+@pytest.mark.parametrize("model, subcarriers", [("rayleigh", 1), ("tdl-a", 4), ("umi", 4)])
+def test_make_aggregator_passes_the_subcarrier_count_to_every_ofdm_model(model, subcarriers):
+    """A study's channel.num_subcarriers reaches TDL/CDL and the 3GPP drop models, and flat models ignore it:
+    the channel an AirComp aggregator draws per round has F = subcarriers."""
+    agg = make_aggregator("aircomp", 4, 2, 10.0, channel={"model": model, "num_subcarriers": 4})
+    H = agg.channel(1, seed=0)[0].numpy()
+    assert (H.shape[0] if H.ndim == 3 else 1) == subcarriers and H.shape[-2:] == (2, 4)

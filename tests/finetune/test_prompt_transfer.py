@@ -35,21 +35,21 @@ def test_task_arrays_select_classes_and_word_counts(tmp_path, monkeypatch):
     two classes (counted from the dataset's own labels), labels follow the task's class order, and the short and
     long review subsets split the sentiment task's texts by word count."""
     from deft6g.finetune import load_study_model
-    from deft6g.finetune.prompt_transfer import _pool
+    from deft6g.finetune.prompt_transfer import task_pool
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path))
     model, tok = load_study_model("random-bert")
     peft = prompt_model(model, 5, 2)
     pools = {"bbc_news": (60, 30), "rotten_tomatoes": (60, 30)}
     names = ["bbc_business_tech", "bbc_topics5", "rt_sentiment", "rt_short", "rt_long"]
     got = task_arrays(peft, tok, "random-bert", names, 5, max_length=16, pool_sizes=pools)
-    bbc, train, test = _pool("bbc_news", pools["bbc_news"])
+    bbc, train, test = task_pool("bbc_news", pools["bbc_news"])
     pair = got["bbc_business_tech"]
     names_of = np.array(bbc.class_names)
     assert len(pair.y_train) == np.isin(names_of[bbc.y[train]], ["business", "tech"]).sum()
     assert len(pair.y_test) == np.isin(names_of[bbc.y[test]], ["business", "tech"]).sum()
     assert list(np.bincount(got["bbc_topics5"].y_train, minlength=5)) == list(np.bincount(bbc.y[train], minlength=5))
     assert set(np.unique(pair.y_train)) <= {0, 1} and pair.train[0].shape[1:] == (16, 64)
-    rt, rt_train, _ = _pool("rotten_tomatoes", pools["rotten_tomatoes"])
+    rt, rt_train, _ = task_pool("rotten_tomatoes", pools["rotten_tomatoes"])
     short = sum(len(rt.x[i].split()) <= 20 for i in rt_train)
     assert len(got["rt_short"].y_train) == short
     assert len(got["rt_short"].y_train) + len(got["rt_long"].y_train) == len(got["rt_sentiment"].y_train) == 60
