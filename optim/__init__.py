@@ -6,7 +6,7 @@ Every result carries a `status` under one policy, written in `deft6g.optim.solve
 import deft6g  # noqa: F401
 
 from .aligned import align, best_single_direction, closed_form_design, mmse_receiver, mrc_direction, zf_direction
-from .solver_status import Solve, solve_in_order
+from .solver_status import Solve, compiled_per_shape, installed, solve_in_order
 from .design import ALIGNED, METHODS, AirCompDesign, best_aligned, best_threshold_b, design_aircomp, round_sdr, \
     sdr_design
 from .zf_sdr import SdrSolution, ZfSdr, candidate_directions, dual_bound, real_form

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from .solver_status import solve_in_order
+from .solver_status import installed, solve_in_order
 
 
 @dataclass
@@ -141,7 +141,7 @@ class PeftAllocator:
                 cost_flops <= self.flops_budget]
         cons += [self.reach[i] >= tuned[j] for i in range(num_blocks) for j in range(i + 1)]
         self.problem = cp.Problem(cp.Maximize(cp.sum(cp.multiply(utility, self.x))), cons)
-        self.solvers = [s for s in self.SOLVERS if s in cp.installed_solvers()]
+        self.solvers = installed(self.SOLVERS)
 
     @staticmethod
     def _vector(v, n, name):

@@ -36,11 +36,10 @@ from deft6g.rng import reseed
 
 from .aligned import check_channel_and_power
 from .design import AirCompDesign, round_sdr, sdr_design
-from .solver_status import solve_in_order
+from .solver_status import compiled_per_shape, installed, solve_in_order
 from .zf_sdr import real_form
 
 SELECTORS = ("greedy", "dc")
-_DC_COMPILED = {}
 
 
 @dataclass
@@ -147,12 +146,14 @@ class DcPrograms:
     Data: C [K, 4N^2], row i = tau_i vec(Q_i) / 2 (so tau_i h_i^H M h_i = C_i vec(Y)); rows of devices left
     out of step 2 are vec(I) / 2, which makes their constraint 0 <= 0. Linearisation points: w [K] (the
     subgradient of |||x|||_k: 1 on the k largest x_i) and v [4N^2] = vec(Q(u)) / 2 for the top eigenvector u
-    of the last M (the subgradient of ||M||_2). `DcPrograms.compiled(N, K)` keeps one instance per shape.
+    of the last M (the subgradient of ||M||_2). `DcPrograms.compiled(N, K)` keeps one instance per shape (the 8
+    most recent).
     """
 
     SOLVERS = ("CLARABEL", "SCS")
 
-    def __init__(self, n, k):
+    def __init__(self, num_rx_ant, num_devices):
+        n, k = num_rx_ant, num_devices
         d = 2 * n
         self.Y = cp.Variable((d, d), PSD=True)
         self.x = cp.Variable(k, nonneg=True)
@@ -165,13 +166,12 @@ class DcPrograms:
                                  [tr - self.C @ vec <= self.x, tr >= 1])
         self.feasible = cp.Problem(cp.Minimize(rank_gap), [tr - self.C @ vec <= 0, tr >= 1])
         assert self.sparse.is_dcp(dpp=True) and self.feasible.is_dcp(dpp=True)
-        self.solvers = [s for s in self.SOLVERS if s in cp.installed_solvers()]
+        self.solvers = installed(self.SOLVERS)
 
-    @classmethod
-    def compiled(cls, n, k):
-        if (n, k) not in _DC_COMPILED:
-            _DC_COMPILED[(n, k)] = cls(n, k)
-        return _DC_COMPILED[(n, k)]
+    @compiled_per_shape
+    def compiled(cls, num_rx_ant, num_devices):
+        """The programs for this shape, built on first use and kept (`compiled_per_shape`: the 8 most recent)."""
+        return cls(num_rx_ant, num_devices)
 
     def solve(self, problem):
         """Solve `problem` (`sparse` or `feasible`) under the policy of `solver_status`; an INFEASIBLE certificate

@@ -17,11 +17,47 @@ Solvers are tried in the order each problem names (`ZfSdr.SOLVERS`, `SubcarrierP
 inaccurate answer moves on to the next solver. A solver failure never raises: deft6g raises `ValueError` or
 `TypeError` for bad input only, before anything is solved. A refinement appends "; " and its own outcome
 ("; SCA converged", "; SCA max_iter", "; SCA stopped at iteration i: reason").
+
+Each problem keeps only the solvers that are `installed` (in its order), and its class builds it through
+`compiled_per_shape`, which keeps the 8 most recently built instances, one per shape (and solvers), so repeated
+calls re-solve the same compiled problem.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cvxpy as cp
+
+KEPT_SHAPES = 8
+
+
+def installed(solvers):
+    """The solvers of `solvers` that CVXPY has installed, in their order.
+
+    Input
+    -----
+    solvers : sequence of str -- solver names, in the order they should be tried
+
+    Output
+    ------
+    list of str
+
+    Raises `ValueError` naming `solvers` when none of them is installed.
+    """
+    have = set(cp.installed_solvers())
+    kept = [s for s in solvers if s in have]
+    if not kept:
+        raise ValueError(f"none of the solvers {tuple(solvers)} is installed (have {sorted(have)})")
+    return kept
+
+
+def compiled_per_shape(build):
+    """Turn `build(cls, *shape)` into a classmethod that keeps the `KEPT_SHAPES` most recently built problems.
+
+    The arguments are the key (shape and, where a problem takes them, solvers: pass a tuple); the same arguments
+    return the same instance, so its compiled (DPP) problem is re-solved rather than rebuilt.
+    """
+    return classmethod(lru_cache(maxsize=KEPT_SHAPES)(build))
 
 
 @dataclass

@@ -17,7 +17,6 @@ CVXPY problem compiled per (batch, K, F) and re-solved with new Parameter values
 """
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cvxpy as cp
 import numpy as np
@@ -30,7 +29,7 @@ from deft6g.phy import aircomp_mse
 from .aligned import check_channel_and_power
 from .design import AirCompDesign
 
-from .solver_status import solve_in_order
+from .solver_status import compiled_per_shape, installed, solve_in_order
 
 DIRECTIONS = ("mrc", "zf")
 
@@ -75,10 +74,7 @@ class SubcarrierPower:
         self.problem = cp.Problem(cp.Minimize(cp.sum(cp.multiply(self.weights, cp.inv_pos(self.x)))),
                                   [self.constraint])
         assert self.problem.is_dcp(dpp=True)
-        installed = set(cp.installed_solvers())
-        self.solvers = [s for s in solvers if s in installed]
-        if not self.solvers:
-            raise ValueError(f"none of the solvers {solvers} is installed (have {sorted(installed)})")
+        self.solvers = installed(solvers)
 
     def solve(self, weights, coeffs):
         B, K, F = self.shape
@@ -87,10 +83,9 @@ class SubcarrierPower:
         return solve_in_order(self.problem, self.solvers, options=self.SOLVER_OPTIONS, warm_start=True,
                               read=lambda: (self.x.value.copy(), self.constraint.dual_value.reshape(B, K)))
 
-    @classmethod
-    @lru_cache(maxsize=8)
+    @compiled_per_shape
     def compiled(cls, batch, num_devices, num_subcarriers):
-        """The problem for this shape, built on first use and kept (the 8 most recent shapes)."""
+        """The problem for this shape, built on first use and kept (`compiled_per_shape`: the 8 most recent)."""
         return cls(batch, num_devices, num_subcarriers)
 
 

@@ -22,9 +22,7 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from .solver_status import solve_in_order
-
-_COMPILED = {}
+from .solver_status import compiled_per_shape, installed, solve_in_order
 
 
 @dataclass
@@ -86,10 +84,10 @@ def dual_bound(H, power, duals):
 class ZfSdr:
     """The ZF SDR for N antennas and K devices, compiled once (DPP) and re-solved per channel.
 
-    `ZfSdr.compiled(N, K)` returns the instance kept for that shape across calls (a module-level cache, so
-    every federated round re-uses one compiled problem). `solve(H, power, active=None)` with H [N, K]
-    complex and power [K] (> 0) returns an `SdrSolution`; a device with `active[k] = False` is left out (its
-    constraint becomes 0 >= 0, its dual 0). Solvers are tried in `SOLVERS`, never warm-started (the
+    `ZfSdr.compiled(N, K)` returns the instance kept for that shape across calls (the 8 most recent shapes,
+    `compiled_per_shape`, so every federated round re-uses one compiled problem). `solve(H, power, active=None)`
+    with H [N, K] complex and power [K] (> 0) returns an `SdrSolution`; a device with `active[k] = False` is left
+    out (its constraint becomes 0 >= 0, its dual 0). Solvers are tried in `SOLVERS`, never warm-started (the
     answer does not depend on earlier calls), under the policy of `solver_status`: the first OPTIMAL answer
     is returned; OPTIMAL_INACCURATE moves on to the next solver and is returned (status "inaccurate") only if
     no solver reaches OPTIMAL; if every solver fails the status says what each did and X, value are NaN.
@@ -110,17 +108,12 @@ class ZfSdr:
         self.constraint = self.C @ cp.vec(self.Y, order="C") >= self.target
         self.problem = cp.Problem(cp.Minimize(cp.trace(self.Y) / 2), [self.constraint])
         assert self.problem.is_dcp(dpp=True)
-        installed = set(cp.installed_solvers())
-        self.solvers = [s for s in solvers if s in installed]
-        if not self.solvers:
-            raise ValueError(f"none of the solvers {solvers} is installed (have {sorted(installed)})")
+        self.solvers = installed(solvers)
 
-    @classmethod
+    @compiled_per_shape
     def compiled(cls, num_rx_ant, num_devices, solvers=SOLVERS):
-        key = (cls, num_rx_ant, num_devices, tuple(solvers))
-        if key not in _COMPILED:
-            _COMPILED[key] = cls(num_rx_ant, num_devices, solvers)
-        return _COMPILED[key]
+        """The problem for this shape and `solvers` (a tuple), built on first use and kept (`compiled_per_shape`)."""
+        return cls(num_rx_ant, num_devices, solvers)
 
     def solve(self, H, power, active=None):
         active = np.ones(self.num_devices, bool) if active is None else np.asarray(active, bool)
