@@ -293,7 +293,7 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
         F = cfg.num_subcarriers
         opt, uni = (fn(H, float(F), nv) for fn in (allocate_subcarrier_power, uniform_subcarrier_power))
         if not np.all(opt.ok):          # an inaccurate solve is accepted and reported (optim.solver_status)
-            raise RuntimeError(f"subcarrier allocation failed: {opt.status[0]}")
+            raise RuntimeError(f"subcarrier allocation failed: {opt.status[~opt.ok][0]}")
         return p | dict(optimal_db=_db(np.median(opt.mse / F)), uniform_db=_db(np.median(uni.mse / F)),
                         gain_db=float(np.median(10 * np.log10(uni.mse / opt.mse))))
 
