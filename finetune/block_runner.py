@@ -1,6 +1,6 @@
 """Running a PeftModel's frozen FoMo block by block (BERT-like encoders: bert, vit): the embedding, any range
 of blocks with deep prompts prepended, mean pooling and the head. This gives deep prompts, split models and
-activation caching: `embed` -> `run_blocks(0, k)` once, then `forward_from(h, mask, k)` every step."""
+activation caching: `h, mask = activations(inputs, k)` once, then `forward_from(h, mask, k)` every step."""
 
 import numpy as np
 import tensorflow as tf
@@ -13,11 +13,16 @@ class BlockRunner:
     `lowest_tuned_block()`."""
 
     def embed(self, inputs, training=False):
-        """Block-0 input: (hidden [B, T, H], mask float [B, T])."""
+        """Block-0 input: (hidden [B, T, H], mask float [B, T]). inputs: {input_ids, attention_mask} int [B, T]
+        (bert); pixel_values [B, H, W] or [B, C, H, W], or {"pixel_values": ...} (vit)."""
         if self.kind == "bert":
             ids = tf.convert_to_tensor(inputs["input_ids"])
             h = self.base.bert.embeddings(input_ids=ids, training=training)
             return h, tf.cast(inputs["attention_mask"], h.dtype)
+        if isinstance(inputs, dict):
+            if "pixel_values" not in inputs:
+                raise ValueError(f"a vit model takes `pixel_values`, got the inputs {sorted(inputs)}")
+            inputs = inputs["pixel_values"]
         x = tf.convert_to_tensor(inputs, tf.float32)
         if x.shape.rank == 3:
             x = x[:, None]
@@ -62,7 +67,8 @@ class BlockRunner:
         return pooled if self.head is None else self.head(pooled)
 
     def forward_from(self, h, mask, start, training=False):
-        """Logits from the cached input of block `start` (see `activations`)."""
+        """Logits [B, num_labels] (pooled features [B, H] without a head) from the input of block `start`
+        (e.g. cached by `activations`)."""
         h, mask = self.run_blocks(h, mask, start, training=training)
         return self.head_from(h, mask, training)
 

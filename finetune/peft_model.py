@@ -3,7 +3,8 @@ with HF peft's API.
 
 The method is a registered tuner (`deft6g.finetune.tuners`); running the model block by block lives in
 `block_runner.py` (bert, vit: deep prompts, split models, activation caching; gpt2 and t5's encoder run
-through the HF call and take LoRA, adapters and BitFit); saving, reloading and merging in `peft_saving.py`.
+through the HF call and take LoRA and BitFit, gpt2 also adapters); saving, reloading and merging in
+`peft_saving.py`.
 """
 
 from dataclasses import dataclass
@@ -91,8 +92,8 @@ class PeftModel(BlockRunner, PeftSaving, keras.Model):
     def reset_parameters(self, seed):
         """Re-initialise every PEFT weight and the head as a new model built with `seed` would be (LoRA A,
         adapter down-projections, random prompts and the head drawn afresh; LoRA B, adapter up-projections
-        and biases zero; BitFit biases back to the pretrained values). Vocabulary-initialised prompts are
-        drawn from the embedding table with `seed`."""
+        and biases zero; BitFit biases back to the pretrained values). Prompts are drawn with `seed` as a
+        `PromptTuningConfig(seed=seed)` would draw them (vocabulary rows or N(0, 0.02^2))."""
         self.tuner.reset_parameters(seed)
         if self.head is not None:
             self.head.kernel.assign(keras.initializers.TruncatedNormal(0.02, seed=seed)(self.head.kernel.shape))
@@ -123,6 +124,10 @@ class PeftModel(BlockRunner, PeftSaving, keras.Model):
 
     # --- forward ------------------------------------------------------------------------------------------
     def __call__(self, inputs=None, *args, input_ids=None, attention_mask=None, pixel_values=None, **kwargs):
+        keywords = [k for k, v in (("input_ids", input_ids), ("attention_mask", attention_mask),
+                                   ("pixel_values", pixel_values)) if v is not None]
+        if inputs is not None and keywords:
+            raise ValueError(f"pass the inputs either as one dict/array or as keywords, got both (and {keywords})")
         if inputs is None:
             if pixel_values is not None:
                 inputs = pixel_values

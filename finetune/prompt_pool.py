@@ -204,10 +204,9 @@ def pool_logits_from_tokens(peft, members, inputs, mode="batched", batch_size=64
     if mode == "one_by_one":
         return one_by_one_logits(peft, members, inputs, batch_size=batch_size)
     start = peft.lowest_tuned_block()
-    lower = _cached_fn(peft, ("lower", start), lambda x: peft.run_blocks(*peft.embed(x), 0, start))
     out = np.zeros((len(members), len(inputs["attention_mask"]), peft.head.units), np.float32)
     for idx in _by_length(inputs["attention_mask"], batch_size):
-        h, m = (v.numpy() for v in lower(_trim_tokens(take(inputs, idx))))
+        h, m = peft.activations(_trim_tokens(take(inputs, idx)), start, batch_size=len(idx))
         if mode == "batched":
             out[:, idx] = pool_logits(peft, members, h, m, start, batch_rows=len(members) * len(idx))
         else:

@@ -25,7 +25,8 @@ class PeftConfig:
     None: 1), a `{block: size}` pattern that overrides it (`pattern_field`), and `layers_to_transform`,
     which restricts PEFT to the listed blocks. `size(block, num_blocks)` is the PEFT size of a block (0: no
     PEFT there). With `module_keys`, the pattern also takes HF peft's module-name/regex keys (str), which
-    set the size of the modules whose names end with a match; digit-only keys are block indices."""
+    set the size of the modules whose names end with a match; digit-only keys, as JSON writes block indices,
+    are block indices."""
     layers_to_transform: list = None
 
     peft_type = None
@@ -51,7 +52,9 @@ class PeftConfig:
     def __post_init__(self):
         if self.size_field is not None:
             check_size(self.default_size(), self.size_field)
-        for key, size in self.size_pattern().items():
+        pattern = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in self.size_pattern().items()}
+        setattr(self, self.pattern_field, pattern)       # "3" (as JSON writes block 3) is block 3
+        for key, size in pattern.items():
             if isinstance(key, str) and self.module_keys:
                 try:
                     re.compile(key)
@@ -79,13 +82,15 @@ class PeftConfig:
         """[size of block i for i < num_blocks]."""
         return [self.size(i, num_blocks) for i in range(num_blocks)]
 
+    def module_key(self, name):
+        r"""The first module-name key whose regex matches the end of the module name `name` (as HF peft's
+        rank_pattern: `(.*\.)?(key)$`), or None."""
+        return next((key for key in self.module_pattern() if re.match(rf"(.*\.)?({key})$", name)), None)
+
     def module_override(self, name):
-        """Size set for the module called `name` by the first module-name key matching the end of its name
-        (as HF peft's rank_pattern), or None."""
-        for key, size in self.module_pattern().items():
-            if re.match(rf"(.*\.)?{key}$", name):
-                return size
-        return None
+        """Size set for the module called `name` by a module-name key, or None."""
+        key = self.module_key(name)
+        return None if key is None else self.module_pattern()[key]
 
     def module_size(self, name, block, num_blocks):
         """Size of the module called `name` in block `block`: its module-name override, else the block's
@@ -151,7 +156,7 @@ class BaseTuner:
         raise NotImplementedError
 
     def reset_parameters(self, seed):
-        """Re-initialise the method's weights as a tuner built with `seed` would."""
+        """Re-initialise the method's weights, drawing them with `seed` as at construction."""
         raise NotImplementedError
 
     def export(self, directory, base_model_name_or_path):
@@ -178,18 +183,24 @@ class WrapperTuner(BaseTuner):
 
     def __init__(self, model, config, seed):
         super().__init__(model, config, seed)
-        matched = set()
+        matched, keys_used = set(), set()
         for i, blk in enumerate(model.blocks):
             for parent, attr, idx, layer in list(dense_projections(blk)):
                 name = module_name(model.base, projection_kernel(layer))
                 hits = self.targets(name, name.split(f".{i}.", 1)[-1])
                 matched.update(hits)
+                if hits and config.module_key(name) is not None:
+                    keys_used.add(config.module_key(name))
                 size = config.module_size(name, i, model.num_blocks) if hits else 0
                 if size:
                     wrapped = WrappedModule(parent, attr, idx, self.wrap(layer, size, name, seed + len(self.wrappers)), i)
                     wrapped.install(wrapped.layer)
                     self.wrappers.append(wrapped)
         self.check_targets(matched)
+        unused = set(config.module_pattern()) - keys_used
+        if unused:
+            raise ValueError(f"`{config.pattern_field}` keys {sorted(unused)} match no targeted module of this "
+                             f"{model.kind} model")
 
     def targets(self, name, relative):
         """The target names that select the projection `name` (`relative`: its name inside the block)."""
@@ -245,7 +256,4 @@ def config_from_dict(d):
     kind = d.pop("peft_type", None)
     if kind not in PEFT_METHODS:
         raise ValueError(f"unknown `peft_type` {kind!r}; known: {sorted(PEFT_METHODS)}")
-    cls = PEFT_METHODS[kind][0]
-    if cls.pattern_field in d:
-        d[cls.pattern_field] = {int(k) if str(k).isdigit() else k: v for k, v in d[cls.pattern_field].items()}
-    return cls(**d)
+    return PEFT_METHODS[kind][0](**d)

@@ -130,8 +130,9 @@ class LoraTuner(WrapperTuner):
         total = 0
         for role, (n_in, n_out) in projections.items():
             plain = role.removeprefix("cross.")
-            if config.targets(plain):
-                r = config.module_override(f"encoder.layer.{block}.{_ROLE_MODULES.get(plain, plain)}")
+            name = f"encoder.layer.{block}.{_ROLE_MODULES.get(plain, plain)}"       # as the model names it
+            if config.targets(name):
+                r = config.module_override(name)
                 total += (size if r is None else r) * (n_in + n_out)
         return total
 

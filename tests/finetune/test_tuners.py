@@ -111,7 +111,7 @@ def test_rank_pattern_takes_module_name_keys_as_hf_peft():
 
 def test_peft_model_is_called_like_an_hf_model():
     """Keyword inputs equal dict inputs; without a head the output is the base model's last hidden state
-    (LoRA B = 0, so the two models are the same function) with the mean-pooled features by name."""
+    (the HF call runs through the installed LoRA wrappers too) with the mean-pooled features by name."""
     x = text_batch()
     peft = get_peft_model(build_fomo("bert")[0], LoraConfig(r=2), num_labels=LABELS)
     np.testing.assert_allclose(peft(input_ids=x["input_ids"], attention_mask=x["attention_mask"]).numpy(),
@@ -127,3 +127,28 @@ def test_peft_model_is_called_like_an_hf_model():
                                vit.base(pixel_values=pixels).last_hidden_state.numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="input_ids"):
         peft()
+
+
+def test_module_name_keys_are_regexes_anchored_at_the_name_end_and_must_match():
+    """HF peft's `(.*\\.)?(key)$`: an alternation sets every alternative; a key matching no targeted module is
+    an error, not silently ignored; "2" (as JSON writes block 2) is block 2; a longer target name prices the
+    same as the model counts it."""
+    model = build_fomo("bert")[0]
+    peft = get_peft_model(model, LoraConfig(r=4, rank_pattern={"query|value": 2}))
+    assert {w.layer.r for w in peft.wrappers} == {2}
+    with pytest.raises(ValueError, match="rank_pattern"):
+        get_peft_model(build_fomo("bert")[0], LoraConfig(r=4, rank_pattern={"quer": 2}))
+    assert LoraConfig(rank_pattern={"2": 0}).rank_pattern == {2: 0}
+    cfg = LoraConfig(r=4, target_modules=["attention.self.query"])
+    peft = get_peft_model(build_fomo("bert")[0], cfg)
+    assert sum(peft_params_per_block(dims_of(peft.base), cfg)) == sum(int(np.prod(v.shape)) for v in peft.peft_variables)
+
+
+def test_inputs_are_given_once():
+    peft = get_peft_model(build_fomo("bert")[0], LoraConfig(r=2), num_labels=LABELS)
+    x = text_batch()
+    with pytest.raises(ValueError, match="both"):
+        peft(x, input_ids=x["input_ids"])
+    vit = get_peft_model(build_fomo("vit")[0], LoraConfig(r=2), num_labels=LABELS)
+    pixels = np.random.default_rng(0).random((2, 28, 28), np.float32)
+    np.testing.assert_allclose(vit({"pixel_values": pixels}).numpy(), vit(pixels).numpy(), atol=1e-6)
