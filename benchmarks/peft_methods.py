@@ -24,7 +24,7 @@ from deft6g.finetune import load_study_model
 
 METHOD_FIELDS = ["method", "accuracy", "trainable_params", "samples_per_s", "samples_per_s_with_cache",
                  "cache_s", "train_s", "peak_rss_mib", "lowest_block", "sizes"]
-BUDGET_FIELDS = ["allocation", "budget_fraction", "bits_budget", "sizes", "payload_bits", "memory_mib",
+BUDGET_FIELDS = ["allocation", "budget_fraction", "bits_budget", "sizes", "status", "payload_bits", "memory_mib",
                  "flops_g", "accuracy"]
 
 
@@ -147,7 +147,9 @@ def _in_subprocess(task, cfg, **extra):
 
 
 def allocations(cfg, importance, num_blocks):
-    """Allocator vs uniform rank at each budget fraction of LoRA-all-blocks' payload (rank cfg.rank)."""
+    """Allocator vs uniform rank at each budget fraction of LoRA-all-blocks' payload (rank cfg.rank). Each row
+    carries `status`: the allocator's (`deft6g.optim.solver_status`; a failed solve is the all-zero fallback,
+    "failed (...): no PEFT used") or "uniform"."""
     from deft6g.finetune import LoraConfig, allocation_table, peft_cost
     from deft6g.finetune.cost import MODELS, dims_of
     from deft6g.optim import PeftAllocator
@@ -164,11 +166,12 @@ def allocations(cfg, importance, num_blocks):
         got = alloc.solve(bits_budget=budget)
         uniform_rank = max(c for c in cfg.choices if c == 0 or
                            peft_cost(dims, LoraConfig(r=c)).payload_bits <= budget)
-        for name, sizes in (("allocated", got.sizes), ("uniform", [uniform_rank] * num_blocks)):
+        for name, sizes, status in (("allocated", got.sizes, got.status),
+                                    ("uniform", [uniform_rank] * num_blocks, "uniform")):
             cost = peft_cost(dims, LoraConfig(r=max(max(sizes), 1), rank_pattern=dict(enumerate(sizes))),
                              tokens=cfg.max_length, batch_size=cfg.batch_size)
             out.append({"allocation": name, "budget_fraction": frac, "bits_budget": int(budget), "sizes": sizes,
-                        "payload_bits": cost.payload_bits, "memory_mib": cost.memory / 2 ** 20,
+                        "status": status, "payload_bits": cost.payload_bits, "memory_mib": cost.memory / 2 ** 20,
                         "flops_g": (cost.flops_forward + cost.flops_backward) / 1e9})
     return out
 
@@ -273,7 +276,8 @@ def summary(cfg, methods, budgets, importance):
     lines.append("block importance (squared grad norm): " + ", ".join(f"{v:.3g}" for v in importance))
     for r in budgets:
         lines.append(f"budget {float(r['budget_fraction']):.2f}: {r['allocation']:<9} ranks {r['sizes']:<22} "
-                     f"accuracy {float(r['accuracy']):.3f}  memory {float(r['memory_mib']):.0f} MiB")
+                     f"accuracy {float(r['accuracy']):.3f}  memory {float(r['memory_mib']):.0f} MiB"
+                     + ("" if r["status"] == "uniform" or r["status"].startswith("optimal") else f"  ({r['status']})"))
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)

@@ -71,6 +71,7 @@ def test_finetune_quick_measures_methods_and_allocations(tmp_path, capsys, monke
     assert {r["allocation"] for r in budgets} == {"allocated", "uniform"}
     for r in budgets:
         assert int(r["payload_bits"]) <= int(r["bits_budget"])
+        assert r["status"] == "uniform" if r["allocation"] == "uniform" else r["status"].startswith("optimal")
     assert (tmp_path / "accuracy_vs_budget.png").is_file()
     assert "caching speed-up" in capsys.readouterr().out
 
