@@ -14,5 +14,6 @@ from .mu_mimo import DETECTORS, balanced_groups, equalize, post_detection_sinr
 from .digital_link import DigitalLink, LinkResult
 from .digital_uplink import LINK_MODELS, DigitalUplink, UplinkResult
 from .quantizer import Quantizer
+from .error_rates import ErrorRates, error_rate
 from .montecarlo import complex_normal, empirical_mse
 from .impairments import PilotCsi, TransmitMisalignment, pilot_error_var

@@ -8,10 +8,11 @@ from sionna.phy import Block
 
 from deft6g.checks import as_tensor
 from .digital_uplink import DigitalUplink
+from .error_rates import ErrorRates
 
 
 @dataclass
-class LinkResult:
+class LinkResult(ErrorRates):
     """What a digital transmission delivered and cost.
 
     Parameters
@@ -30,7 +31,11 @@ class LinkResult:
         Blocks transmitted
     channel_uses : int
         Symbols spent per link
+
+    `ber` (bit_errors / bits) and `bler` (block_errors / blocks) are 0 when nothing was sent (`ErrorRates`).
     """
+    EMPTY_BER = EMPTY_BLER = 0.0
+
     x_hat: tf.Tensor
     valid: tf.Tensor
     bit_errors: int
@@ -38,16 +43,6 @@ class LinkResult:
     block_errors: int
     blocks: int
     channel_uses: int
-
-    @property
-    def ber(self):
-        """Bit error rate before the CRC (0 when no bits were sent)."""
-        return self.bit_errors / max(self.bits, 1)
-
-    @property
-    def bler(self):
-        """Block error rate, CRC failures / blocks (0 when no blocks were sent)."""
-        return self.block_errors / max(self.blocks, 1)
 
 
 class DigitalLink(Block):

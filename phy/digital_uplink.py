@@ -30,6 +30,7 @@ from sionna.phy import Block
 from sionna.phy.channel import AWGN
 
 from .block_codec import BlockCodec, info_bits
+from .error_rates import ErrorRates
 from deft6g.checks import as_tensor, check_count, check_dim, check_noise_var, check_nonnegative
 from .mcs import CODEWORD_LENGTH, MCS_TABLE, effective_sinr, select_mcs
 from .mu_mimo import DETECTORS, balanced_groups, equalize, post_detection_sinr
@@ -41,7 +42,7 @@ HEADER_BITS = 64                    # the quantiser range (lo, hi) as two float3
 
 
 @dataclass
-class UplinkResult:
+class UplinkResult(ErrorRates):
     """What one digital round delivered and cost (leading dimensions [...] = the realisations of the input).
 
     Parameters
@@ -67,8 +68,11 @@ class UplinkResult:
     devices : [...], int
         Devices that delivered at least one entry
 
-    `ber` (NaN for link="abstract") and `bler` are the rates behind the counts.
+    `ber` (NaN for link="abstract") and `bler` (block_errors / blocks, 0 when none) are the rates behind the
+    counts (`ErrorRates`).
     """
+    EMPTY_BLER = 0.0
+
     f_hat: tf.Tensor
     x_hat: tf.Tensor
     valid: tf.Tensor
@@ -81,16 +85,6 @@ class UplinkResult:
     mcs: np.ndarray
     groups: np.ndarray
     devices: np.ndarray
-
-    @property
-    def ber(self):
-        """Payload-bit error rate before the CRC (NaN when no bits were simulated)."""
-        return self.bit_errors / self.bits if self.bits else float("nan")
-
-    @property
-    def bler(self):
-        """CRC failures / transmitted blocks."""
-        return self.block_errors / max(self.blocks, 1)
 
 
 class DigitalUplink(Block):

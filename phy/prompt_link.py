@@ -9,6 +9,7 @@ from sionna.phy.channel import AWGN
 
 from .block_codec import CRC_BITS, BlockCodec
 from .channels import FLAT_MODELS, FadingChannel
+from .error_rates import ErrorRates, error_rate
 from deft6g.checks import as_tensor, check_count, check_noise_var, check_nonnegative
 from .payload import pack, standardise, unpack
 from .quantizer import Quantizer
@@ -19,7 +20,7 @@ FAILURE_POLICIES = ("drop", "keep")
 
 
 @dataclass
-class PromptLinkResult:
+class PromptLinkResult(ErrorRates):
     """What one D2D prompt transmission delivered and cost (B independent prompts).
 
     Counts are summed over the B prompts; analog transmissions set every count to 0.
@@ -49,9 +50,11 @@ class PromptLinkResult:
 
     Note
     ----
-    The properties `ber` (bit_errors / bits), `bler` (block_errors / transmissions) and `drop_rate`
+    The properties `ber` (bit_errors / bits), `bler` (block_errors / transmissions; `ErrorRates`) and `drop_rate`
     (dropped_blocks / blocks) are NaN for analog transmissions.
     """
+    BLER_OVER = "transmissions"
+
     x_hat: tf.Tensor
     payload_bits: int
     bit_errors: int
@@ -64,19 +67,9 @@ class PromptLinkResult:
     channel_uses: np.ndarray
 
     @property
-    def ber(self):
-        """Bit error rate of the delivered bits (NaN for analog)."""
-        return self.bit_errors / self.bits if self.bits else float("nan")
-
-    @property
-    def bler(self):
-        """Block error rate per codeword transmission (CRC failures / transmissions; NaN for analog)."""
-        return self.block_errors / self.transmissions if self.transmissions else float("nan")
-
-    @property
     def drop_rate(self):
         """Fraction of codewords dropped after the last attempt (NaN for analog)."""
-        return self.dropped_blocks / self.blocks if self.blocks else float("nan")
+        return error_rate(self.dropped_blocks, self.blocks)
 
 
 class PromptLink(Block):
