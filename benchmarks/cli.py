@@ -106,66 +106,62 @@ def _add_parallel(parser, note=""):
                         help="GPU share of each Ray worker (e.g. 0.25: four workers per GPU; default 0: CPU only)")
 
 
+_TINY = "a random small model and a tiny grid for smoke tests"
+
+
+def _add_command(sub, name, func, description, outputs=None, quick="a small grid for smoke tests", seed=False,
+                 parallel=True, parallel_note=""):
+    """Add the subcommand `name` (running `func`; `description` is its line in `deft6g --help` and the head of
+    `deft6g <name> --help`) with the options every command takes: --out (default
+    results/<name>; `outputs` lists the file kinds written), --quick (`quick` says what it runs), --seed when
+    `seed`, and the parallel options of `_add_parallel` when `parallel` (`parallel_note`: what runs on workers).
+    Returns the subparser, for options of its own."""
+    parser = sub.add_parser(name, help=description, description=description)
+    parser.add_argument("--out", default=f"results/{name}",
+                        help=f"output folder{f' ({outputs})' if outputs else ''}; re-runs resume "
+                             f"(default results/{name})")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    if seed:
+        parser.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
+    if parallel:
+        _add_parallel(parser, parallel_note)
+    parser.set_defaults(func=func)
+    return parser
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="deft6g", description="DEFT studies and benchmarks over simulated 6G links")
     sub = parser.add_subparsers(dest="command", required=True)
-    study = sub.add_parser("study", help="the main job: federated DEFT accuracy vs SNR (ideal, AirComp, digital)")
-    study.add_argument("--out", default="results/study", help="output folder (CSV, JSON, PNG); re-runs resume")
+    study = _add_command(sub, "study", _study, "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, "
+                         "digital)", outputs="CSV, JSON, PNG", quick="a small run for smoke tests")
     study.add_argument("--config", default=None, help="TOML file overriding the embedded default configuration")
-    study.add_argument("--quick", action="store_true", help="a small run for smoke tests")
-    _add_parallel(study)
-    study.set_defaults(func=_study)
-    finetune = sub.add_parser("finetune", help="PEFT methods on Rotten Tomatoes (accuracy, speed, memory); "
-                              "block allocator vs uniform ranks")
-    finetune.add_argument("--out", default="results/finetune", help="output folder; re-runs resume")
-    finetune.add_argument("--quick", action="store_true", help="a random small model for smoke tests")
-    finetune.add_argument("--seed", type=int, default=0)
-    _add_parallel(finetune, "Only the budget sweep (accuracy per allocation) runs on workers; the methods table "
-                  "measures samples/s, so its methods always run one at a time, each in a fresh subprocess of its "
-                  "own (for its own peak memory)")
-    finetune.set_defaults(func=_finetune)
-    ensemble = sub.add_parser("ensemble", help="on-the-fly prompt ensembles on a stream (DEFT technique 4): "
-                              "ensemble vs single prompts, pool size, batched inference speed")
-    ensemble.add_argument("--out", default="results/ensemble", help="output folder; re-runs resume")
-    ensemble.add_argument("--quick", action="store_true", help="a random small model for smoke tests")
-    _add_parallel(ensemble, "The streams and joint references run on workers; the inference-speed table is timed, "
-                  "so it always runs here, after them")
-    ensemble.set_defaults(func=_ensemble)
-    link = sub.add_parser("link", help="AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)")
-    link.add_argument("--out", default="results/link", help="output folder (CSV, JSON, PNG); re-runs resume")
-    link.add_argument("--quick", action="store_true", help="a small grid for smoke tests")
-    link.add_argument("--seed", type=int, default=0)
-    _add_parallel(link)
-    link.set_defaults(func=_link)
-    design = sub.add_parser("design", help="AirComp beamforming / power control: gap to the SDR bound, speed-up")
-    design.add_argument("--out", default="results/design", help="output folder; re-runs resume")
-    design.add_argument("--quick", action="store_true", help="a small grid for smoke tests")
-    design.add_argument("--seed", type=int, default=0)
-    _add_parallel(design)
-    design.set_defaults(func=_design)
-    connect = sub.add_parser("connect", help="AirComp neural connections: multi-view split model trained through "
-                             "the channel vs naive, ideal, single view, digital; task-oriented design")
-    connect.add_argument("--out", default="results/connect", help="output folder (CSV, PNG); re-runs resume")
-    connect.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
-    _add_parallel(connect)
-    connect.set_defaults(func=_connect)
-    transfer = sub.add_parser("transfer", help="D2D prompt transfer (SPoT): steps to a target accuracy from a "
-                              "neighbour's prompt vs random/vocabulary init, vs D2D SNR and quantiser bits")
-    transfer.add_argument("--out", default="results/transfer", help="output folder (CSV, PNG); re-runs resume")
-    transfer.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
-    _add_parallel(transfer, "Each stage (neighbour prompts, source choice, fine-tuning runs) runs on workers")
-    transfer.set_defaults(func=_transfer)
-    emulator = sub.add_parser("emulator", help="FoMo emulator (offsite-tuning): download size vs plug-in accuracy "
-                              "for layer drop, vocabulary pruning, int8, low rank, with/without distillation")
-    emulator.add_argument("--out", default="results/emulator", help="output folder (CSV, PNG); re-runs resume")
-    emulator.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
-    emulator.set_defaults(func=_emulator)
-    parallel = sub.add_parser("parallel", help="speed-up of a study and a design sweep on N Ray workers against the "
-                              "serial run, and whether the rows are identical")
-    parallel.add_argument("--out", default="results/parallel", help="output folder (CSV); re-runs resume")
-    parallel.add_argument("--workers", type=int, default=2, metavar="N", help="Ray workers (>= 2; default 2)")
-    parallel.add_argument("--quick", action="store_true", help="a random small model and a tiny grid for smoke tests")
-    parallel.set_defaults(func=_speedup)
+    _add_command(sub, "finetune", _finetune, "PEFT methods on Rotten Tomatoes (accuracy, speed, memory); block "
+                 "allocator vs uniform ranks", quick="a random small model for smoke tests", seed=True,
+                 parallel_note="Only the budget sweep (accuracy per allocation) runs on workers; the methods table "
+                 "measures samples/s, so its methods always run one at a time, each in a fresh subprocess of its "
+                 "own (for its own peak memory)")
+    _add_command(sub, "ensemble", _ensemble, "on-the-fly prompt ensembles on a stream (DEFT technique 4): ensemble "
+                 "vs single prompts, pool size, batched inference speed", quick="a random small model for smoke "
+                 "tests", parallel_note="The streams and joint references run on workers; the inference-speed table "
+                 "is timed, so it always runs here, after them")
+    _add_command(sub, "link", _link, "AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)",
+                 outputs="CSV, JSON, PNG", seed=True)
+    _add_command(sub, "design", _design, "AirComp beamforming / power control: gap to the SDR bound, speed-up",
+                 seed=True)
+    _add_command(sub, "connect", _connect, "AirComp neural connections: multi-view split model trained through the "
+                 "channel vs naive, ideal, single view, digital; task-oriented design", outputs="CSV, PNG",
+                 quick=_TINY)
+    _add_command(sub, "transfer", _transfer, "D2D prompt transfer (SPoT): steps to a target accuracy from a "
+                 "neighbour's prompt vs random/vocabulary init, vs D2D SNR and quantiser bits", outputs="CSV, PNG",
+                 quick=_TINY, parallel_note="Each stage (neighbour prompts, source choice, fine-tuning runs) runs on "
+                 "workers")
+    _add_command(sub, "emulator", _emulator, "FoMo emulator (offsite-tuning): download size vs plug-in accuracy for "
+                 "layer drop, vocabulary pruning, int8, low rank, with/without distillation", outputs="CSV, PNG",
+                 quick=_TINY, parallel=False)
+    speedup = _add_command(sub, "parallel", _speedup, "speed-up of a study and a design sweep on N Ray workers "
+                           "against the serial run, and whether the rows are identical", outputs="CSV", quick=_TINY,
+                           parallel=False)
+    speedup.add_argument("--workers", type=int, default=2, metavar="N", help="Ray workers (>= 2; default 2)")
     return parser
 
 
