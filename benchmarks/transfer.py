@@ -31,11 +31,11 @@ from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepar
 
 SOURCE_FIELDS = ["task", "seed", "accuracy", "steps", "train_examples", "test_examples"]
 CHOICE_FIELDS = ["target", "seed", "similarity_choice", "similarities", "trial_choice", "trial_scores"]
-RUN_KEY = ["target", "seed", "init", "link", "snr_db", "bits"]
+RUN_KEY = ["target", "seed", "init", "link", "snr_db", "num_bits"]
 RUN_FIELDS = RUN_KEY + ["source", "start_accuracy", "accuracy", "target_accuracy", "steps_to_target",
                         "examples_to_target", "curve", "payload_bits", "channel_uses", "latency_ms", "ber", "bler",
                         "dropped_fraction", "prompt_nmse"]
-SUMMARY_FIELDS = ["target", "scheme", "link", "snr_db", "bits", "n", "accuracy_mean", "accuracy_ci",
+SUMMARY_FIELDS = ["target", "scheme", "link", "snr_db", "num_bits", "n", "accuracy_mean", "accuracy_ci",
                   "steps_mean", "steps_ci", "reached", "channel_uses_mean"]
 
 
@@ -45,7 +45,7 @@ class TransferConfig:
     num_tokens: int = 8                 # soft-prompt vectors at the input of the top block
     max_length: int = 32
     logit_scale: float = 20.0
-    learning_rate: float = 3e-2
+    lr: float = 3e-2
     batch_size: int = 16
     tasks: list = field(default_factory=lambda: ["bbc_topics5", "bbc_business_tech", "bbc_sport_entertainment",
                                                  "bbc_politics_business", "rt_sentiment"])
@@ -62,11 +62,11 @@ class TransferConfig:
     target_gap: float = 0.03            # target accuracy = the task's reference accuracy - target_gap
     link: dict = field(default_factory=lambda: dict(num_bits_per_symbol=2, code_rate=0.5, codeword_length=1200,
                                                     max_transmissions=4, num_rx_ant=2, model="rayleigh"))
-    link_bits: int = 8
-    snr_dbs: list = field(default_factory=lambda: [-6.0, -3.0, 0.0, 3.0])
-    analog_snr_dbs: list = field(default_factory=lambda: [-5.0, 5.0, 15.0, 25.0])
-    bits: list = field(default_factory=lambda: [1, 2, 3, 4])
-    bits_snr_db: float = 20.0
+    link_num_bits: int = 8
+    snr_db: list = field(default_factory=lambda: [-6.0, -3.0, 0.0, 3.0])
+    analog_snr_db: list = field(default_factory=lambda: [-5.0, 5.0, 15.0, 25.0])
+    num_bits: list = field(default_factory=lambda: [1, 2, 3, 4])
+    num_bits_snr_db: float = 20.0
     bandwidth_hz: float = 1e6
 
     @classmethod
@@ -74,7 +74,7 @@ class TransferConfig:
         return cls(model="random-bert", tasks=["bbc_topics5", "bbc_business_tech", "rt_sentiment"],
                    targets=["bbc_business_tech"], pool_sizes={"bbc_news": [120, 40], "rotten_tomatoes": [40, 20]},
                    seeds=[0, 1], source_steps=6, target_examples=24, val_examples=16, budget_steps=6, eval_every=3,
-                   probe_steps=2, trial_examples=16, snr_dbs=[-6.0, 6.0], analog_snr_dbs=[10.0], bits=[2])
+                   probe_steps=2, trial_examples=16, snr_db=[-6.0, 6.0], analog_snr_db=[10.0], num_bits=[2])
 
     def validate(self):
         from deft6g.finetune.prompt_transfer import get_task
@@ -102,9 +102,9 @@ class _Setup:
         self.data = task_arrays(self.peft, tok, cfg.model, cfg.tasks, self.block, cfg.max_length,
                                 {k: tuple(v) for k, v in cfg.pool_sizes.items()})
         log(f"block-{self.block} inputs of {len(cfg.tasks)} tasks ready ({time.time() - t0:.0f} s; cached on disk)")
-        self.trainers = {name: PromptTrainer(PromptClassifier(self.peft, d.labels, cfg.logit_scale), cfg.learning_rate)
+        self.trainers = {name: PromptTrainer(PromptClassifier(self.peft, d.labels, cfg.logit_scale), cfg.lr)
                          for name, d in self.data.items()}
-        self.links = {}                                 # (mode, bits) -> PromptLink, built once
+        self.links = {}                                 # (mode, num_bits) -> PromptLink, built once
 
     def shared_init(self, seed):
         from deft6g.finetune.prompt_transfer import initial_prompt
@@ -189,7 +189,7 @@ def _finetune(setup, point, references, choices, prompts):
         sent = prompts[(source, seed)]
         row["source"], start = source, sent
         if point["link"] != "ideal":
-            spec = (point["link"], int(point["bits"] or cfg.link_bits))
+            spec = (point["link"], int(point["num_bits"] or cfg.link_num_bits))
             if spec not in setup.links:
                 setup.links[spec] = PromptLink(mode=spec[0], num_bits=spec[1], **cfg.link)
             link = setup.links[spec]
@@ -221,12 +221,14 @@ def run_points_for(cfg):
     runs = []
     for s in cfg.seeds:
         for t in cfg.targets:
-            base = {"target": t, "seed": s, "link": "ideal", "snr_db": "", "bits": ""}
+            base = {"target": t, "seed": s, "link": "ideal", "snr_db": "", "num_bits": ""}
             runs += [{**base, "init": k} for k in ("random", "vocab")]
             runs += [{**base, "init": "source", "source": src} for src in _sources_of(cfg, t)]
-            runs += [{**base, "init": "link", "link": "digital", "snr_db": v, "bits": cfg.link_bits} for v in cfg.snr_dbs]
-            runs += [{**base, "init": "link", "link": "analog", "snr_db": v} for v in cfg.analog_snr_dbs]
-            runs += [{**base, "init": "link", "link": "digital", "snr_db": cfg.bits_snr_db, "bits": b} for b in cfg.bits]
+            runs += [{**base, "init": "link", "link": "digital", "snr_db": v, "num_bits": cfg.link_num_bits}
+                     for v in cfg.snr_db]
+            runs += [{**base, "init": "link", "link": "analog", "snr_db": v} for v in cfg.analog_snr_db]
+            runs += [{**base, "init": "link", "link": "digital", "snr_db": cfg.num_bits_snr_db, "num_bits": b}
+                     for b in cfg.num_bits]
     return sources, choices, runs
 
 
@@ -320,7 +322,7 @@ def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
     run_points(keyed, task.then("run", references=references, choices=choices, prompts=prompts), run_store,
                desc="fine-tuning runs", log=log, write=write, **parallel,
                describe=lambda p, r: f"{p['target']} seed {p['seed']} {p['init']} {p['link']} {p['snr_db']} "
-                                     f"{p['bits']}: accuracy {float(r['accuracy']):.3f}")
+                                     f"{p['num_bits']}: accuracy {float(r['accuracy']):.3f}")
     path = out / "timing.json"                          # one entry per invocation: a resumed run adds up
     runs_so_far = json.loads(path.read_text()) if path.is_file() else []
     runs_so_far.append({"cpu_s": time.process_time() - cpu0 + worker_cpu[0], "wall_s": time.time() - wall0})
@@ -373,23 +375,23 @@ def _write_summary(out, cfg, runs, choices_rows):
             acc = mean_ci([float(r["accuracy"]) for _, r, _ in items])
             steps = [_steps(r, extra, cfg) for _, r, extra in items]
             st = mean_ci([s for s, _ in steps])
-            store_rows.append({"target": target, "scheme": scheme, "link": "ideal", "snr_db": "", "bits": "",
+            store_rows.append({"target": target, "scheme": scheme, "link": "ideal", "snr_db": "", "num_bits": "",
                                "n": len(items), "accuracy_mean": acc[0], "accuracy_ci": acc[1], "steps_mean": st[0],
                                "steps_ci": st[1], "reached": sum(r for _, r in steps), "channel_uses_mean": 0})
         groups = {}
         for r in runs:
             if r["target"] == target and r["init"] == "link":
-                groups.setdefault((r["link"], r["snr_db"], r["bits"]), []).append(r)
+                groups.setdefault((r["link"], r["snr_db"], r["num_bits"]), []).append(r)
         for (link, snr, bits), rows in groups.items():
             acc = mean_ci([float(r["accuracy"]) for r in rows])
             store_rows.append({"target": target, "scheme": "transfer (similarity)", "link": link, "snr_db": snr,
-                               "bits": bits, "n": len(rows), "accuracy_mean": acc[0], "accuracy_ci": acc[1],
+                               "num_bits": bits, "n": len(rows), "accuracy_mean": acc[0], "accuracy_ci": acc[1],
                                "steps_mean": "", "steps_ci": "", "reached": "",
                                "channel_uses_mean": float(np.mean([float(r["channel_uses"]) for r in rows]))})
     path = out / "summary.csv"
     if path.exists():
         path.unlink()
-    store = ResultStore(path, SUMMARY_FIELDS, ["target", "scheme", "link", "snr_db", "bits"])
+    store = ResultStore(path, SUMMARY_FIELDS, ["target", "scheme", "link", "snr_db", "num_bits"])
     for row in store_rows:
         store.add(row)
 
@@ -454,24 +456,25 @@ def _plot_link(out, cfg, runs, target, schemes, metric, ylabel, suffix, note):
             for scheme, label in (("transfer (similarity)", "ideal link transfer"),
                                   ("vocab", "vocabulary init (no transfer)")) if schemes[scheme]}
     mean = lambda rows: mean_ci([float(r[metric]) for r in rows])  # noqa: E731
-    digital = _link_rows(runs, target, "digital", "snr_db", lambda r: int(r["bits"]) == cfg.link_bits)
+    digital = _link_rows(runs, target, "digital", "snr_db", lambda r: int(r["num_bits"]) == cfg.link_num_bits)
     analog = _link_rows(runs, target, "analog", "snr_db")
     curves = {}
     pts = [(x, *mean(rows), f"{np.mean([int(r['channel_uses']) for r in rows]):.0f} cu")
-           for x, rows in digital.items() if x in cfg.snr_dbs]
+           for x, rows in digital.items() if x in cfg.snr_db]
     if pts:
-        curves[f"digital ({cfg.link_bits}-bit, QPSK r=1/2, CRC, ARQ; labels: channel uses)"] = pts
+        curves[f"digital ({cfg.link_num_bits}-bit, QPSK r=1/2, CRC, ARQ; labels: channel uses)"] = pts
     if analog:
         uses = int(next(iter(analog.values()))[0]["channel_uses"])
         curves[f"analog ({uses} channel uses)"] = [(x, *mean(rows)) for x, rows in analog.items()]
     if curves:
         line_plot(out / f"snr_{target}{suffix}.png", curves, "D2D SNR P/sigma^2 [dB]", ylabel,
                   f"Similarity-chosen prompt over the D2D link: {target}", hlines=refs, note=note)
-    by_bits = _link_rows(runs, target, "digital", "bits", lambda r: float(r["snr_db"]) == cfg.bits_snr_db)
+    by_bits = _link_rows(runs, target, "digital", "num_bits", lambda r: float(r["snr_db"]) == cfg.num_bits_snr_db)
     pts = [(x, *mean(rows), f"{np.mean([int(r['payload_bits']) for r in rows]):.0f} bits")
-           for x, rows in by_bits.items() if x in cfg.bits]
+           for x, rows in by_bits.items() if x in cfg.num_bits]
     if pts:
-        line_plot(out / f"bits_{target}{suffix}.png", {f"digital at {cfg.bits_snr_db:g} dB (labels: payload)": pts},
+        line_plot(out / f"bits_{target}{suffix}.png",
+                  {f"digital at {cfg.num_bits_snr_db:g} dB (labels: payload)": pts},
                   "quantiser bits per prompt value", ylabel, f"Quantised prompt: {target}", hlines=refs, note=note)
 
 
@@ -512,15 +515,16 @@ def summary(cfg, sources, choices_rows, runs, timing):
                          f"accuracy regret {rm:.3f} +- {rh:.3f}; picks: "
                          + ", ".join(choices[(target, s)][f"{how}_choice"] for s in oracle)
                          + " (oracle: " + ", ".join(oracle.values()) + ")")
-        for link, x_name, fixed in (("digital", "snr_db", lambda r: int(r["bits"]) == cfg.link_bits),
+        for link, x_name, fixed in (("digital", "snr_db", lambda r: int(r["num_bits"]) == cfg.link_num_bits),
                                     ("analog", "snr_db", None),
-                                    ("digital", "bits", lambda r: float(r["snr_db"]) == cfg.bits_snr_db)):
+                                    ("digital", "num_bits", lambda r: float(r["snr_db"]) == cfg.num_bits_snr_db)):
             by = _link_rows(runs, target, link, x_name, fixed)
-            by = {x: rows for x, rows in by.items() if x in (cfg.bits if x_name == "bits" else
-                                                              cfg.snr_dbs if link == "digital" else cfg.analog_snr_dbs)}
+            by = {x: rows for x, rows in by.items() if x in (cfg.num_bits if x_name == "num_bits" else
+                                                              cfg.snr_db if link == "digital" else cfg.analog_snr_db)}
             if not by:
                 continue
-            what = f"{link} vs SNR" if x_name == "snr_db" else f"digital at {cfg.bits_snr_db:g} dB vs quantiser bits"
+            what = (f"{link} vs SNR" if x_name == "snr_db" else
+                    f"digital at {cfg.num_bits_snr_db:g} dB vs quantiser bits")
             lines.append(f"  {what}:")
             for x, rows in by.items():
                 acc = mean_ci([float(r["accuracy"]) for r in rows])
@@ -532,7 +536,7 @@ def summary(cfg, sources, choices_rows, runs, timing):
                     drop = np.mean([float(r["dropped_fraction"]) for r in rows])
                     extra = f"BLER {bler:.2f}, dropped {drop:.2f}, {int(rows[0]['payload_bits'])} bits, "
                 nmse = np.mean([float(r["prompt_nmse"]) for r in rows])
-                lines.append(f"    {x_name.replace('_db', '')} {x:>5g}: acc {acc[0]:.3f} +- {acc[1]:.3f} (step 0: {a0[0]:.3f}); "
+                lines.append(f"    {x_name.replace('_db', '').replace('num_', '')} {x:>5g}: acc {acc[0]:.3f} +- {acc[1]:.3f} (step 0: {a0[0]:.3f}); "
                              f"{extra}prompt NMSE {nmse:.3g}, {uses:.0f} channel uses = "
                              f"{1e3 * uses / cfg.bandwidth_hz:.1f} ms at {cfg.bandwidth_hz / 1e6:g} MHz")
             name = "SNR" if x_name == "snr_db" else "bits"

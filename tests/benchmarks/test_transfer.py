@@ -22,7 +22,7 @@ def test_transfer_quick_writes_results_and_resumes(tmp_path, monkeypatch, capsys
     for r in runs:
         if r["link"] == "digital":
             once = math.ceil(int(r["payload_bits"]) / 576) * 600
-            assert int(r["payload_bits"]) == 8 * 64 * int(r["bits"])
+            assert int(r["payload_bits"]) == 8 * 64 * int(r["num_bits"])
             assert int(r["channel_uses"]) >= once
             assert (int(r["channel_uses"]) == once) == (float(r["bler"]) == 0.0)
         elif r["link"] == "analog":
