@@ -30,8 +30,8 @@ class ConnectConfig:
     """The study's grid. tasks: [dataset, views M, tokens per view, training examples (None: all)];
     width D of the projections; batch_size: training examples per channel realisation, block: test
     examples per channel realisation, repeats: channel draws per test block; num_rx_ant N of the SNR sweep,
-    antenna_sweep N at antenna_sweep_snr_db; SNR = P / sigma^2 per device [dB]; method: the MSE design
-    (`design_aircomp`); digital_bits: quantiser bits of the digital baseline (adaptive MCS, multi-user MIMO,
+    num_rx_ant_sweep N at num_rx_ant_sweep_snr_db; SNR = P / sigma^2 per device [dB]; method: the MSE design
+    (`design_aircomp`); digital_num_bits: quantiser bits of the digital baseline (adaptive MCS, multi-user MIMO,
     CRC); AirComp's side information (the normalisation statistics, 2 D reals per device at side_info_bits
     each, 1 bit per channel use) is sent once per deployment_examples examples; bandwidth_hz: one channel
     use lasts 1 / bandwidth seconds."""
@@ -45,11 +45,11 @@ class ConnectConfig:
     method: str = "mmse"
     num_rx_ant: int = 4
     snr_db: list = field(default_factory=lambda: [-20.0, -10.0, 0.0, 10.0, 20.0, 30.0])
-    antenna_sweep: list = field(default_factory=lambda: [1, 16])
-    antenna_sweep_snr_db: list = field(default_factory=lambda: [-10.0])
+    num_rx_ant_sweep: list = field(default_factory=lambda: [1, 16])
+    num_rx_ant_sweep_snr_db: list = field(default_factory=lambda: [-10.0])
     block: int = 128
     repeats: int = 3
-    digital_bits: list = field(default_factory=lambda: [2, 4, 8])
+    digital_num_bits: list = field(default_factory=lambda: [2, 4, 8])
     side_info_bits: int = 32
     deployment_examples: int = 10_000
     bandwidth_hz: float = 1e6
@@ -59,8 +59,8 @@ class ConnectConfig:
     @classmethod
     def quick(cls):
         return cls(model="random-bert", tasks=[["bbc_news", 2, 32, 200]], width=4, hidden=16, epochs=2, batch_size=32,
-                   snr_db=[0.0, 20.0], antenna_sweep=[], block=50, repeats=1, digital_bits=[4], test_examples=100,
-                   seeds=[0])
+                   snr_db=[0.0, 20.0], num_rx_ant_sweep=[], block=50, repeats=1, digital_num_bits=[4],
+                   test_examples=100, seeds=[0])
 
 
 def task_name(task):
@@ -72,7 +72,7 @@ def points(cfg):
     follow each other; schemes without a channel have num_rx_ant 0 and snr_db inf."""
     out = []
     radio = [(cfg.num_rx_ant, s) for s in cfg.snr_db]
-    radio += [(n, s) for n in cfg.antenna_sweep for s in cfg.antenna_sweep_snr_db]
+    radio += [(n, s) for n in cfg.num_rx_ant_sweep for s in cfg.num_rx_ant_sweep_snr_db]
     for task in cfg.tasks:
         name = task_name(task)
         for seed in cfg.seeds:
@@ -80,7 +80,7 @@ def points(cfg):
             singles = [f"single-{m}" for m in range(task[1])]
             out += [dict(base, scheme=s, num_rx_ant=0, snr_db=float("inf")) for s in IDEAL_SCHEMES + tuple(singles)]
             for n, snr in radio:
-                schemes = ["naive", "naive-task"] + [f"digital-q{q}" for q in cfg.digital_bits]
+                schemes = ["naive", "naive-task"] + [f"digital-q{q}" for q in cfg.digital_num_bits]
                 out += [dict(base, scheme=s, num_rx_ant=n, snr_db=snr) for s in schemes]
             for n, snr in radio:
                 out += [dict(base, scheme=s, num_rx_ant=n, snr_db=snr) for s in ("noise-aware", "noise-aware-task")]
@@ -235,11 +235,11 @@ def plot(out, cfg, rows):
         if single:
             hl[f"best single view ({single[0]})"] = single[1:]
         curves = {}
-        for scheme in AIR_SCHEMES + tuple(f"digital-q{q}" for q in cfg.digital_bits):
+        for scheme in AIR_SCHEMES + tuple(f"digital-q{q}" for q in cfg.digital_num_bits):
             pts = _curve(rows, task, scheme, cfg.num_rx_ant)
             if pts:
                 curves[f"{scheme} N={cfg.num_rx_ant}"] = [p[:3] for p in pts]
-        for n in cfg.antenna_sweep:
+        for n in cfg.num_rx_ant_sweep:
             pts = _curve(rows, task, "noise-aware", n)
             if pts:
                 curves[f"noise-aware N={n}"] = [p[:3] for p in pts]
@@ -247,7 +247,7 @@ def plot(out, cfg, rows):
             line_plot(out / f"accuracy_vs_snr_{task}.png", curves, "SNR P/sigma^2 per device [dB]", "test accuracy",
                       f"{task}: over-the-air neural connection", hlines=hl, note=note)
         uses = {}
-        for scheme in ("noise-aware",) + tuple(f"digital-q{q}" for q in cfg.digital_bits):
+        for scheme in ("noise-aware",) + tuple(f"digital-q{q}" for q in cfg.digital_num_bits):
             pts = _curve(rows, task, scheme, cfg.num_rx_ant)
             if pts:
                 uses[f"{scheme} N={cfg.num_rx_ant}"] = [(p[3], p[1], p[2], f"{p[0]:g} dB") for p in pts]
@@ -281,7 +281,7 @@ def equal_accuracy_saving(rows, cfg, task, snr):
         return None
     target = np.mean([float(r["accuracy"]) for r in air.values()]) - 0.01
     options = []
-    for q in cfg.digital_bits:
+    for q in cfg.digital_num_bits:
         dig = sel(f"digital-q{q}")
         seeds = sorted(set(dig) & set(air))
         if seeds and np.mean([float(dig[s]["accuracy"]) for s in seeds]) >= target:
@@ -307,7 +307,7 @@ def summary(cfg, rows, cpu_s=None):
         if single:
             refs.append(f"best single view ({single[0]}) {fmt(*single[1:])}")
         lines.append("  no channel: " + "; ".join(refs))
-        schemes = list(AIR_SCHEMES) + [f"digital-q{q}" for q in cfg.digital_bits]
+        schemes = list(AIR_SCHEMES) + [f"digital-q{q}" for q in cfg.digital_num_bits]
         lines.append(f"  {'SNR dB':>7}" + "".join(f"{s:>18}" for s in schemes))
         for snr in cfg.snr_db:
             cells = []
@@ -320,7 +320,7 @@ def summary(cfg, rows, cpu_s=None):
                 if any(r["scheme"] == s for r in trows)}
         lines.append("  channel uses per example (mean over SNRs, side info incl.): "
                      + ", ".join(f"{s} {u:.2f}" for s, u in uses.items()))
-        for n in cfg.antenna_sweep:
+        for n in cfg.num_rx_ant_sweep:
             cells = [f"{p[0]:g} dB {fmt(p[1], p[2])}" for p in _curve(rows, task, "noise-aware", n)]
             if cells:
                 lines.append(f"  noise-aware N={n}: " + "; ".join(cells))
