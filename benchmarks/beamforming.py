@@ -3,7 +3,7 @@
 N, K, SNR and CSI error, and the impairment sweeps.
 
 Every figure over channel realisations is computed per seed (a seed draws its own channels and
-randomisation) for `seeds` seeds and reported as the mean over seeds with a 95% Student-t interval. MSEs of
+randomisation) for `num_seeds` seeds and reported as the mean over seeds with a 95% Student-t interval. MSEs of
 aligned designs are heavy-tailed (ZF at N = K, anything at N = 1: the mean need not exist), so the
 per-seed statistics are the median and the 10th/90th percentiles (`deft6g.experiment.percentiles`); the
 mean is stored too and shown only beside them. SNR = P / sigma^2 per device (P = 1).
@@ -33,13 +33,13 @@ SWEEP_METHODS = ("sdr", "mmse", "mrc", "zf", "uniform")
 
 @dataclass
 class DesignConfig:
-    """N, K, realisations per seed and SNR (P / sigma^2 per device, P = 1) of the main comparison; seeds;
-    the speed comparison's channel count; sweep grids (realisations per seed and point)."""
+    """N, K, realisations per seed and SNR (P / sigma^2 per device, P = 1) of the main comparison; the number of
+    seeds; the speed comparison's channel count; sweep grids (realisations per seed and point)."""
     num_rx_ant: int = 16
     num_devices: int = 20
     realisations: int = 500
     snr_db: float = 10.0
-    seeds: int = 3
+    num_seeds: int = 3
     speed_realisations: int = 30
     sweep_realisations: int = 60
     sweep_n: list = field(default_factory=lambda: [2, 4, 8, 16, 32])
@@ -55,7 +55,7 @@ class DesignConfig:
                    sweep_n=[2, 4], sweep_k=[2, 4], sweep_snr_db=[0, 20], csi_error_var=[0.0, 0.1])
 
     def seed_values(self):
-        return [self.seed + i for i in range(self.seeds)]
+        return [self.seed + i for i in range(self.num_seeds)]
 
 
 def _db(x):
@@ -227,7 +227,7 @@ def plot_sweeps(out, rows, cfg):
             curves.setdefault(s["method"], []).append((float(s[col]), s["median_db_mean"], s["median_db_ci"]))
         line_plot(out / f"mse_vs_{sweep.lower()}.png", curves, label, "median MSE of the sum [dB]",
                   f"AirComp MSE vs {label.split(' [')[0].split(' (')[0]} (Rayleigh, {fixed[sweep]})", logx=sweep == "N",
-                  note=f"median over {cfg.sweep_realisations} channels per seed; mean and 95% CI over {cfg.seeds} "
+                  note=f"median over {cfg.sweep_realisations} channels per seed; mean and 95% CI over {cfg.num_seeds} "
                        f"seeds")
 
 
@@ -247,7 +247,7 @@ def run_design(out_dir="results/design", quick=False, seed=0, **parallel):
     cfg.seed = seed
     out = prepare_output(out_dir, "design", asdict(cfg))
     rows = main_comparison(cfg, out, **parallel)
-    main = dict(N=cfg.num_rx_ant, K=cfg.num_devices, realisations=cfg.realisations, seeds=cfg.seeds,
+    main = dict(N=cfg.num_rx_ant, K=cfg.num_devices, realisations=cfg.realisations, num_seeds=cfg.num_seeds,
                 snr_db=cfg.snr_db, failed=int(sum(float(r["failed"]) for r in rows if r["method"] == "sdr")),
                 speed=speed(cfg, out), methods={})
     stats = STATS + ["gap_mean_db", "gap_median_db", "gap_p90_db", "seconds_per_realisation"]
@@ -270,7 +270,7 @@ def summary(main):
         mean, ci = v[key]
         return f"{scale * mean:>{width - 7}.2f} +-{scale * ci:>4.2f}" if ci == ci else f"{scale * mean:>{width}.2f}"
 
-    lines = [f"N={main['N']} K={main['K']}, {main['realisations']} Rayleigh realisations x {main['seeds']} seeds, "
+    lines = [f"N={main['N']} K={main['K']}, {main['realisations']} Rayleigh realisations x {main['num_seeds']} seeds, "
              f"SNR {main['snr_db']} dB; failed SDR solves: {main['failed']}. Mean over seeds +- 95% CI of per-seed "
              f"statistics; the gap to the (dual-certified) ZF bound is shown for aligned designs only.",
              f"{'method':<16}{'median [dB]':>16}{'p10 [dB]':>10}{'p90 [dB]':>10}{'mean [dB]':>11}"

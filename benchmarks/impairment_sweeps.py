@@ -1,7 +1,7 @@
 """Physics sweeps of `deft6g link` and `deft6g design`: truncated inversion, transmit misalignment (amplitude
 error, phase error, phase drift from a residual CFO/timing offset), pilot CSI, subcarrier power.
 
-Every point is run for `seeds` seeds (a seed draws its own channels, pilots and errors) and plotted as the
+Every point is run for `num_seeds` seeds (a seed draws its own channels, pilots and errors) and plotted as the
 mean over seeds with a 95% Student-t interval. SNR = P / sigma^2 per device (P = 1); for OFDM, P per
 subcarrier on average (total budget F P per device). References: Zhu, Xu, Huang, "Broadband analog
 aggregation for low-latency federated edge learning", IEEE TWC 2020 (truncated inversion, per-subcarrier
@@ -50,7 +50,7 @@ def _rayleigh(n, k, count, seed):
 @dataclass
 class LinkSweeps:
     """Grids of the link-level sweeps (truncation at N = 1; misalignment and pilot CSI with aligned designs)."""
-    seeds: int = 3
+    num_seeds: int = 3
     trunc_devices: int = 20
     trunc_snr_db: list = field(default_factory=lambda: [0.0, 10.0, 20.0])
     thresholds: list = field(default_factory=lambda: [1e-4, 3e-4, 0.001, 0.003, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5,
@@ -135,7 +135,7 @@ def link_sweeps(out, quick=False, seed=0, log=print):
     """Run the three link sweeps into `out` (CSV + PNG each); print and return a short summary."""
     cfg = LinkSweeps.quick() if quick else LinkSweeps()
     (out / "link_sweeps.json").write_text(json.dumps(asdict(cfg), indent=2))
-    seeds = [seed + i for i in range(cfg.seeds)]
+    seeds = [seed + i for i in range(cfg.num_seeds)]
     trunc, references = ResultStore(out / "truncation.csv", TRUNC_FIELDS, TRUNC_FIELDS[:3]), {}
     run_points([dict(snr_db=s, threshold=g, seed=r) for s in cfg.trunc_snr_db for g in cfg.thresholds for r in seeds],
                lambda p: truncation_point(cfg, p, references), trunc, desc="truncated inversion", log=log)
@@ -152,7 +152,7 @@ def link_sweeps(out, quick=False, seed=0, log=print):
 
 
 def _link_plots(cfg, out, trunc, mis, pilot):
-    note = f"mean over {cfg.seeds} seeds, 95% CI; SNR = P / sigma^2 per device"
+    note = f"mean over {cfg.num_seeds} seeds, 95% CI; SNR = P / sigma^2 per device"
     lines = ["Truncated channel inversion, N = 1, K = %d Rayleigh (mean MSE of the sum [dB]):" % cfg.trunc_devices]
     for snr in cfg.trunc_snr_db:
         rows = [r for r in trunc if float(r["snr_db"]) == snr]
@@ -207,7 +207,7 @@ def _link_plots(cfg, out, trunc, mis, pilot):
     ref = summarise(pilot, [], ["zf_perfect_db", "mrc_perfect_db"])[0]
     line_plot(out / "mse_vs_pilot_snr.png", curves, f"pilot SNR [dB] (tau = {k} pilots per device, LMMSE)",
               "median MSE of the sum [dB]", f"CSI from pilots, N={n} K={k}, data SNR {cfg.snr_db:g} dB",
-              note=f"median over channels, mean over {cfg.seeds} seeds, 95% CI; error variance 1/(1 + tau rho)",
+              note=f"median over channels, mean over {cfg.num_seeds} seeds, 95% CI; error variance 1/(1 + tau rho)",
               hlines={"ZF, perfect CSI": (ref["zf_perfect_db_mean"], ref["zf_perfect_db_ci"]),
                       "MRC, perfect CSI": (ref["mrc_perfect_db_mean"], ref["mrc_perfect_db_ci"])})
     zf = {x: m for x, m, _ in curves["ZF designed on pilot estimate"]}
@@ -220,7 +220,7 @@ def _link_plots(cfg, out, trunc, mis, pilot):
 @dataclass
 class DesignSweeps:
     """Grids of the design sweeps; N, K and the SNR come from `deft6g design`'s configuration."""
-    seeds: int = 3
+    num_seeds: int = 3
     realisations: int = 20
     pilot_snr_db: list = field(default_factory=lambda: [-10.0, 0.0, 10.0, 20.0, 30.0])
     amplitude_std: list = field(default_factory=lambda: [0.0, 0.03, 0.1, 0.2, 0.3, 0.5])
@@ -265,7 +265,7 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
     return a short summary."""
     cfg = DesignSweeps.quick() if quick else DesignSweeps()
     (out / "design_sweeps.json").write_text(json.dumps(asdict(cfg), indent=2))
-    seeds = [seed + i for i in range(cfg.seeds)]
+    seeds = [seed + i for i in range(cfg.num_seeds)]
     nv = 10 ** (-snr_db / 10)
     channels, perfect = {}, {}
 
@@ -315,7 +315,7 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
 
 
 def _design_plots(cfg, out, n, k, snr_db, pilot, mis, sub):
-    note = f"median over {cfg.realisations} channels per seed, mean over {cfg.seeds} seeds, 95% CI"
+    note = f"median over {cfg.realisations} channels per seed, mean over {cfg.num_seeds} seeds, 95% CI"
     curves = {m: _curve(pilot, [], "pilot_snr_db", f"{m}_db") for m in DESIGN_METHODS}
     ref = summarise(pilot, [], ["mmse_perfect_db"])[0]
     line_plot(out / "design_mse_vs_pilot_snr.png", curves, f"pilot SNR [dB] (tau = K = {k} pilots, LMMSE)",
@@ -351,7 +351,7 @@ def _design_plots(cfg, out, n, k, snr_db, pilot, mis, sub):
     title = (f"Power across {cfg.num_subcarriers} subcarriers ({cfg.subcarrier_spacing / 1e3:g} kHz apart), "
              f"{cfg.subcarrier_model.upper()}, K={cfg.subcarrier_devices}, SNR {snr_db:g} dB")
     note = (f"budget F P per device, MRC per subcarrier; median over {cfg.subcarrier_draws} draws/seed, "
-            f"mean over {cfg.seeds} seeds, 95% CI")
+            f"mean over {cfg.num_seeds} seeds, 95% CI")
     line_plot(out / "subcarrier_mse_vs_delay_spread.png", curves, "RMS delay spread [ns]",
               "median MSE per subcarrier [dB]", title, logx=True, note=note)
     line_plot(out / "subcarrier_gain_vs_delay_spread.png", gain_curves, "RMS delay spread [ns]",

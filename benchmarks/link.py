@@ -43,7 +43,7 @@ class LinkConfig:
     payload_reals: int = 500          # per device, for the digital comparison and the channel-use count
     digital_realisations: int = 4     # channels per digital point
     digital_link: str = "abstract"    # adaptive schemes: calibrated BLER ("abstract") or bit-true ("bits")
-    digital_seeds: int = 3
+    digital_num_seeds: int = 3
     digital_snr_db: list = field(default_factory=lambda: [-5, 0, 5, 10, 15, 20, 25])
     digital_settings: list = field(default_factory=lambda: [[8, 8], [16, 20]])
     digital_schemes: list = field(default_factory=lambda: list(DIGITAL_SCHEMES))
@@ -135,7 +135,7 @@ def run_digital(cfg, store, **parallel):
     with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
     points = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, snr_db=s, seed=cfg.seed + i)
               for m in cfg.models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
-              for s in cfg.digital_snr_db for i in range(cfg.digital_seeds)]
+              for s in cfg.digital_snr_db for i in range(cfg.digital_num_seeds)]
     run_points(points, _DigitalPoint(cfg), store, desc="digital points", **parallel,
                describe=lambda p, row: f"{p['model']} {p['scheme']} N={p['num_rx_ant']} K={p['num_devices']} "
                                        f"{p['snr_db']} dB seed {p['seed']}: {row['channel_uses']:.0f} uses "
@@ -156,7 +156,7 @@ def _digital_summary(cfg, dig_rows, bandwidth_hz=1e6):
         nmse.setdefault(key, {}).setdefault(float(r["snr_db"]), []).append(float(r["nmse_db"]))
     lines = [f"Digital baseline ({cfg.payload_reals} reals/device, 8-bit): NMSE [dB] | AirComp's channel-use "
              f"advantage (digital uses / AirComp uses with side information; without it) | digital latency at "
-             f"{bandwidth_hz / 1e6:g} MHz; mean +- 95% CI over {cfg.digital_seeds} seeds"]
+             f"{bandwidth_hz / 1e6:g} MHz; mean +- 95% CI over {cfg.digital_num_seeds} seeds"]
     payload = _advantage(cfg, dig_rows, "advantage_payload")
     for key, pts in _advantage(cfg, dig_rows).items():
         cells = []
@@ -271,7 +271,7 @@ def plot(cfg, out, air_rows, dig_rows):
                   "digital channel uses / AirComp channel uses", f"AirComp's channel-use advantage, {model}",
                   logy=True, hlines={"equal channel uses": 1.0},
                   note=f"{cfg.payload_reals} reals/device, 8 bits; digital: CRC, header, padding; AirComp: payload "
-                       f"+ side info; 95% CI, {cfg.digital_seeds} seeds")
+                       f"+ side info; 95% CI, {cfg.digital_num_seeds} seeds")
 
 
 def impairment_sweeps(out, quick, seed):

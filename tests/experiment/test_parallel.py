@@ -151,7 +151,8 @@ def test_parallel_command_times_both_jobs_and_finds_identical_rows(ray_2, tmp_pa
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     study = build_config({**ray_speedup.QUICK_STUDY, "schemes": ["ideal", "aircomp"],
                           "channel": {"snr_db": [20.0], "num_rx_ant": [2]}})
-    design = replace(DesignConfig.quick(), seeds=1, sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0])
+    design = replace(DesignConfig.quick(), num_seeds=1, sweep_n=[2], sweep_k=[2], sweep_snr_db=[20],
+                     csi_error_var=[0.0])
     monkeypatch.setattr(ray_speedup, "_study_config", lambda quick: study)
     monkeypatch.setattr(ray_speedup, "_design_config", lambda quick: design)
     out = tmp_path / "out"
