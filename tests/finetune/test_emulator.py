@@ -126,6 +126,25 @@ def test_distillation_reduces_the_boundary_mse(full, kept):
         align_emulator(full, emu, kept, x, bottom=2, top=1)
 
 
+def test_each_seed_distils_its_own_emulator(full, kept):
+    """The study distils one emulator per seed: 10 Adam steps (lr 1e-3) with seed 0 twice give the same middle
+    weights and held-out MSE; seed 1 other weights and another MSE, measured on the same held-out texts (the
+    same MSE before); each seed lowers the boundary MSE."""
+    x = tokens(np.random.default_rng(5), 48)
+
+    def distil(seed):
+        emu = build_emulator(full, kept)
+        out = align_emulator(full, emu, kept, x, steps=10, lr=1e-3, heldout=0.25, seed=seed)
+        return out, [w for blk in emu.bert.encoder.layer[1:2] for w in blk.get_weights()]
+
+    (a, wa), (b, wb), (c, wc) = distil(0), distil(0), distil(1)
+    assert all(np.array_equal(u, v) for u, v in zip(wa, wb))
+    assert a["mse_after"] == b["mse_after"] and a["mse_before"] == c["mse_before"]
+    assert not all(np.array_equal(u, v) for u, v in zip(wa, wc)) and a["mse_after"] != c["mse_after"]
+    for out in (a, c):
+        assert out["mse_after"] < out["mse_before"]
+
+
 def test_plug_in_state_of_a_compressed_emulator_loads_into_the_full_model(full, kept):
     """LoRA in the top block of the int8, vocabulary-pruned emulator: after plug_in the full model holds the
     same LoRA factors and head, and its top block maps the same input to the same output as the emulator's
@@ -153,13 +172,20 @@ def test_plug_in_state_of_a_compressed_emulator_loads_into_the_full_model(full, 
 
 
 def test_emulator_cli_quick(tmp_path):
-    """`deft6g emulator --quick` writes the tables, the plot and a summary naming every emulator; a re-run
-    resumes without recomputing."""
+    """`deft6g emulator --quick` writes the tables, the plots and a summary naming every emulator, one distilled
+    emulator per seed; a re-run, reading the files anew, finds every point done and adds no row."""
     from deft6g.benchmarks.cli import main
     out = tmp_path / "emu"
     assert main(["emulator", "--quick", "--out", str(out)]) == 0
-    for f in ("emulators.csv", "results.csv", "summary.csv", "download_vs_accuracy.png", "config.json"):
+    for f in ("emulators.csv", "results.csv", "summary.csv", "download_vs_accuracy.png", "plug_minus_full.png",
+              "config.json"):
         assert (out / f).is_file(), f
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == 1 + 3                  # full; compressed emulator with and without distillation
+    import csv
+    with (out / "results.csv").open() as f:
+        distilled = [r for r in csv.DictReader(f) if r["distill"] == "True"]
+    assert len(distilled) == 2 and distilled[0]["mse_after"] != distilled[1]["mse_after"]   # one per seed
+    files = {f: (out / f).read_text() for f in ("emulators.csv", "results.csv")}
     assert main(["emulator", "--quick", "--out", str(out)]) == 0
+    assert {f: (out / f).read_text() for f in files} == files      # every point found done, none re-run
