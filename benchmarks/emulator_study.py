@@ -19,9 +19,9 @@ the same for every seed), so the CIs include the emulator's variability. Plug-in
 on the whole test split; emulator accuracy: the emulator itself. Device cost: memory = downloaded weights
 + LoRA/head with Adam states + activations of the top block for a batch (cost model, `finetune/cost.py`);
 time of one training step from tokens (batch x max_length; forward through every block, backward through
-the top block), measured here, wall and CPU seconds.
+the top block), measured here, wall and CPU seconds (fastest of `timing_repeats`).
 Files: emulators.csv (per emulator: download, memory, step time, from the first seed's emulator; they do
-not depend on the seed), results.csv (per seed, with the distillation's boundary MSE), summary.csv, config.json, PNGs; resumable.
+not depend on the seed), results.csv (per seed, with the distillation's boundary MSE), summary.csv, config.json, download_vs_accuracy.png; resumable.
 """
 
 import hashlib
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, write_table
+from deft6g.experiment import ResultStore, mean_ci, paired_ci, prepare_output, run_points, write_table
 
 STEPS = ("vocab", "int8", "lowrank")
 VARIANTS = ("full", "drop", "drop+vocab", "drop+vocab+int8", "drop+vocab+int8+lowrank")
@@ -236,7 +236,8 @@ class _Setup:
 
 
 def _step_time(peft, x, y, repeats):
-    """(median wall s, median CPU s) of one Adam training step from tokens (x dict [B, T]), after a warm-up."""
+    """(wall s, CPU s) of one Adam training step from tokens (x dict [B, T]), after a warm-up: the fastest of
+    `repeats` steps, the one least disturbed by other jobs on a shared machine."""
     import tf_keras as keras
     from deft6g.finetune import make_train_step
     step = make_train_step(peft, keras.optimizers.Adam(1e-4))
@@ -247,7 +248,7 @@ def _step_time(peft, x, y, repeats):
         float(step(x, y))
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
-    return float(np.median(walls)), float(np.median(cpus))
+    return float(np.min(walls)), float(np.min(cpus))
 
 
 def _device_memory(setup, d):
@@ -376,35 +377,68 @@ def write_summary(out, emu_rows, rows):
 
 
 def plot(out, cfg, s_rows):
-    """download_vs_accuracy.png: plug-in accuracy (mean, 95% CI) against download size, one curve per
-    distillation setting along the compression steps; the full model as a band. plug_minus_full.png: the
-    plug-in accuracy minus that of devices holding the full model, paired per seed, in points."""
+    """download_vs_accuracy.png, two panels along the compression steps (x: full model, layer drop,
+    + vocabulary, + int8, + low rank, each labelled with its download in MB and ratio to the full model):
+    (a) plug-in accuracy, mean and 95% CI over seeds, one curve per distillation setting, the full model as a
+    point and a CI band; (b) plug-in accuracy minus that of devices holding the full model, paired per seed,
+    in points, with the 1-point target. The distilled curve is drawn slightly to the right so that the error
+    bars do not hide each other."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     if not s_rows:
         return
+    order = [v for v in VARIANTS if any(s["variant"] == v for s in s_rows)]
+    pos = {v: i for i, v in enumerate(order)}
+    names = {"full": "full model", "drop": "layer drop", "drop+vocab": "+ vocabulary", "drop+vocab+int8": "+ int8",
+             "drop+vocab+int8+lowrank": "+ low rank"}
+    labels = {}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     full = [s for s in s_rows if s["variant"] == "full"]
-    curves, diffs = {}, {}
     for s in s_rows:
-        if s["variant"] == "full":
-            continue
-        label = "emulator, distilled" if _bool(s["distill"]) else "emulator, not distilled"
-        tag = (s["variant"].replace("drop+", "+"),) if not _bool(s["distill"]) or False not in cfg.distill else ()
-        mb = float(s["download_bits"]) / 8e6
-        curves.setdefault(label, []).append((mb, s["plug_mean"], s["plug_ci"], *tag))
-        diffs.setdefault(label, []).append((mb, 100 * s["vs_full_mean"], 100 * s["vs_full_ci"], *tag))
-    hl = {f"devices hold the full model ({float(full[0]['download_bits']) / 8e6:.1f} MB)":
-          (full[0]["plug_mean"], full[0]["plug_ci"])} if full else None
-    seeds = max(s["n"] for s in s_rows)
-    note = (f"mean and 95% CI over {seeds} seeds; {cfg.model}, LoRA r={cfg.lora_rank} in the top block, "
-            f"{cfg.devices} devices x {cfg.rounds} rounds; {cfg.dataset}, public text {cfg.public}")
-    line_plot(out / "download_vs_accuracy.png", curves, "download [MB] (log scale)", "plug-in test accuracy",
-              "Emulator download vs plug-in accuracy", logx=True, hlines=hl, note=note)
+        labels[s["variant"]] = (f"{names[s['variant']]}\n{float(s['download_bits']) / 8e6:.1f} MB\n"
+                                f"{float(s['download_ratio']):.1f}x smaller")
     if full:
-        line_plot(out / "plug_minus_full.png", diffs, "download [MB] (log scale)",
-                  "plug-in minus full-model devices [points]",
-                  "Plug-in accuracy lost by tuning on the emulator (paired per seed)", logx=True,
-                  hlines={f"devices hold the full model ({float(full[0]['download_bits']) / 8e6:.1f} MB)": 0.0,
-                          "target: within 1 point": -1.0},
-                  note=note.replace("mean and 95% CI", "paired difference, mean and 95% CI"))
+        m, ci = full[0]["plug_mean"], full[0]["plug_ci"]
+        label = "devices hold the full model"
+        axes[0].errorbar([pos["full"]], [m], yerr=[ci], marker="s", ms=5, capsize=3, color="C2", ls="none",
+                         label=label)
+        axes[0].axhline(m, ls="--", lw=1, color="C2")
+        axes[0].axhspan(m - ci, m + ci, color="C2", alpha=0.12, lw=0)
+        axes[1].axhline(0.0, ls="--", lw=1, color="C2", label=label)
+        axes[1].axhline(-1.0, ls=":", lw=1.2, color="C3", label="target: within 1 point of the full model")
+    for i, distill in enumerate([False, True]):
+        mine = sorted((s for s in s_rows if s["variant"] != "full" and _bool(s["distill"]) == distill),
+                      key=lambda s: pos[s["variant"]])
+        if not mine:
+            continue
+        xs = [pos[s["variant"]] + (0.06 if distill else -0.06) for s in mine]
+        style = dict(marker="o", ms=4, capsize=3, lw=1.3, color=f"C{i}",
+                     label=f"emulator, {'distilled' if distill else 'not distilled'}")
+        axes[0].errorbar(xs, [s["plug_mean"] for s in mine], yerr=[s["plug_ci"] for s in mine], **style)
+        axes[1].errorbar(xs, [100 * s["vs_full_mean"] for s in mine], yerr=[100 * s["vs_full_ci"] for s in mine],
+                         **style)
+    for ax in axes:
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([labels[v] for v in order], fontsize=7.5)
+        ax.set_xlim(-0.4, len(order) - 0.6)
+        ax.set_xlabel("compression (cumulative), download, ratio to the full model", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left", ncol=2 if ax is axes[0] else 1)
+    lo, hi = axes[0].get_ylim()
+    axes[0].set_ylim(lo - 0.2 * (hi - lo), hi)            # room for the legend under the error bars
+    axes[0].set(ylabel="plug-in test accuracy (full model, plugged weights)", title="(a) plug-in accuracy")
+    axes[1].set(ylabel="plug-in minus full-model devices [points]",
+                title="(b) accuracy lost by tuning on the emulator (paired per seed)")
+    seeds = max(s["n"] for s in s_rows)
+    fig.text(0.01, 0.01, f"mean and 95% CI over {seeds} seeds (each distils its own emulator); {cfg.model}, "
+             f"LoRA r={cfg.lora_rank} in the top block, {cfg.devices} devices x {cfg.rounds} rounds, "
+             f"{cfg.dataset} ({cfg.train_examples or 'all'} training texts, whole test split); distillation on "
+             f"{cfg.public_texts} {cfg.public} paragraphs", fontsize=7, color="0.3")
+    fig.suptitle("FoMo emulator: download size vs plug-in accuracy", fontsize=11)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(out / "download_vs_accuracy.png", dpi=120)
+    plt.close(fig)
 
 
 def summary(cfg, s_rows, cpu_s):
@@ -422,9 +456,11 @@ def summary(cfg, s_rows, cpu_s):
                      f"{_pm(s['plug_mean'], s['plug_ci'])}{_pm(s['emulator_mean'], s['emulator_ci'])}"
                      f"{_pm(s['gap_mean'], s['gap_ci'], True)}{_pm(s['vs_full_mean'], s['vs_full_ci'], True)}{mse:>20}")
     lines.append("x smaller / mem x / step x / cpu x: full model over emulator (download bits; device memory from "
-                 "the cost model with the downloaded weights; median wall / CPU time of a training step from tokens, "
-                 "measured here)")
-    lines.append(f"CPU time of this run: {cpu_s:.0f} s (on an idle 2-core machine the wall time is about "
+                 "the cost model with the downloaded weights; wall / CPU time of a training step from tokens, "
+                 f"fastest of {cfg.timing_repeats}, measured here); MSE: held-out boundary MSE of the distillation, "
+                 "mean over seeds")
+    lines.append("every point was already in the result files; nothing was run now" if cpu_s < 1 else
+                 f"CPU time of this run: {cpu_s:.0f} s (on an idle 2-core machine the wall time is about "
                  f"{cpu_s / 2:.0f}-{cpu_s:.0f} s)")
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")

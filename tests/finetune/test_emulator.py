@@ -172,13 +172,12 @@ def test_plug_in_state_of_a_compressed_emulator_loads_into_the_full_model(full, 
 
 
 def test_emulator_cli_quick(tmp_path):
-    """`deft6g emulator --quick` writes the tables, the plots and a summary naming every emulator, one distilled
+    """`deft6g emulator --quick` writes the tables, the plot and a summary naming every emulator, one distilled
     emulator per seed; a re-run, reading the files anew, finds every point done and adds no row."""
     from deft6g.benchmarks.cli import main
     out = tmp_path / "emu"
     assert main(["emulator", "--quick", "--out", str(out)]) == 0
-    for f in ("emulators.csv", "results.csv", "summary.csv", "download_vs_accuracy.png", "plug_minus_full.png",
-              "config.json"):
+    for f in ("emulators.csv", "results.csv", "summary.csv", "download_vs_accuracy.png", "config.json"):
         assert (out / f).is_file(), f
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == 1 + 3                  # full; compressed emulator with and without distillation
