@@ -197,7 +197,7 @@ def _link_plots(cfg, out, trunc, mis, pilot):
                 for key in (f"ZF N={n} K={k}, uplink Monte Carlo", f"ZF N={n} K={k}, closed form"):
                     curves[key] = [pt for pt in curves[key] if pt[0] > 0]
                 if zero:
-                    hlines[f"ZF N={n} K={k}, no misalignment"] = zero[0][1:3]
+                    hlines[f"ZF N={n} K={k}, no misalignment"] = (*zero[0][1:3], f"ZF N={n} K={k}, uplink Monte Carlo")
         line_plot(out / f"mse_vs_{name}.png", curves, label, "mean MSE of the sum [dB]",
                   f"Transmit {name.replace('_', ' ')}, aligned ZF design, SNR {cfg.snr_db:g} dB", logx=logx,
                   hlines=hlines or None, note=note + "; " + theory[kind])
@@ -329,7 +329,7 @@ def _design_plots(cfg, out, n, k, snr_db, pilot, mis, sub):
         curves = {m: _curve(mis[kind], [], param, f"{m}_db") for m in DESIGN_METHODS}
         hlines = None
         if logx:                      # error-free values (x = 0) as reference lines; the axis starts above 0
-            hlines = {f"{m}, no misalignment": pts[0][1:3] for m, pts in curves.items() if pts and pts[0][0] == 0}
+            hlines = {f"{m}, no misalignment": (*pts[0][1:3], m) for m, pts in curves.items() if pts and pts[0][0] == 0}
             curves = {m: [pt for pt in pts if pt[0] > 0] for m, pts in curves.items()}
         extra = f", L = {cfg.misalign_symbols} symbols" if kind == "drift" else ""
         line_plot(out / f"design_mse_vs_{name}.png", curves, "transmit " + label, "median MSE of the sum [dB]",

@@ -14,7 +14,8 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
 
     curves: {label: [point, ...]}, a point being (x, y), (x, y, err) with err the half-width of an error
     bar (NaN: none), or either followed by a text that annotates the point.
-    hlines: {label: y or (y, err)}: a dashed reference line per entry, a shaded band of +-err around it.
+    hlines: {label: y, (y, err) or (y, err, curve)}: a dashed reference line per entry, a shaded band of
+    +-err around it, in the colour of the curve labelled `curve` when given (its own colour otherwise).
     note: a line of small text under the axes (e.g. "mean and 95% CI over 3 seeds").
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -32,9 +33,10 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
             ax.plot(xs, ys, **style)
         for x, y, text in merge_labels(points, span):
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    colors = {label: f"C{i}" for i, label in enumerate(curves)}
     for i, (label, y) in enumerate((hlines or {}).items()):
-        y, err = (y if isinstance(y, (tuple, list)) else (y, float("nan")))
-        color = f"C{len(curves) + i}"
+        y, err, curve = (*y, None, None)[:3] if isinstance(y, (tuple, list)) else (y, float("nan"), None)
+        color = colors.get(curve, f"C{len(curves) + i}")
         ax.axhline(y, ls="--", lw=1, color=color, label=label)
         if not math.isnan(err):
             ax.axhspan(y - err, y + err, color=color, alpha=0.12, lw=0)

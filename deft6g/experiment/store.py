@@ -9,6 +9,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+
 
 class OutputFolderError(ValueError):
     """The output folder holds results of another command or configuration."""
@@ -66,7 +68,9 @@ class ResultStore:
 
 
 def _canonical(value):
-    """One spelling per key value: 10, 10.0 and "10.0" are the same point."""
+    """One spelling per key value: 10, 10.0 and "10.0" are the same point, and so are True and "True"."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
     try:
         return repr(float(value))
     except (TypeError, ValueError):

@@ -25,6 +25,15 @@ def test_rerun_skips_finished_points_and_keys_are_canonical(tmp_path):
     assert _store(tmp_path).done({"p": "3", "seed": "0"})          # 3.0 written, "3" read: the same point
 
 
+def test_boolean_keys_resume(tmp_path):
+    """True is written to the CSV as "True": a re-run reads it back as the same point (and not as 1.0)."""
+    store = ResultStore(tmp_path / "b.csv", ["distill", "seed", "value"], ["distill", "seed"])
+    store.add({"distill": True, "seed": 1, "value": 0})
+    again = ResultStore(tmp_path / "b.csv", ["distill", "seed", "value"], ["distill", "seed"])
+    assert again.done({"distill": True, "seed": 1}) and again.done({"distill": "True", "seed": "1"})
+    assert not again.done({"distill": 1.0, "seed": 1}) and not again.done({"distill": False, "seed": 1})
+
+
 def test_failing_point_is_retried_reported_and_others_finish(tmp_path):
     attempts, logs = {}, []
 
