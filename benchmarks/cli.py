@@ -59,7 +59,7 @@ def _transfer(args):
 
 def _emulator(args):
     from .emulator_study import run_emulator_study, summary
-    print(summary(*run_emulator_study(args.out, quick=args.quick)))
+    print(summary(*run_emulator_study(args.out, quick=args.quick, **parallel_options(args))))
     print(f"results in {args.out}")
 
 
@@ -157,7 +157,9 @@ def build_parser():
                  "workers")
     _add_command(sub, "emulator", _emulator, "FoMo emulator (offsite-tuning): download size vs plug-in accuracy for "
                  "layer drop, vocabulary pruning, int8, low rank, with/without distillation", outputs="CSV, PNG",
-                 quick=_TINY, parallel=False)
+                 quick=_TINY, parallel_note="The training runs go to workers, all points of one seed to one worker "
+                 "(it distils that seed's emulators once); the emulators' sizes and step times are measured here, "
+                 "one at a time")
     speedup = _add_command(sub, "parallel", _speedup, "speed-up of a study and a design sweep on N Ray workers "
                            "against the serial run, and whether the rows are identical", outputs="CSV", quick=_TINY,
                            parallel=False)

@@ -309,8 +309,27 @@ def _bool(v):
     return v in (True, "True", "true", "1")
 
 
-def run_emulator_study(out_dir, config=None, quick=False, log=print):
-    """Run (or resume) the study into `out_dir`; returns (cfg, emulator rows, result rows, cpu_s)."""
+class EmulatorTask:
+    """One training point (variant, distill, seed) -> its results.csv row, picklable for Ray workers: holds the
+    configuration; the heavy `_Setup` (model, data; emulators cached on disk) is built on first use, once per
+    process, and never pickled. `setup`: this process's own, to reuse when the points run here."""
+
+    def __init__(self, cfg, setup=None):
+        self.cfg, self._setup = cfg, setup
+
+    def __getstate__(self):
+        return {"cfg": self.cfg, "_setup": None}
+
+    def __call__(self, point):
+        if self._setup is None:
+            self._setup = _Setup(self.cfg, lambda *_: None)
+        return _run_point(self._setup, point)
+
+
+def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel):
+    """Run (or resume) the study into `out_dir`; returns (cfg, emulator rows, result rows, cpu_s). parallel:
+    workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the training points (all points of
+    one seed on one worker); emulator sizes and step times are measured here, serially."""
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
     cfg = config or (EmulatorStudyConfig.quick() if quick else EmulatorStudyConfig())
@@ -326,7 +345,7 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print):
         full_row = next(r for r in emu_store.rows() if r["variant"] == "full")
         run_points(emu_points, lambda p: _emulator_row(setup, p, full_row), emu_store, desc="emulators", log=log,
                    describe=lambda p, r: f"{_name(p)}: {float(r['download_ratio']):.2f}x smaller download")
-        run_points(points, lambda p: _run_point(setup, p), store, desc="training", log=log,
+        run_points(points, EmulatorTask(cfg, setup), store, desc="training", log=log, group=["seed"], **parallel,
                    describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {float(r['plug_accuracy']):.3f}, "
                                          f"emulator {float(r['emulator_accuracy']):.3f}")
     emu_rows, rows = emu_store.rows(), store.rows()

@@ -138,6 +138,22 @@ def test_two_worker_connect_equals_serial_row_for_row(ray_2, tmp_path, monkeypat
     assert cached and cache() == cached                     # the workers load the features, never recompute them
 
 
+def test_two_worker_emulator_study_equals_serial_row_for_row(ray_2, tmp_path, monkeypatch):
+    """`deft6g emulator --quick` (random-bert, 2 seeds) with its training points on 2 Ray workers (one seed per
+    worker, each distilling that seed's emulator) gives the serial run's results.csv, CPU time aside."""
+    from deft6g.benchmarks.emulator_study import (RESULT_FIELDS, RESULT_KEY, EmulatorStudyConfig, run_emulator_study,
+                                                  study_points)
+    quiet = lambda *_: None                                                                  # noqa: E731
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache-serial"))
+    run_emulator_study(tmp_path / "serial", quick=True, log=quiet)
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache-ray"))                 # the workers distil anew
+    run_emulator_study(tmp_path / "ray", quick=True, log=quiet, workers=2)
+    rows = [ResultStore(tmp_path / d / "results.csv", RESULT_FIELDS, RESULT_KEY).rows() for d in ("serial", "ray")]
+    assert len(rows[0]) == len(study_points(EmulatorStudyConfig.quick())) >= 4
+    strip = lambda rs: sorted(tuple((k, v) for k, v in r.items() if k not in ("train_s", "distill_s")) for r in rs)  # noqa: E731
+    assert strip(rows[1]) == strip(rows[0])
+
+
 def test_parallel_command_times_both_jobs_and_finds_identical_rows(ray_2, tmp_path, monkeypatch, capsys):
     """`deft6g parallel --quick --workers 2` end to end, on smaller jobs than its --quick ones (too slow for a
     test on 2 cores): a 2-point study (ideal and AirComp at 20 dB) and a 20-point design sweep (one seed, one
@@ -187,7 +203,7 @@ def test_workers_option(capsys):
     cluster's CPUs. N < 1 or not a number is refused, naming --workers."""
     from deft6g.benchmarks.cli import parallel_options, build_parser
     parser = build_parser()
-    for cmd in ("study", "design", "link", "connect", "ensemble", "transfer", "finetune"):
+    for cmd in ("study", "design", "link", "connect", "ensemble", "transfer", "finetune", "emulator"):
         workers = lambda *argv: parallel_options(parser.parse_args([cmd, *argv]))["workers"]  # noqa: E731, B023
         assert workers() == 1 and workers("--workers") == 0 and workers("--workers", "3") == 3
         assert workers("--workers", "--quick") == 0 and workers("--ray-address", "auto") == 0
