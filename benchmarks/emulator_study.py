@@ -95,8 +95,8 @@ class EmulatorStudyConfig:
 
 
 def emulator_points(cfg):
-    """distill as the text "True"/"False", as the result files hold it (so finished points match on re-runs)."""
-    return [{"variant": v, "distill": str(bool(d))} for v in cfg.variants
+    """Every (variant, distill) emulator; distill is a bool (the result store matches it to the files' "True")."""
+    return [{"variant": v, "distill": bool(d)} for v in cfg.variants
             for d in ([False] if v == "full" else cfg.distill)]
 
 
@@ -340,7 +340,7 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel)
     cpu0 = time.process_time()
     if any(not emu_store.done(p) for p in emu_points) or any(not store.done(p) for p in points):
         setup = _Setup(cfg, log)
-        full = [{"variant": "full", "distill": "False"}]
+        full = [{"variant": "full", "distill": False}]
         run_points(full, lambda p: _emulator_row(setup, p, None), emu_store, desc="full model", log=log)
         full_row = next(r for r in emu_store.rows() if r["variant"] == "full")
         run_points(emu_points, lambda p: _emulator_row(setup, p, full_row), emu_store, desc="emulators", log=log,

@@ -101,8 +101,7 @@ class PeftConfig:
 
     def with_block_sizes(self, sizes):
         """The same method and targets with block i at sizes[i] (module-name keys kept)."""
-        cap = self.max_size or max(sizes, default=0)
-        blocks = {i: min(int(s), cap) for i, s in enumerate(sizes)}
+        blocks = {i: min(int(s), self.max_size) if self.max_size else int(s) for i, s in enumerate(sizes)}
         return replace(self, layers_to_transform=None, **{self.pattern_field: {**self.module_pattern(), **blocks}})
 
     def with_size(self, size, num_blocks):
@@ -189,7 +188,7 @@ class WrapperTuner(BaseTuner):
                 name = module_name(model.base, projection_kernel(layer))
                 hits = self.targets(name, name.split(f".{i}.", 1)[-1])
                 matched.update(hits)
-                if hits and config.module_key(name) is not None:
+                if hits:
                     keys_used.add(config.module_key(name))
                 size = config.module_size(name, i, model.num_blocks) if hits else 0
                 if size:
@@ -197,7 +196,7 @@ class WrapperTuner(BaseTuner):
                     wrapped.install(wrapped.layer)
                     self.wrappers.append(wrapped)
         self.check_targets(matched)
-        unused = set(config.module_pattern()) - keys_used
+        unused = set(config.module_pattern()) - keys_used - {None}
         if unused:
             raise ValueError(f"`{config.pattern_field}` keys {sorted(unused)} match no targeted module of this "
                              f"{model.kind} model")
