@@ -2,6 +2,7 @@
 finished points, a failing or crashing point is reported and retried without losing the others, and a
 missing Ray is reported with the install command. One local Ray instance (2 CPUs) serves the module."""
 
+import csv
 import os
 import sys
 from pathlib import Path
@@ -44,6 +45,11 @@ class Toy:
             raise ValueError(f"boom at p={pt['p']}")
         return {**pt, "value": pt["p"] ** 2 + pt["seed"], "pid": os.getpid(),
                 "threads": os.environ.get("TF_NUM_INTRAOP_THREADS", "unset")}
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _calls(path, p):
@@ -108,17 +114,22 @@ TIMES = {"train_s", "link_s", "eval_s", "wall_s"}
 
 def test_two_worker_study_equals_serial_row_for_row(ray_2, tmp_path, tiny_study):
     """A quick study (random-bert, 6 points: centralised, ideal, AirComp and digital at 0 and 20 dB) run on 2
-    Ray workers gives the serial run's results.csv and rounds.csv exactly, wall-time columns aside."""
-    from deft6g.benchmarks.study import run_study
+    Ray workers gives the serial run's results.csv and rounds.csv, wall-time columns aside: text and integer
+    columns exactly, floats within ray_speedup.FLOAT_RTOL (float32 statistics depend at about 1e-7 on the
+    order of points in a process)."""
+    from deft6g.benchmarks.ray_speedup import compare_rows
+    from deft6g.benchmarks.study import POINT_KEY, run_study
     from deft6g.benchmarks.study_config import load_config
     cfg = load_config(tiny_study)
     _, serial = run_study(tmp_path / "serial", cfg, log=lambda *_: None)
     _, parallel = run_study(tmp_path / "ray", cfg, log=lambda *_: None, workers=2)
     assert len(serial) == 6
-    strip = lambda rows: sorted(tuple((k, v) for k, v in r.items() if k not in TIMES) for r in rows)  # noqa: E731
-    assert strip(parallel) == strip(serial)
-    rounds = [sorted((tmp_path / d / "rounds.csv").read_text().splitlines()) for d in ("serial", "ray")]
-    assert rounds[0] == rounds[1] and len(rounds[0]) == 1 + 6 * 2
+    assert compare_rows(serial, parallel, POINT_KEY, TIMES) == (True, [])
+    exact = set(serial[0]) - {"accuracy", "channel_uses"}                  # accuracy and channel uses: exactly
+    assert compare_rows(serial, parallel, POINT_KEY, exact, rtol=0.0) == (True, [])
+    rounds = [read_csv(tmp_path / d / "rounds.csv") for d in ("serial", "ray")]
+    assert len(rounds[0]) == 6 * 2
+    assert compare_rows(*rounds, POINT_KEY + ["round"], set()) == (True, [])
 
 
 def test_two_worker_connect_equals_serial_row_for_row(ray_2, tmp_path, monkeypatch):
@@ -140,7 +151,8 @@ def test_two_worker_connect_equals_serial_row_for_row(ray_2, tmp_path, monkeypat
 
 def test_two_worker_emulator_study_equals_serial_row_for_row(ray_2, tmp_path, monkeypatch):
     """`deft6g emulator --quick` (random-bert, 2 seeds) with its training points on 2 Ray workers (one seed per
-    worker, each distilling that seed's emulator) gives the serial run's results.csv, CPU time aside."""
+    worker, each distilling that seed's emulator) gives the serial run's results.csv, CPU time aside, floats
+    within ray_speedup.FLOAT_RTOL (the distillation MSE differs at about 1e-8 across processes)."""
     from deft6g.benchmarks.emulator_study import (RESULT_FIELDS, RESULT_KEY, EmulatorStudyConfig, run_emulator_study,
                                                   study_points)
     quiet = lambda *_: None                                                                  # noqa: E731
@@ -150,8 +162,8 @@ def test_two_worker_emulator_study_equals_serial_row_for_row(ray_2, tmp_path, mo
     run_emulator_study(tmp_path / "ray", quick=True, log=quiet, workers=2)
     rows = [ResultStore(tmp_path / d / "results.csv", RESULT_FIELDS, RESULT_KEY).rows() for d in ("serial", "ray")]
     assert len(rows[0]) == len(study_points(EmulatorStudyConfig.quick())) >= 4
-    strip = lambda rs: sorted(tuple((k, v) for k, v in r.items() if k not in ("train_s", "distill_s")) for r in rs)  # noqa: E731
-    assert strip(rows[1]) == strip(rows[0])
+    from deft6g.benchmarks.ray_speedup import compare_rows
+    assert compare_rows(rows[0], rows[1], RESULT_KEY, {"train_s", "distill_s"}) == (True, [])
 
 
 def test_parallel_command_times_both_jobs_and_finds_identical_rows(ray_2, tmp_path, monkeypatch, capsys):
