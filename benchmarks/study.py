@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from deft6g.experiment import (ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise,
-                               write_table)
+from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, paired_ci, prepare_output, run_points,
+                               summarise, write_table)
 
 from .study_config import StudyConfig, load_config
 
@@ -325,9 +325,15 @@ def plot_study(out, cfg, summary, rows, round_rows):
 
 
 def _plot_rounds(path, curves, ylabel, title, logy, note):
+    """Mean and 95% CI per round; on a log axis the geometric mean with the interval computed in log space."""
     if not curves:
         return
-    pts = {name: [(r, *mean_ci(v)) for r, v in rounds.items()] for name, rounds in curves.items()}
+    if logy:
+        pts = {name: [(r, gm, (lo, hi)) for r, v in rounds.items() for gm, lo, hi in [log_mean_ci(v)]]
+               for name, rounds in curves.items()}
+        note = note.replace("mean and 95% CI", "geometric mean and 95% CI (log space)")
+    else:
+        pts = {name: [(r, *mean_ci(v)) for r, v in rounds.items()] for name, rounds in curves.items()}
     line_plot(path, pts, "round", ylabel, title, logy=logy, note=note)
 
 

@@ -1,7 +1,8 @@
 """deft6g.experiment: the engine every study and benchmark shares -- guarded output folders, a resumable
-result store, the point runner, seed statistics (mean and confidence interval) and plots."""
+result store, the point runner, seed statistics (mean and confidence interval, log-space intervals, the
+equivalence test TOST) and plots."""
 
 from .store import OutputFolderError, ResultStore, prepare_output, write_table
 from .runner import PointsFailed, RayUnavailable, available_cores, require_ray, run_points, start_ray
-from .stats import mean_ci, paired_ci, percentiles, summarise
-from .plots import line_plot, merge_labels
+from .stats import log_mean_ci, mean_ci, paired_ci, percentiles, summarise, tost
+from .plots import interval, line_plot, merge_labels

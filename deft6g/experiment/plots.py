@@ -13,7 +13,9 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     """Write a PNG with one line (or, with marker_only, one set of markers) per entry of `curves`.
 
     curves: {label: [point, ...]}, a point being (x, y), (x, y, err) with err the half-width of an error
-    bar (NaN: none), or either followed by a text that annotates the point.
+    bar (NaN: none) or a (low, high) pair of interval bounds, or either followed by a text that annotates
+    the point. On a log y axis (`logy`) every interval must have a positive lower bound: compute it in log
+    space (experiment.stats.log_mean_ci) or from percentiles; a bar that would run to zero raises ValueError.
     hlines: {label: y, (y, err) or (y, err, curve)}: a dashed reference line per entry, a shaded band of
     +-err around it, in the colour of the curve labelled `curve` when given (its own colour otherwise).
     note: a line of small text under the axes (e.g. "mean and 95% CI over 3 seeds").
@@ -24,11 +26,16 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     for i, (label, points) in enumerate(curves.items()):
         points = sorted(points, key=lambda p: p[0])
         xs, ys = [p[0] for p in points], [p[1] for p in points]
-        errs = [p[2] if len(p) > 2 and not isinstance(p[2], str) else float("nan") for p in points]
+        lows, highs = zip(*(interval(p) for p in points)) if points else ((), ())
+        if logy and any(lo <= 0 for lo in lows if not math.isnan(lo)):
+            raise ValueError(f"curve {label!r}: an interval on the log axis reaches {min(lows):.3g} <= 0; give "
+                             "(low, high) bounds computed in log space or from percentiles")
         style = dict(marker="o", ms=4 if marker_only else 3, ls="none" if marker_only else "-", color=f"C{i}",
                      label=label)
-        if any(not math.isnan(e) for e in errs):
-            ax.errorbar(xs, ys, yerr=[0 if math.isnan(e) else e for e in errs], capsize=3, lw=1.2, **style)
+        if any(not math.isnan(lo) for lo in lows):
+            yerr = [[0 if math.isnan(lo) else y - lo for y, lo in zip(ys, lows)],
+                    [0 if math.isnan(hi) else hi - y for y, hi in zip(ys, highs)]]
+            ax.errorbar(xs, ys, yerr=yerr, capsize=3, lw=1.2, **style)
         else:
             ax.plot(xs, ys, **style)
         for x, y, text in merge_labels(points, span):
@@ -52,6 +59,15 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def interval(point):
+    """(low, high) of a point (x, y), (x, y, err) or (x, y, (low, high)), optionally followed by a text;
+    (NaN, NaN) when it has none."""
+    err = point[2] if len(point) > 2 and not isinstance(point[2], str) else float("nan")
+    if isinstance(err, (tuple, list)):
+        return float(err[0]), float(err[1])
+    return point[1] - err, point[1] + err
 
 
 def merge_labels(points, span):

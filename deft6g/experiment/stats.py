@@ -1,4 +1,5 @@
-"""Seed statistics: the mean with a Student-t confidence interval, paired differences, grouped summaries."""
+"""Seed statistics: the mean with a Student-t confidence interval, paired differences, the paired equivalence
+test (TOST), log-space intervals for positive heavy-tailed figures, grouped summaries."""
 
 import numpy as np
 from scipy import stats
@@ -25,6 +26,59 @@ def paired_ci(a, b, confidence=0.95):
     if a.shape != b.shape:
         raise ValueError(f"`a` and `b` must pair up (one value per seed each), got shapes {a.shape} and {b.shape}")
     return mean_ci(a - b, confidence)
+
+
+def tost(a, b, margin, alpha=0.05):
+    r"""Paired two one-sided tests (TOST) of equivalence of `a` and `b` within +-`margin`.
+
+    With d = a - b per pair (one pair per seed; n >= 2), mean m, standard error se = s / sqrt(n) and
+    t = t_{1-alpha, n-1}: the two one-sided nulls d <= -margin and d >= +margin are both rejected at level
+    `alpha` exactly when the (1 - 2 alpha) interval m +- t se lies inside (-margin, +margin).
+    p = max(P[T >= (m + margin)/se], P[T <= (m - margin)/se]), T ~ Student's t with n - 1 degrees of freedom.
+
+    Input
+    -----
+    a, b : [n] array-like, finite, same length
+    margin : float > 0, in the units of a and b (e.g. 0.01 for one accuracy point)
+    alpha : float in (0, 0.5)
+
+    Output
+    ------
+    dict: n, diff (m), low, high (the 1 - 2 alpha interval), p (the larger one-sided p-value), margin,
+    verdict ("equivalent" if p < alpha, else "not shown": a failed TOST does not show a difference either)
+    """
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"`a` and `b` must pair up with at least 2 pairs, got shapes {a.shape} and {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("`a` and `b` must be finite")
+    if not (np.isfinite(margin) and margin > 0):
+        raise ValueError(f"`margin` must be a finite number > 0, got {margin!r}")
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"`alpha` must be in (0, 0.5), got {alpha!r}")
+    d = a - b
+    n, m = d.size, float(d.mean())
+    se = float(d.std(ddof=1) / np.sqrt(n))
+    if se == 0.0:
+        p = 0.0 if abs(m) < margin else 1.0
+        low = high = m
+    else:
+        p = float(max(stats.t.sf((m + margin) / se, n - 1), stats.t.cdf((m - margin) / se, n - 1)))
+        half = float(stats.t.ppf(1 - alpha, n - 1) * se)
+        low, high = m - half, m + half
+    return {"n": n, "diff": m, "low": low, "high": high, "p": p, "margin": float(margin),
+            "verdict": "equivalent" if p < alpha else "not shown"}
+
+
+def log_mean_ci(values, confidence=0.95):
+    """(geometric mean, low, high) of positive `values`: the Student-t interval of the mean of log(values),
+    mapped back, so the interval is positive and fits a log axis (a linear +-CI of a heavy-tailed positive
+    figure can run below zero). One value gives (value, NaN, NaN)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0 or not np.all(np.isfinite(x)) or np.any(x <= 0):
+        raise ValueError(f"`values` must be a non-empty list of positive finite numbers, got {values!r}")
+    m, half = mean_ci(np.log(x), confidence)
+    return float(np.exp(m)), float(np.exp(m - half)), float(np.exp(m + half))
 
 
 def percentiles(values, q=(10, 50, 90)):

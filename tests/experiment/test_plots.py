@@ -1,6 +1,8 @@
 """Plot helpers: point labels that would be drawn over each other are merged, the others kept."""
 
-from deft6g.experiment import line_plot, merge_labels
+import pytest
+
+from deft6g.experiment import interval, line_plot, log_mean_ci, mean_ci, merge_labels
 
 
 def test_labels_of_coinciding_points_are_merged_and_others_kept(tmp_path):
@@ -12,3 +14,29 @@ def test_labels_of_coinciding_points_are_merged_and_others_kept(tmp_path):
     assert merge_labels([(1, 0.5, "a"), (1, 0.5, "b")], 0.0) == [(1, 0.5, "a / b")]
     line_plot(tmp_path / "p.png", {"aircomp": points}, "latency [s]", "accuracy", "t", logx=True, marker_only=True)
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_log_axis_refuses_intervals_that_reach_zero_and_draws_log_space_ones(tmp_path):
+    """A linear +-CI of a heavy-tailed positive figure reaches below zero: on a log axis that is refused, and a
+    (low, high) interval from log_mean_ci (positive by construction) is drawn."""
+    values = [1e-4, 1e-2, 1.0]
+    mean, half = mean_ci(values)
+    with pytest.raises(ValueError, match="log axis"):
+        line_plot(tmp_path / "bad.png", {"mse": [(1, mean, half)]}, "round", "MSE", "t", logy=True)
+    gm, lo, hi = log_mean_ci(values)
+    assert interval((1, gm, (lo, hi))) == (lo, hi) and lo > 0
+    line_plot(tmp_path / "ok.png", {"mse": [(1, gm, (lo, hi)), (2, gm / 2, (lo / 2, hi / 2))]}, "round", "MSE", "t",
+              logy=True)
+    assert (tmp_path / "ok.png").stat().st_size > 1000
+
+
+def test_study_round_plot_lower_bounds_on_the_log_axis_are_positive(tmp_path, monkeypatch):
+    """The study's agg_mse_per_round.png: every interval it hands to line_plot has a positive lower bound."""
+    from deft6g.benchmarks import study
+    seen = []
+    monkeypatch.setattr(study, "line_plot", lambda path, curves, *a, **k: seen.append((curves, k)))
+    study._plot_rounds(tmp_path / "m.png", {"aircomp": {1: [1e-4, 1e-2, 1.0], 2: [1e-5, 1e-3, 0.5]}}, "MSE", "t",
+                       True, "mean and 95% CI over 3 seed(s)")
+    (curves, kwargs), = seen
+    assert kwargs["logy"] and all(interval(p)[0] > 0 for p in curves["aircomp"])
+    assert "log space" in kwargs["note"]

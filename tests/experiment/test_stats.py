@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from deft6g.experiment import mean_ci, paired_ci, summarise
+from deft6g.experiment import log_mean_ci, mean_ci, paired_ci, summarise, tost
 
 
 def test_mean_ci_hand_example():
@@ -43,3 +43,43 @@ def test_summarise_groups_rows_read_from_csv():
     assert [g["scheme"] for g in s] == ["a", "b"] and [g["n"] for g in s] == [2, 1]
     assert s[0]["acc_mean"] == pytest.approx(0.6)
     assert s[0]["acc_ci"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([0.5, 0.7], ddof=1) / np.sqrt(2))
+
+
+def test_tost_hand_example():
+    """d = a - b = (0, .01, -.01, .01, .01): mean .004, s = sqrt(320e-6 / 4), se = .004; with margin .01 the
+    upper test has t = (.004 - .01) / .004 = -1.5 on 4 df, P[T4 <= -1.5] = 0.10400 (table), so p = 0.104 >= 0.05:
+    "not shown"; the 90% interval is .004 +- t_{0.95,4} se = .004 +- 2.131847 * .004."""
+    r = tost([0.80, 0.81, 0.79, 0.81, 0.82], [0.80, 0.80, 0.80, 0.80, 0.81], margin=0.01)
+    assert r["n"] == 5 and r["diff"] == pytest.approx(0.004, abs=1e-12)
+    assert r["p"] == pytest.approx(0.10400, abs=5e-5)
+    assert (r["low"], r["high"]) == pytest.approx((0.004 - 2.131847 * 0.004, 0.004 + 2.131847 * 0.004), abs=1e-6)
+    assert r["verdict"] == "not shown"
+    wide = tost([0.80, 0.81, 0.79, 0.81, 0.82], [0.80, 0.80, 0.80, 0.80, 0.81], margin=0.02)   # t = -4.0
+    assert wide["p"] == pytest.approx(stats.t.cdf(-4.0, 4), rel=1e-9) and wide["verdict"] == "equivalent"
+
+
+def test_tost_is_equivalent_only_when_the_90_interval_lies_inside_the_margin():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        a, b = rng.normal(0.8, 0.01, 6), rng.normal(0.8, 0.01, 6)
+        r = tost(a, b, 0.01)
+        assert (r["verdict"] == "equivalent") == (-0.01 < r["low"] and r["high"] < 0.01)
+
+
+def test_tost_bad_input():
+    with pytest.raises(ValueError, match="`margin`"):
+        tost([1.0, 2.0], [1.0, 2.0], 0.0)
+    with pytest.raises(ValueError, match="pair up"):
+        tost([1.0], [1.0], 0.1)
+
+
+def test_log_mean_ci_is_positive_and_is_the_t_interval_of_the_logs():
+    x = np.array([1e-4, 1e-2, 1.0])                        # heavy-tailed: the linear mean +- CI runs below zero
+    mean, half = mean_ci(x)
+    assert mean - half < 0
+    gm, lo, hi = log_mean_ci(x)
+    m, h = mean_ci(np.log(x))
+    assert (gm, lo, hi) == pytest.approx((np.exp(m), np.exp(m - h), np.exp(m + h)), rel=1e-12)
+    assert 0 < lo < gm < hi
+    with pytest.raises(ValueError, match="positive"):
+        log_mean_ci([1.0, 0.0])
