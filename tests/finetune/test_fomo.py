@@ -1,12 +1,15 @@
-"""The packaged pretrained MiniLM: hash check, offline port vs a NumPy forward pass, TF re-save, errors."""
+"""The packaged pretrained MiniLM: hash checks before loading, offline port vs a NumPy forward pass, TF re-save, a
+partial weights file refused, errors."""
 
+import h5py
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 from scipy.special import erf
 
-from deft6g.finetune import PRETRAINED, load_fomo, port_folder, save_tf
-from deft6g.finetune.fomo import pretrained_folder
+from deft6g.finetune import PRETRAINED, build_fomo, load_fomo, port_folder, save_tf
+from deft6g.finetune import fomo
+from deft6g.finetune.fomo import pretrained_folder, sha256_file
 
 NAME = "all-MiniLM-L6-v2"
 
@@ -75,15 +78,61 @@ def test_save_as_tf_weights_and_reload(minilm, tmp_path):
 
 def test_hash_mismatch_and_bad_names(tmp_path):
     with pytest.raises(ValueError, match="sha256"):
-        port_folder(pretrained_folder(NAME), sha256="0" * 64)
+        port_folder(pretrained_folder(NAME), hashes={"model.safetensors": "0" * 64})
     with pytest.raises(ValueError, match="name_or_path"):
         load_fomo("gpt-17")
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_fomo(str(tmp_path))
-    assert PRETRAINED[NAME][2].startswith("53aa5117")
+    assert PRETRAINED[NAME][2]["model.safetensors"].startswith("53aa5117")
 
 
 def test_missing_package_names_it(monkeypatch):
-    monkeypatch.setitem(PRETRAINED, "ghost", ("no-such-dist-xyz", "m", "0" * 64))
+    monkeypatch.setitem(PRETRAINED, "ghost", ("no-such-dist-xyz", "m", {"config.json": "0" * 64}))
     with pytest.raises(FileNotFoundError, match="no-such-dist-xyz"):
         load_fomo("ghost")
+
+
+def test_recorded_hashes_are_the_installed_files():
+    """The sha256 constants of PRETRAINED are those of the installed package's files (re-measured here)."""
+    folder = pretrained_folder(NAME)
+    assert set(PRETRAINED[NAME][2]) >= {"model.safetensors", "config.json", "tokenizer.json", "vocab.txt"}
+    assert {f: sha256_file(folder / f) for f in PRETRAINED[NAME][2]} == PRETRAINED[NAME][2]
+
+
+@pytest.mark.parametrize("tampered", ["config.json", "vocab.txt", "tokenizer.json"])
+def test_tampered_config_or_tokenizer_file_is_refused_before_loading(tampered, tmp_path, monkeypatch):
+    """A packaged copy whose config or tokenizer file differs by one appended byte: load_fomo raises the hash
+    error naming that file, before any file is parsed (HF's config and tokenizer readers are never called)."""
+    src = pretrained_folder(NAME)
+    for f in PRETRAINED[NAME][2]:
+        (tmp_path / f).symlink_to(src / f)
+    (tmp_path / tampered).unlink()
+    (tmp_path / tampered).write_bytes((src / tampered).read_bytes() + b" ")
+    monkeypatch.setattr(fomo, "pretrained_folder", lambda name: tmp_path)
+    import transformers
+
+    def never(*args, **kwargs):
+        raise AssertionError("a file was loaded before the hash check")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", never)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", never)
+    with pytest.raises(ValueError, match=rf"{tampered} has sha256 .*expected {PRETRAINED[NAME][2][tampered]}"):
+        load_fomo(NAME)
+
+
+def test_partial_tf_weights_are_an_error(tmp_path):
+    """A tf_model.h5 lacking block 3's weights (deleted from the file, as a partial copy would): loading raises,
+    naming the file, instead of leaving block 3 randomly initialised; the whole file loads back exactly."""
+    model, _ = build_fomo("bert", seed=0)
+    save_tf(model, None, tmp_path)
+    again, _ = load_fomo(str(tmp_path))
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(model.weights, again.weights))
+    with h5py.File(tmp_path / "tf_model.h5", "r+") as f:
+        names = list(f["bert"].attrs["weight_names"])
+        keep = [n for n in names if "layer_._3/" not in n]
+        for n in set(names) - set(keep):
+            del f["bert"][n]
+        f["bert"].attrs["weight_names"] = keep
+    assert len(keep) < len(names)
+    with pytest.raises(ValueError, match=r"tf_model.h5 lacks 16 weight\(s\).*layer_._3"):
+        load_fomo(str(tmp_path))
