@@ -2,12 +2,17 @@
 
 import bz2
 import csv
+import functools
 import gzip
 import hashlib
 import json
 import importlib.metadata as md
 import io
 import os
+import threading
+import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,33 +108,103 @@ def cache_dir():
     return Path(os.environ.get("DEFT6G_CACHE", Path.home() / ".cache" / "deft6g"))
 
 
+# Distributions whose versions key every cache entry: any of them can change what a cached array holds.
+CACHE_LIBRARIES = ("deft6g", "numpy", "tensorflow", "tf-keras", "transformers", "tokenizers", "safetensors")
+
+
+@functools.cache
+def library_versions():
+    """{distribution: version or None (not installed)} of `CACHE_LIBRARIES`, read once per process."""
+    def version(dist):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+    return {d: version(d) for d in CACHE_LIBRARIES}
+
+
+def tokenizer_digest(tokenizer):
+    """sha256 hex digest of an HF tokenizer's content: a fast tokenizer's serialisation (vocabulary, normaliser,
+    pre-tokeniser, post-processor; not the padding/truncation state its last call left), else its vocabulary;
+    with its class, special tokens and padding and truncation sides. Equal for equal tokenizers loaded from
+    different folders."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:                          # padding/truncation: set by each call, not the tokenizer's own
+        body = json.dumps({k: v for k, v in json.loads(backend.to_str()).items() if k not in ("padding", "truncation")},
+                          sort_keys=True)
+    else:
+        body = json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    meta = [type(tokenizer).__name__, tokenizer.special_tokens_map, tokenizer.padding_side, tokenizer.truncation_side]
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode() + b"\0" + body.encode()).hexdigest()
+
+
+def content_digest(*parts):
+    """sha256 hex digest of `parts` by content, for cache keys. Each part: a `Dataset` (its name, texts or images,
+    labels and class names), a list or tuple of str (each text as UTF-8, NUL-terminated), an np.ndarray (dtype,
+    shape, bytes), or any JSON-able value; anything else raises TypeError."""
+    h = hashlib.sha256()
+
+    def add(part):
+        if isinstance(part, Dataset):
+            for p in (part.name, part.x, part.y, part.class_names):
+                add(p)
+        elif isinstance(part, (list, tuple)) and part and all(isinstance(t, str) for t in part):
+            h.update(b"texts\0")
+            for t in part:
+                h.update(t.encode("utf-8") + b"\0")
+        elif isinstance(part, np.ndarray):
+            h.update(f"array {part.dtype.str} {part.shape}\0".encode() + np.ascontiguousarray(part).tobytes())
+        else:
+            try:
+                h.update(b"json\0" + json.dumps(part, sort_keys=True).encode() + b"\0")
+            except TypeError:
+                raise TypeError(f"`parts` must be Datasets, texts, arrays or JSON-able values, got "
+                                f"{type(part).__name__}") from None
+
+    for part in parts:
+        add(part)
+    return h.hexdigest()
+
+
 def cached_arrays(key, compute, kind="activations"):
-    """Arrays computed once and kept on disk under `cache_dir()/kind`, keyed by the JSON of `key` (any
-    JSON-able description of what determines them). compute() -> dict of name -> np.ndarray; returns that
-    dict. The file is written atomically, so concurrent or interrupted runs never read a partial one."""
-    digest = hashlib.sha256(json.dumps(key, default=str, sort_keys=True).encode()).hexdigest()[:24]
-    path = cache_dir() / kind / f"{digest}.npz"
+    """Arrays computed once and kept on disk under `cache_dir()/kind`, keyed by the JSON of `key` and
+    `library_versions()`. `key`: a JSON-able description of everything the arrays depend on, by content (use
+    `content_digest`, `tokenizer_digest` and `fomo.model_key` for data, tokenizers and models, never a bare name).
+    compute() -> dict of name -> np.ndarray; returns that dict. The file is written atomically (a temporary
+    file, flushed to disk, then renamed), so concurrent or interrupted runs never read a partial one; an
+    unreadable entry (corrupt or truncated) is recomputed and replaced, with a one-line warning."""
+    text = json.dumps([key, library_versions()], default=str, sort_keys=True)
+    path = cache_dir() / kind / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.npz"
     if path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with open(path, "rb") as f, np.load(f) as z:         # our handle: np.load leaks its own on errors
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+            reason = (str(err).splitlines() or [""])[0]
+            warnings.warn(f"cache entry {path} is unreadable ({type(err).__name__}: {reason}); recomputing it",
+                          RuntimeWarning, stacklevel=2)
     out = compute()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **out)
-    tmp.replace(path)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **out)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
 def tokenize(tokenizer, texts, max_length=64, cache=True):
     """Tokenise `texts` to fixed length; returns dict input_ids, attention_mask (int32 [S, max_length]).
 
-    The result is cached on disk, keyed by the texts, the tokenizer's vocabulary and `max_length`.
+    The result is cached on disk, keyed by the texts, the tokenizer's content (`tokenizer_digest`) and
+    `max_length`.
     """
     if max_length < 1:
         raise ValueError(f"`max_length` must be >= 1, got {max_length}")
-    digest = hashlib.sha256()
-    for t in texts:
-        digest.update(t.encode("utf-8") + b"\0")
 
     def compute():
         enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
@@ -138,7 +213,7 @@ def tokenize(tokenizer, texts, max_length=64, cache=True):
 
     if not cache:
         return compute()
-    return cached_arrays([tokenizer.name_or_path, len(tokenizer), max_length, digest.hexdigest()], compute, "tokens")
+    return cached_arrays([tokenizer_digest(tokenizer), max_length, content_digest(list(texts))], compute, "tokens")
 
 
 def to_tf_dataset(features, labels, batch_size=32, shuffle=False, seed=0):

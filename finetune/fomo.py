@@ -135,7 +135,8 @@ def load_fomo(name_or_path):
     """Load a foundation model and its tokenizer offline.
 
     `name_or_path`: a packaged pretrained name (see `PRETRAINED`; the sha256 of its weights, config and tokenizer
-    files are checked before loading) or a local HF folder (config.json + model.safetensors or tf_model.h5, tokenizer files optional).
+    files are checked before loading) or a local HF folder (config.json + model.safetensors or tf_model.h5,
+    tokenizer files optional).
     Returns (model, tokenizer); tokenizer is None when the folder has none.
     """
     from transformers import AutoTokenizer
