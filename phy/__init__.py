@@ -13,7 +13,7 @@ from .mcs import MCS_TABLE, Mcs, calibrate_mcs, effective_sinr, select_mcs
 from .mu_mimo import DETECTORS, balanced_groups, equalize, post_detection_sinr
 from .digital_link import DigitalLink, LinkResult
 from .digital_uplink import LINK_MODELS, DigitalUplink, UplinkResult
-from .quantizer import Quantizer
+from .quantizer import ErrorFeedback, Quantizer
 from .error_rates import ErrorRates, error_rate
 from .montecarlo import complex_normal, empirical_mse
 from .impairments import PilotCsi, TransmitMisalignment, pilot_error_var
