@@ -4,6 +4,7 @@ import deft6g  # noqa: F401  (sets the TensorFlow environment before TensorFlow 
 
 from .aircomp import aircomp_channel_uses, aircomp_estimate, aircomp_mse, effective_gains
 from .aircomp_uplink import AirCompUplink
+from .obda import OBDAResult, OBDAUplink
 from .channels import CHANNEL_MODELS, DROP_MODELS, FLAT_MODELS, FadingChannel, imperfect_csi, log_distance_gain_db
 from .payload import pack, payload_correlation, standardise, unpack
 from .d2d import D2DLink
