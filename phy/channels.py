@@ -57,7 +57,10 @@ class FadingChannel(Block):
     :math:`\bar\beta_k P / \sigma^2`. Near devices dominate the mean, so most devices sit below 0 dB (UMi,
     K = 8: median -15 dB, std 16 dB); with K = 1 the gain is 1 and only small-scale fading and the
     geometry remain. `last_drop` holds the drop of the latest call. `delay_spread` does not apply: the
-    delay spread is a 38.901 large-scale parameter of each device.
+    delay spread is a 38.901 large-scale parameter of each device. With `keep_drop` the devices persist, as
+    in a federated run: the first call (or `redrop`) places them, and later calls keep their positions,
+    LoS/NLoS, indoor states and large-scale parameters (path loss, shadowing, delay and angle spreads) and
+    redraw only the clusters and rays, i.e. the small-scale fading.
 
     Parameters
     ----------
@@ -72,6 +75,8 @@ class FadingChannel(Block):
     indoor_probability : None | float in [0, 1] -- drop models: probability that a device is indoor
         (None: 38.901's 0.8 for UMi/UMa, 0.5 for RMa)
     o2i_model : "low" | "high" -- "umi"/"uma": 38.901 outdoor-to-indoor penetration loss model
+    keep_drop : bool -- drop models: keep the drop of the first call (or of `redrop`) across calls, redrawing
+        the small-scale fading only; every call must then ask for the drop's batch size (default False)
     precision : None | "single" | "double"
 
     Input
@@ -100,7 +105,7 @@ class FadingChannel(Block):
 
     def __init__(self, model, num_rx_ant, num_devices, *, correlation=0.7, path_gain_db=None,
                  num_subcarriers=64, subcarrier_spacing=30e3, delay_spread=100e-9, carrier_frequency=3.5e9,
-                 indoor_probability=None, o2i_model="low", precision=None, **kwargs):
+                 indoor_probability=None, o2i_model="low", keep_drop=False, precision=None, **kwargs):
         super().__init__(precision=precision, **kwargs)
         if model not in CHANNEL_MODELS:
             raise ValueError(f"`model` must be one of {CHANNEL_MODELS}, got {model!r}")
@@ -126,6 +131,9 @@ class FadingChannel(Block):
         if o2i_model not in ("low", "high"):
             raise ValueError(f"`o2i_model` must be 'low' or 'high', got {o2i_model!r}")
         self._last_drop = None
+        if keep_drop and model not in DROP_MODELS:
+            raise ValueError(f"`keep_drop` applies to the drop models {DROP_MODELS}, got model {model!r}")
+        self.keep_drop, self._drop_batch = bool(keep_drop), None
         self.num_subcarriers = check_count(num_subcarriers, "num_subcarriers")
         self.subcarrier_spacing = float(subcarrier_spacing)
         letter = model[-1].upper()
@@ -197,8 +205,30 @@ class FadingChannel(Block):
         applied, relative to the drop's mean [dB]), "los" and "indoor" (bool)."""
         return self._last_drop
 
+    def redrop(self, batch_size, seed=None):
+        """Place the devices anew (`batch_size` independent drops; re-seeds the library RNG with `seed`): with
+        `keep_drop`, the drop that later calls keep."""
+        batch_size = check_count(batch_size, "batch_size")
+        if self.model not in DROP_MODELS:
+            raise ValueError(f"`redrop` applies to the drop models {DROP_MODELS}, got model {self.model!r}")
+        reseed(seed)
+        self._place(batch_size)
+
     def _drop(self, batch_size):
-        """A new drop per realisation; H [B, F, N, K] with the drop's normalised large-scale gains."""
+        """H [B, F, N, K] with the drop's normalised large-scale gains: a new drop per realisation, or with
+        `keep_drop` the kept one (placed on the first call) with new small-scale fading."""
+        if not self.keep_drop or self._drop_batch is None:
+            self._place(batch_size)
+        elif batch_size != self._drop_batch:
+            raise ValueError(f"`batch_size` must be {self._drop_batch}, the kept drop's, got {batch_size}")
+        gain_db = self._last_drop["gain_db"]
+        a, tau = self._system(1, self.num_subcarriers * self.subcarrier_spacing)   # a [B, 1, N, K, 1, P, 1]
+        h = cir_to_ofdm_channel(self._freqs, a, tau, normalize=False)              # [B, 1, N, K, 1, 1, F]
+        amp = tf.cast(10.0 ** (gain_db / 20.0), self.cdtype)[:, None, None, :]
+        return tf.transpose(h[:, 0, :, :, 0, 0, :], [0, 3, 1, 2]) * amp           # [B, F, N, K]
+
+    def _place(self, batch_size):
+        """Draw a topology of `batch_size` drops and its large-scale parameters (sets `last_drop`)."""
         ut_loc, bs_loc, ut_orient, bs_orient, ut_vel, indoor = gen_single_sector_topology(
             batch_size, self.num_devices, self.model, precision=self.precision,
             indoor_probability=None if self.indoor_probability is None
@@ -212,10 +242,7 @@ class FadingChannel(Block):
         gain_db -= 10.0 * tf.math.log(tf.reduce_mean(10.0 ** (gain_db / 10.0), -1, keepdims=True)) / np.log(10.0)
         self._last_drop = dict(distance_m=scenario.distance_3d[:, 0], gain_db=gain_db, los=scenario.los[:, 0],
                                indoor=scenario.indoor)
-        a, tau = self._system(1, self.num_subcarriers * self.subcarrier_spacing)   # a [B, 1, N, K, 1, P, 1]
-        h = cir_to_ofdm_channel(self._freqs, a, tau, normalize=False)              # [B, 1, N, K, 1, 1, F]
-        amp = tf.cast(10.0 ** (gain_db / 20.0), self.cdtype)[:, None, None, :]
-        return tf.transpose(h[:, 0, :, :, 0, 0, :], [0, 3, 1, 2]) * amp           # [B, F, N, K]
+        self._drop_batch = batch_size
 
 
 class _RandomServerAzimuth:
