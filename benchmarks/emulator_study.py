@@ -100,6 +100,14 @@ def emulator_points(cfg):
             for d in ([False] if v == "full" else cfg.distill)]
 
 
+def package_key(cfg, kept, variant, distill, seed):
+    """What an emulator package depends on besides the model, the devices' data and the public texts (part of its
+    cache key): the kept blocks (full-model indices), the `bottom`/`top` blocks left out of distillation and low
+    rank, the variant, the rank fraction and, when distilled, the distillation settings and seed."""
+    key = ["emulator", [int(k) for k in kept], cfg.bottom, cfg.top, variant, bool(distill), cfg.rank_fraction]
+    return key + ([cfg.distill_steps, cfg.distill_lr, cfg.distill_batch, seed] if distill else [])
+
+
 def study_points(cfg):
     """Grouped by emulator (each is built or loaded once per group), seeds innermost."""
     return [{**p, "seed": s} for p in emulator_points(cfg) for s in cfg.seeds]
@@ -112,7 +120,9 @@ class _Setup:
     def __init__(self, cfg, log):
         from deft6g.finetune import (LoraConfig, build_emulator, emulator_blocks, get_peft_model, load_dataset,
                                      load_study_model, pack_emulator, tokenize, train_test_split)
+        from deft6g.finetune.data import content_digest
         from deft6g.finetune.distillation import public_texts
+        from deft6g.finetune.fomo import model_key
         self.cfg, self.log = cfg, log
         data = load_dataset(cfg.dataset)
         train, test = train_test_split(len(data), 0.2, seed=0)
@@ -136,7 +146,9 @@ class _Setup:
         self.full_start = self.full.lowest_tuned_block()
         ids = self.x_train["input_ids"][self.x_train["attention_mask"].astype(bool)]
         self.vocab_ids = np.union1d(ids, self.tok.all_special_ids)
-        self.key = [cfg.model, cfg.max_length, cfg.dataset, hashlib.sha256(np.asarray(train).tobytes()).hexdigest()]
+        self.key = [model_key(cfg.model), cfg.max_length, content_digest(data),             # by content
+                    hashlib.sha256(np.asarray(train).tobytes()).hexdigest()]
+        self.public_key = content_digest(self.public["input_ids"], self.public["attention_mask"])
         self.full_test = self._acts(self.full, self.x_test, self.full_start, ["full-test", test.tolist()])
         self.full_train = None
         self.emulators = {}
@@ -175,9 +187,7 @@ class _Setup:
                                 low, cfg.rank_fraction)
             return {**pkg, **{f"stats.{k}": np.float64(v) for k, v in stats.items()}}
 
-        key = self.key + ["emulator", self.kept, variant, distill, cfg.rank_fraction]
-        if distill:
-            key += [cfg.public, cfg.public_texts, cfg.distill_steps, cfg.distill_lr, cfg.distill_batch, seed]
+        key = self.key + package_key(cfg, self.kept, variant, distill, seed) + ([self.public_key] if distill else [])
         z = cached_arrays(key, build, "emulators")
         package = {k: v for k, v in z.items() if not k.startswith("stats.")}
         stats = {k[6:]: float(v) for k, v in z.items() if k.startswith("stats.")}
@@ -212,7 +222,7 @@ class _Setup:
                     **{f"stats.{k}": np.float64(v) for k, v in stats.items()}}
 
         key = self.key[:3] + ["distilled", self.kept, cfg.bottom, cfg.top, cfg.rank_fraction if low else None,
-                              cfg.public, cfg.public_texts, cfg.distill_steps, cfg.distill_lr, cfg.distill_batch, seed]
+                              self.public_key, cfg.distill_steps, cfg.distill_lr, cfg.distill_batch, seed]
         z = cached_arrays(key, compute, "emulators")
         for i, v in enumerate(weights):
             v.assign(z[f"w{i}"])
@@ -224,7 +234,7 @@ class _Setup:
         from deft6g.finetune import cached_arrays
         from deft6g.finetune.distillation import boundary_states
         cfg = self.cfg
-        key = self.key[:3] + ["boundary", self.kept, cfg.bottom, cfg.top, cfg.public, cfg.public_texts]
+        key = self.key[:3] + ["boundary", self.kept, cfg.bottom, cfg.top, self.public_key]
         z = cached_arrays(key, lambda: dict(zip("st", boundary_states(self.model, emu, self.kept, self.public,
                                                                       cfg.bottom, cfg.top))))
         return z["s"], z["t"]

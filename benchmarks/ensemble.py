@@ -18,7 +18,6 @@ workers (`deft6g.experiment.run_points`; every member is seeded by its stream's 
 depend on the number of workers); the speed table is timed, so it always runs in this process, alone.
 """
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -114,9 +113,10 @@ class _Setup:
     def activations(self, d, idx):
         """Cached frozen input of the prompt block for the texts `idx`: (hidden [S, T, H], mask [S, T])."""
         from deft6g.finetune import cached_arrays
-        digest = hashlib.sha256(np.asarray(idx, np.int64).tobytes()).hexdigest()
-        key = ["ensemble", self.cfg.model, d["data"].name, d["max_length"], self.top, digest]
+        from deft6g.finetune.data import content_digest
+        from deft6g.finetune.fomo import model_key
         x = {k: v[idx] for k, v in d["tokens"].items()}
+        key = ["ensemble", model_key(self.cfg.model), self.top, content_digest(x["input_ids"], x["attention_mask"])]
         z = cached_arrays(key, lambda: dict(zip("hm", d["trainer"].activations(x))))
         return z["h"], z["m"]
 

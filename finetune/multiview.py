@@ -6,14 +6,13 @@ Each device runs the frozen model on its segment and mean-pools the last hidden 
 these features are computed once and cached on disk (`cached_arrays`).
 """
 
-import hashlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from .data import cached_arrays, load_dataset, tokenize, train_test_split
+from .data import cached_arrays, content_digest, load_dataset, tokenize, train_test_split
 
 
 def split_views(texts, num_views):
@@ -77,7 +76,7 @@ def load_multiview(dataset, num_views, model_name="all-MiniLM-L6-v2", max_length
     encoded by `model_name` (see `load_study_model`; "random-bert" for smoke tests). Features are cached on
     disk, keyed by all of these. Returns `MultiViewData`.
     """
-    from .fomo import load_study_model
+    from .fomo import load_study_model, model_key
     data = load_dataset(dataset)
     if not isinstance(data.x, list):
         raise ValueError(f"`dataset` must be a text dataset, got {dataset!r}")
@@ -89,7 +88,6 @@ def load_multiview(dataset, num_views, model_name="all-MiniLM-L6-v2", max_length
     train = np.sort(rng.permutation(train)[:train_examples]) if train_examples else train
     test = np.sort(rng.permutation(test)[:test_examples]) if test_examples else test
     keep = np.concatenate([train, test])
-    digest = hashlib.sha256(keep.tobytes()).hexdigest()
 
     def compute():
         model, tok = load_study_model(model_name)
@@ -98,7 +96,8 @@ def load_multiview(dataset, num_views, model_name="all-MiniLM-L6-v2", max_length
         return {"x": np.stack(feats, axis=1)}
 
     t0 = time.process_time()
-    x = cached_arrays(["multiview", dataset, num_views, model_name, max_length, digest], compute)["x"]
+    key = ["multiview", model_key(model_name), max_length, num_views, content_digest([data.x[i] for i in keep])]
+    x = cached_arrays(key, compute)["x"]
     if log is not None:
         log(f"{dataset}, {num_views} views: features of {len(keep)} examples ready "
             f"({time.process_time() - t0:.1f} s CPU; cached in the deft6g cache)")

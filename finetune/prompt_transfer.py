@@ -17,7 +17,6 @@ task, then fine-tunes it. The pieces:
 - `initial_prompt`: random N(0, 0.02^2) or vocabulary init (embeddings of random vocabulary tokens).
 """
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +24,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from .tuners import PromptTuningConfig
-from .data import cached_arrays, load_dataset, tokenize, train_test_split
+from .data import cached_arrays, content_digest, load_dataset, tokenize, tokenizer_digest, train_test_split
+from .fomo import model_key
 from .peft_model import get_peft_model
 from .training import batches, make_train_step
 
@@ -90,14 +90,15 @@ def task_pool(dataset, pool_sizes):
 def task_arrays(peft, tokenizer, model_name, task_names, block, max_length=32, pool_sizes=None):
     """Inputs of block `block` (frozen, computed once, cached on disk as float16) for each task's train pool and
     test split. `pool_sizes`: {dataset: (train, test)} cuts a dataset's pools (seeded), e.g. to keep Rotten
-    Tomatoes' 12,751 texts affordable. Returns {task name: TaskArrays}."""
+    Tomatoes' 12,751 texts affordable. `model_name`: what `peft` was built from (a name of `load_study_model`;
+    with the tokenizer and the texts, it keys the cache by content). Returns {task name: TaskArrays}."""
     tasks = [get_task(n) for n in task_names]
     out = {}
     for dataset in sorted({t.dataset for t in tasks}):
         data, train, test = task_pool(dataset, (pool_sizes or {}).get(dataset))
         idx = np.concatenate([train, test])
         texts = [data.x[i] for i in idx]
-        key = [model_name, dataset, max_length, block, hashlib.sha256(idx.tobytes()).hexdigest()]
+        key = [model_key(model_name), tokenizer_digest(tokenizer), max_length, block, content_digest(texts)]
 
         def compute():
             h, m = peft.activations(tokenize(tokenizer, texts, max_length), block)

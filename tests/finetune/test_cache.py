@@ -132,3 +132,18 @@ def test_model_key_is_the_content_of_the_model(tmp_path):
     assert model_key(str(tmp_path))["files"]["tf_model.h5"] != first["files"]["tf_model.h5"]
     with pytest.raises(ValueError, match="name"):
         model_key(str(tmp_path / "nowhere"))
+
+
+def test_emulator_package_key_has_bottom_and_top_blocks():
+    """Two emulator settings keeping the same blocks (all 6: drop 0) but leaving out different bottom/top blocks
+    (so distillation and low rank touch different middles) get different package keys; equal settings equal."""
+    from deft6g.benchmarks.emulator_study import EmulatorStudyConfig, package_key
+    from deft6g.finetune.emulator import emulator_blocks
+    a, b = EmulatorStudyConfig(bottom=1, top=1, drop=0.0), EmulatorStudyConfig(bottom=2, top=2, drop=0.0)
+    kept = emulator_blocks(6, a.bottom, a.top, a.drop)
+    assert kept == emulator_blocks(6, b.bottom, b.top, b.drop) == list(range(6))
+    for variant, distill in (("drop+lowrank", False), ("drop", True)):
+        assert package_key(a, kept, variant, distill, 0) != package_key(b, kept, variant, distill, 0)
+        assert package_key(a, kept, variant, distill, 0) == package_key(EmulatorStudyConfig(bottom=1, top=1, drop=0.0),
+                                                                         kept, variant, distill, 0)
+    assert package_key(a, kept, "drop", True, 0) != package_key(a, kept, "drop", True, 1)
