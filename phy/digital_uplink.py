@@ -134,27 +134,28 @@ class DigitalUplink(Block):
                 raise ValueError(f"`codeword_length` must be {CODEWORD_LENGTH} (the MCS calibration's) with "
                                  f"mcs='adaptive', got {codeword_length}")
             self.table = MCS_TABLE
-            self._entries = [(e.num_bits_per_symbol, e.code_rate) for e in MCS_TABLE]
+            self._entries = [(e.num_bits_per_symbol, e.code_rate, e.repetition) for e in MCS_TABLE]
         elif isinstance(mcs, tuple) and len(mcs) == 2:
             match = [e for e in MCS_TABLE if e.num_bits_per_symbol == mcs[0] and mcs[1] is not None
-                     and abs(e.code_rate - mcs[1]) < 1e-6 and self.n == CODEWORD_LENGTH]
+                     and abs(e.code_rate - mcs[1]) < 1e-6 and e.repetition == 1 and self.n == CODEWORD_LENGTH]
             if link == "abstract" and not match:
                 raise ValueError(f"`link`='abstract' needs an MCS of MCS_TABLE (with n = {CODEWORD_LENGTH}), "
                                  f"got mcs={mcs!r}, codeword_length={codeword_length}")
             self.table = tuple(match) or None
             BlockCodec(mcs[0], mcs[1], self.n, num_iter)                 # validates m, rate and n
-            self._entries = [mcs]
+            self._entries = [(*mcs, 1)]
         else:
             raise ValueError(f"`mcs` must be 'adaptive' or a (num_bits_per_symbol, code_rate) tuple, got {mcs!r}")
         self.adaptive = mcs == "adaptive"
-        self._k_info = np.array([info_bits(r, self.n) for _, r in self._entries])
-        self._sym_per_block = np.array([self.n // m for m, _ in self._entries])
+        self._k_info = np.array([info_bits(r, self.n) for _, r, _ in self._entries])
+        self._sym_per_block = np.array([rep * self.n // m for m, _, rep in self._entries])
         self._codecs = {}
         self._awgn = AWGN(precision=self.precision)
 
     def _codec(self, j):
         if j not in self._codecs:
-            self._codecs[j] = BlockCodec(*self._entries[j], self.n, self.num_iter, precision=self.precision)
+            m, rate, rep = self._entries[j]
+            self._codecs[j] = BlockCodec(m, rate, self.n, self.num_iter, precision=self.precision, repetition=rep)
         return self._codecs[j]
 
     def payload_bits(self, num_reals):
