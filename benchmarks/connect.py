@@ -271,7 +271,7 @@ def _paired(rows, task, a, b, n, snr):
 
 def equal_accuracy_saving(rows, cfg, task, snr):
     """Digital's channel uses at the accuracy of noise-aware AirComp (N = cfg.num_rx_ant) over AirComp's:
-    the cheapest digital quantiser whose mean accuracy is at least AirComp's minus 1 point (DESIGN.md §7:
+    the cheapest digital quantiser whose mean accuracy is at least AirComp's minus 1 point (docs/design.md §8:
     within 1 point is equal). Returns (bits, ratio mean, ratio ci) or None when no digital setting gets there."""
     def sel(scheme):
         return {r["seed"]: r for r in rows if r["task"] == task and r["scheme"] == scheme

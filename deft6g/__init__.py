@@ -1,19 +1,14 @@
 """deft6g: device-edge fine-tuning of foundation models over simulated 6G links.
 
-Importing any part of deft6g first sets the TensorFlow environment the stack needs (DESIGN.md §4):
-legacy Keras 2 for HF transformers' TF classes, quiet C++ logs, and an offline model hub. Values a
-user has already exported are kept.
+Importing any part of deft6g first sets the environment TensorFlow needs, before TensorFlow is imported
+(`deft6g.environment`, docs/design.md §5): legacy Keras 2 for HF transformers' TF classes and quiet native
+logs. Values a user has already exported are kept; the model hub's offline mode is left alone.
 """
 
-import os
+from importlib.metadata import version
 
-for _name, _value in {
-    "TF_USE_LEGACY_KERAS": "1",
-    "TF_CPP_MIN_LOG_LEVEL": "2",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-}.items():
-    os.environ.setdefault(_name, _value)
+from .environment import set_environment
 
-__version__ = "0.1.0"
+set_environment()
+
+__version__ = version("deft6g")   # the one version source: pyproject.toml, through the installed metadata

@@ -99,10 +99,10 @@ def port_folder(folder, hashes=None):
         raise FileNotFoundError(f"`name_or_path` {str(folder)!r} has no config.json")
     if hashes is not None:
         check_hashes(folder, hashes)
-    config = AutoConfig.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)   # offline, whatever HF_HUB_OFFLINE says
     cls = _model_class(config)
     if (folder / "tf_model.h5").is_file():
-        model, info = cls.from_pretrained(folder, output_loading_info=True)
+        model, info = cls.from_pretrained(folder, output_loading_info=True, local_files_only=True)
         bad = info["missing_keys"] + [k for k, *_ in info["mismatched_keys"]]
         if bad:
             raise ValueError(f"{folder / 'tf_model.h5'} lacks {len(bad)} weight(s) of the model (partial or "
@@ -149,7 +149,7 @@ def load_fomo(name_or_path):
                              f"({sorted(PRETRAINED)}) nor a folder; for a random model use build_fomo")
     model = port_folder(folder, hashes)
     has_tok = any((folder / f).is_file() for f in TOKENIZER_FILES[:3])
-    return model, (AutoTokenizer.from_pretrained(folder) if has_tok else None)
+    return model, (AutoTokenizer.from_pretrained(folder, local_files_only=True) if has_tok else None)
 
 
 SMOKE_MODEL = "random-bert"
@@ -161,7 +161,7 @@ def _smoke_tokenizer():
     name = next(iter(PRETRAINED))
     folder = pretrained_folder(name)
     check_hashes(folder, {f: h for f, h in PRETRAINED[name][2].items() if f in TOKENIZER_FILES})
-    return AutoTokenizer.from_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def load_study_model(name):

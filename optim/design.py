@@ -208,7 +208,7 @@ def sdr_design(H, power, num_draws=50, sca_iter=100, active=None, progress=False
 
 def design_aircomp(H, power, noise_var, method="sdr", seed=None, num_draws=50, sca_iter=100, max_iter=100,
                    tol=1e-6, progress=False, init=None):
-    r"""Design a [..., N] and b [..., K] for the AirComp uplink (DESIGN.md §3) on each channel realisation.
+    r"""Design a [..., N] and b [..., K] for the AirComp uplink (docs/design.md §3) on each channel realisation.
 
     Input
     -----

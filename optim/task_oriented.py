@@ -1,6 +1,6 @@
 r"""Task-oriented AirComp design: weight the D real dimensions of a payload by their importance for the task.
 
-A payload of D standardised real dimensions crosses one channel realisation (DESIGN.md §3); dimension d is
+A payload of D standardised real dimensions crosses one channel realisation (docs/design.md §3); dimension d is
 sent with a power factor :math:`p_d` (transmit :math:`b_k\sqrt{p_d}`, receive :math:`a/\sqrt{p_d}`), so its
 error variance per real entry is
 

@@ -1,6 +1,6 @@
 r"""MIMO over-the-air computation (AirComp): the MSE of a design and the server's noisy estimate.
 
-Notation (DESIGN.md §3): K single-antenna devices, an N-antenna server. Device k sends
+Notation (docs/design.md §3): K single-antenna devices, an N-antenna server. Device k sends
 :math:`b_k s_k` with unit-variance :math:`s_k`; the server forms
 :math:`\hat f = a^H (\sum_k h_k b_k s_k + n)`, :math:`n \sim \mathcal{CN}(0, \sigma^2 I_N)`, to estimate
 :math:`f = \sum_k s_k`. SNR = P / sigma^2 per device.

@@ -1,6 +1,6 @@
 r"""One-bit over-the-air aggregation (OBDA; Zhu, Du, Gunduz, Huang, IEEE TWC 2021): a majority vote of signs.
 
-signSGD with majority vote (Bernstein et al., 2018) over the AirComp channel of DESIGN.md §3. Device k sends
+signSGD with majority vote (Bernstein et al., 2018) over the AirComp channel of docs/design.md §3. Device k sends
 the signs :math:`x_k = \mathrm{sign}(u_k) \in \{-1, 0, +1\}^L` of its update (:math:`\mathrm{sign}(0) = 0`: a
 zero entry is sent as nothing), packed two per complex symbol as BPSK on the in-phase and quadrature rails,
 :math:`s_{k,i} = (x_{k,2i} + j x_{k,2i+1})/\sqrt2` (`pack`; unit energy when both entries are non-zero), and

@@ -1,4 +1,4 @@
-"""Real device payloads <-> unit-variance complex channel symbols (DESIGN.md §3)."""
+"""Real device payloads <-> unit-variance complex channel symbols (docs/design.md §3)."""
 
 import tensorflow as tf
 

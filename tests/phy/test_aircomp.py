@@ -1,4 +1,4 @@
-"""AirComp MSE and estimate against the model of DESIGN.md §3."""
+"""AirComp MSE and estimate against the model of docs/design.md §3."""
 
 import numpy as np
 import pytest
