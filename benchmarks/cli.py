@@ -4,6 +4,8 @@ import argparse
 import os
 import sys
 
+from deft6g import __version__
+
 
 def _link(args):
     from .link import run_link, summary
@@ -131,6 +133,7 @@ def _add_command(sub, name, func, description, outputs=None, quick="a small grid
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="deft6g", description="DEFT studies and benchmarks over simulated 6G links")
+    parser.add_argument("--version", action="version", version=f"deft6g {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     study = _add_command(sub, "study", _study, "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, "
                          "digital)", outputs="CSV, JSON, PNG", quick="a small run for smoke tests")

@@ -1,6 +1,6 @@
 r"""Digital multi-device uplink: multi-user MIMO groups, adaptive modulation and coding, a CRC per block.
 
-The fair digital baseline of AirComp (DESIGN.md §8). Per realisation the server, which knows the channel,
+The fair digital baseline of AirComp (docs/design.md §4). Per realisation the server, which knows the channel,
 splits the K devices into G balanced groups; groups use orthogonal resources (time slots; on OFDM
 channels every group has all F subcarriers), the up to N devices of a group transmit at once and the
 server separates them with a linear detector (`equalize`: Sionna's LMMSE or ZF). Each device's MCS comes
