@@ -1,13 +1,25 @@
 r"""Digital multi-device uplink: multi-user MIMO groups, adaptive modulation and coding, a CRC per block.
 
 The fair digital baseline of AirComp (docs/design.md §4). Per realisation the server, which knows the channel,
-splits the K devices into G balanced groups; groups use orthogonal resources (time slots; on OFDM
-channels every group has all F subcarriers), the up to N devices of a group transmit at once and the
-server separates them with a linear detector (`equalize`: Sionna's LMMSE or ZF). Each device's MCS comes
-from its post-detection SINR (`select_mcs`, NR MCS table 2 with measured 10 %-BLER thresholds; below the
-lowest threshold the device is in outage and stays silent), or is fixed. With `streams="auto"` the server
-tries every group count from ceil(K / min(N, K)) to K (TDMA) and keeps the one that leaves the fewest
-devices in outage and, among those, spends the fewest channel uses.
+splits the K devices into groups; groups use orthogonal resources (time slots; on OFDM channels every group
+has all F subcarriers), the up to N devices of a group transmit at once and the server separates them with a
+linear detector (`equalize`: Sionna's LMMSE or ZF). Each device's MCS comes from its post-detection SINR
+(`select_mcs`, NR MCS table 2 with measured 10 %-BLER thresholds; below the lowest threshold the device is in
+outage: it is dropped and stays silent), or is fixed.
+
+Scheduling (`schedule`). A plan's outage is the expected fraction of the devices' blocks lost,
+:math:`\bar o = \frac1K \sum_k p_k` with :math:`p_k` = 1 for a dropped device and the calibrated BLER of its MCS
+at its effective SINR otherwise (`block_error_prob`). The candidate plans, with at most S = min(N, K) devices
+per group (`streams="auto"`; an integer caps S), are
+- `channel_aware_groups` for every group count G from ceil(K / S) to K (balanced sizes, devices with correlated
+  channels kept apart; G = K is TDMA), and
+- greedy merging: from TDMA, repeatedly merge the two groups (at most S devices together) whose merger saves the
+  most channel uses while the plan stays admissible -- :math:`\bar o \le` `outage_target`, or, where TDMA
+  itself misses the target, no further device dropped -- until no merger saves any.
+The server keeps the plan with the fewest channel uses among those with :math:`\bar o \le` `outage_target`
+(default 0.1); where none meets it, the one that drops the fewest devices and, among those, spends the fewest
+channel uses. A dropped device's entries are missing at the server (FedAvg callers renormalise over the devices
+that delivered; `deft6g.finetune.DigitalAggregator` does).
 
 Each device sends a 64-bit header (its quantiser range lo, hi as two float32) and its q-bit quantised
 payload in blocks of `BlockCodec` (k - 24 payload bits + CRC24A, LDPC, QAM). A block whose CRC fails is
@@ -33,7 +45,7 @@ from .block_codec import BlockCodec, info_bits
 from .error_rates import ErrorRates
 from deft6g.checks import as_tensor, check_count, check_dim, check_noise_var, check_nonnegative
 from .mcs import CODEWORD_LENGTH, MCS_TABLE, effective_sinr, select_mcs
-from .mu_mimo import DETECTORS, balanced_groups, equalize, post_detection_sinr
+from .mu_mimo import DETECTORS, channel_aware_groups, equalize, post_detection_sinr
 from .quantizer import Quantizer
 from deft6g.rng import np_rng, reseed
 
@@ -67,9 +79,12 @@ class UplinkResult(ErrorRates):
         Number of orthogonal groups
     devices : [...], int
         Devices that delivered at least one entry
+    outage : [...], float
+        The scheduler's expected fraction of blocks lost: `DigitalUplink.block_error_prob` (1 for a dropped
+        device) averaged over the K devices (None when built by hand)
 
     `ber` (NaN for link="abstract") and `bler` (block_errors / blocks, 0 when none) are the rates behind the
-    counts (`ErrorRates`).
+    counts (`ErrorRates`); `drop_rate` is the fraction of devices the scheduler dropped (no MCS).
     """
     EMPTY_BLER = 0.0
 
@@ -85,6 +100,12 @@ class UplinkResult(ErrorRates):
     mcs: np.ndarray
     groups: np.ndarray
     devices: np.ndarray
+    outage: np.ndarray = None
+
+    @property
+    def drop_rate(self):
+        """Fraction of the K devices in outage (no MCS: dropped, nothing sent), [...] float."""
+        return np.mean(np.asarray(self.mcs) < 0, axis=-1)
 
 
 class DigitalUplink(Block):
@@ -97,6 +118,8 @@ class DigitalUplink(Block):
         (code_rate None: uncoded); adaptive needs codeword_length 1200, the calibration's
     detector : "lmmse" (default) | "zf"
     streams : "auto" (default) | int -- at most this many devices per group (1: TDMA)
+    outage_target : float in (0, 1) -- the largest expected fraction of blocks lost (dropped devices count whole)
+        a plan may have (default 0.1; module docstring)
     link : "bits" (default) | "abstract"
     codeword_length : int n; num_iter : int -- LDPC belief-propagation iterations
 
@@ -118,8 +141,13 @@ class DigitalUplink(Block):
     """
 
     def __init__(self, num_bits=8, mcs="adaptive", detector="lmmse", streams="auto", link="bits",
-                 codeword_length=CODEWORD_LENGTH, num_iter=20, stochastic_rounding=False, precision=None):
+                 codeword_length=CODEWORD_LENGTH, num_iter=20, stochastic_rounding=False, outage_target=0.1,
+                 precision=None):
         super().__init__(precision=precision)
+        if isinstance(outage_target, bool) or not isinstance(outage_target, (int, float, np.number)) \
+                or not 0.0 < outage_target < 1.0:
+            raise ValueError(f"`outage_target` must be a number in (0, 1), got {outage_target!r}")
+        self.outage_target = float(outage_target)
         self.quantizer = Quantizer(num_bits, stochastic_rounding, precision=precision)
         if detector not in DETECTORS:
             raise ValueError(f"`detector` must be one of {DETECTORS}, got {detector!r}")
@@ -172,46 +200,136 @@ class DigitalUplink(Block):
 
     # ------------------------------------------------------------------ scheduling
     def schedule(self, h, noise_var, num_reals):
-        """Groups and MCS per realisation. h [B, F, N, K] complex NumPy (amplitudes folded in), F = 1 flat.
+        """Groups and MCS per realisation (see the module docstring). h [B, F, N, K] complex NumPy (amplitudes
+        folded in), F = 1 flat.
 
         Returns (groups: list over B of lists of device-index arrays, mcs [B, K] int (-1 outage),
-        sinr_eff [B, K] effective SINR of the chosen MCS (linear), channel_uses [B] int).
+        sinr_eff [B, K] effective SINR of the chosen MCS (linear), channel_uses [B] int, outage [B] float:
+        the chosen plan's expected fraction of blocks lost, `block_error_prob` averaged over the K devices).
         """
-        n_real, f, n_ant, k = h.shape
-        s_max = min(n_ant, k)
+        n_real, _, n_ant, k = h.shape
         if self.streams != "auto" and self.detector == "zf" and self.streams > n_ant:
             raise ValueError(f"`streams` must be <= N = {n_ant} for ZF detection, got {self.streams}")
-        sizes = range(1, s_max + 1) if self.streams == "auto" else [min(self.streams, k)]
-        cands = sorted({-(-k // s) for s in sizes})
-        plans = [balanced_groups(k, g) for g in cands]
-        sinr = np.zeros((len(cands), n_real, f, k))
+        most = min(n_ant, k) if self.streams == "auto" else min(self.streams, k)
+        counts = range(-(-k // most), k + 1) if self.streams == "auto" else [-(-k // most)]
+        rows = np.arange(n_real)
+        label = np.zeros((len(counts), n_real, k), int)
         by_size = {}
-        for c, plan in enumerate(plans):
-            for members in plan:
-                by_size.setdefault(len(members), []).append((c, members))
+        for c, g in enumerate(counts):
+            for members in channel_aware_groups(h, g):
+                np.put_along_axis(label[c], members, members[:, :1], -1)
+                by_size.setdefault(members.shape[-1], []).append((c, members))
+        mcs, eff = np.zeros(label.shape, int), np.zeros(label.shape)
+        uses = np.zeros(label.shape[:2], int)
         for items in by_size.values():
-            idx = np.stack([m for _, m in items])                                   # [I, S]
-            hg = np.moveaxis(h[..., idx], -2, 0)                                    # [I, B, F, N, S]
-            sn = post_detection_sinr(tf.constant(hg, self.cdtype), noise_var, self.detector,
-                                     self.precision).numpy()                        # [I, B, F, S]
+            gm, ge, gu = self._link_adapt(h, np.tile(rows, len(items)), np.concatenate([m for _, m in items]),
+                                          noise_var, num_reals)
             for i, (c, members) in enumerate(items):
-                sinr[c, ..., members] = np.moveaxis(sn[i], -1, 0)
+                part = slice(i * n_real, (i + 1) * n_real)
+                np.put_along_axis(mcs[c], members, gm[part], -1)
+                np.put_along_axis(eff[c], members, ge[part], -1)
+                uses[c] += gu[part]
+        merged = self._merge(h, noise_var, num_reals, most)
+        label, mcs, eff, uses = (np.concatenate([p, m[None]]) for p, m in zip((label, mcs, eff, uses), merged))
+        outage = self.block_error_prob(eff, mcs).mean(-1)                           # [C, B]
+        meets = outage <= self.outage_target
+        best = np.where(meets.any(0), np.lexsort((outage, uses, ~meets), axis=0)[0],
+                        np.lexsort((uses, (mcs < 0).sum(-1)), axis=0)[0])           # [B]
+        label = label[best, rows]
+        groups = [[np.flatnonzero(lab == r) for r in np.unique(lab)] for lab in label]
+        return groups, mcs[best, rows], eff[best, rows], uses[best, rows], outage[best, rows]
+
+    def _link_adapt(self, h, rows, members, noise_var, num_reals):
+        """MCS of M groups transmitting at once: group i is devices members[i] [S] of realisation rows[i].
+        Returns (mcs [M, S] int, sinr_eff [M, S] linear, channel_uses [M] int)."""
+        f = h.shape[1]
+        hg = np.take_along_axis(h[rows], members[:, None, None, :], -1)                # [M, F, N, S]
+        sinr = post_detection_sinr(tf.constant(hg, self.cdtype), noise_var, self.detector,
+                                   self.precision).numpy()                            # [M, F, S]
         if self.adaptive:
-            eff_all = effective_sinr(sinr, self.table)                              # [J, C, B, K]
+            eff_all = effective_sinr(sinr, self.table)                                # [J, M, S]
             mcs = select_mcs(eff_all, self.table)
             eff = np.take_along_axis(eff_all, np.maximum(mcs, 0)[None], 0)[0]
         else:
-            mcs = np.zeros(sinr.shape[:2] + (k,), int)
+            mcs = np.zeros(members.shape, int)
             eff = effective_sinr(sinr, self.table)[0] if self.table else np.full(mcs.shape, np.nan)
-        sym = np.where(mcs >= 0, self.symbols(num_reals, np.maximum(mcs, 0)), 0)    # [C, B, K]
-        uses = np.zeros(sym.shape[:2], int)
-        for c, plan in enumerate(plans):
-            for members in plan:
-                uses[c] += -(-sym[c][:, members].max(-1) // f) * f
-        outage = (mcs < 0).sum(-1)                                                   # [C, B]
-        best = np.lexsort((uses, outage), axis=0)[0]                                 # [B]
+        sym = np.where(mcs >= 0, self.symbols(num_reals, np.maximum(mcs, 0)), 0).max(-1)
+        return mcs, eff, -(-sym // f) * f
+
+    def _merge(self, h, noise_var, num_reals, most):
+        """Greedy merging (module docstring): from every device alone, merge the two groups whose merger saves
+        the most channel uses while the plan stays admissible, until no merger saves any.
+        Returns (label [B, K] int: the lowest device index of each device's group, mcs [B, K], sinr_eff [B, K],
+        channel_uses [B])."""
+        n_real, k = h.shape[0], h.shape[-1]
         rows = np.arange(n_real)
-        return ([plans[c] for c in best], mcs[best, rows], eff[best, rows], uses[best, rows])
+        label = np.tile(np.arange(k), (n_real, 1))
+        gm, ge, gu = self._link_adapt(h, np.repeat(rows, k), label.reshape(-1, 1), noise_var, num_reals)
+        mcs, eff = gm.reshape(n_real, k), np.array(ge).reshape(n_real, k)               # eff: writable copy
+        size, g_uses = np.ones((n_real, k), int), gu.reshape(n_real, k)              # per group, at its label
+        p_fail = self.block_error_prob(eff, mcs)                                       # [B, K]
+        tdma_misses = p_fail.mean(-1) > self.outage_target                             # [B]
+        pair = np.triu(np.ones((k, k), bool), 1)
+        stale = np.ones((n_real, k, k), bool)
+        saving, d_fail, d_drop = (np.zeros((n_real, k, k)) for _ in range(3))
+
+        def merge(b, i, j):
+            """Link adaptation of groups i and j of realisations b merged: (members, mcs, sinr_eff, uses)."""
+            inside = (label[b] == i[:, None]) | (label[b] == j[:, None])               # [M, K]
+            out = []
+            for s in np.unique(inside.sum(-1)):
+                sel = np.flatnonzero(inside.sum(-1) == s)
+                members = np.sort(np.argsort(~inside[sel], -1, kind="stable")[:, :s], -1)
+                out.append((sel, members, *self._link_adapt(h, b[sel], members, noise_var, num_reals)))
+            return out
+
+        while True:
+            valid = pair & (size[:, :, None] + size[:, None, :] <= most) & (size[:, :, None] > 0) \
+                & (size[:, None, :] > 0)
+            b, i, j = np.nonzero(valid & stale)
+            for sel, members, m, e, u in merge(b, i, j):
+                bs, is_, js = b[sel], i[sel], j[sel]
+                old_fail = np.take_along_axis(p_fail[bs], members, -1)
+                old_drop = np.take_along_axis(mcs[bs], members, -1) < 0
+                saving[bs, is_, js] = g_uses[bs, is_] + g_uses[bs, js] - u
+                d_fail[bs, is_, js] = (self.block_error_prob(e, m) - old_fail).sum(-1)
+                d_drop[bs, is_, js] = (m < 0).sum(-1) - old_drop.sum(-1)
+            stale[valid] = False
+            fail = p_fail.sum(-1)[:, None, None]
+            ok = valid & (saving > 0) & (((fail + d_fail) / k <= self.outage_target)
+                                         | (tdma_misses[:, None, None] & (d_drop <= 0)))
+            best = np.where(ok, saving, -np.inf).reshape(n_real, -1)
+            b = np.flatnonzero(np.isfinite(best.max(-1)))
+            if not len(b):
+                break
+            i, j = np.divmod(best[b].argmax(-1), k)
+            for sel, members, m, e, u in merge(b, i, j):
+                bs, is_, js = b[sel], i[sel], j[sel]
+                label[bs[:, None], members] = is_[:, None]
+                mcs[bs[:, None], members], eff[bs[:, None], members] = m, e
+                p_fail[bs[:, None], members] = self.block_error_prob(e, m)
+                g_uses[bs, is_], g_uses[bs, js] = u, 0
+                size[bs, is_], size[bs, js] = members.shape[-1], 0
+                stale[bs, is_, :] = stale[bs, :, is_] = True
+        return label, mcs, eff, g_uses.sum(-1)
+
+    def block_error_prob(self, sinr_eff, mcs):
+        """Probability that a block of each device fails: the calibrated BLER of its MCS at its effective SINR
+        (`Mcs.bler`), 1 for a device in outage (it sends nothing), 0 for a fixed MCS outside `MCS_TABLE`
+        (no calibration).
+
+        Input
+        -----
+        sinr_eff : [...], float -- effective SINR of the device's MCS, linear; mcs : [...], int -- index, -1 outage
+
+        Output
+        ------
+        p_fail : [...], np.float64
+        """
+        p_fail = np.where(mcs < 0, 1.0, 0.0)
+        for j, e in enumerate(self.table or ()):
+            p_fail = np.where(mcs == j, e.bler(10 * np.log10(np.maximum(sinr_eff, 1e-30))), p_fail)
+        return p_fail
 
     # ------------------------------------------------------------------ transmission
     def _transmit(self, tx_bits, h, noise_var, groups, mcs):
@@ -254,9 +372,7 @@ class DigitalUplink(Block):
 
     def _draw(self, eff, mcs, num_blocks):
         """Abstract link: block_ok [B, K, Cmax], each block passing with probability 1 - BLER(MCS, eff)."""
-        p_fail = np.ones(mcs.shape)
-        for j, e in enumerate(self.table):
-            p_fail = np.where(mcs == j, e.bler(10 * np.log10(np.maximum(eff, 1e-30))), p_fail)
+        p_fail = self.block_error_prob(eff, mcs)
         cmax = int(num_blocks.max(initial=1))
         u = np_rng().uniform(size=mcs.shape + (cmax,))
         return (u >= p_fail[..., None]) & (np.arange(cmax) < num_blocks[..., None])
@@ -281,7 +397,7 @@ class DigitalUplink(Block):
         reseed(seed)
         h = H.numpy() if H.shape.rank == 4 else H.numpy()[:, None]                  # [B, F, N, K]
         h = h * np.sqrt(np.broadcast_to(p.numpy(), (k,)))
-        groups, mcs, eff, uses = self.schedule(h, nv, num_reals)
+        groups, mcs, eff, uses, outage = self.schedule(h, nv, num_reals)
         bits, lo, hi = self.quantizer.quantize(x)
         header = np.stack([lo.numpy(), hi.numpy()], -1).astype(np.float32).view(np.uint32)      # [B, K, 2]
         header = (header[..., None] >> np.arange(31, -1, -1, dtype=np.uint32)) & 1
@@ -309,10 +425,10 @@ class DigitalUplink(Block):
         out = UplinkResult(f_hat=f_hat, x_hat=x_hat, valid=valid_t, agg_mse=agg_mse, bit_errors=bit_errors,
                            bits=bits_sent, block_errors=int((transmitted & ~ok).sum()), blocks=int(num_blocks.sum()),
                            channel_uses=uses, mcs=mcs, groups=np.array([len(g) for g in groups]),
-                           devices=valid.any(-1).sum(-1))
+                           devices=valid.any(-1).sum(-1), outage=outage)
         if single:
             for name in ("f_hat", "x_hat", "valid"):
                 setattr(out, name, getattr(out, name)[0])
-            out.channel_uses, out.mcs, out.groups, out.devices = (int(uses[0]), mcs[0], int(out.groups[0]),
-                                                                  int(out.devices[0]))
+            out.channel_uses, out.mcs, out.groups, out.devices, out.outage = (
+                int(uses[0]), mcs[0], int(out.groups[0]), int(out.devices[0]), float(outage[0]))
         return out
