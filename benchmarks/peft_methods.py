@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, prepare_output, run_points
+from deft6g.experiment import ResultStore, line_plot, load_json, prepare_output, run_points, write_json_atomic
 from deft6g.finetune import load_study_model
 
 METHOD_FIELDS = ["method", "accuracy", "trainable_params", "samples_per_s", "samples_per_s_with_cache",
@@ -234,9 +234,11 @@ def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
                describe=lambda p, r: f"{p['method']}: accuracy {float(r['accuracy']):.3f}")
     budgets = ResultStore(out / "budgets.csv", BUDGET_FIELDS, ["allocation", "budget_fraction"])
     imp_path = out / "importance.json"
-    if not imp_path.exists():
-        imp_path.write_text(json.dumps(_in_subprocess("importance", cfg)["importance"]))
-    importance = np.array(json.loads(imp_path.read_text()))
+    importance = load_json(imp_path)
+    if importance is None:                          # missing, or torn by an older version: computed again
+        importance = _in_subprocess("importance", cfg)["importance"]
+        write_json_atomic(imp_path, importance)
+    importance = np.array(importance)
     todo = {(r["allocation"], r["budget_fraction"]): r for r in allocations(cfg, importance, len(importance))}
     run_points([{"allocation": a, "budget_fraction": f} for a, f in todo], BudgetTask(cfg, todo), budgets,
                desc="finetune budgets", log=log, **parallel,

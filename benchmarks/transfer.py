@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points
+from deft6g.experiment import (ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output, run_points,
+                               write_json_atomic)
 
 SOURCE_FIELDS = ["task", "seed", "accuracy", "steps", "train_examples", "test_examples"]
 CHOICE_FIELDS = ["target", "seed", "similarity_choice", "similarities", "trial_choice", "trial_scores"]
@@ -324,9 +325,9 @@ def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
                describe=lambda p, r: f"{p['target']} seed {p['seed']} {p['init']} {p['link']} {p['snr_db']} "
                                      f"{p['num_bits']}: accuracy {float(r['accuracy']):.3f}")
     path = out / "timing.json"                          # one entry per invocation: a resumed run adds up
-    runs_so_far = json.loads(path.read_text()) if path.is_file() else []
+    runs_so_far = load_json(path, [])                  # a torn one (older versions) restarts the sum, with a warning
     runs_so_far.append({"cpu_s": time.process_time() - cpu0 + worker_cpu[0], "wall_s": time.time() - wall0})
-    path.write_text(json.dumps(runs_so_far, indent=2))
+    write_json_atomic(path, runs_so_far, indent=2)
     timing = {k: sum(r[k] for r in runs_so_far) for k in ("cpu_s", "wall_s")}
     sources, ch_rows, runs = src_store.rows(), ch_store.rows(), run_store.rows()
     _write_summary(out, cfg, runs, ch_rows)

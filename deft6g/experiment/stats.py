@@ -1,8 +1,12 @@
 """Seed statistics: the mean with a Student-t confidence interval, paired differences, the paired equivalence
 test (TOST), log-space intervals for positive heavy-tailed figures, grouped summaries."""
 
+import logging
+
 import numpy as np
 from scipy import stats
+
+_log = logging.getLogger(__name__)
 
 
 def mean_ci(values, confidence=0.95):
@@ -88,16 +92,33 @@ def percentiles(values, q=(10, 50, 90)):
 
 def summarise(rows, by, values, confidence=0.95):
     """Group `rows` (dicts, values may be strings as read from CSV) by the columns `by` and give, per group,
-    the group's columns, `n`, and for each column v of `values` `v_mean` and `v_ci` (half-width of the
-    `confidence` interval, NaN for n = 1). Groups keep the order of first appearance."""
+    the group's columns, `n` (its rows), and for each column v of `values` `v_mean` and `v_ci` (half-width of
+    the `confidence` interval) over the group's finite values, and `v_skipped`, the number of non-finite
+    values (NaN, +-inf: a failed or diverged run) left out; a one-line warning names their row numbers
+    (0-based, in `rows`). With one finite value v_ci is NaN, with none v_mean is NaN too. A value that is not
+    a number raises ValueError naming the row and column. Groups keep the order of first appearance."""
     groups = {}
-    for r in rows:
-        groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    for i, r in enumerate(rows):
+        groups.setdefault(tuple(r[k] for k in by), []).append((i, r))
     out = []
     for key, members in groups.items():
         s = dict(zip(by, key))
         s["n"] = len(members)
         for v in values:
-            s[f"{v}_mean"], s[f"{v}_ci"] = mean_ci([float(m[v]) for m in members], confidence)
+            x = np.array([_number(m[v], i, v) for i, m in members], np.float64)
+            finite = np.isfinite(x)
+            if not finite.all():
+                skipped = [i for (i, _), ok in zip(members, finite) if not ok]
+                _log.warning("summarise: left out %d non-finite `%s` value(s) of group %s, rows %s", len(skipped),
+                             v, dict(zip(by, key)), skipped)
+            s[f"{v}_mean"], s[f"{v}_ci"] = mean_ci(x[finite], confidence) if finite.any() else (np.nan, np.nan)
+            s[f"{v}_skipped"] = int((~finite).sum())
         out.append(s)
     return out
+
+
+def _number(value, row, column):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"row {row} of `rows`: `{column}` is {value!r}, not a number") from None

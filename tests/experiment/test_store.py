@@ -1,0 +1,188 @@
+"""The result store and output folders under faults: torn and NUL-padded tails, canonical NumPy keys, folders
+without config.json, provenance and version changes, torn side files, NaN in results."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deft6g.experiment import (OutputFolderError, ResultStore, load_json, prepare_output, summarise,
+                               write_json_atomic)
+from deft6g.experiment.store import canonical, provenance
+
+FIELDS, KEY = ["p", "seed", "value"], ["p", "seed"]
+
+
+def _store(path):
+    return ResultStore(path, FIELDS, KEY)
+
+
+def test_torn_last_row_is_dropped_with_a_warning_and_rerun(tmp_path, caplog):
+    """A row cut before its line break (0.84563 cut to 0.8456) is not done; the next add starts a new line."""
+    path = tmp_path / "results.csv"
+    store = _store(path)
+    store.add({"p": 0.0, "seed": 0, "value": 0.5})
+    store.add({"p": 0.1, "seed": 0, "value": 0.84563})
+    path.write_bytes(path.read_bytes()[:-3])                         # "0.1,0,0.8456"
+    caplog.set_level("WARNING")
+    again = _store(path)
+    assert [m for m in caplog.messages if "dropped a torn last row '0.1,0,0.8456'" in m] == caplog.messages
+    assert len(caplog.messages) == 1 and "\n" not in caplog.messages[0]
+    assert not again.done({"p": 0.1, "seed": 0}) and again.rows() == [{"p": "0.0", "seed": "0", "value": "0.5"}]
+    again.add({"p": 0.1, "seed": 0, "value": 0.84563})
+    again.add({"p": 0.2, "seed": 0, "value": 0.7})
+    assert path.read_bytes() == b"p,seed,value\r\n0.0,0,0.5\r\n0.1,0,0.84563\r\n0.2,0,0.7\r\n"
+
+
+def test_nul_padded_tail_is_no_phantom_row(tmp_path, caplog):
+    path = tmp_path / "results.csv"
+    _store(path).add({"p": 1, "seed": 0, "value": 3})
+    with path.open("ab") as f:
+        f.write(b"\0" * 40)
+    caplog.set_level("WARNING")
+    again = _store(path)
+    assert len(again.rows()) == 1 and "40 bytes" in caplog.text
+    assert path.read_bytes() == b"p,seed,value\r\n1,0,3\r\n"
+
+
+def test_damage_followed_by_complete_rows_is_refused(tmp_path):
+    """A glued row (what the old store made of a torn row) in the middle is not silently dropped."""
+    path = tmp_path / "results.csv"
+    path.write_text("p,seed,value\r\n0,0,0.84521,0,0.5\r\n2,0,0.6\r\n")
+    with pytest.raises(OutputFolderError, match="line 2 is damaged"):
+        _store(path)
+
+
+def test_torn_header_is_rewritten_and_foreign_file_refused(tmp_path):
+    path = tmp_path / "results.csv"
+    path.write_bytes(b"p,se")
+    assert _store(path).rows() == [] and path.read_bytes() == b"p,seed,value\r\n"
+    path.write_bytes(b"not ours")
+    with pytest.raises(OutputFolderError, match="CSV header"):
+        _store(path)
+
+
+def test_numpy_scalar_keys_resume(tmp_path):
+    """np.float32(0.1) is written "0.1": it, 0.1, np.float64(0.1) and "0.1" are one point, before and after a
+    reload; float(np.float32(0.1)) = 0.10000000149011612 is written as that decimal, another point."""
+    path = tmp_path / "results.csv"
+    store = _store(path)
+    store.add({"p": np.float32(0.1), "seed": np.int64(2), "value": np.float32(0.25)})
+    for s in (store, _store(path)):
+        for p in (np.float32(0.1), 0.1, np.float64(0.1), "0.1"):
+            assert s.done({"p": p, "seed": 2}) and s.done({"p": p, "seed": "2.0"})
+        assert not s.done({"p": float(np.float32(0.1)), "seed": 2})
+    assert canonical(np.float32(1e-8)) == canonical(1e-8) == "1e-08"
+    assert canonical(np.True_) == canonical("True") != canonical(1)
+
+
+rows_strategy = st.lists(st.tuples(st.integers(-5, 5), st.text(alphabet='ab,"\n\r é0.', max_size=8)),
+                         min_size=1, max_size=6, unique_by=lambda r: r[0])
+
+
+@settings(deadline=None, derandomize=True, max_examples=150)
+@given(rows=rows_strategy, cut=st.floats(0, 1, exclude_max=True), nuls=st.integers(0, 20),
+       more=st.integers(0, 2))
+def test_reload_keeps_exactly_the_finished_rows(tmp_path_factory, rows, cut, nuls, more):
+    """Any rows (quoted commas, quotes, line breaks, multi-byte text), the last one cut at any byte offset of
+    its line (or kept whole) and then NUL bytes appended: a reload keeps exactly the rows written whole, the
+    file holds exactly their bytes, and further adds and reloads keep every finished row."""
+    path = tmp_path_factory.mktemp("prop") / "r.csv"
+    store = _store(path)
+    starts = []
+    for p, text in rows:
+        starts.append(path.stat().st_size)
+        store.add({"p": p, "seed": 0, "value": text})
+    data = path.read_bytes()
+    whole = cut == 0 and nuls == 0
+    offset = len(data) if whole else starts[-1] + int(cut * (len(data) - starts[-1]))
+    path.write_bytes(data[:offset] + b"\0" * nuls)
+    finished = rows if whole else rows[:-1]
+    expect = [{"p": str(p), "seed": "0", "value": t} for p, t in finished]
+    again = _store(path)
+    assert again.rows() == expect and path.read_bytes() == data[:len(data) if whole else starts[-1]]
+    assert again.done({"p": rows[-1][0], "seed": 0}) == whole
+    for i in range(more):
+        again.add({"p": 100 + i, "seed": 0, "value": f"x{i}"})
+        expect.append({"p": str(100 + i), "seed": "0", "value": f"x{i}"})
+    assert _store(path).rows() == expect
+
+
+def test_folder_with_results_but_no_config_is_refused(tmp_path):
+    """A finished `link` folder whose config.json was deleted is not adopted by a run with --seed 5."""
+    out = prepare_output(tmp_path / "link", "link", {"seed": 0})
+    _store(out / "aircomp.csv").add({"p": 0, "seed": 0, "value": 1})
+    (out / "config.json").unlink()
+    with pytest.raises(OutputFolderError, match="holds result files .*aircomp.csv.* but no config.json"):
+        prepare_output(out, "link", {"seed": 5})
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "study.toml").write_text("")              # not a result file
+    prepare_output(tmp_path / "fresh", "link", {"seed": 5})
+
+
+def test_config_records_provenance_outside_the_equality_check(tmp_path):
+    out = prepare_output(tmp_path, "link", {"seed": 0})
+    record = json.loads((out / "config.json").read_text())
+    assert record["provenance"] == provenance() and record["config"] == {"seed": 0}
+    assert set(record["provenance"]["versions"]) == {"deft6g", "tensorflow", "sionna-no-rt", "transformers", "cvxpy"}
+    assert record["provenance"]["versions"]["deft6g"] == "0.1.0"
+    assert all(record["provenance"]["threads"][k] >= 1 for k in ("intra_op", "inter_op", "cpu_count"))
+    record["provenance"]["git_commit"], record["provenance"]["threads"]["intra_op"] = "0000000", 99
+    (out / "config.json").write_text(json.dumps(record))
+    prepare_output(tmp_path, "link", {"seed": 0})                    # other commit or machine: resumes
+    with pytest.raises(OutputFolderError, match="seed: 0 there, 5 now"):
+        prepare_output(tmp_path, "link", {"seed": 5})
+
+
+def test_version_change_is_refused_unless_allowed_and_recorded(tmp_path, monkeypatch, caplog):
+    out = prepare_output(tmp_path, "link", {"seed": 0})
+    record = json.loads((out / "config.json").read_text())
+    record["provenance"]["versions"]["tensorflow"] = "2.0.0"
+    (out / "config.json").write_text(json.dumps(record))
+    now = provenance()["versions"]["tensorflow"]
+    with pytest.raises(OutputFolderError, match=f"tensorflow: '2.0.0' there, '{now}' now.*allow_version_change"):
+        prepare_output(tmp_path, "link", {"seed": 0})
+    with pytest.raises(TypeError, match="`allow_version_change`"):
+        prepare_output(tmp_path, "link", {"seed": 0}, allow_version_change="yes")
+    monkeypatch.setenv("DEFT6G_ALLOW_VERSION_CHANGE", "1")
+    caplog.set_level("WARNING")
+    prepare_output(tmp_path, "link", {"seed": 0})
+    monkeypatch.delenv("DEFT6G_ALLOW_VERSION_CHANGE")
+    assert "tensorflow: '2.0.0' there" in caplog.text
+    changes = json.loads((out / "config.json").read_text())["version_changes"]
+    assert [(c["from"]["tensorflow"], c["to"]["tensorflow"]) for c in changes] == [("2.0.0", now)]
+    prepare_output(tmp_path, "link", {"seed": 0})                    # the latest versions now: no override needed
+    del record["provenance"]                                         # a folder of a version that recorded none
+    (out / "config.json").write_text(json.dumps(record))
+    with pytest.raises(OutputFolderError, match="no versions recorded"):
+        prepare_output(tmp_path, "link", {"seed": 0})
+    prepare_output(tmp_path, "link", {"seed": 0}, allow_version_change=True)
+
+
+def test_side_files_are_atomic_and_a_torn_one_is_rebuilt(tmp_path, caplog):
+    path = tmp_path / "importance.json"
+    write_json_atomic(path, [0.5, 0.25], indent=2)
+    assert load_json(path) == [0.5, 0.25] and [p.name for p in tmp_path.iterdir()] == ["importance.json"]
+    path.write_text('[0.5, 0.2')                                     # torn by an older, non-atomic writer
+    caplog.set_level("WARNING")
+    assert load_json(path, []) == [] and "importance.json is not valid JSON" in caplog.text
+    assert load_json(tmp_path / "missing.json") is None
+
+
+def test_nan_in_a_results_file_is_skipped_and_counted(tmp_path, caplog):
+    """accuracy (0.5, nan, 0.7) in one group: mean 0.6 and the t interval of (0.5, 0.7), 1 skipped, rows named;
+    a group of NaN alone gives NaN; a value that is not a number names its row and column."""
+    store = ResultStore(tmp_path / "results.csv", ["scheme", "seed", "acc"], ["scheme", "seed"])
+    for scheme, seed, acc in [("a", 0, 0.5), ("a", 1, float("nan")), ("a", 2, 0.7), ("b", 0, float("nan"))]:
+        store.add({"scheme": scheme, "seed": seed, "acc": acc})
+    caplog.set_level("WARNING")
+    a, b = summarise(ResultStore(tmp_path / "results.csv", ["scheme", "seed", "acc"], ["scheme", "seed"]).rows(),
+                     ["scheme"], ["acc"])
+    assert (a["n"], a["acc_skipped"], b["n"], b["acc_skipped"]) == (3, 1, 1, 1)
+    assert a["acc_mean"] == pytest.approx(0.6) and a["acc_ci"] == pytest.approx(12.706204736 * 0.1, rel=1e-9)
+    assert np.isnan(b["acc_mean"]) and np.isnan(b["acc_ci"])
+    assert "rows [1]" in caplog.text and "rows [3]" in caplog.text
+    with pytest.raises(ValueError, match="row 1 of `rows`: `acc` is 'oops'"):
+        summarise([{"s": "a", "acc": "1"}, {"s": "a", "acc": "oops"}], ["s"], ["acc"])
