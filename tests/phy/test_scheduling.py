@@ -21,7 +21,8 @@ def group_sinr(h, groups, noise_var):
     out = np.zeros((h.shape[0], h.shape[-1]))
     for members in groups:
         hg = np.take_along_axis(h[:, 0], members[:, None, :], -1)
-        np.put_along_axis(out, members, phy.post_detection_sinr(tf.constant(hg), noise_var, precision="double").numpy(), -1)
+        sinr = phy.post_detection_sinr(tf.constant(hg), noise_var, precision="double").numpy()
+        np.put_along_axis(out, members, sinr, -1)
     return out
 
 
