@@ -183,8 +183,8 @@ def test_study_killed_mid_row_resumes_without_duplicates(tmp_path, tiny_study, c
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     _run_until_held([HOLD_STUDY, str(gate), "study", "--config", str(tiny_study), "--out", str(out)], gate,
                     tmp_path / "stderr.txt")
-    text = (out / "results.csv").read_text()
-    assert text.count("\r\n") == 3 and not text.endswith("\n")     # header, 2 rows, half of the 3rd
+    data = (out / "results.csv").read_bytes()
+    assert data.count(b"\r\n") == 3 and not data.endswith(b"\n")     # header, 2 rows, half of the 3rd
     with (out / "results.csv").open(newline="") as f:
         before = list(csv.DictReader(f))[:2]
     caplog.set_level("WARNING")
