@@ -11,7 +11,7 @@ from .fomo import ARCHITECTURES, PRETRAINED, SMOKE_MODEL, build_fomo, load_fomo,
 from .peft_model import PeftModel, PeftModelOutput, freeze_all_but, get_peft_model
 from .training import CROSS_ENTROPY, block_importance, evaluate, make_grad_fn, make_train_step
 from .aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator, \
-    OBDAAggregator, make_aggregator
+    NoisyAggregator, OBDAAggregator, make_aggregator
 from .emulator import build_emulator, emulator_blocks, emulator_config, plug_in, plug_in_state
 from .emulator_package import apply_low_rank, dequantize, download_bits, low_rank_factors, pack_emulator, \
     quantize_int8, remap_tokens, token_map, unpack_emulator

@@ -5,6 +5,15 @@ Every aggregator maps updates [K, L] (float32, one row per device) and FedAvg we
 to 1; None: equal) to an estimate of their weighted mean sum_k w_k u_k [L] (OBDA: a scaled sign of it) and
 reports the round's aggregation MSE (mean squared error per entry against the true weighted mean) and channel uses.
 SNR = P / sigma^2 per device (P = 1, noise variance per receive antenna), in dB.
+
+Every radio round is counted whole (docs/design.md §8): the server estimates the channel from tau = K orthogonal
+pilots per subcarrier sent at the link's SNR (`PilotCsi`; the design, the MCS choice and the detection use the
+estimate), AirComp's per-device statistics travel up through the digital link (`ControlLink`: whole blocks,
+the MCS the SINR supports, CRC; a device whose statistics fail is dropped for the round and the FedAvg weights
+renormalised over the rest), and the downlink messages (AirComp's and OBDA's per-device transmit factors, who
+stays silent; digital's MCS and group grants) go down at `downlink_snr_db` (default: the uplink's) in their own
+column; a device that misses its downlink message stays silent. `genie=True` gives the labelled genie: perfect
+CSI (or the explicit `csi_error` model), free side information and downlink.
 """
 
 from dataclasses import dataclass
@@ -12,21 +21,47 @@ from dataclasses import dataclass
 import numpy as np
 
 from deft6g.optim import design_aircomp, select_devices, truncated_inversion
-from deft6g.phy import FLAT_MODELS, MCS_TABLE, AirCompUplink, DigitalUplink, FadingChannel, OBDAUplink, \
-    aircomp_channel_uses, imperfect_csi
+from deft6g.phy import DROP_MODELS, FLAT_MODELS, MCS_TABLE, AirCompUplink, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, \
+    PilotCsi, aircomp_channel_uses, imperfect_csi, pilot_channel_uses
+
+STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
+FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
+GRANT_BITS = 16         # a digital device's MCS index and group slot
 
 
 @dataclass
 class Aggregate:
     """mean [L] float32: the server's estimate of the devices' mean update; agg_mse: per-entry MSE against
-    the true mean; channel_uses: symbols spent this round; devices: how many devices were heard;
-    per_device [K, L] | None: each device's update as the server received it (None when the link delivers
-    only the sum, as AirComp does)."""
+    the true mean; channel_uses: uplink symbols spent this round (payload + pilots + side information);
+    devices: how many devices were heard; per_device [K, L] | None: each device's update as the server
+    received it (None when the link delivers only the sum, as AirComp does); payload_uses, pilot_uses,
+    side_info_uses: the parts of channel_uses; downlink_uses: the server's downlink symbols (not in
+    channel_uses); energy [K] | None: each device's transmit energy this round [P x channel uses]; nmse:
+    ||mean - true||^2 / ||true||^2 (NaN when the true mean is 0); participants [K] bool | None: the devices
+    the server aggregated (dropped ones: outage, failed side information)."""
     mean: np.ndarray
     agg_mse: float
     channel_uses: int
     devices: int
     per_device: np.ndarray = None
+    payload_uses: int = 0
+    pilot_uses: int = 0
+    side_info_uses: int = 0
+    downlink_uses: int = 0
+    energy: np.ndarray = None
+    nmse: float = float("nan")
+    participants: np.ndarray = None
+
+
+def _nmse(mean, true):
+    energy = float(np.sum(np.square(true)))
+    return float(np.sum(np.square(mean - true)) / energy) if energy > 0 else float("nan")
+
+
+def _renormalised(w, keep):
+    """FedAvg weights over the devices in `keep` [K] bool (zeros elsewhere; all zero when none is kept)."""
+    w = np.where(keep, w, 0.0)
+    return w / w.sum() if w.sum() > 0 else w
 
 
 def _check_updates(updates, num_devices=None):
@@ -55,40 +90,104 @@ class IdealAggregator:
     def __call__(self, updates, round_index, weights=None):
         u = _check_updates(updates)
         w = fedavg_weights(weights, u.shape[0])
-        return Aggregate((w @ u.astype(np.float64)).astype(np.float32), 0.0, 0, int(np.count_nonzero(w)), per_device=u)
+        return Aggregate((w @ u.astype(np.float64)).astype(np.float32), 0.0, 0, int(np.count_nonzero(w)), per_device=u,
+                         nmse=0.0, participants=w > 0)
+
+
+class NoisyAggregator:
+    """The control of "does accuracy follow the aggregation error alone?": the ideal weighted mean plus white
+    Gaussian noise of normalised MSE `nmse` (per entry, variance nmse ||true||^2 / L), e.g. the NMSE AirComp
+    measured at its lowest SNR; no channel, no channel uses. Seeded per round."""
+    name = "noisy"
+
+    def __init__(self, nmse, seed=0):
+        if isinstance(nmse, bool) or not np.isscalar(nmse) or not np.isfinite(nmse) or nmse < 0:
+            raise ValueError(f"`nmse` must be a finite number >= 0, got {nmse!r}")
+        self.nmse, self.seed = float(nmse), int(seed)
+
+    def __call__(self, updates, round_index, weights=None):
+        u = _check_updates(updates)
+        w = fedavg_weights(weights, u.shape[0])
+        true = w @ u.astype(np.float64)
+        rng = np.random.default_rng([self.seed, round_index])
+        mean = true + rng.normal(0.0, np.sqrt(self.nmse * np.sum(true ** 2) / true.size), true.shape)
+        return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)), 0, int(np.count_nonzero(w)),
+                         nmse=_nmse(mean, true), participants=w > 0)
 
 
 class _RadioAggregator:
-    def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", seed=0, **channel_kwargs):
+    """A fresh channel per round (`FadingChannel`; with a drop model and `keep_drop` the devices persist and
+    only the small-scale fading is redrawn), its estimate from pilots (or the genie's), and the control link
+    that carries side information and downlink messages (module docstring)."""
+
+    def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", seed=0, genie=False, num_pilots=None,
+                 downlink_snr_db=None, csi_error=0.0, **channel_kwargs):
         if not np.isfinite(snr_db):
             raise ValueError(f"`snr_db` must be finite, got {snr_db}")
+        if not csi_error >= 0:
+            raise ValueError(f"`csi_error` must be >= 0, got {csi_error}")
+        if csi_error and not genie:
+            raise ValueError("`csi_error` (an explicit CSI error variance) needs `genie`=True; without it the CSI "
+                             "comes from pilots at the link's SNR")
         self.num_devices, self.snr_db, self.seed = num_devices, float(snr_db), int(seed)
         self.noise_var = 10.0 ** (-self.snr_db / 10.0)
+        self.genie, self.csi_error = bool(genie), float(csi_error)
+        self.num_pilots = num_devices if num_pilots is None else num_pilots
+        if isinstance(self.num_pilots, bool) or not isinstance(self.num_pilots, int) or self.num_pilots < num_devices:
+            raise ValueError(f"`num_pilots` must be an integer >= K = {num_devices} (orthogonal pilots), got "
+                             f"{num_pilots!r}")
+        self.downlink_snr_db = self.snr_db if downlink_snr_db is None else float(downlink_snr_db)
+        if not np.isfinite(self.downlink_snr_db):
+            raise ValueError(f"`downlink_snr_db` must be finite, got {downlink_snr_db!r}")
         self.channel = FadingChannel(channel, num_rx_ant, num_devices, **channel_kwargs)
+        self.pilots, self.control = PilotCsi(self.num_pilots), ControlLink()
 
     def _round_seed(self, round_index):
         return (self.seed * 1_000_003 + 7919 * round_index) % (2 ** 31)
 
     def _draw(self, round_index):
-        """One channel per round: [N, K] (flat) or [F, N, K] (OFDM)."""
+        """One channel per round: [N, K] (flat) or [F, N, K] (OFDM). A kept drop is placed once, from the
+        aggregator's seed."""
+        if getattr(self.channel, "keep_drop", False) and self.channel.last_drop is None:
+            self.channel.redrop(1, seed=self.seed)
         return self.channel(1, seed=self._round_seed(round_index))[0].numpy()
+
+    def _estimate(self, H, seed):
+        """(H_est, pilot channel uses): LMMSE from pilots at the link's SNR, or the genie's (perfect, or the
+        explicit `csi_error` model) without pilots."""
+        if self.genie:
+            return (imperfect_csi(H, self.csi_error, seed=seed) if self.csi_error else H), 0
+        H_est, _ = self.pilots(H, self.snr_db, seed=seed)
+        return np.asarray(H_est), pilot_channel_uses(self.num_pilots, H.shape[0] if H.ndim == 3 else 1)
+
+    def _send(self, num_bits, H, H_est, snr_db, active, seed):
+        """(delivered [K] bool, channel uses, uses per device [K]) of a control message to or from the `active`
+        devices; the genie delivers everything for free."""
+        if self.genie:
+            return active.copy(), 0, np.zeros(len(active), np.int64)
+        res = self.control(num_bits, H, H_est, snr_db, active=active, seed=seed)
+        return res.delivered, res.channel_uses, res.uses
 
 
 class AirCompAggregator(_RadioAggregator):
-    """MIMO AirComp: a fresh channel per round, a and b designed per round by `design_aircomp` (per
-    subcarrier for TDL/CDL, the payload spread over subcarriers) from a possibly imperfect estimate
-    (`csi_error` variance), optional device selection down to `mse_target` (per-entry MSE of the mean of
-    the selected devices' standardised payloads, `select_devices`); the server de-normalises (`AirCompUplink`)."""
+    """MIMO AirComp: per round a channel, its estimate from pilots, each device's statistics (mean, std: 64
+    bits) up through the control link (a device whose statistics fail is dropped and the weights renormalised
+    over the rest), a and b designed over the remaining devices by `design_aircomp` from the estimate (per
+    subcarrier for TDL/CDL/drops, the payload spread over subcarriers), optional device selection down to
+    `mse_target` (per-entry MSE of the mean of the selected devices' standardised payloads, `select_devices`),
+    each device's transmit factor down (a device that misses it stays silent, while the server still counts
+    it), then the superposed payload; the server de-normalises (`AirCompUplink`). Energy per device: pilots,
+    side information and ceil(L/2) payload symbols at |b_k c_k / c_max|^2 (mean over subcarriers)."""
     name = "aircomp"
 
     def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", method="sdr", csi_error=0.0,
-                 select=False, mse_target=None, seed=0, **channel_kwargs):
-        super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, **channel_kwargs)
+                 select=False, mse_target=None, seed=0, genie=False, num_pilots=None, downlink_snr_db=None,
+                 **channel_kwargs):
+        super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, genie, num_pilots, downlink_snr_db,
+                         csi_error, **channel_kwargs)
         if select and (mse_target is None or mse_target <= 0):
             raise ValueError("device selection needs a positive `mse_target`")
-        if csi_error < 0:
-            raise ValueError(f"`csi_error` must be >= 0, got {csi_error}")
-        self.method, self.csi_error, self.select, self.mse_target = method, float(csi_error), bool(select), mse_target
+        self.method, self.select, self.mse_target = method, bool(select), mse_target
         self.uplink = AirCompUplink()
 
     def __call__(self, updates, round_index, weights=None):
@@ -97,25 +196,42 @@ class AirCompAggregator(_RadioAggregator):
         fed_w = fedavg_weights(weights, k)
         seed = self._round_seed(round_index)
         H = self._draw(round_index)
-        H_est = imperfect_csi(H, self.csi_error, seed=seed + 1) if self.csi_error else H
-        weights = fed_w
-        if self.select:
-            if H.ndim != 2:
-                raise ValueError("device selection is implemented for flat channels (one H per round)")
-            sel = select_devices(H_est, 1.0, self.noise_var, self.mse_target, seed=seed)
-            a, b = sel.design.a, sel.design.b
-            weights = np.zeros(k)
-            weights[sel.selected] = fed_w[sel.selected] / fed_w[sel.selected].sum()
-        else:
-            d = design_aircomp(H_est, 1.0, self.noise_var, self.method, seed=seed)
-            a, b = d.a, d.b
-        est = self.uplink(_spread(u, H).astype(np.float32), H, a, b, self.noise_var,
-                          weights=weights.astype(np.float32), seed=seed + 2, over_subcarriers=H.ndim == 3).numpy()
-        mean = est.reshape(-1)[:n_real]                   # OFDM: [F, chunk] back to payload order
+        H_est, pilot_uses = self._estimate(H, seed + 1)
+        stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, self.snr_db, fed_w > 0, seed + 4)
+        w = _renormalised(fed_w, stats_ok)
+        f = H.shape[0] if H.ndim == 3 else 1
+        payload_uses = aircomp_channel_uses(n_real, num_subcarriers=f)
         true = fed_w @ u.astype(np.float64)
+        energy = (self.num_pilots if not self.genie else 0) + side_per_device.astype(np.float64)
+        down_uses, heard = 0, np.zeros(k, bool)
+        if not np.any(w > 0):                                    # nobody's statistics arrived: no update
+            mean = np.zeros(n_real)
+        else:
+            kept = np.flatnonzero(w > 0)
+            b = np.zeros(H.shape[:-2] + (k,), complex)
+            if self.select:
+                if H.ndim != 2:
+                    raise ValueError("device selection is implemented for flat channels (one H per round)")
+                sel = select_devices(H_est[:, kept], 1.0, self.noise_var, self.mse_target, seed=seed)
+                a, b[kept] = sel.design.a, sel.design.b
+                w = _renormalised(w, np.isin(np.arange(k), kept[sel.selected]))
+            else:
+                d = design_aircomp(H_est[..., kept], 1.0, self.noise_var, self.method, seed=seed)
+                a, b[..., kept] = d.a, d.b
+            told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, self.downlink_snr_db, w > 0, seed + 5)
+            b[..., ~told] = 0.0                                   # no factor received: the device stays silent
+            heard = (w > 0) & told
+            x = _spread(u, H).astype(np.float32)
+            est = self.uplink(x, H, a, b, self.noise_var, weights=w.astype(np.float32), seed=seed + 2,
+                              over_subcarriers=H.ndim == 3).numpy()
+            mean = est.reshape(-1)[:n_real]                       # OFDM: [F, chunk] back to payload order
+            c = w * u.std(axis=1)
+            scale = c / c.max() if c.max() > 0 else c
+            energy += payload_uses * np.mean(np.abs(b.reshape(-1, k)) ** 2, axis=0) * scale ** 2
         return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)),
-                         int(aircomp_channel_uses(n_real, num_devices=k, num_subcarriers=H.shape[0] if H.ndim == 3 else 1)),
-                         int(np.count_nonzero(weights)))
+                         int(payload_uses + pilot_uses + side_uses), int(np.count_nonzero(heard)),
+                         payload_uses=int(payload_uses), pilot_uses=int(pilot_uses), side_info_uses=int(side_uses),
+                         downlink_uses=int(down_uses), energy=energy, nmse=_nmse(mean, true), participants=w > 0)
 
 
 def _spread(u, H):
@@ -148,20 +264,21 @@ class OBDAAggregator(_RadioAggregator):
     F subcarriers); signs need no side information. `devices`: how many devices were heard.
 
     `threshold` (g_th >= 0 on |u^H h_k|^2, linear; 0 inverts every channel) and `server_lr` (> 0, the step
-    size of the sign update) are chosen on validation by the study.
+    size of the sign update) are chosen on validation by the study. Pilots are counted in channel_uses and
+    each voter's transmit factor (or "stay silent") goes down in the downlink column; a voter that misses it
+    stays silent.
     """
     name = "obda"
 
     def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", threshold=0.1, server_lr=1e-3,
-                 csi_error=0.0, seed=0, **channel_kwargs):
-        super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, **channel_kwargs)
+                 csi_error=0.0, seed=0, genie=False, num_pilots=None, downlink_snr_db=None, **channel_kwargs):
+        super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, genie, num_pilots, downlink_snr_db,
+                         csi_error, **channel_kwargs)
         if isinstance(threshold, bool) or not np.isscalar(threshold) or not np.isfinite(threshold) or threshold < 0:
             raise ValueError(f"`threshold` must be a finite number >= 0 (linear gain), got {threshold!r}")
         if isinstance(server_lr, bool) or not np.isscalar(server_lr) or not np.isfinite(server_lr) or server_lr <= 0:
             raise ValueError(f"`server_lr` must be a finite number > 0, got {server_lr!r}")
-        if not csi_error >= 0:
-            raise ValueError(f"`csi_error` must be >= 0, got {csi_error}")
-        self.threshold, self.server_lr, self.csi_error = float(threshold), float(server_lr), float(csi_error)
+        self.threshold, self.server_lr = float(threshold), float(server_lr)
         self.uplink = OBDAUplink()
 
     def __call__(self, updates, round_index, weights=None):
@@ -170,18 +287,22 @@ class OBDAAggregator(_RadioAggregator):
         fed_w = fedavg_weights(weights, k)
         seed = self._round_seed(round_index)
         H = self._draw(round_index)
-        H_est = imperfect_csi(H, self.csi_error, seed=seed + 1) if self.csi_error else H
+        H_est, pilot_uses = self._estimate(H, seed + 1)
         voters = fed_w > 0
         d = truncated_inversion(H_est[..., voters], 1.0, self.noise_var, self.threshold)
         a, b = d.a, np.zeros(H.shape[:-2] + (k,), complex)
         b[..., voters] = d.b
+        told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, self.downlink_snr_db, voters, seed + 5)
+        b[..., ~told] = 0.0                                       # no factor received: the device stays silent
         res = self.uplink(_spread(u, H).astype(np.float32), H, a, b, self.noise_var, seed=seed + 2)
         mean = self.server_lr * res.vote.numpy().reshape(-1)[:n_real]
         true = fed_w @ u.astype(np.float64)
         heard = res.transmitted.numpy().reshape(-1, k).any(axis=0)
-        return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)),
-                         int(aircomp_channel_uses(n_real, num_subcarriers=H.shape[0] if H.ndim == 3 else 1)),
-                         int(np.count_nonzero(heard)))
+        payload_uses = aircomp_channel_uses(n_real, num_subcarriers=H.shape[0] if H.ndim == 3 else 1)
+        energy = (0 if self.genie else self.num_pilots) + res.energy.numpy().reshape(-1, k).sum(axis=0)
+        return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)), int(payload_uses + pilot_uses),
+                         int(np.count_nonzero(heard)), payload_uses=int(payload_uses), pilot_uses=int(pilot_uses),
+                         downlink_uses=int(down_uses), energy=energy, nmse=_nmse(mean, true), participants=heard)
 
 
 class DigitalAggregator(_RadioAggregator):
@@ -199,13 +320,19 @@ class DigitalAggregator(_RadioAggregator):
     SINR (no LDPC decoding; the default for the adaptive table), "bits" simulates every bit with Sionna's
     LDPC decoder (`num_iter` iterations; the default for a fixed MCS outside the table, seconds per round
     at L = 20k on a CPU).
+
+    Pilots are counted in channel_uses (the quantiser ranges already travel in each device's header); each
+    scheduled device's grant (MCS and group, 16 bits) goes down in the downlink column, and a device that
+    misses it stays silent (its entries are not delivered). Energy per device: pilots and the symbols of its
+    stream.
     """
     name = "digital"
 
     def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", num_bits=8, num_bits_per_symbol=2,
                  code_rate=0.5, num_iter=20, seed=0, *, mcs="adaptive", detector="lmmse", streams="auto",
-                 link=None, **channel_kwargs):
-        super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, **channel_kwargs)
+                 link=None, genie=False, num_pilots=None, downlink_snr_db=None, csi_error=0.0, **channel_kwargs):
+        super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, genie, num_pilots, downlink_snr_db,
+                         csi_error, **channel_kwargs)
         if mcs not in ("adaptive", "fixed"):
             raise ValueError(f"`mcs` must be 'adaptive' or 'fixed', got {mcs!r}")
         fixed = (num_bits_per_symbol, code_rate)
@@ -216,36 +343,51 @@ class DigitalAggregator(_RadioAggregator):
 
     def __call__(self, updates, round_index, weights=None):
         u = _check_updates(updates, self.num_devices)
-        w = fedavg_weights(weights, u.shape[0])
+        k, n_real = u.shape
+        w = fedavg_weights(weights, k)
+        seed = self._round_seed(round_index)
         H = self._draw(round_index)
-        res = self.uplink(u, H, self.noise_var, 1.0, seed=self._round_seed(round_index) + 3)
-        x_hat, valid = res.x_hat.numpy().astype(np.float64), res.valid.numpy()
+        H_est, pilot_uses = self._estimate(H, seed + 1)
+        res = self.uplink(u, H, self.noise_var, 1.0, seed=seed + 3, H_est=H_est)
+        mcs = np.asarray(res.mcs)
+        told, down_uses, _ = self._send(GRANT_BITS, H, H_est, self.downlink_snr_db, mcs >= 0, seed + 5)
+        x_hat, valid = res.x_hat.numpy().astype(np.float64), res.valid.numpy() & told[:, None]
         wv = w[:, None] * valid
         heard = wv.sum(0)
         mean = np.where(heard > 0, (wv * x_hat).sum(0) / np.where(heard > 0, heard, 1.0), 0.0)
         per_device = np.where(valid, x_hat, mean).astype(np.float32)
-        return Aggregate(mean.astype(np.float32), float(np.mean((mean - w @ u.astype(np.float64)) ** 2)),
-                         int(res.channel_uses), int(res.devices), per_device=per_device)
+        true = w @ u.astype(np.float64)
+        sent = np.where((mcs >= 0) & told, self.uplink.symbols(n_real, np.maximum(mcs, 0)), 0)
+        energy = (0 if self.genie else self.num_pilots) + sent.astype(np.float64)
+        return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)),
+                         int(res.channel_uses) + int(pilot_uses), int(valid.any(axis=1).sum()), per_device=per_device,
+                         payload_uses=int(res.channel_uses), pilot_uses=int(pilot_uses), downlink_uses=int(down_uses),
+                         energy=energy, nmse=_nmse(mean, true), participants=valid.any(axis=1))
 
 
-SCHEMES = ("ideal", "aircomp", "digital", "obda")
+SCHEMES = ("ideal", "noisy", "aircomp", "digital", "obda")
 
 
 def make_aggregator(scheme, num_devices, num_rx_ant=1, snr_db=0.0, seed=0, channel=None, aircomp=None,
-                    digital=None, obda=None):
-    """The aggregator of `scheme` ("ideal", "aircomp", "digital" or "obda") for `num_devices` devices and a
-    server with `num_rx_ant` antennas at `snr_db` (P / sigma^2 per device, dB). channel: keyword arguments of
-    the channel (model, num_subcarriers for the OFDM models); aircomp / digital / obda: keyword arguments of
-    AirCompAggregator / DigitalAggregator / OBDAAggregator (method, csi_error, select, mse_target / num_bits,
-    ... / threshold, server_lr, csi_error)."""
+                    digital=None, obda=None, link=None, noisy=None):
+    """The aggregator of `scheme` ("ideal", "noisy", "aircomp", "digital" or "obda") for `num_devices` devices
+    and a server with `num_rx_ant` antennas at `snr_db` (P / sigma^2 per device, dB). channel: keyword
+    arguments of the channel (model, num_subcarriers for the OFDM models, keep_drop for the drop models);
+    link: keyword arguments every radio scheme takes (genie, num_pilots, downlink_snr_db); aircomp / digital /
+    obda: keyword arguments of AirCompAggregator / DigitalAggregator / OBDAAggregator (method, csi_error,
+    select, mse_target / num_bits, ... / threshold, server_lr, csi_error); noisy: of NoisyAggregator (nmse)."""
     if scheme not in SCHEMES:
         raise ValueError(f"`scheme` must be one of {SCHEMES}, got {scheme!r}")
     if scheme == "ideal":
         return IdealAggregator()
-    channel = dict(channel or {})
+    if scheme == "noisy":
+        return NoisyAggregator(seed=seed, **(noisy or {}))
+    channel = {**(channel or {}), **(link or {})}
     model = channel.pop("model", "rayleigh")
     if model in FLAT_MODELS:
         channel.pop("num_subcarriers", None)
+    if model not in DROP_MODELS:
+        channel.pop("keep_drop", None)
     if scheme == "aircomp":
         return AirCompAggregator(num_devices, num_rx_ant, snr_db, model, seed=seed, **(aircomp or {}), **channel)
     if scheme == "obda":

@@ -12,7 +12,7 @@ from .d2d import D2DLink
 from .prompt_link import PromptLink, PromptLinkResult
 from .block_codec import BlockCodec
 from .mcs import MCS_TABLE, Mcs, calibrate_mcs, effective_sinr, select_mcs
-from .mu_mimo import DETECTORS, balanced_groups, channel_aware_groups, equalize, post_detection_sinr
+from .mu_mimo import DETECTORS, balanced_groups, channel_aware_groups, equalize, mismatched_sinr, post_detection_sinr
 from .digital_link import DigitalLink, LinkResult
 from .digital_uplink import LINK_MODELS, DigitalUplink, UplinkResult
 from .quantizer import ErrorFeedback, Quantizer

@@ -45,7 +45,7 @@ from .block_codec import BlockCodec, info_bits
 from .error_rates import ErrorRates
 from deft6g.checks import as_tensor, check_count, check_dim, check_noise_var, check_nonnegative
 from .mcs import CODEWORD_LENGTH, MCS_TABLE, effective_sinr, select_mcs
-from .mu_mimo import DETECTORS, channel_aware_groups, equalize, post_detection_sinr
+from .mu_mimo import DETECTORS, channel_aware_groups, equalize, mismatched_sinr, post_detection_sinr
 from .quantizer import Quantizer
 from deft6g.rng import np_rng, reseed
 
@@ -127,6 +127,8 @@ class DigitalUplink(Block):
     -----
     x : [B, K, L] or [K, L] float payloads; H : [B, N, K] | [B, F, N, K] (or without B) complex channels;
     noise_var : float > 0 (per antenna, linear); power : scalar or [K] (P_k, linear; SNR = P / noise_var);
+    H_est : None | the shape of H -- the server's channel estimate (e.g. `PilotCsi`): groups, MCS and detection
+    use it, while the blocks see the true channel through that detector (`mismatched_sinr`); None: perfect CSI;
     seed : None | int
 
     Output
@@ -332,9 +334,9 @@ class DigitalUplink(Block):
         return p_fail
 
     # ------------------------------------------------------------------ transmission
-    def _transmit(self, tx_bits, h, noise_var, groups, mcs):
-        """Bit-true: encode, superpose per group, AWGN, detect, decode. tx_bits [B, K, Lb] NumPy 0/1.
-        Returns (rx_bits [B, K, Lb], block_ok [B, K, Cmax] bool, bit_errors)."""
+    def _transmit(self, tx_bits, h, noise_var, groups, mcs, h_est):
+        """Bit-true: encode, superpose per group, AWGN, detect (with the estimate h_est), decode. tx_bits
+        [B, K, Lb] NumPy 0/1. Returns (rx_bits [B, K, Lb], block_ok [B, K, Cmax] bool, bit_errors)."""
         n_real, f, _, k = h.shape
         lb = tx_bits.shape[-1]
         used = sorted(set(mcs[mcs >= 0].tolist()))
@@ -355,7 +357,8 @@ class DigitalUplink(Block):
                 hg = tf.constant(h[b][..., members], self.cdtype)                     # [F, N, S]
                 xs = tf.constant(x[b, members].reshape(len(members), -1, f), self.cdtype)   # [S, T/F, F]
                 y = self._awgn(tf.einsum("fns,stf->tfn", hg, xs), tf.constant(noise_var, self.rdtype))
-                xe, ne = equalize(y, hg, noise_var, self.detector, self.precision)    # [T/F, F, S], [F, S]
+                he = tf.constant(h_est[b][..., members], self.cdtype)
+                xe, ne = equalize(y, he, noise_var, self.detector, self.precision)    # [T/F, F, S], [F, S]
                 x_hat[b, members] = np.moveaxis(xe.numpy(), -1, 0).reshape(len(members), -1)
                 no[b, members] = np.tile(np.moveaxis(ne.numpy(), -1, 0), (1, t // f))
         rx = np.zeros(tx_bits.shape)
@@ -377,12 +380,27 @@ class DigitalUplink(Block):
         u = np_rng().uniform(size=mcs.shape + (cmax,))
         return (u >= p_fail[..., None]) & (np.arange(cmax) < num_blocks[..., None])
 
-    def call(self, x, H, noise_var, power=1.0, seed=None):
+    def _true_sinr(self, h, h_est, noise_var, groups, mcs):
+        """Effective SINR [B, K] of each device's chosen MCS when detection uses h_est and the channel is h
+        (`mismatched_sinr` per group and subcarrier, folded by `effective_sinr`)."""
+        sinr = np.zeros((h.shape[0], h.shape[1], h.shape[-1]))                    # [B, F, K]
+        for b, plan in enumerate(groups):
+            for members in plan:
+                sinr[b][:, members] = mismatched_sinr(h[b][..., members], h_est[b][..., members], noise_var,
+                                                      self.detector)
+        eff_all = effective_sinr(sinr, self.table) if self.table else np.broadcast_to(sinr[:, 0], (1,) + mcs.shape)
+        return np.take_along_axis(eff_all, np.maximum(mcs, 0)[None], 0)[0]
+
+    def call(self, x, H, noise_var, power=1.0, seed=None, H_est=None):
         x = tf.cast(as_tensor(x, "x", min_rank=2), self.rdtype)
         H = tf.cast(as_tensor(H, "H", min_rank=2), self.cdtype)
+        estimated = H_est is not None
+        H_est = tf.cast(as_tensor(H_est, "H_est", min_rank=2), self.cdtype) if estimated else H
+        if H_est.shape != H.shape:
+            raise ValueError(f"`H_est` must have the shape of `H` {H.shape.as_list()}, got {H_est.shape.as_list()}")
         single = x.shape.rank == 2
         if single:
-            x, H = x[None], H[None]
+            x, H, H_est = x[None], H[None], H_est[None]
         if x.shape.rank != 3:
             raise ValueError(f"`x` must have shape [B, K, L] or [K, L], got {x.shape.as_list()}")
         n_real, k, num_reals = x.shape
@@ -395,16 +413,18 @@ class DigitalUplink(Block):
         if p.shape.rank:
             check_dim(p, -1, k, "power", "K (devices in x)")
         reseed(seed)
-        h = H.numpy() if H.shape.rank == 4 else H.numpy()[:, None]                  # [B, F, N, K]
-        h = h * np.sqrt(np.broadcast_to(p.numpy(), (k,)))
-        groups, mcs, eff, uses, outage = self.schedule(h, nv, num_reals)
+        amp = np.sqrt(np.broadcast_to(p.numpy(), (k,)))
+        h, h_est = ((t.numpy() if t.shape.rank == 4 else t.numpy()[:, None]) * amp for t in (H, H_est))  # [B, F, N, K]
+        groups, mcs, eff, uses, outage = self.schedule(h_est, nv, num_reals)
+        if estimated:                                             # the blocks see the mismatched detector's SINR
+            eff = self._true_sinr(h, h_est, nv, groups, mcs)
         bits, lo, hi = self.quantizer.quantize(x)
         header = np.stack([lo.numpy(), hi.numpy()], -1).astype(np.float32).view(np.uint32)      # [B, K, 2]
         header = (header[..., None] >> np.arange(31, -1, -1, dtype=np.uint32)) & 1
         tx = np.concatenate([header.reshape(n_real, k, HEADER_BITS), bits.numpy()], -1)
         num_blocks = np.where(mcs >= 0, self.blocks(num_reals, np.maximum(mcs, 0)), 0)
         if self.link_model == "bits":
-            rx, ok, bit_errors = self._transmit(tx, h, nv, groups, mcs)
+            rx, ok, bit_errors = self._transmit(tx, h, nv, groups, mcs, h_est)
             bits_sent = int((mcs >= 0).sum()) * tx.shape[-1]
         else:
             rx, ok, bit_errors, bits_sent = tx, self._draw(eff, mcs, num_blocks), 0, 0

@@ -43,6 +43,43 @@ def equalize(y, h, noise_var, detector="lmmse", precision=None):
     return zf_equalizer(y, h, s, precision=precision)
 
 
+def mismatched_sinr(h, h_est, noise_var, detector="lmmse"):
+    r"""Post-detection SINR of S streams when the linear detector is built from an estimate and meets the true
+    channel: W = (\hat H \hat H^H + \sigma^2 I)^{-1} \hat H (LMMSE) or \hat H (\hat H^H \hat H)^{-1} (ZF), G = W^H H,
+
+    .. math:: \mathrm{SINR}_k = rac{|G_{kk}|^2}{\sum_{j 
+e k} |G_{kj}|^2 + \sigma^2 \|w_k\|^2}
+
+    (scale-free, so it holds for the unbiased equalisers of `equalize`; with h_est = h it is
+    `post_detection_sinr`).
+
+    Input
+    -----
+    h, h_est : [..., N, S], complex NumPy -- true channels and the estimate the detector uses
+    noise_var : float -- per antenna, linear, > 0
+    detector : "lmmse" | "zf"
+
+    Output
+    ------
+    sinr : [..., S], np.float64 -- linear
+    """
+    if detector not in DETECTORS:
+        raise ValueError(f"`detector` must be one of {DETECTORS}, got {detector!r}")
+    h, he = np.asarray(h, np.complex128), np.asarray(h_est, np.complex128)
+    if h.shape != he.shape:
+        raise ValueError(f"`h_est` must have the shape of `h` {h.shape}, got {he.shape}")
+    he_h = np.conj(np.swapaxes(he, -1, -2))
+    if detector == "lmmse":
+        w = np.linalg.solve(he @ he_h + noise_var * np.eye(h.shape[-2]), he)
+    else:
+        w = he @ np.linalg.inv(he_h @ he)
+    g = np.conj(np.swapaxes(w, -1, -2)) @ h                                        # [..., S, S]
+    power = np.abs(g) ** 2
+    signal = np.diagonal(power, axis1=-2, axis2=-1)
+    noise = noise_var * np.sum(np.abs(w) ** 2, axis=-2)
+    return signal / (power.sum(-1) - signal + noise)
+
+
 def post_detection_sinr(h, noise_var, detector="lmmse", precision=None):
     """Post-detection SINR of the S streams of h (see `equalize`).
 

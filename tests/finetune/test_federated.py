@@ -179,8 +179,9 @@ def test_aircomp_at_very_high_snr_equals_ideal():
 
 @pytest.mark.parametrize("snr_db", [0.0, 10.0])
 def test_aircomp_error_matches_the_design_mse(snr_db):
-    """Equal-std payloads: per-entry error of the mean = std^2 * aircomp_mse(H, a, b) / K^2 (2e4 entries)."""
-    agg = AirCompAggregator(K, 4, snr_db, method="sdr", seed=2)
+    """Equal-std payloads: per-entry error of the mean = std^2 * aircomp_mse(H, a, b) / K^2 (2e4 entries), with
+    the genie's perfect CSI and free side information (payload uses only)."""
+    agg = AirCompAggregator(K, 4, snr_db, method="sdr", seed=2, genie=True)
     u = np.random.default_rng(0).normal(0, 1, (K, 20000)).astype(np.float32)
     u = (u - u.mean(1, keepdims=True)) / u.std(1, keepdims=True)
     H = agg._draw(0)
@@ -188,13 +189,13 @@ def test_aircomp_error_matches_the_design_mse(snr_db):
     expected = float(aircomp_mse(H, d.a, d.b, agg.noise_var)) / K ** 2
     got = agg(u, 0).agg_mse
     assert got == pytest.approx(expected, rel=0.05)       # 2e4 samples: std of the estimate about 1%
-    assert agg(u, 0).channel_uses == 10000 + K * 64    # payload L/2, plus mean and std (2 x 32 bits) per device
+    assert agg(u, 0).channel_uses == agg(u, 0).payload_uses == 10000      # payload L/2; the genie's side info is free
 
 
 def test_digital_is_exact_up_to_quantisation_at_high_snr_and_counts_channel_uses():
     """Fixed QPSK 1/2, bit-true, 30 dB, N = K = 4 in one MU-MIMO group: every entry within half a quantiser
     step; 64 + 600 x 8 = 4864 bits = 9 blocks of 576 payload bits (+ CRC24, k = 600, n = 1200) = 5400 uses."""
-    agg = DigitalAggregator(K, 4, 30.0, "rayleigh", 8, 2, 0.5, mcs="fixed", streams=4)   # positional as before
+    agg = DigitalAggregator(K, 4, 30.0, "rayleigh", 8, 2, 0.5, mcs="fixed", streams=4, genie=True)
     u = np.random.default_rng(0).normal(0, 1, (K, 600)).astype(np.float32)
     res = agg(u, 0)
     step = (u.max(1) - u.min(1)) / 255
@@ -207,8 +208,9 @@ def test_digital_default_averages_only_delivered_entries():
     """Default fair baseline (MU-MIMO LMMSE, AMC, CRC, abstract link) at 3 dB, N = K = 4, FedAvg weights
     0.1..0.4, rounds 0-5 (seed 0): the mean is, per entry, the renormalised weighted mean of the delivered
     quantised entries (the uplink's own valid mask re-derived with the round's seed), weights @ per_device
-    equals it, and at 20 dB the same round costs fewer channel uses (higher MCS)."""
-    agg = DigitalAggregator(K, 4, 3.0)
+    equals it, and at 20 dB the same round costs fewer channel uses (higher MCS). Genie CSI and grants, so the
+    uplink's own draw can be re-derived."""
+    agg = DigitalAggregator(K, 4, 3.0, genie=True)
     u = np.random.default_rng(1).normal(0, 1, (K, 3000)).astype(np.float32)
     w = np.array([0.1, 0.2, 0.3, 0.4])
     dropped = 0
@@ -226,7 +228,7 @@ def test_digital_default_averages_only_delivered_entries():
         np.testing.assert_allclose(w @ res.per_device, res.mean, rtol=1e-5, atol=1e-6)
         assert res.devices == valid.any(1).sum()
     assert dropped > 0
-    assert DigitalAggregator(K, 4, 20.0)(u, 0).channel_uses < agg(u, 0).channel_uses
+    assert DigitalAggregator(K, 4, 20.0, genie=True)(u, 0).channel_uses < agg(u, 0).channel_uses
 
 
 def test_emulator_keeps_requested_blocks_and_plugs_into_the_full_model():

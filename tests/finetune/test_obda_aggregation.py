@@ -32,7 +32,7 @@ def test_vote_of_the_devices_above_the_threshold(rng):
     assert heard.sum() == 3 and out.devices == 3
     np.testing.assert_array_equal(out.mean, expected.astype(np.float32))
     assert out.agg_mse == pytest.approx(np.mean((expected - w @ updates) ** 2), rel=1e-5)
-    assert out.channel_uses == 6 and out.per_device is None
+    assert out.payload_uses == 6 and out.channel_uses == 6 + k and out.per_device is None   # + tau = K pilots
     np.testing.assert_array_equal(agg(updates, 3, weights=w).mean, out.mean)          # same seed, same round
 
 
@@ -60,7 +60,7 @@ def test_ofdm_spreads_the_signs_over_subcarriers(rng):
     updates = rng.normal(size=(k, length)).astype(np.float32)
     out = agg(updates, 1)
     assert agg._draw(1).shape == (4, 2, k)
-    assert out.channel_uses == 8 and out.devices == k
+    assert out.payload_uses == 8 and out.devices == k
     np.testing.assert_array_equal(out.mean, np.sign(np.sign(updates).sum(0)))
 
 

@@ -252,3 +252,30 @@ def test_digital_errors():
         phy.DigitalUplink()(np.ones((1, 3, 8)), np.ones((1, 2, 2), complex), 0.1)
     with pytest.raises(ValueError, match="`streams` must be <= N"):
         phy.DigitalUplink(streams=3, detector="zf")(np.ones((1, 3, 8)), np.ones((1, 2, 3), complex), 0.1)
+
+
+def test_mismatched_sinr_is_the_post_detection_sinr_with_perfect_csi_and_lower_with_an_estimate():
+    """N = 4, S = 3, 200 Rayleigh channels at 5 dB: with h_est = h the hand formula equals Sionna's equaliser SINR
+    (LMMSE and ZF, rtol 1e-5); with an estimate of error variance 0.2 every stream's mean SINR is lower."""
+    H = phy.FadingChannel("rayleigh", 4, 3)(200, seed=4).numpy().astype(np.complex128)
+    nv = 10 ** -0.5
+    for det in ("lmmse", "zf"):
+        want = phy.post_detection_sinr(tf.constant(H), nv, det, "double").numpy()
+        np.testing.assert_allclose(phy.mismatched_sinr(H, H, nv, det), want, rtol=1e-5)
+    H_est = phy.imperfect_csi(H, 0.2, seed=5)
+    assert np.all(phy.mismatched_sinr(H, H_est, nv).mean(0) < phy.mismatched_sinr(H, H, nv).mean(0))
+
+
+def test_uplink_with_estimated_csi_schedules_on_the_estimate_and_loses_more_blocks():
+    """Abstract link, K = 4, N = 2, 8 dB, 40 rounds: with pilot CSI of error variance 1/(1 + 4 x 10^0.8) the MCS
+    follows the estimate while the blocks see the mismatched detector's SINR, so more blocks fail than with
+    perfect CSI (same seeds)."""
+    H = phy.FadingChannel("rayleigh", 2, 4)(40, seed=6).numpy()
+    H_est, _ = phy.PilotCsi(4)(H, 8.0, seed=7)
+    x = np.random.default_rng(0).normal(size=(40, 4, 300)).astype(np.float32)
+    up = phy.DigitalUplink(8, link="abstract")
+    perfect = up(x, H, 10 ** -0.8, seed=1)
+    noisy = up(x, H, 10 ** -0.8, seed=1, H_est=np.asarray(H_est))
+    assert noisy.block_errors > perfect.block_errors
+    with pytest.raises(ValueError, match="`H_est`"):
+        up(x, H, 0.1, H_est=np.asarray(H_est)[:, :1])
