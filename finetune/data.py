@@ -103,6 +103,36 @@ def train_test_split(num_examples, test_fraction=0.2, seed=0):
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
+def validation_split(train_idx, labels, fraction=0.1, seed=0):
+    """Carve a seeded, stratified validation split from the training indices (docs/design.md §8: settings are
+    chosen on it, never on test).
+
+    Input
+    -----
+    train_idx : [n] int -- indices of the training split (e.g. from `train_test_split`)
+    labels : [N] int -- labels of the whole dataset (indexed by train_idx)
+    fraction : float in (0, 1) -- share of each class moved to validation (round(fraction * class count),
+        at least one example of every class with two or more)
+    seed : int
+
+    Output
+    ------
+    (train_idx, val_idx) : sorted int arrays, disjoint, their union the input
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"`fraction` must be in (0, 1), got {fraction!r}")
+    train_idx = np.asarray(train_idx)
+    y = np.asarray(labels)[train_idx]
+    rng = np.random.default_rng([seed, 0x5A1])
+    val = []
+    for c in np.unique(y):
+        members = rng.permutation(train_idx[y == c])
+        n_val = min(len(members) - 1, max(1, int(round(fraction * len(members))))) if len(members) > 1 else 0
+        val.append(members[:n_val])
+    val = np.sort(np.concatenate(val)) if val else np.array([], int)
+    return np.setdiff1d(train_idx, val), val
+
+
 def cache_dir():
     """Where tokenisations and activations are cached: $DEFT6G_CACHE or ~/.cache/deft6g."""
     return Path(os.environ.get("DEFT6G_CACHE", Path.home() / ".cache" / "deft6g"))

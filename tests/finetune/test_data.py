@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from deft6g.finetune import load_dataset, partition, to_tf_dataset, tokenize, train_test_split
+from deft6g.finetune import load_dataset, partition, to_tf_dataset, tokenize, train_test_split, validation_split
 from transformers import AutoTokenizer
 
 from deft6g.finetune.fomo import pretrained_folder
@@ -31,6 +31,23 @@ def test_split_is_seeded_and_disjoint():
     assert not np.array_equal(b, train_test_split(100, 0.2, seed=4)[1])
     with pytest.raises(ValueError, match="test_fraction"):
         train_test_split(10, 1.5)
+
+
+def test_validation_split_is_stratified_disjoint_from_test_and_seeded():
+    """Rotten Tomatoes: validation (10% of train) and train stay disjoint from test and from each other, their
+    union is the training split, each class's share of validation is within one text of 10% of its training
+    count, the same seed repeats the split and another seed changes it."""
+    data = load_dataset("rotten_tomatoes")
+    train, test = train_test_split(len(data), 0.2, seed=0)
+    tr, val = validation_split(train, data.y, 0.1, seed=0)
+    assert not set(val) & set(test) and not set(tr) & set(test) and not set(tr) & set(val)
+    np.testing.assert_array_equal(np.sort(np.concatenate([tr, val])), train)
+    for c in np.unique(data.y):
+        assert abs((data.y[val] == c).sum() - 0.1 * (data.y[train] == c).sum()) <= 1
+    np.testing.assert_array_equal(validation_split(train, data.y, 0.1, seed=0)[1], val)
+    assert not np.array_equal(validation_split(train, data.y, 0.1, seed=1)[1], val)
+    with pytest.raises(ValueError, match="`fraction`"):
+        validation_split(train, data.y, 1.0)
 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet", "shards"])
