@@ -9,13 +9,14 @@ the mean and 95% confidence interval over seeds per (scheme, snr_db, num_rx_ant,
 import json
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, paired_ci, prepare_output, run_points,
                                summarise, write_table)
 
-from .study_config import StudyConfig, load_config
+from .study_config import ConfigError, StudyConfig, load_config, validate
 
 POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "lora_aggregation", "seed"]
 RESULT_FIELDS = POINT_KEY + ["accuracy", "emulator_accuracy", "channel_uses", "latency_s", "agg_mse", "lora_bias",
@@ -63,14 +64,12 @@ class _Setup:
         from deft6g.finetune import LoraLayer, projection_kernel
         from deft6g.finetune import (build_emulator, cached_arrays, emulator_blocks, emulator_config,
                                      get_peft_model, load_dataset, load_study_model, tokenize, train_test_split)
+        from deft6g.finetune.data import content_digest
+        from deft6g.finetune.fomo import model_key
 
         self.cfg, f = cfg, cfg.federated
         data = load_dataset(cfg.data.dataset)
         train, test = train_test_split(len(data), 0.2, seed=0)
-        for name, n, have in (("train_examples", cfg.data.train_examples, len(train)),
-                              ("test_examples", cfg.data.test_examples, len(test))):
-            if n > have:
-                raise ValueError(f"configuration key 'data.{name}': the split has {have} examples, asked for {n}")
         pick = np.random.default_rng(0)
         train = pick.permutation(train)[:cfg.data.train_examples or None]
         test = pick.permutation(test)[:cfg.data.test_examples or None]
@@ -93,7 +92,7 @@ class _Setup:
         if f.mode != "emulator":
             self.device = self.full
         self.start, self.full_start = self.device.lowest_tuned_block(), self.full.lowest_tuned_block()
-        key = [cfg.model.name, cfg.model.max_length, cfg.data.dataset, self.kept]    # what the frozen input depends on
+        key = [model_key(cfg.model.name), cfg.model.max_length, content_digest(data), self.kept]  # by content
 
         def acts(model_, x, block, part):
             ids = train if part == "device-train" else test
@@ -227,11 +226,38 @@ def _run_point(setup, point):
             "eval_s": round(eval_s[0], 2), "wall_s": round(wall, 2)}}
 
 
+def check_study(cfg):
+    """`validate(cfg)` and the checks that need the library, all before any output is written: the seeded
+    split holds `data.train_examples` / `data.test_examples` texts, and the PEFT configuration and the
+    aggregator of every radio scheme and N build. Raises ConfigError naming the key or section; returns `cfg`."""
+    from deft6g.finetune import load_dataset, train_test_split
+    validate(cfg)
+    d = cfg.data
+    if d.train_examples or d.test_examples:
+        train, test = train_test_split(len(load_dataset(d.dataset)), 0.2, seed=0)
+        for name, n, have in (("train_examples", d.train_examples, len(train)),
+                              ("test_examples", d.test_examples, len(test))):
+            if n > have:
+                raise ConfigError(f"configuration key 'data.{name}': the split has {have} examples, asked for {n}")
+    links = {(p["scheme"], p["num_rx_ant"]): p for p in study_points(replace(cfg, seeds=cfg.seeds[:1]))
+             if p["scheme"] not in REFERENCES}                                  # one per scheme and N
+    builds = [("peft", "", lambda: _peft_config(cfg))]
+    builds += [("digital" if s == "digital" else "channel", f"{s} N={n}: ", lambda p=p: _aggregator(cfg, p))
+               for (s, n), p in links.items()]
+    for section, what, build in builds:
+        try:
+            build()
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"configuration key {section!r}: {what}{err}") from err
+    return cfg
+
+
 def run_study(out_dir, config=None, quick=False, log=print, **parallel):
-    """Run (or resume) the study into `out_dir`; `config`: a TOML path or a StudyConfig. Returns (cfg, rows).
-    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the activations are cached
-    on disk here first, every worker loads them from the cache)."""
-    cfg = config if isinstance(config, StudyConfig) else load_config(config, quick)
+    """Run (or resume) the study into `out_dir`; `config`: a TOML path, None (the default) or a StudyConfig
+    (`quick` applies to paths and None). Returns (cfg, rows). Every check of `check_study` runs before the
+    folder is touched. parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the
+    activations are cached on disk here first, every worker loads them from the cache)."""
+    cfg = check_study(config if isinstance(config, StudyConfig) else load_config(config, quick))
     out = prepare_output(out_dir, "study", cfg.to_dict())
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])

@@ -1,13 +1,27 @@
 """The configuration of `deft6g study`: an embedded default, TOML files, validation before any work starts."""
 
+import math
 import tomllib
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from os import PathLike
+from typing import get_args, get_origin
 
-import numpy as np
 
 PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")
 SCHEMES = ("centralised", "ideal", "aircomp", "digital")
 MODES = ("emulator", "full", "gradient")
+# per model name: (max_position_embeddings, hidden size): tokens per text, LoRA rank and adapter width are bounded
+# by them (MiniLM's packaged config.json; random-bert is built with 512 positions and BERT's small hidden size 64)
+MODEL_LIMITS = {"all-MiniLM-L6-v2": (512, 384), "random-bert": (512, 64)}
+NUM_BLOCKS = 6                                        # both models have 6 blocks
+MAX_SEED = 2 ** 32 - 1
+# the block-relative BERT projections LoRA's target_modules may name (by a suffix of whole name parts)
+BERT_PROJECTIONS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                    "intermediate.dense", "output.dense")
+
+
+class ConfigError(ValueError):
+    """A configuration value the study refuses: the message starts with "configuration key '<key>'"."""
 
 
 @dataclass
@@ -24,9 +38,9 @@ class PeftSection:
     lora_alpha, target_modules (LoRA)."""
     method: str = "lora"
     size: int = 8
-    blocks: list = field(default_factory=lambda: [5])
+    blocks: list[int] = field(default_factory=lambda: [5])
     lora_alpha: float = 16.0
-    target_modules: list = field(default_factory=lambda: ["query", "value"])
+    target_modules: list[str] = field(default_factory=lambda: ["query", "value"])
 
 
 @dataclass
@@ -59,7 +73,7 @@ class FederatedSection:
     centralised_lr: float = 3e-3
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
-    lora_aggregation: list = field(default_factory=lambda: ["factors"])
+    lora_aggregation: list[str] = field(default_factory=lambda: ["factors"])
     eval_every: int = 2
     round_eval_examples: int = 512
     emulator_bottom: int = 1
@@ -75,8 +89,8 @@ class ChannelSection:
     select_devices with mse_target; bandwidth_hz converts channel uses to latency [s]; num_subcarriers
     (OFDM models: TDL, CDL, UMi/UMa/RMa)."""
     model: str = "rayleigh"
-    num_rx_ant: list = field(default_factory=lambda: [2])
-    snr_db: list = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0])
+    num_rx_ant: list[int] = field(default_factory=lambda: [2])
+    snr_db: list[float] = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0])
     method: str = "sdr"
     csi_error: float = 0.0
     select_devices: bool = False
@@ -91,7 +105,7 @@ class DigitalSection:
     snr_db, its own SNR grid (empty: channel.snr_db); mcs "adaptive" (per device from its post-detection
     SINR) or "fixed"; detector "lmmse" or "zf"; quantiser bits per real; QAM bits per symbol, LDPC code rate
     and decoder iterations where the MCS is fixed (bit-true decoding)."""
-    snr_db: list = field(default_factory=lambda: [-10.0, 0.0, 10.0])
+    snr_db: list[float] = field(default_factory=lambda: [-10.0, 0.0, 10.0])
     mcs: str = "adaptive"
     detector: str = "lmmse"
     num_bits: int = 8
@@ -105,8 +119,8 @@ class StudyConfig:
     """schemes: "centralised" (the same PEFT trained on the union of the devices' data, as many samples),
     "ideal", "aircomp", "digital"; seeds: one run per seed and point (each changes initialisation,
     partition, batches, channels and noise)."""
-    schemes: list = field(default_factory=lambda: ["centralised", "ideal", "aircomp", "digital"])
-    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    schemes: list[str] = field(default_factory=lambda: ["centralised", "ideal", "aircomp", "digital"])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     model: ModelSection = field(default_factory=ModelSection)
     peft: PeftSection = field(default_factory=PeftSection)
     data: DataSection = field(default_factory=DataSection)
@@ -125,44 +139,48 @@ QUICK = {"seeds": [0, 1],
 
 
 def _section_types():
-    return {f.name: f.default_factory().__class__ for f in fields(StudyConfig)
-            if f.name not in ("schemes", "seeds")}
+    return {f.name: f.type for f in fields(StudyConfig) if is_dataclass(f.type)}
 
 
 def build_config(overrides=None):
     """StudyConfig from nested dicts of overrides ({"channel": {"snr_db": [...]}, "seeds": [...]}).
-    Unknown sections or keys raise ValueError naming them; values are checked by `validate`."""
-    overrides = overrides or {}
+    Unknown sections or keys raise ConfigError naming them; values are checked by `validate`."""
+    overrides = {} if overrides is None else overrides
+    if not isinstance(overrides, dict):
+        raise TypeError(f"`overrides` must be a dict of sections and keys, got {type(overrides).__name__}")
     cfg = StudyConfig()
     sections = _section_types()
     for key, value in overrides.items():
         if key in ("schemes", "seeds"):
-            cfg = replace(cfg, **{key: list(value) if isinstance(value, (list, tuple)) else value})
+            cfg = replace(cfg, **{key: list(value) if isinstance(value, tuple) else value})
             continue
         if key not in sections:
-            raise ValueError(f"unknown configuration key {key!r}; known: {sorted(list(sections) + ['schemes', 'seeds'])}")
+            raise ConfigError(f"unknown configuration key {key!r}; known: {sorted(list(sections) + ['schemes', 'seeds'])}")
         if not isinstance(value, dict):
-            raise ValueError(f"configuration key {key!r} must be a table (section)")
+            raise ConfigError(f"configuration key {key!r} must be a table (section), got {value!r}")
         known = {f.name for f in fields(sections[key])}
-        bad = sorted(set(value) - known)
+        bad = sorted(set(value) - known, key=str)
         if bad:
-            raise ValueError(f"unknown configuration key {key}.{bad[0]!r}; known in [{key}]: {sorted(known)}")
+            raise ConfigError(f"unknown configuration key {key}.{bad[0]!r}; known in [{key}]: {sorted(known)}")
         cfg = replace(cfg, **{key: replace(getattr(cfg, key), **value)})
     validate(cfg)
     return cfg
 
 
 def load_config(path=None, quick=False):
-    """The default configuration, updated by a TOML file at `path` (if any) and by the quick settings."""
+    """The default configuration, updated by a TOML file at `path` (if any) and by the quick settings.
+    A file that cannot be read, is no TOML or holds a refused value raises ConfigError."""
     overrides = {}
     if quick:
         overrides = {k: dict(v) if isinstance(v, dict) else v for k, v in QUICK.items()}
     if path is not None:
+        if not isinstance(path, (str, PathLike)):
+            raise TypeError(f"`path` must be a TOML file path or None, got {type(path).__name__}")
         try:
             with open(path, "rb") as f:
                 user = tomllib.load(f)
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"configuration file {path}: {err}") from None
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"configuration file {path}: {err}") from None
         for key, value in user.items():
             if isinstance(value, dict) and isinstance(overrides.get(key), dict):
                 overrides[key] = {**overrides[key], **value}
@@ -173,42 +191,91 @@ def load_config(path=None, quick=False):
 
 def _require(ok, key, message):
     if not ok:
-        raise ValueError(f"configuration key {key!r}: {message}")
+        raise ConfigError(f"configuration key {key!r}: {message}")
 
 
-def _int(value, key, low):
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= low, key, f"must be an int >= {low}, got {value!r}")
+_KINDS = {bool: "a boolean (true or false, not a string)", int: "an integer", float: "a finite number",
+          str: "a string"}
+
+
+def _is(value, kind):
+    """Whether `value` is a TOML value of the field type `kind` (bool, int, float: int or float, finite; str)."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def _check_types(section, prefix=""):
+    """Every field of the dataclass `section` holds its annotated type: a section, bool, int, float or str, or
+    a list of one of them without repeated values (lists are grids or sets: a repeat counts a point twice)."""
+    for f in fields(section):
+        key, value = prefix + f.name, getattr(section, f.name)
+        if is_dataclass(f.type):
+            _require(isinstance(value, f.type), key, f"must be a table (section), got {value!r}")
+            _check_types(value, key + ".")
+        elif get_origin(f.type) is list:
+            kind = get_args(f.type)[0]
+            _require(isinstance(value, list) and all(_is(v, kind) for v in value), key,
+                     f"must be a list whose every entry is {_KINDS[kind]}, got {value!r}")
+            repeated = sorted({v for i, v in enumerate(value) if v in value[:i]}, key=str)
+            _require(not repeated, key, f"must not repeat a value (each is one point or item), got {repeated} "
+                                        f"more than once in {value!r}")
+        else:
+            _require(_is(value, f.type), key, f"must be {_KINDS[f.type]}, got {value!r}")
+
+
+def _int(value, key, low, high=None):
+    _require(low <= value and (high is None or value <= high), key,
+             f"must be an integer in [{low}, {'inf' if high is None else high}], got {value!r}")
+
+
+def _positive(value, key):
+    _require(value > 0, key, f"must be > 0, got {value!r}")
 
 
 def validate(cfg):
-    """Check every value (names, ranges, grids) before any work starts; errors name the key."""
+    """Check every value of the StudyConfig `cfg` (types, names, ranges, grids, how keys combine) before any
+    work starts; returns `cfg`. Errors are ConfigError (a ValueError) naming the key."""
     from deft6g.finetune import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS
     from deft6g.finetune.data import DATASETS, PARTITIONS
     from deft6g.optim import METHODS
     from deft6g.phy import CHANNEL_MODELS
 
-    _require(isinstance(cfg.schemes, list) and cfg.schemes and set(cfg.schemes) <= set(SCHEMES), "schemes",
+    if not isinstance(cfg, StudyConfig):
+        raise TypeError(f"`cfg` must be a StudyConfig, got {type(cfg).__name__}")
+    _check_types(cfg)
+    _require(cfg.schemes and set(cfg.schemes) <= set(SCHEMES), "schemes",
              f"must be a non-empty list from {SCHEMES}, got {cfg.schemes!r}")
-    _require(len(set(cfg.seeds)) == len(cfg.seeds) if isinstance(cfg.seeds, list) else True, "seeds",
-             f"must not repeat a seed, got {cfg.seeds!r}")
-    _require(isinstance(cfg.seeds, list) and cfg.seeds, "seeds", "must be a non-empty list of ints")
+    _require(cfg.seeds, "seeds", "must be a non-empty list of integers")
     for s in cfg.seeds:
-        _int(s, "seeds", 0)
+        _int(s, "seeds", 0, MAX_SEED)
     m, p, d, f, c, g = cfg.model, cfg.peft, cfg.data, cfg.federated, cfg.channel, cfg.digital
-    _require(m.name in ("all-MiniLM-L6-v2", "random-bert"), "model.name",
-             f"must be 'all-MiniLM-L6-v2' or 'random-bert', got {m.name!r}")
-    _int(m.max_length, "model.max_length", 2)
+    _require(m.name in MODEL_LIMITS, "model.name", f"must be one of {sorted(MODEL_LIMITS)}, got {m.name!r}")
+    positions, hidden = MODEL_LIMITS[m.name]
+    _int(m.max_length, "model.max_length", 2, positions)
     _require(p.method in PEFT_METHODS, "peft.method", f"must be one of {PEFT_METHODS}, got {p.method!r}")
-    _int(p.size, "peft.size", 1)
-    num_blocks = 6                                    # both models have 6 blocks
-    _require(isinstance(p.blocks, list) and p.blocks and all(isinstance(b, int) and 0 <= b < num_blocks for b in p.blocks),
-             "peft.blocks", f"must list block indices in [0, {num_blocks}), got {p.blocks!r}")
+    size_limit = {"lora": hidden, "adapter": hidden, "prompt": positions - m.max_length}.get(p.method)  # bitfit: unused
+    _require(1 <= p.size <= (size_limit or p.size), "peft.size",
+             f"must be in [1, {size_limit}] for {p.method!r} with {m.name!r} (LoRA rank and adapter width: at most "
+             f"the hidden size; prompt tokens: at most max_position_embeddings - model.max_length), got {p.size}")
+    _require(p.blocks and all(0 <= b < NUM_BLOCKS for b in p.blocks), "peft.blocks",
+             f"must list block indices in [0, {NUM_BLOCKS}), got {p.blocks!r}")
+    _positive(p.lora_alpha, "peft.lora_alpha")
+    names = [f"encoder.layer.{i}.{r}" for i in range(NUM_BLOCKS) for r in BERT_PROJECTIONS]   # as LoraConfig.targets
+    unmatched = [t for t in p.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    _require(p.target_modules and not unmatched, "peft.target_modules",
+             f"must be a non-empty list of BERT module-name suffixes (of {BERT_PROJECTIONS}, e.g. 'query' or "
+             f"'dense'), got {p.target_modules!r}" + (f": {unmatched} match none" if unmatched else ""))
     _require(d.dataset in DATASETS and DATASETS[d.dataset][2] == "text", "data.dataset",
              f"must be a text dataset of {sorted(k for k, v in DATASETS.items() if v[2] == 'text')}, got {d.dataset!r}")
     _int(d.train_examples, "data.train_examples", 0)
     _int(d.test_examples, "data.test_examples", 0)
     _require(d.partition in PARTITIONS, "data.partition", f"must be one of {PARTITIONS}, got {d.partition!r}")
-    _require(d.alpha > 0, "data.alpha", f"must be > 0, got {d.alpha}")
+    _positive(d.alpha, "data.alpha")
     _require(f.mode in MODES, "federated.mode", f"must be one of {MODES}, got {f.mode!r}")
     _int(f.devices, "federated.devices", 1)
     _require(not d.train_examples or f.devices <= d.train_examples, "federated.devices",
@@ -216,19 +283,13 @@ def validate(cfg):
     for key in ("rounds", "local_steps", "batch_size", "eval_every"):
         _int(getattr(f, key), f"federated.{key}", 1)
     _int(f.round_eval_examples, "federated.round_eval_examples", 0)
-    _require(isinstance(f.lr, (int, float)) and f.lr > 0, "federated.lr", f"must be > 0, got {f.lr!r}")
-    _require(isinstance(f.centralised_lr, (int, float)) and f.centralised_lr > 0, "federated.centralised_lr",
-             f"must be > 0, got {f.centralised_lr!r}")
-    _require(isinstance(g.snr_db, list) and all(isinstance(x, (int, float)) and np.isfinite(x) for x in g.snr_db),
-             "digital.snr_db", f"must be a list of finite numbers (empty: channel.snr_db), got {g.snr_db!r}")
-    _require(isinstance(f.server_lr, (int, float)) and f.server_lr > 0, "federated.server_lr",
-             f"must be > 0, got {f.server_lr!r}")
+    for key in ("lr", "centralised_lr", "server_lr"):
+        _positive(getattr(f, key), f"federated.{key}")
     _require(f.local_optimizer in LOCAL_OPTIMIZERS, "federated.local_optimizer",
              f"must be one of {LOCAL_OPTIMIZERS}, got {f.local_optimizer!r}")
     _require(f.server_optimizer in SERVER_OPTIMIZERS, "federated.server_optimizer",
              f"must be one of {SERVER_OPTIMIZERS}, got {f.server_optimizer!r}")
-    _require(isinstance(f.lora_aggregation, list) and f.lora_aggregation
-             and set(f.lora_aggregation) <= set(LORA_AGGREGATIONS), "federated.lora_aggregation",
+    _require(f.lora_aggregation and set(f.lora_aggregation) <= set(LORA_AGGREGATIONS), "federated.lora_aggregation",
              f"must be a non-empty list from {LORA_AGGREGATIONS}, got {f.lora_aggregation!r}")
     _require(p.method == "lora" or f.lora_aggregation == ["factors"], "federated.lora_aggregation",
              f"'frozen_a' and 'delta_w' need peft.method 'lora'; use ['factors'] for {p.method!r}")
@@ -238,29 +299,27 @@ def validate(cfg):
              "'delta_w' merges into the devices' frozen kernels, which the emulator plug-in does not carry over")
     _require("delta_w" not in f.lora_aggregation or (f.server_optimizer == "fedavg" and f.server_lr == 1.0),
              "federated.lora_aggregation", "'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
-    _int(f.emulator_bottom, "federated.emulator_bottom", 0)
-    _int(f.emulator_top, "federated.emulator_top", 1)
-    _require(f.emulator_bottom + f.emulator_top <= num_blocks, "federated.emulator_top",
-             f"emulator_bottom + emulator_top must be <= {num_blocks}")
+    _int(f.emulator_bottom, "federated.emulator_bottom", 0, NUM_BLOCKS - 1)
+    _int(f.emulator_top, "federated.emulator_top", 1, NUM_BLOCKS)
+    _require(f.emulator_bottom + f.emulator_top <= NUM_BLOCKS, "federated.emulator_top",
+             f"emulator_bottom + emulator_top must be <= {NUM_BLOCKS}")
     _require(0.0 <= f.emulator_drop <= 1.0, "federated.emulator_drop", f"must be in [0, 1], got {f.emulator_drop}")
     if f.mode == "emulator":
-        _require(min(p.blocks) >= num_blocks - f.emulator_top or max(p.blocks) < f.emulator_bottom,
+        _require(min(p.blocks) >= NUM_BLOCKS - f.emulator_top or max(p.blocks) < f.emulator_bottom,
                  "peft.blocks", "tuned blocks must lie in the emulator's kept top (or bottom) blocks")
     if f.mode == "gradient":
         _int(f.cut_block, "federated.cut_block", 1)
-        _require(max(p.blocks) < f.cut_block <= num_blocks, "federated.cut_block",
-                 f"must lie above every tuned block {p.blocks} and be <= {num_blocks}, got {f.cut_block}")
+        _require(max(p.blocks) < f.cut_block <= NUM_BLOCKS, "federated.cut_block",
+                 f"must lie above every tuned block {p.blocks} and be <= {NUM_BLOCKS}, got {f.cut_block}")
     _require(c.model in CHANNEL_MODELS, "channel.model", f"must be one of {CHANNEL_MODELS}, got {c.model!r}")
-    _require(isinstance(c.num_rx_ant, list) and c.num_rx_ant, "channel.num_rx_ant", "must be a non-empty list")
+    _require(c.num_rx_ant, "channel.num_rx_ant", "must be a non-empty list")
     for n in c.num_rx_ant:
         _int(n, "channel.num_rx_ant", 1)
-    _require(isinstance(c.snr_db, list) and c.snr_db and all(isinstance(s, (int, float)) and np.isfinite(s)
-                                                             for s in c.snr_db),
-             "channel.snr_db", f"must be a non-empty list of finite numbers, got {c.snr_db!r}")
+    _require(c.snr_db, "channel.snr_db", "must be a non-empty list of finite numbers")
     _require(c.method in METHODS, "channel.method", f"must be one of {METHODS}, got {c.method!r}")
     _require(c.csi_error >= 0, "channel.csi_error", f"must be >= 0, got {c.csi_error}")
-    _require(c.mse_target > 0, "channel.mse_target", f"must be > 0, got {c.mse_target}")
-    _require(c.bandwidth_hz > 0, "channel.bandwidth_hz", f"must be > 0, got {c.bandwidth_hz}")
+    _positive(c.mse_target, "channel.mse_target")
+    _positive(c.bandwidth_hz, "channel.bandwidth_hz")
     _int(c.num_subcarriers, "channel.num_subcarriers", 1)
     _require(not (c.select_devices and c.model not in ("rayleigh", "correlated")), "channel.select_devices",
              "device selection needs a flat channel model (rayleigh or correlated)")

@@ -9,6 +9,8 @@ Adding a method: subclass `PeftConfig` (a dataclass naming its size and pattern 
 import re
 from dataclasses import asdict, dataclass, replace
 
+import numpy as np
+
 from ..architecture import dense_projections, module_name, projection_kernel
 
 PEFT_PREFIX = "base_model.model."      # HF peft's key prefix for weights of the wrapped model
@@ -52,6 +54,9 @@ class PeftConfig:
     def __post_init__(self):
         if self.size_field is not None:
             check_size(self.default_size(), self.size_field)
+        if not isinstance(self.size_pattern(), dict):
+            raise ValueError(f"`{self.pattern_field}` must be a dict {{block or module key: size}}, "
+                             f"got {self.size_pattern()!r}")
         pattern = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in self.size_pattern().items()}
         setattr(self, self.pattern_field, pattern)       # "3" (as JSON writes block 3) is block 3
         for key, size in pattern.items():
@@ -64,10 +69,17 @@ class PeftConfig:
                 what = "block indices >= 0 or module-name patterns" if self.module_keys else "block indices >= 0"
                 raise ValueError(f"`{self.pattern_field}` keys must be {what}, got {key!r}")
             check_size(size, f"{self.pattern_field}[{key!r}]")
+        if self.size_field is not None and self.default_size() == 0 and not any(self.block_pattern().values()):
+            raise ValueError(f"`{self.size_field}` must be >= 1 unless `{self.pattern_field}` gives a block a "
+                             f"positive size: at 0 no block is tuned (to leave blocks out, set them to 0 in "
+                             f"`{self.pattern_field}` or list the others in `layers_to_transform`), got 0")
         if self.layers_to_transform is not None:
-            self.layers_to_transform = [int(i) for i in self.layers_to_transform]
-            if any(i < 0 for i in self.layers_to_transform):
-                raise ValueError(f"`layers_to_transform` must hold block indices >= 0, got {self.layers_to_transform}")
+            lt = self.layers_to_transform
+            if not (isinstance(lt, (list, tuple)) and all(isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+                                                          and i >= 0 for i in lt)):
+                raise ValueError(f"`layers_to_transform` must be a list of block indices (ints >= 0) or None, "
+                                 f"got {lt!r}")
+            self.layers_to_transform = [int(i) for i in lt]
 
     def size(self, block, num_blocks):
         """PEFT size of block `block` (0 <= block < num_blocks)."""
@@ -175,6 +187,13 @@ class BaseTuner:
     def extra_tokens(cls, config, num_blocks):
         """Tokens the method adds to every sequence (soft prompts)."""
         return 0
+
+    @classmethod
+    def check_saved_shapes(cls, config, num_blocks, shapes):
+        """Raise ValueError naming the key, before any weight is allocated, when the saved `shapes`
+        ({key: shape tuple} of a `state()`) cannot hold the weights `config` asks for on a model of
+        `num_blocks` blocks. Here nothing: wrapper sizes are bounded by the projections they wrap, and
+        `PeftModel.load_peft_state` checks every key and shape once the model is built."""
 
 
 class WrapperTuner(BaseTuner):

@@ -77,5 +77,14 @@ class PromptTuner(BaseTuner):
     def extra_tokens(cls, config, num_blocks):
         return sum(config.sizes(num_blocks))
 
+    @classmethod
+    def check_saved_shapes(cls, config, num_blocks, shapes):
+        """Prompt lengths are bounded by nothing in the model: each block's must be the saved prompt's rows."""
+        for i, n in enumerate(config.sizes(num_blocks)):
+            key = f"prompt_embeddings.{i}"
+            if n and (len(shapes.get(key, ())) != 2 or shapes[key][0] != n):
+                raise ValueError(f"key {key!r}: the config asks for {n} prompt tokens in block {i}, the saved "
+                                 f"weights hold shape {shapes.get(key, 'none')}")
+
 
 register_peft_method(PromptTuningConfig, PromptTuner)
