@@ -3,8 +3,11 @@
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from deft6g import __version__
+
+from .study_config import MAX_SEED
 
 
 def _link(args):
@@ -22,13 +25,12 @@ def _design(args):
 
 def _study(args):
     from .study import run_study, summary
-    from .study_config import load_config
+    from .study_config import ConfigError
     try:
-        cfg = load_config(args.config, quick=args.quick)
-    except (ValueError, OSError) as err:
+        cfg, rows = run_study(args.out, args.config, quick=args.quick, **parallel_options(args))
+    except ConfigError as err:                  # raised before the output folder is touched
         print(f"deft6g study: configuration error: {err}", file=sys.stderr)
         return 2
-    cfg, rows = run_study(args.out, cfg, **parallel_options(args))
     print(summary(cfg, rows))
     print(f"results in {args.out}")
     return 0
@@ -94,6 +96,26 @@ def _worker_count(text):
     return n
 
 
+def _seed(text):
+    """--seed N: a whole number in [0, MAX_SEED] (checked here, before any work)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = None
+    if n is None or not 0 <= n <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be a whole number in [0, {MAX_SEED}], got {text!r}")
+    return n
+
+
+def _out_folder(text):
+    """--out PATH: a folder that exists or can be made; neither PATH nor its nearest existing parent may be a file."""
+    path = Path(text)
+    first = next(p for p in (path, *path.parents) if p.exists())
+    if not first.is_dir():
+        raise argparse.ArgumentTypeError(f"must be a folder, but {str(first)!r} is an existing file; name a folder")
+    return text
+
+
 def _add_parallel(parser, note=""):
     """--workers [N], --ray-address, --worker-gpus: the parallel options every command on the shared experiment
     runner takes (deft6g.experiment.run_points); `note` adds what runs in parallel for this command."""
@@ -119,12 +141,12 @@ def _add_command(sub, name, func, description, outputs=None, quick="a small grid
     `seed`, and the parallel options of `_add_parallel` when `parallel` (`parallel_note`: what runs on workers).
     Returns the subparser, for options of its own."""
     parser = sub.add_parser(name, help=description, description=description)
-    parser.add_argument("--out", default=f"results/{name}",
+    parser.add_argument("--out", type=_out_folder, default=f"results/{name}",
                         help=f"output folder{f' ({outputs})' if outputs else ''}; re-runs resume "
                              f"(default results/{name})")
     parser.add_argument("--quick", action="store_true", help=quick)
     if seed:
-        parser.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
+        parser.add_argument("--seed", type=_seed, default=0, help=f"seed of the run, in [0, {MAX_SEED}] (default 0)")
     if parallel:
         _add_parallel(parser, parallel_note)
     parser.set_defaults(func=func)
