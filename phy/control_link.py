@@ -144,7 +144,10 @@ class ControlLink(Block):
         j = np.maximum(mcs, 0)
         blocks = np.where(mcs >= 0, -(-bits // k_info[j]), 0)
         uses = -(-(blocks * per_block[j]) // f) * f
-        p_fail = np.array([self.table[jj].bler(10 * np.log10(max(eff[jj, d], 1e-30))) for d, jj in enumerate(j)])
+        eff_db = 10 * np.log10(np.maximum(eff[j, np.arange(k)], 1e-30))
+        p_fail = np.zeros(k)
+        for jj in np.unique(j):                                                     # one vectorised call per MCS
+            p_fail[j == jj] = self.table[jj].bler(eff_db[j == jj])
         reseed(seed)
         u = np_rng().uniform(size=(k, int(blocks.max(initial=0))))
         ok = np.all((u >= p_fail[:, None]) | (np.arange(u.shape[1]) >= blocks[:, None]), axis=1)
