@@ -1,6 +1,7 @@
 """The `deft6g` command line: one subcommand per study or benchmark."""
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -81,7 +82,8 @@ def parallel_options(args):
     """The run_points keywords of the parallel options: no --workers (and no --ray-address): 1, serially here;
     --workers alone: 0, one worker per core (or per CPU of the cluster at --ray-address); --workers N: N."""
     workers = args.workers if args.workers is not None else 0 if args.ray_address else 1
-    return {"workers": workers, "ray_address": args.ray_address, "worker_gpus": args.worker_gpus}
+    return {"workers": workers, "ray_address": args.ray_address, "worker_gpus": args.worker_gpus,
+            "ray_timeout": args.ray_timeout}
 
 
 def _worker_count(text):
@@ -116,9 +118,32 @@ def _out_folder(text):
     return text
 
 
+def _gpu_share(text):
+    """--worker-gpus F: a GPU share in [0, 1] or a whole number of GPUs (what Ray can place)."""
+    try:
+        f = float(text)
+    except ValueError:
+        f = math.nan
+    if not (0 <= f <= 1 or (f > 1 and f.is_integer() and math.isfinite(f))):
+        raise argparse.ArgumentTypeError(f"must be a GPU share in [0, 1] (e.g. 0.25: four workers per GPU) or a "
+                                         f"whole number of GPUs, got {text!r}")
+    return f
+
+
+def _seconds(text):
+    """--ray-timeout S: a number of seconds > 0."""
+    try:
+        f = float(text)
+    except ValueError:
+        f = math.nan
+    if not 0 < f < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return f
+
+
 def _add_parallel(parser, note=""):
-    """--workers [N], --ray-address, --worker-gpus: the parallel options every command on the shared experiment
-    runner takes (deft6g.experiment.run_points); `note` adds what runs in parallel for this command."""
+    """--workers [N], --ray-address, --worker-gpus, --ray-timeout: the parallel options every command on the shared
+    experiment runner takes (deft6g.experiment.run_points); `note` adds what runs in parallel for this command."""
     parser.add_argument("--workers", type=_worker_count, nargs="?", const=0, default=None, metavar="N",
                         help="run the points on N Ray workers (--workers alone: one per available core, or per CPU "
                              "of the cluster at --ray-address; default: serially here, without Ray); results do "
@@ -126,8 +151,12 @@ def _add_parallel(parser, note=""):
     parser.add_argument("--ray-address", default=None, metavar="ADDRESS",
                         help="attach to a running Ray cluster ('auto' or host:port) instead of starting one "
                              "(workers: its CPUs unless --workers N)")
-    parser.add_argument("--worker-gpus", type=float, default=0.0, metavar="F",
-                        help="GPU share of each Ray worker (e.g. 0.25: four workers per GPU; default 0: CPU only)")
+    parser.add_argument("--worker-gpus", type=_gpu_share, default=0.0, metavar="F",
+                        help="GPU share of each Ray worker (e.g. 0.25: four workers per GPU; default 0: CPU only); "
+                             "checked against the cluster's GPUs before any work")
+    parser.add_argument("--ray-timeout", type=_seconds, default=600.0, metavar="SECONDS",
+                        help="end the run with an error when the Ray cluster makes no progress (workers that never "
+                             "start) for this long (default 600); finished points are saved")
 
 
 _TINY = "a random small model and a tiny grid for smoke tests"
@@ -217,10 +246,14 @@ def quiet_stack():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from deft6g.experiment import OutputFolderError, PointsFailed, RayUnavailable, require_ray
+    from deft6g.experiment.runner import RayClusterError, check_cluster
     if getattr(args, "workers", None) not in (None, 1) or getattr(args, "ray_address", None):
         try:
             require_ray()
-        except RayUnavailable as err:
+            if getattr(args, "worker_gpus", 0) > 0:      # the cluster has the GPUs asked for: checked before work
+                opts = parallel_options(args)
+                check_cluster(opts["workers"], opts["ray_address"], opts["worker_gpus"])
+        except (RayUnavailable, RayClusterError) as err:
             print(f"deft6g {args.command}: error: {err}", file=sys.stderr)
             return 2
     quiet_stack()
@@ -229,7 +262,7 @@ def main(argv=None):
     except OutputFolderError as err:
         print(f"deft6g {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except PointsFailed as err:
+    except (PointsFailed, RayClusterError) as err:
         print(f"deft6g {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -220,7 +220,7 @@ def test_workers_option(capsys):
         assert workers() == 1 and workers("--workers") == 0 and workers("--workers", "3") == 3
         assert workers("--workers", "--quick") == 0 and workers("--ray-address", "auto") == 0
         assert parallel_options(parser.parse_args([cmd, "--ray-address", "auto", "--workers", "2"])) == {
-            "workers": 2, "ray_address": "auto", "worker_gpus": 0.0}
+            "workers": 2, "ray_address": "auto", "worker_gpus": 0.0, "ray_timeout": 600.0}
         for bad in ("0", "-1", "two"):
             with pytest.raises(SystemExit) as exit_:
                 parser.parse_args([cmd, "--workers", bad])
