@@ -1,5 +1,22 @@
-"""Link-level benchmark: AirComp MSE vs SNR (receivers, N, K, channel models) against the digital baseline,
-and the speed of the vectorised TF Monte-Carlo core against the same maths in plain NumPy."""
+"""Link-level benchmark: AirComp, digital and OBDA with every channel use counted, at equal SNR and at equal
+quality, and the speed of the vectorised TF Monte-Carlo core against the same maths in plain NumPy.
+
+Every radio arm pays for its overheads (docs/design.md §8), as `deft6g.finetune`'s aggregators do: the server
+estimates the channel from tau = K orthogonal pilots per subcarrier sent at the link's SNR (`PilotCsi`, tau F
+channel uses per realisation); AirComp's statistics (each device's mean and std, 64 bits) go up through the
+digital control link (`ControlLink`, whole blocks at the MCS the estimated SINR supports, CRC) and each device's
+transmit factor (64 bits) comes down at the downlink SNR (= the uplink's), digital's grants (16 bits) and OBDA's
+factors likewise; downlink uses are a column of their own, not in `channel_uses`. Designs, scheduling, MCS and
+detection use the estimate; MSEs and block errors are those of the true channel. The "genie" AirComp rows
+(perfect CSI, free side information and downlink) are the labelled reference.
+
+Dropped devices. An AirComp device whose statistics fail is dropped: the server designs over the K' devices whose
+statistics arrived and scales its estimate by K / K' to estimate the sum of all K payloads, as the digital server
+estimates it by K x the mean over the devices that delivered; a device that misses its transmit factor stays
+silent while the server still counts it. Both arms' NMSE is against the sum of all K devices (a dropped device
+costs its share), so neither gains from losing devices; `dropped` reports the fraction, and `nmse_kept_db` the
+AirComp NMSE against the sum over the kept devices only.
+"""
 
 import json
 import time
@@ -8,101 +25,187 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from deft6g.optim import align, closed_form_design, mrc_direction
-from deft6g.phy import FLAT_MODELS, DigitalUplink, FadingChannel, aircomp_channel_uses, aircomp_mse, empirical_mse
+from deft6g.optim import align, closed_form_design, mrc_direction, truncated_inversion
+from deft6g.phy import FLAT_MODELS, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, PilotCsi, \
+    aircomp_channel_uses, aircomp_mse, empirical_mse, pilot_channel_uses
 from deft6g.rng import reseed
 
-from deft6g.experiment import ResultStore, line_plot, mean_ci, percentiles, prepare_output, run_points
+from deft6g.experiment import ResultStore, line_plot, mean_ci, percentiles, prepare_output, run_points, write_table
 
+STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
+FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
+GRANT_BITS = 16         # a digital device's MCS index and group slot
+NOT_REACHED = "not reached"
+
+COST_FIELDS = ["channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "energy", "latency_ms"]
 # AirComp: the MSE over channel realisations is heavy-tailed (aligned designs: infinite mean at N = K and N = 1),
 # so the median and the 10/90 percentiles are reported; the mean and its 95% CI only where the variance is
-# finite (ZF with N >= K + 2: MSE = sigma^2 1^T (H^H H)^{-1} 1, inverse-Wishart moments), else blank.
-AIRCOMP_FIELDS = ["model", "num_rx_ant", "num_devices", "receiver", "snr_db", "mse_median", "mse_p10", "mse_p90",
-                  "mse_mean", "mse_mean_ci", "nmse_db", "channel_uses"]
-# Digital: one row per (model, N, K, scheme, SNR, seed), averaged over `digital_realisations` channels; the
-# channel-use advantage of AirComp is the digital channel uses over AirComp's for the same payload, with
-# AirComp's standardisation side information (`advantage`) and without it (`advantage_payload`).
-DIGITAL_FIELDS = ["model", "num_rx_ant", "num_devices", "scheme", "snr_db", "seed", "nmse_db", "ber", "bler",
-                  "delivered", "groups", "channel_uses", "aircomp_channel_uses", "advantage", "advantage_payload"]
+# finite (genie ZF with N >= K + 2: MSE = sigma^2 1^T (H^H H)^{-1} 1, inverse-Wishart moments), else blank.
+# csi: "pilots" (every overhead counted) or "genie". Costs: means over realisations; energy per device and
+# realisation [P x channel uses]; latency of the uplink channel uses at `bandwidth_hz`.
+AIRCOMP_FIELDS = ["model", "num_rx_ant", "num_devices", "receiver", "csi", "snr_db", "mse_median", "mse_p10",
+                  "mse_p90", "mse_mean", "mse_mean_ci", "nmse_db", "nmse_p10_db", "nmse_p90_db", "nmse_kept_db",
+                  "dropped", "silent"] + COST_FIELDS
+# Digital: one row per (model, N, K, scheme, bits, SNR, seed) over `digital_realisations` channels; NMSE per
+# realisation from f_hat against the true sum, its median and 10/90 percentiles; dropped: the scheduler's outage.
+DIGITAL_FIELDS = ["model", "num_rx_ant", "num_devices", "scheme", "num_bits", "snr_db", "seed", "nmse_db",
+                  "nmse_p10_db", "nmse_p90_db", "ber", "bler", "delivered", "dropped", "groups"] + COST_FIELDS
+# OBDA: sign-error rate per entry against the sign of the true sum; silent: devices truncated or without a factor.
+OBDA_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "seed", "sign_error", "silent"] + COST_FIELDS
+# Equal quality: AirComp's median NMSE is the target; the cheapest digital (scheme, bits) whose NMSE (mean over
+# seeds of the per-seed median, dB) meets it, or NOT_REACHED in `scheme` (digital columns blank).
+MATCHED_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "receiver", "target_nmse_db", "aircomp_uses",
+                  "aircomp_downlink_uses", "aircomp_energy", "scheme", "num_bits", "digital_nmse_db", "digital_uses",
+                  "digital_downlink_uses", "digital_energy", "ratio", "aircomp_latency_ms", "digital_latency_ms"]
 # The fair baseline (MU-MIMO LMMSE + AMC + CRC), its TDMA special case, and the earlier fixed QPSK 1/2 TDMA one
-# (bit-true always: rate 1/2 is not in the calibrated MCS table).
+# (bit-true always: rate 1/2 is not in the calibrated MCS table; at `bit_true_bits` only).
 DIGITAL_SCHEMES = {"mu-mimo-amc": dict(mcs="adaptive", detector="lmmse", streams="auto"),
                    "tdma-amc": dict(mcs="adaptive", streams=1),
                    "tdma-qpsk-1/2": dict(mcs=(2, 0.5), streams=1, link="bits")}
+SNR_AXIS = "SNR = P / sigma^2 per device [dB]"
 
 
 @dataclass
 class LinkConfig:
-    """What `deft6g link` runs. SNR = P / sigma^2 per device [dB], P = 1 for every device."""
+    """What `deft6g link` runs. SNR = P / sigma^2 per device [dB], P = 1 for every device; the downlink at the
+    same SNR."""
     snr_db: list = field(default_factory=lambda: [-10, -5, 0, 5, 10, 15, 20, 25, 30])
     antennas_devices: list = field(default_factory=lambda: [[4, 4], [8, 8], [16, 8], [16, 20]])
     models: list = field(default_factory=lambda: ["rayleigh", "correlated", "tdl-a", "cdl-c"])
     receivers: list = field(default_factory=lambda: ["mrc", "zf"])
     realisations: int = 2000          # channel matrices per point (OFDM models: realisations / F draws of F)
     num_subcarriers: int = 16
-    payload_reals: int = 500          # per device, for the digital comparison and the channel-use count
-    digital_realisations: int = 4     # channels per digital point
+    payload_reals: int = 500          # per device, for the digital and OBDA comparison and the channel-use count
+    bandwidth_hz: float = 1e6         # latency = channel uses / bandwidth
+    digital_realisations: int = 4     # channels per digital / OBDA point
     digital_link: str = "abstract"    # adaptive schemes: calibrated BLER ("abstract") or bit-true ("bits")
     digital_num_seeds: int = 3
     digital_snr_db: list = field(default_factory=lambda: [-5, 0, 5, 10, 15, 20, 25])
     digital_settings: list = field(default_factory=lambda: [[8, 8], [16, 20]])
-    digital_schemes: list = field(default_factory=lambda: list(DIGITAL_SCHEMES))
+    digital_models: list = field(default_factory=lambda: ["rayleigh", "tdl-a"])
+    digital_schemes: list = field(default_factory=lambda: ["mu-mimo-amc", "tdma-amc"])
+    digital_bits: list = field(default_factory=lambda: [1, 2, 4, 8])   # stochastic rounding below 8 bits
+    bit_true_bits: list = field(default_factory=lambda: [8])           # widths of the bit-true scheme
+    obda_threshold: float = 0.1       # truncation threshold on |u^H h_k|^2 (linear), as OBDAAggregator's default
     speed_batch: int = 1000           # speed test: N = 16, K = 20, 64 symbols per realisation
     speed_repeats: int = 5
     seed: int = 0
 
     @classmethod
     def quick(cls):
-        return cls(snr_db=[0, 10, 20], antennas_devices=[[4, 4], [8, 8]], models=["rayleigh", "tdl-a"],
-                   realisations=100, num_subcarriers=8, digital_realisations=2, digital_snr_db=[0, 10, 20],
-                   digital_schemes=["mu-mimo-amc", "tdma-amc"], speed_batch=200, speed_repeats=2)
+        return cls(snr_db=[0, 10, 20], antennas_devices=[[8, 8], [16, 20]], models=["rayleigh", "tdl-a"],
+                   realisations=100, num_subcarriers=8, digital_realisations=4, digital_snr_db=[0, 10, 20],
+                   digital_models=["rayleigh"], speed_batch=200, speed_repeats=2)
 
 
 def _label(point):
-    return f"{point['model']} {point['receiver']} N={point['num_rx_ant']} K={point['num_devices']} {point['snr_db']} dB"
+    return (f"{point['model']} {point['receiver']} {point['csi']} N={point['num_rx_ant']} K={point['num_devices']} "
+            f"{point['snr_db']} dB")
 
 
-def _nmse_db(mse, num_devices):
-    """NMSE = MSE / E|f|^2 with E|f|^2 = K for K unit-variance payloads, in dB."""
-    return float(10 * np.log10(mse / num_devices))
+def _db(x):
+    return float(10 * np.log10(x))
 
 
-def _channels(cfg, model, n, k, seed):
+def _channels(cfg, model, n, k, seed, draws):
+    """[R, F, N, K] complex64 NumPy: R = `draws` channel draws, F = 1 on flat models."""
     channel = FadingChannel(model, n, k, num_subcarriers=cfg.num_subcarriers)
-    H = channel(max(1, cfg.realisations // cfg.num_subcarriers) if channel.is_ofdm else cfg.realisations, seed=seed)
-    return tf.reshape(H, [-1, n, k]) if H.shape.rank == 4 else H                 # realisations x subcarriers
+    H = channel(draws, seed=seed).numpy()
+    return H if channel.is_ofdm else H[:, None]
+
+
+def _control(num_bits, H, H_est, snr_db, active, seed):
+    """Control messages of R realisations in one `ControlLink` call: devices take turns and a device's message
+    depends only on its own channel, so R realisations of K devices are R K devices.
+
+    H, H_est : [R, F, N, K] complex; active : [R, K] bool. Returns (delivered [R, K] bool, uses [R, K] int)."""
+    r, k = H.shape[0], H.shape[-1]
+
+    def devices(t):                                              # [R, F, N, K] -> [F, N, R K]
+        return np.moveaxis(t, 0, -2).reshape(t.shape[1:-1] + (r * k,))
+    res = ControlLink()(num_bits, devices(H), devices(H_est), snr_db=float(snr_db), active=active.reshape(-1),
+                        seed=seed)
+    return res.delivered.reshape(r, k), res.uses.reshape(r, k)
+
+
+def _design_over(H_est, kept, receiver):
+    """Aligned design of `receiver` over each row's kept devices, b_k = 0 for the others (a = 0, b = 0 where none is
+    kept). Rows with the same number K' of kept devices are designed together on their kept columns
+    (`closed_form_design` treats the devices alike, so the order of the columns does not matter).
+
+    H_est : [M, N, K] complex; kept : [M, K] bool. Returns a [M, N], b [M, K] (the dtype of H_est)."""
+    m, n, k = H_est.shape
+    a, b = np.zeros((m, n), H_est.dtype), np.zeros((m, k), H_est.dtype)
+    order = np.argsort(~kept, axis=-1, kind="stable")             # kept devices first
+    count = kept.sum(-1)
+    for c in np.unique(count[count > 0]):
+        rows = np.flatnonzero(count == c)
+        cols = order[rows, :c]
+        a[rows], b_kept = closed_form_design(np.take_along_axis(H_est[rows], cols[:, None, :], -1), 1.0, receiver)
+        b[rows[:, None], cols] = b_kept
+    return a, b
+
+
+def _costs(cfg, payload, pilot, side=0.0, downlink=0.0, energy=0.0):
+    uses = payload + pilot + side
+    return dict(channel_uses=uses, payload_uses=payload, pilot_uses=pilot, side_info_uses=side,
+                downlink_uses=downlink, energy=energy, latency_ms=uses / cfg.bandwidth_hz * 1e3)
 
 
 class _AirCompPoint:
-    """An AirComp point, picklable for Ray workers: the channel draw and design of its (model, N, K, receiver)
-    is kept for that group's other SNRs (run_points group=AIRCOMP_FIELDS[:4])."""
+    """An AirComp point, picklable for Ray workers: the channel draw of its (model, N, K, receiver) is kept for
+    that group's other points (run_points group=AIRCOMP_FIELDS[:4])."""
 
     def __init__(self, cfg):
-        self.cfg, self.designs = cfg, {}
+        self.cfg, self.channels = cfg, {}
 
     def __call__(self, p):
         cfg = self.cfg
-        model, n, k, receiver = p["model"], p["num_rx_ant"], p["num_devices"], p["receiver"]
-        if (model, n, k, receiver) not in self.designs:
-            H = _channels(cfg, model, n, k, cfg.seed)
-            self.designs = {(model, n, k, receiver): (H, *closed_form_design(H, 1.0, receiver))}
-        H, a, b = self.designs[(model, n, k, receiver)]
-        mse = aircomp_mse(H, a, b, 10 ** (-p["snr_db"] / 10)).numpy()
-        p10, median, p90 = percentiles(mse, (10, 50, 90))
-        mean, ci = mean_ci(mse) if receiver == "zf" and n >= k + 2 else ("", "")
-        f = 1 if model in FLAT_MODELS else cfg.num_subcarriers
-        return p | dict(mse_median=median, mse_p10=p10, mse_p90=p90, mse_mean=mean, mse_mean_ci=ci,
-                        nmse_db=_nmse_db(median, k),
-                        channel_uses=aircomp_channel_uses(cfg.payload_reals, num_devices=k, num_subcarriers=f))
+        model, n, k, receiver, snr = p["model"], p["num_rx_ant"], p["num_devices"], p["receiver"], p["snr_db"]
+        if (model, n, k) not in self.channels:
+            draws = cfg.realisations if model in FLAT_MODELS else max(1, cfg.realisations // cfg.num_subcarriers)
+            self.channels = {(model, n, k): _channels(cfg, model, n, k, cfg.seed, draws)}
+        H = self.channels[(model, n, k)]                                           # [R, F, N, K]
+        r, f = H.shape[:2]
+        rows, nv = H.reshape(-1, n, k), 10 ** (-snr / 10)
+        payload = aircomp_channel_uses(cfg.payload_reals, num_subcarriers=f)
+        if p["csi"] == "genie":                                                    # perfect CSI, free overheads
+            a, b = closed_form_design(rows, 1.0, receiver)
+            kept = told = np.ones((r, k), bool)
+            cost = dict(pilot=0.0)
+        else:
+            H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=cfg.seed + 1)[0])
+            kept, side = _control(STATS_BITS, H, H_est, snr, np.ones((r, k), bool), cfg.seed + 2)
+            a, b = _design_over(H_est.reshape(-1, n, k), np.repeat(kept, f, axis=0), receiver)
+            told, down = _control(FACTOR_BITS, H, H_est, snr, kept, cfg.seed + 3)
+            b = b * np.repeat(told, f, axis=0)                                     # no factor: the device is silent
+            cost = dict(pilot=float(pilot_channel_uses(k, f)), side=float(side.sum(-1).mean()),
+                        downlink=float(down.sum(-1).mean()), energy=pilot_channel_uses(k, f) + side)
+        k_kept = np.repeat(kept.sum(-1), f)                                        # [R F]
+        scale = np.where(k_kept > 0, k / np.maximum(k_kept, 1), 0.0).astype(np.float32)
+        mse = np.asarray(aircomp_mse(rows, a * scale[:, None], b, nv), np.float64)    # vs the sum of all K
+        kept_cov = np.repeat(kept, f, axis=0)[:, None, :] * np.eye(k, dtype=np.float32)
+        mse_kept = np.asarray(aircomp_mse(rows, a, b, nv, payload_cov=kept_cov), np.float64)
+        p10, median, p90 = percentiles(mse / k, (10, 50, 90))
+        m10, m50, m90 = percentiles(mse, (10, 50, 90))
+        mean, ci = mean_ci(mse) if p["csi"] == "genie" and receiver == "zf" and n >= k + 2 else ("", "")
+        b_energy = payload * np.mean(np.abs(b.reshape(r, f, k)) ** 2, axis=1)     # [R, K]
+        energy = float(np.mean(cost.pop("energy", 0.0) + b_energy))
+        return p | dict(mse_median=m50, mse_p10=m10, mse_p90=m90, mse_mean=mean, mse_mean_ci=ci, nmse_db=_db(median),
+                        nmse_p10_db=_db(p10), nmse_p90_db=_db(p90),
+                        nmse_kept_db=_db(np.median(mse_kept[k_kept > 0] / k_kept[k_kept > 0])),
+                        dropped=float(1 - kept.mean()), silent=float(np.mean(kept & ~told)),
+                        **_costs(cfg, float(payload), energy=energy, **cost))
 
 
 def run_aircomp(cfg, store, **parallel):
-    """One point per (model, N, K, receiver, SNR): MSE percentiles over the channel realisations (one channel
-    draw and one design per (model, N, K, receiver), shared by its SNRs). NMSE = median MSE / K."""
-    points = [dict(model=m, num_rx_ant=n, num_devices=k, receiver=r, snr_db=s) for m in cfg.models
-              for n, k in cfg.antennas_devices for r in cfg.receivers for s in cfg.snr_db]
+    """One point per (model, N, K, receiver, csi, SNR): NMSE percentiles over the channel realisations (one channel
+    draw per (model, N, K), shared by its SNRs; pilots, statistics and factors drawn per SNR)."""
+    points = [dict(model=m, num_rx_ant=n, num_devices=k, receiver=r, csi=c, snr_db=s) for m in cfg.models
+              for n, k in cfg.antennas_devices for r in cfg.receivers for c in ("pilots", "genie") for s in cfg.snr_db]
     run_points(points, _AirCompPoint(cfg), store, desc="AirComp points", group=AIRCOMP_FIELDS[:4], **parallel,
-               describe=lambda p, row: f"{_label(p)}: median NMSE {row['nmse_db']:.1f} dB")
+               describe=lambda p, row: f"{_label(p)}: median NMSE {row['nmse_db']:.1f} dB, "
+                                       f"{row['channel_uses']:.0f} uses, {row['dropped']:.3f} dropped")
 
 
 class _DigitalPoint:
@@ -113,69 +216,123 @@ class _DigitalPoint:
 
     def __call__(self, p):
         cfg = self.cfg
-        n, k, seed = p["num_rx_ant"], p["num_devices"], p["seed"]
+        n, k, q, snr, seed = p["num_rx_ant"], p["num_devices"], p["num_bits"], p["snr_db"], p["seed"]
         x = tf.random.stateless_normal([cfg.digital_realisations, k, cfg.payload_reals], [seed, 1])
-        H = FadingChannel(p["model"], n, k, num_subcarriers=cfg.num_subcarriers)(cfg.digital_realisations,
-                                                                                 seed=seed)
+        H = _channels(cfg, p["model"], n, k, seed, cfg.digital_realisations)
+        r, f = H.shape[:2]
+        H = H if f > 1 else H[:, 0]
+        H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=seed + 2)[0])
         scheme = {"link": cfg.digital_link} | DIGITAL_SCHEMES[p["scheme"]]
-        res = DigitalUplink(8, **scheme)(x, H, 10 ** (-p["snr_db"] / 10), seed=seed + 1)
-        f = 1 if p["model"] in FLAT_MODELS else cfg.num_subcarriers
-        air = aircomp_channel_uses(cfg.payload_reals, num_devices=k, num_subcarriers=f)
-        uses = float(np.mean(res.channel_uses))
-        return p | dict(nmse_db=_nmse_db(max(res.agg_mse, 1e-30), k), ber=res.ber, bler=res.bler,
-                        delivered=float(tf.reduce_mean(tf.cast(res.valid, tf.float32))),
-                        groups=float(np.mean(res.groups)), channel_uses=uses, aircomp_channel_uses=air,
-                        advantage=uses / air,
-                        advantage_payload=uses / aircomp_channel_uses(cfg.payload_reals, num_subcarriers=f))
+        uplink = DigitalUplink(q, stochastic_rounding=q < 8, **scheme)
+        res = uplink(x, H, 10 ** (-snr / 10), seed=seed + 1, H_est=H_est)
+        mcs = np.asarray(res.mcs)
+        told, down = _control(GRANT_BITS, H.reshape(r, f, n, k), H_est.reshape(r, f, n, k), snr, mcs >= 0, seed + 3)
+        valid = res.valid.numpy() & told[..., None]                   # a device without its grant stays silent
+        heard = valid.sum(-2)
+        f_hat = k * np.where(heard > 0, (res.x_hat.numpy() * valid).sum(-2) / np.maximum(heard, 1), 0.0)
+        nmse = np.mean((f_hat - x.numpy().sum(-2)) ** 2, axis=-1) / k     # [R], E f^2 = K per entry
+        p10, median, p90 = percentiles(np.maximum(nmse, 1e-30), (10, 50, 90))
+        pilot = pilot_channel_uses(k, f)
+        sent = np.where((mcs >= 0) & told, uplink.symbols(cfg.payload_reals, np.maximum(mcs, 0)), 0)
+        return p | dict(nmse_db=_db(median), nmse_p10_db=_db(p10), nmse_p90_db=_db(p90), ber=res.ber, bler=res.bler,
+                        delivered=float(valid.mean()), dropped=float(np.mean(mcs < 0)),
+                        groups=float(np.mean(res.groups)),
+                        **_costs(cfg, float(np.mean(res.channel_uses)), float(pilot),
+                                 downlink=float(down.sum(-1).mean()), energy=float(np.mean(pilot + sent))))
 
 
 def run_digital(cfg, store, **parallel):
-    """One point per (model, N, K, scheme, SNR, seed): `digital_realisations` channels and unit-variance
-    Gaussian payloads of `payload_reals` reals per device (`DigitalUplink`, 8-bit quantiser; adaptive schemes
-    with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
-    points = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, snr_db=s, seed=cfg.seed + i)
-              for m in cfg.models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
+    """One point per (model, N, K, scheme, bits, SNR, seed): `digital_realisations` channels and unit-variance
+    Gaussian payloads of `payload_reals` reals per device (`DigitalUplink` on the pilot estimate, quantiser of
+    `digital_bits` widths with stochastic rounding below 8 bits; the bit-true scheme at `bit_true_bits`; adaptive
+    schemes with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
+    points = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, num_bits=q, snr_db=s, seed=cfg.seed + i)
+              for m in cfg.digital_models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
+              for q in (cfg.bit_true_bits if DIGITAL_SCHEMES[sc].get("link") == "bits" else cfg.digital_bits)
               for s in cfg.digital_snr_db for i in range(cfg.digital_num_seeds)]
     run_points(points, _DigitalPoint(cfg), store, desc="digital points", **parallel,
-               describe=lambda p, row: f"{p['model']} {p['scheme']} N={p['num_rx_ant']} K={p['num_devices']} "
-                                       f"{p['snr_db']} dB seed {p['seed']}: {row['channel_uses']:.0f} uses "
-                                       f"({row['advantage']:.1f}x AirComp), {row['delivered']:.3f} delivered")
+               describe=lambda p, row: f"{p['model']} {p['scheme']} {p['num_bits']}-bit N={p['num_rx_ant']} "
+                                       f"K={p['num_devices']} {p['snr_db']} dB seed {p['seed']}: median NMSE "
+                                       f"{row['nmse_db']:.1f} dB, {row['channel_uses']:.0f} uses, "
+                                       f"{row['delivered']:.3f} delivered")
 
 
-def _mean_db(values_db):
-    """Mean in the linear domain of dB values, in dB."""
-    return float(10 * np.log10(np.mean(10 ** (np.asarray(values_db, float) / 10))))
+class _OBDAPoint:
+    """An OBDA point, picklable for Ray workers (see `run_obda`)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __call__(self, p):
+        cfg = self.cfg
+        n, k, snr, seed = p["num_rx_ant"], p["num_devices"], p["snr_db"], p["seed"]
+        H = _channels(cfg, p["model"], n, k, seed, cfg.digital_realisations)   # [R, F, N, K]
+        r, f = H.shape[:2]
+        chunk = -(-cfg.payload_reals // f)                             # the payload spread over the F subcarriers
+        x = tf.random.stateless_normal([r, f, k, chunk], [seed, 1]).numpy()
+        H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=seed + 2)[0])
+        nv = 10 ** (-snr / 10)
+        d = truncated_inversion(H_est, 1.0, nv, cfg.obda_threshold)
+        told, down = _control(FACTOR_BITS, H, H_est, snr, np.ones((r, k), bool), seed + 3)
+        b = np.asarray(d.b) * told[:, None, :]                         # no factor: the device is silent
+        res = OBDAUplink()(x, H, np.asarray(d.a), b, nv, seed=seed + 1)
+        sign_error = float(np.mean(res.vote.numpy() != np.sign(x.sum(-2))))
+        pilot = pilot_channel_uses(k, f)
+        energy = pilot + res.energy.numpy().sum(axis=1)                # [R, K]
+        return p | dict(sign_error=sign_error, silent=float(1 - res.transmitted.numpy().any(axis=1).mean()),
+                        **_costs(cfg, float(aircomp_channel_uses(cfg.payload_reals, num_subcarriers=f)), float(pilot),
+                                 downlink=float(down.sum(-1).mean()), energy=float(energy.mean())))
 
 
-def _digital_summary(cfg, dig_rows, bandwidth_hz=1e6):
-    """Lines: per (model, scheme, N, K) the digital NMSE (mean over seeds) and AirComp's channel-use advantage
-    (mean +- 95% CI over the seeds) at each digital SNR, and the digital latency at `bandwidth_hz` (one use per 1/B s)."""
-    nmse = {}
-    for r in dig_rows:
-        key = (r["model"], r["scheme"], int(r["num_rx_ant"]), int(r["num_devices"]))
-        nmse.setdefault(key, {}).setdefault(float(r["snr_db"]), []).append(float(r["nmse_db"]))
-    lines = [f"Digital baseline ({cfg.payload_reals} reals/device, 8-bit): NMSE [dB] | AirComp's channel-use "
-             f"advantage (digital uses / AirComp uses with side information; without it) | digital latency at "
-             f"{bandwidth_hz / 1e6:g} MHz; mean +- 95% CI over {cfg.digital_num_seeds} seeds"]
-    payload = _advantage(cfg, dig_rows, "advantage_payload")
-    for key, pts in _advantage(cfg, dig_rows).items():
-        cells = []
-        for (snr, mean, ci), (_, mean_p, _) in zip(pts, payload[key]):
-            uses = mean * aircomp_channel_uses(cfg.payload_reals, num_devices=key[3],
-                                               num_subcarriers=1 if key[0] in FLAT_MODELS else cfg.num_subcarriers)
-            cells.append(f"{snr:g} dB: {_mean_db(nmse[key][snr]):6.1f} | {mean:5.1f} +- {ci:4.1f}x "
-                         f"({mean_p:5.1f}x payload only) | {uses / bandwidth_hz * 1e3:6.2f} ms")
-        lines.append(f"  {key[0]:<11}{key[1]:<15}N{key[2]}K{key[3]:<4}" + "; ".join(cells))
-    return lines
+def run_obda(cfg, store, **parallel):
+    """One point per (model, N, K, SNR, seed) of the digital grid: `digital_realisations` channels, unit-variance
+    Gaussian payloads, truncated inversion on the pilot estimate (`obda_threshold`), each device's factor down."""
+    points = [dict(model=m, num_rx_ant=n, num_devices=k, snr_db=s, seed=cfg.seed + i) for m in cfg.digital_models
+              for n, k in cfg.digital_settings for s in cfg.snr_db for i in range(cfg.digital_num_seeds)]
+    run_points(points, _OBDAPoint(cfg), store, desc="OBDA points", **parallel,
+               describe=lambda p, row: f"{p['model']} OBDA N={p['num_rx_ant']} K={p['num_devices']} {p['snr_db']} dB "
+                                       f"seed {p['seed']}: sign errors {row['sign_error']:.4f}, "
+                                       f"{row['channel_uses']:.0f} uses")
 
 
-def _advantage(cfg, dig_rows, column="advantage"):
-    """{(model, scheme, N, K): [(snr, mean, ci), ...]} of AirComp's channel-use advantage over the seeds."""
+def _setting(row):
+    return row["model"], int(row["num_rx_ant"]), int(row["num_devices"]), float(row["snr_db"])
+
+
+def digital_options(dig_rows):
+    """{(model, N, K, SNR): [(scheme, bits, nmse_db, uses, downlink_uses, energy), ...]}: per digital option the
+    mean over seeds of the per-seed median NMSE [dB] and of the costs."""
     by = {}
     for r in dig_rows:
-        key = (r["model"], r["scheme"], int(r["num_rx_ant"]), int(r["num_devices"]))
-        by.setdefault(key, {}).setdefault(float(r["snr_db"]), []).append(float(r[column]))
-    return {key: [(s, *mean_ci(v)) for s, v in sorted(snrs.items())] for key, snrs in by.items()}
+        by.setdefault(_setting(r), {}).setdefault((r["scheme"], int(r["num_bits"])), []).append(
+            [float(r[c]) for c in ("nmse_db", "channel_uses", "downlink_uses", "energy")])
+    return {key: [(sc, q, *np.mean(v, axis=0)) for (sc, q), v in opts.items()] for key, opts in by.items()}
+
+
+def matched_table(air_rows, dig_rows, bandwidth_hz=1e6):
+    """Equal-quality view: for each AirComp row with pilot CSI, the cheapest digital option (fewest uplink channel
+    uses) at the same (model, N, K, SNR) whose NMSE (`digital_options`) is at most AirComp's median NMSE, or
+    NOT_REACHED (digital columns blank, never imputed). Rows of MATCHED_FIELDS; settings without digital rows are
+    left out."""
+    options = digital_options(dig_rows)
+    out = []
+    for r in air_rows:
+        key = _setting(r)
+        if r["csi"] != "pilots" or key not in options:
+            continue
+        target, air_uses = float(r["nmse_db"]), float(r["channel_uses"])
+        row = dict(model=key[0], num_rx_ant=key[1], num_devices=key[2], snr_db=key[3], receiver=r["receiver"],
+                   target_nmse_db=target, aircomp_uses=air_uses, aircomp_downlink_uses=float(r["downlink_uses"]),
+                   aircomp_energy=float(r["energy"]), aircomp_latency_ms=air_uses / bandwidth_hz * 1e3,
+                   scheme=NOT_REACHED, num_bits="", digital_nmse_db="", digital_uses="", digital_downlink_uses="",
+                   digital_energy="", ratio="", digital_latency_ms="")
+        meets = [o for o in options[key] if o[2] <= target]
+        if meets:
+            sc, q, nmse, uses, down, energy = min(meets, key=lambda o: (o[3], o[1]))
+            row |= dict(scheme=sc, num_bits=q, digital_nmse_db=nmse, digital_uses=uses, digital_downlink_uses=down,
+                        digital_energy=energy, ratio=uses / air_uses, digital_latency_ms=uses / bandwidth_hz * 1e3)
+        out.append(row)
+    return out
 
 
 def _numpy_core(rng, batch, n, k, num_symbols, noise_var):
@@ -245,33 +402,53 @@ def channel_speed(models=("cdl-c", "umi", "uma", "rma"), num_rx_ant=16, num_devi
     return out
 
 
-def plot(cfg, out, air_rows, dig_rows):
+def plot(cfg, out, air_rows, dig_rows, matched):
+    """Per model: NMSE vs SNR (AirComp with pilots, digital MU-MIMO at each width), digital channel uses over
+    AirComp's at equal SNR (8 bits), and the same ratio at matched NMSE."""
+    options = digital_options(dig_rows)
     for model in cfg.models:
         curves = {}
         for r in air_rows:
-            if r["model"] == model:
-                curves.setdefault(f"AirComp {r['receiver'].upper()} N={r['num_rx_ant']} K={r['num_devices']} "
-                                  f"({r['channel_uses']} uses)",
+            if r["model"] == model and r["csi"] == "pilots":
+                curves.setdefault(f"AirComp {r['receiver'].upper()} N={r['num_rx_ant']} K={r['num_devices']}",
                                   []).append((float(r["snr_db"]), float(r["nmse_db"])))
-        digital = {}
+        for (m, n, k, snr), opts in sorted(options.items()):
+            for sc, q, nmse, *_ in opts:
+                if m == model and sc == "mu-mimo-amc":
+                    curves.setdefault(f"digital MU-MIMO {q}-bit N={n} K={k}", []).append((snr, nmse))
+        line_plot(out / f"nmse_vs_snr_{model}.png", curves, SNR_AXIS, "NMSE of the sum [dB], median over channels",
+                  f"AirComp vs digital, {model}, pilot CSI, every overhead counted",
+                  note="digital: mean over seeds of the per-seed median; dropped devices count against the sum "
+                       "of all K (module docstring)")
+        if model not in cfg.digital_models:
+            continue
+        air_uses = {(r["receiver"], *_setting(r)[1:]): float(r["channel_uses"]) for r in air_rows
+                    if r["model"] == model and r["csi"] == "pilots"}
+        ratios = {}
         for r in dig_rows:
-            if r["model"] == model and r["scheme"] == "mu-mimo-amc":
-                digital.setdefault((r["num_rx_ant"], r["num_devices"], float(r["snr_db"])), []).append(
-                    float(r["nmse_db"]))
-        for (n, k, snr), v in sorted(digital.items()):
-            curves.setdefault(f"digital MU-MIMO+AMC+CRC N={n} K={k}", []).append(
-                (snr, _mean_db(v)))
-        line_plot(out / f"nmse_vs_snr_{model}.png", curves, "SNR = P / sigma^2 per device [dB]",
-                  "NMSE of the sum [dB] (AirComp: median over channels)", f"AirComp vs digital, {model}",
-                  note="digital: mean over seeds; dropped blocks dominate it (8-bit quantiser floor -43.3 dB); "
-                       "AirComp N = K curves overlap")
-        adv = {f"{scheme} N={n} K={k}": pts for (m, scheme, n, k), pts in _advantage(cfg, dig_rows).items()
-               if m == model}
-        line_plot(out / f"channel_use_advantage_{model}.png", adv, "SNR = P / sigma^2 per device [dB]",
-                  "digital channel uses / AirComp channel uses", f"AirComp's channel-use advantage, {model}",
+            key = ("mrc", int(r["num_rx_ant"]), int(r["num_devices"]), float(r["snr_db"]))
+            if r["model"] == model and int(r["num_bits"]) == 8 and key in air_uses:
+                ratios.setdefault(f"{r['scheme']} N={key[1]} K={key[2]}", {}).setdefault(key[3], []).append(
+                    float(r["channel_uses"]) / air_uses[key])
+        line_plot(out / f"channel_use_advantage_{model}.png",
+                  {label: [(snr, *mean_ci(v)) for snr, v in sorted(pts.items())] for label, pts in ratios.items()},
+                  SNR_AXIS, "digital uplink uses / AirComp MRC uplink uses",
+                  f"Equal SNR: 8-bit digital vs AirComp, {model}",
                   logy=True, hlines={"equal channel uses": 1.0},
-                  note=f"{cfg.payload_reals} reals/device, 8 bits; digital: CRC, header, padding; AirComp: payload "
-                       f"+ side info; 95% CI, {cfg.digital_num_seeds} seeds")
+                  note=f"{cfg.payload_reals} reals/device; both with pilots, AirComp with its side information; "
+                       f"mean and 95% CI over {cfg.digital_num_seeds} seeds")
+        matched_curves = {}
+        for r in matched:
+            if r["model"] == model and r["scheme"] != NOT_REACHED:
+                matched_curves.setdefault(f"AirComp {r['receiver'].upper()} N={r['num_rx_ant']} K={r['num_devices']}",
+                                          []).append((r["snr_db"], r["ratio"], f"{r['num_bits']}b {r['scheme']}"))
+        missing = sorted({f"{r['receiver']} N={r['num_rx_ant']} K={r['num_devices']} {r['snr_db']:g} dB"
+                          for r in matched if r["model"] == model and r["scheme"] == NOT_REACHED})
+        line_plot(out / f"matched_nmse_{model}.png", matched_curves, SNR_AXIS,
+                  "digital uplink uses / AirComp uplink uses", f"Equal quality (AirComp's median NMSE), {model}",
+                  logy=True, hlines={"equal channel uses": 1.0},
+                  note="cheapest digital width and scheme meeting AirComp's median NMSE (labels); not reached: "
+                       + (", ".join(missing) if missing else "none"))
 
 
 def impairment_sweeps(out, quick, seed):
@@ -283,36 +460,71 @@ def impairment_sweeps(out, quick, seed):
 
 def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs.
-    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the AirComp and digital
-    points (the speed test and the impairment sweeps run here)."""
+    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the AirComp, digital and
+    OBDA points (the speed test and the impairment sweeps run here).
+    Returns (cfg, AirComp rows, digital rows, extra): extra = dict(speed=speed-test results, obda=OBDA rows,
+    matched=equal-quality rows), what `summary` prints."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "link", asdict(cfg))
-    air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:5])
-    dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:6])
+    air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:6])
+    dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7])
+    obda = ResultStore(out / "obda.csv", OBDA_FIELDS, OBDA_FIELDS[:5])
     run_aircomp(cfg, air, **parallel)
     run_digital(cfg, dig, **parallel)
+    run_obda(cfg, obda, **parallel)
+    matched = matched_table(air.rows(), dig.rows(), cfg.bandwidth_hz)
+    write_table(out / "matched.csv", MATCHED_FIELDS, matched)
     speed = speed_test(cfg)
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
-    plot(cfg, out, air.rows(), dig.rows())
+    plot(cfg, out, air.rows(), dig.rows(), matched)
     impairment_sweeps(out, quick, seed)
-    return cfg, air.rows(), dig.rows(), speed
+    return cfg, air.rows(), dig.rows(), dict(speed=speed, obda=obda.rows(), matched=matched)
 
 
-def summary(cfg, air_rows, dig_rows, speed):
-    """A short text table: NMSE at a few SNRs, channel uses, and the speed ratio."""
-    lines = [f"{'model':<11}{'scheme':<26}" + "".join(f"{s:>8}" for s in cfg.snr_db) + "   ch.uses"]
+def _fmt_uses(uses):
+    return f"{uses / 1e3:.1f}k" if uses >= 1e4 else f"{uses:.0f}"
+
+
+def summary(cfg, air_rows, dig_rows, extra):
+    """A short text table: AirComp NMSE and costs per SNR, the equal-quality comparison, OBDA, the speed ratio."""
+    speed, bw = extra["speed"], cfg.bandwidth_hz
+    lines = [f"AirComp median NMSE [dB] | uplink channel uses (payload + pilots + side info) at "
+             + ", ".join(f"{s:g}" for s in cfg.snr_db) + " dB; 'genie': perfect CSI, free side information"]
     groups = {}
     for r in air_rows:
-        groups.setdefault((r["model"], f"AirComp {r['receiver']} N{r['num_rx_ant']}K{r['num_devices']}"), []).append(r)
+        name = f"{r['receiver']} N{r['num_rx_ant']}K{r['num_devices']} {r['csi']}"
+        groups.setdefault((r["model"], name), []).append(r)
     for (model, scheme), rows in groups.items():
-        by_snr = {float(r["snr_db"]): float(r["nmse_db"]) for r in rows}
-        lines.append(f"{model:<11}{scheme:<26}" + "".join(f"{by_snr.get(float(s), float('nan')):8.1f}"
-                                                          for s in cfg.snr_db) + f"{rows[0]['channel_uses']:>10}")
-    lines += _digital_summary(cfg, dig_rows)
+        by_snr = {float(r["snr_db"]): r for r in rows}
+        cells = [f"{float(by_snr[s]['nmse_db']):6.1f} | {_fmt_uses(float(by_snr[s]['channel_uses'])):>6}"
+                 for s in map(float, cfg.snr_db) if s in by_snr]
+        dropped = max(float(r["dropped"]) for r in rows)
+        lines.append(f"  {model:<11}{scheme:<22}" + "; ".join(cells)
+                     + (f"  (dropped <= {dropped:.3f})" if dropped else ""))
+    lines.append(f"Equal quality (matched.csv): AirComp's median NMSE as the target; the cheapest digital (scheme, "
+                 f"bits) meeting it; uplink channel uses, latency at {bw / 1e6:g} MHz, downlink uses")
+    for r in extra["matched"]:
+        head = (f"  {r['model']:<11}{r['receiver']} N{r['num_rx_ant']}K{r['num_devices']} {r['snr_db']:>5g} dB "
+                f"target {r['target_nmse_db']:6.1f} dB: AirComp {_fmt_uses(r['aircomp_uses'])} "
+                f"({r['aircomp_latency_ms']:.2f} ms, down {_fmt_uses(r['aircomp_downlink_uses'])})")
+        if r["scheme"] == NOT_REACHED:
+            lines.append(head + f" | digital {NOT_REACHED}")
+        else:
+            lines.append(head + f" | digital {r['scheme']} {r['num_bits']}-bit {r['digital_nmse_db']:.1f} dB "
+                                f"{_fmt_uses(r['digital_uses'])} ({r['digital_latency_ms']:.2f} ms, down "
+                                f"{_fmt_uses(r['digital_downlink_uses'])}) = {r['ratio']:.1f}x")
+    obda = {}
+    for r in extra["obda"]:
+        obda.setdefault(_setting(r)[:3], {}).setdefault(float(r["snr_db"]), []).append(
+            (float(r["sign_error"]), float(r["channel_uses"])))
+    lines.append(f"OBDA (obda.csv): sign-error rate per entry vs the sign of the true sum | uplink uses, mean over "
+                 f"{cfg.digital_num_seeds} seeds")
+    for (model, n, k), pts in obda.items():
+        lines.append(f"  {model:<11}N{n}K{k:<4}" + "; ".join(f"{s:g} dB: {np.mean(v, axis=0)[0]:.4f} | "
+                                                         f"{_fmt_uses(np.mean(v, axis=0)[1])}"
+                                                         for s, v in sorted(pts.items())))
     tfs, nps = speed["tensorflow"]["realisations_per_s"], speed["numpy"]["realisations_per_s"]
-    lines.append("NMSE in dB; AirComp: median over channel realisations (10/90 percentiles, and the mean where it "
-                 "exists, in aircomp.csv); channel uses include the side information")
     lines.append(f"Monte-Carlo core (N=16, K=20, 64 symbols): TF {tfs:,.0f}/s, NumPy {nps:,.0f}/s, "
                  f"ratio {speed['ratio']:.2f}x")
     if "channels" in speed:

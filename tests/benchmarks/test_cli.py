@@ -18,13 +18,15 @@ def test_help_lists_subcommands(capsys):
 
 def test_link_quick_writes_results_and_resumes(tmp_path, capsys):
     main(["link", "--quick", "--out", str(tmp_path)])
-    for name in ("aircomp.csv", "digital.csv", "speed.json", "config.json", "nmse_vs_snr_rayleigh.png"):
+    for name in ("aircomp.csv", "digital.csv", "obda.csv", "matched.csv", "speed.json", "config.json",
+                 "nmse_vs_snr_rayleigh.png", "matched_nmse_rayleigh.png"):
         assert (tmp_path / name).exists(), name
     rows = list(csv.DictReader((tmp_path / "aircomp.csv").open()))
-    assert len(rows) == 2 * 2 * 2 * 3                         # models x (N, K) x receivers x SNRs
-    by_snr = {float(r["snr_db"]): float(r["mse_median"]) for r in rows
-              if r["model"] == "rayleigh" and r["receiver"] == "mrc" and r["num_rx_ant"] == "4"}
-    # aligned designs: MSE = sigma^2 ||a||^2 scales exactly with the noise variance
+    assert len(rows) == 2 * 2 * 2 * 2 * 3                     # models x (N, K) x receivers x (pilots, genie) x SNRs
+    assert len(list(csv.DictReader((tmp_path / "matched.csv").open()))) == 2 * 2 * 3     # rayleigh x receivers x SNRs
+    by_snr = {float(r["snr_db"]): float(r["mse_median"]) for r in rows if r["model"] == "rayleigh"
+              and r["receiver"] == "mrc" and r["num_rx_ant"] == "8" and r["csi"] == "genie"}
+    # aligned designs with perfect CSI: MSE = sigma^2 ||a||^2 scales exactly with the noise variance
     assert by_snr[0.0] / by_snr[20.0] == pytest.approx(100.0, rel=1e-4)
     assert json.loads((tmp_path / "speed.json").read_text())["ratio"] > 0
     before = (tmp_path / "aircomp.csv").read_text()
