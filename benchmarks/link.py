@@ -403,8 +403,8 @@ def channel_speed(models=("cdl-c", "umi", "uma", "rma"), num_rx_ant=16, num_devi
 
 
 def plot(cfg, out, air_rows, dig_rows, matched):
-    """Per model: NMSE vs SNR (AirComp with pilots, digital MU-MIMO at each width), digital channel uses over
-    AirComp's at equal SNR (8 bits), and the same ratio at matched NMSE."""
+    """Per model: NMSE vs SNR (AirComp with pilots, digital at its widest width; all widths in digital.csv), digital
+    channel uses over AirComp's at equal SNR (8 bits), and the same ratio at matched NMSE."""
     options = digital_options(dig_rows)
     for model in cfg.models:
         curves = {}
@@ -414,8 +414,8 @@ def plot(cfg, out, air_rows, dig_rows, matched):
                                   []).append((float(r["snr_db"]), float(r["nmse_db"])))
         for (m, n, k, snr), opts in sorted(options.items()):
             for sc, q, nmse, *_ in opts:
-                if m == model and sc == "mu-mimo-amc":
-                    curves.setdefault(f"digital MU-MIMO {q}-bit N={n} K={k}", []).append((snr, nmse))
+                if m == model and q == max(cfg.digital_bits) and sc in ("mu-mimo-amc", "tdma-amc"):
+                    curves.setdefault(f"digital {sc} {q}-bit N={n} K={k}", []).append((snr, nmse))
         line_plot(out / f"nmse_vs_snr_{model}.png", curves, SNR_AXIS, "NMSE of the sum [dB], median over channels",
                   f"AirComp vs digital, {model}, pilot CSI, every overhead counted",
                   note="digital: mean over seeds of the per-seed median; dropped devices count against the sum "
