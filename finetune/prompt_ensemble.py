@@ -166,7 +166,7 @@ class MemberTrainer:
     lowest one: everything below j is computed once, `activations`); lr, epochs, batch_size: Adam training
     per member; seed: the base of every random choice (fresh inits and batch orders are drawn from (seed,
     origin); reassign it between streams). One PeftModel and one compiled step serve all members (Adam's state
-    is zeroed between members).
+    is zeroed between members); `steps_taken` counts the optimizer steps run so far.
     """
 
     def __init__(self, model, num_labels, tokens_pattern, lr=1e-2, epochs=4, batch_size=32, seed=0):
@@ -176,7 +176,7 @@ class MemberTrainer:
                                  prompt_init="random", seed=seed)
         self.peft = get_peft_model(model, cfg, num_labels=num_labels, seed=seed)
         self.start = self.peft.lowest_tuned_block()
-        self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
+        self.epochs, self.batch_size, self.seed, self.steps_taken = epochs, batch_size, seed, 0
         self.optimizer = keras.optimizers.Adam(lr)
         self.step = make_train_step(self.peft, self.optimizer, start_block=self.start)
 
@@ -194,16 +194,34 @@ class MemberTrainer:
         kernel = (0.02 * rng.standard_normal(self.peft.head.kernel.shape)).astype(np.float32)
         return PromptMember(prompts, kernel, np.zeros(kernel.shape[1], np.float32), origin)
 
-    def train(self, hidden, mask, labels, init=None, origin=0):
-        """A member trained on (hidden, mask, labels) from `init` (a PromptMember; None: `fresh_member`)."""
+    def steps_for(self, num_examples):
+        """Optimizer steps of one `train` call with `epochs` on `num_examples` texts: epochs ceil(n / batch_size)."""
+        return self.epochs * -(-num_examples // self.batch_size)
+
+    def train(self, hidden, mask, labels, init=None, origin=0, steps=None):
+        """A member trained on (hidden, mask, labels) from `init` (a PromptMember; None: `fresh_member`) for
+        `steps` optimizer steps (None: `epochs` passes, `steps_for(len(labels))` steps; else passes over
+        reshuffled batches until exactly `steps`). The member's `steps` is init's plus these; `steps_taken`
+        counts every step this trainer has run."""
+        if steps is None:
+            steps = self.steps_for(len(labels))
+        elif isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"`steps` must be an int >= 1 or None, got {steps!r}")
         load_member(self.peft, init if init is not None else self.fresh_member(hidden, mask, origin))
         for v in self.optimizer.variables():
             v.assign(tf.zeros_like(v))
         rng = np.random.default_rng([self.seed, origin, 1])
-        for _ in range(self.epochs):
+        done = 0
+        while done < steps:
             for xb, yb in batches((hidden, mask.astype(np.float32)), np.asarray(labels), self.batch_size, rng):
                 self.step(trim_padding(xb), yb)
-        return member_of(self.peft, origin)
+                done += 1
+                if done == steps:
+                    break
+        self.steps_taken += done
+        member = member_of(self.peft, origin)
+        member.steps = done + (init.steps if init is not None else 0)
+        return member
 
     def logits(self, members, hidden, mask):
         """Member logits float32 [M, S, C] by the batched pass (`pool_logits`)."""

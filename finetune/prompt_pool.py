@@ -23,11 +23,13 @@ from .training import take, trim_padding
 @dataclass
 class PromptMember:
     """One pool entry: `prompts` {block: float32 [n_b, H]}, head `kernel` float32 [H, C] and `bias` [C];
-    `origin`: the index of the stream chunk it was trained on."""
+    `origin`: the index of the stream chunk it was trained on; `steps`: the optimizer steps behind it, those of
+    the member it was warm-started from included (its lineage; 0 for an untrained member)."""
     prompts: dict
     kernel: np.ndarray
     bias: np.ndarray
     origin: int = 0
+    steps: int = 0
 
     def signature(self):
         """({block: (n_b, H)}, kernel shape): members of one pool must agree on it."""

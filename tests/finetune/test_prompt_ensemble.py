@@ -202,3 +202,19 @@ def test_stream_with_warm_start_keeps_the_budget_and_predicts_every_rule(rng):
     assert set(pred) == set(RULES) and all(p.shape == (9,) for p in pred.values())
     with pytest.raises(ValueError, match="`init`"):
         OnTheFlyEnsemble(trainer, PromptPool(capacity=2), init="lukewarm")
+
+
+def test_training_steps_are_counted_and_a_warm_member_carries_its_lineage(rng):
+    """20 texts, batch 8, 2 epochs: ceil(20/8) * 2 = 6 steps by default, exactly 7 when asked (a third pass cut
+    short), the counter adds both; a member warm-started from the 7-step one has 13 steps behind it."""
+    trainer = tiny_trainer({2: 2}, epochs=2, batch_size=8)
+    h, m = trainer.activations(tokens(rng, 20))
+    y = rng.integers(0, LABELS, 20)
+    assert trainer.steps_for(20) == 6
+    first = trainer.train(h, m, y, origin=0)
+    longer = trainer.train(h, m, y, origin=0, steps=7)
+    assert (first.steps, longer.steps, trainer.steps_taken) == (6, 7, 13)
+    assert trainer.train(h, m, y, init=longer, origin=1).steps == 13 and trainer.steps_taken == 19
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="`steps`"):
+            trainer.train(h, m, y, steps=bad)
