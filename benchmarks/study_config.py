@@ -8,7 +8,8 @@ from typing import get_args, get_origin
 
 
 PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")
-SCHEMES = ("centralised", "ideal", "aircomp", "digital")
+SCHEMES = ("centralised", "ideal", "aircomp", "digital", "obda")
+LINKS = ("counted", "genie")
 MODES = ("emulator", "full", "gradient")
 # per model name: (max_position_embeddings, hidden size): tokens per text, LoRA rank and adapter width are bounded
 # by them (MiniLM's packaged config.json; random-bert is built with 512 positions and BERT's small hidden size 64)
@@ -46,10 +47,13 @@ class PeftSection:
 @dataclass
 class DataSection:
     """dataset; train_examples / test_examples: how many of the seeded 80/20 split to use (0: all of it);
-    partition across devices ("iid", "dirichlet" with alpha, "shards")."""
+    validation_fraction: the stratified share of the training split held out as validation (per-round curves
+    and every choice use it; the test split only gives the final accuracy); partition across devices ("iid",
+    "dirichlet" with alpha, "shards")."""
     dataset: str = "rotten_tomatoes"
     train_examples: int = 0
     test_examples: int = 0
+    validation_fraction: float = 0.1
     partition: str = "iid"
     alpha: float = 0.5
 
@@ -59,9 +63,10 @@ class FederatedSection:
     """mode: "full" (devices hold the full model), "emulator" (devices tune on a layer-dropped emulator, the
     server plugs the weights into the full model), "gradient" (split fine-tuning at cut_block); devices K;
     rounds; local_steps per round; batch_size; local_optimizer ("adam", stateful per device, or "sgd") with
-    lr; centralised_lr: the reference's learning rate (each tuned for its setting); server_optimizer ("fedavg" with server_lr, or "fedadam"); lora_aggregation: a list of "factors",
-    "frozen_a", "delta_w" (one study point each); eval_every: rounds between the per-round test evaluations,
-    which use round_eval_examples texts of the test split (0: all; the final accuracy always uses all);
+    lr; centralised_lr: the reference's learning rate; server_optimizer ("fedavg" with server_lr, or "fedadam"); lora_aggregation: a list of "factors",
+    "frozen_a", "delta_w" (one study point each); eval_every: rounds between the per-round evaluations, which
+    use round_eval_examples texts of the validation split (0: all of it; the final test accuracy uses the
+    whole test split);
     emulator_bottom / emulator_top / emulator_drop; cut_block."""
     mode: str = "full"
     devices: int = 8
@@ -74,7 +79,7 @@ class FederatedSection:
     server_optimizer: str = "fedavg"
     server_lr: float = 1.0
     lora_aggregation: list[str] = field(default_factory=lambda: ["factors"])
-    eval_every: int = 2
+    eval_every: int = 1
     round_eval_examples: int = 512
     emulator_bottom: int = 1
     emulator_top: int = 1
@@ -84,11 +89,18 @@ class FederatedSection:
 
 @dataclass
 class ChannelSection:
-    """model (deft6g.phy.CHANNEL_MODELS); num_rx_ant N (a list: one study point per N); snr_db grid
-    (P / sigma^2 per device); method (deft6g.optim.METHODS) designed every round; csi_error (variance);
-    select_devices with mse_target; bandwidth_hz converts channel uses to latency [s]; num_subcarriers
-    (OFDM models: TDL, CDL, UMi/UMa/RMa)."""
-    model: str = "rayleigh"
+    """model (deft6g.phy.CHANNEL_MODELS; the drop models "umi", "uma", "rma" keep each seed's drop of the
+    devices across rounds, near and far, and redraw the small-scale fading every round: snr_db is then the
+    drop's mean SNR); num_rx_ant N (a list: one study point per N); snr_db grid (P / sigma^2 per device);
+    links: "counted" (CSI from tau = num_pilots pilots at the link's SNR, side information and downlink over the
+    link, all counted) and/or "genie" (perfect CSI, or the explicit csi_error variance; free side information
+    and downlink: a labelled bound); num_pilots (0: K); downlink_offset_db: downlink SNR minus uplink SNR;
+    method (deft6g.optim.METHODS) designed every round; select_devices with mse_target; bandwidth_hz converts
+    channel uses to latency [s]; num_subcarriers (OFDM models: TDL, CDL, UMi/UMa/RMa)."""
+    model: str = "umi"
+    links: list[str] = field(default_factory=lambda: ["counted"])
+    num_pilots: int = 0
+    downlink_offset_db: float = 0.0
     num_rx_ant: list[int] = field(default_factory=lambda: [2])
     snr_db: list[float] = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0])
     method: str = "sdr"
@@ -103,21 +115,32 @@ class ChannelSection:
 class DigitalSection:
     """The digital baseline (MU-MIMO LMMSE, adaptive MCS, CRC; `deft6g.finetune.DigitalAggregator`):
     snr_db, its own SNR grid (empty: channel.snr_db); mcs "adaptive" (per device from its post-detection
-    SINR) or "fixed"; detector "lmmse" or "zf"; quantiser bits per real; QAM bits per symbol, LDPC code rate
-    and decoder iterations where the MCS is fixed (bit-true decoding)."""
+    SINR) or "fixed"; detector "lmmse" or "zf"; num_bits: the quantiser's bits per real (a list: one point
+    per width, 1..16; widths below 8 round stochastically, unbiased); QAM bits per symbol, LDPC code rate and
+    decoder iterations where the MCS is fixed (bit-true decoding)."""
     snr_db: list[float] = field(default_factory=lambda: [-10.0, 0.0, 10.0])
     mcs: str = "adaptive"
     detector: str = "lmmse"
-    num_bits: int = 8
+    num_bits: list[int] = field(default_factory=lambda: [8])
     num_bits_per_symbol: int = 2
     code_rate: float = 0.5
     num_iter: int = 10
 
 
 @dataclass
+class ObdaSection:
+    """One-bit over-the-air aggregation (`deft6g.finetune.OBDAAggregator`): snr_db, its own SNR grid (empty:
+    channel.snr_db); threshold: truncation threshold on the effective gain (linear); server_lr: the step of the
+    sign update."""
+    snr_db: list[float] = field(default_factory=list)
+    threshold: float = 0.1
+    server_lr: float = 0.02
+
+
+@dataclass
 class StudyConfig:
     """schemes: "centralised" (the same PEFT trained on the union of the devices' data, as many samples),
-    "ideal", "aircomp", "digital"; seeds: one run per seed and point (each changes initialisation,
+    "ideal", "aircomp", "digital", "obda"; seeds: one run per seed and point (each changes initialisation,
     partition, batches, channels and noise)."""
     schemes: list[str] = field(default_factory=lambda: ["centralised", "ideal", "aircomp", "digital"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -127,6 +150,7 @@ class StudyConfig:
     federated: FederatedSection = field(default_factory=FederatedSection)
     channel: ChannelSection = field(default_factory=ChannelSection)
     digital: DigitalSection = field(default_factory=DigitalSection)
+    obda: ObdaSection = field(default_factory=ObdaSection)
 
     def to_dict(self):
         return asdict(self)
@@ -162,6 +186,8 @@ def build_config(overrides=None):
         bad = sorted(set(value) - known, key=str)
         if bad:
             raise ConfigError(f"unknown configuration key {key}.{bad[0]!r}; known in [{key}]: {sorted(known)}")
+        if key == "digital" and isinstance(value.get("num_bits"), int) and not isinstance(value["num_bits"], bool):
+            value = {**value, "num_bits": [value["num_bits"]]}      # one width, as before the width sweep
         cfg = replace(cfg, **{key: replace(getattr(cfg, key), **value)})
     validate(cfg)
     return cfg
@@ -325,7 +351,21 @@ def validate(cfg):
              "device selection needs a flat channel model (rayleigh or correlated)")
     _require(g.mcs in ("adaptive", "fixed"), "digital.mcs", f"must be 'adaptive' or 'fixed', got {g.mcs!r}")
     _require(g.detector in ("lmmse", "zf"), "digital.detector", f"must be 'lmmse' or 'zf', got {g.detector!r}")
-    _int(g.num_bits, "digital.num_bits", 1)
+    _require(g.num_bits, "digital.num_bits", "must be a non-empty list of bit widths")
+    for b in g.num_bits:
+        _int(b, "digital.num_bits", 1, 16)
+    _require(c.links and set(c.links) <= set(LINKS), "channel.links",
+             f"must be a non-empty list from {LINKS}, got {c.links!r}")
+    _require(c.csi_error == 0 or c.links == ["genie"], "channel.csi_error",
+             "an explicit CSI error variance replaces the pilots: it needs channel.links = ['genie']")
+    _require(c.num_pilots == 0 or c.num_pilots >= f.devices, "channel.num_pilots",
+             f"must be 0 (K pilots) or >= federated.devices = {f.devices} (orthogonal pilots), got {c.num_pilots}")
+    _require(c.num_pilots >= 0, "channel.num_pilots", f"must be >= 0, got {c.num_pilots}")
+    _require(0 < d.validation_fraction <= 0.5, "data.validation_fraction",
+             f"must be in (0, 0.5], got {d.validation_fraction}")
+    o = cfg.obda
+    _require(o.threshold >= 0, "obda.threshold", f"must be >= 0, got {o.threshold}")
+    _positive(o.server_lr, "obda.server_lr")
     _int(g.num_bits_per_symbol, "digital.num_bits_per_symbol", 1)
     _require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")
     _int(g.num_iter, "digital.num_iter", 1)

@@ -310,7 +310,8 @@ class DigitalAggregator(_RadioAggregator):
     the server's N antennas receive up to N devices at once (multi-user MIMO, `detector` "lmmse" or "zf",
     the number of orthogonal groups chosen per round, `streams="auto"`); each device's MCS adapts to its
     post-detection SINR (`mcs="adaptive"`, NR MCS table 2 with measured 10 %-BLER thresholds;
-    `mcs="fixed"` gives every device `num_bits_per_symbol` and `code_rate`); every block carries a CRC24A
+    `mcs="fixed"` gives every device `num_bits_per_symbol` and `code_rate`; `stochastic_rounding`: unbiased
+    rounding, by default for widths below 8 bits); every block carries a CRC24A
     and a failed block is dropped. Each entry of the mean is the FedAvg-weighted mean over the devices that
     delivered it (weights renormalised over them; 0 where no device did); `per_device` holds that mean in
     place of the entries a device lost, so `weights @ per_device == mean`; `devices` counts the devices that
@@ -330,7 +331,8 @@ class DigitalAggregator(_RadioAggregator):
 
     def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", num_bits=8, num_bits_per_symbol=2,
                  code_rate=0.5, num_iter=20, seed=0, *, mcs="adaptive", detector="lmmse", streams="auto",
-                 link=None, genie=False, num_pilots=None, downlink_snr_db=None, csi_error=0.0, **channel_kwargs):
+                 link=None, stochastic_rounding=None, genie=False, num_pilots=None, downlink_snr_db=None,
+                 csi_error=0.0, **channel_kwargs):
         super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, genie, num_pilots, downlink_snr_db,
                          csi_error, **channel_kwargs)
         if mcs not in ("adaptive", "fixed"):
@@ -338,8 +340,10 @@ class DigitalAggregator(_RadioAggregator):
         fixed = (num_bits_per_symbol, code_rate)
         in_table = mcs == "adaptive" or any(e.num_bits_per_symbol == fixed[0] and code_rate is not None
                                             and abs(e.code_rate - code_rate) < 1e-6 for e in MCS_TABLE)
+        stochastic = num_bits < 8 if stochastic_rounding is None else bool(stochastic_rounding)
         self.uplink = DigitalUplink(num_bits, "adaptive" if mcs == "adaptive" else fixed, detector, streams,
-                                    link or ("abstract" if in_table else "bits"), num_iter=num_iter)
+                                    link or ("abstract" if in_table else "bits"), num_iter=num_iter,
+                                    stochastic_rounding=stochastic)
 
     def __call__(self, updates, round_index, weights=None):
         u = _check_updates(updates, self.num_devices)

@@ -35,10 +35,13 @@ LORA_AGGREGATIONS = ("factors", "frozen_a", "delta_w")
 
 @dataclass
 class RoundLog:
-    """One round: mean local loss; aggregation MSE (per entry) and channel uses of the uplink; devices heard;
-    bits_up / bits_down: split-mode cut-layer traffic (activations + labels up, gradients down), all devices;
-    lora_bias: ||sum_k w_k A_k B_k - A_bar B_bar|| / ||sum_k w_k A_k B_k - A_0 B_0|| over the LoRA layers
-    (0 when A is frozen; NaN without LoRA); accuracy: test accuracy after the round (NaN when not evaluated)."""
+    """One round: mean local loss; aggregation MSE (per entry) and channel uses of the uplink (payload + pilots +
+    side information); devices heard; bits_up / bits_down: split-mode cut-layer traffic (activations + labels
+    up, gradients down), all devices; lora_bias: ||sum_k w_k A_k B_k - A_bar B_bar|| / ||sum_k w_k A_k B_k -
+    A_0 B_0|| over the LoRA layers (0 when A is frozen; NaN without LoRA); accuracy: the `evaluate` callback's
+    accuracy after the round (NaN when not evaluated); payload_uses, pilot_uses, side_info_uses: the parts of
+    channel_uses; downlink_uses: the server's downlink symbols; nmse: the aggregate's normalised MSE; energy:
+    the devices' transmit energy [P x channel uses], summed; participants: the devices aggregated (indices)."""
     round: int
     loss: float
     agg_mse: float
@@ -48,6 +51,13 @@ class RoundLog:
     bits_down: int = 0
     lora_bias: float = float("nan")
     accuracy: float = float("nan")
+    payload_uses: int = 0
+    pilot_uses: int = 0
+    side_info_uses: int = 0
+    downlink_uses: int = 0
+    nmse: float = float("nan")
+    energy: float = 0.0
+    participants: tuple = ()
 
 
 class BatchStream:
@@ -278,8 +288,13 @@ class FederatedDEFT:
                     projection_kernel(layer.base).assign_add((layer.scale * res).astype(np.float32))
         self.set_payload(new)
         bits = self._cut_bits(examples)
+        heard = agg.participants if agg.participants is not None else self.weights > 0
         return RoundLog(r, float(np.mean(losses)), agg.agg_mse, agg.channel_uses, agg.devices,
-                        bits_up=bits + (32 * examples if bits else 0), bits_down=bits, lora_bias=bias)
+                        bits_up=bits + (32 * examples if bits else 0), bits_down=bits, lora_bias=bias,
+                        payload_uses=agg.payload_uses, pilot_uses=agg.pilot_uses, side_info_uses=agg.side_info_uses,
+                        downlink_uses=agg.downlink_uses, nmse=agg.nmse,
+                        energy=float(np.sum(agg.energy)) if agg.energy is not None else 0.0,
+                        participants=tuple(int(k) for k in np.flatnonzero(heard)))
 
     def run(self, rounds, evaluate=None, eval_every=1, progress=None):
         """`rounds` rounds; returns the list of RoundLog. evaluate() -> accuracy is called after every

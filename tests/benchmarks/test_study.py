@@ -126,7 +126,8 @@ def test_quick_study_on_pretrained_minilm(tmp_path, capsys, monkeypatch):
     summary = read(tmp_path / "summary.csv")
     assert len(summary) == 6 and all(s["n"] == "2" for s in summary)
     assert (tmp_path / "cache" / "activations").is_dir()
-    for name in ("accuracy_vs_snr.png", "accuracy_vs_latency.png", "accuracy_per_round.png", "agg_mse_per_round.png",
+    for name in ("accuracy_vs_snr.png", "accuracy_vs_latency.png", "accuracy_per_round.png", "nmse_per_round.png",
+                 "accuracy_vs_channel_uses.png",
                  "config.json"):
         assert (tmp_path / name).is_file()
     out = capsys.readouterr().out
@@ -138,3 +139,30 @@ def test_output_folder_of_another_configuration_is_refused(tmp_path, capsys):
     assert main(["study", "--quick", "--out", str(tmp_path)]) == 2
     assert "holds results of another run" in capsys.readouterr().err
     assert not (tmp_path / "results.csv").exists()
+
+
+def test_default_channel_keeps_each_seeds_drop_across_rounds():
+    """The default study channel is a UMi drop: within a seed the devices' large-scale gains stay from round to
+    round (small-scale fading changes), another seed places the devices anew."""
+    from deft6g.benchmarks.study import _aggregator
+    cfg = load_config()
+    assert cfg.channel.model == "umi" and cfg.channel.links == ["counted"]
+    point = {"scheme": "aircomp", "snr_db": 0.0, "num_rx_ant": 2, "link": "counted", "num_bits": 0,
+             "lora_aggregation": "factors", "seed": 0}
+    agg = _aggregator(cfg, point)
+    H0, H1 = agg._draw(0), agg._draw(1)
+    gains = agg.channel.last_drop["gain_db"].numpy()
+    agg._draw(2)
+    assert (agg.channel.last_drop["gain_db"].numpy() == gains).all() and not (H0 == H1).all()
+    other = _aggregator(cfg, {**point, "seed": 1})
+    other._draw(0)
+    assert not (other.channel.last_drop["gain_db"].numpy() == gains).all()
+
+
+def test_uses_to_target_is_censored_never_imputed():
+    """Cumulative uplink uses until the first round at or above the target; a run that never gets there is
+    infinite (censored), and the summary's median over seeds is then 'not reached' when most never do."""
+    from deft6g.benchmarks.study import uses_to_target
+    rounds = [{"round": i, "channel_uses": 100, "val_accuracy": acc} for i, acc in enumerate([0.5, 0.7, 0.8])]
+    assert uses_to_target(rounds, 0.7) == 200 and uses_to_target(rounds, 0.8) == 300
+    assert uses_to_target(rounds, 0.9) == float("inf")

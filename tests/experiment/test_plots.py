@@ -31,7 +31,7 @@ def test_log_axis_refuses_intervals_that_reach_zero_and_draws_log_space_ones(tmp
 
 
 def test_study_round_plot_lower_bounds_on_the_log_axis_are_positive(tmp_path, monkeypatch):
-    """The study's agg_mse_per_round.png: every interval it hands to line_plot has a positive lower bound."""
+    """The study's nmse_per_round.png: every interval it hands to line_plot has a positive lower bound."""
     from deft6g.benchmarks import study
     seen = []
     monkeypatch.setattr(study, "line_plot", lambda path, curves, *a, **k: seen.append((curves, k)))
