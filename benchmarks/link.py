@@ -30,7 +30,8 @@ from deft6g.phy import FLAT_MODELS, ControlLink, DigitalUplink, FadingChannel, O
     aircomp_channel_uses, aircomp_mse, empirical_mse, pilot_channel_uses
 from deft6g.rng import reseed
 
-from deft6g.experiment import ResultStore, line_plot, mean_ci, percentiles, prepare_output, run_points, write_table
+from deft6g.experiment import ResultStore, line_plot, log_mean_ci, mean_ci, percentiles, prepare_output, run_points, \
+    write_table
 
 STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
 FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
@@ -431,12 +432,13 @@ def plot(cfg, out, air_rows, dig_rows, matched):
                 ratios.setdefault(f"{r['scheme']} N={key[1]} K={key[2]}", {}).setdefault(key[3], []).append(
                     float(r["channel_uses"]) / air_uses[key])
         line_plot(out / f"channel_use_advantage_{model}.png",
-                  {label: [(snr, *mean_ci(v)) for snr, v in sorted(pts.items())] for label, pts in ratios.items()},
+                  {label: [(snr, m, (lo, hi)) for snr, v in sorted(pts.items()) for m, lo, hi in [log_mean_ci(v)]]
+                   for label, pts in ratios.items()},
                   SNR_AXIS, "digital uplink uses / AirComp MRC uplink uses",
                   f"Equal SNR: 8-bit digital vs AirComp, {model}",
                   logy=True, hlines={"equal channel uses": 1.0},
                   note=f"{cfg.payload_reals} reals/device; both with pilots, AirComp with its side information; "
-                       f"mean and 95% CI over {cfg.digital_num_seeds} seeds")
+                       f"geometric mean and 95% CI over {cfg.digital_num_seeds} seeds")
         matched_curves = {}
         for r in matched:
             if r["model"] == model and r["scheme"] != NOT_REACHED:
