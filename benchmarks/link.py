@@ -222,10 +222,10 @@ class _DigitalPoint:
         H = _channels(cfg, p["model"], n, k, seed, cfg.digital_realisations)
         r, f = H.shape[:2]
         H = H if f > 1 else H[:, 0]
-        H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=seed + 2)[0])
+        H_est, error_var = (np.asarray(t) for t in PilotCsi(k)(H, float(snr), seed=seed + 2))
         scheme = {"link": cfg.digital_link} | DIGITAL_SCHEMES[p["scheme"]]
         uplink = DigitalUplink(q, stochastic_rounding=q < 8, **scheme)
-        res = uplink(x, H, 10 ** (-snr / 10), seed=seed + 1, H_est=H_est)
+        res = uplink(x, H, 10 ** (-snr / 10), seed=seed + 1, H_est=H_est, error_var=float(error_var))
         mcs = np.asarray(res.mcs)
         told, down = _control(GRANT_BITS, H.reshape(r, f, n, k), H_est.reshape(r, f, n, k), snr, mcs >= 0, seed + 3)
         valid = res.valid.numpy() & told[..., None]                   # a device without its grant stays silent

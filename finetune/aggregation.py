@@ -153,12 +153,13 @@ class _RadioAggregator:
         return self.channel(1, seed=self._round_seed(round_index))[0].numpy()
 
     def _estimate(self, H, seed):
-        """(H_est, pilot channel uses): LMMSE from pilots at the link's SNR, or the genie's (perfect, or the
-        explicit `csi_error` model) without pilots."""
+        """(H_est, pilot channel uses, per-entry error variance): LMMSE from pilots at the link's SNR, or the
+        genie's (perfect, or the explicit `csi_error` model) without pilots."""
         if self.genie:
-            return (imperfect_csi(H, self.csi_error, seed=seed) if self.csi_error else H), 0
-        H_est, _ = self.pilots(H, self.snr_db, seed=seed)
-        return np.asarray(H_est), pilot_channel_uses(self.num_pilots, H.shape[0] if H.ndim == 3 else 1)
+            return (imperfect_csi(H, self.csi_error, seed=seed) if self.csi_error else H), 0, self.csi_error
+        H_est, error_var = self.pilots(H, self.snr_db, seed=seed)
+        uses = pilot_channel_uses(self.num_pilots, H.shape[0] if H.ndim == 3 else 1)
+        return np.asarray(H_est), uses, float(error_var)
 
     def _send(self, num_bits, H, H_est, snr_db, active, seed):
         """(delivered [K] bool, channel uses, uses per device [K]) of a control message to or from the `active`
@@ -196,7 +197,7 @@ class AirCompAggregator(_RadioAggregator):
         fed_w = fedavg_weights(weights, k)
         seed = self._round_seed(round_index)
         H = self._draw(round_index)
-        H_est, pilot_uses = self._estimate(H, seed + 1)
+        H_est, pilot_uses, _ = self._estimate(H, seed + 1)
         stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, self.snr_db, fed_w > 0, seed + 4)
         w = _renormalised(fed_w, stats_ok)
         f = H.shape[0] if H.ndim == 3 else 1
@@ -287,7 +288,7 @@ class OBDAAggregator(_RadioAggregator):
         fed_w = fedavg_weights(weights, k)
         seed = self._round_seed(round_index)
         H = self._draw(round_index)
-        H_est, pilot_uses = self._estimate(H, seed + 1)
+        H_est, pilot_uses, _ = self._estimate(H, seed + 1)
         voters = fed_w > 0
         d = truncated_inversion(H_est[..., voters], 1.0, self.noise_var, self.threshold)
         a, b = d.a, np.zeros(H.shape[:-2] + (k,), complex)
@@ -351,8 +352,8 @@ class DigitalAggregator(_RadioAggregator):
         w = fedavg_weights(weights, k)
         seed = self._round_seed(round_index)
         H = self._draw(round_index)
-        H_est, pilot_uses = self._estimate(H, seed + 1)
-        res = self.uplink(u, H, self.noise_var, 1.0, seed=seed + 3, H_est=H_est)
+        H_est, pilot_uses, error_var = self._estimate(H, seed + 1)
+        res = self.uplink(u, H, self.noise_var, 1.0, seed=seed + 3, H_est=H_est, error_var=error_var)
         mcs = np.asarray(res.mcs)
         told, down_uses, _ = self._send(GRANT_BITS, H, H_est, self.downlink_snr_db, mcs >= 0, seed + 5)
         x_hat, valid = res.x_hat.numpy().astype(np.float64), res.valid.numpy() & told[:, None]

@@ -53,6 +53,23 @@ LINK_MODELS = ("bits", "abstract")
 HEADER_BITS = 64                    # the quantiser range (lo, hi) as two float32
 
 
+def delivered_sum(x_hat, valid):
+    """The server's estimate of the sum over the K devices from the entries that arrived: K x the mean over the
+    devices that delivered each entry, 0 where none did.
+
+    Input
+    -----
+    x_hat : [..., K, L], tf.float -- the decoded payloads; valid : [..., K, L], bool -- delivered entries
+
+    Output
+    ------
+    f_hat : [..., L], x_hat's dtype
+    """
+    x_hat = tf.where(valid, x_hat, tf.zeros_like(x_hat))
+    heard = tf.reduce_sum(tf.cast(valid, x_hat.dtype), axis=-2)
+    return x_hat.shape[-2] * tf.math.divide_no_nan(tf.reduce_sum(x_hat, axis=-2), heard)
+
+
 @dataclass
 class UplinkResult(ErrorRates):
     """What one digital round delivered and cost (leading dimensions [...] = the realisations of the input).
@@ -129,6 +146,9 @@ class DigitalUplink(Block):
     noise_var : float > 0 (per antenna, linear); power : scalar or [K] (P_k, linear; SNR = P / noise_var);
     H_est : None | the shape of H -- the server's channel estimate (e.g. `PilotCsi`): groups, MCS and detection
     use it, while the blocks see the true channel through that detector (`mismatched_sinr`); None: perfect CSI;
+    error_var : float >= 0 -- the estimate's per-entry error variance (e.g. `PilotCsi`'s): the detector and the
+    SINR the scheduler predicts count the error of the up to S devices of a group as noise, sigma^2 + S P e
+    (a robust LMMSE; 0: none);
     seed : None | int
 
     Output
@@ -334,7 +354,7 @@ class DigitalUplink(Block):
         return p_fail
 
     # ------------------------------------------------------------------ transmission
-    def _transmit(self, tx_bits, h, noise_var, groups, mcs, h_est):
+    def _transmit(self, tx_bits, h, noise_var, groups, mcs, h_est, design_noise_var):
         """Bit-true: encode, superpose per group, AWGN, detect (with the estimate h_est), decode. tx_bits
         [B, K, Lb] NumPy 0/1. Returns (rx_bits [B, K, Lb], block_ok [B, K, Cmax] bool, bit_errors)."""
         n_real, f, _, k = h.shape
@@ -358,7 +378,7 @@ class DigitalUplink(Block):
                 xs = tf.constant(x[b, members].reshape(len(members), -1, f), self.cdtype)   # [S, T/F, F]
                 y = self._awgn(tf.einsum("fns,stf->tfn", hg, xs), tf.constant(noise_var, self.rdtype))
                 he = tf.constant(h_est[b][..., members], self.cdtype)
-                xe, ne = equalize(y, he, noise_var, self.detector, self.precision)    # [T/F, F, S], [F, S]
+                xe, ne = equalize(y, he, design_noise_var, self.detector, self.precision)  # [T/F, F, S], [F, S]
                 x_hat[b, members] = np.moveaxis(xe.numpy(), -1, 0).reshape(len(members), -1)
                 no[b, members] = np.tile(np.moveaxis(ne.numpy(), -1, 0), (1, t // f))
         rx = np.zeros(tx_bits.shape)
@@ -380,18 +400,19 @@ class DigitalUplink(Block):
         u = np_rng().uniform(size=mcs.shape + (cmax,))
         return (u >= p_fail[..., None]) & (np.arange(cmax) < num_blocks[..., None])
 
-    def _true_sinr(self, h, h_est, noise_var, groups, mcs):
-        """Effective SINR [B, K] of each device's chosen MCS when detection uses h_est and the channel is h
-        (`mismatched_sinr` per group and subcarrier, folded by `effective_sinr`)."""
+    def _true_sinr(self, h, h_est, noise_var, groups, mcs, design_noise_var):
+        """Effective SINR [B, K] of each device's chosen MCS when detection uses h_est (assuming noise
+        `design_noise_var`) and the channel is h (`mismatched_sinr` per group and subcarrier, folded by
+        `effective_sinr`)."""
         sinr = np.zeros((h.shape[0], h.shape[1], h.shape[-1]))                    # [B, F, K]
         for b, plan in enumerate(groups):
             for members in plan:
                 sinr[b][:, members] = mismatched_sinr(h[b][..., members], h_est[b][..., members], noise_var,
-                                                      self.detector)
+                                                      self.detector, design_noise_var)
         eff_all = effective_sinr(sinr, self.table) if self.table else np.broadcast_to(sinr[:, 0], (1,) + mcs.shape)
         return np.take_along_axis(eff_all, np.maximum(mcs, 0)[None], 0)[0]
 
-    def call(self, x, H, noise_var, power=1.0, seed=None, H_est=None):
+    def call(self, x, H, noise_var, power=1.0, seed=None, H_est=None, error_var=0.0):
         x = tf.cast(as_tensor(x, "x", min_rank=2), self.rdtype)
         H = tf.cast(as_tensor(H, "H", min_rank=2), self.cdtype)
         estimated = H_est is not None
@@ -415,16 +436,20 @@ class DigitalUplink(Block):
         reseed(seed)
         amp = np.sqrt(np.broadcast_to(p.numpy(), (k,)))
         h, h_est = ((t.numpy() if t.shape.rank == 4 else t.numpy()[:, None]) * amp for t in (H, H_est))  # [B, F, N, K]
-        groups, mcs, eff, uses, outage = self.schedule(h_est, nv, num_reals)
+        if not (np.isfinite(error_var) and error_var >= 0):
+            raise ValueError(f"`error_var` must be a finite number >= 0, got {error_var!r}")
+        streams = min(h.shape[-2], k) if self.streams == "auto" else min(self.streams, k)
+        nv_det = nv + float(error_var) * streams * float(np.max(amp) ** 2)    # robust: CSI error as noise
+        groups, mcs, eff, uses, outage = self.schedule(h_est, nv_det, num_reals)
         if estimated:                                             # the blocks see the mismatched detector's SINR
-            eff = self._true_sinr(h, h_est, nv, groups, mcs)
+            eff = self._true_sinr(h, h_est, nv, groups, mcs, nv_det)
         bits, lo, hi = self.quantizer.quantize(x)
         header = np.stack([lo.numpy(), hi.numpy()], -1).astype(np.float32).view(np.uint32)      # [B, K, 2]
         header = (header[..., None] >> np.arange(31, -1, -1, dtype=np.uint32)) & 1
         tx = np.concatenate([header.reshape(n_real, k, HEADER_BITS), bits.numpy()], -1)
         num_blocks = np.where(mcs >= 0, self.blocks(num_reals, np.maximum(mcs, 0)), 0)
         if self.link_model == "bits":
-            rx, ok, bit_errors = self._transmit(tx, h, nv, groups, mcs, h_est)
+            rx, ok, bit_errors = self._transmit(tx, h, nv, groups, mcs, h_est, nv_det)
             bits_sent = int((mcs >= 0).sum()) * tx.shape[-1]
         else:
             rx, ok, bit_errors, bits_sent = tx, self._draw(eff, mcs, num_blocks), 0, 0
@@ -438,8 +463,7 @@ class DigitalUplink(Block):
         x_hat = self.quantizer.dequantize(rx[..., HEADER_BITS:], span[..., 0], span[..., 1])
         valid_t = tf.constant(valid)
         x_hat = tf.where(valid_t, x_hat, tf.zeros_like(x_hat))
-        heard = tf.reduce_sum(tf.cast(valid_t, self.rdtype), axis=-2)
-        f_hat = k * tf.math.divide_no_nan(tf.reduce_sum(x_hat, axis=-2), heard)
+        f_hat = delivered_sum(x_hat, valid_t)
         agg_mse = float(tf.reduce_mean((f_hat - tf.reduce_sum(x, axis=-2)) ** 2))
         transmitted = np.arange(ok.shape[-1]) < num_blocks[..., None]
         out = UplinkResult(f_hat=f_hat, x_hat=x_hat, valid=valid_t, agg_mse=agg_mse, bit_errors=bit_errors,

@@ -43,7 +43,7 @@ def equalize(y, h, noise_var, detector="lmmse", precision=None):
     return zf_equalizer(y, h, s, precision=precision)
 
 
-def mismatched_sinr(h, h_est, noise_var, detector="lmmse"):
+def mismatched_sinr(h, h_est, noise_var, detector="lmmse", design_noise_var=None):
     r"""Post-detection SINR of S streams when the linear detector is built from an estimate and meets the true
     channel: W = (\hat H \hat H^H + \sigma^2 I)^{-1} \hat H (LMMSE) or \hat H (\hat H^H \hat H)^{-1} (ZF), G = W^H H,
 
@@ -58,6 +58,8 @@ e k} |G_{kj}|^2 + \sigma^2 \|w_k\|^2}
     h, h_est : [..., N, S], complex NumPy -- true channels and the estimate the detector uses
     noise_var : float -- per antenna, linear, > 0
     detector : "lmmse" | "zf"
+    design_noise_var : None | float -- the noise variance the LMMSE filter assumes (default `noise_var`; a
+        robust detector adds the estimation error's power to it)
 
     Output
     ------
@@ -70,7 +72,8 @@ e k} |G_{kj}|^2 + \sigma^2 \|w_k\|^2}
         raise ValueError(f"`h_est` must have the shape of `h` {h.shape}, got {he.shape}")
     he_h = np.conj(np.swapaxes(he, -1, -2))
     if detector == "lmmse":
-        w = np.linalg.solve(he @ he_h + noise_var * np.eye(h.shape[-2]), he)
+        assumed = noise_var if design_noise_var is None else design_noise_var
+        w = np.linalg.solve(he @ he_h + assumed * np.eye(h.shape[-2]), he)
     else:
         w = he @ np.linalg.inv(he_h @ he)
     g = np.conj(np.swapaxes(w, -1, -2)) @ h                                        # [..., S, S]

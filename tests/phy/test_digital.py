@@ -279,3 +279,19 @@ def test_uplink_with_estimated_csi_schedules_on_the_estimate_and_loses_more_bloc
     assert noisy.block_errors > perfect.block_errors
     with pytest.raises(ValueError, match="`H_est`"):
         up(x, H, 0.1, H_est=np.asarray(H_est)[:, :1])
+
+
+def test_robust_detection_with_the_csi_error_variance_keeps_blocks_alive():
+    """N = K = 8 at 20 dB with 8 pilots (error variance 1/801): scheduling and LMMSE detection on the estimate
+    as if it were exact lose 65% of the blocks (measured; asserted > 30%): the residual interference of the
+    error is invisible to the SINR prediction. Counting the error as noise (sigma^2 + S P e) brings the block
+    error rate to 2.5% (asserted < 10%, the MCS target), at a few more channel uses."""
+    H = phy.FadingChannel("rayleigh", 8, 8)(20, seed=1).numpy()
+    x = np.random.default_rng(0).normal(size=(20, 8, 500)).astype(np.float32)
+    H_est, e = phy.PilotCsi(8)(H, 20.0, seed=2)
+    up = phy.DigitalUplink(8, link="abstract")
+    naive = up(x, H, 0.01, seed=3, H_est=np.asarray(H_est))
+    robust = up(x, H, 0.01, seed=3, H_est=np.asarray(H_est), error_var=float(e))
+    assert naive.bler > 0.3 and robust.bler < 0.1
+    with pytest.raises(ValueError, match="`error_var`"):
+        up(x, H, 0.01, H_est=np.asarray(H_est), error_var=-1.0)
