@@ -3,16 +3,26 @@ neighbour's prompt, received over a D2D link, reach a target accuracy in fewer s
 vocabulary initialisation, how far down in SNR and quantiser bits does that hold, and does prompt similarity
 find the neighbour an oracle would pick?
 
-Per seed: every task of `tasks` is a neighbour that trains its prompt from the shared initial prompt (the
-seed's vocabulary init) on its whole training pool; its test accuracy is also the reference (upper bound) of
-that task. Per target task and seed: the target device holds `target_examples` labelled texts and fine-tunes
-for `budget_steps` from random init, vocabulary init and each other neighbour's prompt (ideal link); the
-similarity choice (SPoT cosine between task embeddings after `probe_steps` probe steps), the trial choice
-(each prompt's accuracy on `trial_examples` target texts) and the oracle (best accuracy after the budget)
-pick among those runs. Then the similarity-chosen prompt crosses the D2D link (`deft6g.phy.PromptLink`:
-digital with CRC and ARQ vs SNR and quantiser bits, or analog vs SNR) and the target fine-tunes from what
-arrived. Files: sources.csv, choices.csv, runs.csv (one row per fine-tuning run, resumable), summary.csv,
-timing.json, config.json, prompts/*.npy and PNG plots.
+Who holds what (per seed, `deft6g.finetune.prompt_transfer.device_split`): every target device holds
+`device_examples` labelled texts of its task and carves a validation split of `val_fraction` of them
+(`validation_split`); every task of `tasks` is a neighbour that trains its prompt from the shared initial
+prompt (the seed's vocabulary init) on its training pool minus every text a target device holds (the BBC
+tasks share one corpus, so this is by dataset row, across tasks). Nobody trains on the test split: the
+neighbour's test accuracy is the task's reference (upper bound), and every reported accuracy of the target
+device (step 0, the curve, after the budget) is on the test split.
+
+Per target task and seed the target device fine-tunes for `budget_steps` from random init, vocabulary init and
+each neighbour's prompt (ideal link; each is a row of the table, labelled by how close its task is to the
+target's: a near-duplicate shares the target's classes and label words). The similarity choice (SPoT cosine
+between task embeddings after `probe_steps` probe steps on the device's training texts) and the trial choice
+(each prompt's accuracy on the device's validation texts) are made on the device's own data, never on test
+(choice_grid.csv: one row per candidate with its similarity and validation score); the oracle (best test
+accuracy after the budget) is a labelled test-set bound. Steps to the target accuracy are reported as the
+fraction of runs that reached it and the median with unreached runs censored at the budget. Then the
+similarity-chosen prompt crosses the D2D link (`deft6g.phy.PromptLink`: digital with CRC and ARQ vs SNR and
+quantiser bits, or analog vs SNR) and the target fine-tunes from what arrived. Files: sources.csv,
+choices.csv, choice_grid.csv, runs.csv (one row per fine-tuning run, resumable), summary.csv, timing.json,
+config.json, prompts/*.npy and PNG plots.
 
 With `workers` each stage's points run on Ray workers (`deft6g.experiment.run_points`): a worker returns a
 neighbour's prompt with its row and this process saves it; the choice and fine-tuning stages receive the
@@ -28,16 +38,20 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from deft6g.experiment import (ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output, run_points,
-                               write_json_atomic)
+                               write_json_atomic, write_table)
 
 SOURCE_FIELDS = ["task", "seed", "accuracy", "steps", "train_examples", "test_examples"]
-CHOICE_FIELDS = ["target", "seed", "similarity_choice", "similarities", "trial_choice", "trial_scores"]
+CHOICE_FIELDS = ["target", "seed", "similarity_choice", "similarities", "trial_choice", "trial_scores",
+                 "validation_examples"]
+GRID_FIELDS = ["target", "seed", "source", "relation", "similarity", "validation_accuracy", "similarity_choice",
+               "trial_choice"]
 RUN_KEY = ["target", "seed", "init", "link", "snr_db", "num_bits"]
 RUN_FIELDS = RUN_KEY + ["source", "start_accuracy", "accuracy", "target_accuracy", "steps_to_target",
                         "examples_to_target", "curve", "payload_bits", "channel_uses", "latency_ms", "ber", "bler",
                         "dropped_fraction", "prompt_nmse"]
 SUMMARY_FIELDS = ["target", "scheme", "link", "snr_db", "num_bits", "n", "accuracy_mean", "accuracy_ci",
-                  "steps_mean", "steps_ci", "reached", "channel_uses_mean"]
+                  "start_accuracy_mean", "start_accuracy_ci", "reached", "reached_fraction", "steps_median",
+                  "channel_uses_mean"]
 
 
 @dataclass
@@ -54,12 +68,11 @@ class TransferConfig:
     pool_sizes: dict = field(default_factory=lambda: {"rotten_tomatoes": [1000, 500]})
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     source_steps: int = 150
-    target_examples: int = 128
-    val_examples: int = 200
+    device_examples: int = 256          # labelled texts of a target device: its training and validation texts
+    val_fraction: float = 0.5           # share of them in its validation split (source choice only)
     budget_steps: int = 60
     eval_every: int = 10
     probe_steps: int = 10
-    trial_examples: int = 64
     target_gap: float = 0.03            # target accuracy = the task's reference accuracy - target_gap
     link: dict = field(default_factory=lambda: dict(num_bits_per_symbol=2, code_rate=0.5, codeword_length=1200,
                                                     max_transmissions=4, num_rx_ant=2, model="rayleigh"))
@@ -73,9 +86,9 @@ class TransferConfig:
     @classmethod
     def quick(cls):
         return cls(model="random-bert", tasks=["bbc_topics5", "bbc_business_tech", "rt_sentiment"],
-                   targets=["bbc_business_tech"], pool_sizes={"bbc_news": [120, 40], "rotten_tomatoes": [40, 20]},
-                   seeds=[0, 1], source_steps=6, target_examples=24, val_examples=16, budget_steps=6, eval_every=3,
-                   probe_steps=2, trial_examples=16, snr_db=[-6.0, 6.0], analog_snr_db=[10.0], num_bits=[2])
+                   targets=["bbc_business_tech"], pool_sizes={"bbc_news": [160, 40], "rotten_tomatoes": [40, 20]},
+                   seeds=[0, 1], source_steps=6, device_examples=40, val_fraction=0.4, budget_steps=6, eval_every=3,
+                   probe_steps=2, snr_db=[-6.0, 6.0], analog_snr_db=[10.0], num_bits=[2])
 
     def validate(self):
         from deft6g.finetune.prompt_transfer import get_task
@@ -86,14 +99,21 @@ class TransferConfig:
             raise ValueError(f"`targets` {sorted(extra)} must also be in `tasks` (their prompts are the references)")
         if len(self.tasks) < 2:
             raise ValueError(f"`tasks` must name at least 2 tasks (a target and a source), got {self.tasks}")
+        if isinstance(self.device_examples, bool) or not isinstance(self.device_examples, int) \
+                or self.device_examples < 2:
+            raise ValueError(f"`device_examples` must be an integer >= 2, got {self.device_examples!r}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"`val_fraction` must be in (0, 1), got {self.val_fraction!r}")
 
 
 class _Setup:
-    """The model, the per-task cached block inputs, one classifier and compiled trainer per task, the link."""
+    """The model, the per-task cached block inputs, who holds which texts per seed, one classifier and compiled
+    trainer per task, the link."""
 
     def __init__(self, cfg, log):
         from deft6g.finetune import load_study_model
-        from deft6g.finetune.prompt_transfer import PromptClassifier, PromptTrainer, prompt_model, task_arrays
+        from deft6g.finetune.prompt_transfer import (PromptClassifier, PromptTrainer, device_split, prompt_model,
+                                                     task_arrays)
         self.cfg = cfg
         model, tok = load_study_model(cfg.model)
         self.block = model.config.num_hidden_layers - 1
@@ -103,6 +123,19 @@ class _Setup:
         self.data = task_arrays(self.peft, tok, cfg.model, cfg.tasks, self.block, cfg.max_length,
                                 {k: tuple(v) for k, v in cfg.pool_sizes.items()})
         log(f"block-{self.block} inputs of {len(cfg.tasks)} tasks ready ({time.time() - t0:.0f} s; cached on disk)")
+        self.splits = {s: device_split(self.data, cfg.targets, cfg.device_examples, cfg.val_fraction, s)
+                       for s in cfg.seeds}
+        for seed, (devices, neighbours) in self.splits.items():
+            for name, (own, _) in devices.items():
+                if len(own) < cfg.batch_size:
+                    raise ValueError(f"target {name!r}, seed {seed}: `device_examples` = {cfg.device_examples} with "
+                                     f"`val_fraction` = {cfg.val_fraction} leaves {len(own)} training texts, fewer "
+                                     f"than `batch_size` = {cfg.batch_size}")
+            for name, rows in neighbours.items():
+                if len(rows) < cfg.batch_size:
+                    raise ValueError(f"neighbour {name!r}, seed {seed}: {len(rows)} training texts are left once "
+                                     f"the target devices' texts are removed, fewer than `batch_size` = "
+                                     f"{cfg.batch_size}; raise `pool_sizes` or lower `device_examples`")
         self.trainers = {name: PromptTrainer(PromptClassifier(self.peft, d.labels, cfg.logit_scale), cfg.lr)
                          for name, d in self.data.items()}
         self.links = {}                                 # (mode, num_bits) -> PromptLink, built once
@@ -111,17 +144,19 @@ class _Setup:
         from deft6g.finetune.prompt_transfer import initial_prompt
         return initial_prompt("vocab", (self.cfg.num_tokens, self.peft.hidden), seed, self.table)
 
+    def _pick(self, task, rows):
+        d = self.data[task]
+        return (d.train[0][rows], d.train[1][rows]), d.y_train[rows]
+
     def target_split(self, target, seed):
-        """The target device's examples and a disjoint validation set, drawn from the task's training pool."""
-        d = self.data[target]
-        need = self.cfg.target_examples + self.cfg.val_examples
-        if need > len(d.y_train):
-            raise ValueError(f"target {target!r}: target_examples + val_examples = {need} exceed its training pool "
-                             f"of {len(d.y_train)}")
-        perm = np.random.default_rng(1000 + seed).permutation(len(d.y_train))
-        own, val = perm[:self.cfg.target_examples], perm[self.cfg.target_examples:need]
-        pick = lambda idx: (d.train[0][idx], d.train[1][idx])  # noqa: E731
-        return pick(own), d.y_train[own], pick(val), d.y_train[val]
+        """The target device's own training texts and its validation split: (x, y, x_val, y_val), x as cached
+        block inputs (hidden [S, T, H], mask [S, T]), y int64 [S]."""
+        own, val = self.splits[seed][0][target]
+        return (*self._pick(target, own), *self._pick(target, val))
+
+    def neighbour_set(self, task, seed):
+        """The neighbour's training texts of `task` (no target device's text among them): (x, y)."""
+        return self._pick(task, self.splits[seed][1][task])
 
 
 def _prompt_path(out, task, seed):
@@ -138,11 +173,12 @@ def _train_source(setup, point):
     """A neighbour's prompt: {"row": its sources.csv row, "prompt": the trained prompt}."""
     cfg, task, seed = setup.cfg, point["task"], point["seed"]
     d = setup.data[task]
+    x, y = setup.neighbour_set(task, seed)
     trainer = setup.trainers[task]
-    prompt, _ = trainer.run(setup.shared_init(seed), d.train, d.y_train, cfg.source_steps, cfg.batch_size,
+    prompt, _ = trainer.run(setup.shared_init(seed), x, y, cfg.source_steps, cfg.batch_size,
                             seed=10_000 + 100 * seed + cfg.tasks.index(task))
     return {"prompt": prompt, "row": {"task": task, "seed": seed, "accuracy": trainer.accuracy(d.test, d.y_test),
-                                      "steps": cfg.source_steps, "train_examples": len(d.y_train),
+                                      "steps": cfg.source_steps, "train_examples": len(y),
                                       "test_examples": len(d.y_test)}}
 
 
@@ -152,18 +188,19 @@ def _sources_of(cfg, target):
 
 def _choose(setup, point, prompts):
     from deft6g.finetune.prompt_transfer import choose_by_similarity, choose_by_trial, task_embedding
+    """The similarity and trial choices of the target device, from its own texts only: the probe trains on its
+    training texts, the trial scores every neighbour's prompt on its validation split."""
     cfg, target, seed = setup.cfg, point["target"], point["seed"]
     init = setup.shared_init(seed)
-    x, y, _, _ = setup.target_split(target, seed)
+    x, y, x_val, y_val = setup.target_split(target, seed)
     trainer = setup.trainers[target]
     probe, _ = trainer.run(init, x, y, cfg.probe_steps, cfg.batch_size, seed=20_000 + seed)
     prompts = {s: prompts[(s, seed)] for s in _sources_of(cfg, target)}
     sim_choice, sims = choose_by_similarity(task_embedding(probe, init),
                                             {s: task_embedding(p, init) for s, p in prompts.items()})
-    few = np.arange(min(cfg.trial_examples, len(y)))
-    trial_choice, scores = choose_by_trial(trainer, prompts, (x[0][few], x[1][few]), y[few])
+    trial_choice, scores = choose_by_trial(trainer, prompts, x_val, y_val)
     return {"target": target, "seed": seed, "similarity_choice": sim_choice, "similarities": json.dumps(sims),
-            "trial_choice": trial_choice, "trial_scores": json.dumps(scores)}
+            "trial_choice": trial_choice, "trial_scores": json.dumps(scores), "validation_examples": len(y_val)}
 
 
 def _steps_to(curve, target_accuracy):
@@ -171,12 +208,13 @@ def _steps_to(curve, target_accuracy):
 
 
 def _finetune(setup, point, references, choices, prompts):
-    """One fine-tuning run of the target device from the point's initial prompt (see RUN_KEY); prompts:
-    {(task, seed): the neighbour's prompt}."""
+    """One fine-tuning run of the target device on its own training texts from the point's initial prompt (see
+    RUN_KEY); prompts: {(task, seed): the neighbour's prompt}. Accuracies (step 0, the curve of ideal-link runs,
+    after the budget) are on the task's test split, which no party trains on."""
     from deft6g.finetune.prompt_transfer import initial_prompt
     from deft6g.phy import PromptLink
     cfg, target, seed, init_kind = setup.cfg, point["target"], point["seed"], point["init"]
-    x, y, x_val, y_val = setup.target_split(target, seed)
+    x, y, _, _ = setup.target_split(target, seed)
     d = setup.data[target]
     shared = setup.shared_init(seed)
     row = {**point, "source": "", "payload_bits": 0, "channel_uses": 0, "latency_ms": 0.0, "ber": "", "bler": "",
@@ -205,10 +243,11 @@ def _finetune(setup, point, references, choices, prompts):
     ideal = point["link"] == "ideal"
     trainer = setup.trainers[target]
     _, curve = trainer.run(start, x, y, cfg.budget_steps, cfg.batch_size, seed=50_000 + seed,
-                           eval_set=(x_val, y_val), eval_every=cfg.eval_every if ideal else 0)
+                           eval_set=(d.test, d.y_test), eval_every=cfg.eval_every if ideal else 0)
     target_acc = references[(target, seed)] - cfg.target_gap
     steps = _steps_to(curve, target_acc) if ideal else None
-    row.update(start_accuracy=curve[0][1], accuracy=trainer.accuracy(d.test, d.y_test), target_accuracy=target_acc,
+    final = curve[-1][1] if curve[-1][0] == cfg.budget_steps else trainer.accuracy(d.test, d.y_test)
+    row.update(start_accuracy=curve[0][1], accuracy=final, target_accuracy=target_acc,
                steps_to_target="" if steps is None else steps,
                examples_to_target="" if steps is None else steps * cfg.batch_size,
                curve=json.dumps(curve) if ideal else "")
@@ -318,6 +357,7 @@ def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
                write=write, **parallel, describe=lambda p, r: f"{p['target']} seed {p['seed']}: similarity -> "
                                                  f"{r['similarity_choice']}, trial -> {r['trial_choice']}")
     choices = {(r["target"], int(r["seed"])): r for r in ch_store.rows()}
+    write_table(out / "choice_grid.csv", GRID_FIELDS, choice_grid(ch_store.rows()))
     run_store = ResultStore(out / "runs.csv", RUN_FIELDS, RUN_KEY)
     keyed = [_key_of_run(p) for p in point_runs]
     run_points(keyed, task.then("run", references=references, choices=choices, prompts=prompts), run_store,
@@ -336,65 +376,108 @@ def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
 
 
 # --- analysis -------------------------------------------------------------------------------------------------
+ORACLE = "oracle (test-set bound)"
+
+
+def choice_grid(choices_rows):
+    """One row per (target, seed, candidate source) of the choice stage (choices.csv rows): the source's relation
+    to the target, its SPoT similarity, its accuracy on the target device's validation split, and whether the
+    similarity and the trial choice picked it (1/0)."""
+    from deft6g.finetune.prompt_transfer import task_relation
+    rows = []
+    for c in choices_rows:
+        sims, scores = json.loads(c["similarities"]), json.loads(c["trial_scores"])
+        rows += [{"target": c["target"], "seed": c["seed"], "source": src, "relation": task_relation(src, c["target"]),
+                  "similarity": sims[src], "validation_accuracy": scores[src],
+                  "similarity_choice": int(src == c["similarity_choice"]), "trial_choice": int(src == c["trial_choice"])}
+                 for src in sims]
+    return rows
+
+
 def _ideal(runs, target, init, seed):
     return next((r for r in runs if r["target"] == target and r["init"] == init and r["link"] == "ideal"
                  and int(r["seed"]) == seed), None)
 
 
+def source_label(source, target):
+    """The table's name of the run from `source`'s prompt, with how close that task is to `target`'s."""
+    from deft6g.finetune.prompt_transfer import task_relation
+    return f"from {source} ({task_relation(source, target)})"
+
+
 def scheme_rows(cfg, runs, choices, target):
-    """{scheme: [(seed, ideal run row, extra probe steps)]} for random, vocab and the three source choices."""
-    out = {"random": [], "vocab": [], "transfer (similarity)": [], "transfer (trial)": [], "transfer (oracle)": []}
+    """{scheme: [(seed, ideal run row, extra probe steps)]}: random and vocabulary init, each neighbour's prompt
+    (named by `source_label`), the similarity and trial choices, and the oracle (best test accuracy after the
+    budget: a test-set bound), over the seeds whose runs and choices are all done."""
+    sources = _sources_of(cfg, target)
+    out = {"random": [], "vocab": [], **{source_label(s, target): [] for s in sources},
+           "transfer (similarity)": [], "transfer (trial)": [], ORACLE: []}
     for seed in cfg.seeds:
         c = choices.get((target, seed))
-        srcs = [_ideal(runs, target, f"source:{s}", seed) for s in _sources_of(cfg, target)]
-        if c is None or any(r is None for r in srcs) or _ideal(runs, target, "random", seed) is None \
-                or _ideal(runs, target, "vocab", seed) is None:
+        base = {k: _ideal(runs, target, k, seed) for k in ("random", "vocab")}
+        srcs = {s: _ideal(runs, target, f"source:{s}", seed) for s in sources}
+        if c is None or any(r is None for r in [*base.values(), *srcs.values()]):
             continue
-        oracle = max(srcs, key=lambda r: float(r["accuracy"]))
-        out["random"].append((seed, _ideal(runs, target, "random", seed), 0))
-        out["vocab"].append((seed, _ideal(runs, target, "vocab", seed), 0))
-        out["transfer (similarity)"].append((seed, _ideal(runs, target, f"source:{c['similarity_choice']}", seed),
-                                             cfg.probe_steps))
-        out["transfer (trial)"].append((seed, _ideal(runs, target, f"source:{c['trial_choice']}", seed), 0))
-        out["transfer (oracle)"].append((seed, oracle, 0))
+        for k, r in base.items():
+            out[k].append((seed, r, 0))
+        for s, r in srcs.items():
+            out[source_label(s, target)].append((seed, r, 0))
+        out["transfer (similarity)"].append((seed, srcs[c["similarity_choice"]], cfg.probe_steps))
+        out["transfer (trial)"].append((seed, srcs[c["trial_choice"]], 0))
+        out[ORACLE].append((seed, max(srcs.values(), key=lambda r: float(r["accuracy"])), 0))
     return out
 
 
-def _steps(row, extra, cfg):
-    """Steps to the target accuracy; a run that never reached it counts as budget + eval_every (censored)."""
-    s = row["steps_to_target"]
-    return (int(s) if s != "" else cfg.budget_steps + cfg.eval_every) + extra, s != ""
+def steps_to_target(items):
+    """Steps to the target accuracy (probe steps included) of runs [(seed, row, extra probe steps)], as a list
+    with None for a run that did not reach it within its budget (right-censored; never imputed)."""
+    return [None if r["steps_to_target"] == "" else int(r["steps_to_target"]) + extra for _, r, extra in items]
+
+
+def censored_median(steps):
+    """Median steps to the target with unreached runs (None) right-censored at the budget.
+
+    All unreached runs of a scheme are censored at the same time, after every reached one, so the Kaplan-Meier
+    median is the smallest observed count by which at least half of the runs had reached the target. Input:
+    list of int or None; output: int, or None when fewer than half reached it (the median lies beyond the
+    budget) or the list is empty."""
+    reached = sorted(s for s in steps if s is not None)
+    need = math.ceil(len(steps) / 2)
+    return reached[need - 1] if steps and len(reached) >= need else None
+
+
+def _median_text(cfg, items):
+    m = censored_median(steps_to_target(items))
+    return str(m) if m is not None else f">{cfg.budget_steps + items[0][2]}"
 
 
 def _write_summary(out, cfg, runs, choices_rows):
     choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
-    store_rows = []
+    rows = []
     for target in cfg.targets:
         for scheme, items in scheme_rows(cfg, runs, choices, target).items():
             if not items:
                 continue
             acc = mean_ci([float(r["accuracy"]) for _, r, _ in items])
-            steps = [_steps(r, extra, cfg) for _, r, extra in items]
-            st = mean_ci([s for s, _ in steps])
-            store_rows.append({"target": target, "scheme": scheme, "link": "ideal", "snr_db": "", "num_bits": "",
-                               "n": len(items), "accuracy_mean": acc[0], "accuracy_ci": acc[1], "steps_mean": st[0],
-                               "steps_ci": st[1], "reached": sum(r for _, r in steps), "channel_uses_mean": 0})
+            a0 = mean_ci([float(r["start_accuracy"]) for _, r, _ in items])
+            reached = sum(s is not None for s in steps_to_target(items))
+            rows.append({"target": target, "scheme": scheme, "link": "ideal", "snr_db": "", "num_bits": "",
+                         "n": len(items), "accuracy_mean": acc[0], "accuracy_ci": acc[1], "start_accuracy_mean": a0[0],
+                         "start_accuracy_ci": a0[1], "reached": reached, "reached_fraction": reached / len(items),
+                         "steps_median": _median_text(cfg, items), "channel_uses_mean": 0})
         groups = {}
         for r in runs:
             if r["target"] == target and r["init"] == "link":
                 groups.setdefault((r["link"], r["snr_db"], r["num_bits"]), []).append(r)
-        for (link, snr, bits), rows in groups.items():
-            acc = mean_ci([float(r["accuracy"]) for r in rows])
-            store_rows.append({"target": target, "scheme": "transfer (similarity)", "link": link, "snr_db": snr,
-                               "num_bits": bits, "n": len(rows), "accuracy_mean": acc[0], "accuracy_ci": acc[1],
-                               "steps_mean": "", "steps_ci": "", "reached": "",
-                               "channel_uses_mean": float(np.mean([float(r["channel_uses"]) for r in rows]))})
-    path = out / "summary.csv"
-    if path.exists():
-        path.unlink()
-    store = ResultStore(path, SUMMARY_FIELDS, ["target", "scheme", "link", "snr_db", "num_bits"])
-    for row in store_rows:
-        store.add(row)
+        for (link, snr, bits), group in groups.items():
+            acc = mean_ci([float(r["accuracy"]) for r in group])
+            a0 = mean_ci([float(r["start_accuracy"]) for r in group])
+            rows.append({"target": target, "scheme": "transfer (similarity)", "link": link, "snr_db": snr,
+                         "num_bits": bits, "n": len(group), "accuracy_mean": acc[0], "accuracy_ci": acc[1],
+                         "start_accuracy_mean": a0[0], "start_accuracy_ci": a0[1], "reached": "",
+                         "reached_fraction": "", "steps_median": "",
+                         "channel_uses_mean": float(np.mean([float(r["channel_uses"]) for r in group]))})
+    write_table(out / "summary.csv", SUMMARY_FIELDS, rows)
 
 
 def _link_rows(runs, target, link, x_name, fixed=None):
@@ -408,18 +491,19 @@ def _link_rows(runs, target, link, x_name, fixed=None):
 
 
 def _helps_from(cfg, runs, target, by_x, metric):
-    """Smallest x of the sweep from which transfer beats the better of random and vocab init in `metric`
-    ("accuracy": test accuracy after the budget; "start_accuracy": validation accuracy at step 0), paired over
-    seeds (the lower end of the 95% CI of the difference > 0), at that x and every larger one."""
-    base = {s: max(float(_ideal(runs, target, "random", s)[metric]), float(_ideal(runs, target, "vocab", s)[metric]))
-            for s in cfg.seeds if _ideal(runs, target, "random", s) and _ideal(runs, target, "vocab", s)}
+    """Smallest x of the sweep from which transfer beats both random and vocabulary init in `metric`
+    ("accuracy": test accuracy after the budget; "start_accuracy": test accuracy at step 0), paired over seeds
+    (the lower end of the 95% CI of the difference > 0 against each), at that x and every larger one."""
+    base = {s: (_ideal(runs, target, "random", s), _ideal(runs, target, "vocab", s)) for s in cfg.seeds}
+    base = {s: [float(r[metric]) for r in pair] for s, pair in base.items() if None not in pair}
     helps = {}
     for x, rows in by_x.items():
-        pairs = [(float(r[metric]), base[int(r["seed"])]) for r in rows if int(r["seed"]) in base]
-        if len(pairs) < 2:
+        rows = [r for r in rows if int(r["seed"]) in base]
+        if len(rows) < 2:
             return None
-        m, h = paired_ci([a for a, _ in pairs], [b for _, b in pairs])
-        helps[x] = m - h > 0
+        ours = [float(r[metric]) for r in rows]
+        helps[x] = all(m - h > 0 for m, h in (paired_ci(ours, [base[int(r["seed"])][k] for r in rows])
+                                               for k in (0, 1)))
     xs = sorted(helps)
     ok = [x for i, x in enumerate(xs) if all(helps[y] for y in xs[i:])]
     return ok[0] if ok else math.inf
@@ -427,12 +511,13 @@ def _helps_from(cfg, runs, target, by_x, metric):
 
 def _plot(out, cfg, runs, references, choices_rows):
     choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
-    note = (f"mean, 95% CI over {len(cfg.seeds)} seeds; {cfg.model}, {cfg.num_tokens}-token prompt at the top block, "
-            f"frozen label-word head; {cfg.target_examples} target texts")
+    note = (f"mean, 95% CI over {len(cfg.seeds)} seeds; {cfg.model}, {cfg.num_tokens}-token prompt, label-word head; "
+            f"target device: {cfg.device_examples} texts, {1 - cfg.val_fraction:.0%} for training")
     for target in cfg.targets:
         schemes = scheme_rows(cfg, runs, choices, target)
         curves = {}
-        for scheme in ("random", "vocab", "transfer (similarity)", "transfer (oracle)"):
+        for scheme in ("random", "vocab", *(source_label(s, target) for s in _sources_of(cfg, target)),
+                       "transfer (similarity)"):
             items = schemes[scheme]
             if not items:
                 continue
@@ -443,11 +528,12 @@ def _plot(out, cfg, runs, references, choices_rows):
             curves[scheme] = [(s, *mean_ci(v)) for s, v in sorted(per_step.items())]
         tgt = [references[(target, s)] - cfg.target_gap for s in cfg.seeds if (target, s) in references]
         if curves:
-            line_plot(out / f"curves_{target}.png", curves, "training steps on the target device (similarity: + probe)",
-                      "validation accuracy", f"Prompt initialisation on {target}",
+            line_plot(out / f"curves_{target}.png", curves,
+                      f"training steps on the target device (similarity: + {cfg.probe_steps} probe steps)",
+                      "test accuracy (texts no device trained on)", f"Prompt initialisation on {target}",
                       hlines={"target accuracy": mean_ci(tgt)}, note=note)
         for metric, ylabel, suffix in (("accuracy", f"test accuracy after {cfg.budget_steps} steps", ""),
-                                       ("start_accuracy", "validation accuracy at step 0 (as received)", "_start")):
+                                       ("start_accuracy", "test accuracy at step 0 (as received)", "_start")):
             _plot_link(out, cfg, runs, target, schemes, metric, ylabel, suffix, note)
 
 
@@ -482,38 +568,45 @@ def _plot_link(out, cfg, runs, target, schemes, metric, ylabel, suffix, note):
 def summary(cfg, sources, choices_rows, runs, timing):
     choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
     lines = [f"D2D prompt transfer (SPoT) with {cfg.model}: {cfg.num_tokens}-token prompt at the top block, frozen "
-             f"label-word head; target device: {cfg.target_examples} texts, {cfg.budget_steps} steps of "
+             f"label-word head; target device: {cfg.device_examples} texts ({1 - cfg.val_fraction:.0%} training, "
+             f"{cfg.val_fraction:.0%} validation for the source choice), {cfg.budget_steps} steps of "
              f"{cfg.batch_size}; mean +- 95% CI over {len(cfg.seeds)} seeds"]
-    refs = {}
+    refs, pools = {}, {}
     for r in sources:
         refs.setdefault(r["task"], []).append(float(r["accuracy"]))
-    lines.append("neighbour prompts (" + f"{cfg.source_steps} steps on the whole pool; test accuracy = reference): "
-                 + ", ".join(f"{t} {mean_ci(v)[0]:.3f}" for t, v in refs.items()))
+        pools.setdefault(r["task"], []).append(int(r["train_examples"]))
+    lines.append(f"neighbour prompts ({cfg.source_steps} steps on the task's training pool without any target "
+                 "device's text; test accuracy = reference): "
+                 + ", ".join(f"{t} {mean_ci(v)[0]:.3f} ({np.mean(pools[t]):.0f} texts)" for t, v in refs.items()))
     for target in cfg.targets:
         schemes = scheme_rows(cfg, runs, choices, target)
         if not schemes["random"]:
             continue
         tgt = mean_ci([float(r["target_accuracy"]) for _, r, _ in schemes["random"]])[0]
-        lines.append(f"\n{target}: target accuracy {tgt:.3f} (reference - {cfg.target_gap}); steps to it "
-                     f"(unreached counted as {cfg.budget_steps + cfg.eval_every}), examples = steps x {cfg.batch_size}")
-        lines.append(f"  {'initialisation':<24}{'steps to target':>18}{'reached':>9}{'examples':>10}"
-                     f"{'acc at step 0':>15}{'acc after budget':>19}")
+        lines.append(f"\n{target}: target accuracy {tgt:.3f} (reference - {cfg.target_gap}); accuracies on the test "
+                     "split (texts no device trained on); steps to the target: how many runs reached it, and the "
+                     f"median with unreached runs censored at the budget ('>{cfg.budget_steps}': fewer than half "
+                     f"reached it); examples = steps x {cfg.batch_size}")
+        width = max(len(k) for k in schemes) + 2
+        lines.append(f"  {'initialisation':<{width}}{'reached':>8}{'median steps':>14}{'examples':>10}"
+                     f"{'acc at step 0':>17}{'acc after budget':>19}")
         for scheme, items in schemes.items():
-            steps = [_steps(r, extra, cfg) for _, r, extra in items]
-            st = mean_ci([s for s, _ in steps])
+            steps = steps_to_target(items)
+            med = censored_median(steps)
             a0 = mean_ci([float(r["start_accuracy"]) for _, r, _ in items])
             acc = mean_ci([float(r["accuracy"]) for _, r, _ in items])
-            lines.append(f"  {scheme:<24}{st[0]:>10.1f} +- {st[1]:<5.1f}{sum(x for _, x in steps):>5}/{len(steps)}"
-                         f"{st[0] * cfg.batch_size:>10.0f}{a0[0]:>9.3f} +- {a0[1]:.3f}{acc[0]:>10.3f} +- {acc[1]:.3f}")
-        oracle = {s: r["init"].split(":", 1)[1] for s, r, _ in schemes["transfer (oracle)"]}   # best after budget
-        for how in ("similarity", "trial"):
-            agree = [float(choices[(target, s)][f"{how}_choice"] == oracle[s]) for s in oracle]
+            reached = f"{sum(s is not None for s in steps)}/{len(steps)}"
+            lines.append(f"  {scheme:<{width}}{reached:>8}{_median_text(cfg, items):>14}"
+                         f"{'' if med is None else med * cfg.batch_size:>10}{a0[0]:>9.3f} +- {a0[1]:.3f}"
+                         f"{acc[0]:>11.3f} +- {acc[1]:.3f}")
+        oracle = {s: r["init"].split(":", 1)[1] for s, r, _ in schemes[ORACLE]}
+        for how, where in (("similarity", "task embeddings after the probe"), ("trial", "validation accuracy")):
+            agree = [choices[(target, s)][f"{how}_choice"] == oracle[s] for s in oracle]
             regret = [float(o["accuracy"]) - float(c["accuracy"]) for (_, o, _), (_, c, _) in
-                      zip(schemes["transfer (oracle)"], schemes[f"transfer ({how})"])]
-            m, h = mean_ci(agree)
+                      zip(schemes[ORACLE], schemes[f"transfer ({how})"])]
             rm, rh = mean_ci(regret)
-            lines.append(f"  {how} choice = oracle's (best test accuracy after the budget) source in {int(sum(agree))}/{len(agree)} seeds ({m:.2f} +- {h:.2f}); "
-                         f"accuracy regret {rm:.3f} +- {rh:.3f}; picks: "
+            lines.append(f"  {how} choice ({where}) = oracle's (test-set bound) source in {sum(agree)}/{len(agree)} "
+                         f"seeds; test accuracy regret {rm:.3f} +- {rh:.3f}; picks: "
                          + ", ".join(choices[(target, s)][f"{how}_choice"] for s in oracle)
                          + " (oracle: " + ", ".join(oracle.values()) + ")")
         for link, x_name, fixed in (("digital", "snr_db", lambda r: int(r["num_bits"]) == cfg.link_num_bits),
@@ -546,7 +639,8 @@ def summary(cfg, sources, choices_rows, runs, timing):
                 x0 = _helps_from(cfg, runs, target, by, metric)
                 found.append(f"{label}: " + ("n/a (too few seeds)" if x0 is None else "nowhere on this grid"
                                              if math.isinf(x0) else f"{name} >= {x0:g}"))
-            lines.append("    transfer beats the better of random/vocab init (paired 95% CI) " + "; ".join(found))
+            lines.append("    transfer beats both random and vocab init (paired 95% CI against each) "
+                         + "; ".join(found))
     lines.append(f"\nCPU time {timing['cpu_s']:.0f} s, wall {timing['wall_s']:.0f} s over all runs into this folder "
                  f"(timing.json; on 2 idle cores the wall time lies between CPU/2 = {timing['cpu_s'] / 2:.0f} s and the "
                  "CPU time)")

@@ -15,6 +15,9 @@ task, then fine-tunes it. The pieces:
   prompt; `choose_by_similarity` (cosine between task embeddings) and `choose_by_trial` (accuracy of each
   source prompt on a few labelled target examples).
 - `initial_prompt`: random N(0, 0.02^2) or vocabulary init (embeddings of random vocabulary tokens).
+- `device_split`: the target devices' texts (own training and validation) and the neighbours' training texts,
+  disjoint across every task of a dataset (docs/design.md §8); `task_relation` says how close a source task
+  is to a target (a near-duplicate shares the target's classes on the same corpus).
 """
 
 from dataclasses import dataclass
@@ -24,7 +27,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from .tuners import PromptTuningConfig
-from .data import cached_arrays, content_digest, load_dataset, tokenize, tokenizer_digest, train_test_split
+from .data import (cached_arrays, content_digest, load_dataset, tokenize, tokenizer_digest, train_test_split,
+                   validation_split)
 from .fomo import model_key
 from .peft_model import get_peft_model
 from .training import batches, make_train_step
@@ -67,13 +71,19 @@ def get_task(name):
 @dataclass
 class TaskArrays:
     """Cached block inputs of one task. train/test: (hidden float32 [S, T, H], mask float32 [S, T]);
-    y_train/y_test int64 [S] in 0..C-1; labels float32 [C, H]: unit-norm label-word embeddings."""
+    y_train/y_test int64 [S] in 0..C-1; labels float32 [C, H]: unit-norm label-word embeddings;
+    train_ids/test_ids int64 [S]: the texts' rows in the task's dataset (`load_dataset(task.dataset).x`);
+    train_groups int64 [S]: the smallest dataset row among the texts with the same model input (the same tokens
+    after truncation: BBC News repeats some articles with small edits, the same example to the model)."""
     task: TransferTask
     train: tuple
     y_train: np.ndarray
     test: tuple
     y_test: np.ndarray
     labels: np.ndarray
+    train_ids: np.ndarray
+    test_ids: np.ndarray
+    train_groups: np.ndarray
 
 
 def task_pool(dataset, pool_sizes):
@@ -91,7 +101,10 @@ def task_arrays(peft, tokenizer, model_name, task_names, block, max_length=32, p
     """Inputs of block `block` (frozen, computed once, cached on disk as float16) for each task's train pool and
     test split. `pool_sizes`: {dataset: (train, test)} cuts a dataset's pools (seeded), e.g. to keep Rotten
     Tomatoes' 12,751 texts affordable. `model_name`: what `peft` was built from (a name of `load_study_model`;
-    with the tokenizer and the texts, it keys the cache by content). Returns {task name: TaskArrays}."""
+    with the tokenizer and the texts, it keys the cache by content). A test text whose model input (tokens after
+    truncation to `max_length`) equals a training-pool text's is left out of the test split (BBC News repeats
+    some articles with small edits), so no evaluation text is one a device could train on. Returns
+    {task name: TaskArrays}."""
     tasks = [get_task(n) for n in task_names]
     out = {}
     for dataset in sorted({t.dataset for t in tasks}):
@@ -99,15 +112,21 @@ def task_arrays(peft, tokenizer, model_name, task_names, block, max_length=32, p
         idx = np.concatenate([train, test])
         texts = [data.x[i] for i in idx]
         key = [model_key(model_name), tokenizer_digest(tokenizer), max_length, block, content_digest(texts)]
+        tokens = tokenize(tokenizer, texts, max_length)
 
         def compute():
-            h, m = peft.activations(tokenize(tokenizer, texts, max_length), block)
+            h, m = peft.activations(tokens, block)
             return {"h": h.astype(np.float16), "m": m.astype(np.float16)}
 
         acts = cached_arrays(key, compute)
         h, m = acts["h"].astype(np.float32), acts["m"].astype(np.float32)
         words = np.array([len(t.split()) for t in texts])
         is_train = np.arange(len(idx)) < len(train)
+        code = np.unique(tokens["input_ids"], axis=0, return_inverse=True)[1].reshape(-1)
+        first = np.full(code.max() + 1, np.iinfo(np.int64).max)
+        np.minimum.at(first, code, idx)
+        groups = first[code]                                              # same model input, same group
+        is_test = ~is_train & ~np.isin(code, code[is_train])
         for t in (t for t in tasks if t.dataset == dataset):
             missing = set(t.classes) - set(data.class_names)
             if missing:
@@ -118,10 +137,77 @@ def task_arrays(peft, tokenizer, model_name, task_names, block, max_length=32, p
             remap = np.full(len(data.class_names), -1, np.int64)
             remap[codes] = np.arange(len(codes))
             y = remap[y_all]                                              # the task's label order
-            tr, te = np.flatnonzero(keep & is_train), np.flatnonzero(keep & ~is_train)
+            tr, te = np.flatnonzero(keep & is_train), np.flatnonzero(keep & is_test)
             out[t.name] = TaskArrays(t, (h[tr], m[tr]), y[tr], (h[te], m[te]), y[te],
-                                     label_embeddings(peft, tokenizer, t.label_words))
+                                     label_embeddings(peft, tokenizer, t.label_words), idx[tr], idx[te], groups[tr])
     return {n: out[n] for n in task_names}
+
+
+def task_relation(source, target):
+    """How source task `source` relates to target task `target` (names of `TASKS`), as a short label:
+    "near-duplicate" (same dataset, the source's classes include all of the target's: it has solved the target
+    on its own data), "sub-task" (same dataset, a part of the target's classes), "overlapping classes",
+    "same corpus, other classes", or "different corpus" (another dataset)."""
+    s, t = get_task(source), get_task(target)
+    if s.dataset != t.dataset:
+        return "different corpus"
+    sc, tc = set(s.classes), set(t.classes)
+    if sc >= tc:
+        return "near-duplicate"
+    if sc < tc:
+        return "sub-task"
+    return "overlapping classes" if sc & tc else "same corpus, other classes"
+
+
+def device_split(data, targets, examples, val_fraction, seed):
+    """Who holds which training texts: each target device and the neighbours (docs/design.md §8: a device's
+    texts are never in another party's training data; all tasks of one dataset draw on one corpus).
+
+    Each target device holds `examples` labelled texts of its task, drawn (seeded) from the task's training
+    pool and disjoint from the texts of every target device before it in `targets` on the same dataset; a
+    stratified validation split of `val_fraction` of them (`validation_split`) is never trained on. Every task
+    of `data` keeps, as a neighbour's training set, its training pool minus every text held by a target device
+    of its dataset. Texts are compared by model input (`TaskArrays.train_groups`), so a repeated article of a
+    device's text is the device's too. The test split is left alone (no party trains on it).
+
+    Parameters
+    ----------
+    data : {task name: TaskArrays}
+        As `task_arrays` returns it
+    targets : list of str
+        Target tasks, each a key of `data`
+    examples : int
+        Labelled texts per target device (training + validation), >= 2
+    val_fraction : float in (0, 1)
+        Share of each class of a device's texts moved to its validation split
+    seed : int
+
+    Output
+    ------
+    devices : {target: (train_rows, val_rows)}
+        int64 sorted rows of `data[target].train`: the device's own training and validation texts
+    neighbours : {task: rows}
+        int64 sorted rows of `data[task].train` that task's neighbour trains on, for every task of `data`
+    """
+    if isinstance(examples, bool) or not isinstance(examples, (int, np.integer)) or examples < 2:
+        raise ValueError(f"`examples` must be an integer >= 2, got {examples!r}")
+    unknown = [t for t in targets if t not in data]
+    if unknown:
+        raise ValueError(f"`targets` {unknown} are not tasks of `data` ({sorted(data)})")
+    held, devices = {}, {}
+    for i, target in enumerate(targets):
+        d = data[target]
+        taken = held.setdefault(d.task.dataset, np.array([], np.int64))
+        free = np.flatnonzero(~np.isin(d.train_groups, taken))
+        if examples > len(free):
+            raise ValueError(f"`examples` = {examples} exceeds the {len(free)} training texts of target {target!r} "
+                             "not held by an earlier target device")
+        own = np.sort(np.random.default_rng([seed, i]).choice(free, examples, replace=False))
+        devices[target] = validation_split(own, d.y_train, val_fraction, seed)
+        held[d.task.dataset] = np.concatenate([taken, d.train_groups[own]])
+    neighbours = {name: np.flatnonzero(~np.isin(d.train_groups, held.get(d.task.dataset, [])))
+                  for name, d in data.items()}
+    return devices, neighbours
 
 
 def label_embeddings(peft, tokenizer, words):
@@ -200,6 +286,8 @@ class PromptTrainer:
         return hits / len(y)
 
     def run(self, init, train, y, steps, batch_size, seed, eval_set=None, eval_every=0):
+        if len(y) < batch_size:                      # only full batches are used: nothing to train on
+            raise ValueError(f"`batch_size` = {batch_size} exceeds the {len(y)} training examples")
         self.clf.set_prompt(init)
         for v in self.optimizer.variables():
             v.assign(tf.zeros_like(v))

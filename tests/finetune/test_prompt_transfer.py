@@ -3,10 +3,17 @@
 import numpy as np
 import pytest
 
-from deft6g.finetune import build_fomo, load_dataset
+import dataclasses
+import hashlib
+
+from deft6g.finetune import build_fomo, load_dataset, tokenize
 from deft6g.finetune.prompt_transfer import (TASKS, PromptClassifier, PromptTrainer, choose_by_similarity,
-                                             choose_by_trial, cosine_similarities, get_task, initial_prompt,
-                                             prompt_model, task_arrays, task_embedding)
+                                             choose_by_trial, cosine_similarities, device_split, get_task,
+                                             initial_prompt, prompt_model, task_arrays, task_embedding, task_relation)
+
+
+def sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +53,12 @@ def test_task_arrays_select_classes_and_word_counts(tmp_path, monkeypatch):
     pair = got["bbc_business_tech"]
     names_of = np.array(bbc.class_names)
     assert len(pair.y_train) == np.isin(names_of[bbc.y[train]], ["business", "tech"]).sum()
-    assert len(pair.y_test) == np.isin(names_of[bbc.y[test]], ["business", "tech"]).sum()
+    # test texts of the two classes, less those whose 16 tokens equal a training text's (repeated articles)
+    inputs = dict(zip(np.concatenate([train, test]), map(bytes, tokenize(
+        tok, [bbc.x[i] for i in np.concatenate([train, test])], 16, cache=False)["input_ids"])))
+    in_train = {inputs[i] for i in train}
+    test_pair = [i for i in test if bbc.class_names[bbc.y[i]] in ("business", "tech")]
+    assert sorted(pair.test_ids) == [i for i in test_pair if inputs[i] not in in_train]
     assert list(np.bincount(got["bbc_topics5"].y_train, minlength=5)) == list(np.bincount(bbc.y[train], minlength=5))
     assert set(np.unique(pair.y_train)) <= {0, 1} and pair.train[0].shape[1:] == (16, 64)
     rt, rt_train, _ = task_pool("rotten_tomatoes", pools["rotten_tomatoes"])
@@ -126,3 +138,110 @@ def test_initial_prompts():
     ids = np.random.default_rng(5).integers(0, 10, 3)
     assert np.array_equal(initial_prompt("vocab", (3, 4), 5, table), table[ids])
     assert initial_prompt("random", (64, 64), 1).std() == pytest.approx(0.02, rel=0.05)
+
+
+def test_task_relation_labels():
+    """A source covering the target's classes on the same corpus is a near-duplicate; the other relations."""
+    assert task_relation("bbc_topics5", "bbc_business_tech") == "near-duplicate"
+    assert task_relation("rt_sentiment", "rt_short") == "near-duplicate"
+    assert task_relation("bbc_business_tech", "bbc_topics5") == "sub-task"
+    assert task_relation("bbc_politics_business", "bbc_business_tech") == "overlapping classes"
+    assert task_relation("bbc_sport_entertainment", "bbc_business_tech") == "same corpus, other classes"
+    assert task_relation("rt_sentiment", "bbc_business_tech") == "different corpus"
+
+
+@pytest.fixture(scope="module")
+def study_tasks(tmp_path_factory):
+    """The default study's five tasks on random-bert, BBC pool 400/60 and Rotten Tomatoes 80/30 (cached block
+    inputs in a temporary cache folder)."""
+    from deft6g.finetune import load_study_model
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEFT6G_CACHE", str(tmp_path_factory.mktemp("cache")))
+        model, tok = load_study_model("random-bert")
+        peft = prompt_model(model, 5, 2)
+        names = ["bbc_topics5", "bbc_business_tech", "bbc_sport_entertainment", "bbc_politics_business",
+                 "rt_sentiment"]
+        return tok, task_arrays(peft, tok, "random-bert", names, 5, max_length=16,
+                                pool_sizes={"bbc_news": (400, 60), "rotten_tomatoes": (80, 30)})
+
+
+def test_device_split_keeps_target_texts_out_of_every_neighbour(study_tasks):
+    """Per seed, two target devices (BBC 5-way, business vs tech) of 40 texts each: by SHA-256 of the texts and
+    of their 16-token model inputs, no text a target device holds (training or validation) is in any task's
+    neighbour set, across all five tasks of the two corpora; the two devices hold different texts; no test text
+    is any party's; the validation split is 25 % of each class (`validation_split`, rounded); a neighbour keeps
+    every pool text whose model input no device holds (sizes add up); the same seed gives the same split,
+    another seed another."""
+    tok, data = study_tasks
+    texts = {name: load_dataset(d.task.dataset).x for name, d in data.items()}
+    inputs = {}                  # (task, dataset row) -> SHA-256 of the dataset's name and the text's 16 tokens
+    for name, d in data.items():
+        ids = np.concatenate([d.train_ids, d.test_ids])
+        tokens = tokenize(tok, [texts[name][i] for i in ids], 16, cache=False)["input_ids"]
+        inputs.update({(name, i): sha(d.task.dataset + bytes(r).hex()) for i, r in zip(ids, tokens)})
+
+    def hashes(name, ids, model_input=False):
+        return {inputs[name, i] if model_input else sha(texts[name][i]) for i in ids}
+
+    tests = set().union(*(hashes(n, d.test_ids) for n, d in data.items()))
+    test_inputs = set().union(*(hashes(n, d.test_ids, True) for n, d in data.items()))
+    targets = ["bbc_topics5", "bbc_business_tech"]
+    for seed in (0, 1):
+        devices, neighbours = device_split(data, targets, 40, 0.25, seed)
+        held = {}
+        for t, (own, val) in devices.items():
+            assert len(own) + len(val) == 40 and not set(own) & set(val)
+            y = data[t].y_train
+            counts = np.bincount(y[np.concatenate([own, val])], minlength=len(data[t].labels))
+            expected = [min(c - 1, max(1, int(round(0.25 * c)))) if c > 1 else 0 for c in counts]
+            assert list(np.bincount(y[val], minlength=len(counts))) == expected
+            held[t] = hashes(t, data[t].train_ids[np.concatenate([own, val])])
+            assert len(held[t]) == 40
+        assert not held["bbc_topics5"] & held["bbc_business_tech"]
+        device_texts = set().union(*held.values())
+        device_inputs = set().union(*(hashes(t, data[t].train_ids[np.concatenate(devices[t])], True) for t in targets))
+        for name, rows in neighbours.items():
+            mine = hashes(name, data[name].train_ids[rows])
+            assert not mine & device_texts, name
+            assert not hashes(name, data[name].train_ids[rows], True) & (device_inputs | test_inputs), name
+            assert not mine & tests, name
+            pool = data[name].train_ids
+            kept = [i for i in pool if not hashes(name, [i], True) <= device_inputs]
+            assert sorted(data[name].train_ids[rows]) == sorted(kept), name
+        assert not device_texts & tests and not device_inputs & test_inputs
+    again = device_split(data, targets, 40, 0.25, 0)
+    other = device_split(data, targets, 40, 0.25, 1)
+    first = device_split(data, targets, 40, 0.25, 0)
+    assert all(np.array_equal(a, b) for t in targets for a, b in zip(first[0][t], again[0][t]))
+    assert not np.array_equal(first[0]["bbc_topics5"][0], other[0]["bbc_topics5"][0])
+
+
+def test_device_split_holds_repeated_articles_together(study_tasks):
+    """Texts with the same model input (BBC News repeats some articles) share a group, and a group a device holds
+    is never in a neighbour set. Constructed case: the 5-way task's rows paired into groups of two, so every
+    text the device draws has a twin that must stay out of the neighbour's set."""
+    data = dict(study_tasks[1])
+    d = data["bbc_topics5"]
+    groups = d.train_groups.copy()
+    groups[1::2] = groups[0::2][:len(groups[1::2])]                          # pair the rows up: 2 per group
+    data["bbc_topics5"] = dataclasses.replace(d, train_groups=groups)
+    devices, neighbours = device_split(data, ["bbc_topics5"], 40, 0.25, 0)
+    own = np.concatenate(devices["bbc_topics5"])
+    assert not set(groups[own]) & set(groups[neighbours["bbc_topics5"]])
+    assert len(neighbours["bbc_topics5"]) < len(groups) - len(own)           # the twins left too
+
+
+def test_device_split_and_trainer_reject_bad_sizes(study_tasks, tiny):
+    study_tasks = study_tasks[1]
+    with pytest.raises(ValueError, match="`examples` = 5000 exceeds"):
+        device_split(study_tasks, ["bbc_topics5"], 5000, 0.25, 0)
+    with pytest.raises(ValueError, match="`examples` must be an integer >= 2"):
+        device_split(study_tasks, ["bbc_topics5"], 1, 0.25, 0)
+    with pytest.raises(ValueError, match=r"`targets` \['rt_short'\]"):
+        device_split(study_tasks, ["rt_short"], 10, 0.25, 0)
+    with pytest.raises(ValueError, match="`fraction`"):
+        device_split(study_tasks, ["bbc_topics5"], 10, 1.5, 0)
+    peft, labels, x, y = tiny
+    trainer = PromptTrainer(PromptClassifier(peft, labels), learning_rate=0.05)
+    with pytest.raises(ValueError, match="`batch_size` = 64 exceeds the 48 training examples"):
+        trainer.run(initial_prompt("random", (4, 64), 0), x, y, steps=1, batch_size=64, seed=0)
