@@ -1,68 +1,78 @@
 """`deft6g emulator`: a FoMo emulator worth downloading (DEFT technique 3, emulator mode; offsite-tuning).
 
 Devices tune LoRA (rank 8, query/value) in the top block of an emulator of the pretrained MiniLM and the
-server plugs the aggregated weights into the full model. Emulators (`variants`, cumulative): layer drop
-alone (blocks `emulator_blocks(6, bottom, top, drop)`); + vocabulary pruning to the tokens of the devices'
-training texts (+ special tokens; unseen test tokens become [UNK], rate reported); + int8 weights (per
-column/row scales, dequantised compute); + low-rank (truncated SVD, `rank_fraction`) projections of the
-middle blocks. Each with and without distillation alignment: the middle blocks trained on public
-unlabelled text (`public`, BBC news paragraphs, not the devices' data) to match the full model's hidden
-state at the top boundary (MSE), after the SVD step (alignment trains from the low-rank weights) and before
-int8. Reference: devices holding the full
-model ("full"). The download is what `pack_emulator` sends (tensors, dtypes, vocabulary mask, config).
+server plugs the aggregated weights into the full model. The emulators are those of
+`deft6g.finetune.EmulatorBuilder` (the construction `deft6g study`'s emulator mode sends too), cumulative:
+layer drop alone (blocks `emulator_blocks(6, bottom, top, drop)`); + vocabulary pruning to the tokens of the
+server's public corpus (`public`, BBC news: no uplink, nothing of the devices' texts; device tokens outside it
+become [UNK], rates reported for the training and test texts); + int8 weights (per column/row scales,
+dequantised compute); + low-rank (truncated SVD, `rank_fraction`) projections of the middle blocks. Each with
+and without distillation alignment: the middle blocks trained on public paragraphs to match the full model's
+hidden state at the top boundary (MSE), after the SVD step and before int8; its learning rate and number of
+texts are chosen on the grid `distill_lrs` x `distill_texts` by the boundary MSE on `validation_texts` held-out
+public paragraphs (no device data, no labels; tuning.csv). Reference: devices holding the full model ("full").
+The download is what `pack_emulator` sends (tensors, dtypes, vocabulary mask, config).
 
 Training per (variant, distill, seed): FederatedDEFT, ideal aggregation, `devices` IID devices, `rounds`
 rounds of `local_steps` Adam steps on cached activations (the emulator's own lower blocks compute its
 top-block input); a seed changes LoRA/head init, partition and batches, and each distilled emulator is
-distilled per seed (its distillation batches; the held-out public texts that measure the boundary MSE are
-the same for every seed), so the CIs include the emulator's variability. Plug-in accuracy: the full model with the plugged weights
-on the whole test split; emulator accuracy: the emulator itself. Device cost: memory = downloaded weights
-+ LoRA/head with Adam states + activations of the top block for a batch (cost model, `finetune/cost.py`);
-time of one training step from tokens (batch x max_length; forward through every block, backward through
-the top block), measured here, wall and CPU seconds (fastest of `timing_repeats`).
-Files: emulators.csv (per emulator: download, memory, step time, from the first seed's emulator; they do
-not depend on the seed), results.csv (per seed, with the distillation's boundary MSE), summary.csv, config.json, download_vs_accuracy.png; resumable.
+distilled per seed with the chosen setting (its distillation batches), so the CIs include the emulator's
+variability. Plug-in accuracy: the full model with the plugged weights on the whole test split, used once for
+the final numbers; emulator accuracy: the emulator itself. "Within `equivalence_margin` of the full model" is a
+paired TOST over seeds (`deft6g.experiment.tost`): "equivalent" or "not shown". Device cost: memory =
+downloaded weights + LoRA/head with Adam states + activations of the top block for a batch (cost model,
+`finetune/cost.py`); time of one training step from tokens (batch x max_length; forward through every block,
+backward through the top block), measured here, wall and CPU seconds (fastest of `timing_repeats`).
+Files: tuning.csv (the distillation grid with its validation MSE and the choice), emulators.csv (per emulator:
+download, UNK rates, memory, step time, from the first seed's emulator; they do not depend on the seed),
+results.csv (per seed, with the distillation's validation MSE), summary.csv (with the TOST), config.json,
+download_vs_accuracy.png; resumable.
 """
 
-import hashlib
 import math
+import re
 import time
-from dataclasses import asdict, dataclass, field
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, mean_ci, paired_ci, prepare_output, run_points, write_table
+from deft6g.experiment import ResultStore, mean_ci, paired_ci, prepare_output, run_points, tost, write_table
+from deft6g.finetune.emulator_builder import VARIANTS, EmulatorRecipe, package_key  # noqa: F401 (re-exported)
 
-STEPS = ("vocab", "int8", "lowrank")
-VARIANTS = ("full", "drop", "drop+vocab", "drop+vocab+int8", "drop+vocab+int8+lowrank")
+from .study_config import ConfigError
+
 EMU_KEY = ["variant", "distill"]
-EMU_FIELDS = EMU_KEY + ["kept", "download_bits", "download_ratio", "vocab_size", "unk_rate", "memory_bytes",
-                        "memory_ratio", "step_wall_s", "step_cpu_s", "step_speedup"]
+EMU_FIELDS = EMU_KEY + ["kept", "download_bits", "download_ratio", "vocab_size", "train_unk_rate", "unk_rate",
+                        "memory_bytes", "memory_ratio", "step_wall_s", "step_cpu_s", "step_speedup"]
 RESULT_KEY = ["variant", "distill", "seed"]
 RESULT_FIELDS = RESULT_KEY + ["plug_accuracy", "emulator_accuracy", "mse_before", "mse_after", "distill_s",
                               "train_s"]
+TUNING_FIELDS = ["middle", "distill_lr", "distill_texts", "val_mse_before", "val_mse_after", "chosen"]
 
 
 @dataclass
 class EmulatorStudyConfig:
-    """The study's grid and training budget (see the module docstring)."""
+    """The study's grid and training budget (see the module docstring); the emulator recipe's keys are those
+    of `deft6g.finetune.EmulatorRecipe`."""
     model: str = "all-MiniLM-L6-v2"
     max_length: int = 48
     dataset: str = "rotten_tomatoes"
-    public: str = "bbc_news"
-    public_texts: int = 4000
     train_examples: int = 2000            # of the seeded 80/20 split's training part (0: all)
     test_examples: int = 0                # 0: the whole test split
+    public: str = "bbc_news"
+    vocab_texts: int = 0
     bottom: int = 1
     top: int = 1
     drop: float = 0.5
-    variants: list = field(default_factory=lambda: list(VARIANTS))
-    distill: list = field(default_factory=lambda: [False, True])
     rank_fraction: float = 0.25
     distill_steps: int = 200
-    distill_lr: float = 1e-3              # with 4000 texts: pilot (drop+vocab+int8, seeds 0, 1) against 1e-4 with
-                                          # 2000: held-out MSE 0.031 -> 0.024, plug-in - full -1.3 -> -0.5 points
     distill_batch: int = 32
+    distill_lrs: list = field(default_factory=lambda: [1e-4, 1e-3, 3e-3])
+    distill_texts: list = field(default_factory=lambda: [2000, 4000])
+    validation_texts: int = 400
+    variants: list = field(default_factory=lambda: list(VARIANTS))
+    distill: list = field(default_factory=lambda: [False, True])
     lora_rank: int = 8
     devices: int = 4
     rounds: int = 6
@@ -70,28 +80,57 @@ class EmulatorStudyConfig:
     batch_size: int = 32
     lr: float = 1e-2
     seeds: list = field(default_factory=lambda: [0, 1, 2])
+    equivalence_margin: float = 0.01
     timing_repeats: int = 5
 
     @classmethod
     def quick(cls):
-        return cls(model="random-bert", public_texts=48, train_examples=64, test_examples=48, distill_steps=3,
-                   devices=2, rounds=1, local_steps=2, seeds=[0, 1], timing_repeats=1,
-                   variants=["full", "drop+vocab+int8+lowrank"])
+        return cls(model="random-bert", distill_texts=[40], distill_lrs=[1e-4, 1e-3], validation_texts=8,
+                   train_examples=64, test_examples=48, distill_steps=3, devices=2, rounds=1, local_steps=2,
+                   seeds=[0, 1], timing_repeats=1, variants=["full", "drop+vocab+int8+lowrank"])
 
     def __post_init__(self):
         from deft6g.finetune import DATASETS
-        for name in ("dataset", "public"):
-            if getattr(self, name) not in DATASETS:
-                raise ValueError(f"`{name}` {getattr(self, name)!r} is unknown; known: {sorted(DATASETS)}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"`dataset` {self.dataset!r} is unknown; known: {sorted(DATASETS)}")
         if self.public == self.dataset:
             raise ValueError(f"`public` must be another dataset than the devices' `dataset`, got {self.public!r}")
+        self.recipe()                                     # checks the recipe's keys
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ValueError(f"`variants` must be a non-empty subset of {VARIANTS}, got {self.variants}")
         if not set(self.distill) <= {False, True} or not self.distill:
             raise ValueError(f"`distill` must be a non-empty subset of [False, True], got {self.distill}")
-        if not 0 < self.rank_fraction <= 1:
-            raise ValueError(f"`rank_fraction` must be in (0, 1], got {self.rank_fraction}")
+        if len(set(self.seeds)) < 2 or any(not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ValueError(f"`seeds` must hold at least 2 distinct ints >= 0 (paired CIs, TOST), got {self.seeds}")
+        if not 0 < self.equivalence_margin < 1:
+            raise ValueError(f"`equivalence_margin` must be in (0, 1) (accuracy), got {self.equivalence_margin}")
+
+    def recipe(self):
+        """The EmulatorRecipe of this configuration."""
+        return EmulatorRecipe(**{f.name: getattr(self, f.name) for f in fields(EmulatorRecipe)})
+
+
+def load_emulator_config(path=None, quick=False):
+    """The default (or `quick`) EmulatorStudyConfig with the top-level keys of the TOML file `path` replaced.
+    Raises ConfigError naming the key: unknown keys, values of another type, impossible values."""
+    cfg = EmulatorStudyConfig.quick() if quick else EmulatorStudyConfig()
+    if path is None:
+        return cfg
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    for key, value in data.items():
+        if not hasattr(cfg, key):
+            raise ConfigError(f"configuration key {key!r}: unknown; known: {sorted(asdict(cfg))}")
+        default = getattr(cfg, key)
+        number = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
+        if not (number or type(value) is type(default)):
+            raise ConfigError(f"configuration key {key!r}: expected {type(default).__name__}, got {value!r}")
+    try:
+        return replace(cfg, **data)
+    except ValueError as err:                 # the check's message names the key in backticks
+        key = re.search(r"`(\w+)`", str(err))
+        raise ConfigError(f"configuration key {key[1] if key else '?'!r}: {err}") from err
 
 
 def emulator_points(cfg):
@@ -100,28 +139,20 @@ def emulator_points(cfg):
             for d in ([False] if v == "full" else cfg.distill)]
 
 
-def package_key(cfg, kept, variant, distill, seed):
-    """What an emulator package depends on besides the model, the devices' data and the public texts (part of its
-    cache key): the kept blocks (full-model indices), the `bottom`/`top` blocks left out of distillation and low
-    rank, the variant, the rank fraction and, when distilled, the distillation settings and seed."""
-    key = ["emulator", [int(k) for k in kept], cfg.bottom, cfg.top, variant, bool(distill), cfg.rank_fraction]
-    return key + ([cfg.distill_steps, cfg.distill_lr, cfg.distill_batch, seed] if distill else [])
-
-
 def study_points(cfg):
     """Grouped by emulator (each is built or loaded once per group), seeds innermost."""
     return [{**p, "seed": s} for p in emulator_points(cfg) for s in cfg.seeds]
 
 
 class _Setup:
-    """What the points share: the full model and its cached test input, the devices' data, public text, and
-    per emulator (built lazily, cached on disk) its package, device model and cached activations."""
+    """What the points share: the full model and its cached test input, the devices' data, the server's
+    EmulatorBuilder and per emulator (built lazily, packages cached on disk) its package, device model and cached
+    activations."""
 
     def __init__(self, cfg, log):
-        from deft6g.finetune import (LoraConfig, build_emulator, emulator_blocks, get_peft_model, load_dataset,
-                                     load_study_model, pack_emulator, tokenize, train_test_split)
+        from deft6g.finetune import (EmulatorBuilder, LoraConfig, get_peft_model, load_dataset, load_study_model,
+                                     tokenize, train_test_split)
         from deft6g.finetune.data import content_digest
-        from deft6g.finetune.distillation import public_texts
         from deft6g.finetune.fomo import model_key
         self.cfg, self.log = cfg, log
         data = load_dataset(cfg.dataset)
@@ -135,20 +166,14 @@ class _Setup:
         tokens = tokenize(self.tok, data.x, cfg.max_length)
         self.x_train = {k: v[train] for k, v in tokens.items()}
         self.x_test = {k: v[test] for k, v in tokens.items()}
-        self.public = tokenize(self.tok, public_texts(load_dataset(cfg.public).x, cfg.public_texts), cfg.max_length)
-        self.n_blocks = self.model.config.num_hidden_layers
-        self.kept = emulator_blocks(self.n_blocks, cfg.bottom, cfg.top, cfg.drop)
+        self.builder = EmulatorBuilder(self.model, self.tok, cfg.recipe(), cfg.max_length, model_key(cfg.model))
+        self.n_blocks, self.kept = self.model.config.num_hidden_layers, self.builder.kept
         self.peft_cfg = LoraConfig(r=cfg.lora_rank, lora_alpha=2.0 * cfg.lora_rank, target_modules=["query", "value"],
                                    layers_to_transform=[self.n_blocks - 1])
-        self.full_package = pack_emulator(self.model, list(range(self.n_blocks)))     # before LoRA wraps it
-        self.dropped = build_emulator(self.model, self.kept)
         self.full = get_peft_model(self.model, self.peft_cfg, num_labels=self.num_labels)
         self.full_start = self.full.lowest_tuned_block()
-        ids = self.x_train["input_ids"][self.x_train["attention_mask"].astype(bool)]
-        self.vocab_ids = np.union1d(ids, self.tok.all_special_ids)
         self.key = [model_key(cfg.model), cfg.max_length, content_digest(data),             # by content
-                    hashlib.sha256(np.asarray(train).tobytes()).hexdigest()]
-        self.public_key = content_digest(self.public["input_ids"], self.public["attention_mask"])
+                    content_digest(np.asarray(train))]
         self.full_test = self._acts(self.full, self.x_test, self.full_start, ["full-test", test.tolist()])
         self.full_train = None
         self.emulators = {}
@@ -158,86 +183,41 @@ class _Setup:
         z = cached_arrays(self.key + key + [block], lambda: dict(zip("hm", peft.activations(x, block))))
         return z["h"], z["m"]
 
+    def tuning_rows(self):
+        """The distillation grid of every distilled middle the configuration uses (tuning.csv)."""
+        if True not in self.cfg.distill:
+            return []
+        middles = sorted({"lowrank" in v for v in self.cfg.variants if v != "full"})
+        return [row for low in middles for row in self.builder.tune(low)[1]]
+
     def emulator(self, variant, distill, seed):
-        """dict: package (what is sent), stats, device PeftModel, its train/test activations, unk rate. A
+        """dict: package (what is sent), stats, device PeftModel, its train/test activations, unk rates. A
         distilled emulator is distilled per `seed` (its distillation batches); the others do not depend on it.
-        Only the last emulator stays in memory; packages and activations are cached on disk."""
-        seed = int(seed) if distill else None
+        Built once per process."""
         if (variant, distill, seed) in self.emulators:
             return self.emulators[(variant, distill, seed)]
-        self.emulators.clear()
-        from deft6g.finetune import build_emulator, cached_arrays, emulator_config, get_peft_model
-        from deft6g.finetune.emulator_package import (apply_low_rank, pack_emulator, remap_tokens, token_map,
-                                                      unpack_emulator)
-        cfg, steps = self.cfg, variant.split("+")[1:]
+        from deft6g.finetune import emulator_config, get_peft_model
+        from deft6g.finetune.emulator_builder import package_digest
+        from deft6g.finetune.emulator_package import remap_tokens, token_map, unpack_emulator
         if variant == "full":
-            d = {"package": self.full_package, "stats": {}, "device": self.full, "kept": list(range(self.n_blocks)),
-                 "train": self._full_train(), "test": self.full_test, "unk_rate": 0.0}
+            d = {"package": self.builder.package("full", False, seed)[0], "stats": {}, "device": self.full,
+                 "kept": list(range(self.n_blocks)), "train": self._full_train(), "test": self.full_test,
+                 "unk_rate": 0.0, "train_unk_rate": 0.0}
             self.emulators[(variant, distill, seed)] = d
             return d
-        middle = list(range(cfg.bottom, len(self.kept) - cfg.top))
-        low = middle if "lowrank" in steps else []
-
-        def build():
-            emu = build_emulator(self.dropped, list(range(len(self.kept))))      # a fresh copy
-            if low:
-                apply_low_rank(emu, low, cfg.rank_fraction)
-            stats = self._distil(emu, low, seed) if distill else {}
-            pkg = pack_emulator(emu, self.kept, self.vocab_ids if "vocab" in steps else None, "int8" in steps,
-                                low, cfg.rank_fraction)
-            return {**pkg, **{f"stats.{k}": np.float64(v) for k, v in stats.items()}}
-
-        key = self.key + package_key(cfg, self.kept, variant, distill, seed) + ([self.public_key] if distill else [])
-        z = cached_arrays(key, build, "emulators")
-        package = {k: v for k, v in z.items() if not k.startswith("stats.")}
-        stats = {k[6:]: float(v) for k, v in z.items() if k.startswith("stats.")}
-        model = unpack_emulator(package)
-        device = get_peft_model(model, emulator_config(self.peft_cfg, self.kept, self.n_blocks),
+        package, stats = self.builder.package(variant, distill, seed)
+        device = get_peft_model(unpack_emulator(package), emulator_config(self.peft_cfg, self.kept, self.n_blocks),
                                 num_labels=self.num_labels)
         lookup = token_map(package, self.tok.unk_token_id)
-        x_train, _ = remap_tokens(self.x_train, lookup, self.tok.unk_token_id)
+        x_train, train_unk = remap_tokens(self.x_train, lookup, self.tok.unk_token_id)
         x_test, unk = remap_tokens(self.x_test, lookup, self.tok.unk_token_id)
         start = device.lowest_tuned_block()
-        tag = [variant, distill, hashlib.sha256(b"".join(a.tobytes() for a in package.values())).hexdigest()]
+        tag = [variant, distill, package_digest(package)]
         d = {"package": package, "stats": stats, "device": device, "kept": self.kept, "unk_rate": unk,
-             "train": self._acts(device, x_train, start, tag + ["train"]),
+             "train_unk_rate": train_unk, "train": self._acts(device, x_train, start, tag + ["train"]),
              "test": self._acts(device, x_test, start, tag + ["test"])}
         self.emulators[(variant, distill, seed)] = d
         return d
-
-    def _distil(self, emu, low, seed):
-        """Distil the middle blocks of `emu` in place (seeded batches); returns the statistics. The distilled
-        weights are cached per (low rank or not, seed): the emulators that differ only in vocabulary pruning or
-        int8 (applied when packing) share the same distilled blocks, distilled once per seed."""
-        from deft6g.finetune import cached_arrays
-        from deft6g.finetune.architecture import transformer_blocks
-        from deft6g.finetune.distillation import align_emulator
-        cfg = self.cfg
-        weights = [v for blk in transformer_blocks(emu)[cfg.bottom:len(self.kept) - cfg.top] for v in blk.weights]
-
-        def compute():
-            stats = align_emulator(self.model, emu, self.kept, self.public, cfg.bottom, cfg.top, cfg.distill_steps,
-                                   cfg.distill_batch, cfg.distill_lr, seed=seed, states=self._boundary(emu))
-            return {**{f"w{i}": v.numpy() for i, v in enumerate(weights)},
-                    **{f"stats.{k}": np.float64(v) for k, v in stats.items()}}
-
-        key = self.key[:3] + ["distilled", self.kept, cfg.bottom, cfg.top, cfg.rank_fraction if low else None,
-                              self.public_key, cfg.distill_steps, cfg.distill_lr, cfg.distill_batch, seed]
-        z = cached_arrays(key, compute, "emulators")
-        for i, v in enumerate(weights):
-            v.assign(z[f"w{i}"])
-        return {k[6:]: float(v) for k, v in z.items() if k.startswith("stats.")}
-
-    def _boundary(self, emu):
-        """The public texts' distillation source and target (cached: the bottom block and the full model are
-        the same for every emulator; low rank touches only the middle blocks)."""
-        from deft6g.finetune import cached_arrays
-        from deft6g.finetune.distillation import boundary_states
-        cfg = self.cfg
-        key = self.key[:3] + ["boundary", self.kept, cfg.bottom, cfg.top, self.public_key]
-        z = cached_arrays(key, lambda: dict(zip("st", boundary_states(self.model, emu, self.kept, self.public,
-                                                                      cfg.bottom, cfg.top))))
-        return z["s"], z["t"]
 
     def _full_train(self):
         if self.full_train is None:
@@ -288,7 +268,7 @@ def _emulator_row(setup, point, full_row):
                                        float(full_row["step_wall_s"])))
     return {**point, "kept": " ".join(map(str, d["kept"])), "download_bits": bits,
             "download_ratio": full_bits / bits, "vocab_size": package_config(d["package"])["vocab_size"],
-            "unk_rate": d["unk_rate"], "memory_bytes": mem, "memory_ratio": full_mem / mem, "step_wall_s": wall, "step_cpu_s": cpu,
+            "train_unk_rate": d["train_unk_rate"], "unk_rate": d["unk_rate"], "memory_bytes": mem, "memory_ratio": full_mem / mem, "step_wall_s": wall, "step_cpu_s": cpu,
             "step_speedup": full_wall / wall}
 
 
@@ -337,19 +317,27 @@ class EmulatorTask:
 
 
 def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel):
-    """Run (or resume) the study into `out_dir`; returns (cfg, emulator rows, result rows, cpu_s). parallel:
-    workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the training points (all points of
-    one seed on one worker); emulator sizes and step times are measured here, serially."""
+    """Run (or resume) the study into `out_dir`; `config`: an EmulatorStudyConfig, a TOML path
+    (`load_emulator_config`, with `quick`) or None (the default, or the quick one). Returns (cfg, summary rows,
+    cpu_s, tuning rows). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the
+    training points (all points of one seed on one worker); the distillation grid, emulator sizes and step
+    times run here, serially, first."""
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
-    cfg = config or (EmulatorStudyConfig.quick() if quick else EmulatorStudyConfig())
+    cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
     out = prepare_output(out_dir, "emulator", asdict(cfg))
+    tuning = ResultStore(out / "tuning.csv", TUNING_FIELDS, TUNING_FIELDS[:3])
     emu_store = ResultStore(out / "emulators.csv", EMU_FIELDS, EMU_KEY)
     store = ResultStore(out / "results.csv", RESULT_FIELDS, RESULT_KEY)
     emu_points, points = emulator_points(cfg), study_points(cfg)
     cpu0 = time.process_time()
     if any(not emu_store.done(p) for p in emu_points) or any(not store.done(p) for p in points):
         setup = _Setup(cfg, log)
+        t0 = time.time()
+        for row in setup.tuning_rows():
+            if not tuning.done(row):
+                tuning.add(row)
+        log(f"distillation grid scored on validation in {time.time() - t0:.1f} s (tuning.csv)")
         full = [{"variant": "full", "distill": False}]
         run_points(full, lambda p: _emulator_row(setup, p, None), emu_store, desc="full model", log=log)
         full_row = next(r for r in emu_store.rows() if r["variant"] == "full")
@@ -359,23 +347,26 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel)
                    describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {float(r['plug_accuracy']):.3f}, "
                                          f"emulator {float(r['emulator_accuracy']):.3f}")
     emu_rows, rows = emu_store.rows(), store.rows()
-    summary_rows = write_summary(out, emu_rows, rows)
+    summary_rows = write_summary(out, emu_rows, rows, cfg.equivalence_margin)
     plot(out, cfg, summary_rows)
-    return cfg, summary_rows, time.process_time() - cpu0
+    return cfg, summary_rows, time.process_time() - cpu0, tuning.rows()
 
 
 def _name(p):
     return p["variant"] + (" + distill" if _bool(p["distill"]) else "")
 
 
-SUMMARY_FIELDS = ["variant", "distill", "n", "download_bits", "download_ratio", "vocab_size", "unk_rate",
-                  "mse_before", "mse_after", "memory_ratio", "step_speedup", "step_cpu_speedup", "plug_mean", "plug_ci",
-                  "emulator_mean", "emulator_ci", "gap_mean", "gap_ci", "vs_full_mean", "vs_full_ci"]
+SUMMARY_FIELDS = ["variant", "distill", "n", "download_bits", "download_ratio", "vocab_size", "train_unk_rate",
+                  "unk_rate", "mse_before", "mse_after", "memory_ratio", "step_speedup", "step_cpu_speedup", "plug_mean",
+                  "plug_ci", "emulator_mean", "emulator_ci", "gap_mean", "gap_ci", "vs_full_mean", "vs_full_ci",
+                  "tost_margin", "tost_low", "tost_high", "tost_p", "tost_verdict"]
 
 
-def summary_rows(emu_rows, rows):
+def summary_rows(emu_rows, rows, margin=0.01):
     """Per emulator: its download/cost columns, plug-in and emulator accuracy (mean, 95% CI over seeds), the
-    emulator-minus-plug-in gap and plug-in minus full-model devices, both paired per seed."""
+    emulator-minus-plug-in gap and plug-in minus full-model devices, both paired per seed, and the paired TOST of
+    plug-in against full-model devices within +-`margin` (90% interval, p, "equivalent" / "not shown"; empty for
+    the full model itself and with fewer than 2 pairs)."""
     full = {r["seed"]: float(r["plug_accuracy"]) for r in rows if r["variant"] == "full"}
     full_cpu = [float(e["step_cpu_s"]) for e in emu_rows if e["variant"] == "full"]
     out = []
@@ -395,12 +386,15 @@ def summary_rows(emu_rows, rows):
         s["emulator_mean"], s["emulator_ci"] = mean_ci(emu)
         s["gap_mean"], s["gap_ci"] = paired_ci(emu, plug)
         s["vs_full_mean"], s["vs_full_ci"] = paired_ci(*zip(*paired)) if paired else (float("nan"),) * 2
+        t = tost(*zip(*paired), margin) if e["variant"] != "full" and len(paired) >= 2 else {}
+        s.update(tost_margin=margin, tost_low=t.get("low", float("nan")), tost_high=t.get("high", float("nan")),
+                 tost_p=t.get("p", float("nan")), tost_verdict=t.get("verdict", ""))
         out.append(s)
     return out
 
 
-def write_summary(out, emu_rows, rows):
-    s_rows = summary_rows(emu_rows, rows)
+def write_summary(out, emu_rows, rows, margin=0.01):
+    s_rows = summary_rows(emu_rows, rows, margin)
     write_table(out / "summary.csv", SUMMARY_FIELDS, s_rows)
     return s_rows
 
@@ -410,8 +404,9 @@ def plot(out, cfg, s_rows):
     + vocabulary, + int8, + low rank, each labelled with its download in MB and ratio to the full model):
     (a) plug-in accuracy, mean and 95% CI over seeds, one curve per distillation setting, the full model as a
     point and a CI band; (b) plug-in accuracy minus that of devices holding the full model, paired per seed,
-    in points, with the 1-point target. The distilled curve is drawn slightly to the right so that the error
-    bars do not hide each other."""
+    in points, with the +-margin band of the equivalence test and each point's TOST verdict ("equiv." or "not
+    shown") under it. The distilled curve is drawn slightly to the right so that the error bars do not hide each
+    other."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -435,7 +430,9 @@ def plot(out, cfg, s_rows):
         axes[0].axhline(m, ls="--", lw=1, color="C2")
         axes[0].axhspan(m - ci, m + ci, color="C2", alpha=0.12, lw=0)
         axes[1].axhline(0.0, ls="--", lw=1, color="C2", label=label)
-        axes[1].axhline(-1.0, ls=":", lw=1.2, color="C3", label="target: within 1 point of the full model")
+        margin = 100 * cfg.equivalence_margin
+        axes[1].axhspan(-margin, margin, color="C3", alpha=0.08, lw=0,
+                        label=f"equivalence margin +-{margin:g} point (paired TOST, 5%)")
     for i, distill in enumerate([False, True]):
         mine = sorted((s for s in s_rows if s["variant"] != "full" and _bool(s["distill"]) == distill),
                       key=lambda s: pos[s["variant"]])
@@ -447,6 +444,11 @@ def plot(out, cfg, s_rows):
         axes[0].errorbar(xs, [s["plug_mean"] for s in mine], yerr=[s["plug_ci"] for s in mine], **style)
         axes[1].errorbar(xs, [100 * s["vs_full_mean"] for s in mine], yerr=[100 * s["vs_full_ci"] for s in mine],
                          **style)
+        for x, s in zip(xs, mine):
+            if s["tost_verdict"]:
+                axes[1].annotate("equiv." if s["tost_verdict"] == "equivalent" else "not shown",
+                                 (x, 100 * (s["vs_full_mean"] - s["vs_full_ci"])), xytext=(0, -9),
+                                 textcoords="offset points", ha="center", fontsize=6.5, color=f"C{i}")
     for ax in axes:
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([labels[v] for v in order], fontsize=7.5)
@@ -462,32 +464,47 @@ def plot(out, cfg, s_rows):
     seeds = max(s["n"] for s in s_rows)
     fig.text(0.01, 0.01, f"mean and 95% CI over {seeds} seeds (each distils its own emulator); {cfg.model}, "
              f"LoRA r={cfg.lora_rank} in the top block, {cfg.devices} devices x {cfg.rounds} rounds, "
-             f"{cfg.dataset} ({cfg.train_examples or 'all'} training texts, whole test split); distillation on "
-             f"{cfg.public_texts} {cfg.public} paragraphs", fontsize=7, color="0.3")
+             f"{cfg.dataset} ({cfg.train_examples or 'all'} training texts, {cfg.test_examples or 'whole'} test split);\n"
+             f"vocabulary and distillation from {cfg.public} (distillation setting chosen on held-out {cfg.public} "
+             f"paragraphs, tuning.csv)",
+             fontsize=7, color="0.3")
     fig.suptitle("FoMo emulator: download size vs plug-in accuracy", fontsize=11)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(out / "download_vs_accuracy.png", dpi=120)
     plt.close(fig)
 
 
-def summary(cfg, s_rows, cpu_s):
+def summary(cfg, s_rows, cpu_s, tuning_rows=()):
+    chosen = "; ".join(f"{r['middle']} middle: lr {float(r['distill_lr']):g} on {r['distill_texts']} texts "
+                       f"(validation MSE {float(r['val_mse_after']):.3g})"
+                       for r in tuning_rows if _bool(r["chosen"])) or "none"
+    margin = 100 * cfg.equivalence_margin
     lines = [f"FoMo emulator study: {cfg.model} on {cfg.dataset} ({cfg.train_examples or 'all'} training texts), "
              f"LoRA r={cfg.lora_rank} q/v in the top block, {cfg.devices} devices x {cfg.rounds} rounds x "
-             f"{cfg.local_steps} steps; distillation on {cfg.public_texts} {cfg.public} paragraphs, "
-             f"{cfg.distill_steps} Adam steps (lr {cfg.distill_lr:g}), one distilled emulator per seed. Mean +- 95% CI over seeds; differences paired per seed.",
-             f"{'emulator':<34}{'download MB':>12}{'x smaller':>10}{'UNK %':>7}{'mem x':>7}{'step x':>7}{'cpu x':>7}"
-             f"{'plug-in acc':>17}{'emulator acc':>17}{'emu - plug':>17}{'plug - full':>17}{'MSE before>after':>20}"]
+             f"{cfg.local_steps} steps; vocabulary from {cfg.public}; distillation on {cfg.public} paragraphs, "
+             f"{cfg.distill_steps} Adam steps, one distilled emulator per seed, setting chosen on "
+             f"{cfg.validation_texts} held-out public paragraphs by a grid of lr {cfg.distill_lrs} x texts "
+             f"{cfg.distill_texts} (tuning.csv): {chosen}. Mean +- 95% CI over {len(cfg.seeds)} seeds; differences "
+             f"paired per seed; TOST: paired equivalence of plug-in and full-model devices within +-{margin:g} point.",
+             f"{'emulator':<34}{'download MB':>12}{'x smaller':>10}{'UNK % train/test':>17}{'mem x':>7}{'step x':>7}"
+             f"{'cpu x':>7}{'plug-in acc':>17}{'emulator acc':>17}{'emu - plug':>17}{'plug - full':>17}"
+             f"{'TOST 90% interval':>19}{'verdict':>11}{'MSE before>after':>20}"]
     for s in s_rows:
         mse = "" if math.isnan(float(s["mse_before"])) else f"{float(s['mse_before']):.3g} > {float(s['mse_after']):.3g}"
+        interval = ("" if not s["tost_verdict"] else
+                    f"{100 * float(s['tost_low']):+.2f} .. {100 * float(s['tost_high']):+.2f}")
+        unk = f"{100 * float(s['train_unk_rate']):.2f} / {100 * float(s['unk_rate']):.2f}"
         lines.append(f"{_name(s):<34}{float(s['download_bits']) / 8e6:>12.2f}{float(s['download_ratio']):>10.2f}"
-                     f"{100 * float(s['unk_rate']):>7.2f}{float(s['memory_ratio']):>7.2f}{float(s['step_speedup']):>7.2f}"
-                     f"{float(s['step_cpu_speedup']):>7.2f}"
+                     f"{unk:>17}"
+                     f"{float(s['memory_ratio']):>7.2f}{float(s['step_speedup']):>7.2f}{float(s['step_cpu_speedup']):>7.2f}"
                      f"{_pm(s['plug_mean'], s['plug_ci'])}{_pm(s['emulator_mean'], s['emulator_ci'])}"
-                     f"{_pm(s['gap_mean'], s['gap_ci'], True)}{_pm(s['vs_full_mean'], s['vs_full_ci'], True)}{mse:>20}")
+                     f"{_pm(s['gap_mean'], s['gap_ci'], True)}{_pm(s['vs_full_mean'], s['vs_full_ci'], True)}"
+                     f"{interval:>19}{s['tost_verdict'] or '-':>11}{mse:>20}")
     lines.append("x smaller / mem x / step x / cpu x: full model over emulator (download bits; device memory from "
                  "the cost model with the downloaded weights; wall / CPU time of a training step from tokens, "
-                 f"fastest of {cfg.timing_repeats}, measured here); MSE: held-out boundary MSE of the distillation, "
-                 "mean over seeds")
+                 f"fastest of {cfg.timing_repeats}, measured here); UNK: device tokens outside the public vocabulary; "
+                 "TOST interval in points; MSE: boundary MSE of the distillation on the validation paragraphs, mean "
+                 "over seeds")
     lines.append("every point was already in the result files; nothing was run now" if cpu_s < 1 else
                  f"CPU time of this run: {cpu_s:.0f} s (on an idle 2-core machine the wall time is about "
                  f"{cpu_s / 2:.0f}-{cpu_s:.0f} s)")

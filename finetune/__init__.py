@@ -17,6 +17,7 @@ from .emulator import build_emulator, emulator_blocks, emulator_config, plug_in,
 from .emulator_package import apply_low_rank, dequantize, download_bits, low_rank_factors, pack_emulator, \
     quantize_int8, remap_tokens, token_map, unpack_emulator
 from .distillation import align_emulator, boundary_states, hidden_state, masked_mse, public_texts
+from .emulator_builder import COMPRESSED, EmulatorBuilder, EmulatorRecipe, public_vocabulary
 from .federated import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS, FederatedDEFT, RoundLog
 from .multiview import MultiViewData, load_multiview, split_views
 from .aircomp_connection import AirCompConnection, ChannelBlocks, DigitalConnection, IdealConnection, payload_stats, \

@@ -71,15 +71,17 @@ def boundary_states(full, emulator, kept, tokens, bottom=1, top=1):
 
 
 def align_emulator(full, emulator, kept, tokens, bottom=1, top=1, steps=200, batch_size=32, lr=1e-4,
-                   heldout=0.1, seed=0, states=None, heldout_seed=0):
+                   heldout=0.1, seed=0, states=None, heldout_seed=0, split=None):
     """Train the emulator's middle blocks (emulator indices bottom .. n-top-1) in place to match the full
     model at the top boundary on public `tokens` (dict input_ids, attention_mask [S, T]).
 
     full, emulator: HF TF BERT models (same vocabulary), emulator block i = full block kept[i]. A `heldout`
     fraction of the texts (chosen by `heldout_seed`, so every `seed` is measured on the same texts) measures
     the boundary MSE before and after; `seed` draws the training batches: the same seed gives the same
-    weights. states: `boundary_states(...)` when already computed. Returns dict mse_before, mse_after
-    (held-out, per entry), train_mse (last 20 steps), seconds."""
+    weights. states: `boundary_states(...)` when already computed. split: (train_idx, heldout_idx), disjoint int
+    indices into `tokens` that replace the `heldout` / `heldout_seed` choice (a fixed validation set shared by
+    runs that train on different texts). Returns dict mse_before, mse_after (held-out, per entry), train_mse
+    (last 20 steps), seconds."""
     n = len(kept)
     if not (0 <= bottom and 0 <= top and bottom + top < n):
         raise ValueError(f"the emulator's {n} blocks leave no middle to align with `bottom` {bottom}, `top` {top}")
@@ -90,9 +92,15 @@ def align_emulator(full, emulator, kept, tokens, bottom=1, top=1, steps=200, bat
     source, target = boundary_states(full, emulator, kept, tokens, bottom, top) if states is None else states
     middle = transformer_blocks(emulator)[bottom:n - top]
     variables = [v for blk in middle for v in blk.trainable_weights]
-    order = np.random.default_rng(heldout_seed).permutation(len(mask))
-    n_held = max(1, int(round(heldout * len(mask))))
-    held, train = order[:n_held], order[n_held:]
+    if split is None:
+        order = np.random.default_rng(heldout_seed).permutation(len(mask))
+        n_held = max(1, int(round(heldout * len(mask))))
+        held, train = order[:n_held], order[n_held:]
+    else:
+        train, held = (np.asarray(i, np.int64) for i in split)
+        if not (train.size and held.size and np.intersect1d(train, held).size == 0
+                and min(train.min(), held.min()) >= 0 and max(train.max(), held.max()) < len(mask)):
+            raise ValueError(f"`split` must be two non-empty, disjoint index arrays into the {len(mask)} texts")
     rng = np.random.default_rng(seed)
 
     def predict(idx):

@@ -188,3 +188,22 @@ def test_emulator_cli_quick(tmp_path):
     files = {f: (out / f).read_text() for f in ("emulators.csv", "results.csv")}
     assert main(["emulator", "--quick", "--out", str(out)]) == 0
     assert {f: (out / f).read_text() for f in files} == files      # every point found done, none re-run
+
+
+def test_distillation_split_scores_every_run_on_the_same_validation_texts(full, kept):
+    """align_emulator(split=(train, held)): runs training on different texts (the first 16 or all 40 of the
+    non-held ones) start from the same held-out MSE (the same 8 validation texts: equal to masked_mse of the
+    untouched emulator's middle output there), and a split that overlaps or leaves the texts raises."""
+    from deft6g.finetune import boundary_states, masked_mse
+    from deft6g.finetune.distillation import run_blocks
+    x = tokens(np.random.default_rng(6), 48)
+    held = np.arange(8)
+    src, tgt = boundary_states(full, build_emulator(full, kept), kept, x)
+    mid = run_blocks(build_emulator(full, kept).bert.encoder.layer[1:2], src[held], x["attention_mask"][held]).numpy()
+    want = masked_mse(mid, tgt[held], x["attention_mask"][held])
+    outs = [align_emulator(full, build_emulator(full, kept), kept, x, steps=3, lr=1e-3, split=(np.arange(8, n), held))
+            for n in (24, 48)]
+    assert outs[0]["mse_before"] == pytest.approx(want, rel=1e-5) and outs[1]["mse_before"] == outs[0]["mse_before"]
+    for bad in ((np.arange(4, 20), held), (np.arange(8, 60), held)):
+        with pytest.raises(ValueError, match="`split`"):
+            align_emulator(full, build_emulator(full, kept), kept, x, steps=1, split=bad)
