@@ -1,14 +1,20 @@
 """`deft6g connect`: a multi-view split model whose device-to-server layer is computed over the air (DEFT
-technique 2) -- accuracy vs SNR and vs channel uses for noise-aware and naive AirComp training, task-oriented vs
-MSE design, digital transmission, each single view, central concatenation and the ideal sum.
+technique 2) -- accuracy vs SNR and vs channel uses of AirComp (MSE and task-oriented design) and digital
+transmission, each arm trained two ways, against each single view, central concatenation and the ideal sum.
 
 M devices each see one segment of an example (BBC News: M consecutive parts of an article; Rotten Tomatoes:
 the two halves of a review), encode it with the frozen MiniLM (features cached once) and project it to D
 dimensions; the server adds the projections (ideal, AirComp or digital) and runs the head. What trains: the
-M projections and the head (the FoMo is frozen). Every finished (task, scheme, num_rx_ant, SNR, seed) point is
-appended to results.csv at once; re-running the same command resumes. With `workers` the points run on Ray
-workers (`deft6g.experiment.run_points`); every model is trained from its point's seed, so the rows (but
-cpu_s) do not depend on the number of workers.
+M projections and the head (the FoMo is frozen). Every radio arm is trained both ways (the `training`
+column): "ideal" (on the noise-free sum, then deployed over its channel) and "noise-aware" (through its own
+channel at its own operating point: AirComp with its design and noise, digital with its quantiser and lost
+blocks). Protocol (docs/design.md §8): per seed, a validation split carved from train
+(`deft6g.finetune.validation_split`); models train on the rest; every row carries its validation accuracy,
+over its channel, and the choices (the best single view; the digital quantiser that reaches AirComp's
+accuracy) are made on it and written to choices.csv; test channels and noise come from seeds disjoint
+from training's (`channel_seed`). Every finished point is appended to results.csv at once; re-running the
+same command resumes. With `workers` the points run on Ray workers (`deft6g.experiment.run_points`); every
+model is trained from its point's seed, so the rows (but cpu_s) do not depend on the number of workers.
 """
 
 import time
@@ -16,13 +22,18 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise
+from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise, \
+    tost, write_table
 
-FIELDS = ["task", "scheme", "num_rx_ant", "snr_db", "seed", "accuracy", "nmse", "payload_uses", "side_info_uses",
-          "channel_uses", "latency_us", "cpu_s"]
-KEY = FIELDS[:5]
+FIELDS = ["task", "scheme", "training", "num_rx_ant", "snr_db", "seed", "accuracy", "val_accuracy", "nmse",
+          "payload_uses", "side_info_uses", "channel_uses", "latency_us", "cpu_s"]
+KEY = FIELDS[:6]
 IDEAL_SCHEMES = ("ideal", "central")             # trained and deployed without a channel
-AIR_SCHEMES = ("naive", "naive-task", "noise-aware", "noise-aware-task")
+TRAININGS = ("ideal", "noise-aware")
+TRAINING_LABELS = {"ideal": "trained on the ideal sum", "noise-aware": "trained noise-aware at its own SNR"}
+AIR_SCHEMES = ("aircomp", "aircomp-task")        # MSE design, task-oriented design
+EQUAL_MARGIN = 0.01                              # "equal accuracy": within 1 point (TOST margin)
+CHOICE_FIELDS = ["task", "choice", "training", "snr_db", "candidate", "val_accuracy", "target", "seeds", "chosen"]
 
 
 @dataclass
@@ -30,11 +41,12 @@ class ConnectConfig:
     """The study's grid. tasks: [dataset, views M, tokens per view, training examples (None: all)];
     width D of the projections; batch_size: training examples per channel realisation, block: test
     examples per channel realisation, repeats: channel draws per test block; num_rx_ant N of the SNR sweep,
-    num_rx_ant_sweep N at num_rx_ant_sweep_snr_db; SNR = P / sigma^2 per device [dB]; method: the MSE design
-    (`design_aircomp`); digital_num_bits: quantiser bits of the digital baseline (adaptive MCS, multi-user MIMO,
-    CRC); AirComp's side information (the normalisation statistics, 2 D reals per device at side_info_bits
-    each, 1 bit per channel use) is sent once per deployment_examples examples; bandwidth_hz: one channel
-    use lasts 1 / bandwidth seconds."""
+    num_rx_ant_sweep N at num_rx_ant_sweep_snr_db (AirComp arms only); SNR = P / sigma^2 per device [dB];
+    method: the MSE design (`design_aircomp`); digital_num_bits: quantiser bits of the digital baseline
+    (adaptive MCS, multi-user MIMO, CRC); AirComp's side information (the normalisation statistics, 2 D reals
+    per device at side_info_bits each, 1 bit per channel use) is sent once per deployment_examples examples;
+    bandwidth_hz: one channel use lasts 1 / bandwidth seconds; validation_fraction: share of each class of
+    the training examples held out (per seed) for the choices."""
     model: str = "all-MiniLM-L6-v2"
     tasks: list = field(default_factory=lambda: [["bbc_news", 4, 64, None], ["rotten_tomatoes", 2, 32, 4000]])
     width: int = 16
@@ -54,7 +66,13 @@ class ConnectConfig:
     deployment_examples: int = 10_000
     bandwidth_hz: float = 1e6
     test_examples: int = None
+    validation_fraction: float = 0.1
     seeds: list = field(default_factory=lambda: [0, 1, 2])
+
+    def __post_init__(self):
+        f = self.validation_fraction
+        if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
+            raise ValueError(f"`validation_fraction` must be a number in (0, 1), got {f!r}")
 
     @classmethod
     def quick(cls):
@@ -67,23 +85,29 @@ def task_name(task):
     return f"{task[0]}-M{task[1]}"
 
 
+def radio_schemes(cfg, n):
+    """The radio arms at num_rx_ant n: AirComp's two designs, and digital at the sweep's N."""
+    digital = [f"digital-q{q}" for q in cfg.digital_num_bits] if n == cfg.num_rx_ant else []
+    return list(AIR_SCHEMES) + digital
+
+
 def points(cfg):
-    """Every (task, scheme, num_rx_ant, snr_db, seed) point, ordered so that points sharing a trained model
-    follow each other; schemes without a channel have num_rx_ant 0 and snr_db inf."""
+    """Every (task, scheme, training, num_rx_ant, snr_db, seed) point, ordered so that points sharing a trained
+    model follow each other; schemes without a channel have training "ideal", num_rx_ant 0 and snr_db inf."""
     out = []
     radio = [(cfg.num_rx_ant, s) for s in cfg.snr_db]
     radio += [(n, s) for n in cfg.num_rx_ant_sweep for s in cfg.num_rx_ant_sweep_snr_db]
     for task in cfg.tasks:
-        name = task_name(task)
+        base = dict(task=task_name(task))
         for seed in cfg.seeds:
-            base = dict(task=name, seed=seed)
-            singles = [f"single-{m}" for m in range(task[1])]
-            out += [dict(base, scheme=s, num_rx_ant=0, snr_db=float("inf")) for s in IDEAL_SCHEMES + tuple(singles)]
-            for n, snr in radio:
-                schemes = ["naive", "naive-task"] + [f"digital-q{q}" for q in cfg.digital_num_bits]
-                out += [dict(base, scheme=s, num_rx_ant=n, snr_db=snr) for s in schemes]
-            for n, snr in radio:
-                out += [dict(base, scheme=s, num_rx_ant=n, snr_db=snr) for s in ("noise-aware", "noise-aware-task")]
+            base["seed"] = seed
+            singles = tuple(f"single-{m}" for m in range(task[1]))
+            out += [dict(base, scheme=s, training="ideal", num_rx_ant=0, snr_db=float("inf"))
+                    for s in IDEAL_SCHEMES + singles]
+            for training in TRAININGS:
+                for n, snr in radio:
+                    out += [dict(base, scheme=s, training=training, num_rx_ant=n, snr_db=snr)
+                            for s in radio_schemes(cfg, n)]
     return [{k: p[k] for k in KEY} for p in out]
 
 
@@ -106,23 +130,38 @@ class ConnectTask:
                                              test_examples=self.cfg.test_examples, log=self.log)
         return self.data[name]
 
-    def model(self, name, kind, seed, connection=None):
-        """A trained model: kind "multi" (all views), "central" (concatenated), ("single", m); with an
-        AirComp `connection` the multi-view model is trained through it (noise-aware). Models trained without
-        a channel are kept for the run; a noise-aware one only until the next (its points are adjacent)."""
+    def split(self, name, seed):
+        """(x_fit, y_fit, x_val, y_val): the training features cut by `validation_split` of this seed."""
+        from deft6g.finetune import validation_split
+        d = self.task(name)
+        fit, val = validation_split(np.arange(len(d.y_train)), d.y_train, self.cfg.validation_fraction, seed)
+        return d.x_train[fit], d.y_train[fit], d.x_train[val], d.y_train[val]
+
+    def connection(self, scheme, m, n, snr, importance=None):
+        """The deployed (or noise-aware training) connection of a radio scheme."""
+        from deft6g.finetune import AirCompConnection, DigitalConnection
+        cfg = self.cfg
+        if scheme.startswith("digital-q"):
+            return DigitalConnection(m, n, cfg.width, snr, num_bits=int(scheme[len("digital-q"):]))
+        return AirCompConnection(m, n, cfg.width, snr, cfg.method, importance=importance)
+
+    def model(self, name, kind, seed, link=None, n=0, snr=None):
+        """A trained model: kind "multi" (all views), "central" (concatenated), ("single", m); with a radio
+        `link` ("aircomp" or "digital-q<bits>") the multi-view model is trained through that link at (n, snr)
+        (noise-aware). Models trained without a channel are kept for the run; a noise-aware one only until
+        the next (its points are adjacent)."""
         from deft6g.finetune import MultiViewModel, feature_stats, train_multiview
-        if connection is None:
-            key, cache = (name, kind, seed), self.ideal
-        else:
-            key, cache = (name, seed, connection.num_rx_ant, connection.snr_db), self.noisy
+        key, cache = ((name, kind, seed), self.ideal) if link is None else ((name, seed, link, n, snr), self.noisy)
         if key not in cache:
             d, cfg = self.task(name), self.cfg
-            x = self.features(d.x_train, kind)
+            x_fit, y_fit = self.split(name, seed)[:2]
+            x = self.features(x_fit, kind)
             width = cfg.hidden if kind == "central" else cfg.width
             model = MultiViewModel(x.shape[1], x.shape[2], width, d.num_classes, cfg.hidden, seed=seed,
                                    feature_stats=feature_stats(x))
-            train_multiview(model, x, d.y_train, connection, cfg.epochs, cfg.batch_size, cfg.lr, seed=seed)
-            if connection is not None:
+            conn = None if link is None else self.connection(link, d.num_views, n, snr)
+            train_multiview(model, x, y_fit, conn, cfg.epochs, cfg.batch_size, cfg.lr, seed=seed)
+            if link is not None:
                 cache.clear()
             cache[key] = model
         return cache[key]
@@ -136,11 +175,11 @@ class ConnectTask:
         return x
 
     def __call__(self, point):
-        from deft6g.finetune import AirCompConnection, DigitalConnection, evaluate_multiview, side_info_channel_uses, \
-            task_importance, training_stats
+        from deft6g.finetune import evaluate_multiview, side_info_channel_uses, task_importance, training_stats
         cfg, name, scheme, seed = self.cfg, point["task"], point["scheme"], int(point["seed"])
         n, snr = int(point["num_rx_ant"]), float(point["snr_db"])
         d = self.task(name)
+        x_fit, y_fit, x_val, y_val = self.split(name, seed)
         t0 = time.process_time()
         row = dict(point, nmse=0.0, payload_uses=0.0, side_info_uses=0.0)
         if scheme in IDEAL_SCHEMES or scheme.startswith("single-"):
@@ -148,20 +187,21 @@ class ConnectTask:
                 {"ideal": "multi", "central": "central"}[scheme]
             model = self.model(name, kind, seed)
             row["accuracy"] = evaluate_multiview(model, self.features(d.x_test, kind), d.y_test)[0]
+            row["val_accuracy"] = evaluate_multiview(model, self.features(x_val, kind), y_val)[0]
         else:
             m = d.num_views
-            noise_aware = scheme.startswith("noise-aware")
-            model = self.model(name, "multi", seed,
-                               AirCompConnection(m, n, cfg.width, snr, cfg.method) if noise_aware else None)
+            link = "aircomp" if scheme in AIR_SCHEMES else scheme
+            model = self.model(name, "multi", seed, *((link, n, snr) if point["training"] == "noise-aware" else ()))
             if scheme.startswith("digital-q"):
-                conn = DigitalConnection(m, n, cfg.width, snr, num_bits=int(scheme[len("digital-q"):]))
-                stats, side_reals = None, 0                                        # headers are in its count
+                conn, stats, side_reals = self.connection(scheme, m, n, snr), None, 0     # headers in its count
             else:
-                importance = task_importance(model, d.x_train, d.y_train) if scheme.endswith("-task") else None
-                conn = AirCompConnection(m, n, cfg.width, snr, cfg.method, importance=importance)
-                stats, side_reals = training_stats(model, d.x_train), conn.side_info_reals()
+                importance = task_importance(model, x_fit, y_fit) if scheme == "aircomp-task" else None
+                conn = self.connection(scheme, m, n, snr, importance)
+                stats, side_reals = training_stats(model, x_fit), conn.side_info_reals()
             acc, nmse, uses = evaluate_multiview(model, d.x_test, d.y_test, conn, cfg.block, cfg.repeats, stats,
                                                  seed=seed)
+            row["val_accuracy"] = evaluate_multiview(model, x_val, y_val, conn, cfg.block, cfg.repeats, stats,
+                                                     seed=seed, split="validation")[0]
             side = side_info_channel_uses(side_reals, m, cfg.side_info_bits) / cfg.deployment_examples
             row.update(accuracy=acc, nmse=nmse, payload_uses=uses, side_info_uses=side)
         row["channel_uses"] = row["payload_uses"] + row["side_info_uses"]
@@ -170,16 +210,17 @@ class ConnectTask:
         return row
 
 
-# Points of one (task, seed, num_rx_ant, SNR) go to one worker, in order: the noise-aware model trained at that SNR
-# serves both its designs (MSE and task-oriented) and is trained once.
+# Points of one (task, seed, num_rx_ant, SNR) go to one worker, in order: a noise-aware AirComp model trained at
+# that SNR serves both its designs (MSE and task-oriented) and is trained once.
 GROUP = ["task", "seed", "num_rx_ant", "snr_db"]
 
 
 def run_connect(out_dir="results/connect", quick=False, log=print, **parallel):
-    """Run (or resume) the study into `out_dir`. Returns (config, rows, CPU seconds of this run: this
-    process's, plus on Ray workers the cpu_s of the points run now, the workers' start aside).
-    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the features are computed
-    and cached on disk here first; every worker loads them from the cache)."""
+    """Run (or resume) the study into `out_dir`; writes results.csv, choices.csv and the plots. Returns
+    (config, rows, CPU seconds of this run: this process's, plus on Ray workers the cpu_s of the points run
+    now, the workers' start aside). parallel: workers, ray_address, worker_gpus of
+    `deft6g.experiment.run_points` (the features are computed and cached on disk here first; every worker
+    loads them from the cache)."""
     cfg = ConnectConfig.quick() if quick else ConnectConfig()
     out = prepare_output(out_dir, "connect", asdict(cfg))
     store = ResultStore(out / "results.csv", FIELDS, KEY)
@@ -189,20 +230,32 @@ def run_connect(out_dir="results/connect", quick=False, log=print, **parallel):
     for name in dict.fromkeys(p["task"] for p in todo):          # features once, before any worker starts
         task.task(name)
     run_points(points(cfg), task, store, desc="connect", log=log, group=GROUP, **parallel,
-               describe=lambda p, r: f"{p['task']} {p['scheme']} N={p['num_rx_ant']} {p['snr_db']} dB seed {p['seed']}: "
-                                     f"accuracy {float(r['accuracy']):.3f}")
+               describe=lambda p, r: f"{p['task']} {p['scheme']} ({p['training']}) N={p['num_rx_ant']} "
+                                     f"{p['snr_db']} dB seed {p['seed']}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
     on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address")
     now = {tuple(str(p[k]) for k in KEY) for p in todo} if on_workers else set()
     worker_cpu = sum(float(r["cpu_s"]) for r in rows if tuple(r[k] for k in KEY) in now)
+    write_table(out / "choices.csv", CHOICE_FIELDS, choices(cfg, rows))
     plot(out, cfg, rows)
     return cfg, rows, time.process_time() - t0 + worker_cpu
 
 
-def _curve(rows, task, scheme, n):
+def _select(rows, task, scheme, training=None, n=None, snr=None):
+    """Rows of (task, scheme[, training, num_rx_ant n, snr]) by seed."""
+    return {r["seed"]: r for r in rows if r["task"] == task and r["scheme"] == scheme
+            and (training is None or r["training"] == training)
+            and (n is None or (int(r["num_rx_ant"]) == n and float(r["snr_db"]) == snr))}
+
+
+def _mean(sel, column):
+    return float(np.mean([float(r[column]) for r in sel.values()]))
+
+
+def _curve(rows, task, scheme, training, n):
     pts = []
-    for s in summarise([r for r in rows if r["task"] == task and r["scheme"] == scheme and int(r["num_rx_ant"]) == n],
-                       ["snr_db"], ["accuracy", "channel_uses"]):
+    for s in summarise([r for r in rows if r["task"] == task and r["scheme"] == scheme and r["training"] == training
+                        and int(r["num_rx_ant"]) == n], ["snr_db"], ["accuracy", "channel_uses"]):
         pts.append((float(s["snr_db"]), s["accuracy_mean"], s["accuracy_ci"], s["channel_uses_mean"]))
     return sorted(pts)
 
@@ -213,15 +266,54 @@ def _reference(rows, task, scheme):
 
 
 def best_single(rows, task):
-    """The single view with the highest mean accuracy: (scheme name, mean, ci) or None."""
+    """The single view with the highest mean validation accuracy over the seeds (never the test accuracy):
+    its scheme name, or None."""
     singles = sorted({r["scheme"] for r in rows if r["task"] == task and r["scheme"].startswith("single-")})
-    refs = [(s, *_reference(rows, task, s)) for s in singles]
-    return max(refs, key=lambda r: r[1]) if refs else None
+    return max(singles, key=lambda s: _mean(_select(rows, task, s), "val_accuracy")) if singles else None
+
+
+def equal_accuracy_bits(rows, cfg, task, training, snr):
+    """The digital quantiser that reaches AirComp's accuracy (MSE design, N = cfg.num_rx_ant, same training)
+    at `snr`, chosen on validation: the fewest bits whose mean validation accuracy is at least AirComp's minus
+    EQUAL_MARGIN. Returns (bits or None, AirComp's mean validation accuracy, {bits: digital's}) or None."""
+    air = _select(rows, task, "aircomp", training, cfg.num_rx_ant, snr)
+    if not air:
+        return None
+    target = _mean(air, "val_accuracy")
+    grid = {q: _mean(sel, "val_accuracy") for q in cfg.digital_num_bits
+            if (sel := _select(rows, task, f"digital-q{q}", training, cfg.num_rx_ant, snr))}
+    reaching = [q for q in sorted(grid) if grid[q] >= target - EQUAL_MARGIN]
+    return (reaching[0] if reaching else None), target, grid
+
+
+def choices(cfg, rows):
+    """choices.csv: every grid point of the study's validation choices with its mean validation accuracy over
+    the seeds -- the best single view per task, and per (task, training, SNR) the digital quantiser that
+    reaches AirComp's validation accuracy within EQUAL_MARGIN (target: AirComp's)."""
+    out = []
+    for task in [task_name(t) for t in cfg.tasks]:
+        best = best_single(rows, task)
+        for s in sorted({r["scheme"] for r in rows if r["task"] == task and r["scheme"].startswith("single-")}):
+            sel = _select(rows, task, s)
+            out.append(dict(task=task, choice="best single view", training="ideal", snr_db=float("inf"), candidate=s,
+                            val_accuracy=_mean(sel, "val_accuracy"), target="", seeds=len(sel), chosen=s == best))
+        for training in TRAININGS:
+            for snr in cfg.snr_db:
+                eq = equal_accuracy_bits(rows, cfg, task, training, snr)
+                if not eq:
+                    continue
+                bits, target, grid = eq
+                for q, val in grid.items():
+                    seeds = len(_select(rows, task, f"digital-q{q}", training, cfg.num_rx_ant, snr))
+                    out.append(dict(task=task, choice="digital at AirComp's accuracy", training=training,
+                                    snr_db=snr, candidate=f"digital-q{q}", val_accuracy=val, target=target,
+                                    seeds=seeds, chosen=q == bits))
+    return out
 
 
 def plot(out, cfg, rows):
-    """accuracy_vs_snr_<task>.png (N = cfg.num_rx_ant; the other antenna counts as markers) and
-    accuracy_vs_channel_uses_<task>.png (AirComp vs digital per SNR)."""
+    """accuracy_vs_snr_<task>_<training>.png per training (N = cfg.num_rx_ant; the other antenna counts as
+    markers) and accuracy_vs_channel_uses_<task>.png (every arm trained noise-aware for its own channel)."""
     note = f"mean and 95% CI over {len(cfg.seeds)} seeds; MiniLM frozen, projections (D={cfg.width}) and head trained"
     if cfg.model == "random-bert":
         note += "; random-bert: a randomly initialised model"
@@ -233,114 +325,125 @@ def plot(out, cfg, rows):
                 hl[label] = ref
         single = best_single(rows, task)
         if single:
-            hl[f"best single view ({single[0]})"] = single[1:]
-        curves = {}
-        for scheme in AIR_SCHEMES + tuple(f"digital-q{q}" for q in cfg.digital_num_bits):
-            pts = _curve(rows, task, scheme, cfg.num_rx_ant)
-            if pts:
-                curves[f"{scheme} N={cfg.num_rx_ant}"] = [p[:3] for p in pts]
-        for n in cfg.num_rx_ant_sweep:
-            pts = _curve(rows, task, "noise-aware", n)
-            if pts:
-                curves[f"noise-aware N={n}"] = [p[:3] for p in pts]
-        if curves:
-            line_plot(out / f"accuracy_vs_snr_{task}.png", curves, "SNR P/sigma^2 per device [dB]", "test accuracy",
-                      f"{task}: over-the-air neural connection", hlines=hl, note=note)
+            hl[f"best single view on validation ({single})"] = _reference(rows, task, single)
+        for training in TRAININGS:
+            curves = {}
+            for scheme in radio_schemes(cfg, cfg.num_rx_ant):
+                if pts := _curve(rows, task, scheme, training, cfg.num_rx_ant):
+                    curves[f"{scheme} N={cfg.num_rx_ant}"] = [p[:3] for p in pts]
+            for n in cfg.num_rx_ant_sweep:
+                if pts := _curve(rows, task, "aircomp", training, n):
+                    curves[f"aircomp N={n}"] = [p[:3] for p in pts]
+            if curves:
+                line_plot(out / f"accuracy_vs_snr_{task}_{training}.png", curves, "SNR P/sigma^2 per device [dB]",
+                          "test accuracy", f"{task}: every arm {TRAINING_LABELS[training]}", hlines=hl, note=note)
         uses = {}
-        for scheme in ("noise-aware",) + tuple(f"digital-q{q}" for q in cfg.digital_num_bits):
-            pts = _curve(rows, task, scheme, cfg.num_rx_ant)
-            if pts:
+        for scheme in ("aircomp",) + tuple(f"digital-q{q}" for q in cfg.digital_num_bits):
+            if pts := _curve(rows, task, scheme, "noise-aware", cfg.num_rx_ant):
                 uses[f"{scheme} N={cfg.num_rx_ant}"] = [(p[3], p[1], p[2], f"{p[0]:g} dB") for p in pts]
         if uses:
             line_plot(out / f"accuracy_vs_channel_uses_{task}.png", uses, "channel uses per example (side info incl.)",
-                      "test accuracy", f"{task}: accuracy vs uplink cost", logx=True, marker_only=True, hlines=hl,
-                      note=note)
+                      "test accuracy", f"{task}: accuracy vs uplink cost (each arm trained noise-aware)", logx=True,
+                      marker_only=True, hlines=hl, note=note)
 
 
 def _paired(rows, task, a, b, n, snr):
-    """Paired (a - b) accuracy over seeds at (n, snr); b may be an ideal scheme (num_rx_ant 0)."""
-    def by_seed(scheme):
-        sel = [r for r in rows if r["task"] == task and r["scheme"] == scheme]
-        if scheme not in IDEAL_SCHEMES and not scheme.startswith("single-"):
-            sel = [r for r in sel if int(r["num_rx_ant"]) == n and float(r["snr_db"]) == snr]
-        return {r["seed"]: float(r["accuracy"]) for r in sel}
-    x, y = by_seed(a), by_seed(b)
+    """Paired accuracy difference a - b over seeds; a and b are (scheme, training) pairs, measured at (n, snr)
+    unless the scheme has no channel."""
+    def by_seed(scheme, training):
+        if scheme in IDEAL_SCHEMES or scheme.startswith("single-"):
+            return _select(rows, task, scheme)
+        return _select(rows, task, scheme, training, n, snr)
+    x, y = by_seed(*a), by_seed(*b)
     seeds = sorted(set(x) & set(y))
-    return paired_ci([x[s] for s in seeds], [y[s] for s in seeds]) if seeds else None
-
-
-def equal_accuracy_saving(rows, cfg, task, snr):
-    """Digital's channel uses at the accuracy of noise-aware AirComp (N = cfg.num_rx_ant) over AirComp's:
-    the cheapest digital quantiser whose mean accuracy is at least AirComp's minus 1 point (docs/design.md §8:
-    within 1 point is equal). Returns (bits, ratio mean, ratio ci) or None when no digital setting gets there."""
-    def sel(scheme):
-        return {r["seed"]: r for r in rows if r["task"] == task and r["scheme"] == scheme
-                and int(r["num_rx_ant"]) == cfg.num_rx_ant and float(r["snr_db"]) == snr}
-    air = sel("noise-aware")
-    if not air:
+    if not seeds:
         return None
-    target = np.mean([float(r["accuracy"]) for r in air.values()]) - 0.01
-    options = []
-    for q in cfg.digital_num_bits:
-        dig = sel(f"digital-q{q}")
-        seeds = sorted(set(dig) & set(air))
-        if seeds and np.mean([float(dig[s]["accuracy"]) for s in seeds]) >= target:
-            ratios = [float(dig[s]["channel_uses"]) / float(air[s]["channel_uses"]) for s in seeds]
-            options.append((np.mean([float(dig[s]["channel_uses"]) for s in seeds]), q, *mean_ci(ratios)))
-    return min(options)[1:] if options else None
+    return paired_ci([float(x[s]["accuracy"]) for s in seeds], [float(y[s]["accuracy"]) for s in seeds])
+
+
+def equal_accuracy_line(rows, cfg, task, training, snr):
+    """The summary's cell for digital at AirComp's accuracy (the quantiser chosen on validation): test uses
+    ratio, the paired test accuracy difference and its TOST verdict at EQUAL_MARGIN."""
+    eq = equal_accuracy_bits(rows, cfg, task, training, snr)
+    if not eq:
+        return None
+    if eq[0] is None:
+        return "no digital quantiser reaches AirComp's validation accuracy"
+    dig = _select(rows, task, f"digital-q{eq[0]}", training, cfg.num_rx_ant, snr)
+    air = _select(rows, task, "aircomp", training, cfg.num_rx_ant, snr)
+    seeds = sorted(set(dig) & set(air))
+    ratio = mean_ci([float(dig[s]["channel_uses"]) / float(air[s]["channel_uses"]) for s in seeds])
+    a, b = ([float(sel[s]["accuracy"]) for s in seeds] for sel in (dig, air))
+    diff = paired_ci(a, b)
+    verdict = f"TOST ±{100 * EQUAL_MARGIN:g} pt {tost(a, b, EQUAL_MARGIN)['verdict']}" if len(seeds) > 1 else \
+        "TOST needs 2 seeds"
+    return (f"digital-q{eq[0]} (chosen on validation) uses {_fmt(*ratio)}x AirComp's, test accuracy "
+            f"{_points(diff)} points ({verdict})")
+
+
+def _fmt(m, c):
+    return f"{m:.3f}±{c:.3f}" if np.isfinite(c) else f"{m:.3f}"
+
+
+def _points(d):
+    return f"{100 * d[0]:+.1f}" + (f"±{100 * d[1]:.1f}" if np.isfinite(d[1]) else "")
 
 
 def summary(cfg, rows, cpu_s=None):
-    """Tables per task (accuracy mean +- 95% CI per scheme and SNR at N = cfg.num_rx_ant) and the headline
-    comparisons, paired per seed."""
-    fmt = lambda m, c: f"{m:.3f}±{c:.3f}" if np.isfinite(c) else f"{m:.3f}"         # noqa: E731
-    points_pm = lambda d: f"{100 * d[0]:+.1f}" + (f"±{100 * d[1]:.1f}" if np.isfinite(d[1]) else "")  # noqa: E731
+    """Tables per task and training (accuracy mean +- 95% CI per scheme and SNR at N = cfg.num_rx_ant) and
+    the headline comparisons, paired per seed; choices made on validation."""
     lines = []
     for task in [task_name(t) for t in cfg.tasks]:
         trows = [r for r in rows if r["task"] == task]
         if not trows:
             continue
-        lines.append(f"\n{task}: accuracy (mean ± 95% CI over seeds), N = {cfg.num_rx_ant}, D = {cfg.width}, "
+        lines.append(f"\n{task}: test accuracy (mean ± 95% CI over seeds), N = {cfg.num_rx_ant}, D = {cfg.width}, "
                      f"design {cfg.method}")
-        refs = [f"{s} {fmt(*_reference(rows, task, s))}" for s in IDEAL_SCHEMES if _reference(rows, task, s)]
+        refs = [f"{s} {_fmt(*_reference(rows, task, s))}" for s in IDEAL_SCHEMES if _reference(rows, task, s)]
         single = best_single(rows, task)
         if single:
-            refs.append(f"best single view ({single[0]}) {fmt(*single[1:])}")
+            refs.append(f"best single view on validation ({single}) {_fmt(*_reference(rows, task, single))}")
         lines.append("  no channel: " + "; ".join(refs))
-        schemes = list(AIR_SCHEMES) + [f"digital-q{q}" for q in cfg.digital_num_bits]
-        lines.append(f"  {'SNR dB':>7}" + "".join(f"{s:>18}" for s in schemes))
-        for snr in cfg.snr_db:
-            cells = []
-            for s in schemes:
-                pts = [p for p in _curve(rows, task, s, cfg.num_rx_ant) if p[0] == snr]
-                cells.append(f"{fmt(pts[0][1], pts[0][2]):>18}" if pts else f"{'-':>18}")
-            lines.append(f"  {snr:>7g}" + "".join(cells))
+        schemes = radio_schemes(cfg, cfg.num_rx_ant)
+        for training in TRAININGS:
+            lines.append(f"  {TRAINING_LABELS[training]}:")
+            lines.append(f"  {'SNR dB':>7}" + "".join(f"{s:>15}" for s in schemes))
+            for snr in cfg.snr_db:
+                cells = []
+                for s in schemes:
+                    pts = [p for p in _curve(rows, task, s, training, cfg.num_rx_ant) if p[0] == snr]
+                    cells.append(f"{_fmt(pts[0][1], pts[0][2]):>15}" if pts else f"{'-':>15}")
+                lines.append(f"  {snr:>7g}" + "".join(cells))
+            for n in cfg.num_rx_ant_sweep:
+                cells = [f"{p[0]:g} dB {_fmt(p[1], p[2])}" for p in _curve(rows, task, "aircomp", training, n)]
+                if cells:
+                    lines.append(f"  aircomp N={n}: " + "; ".join(cells))
         uses = {s: np.mean([float(r["channel_uses"]) for r in trows if r["scheme"] == s
                             and int(r["num_rx_ant"]) == cfg.num_rx_ant]) for s in schemes
                 if any(r["scheme"] == s for r in trows)}
         lines.append("  channel uses per example (mean over SNRs, side info incl.): "
                      + ", ".join(f"{s} {u:.2f}" for s, u in uses.items()))
-        for n in cfg.num_rx_ant_sweep:
-            cells = [f"{p[0]:g} dB {fmt(p[1], p[2])}" for p in _curve(rows, task, "noise-aware", n)]
-            if cells:
-                lines.append(f"  noise-aware N={n}: " + "; ".join(cells))
         lines.append("  paired differences (accuracy points, mean ± 95% CI):")
         for snr in cfg.snr_db:
             parts = []
-            for label, a, b in (("noise-aware - ideal", "noise-aware", "ideal"),
-                                ("noise-aware - naive", "noise-aware", "naive"),
-                                ("task - MSE design (noise-aware)", "noise-aware-task", "noise-aware"),
-                                ("task - MSE design (naive)", "naive-task", "naive")):
-                d = _paired(rows, task, a, b, cfg.num_rx_ant, snr)
+            for s in schemes:
+                d = _paired(rows, task, (s, "noise-aware"), (s, "ideal"), cfg.num_rx_ant, snr)
                 if d:
-                    parts.append(f"{label} {points_pm(d)}")
-            sav = equal_accuracy_saving(rows, cfg, task, snr)
-            parts.append(f"digital/AirComp uses at equal accuracy: q={sav[0]} {fmt(*sav[1:])}x" if sav
-                         else "digital does not reach AirComp's accuracy")
+                    parts.append(f"{s} noise-aware - ideal-trained {_points(d)}")
+            for training in TRAININGS:
+                d = _paired(rows, task, ("aircomp", training), ("ideal", "ideal"), cfg.num_rx_ant, snr)
+                if d:
+                    parts.append(f"aircomp ({training}) - ideal sum {_points(d)}")
+                d = _paired(rows, task, ("aircomp-task", training), ("aircomp", training), cfg.num_rx_ant, snr)
+                if d:
+                    parts.append(f"task - MSE design ({training}) {_points(d)}")
             lines.append(f"    {snr:>5g} dB: " + "; ".join(parts))
+            for training in TRAININGS:
+                if text := equal_accuracy_line(rows, cfg, task, training, snr):
+                    lines.append(f"      {training}: {text}")
         if single:
-            d = _paired(rows, task, "ideal", single[0], 0, float("inf"))
-            lines.append(f"  multi-view (ideal sum) - best single view: {points_pm(d)} points")
+            d = _paired(rows, task, ("ideal", "ideal"), (single, "ideal"), 0, float("inf"))
+            lines.append(f"  multi-view (ideal sum) - best single view on validation: {_points(d)} points")
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     if cpu_s is not None:

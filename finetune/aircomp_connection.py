@@ -20,7 +20,10 @@ examples (one channel realisation per block):
   SNR = P / sigma^2 per device with P = 1. The estimate is differentiable in the payloads.
 - `DigitalConnection`: each device quantises its B x D payload and sends it digitally
   (`deft6g.phy.DigitalUplink`: multi-user MIMO groups, adaptive MCS, CRC; dropped blocks are not used);
-  the server sums the delivered payloads. Not differentiable (deployment only).
+  the server sums the delivered payloads. Not differentiable: noise-aware training (`train_multiview`) draws
+  which entries arrive once for the whole run (`delivered`; with the abstract link they do not depend on the
+  payload values), quantises every batch as the devices would and sums what arrived (`deliver`), and passes
+  the gradient straight through as if the sum were ideal.
 """
 
 from dataclasses import dataclass
@@ -31,6 +34,7 @@ import tensorflow as tf
 from deft6g.checks import check_count
 from deft6g.optim import design_aircomp, power_split, task_oriented_design
 from deft6g.phy import DigitalUplink, FadingChannel, aircomp_channel_uses, aircomp_estimate, pack, unpack
+from deft6g.phy.digital_uplink import delivered_sum
 
 
 def _check_payloads(x, num_devices, width):
@@ -169,6 +173,8 @@ class DigitalConnection:
     (quantiser bits per real), channel (flat model), link, uplink_kwargs (more `DigitalUplink` options).
     `draw(num_blocks, seed)` -> H [T, N, M]. `connection(x, H, seed)`: x [T, B, M, D] (T blocks of B
     examples) -> (estimate [T, B, D] NumPy, channel uses [T] of all devices, header bits included).
+    `delivered(H, num_examples, seed)` and `deliver(x, valid)` split a call into the payload-independent part
+    (which entries arrive) and the quantised sum of a block, for training.
     """
     name = "digital"
 
@@ -195,3 +201,25 @@ class DigitalConnection:
         flat = x.transpose(0, 2, 1, 3).reshape(t, self.num_devices, b * self.width)      # [T, M, B D]
         res = self.uplink(flat, H, self.noise_var, 1.0, seed=seed)
         return res.f_hat.numpy().reshape(t, b, self.width), np.asarray(res.channel_uses)
+
+    def delivered(self, H, num_examples, seed=None):
+        """Which payload entries reach the server when every device sends `num_examples` examples per block
+        over H [T, N, M] (the call's scheduling, MCS, header and block CRC outcomes with the same `seed`).
+        With link "abstract" these do not depend on the payload values. Returns valid [T, B, M, D] bool."""
+        if self.uplink.link_model != "abstract":
+            raise ValueError(f"`link` must be 'abstract' for `delivered` (with 'bits' the CRC outcomes depend on "
+                             f"the payload), got {self.uplink.link_model!r}")
+        t, b = len(H), check_count(num_examples, "num_examples")
+        zeros = np.zeros((t, self.num_devices, b * self.width), np.float32)
+        valid = self.uplink(zeros, H, self.noise_var, 1.0, seed=seed).valid.numpy()
+        return valid.reshape(t, self.num_devices, b, self.width).transpose(0, 2, 1, 3)
+
+    def deliver(self, x, valid):
+        """The server's sum of one block: x [B, M, D] float32 (tensor or array; graph-safe), each device's B D
+        payload quantised over its own range, the entries with valid [B, M, D] (from `delivered`) summed as the
+        uplink does (`delivered_sum`). Equals the call's estimate for those outcomes. Returns [B, D] float32."""
+        _check_payloads(x, self.num_devices, self.width)
+        per_device = lambda t: tf.reshape(tf.transpose(t, [1, 0, 2]), [self.num_devices, -1])   # noqa: E731
+        q = self.uplink.quantizer
+        x_hat = q.dequantize(*q.quantize(per_device(tf.cast(x, tf.float32))))
+        return tf.reshape(delivered_sum(x_hat, per_device(tf.convert_to_tensor(valid, tf.bool))), [-1, self.width])

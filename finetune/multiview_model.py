@@ -6,7 +6,10 @@ through a connection (`deft6g.finetune.aircomp_connection`) and runs the head
 :math:`\mathrm{softmax}(V_2\,\mathrm{relu}(V_1 \hat s + v_1) + v_2)`. What trains: every W_m, c_m and
 the head; the FoMo that produced z_m is frozen. Training through the AirComp connection ("noise-aware")
 draws a fresh channel and design per batch and the noise in the forward pass, and back-propagates through
-the de-normalisation, the superposition and the standardisation to every device's projection.
+the de-normalisation, the superposition and the standardisation to every device's projection; through the
+digital connection it quantises every batch and drops the entries whose blocks failed, with the gradient of
+the ideal sum (straight-through). Training, validation and test channels and noise come from disjoint
+seed streams (`channel_seed`).
 """
 
 import numpy as np
@@ -17,6 +20,22 @@ from deft6g.rng import reseed
 
 from .aircomp_connection import AirCompConnection, DigitalConnection, IdealConnection, payload_stats
 from .training import CROSS_ENTROPY
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def channel_seed(seed, split, stream=0):
+    """The seed of one random stream (0: channel draws, 1: noise and block failures) of `split` ("train",
+    "validation" or "test") for the run seed `seed` (int >= 0): a hash of the three
+    (`numpy.random.SeedSequence`), so the splits never share a channel or a noise sample. Returns int < 2^63."""
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}")
+    for name, v in (("seed", seed), ("stream", stream)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"`{name}` must be a non-negative int, got {v!r}")
+    return int(np.random.SeedSequence([int(seed), SPLITS.index(split), int(stream)]).generate_state(1, np.uint64)[0]
+               >> np.uint64(1))
 
 
 class MultiViewModel(tf.Module):
@@ -72,33 +91,46 @@ def _batches(n, batch_size, rng):
 def train_multiview(model, x, y, connection=None, epochs=10, batch_size=64, lr=3e-3, seed=0):
     """Train every variable of `model` on features x [S, M, F] and labels y [S] (Adam, `epochs` passes of
     full batches, the remainder of each shuffled epoch dropped). connection: None / IdealConnection (the
-    noise-free sum) or an AirCompConnection (noise-aware: a fresh channel and design per batch, seeded by
-    `seed`). Returns the mean training loss of each epoch."""
+    noise-free sum) or noise-aware, a fresh channel realisation per batch from the "train" streams of
+    `channel_seed(seed, ...)`: an AirCompConnection (its design and noise in the forward pass, differentiable)
+    or a DigitalConnection (each batch quantised and only the entries that arrived summed; the gradient is
+    the ideal sum's). Returns the mean training loss of each epoch."""
     if len(y) < batch_size:
         raise ValueError(f"`batch_size` {batch_size} exceeds the {len(y)} training examples")
     _check_features(model, x)
     rng = np.random.default_rng(seed)
     opt = keras.optimizers.Adam(lr)
     variables = model.device_variables + model.server_variables
-    over_air = isinstance(connection, AirCompConnection)
+    over_air, digital = isinstance(connection, AirCompConnection), isinstance(connection, DigitalConnection)
+    if connection is not None and not (over_air or digital or isinstance(connection, IdealConnection)):
+        raise TypeError(f"`connection` must be None, IdealConnection, AirCompConnection or DigitalConnection, "
+                        f"got {type(connection).__name__}")
 
     @tf.function
     def step(xb, yb, *block):
         with tf.GradientTape() as tape:
             p = model.payloads(xb)
-            s = connection(p, *block) if over_air else tf.reduce_sum(p, axis=1)
+            s = tf.reduce_sum(p, axis=1)
+            if over_air:
+                s = connection(p, *block)
+            elif digital:
+                s = s + tf.stop_gradient(connection.deliver(p, *block) - s)            # straight-through
             loss = CROSS_ENTROPY(yb, model.head(s))
         opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
     steps = len(y) // batch_size
-    blocks = connection.draw(epochs * steps, seed=seed) if over_air else None     # one design call, vectorised
-    reseed(seed * 104729 + 1)                                                       # the noise of the run
+    blocks = None
+    if over_air or digital:                                       # every batch's channel at once, vectorised
+        blocks = connection.draw(epochs * steps, seed=channel_seed(seed, "train"))
+    if digital:
+        blocks = connection.delivered(blocks, batch_size, seed=channel_seed(seed, "train", 1))
+    reseed(channel_seed(seed, "train", 1))                                          # the noise of the run
     losses = []
     for epoch in range(epochs):
         total = 0.0
         for t, idx in enumerate(_batches(len(y), batch_size, rng)):
-            args = blocks[epoch * steps + t] if over_air else ()
+            args = () if blocks is None else (blocks[epoch * steps + t],) if digital else blocks[epoch * steps + t]
             total += float(step(x[idx], y[idx], *args))
         losses.append(total / steps)
     return losses
@@ -110,11 +142,13 @@ def _check_features(model, x):
                          f"got {list(x.shape)}")
 
 
-def evaluate_multiview(model, x, y, connection=None, block=128, repeats=1, stats=None, seed=0):
+def evaluate_multiview(model, x, y, connection=None, block=128, repeats=1, stats=None, seed=0, split="test"):
     """Accuracy of `model` on features x [S, M, F], labels y [S] through `connection` (None: ideal sum).
 
     Radio connections cut the examples into blocks of `block` (one channel realisation each, every block
-    drawn `repeats` times); AirComp normalises with `stats` (mean [M, D], scale [D]; None: each block's own).
+    drawn `repeats` times, all in one call); AirComp normalises with `stats` (mean [M, D], scale [D]; None:
+    each block's own). Channels and noise come from the `split` streams of `channel_seed(seed, ...)` ("test"
+    or "validation"; never the training ones).
     Returns (accuracy, nmse, channel uses per example): nmse is the squared error of the server's input
     against the ideal sum over the ideal sum's mean power (0 for the ideal connection); channel uses count
     the payload (AirComp: ceil(D/2); digital: the uplink's count, headers included; ideal: 0).
@@ -127,23 +161,22 @@ def evaluate_multiview(model, x, y, connection=None, block=128, repeats=1, stats
     if not isinstance(connection, (AirCompConnection, DigitalConnection)):
         raise TypeError(f"`connection` must be None, IdealConnection, AirCompConnection or DigitalConnection, "
                         f"got {type(connection).__name__}")
+    if split == "train":
+        raise ValueError("`split` must be 'validation' or 'test' (the training streams are train_multiview's)")
     n = len(y)
     pad = -n % block                                                              # wrap to whole blocks
-    order = np.concatenate([np.arange(n), np.arange(pad) % n]).reshape(-1, block)  # [T, block]
-    blocks = connection.draw(len(order) * repeats, seed=seed)
-    acc, err, uses = [], 0.0, 0.0
-    for r in range(repeats):
-        part = slice(r * len(order), (r + 1) * len(order))
-        if isinstance(connection, AirCompConnection):
-            est = connection(payloads[order], *blocks[part], stats=stats, seed=seed * 1_000_003 + r).numpy()
-            uses += connection.channel_uses() / repeats
-        else:
-            est, cu = connection(payloads[order], blocks[part], seed=seed * 1_000_003 + r)
-            uses += float(np.sum(cu)) / order.size / repeats
-        est = est.reshape(-1, model.width)[:n]
-        acc.append(_accuracy(model, est, y))
-        err += float(np.mean((est - ideal) ** 2)) / repeats
-    return float(np.mean(acc)), err / float(np.mean(ideal ** 2)), uses
+    order = np.tile(np.concatenate([np.arange(n), np.arange(pad) % n]).reshape(-1, block), (repeats, 1))
+    blocks = connection.draw(len(order), seed=channel_seed(seed, split))          # [repeats T, block]
+    noise_seed = channel_seed(seed, split, 1)
+    if isinstance(connection, AirCompConnection):
+        est = connection(payloads[order], *blocks[:], stats=stats, seed=noise_seed).numpy()
+        uses = connection.channel_uses()
+    else:
+        est, cu = connection(payloads[order], blocks, seed=noise_seed)
+        uses = float(np.sum(cu)) / order.size
+    est = est.reshape(repeats, -1, model.width)[:, :n]                            # [repeats, S, D]
+    acc = np.mean([_accuracy(model, e, y) for e in est])
+    return float(acc), float(np.mean((est - ideal) ** 2) / np.mean(ideal ** 2)), float(uses)
 
 
 def _accuracy(model, s, y):
