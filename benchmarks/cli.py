@@ -25,14 +25,15 @@ def _design(args):
 
 
 def _study(args):
-    from .study import run_study, summary
+    from deft6g.experiment import ResultStore
+    from .study import POINT_KEY, ROUND_FIELDS, run_study, summary
     from .study_config import ConfigError
     try:
         cfg, rows = run_study(args.out, args.config, quick=args.quick, **parallel_options(args))
     except ConfigError as err:                  # raised before the output folder is touched
         print(f"deft6g study: configuration error: {err}", file=sys.stderr)
         return 2
-    print(summary(cfg, rows))
+    print(summary(cfg, rows, ResultStore(Path(args.out) / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"]).rows()))
     print(f"results in {args.out}")
     return 0
 
@@ -64,8 +65,15 @@ def _transfer(args):
 
 def _emulator(args):
     from .emulator_study import run_emulator_study, summary
-    print(summary(*run_emulator_study(args.out, quick=args.quick, **parallel_options(args))))
+    from .study_config import ConfigError
+    try:
+        result = run_emulator_study(args.out, args.config, quick=args.quick, **parallel_options(args))
+    except ConfigError as err:                  # raised before the output folder is touched
+        print(f"deft6g emulator: configuration error: {err}", file=sys.stderr)
+        return 2
+    print(summary(*result))
     print(f"results in {args.out}")
+    return 0
 
 
 def _speedup(args):
@@ -209,11 +217,13 @@ def build_parser():
                  "neighbour's prompt vs random/vocabulary init, vs D2D SNR and quantiser bits", outputs="CSV, PNG",
                  quick=_TINY, parallel_note="Each stage (neighbour prompts, source choice, fine-tuning runs) runs on "
                  "workers")
-    _add_command(sub, "emulator", _emulator, "FoMo emulator (offsite-tuning): download size vs plug-in accuracy for "
-                 "layer drop, vocabulary pruning, int8, low rank, with/without distillation", outputs="CSV, PNG",
-                 quick=_TINY, parallel_note="The training runs go to workers, all points of one seed to one worker "
-                 "(it distils that seed's emulators once); the emulators' sizes and step times are measured here, "
-                 "one at a time")
+    emulator = _add_command(sub, "emulator", _emulator, "FoMo emulator (offsite-tuning): download size vs plug-in "
+                            "accuracy for layer drop, vocabulary pruning, int8, low rank, with/without distillation",
+                            outputs="CSV, PNG", quick=_TINY, parallel_note="The training runs go to workers, all "
+                            "points of one seed to one worker (it distils that seed's emulators once); the "
+                            "distillation grid and the emulators' sizes and step times run here, one at a time")
+    emulator.add_argument("--config", default=None, help="TOML file of top-level keys overriding the default "
+                          "configuration (e.g. configs/emulator_paper.toml: 10 seeds)")
     speedup = _add_command(sub, "parallel", _speedup, "speed-up of a study and a design sweep on N Ray workers "
                            "against the serial run, and whether the rows are identical", outputs="CSV", quick=_TINY,
                            parallel=False)

@@ -14,16 +14,23 @@ from dataclasses import replace
 import numpy as np
 
 from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, paired_ci, prepare_output, run_points,
-                               summarise, write_table)
+                               summarise, tost, write_table)
 
-from .study_config import ConfigError, StudyConfig, load_config, validate
+from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
 
-POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "lora_aggregation", "seed"]
-RESULT_FIELDS = POINT_KEY + ["accuracy", "emulator_accuracy", "channel_uses", "latency_s", "agg_mse", "lora_bias",
-                             "bits_up", "bits_down", "rounds", "samples_seen", "train_s", "link_s", "eval_s", "wall_s"]
-ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "lora_bias", "channel_uses", "devices", "accuracy"]
-SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "lora_aggregation"]
-REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0
+POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "seed"]
+# channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart; energy:
+# the devices' transmit energy [P x channel uses]; nmse: mean over rounds of the aggregate's normalised MSE;
+# val_accuracy: final, on the validation split; accuracy: final, on the whole test split.
+RESULT_FIELDS = POINT_KEY + ["accuracy", "val_accuracy", "emulator_accuracy", "channel_uses", "payload_uses",
+                             "pilot_uses", "side_info_uses", "downlink_uses", "energy", "latency_s", "agg_mse", "nmse",
+                             "lora_bias", "bits_up", "bits_down", "rounds", "samples_seen", "train_s", "link_s",
+                             "eval_s", "wall_s"]
+ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "nmse", "lora_bias", "channel_uses", "payload_uses",
+                            "pilot_uses", "side_info_uses", "downlink_uses", "energy", "devices", "participants",
+                            "val_accuracy"]
+SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
+REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
 
 
 def study_points(cfg):
@@ -32,10 +39,13 @@ def study_points(cfg):
     for seed in cfg.seeds:
         for agg in cfg.federated.lora_aggregation:
             for scheme in cfg.schemes:
-                snrs = cfg.digital.snr_db if scheme == "digital" and cfg.digital.snr_db else cfg.channel.snr_db
-                grid = ([(math.inf, 0)] if scheme in REFERENCES else
-                        [(float(s), n) for n in cfg.channel.num_rx_ant for s in snrs])
-                pts += [dict(zip(POINT_KEY, (scheme, snr, n, agg, seed))) for snr, n in grid]
+                own = {"digital": cfg.digital.snr_db, "obda": cfg.obda.snr_db}.get(scheme)
+                snrs = own or cfg.channel.snr_db
+                widths = cfg.digital.num_bits if scheme == "digital" else [0]
+                grid = ([(math.inf, 0, "none", 0)] if scheme in REFERENCES else
+                        [(float(s), n, link, b) for link in cfg.channel.links for n in cfg.channel.num_rx_ant
+                         for b in widths for s in snrs])
+                pts += [dict(zip(POINT_KEY, (scheme, snr, n, link, b, agg, seed))) for snr, n, link, b in grid]
     return pts
 
 
@@ -62,8 +72,8 @@ class _Setup:
 
     def __init__(self, cfg, log):
         from deft6g.finetune import LoraLayer, projection_kernel
-        from deft6g.finetune import (build_emulator, cached_arrays, emulator_blocks, emulator_config,
-                                     get_peft_model, load_dataset, load_study_model, tokenize, train_test_split)
+        from deft6g.finetune import (cached_arrays, emulator_config, get_peft_model, load_dataset, load_study_model,
+                                     tokenize, train_test_split, validation_split)
         from deft6g.finetune.data import content_digest
         from deft6g.finetune.fomo import model_key
 
@@ -73,43 +83,61 @@ class _Setup:
         pick = np.random.default_rng(0)
         train = pick.permutation(train)[:cfg.data.train_examples or None]
         test = pick.permutation(test)[:cfg.data.test_examples or None]
-        self.y_train, self.y_test = data.y[train], data.y[test]
+        fit, val = validation_split(train, data.y, cfg.data.validation_fraction, seed=0)    # fixed across seeds
+        self.fit_rows, self.val_rows = (np.flatnonzero(np.isin(train, part)) for part in (fit, val))
+        self.y_train, self.y_test, self.y_val = data.y[train][self.fit_rows], data.y[test], data.y[train][self.val_rows]
         model, tok = load_study_model(cfg.model.name)
         tokens = tokenize(tok, data.x, cfg.model.max_length)
         x_train = {k: v[train] for k, v in tokens.items()}
         x_test = {k: v[test] for k, v in tokens.items()}
         peft_cfg = _peft_config(cfg)
         n_blocks = model.config.num_hidden_layers
-        self.kept = (emulator_blocks(n_blocks, f.emulator_bottom, f.emulator_top, f.emulator_drop)
-                     if f.mode == "emulator" else list(range(n_blocks)))
-        num_labels = len(data.class_names)
+        self.kept, num_labels = list(range(n_blocks)), len(data.class_names)
         self.emulator_params = self.full_params = model.count_params()
-        if f.mode == "emulator":
-            emu = build_emulator(model, self.kept)
+        self.emulator, device_x, package_id = None, (x_train, x_test), None
+        if f.mode == "emulator":         # the aligned, compressed emulator of `deft6g emulator`, distilled with seed 0
+            from deft6g.finetune import COMPRESSED, EmulatorBuilder, EmulatorRecipe
+            from deft6g.finetune.emulator_builder import package_digest
+            from deft6g.finetune.emulator_package import download_bits, remap_tokens, token_map, unpack_emulator
+            builder = EmulatorBuilder(model, tok, EmulatorRecipe(f.emulator_bottom, f.emulator_top, f.emulator_drop),
+                                      cfg.model.max_length, model_key(cfg.model.name))
+            package, stats = builder.package(COMPRESSED, True, seed=0)
+            self.kept, package_id, lookup = builder.kept, package_digest(package), token_map(package, tok.unk_token_id)
+            device_x = [remap_tokens(x, lookup, tok.unk_token_id) for x in (x_train, x_test)]
+            self.emulator = {"variant": COMPRESSED, "distilled": True, "download_bits": download_bits(package),
+                             "download_bits_full": download_bits(builder.package("full", False, 0)[0]),
+                             "vocab_size": int(lookup.max() + 1), "train_unk_rate": device_x[0][1],
+                             "test_unk_rate": device_x[1][1], "distillation": stats, "tuning": builder.tune(False)[1]}
+            device_x = [x for x, _ in device_x]
+            emu = unpack_emulator(package)
             self.emulator_params = emu.count_params()
             self.device = get_peft_model(emu, emulator_config(peft_cfg, self.kept, n_blocks), num_labels=num_labels)
         self.full = get_peft_model(model, peft_cfg, num_labels=num_labels)
         if f.mode != "emulator":
             self.device = self.full
         self.start, self.full_start = self.device.lowest_tuned_block(), self.full.lowest_tuned_block()
-        key = [model_key(cfg.model.name), cfg.model.max_length, content_digest(data), self.kept]  # by content
+        key = [model_key(cfg.model.name), cfg.model.max_length, content_digest(data), self.kept,  # by content
+               package_id]
 
-        def acts(model_, x, block, part):
-            ids = train if part == "device-train" else test
+        def acts(model_, x, block, part, ids):
             z = cached_arrays(key + [part, block, ids.tolist()], lambda: dict(zip("hm", model_.activations(x, block))))
             return z["h"], z["m"]
 
         t0 = time.time()
-        self.train_acts = acts(self.device, x_train, self.start, "device-train")
-        self.test_acts = acts(self.device, x_test, self.start, "device-test")
+        train_acts = acts(self.device, device_x[0], self.start, "device-train", train)   # fit + validation texts
+        self.train_acts = tuple(a[self.fit_rows] for a in train_acts)
+        self.test_acts = acts(self.device, device_x[1], self.start, "device-test", test)
         self.full_test_acts = (self.test_acts if self.device is self.full
-                               else acts(self.full, x_test, self.full_start, "full-test"))
+                               else acts(self.full, x_test, self.full_start, "full-test", test))
         self.whole_test = self._by_length(self.test_acts, self.full_test_acts, self.y_test)
-        n = f.round_eval_examples or None
-        self.round_test = self._by_length(tuple(a[:n] for a in self.test_acts),
-                                          tuple(a[:n] for a in self.full_test_acts), self.y_test[:n])
-        log(f"activations ready in {time.time() - t0:.1f} s ({len(train)} train / {len(test)} test texts, "
-            f"input of block {self.start}; device model blocks {self.kept})")
+        val_rows = self.val_rows[:f.round_eval_examples or None]
+        val_acts = tuple(a[val_rows] for a in train_acts)
+        x_val = {k: v[val_rows] for k, v in x_train.items()}
+        full_val = (val_acts if self.device is self.full else
+                    acts(self.full, x_val, self.full_start, "full-validation", train[val_rows]))
+        self.round_val = self._by_length(val_acts, full_val, self.y_val[:len(val_rows)])
+        log(f"activations ready in {time.time() - t0:.1f} s ({len(self.fit_rows)} train / {len(self.val_rows)} "
+            f"validation / {len(test)} test texts, input of block {self.start}; device model blocks {self.kept})")
         self._kernels = [(v, v.numpy()) for w in self.full.wrappers + self.device.wrappers
                          if isinstance(w.layer, LoraLayer) for v in [projection_kernel(w.layer.base)]]
 
@@ -127,12 +155,12 @@ class _Setup:
         take = lambda acts: tuple(a[order] for a in acts)                    # noqa: E731
         return take(device_acts), (take(full_acts) if full_acts is not device_acts else None), y[order]
 
-    def evaluate(self, subset=False):
-        """Test accuracy of the full model (the emulator's weights plugged in): on the whole test split, or
-        with `subset` on its first `federated.round_eval_examples` texts (a fixed random subset: the split
-        is shuffled with seed 0)."""
+    def evaluate(self, validation=False):
+        """Accuracy of the full model (the emulator's weights plugged in): on the whole test split, or with
+        `validation` on the first `federated.round_eval_examples` texts of the validation split (carved from
+        train, stratified, seed 0)."""
         from deft6g.finetune import evaluate, plug_in
-        device_acts, full_acts, y = self.round_test if subset else self.whole_test
+        device_acts, full_acts, y = self.round_val if validation else self.whole_test
         if self.device is self.full:
             return evaluate(self.full, device_acts, y, start_block=self.start)
         plug_in(self.full, self.device, self.kept)
@@ -140,15 +168,21 @@ class _Setup:
 
 
 def _aggregator(cfg, point):
+    """The point's aggregator: its scheme, N and SNR; a drop channel kept across rounds (placed from the seed);
+    "counted" links (pilots, side information and downlink over the link) or the "genie"."""
     from deft6g.finetune import make_aggregator
-    c, g, k = cfg.channel, cfg.digital, cfg.federated.devices
+    c, g, o, k = cfg.channel, cfg.digital, cfg.obda, cfg.federated.devices
     scheme = "ideal" if point["scheme"] == "centralised" else point["scheme"]
+    snr, genie = float(point["snr_db"]), point["link"] == "genie"
+    link = {"genie": genie, "num_pilots": c.num_pilots or None, "downlink_snr_db": snr + c.downlink_offset_db}
+    errors = {"csi_error": c.csi_error} if genie else {}
     return make_aggregator(
-        scheme, k, int(point["num_rx_ant"]), float(point["snr_db"]), seed=int(point["seed"]),
-        channel={"model": c.model, "num_subcarriers": c.num_subcarriers},
-        aircomp={"method": c.method, "csi_error": c.csi_error, "select": c.select_devices, "mse_target": c.mse_target},
-        digital={"num_bits": g.num_bits, "num_bits_per_symbol": g.num_bits_per_symbol, "code_rate": g.code_rate,
-                 "num_iter": g.num_iter, "mcs": g.mcs, "detector": g.detector})
+        scheme, k, int(point["num_rx_ant"]), snr, seed=int(point["seed"]), link=link,
+        channel={"model": c.model, "num_subcarriers": c.num_subcarriers, "keep_drop": True},
+        aircomp={"method": c.method, "select": c.select_devices, "mse_target": c.mse_target, **errors},
+        digital={"num_bits": int(point["num_bits"]) or 8, "num_bits_per_symbol": g.num_bits_per_symbol,
+                 "code_rate": g.code_rate, "num_iter": g.num_iter, "mcs": g.mcs, "detector": g.detector, **errors},
+        obda={"threshold": o.threshold, "server_lr": o.server_lr, **errors})
 
 
 class _TimedAggregator:
@@ -209,16 +243,23 @@ def _run_point(setup, point):
         eval_s[0] += time.time() - t
         return out
 
-    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, subset=True), eval_every=f.eval_every)
+    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, validation=True), eval_every=f.eval_every)
     accuracy = timed(setup.evaluate)
+    val_accuracy = logs[-1].accuracy                     # run() evaluates after the last round
     emu_acc = (accuracy if setup.device is setup.full else
                timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start))
-    rounds = [{**point, "round": log.round, "loss": log.loss, "agg_mse": log.agg_mse, "lora_bias": log.lora_bias,
-               "channel_uses": log.channel_uses, "devices": log.devices, "accuracy": log.accuracy} for log in logs]
-    uses = sum(log.channel_uses for log in logs)
+    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses")
+    rounds = [{**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
+               "lora_bias": g.lora_bias, **{c: getattr(g, c) for c in counts}, "energy": g.energy,
+               "devices": g.devices, "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
+              for g in logs]
+    totals = {c: sum(getattr(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
-    return {"rounds": rounds, "row": {**point, "accuracy": accuracy, "emulator_accuracy": emu_acc, "channel_uses": uses,
-            "latency_s": uses / cfg.channel.bandwidth_hz, "agg_mse": float(np.mean([g.agg_mse for g in logs])),
+    return {"rounds": rounds, "row": {**point, "accuracy": accuracy, "val_accuracy": val_accuracy,
+            "emulator_accuracy": emu_acc, **totals, "energy": sum(g.energy for g in logs),
+            "latency_s": totals["channel_uses"] / cfg.channel.bandwidth_hz,
+            "agg_mse": float(np.mean([g.agg_mse for g in logs])), "nmse": float(np.nanmean([g.nmse for g in logs]))
+            if any(np.isfinite(g.nmse) for g in logs) else float("nan"),
             "lora_bias": float(np.mean([g.lora_bias for g in logs])),
             "bits_up": sum(g.bits_up for g in logs), "bits_down": sum(g.bits_down for g in logs),
             "rounds": f.rounds, "samples_seen": f.rounds * f.devices * f.local_steps * f.batch_size,
@@ -275,8 +316,8 @@ def run_study(out_dir, config=None, quick=False, log=print, **parallel):
         run_points(points, task, store, desc="study", log=log, write=write, **parallel,
                    describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
-    summary_rows = write_summary(out, rows)
-    plot_study(out, cfg, summary_rows, rows, rounds_store.rows())
+    summary = write_summary(out, rows, rounds_store.rows())
+    plot_study(out, cfg, summary, rows, rounds_store.rows())
     return cfg, rows
 
 
@@ -289,65 +330,150 @@ def _write_model_info(out, cfg, setup):
     info = {"model": cfg.model.name, "pretrained": cfg.model.name != "random-bert", "mode": cfg.federated.mode,
             "kept_blocks": setup.kept, "emulator_params": setup.emulator_params, "full_params": setup.full_params,
             "download_bits_emulator": 32 * setup.emulator_params, "download_bits_full": 32 * setup.full_params,
+            "emulator": setup.emulator,
             "train_examples": int(len(setup.y_train)), "test_examples": int(len(setup.y_test)),
             "payload_reals_per_device": int(sum(np.prod(v.shape) for v in setup.device.trainable_variables))}
     (out / "model.json").write_text(json.dumps(info, indent=2))
 
 
-SUMMARY_VALUES = ["accuracy", "channel_uses", "latency_s", "agg_mse"]
+SUMMARY_VALUES = ["accuracy", "val_accuracy", "channel_uses", "downlink_uses", "energy", "latency_s", "nmse"]
+SUMMARY_EXTRA = ["vs_ideal_mean", "vs_ideal_ci", "tost", "tost_low", "tost_high", "overhead_share", "reached",
+                 "uses_to_target"]
+EQUIVALENCE_MARGIN = 0.01         # one accuracy point: the TOST margin and the equal-quality target below ideal
 
 
-def write_summary(out, rows):
-    """summary.csv from `summary_rows(rows)`, written atomically; returns the summary rows."""
-    summary = summary_rows(rows)
-    fields = SUMMARY_BY + ["n"] + [f"{v}_{s}" for v in SUMMARY_VALUES for s in ("mean", "ci")] + \
-        ["vs_ideal_mean", "vs_ideal_ci"]
+def write_summary(out, rows, round_rows=()):
+    """summary.csv from `summary_rows(rows, round_rows)`, written atomically; returns the summary rows."""
+    summary = summary_rows(rows, round_rows)
+    fields = SUMMARY_BY + ["n"] + [f"{v}_{s}" for v in SUMMARY_VALUES for s in ("mean", "ci")] + SUMMARY_EXTRA
     write_table(out / "summary.csv", fields, summary)
     return summary
 
 
+def uses_to_target(point_rounds, target):
+    """Uplink channel uses spent until the first round whose validation accuracy reaches `target` (cumulative,
+    that round included), or inf when no round does (censored: never imputed)."""
+    spent = 0
+    for r in sorted(point_rounds, key=lambda r: int(r["round"])):
+        spent += int(r["channel_uses"])
+        if r["val_accuracy"] not in ("", None) and float(r["val_accuracy"]) >= target:
+            return spent
+    return math.inf
+
+
+def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN):
+    """Per (scheme, snr_db, num_rx_ant, link, num_bits, lora_aggregation): the seed count n, mean and 95% CI
+    half-width of SUMMARY_VALUES, and against ideal aggregation of the same seed (paired): the accuracy
+    difference (vs_ideal_mean, vs_ideal_ci) and the TOST verdict at +-`margin` ("equivalent" or "not shown",
+    with its 90% interval tost_low, tost_high; blank with fewer than 2 seeds); overhead_share: (pilots + side
+    information) / uplink channel uses; reached: the fraction of seeds whose validation accuracy reaches the
+    target (that seed's ideal final validation accuracy minus `margin`) and uses_to_target: the median uplink
+    channel uses to get there, seeds that never do counted as infinite (inf: the median is not reached)."""
+    out = summarise(rows, SUMMARY_BY, SUMMARY_VALUES)
+    ideal = {(r["lora_aggregation"], r["seed"]): r for r in rows if r["scheme"] == "ideal"}
+    by_point = {}
+    for r in round_rows:
+        by_point.setdefault(tuple(str(r[k]) for k in POINT_KEY), []).append(r)
+    for s in out:
+        members = [r for r in rows if all(r[k] == s[k] for k in SUMMARY_BY)]
+        pairs = [(float(r["accuracy"]), float(ideal[(r["lora_aggregation"], r["seed"])]["accuracy"]))
+                 for r in members if (r["lora_aggregation"], r["seed"]) in ideal]
+        s["vs_ideal_mean"], s["vs_ideal_ci"] = (paired_ci(*zip(*pairs)) if pairs and s["scheme"] != "ideal"
+                                                else (float("nan"), float("nan")))
+        s["tost"], s["tost_low"], s["tost_high"] = "", float("nan"), float("nan")
+        if s["scheme"] != "ideal" and len(pairs) >= 2:
+            t = tost(*zip(*pairs), margin=margin)
+            s["tost"], s["tost_low"], s["tost_high"] = t["verdict"], t["low"], t["high"]
+        uses = sum(float(r["channel_uses"]) for r in members)
+        s["overhead_share"] = (sum(float(r["pilot_uses"]) + float(r["side_info_uses"]) for r in members) / uses
+                               if uses else float("nan"))
+        spent = []
+        for r in members:
+            ref = ideal.get((r["lora_aggregation"], r["seed"]))
+            point_rounds = by_point.get(tuple(str(r[k]) for k in POINT_KEY))
+            if ref is not None and point_rounds and ref["val_accuracy"] not in ("", None):
+                spent.append(uses_to_target(point_rounds, float(ref["val_accuracy"]) - margin))
+        s["reached"] = float(np.mean(np.isfinite(spent))) if spent else float("nan")
+        s["uses_to_target"] = float(np.sort(spent)[(len(spent) - 1) // 2]) if spent else float("nan")
+    return out
+
+
+def _curve_name(cfg, r):
+    """A curve's label: scheme, N, and the link accounting and bit width where the grid varies them."""
+    if r["scheme"] in REFERENCES:
+        name = r["scheme"]
+    else:
+        name = f"{r['scheme']} N={r['num_rx_ant']}"
+        name += f" {r['link']}" if len(cfg.channel.links) > 1 else ""
+        name += f" {r['num_bits']} bit" if r["scheme"] == "digital" and len(cfg.digital.num_bits) > 1 else ""
+    return name + (f" [{r['lora_aggregation']}]" if len(cfg.federated.lora_aggregation) > 1 else "")
+
+
 def plot_study(out, cfg, summary, rows, round_rows):
     """accuracy_vs_snr.png (mean and 95% CI over seeds, references as bands), accuracy_vs_latency.png,
-    accuracy_per_round.png, agg_mse_per_round.png."""
+    accuracy_per_round.png and accuracy_vs_channel_uses.png (validation accuracy per round against the
+    cumulative uplink channel uses: the equal-quality view), nmse_per_round.png (log space)."""
     if not summary:
         return
     seeds = max(s["n"] for s in summary)
     note = f"mean and 95% CI over {seeds} seed(s); {cfg.model.name}, {cfg.peft.method} blocks {cfg.peft.blocks}, " \
-           f"K={cfg.federated.devices}, {cfg.federated.rounds} rounds"
-    multi = len(cfg.federated.lora_aggregation) > 1
-    tag = (lambda s: f" [{s['lora_aggregation']}]") if multi else (lambda s: "")
-    refs = {f"{s['scheme']}{tag(s)} (no channel)": (s["accuracy_mean"], s["accuracy_ci"])
+           f"K={cfg.federated.devices}, {cfg.federated.rounds} rounds, channel {cfg.channel.model}"
+    snr_axis = ("mean SNR of the drop's devices, P/sigma^2 [dB]" if cfg.channel.model in ("umi", "uma", "rma")
+                else "SNR P/sigma^2 per device [dB]")
+    refs = {f"{_curve_name(cfg, s)} (no channel)": (s["accuracy_mean"], s["accuracy_ci"])
             for s in summary if s["scheme"] in REFERENCES}
     by_snr, by_latency = {}, {}
     for s in summary:
         if s["scheme"] in REFERENCES:
             continue
-        name = f"{s['scheme']} N={s['num_rx_ant']}{tag(s)}"
-        snr = float(s["snr_db"])
+        name, snr = _curve_name(cfg, s), float(s["snr_db"])
         by_snr.setdefault(name, []).append((snr, s["accuracy_mean"], s["accuracy_ci"]))
         by_latency.setdefault(name, []).append((s["latency_s_mean"], s["accuracy_mean"], s["accuracy_ci"], f"{snr:g} dB"))
     if by_snr:
-        line_plot(out / "accuracy_vs_snr.png", by_snr, "SNR P/sigma^2 per device [dB]", "test accuracy",
-                  "Federated DEFT: accuracy vs SNR", hlines=refs, note=note)
+        line_plot(out / "accuracy_vs_snr.png", by_snr, snr_axis, "test accuracy",
+                  "Federated DEFT: accuracy vs SNR (pilots, side information counted)", hlines=refs, note=note)
         line_plot(out / "accuracy_vs_latency.png", by_latency,
-                  f"uplink latency over all rounds [s] at {cfg.channel.bandwidth_hz / 1e6:g} MHz", "test accuracy",
-                  "Accuracy vs uplink latency (points labelled by SNR)", logx=True, marker_only=True, hlines=refs,
-                  note=note)
-    per_round, mse_round = {}, {}
+                  f"uplink latency over all rounds [s] at {cfg.channel.bandwidth_hz / 1e6:g} MHz (pilots and side "
+                  f"information included)", "test accuracy", "Accuracy vs uplink latency (points labelled by SNR)",
+                  logx=True, marker_only=True, hlines=refs, note=note)
+    per_round, nmse_round, by_uses = {}, {}, {}
     for r in round_rows:
         snr = float(r["snr_db"])
-        name = r["scheme"] if r["scheme"] in REFERENCES else f"{r['scheme']} N={r['num_rx_ant']} {snr:g} dB"
-        name += f" [{r['lora_aggregation']}]" if multi else ""
-        if r["accuracy"] not in ("", "nan"):
-            per_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(float(r["accuracy"]))
-        if r["scheme"] not in REFERENCES:
-            mse_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(max(float(r["agg_mse"]), 1e-20))
+        name = _curve_name(cfg, r) + ("" if r["scheme"] in REFERENCES else f" {snr:g} dB")
+        if r["val_accuracy"] not in ("", "nan"):
+            per_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(float(r["val_accuracy"]))
+        if r["scheme"] not in REFERENCES and r["nmse"] not in ("", "nan"):
+            nmse_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(max(float(r["nmse"]), 1e-12))
+    for (name, key), point_rounds in _rounds_by_point(cfg, round_rows).items():
+        spent = np.cumsum([int(r["channel_uses"]) for r in point_rounds])
+        for r, used in zip(point_rounds, spent):
+            if r["val_accuracy"] not in ("", "nan") and used > 0:
+                by_uses.setdefault(name, {}).setdefault(int(r["round"]), []).append((used, float(r["val_accuracy"])))
     n_eval = cfg.federated.round_eval_examples
-    _plot_rounds(out / "accuracy_per_round.png", per_round,
-                 f"test accuracy ({f'a fixed {n_eval} texts' if n_eval else 'whole split'})", "Accuracy per round",
-                 False, note)
-    _plot_rounds(out / "agg_mse_per_round.png", mse_round, "aggregation MSE per entry", "Aggregation error per round",
-                 True, note)
+    val_label = f"validation accuracy ({f'{n_eval} texts' if n_eval else 'whole split'})"
+    _plot_rounds(out / "accuracy_per_round.png", per_round, val_label, "Accuracy per round (validation)", False, note)
+    _plot_rounds(out / "nmse_per_round.png", nmse_round, "normalised aggregation MSE ||error||^2 / ||update||^2",
+                 "Aggregation error per round", True, note)
+    uses_curves = {name: [(float(np.median([u for u, _ in v])), *mean_ci([a for _, a in v])) for v in per.values()]
+                   for name, per in by_uses.items()}
+    if uses_curves:
+        ideal = [s for s in summary if s["scheme"] == "ideal"]
+        hl = {"ideal minus 1 point (target)": ideal[0]["val_accuracy_mean"] - EQUIVALENCE_MARGIN} if ideal else None
+        line_plot(out / "accuracy_vs_channel_uses.png", uses_curves,
+                  "cumulative uplink channel uses (payload + pilots + side information; median over seeds)",
+                  val_label, "Equal quality: validation accuracy against channel uses spent", logx=True,
+                  hlines=hl, note=note)
+
+
+def _rounds_by_point(cfg, round_rows):
+    """{(curve name with SNR, point key): that point's rounds in order} for the radio schemes."""
+    out = {}
+    for r in round_rows:
+        if r["scheme"] in REFERENCES:
+            continue
+        name = f"{_curve_name(cfg, r)} {float(r['snr_db']):g} dB"
+        out.setdefault((name, tuple(str(r[k]) for k in POINT_KEY)), []).append(r)
+    return {k: sorted(v, key=lambda r: int(r["round"])) for k, v in out.items()}
 
 
 def _plot_rounds(path, curves, ylabel, title, logy, note):
@@ -363,23 +489,38 @@ def _plot_rounds(path, curves, ylabel, title, logy, note):
     line_plot(path, pts, "round", ylabel, title, logy=logy, note=note)
 
 
-def summary(cfg, rows):
-    """The printed table: mean +- 95% CI per scheme, SNR and N, and AirComp/digital minus ideal, paired."""
-    s_rows = summary_rows(rows)
+def summary(cfg, rows, round_rows=()):
+    """The printed table per scheme, link, N, SNR and bit width: test accuracy (mean +- 95% CI), minus ideal
+    (paired) with the TOST verdict at +-1 point, uplink channel uses (the pilots' and side information's share),
+    downlink uses, and how many seeds reach ideal minus 1 point on validation with the median uses to get there."""
+    s_rows = summary_rows(rows, round_rows)
     n_seeds = max((s["n"] for s in s_rows), default=0)
     lines = [f"Federated DEFT on {cfg.data.dataset} with {cfg.model.name} + {cfg.peft.method} (blocks {cfg.peft.blocks}),"
              f" K={cfg.federated.devices}, {cfg.federated.rounds} rounds x {cfg.federated.local_steps} local steps,"
-             f" mode {cfg.federated.mode}, channel {cfg.channel.model}; mean +- 95% CI over {n_seeds} seed(s)",
-             f"{'scheme':<12}{'LoRA agg':<10}{'N':>3}{'SNR dB':>8}{'accuracy':>17}{'minus ideal (paired)':>23}"
-             f"{'channel uses':>14}{'latency s':>11}"]
-    order = {"centralised": 0, "ideal": 1, "aircomp": 2, "digital": 3}
-    for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], int(s["num_rx_ant"]),
-                                           float(s["snr_db"]))):
+             f" mode {cfg.federated.mode}, channel {cfg.channel.model} (SNR: the mean over the devices); mean +- 95% CI "
+             f"over {n_seeds} seed(s); accuracy on the test split",
+             f"{'scheme':<12}{'link':<8}{'LoRA agg':<10}{'N':>3}{'SNR dB':>7}{'bits':>5}{'accuracy':>17}"
+             f"{'minus ideal (paired)':>22}{'TOST +-1pt':>12}{'uplink uses':>13}{'overhead':>9}{'downlink':>10}"
+             f"{'reached':>8}{'uses to target':>15}"]
+    order = {name: i for i, name in enumerate(SCHEMES)}
+    for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], s["link"],
+                                           int(s["num_rx_ant"]), int(s["num_bits"]), float(s["snr_db"]))):
         diff = "" if math.isnan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}"
-        snr = "-" if s["scheme"] in REFERENCES else f"{float(s['snr_db']):.0f}"
-        lines.append(f"{s['scheme']:<12}{s['lora_aggregation']:<10}{int(s['num_rx_ant']) or '-':>3}{snr:>8}"
-                     f"{s['accuracy_mean']:>10.3f} +- {_ci(s['accuracy_ci'])}{diff:>23}"
-                     f"{s['channel_uses_mean']:>14,.0f}{s['latency_s_mean']:>11.3f}")
+        ref = s["scheme"] in REFERENCES
+        snr = "-" if ref else f"{float(s['snr_db']):.0f}"
+        share = "" if math.isnan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%"
+        target = ("" if math.isnan(s["uses_to_target"]) else "not reached" if math.isinf(s["uses_to_target"])
+                  else f"{s['uses_to_target']:,.0f}")
+        reached = "" if math.isnan(s["reached"]) else f"{s['reached']:.2f}"
+        lines.append(f"{s['scheme']:<12}{s['link'] if not ref else '-':<8}{s['lora_aggregation']:<10}"
+                     f"{int(s['num_rx_ant']) or '-':>3}{snr:>7}{int(s['num_bits']) or '-':>5}"
+                     f"{s['accuracy_mean']:>10.3f} +- {_ci(s['accuracy_ci'])}{diff:>22}{s['tost'] or '':>12}"
+                     f"{s['channel_uses_mean']:>13,.0f}{share:>9}{s['downlink_uses_mean']:>10,.0f}{reached:>8}"
+                     f"{target:>15}")
+    lines.append("uplink uses: payload + pilots + side information over all rounds (overhead: the last two's share); "
+                 "reached: seeds whose validation accuracy reaches ideal minus 1 point; uses to target: their median "
+                 "uplink uses (never-reaching seeds counted as infinite); TOST: paired equivalence with ideal within "
+                 "1 point ('not shown' is no evidence of a difference)")
     if cfg.model.name == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)
@@ -387,17 +528,3 @@ def summary(cfg, rows):
 
 def _ci(x):
     return "  nan" if math.isnan(x) else f"{x:.3f}"
-
-
-def summary_rows(rows):
-    """Per (scheme, snr_db, num_rx_ant, lora_aggregation): the seed count n, mean and 95% CI half-width of
-    accuracy, channel uses, latency and aggregation MSE, and for every scheme but ideal the paired (same
-    seed) accuracy difference to ideal aggregation (vs_ideal_mean, vs_ideal_ci)."""
-    out = summarise(rows, SUMMARY_BY, SUMMARY_VALUES)
-    ideal = {(r["lora_aggregation"], r["seed"]): float(r["accuracy"]) for r in rows if r["scheme"] == "ideal"}
-    for s in out:
-        pairs = [(float(r["accuracy"]), ideal[(r["lora_aggregation"], r["seed"])]) for r in rows
-                 if all(r[k] == s[k] for k in SUMMARY_BY) and (r["lora_aggregation"], r["seed"]) in ideal]
-        s["vs_ideal_mean"], s["vs_ideal_ci"] = (paired_ci(*zip(*pairs)) if pairs and s["scheme"] != "ideal"
-                                                else (float("nan"), float("nan")))
-    return out

@@ -133,9 +133,9 @@ def test_two_worker_study_equals_serial_row_for_row(ray_2, tmp_path, tiny_study)
 
 
 def test_two_worker_connect_equals_serial_row_for_row(ray_2, tmp_path, monkeypatch):
-    """`deft6g connect --quick` (random-bert, 14 points: references, naive, digital and noise-aware AirComp at
-    0 and 20 dB) on 2 Ray workers gives the serial run's results.csv, row for row, CPU time aside; the
-    features are computed once, by the driver, into the shared cache folder."""
+    """`deft6g connect --quick` (random-bert, 16 points: references; AirComp (two designs) and digital at 0 and
+    20 dB, each trained on the ideal sum and noise-aware) on 2 Ray workers gives the serial run's results.csv,
+    row for row, CPU time aside; the features are computed once, by the driver, into the shared cache folder."""
     from deft6g.benchmarks.connect import ConnectConfig, points, run_connect
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     quiet = lambda *_: None                                                                  # noqa: E731
@@ -143,7 +143,7 @@ def test_two_worker_connect_equals_serial_row_for_row(ray_2, tmp_path, monkeypat
     cache = lambda: {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").rglob("*.npz")}  # noqa: E731
     cached = cache()
     _, parallel, _ = run_connect(tmp_path / "ray", quick=True, log=quiet, workers=2)
-    assert len(serial) == len(points(ConnectConfig.quick())) == 14
+    assert len(serial) == len(points(ConnectConfig.quick())) == 16
     strip = lambda rows: sorted(tuple((k, v) for k, v in r.items() if k != "cpu_s") for r in rows)  # noqa: E731
     assert strip(parallel) == strip(serial)
     assert cached and cache() == cached                     # the workers load the features, never recompute them
