@@ -152,6 +152,14 @@ class _RadioAggregator:
             self.channel.redrop(1, seed=self.seed)
         return self.channel(1, seed=self._round_seed(round_index))[0].numpy()
 
+    def _round(self, updates, round_index, weights):
+        """What every radio round starts from: (updates [K, L] float32, FedAvg weights [K], the round's seed,
+        its channel H, the estimate, pilot channel uses, the estimate's error variance)."""
+        u = _check_updates(updates, self.num_devices)
+        seed = self._round_seed(round_index)
+        H = self._draw(round_index)
+        return (u, fedavg_weights(weights, u.shape[0]), seed, H) + self._estimate(H, seed + 1)
+
     def _estimate(self, H, seed):
         """(H_est, pilot channel uses, per-entry error variance): LMMSE from pilots at the link's SNR, or the
         genie's (perfect, or the explicit `csi_error` model) without pilots."""
@@ -192,12 +200,8 @@ class AirCompAggregator(_RadioAggregator):
         self.uplink = AirCompUplink()
 
     def __call__(self, updates, round_index, weights=None):
-        u = _check_updates(updates, self.num_devices)
+        u, fed_w, seed, H, H_est, pilot_uses, _ = self._round(updates, round_index, weights)
         k, n_real = u.shape
-        fed_w = fedavg_weights(weights, k)
-        seed = self._round_seed(round_index)
-        H = self._draw(round_index)
-        H_est, pilot_uses, _ = self._estimate(H, seed + 1)
         stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, self.snr_db, fed_w > 0, seed + 4)
         w = _renormalised(fed_w, stats_ok)
         f = H.shape[0] if H.ndim == 3 else 1
@@ -283,12 +287,8 @@ class OBDAAggregator(_RadioAggregator):
         self.uplink = OBDAUplink()
 
     def __call__(self, updates, round_index, weights=None):
-        u = _check_updates(updates, self.num_devices)
+        u, fed_w, seed, H, H_est, pilot_uses, _ = self._round(updates, round_index, weights)
         k, n_real = u.shape
-        fed_w = fedavg_weights(weights, k)
-        seed = self._round_seed(round_index)
-        H = self._draw(round_index)
-        H_est, pilot_uses, _ = self._estimate(H, seed + 1)
         voters = fed_w > 0
         d = truncated_inversion(H_est[..., voters], 1.0, self.noise_var, self.threshold)
         a, b = d.a, np.zeros(H.shape[:-2] + (k,), complex)
@@ -347,12 +347,8 @@ class DigitalAggregator(_RadioAggregator):
                                     stochastic_rounding=stochastic)
 
     def __call__(self, updates, round_index, weights=None):
-        u = _check_updates(updates, self.num_devices)
+        u, w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights)
         k, n_real = u.shape
-        w = fedavg_weights(weights, k)
-        seed = self._round_seed(round_index)
-        H = self._draw(round_index)
-        H_est, pilot_uses, error_var = self._estimate(H, seed + 1)
         res = self.uplink(u, H, self.noise_var, 1.0, seed=seed + 3, H_est=H_est, error_var=error_var)
         mcs = np.asarray(res.mcs)
         told, down_uses, _ = self._send(GRANT_BITS, H, H_est, self.downlink_snr_db, mcs >= 0, seed + 5)
