@@ -6,3 +6,4 @@ from .store import OutputFolderError, ResultStore, load_json, prepare_output, wr
 from .runner import PointsFailed, RayUnavailable, available_cores, require_ray, run_points, start_ray
 from .stats import log_mean_ci, mean_ci, paired_ci, percentiles, summarise, tost
 from .plots import interval, line_plot, merge_labels
+from .tuning import Choice, candidates, tune, tuning_store
