@@ -16,6 +16,11 @@ estimates it by K x the mean over the devices that delivered; a device that miss
 silent while the server still counts it. Both arms' NMSE is against the sum of all K devices (a dropped device
 costs its share), so neither gains from losing devices; `dropped` reports the fraction, and `nmse_kept_db` the
 AirComp NMSE against the sum over the kept devices only.
+
+OBDA's truncation threshold is chosen on validation channels (seeds disjoint from the reported ones): per (model,
+N, K, SNR) the threshold of `obda_thresholds` with the lowest mean sign-error rate (ties: the larger), every
+candidate's score in obda_tuning.csv / obda_choice.csv. The digital (scheme, bits) at equal quality is chosen on
+the reported draws themselves (`matched_table`): a choice that can only flatter digital.
 """
 
 import json
@@ -51,8 +56,17 @@ AIRCOMP_FIELDS = ["model", "num_rx_ant", "num_devices", "receiver", "csi", "snr_
 # realisation from f_hat against the true sum, its median and 10/90 percentiles; dropped: the scheduler's outage.
 DIGITAL_FIELDS = ["model", "num_rx_ant", "num_devices", "scheme", "num_bits", "snr_db", "seed", "nmse_db",
                   "nmse_p10_db", "nmse_p90_db", "ber", "bler", "delivered", "dropped", "groups"] + COST_FIELDS
-# OBDA: sign-error rate per entry against the sign of the true sum; silent: devices truncated or without a factor.
-OBDA_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "seed", "sign_error", "silent"] + COST_FIELDS
+# OBDA: sign-error rate per entry against the sign of the true sum at the truncation threshold `threshold` (linear,
+# on |u^H h_k|^2); silent: devices truncated or without a factor. obda.csv: the reported seeds at the threshold
+# chosen on validation (key: the first 5 columns); obda_tuning.csv: the validation seeds at every threshold of the
+# grid (key: the first 6).
+OBDA_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "seed", "threshold", "sign_error", "silent"] \
+    + COST_FIELDS
+# obda_choice.csv: per (model, N, K, SNR) every threshold's mean validation sign-error rate and the one chosen.
+OBDA_CHOICE_FIELDS = OBDA_FIELDS[:4] + ["threshold", "val_sign_error", "val_seeds", "chosen"]
+# Validation channels: seeds cfg.seed + VALIDATION_SEED + 4 i. A point of seed s draws from the seeds s .. s + 3 and
+# the reported points from cfg.seed .. cfg.seed + digital_num_seeds + 2, so the two streams never share a draw.
+VALIDATION_SEED = 1_000_000
 # Equal quality: AirComp's median NMSE is the target; the cheapest digital (scheme, bits) whose NMSE (mean over
 # seeds of the per-seed median, dB) meets it, or NOT_REACHED in `scheme` (digital columns blank).
 MATCHED_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "receiver", "target_nmse_db", "aircomp_uses",
@@ -80,22 +94,33 @@ class LinkConfig:
     bandwidth_hz: float = 1e6         # latency = channel uses / bandwidth
     digital_realisations: int = 4     # channels per digital / OBDA point
     digital_link: str = "abstract"    # adaptive schemes: calibrated BLER ("abstract") or bit-true ("bits")
-    digital_num_seeds: int = 3
-    digital_snr_db: list = field(default_factory=lambda: [-5, 0, 5, 10, 15, 20, 25])
+    digital_num_seeds: int = 3        # digital and OBDA points at every SNR of `snr_db`
     digital_settings: list = field(default_factory=lambda: [[8, 8], [16, 20]])
     digital_models: list = field(default_factory=lambda: ["rayleigh", "tdl-a"])
     digital_schemes: list = field(default_factory=lambda: ["mu-mimo-amc", "tdma-amc"])
     digital_bits: list = field(default_factory=lambda: [1, 2, 4, 8])   # stochastic rounding below 8 bits
     bit_true_bits: list = field(default_factory=lambda: [8])           # widths of the bit-true scheme
-    obda_threshold: float = 0.1       # truncation threshold on |u^H h_k|^2 (linear), as OBDAAggregator's default
+    obda_thresholds: list = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0])  # on |u^H h_k|^2
+    obda_validation_seeds: int = 3    # validation channel draws of `digital_realisations` channels per OBDA point
     speed_batch: int = 1000           # speed test: N = 16, K = 20, 64 symbols per realisation
     speed_repeats: int = 5
     seed: int = 0
 
+    def __post_init__(self):
+        t = self.obda_thresholds
+        if (not isinstance(t, (list, tuple)) or not t or len(set(t)) < len(t)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < np.inf for v in t)):
+            raise ValueError(f"`obda_thresholds` must be a non-empty list of distinct finite numbers >= 0 (linear), "
+                             f"got {t!r}")
+        for name, high in (("obda_validation_seeds", np.inf), ("digital_num_seeds", VALIDATION_SEED - 3)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
+                raise ValueError(f"`{name}` must be an int in [1, {high}], got {v!r}")
+
     @classmethod
     def quick(cls):
         return cls(snr_db=[0, 10, 20], antennas_devices=[[8, 8], [16, 20]], models=["rayleigh", "tdl-a"],
-                   realisations=100, num_subcarriers=8, digital_realisations=4, digital_snr_db=[0, 10, 20],
+                   realisations=100, num_subcarriers=8, digital_realisations=4,
                    digital_models=["rayleigh"], speed_batch=200, speed_repeats=2)
 
 
@@ -250,7 +275,7 @@ def run_digital(cfg, store, **parallel):
     points = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, num_bits=q, snr_db=s, seed=cfg.seed + i)
               for m in cfg.digital_models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
               for q in (cfg.bit_true_bits if DIGITAL_SCHEMES[sc].get("link") == "bits" else cfg.digital_bits)
-              for s in cfg.digital_snr_db for i in range(cfg.digital_num_seeds)]
+              for s in cfg.snr_db for i in range(cfg.digital_num_seeds)]
     run_points(points, _DigitalPoint(cfg), store, desc="digital points", **parallel,
                describe=lambda p, row: f"{p['model']} {p['scheme']} {p['num_bits']}-bit N={p['num_rx_ant']} "
                                        f"K={p['num_devices']} {p['snr_db']} dB seed {p['seed']}: median NMSE "
@@ -259,22 +284,32 @@ def run_digital(cfg, store, **parallel):
 
 
 class _OBDAPoint:
-    """An OBDA point, picklable for Ray workers (see `run_obda`)."""
+    """An OBDA point (see `run_obda`), picklable for Ray workers: the draws of its (model, N, K, SNR, seed) (channels,
+    payloads, pilot estimate, factor delivery) are kept for that group's other thresholds, so every threshold of the
+    grid meets the same channels and noise (run_points group=OBDA_FIELDS[:5])."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        self.cfg, self.draws = cfg, {}
+
+    def _draw(self, model, n, k, snr, seed):
+        key = (model, n, k, snr, seed)
+        if key not in self.draws:
+            cfg = self.cfg
+            H = _channels(cfg, model, n, k, seed, cfg.digital_realisations)      # [R, F, N, K]
+            r, f = H.shape[:2]
+            chunk = -(-cfg.payload_reals // f)                            # the payload spread over the F subcarriers
+            x = tf.random.stateless_normal([r, f, k, chunk], [seed, 1]).numpy()
+            H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=seed + 2)[0])
+            told, down = _control(FACTOR_BITS, H, H_est, snr, np.ones((r, k), bool), seed + 3)
+            self.draws = {key: (H, x, H_est, told, down)}
+        return self.draws[key]
 
     def __call__(self, p):
         cfg = self.cfg
         n, k, snr, seed = p["num_rx_ant"], p["num_devices"], p["snr_db"], p["seed"]
-        H = _channels(cfg, p["model"], n, k, seed, cfg.digital_realisations)   # [R, F, N, K]
-        r, f = H.shape[:2]
-        chunk = -(-cfg.payload_reals // f)                             # the payload spread over the F subcarriers
-        x = tf.random.stateless_normal([r, f, k, chunk], [seed, 1]).numpy()
-        H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=seed + 2)[0])
-        nv = 10 ** (-snr / 10)
-        d = truncated_inversion(H_est, 1.0, nv, cfg.obda_threshold)
-        told, down = _control(FACTOR_BITS, H, H_est, snr, np.ones((r, k), bool), seed + 3)
+        H, x, H_est, told, down = self._draw(p["model"], n, k, snr, seed)
+        f, nv = H.shape[1], 10 ** (-snr / 10)
+        d = truncated_inversion(H_est, 1.0, nv, float(p["threshold"]))
         b = np.asarray(d.b) * told[:, None, :]                         # no factor: the device is silent
         res = OBDAUplink()(x, H, np.asarray(d.a), b, nv, seed=seed + 1)
         sign_error = float(np.mean(res.vote.numpy() != np.sign(x.sum(-2))))
@@ -285,15 +320,63 @@ class _OBDAPoint:
                                  downlink=float(down.sum(-1).mean()), energy=float(energy.mean())))
 
 
-def run_obda(cfg, store, **parallel):
-    """One point per (model, N, K, SNR, seed) of the digital grid: `digital_realisations` channels, unit-variance
-    Gaussian payloads, truncated inversion on the pilot estimate (`obda_threshold`), each device's factor down."""
-    points = [dict(model=m, num_rx_ant=n, num_devices=k, snr_db=s, seed=cfg.seed + i) for m in cfg.digital_models
-              for n, k in cfg.digital_settings for s in cfg.snr_db for i in range(cfg.digital_num_seeds)]
-    run_points(points, _OBDAPoint(cfg), store, desc="OBDA points", **parallel,
-               describe=lambda p, row: f"{p['model']} OBDA N={p['num_rx_ant']} K={p['num_devices']} {p['snr_db']} dB "
-                                       f"seed {p['seed']}: sign errors {row['sign_error']:.4f}, "
-                                       f"{row['channel_uses']:.0f} uses")
+def obda_seeds(cfg, split):
+    """The seeds of OBDA's `split` points: "reported" cfg.seed + i (i < digital_num_seeds, the digital points'
+    seeds: paired channels), "validation" cfg.seed + VALIDATION_SEED + 4 i (i < obda_validation_seeds)."""
+    if split == "reported":
+        return [cfg.seed + i for i in range(cfg.digital_num_seeds)]
+    if split == "validation":
+        return [cfg.seed + VALIDATION_SEED + 4 * i for i in range(cfg.obda_validation_seeds)]
+    raise ValueError(f"`split` must be 'reported' or 'validation', got {split!r}")
+
+
+def choose_lowest(rows, key, candidate, score):
+    """A choice on validation: per group (`key(row)` -> tuple), the `candidate` value (a float column) whose mean
+    `score` over the group's rows is lowest; ties within 1e-12: the largest candidate.
+
+    rows: dicts (CSV strings or numbers). Returns {group: (chosen, {candidate: (mean score, number of rows)})}."""
+    by = {}
+    for r in rows:
+        by.setdefault(key(r), {}).setdefault(float(r[candidate]), []).append(float(r[score]))
+    out = {}
+    for group, cands in by.items():
+        scores = {c: (float(np.mean(v)), len(v)) for c, v in sorted(cands.items())}
+        best = min(m for m, _ in scores.values())
+        out[group] = (max(c for c, (m, _) in scores.items() if m <= best + 1e-12), scores)
+    return out
+
+
+def majority_floor(num_devices, draws=200_000, seed=0):
+    """OBDA's reference at high SNR: the sign-error rate per entry of the majority vote of all K = `num_devices`
+    unit-Gaussian updates on a noise-free link against the sign of their sum, an even split counted 1/2 (noise breaks
+    it either way); NumPy Monte Carlo over `draws` entries (standard error below 0.0012). Returns a probability."""
+    x = np.random.default_rng(seed).standard_normal((draws, num_devices))
+    votes = np.sign(x).sum(-1)
+    return float(np.mean(np.where(votes == 0, 0.5, np.sign(votes) != np.sign(x.sum(-1)))))
+
+
+def _describe_obda(p, row):
+    return (f"{p['model']} OBDA N={p['num_rx_ant']} K={p['num_devices']} {p['snr_db']} dB seed {p['seed']} "
+            f"threshold {p['threshold']:g}: sign errors {row['sign_error']:.4f}, {row['channel_uses']:.0f} uses")
+
+
+def run_obda(cfg, tuning, store, **parallel):
+    """OBDA per (model, N, K) of `digital_settings` x `digital_models` and every SNR of `snr_db`: `digital_realisations`
+    channels and unit-variance Gaussian payloads per seed, truncated inversion on the pilot estimate, each device's
+    factor down. The threshold is chosen on validation: every threshold of `obda_thresholds` runs on the validation
+    seeds (`tuning`, obda_tuning.csv), and the one of lowest mean sign-error rate (`choose_lowest`) runs on the
+    reported seeds (`store`, obda.csv). Returns rows of OBDA_CHOICE_FIELDS (obda_choice.csv)."""
+    settings = [dict(model=m, num_rx_ant=n, num_devices=k, snr_db=s) for m in cfg.digital_models
+                for n, k in cfg.digital_settings for s in cfg.snr_db]
+    run_points([p | dict(seed=i, threshold=t) for p in settings for i in obda_seeds(cfg, "validation")
+                for t in cfg.obda_thresholds], _OBDAPoint(cfg), tuning, desc="OBDA validation points",
+               group=OBDA_FIELDS[:5], describe=_describe_obda, **parallel)
+    choice = choose_lowest(tuning.rows(), _setting, "threshold", "sign_error")
+    run_points([p | dict(seed=i, threshold=choice[_setting(p)][0]) for p in settings
+                for i in obda_seeds(cfg, "reported")], _OBDAPoint(cfg), store, desc="OBDA points",
+               describe=_describe_obda, **parallel)
+    return [dict(zip(OBDA_FIELDS[:4], key), threshold=t, val_sign_error=m, val_seeds=count, chosen=t == chosen)
+            for key, (chosen, scores) in choice.items() for t, (m, count) in scores.items()]
 
 
 def _setting(row):
@@ -403,9 +486,10 @@ def channel_speed(models=("cdl-c", "umi", "uma", "rma"), num_rx_ant=16, num_devi
     return out
 
 
-def plot(cfg, out, air_rows, dig_rows, matched):
+def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
     """Per model: NMSE vs SNR (AirComp with pilots, digital at its widest width; all widths in digital.csv), digital
-    channel uses over AirComp's at equal SNR (8 bits), and the same ratio at matched NMSE."""
+    channel uses over AirComp's at equal SNR (8 bits), the same ratio at matched NMSE, and OBDA's sign-error rate vs
+    SNR at its threshold chosen on validation."""
     options = digital_options(dig_rows)
     for model in cfg.models:
         curves = {}
@@ -423,6 +507,22 @@ def plot(cfg, out, air_rows, dig_rows, matched):
                        "of all K (module docstring)")
         if model not in cfg.digital_models:
             continue
+        signs, floors = {}, {}
+        for r in obda_rows:
+            if r["model"] == model:
+                label = f"OBDA N={r['num_rx_ant']} K={r['num_devices']}"
+                signs.setdefault(label, {}).setdefault((float(r["snr_db"]), float(r["threshold"])), []).append(
+                    float(r["sign_error"]))
+                floors.setdefault(label, int(r["num_devices"]))
+        floors = {f"noise-free majority of {k} signs": (majority_floor(k, seed=cfg.seed), float("nan"), label)
+                  for label, k in floors.items()}
+        line_plot(out / f"obda_sign_error_{model}.png",
+                  {label: [(snr, m, half, f"g_th={t:g}") for (snr, t), v in sorted(pts.items())
+                           for m, half in [mean_ci(v)]] for label, pts in signs.items()},
+                  SNR_AXIS, "sign-error rate per entry (vs sign of the true sum)",
+                  f"OBDA (one-bit majority vote), {model}, pilot CSI", hlines=floors,
+                  note=f"mean and 95% CI over {cfg.digital_num_seeds} seeds; truncation threshold g_th on |u^H h_k|^2 "
+                       f"chosen per point on {cfg.obda_validation_seeds} validation draws (obda_choice.csv)")
         air_uses = {(r["receiver"], *_setting(r)[1:]): float(r["channel_uses"]) for r in air_rows
                     if r["model"] == model and r["csi"] == "pilots"}
         ratios = {}
@@ -465,23 +565,25 @@ def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the AirComp, digital and
     OBDA points (the speed test and the impairment sweeps run here).
     Returns (cfg, AirComp rows, digital rows, extra): extra = dict(speed=speed-test results, obda=OBDA rows,
-    matched=equal-quality rows), what `summary` prints."""
+    obda_choice=the validation choice of OBDA's threshold, matched=equal-quality rows), what `summary` prints."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "link", asdict(cfg))
     air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:6])
     dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7])
     obda = ResultStore(out / "obda.csv", OBDA_FIELDS, OBDA_FIELDS[:5])
+    tuning = ResultStore(out / "obda_tuning.csv", OBDA_FIELDS, OBDA_FIELDS[:6])
     run_aircomp(cfg, air, **parallel)
     run_digital(cfg, dig, **parallel)
-    run_obda(cfg, obda, **parallel)
+    obda_choice = run_obda(cfg, tuning, obda, **parallel)
+    write_table(out / "obda_choice.csv", OBDA_CHOICE_FIELDS, obda_choice)
     matched = matched_table(air.rows(), dig.rows(), cfg.bandwidth_hz)
     write_table(out / "matched.csv", MATCHED_FIELDS, matched)
     speed = speed_test(cfg)
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
-    plot(cfg, out, air.rows(), dig.rows(), matched)
+    plot(cfg, out, air.rows(), dig.rows(), matched, obda.rows())
     impairment_sweeps(out, quick, seed)
-    return cfg, air.rows(), dig.rows(), dict(speed=speed, obda=obda.rows(), matched=matched)
+    return cfg, air.rows(), dig.rows(), dict(speed=speed, obda=obda.rows(), obda_choice=obda_choice, matched=matched)
 
 
 def _fmt_uses(uses):
@@ -489,7 +591,8 @@ def _fmt_uses(uses):
 
 
 def summary(cfg, air_rows, dig_rows, extra):
-    """A short text table: AirComp NMSE and costs per SNR, the equal-quality comparison, OBDA, the speed ratio."""
+    """A short text table: AirComp NMSE and costs per SNR, the equal-quality comparison, OBDA at its threshold chosen
+    on validation, the speed ratio."""
     speed, bw = extra["speed"], cfg.bandwidth_hz
     lines = [f"AirComp median NMSE [dB] | uplink channel uses (payload + pilots + side info) at "
              + ", ".join(f"{s:g}" for s in cfg.snr_db) + " dB; 'genie': perfect CSI, free side information"]
@@ -519,13 +622,15 @@ def summary(cfg, air_rows, dig_rows, extra):
     obda = {}
     for r in extra["obda"]:
         obda.setdefault(_setting(r)[:3], {}).setdefault(float(r["snr_db"]), []).append(
-            (float(r["sign_error"]), float(r["channel_uses"])))
+            (float(r["sign_error"]), float(r["channel_uses"]), float(r["threshold"])))
     lines.append(f"OBDA (obda.csv): sign-error rate per entry vs the sign of the true sum | uplink uses, mean over "
-                 f"{cfg.digital_num_seeds} seeds")
+                 f"{cfg.digital_num_seeds} seeds, at the truncation threshold chosen on {cfg.obda_validation_seeds} "
+                 f"validation draws (g_th, obda_choice.csv)")
     for (model, n, k), pts in obda.items():
         lines.append(f"  {model:<11}N{n}K{k:<4}" + "; ".join(f"{s:g} dB: {np.mean(v, axis=0)[0]:.4f} | "
-                                                         f"{_fmt_uses(np.mean(v, axis=0)[1])}"
-                                                         for s, v in sorted(pts.items())))
+                                                         f"{_fmt_uses(np.mean(v, axis=0)[1])} (g_th {v[0][2]:g})"
+                                                         for s, v in sorted(pts.items()))
+                     + f"  (noise-free majority: {majority_floor(k, seed=cfg.seed):.3f})")
     tfs, nps = speed["tensorflow"]["realisations_per_s"], speed["numpy"]["realisations_per_s"]
     lines.append(f"Monte-Carlo core (N=16, K=20, 64 symbols): TF {tfs:,.0f}/s, NumPy {nps:,.0f}/s, "
                  f"ratio {speed['ratio']:.2f}x")

@@ -1,11 +1,14 @@
 """`deft6g link`: every arm pays for its pilots, AirComp's side information grows as the SNR falls, the design over
-the devices whose statistics arrived, and the equal-quality table."""
+the devices whose statistics arrived, the equal-quality table, and OBDA's threshold chosen on validation
+channels."""
 
 import numpy as np
 import pytest
 
-from deft6g.benchmarks.link import (NOT_REACHED, LinkConfig, _AirCompPoint, _design_over, _DigitalPoint,
-                                    _OBDAPoint, matched_table)
+from deft6g.benchmarks import link
+from deft6g.benchmarks.link import (NOT_REACHED, OBDA_FIELDS, LinkConfig, _AirCompPoint, _design_over, _DigitalPoint,
+                                    _OBDAPoint, choose_lowest, matched_table, obda_seeds, run_obda)
+from deft6g.experiment import ResultStore
 from deft6g.optim import closed_form_design
 from deft6g.phy import FadingChannel, aircomp_channel_uses
 
@@ -30,7 +33,7 @@ def test_pilots_are_in_every_arms_channel_uses(model, f):
                                   seed=0))
     assert dig["pilot_uses"] == k * f and dig["channel_uses"] == pytest.approx(dig["payload_uses"] + k * f)
     assert dig["energy"] >= k * f                                    # every device sends its pilots at P = 1
-    obda = _OBDAPoint(cfg)(dict(model=model, num_rx_ant=n, num_devices=k, snr_db=10, seed=0))
+    obda = _OBDAPoint(cfg)(dict(model=model, num_rx_ant=n, num_devices=k, snr_db=10, seed=0, threshold=0.1))
     assert obda["pilot_uses"] == k * f and obda["channel_uses"] == payload + k * f
     assert 0 <= obda["sign_error"] < 0.5
 
@@ -91,3 +94,76 @@ def test_matched_table_picks_the_cheapest_width_that_meets_the_target():
     miss = rows[20.0]
     assert miss["scheme"] == NOT_REACHED and miss["ratio"] == "" and miss["digital_uses"] == ""
     assert miss["aircomp_latency_ms"] == pytest.approx(0.15)
+
+
+def test_choose_lowest_is_the_argmin_of_the_mean_with_ties_to_the_larger():
+    """Hand-computed: group a, means 0.3 / 0.2 / 0.3 -> 0.3; group b, 0 / 0 / 0.05 -> 0.03 (tie: the larger)."""
+    rows = [dict(g="a", t="0.1", e=e) for e in (0.2, 0.4)] + [dict(g="a", t="0.3", e=e) for e in (0.1, 0.3)] + \
+           [dict(g="a", t="1.0", e=e) for e in (0.25, 0.35)] + [dict(g="b", t=t, e=0.0) for t in ("0.01", "0.03")] + \
+           [dict(g="b", t="0.1", e=0.05)]
+    choice = choose_lowest(rows, lambda r: (r["g"],), "t", "e")
+    assert choice[("a",)][0] == 0.3 and choice[("b",)][0] == 0.03
+    assert choice[("a",)][1] == {0.1: (pytest.approx(0.3), 2), 0.3: (pytest.approx(0.2), 2),
+                                 1.0: (pytest.approx(0.3), 2)}
+
+
+def test_obda_point_shares_its_draws_across_thresholds():
+    """Thresholds after the first reuse the cached draws: the same row as a fresh point; on the same draws a higher
+    threshold silences at least as many devices (the active set {|u^H h_k|^2 >= g_th} shrinks)."""
+    cfg = _cfg()
+    point = _OBDAPoint(cfg)
+    p = dict(model="rayleigh", num_rx_ant=4, num_devices=6, snr_db=0, seed=5)
+    rows = [point(p | dict(threshold=t)) for t in (0.01, 0.3, 3.0)]
+    assert _OBDAPoint(cfg)(p | dict(threshold=3.0)) == rows[-1]
+    assert rows[0]["silent"] <= rows[1]["silent"] <= rows[2]["silent"] and rows[2]["silent"] > rows[0]["silent"]
+
+
+def _tuning_run(cfg, folder):
+    tuning = ResultStore(folder / "obda_tuning.csv", OBDA_FIELDS, OBDA_FIELDS[:6])
+    store = ResultStore(folder / "obda.csv", OBDA_FIELDS, OBDA_FIELDS[:5])
+    choice = run_obda(cfg, tuning, store, log=lambda *a: None)
+    return choice, tuning.rows(), store.rows()
+
+
+def test_obda_threshold_is_the_validation_argmin_and_never_reads_the_reported_draws(tmp_path, monkeypatch):
+    """The choice is the argmin of the mean validation sign-error rate (recomputed here with NumPy), the reported
+    rows run at it, and moving the reported seed stream changes the reported rows but neither the validation rows
+    nor the choice; validation and reported points (seeds s .. s + 3 each) never share a seed."""
+    cfg = LinkConfig(snr_db=[-5, 10], digital_models=["rayleigh"], digital_settings=[[4, 6]], digital_num_seeds=2,
+                     digital_realisations=2, payload_reals=100, obda_thresholds=[0.03, 0.3, 1.0, 3.0],
+                     obda_validation_seeds=2)
+    val, rep = obda_seeds(cfg, "validation"), obda_seeds(cfg, "reported")
+    assert not {s + j for s in val for j in range(4)} & {s + j for s in rep for j in range(4)}
+    choice, tuning, reported = _tuning_run(cfg, tmp_path / "a")
+    assert len(tuning) == 2 * 2 * 4 and len(choice) == 2 * 4 and {int(r["seed"]) for r in tuning} == set(val)
+    for snr in cfg.snr_db:
+        err = np.array([[float(r["sign_error"]) for r in tuning if float(r["snr_db"]) == snr
+                         and float(r["threshold"]) == t] for t in cfg.obda_thresholds])     # [thresholds, seeds]
+        mean = err.mean(axis=1)
+        best = cfg.obda_thresholds[np.flatnonzero(mean <= mean.min() + 1e-12)[-1]]
+        chosen = [r for r in choice if r["snr_db"] == snr and r["chosen"]]
+        assert len(chosen) == 1 and chosen[0]["threshold"] == best
+        assert [r["val_sign_error"] for r in choice if r["snr_db"] == snr] == pytest.approx(list(mean))
+        assert {float(r["threshold"]) for r in reported if float(r["snr_db"]) == snr} == {best}
+    original = link.obda_seeds
+    monkeypatch.setattr(link, "obda_seeds", lambda c, split: [s + 50 for s in original(c, split)]
+                        if split == "reported" else original(c, split))
+    choice2, tuning2, reported2 = _tuning_run(cfg, tmp_path / "b")
+    assert choice2 == choice and tuning2 == tuning
+    assert {r["seed"] for r in reported2}.isdisjoint({r["seed"] for r in reported})
+    assert [r["sign_error"] for r in reported2] != [r["sign_error"] for r in reported]
+
+
+@pytest.mark.parametrize("key, value", [("obda_thresholds", []), ("obda_thresholds", [0.1, 0.1]),
+                                        ("obda_thresholds", [-1.0]), ("obda_validation_seeds", 0),
+                                        ("digital_num_seeds", 10**6)])
+def test_link_config_names_the_bad_key(key, value):
+    with pytest.raises(ValueError, match=key):
+        LinkConfig(**{key: value})
+
+
+def test_majority_floor_against_hand_counts():
+    """K = 1: the vote is the sign, no error; K = 2: signs agree (prob. 1/2, no error) or split (error 1/2), so 1/4
+    (Monte Carlo, 200k draws: standard error 0.001, tolerance 0.005)."""
+    assert link.majority_floor(1) == 0.0
+    assert link.majority_floor(2) == pytest.approx(0.25, abs=0.005)
