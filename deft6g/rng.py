@@ -1,4 +1,5 @@
-"""The library's one seeded random source: Sionna's global generators (`sionna.phy.config`)."""
+"""The library's one seeded random source: Sionna's global generators (`sionna.phy.config`), and the one way
+to derive the seed of a sub-stream (`derive_seed`)."""
 
 import numpy as np
 import sionna.phy
@@ -33,3 +34,30 @@ def np_rng():
 def tf_rng():
     """Sionna's seeded TensorFlow generator (`tf.random.Generator`)."""
     return sionna.phy.config.tf_rng
+
+
+def derive_seed(seed, *stream):
+    """The seed of the sub-stream `stream` of `seed`: what a run seeded `seed` passes to a part of it (a stage,
+    a device, a round), so that parts never share random numbers and seed s + 1 is not a shifted seed s.
+
+    It is `numpy.random.SeedSequence(seed, spawn_key=stream)`'s first 32-bit word: the child `stream` of the
+    seed's sequence (`SeedSequence(seed).spawn` numbers its children the same way), hashed, so that distinct
+    (seed, stream) pairs give unrelated seeds (two collide with probability 2^-32). A stream is one or more
+    ints, e.g. a stage's number and then a device's index; derive_seed(seed) is the root's own word.
+
+    Input
+    -----
+    seed : int >= 0
+    *stream : ints in [0, 2^32 - 1]
+
+    Output
+    ------
+    int in [0, 2^32 - 1], the same for the same inputs on every platform and NumPy version
+    """
+    for name, value in (("seed", seed), *((f"stream[{i}]", v) for i, v in enumerate(stream))):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"`{name}` must be a non-negative int, got {value!r}")
+    if any(v >= 2 ** 32 for v in stream):
+        raise ValueError(f"`stream` values must be below 2^32, got {stream!r}")
+    sequence = np.random.SeedSequence(int(seed), spawn_key=tuple(int(v) for v in stream))
+    return int(sequence.generate_state(1, np.uint32)[0])

@@ -1,9 +1,10 @@
-"""The library seed: the same seed repeats the stream, and neighbouring seeds draw unrelated streams."""
+"""The library seed: the same seed repeats the stream, and neighbouring seeds draw unrelated streams; seeds of
+sub-streams (`derive_seed`)."""
 
 import numpy as np
 import pytest
 
-from deft6g.rng import np_rng, reseed, tf_rng
+from deft6g.rng import derive_seed, np_rng, reseed, tf_rng
 
 
 def _tf_stream(seed, n=2000):
@@ -34,3 +35,35 @@ def test_bad_seed():
         reseed(-1)
     with pytest.raises(ValueError, match="`seed`"):
         reseed(1.5)
+
+
+def test_derive_seed_is_the_seed_sequence_child():
+    """derive_seed(s, k) is the first 32-bit word of SeedSequence(s).spawn's child k (an independent route to the
+    same child); derive_seed(s) the root's; the same inputs give the same value, a Python int."""
+    for s in (0, 1, 7, 2**40):
+        children = np.random.SeedSequence(s).spawn(4)
+        for k in range(4):
+            want = int(children[k].generate_state(1, np.uint32)[0])
+            assert derive_seed(s, k) == derive_seed(np.int64(s), np.uint8(k)) == want
+            assert type(derive_seed(s, k)) is int
+        assert derive_seed(s) == int(np.random.SeedSequence(s).generate_state(1, np.uint32)[0])
+    assert derive_seed(3, 1, 2) == int(np.random.SeedSequence(3).spawn(2)[1].spawn(3)[2].generate_state(1, np.uint32)[0])
+
+
+def test_distinct_streams_give_distinct_seeds():
+    """Seeds 0..199 with streams (), (0), (1), (2), (999), (1000), (0, 0), (0, 1), (1, 0), (2^32 - 1): 2,000
+    values, all distinct and in [0, 2^32 - 1] -- among them the pairs the old derivations merged, 1000 s + k
+    (seed 0 stream 1000 against seed 1 stream 0) and a stream against its zero-padded form ((0) against (0, 0))."""
+    streams = [(), (0,), (1,), (2,), (999,), (1000,), (0, 0), (0, 1), (1, 0), (2**32 - 1,)]
+    values = [derive_seed(s, *st) for s in range(200) for st in streams]
+    assert len(set(values)) == len(values) == 2000
+    assert all(0 <= v <= 2**32 - 1 for v in values)
+    assert derive_seed(0, 1000) != derive_seed(1, 0) and derive_seed(5, 0) != derive_seed(5, 0, 0) != derive_seed(5)
+
+
+@pytest.mark.parametrize("args, name", [((-1,), "`seed`"), ((1.5,), "`seed`"), ((True,), "`seed`"),
+                                        ((0, -2), r"`stream\[0\]`"), ((0, 1, "a"), r"`stream\[1\]`"),
+                                        ((0, 2**32), "`stream` values must be below 2\\^32")])
+def test_derive_seed_bad_input(args, name):
+    with pytest.raises(ValueError, match=name):
+        derive_seed(*args)

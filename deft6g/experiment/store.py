@@ -34,8 +34,11 @@ class OutputFolderError(ValueError):
     """The output folder holds results of another command, configuration or version, or is in use."""
 
 
+COLUMN_TYPES = (int, float, bool, str, list, dict)
+
+
 class ResultStore:
-    """An append-only CSV keyed by some of its columns.
+    """An append-only CSV keyed by some of its columns, its rows typed by declared column types.
 
     Parameters
     ----------
@@ -45,19 +48,27 @@ class ResultStore:
         Column names
     key : list of str
         The columns that identify a point; key values are compared in their canonical form (see `canonical`)
+    types : dict or None
+        {column: type} for every column of `fields`, each of int, float, bool, str (text as written), list or
+        dict (JSON text, written with json.dumps). An empty cell (a None or "" written) reads as None in an int,
+        float, bool, list or dict column and as "" in a str column; "nan" and "inf" read as floats. None: no
+        types, every value reads as its CSV text (a str)
 
     `done(row)` tells whether a point with that key is already on disk; `add(row)` appends one row and flushes
-    it to disk (fsync) before returning, so an interruption loses at most the point in progress. Opening a file
-    whose last row is torn (no line break at its end, NUL bytes, a cut quoted field or a wrong column count)
-    truncates the file before that row and logs a warning: the point runs again. A damaged row followed by
-    complete rows, or a header other than `fields`, raises OutputFolderError.
+    it to disk (fsync) before returning, so an interruption loses at most the point in progress; with `types`
+    it first checks that every value reads back as its column's type (ValueError naming the column otherwise).
+    `rows()` gives the rows as a reload reads them, typed by `types`. Opening a file whose last row is torn (no
+    line break at its end, NUL bytes, a cut quoted field or a wrong column count) truncates the file before
+    that row and logs a warning: the point runs again. A damaged row followed by complete rows, a header other
+    than `fields`, or (with `types`) a cell that does not read as its column's type raises OutputFolderError.
     """
 
-    def __init__(self, path, fields, key):
+    def __init__(self, path, fields, key, types=None):
         self.path, self.fields, self.key = Path(path), list(fields), list(key)
         missing = set(self.key) - set(self.fields)
         if missing:
             raise ValueError(f"`key` columns {sorted(missing)} are not in `fields`")
+        self.types = None if types is None else _check_types(types, self.fields)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rows = self._load() if self.path.exists() else None
         if self._rows is None:
@@ -69,7 +80,7 @@ class ResultStore:
         self._done = {self._key(r) for r in self._rows}
 
     def _load(self):
-        """The complete rows on disk (dicts of strings), after cutting a torn tail off the file; None when the
+        """The complete rows on disk (typed by `types`), after cutting a torn tail off the file; None when the
         file holds no complete header (empty, or a torn prefix of the header: it is rewritten)."""
         data = self.path.read_bytes()
         text = data.decode("utf-8", errors="surrogateescape")
@@ -90,6 +101,12 @@ class ResultStore:
             line = 1 + sum(raw.count("\n") for _, raw in records[:end])
             raise OutputFolderError(f"{self.path}: line {line} is damaged and complete rows follow it; repair or "
                                     "remove the file (a torn last row alone is dropped and re-run)")
+        rows = []
+        for i, (rec, _) in enumerate(records[1:end]):
+            try:
+                rows.append(self._typed(dict(zip(self.fields, rec))))
+            except ValueError as err:
+                raise OutputFolderError(f"{self.path}, row {i + 1}: {err}; use another output folder") from None
         if end < len(records):
             kept = "".join(raw for _, raw in records[:end])
             size = len(kept.encode("utf-8", errors="surrogateescape"))
@@ -99,7 +116,13 @@ class ResultStore:
                 os.fsync(f.fileno())
             _log.warning("%s: dropped a torn last row %r (%d bytes: an interrupted write); its point runs again",
                          self.path, text[len(kept):][:60], len(data) - size)
-        return [dict(zip(self.fields, rec)) for rec, _ in records[1:end]]
+        return rows
+
+    def _typed(self, texts):
+        """A row of CSV texts {column: str} read with the declared types (as they are without types)."""
+        if self.types is None:
+            return texts
+        return {k: _read(v, self.types[k], k) for k, v in texts.items()}
 
     def _key(self, row):
         return tuple(canonical(row[k]) for k in self.key)
@@ -111,17 +134,63 @@ class ResultStore:
         missing = [k for k in self.fields if k not in row]
         if missing:
             raise ValueError(f"row for {self.path.name} lacks columns {missing}")
-        row = {k: row[k] for k in self.fields}
+        cells = {k: _cell(row[k], self.types and self.types[k], k) for k in self.fields}
+        try:
+            typed = self._typed(cells)
+        except ValueError as err:
+            raise ValueError(f"row for {self.path.name}: {err}") from None
         with self.path.open("a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, self.fields).writerow(row)
+            csv.DictWriter(f, self.fields).writerow(cells)
             f.flush()
             os.fsync(f.fileno())
-        self._rows.append({k: str(v) for k, v in row.items()})
-        self._done.add(self._key(row))
+        self._rows.append(typed)
+        self._done.add(self._key(typed))
 
     def rows(self):
-        """All rows on disk, values as strings (as a CSV reader gives them)."""
+        """All rows on disk, typed by `types` (without types: values as strings, as a CSV reader gives them)."""
         return list(self._rows)
+
+
+def _check_types(types, fields):
+    if not isinstance(types, dict):
+        raise TypeError(f"`types` must be a dict {{column: type}} or None, got {type(types).__name__}")
+    missing, extra = [f for f in fields if f not in types], [c for c in types if c not in fields]
+    if missing or extra:
+        raise ValueError(f"`types` must declare exactly the columns of `fields`: missing {missing}, unknown {extra}")
+    bad = {c: t for c, t in types.items() if t not in COLUMN_TYPES}
+    if bad:
+        raise ValueError(f"`types` of {sorted(bad)}: must be one of int, float, bool, str, list, dict, got "
+                         f"{[getattr(t, '__name__', t) for t in bad.values()]}")
+    return dict(types)
+
+
+def _cell(value, kind, column):
+    """The CSV text of `value` as the csv module writes it ("" for None; a list or dict column: JSON)."""
+    if value is None:
+        return ""
+    if kind in (list, dict):
+        try:
+            return json.dumps(value)
+        except TypeError as err:
+            raise ValueError(f"column {column!r} is declared {kind.__name__} (JSON), got {value!r}: {err}") from None
+    return repr(value) if type(value) is float else str(value)
+
+
+def _read(text, kind, column):
+    """`text` (a CSV cell) as `kind`; ValueError naming `column` when it is not one."""
+    if kind is str:
+        return text
+    if text == "":
+        return None
+    try:
+        if kind is bool:
+            return {"True": True, "False": False}[text]
+        value = json.loads(text) if kind in (list, dict) else kind(text)
+    except (ValueError, KeyError):
+        value = None
+    if not isinstance(value, kind):
+        raise ValueError(f"column {column!r} is declared {kind.__name__}, got {text!r}")
+    return value
 
 
 def _csv_line(values):
@@ -163,7 +232,7 @@ def canonical(value):
 
     A value is compared as it is written to the CSV (str(value), as the csv module writes it) and read back: a
     text that parses as a float becomes repr(float(text)), any other text stays as it is. So 10, 10.0, "10.0"
-    and np.int64(10) are one point; 0.1, "0.1", np.float64(0.1) and np.float32(0.1) are one point (NumPy
+    and np.int64(10) are one point; None and "" (an empty cell) are one point; 0.1, "0.1", np.float64(0.1) and np.float32(0.1) are one point (NumPy
     writes a float32 as the shortest decimal that rounds back to it, "0.1"), while float(np.float32(0.1)) =
     0.10000000149011612 is another (its CSV text is that longer decimal); True, np.True_ and "True" are one
     point, distinct from 1.
@@ -176,7 +245,7 @@ def canonical(value):
     ------
     str
     """
-    text = str(value)
+    text = "" if value is None else str(value)
     try:
         return repr(float(text))
     except ValueError:
