@@ -63,7 +63,16 @@ def align(H, u, power):
 
     Example
     -------
-    >>> a, b = align(H, mrc_direction(H), tf.constant(1.0, tf.float64))
+    >>> import numpy as np
+    >>> import tensorflow as tf
+    >>> import deft6g.phy as phy
+    >>> import deft6g.optim as optim
+    >>> H = phy.FadingChannel("rayleigh", num_rx_ant=4, num_devices=3, precision="double")(2, seed=0)   # [2, 4, 3]
+    >>> a, b = optim.align(H, optim.mrc_direction(H), tf.constant(1.0, tf.float64))
+    >>> bool(np.allclose(phy.effective_gains(H, a) * b, 1.0))               # a^H h_k b_k = 1 for every k
+    True
+    >>> np.max(np.abs(b) ** 2, axis=-1)                                      # the weakest device at full power
+    array([1., 1.])
     """
     g = _checked_positive(tf.abs(effective_gains(H, u)),                       # [..., K]
                           "`u` is orthogonal to a channel h_k (u^H h_k = 0): no aligned design exists along it")
@@ -145,8 +154,14 @@ def closed_form_design(H, power, method):
 
     Example
     -------
-    >>> a, b = closed_form_design(H, 1.0, "zf")
-    >>> aircomp_mse(H, a, b, 0.1)            # = 0.1 ||a||^2: aligned
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> import deft6g.optim as optim
+    >>> H = phy.FadingChannel("rayleigh", num_rx_ant=4, num_devices=3)(2, seed=0).numpy()     # [2, 4, 3]
+    >>> a, b = optim.closed_form_design(H, 1.0, "zf")
+    >>> mse = phy.aircomp_mse(H, a, b, 0.1)
+    >>> bool(np.allclose(mse, 0.1 * np.sum(np.abs(a) ** 2, axis=-1)))       # = 0.1 ||a||^2: aligned
+    True
     """
     numpy_out = not is_tensor(H, power)
     H, p = check_channel_and_power(H, power)

@@ -63,9 +63,13 @@ def power_control(h, power, noise_var):
 
     Example
     -------
-    >>> d = power_control(h, 1.0, 0.1)          # h [B, K]
+    >>> import numpy as np
+    >>> import deft6g.optim as optim
+    >>> rng = np.random.default_rng(0)
+    >>> h = (rng.normal(size=(5, 4)) + 1j * rng.normal(size=(5, 4))) / np.sqrt(2)   # [B = 5, K = 4], Rayleigh
+    >>> d = optim.power_control(h, 1.0, 0.1)
     >>> d.eta.shape, d.b.shape
-    ((B,), (B, K))
+    ((5,), (5, 4))
     """
     h = np.asarray(h)
     if h.ndim < 1:

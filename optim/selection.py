@@ -86,8 +86,12 @@ def select_devices(H, power, noise_var, mse_target, method="greedy", num_draws=5
 
     Example
     -------
-    >>> sel = select_devices(H, 1.0, 0.1, mse_target=0.03, method="greedy", seed=0)
-    >>> sel.selected, sel.mean_mse <= 0.03
+    >>> import deft6g.phy as phy
+    >>> import deft6g.optim as optim
+    >>> H = phy.FadingChannel("rayleigh", num_rx_ant=1, num_devices=8, precision="double")(1, seed=0)[0]  # [1, 8]
+    >>> sel = optim.select_devices(H.numpy(), 1.0, 0.1, mse_target=0.03, method="greedy", seed=0)
+    >>> sel.selected, sel.met, round(sel.mean_mse, 4)          # all 8 devices: MSE of the mean 0.486
+    ([0, 1, 3, 4, 5, 7], True, 0.0229)
     """
     Ht, pt = check_channel_and_power(H, power, tf.complex128)
     if Ht.shape.rank != 2:
