@@ -2,7 +2,8 @@
 one-bit over-the-air aggregation (OBDA, a majority vote of signs).
 
 Every aggregator maps updates [K, L] (float32, one row per device) and FedAvg weights [K] (w_k >= 0, summing
-to 1; None: equal) to an estimate of their weighted mean sum_k w_k u_k [L] (OBDA: a scaled sign of it) and
+to 1; None: equal), optionally with the devices' indices [K] among the aggregator's (partial participation: the
+radio aggregators use those devices' channels and send K pilots), to an estimate of their weighted mean sum_k w_k u_k [L] (OBDA: a scaled sign of it) and
 reports the round's aggregation MSE (mean squared error per entry against the true weighted mean) and channel uses.
 SNR = P / sigma^2 per device (P = 1, noise variance per receive antenna), in dB.
 
@@ -87,7 +88,7 @@ class IdealAggregator:
     """Noise-free FedAvg: the weighted mean, no channel."""
     name = "ideal"
 
-    def __call__(self, updates, round_index, weights=None):
+    def __call__(self, updates, round_index, weights=None, devices=None):
         u = _check_updates(updates)
         w = fedavg_weights(weights, u.shape[0])
         return Aggregate((w @ u.astype(np.float64)).astype(np.float32), 0.0, 0, int(np.count_nonzero(w)), per_device=u,
@@ -105,7 +106,7 @@ class NoisyAggregator:
             raise ValueError(f"`nmse` must be a finite number >= 0, got {nmse!r}")
         self.nmse, self.seed = float(nmse), int(seed)
 
-    def __call__(self, updates, round_index, weights=None):
+    def __call__(self, updates, round_index, weights=None, devices=None):
         u = _check_updates(updates)
         w = fedavg_weights(weights, u.shape[0])
         true = w @ u.astype(np.float64)
@@ -132,6 +133,7 @@ class _RadioAggregator:
         self.num_devices, self.snr_db, self.seed = num_devices, float(snr_db), int(seed)
         self.noise_var = 10.0 ** (-self.snr_db / 10.0)
         self.genie, self.csi_error = bool(genie), float(csi_error)
+        self._own_pilots = num_pilots is None            # then tau = the round's devices
         self.num_pilots = num_devices if num_pilots is None else num_pilots
         if isinstance(self.num_pilots, bool) or not isinstance(self.num_pilots, int) or self.num_pilots < num_devices:
             raise ValueError(f"`num_pilots` must be an integer >= K = {num_devices} (orthogonal pilots), got "
@@ -140,7 +142,7 @@ class _RadioAggregator:
         if not np.isfinite(self.downlink_snr_db):
             raise ValueError(f"`downlink_snr_db` must be finite, got {downlink_snr_db!r}")
         self.channel = FadingChannel(channel, num_rx_ant, num_devices, **channel_kwargs)
-        self.pilots, self.control = PilotCsi(self.num_pilots), ControlLink()
+        self.control = ControlLink()
 
     def _round_seed(self, round_index):
         return (self.seed * 1_000_003 + 7919 * round_index) % (2 ** 31)
@@ -152,12 +154,21 @@ class _RadioAggregator:
             self.channel.redrop(1, seed=self.seed)
         return self.channel(1, seed=self._round_seed(round_index))[0].numpy()
 
-    def _round(self, updates, round_index, weights):
-        """What every radio round starts from: (updates [K, L] float32, FedAvg weights [K], the round's seed,
-        its channel H, the estimate, pilot channel uses, the estimate's error variance)."""
-        u = _check_updates(updates, self.num_devices)
+    def _tau(self, k):
+        """Pilot symbols per device in a round of k devices."""
+        return k if self._own_pilots else self.num_pilots
+
+    def _round(self, updates, round_index, weights, devices=None):
+        """What every radio round starts from: (updates [k, L] float32, FedAvg weights [k], the round's seed,
+        its channel H [..., N, k] (the columns of `devices`; None: all), the estimate, pilot channel uses, the
+        estimate's error variance)."""
+        devices = np.arange(self.num_devices) if devices is None else np.asarray(devices)
+        if (devices.ndim != 1 or devices.dtype.kind not in "iu" or len(np.unique(devices)) != len(devices)
+                or not np.all((devices >= 0) & (devices < self.num_devices))):
+            raise ValueError(f"`devices` must be distinct indices in [0, {self.num_devices}), got {devices!r}")
+        u = _check_updates(updates, len(devices))
         seed = self._round_seed(round_index)
-        H = self._draw(round_index)
+        H = self._draw(round_index)[..., devices]
         return (u, fedavg_weights(weights, u.shape[0]), seed, H) + self._estimate(H, seed + 1)
 
     def _estimate(self, H, seed):
@@ -165,8 +176,9 @@ class _RadioAggregator:
         genie's (perfect, or the explicit `csi_error` model) without pilots."""
         if self.genie:
             return (imperfect_csi(H, self.csi_error, seed=seed) if self.csi_error else H), 0, self.csi_error
-        H_est, error_var = self.pilots(H, self.snr_db, seed=seed)
-        uses = pilot_channel_uses(self.num_pilots, H.shape[0] if H.ndim == 3 else 1)
+        tau = self._tau(H.shape[-1])
+        H_est, error_var = PilotCsi(tau)(H, self.snr_db, seed=seed)
+        uses = pilot_channel_uses(tau, H.shape[0] if H.ndim == 3 else 1)
         return np.asarray(H_est), uses, float(error_var)
 
     def _send(self, num_bits, H, H_est, snr_db, active, seed):
@@ -199,15 +211,15 @@ class AirCompAggregator(_RadioAggregator):
         self.method, self.select, self.mse_target = method, bool(select), mse_target
         self.uplink = AirCompUplink()
 
-    def __call__(self, updates, round_index, weights=None):
-        u, fed_w, seed, H, H_est, pilot_uses, _ = self._round(updates, round_index, weights)
+    def __call__(self, updates, round_index, weights=None, devices=None):
+        u, fed_w, seed, H, H_est, pilot_uses, _ = self._round(updates, round_index, weights, devices)
         k, n_real = u.shape
         stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, self.snr_db, fed_w > 0, seed + 4)
         w = _renormalised(fed_w, stats_ok)
         f = H.shape[0] if H.ndim == 3 else 1
         payload_uses = aircomp_channel_uses(n_real, num_subcarriers=f)
         true = fed_w @ u.astype(np.float64)
-        energy = (self.num_pilots if not self.genie else 0) + side_per_device.astype(np.float64)
+        energy = (self._tau(k) if not self.genie else 0) + side_per_device.astype(np.float64)
         down_uses, heard = 0, np.zeros(k, bool)
         if not np.any(w > 0):                                    # nobody's statistics arrived: no update
             mean = np.zeros(n_real)
@@ -286,8 +298,8 @@ class OBDAAggregator(_RadioAggregator):
         self.threshold, self.server_lr = float(threshold), float(server_lr)
         self.uplink = OBDAUplink()
 
-    def __call__(self, updates, round_index, weights=None):
-        u, fed_w, seed, H, H_est, pilot_uses, _ = self._round(updates, round_index, weights)
+    def __call__(self, updates, round_index, weights=None, devices=None):
+        u, fed_w, seed, H, H_est, pilot_uses, _ = self._round(updates, round_index, weights, devices)
         k, n_real = u.shape
         voters = fed_w > 0
         d = truncated_inversion(H_est[..., voters], 1.0, self.noise_var, self.threshold)
@@ -300,7 +312,7 @@ class OBDAAggregator(_RadioAggregator):
         true = fed_w @ u.astype(np.float64)
         heard = res.transmitted.numpy().reshape(-1, k).any(axis=0)
         payload_uses = aircomp_channel_uses(n_real, num_subcarriers=H.shape[0] if H.ndim == 3 else 1)
-        energy = (0 if self.genie else self.num_pilots) + res.energy.numpy().reshape(-1, k).sum(axis=0)
+        energy = (0 if self.genie else self._tau(k)) + res.energy.numpy().reshape(-1, k).sum(axis=0)
         return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)), int(payload_uses + pilot_uses),
                          int(np.count_nonzero(heard)), payload_uses=int(payload_uses), pilot_uses=int(pilot_uses),
                          downlink_uses=int(down_uses), energy=energy, nmse=_nmse(mean, true), participants=heard)
@@ -346,8 +358,8 @@ class DigitalAggregator(_RadioAggregator):
                                     link or ("abstract" if in_table else "bits"), num_iter=num_iter,
                                     stochastic_rounding=stochastic)
 
-    def __call__(self, updates, round_index, weights=None):
-        u, w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights)
+    def __call__(self, updates, round_index, weights=None, devices=None):
+        u, w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
         k, n_real = u.shape
         res = self.uplink(u, H, self.noise_var, 1.0, seed=seed + 3, H_est=H_est, error_var=error_var)
         mcs = np.asarray(res.mcs)
@@ -359,7 +371,7 @@ class DigitalAggregator(_RadioAggregator):
         per_device = np.where(valid, x_hat, mean).astype(np.float32)
         true = w @ u.astype(np.float64)
         sent = np.where((mcs >= 0) & told, self.uplink.symbols(n_real, np.maximum(mcs, 0)), 0)
-        energy = (0 if self.genie else self.num_pilots) + sent.astype(np.float64)
+        energy = (0 if self.genie else self._tau(k)) + sent.astype(np.float64)
         return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)),
                          int(res.channel_uses) + int(pilot_uses), int(valid.any(axis=1).sum()), per_device=per_device,
                          payload_uses=int(res.channel_uses), pilot_uses=int(pilot_uses), downlink_uses=int(down_uses),

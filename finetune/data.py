@@ -196,6 +196,13 @@ def content_digest(*parts):
     return h.hexdigest()
 
 
+def cache_entry(key, kind="activations"):
+    """The path (without suffix) of the cache entry of `key` under `cache_dir()/kind`: the first 24 hex digits of
+    the sha256 of the JSON of `key` and `library_versions()`."""
+    text = json.dumps([key, library_versions()], default=str, sort_keys=True)
+    return cache_dir() / kind / hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def cached_arrays(key, compute, kind="activations"):
     """Arrays computed once and kept on disk under `cache_dir()/kind`, keyed by the JSON of `key` and
     `library_versions()`. `key`: a JSON-able description of everything the arrays depend on, by content (use
@@ -203,8 +210,7 @@ def cached_arrays(key, compute, kind="activations"):
     compute() -> dict of name -> np.ndarray; returns that dict. The file is written atomically (a temporary
     file, flushed to disk, then renamed), so concurrent or interrupted runs never read a partial one; an
     unreadable entry (corrupt or truncated) is recomputed and replaced, with a one-line warning."""
-    text = json.dumps([key, library_versions()], default=str, sort_keys=True)
-    path = cache_dir() / kind / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.npz"
+    path = cache_entry(key, kind).with_suffix(".npz")
     if path.is_file():
         try:
             with open(path, "rb") as f, np.load(f) as z:         # our handle: np.load leaks its own on errors
@@ -263,8 +269,9 @@ def partition(labels, num_devices, scheme="iid", alpha=0.5, shards_per_device=2,
     """Split example indices across devices: a list of `num_devices` sorted int arrays covering all examples.
 
     "iid": a random equal split. "dirichlet": per class, proportions ~ Dir(alpha) across devices (small
-    alpha: few classes per device). "shards": sort by label, cut into num_devices * shards_per_device
-    shards, give each device `shards_per_device` random shards.
+    alpha: few classes per device); every device is kept non-empty: a device that drew no example takes one,
+    drawn at random, from the largest device (only then; otherwise the draw is unchanged). "shards": sort by
+    label, cut into num_devices * shards_per_device shards, give each device `shards_per_device` random shards.
     """
     labels = np.asarray(labels)
     if num_devices < 1 or num_devices > len(labels):
@@ -283,6 +290,11 @@ def partition(labels, num_devices, scheme="iid", alpha=0.5, shards_per_device=2,
             cuts = (np.cumsum(rng.dirichlet(alpha * np.ones(num_devices)))[:-1] * len(idx)).astype(int)
             for k, chunk in enumerate(np.split(idx, cuts)):
                 parts[k].extend(chunk)
+        sizes = np.array([len(p) for p in parts])
+        for k in np.flatnonzero(sizes == 0):             # keep every device non-empty (num_devices <= examples)
+            donor = int(np.argmax(sizes))
+            parts[k].append(parts[donor].pop(int(rng.integers(sizes[donor]))))
+            sizes[donor], sizes[k] = sizes[donor] - 1, 1
     else:
         if shards_per_device < 1:
             raise ValueError(f"`shards_per_device` must be >= 1, got {shards_per_device}")

@@ -3,9 +3,18 @@ server aggregates (weighted by device data size) and applies a server optimiser.
 emulator (or the full model) and train on cached activations, or hold only the bottom blocks and download
 cut-layer gradients (split fine-tuning).
 
-Local optimiser state: with "adam" every device keeps its own Adam moments and step count across the rounds
-it takes part in (a stateful client, restored before and saved after its local steps), so a round does not
-restart Adam's bias correction; with "sgd" there is no state. Server optimiser (Reddi et al., ICLR 2021):
+Partial participation: each round samples m of the K devices (`fraction` of those with data, rounded, at least
+one, or `clients_per_round`), uniformly without replacement from a generator seeded by (seed, round), so the same
+seed gives the same samples; FedAvg weights S_k / sum S over the sampled devices; the aggregator receives the
+sampled devices' updates [m, L], weights [m] and global indices [m] (the radio aggregators draw those devices'
+channels, and the AirComp design, the digital schedule and the pilots run over them). With the default
+fraction 1 every device takes part in every round, as before. Memory per round: m update vectors.
+
+Local optimiser state: clients are stateless by default (the local optimiser starts fresh every round, as a
+device that joins rarely would); with `stateful_clients` every device keeps its Adam moments and step count
+across the rounds it takes part in, restored before and saved after its local steps, at a cost of
+`client_state_bytes` per device that has taken part (Adam: 8 L + 8 bytes for L payload weights; SGD: 8).
+Server optimiser (Reddi et al., ICLR 2021):
 "fedavg" applies x <- x + eta * Delta, "fedadam" feeds Delta to Adam (beta1 0.9, beta2 0.99, tau 1e-3).
 
 LoRA aggregation ("lora_aggregation"): "factors" averages A and B separately, which is biased -- the mean of
@@ -24,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from .activation_store import RaggedActivations
 from .architecture import projection_kernel
 from .tuners import LoraLayer
 from .training import CROSS_ENTROPY, take, trim_padding
@@ -41,7 +51,8 @@ class RoundLog:
     A_0 B_0|| over the LoRA layers (0 when A is frozen; NaN without LoRA); accuracy: the `evaluate` callback's
     accuracy after the round (NaN when not evaluated); payload_uses, pilot_uses, side_info_uses: the parts of
     channel_uses; downlink_uses: the server's downlink symbols; nmse: the aggregate's normalised MSE; energy:
-    the devices' transmit energy [P x channel uses], summed; participants: the devices aggregated (indices)."""
+    the devices' transmit energy [P x channel uses], summed; participants: the devices aggregated (global
+    indices, among the sampled); sampled: the devices sampled this round (global indices)."""
     round: int
     loss: float
     agg_mse: float
@@ -58,6 +69,7 @@ class RoundLog:
     nmse: float = float("nan")
     energy: float = 0.0
     participants: tuple = ()
+    sampled: tuple = ()
 
 
 class BatchStream:
@@ -76,6 +88,11 @@ class BatchStream:
                 self.queue += [window[i:i + b] for i in range(0, len(window), b)]
             self.queue = [self.queue[i] for i in self.rng.permutation(len(self.queue))]
         return self.queue.pop()
+
+
+def _lengths(x):
+    """Unmasked positions per example [S] of cached activations: a (hidden, mask) pair or a RaggedActivations."""
+    return x.lengths if isinstance(x, RaggedActivations) else np.asarray(x[1]).sum(1).astype(int)
 
 
 _COMPILED = weakref.WeakKeyDictionary()      # model -> {configuration: (optimizer, step)}
@@ -126,25 +143,30 @@ class FederatedDEFT:
     ----------
     model : PeftModel -- the devices' model (an emulator, or the full model)
     devices : list of (x, y) -- per device, x = (hidden [S_k, T, H], mask [S_k, T]) from
-        `model.activations(inputs, start_block)`, y int [S_k]; S_k = 0 is allowed (a device without data is
-        never trained and has weight 0)
-    aggregator : callable(updates [K, L], round, weights [K]) -> Aggregate (`deft6g.finetune.aggregation`);
-        weights w_k = S_k / sum S (FedAvg)
+        `model.activations(inputs, start_block)` or a `RaggedActivations` (read batch by batch), y int [S_k];
+        S_k = 0 is allowed (a device without data is never trained and has weight 0); at most one device per
+        example
+    aggregator : callable(updates [m, L], round, weights [m], devices [m]) -> Aggregate
+        (`deft6g.finetune.aggregation`): the sampled devices' updates, FedAvg weights w_k = S_k / sum S over
+        them and their global indices
     start_block : int -- the cached block (<= the model's lowest tuned block)
     local_steps, batch_size : local minibatch steps per round and batch size (batches trim their padding)
-    local_optimizer, lr : "adam" (stateful per device) or "sgd", and its learning rate
+    local_optimizer, lr : "adam" or "sgd", and its learning rate
+    stateful_clients : bool -- keep each device's optimiser state across rounds (memory: module docstring)
+    fraction : float in (0, 1] -- share of the devices with data sampled per round (1: all K devices)
+    clients_per_round : None | int in [1, devices with data] -- sampled per round (instead of `fraction`)
     server_optimizer, server_lr : "fedavg" (server learning rate eta) or "fedadam"
     lora_aggregation : "factors", "frozen_a" or "delta_w" (see the module docstring)
     cut_block : None | int -- split mode: devices run blocks start_block..cut_block-1 (all PEFT weights must
         lie there) and upload cut-layer activations; the server runs the rest, updates the head (its own
         Adam, lr), and sends the cut-layer gradients back. None: devices train every trainable weight.
     dropout : bool -- run the blocks in training mode (dropout on); off by default, so runs are exact repeats
-    seed : int -- local batch order
+    seed : int -- local batch order and the per-round samples
     """
 
     def __init__(self, model, devices, aggregator, start_block, local_steps=5, batch_size=32, lr=1e-3,
                  local_optimizer="adam", server_optimizer="fedavg", server_lr=1.0, lora_aggregation="factors",
-                 cut_block=None, dropout=False, seed=0):
+                 cut_block=None, dropout=False, seed=0, stateful_clients=False, fraction=1.0, clients_per_round=None):
         if not devices:
             raise ValueError("`devices` must hold at least one device's data")
         for name, v in (("local_steps", local_steps), ("batch_size", batch_size)):
@@ -162,6 +184,11 @@ class FederatedDEFT:
         sizes = np.array([len(y) for _, y in devices])
         if sizes.sum() == 0:
             raise ValueError("`devices` hold no examples at all")
+        if len(devices) > sizes.sum():
+            raise ValueError(f"`devices`: {len(devices)} devices for {sizes.sum()} examples; at most one device "
+                             "per example")
+        self._with_data = np.flatnonzero(sizes > 0)
+        self.per_round = self._per_round(fraction, clients_per_round, len(self._with_data))
         self.loras = [w.layer for w in model.wrappers if isinstance(w.layer, LoraLayer)]
         if lora_aggregation != "factors" and not self.loras:
             raise ValueError(f"`lora_aggregation` {lora_aggregation!r} needs a LoRA model")
@@ -169,7 +196,7 @@ class FederatedDEFT:
             raise ValueError("`lora_aggregation` 'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
         self.model, self.devices, self.aggregator = model, devices, aggregator
         self.start, self.local_steps, self.lr, self.seed, self.cut = start_block, local_steps, lr, seed, cut_block
-        self.weights = sizes / sizes.sum()
+        self.sizes, self.weights, self.stateful = sizes, sizes / sizes.sum(), bool(stateful_clients)
         self.lora_aggregation, self.server_optimizer, self.server_lr = lora_aggregation, server_optimizer, server_lr
         frozen = {w.lora_A.ref() for w in self.loras} if lora_aggregation == "frozen_a" else set()
         head = list(model.head.trainable_weights) if model.head is not None else []
@@ -189,12 +216,35 @@ class FederatedDEFT:
         for v in server_opt.variables:
             v.assign(tf.zeros_like(v))
         self._fresh_state = [np.zeros(v.shape, v.dtype.as_numpy_dtype) for v in self.optimizer.variables]
+        self.client_state_bytes = sum(a.nbytes for a in self._fresh_state)
         self._states = {}
-        lengths = [np.asarray(x[1]).sum(1).astype(int) if len(y) else np.zeros(0, int) for x, y in devices]
+        lengths = [_lengths(x) if len(y) else np.zeros(0, int) for x, y in devices]
         self._streams = [BatchStream(lengths[k], batch_size, np.random.default_rng([seed, k]))
                          for k in range(len(devices))]
         self._server_m = self._server_v = None
         self._offsets = self._payload_offsets()
+
+    @staticmethod
+    def _per_round(fraction, count, available):
+        """Devices sampled per round (None: all K, no sampling)."""
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)) or not 0 < fraction <= 1:
+            raise ValueError(f"`fraction` must be a number in (0, 1], got {fraction!r}")
+        if count is not None:
+            if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not 1 <= count <= available:
+                raise ValueError(f"`clients_per_round` must be an int in [1, {available}] (the devices with data), "
+                                 f"got {count!r}")
+            if fraction != 1:
+                raise ValueError("give `fraction` or `clients_per_round`, not both")
+            return int(count)
+        return None if fraction == 1 else max(1, round(fraction * available))
+
+    def sample(self, r):
+        """The devices of round `r` (sorted global indices [m]): all K devices without sampling, else
+        `per_round` of the devices with data, uniformly without replacement, seeded by (seed, r)."""
+        if self.per_round is None:
+            return np.arange(len(self.devices))
+        rng = np.random.default_rng([self.seed, 0x5A3D, r])
+        return np.sort(rng.choice(self._with_data, self.per_round, replace=False))
 
     # --- state --------------------------------------------------------------------------------------------
     def payload_vector(self):
@@ -214,8 +264,10 @@ class FederatedDEFT:
         return out
 
     def _swap_state(self, k, save):
+        """Save device k's optimiser state (stateful clients only) or load it (fresh when stateless or new)."""
         if save:
-            self._states[k] = [v.numpy() for v in self.optimizer.variables]
+            if self.stateful:
+                self._states[k] = [v.numpy() for v in self.optimizer.variables]
         else:
             for v, s in zip(self.optimizer.variables, self._states.get(k, self._fresh_state)):
                 v.assign(s)
@@ -223,8 +275,9 @@ class FederatedDEFT:
     def _cut_bits(self, num_examples):
         if self.cut is None:
             return 0
-        x0 = self.devices[0][0][0]
-        tokens = x0.shape[1] + sum(int(p.shape[0]) for i, p in self.model.prompts.items() if i < self.cut)
+        x0 = self.devices[0][0]
+        width = x0.shape[1] if isinstance(x0, RaggedActivations) else x0[0].shape[1]
+        tokens = width + sum(int(p.shape[0]) for i, p in self.model.prompts.items() if i < self.cut)
         return int(num_examples) * (tokens * self.model.hidden * 32)
 
     # --- LoRA products --------------------------------------------------------------------------------------
@@ -258,11 +311,15 @@ class FederatedDEFT:
         return (start + self.server_lr * self._server_m / (np.sqrt(self._server_v) + 1e-3)).astype(np.float32)
 
     def run_round(self, r):
-        """One round: local updates on every device with data, aggregation over the uplink, server update."""
+        """One round: the sampled devices' local updates (those with data), aggregation over the uplink, server
+        update."""
+        sampled = self.sample(r)
         start = self.payload_vector()
-        updates = np.zeros((len(self.devices), start.size), np.float32)
+        updates = np.zeros((len(sampled), start.size), np.float32)
+        weights = self.sizes[sampled] / self.sizes[sampled].sum()
         losses, examples = [], 0
-        for k, (x, y) in enumerate(self.devices):
+        for i, k in enumerate(sampled):
+            x, y = self.devices[k]
             if not len(y):
                 continue
             self.set_payload(start)
@@ -272,29 +329,30 @@ class FederatedDEFT:
                 losses.append(float(self._step(trim_padding(take(x, idx)), y[idx])))
                 examples += len(idx)
             self._swap_state(k, save=True)
-            updates[k] = self.payload_vector() - start
-        agg = self.aggregator(updates, r, self.weights.astype(np.float32))
+            updates[i] = self.payload_vector() - start
+        agg = self.aggregator(updates, r, weights.astype(np.float32), sampled)
         new = self._server_step(start, agg.mean, r)
         bias = float("nan")
         if self.loras:
             received = agg.per_device if agg.per_device is not None else updates
-            bias, residuals = self._lora_products(start, start + updates, self.weights, new)
+            bias, residuals = self._lora_products(start, start + updates, weights, new)
             if self.lora_aggregation == "delta_w":
                 if agg.per_device is None:
                     raise ValueError(f"`lora_aggregation` 'delta_w' needs each device's update; the "
                                      f"{type(self.aggregator).__name__} delivers only their sum")
-                _, residuals = self._lora_products(start, start + received, self.weights, new)
+                _, residuals = self._lora_products(start, start + received, weights, new)
                 for layer, res in zip(self.loras, residuals):
                     projection_kernel(layer.base).assign_add((layer.scale * res).astype(np.float32))
         self.set_payload(new)
         bits = self._cut_bits(examples)
-        heard = agg.participants if agg.participants is not None else self.weights > 0
+        heard = agg.participants if agg.participants is not None else weights > 0
         return RoundLog(r, float(np.mean(losses)), agg.agg_mse, agg.channel_uses, agg.devices,
                         bits_up=bits + (32 * examples if bits else 0), bits_down=bits, lora_bias=bias,
                         payload_uses=agg.payload_uses, pilot_uses=agg.pilot_uses, side_info_uses=agg.side_info_uses,
                         downlink_uses=agg.downlink_uses, nmse=agg.nmse,
                         energy=float(np.sum(agg.energy)) if agg.energy is not None else 0.0,
-                        participants=tuple(int(k) for k in np.flatnonzero(heard)))
+                        participants=tuple(int(k) for k in sampled[np.flatnonzero(heard)]),
+                        sampled=tuple(int(k) for k in sampled))
 
     def run(self, rounds, evaluate=None, eval_every=1, progress=None):
         """`rounds` rounds; returns the list of RoundLog. evaluate() -> accuracy is called after every
