@@ -1,9 +1,18 @@
 """`deft6g study`: accuracy vs SNR and latency of federated DEFT with ideal, MIMO AirComp and digital
 aggregation, bounded by a centralised run of the same PEFT on the union of the devices' data.
 
-One point is (scheme, snr_db, num_rx_ant, lora_aggregation, seed); every finished point is appended to
-results.csv at once (its per-round log to rounds.csv) and a re-run skips finished points; summary.csv holds
-the mean and 95% confidence interval over seeds per (scheme, snr_db, num_rx_ant, lora_aggregation).
+One point is (scheme, snr_db, num_rx_ant, link, num_bits, lora_aggregation, seed); every finished point is
+appended to results.csv at once (its per-round log to rounds.csv) and a re-run skips finished points;
+summary.csv holds the mean and 95% confidence interval over seeds per point without its seed.
+
+Stages: (1) the tuning stage (`[tuning]`, `deft6g.experiment.tune`, tuning.csv and chosen.json): per LoRA
+aggregation variant, federated.lr with ideal aggregation and centralised_lr with the centralised reference,
+then OBDA's threshold x server_lr with the obda scheme (per link and N, at each SNR of tuning.obda_snr_db) with
+the chosen lr; only for the schemes in `schemes`; a tuning run reads the validation split alone (its final
+val_accuracy is the score; no test evaluation). (2) The reported points with the chosen values (results.csv
+records each point's lr and scheme setting). (3) The control row "noisy": ideal aggregation plus Gaussian
+noise at the NMSE AirComp measured at its lowest SNR (mean over its seeds, per N, link and variant), run once
+those AirComp points are in.
 """
 
 import json
@@ -14,33 +23,38 @@ from dataclasses import replace
 import numpy as np
 
 from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, paired_ci, prepare_output, run_points,
-                               summarise, tost, write_table)
+                               summarise, tost, tuning_store, write_table)
 
 from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
 
 POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "seed"]
 # channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart; energy:
 # the devices' transmit energy [P x channel uses]; nmse: mean over rounds of the aggregate's normalised MSE;
-# val_accuracy: final, on the validation split; accuracy: final, on the whole test split.
-RESULT_FIELDS = POINT_KEY + ["accuracy", "val_accuracy", "emulator_accuracy", "channel_uses", "payload_uses",
-                             "pilot_uses", "side_info_uses", "downlink_uses", "energy", "latency_s", "agg_mse", "nmse",
-                             "lora_bias", "bits_up", "bits_down", "rounds", "samples_seen", "train_s", "link_s",
-                             "eval_s", "wall_s"]
+# val_accuracy: final, on the validation split; accuracy: final, on the whole test split; lr: the learning
+# rate the point used; setting: its scheme's chosen values as JSON (OBDA's threshold and server_lr, noisy nmse).
+RESULT_FIELDS = POINT_KEY + ["lr", "setting", "accuracy", "val_accuracy", "emulator_accuracy", "channel_uses",
+                             "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "energy", "latency_s",
+                             "agg_mse", "nmse", "lora_bias", "bits_up", "bits_down", "rounds", "samples_seen",
+                             "train_s", "link_s", "eval_s", "wall_s"]
 ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "nmse", "lora_bias", "channel_uses", "payload_uses",
                             "pilot_uses", "side_info_uses", "downlink_uses", "energy", "devices", "participants",
                             "val_accuracy"]
 SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
 REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
+# tuning.csv: per tuning, candidate and seed (deft6g.experiment.tuning_store) the run's point and these results
+TUNING_FIELDS = ["scheme", "snr_db", "num_rx_ant", "link", "lora_aggregation", "val_accuracy", "nmse",
+                 "channel_uses", "wall_s"]
 
 
 def study_points(cfg):
-    """Every point as a dict of POINT_KEY, seeds outermost (so each finished seed is a complete replicate)."""
+    """Every point as a dict of POINT_KEY, seeds outermost (so each finished seed is a complete replicate).
+    A "noisy" point sits at AirComp's lowest SNR (the NMSE it carries), one per N and link."""
     pts = []
     for seed in cfg.seeds:
         for agg in cfg.federated.lora_aggregation:
             for scheme in cfg.schemes:
                 own = {"digital": cfg.digital.snr_db, "obda": cfg.obda.snr_db}.get(scheme)
-                snrs = own or cfg.channel.snr_db
+                snrs = [min(cfg.channel.snr_db)] if scheme == "noisy" else own or cfg.channel.snr_db
                 widths = cfg.digital.num_bits if scheme == "digital" else [0]
                 grid = ([(math.inf, 0, "none", 0)] if scheme in REFERENCES else
                         [(float(s), n, link, b) for link in cfg.channel.links for n in cfg.channel.num_rx_ant
@@ -167,11 +181,13 @@ class _Setup:
         return evaluate(self.full, full_acts, y, start_block=self.full_start)
 
 
-def _aggregator(cfg, point):
+def _aggregator(cfg, point, setting=None):
     """The point's aggregator: its scheme, N and SNR; a drop channel kept across rounds (placed from the seed);
-    "counted" links (pilots, side information and downlink over the link) or the "genie"."""
+    "counted" links (pilots, side information and downlink over the link) or the "genie". setting: OBDA's
+    threshold and server_lr (default: the configured [obda] values), the noisy control's nmse (default 0)."""
     from deft6g.finetune import make_aggregator
     c, g, o, k = cfg.channel, cfg.digital, cfg.obda, cfg.federated.devices
+    setting = setting or {}
     scheme = "ideal" if point["scheme"] == "centralised" else point["scheme"]
     snr, genie = float(point["snr_db"]), point["link"] == "genie"
     link = {"genie": genie, "num_pilots": c.num_pilots or None, "downlink_snr_db": snr + c.downlink_offset_db}
@@ -182,7 +198,8 @@ def _aggregator(cfg, point):
         aircomp={"method": c.method, "select": c.select_devices, "mse_target": c.mse_target, **errors},
         digital={"num_bits": int(point["num_bits"]) or 8, "num_bits_per_symbol": g.num_bits_per_symbol,
                  "code_rate": g.code_rate, "num_iter": g.num_iter, "mcs": g.mcs, "detector": g.detector, **errors},
-        obda={"threshold": o.threshold, "server_lr": o.server_lr, **errors})
+        obda={"threshold": setting.get("threshold", o.threshold), "server_lr": setting.get("server_lr", o.server_lr),
+              **errors}, noisy={"nmse": setting.get("nmse", 0.0)})
 
 
 class _TimedAggregator:
@@ -199,12 +216,13 @@ class _TimedAggregator:
 
 
 class StudyTask:
-    """What one study point runs, picklable for Ray workers: holds the configuration; the heavy `_Setup`
-    (data, models, cached activations) is built on first use, once per process, and never pickled.
+    """What one study point runs, picklable for Ray workers: holds the configuration and `choices` (the tuning
+    stage's values and the noisy control's NMSE, see `point_setting`); the heavy `_Setup` (data, models, cached
+    activations) is built on first use, once per process, and never pickled.
     task(point) -> {"row": the results.csv row, "rounds": the rounds.csv rows}."""
 
-    def __init__(self, cfg, log=print):
-        self.cfg, self.log, self._setup = cfg, log, None
+    def __init__(self, cfg, log=print, choices=None):
+        self.cfg, self.log, self._setup, self.choices = cfg, log, None, dict(choices or {})
 
     def setup(self):
         if self._setup is None:
@@ -212,26 +230,47 @@ class StudyTask:
         return self._setup
 
     def __getstate__(self):
-        return {"cfg": self.cfg, "log": print, "_setup": None}
+        return {"cfg": self.cfg, "log": print, "_setup": None, "choices": self.choices}
 
     def __call__(self, point):
-        return _run_point(self.setup(), point)
+        return _run_point(self.setup(), point, point_setting(self.cfg, self.choices, point))
 
 
-def _run_point(setup, point):
+def point_setting(cfg, choices, point):
+    """{"lr": the point's learning rate, OBDA's "threshold" and "server_lr", the noisy control's "nmse"}: the
+    values `choices` holds for the point's LoRA variant (keys ("lr", agg), ("centralised_lr", agg),
+    ("obda", agg, link, N, tuning SNR) with a dict, ("nmse", agg, link, N)), else the configured ones. An OBDA
+    point takes the choice at the nearest tuning SNR of tuning.obda_snr_db (the lower one on a tie)."""
+    agg, scheme, f, o = point["lora_aggregation"], point["scheme"], cfg.federated, cfg.obda
+    if scheme == "centralised":
+        return {"lr": choices.get(("centralised_lr", agg), f.centralised_lr)}
+    out = {"lr": choices.get(("lr", agg), f.lr)}
+    link, n, snr = point["link"], int(point["num_rx_ant"]), float(point["snr_db"])
+    if scheme == "obda":
+        ref = min(cfg.tuning.obda_snr_db, key=lambda s: (abs(s - snr), s))
+        out.update(choices.get(("obda", agg, link, n, float(ref)),
+                               {"threshold": o.threshold, "server_lr": o.server_lr}))
+    if scheme == "noisy":
+        out["nmse"] = choices[("nmse", agg, link, n)]
+    return out
+
+
+def _run_point(setup, point, setting, validation_only=False):
+    """One federated run of `point` with `setting` (`point_setting`); validation_only (the tuning stage): no
+    test evaluation (accuracy and emulator_accuracy NaN), the test split is never read."""
     from deft6g.finetune import FederatedDEFT, evaluate, partition
 
     cfg, f = setup.cfg, setup.cfg.federated
     seed = int(point["seed"])
     t0 = time.time()
     setup.reset(seed)
-    lr = f.lr
+    lr = setting["lr"]
     if point["scheme"] == "centralised":        # one "device" holding the union, K times the local steps
-        devices, steps, lr = [(setup.train_acts, setup.y_train)], f.local_steps * f.devices, f.centralised_lr
+        devices, steps = [(setup.train_acts, setup.y_train)], f.local_steps * f.devices
     else:
         parts = partition(setup.y_train, f.devices, cfg.data.partition, cfg.data.alpha, seed=seed)
         devices, steps = [(_split_arrays(setup.train_acts, i), setup.y_train[i]) for i in parts], f.local_steps
-    link = _TimedAggregator(_aggregator(cfg, point))
+    link = _TimedAggregator(_aggregator(cfg, point, setting))
     fed = FederatedDEFT(setup.device, devices, link, setup.start, steps, f.batch_size, lr, f.local_optimizer,
                         f.server_optimizer, f.server_lr, point["lora_aggregation"],
                         cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed)
@@ -244,9 +283,9 @@ def _run_point(setup, point):
         return out
 
     logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, validation=True), eval_every=f.eval_every)
-    accuracy = timed(setup.evaluate)
+    accuracy = math.nan if validation_only else timed(setup.evaluate)
     val_accuracy = logs[-1].accuracy                     # run() evaluates after the last round
-    emu_acc = (accuracy if setup.device is setup.full else
+    emu_acc = (accuracy if setup.device is setup.full or validation_only else
                timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start))
     counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses")
     rounds = [{**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
@@ -255,8 +294,9 @@ def _run_point(setup, point):
               for g in logs]
     totals = {c: sum(getattr(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
-    return {"rounds": rounds, "row": {**point, "accuracy": accuracy, "val_accuracy": val_accuracy,
-            "emulator_accuracy": emu_acc, **totals, "energy": sum(g.energy for g in logs),
+    extra = json.dumps({k: v for k, v in setting.items() if k != "lr"}, sort_keys=True)
+    return {"rounds": rounds, "row": {**point, "lr": lr, "setting": extra, "accuracy": accuracy,
+            "val_accuracy": val_accuracy, "emulator_accuracy": emu_acc, **totals, "energy": sum(g.energy for g in logs),
             "latency_s": totals["channel_uses"] / cfg.channel.bandwidth_hz,
             "agg_mse": float(np.mean([g.agg_mse for g in logs])), "nmse": float(np.nanmean([g.nmse for g in logs]))
             if any(np.isfinite(g.nmse) for g in logs) else float("nan"),
@@ -303,17 +343,22 @@ def run_study(out_dir, config=None, quick=False, log=print, **parallel):
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
     points = study_points(cfg)
+    task = StudyTask(cfg, log)
     if any(not store.done(p) for p in points):
-        task = StudyTask(cfg, log)
         _write_model_info(out, cfg, task.setup())
+    task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_FIELDS), log, **parallel)
 
-        def write(point, result):               # rounds first: a point in results.csv has its rounds
-            for r in result["rounds"]:
-                if not rounds_store.done(r):
-                    rounds_store.add(r)
-            return result["row"]
+    def write(point, result):                   # rounds first: a point in results.csv has its rounds
+        for r in result["rounds"]:
+            if not rounds_store.done(r):
+                rounds_store.add(r)
+        return result["row"]
 
-        run_points(points, task, store, desc="study", log=log, write=write, **parallel,
+    for stage in ("reported", "control"):
+        todo = [p for p in points if (p["scheme"] == "noisy") == (stage == "control")]
+        if stage == "control" and todo:
+            task.choices.update(noise_levels(cfg, store.rows(), log))
+        run_points(todo, task, store, desc="study", log=log, write=write, **parallel,
                    describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
     summary = write_summary(out, rows, rounds_store.rows())
@@ -321,8 +366,77 @@ def run_study(out_dir, config=None, quick=False, log=print, **parallel):
     return cfg, rows
 
 
+class _TuningRun:
+    """run(setting, seed) of one tuning (`deft6g.experiment.tune`): `point` (without its seed) trained with the
+    earlier choices `base` updated by `setting`; -> (final validation accuracy, its tuning.csv columns)."""
+
+    def __init__(self, task, point, base):
+        self.task, self.point, self.base = task, point, base
+
+    def __call__(self, setting, seed):
+        row = _run_point(self.task.setup(), {**self.point, "seed": seed}, {**self.base, **setting},
+                         validation_only=True)["row"]
+        return row["val_accuracy"], {k: row[k] for k in TUNING_FIELDS}
+
+
+def tune_study(cfg, task, store, log=print, **parallel):
+    """The tuning stage (module docstring) into `store` (tuning.csv; chosen.json beside it): per LoRA variant,
+    federated.lr with ideal aggregation (when a federated scheme is in `schemes`), centralised_lr with the
+    centralised scheme, then OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db with the
+    chosen lr. Returns the `choices` of `point_setting`."""
+    from deft6g.experiment import tune
+    t, f, o = cfg.tuning, cfg.federated, cfg.obda
+    choices = {}
+
+    def run(name, agg, scheme, grid, fixed, base=(), snr=math.inf, n=0, link="none"):
+        point = {"scheme": scheme, "snr_db": snr, "num_rx_ant": n, "link": link, "num_bits": 0,
+                 "lora_aggregation": agg}
+        return tune(name, grid, _TuningRun(task, point, dict(base)), store, t.seeds, fixed, log, **parallel).setting
+
+    for agg in f.lora_aggregation:
+        if set(cfg.schemes) - {"centralised"}:
+            choices[("lr", agg)] = run(f"federated.lr [{agg}]", agg, "ideal", {"lr": t.lr}, {"lr": f.lr})["lr"]
+        if "centralised" in cfg.schemes:
+            choices[("centralised_lr", agg)] = run(f"centralised_lr [{agg}]", agg, "centralised",
+                                                   {"lr": t.centralised_lr}, {"lr": f.centralised_lr})["lr"]
+        if "obda" in cfg.schemes:
+            grid = {"threshold": t.obda_threshold, "server_lr": t.obda_server_lr}
+            for link in cfg.channel.links:
+                for n in cfg.channel.num_rx_ant:
+                    for snr in t.obda_snr_db:
+                        choices[("obda", agg, link, n, float(snr))] = run(
+                            f"obda [{agg}] {link} N={n} {snr:g} dB", agg, "obda", grid,
+                            {"threshold": o.threshold, "server_lr": o.server_lr}, {"lr": choices[("lr", agg)]},
+                            float(snr), n, link)
+    return choices
+
+
+def noise_levels(cfg, rows, log=print):
+    """{("nmse", agg, link, N): the mean over seeds of AirComp's NMSE (each run's mean over rounds) at its lowest
+    SNR}: the noisy control's noise level. Raises ValueError when those AirComp runs measured no NMSE."""
+    low, out = min(cfg.channel.snr_db), {}
+    for agg in cfg.federated.lora_aggregation:
+        for link in cfg.channel.links:
+            for n in cfg.channel.num_rx_ant:
+                vals = [float(r["nmse"]) for r in rows if r["scheme"] == "aircomp" and float(r["snr_db"]) == low
+                        and r["lora_aggregation"] == agg and r["link"] == link and int(r["num_rx_ant"]) == n]
+                vals = [v for v in vals if math.isfinite(v)]
+                if not vals:
+                    raise ValueError(f"the noisy control needs AirComp's NMSE at {low:g} dB ({agg}, {link}, N={n}), "
+                                     "and those runs measured none")
+                out[("nmse", agg, link, n)] = math.fsum(vals) / len(vals)
+                log(f"noisy control [{agg}] {link} N={n}: ideal + noise at NMSE {out[('nmse', agg, link, n)]:.4g} "
+                    f"(AirComp at {low:g} dB, mean over {len(vals)} seed(s))")
+    return out
+
+
+def _noisy_name(r):
+    return f"ideal + noise at AirComp's NMSE at {float(r['snr_db']):g} dB"
+
+
 def _label(p):
     name = p["scheme"] if p["scheme"] in REFERENCES else f"{p['scheme']} N={p['num_rx_ant']} {float(p['snr_db']):g} dB"
+    name = f"{_noisy_name(p)} N={p['num_rx_ant']}" if p["scheme"] == "noisy" else name
     return f"{name} [{p['lora_aggregation']}] seed {p['seed']}"
 
 
@@ -394,7 +508,8 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN):
             if ref is not None and point_rounds and ref["val_accuracy"] not in ("", None):
                 spent.append(uses_to_target(point_rounds, float(ref["val_accuracy"]) - margin))
         s["reached"] = float(np.mean(np.isfinite(spent))) if spent else float("nan")
-        s["uses_to_target"] = float(np.sort(spent)[(len(spent) - 1) // 2]) if spent else float("nan")
+        s["uses_to_target"] = (float(np.sort(spent)[(len(spent) - 1) // 2]) if spent and s["scheme"] != "noisy"
+                               else float("nan"))                     # the noisy control has no channel
     return out
 
 
@@ -403,7 +518,7 @@ def _curve_name(cfg, r):
     if r["scheme"] in REFERENCES:
         name = r["scheme"]
     else:
-        name = f"{r['scheme']} N={r['num_rx_ant']}"
+        name = f"{_noisy_name(r) + ',' if r['scheme'] == 'noisy' else r['scheme']} N={r['num_rx_ant']}"
         name += f" {r['link']}" if len(cfg.channel.links) > 1 else ""
         name += f" {r['num_bits']} bit" if r["scheme"] == "digital" and len(cfg.digital.num_bits) > 1 else ""
     return name + (f" [{r['lora_aggregation']}]" if len(cfg.federated.lora_aggregation) > 1 else "")
@@ -421,10 +536,10 @@ def plot_study(out, cfg, summary, rows, round_rows):
     snr_axis = ("mean SNR of the drop's devices, P/sigma^2 [dB]" if cfg.channel.model in ("umi", "uma", "rma")
                 else "SNR P/sigma^2 per device [dB]")
     refs = {f"{_curve_name(cfg, s)} (no channel)": (s["accuracy_mean"], s["accuracy_ci"])
-            for s in summary if s["scheme"] in REFERENCES}
+            for s in summary if s["scheme"] in REFERENCES + ("noisy",)}
     by_snr, by_latency = {}, {}
     for s in summary:
-        if s["scheme"] in REFERENCES:
+        if s["scheme"] in REFERENCES + ("noisy",):
             continue
         name, snr = _curve_name(cfg, s), float(s["snr_db"])
         by_snr.setdefault(name, []).append((snr, s["accuracy_mean"], s["accuracy_ci"]))
@@ -439,7 +554,7 @@ def plot_study(out, cfg, summary, rows, round_rows):
     per_round, nmse_round, by_uses = {}, {}, {}
     for r in round_rows:
         snr = float(r["snr_db"])
-        name = _curve_name(cfg, r) + ("" if r["scheme"] in REFERENCES else f" {snr:g} dB")
+        name = _curve_name(cfg, r) + ("" if r["scheme"] in REFERENCES + ("noisy",) else f" {snr:g} dB")
         if r["val_accuracy"] not in ("", "nan"):
             per_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(float(r["val_accuracy"]))
         if r["scheme"] not in REFERENCES and r["nmse"] not in ("", "nan"):
@@ -521,9 +636,37 @@ def summary(cfg, rows, round_rows=()):
                  "reached: seeds whose validation accuracy reaches ideal minus 1 point; uses to target: their median "
                  "uplink uses (never-reaching seeds counted as infinite); TOST: paired equivalence with ideal within "
                  "1 point ('not shown' is no evidence of a difference)")
+    lines += _settings_lines(cfg, rows)
     if cfg.model.name == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)
+
+
+def _settings_lines(cfg, rows):
+    """The values the reported points used (results.csv's lr and setting columns): per LoRA variant the learning
+    rates, OBDA's threshold and server_lr, the noisy control's NMSE."""
+    t = cfg.tuning
+    lines = [f"chosen on validation (tuning.csv, chosen.json; seeds {t.seeds}, the highest final validation "
+             f"accuracy; an empty grid keeps the configured value):"]
+    for agg in cfg.federated.lora_aggregation:
+        seen = {}
+        for r in rows:
+            if r["lora_aggregation"] != agg:
+                continue
+            if r["scheme"] == "centralised":
+                seen.setdefault("centralised_lr", f"centralised_lr {float(r['lr']):g}")
+            else:
+                seen.setdefault("lr", f"federated.lr {float(r['lr']):g}")
+            extra = json.loads(r["setting"] or "{}")
+            if r["scheme"] == "obda":
+                seen.setdefault(("obda", r["link"], r["num_rx_ant"], r["snr_db"]),
+                                f"obda {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: threshold "
+                                f"{extra['threshold']:g}, server_lr {extra['server_lr']:g}")
+            if r["scheme"] == "noisy":
+                seen.setdefault(("noisy", r["link"], r["num_rx_ant"]), f"noisy = {_noisy_name(r)} ({r['link']}, "
+                                                                     f"N={r['num_rx_ant']}): NMSE {extra['nmse']:.4g}")
+        lines.append(f"  [{agg}] " + "; ".join(seen.values()))
+    return lines
 
 
 def _ci(x):

@@ -8,7 +8,7 @@ from typing import get_args, get_origin
 
 
 PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")
-SCHEMES = ("centralised", "ideal", "aircomp", "digital", "obda")
+SCHEMES = ("centralised", "ideal", "aircomp", "digital", "obda", "noisy")
 LINKS = ("counted", "genie")
 MODES = ("emulator", "full", "gradient")
 # per model name: (max_position_embeddings, hidden size): tokens per text, LoRA rank and adapter width are bounded
@@ -138,10 +138,28 @@ class ObdaSection:
 
 
 @dataclass
+class TuningSection:
+    """The choices made on the validation split before the reported points (`deft6g.experiment.tune`: the
+    highest mean final validation accuracy over `seeds`, ties to the first value listed; tuning.csv and
+    chosen.json). Per LoRA aggregation variant: lr (federated.lr, chosen with ideal aggregation, used by every
+    federated scheme), centralised_lr (chosen with the centralised reference); obda_threshold x obda_server_lr
+    (their product, chosen with the obda scheme per link and N at each SNR of obda_snr_db; an OBDA point uses
+    the choice at the nearest of them, the lower one on a tie). An empty list keeps the configured value (not
+    tuned, recorded as such). seeds: the tuning runs' seeds (default 1000, a seed no default run reports)."""
+    seeds: list[int] = field(default_factory=lambda: [1000])
+    lr: list[float] = field(default_factory=lambda: [1e-2, 3e-3, 3e-2])
+    centralised_lr: list[float] = field(default_factory=lambda: [3e-3, 1e-3, 1e-2])
+    obda_threshold: list[float] = field(default_factory=lambda: [0.1, 0.03, 0.3])
+    obda_server_lr: list[float] = field(default_factory=lambda: [0.02, 0.01, 0.04])
+    obda_snr_db: list[float] = field(default_factory=lambda: [0.0])
+
+
+@dataclass
 class StudyConfig:
     """schemes: "centralised" (the same PEFT trained on the union of the devices' data, as many samples),
-    "ideal", "aircomp", "digital", "obda"; seeds: one run per seed and point (each changes initialisation,
-    partition, batches, channels and noise)."""
+    "ideal", "aircomp", "digital", "obda", "noisy" (the control: ideal aggregation plus Gaussian noise at the
+    NMSE AirComp measured at its lowest SNR, mean over its seeds, per N and link; needs "aircomp"); seeds: one
+    run per seed and point (each changes initialisation, partition, batches, channels and noise)."""
     schemes: list[str] = field(default_factory=lambda: ["centralised", "ideal", "aircomp", "digital"])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     model: ModelSection = field(default_factory=ModelSection)
@@ -151,6 +169,7 @@ class StudyConfig:
     channel: ChannelSection = field(default_factory=ChannelSection)
     digital: DigitalSection = field(default_factory=DigitalSection)
     obda: ObdaSection = field(default_factory=ObdaSection)
+    tuning: TuningSection = field(default_factory=TuningSection)
 
     def to_dict(self):
         return asdict(self)
@@ -366,6 +385,18 @@ def validate(cfg):
     o = cfg.obda
     _require(o.threshold >= 0, "obda.threshold", f"must be >= 0, got {o.threshold}")
     _positive(o.server_lr, "obda.server_lr")
+    _require("noisy" not in cfg.schemes or "aircomp" in cfg.schemes, "schemes",
+             "'noisy' adds noise at the NMSE AirComp measured at its lowest SNR: it needs 'aircomp' too")
+    t = cfg.tuning
+    _require(t.seeds, "tuning.seeds", "must be a non-empty list of integers")
+    for s in t.seeds:
+        _int(s, "tuning.seeds", 0, MAX_SEED)
+    for key in ("lr", "centralised_lr", "obda_server_lr"):
+        for v in getattr(t, key):
+            _positive(v, f"tuning.{key}")
+    for v in t.obda_threshold:
+        _require(v >= 0, "tuning.obda_threshold", f"must list values >= 0, got {v}")
+    _require(t.obda_snr_db, "tuning.obda_snr_db", "must be a non-empty list of finite numbers")
     _int(g.num_bits_per_symbol, "digital.num_bits_per_symbol", 1)
     _require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")
     _int(g.num_iter, "digital.num_iter", 1)

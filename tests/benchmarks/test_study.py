@@ -36,6 +36,7 @@ def read(path):
     ({"federated": {"server_optimizer": "fedyogi"}}, "federated.server_optimizer"),
     ({"digital": {"mcs": "best"}}, "digital.mcs"),
     ({"seeds": [1, 1]}, "seeds"),
+    ({"tuning": {"grid": [1e-2]}}, "tuning.'grid'"),
 ])
 def test_bad_configuration_names_the_key(overrides, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.").replace("'", "'?")):
@@ -56,6 +57,9 @@ def test_default_configuration_is_the_main_job():
     assert cfg.data.train_examples == 0 and cfg.data.test_examples == 0          # the whole split
     assert cfg.federated.devices == 8 and cfg.peft.method == "lora" and len(cfg.seeds) >= 3
     assert {p["scheme"] for p in study_points(cfg)} == {"centralised", "ideal", "aircomp", "digital"}
+    # the tuning stage stays small: 3 device and 3 centralised learning rates on one seed (6 runs beside 27 points)
+    t = cfg.tuning
+    assert len(t.seeds) * (len(t.lr) + len(t.centralised_lr)) == 6 and len(study_points(cfg)) == 27
 
 
 # Runs `deft6g study ARGS...` in a subprocess that holds still once results.csv has 2 rows: it touches GATE and
@@ -166,3 +170,110 @@ def test_uses_to_target_is_censored_never_imputed():
     rounds = [{"round": i, "channel_uses": 100, "val_accuracy": acc} for i, acc in enumerate([0.5, 0.7, 0.8])]
     assert uses_to_target(rounds, 0.7) == 200 and uses_to_target(rounds, 0.8) == 300
     assert uses_to_target(rounds, 0.9) == float("inf")
+
+
+TUNED_STUDY = """
+schemes = ["centralised", "ideal", "aircomp", "noisy"]
+seeds = [0]
+[model]
+name = "random-bert"
+[data]
+train_examples = 256
+test_examples = 32
+[federated]
+devices = 2
+rounds = 3
+local_steps = 2
+[channel]
+snr_db = [-10.0, 20.0]
+num_rx_ant = [2]
+[tuning]
+seeds = [0]
+lr = [1e-5, 1e-3]
+centralised_lr = []
+"""
+
+
+def _tuned_study(tmp_path, name, scramble=False, cache=None):
+    """Run TUNED_STUDY into tmp_path/name (activations cached in `cache`, default tmp_path/cache); with `scramble`
+    the test labels are permuted once the setup is built (every reported test accuracy may change, no choice
+    may)."""
+    import numpy as np
+    from deft6g.benchmarks import study
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEFT6G_CACHE", str(cache or tmp_path / "cache"))
+        if scramble:
+            init = study._Setup.__init__
+
+            def scrambled(self, cfg, log):
+                init(self, cfg, log)
+                self.y_test = np.random.default_rng(7).permutation(self.y_test)
+                self.whole_test = self._by_length(self.test_acts, self.full_test_acts, self.y_test)
+
+            mp.setattr(study._Setup, "__init__", scrambled)
+        config = tmp_path / "tuned.toml"
+        config.write_text(TUNED_STUDY)
+        cfg, rows = run_study(tmp_path / name, str(config), log=lambda m: None)
+    return cfg, rows, tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def tuned_study(tmp_path_factory):
+    """(cfg, rows, output folder) of TUNED_STUDY, run once for the tests below."""
+    return _tuned_study(tmp_path_factory.mktemp("tuned"), "plain")
+
+
+def test_tuning_stage_chooses_on_validation_and_every_point_uses_the_choice(tuned_study, tmp_path):
+    """federated.lr is the argmax of the tuning runs' final validation accuracy (ties: the first listed); the
+    empty centralised_lr grid keeps the configured value and says so; every reported point ran with those
+    values, and the reported ideal point equals a direct run of that point with the chosen lr. With the test
+    labels permuted, tuning.csv (timing aside) and chosen.json are unchanged while test accuracies move."""
+    import json
+    from deft6g.benchmarks.study import StudyTask, _run_point
+    cfg, rows, out = tuned_study
+    tuning = read(out / "tuning.csv")
+    lr_rows = [r for r in tuning if r["tuning"] == "federated.lr [factors]"]
+    assert [json.loads(r["setting"])["lr"] for r in lr_rows] == [1e-5, 1e-3]
+    assert {r["scheme"] for r in lr_rows} == {"ideal"} and all(r["seed"] == "0" for r in lr_rows)
+    scores = [float(r["score"]) for r in lr_rows]
+    assert scores == [float(r["val_accuracy"]) for r in lr_rows]
+    assert scores[0] != scores[1]                     # a real choice (here 1e-5 barely trains: 0.46 against 0.62)
+    chosen = json.loads((out / "chosen.json").read_text())
+    best = [1e-5, 1e-3][scores.index(max(scores))]
+    assert chosen["federated.lr [factors]"]["setting"] == {"lr": best}
+    assert chosen["centralised_lr [factors]"] == {**chosen["centralised_lr [factors]"], "setting": {"lr": 3e-3},
+                                                  "tuned": [], "not_tuned": ["lr"]}
+    assert not any(r["tuning"].startswith("centralised") for r in tuning)
+    for r in rows:
+        assert float(r["lr"]) == (3e-3 if r["scheme"] == "centralised" else best)
+    ideal = next(r for r in rows if r["scheme"] == "ideal")
+    direct = _run_point(StudyTask(cfg, lambda m: None).setup(), {k: ideal[k] for k in POINT_KEY}, {"lr": best})["row"]
+    assert float(ideal["accuracy"]) == direct["accuracy"] and float(ideal["val_accuracy"]) == direct["val_accuracy"]
+    # the tuning run at the chosen lr is the same run as the reported ideal point (seed 0 both)
+    assert float(ideal["val_accuracy"]) == max(scores)
+
+    _, mixed, other = _tuned_study(tmp_path, "scrambled", scramble=True, cache=out.parent / "cache")
+    strip = lambda table: [{k: v for k, v in r.items() if k != "wall_s"} for r in table]      # noqa: E731
+    assert strip(read(other / "tuning.csv")) == strip(tuning)
+    assert (other / "chosen.json").read_text() == (out / "chosen.json").read_text()
+    assert [r["accuracy"] for r in mixed] != [r["accuracy"] for r in rows]           # the scrambling bites
+    assert [r["val_accuracy"] for r in mixed] == [r["val_accuracy"] for r in rows]
+
+
+def test_noisy_control_carries_aircomps_lowest_snr_nmse(tuned_study):
+    """The noisy row sits at AirComp's lowest SNR and adds white noise of that NMSE (the AirComp run's mean over
+    rounds, one seed): each round's measured NMSE is nmse * chi2_L / L, so with R rounds the row's mean is within
+    5 standard deviations, 5 sqrt(2 / (L R)) relative, of it (L: the payload reals per device)."""
+    import json
+    import math
+    cfg, rows, out = tuned_study
+    air = next(r for r in rows if r["scheme"] == "aircomp" and float(r["snr_db"]) == -10.0)
+    noisy = next(r for r in rows if r["scheme"] == "noisy")
+    assert float(noisy["snr_db"]) == -10.0 and int(noisy["channel_uses"]) == 0
+    target = float(air["nmse"])
+    assert json.loads(noisy["setting"]) == {"nmse": target} and target > 0
+    reals = json.loads((out / "model.json").read_text())["payload_reals_per_device"]
+    tol = 5 * math.sqrt(2 / (reals * cfg.federated.rounds))
+    assert abs(float(noisy["nmse"]) / target - 1) < tol
+    summary = read(out / "summary.csv")
+    assert any(s["scheme"] == "noisy" for s in summary)
