@@ -63,7 +63,11 @@ def effective_gains(H, a):
 
     Example
     -------
-    >>> g = effective_gains(H, a)         # |g_k b_k - 1| is device k's misalignment
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> H = np.array([[1, 1j], [0, 1]], np.complex64)          # [N = 2, K = 2]: h_1 = (1, 0), h_2 = (j, 1)
+    >>> phy.effective_gains(H, np.ones(2, np.complex64)).numpy()   # |g_k b_k - 1| is device k's misalignment
+    array([1.+0.j, 1.+1.j], dtype=complex64)
     """
     return tf.reduce_sum(tf.math.conj(a)[..., :, None] * H, axis=-2)
 
@@ -102,7 +106,9 @@ def aircomp_mse(H, a, b, noise_var, payload_cov=None):
 
     Example
     -------
-    >>> aircomp_mse(np.ones((2, 3)), np.full(2, 0.5), np.ones(3), 0.1)        # aligned: 0.1 x ||a||^2
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> float(phy.aircomp_mse(np.ones((2, 3)), np.full(2, 0.5), np.ones(3), 0.1))   # aligned: 0.1 x ||a||^2
     0.05
     """
     H, a, b, nv, numpy_out = validate_design(H, a, b, noise_var)
@@ -147,7 +153,15 @@ def aircomp_estimate(s, H, a, b, noise_var, seed=None):
 
     Example
     -------
-    >>> f_hat = aircomp_estimate(s, H, a, b, 0.1, seed=0)
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> H, a, b = np.ones((2, 3)), np.full(2, 0.5), np.ones(3)        # N = 2, K = 3, aligned: a^H h_k b_k = 1
+    >>> s = np.ones((3, 100_000))                                      # [K, L]: the sum is 3
+    >>> phy.aircomp_estimate(s, H, a, b, 0.0)[:3]                      # noise-free: exact
+    array([3.+0.j, 3.+0.j, 3.+0.j])
+    >>> f_hat = phy.aircomp_estimate(s, H, a, b, 0.1, seed=0)         # [L], complex128
+    >>> round(float(np.mean(np.abs(f_hat - 3) ** 2)), 3)               # empirical MSE ~ aircomp_mse = 0.05
+    0.05
     """
     numpy_out = not is_tensor(s, H, a, b, noise_var)
     H, a, b, nv, _ = validate_design(H, a, b, noise_var)

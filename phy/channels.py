@@ -96,11 +96,14 @@ class FadingChannel(Block):
 
     Example
     -------
-    >>> H = FadingChannel("rayleigh", num_rx_ant=4, num_devices=8)(1000, seed=0)       # [1000, 4, 8]
-    >>> Hf = FadingChannel("tdl-a", 4, 8, num_subcarriers=64)(10, seed=0)              # [10, 64, 4, 8]
-    >>> ch = FadingChannel("umi", 4, 8, num_subcarriers=16)
-    >>> Hd = ch(100, seed=0)                                                           # [100, 16, 4, 8]
-    >>> ch.last_drop["gain_db"].shape                                                  # [100, 8]
+    >>> import deft6g.phy as phy
+    >>> phy.FadingChannel("rayleigh", num_rx_ant=4, num_devices=8)(1000, seed=0).shape    # [B, N, K]
+    TensorShape([1000, 4, 8])
+    >>> phy.FadingChannel("tdl-a", 4, 8, num_subcarriers=64)(10, seed=0).shape            # [B, F, N, K]
+    TensorShape([10, 64, 4, 8])
+    >>> ch = phy.FadingChannel("umi", 4, 8, num_subcarriers=16)                           # a new drop per call
+    >>> ch(5, seed=0).shape, ch.last_drop["gain_db"].shape                                 # [B, F, N, K], [B, K]
+    (TensorShape([5, 16, 4, 8]), TensorShape([5, 8]))
     """
 
     def __init__(self, model, num_rx_ant, num_devices, *, correlation=0.7, path_gain_db=None,
@@ -279,7 +282,14 @@ def log_distance_gain_db(distance_m, exponent=3.0, ref_distance_m=100.0):
 
     Example
     -------
-    >>> FadingChannel("rayleigh", 4, 3, path_gain_db=log_distance_gain_db([50.0, 100.0, 200.0]))
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> gain_db = phy.log_distance_gain_db([50.0, 100.0, 200.0])       # alpha = 3: +-30 log10(2) dB
+    >>> gain_db
+    array([ 9.03089987, -0.        , -9.03089987])
+    >>> H = phy.FadingChannel("rayleigh", 4, 3, path_gain_db=gain_db)(1000, seed=0)      # [1000, 4, 3]
+    >>> np.mean(np.abs(H.numpy()) ** 2, axis=(0, 1)).round(2)         # E|h_k|^2 = 10^(gain_db / 10): 8, 1, 1/8
+    array([7.9 , 0.97, 0.12], dtype=float32)
     """
     d = np.asarray(distance_m, dtype=float)
     if d.ndim != 1 or not np.all(np.isfinite(d)) or np.any(d <= 0):

@@ -69,9 +69,14 @@ class DigitalLink(Block):
 
     Example
     -------
-    >>> link = DigitalLink(num_bits=8, num_bits_per_symbol=4, code_rate=0.5)
-    >>> res = link(x, h, noise_var=0.01)               # x [B, L], h [B, N]
-    >>> res.bler, res.channel_uses
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> link = phy.DigitalLink(num_bits=8, num_bits_per_symbol=4, code_rate=0.5)      # 16-QAM, R = 1/2
+    >>> h = phy.FadingChannel("rayleigh", num_rx_ant=4, num_devices=1)(2, seed=0)[..., 0]   # [B = 2, N = 4]
+    >>> x = np.random.default_rng(0).normal(size=(2, 1000)).astype(np.float32)        # [B, L]
+    >>> res = link(x, h, noise_var=0.01)                                               # SNR 20 dB
+    >>> res.bler, res.channel_uses      # ceil((64 + 8 x 1000) / 576) = 14 blocks of 300 symbols
+    (0.0, 4200)
     """
 
     def __init__(self, num_bits=8, num_bits_per_symbol=4, code_rate=0.5, codeword_length=1200,

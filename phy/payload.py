@@ -46,7 +46,14 @@ def pack(z):
 
     Example
     -------
-    >>> unpack(pack(z), z.shape[-1])          # == z
+    >>> import tensorflow as tf
+    >>> import deft6g.phy as phy
+    >>> z = tf.constant([[1.0, -1.0, 0.5]])          # [1, L = 3]: padded to 4 reals, 2 symbols
+    >>> s = phy.pack(z)
+    >>> s.numpy()                                    # (z_0 + j z_1) / sqrt(2), (z_2 + j 0) / sqrt(2)
+    array([[0.70710677-0.70710677j, 0.35355338+0.j        ]], dtype=complex64)
+    >>> phy.unpack(s, 3).numpy().round(6)            # == z (up to float32 rounding)
+    array([[ 1. , -1. ,  0.5]], dtype=float32)
     """
     n = z.shape[-1]
     if n % 2:

@@ -53,12 +53,21 @@ class Quantizer(Object):
 
     Example
     -------
-    >>> q = Quantizer(8)
-    >>> bits, lo, hi = q.quantize(x)          # x [..., L] -> bits [..., 8 L], lo, hi [...]
-    >>> x_hat = q.dequantize(bits, lo, hi)    # |x_hat - x| <= (hi - lo) / 510
-    >>> q = Quantizer(4, stochastic=True, block_size=256)
-    >>> bits, lo, hi = q.quantize(x)          # lo, hi [..., ceil(L / 256)]
-    >>> q.side_info_bits(x.shape[-1])         # 64 ceil(L / 256)
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> x = np.random.default_rng(0).normal(size=(2, 1000)).astype(np.float32)    # [..., L = 1000]
+    >>> q = phy.Quantizer(8)
+    >>> bits, lo, hi = q.quantize(x)                  # bits [..., 8 L], lo, hi [...]
+    >>> bits.shape, lo.shape
+    (TensorShape([2, 8000]), TensorShape([2]))
+    >>> x_hat = q.dequantize(bits, lo, hi)
+    >>> step = (hi - lo)[:, None] / 255
+    >>> bool(np.max(np.abs(x_hat - x) / step) <= 0.5)      # nearest rounding: at most half a step, (hi - lo) / 510
+    True
+    >>> q = phy.Quantizer(4, stochastic=True, block_size=256)
+    >>> bits, lo, hi = q.quantize(x)                  # lo, hi [..., ceil(L / 256)]
+    >>> lo.shape, q.side_info_bits(1000)              # 64 ceil(L / 256)
+    (TensorShape([2, 4]), 256)
     """
 
     RANGE_BITS = 64                     # one block's (lo, hi) as two float32
@@ -155,9 +164,17 @@ class ErrorFeedback:
 
     Example
     -------
-    >>> ef = ErrorFeedback(Quantizer(4))
-    >>> bits, lo, hi = ef.quantize(u)         # u [K, L]: sends Q(u + e), keeps the new e
-    >>> ef.residual                           # [K, L]; ef.reset() sets it back to zero
+    >>> import numpy as np
+    >>> import deft6g.phy as phy
+    >>> u = np.random.default_rng(0).normal(size=(3, 100)).astype(np.float32)      # [K = 3, L = 100]
+    >>> ef = phy.ErrorFeedback(phy.Quantizer(4))
+    >>> sent = [ef.quantizer.dequantize(*ef.quantize(u)) for _ in range(10)]      # Q(u + e), 10 rounds
+    >>> ef.residual.shape                                                          # e [K, L]
+    TensorShape([3, 100])
+    >>> error = np.sum(sent, axis=0) - 10 * u                      # sum_t Q_t - sum_t u_t = -e_T, not 10 errors
+    >>> bool(np.allclose(error, -ef.residual, atol=1e-5))
+    True
+    >>> ef.reset()                                                 # e = 0 again
     """
 
     def __init__(self, quantizer):
