@@ -34,7 +34,8 @@ def test_module_examples(path):
     module = importlib.import_module(module_name(path))
     tests = doctest.DocTestFinder(exclude_empty=True).find(module, globs={})
     assert sum(len(t.examples) for t in tests) == len(PROMPT.findall(path.read_text())), \
-        "some `>>>` lines are outside the docstrings doctest finds (a comment, or an object imported from elsewhere)"
+        ("some `>>>` lines are outside the docstrings doctest finds (a nested function, a plain string, an object "
+         "imported from elsewhere)")
     report = []
     runner = doctest.DocTestRunner(optionflags=FLAGS)
     for test in tests:
