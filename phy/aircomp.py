@@ -199,8 +199,6 @@ def aircomp_channel_uses(num_reals, num_devices=None, num_subcarriers=1, stats_p
     `stats_per_subcarrier` (G = F standardisations) -- 2G reals of `side_info_bits` bits, sent digitally one
     device after another at `side_info_bits_per_use` bits per channel use (default 1: QPSK at code rate 1/2):
     :math:`K \lceil 2 G \cdot bits / rate \rceil`.
-    Example: L = 100, F = 8, K = 4 -> 8 x 7 = 56 payload uses + 4 x 64 side-information uses (4 x 512 when
-    the statistics are per subcarrier).
 
     Input
     -----
@@ -221,6 +219,14 @@ def aircomp_channel_uses(num_reals, num_devices=None, num_subcarriers=1, stats_p
     ------
     uses : int
         Channel uses (resource elements)
+
+    Example
+    -------
+    >>> import deft6g.phy as phy
+    >>> phy.aircomp_channel_uses(100, num_devices=4, num_subcarriers=8)     # L = 100, F = 8: 8 x 7 = 56 + 4 x 64
+    312
+    >>> phy.aircomp_channel_uses(100, num_devices=4, num_subcarriers=8, stats_per_subcarrier=True)   # 56 + 4 x 512
+    2104
     """
     num_reals = check_count(num_reals, "num_reals")
     f = check_count(num_subcarriers, "num_subcarriers")
