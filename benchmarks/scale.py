@@ -1,0 +1,243 @@
+"""`deft6g scale`: federated DEFT at scale -- time per round and peak RSS against the number of devices K at a
+fixed number of participants per round, and the default study's data path with padded float32 activations
+(today's cache) against the ragged float16 store (`deft6g.finetune.activation_store`).
+
+Every run is one fresh subprocess (so its peak RSS, `ru_maxrss`, is its own): the packaged MiniLM with the
+study's LoRA (rank 8, query/value, block 5) on Rotten Tomatoes, activations at block 5's input, an iid
+partition of the study's training texts into K devices, stateless Adam clients, 4 local steps of 32 texts,
+ideal aggregation. Time per round is the median over the rounds after the first (which traces the step).
+Every figure is also given as a ratio to the K = 8 run of the same invocation (times depend on the machine
+and its load, ratios less so). The data-path runs (K = 8, every device in every round, the whole test split
+evaluated) pair float32 and float16 per seed: peak RSS of each and the test accuracy difference (paired CI
+and TOST at +-1 point).
+
+Outputs: scale.csv (one row per (K, participants)), data_path.csv (one row per (data, seed)), scale.png.
+"""
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+EQUIVALENCE_MARGIN = 0.01
+SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "peak_rss_mb", "peak_rss_ratio",
+                "setup_s", "accuracy"]
+DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
+
+
+@dataclass
+class ScaleConfig:
+    """grid: (K, participants per round) pairs, the first the reference of the ratios; rounds per run;
+    seeds of the data-path comparison; train_examples / test_examples: 0 = the whole split."""
+    model: str = "all-MiniLM-L6-v2"
+    max_length: int = 48
+    train_examples: int = 0
+    test_examples: int = 0
+    grid: list = field(default_factory=lambda: [[8, 8], [32, 8], [128, 8], [512, 8], [512, 64]])
+    rounds: int = 4
+    local_steps: int = 4
+    batch_size: int = 32
+    lr: float = 1e-2
+    seeds: list = field(default_factory=lambda: [0, 1, 2])
+    lora_rank: int = 8
+    block: int = 5
+
+    @classmethod
+    def quick(cls):
+        return cls(train_examples=1024, test_examples=256, grid=[[8, 4], [32, 4], [32, 16]], rounds=3, seeds=[0])
+
+
+def _data(cfg):
+    """(peft model, training inputs [S, T] of the fit split, their labels, test inputs, labels, cache key)."""
+    from deft6g.finetune import (LoraConfig, get_peft_model, load_dataset, load_study_model, tokenize,
+                                 train_test_split, validation_split)
+    from deft6g.finetune.data import content_digest
+    from deft6g.finetune.fomo import model_key
+    data = load_dataset("rotten_tomatoes")
+    train, test = train_test_split(len(data), 0.2, seed=0)
+    pick = np.random.default_rng(0)
+    train = np.sort(pick.permutation(train)[:cfg.train_examples or None])
+    test = np.sort(pick.permutation(test)[:cfg.test_examples or None])
+    fit, _ = validation_split(train, data.y, 0.1, seed=0)
+    model, tok = load_study_model(cfg.model)
+    tokens = tokenize(tok, data.x, cfg.max_length)
+    peft = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=["query", "value"],
+                                            layers_to_transform=[cfg.block]), num_labels=2)
+    key = [model_key(cfg.model), cfg.max_length, content_digest(data), "scale"]
+    take = lambda idx: {k: v[idx] for k, v in tokens.items()}     # noqa: E731
+    return peft, take(fit), data.y[fit], take(test), data.y[test], key, (fit, test)
+
+
+def _activations(peft, x, block, key, ids, data):
+    """The activations at `block` of inputs x: padded float32 arrays (the study's `cached_arrays` path) or a
+    ragged float16 store; both cached on disk."""
+    from deft6g.finetune import cached_arrays
+    from deft6g.finetune.activation_store import ragged_activations
+    if data == "ragged-float16":
+        return ragged_activations(peft, x, block, key + [ids.tolist()])
+    z = cached_arrays(key + [ids.tolist(), block], lambda: dict(zip("hm", peft.activations(x, block))))
+    return z["h"], z["m"]
+
+
+def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate_test=False):
+    """One run in this process: {"round_s": median seconds per round after the first, "peak_rss_mb": this
+    process's peak resident memory [MB] so far, "setup_s", "accuracy" (test split, NaN unless evaluate_test)}."""
+    from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition
+    from deft6g.finetune.training import take
+    t0 = time.time()
+    peft, x_fit, y_fit, x_test, y_test, key, (fit, test) = _data(cfg)
+    peft.reset_parameters(seed)
+    train = _activations(peft, x_fit, cfg.block, key, fit, data)
+    parts = partition(y_fit, num_devices, "iid", seed=seed)
+    split = (lambda p: train.subset(p)) if data == "ragged-float16" else (lambda p: take(train, p))
+    devices = [(split(p), y_fit[p]) for p in parts]
+    del train                                   # the study keeps only the devices' copies
+    fed = FederatedDEFT(peft, devices, IdealAggregator(), cfg.block, cfg.local_steps, cfg.batch_size, cfg.lr,
+                        seed=seed, clients_per_round=per_round if per_round < num_devices else None)
+    setup_s = time.time() - t0
+    times = []
+    for r in range(cfg.rounds):
+        t = time.time()
+        fed.run_round(r)
+        times.append(time.time() - t)
+    accuracy = float("nan")
+    if evaluate_test:
+        acts = _activations(peft, x_test, cfg.block, key, test, data)
+        if data == "ragged-float16":
+            acts = acts.subset(np.argsort(acts.lengths, kind="stable"))      # batches by length, no copy
+        accuracy = evaluate(peft, acts, y_test, start_block=cfg.block)
+    return {"round_s": statistics.median(times[1:] or times), "setup_s": setup_s, "accuracy": accuracy,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _in_subprocess(cfg, **kwargs):
+    """`measure` in a fresh interpreter; returns its dict."""
+    payload = json.dumps({"config": asdict(cfg), **kwargs})
+    res = subprocess.run([sys.executable, "-m", "deft6g.benchmarks.scale", payload], capture_output=True, text=True)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    if res.returncode or not lines:
+        raise RuntimeError(f"scale worker {kwargs} failed:\n{res.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def prepare_caches(cfg):
+    """Compute both caches (padded float32 and ragged float16, training and test activations) here, once, so
+    that the timed subprocesses only read them."""
+    peft, x_fit, _, x_test, _, key, ids = _data(cfg)
+    for data in ("padded-float32", "ragged-float16"):
+        for x, i in zip((x_fit, x_test), ids):
+            _activations(peft, x, cfg.block, key, i, data)
+
+
+def with_ratios(rows):
+    """rows with round_s_ratio and peak_rss_ratio: each figure over the first row's (the K = 8 reference)."""
+    ref = rows[0]
+    return [{**r, "round_s_ratio": r["round_s"] / ref["round_s"], "peak_rss_ratio": r["peak_rss_mb"] / ref["peak_rss_mb"]}
+            for r in rows]
+
+
+def data_path_summary(rows, margin=EQUIVALENCE_MARGIN):
+    """{"rss_ratio": median padded-float32 peak RSS over median ragged-float16 peak RSS, "accuracy_diff":
+    (mean, 95% CI half-width) of float16 minus float32 per seed, "tost": verdict at +-margin ("" below 2 seeds)}."""
+    from deft6g.experiment import paired_ci, tost
+    by = {d: {r["seed"]: r for r in rows if r["data"] == d} for d in ("padded-float32", "ragged-float16")}
+    seeds = sorted(set(by["padded-float32"]) & set(by["ragged-float16"]))
+    rss = {d: statistics.median(r["peak_rss_mb"] for r in v.values()) for d, v in by.items()}
+    a16 = [by["ragged-float16"][s]["accuracy"] for s in seeds]
+    a32 = [by["padded-float32"][s]["accuracy"] for s in seeds]
+    return {"rss_ratio": rss["padded-float32"] / rss["ragged-float16"], "rss_mb": rss,
+            "accuracy_diff": paired_ci(a16, a32) if seeds else (float("nan"), float("nan")),
+            "tost": tost(a16, a32, margin=margin)["verdict"] if len(seeds) >= 2 else ""}
+
+
+def run_scale(out_dir, quick=False, log=print):
+    """Run the benchmark into `out_dir` (recomputed each time: ratios are within one invocation); returns
+    (cfg, scale rows, data-path rows)."""
+    from deft6g.experiment import prepare_output, write_table
+    cfg = ScaleConfig.quick() if quick else ScaleConfig()
+    out = prepare_output(out_dir, "scale", asdict(cfg))
+    t0 = time.time()
+    prepare_caches(cfg)
+    log(f"caches ready in {time.time() - t0:.0f} s")
+    scale = []
+    for k, m in cfg.grid:
+        res = _in_subprocess(cfg, num_devices=k, per_round=m)
+        scale.append({"num_devices": k, "per_round": m, "rounds": cfg.rounds, **res})
+        log(f"K = {k}, {m} per round: {res['round_s']:.2f} s per round, peak RSS {res['peak_rss_mb']:.0f} MB")
+    scale = with_ratios(scale)
+    write_table(out / "scale.csv", SCALE_FIELDS, scale)
+    k0 = cfg.grid[0][0]
+    data_rows = []
+    for seed in cfg.seeds:
+        for data in ("padded-float32", "ragged-float16"):
+            res = _in_subprocess(cfg, num_devices=k0, per_round=k0, data=data, seed=seed, evaluate_test=True)
+            data_rows.append({"data": data, "seed": seed, **res})
+            log(f"{data} seed {seed}: peak RSS {res['peak_rss_mb']:.0f} MB, accuracy {res['accuracy']:.4f}")
+    write_table(out / "data_path.csv", DATA_FIELDS, data_rows)
+    plot_scale(out / "scale.png", cfg, scale)
+    return cfg, scale, data_rows
+
+
+def plot_scale(path, cfg, rows):
+    """Two panels against K (log axis): time per round and peak RSS, each as a ratio to the first run; one curve
+    per participants-per-round value; the time panel marks the 1.2x target."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    ref = rows[0]
+    for ax, col, label in ((axes[0], "round_s_ratio", "time per round"), (axes[1], "peak_rss_ratio", "peak RSS")):
+        for i, m in enumerate(sorted({r["per_round"] for r in rows})):
+            pts = sorted((r["num_devices"], r[col]) for r in rows if r["per_round"] == m)
+            ax.plot(*zip(*pts), marker="o", color=f"C{i}", label=f"{m} devices per round")
+            for x, y in pts:
+                ax.annotate(f"{y:.2f}x", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        if col == "round_s_ratio":
+            ax.axhline(1.2, ls="--", color="grey", lw=1, label="target 1.2x")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("devices K")
+        ax.set_ylabel(f"{label} / K={ref['num_devices']}, {ref['per_round']} per round")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title(f"time per round (K={ref['num_devices']}: {ref['round_s']:.2f} s)")
+    axes[1].set_title(f"peak RSS (K={ref['num_devices']}: {ref['peak_rss_mb']:.0f} MB)")
+    fig.text(0.5, 0.01, f"{cfg.model}, LoRA r={cfg.lora_rank} block {cfg.block}, {cfg.local_steps} local steps x "
+             f"{cfg.batch_size} texts, ragged float16 activations, ideal aggregation; one process per run",
+             ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summary(cfg, scale, data_rows):
+    lines = [f"deft6g scale: {cfg.model}, {cfg.rounds} rounds per run (time per round: median after the first); "
+             f"ratios to K={scale[0]['num_devices']}, {scale[0]['per_round']} per round",
+             f"{'K':>6}{'per round':>10}{'s/round':>9}{'ratio':>7}{'peak RSS MB':>13}{'ratio':>7}"]
+    for r in scale:
+        lines.append(f"{r['num_devices']:>6}{r['per_round']:>10}{r['round_s']:>9.2f}{r['round_s_ratio']:>7.2f}"
+                     f"{r['peak_rss_mb']:>13.0f}{r['peak_rss_ratio']:>7.2f}")
+    s = data_path_summary(data_rows)
+    diff, ci = s["accuracy_diff"]
+    lines.append(f"data path (K={cfg.grid[0][0]}, all devices, test split evaluated): peak RSS padded float32 "
+                 f"{s['rss_mb']['padded-float32']:.0f} MB, ragged float16 {s['rss_mb']['ragged-float16']:.0f} MB "
+                 f"(ratio {s['rss_ratio']:.2f}); accuracy float16 - float32 {diff:+.4f} +- {ci:.4f} over "
+                 f"{len(cfg.seeds)} seed(s){'; TOST +-1 point: ' + s['tost'] if s['tost'] else ''}")
+    return "\n".join(lines)
+
+
+def _worker(payload):
+    job = json.loads(payload)
+    from .cli import quiet_stack
+    quiet_stack()
+    cfg = ScaleConfig(**job.pop("config"))
+    print(json.dumps(measure(cfg, **job)))
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])

@@ -1,0 +1,39 @@
+"""`deft6g scale`: ratios to the first run and the data-path summary by hand, one in-process run of each data
+path on the random smoke-test model (same batches, float16 vs float32 activations), and the plot."""
+
+import pytest
+
+from deft6g.benchmarks.scale import ScaleConfig, data_path_summary, measure, plot_scale, with_ratios
+
+
+def test_ratios_and_summary_by_hand():
+    rows = with_ratios([{"num_devices": 8, "per_round": 8, "round_s": 2.0, "peak_rss_mb": 1000.0},
+                        {"num_devices": 512, "per_round": 8, "round_s": 2.2, "peak_rss_mb": 1100.0}])
+    assert rows[0]["round_s_ratio"] == 1.0 and rows[1]["round_s_ratio"] == pytest.approx(1.1)
+    assert rows[1]["peak_rss_ratio"] == pytest.approx(1.1)
+    data = [{"data": "padded-float32", "seed": s, "peak_rss_mb": m, "accuracy": a}
+            for s, m, a in [(0, 3000.0, 0.80), (1, 3200.0, 0.81), (2, 3100.0, 0.79)]]
+    data += [{"data": "ragged-float16", "seed": s, "peak_rss_mb": m, "accuracy": a}
+             for s, m, a in [(0, 1000.0, 0.801), (1, 1100.0, 0.809), (2, 900.0, 0.792)]]
+    s = data_path_summary(data)
+    assert s["rss_ratio"] == pytest.approx(3100 / 1000)
+    diffs = [0.001, -0.001, 0.002]
+    assert s["accuracy_diff"][0] == pytest.approx(sum(diffs) / 3)
+    assert s["tost"] == "equivalent"                    # differences of +-0.2 points, margin 1 point
+
+
+def test_measure_both_data_paths_on_the_smoke_model(tmp_path, monkeypatch):
+    """random-bert, 64 training texts on 4 devices, 2 per round: both data paths run and report finite times and
+    memory; the test accuracy of float16 and float32 activations differs by at most one text of 32 (the same
+    batches; the inputs differ by float16 rounding only)."""
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path))
+    cfg = ScaleConfig(model="random-bert", train_examples=64, test_examples=32, rounds=2, local_steps=1,
+                      batch_size=8, seeds=[0])
+    got = {d: measure(cfg, 4, 2, data=d, evaluate_test=True) for d in ("ragged-float16", "padded-float32")}
+    for res in got.values():
+        assert res["round_s"] > 0 and res["peak_rss_mb"] > 0 and 0 <= res["accuracy"] <= 1
+    assert abs(got["ragged-float16"]["accuracy"] - got["padded-float32"]["accuracy"]) <= 1 / 32 + 1e-9
+    rows = with_ratios([{"num_devices": 4, "per_round": 2, **got["ragged-float16"]},
+                        {"num_devices": 8, "per_round": 2, **got["padded-float32"]}])
+    plot_scale(tmp_path / "scale.png", cfg, rows)
+    assert (tmp_path / "scale.png").stat().st_size > 10_000
