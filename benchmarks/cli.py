@@ -86,6 +86,12 @@ def _speedup(args):
     print(f"results in {args.out}")
 
 
+def _scale(args):
+    from .scale import run_scale, summary
+    print(summary(*run_scale(args.out, quick=args.quick)))
+    print(f"results in {args.out}")
+
+
 def parallel_options(args):
     """The run_points keywords of the parallel options: no --workers (and no --ray-address): 1, serially here;
     --workers alone: 0, one worker per core (or per CPU of the cluster at --ray-address); --workers N: N."""
@@ -224,6 +230,9 @@ def build_parser():
                             "distillation grid and the emulators' sizes and step times run here, one at a time")
     emulator.add_argument("--config", default=None, help="TOML file of top-level keys overriding the default "
                           "configuration (e.g. configs/emulator_paper.toml: 10 seeds)")
+    _add_command(sub, "scale", _scale, "federated DEFT at scale: time per round and peak RSS against the number of "
+                 "devices at fixed participation; padded float32 vs ragged float16 activations", outputs="CSV, PNG",
+                 quick="a small grid on 1,024 texts", parallel=False)
     speedup = _add_command(sub, "parallel", _speedup, "speed-up of a study and a design sweep on N Ray workers "
                            "against the serial run, and whether the rows are identical", outputs="CSV", quick=_TINY,
                            parallel=False)
