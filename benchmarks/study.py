@@ -646,22 +646,24 @@ def _settings_lines(cfg, rows):
     """The values the reported points used (results.csv's lr and setting columns): per LoRA variant the learning
     rates, OBDA's threshold and server_lr, the noisy control's NMSE."""
     t = cfg.tuning
-    lines = [f"chosen on validation (tuning.csv, chosen.json; seeds {t.seeds}, the highest final validation "
-             f"accuracy; an empty grid keeps the configured value):"]
+    how = lambda grid: "chosen" if grid else "configured"                      # noqa: E731
+    lines = [f"values used: 'chosen' on validation (the highest final validation accuracy on tuning seeds {t.seeds};"
+             f" every candidate in tuning.csv, the choices in chosen.json) or 'configured' (empty grid: not tuned):"]
     for agg in cfg.federated.lora_aggregation:
         seen = {}
         for r in rows:
             if r["lora_aggregation"] != agg:
                 continue
             if r["scheme"] == "centralised":
-                seen.setdefault("centralised_lr", f"centralised_lr {float(r['lr']):g}")
+                seen.setdefault("centralised_lr", f"centralised_lr {float(r['lr']):g} ({how(t.centralised_lr)})")
             else:
-                seen.setdefault("lr", f"federated.lr {float(r['lr']):g}")
+                seen.setdefault("lr", f"federated.lr {float(r['lr']):g} ({how(t.lr)})")
             extra = json.loads(r["setting"] or "{}")
             if r["scheme"] == "obda":
                 seen.setdefault(("obda", r["link"], r["num_rx_ant"], r["snr_db"]),
                                 f"obda {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: threshold "
-                                f"{extra['threshold']:g}, server_lr {extra['server_lr']:g}")
+                                f"{extra['threshold']:g} ({how(t.obda_threshold)}), server_lr {extra['server_lr']:g} "
+                                f"({how(t.obda_server_lr)})")
             if r["scheme"] == "noisy":
                 seen.setdefault(("noisy", r["link"], r["num_rx_ant"]), f"noisy = {_noisy_name(r)} ({r['link']}, "
                                                                      f"N={r['num_rx_ant']}): NMSE {extra['nmse']:.4g}")

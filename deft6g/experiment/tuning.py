@@ -123,8 +123,11 @@ def tune(name, grid, run, store, seeds=(0,), fixed=None, log=print, **parallel):
                     "not_tuned": [n for n in grid if n not in tuned], "seeds": seeds, "rule": RULE,
                     "candidates": [{"setting": s, "score": v} for s, v in scores]}
     write_json_atomic(path, record, indent=2, sort_keys=True)
-    grid_text = ", ".join(f"{_short(s, tuned)}: {v:.4f}" for s, v in scores) or "nothing tuned"
-    log(f"tuning {name}: chose {_short(choice.setting, list(grid))} on validation ({grid_text})")
+    if tuned:
+        grid_text = ", ".join(f"{_short(s, tuned)}: {v:.4f}" for s, v in scores)
+        log(f"tuning {name}: chose {_short(choice.setting, list(grid))} on validation ({grid_text})")
+    else:
+        log(f"tuning {name}: not tuned (empty grid), the configured {_short(choice.setting, list(grid))}")
     return choice
 
 

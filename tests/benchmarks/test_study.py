@@ -1,6 +1,7 @@
 """`deft6g study`: fail-fast configuration errors, resume after an interruption, same seed same numbers."""
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -173,7 +174,7 @@ def test_uses_to_target_is_censored_never_imputed():
 
 
 TUNED_STUDY = """
-schemes = ["centralised", "ideal", "aircomp", "noisy"]
+schemes = ["centralised", "ideal", "aircomp", "noisy", "obda"]
 seeds = [0]
 [model]
 name = "random-bert"
@@ -187,10 +188,15 @@ local_steps = 2
 [channel]
 snr_db = [-10.0, 20.0]
 num_rx_ant = [2]
+[obda]
+snr_db = [20.0]
 [tuning]
 seeds = [0]
 lr = [1e-5, 1e-3]
 centralised_lr = []
+obda_threshold = [0.1, 1.0]
+obda_server_lr = [0.02]
+obda_snr_db = [10.0]
 """
 
 
@@ -246,6 +252,14 @@ def test_tuning_stage_chooses_on_validation_and_every_point_uses_the_choice(tune
     assert not any(r["tuning"].startswith("centralised") for r in tuning)
     for r in rows:
         assert float(r["lr"]) == (3e-3 if r["scheme"] == "centralised" else best)
+    obda = [r for r in tuning if r["tuning"] == "obda [factors] counted N=2 10 dB"]
+    assert [json.loads(r["setting"]) for r in obda] == [{"server_lr": 0.02, "threshold": 0.1},
+                                                        {"server_lr": 0.02, "threshold": 1.0}]
+    assert all(r["scheme"] == "obda" and float(r["snr_db"]) == 10.0 for r in obda)
+    obda_scores = [float(r["score"]) for r in obda]
+    obda_best = chosen["obda [factors] counted N=2 10 dB"]["setting"]
+    assert obda_best == json.loads(obda[obda_scores.index(max(obda_scores))]["setting"])
+    assert json.loads(next(r for r in rows if r["scheme"] == "obda")["setting"]) == obda_best    # 20 dB: nearest 10
     ideal = next(r for r in rows if r["scheme"] == "ideal")
     direct = _run_point(StudyTask(cfg, lambda m: None).setup(), {k: ideal[k] for k in POINT_KEY}, {"lr": best})["row"]
     assert float(ideal["accuracy"]) == direct["accuracy"] and float(ideal["val_accuracy"]) == direct["val_accuracy"]
@@ -260,12 +274,27 @@ def test_tuning_stage_chooses_on_validation_and_every_point_uses_the_choice(tune
     assert [r["val_accuracy"] for r in mixed] == [r["val_accuracy"] for r in rows]
 
 
+def test_obda_points_take_the_choice_at_the_nearest_tuning_snr():
+    """tuning.obda_snr_db [-20, 0]: a point at -30 dB takes -20's choice, -5 dB takes 0's, -10 dB (a tie) the
+    lower one; the other schemes take the chosen lr of their LoRA variant, the centralised run its own."""
+    from deft6g.benchmarks.study import point_setting
+    cfg = build_config({"schemes": ["centralised", "obda"], "tuning": {"obda_snr_db": [-20.0, 0.0]}})
+    choices = {("lr", "factors"): 0.5, ("centralised_lr", "factors"): 0.25,
+               **{("obda", "factors", "counted", 2, snr): {"threshold": snr, "server_lr": 1.0} for snr in (-20.0, 0.0)}}
+    point = {"scheme": "obda", "num_rx_ant": 2, "link": "counted", "num_bits": 0, "lora_aggregation": "factors",
+             "seed": 0}
+    for snr, ref in ((-30.0, -20.0), (-5.0, 0.0), (-10.0, -20.0), (10.0, 0.0)):
+        assert point_setting(cfg, choices, {**point, "snr_db": snr}) == {"lr": 0.5, "threshold": ref, "server_lr": 1.0}
+    assert point_setting(cfg, choices, {**point, "scheme": "centralised", "snr_db": math.inf}) == {"lr": 0.25}
+    assert point_setting(cfg, {}, {**point, "snr_db": 0.0}) == {"lr": cfg.federated.lr, "threshold": cfg.obda.threshold,
+                                                               "server_lr": cfg.obda.server_lr}
+
+
 def test_noisy_control_carries_aircomps_lowest_snr_nmse(tuned_study):
     """The noisy row sits at AirComp's lowest SNR and adds white noise of that NMSE (the AirComp run's mean over
     rounds, one seed): each round's measured NMSE is nmse * chi2_L / L, so with R rounds the row's mean is within
     5 standard deviations, 5 sqrt(2 / (L R)) relative, of it (L: the payload reals per device)."""
     import json
-    import math
     cfg, rows, out = tuned_study
     air = next(r for r in rows if r["scheme"] == "aircomp" and float(r["snr_db"]) == -10.0)
     noisy = next(r for r in rows if r["scheme"] == "noisy")
