@@ -99,7 +99,7 @@ def tiny_model():
 def test_logits_on_float16_store_match_float32(cache):
     """A tiny BERT's logits from block 2 on the ragged float16 store vs the padded float32 activations (batches
     trimmed the same way): max |difference| <= 2e-3 (the inputs' relative error is at most 2^-11 ~ 4.9e-4,
-    measured 1e-4 here); a float32 store gives the padded cache's accuracy exactly."""
+    measured 1.2e-4 here); a float32 store gives the padded cache's accuracy exactly."""
     peft = tiny_model()
     rng = np.random.default_rng(2)
     lengths = rng.integers(2, 17, 48)
