@@ -52,7 +52,8 @@ class RoundLog:
     accuracy after the round (NaN when not evaluated); payload_uses, pilot_uses, side_info_uses: the parts of
     channel_uses; downlink_uses: the server's downlink symbols; nmse: the aggregate's normalised MSE; energy:
     the devices' transmit energy [P x channel uses], summed; participants: the devices aggregated (global
-    indices, among the sampled); sampled: the devices sampled this round (global indices)."""
+    indices, among the sampled); sampled: the devices sampled this round (global indices); examples: training
+    examples the sampled devices stepped through this round."""
     round: int
     loss: float
     agg_mse: float
@@ -70,6 +71,7 @@ class RoundLog:
     energy: float = 0.0
     participants: tuple = ()
     sampled: tuple = ()
+    examples: int = 0
 
 
 class BatchStream:
@@ -352,7 +354,7 @@ class FederatedDEFT:
                         downlink_uses=agg.downlink_uses, nmse=agg.nmse,
                         energy=float(np.sum(agg.energy)) if agg.energy is not None else 0.0,
                         participants=tuple(int(k) for k in sampled[np.flatnonzero(heard)]),
-                        sampled=tuple(int(k) for k in sampled))
+                        sampled=tuple(int(k) for k in sampled), examples=examples)
 
     def run(self, rounds, evaluate=None, eval_every=1, progress=None):
         """`rounds` rounds; returns the list of RoundLog. evaluate() -> accuracy is called after every

@@ -43,7 +43,7 @@ def test_sampled_rows_and_fedavg_weights_by_hand(peft):
     """3 of 6 unequal devices: the aggregator gets the sampled devices' rows -- equal to those rows of a
     full-participation round from the same start and seed (stateless clients: a fresh optimiser either way) --
     weights S_k / sum of the sampled S, and their indices; the payload moves by that weighted mean; the log
-    names the sampled devices and the heard ones among them."""
+    names the sampled devices, the heard ones among them and the examples stepped through."""
     sizes = [16, 8, 4, 12, 6, 10]
     devices = devices_of(peft, sizes)
     full, part = Recorder(), Recorder()
@@ -59,6 +59,7 @@ def test_sampled_rows_and_fedavg_weights_by_hand(peft):
     np.testing.assert_allclose(updates, full.calls[0][0][idx], atol=1e-7)
     np.testing.assert_allclose(fed.payload_vector(), start + weights.astype(np.float64) @ updates, atol=1e-6)
     assert log.sampled == tuple(idx) and log.participants == tuple(idx) and log.devices == 3
+    assert log.examples == 3 * 2 * 4                    # 3 devices x 2 steps x batches of 4 (every device has >= 4)
 
 
 def test_samples_are_seeded_and_uniform(peft):
