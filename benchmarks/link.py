@@ -487,26 +487,35 @@ def channel_speed(models=("cdl-c", "umi", "uma", "rma"), num_rx_ant=16, num_devi
 
 
 def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
-    """Per model: NMSE vs SNR (AirComp with pilots, digital at its widest width; all widths in digital.csv), digital
-    channel uses over AirComp's at equal SNR (8 bits), the same ratio at matched NMSE, and OBDA's sign-error rate vs
-    SNR at its threshold chosen on validation."""
+    """Per model: AirComp's NMSE vs SNR (pilot CSI, every (N, K)); for the models with digital points, AirComp against
+    digital at its widest width at the digital (N, K) (all widths in digital.csv), digital channel uses over AirComp's
+    at equal SNR (8 bits), the same ratio at matched NMSE, and OBDA's sign-error rate vs SNR at its threshold chosen
+    on validation."""
     options = digital_options(dig_rows)
     for model in cfg.models:
-        curves = {}
+        air = {}
         for r in air_rows:
             if r["model"] == model and r["csi"] == "pilots":
-                curves.setdefault(f"AirComp {r['receiver'].upper()} N={r['num_rx_ant']} K={r['num_devices']}",
-                                  []).append((float(r["snr_db"]), float(r["nmse_db"])))
+                air.setdefault((r["receiver"].upper(), int(r["num_rx_ant"]), int(r["num_devices"])), []).append(
+                    (float(r["snr_db"]), float(r["nmse_db"])))
+        drops = "a dropped device counts against the sum of all K"
+        line_plot(out / f"nmse_vs_snr_{model}.png", {f"AirComp {rx} N={n} K={k}": v for (rx, n, k), v in air.items()},
+                  SNR_AXIS, "NMSE of the sum [dB], median over channels",
+                  f"AirComp, {model}, pilot CSI, every overhead counted",
+                  note=f"median over {cfg.realisations} channel realisations; {drops}")
+        if model not in cfg.digital_models:
+            continue
+        settings = {tuple(nk) for nk in cfg.digital_settings}
+        curves = {f"AirComp {rx} N={n} K={k}": v for (rx, n, k), v in air.items() if (n, k) in settings}
         for (m, n, k, snr), opts in sorted(options.items()):
             for sc, q, nmse, *_ in opts:
                 if m == model and q == max(cfg.digital_bits) and sc in ("mu-mimo-amc", "tdma-amc"):
                     curves.setdefault(f"digital {sc} {q}-bit N={n} K={k}", []).append((snr, nmse))
-        line_plot(out / f"nmse_vs_snr_{model}.png", curves, SNR_AXIS, "NMSE of the sum [dB], median over channels",
-                  f"AirComp vs digital, {model}, pilot CSI, every overhead counted",
-                  note="digital: mean over seeds of the per-seed median; dropped devices count against the sum "
-                       "of all K (module docstring)")
-        if model not in cfg.digital_models:
-            continue
+        line_plot(out / f"nmse_vs_snr_{model}_digital.png", curves, SNR_AXIS,
+                  "NMSE of the sum [dB], median over channels",
+                  f"AirComp vs {max(cfg.digital_bits)}-bit digital, {model}, pilot CSI, every overhead counted",
+                  note=f"AirComp: median of {cfg.realisations} channels; digital: mean over {cfg.digital_num_seeds} "
+                       f"seeds of the median of {cfg.digital_realisations}; {drops}")
         signs, floors = {}, {}
         for r in obda_rows:
             if r["model"] == model:
