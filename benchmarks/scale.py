@@ -2,7 +2,7 @@
 fixed number of participants per round, and the default study's data path with padded float32 activations
 (today's cache) against the ragged float16 store (`deft6g.finetune.activation_store`).
 
-Every run is one fresh subprocess (so its peak RSS, `ru_maxrss`, is its own): the packaged MiniLM with the
+Every run is one fresh subprocess (so its peak RSS, VmHWM, is its own): the packaged MiniLM with the
 study's LoRA (rank 8, query/value, block 5) on Rotten Tomatoes, activations at block 5's input, an iid
 partition of the study's training texts into K devices, stateless Adam clients, 4 local steps of 32 texts,
 ideal aggregation. Time per round is the median over the rounds after the first (which traces the step).
@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 EQUIVALENCE_MARGIN = 0.01
-SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "peak_rss_mb", "peak_rss_ratio",
-                "setup_s", "accuracy"]
+SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "examples", "ms_per_example",
+                "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio", "setup_s", "accuracy"]
 DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
 
 
@@ -73,19 +73,23 @@ def _data(cfg):
     return peft, take(fit), data.y[fit], take(test), data.y[test], key, (fit, test)
 
 
-def _activations(peft, x, block, key, ids, data):
+def _activations(peft, x, block, key, ids, data, chunks=None):
     """The activations at `block` of inputs x: padded float32 arrays (the study's `cached_arrays` path) or a
-    ragged float16 store; both cached on disk."""
+    ragged float16 store (computed from `chunks`() when given, else by the model); both cached on disk."""
     from deft6g.finetune import cached_arrays
-    from deft6g.finetune.activation_store import ragged_activations
+    from deft6g.finetune.activation_store import cached_activations, ragged_activations
     if data == "ragged-float16":
+        if chunks is not None:
+            return cached_activations([key + [ids.tolist()], block], chunks)
         return ragged_activations(peft, x, block, key + [ids.tolist()])
     z = cached_arrays(key + [ids.tolist(), block], lambda: dict(zip("hm", peft.activations(x, block))))
     return z["h"], z["m"]
 
 
 def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate_test=False):
-    """One run in this process: {"round_s": median seconds per round after the first, "peak_rss_mb": this
+    """One run in this process: {"round_s": median seconds per round after the first, "examples": training
+    examples per round (median; a device holding fewer than batch_size texts steps through smaller batches),
+    "ms_per_example": the median over those rounds of round time / examples [ms], "peak_rss_mb": this
     process's peak resident memory [MB] so far, "setup_s", "accuracy" (test split, NaN unless evaluate_test)}."""
     from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition
     from deft6g.finetune.training import take
@@ -100,19 +104,34 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     fed = FederatedDEFT(peft, devices, IdealAggregator(), cfg.block, cfg.local_steps, cfg.batch_size, cfg.lr,
                         seed=seed, clients_per_round=per_round if per_round < num_devices else None)
     setup_s = time.time() - t0
-    times = []
+    times, examples = [], []
     for r in range(cfg.rounds):
         t = time.time()
-        fed.run_round(r)
+        examples.append(fed.run_round(r).examples)
         times.append(time.time() - t)
     accuracy = float("nan")
     if evaluate_test:
         acts = _activations(peft, x_test, cfg.block, key, test, data)
-        if data == "ragged-float16":
-            acts = acts.subset(np.argsort(acts.lengths, kind="stable"))      # batches by length, no copy
+        if data == "ragged-float16":                  # batches by length, without copying the activations
+            order = np.argsort(acts.lengths, kind="stable")
+            acts, y_test = acts.subset(order), y_test[order]
         accuracy = evaluate(peft, acts, y_test, start_block=cfg.block)
-    return {"round_s": statistics.median(times[1:] or times), "setup_s": setup_s, "accuracy": accuracy,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    steady = slice(1, None) if len(times) > 1 else slice(None)
+    return {"round_s": statistics.median(times[steady]), "examples": statistics.median(examples[steady]),
+            "ms_per_example": statistics.median(1e3 * t / n for t, n in zip(times[steady], examples[steady])),
+            "setup_s": setup_s, "accuracy": accuracy, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb():
+    """This process's peak resident memory [MB]: VmHWM of /proc/self/status (Linux), the high-water mark of
+    this program's own address space. Not getrusage's ru_maxrss: Linux carries that across fork and exec, so
+    a subprocess would report its parent's peak when the parent's was higher."""
+    try:
+        with open("/proc/self/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024
 
 
 def _in_subprocess(cfg, **kwargs):
@@ -129,15 +148,17 @@ def prepare_caches(cfg):
     """Compute both caches (padded float32 and ragged float16, training and test activations) here, once, so
     that the timed subprocesses only read them."""
     peft, x_fit, _, x_test, _, key, ids = _data(cfg)
-    for data in ("padded-float32", "ragged-float16"):
-        for x, i in zip((x_fit, x_test), ids):
-            _activations(peft, x, cfg.block, key, i, data)
+    for x, i in zip((x_fit, x_test), ids):
+        h, m = _activations(peft, x, cfg.block, key, i, "padded-float32")
+        _activations(peft, x, cfg.block, key, i, "ragged-float16",
+                     chunks=lambda: ((h[s:s + 1024], m[s:s + 1024]) for s in range(0, len(m), 1024)))
 
 
 def with_ratios(rows):
-    """rows with round_s_ratio and peak_rss_ratio: each figure over the first row's (the K = 8 reference)."""
+    """rows with round_s_ratio, ms_per_example_ratio and peak_rss_mb_ratio: each figure over the first row's (the
+    K = 8 reference)."""
     ref = rows[0]
-    return [{**r, "round_s_ratio": r["round_s"] / ref["round_s"], "peak_rss_ratio": r["peak_rss_mb"] / ref["peak_rss_mb"]}
+    return [{**r, **{f"{c}_ratio": r[c] / ref[c] for c in ("round_s", "ms_per_example", "peak_rss_mb")}}
             for r in rows]
 
 
@@ -191,13 +212,18 @@ def plot_scale(path, cfg, rows):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     ref = rows[0]
-    for ax, col, label in ((axes[0], "round_s_ratio", "time per round"), (axes[1], "peak_rss_ratio", "peak RSS")):
+    panels = ((axes[0], ("round_s_ratio", "ms_per_example_ratio"), "time per round"),
+              (axes[1], ("peak_rss_mb_ratio",), "peak RSS"))
+    for ax, cols, label in panels:
         for i, m in enumerate(sorted({r["per_round"] for r in rows})):
-            pts = sorted((r["num_devices"], r[col]) for r in rows if r["per_round"] == m)
-            ax.plot(*zip(*pts), marker="o", color=f"C{i}", label=f"{m} devices per round")
-            for x, y in pts:
-                ax.annotate(f"{y:.2f}x", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-        if col == "round_s_ratio":
+            for col, ls in zip(cols, ("-", ":")):
+                pts = sorted((r["num_devices"], r[col]) for r in rows if r["per_round"] == m)
+                what = " (per training example)" if col == "ms_per_example_ratio" else ""
+                ax.plot(*zip(*pts), marker="o", ls=ls, color=f"C{i}", label=f"{m} devices per round{what}")
+                for x, y in pts:
+                    ax.annotate(f"{y:.2f}x", (x, y), textcoords="offset points", xytext=(0, 6 if ls == "-" else -12),
+                                ha="center", fontsize=8)
+        if "round_s_ratio" in cols:
             ax.axhline(1.2, ls="--", color="grey", lw=1, label="target 1.2x")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("devices K")
@@ -218,10 +244,12 @@ def plot_scale(path, cfg, rows):
 def summary(cfg, scale, data_rows):
     lines = [f"deft6g scale: {cfg.model}, {cfg.rounds} rounds per run (time per round: median after the first); "
              f"ratios to K={scale[0]['num_devices']}, {scale[0]['per_round']} per round",
-             f"{'K':>6}{'per round':>10}{'s/round':>9}{'ratio':>7}{'peak RSS MB':>13}{'ratio':>7}"]
+             f"{'K':>6}{'per round':>10}{'s/round':>9}{'ratio':>7}{'examples':>9}{'ms/example':>11}{'ratio':>7}"
+             f"{'peak RSS MB':>13}{'ratio':>7}"]
     for r in scale:
         lines.append(f"{r['num_devices']:>6}{r['per_round']:>10}{r['round_s']:>9.2f}{r['round_s_ratio']:>7.2f}"
-                     f"{r['peak_rss_mb']:>13.0f}{r['peak_rss_ratio']:>7.2f}")
+                     f"{r['examples']:>9.0f}{r['ms_per_example']:>11.2f}{r['ms_per_example_ratio']:>7.2f}"
+                     f"{r['peak_rss_mb']:>13.0f}{r['peak_rss_mb_ratio']:>7.2f}")
     s = data_path_summary(data_rows)
     diff, ci = s["accuracy_diff"]
     lines.append(f"data path (K={cfg.grid[0][0]}, all devices, test split evaluated): peak RSS padded float32 "

@@ -7,10 +7,11 @@ from deft6g.benchmarks.scale import ScaleConfig, data_path_summary, measure, plo
 
 
 def test_ratios_and_summary_by_hand():
-    rows = with_ratios([{"num_devices": 8, "per_round": 8, "round_s": 2.0, "peak_rss_mb": 1000.0},
-                        {"num_devices": 512, "per_round": 8, "round_s": 2.2, "peak_rss_mb": 1100.0}])
+    rows = with_ratios([{"num_devices": 8, "per_round": 8, "round_s": 2.0, "ms_per_example": 2.0, "peak_rss_mb": 1000.0},
+                        {"num_devices": 512, "per_round": 8, "round_s": 2.2, "ms_per_example": 3.0,
+                         "peak_rss_mb": 1100.0}])
     assert rows[0]["round_s_ratio"] == 1.0 and rows[1]["round_s_ratio"] == pytest.approx(1.1)
-    assert rows[1]["peak_rss_ratio"] == pytest.approx(1.1)
+    assert rows[1]["peak_rss_mb_ratio"] == pytest.approx(1.1) and rows[1]["ms_per_example_ratio"] == 1.5
     data = [{"data": "padded-float32", "seed": s, "peak_rss_mb": m, "accuracy": a}
             for s, m, a in [(0, 3000.0, 0.80), (1, 3200.0, 0.81), (2, 3100.0, 0.79)]]
     data += [{"data": "ragged-float16", "seed": s, "peak_rss_mb": m, "accuracy": a}
@@ -32,6 +33,8 @@ def test_measure_both_data_paths_on_the_smoke_model(tmp_path, monkeypatch):
     got = {d: measure(cfg, 4, 2, data=d, evaluate_test=True) for d in ("ragged-float16", "padded-float32")}
     for res in got.values():
         assert res["round_s"] > 0 and res["peak_rss_mb"] > 0 and 0 <= res["accuracy"] <= 1
+        assert res["examples"] == 2 * 8                 # 2 devices of 16 texts, one step of 8 each
+        assert res["ms_per_example"] == pytest.approx(1e3 * res["round_s"] / 16, rel=0.5)
     assert abs(got["ragged-float16"]["accuracy"] - got["padded-float32"]["accuracy"]) <= 1 / 32 + 1e-9
     rows = with_ratios([{"num_devices": 4, "per_round": 2, **got["ragged-float16"]},
                         {"num_devices": 8, "per_round": 2, **got["padded-float32"]}])
