@@ -23,11 +23,15 @@ from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, re
 from deft6g.phy import FadingChannel, aircomp_mse, imperfect_csi
 
 STATS = ["mean_db", "median_db", "p10_db", "p90_db"]
-MAIN_FIELDS = ["seed", "method"] + STATS + ["gap_mean_db", "gap_median_db", "gap_p90_db", "failed",
-                                            "seconds_per_realisation"]
-SWEEP_FIELDS = ["sweep", "num_rx_ant", "num_devices", "snr_db", "csi_error_var", "seed", "method"] + STATS
-SPEED_FIELDS = ["solver", "realisations", "rebuild_s", "compiled_solve_s", "barrier_solve_s", "sdr_design_s",
-                "round_call_s", "mmse_design_s", "ratio", "compiled_ratio", "max_value_mismatch", "max_bound_mismatch"]
+# gap_*: empty (None) for designs that are not aligned
+MAIN_TYPES = {"seed": int, "method": str, **dict.fromkeys(STATS + ["gap_mean_db", "gap_median_db", "gap_p90_db"], float),
+              "failed": int, "seconds_per_realisation": float}
+SWEEP_TYPES = {"sweep": str, "num_rx_ant": int, "num_devices": int, "snr_db": float, "csi_error_var": float,
+               "seed": int, "method": str, **dict.fromkeys(STATS, float)}
+SWEEP_FIELDS = list(SWEEP_TYPES)
+SPEED_TYPES = {"solver": str, "realisations": int, **dict.fromkeys(
+    ["rebuild_s", "compiled_solve_s", "barrier_solve_s", "sdr_design_s", "round_call_s", "mmse_design_s", "ratio",
+     "compiled_ratio", "max_value_mismatch", "max_bound_mismatch"], float)}
 SWEEP_METHODS = ("sdr", "mmse", "mrc", "zf", "uniform")
 
 
@@ -108,15 +112,15 @@ class _MainPoint:
                 self.cache[p["seed"]][m] = dict(
                     seed=p["seed"], method=m, **_stats(d.mse), failed=int(np.sum(~d.ok)),
                     seconds_per_realisation=seconds,
-                    gap_mean_db="" if gap is None else float(np.mean(gap)),      # "": the bound does not apply
-                    gap_median_db="" if gap is None else percentiles(gap, (50,))[0],
-                    gap_p90_db="" if gap is None else percentiles(gap, (90,))[0])
+                    gap_mean_db=None if gap is None else float(np.mean(gap)),      # None: the bound does not apply
+                    gap_median_db=None if gap is None else percentiles(gap, (50,))[0],
+                    gap_p90_db=None if gap is None else percentiles(gap, (90,))[0])
         return self.cache[p["seed"]][p["method"]]
 
 
 def main_comparison(cfg, out, **parallel):
     """Every method on `realisations` channels per seed (main.csv, one row per seed and method)."""
-    store = ResultStore(out / "main.csv", MAIN_FIELDS, ["seed", "method"])
+    store = ResultStore(out / "main.csv", list(MAIN_TYPES), ["seed", "method"], types=MAIN_TYPES)
     points = [dict(seed=s, method=m) for s in cfg.seed_values() for m in METHODS]
     run_points(points, _MainPoint(cfg), store, desc="design: main comparison", group=["seed"], **parallel,
                describe=lambda p, r: f"seed {p['seed']} {p['method']}: median {r['median_db']:.2f} dB")
@@ -141,7 +145,7 @@ def speed(cfg, out):
     each federated round calls it); the "mmse" design (sdr design + alternation). ratio = rebuild / sdr
     design; mismatches: compiled value and the barrier's certified bound against the rebuilt optimum
     (speed.csv, one row)."""
-    store = ResultStore(out / "speed.csv", SPEED_FIELDS, ["solver"])
+    store = ResultStore(out / "speed.csv", list(SPEED_TYPES), ["solver"], types=SPEED_TYPES)
     n, k, noise_var = cfg.num_rx_ant, cfg.num_devices, 10 ** (-cfg.snr_db / 10)
 
     def point(p):
@@ -172,7 +176,7 @@ def speed(cfg, out):
                     max_bound_mismatch=float(np.max(np.abs(bounds - naive) / naive)))
 
     run_points([dict(solver=cfg.solver)], point, store, desc="design: speed")
-    return {key: (float(v) if key != "solver" else v) for key, v in store.rows()[0].items()}
+    return dict(store.rows()[0])
 
 
 class _SweepPoint:
@@ -197,7 +201,7 @@ class _SweepPoint:
 
 def sweeps(cfg, out, **parallel):
     """Median (and percentiles) of the MSE per seed vs N, K, SNR and CSI error (sweeps.csv)."""
-    store = ResultStore(out / "sweeps.csv", SWEEP_FIELDS, SWEEP_FIELDS[:7])
+    store = ResultStore(out / "sweeps.csv", SWEEP_FIELDS, SWEEP_FIELDS[:7], types=SWEEP_TYPES)
     grid = [("N", n, cfg.num_devices, cfg.snr_db, 0.0) for n in cfg.sweep_n]
     grid += [("K", cfg.num_rx_ant, k, cfg.snr_db, 0.0) for k in cfg.sweep_k]
     grid += [("SNR", cfg.num_rx_ant, cfg.num_devices, s, 0.0) for s in cfg.sweep_snr_db]
@@ -224,7 +228,7 @@ def plot_sweeps(out, rows, cfg):
             continue
         curves = {}
         for s in summarise(sel, [col, "method"], ["median_db"]):
-            curves.setdefault(s["method"], []).append((float(s[col]), s["median_db_mean"], s["median_db_ci"]))
+            curves.setdefault(s["method"], []).append((s[col], s["median_db_mean"], s["median_db_ci"]))
         line_plot(out / f"mse_vs_{sweep.lower()}.png", curves, label, "median MSE of the sum [dB]",
                   f"AirComp MSE vs {label.split(' [')[0].split(' (')[0]} (Rayleigh, {fixed[sweep]})", logx=sweep == "N",
                   note=f"median over {cfg.sweep_realisations} channels per seed; mean and 95% CI over {cfg.num_seeds} "
@@ -248,12 +252,12 @@ def run_design(out_dir="results/design", quick=False, seed=0, **parallel):
     out = prepare_output(out_dir, "design", asdict(cfg))
     rows = main_comparison(cfg, out, **parallel)
     main = dict(N=cfg.num_rx_ant, K=cfg.num_devices, realisations=cfg.realisations, num_seeds=cfg.num_seeds,
-                snr_db=cfg.snr_db, failed=int(sum(float(r["failed"]) for r in rows if r["method"] == "sdr")),
+                snr_db=cfg.snr_db, failed=int(sum(r["failed"] for r in rows if r["method"] == "sdr")),
                 speed=speed(cfg, out), methods={})
     stats = STATS + ["gap_mean_db", "gap_median_db", "gap_p90_db", "seconds_per_realisation"]
     for m in METHODS:
         mine = [r for r in rows if r["method"] == m]
-        values = [v for v in stats if mine[0][v] != ""]
+        values = [v for v in stats if mine[0][v] is not None]
         s = summarise(mine, ["method"], values)[0]
         main["methods"][m] = {v: [s[f"{v}_mean"], s[f"{v}_ci"]] for v in values}
         main["methods"][m]["mean_gap_to_bound_db"] = s.get("gap_mean_db_mean")          # None: not aligned

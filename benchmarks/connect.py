@@ -25,8 +25,10 @@ import numpy as np
 from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise, \
     tost, write_table
 
-FIELDS = ["task", "scheme", "training", "num_rx_ant", "snr_db", "seed", "accuracy", "val_accuracy", "nmse",
-          "payload_uses", "side_info_uses", "channel_uses", "latency_us", "cpu_s"]
+TYPES = {"task": str, "scheme": str, "training": str, "num_rx_ant": int, "snr_db": float, "seed": int,
+         "accuracy": float, "val_accuracy": float, "nmse": float, "payload_uses": float, "side_info_uses": float,
+         "channel_uses": float, "latency_us": float, "cpu_s": float}
+FIELDS = list(TYPES)
 KEY = FIELDS[:6]
 IDEAL_SCHEMES = ("ideal", "central")             # trained and deployed without a channel
 TRAININGS = ("ideal", "noise-aware")
@@ -85,10 +87,19 @@ def task_name(task):
     return f"{task[0]}-M{task[1]}"
 
 
+def digital_schemes(cfg):
+    """{scheme name: quantiser bits} of the digital arms."""
+    return {f"digital-q{q}": q for q in cfg.digital_num_bits}
+
+
+def single_views(task):
+    """{scheme name: view index} of a task's single-view references."""
+    return {f"single-{m}": m for m in range(task[1])}
+
+
 def radio_schemes(cfg, n):
     """The radio arms at num_rx_ant n: AirComp's two designs, and digital at the sweep's N."""
-    digital = [f"digital-q{q}" for q in cfg.digital_num_bits] if n == cfg.num_rx_ant else []
-    return list(AIR_SCHEMES) + digital
+    return list(AIR_SCHEMES) + (list(digital_schemes(cfg)) if n == cfg.num_rx_ant else [])
 
 
 def points(cfg):
@@ -101,7 +112,7 @@ def points(cfg):
         base = dict(task=task_name(task))
         for seed in cfg.seeds:
             base["seed"] = seed
-            singles = tuple(f"single-{m}" for m in range(task[1]))
+            singles = tuple(single_views(task))
             out += [dict(base, scheme=s, training="ideal", num_rx_ant=0, snr_db=float("inf"))
                     for s in IDEAL_SCHEMES + singles]
             for training in TRAININGS:
@@ -141,8 +152,9 @@ class ConnectTask:
         """The deployed (or noise-aware training) connection of a radio scheme."""
         from deft6g.finetune import AirCompConnection, DigitalConnection
         cfg = self.cfg
-        if scheme.startswith("digital-q"):
-            return DigitalConnection(m, n, cfg.width, snr, num_bits=int(scheme[len("digital-q"):]))
+        bits = digital_schemes(cfg)
+        if scheme in bits:
+            return DigitalConnection(m, n, cfg.width, snr, num_bits=bits[scheme])
         return AirCompConnection(m, n, cfg.width, snr, cfg.method, importance=importance)
 
     def model(self, name, kind, seed, link=None, n=0, snr=None):
@@ -176,15 +188,15 @@ class ConnectTask:
 
     def __call__(self, point):
         from deft6g.finetune import evaluate_multiview, side_info_channel_uses, task_importance, training_stats
-        cfg, name, scheme, seed = self.cfg, point["task"], point["scheme"], int(point["seed"])
-        n, snr = int(point["num_rx_ant"]), float(point["snr_db"])
+        cfg, name, scheme, seed = self.cfg, point["task"], point["scheme"], point["seed"]
+        n, snr = point["num_rx_ant"], point["snr_db"]
+        views = single_views(next(t for t in cfg.tasks if task_name(t) == name))
         d = self.task(name)
         x_fit, y_fit, x_val, y_val = self.split(name, seed)
         t0 = time.process_time()
         row = dict(point, nmse=0.0, payload_uses=0.0, side_info_uses=0.0)
-        if scheme in IDEAL_SCHEMES or scheme.startswith("single-"):
-            kind = ("single", int(scheme.split("-")[1])) if scheme.startswith("single-") else \
-                {"ideal": "multi", "central": "central"}[scheme]
+        if scheme in IDEAL_SCHEMES or scheme in views:
+            kind = ("single", views[scheme]) if scheme in views else {"ideal": "multi", "central": "central"}[scheme]
             model = self.model(name, kind, seed)
             row["accuracy"] = evaluate_multiview(model, self.features(d.x_test, kind), d.y_test)[0]
             row["val_accuracy"] = evaluate_multiview(model, self.features(x_val, kind), y_val)[0]
@@ -192,7 +204,7 @@ class ConnectTask:
             m = d.num_views
             link = "aircomp" if scheme in AIR_SCHEMES else scheme
             model = self.model(name, "multi", seed, *((link, n, snr) if point["training"] == "noise-aware" else ()))
-            if scheme.startswith("digital-q"):
+            if scheme in digital_schemes(cfg):
                 conn, stats, side_reals = self.connection(scheme, m, n, snr), None, 0     # headers in its count
             else:
                 importance = task_importance(model, x_fit, y_fit) if scheme == "aircomp-task" else None
@@ -223,45 +235,49 @@ def run_connect(out_dir="results/connect", quick=False, log=print, **parallel):
     loads them from the cache)."""
     cfg = ConnectConfig.quick() if quick else ConnectConfig()
     out = prepare_output(out_dir, "connect", asdict(cfg))
-    store = ResultStore(out / "results.csv", FIELDS, KEY)
+    store = ResultStore(out / "results.csv", FIELDS, KEY, types=TYPES)
     t0 = time.process_time()
     task = ConnectTask(cfg, log)
     todo = [p for p in points(cfg) if not store.done(p)]
     for name in dict.fromkeys(p["task"] for p in todo):          # features once, before any worker starts
         task.task(name)
-    run_points(points(cfg), task, store, desc="connect", log=log, group=GROUP, **parallel,
-               describe=lambda p, r: f"{p['task']} {p['scheme']} ({p['training']}) N={p['num_rx_ant']} "
-                                     f"{p['snr_db']} dB seed {p['seed']}: accuracy {float(r['accuracy']):.3f}")
-    rows = store.rows()
     on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address")
-    now = {tuple(str(p[k]) for k in KEY) for p in todo} if on_workers else set()
-    worker_cpu = sum(float(r["cpu_s"]) for r in rows if tuple(r[k] for k in KEY) in now)
+    worker_cpu = [0.0]
+
+    def write(point, row):                           # the points run now on workers: their CPU seconds
+        worker_cpu[0] += row["cpu_s"] if on_workers else 0.0
+        return row
+
+    run_points(points(cfg), task, store, desc="connect", log=log, group=GROUP, write=write, **parallel,
+               describe=lambda p, r: f"{p['task']} {p['scheme']} ({p['training']}) N={p['num_rx_ant']} "
+                                     f"{p['snr_db']} dB seed {p['seed']}: accuracy {r['accuracy']:.3f}")
+    rows = store.rows()
     write_table(out / "choices.csv", CHOICE_FIELDS, choices(cfg, rows))
     plot(out, cfg, rows)
-    return cfg, rows, time.process_time() - t0 + worker_cpu
+    return cfg, rows, time.process_time() - t0 + worker_cpu[0]
 
 
 def _select(rows, task, scheme, training=None, n=None, snr=None):
     """Rows of (task, scheme[, training, num_rx_ant n, snr]) by seed."""
     return {r["seed"]: r for r in rows if r["task"] == task and r["scheme"] == scheme
             and (training is None or r["training"] == training)
-            and (n is None or (int(r["num_rx_ant"]) == n and float(r["snr_db"]) == snr))}
+            and (n is None or (r["num_rx_ant"] == n and r["snr_db"] == snr))}
 
 
 def _mean(sel, column):
-    return float(np.mean([float(r[column]) for r in sel.values()]))
+    return float(np.mean([r[column] for r in sel.values()]))
 
 
 def _curve(rows, task, scheme, training, n):
     pts = []
     for s in summarise([r for r in rows if r["task"] == task and r["scheme"] == scheme and r["training"] == training
-                        and int(r["num_rx_ant"]) == n], ["snr_db"], ["accuracy", "channel_uses"]):
-        pts.append((float(s["snr_db"]), s["accuracy_mean"], s["accuracy_ci"], s["channel_uses_mean"]))
+                        and r["num_rx_ant"] == n], ["snr_db"], ["accuracy", "channel_uses"]):
+        pts.append((s["snr_db"], s["accuracy_mean"], s["accuracy_ci"], s["channel_uses_mean"]))
     return sorted(pts)
 
 
 def _reference(rows, task, scheme):
-    vals = [float(r["accuracy"]) for r in rows if r["task"] == task and r["scheme"] == scheme]
+    vals = [r["accuracy"] for r in rows if r["task"] == task and r["scheme"] == scheme]
     return mean_ci(vals) if vals else None
 
 
@@ -358,7 +374,7 @@ def _paired(rows, task, a, b, n, snr):
     seeds = sorted(set(x) & set(y))
     if not seeds:
         return None
-    return paired_ci([float(x[s]["accuracy"]) for s in seeds], [float(y[s]["accuracy"]) for s in seeds])
+    return paired_ci([x[s]["accuracy"] for s in seeds], [y[s]["accuracy"] for s in seeds])
 
 
 def equal_accuracy_line(rows, cfg, task, training, snr):
@@ -372,8 +388,8 @@ def equal_accuracy_line(rows, cfg, task, training, snr):
     dig = _select(rows, task, f"digital-q{eq[0]}", training, cfg.num_rx_ant, snr)
     air = _select(rows, task, "aircomp", training, cfg.num_rx_ant, snr)
     seeds = sorted(set(dig) & set(air))
-    ratio = mean_ci([float(dig[s]["channel_uses"]) / float(air[s]["channel_uses"]) for s in seeds])
-    a, b = ([float(sel[s]["accuracy"]) for s in seeds] for sel in (dig, air))
+    ratio = mean_ci([dig[s]["channel_uses"] / air[s]["channel_uses"] for s in seeds])
+    a, b = ([sel[s]["accuracy"] for s in seeds] for sel in (dig, air))
     diff = paired_ci(a, b)
     verdict = f"TOST ±{100 * EQUAL_MARGIN:g} pt {tost(a, b, EQUAL_MARGIN)['verdict']}" if len(seeds) > 1 else \
         "TOST needs 2 seeds"
@@ -418,8 +434,8 @@ def summary(cfg, rows, cpu_s=None):
                 cells = [f"{p[0]:g} dB {_fmt(p[1], p[2])}" for p in _curve(rows, task, "aircomp", training, n)]
                 if cells:
                     lines.append(f"  aircomp N={n}: " + "; ".join(cells))
-        uses = {s: np.mean([float(r["channel_uses"]) for r in trows if r["scheme"] == s
-                            and int(r["num_rx_ant"]) == cfg.num_rx_ant]) for s in schemes
+        uses = {s: np.mean([r["channel_uses"] for r in trows if r["scheme"] == s
+                            and r["num_rx_ant"] == cfg.num_rx_ant]) for s in schemes
                 if any(r["scheme"] == s for r in trows)}
         lines.append("  channel uses per example (mean over SNRs, side info incl.): "
                      + ", ".join(f"{s} {u:.2f}" for s, u in uses.items()))

@@ -43,12 +43,15 @@ from deft6g.finetune.emulator_builder import VARIANTS, EmulatorRecipe, package_k
 from .study_config import ConfigError
 
 EMU_KEY = ["variant", "distill"]
-EMU_FIELDS = EMU_KEY + ["kept", "download_bits", "download_ratio", "vocab_size", "train_unk_rate", "unk_rate",
-                        "memory_bytes", "memory_ratio", "step_wall_s", "step_cpu_s", "step_speedup"]
+EMU_TYPES = {"variant": str, "distill": bool, "kept": str, "download_bits": int, "download_ratio": float,
+             "vocab_size": int, "train_unk_rate": float, "unk_rate": float, "memory_bytes": int, "memory_ratio": float,
+             "step_wall_s": float, "step_cpu_s": float, "step_speedup": float}
 RESULT_KEY = ["variant", "distill", "seed"]
-RESULT_FIELDS = RESULT_KEY + ["plug_accuracy", "emulator_accuracy", "mse_before", "mse_after", "distill_s",
-                              "train_s"]
-TUNING_FIELDS = ["middle", "distill_lr", "distill_texts", "val_mse_before", "val_mse_after", "chosen"]
+RESULT_TYPES = {"variant": str, "distill": bool, "seed": int, "plug_accuracy": float, "emulator_accuracy": float,
+                "mse_before": float, "mse_after": float, "distill_s": float, "train_s": float}
+RESULT_FIELDS = list(RESULT_TYPES)
+TUNING_TYPES = {"middle": str, "distill_lr": float, "distill_texts": int, "val_mse_before": float,
+                "val_mse_after": float, "chosen": bool}
 
 
 @dataclass
@@ -255,7 +258,7 @@ def _device_memory(setup, d):
 def _emulator_row(setup, point, full_row):
     from deft6g.finetune.emulator_package import download_bits, package_config
     cfg = setup.cfg
-    d = setup.emulator(point["variant"], _bool(point["distill"]), cfg.seeds[0])    # size and cost: seed-independent
+    d = setup.emulator(point["variant"], point["distill"], cfg.seeds[0])    # size and cost: seed-independent
     b = cfg.batch_size
     x = {k: v[:b] for k, v in setup.x_train.items()}
     if point["variant"] != "full":
@@ -264,8 +267,8 @@ def _emulator_row(setup, point, full_row):
     wall, cpu = _step_time(d["device"], x, setup.y_train[:b], cfg.timing_repeats)
     bits, mem = download_bits(d["package"]), _device_memory(setup, d)
     full_bits, full_mem, full_wall = ((bits, mem, wall) if full_row is None else
-                                      (int(full_row["download_bits"]), int(full_row["memory_bytes"]),
-                                       float(full_row["step_wall_s"])))
+                                      (full_row["download_bits"], full_row["memory_bytes"],
+                                       full_row["step_wall_s"]))
     return {**point, "kept": " ".join(map(str, d["kept"])), "download_bits": bits,
             "download_ratio": full_bits / bits, "vocab_size": package_config(d["package"])["vocab_size"],
             "train_unk_rate": d["train_unk_rate"], "unk_rate": d["unk_rate"], "memory_bytes": mem, "memory_ratio": full_mem / mem, "step_wall_s": wall, "step_cpu_s": cpu,
@@ -274,8 +277,8 @@ def _emulator_row(setup, point, full_row):
 
 def _run_point(setup, point):
     from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition, plug_in
-    cfg, seed = setup.cfg, int(point["seed"])
-    d = setup.emulator(point["variant"], _bool(point["distill"]), seed)
+    cfg, seed = setup.cfg, point["seed"]
+    d = setup.emulator(point["variant"], point["distill"], seed)
     t0 = time.process_time()
     device = d["device"]
     device.reset_parameters(seed)
@@ -293,10 +296,6 @@ def _run_point(setup, point):
     return {**point, "plug_accuracy": plug, "emulator_accuracy": emu_acc,
             "mse_before": s.get("mse_before", float("nan")), "mse_after": s.get("mse_after", float("nan")),
             "distill_s": round(s.get("seconds", 0.0), 2), "train_s": round(time.process_time() - t0, 2)}
-
-
-def _bool(v):
-    return v in (True, "True", "true", "1")
 
 
 class EmulatorTask:
@@ -326,9 +325,9 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel)
     tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
     cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
     out = prepare_output(out_dir, "emulator", asdict(cfg))
-    tuning = ResultStore(out / "tuning.csv", TUNING_FIELDS, TUNING_FIELDS[:3])
-    emu_store = ResultStore(out / "emulators.csv", EMU_FIELDS, EMU_KEY)
-    store = ResultStore(out / "results.csv", RESULT_FIELDS, RESULT_KEY)
+    tuning = ResultStore(out / "tuning.csv", list(TUNING_TYPES), list(TUNING_TYPES)[:3], types=TUNING_TYPES)
+    emu_store = ResultStore(out / "emulators.csv", list(EMU_TYPES), EMU_KEY, types=EMU_TYPES)
+    store = ResultStore(out / "results.csv", RESULT_FIELDS, RESULT_KEY, types=RESULT_TYPES)
     emu_points, points = emulator_points(cfg), study_points(cfg)
     cpu0 = time.process_time()
     if any(not emu_store.done(p) for p in emu_points) or any(not store.done(p) for p in points):
@@ -342,10 +341,10 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel)
         run_points(full, lambda p: _emulator_row(setup, p, None), emu_store, desc="full model", log=log)
         full_row = next(r for r in emu_store.rows() if r["variant"] == "full")
         run_points(emu_points, lambda p: _emulator_row(setup, p, full_row), emu_store, desc="emulators", log=log,
-                   describe=lambda p, r: f"{_name(p)}: {float(r['download_ratio']):.2f}x smaller download")
+                   describe=lambda p, r: f"{_name(p)}: {r['download_ratio']:.2f}x smaller download")
         run_points(points, EmulatorTask(cfg, setup), store, desc="training", log=log, group=["seed"], **parallel,
-                   describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {float(r['plug_accuracy']):.3f}, "
-                                         f"emulator {float(r['emulator_accuracy']):.3f}")
+                   describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {r['plug_accuracy']:.3f}, "
+                                         f"emulator {r['emulator_accuracy']:.3f}")
     emu_rows, rows = emu_store.rows(), store.rows()
     summary_rows = write_summary(out, emu_rows, rows, cfg.equivalence_margin)
     plot(out, cfg, summary_rows)
@@ -353,7 +352,7 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel)
 
 
 def _name(p):
-    return p["variant"] + (" + distill" if _bool(p["distill"]) else "")
+    return p["variant"] + (" + distill" if p["distill"] else "")
 
 
 SUMMARY_FIELDS = ["variant", "distill", "n", "download_bits", "download_ratio", "vocab_size", "train_unk_rate",
@@ -367,21 +366,21 @@ def summary_rows(emu_rows, rows, margin=0.01):
     emulator-minus-plug-in gap and plug-in minus full-model devices, both paired per seed, and the paired TOST of
     plug-in against full-model devices within +-`margin` (90% interval, p, "equivalent" / "not shown"; empty for
     the full model itself and with fewer than 2 pairs)."""
-    full = {r["seed"]: float(r["plug_accuracy"]) for r in rows if r["variant"] == "full"}
-    full_cpu = [float(e["step_cpu_s"]) for e in emu_rows if e["variant"] == "full"]
+    full = {r["seed"]: r["plug_accuracy"] for r in rows if r["variant"] == "full"}
+    full_cpu = [e["step_cpu_s"] for e in emu_rows if e["variant"] == "full"]
     out = []
     for e in emu_rows:
         mine = [r for r in rows if r["variant"] == e["variant"] and r["distill"] == e["distill"]]
         if not mine:
             continue
-        plug = [float(r["plug_accuracy"]) for r in mine]
-        emu = [float(r["emulator_accuracy"]) for r in mine]
-        paired = [(float(r["plug_accuracy"]), full[r["seed"]]) for r in mine if r["seed"] in full]
+        plug = [r["plug_accuracy"] for r in mine]
+        emu = [r["emulator_accuracy"] for r in mine]
+        paired = [(r["plug_accuracy"], full[r["seed"]]) for r in mine if r["seed"] in full]
         s = {k: e[k] for k in SUMMARY_FIELDS if k in e}
         s["n"] = len(mine)
-        s["step_cpu_speedup"] = full_cpu[0] / float(e["step_cpu_s"]) if full_cpu else float("nan")
+        s["step_cpu_speedup"] = full_cpu[0] / e["step_cpu_s"] if full_cpu else float("nan")
         for k in ("mse_before", "mse_after"):
-            s[k] = float(np.mean([float(r[k]) for r in mine]))
+            s[k] = float(np.mean([r[k] for r in mine]))
         s["plug_mean"], s["plug_ci"] = mean_ci(plug)
         s["emulator_mean"], s["emulator_ci"] = mean_ci(emu)
         s["gap_mean"], s["gap_ci"] = paired_ci(emu, plug)
@@ -420,8 +419,8 @@ def plot(out, cfg, s_rows):
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     full = [s for s in s_rows if s["variant"] == "full"]
     for s in s_rows:
-        labels[s["variant"]] = (f"{names[s['variant']]}\n{float(s['download_bits']) / 8e6:.1f} MB\n"
-                                f"{float(s['download_ratio']):.1f}x smaller")
+        labels[s["variant"]] = (f"{names[s['variant']]}\n{s['download_bits'] / 8e6:.1f} MB\n"
+                                f"{s['download_ratio']:.1f}x smaller")
     if full:
         m, ci = full[0]["plug_mean"], full[0]["plug_ci"]
         label = "devices hold the full model"
@@ -434,7 +433,7 @@ def plot(out, cfg, s_rows):
         axes[1].axhspan(-margin, margin, color="C3", alpha=0.08, lw=0,
                         label=f"equivalence margin +-{margin:g} point (paired TOST, 5%)")
     for i, distill in enumerate([False, True]):
-        mine = sorted((s for s in s_rows if s["variant"] != "full" and _bool(s["distill"]) == distill),
+        mine = sorted((s for s in s_rows if s["variant"] != "full" and s["distill"] == distill),
                       key=lambda s: pos[s["variant"]])
         if not mine:
             continue
@@ -475,9 +474,9 @@ def plot(out, cfg, s_rows):
 
 
 def summary(cfg, s_rows, cpu_s, tuning_rows=()):
-    chosen = "; ".join(f"{r['middle']} middle: lr {float(r['distill_lr']):g} on {r['distill_texts']} texts "
-                       f"(validation MSE {float(r['val_mse_after']):.3g})"
-                       for r in tuning_rows if _bool(r["chosen"])) or "none"
+    chosen = "; ".join(f"{r['middle']} middle: lr {r['distill_lr']:g} on {r['distill_texts']} texts "
+                       f"(validation MSE {r['val_mse_after']:.3g})"
+                       for r in tuning_rows if r["chosen"]) or "none"
     margin = 100 * cfg.equivalence_margin
     lines = [f"FoMo emulator study: {cfg.model} on {cfg.dataset} ({cfg.train_examples or 'all'} training texts), "
              f"LoRA r={cfg.lora_rank} q/v in the top block, {cfg.devices} devices x {cfg.rounds} rounds x "
@@ -490,13 +489,13 @@ def summary(cfg, s_rows, cpu_s, tuning_rows=()):
              f"{'cpu x':>7}{'plug-in acc':>17}{'emulator acc':>17}{'emu - plug':>17}{'plug - full':>17}"
              f"{'TOST 90% interval':>19}{'verdict':>11}{'MSE before>after':>20}"]
     for s in s_rows:
-        mse = "" if math.isnan(float(s["mse_before"])) else f"{float(s['mse_before']):.3g} > {float(s['mse_after']):.3g}"
+        mse = "" if math.isnan(s["mse_before"]) else f"{s['mse_before']:.3g} > {s['mse_after']:.3g}"
         interval = ("" if not s["tost_verdict"] else
-                    f"{100 * float(s['tost_low']):+.2f} .. {100 * float(s['tost_high']):+.2f}")
-        unk = f"{100 * float(s['train_unk_rate']):.2f} / {100 * float(s['unk_rate']):.2f}"
-        lines.append(f"{_name(s):<34}{float(s['download_bits']) / 8e6:>12.2f}{float(s['download_ratio']):>10.2f}"
+                    f"{100 * s['tost_low']:+.2f} .. {100 * s['tost_high']:+.2f}")
+        unk = f"{100 * s['train_unk_rate']:.2f} / {100 * s['unk_rate']:.2f}"
+        lines.append(f"{_name(s):<34}{s['download_bits'] / 8e6:>12.2f}{s['download_ratio']:>10.2f}"
                      f"{unk:>17}"
-                     f"{float(s['memory_ratio']):>7.2f}{float(s['step_speedup']):>7.2f}{float(s['step_cpu_speedup']):>7.2f}"
+                     f"{s['memory_ratio']:>7.2f}{s['step_speedup']:>7.2f}{s['step_cpu_speedup']:>7.2f}"
                      f"{_pm(s['plug_mean'], s['plug_ci'])}{_pm(s['emulator_mean'], s['emulator_ci'])}"
                      f"{_pm(s['gap_mean'], s['gap_ci'], True)}{_pm(s['vs_full_mean'], s['vs_full_ci'], True)}"
                      f"{interval:>19}{s['tost_verdict'] or '-':>11}{mse:>20}")

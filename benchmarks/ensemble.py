@@ -47,16 +47,19 @@ SCORES = RULE_COLUMNS + ("ensemble", "single", "selected", "average", "newest", 
 TARGETS = ("acc", "cur")                    # whole test split; test split weighted to the chunk's label mix
 ACC = [f"{t}_{s}" for t in TARGETS for s in SCORES]
 RESULT_KEY = ["dataset", "stream", "seed"]
-RESULT_FIELDS = RESULT_KEY + ["init", "pool_size", "step", "phase", "examples_seen", "train_steps", "member_steps",
-                              "members", "pool_bytes", "newest_kept"] + ACC
+RESULT_TYPES = {"dataset": str, "stream": str, "seed": int, "init": str, "pool_size": int, "step": int, "phase": int,
+                "examples_seen": int, "train_steps": int, "member_steps": int, "members": int, "pool_bytes": int,
+                "newest_kept": int, **dict.fromkeys(ACC, float)}
 CHOICE_KEY = RESULT_KEY + ["init", "pool_size", "step", "target", "candidate"]
-CHOICE_FIELDS = CHOICE_KEY + ["val_score", "chosen"]
+CHOICE_TYPES = {k: RESULT_TYPES.get(k, str) for k in CHOICE_KEY} | {"val_score": float, "chosen": int}
 REFERENCE_KEY = ["dataset", "seed"]
-REFERENCE_FIELDS = REFERENCE_KEY + ["examples", "accuracy", "cpu_s"]
+REFERENCE_TYPES = {"dataset": str, "seed": int, "examples": int, "accuracy": float, "cpu_s": float}
 MATCHED_KEY = RESULT_KEY
-MATCHED_FIELDS = MATCHED_KEY + ["steps", "acc_warm_newest", "acc_fresh_matched", "acc_fresh_newest"]
+MATCHED_TYPES = {"dataset": str, "stream": str, "seed": int, "steps": int, "acc_warm_newest": float,
+                 "acc_fresh_matched": float, "acc_fresh_newest": float}
 SPEED_KEY = ["repeat"]
-SPEED_FIELDS = SPEED_KEY + ["pool_size", "mode", "examples", "wall_s", "cpu_s"]
+SPEED_TYPES = {"repeat": int, "pool_size": int, "mode": str, "examples": int, "wall_s": float, "cpu_s": float}
+STREAM_ORDER = 1                            # the sub-stream of a seed that orders a stream's texts (`derive_seed`)
 
 
 @dataclass
@@ -272,7 +275,7 @@ def run_stream(setup, point):
     from deft6g.finetune import OnTheFlyEnsemble, PromptPool
     cfg = setup.cfg
     d = setup.dataset(point["dataset"])
-    trainer, seed = d["trainer"], int(point["seed"])
+    trainer, seed = d["trainer"], point["seed"]
     trainer.seed = seed
     chunks, mixes = setup.stream(d, point["stream"], seed)
     gate = dict(steps=cfg.gate_steps, lr=cfg.gate_lr, l2=cfg.gate_l2)
@@ -328,7 +331,7 @@ def run_reference(setup, point):
     """One member trained on all the stream's training parts of a seed (the upper reference; both streams
     hold the same texts)."""
     d = setup.dataset(point["dataset"])
-    trainer, seed = d["trainer"], int(point["seed"])
+    trainer, seed = d["trainer"], point["seed"]
     trainer.seed = seed
     parts = [c for c, _ in setup.stream(d, "drift", seed)[0]]
     h, m, y = (np.concatenate([p[i] for p in parts]) for i in range(3))
@@ -398,11 +401,11 @@ def run_ensemble(out_dir="results/ensemble", quick=False, log=print, config=None
     cfg = config or (EnsembleConfig.quick() if quick else EnsembleConfig())
     out = prepare_output(out_dir, "ensemble", asdict(cfg))
     task = EnsembleTask(cfg)
-    results = ResultStore(out / "results.csv", RESULT_FIELDS, RESULT_KEY)
-    choices = ResultStore(out / "choices.csv", CHOICE_FIELDS, CHOICE_KEY)
-    matched = ResultStore(out / "matched.csv", MATCHED_FIELDS, MATCHED_KEY)
-    reference = ResultStore(out / "reference.csv", REFERENCE_FIELDS, REFERENCE_KEY)
-    speed = ResultStore(out / "speed.csv", SPEED_FIELDS, SPEED_KEY)
+    results = ResultStore(out / "results.csv", list(RESULT_TYPES), RESULT_KEY, types=RESULT_TYPES)
+    choices = ResultStore(out / "choices.csv", list(CHOICE_TYPES), CHOICE_KEY, types=CHOICE_TYPES)
+    matched = ResultStore(out / "matched.csv", list(MATCHED_TYPES), MATCHED_KEY, types=MATCHED_TYPES)
+    reference = ResultStore(out / "reference.csv", list(REFERENCE_TYPES), REFERENCE_KEY, types=REFERENCE_TYPES)
+    speed = ResultStore(out / "speed.csv", list(SPEED_TYPES), SPEED_KEY, types=SPEED_TYPES)
     points = [dict(dataset=ds, stream=st, seed=s) for ds in cfg.datasets for st in cfg.streams for s in cfg.seeds]
     refs = [dict(dataset=ds, seed=s) for ds in cfg.datasets for s in cfg.seeds]
     streams = {(p["dataset"], p["seed"]) for p in points if not results.done(p)}
@@ -435,13 +438,13 @@ def _final(cfg, rows, dataset, stream, init, size, step=None):
     """Rows of one (dataset, stream, init, pool size) at `step` (default: the last), sorted by seed."""
     step = cfg.chunks if step is None else step
     return sorted((r for r in rows if r["dataset"] == dataset and r["stream"] == stream and r["init"] == init
-                   and int(r["pool_size"]) == size and int(r["step"]) == step), key=lambda r: int(r["seed"]))
+                   and r["pool_size"] == size and r["step"] == step), key=lambda r: r["seed"])
 
 
 def _stream_mean(cfg, rows, dataset, stream, init, col):
     """Per seed, the mean of `col` over the stream's steps (default pool size): the online score."""
     steps = [_final(cfg, rows, dataset, stream, init, cfg.pool_size, t) for t in range(1, cfg.chunks + 1)]
-    return [float(np.mean([float(s[i][col]) for s in steps])) for i in range(min(map(len, steps)))]
+    return [float(np.mean([s[i][col] for s in steps])) for i in range(min(map(len, steps)))]
 
 
 def _speed_stats(cfg, rows, clock):
@@ -449,15 +452,15 @@ def _speed_stats(cfg, rows, clock):
     out = {}
     for size in cfg.speed_pool_sizes:
         for mode in ("one_by_one", "shared", "batched"):
-            v = [int(r["examples"]) / float(r[clock]) for r in rows
-                 if int(r["pool_size"]) == size and r["mode"] == mode]
+            v = [r["examples"] / r[clock] for r in rows
+                 if r["pool_size"] == size and r["mode"] == mode]
             if v:
                 out[size, mode] = mean_ci(v)
     return out
 
 
 def _speedup(cfg, rows, size, clock):
-    by = {(r["repeat"], r["mode"]): float(r[clock]) for r in rows if int(r["pool_size"]) == size}
+    by = {(r["repeat"], r["mode"]): r[clock] for r in rows if r["pool_size"] == size}
     return mean_ci([by[rep, "one_by_one"] / by[rep, "batched"] for rep, mode in by if mode == "batched"])
 
 
@@ -471,7 +474,7 @@ def plot(out, cfg, rows, ref, spd):
     note = f"mean, 95% CI, {len(cfg.seeds)} seeds; {cfg.model}{random_note}; {cfg.num_tokens} prompt vectors, top " \
            "block; current mix: test classes weighted as in the chunk"
     for ds in cfg.datasets:
-        joint = [float(r["accuracy"]) for r in ref if r["dataset"] == ds]
+        joint = [r["accuracy"] for r in ref if r["dataset"] == ds]
         for st in cfg.streams:
             for target in TARGETS:
                 hl = {"one prompt on all data seen (reference)": mean_ci(joint)} if joint and target == "acc" else None
@@ -483,9 +486,9 @@ def plot(out, cfg, rows, ref, spd):
                         for step in range(1, cfg.chunks + 1):
                             fin = _final(cfg, rows, ds, st, init, cfg.pool_size, step)
                             if fin:
-                                v = [float(r[f"{target}_{col}"]) for r in fin]
+                                v = [r[f"{target}_{col}"] for r in fin]
                                 curves.setdefault(f"{init}: {label}", []).append(
-                                    (int(fin[0]["examples_seen"]), *mean_ci(v)))
+                                    (fin[0]["examples_seen"], *mean_ci(v)))
                 if curves:
                     phases = f", label mix changes in {cfg.drift_phases} phases" if st == "drift" else ""
                     line_plot(out / f"accuracy_vs_examples_{ds}_{st}_{target}.png", curves,
@@ -498,7 +501,7 @@ def plot(out, cfg, rows, ref, spd):
                 for size in cfg.pool_sizes:
                     fin = _final(cfg, rows, ds, st, "fresh", size)
                     if fin:
-                        curves.setdefault(label, []).append((size, *mean_ci([float(r[f"cur_{col}"]) for r in fin])))
+                        curves.setdefault(label, []).append((size, *mean_ci([r[f"cur_{col}"] for r in fin])))
             if curves:
                 line_plot(out / f"accuracy_vs_pool_size_{ds}_{st}.png", curves, "pool size (prompts kept)",
                           "test accuracy (current label mix)",
@@ -531,7 +534,7 @@ def summary(cfg, rows, ref, spd, matched=()):
              "single prompt on the test split: a bound, not a method)",
              "acc: whole test split; cur: test split weighted to the current chunk's label mix"]
     for ds in cfg.datasets:
-        joint = [float(r["accuracy"]) for r in ref if r["dataset"] == ds]
+        joint = [r["accuracy"] for r in ref if r["dataset"] == ds]
         if joint:
             n = next(r["examples"] for r in ref if r["dataset"] == ds)
             lines.append(f"{ds}: reference, one prompt trained on the stream's {n} training texts at once: "
@@ -547,7 +550,7 @@ def summary(cfg, rows, ref, spd, matched=()):
                 for s in SCORES:
                     cells = []
                     for t in TARGETS:
-                        cells.append("{:>8.3f} +- {:.3f}".format(*mean_ci([float(r[f"{t}_{s}"]) for r in fin])))
+                        cells.append("{:>8.3f} +- {:.3f}".format(*mean_ci([r[f"{t}_{s}"] for r in fin])))
                         cells.append("{:>10.3f} +- {:.3f}".format(*mean_ci(_stream_mean(cfg, rows, ds, st, init,
                                                                                          f"{t}_{s}"))))
                     lines.append(f"    {s:<10}" + "".join(cells))
@@ -562,23 +565,23 @@ def summary(cfg, rows, ref, spd, matched=()):
                     lines.append(f"  {ds}, {st}: warm minus fresh, ensemble, {t} stream mean, equal training steps: "
                                  f"{_diff(w, f)}")
             sizes = [(k, _final(cfg, rows, ds, st, "fresh", k)) for k in cfg.pool_sizes]
-            text = ", ".join(f"M={k}: {mean_ci([float(r['cur_ensemble']) for r in f])[0]:.3f}" for k, f in sizes if f)
+            text = ", ".join(f"M={k}: {mean_ci([r['cur_ensemble'] for r in f])[0]:.3f}" for k, f in sizes if f)
             if text:
                 lines.append(f"  {ds}, {st}, fresh init, ensemble (cur, final) by pool size: {text}")
-            mat = sorted((r for r in matched if r["dataset"] == ds and r["stream"] == st), key=lambda r: int(r["seed"]))
+            mat = sorted((r for r in matched if r["dataset"] == ds and r["stream"] == st), key=lambda r: r["seed"])
             if mat:
-                a, b = [float(r["acc_warm_newest"]) for r in mat], [float(r["acc_fresh_matched"]) for r in mat]
+                a, b = [r["acc_warm_newest"] for r in mat], [r["acc_fresh_matched"] for r in mat]
                 lines.append(f"  {ds}, {st}: last member, warm ({mat[0]['steps']} steps in its lineage) minus fresh "
                              f"trained for as many steps on the last chunk (acc): {_diff(a, b)}")
         fin = _final(cfg, rows, ds, cfg.streams[0], cfg.inits[0], cfg.pool_size)
         if fin:
-            member = int(fin[0]["pool_bytes"]) // int(fin[0]["members"])
+            member = fin[0]["pool_bytes"] // fin[0]["members"]
             lines.append(f"  {ds}: a member (prompt + own head, float32) is {member:,d} bytes; a full pool of "
                          f"{cfg.pool_size}: {cfg.pool_size * member:,d} bytes")
     for clock, name in (("cpu_s", "CPU time"), ("wall_s", "wall time")):
         parts = []
         for size in cfg.speed_pool_sizes:
-            if any(int(r["pool_size"]) == size for r in spd):
+            if any(r["pool_size"] == size for r in spd):
                 m, ci = _speedup(cfg, spd, size, clock)
                 parts.append(f"M={size}: {m:.2f}x +- {ci:.2f}")
         if parts:

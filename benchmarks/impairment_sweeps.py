@@ -47,6 +47,13 @@ def _rayleigh(n, k, count, seed):
     return FadingChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
 
 
+def _store(path, fields, key_columns):
+    """The result store of one sweep, keyed by its first `key_columns` columns (the point); seed, num_rx_ant and
+    num_devices are ints, every other column a float."""
+    types = {f: int if f in ("seed", "num_rx_ant", "num_devices") else float for f in fields}
+    return ResultStore(path, fields, fields[:key_columns], types=types)
+
+
 @dataclass
 class LinkSweeps:
     """Grids of the link-level sweeps (truncation at N = 1; misalignment and pilot CSI with aligned designs)."""
@@ -128,7 +135,7 @@ def _pilot_point(cfg, p):
 def _curve(rows, by, x, col):
     """Mean and 95% CI over seeds of column `col`, grouped by `by` + [x]: a list of (x, mean, ci)."""
     out = summarise(rows, by + [x], [col])
-    return [(float(s[x]), s[f"{col}_mean"], s[f"{col}_ci"]) for s in out]
+    return [(s[x], s[f"{col}_mean"], s[f"{col}_ci"]) for s in out]
 
 
 def link_sweeps(out, quick=False, seed=0, log=print):
@@ -136,16 +143,16 @@ def link_sweeps(out, quick=False, seed=0, log=print):
     cfg = LinkSweeps.quick() if quick else LinkSweeps()
     (out / "link_sweeps.json").write_text(json.dumps(asdict(cfg), indent=2))
     seeds = [seed + i for i in range(cfg.num_seeds)]
-    trunc, references = ResultStore(out / "truncation.csv", TRUNC_FIELDS, TRUNC_FIELDS[:3]), {}
+    trunc, references = _store(out / "truncation.csv", TRUNC_FIELDS, 3), {}
     run_points([dict(snr_db=s, threshold=g, seed=r) for s in cfg.trunc_snr_db for g in cfg.thresholds for r in seeds],
                lambda p: truncation_point(cfg, p, references), trunc, desc="truncated inversion", log=log)
     mis = {}
     for kind, (param, _, _, name) in MISALIGN_KINDS.items():
-        mis[kind] = ResultStore(out / f"misalignment_{kind}.csv", MISALIGN_FIELDS[kind], MISALIGN_FIELDS[kind][:4])
+        mis[kind] = _store(out / f"misalignment_{kind}.csv", MISALIGN_FIELDS[kind], 4)
         run_points([{"num_rx_ant": n, "num_devices": k, param: s, "seed": r} for n, k in cfg.misalign_settings
                     for s in getattr(cfg, param) for r in seeds], lambda p: misalign_point(cfg, p), mis[kind],
                    desc=f"misalignment: {name.replace('_', ' ')}", log=log)
-    pilot = ResultStore(out / "pilot_csi.csv", PILOT_FIELDS, PILOT_FIELDS[:2])
+    pilot = _store(out / "pilot_csi.csv", PILOT_FIELDS, 2)
     run_points([dict(pilot_snr_db=s, seed=r) for s in cfg.pilot_snr_db for r in seeds],
                lambda p: _pilot_point(cfg, p), pilot, desc="pilot CSI", log=log)
     return _link_plots(cfg, out, trunc.rows(), {kind: s.rows() for kind, s in mis.items()}, pilot.rows())
@@ -155,8 +162,8 @@ def _link_plots(cfg, out, trunc, mis, pilot):
     note = f"mean over {cfg.num_seeds} seeds, 95% CI; SNR = P / sigma^2 per device"
     lines = ["Truncated channel inversion, N = 1, K = %d Rayleigh (mean MSE of the sum [dB]):" % cfg.trunc_devices]
     for snr in cfg.trunc_snr_db:
-        rows = [r for r in trunc if float(r["snr_db"]) == snr]
-        share = {float(s["threshold"]): s["participation_mean"] for s in summarise(rows, ["threshold"], ["participation"])}
+        rows = [r for r in trunc if r["snr_db"] == snr]
+        share = {s["threshold"]: s["participation_mean"] for s in summarise(rows, ["threshold"], ["participation"])}
         dense = np.logspace(np.log10(min(cfg.thresholds)), np.log10(max(cfg.thresholds)), 40)
         curves = {}
         for b in ("peak", "average"):
@@ -187,7 +194,7 @@ def _link_plots(cfg, out, trunc, mis, pilot):
     for kind, (param, label, logx, name) in MISALIGN_KINDS.items():
         curves, hlines = {}, {}
         for n, k in cfg.misalign_settings:
-            rows = [r for r in mis[kind] if int(r["num_rx_ant"]) == n and int(r["num_devices"]) == k]
+            rows = [r for r in mis[kind] if r["num_rx_ant"] == n and r["num_devices"] == k]
             mc = curves[f"ZF N={n} K={k}, uplink Monte Carlo"] = _curve(rows, [], param, "mc_db")
             curves[f"ZF N={n} K={k}, closed form"] = _curve(rows, [], param, "theory_db")
             lines.append(f"Misalignment, ZF N={n} K={k}, {cfg.snr_db:g} dB: mean MSE [dB] vs {name.replace('_', ' ')} "
@@ -297,16 +304,16 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
         return p | dict(optimal_db=_db(np.median(opt.mse / F)), uniform_db=_db(np.median(uni.mse / F)),
                         gain_db=float(np.median(10 * np.log10(uni.mse / opt.mse))))
 
-    pilot = ResultStore(out / "design_pilot_csi.csv", DESIGN_PILOT_FIELDS, DESIGN_PILOT_FIELDS[:2])
+    pilot = _store(out / "design_pilot_csi.csv", DESIGN_PILOT_FIELDS, 2)
     run_points([dict(pilot_snr_db=s, seed=r) for r in seeds for s in cfg.pilot_snr_db], pilot_point, pilot,
                desc="designs vs pilot SNR", log=log)
     mis = {}
     for kind, (param, _, _, name) in MISALIGN_KINDS.items():
         fields = DESIGN_MISALIGN_FIELDS[kind]
-        mis[kind] = ResultStore(out / f"design_{name}.csv", fields, fields[:2])
+        mis[kind] = _store(out / f"design_{name}.csv", fields, 2)
         run_points([{param: s, "seed": r} for r in seeds for s in getattr(cfg, param)], misalignment_point, mis[kind],
                    desc=f"designs vs {name.replace('_', ' ')}", log=log)
-    sub = ResultStore(out / "subcarrier_power.csv", SUBCARRIER_FIELDS, SUBCARRIER_FIELDS[:3])
+    sub = _store(out / "subcarrier_power.csv", SUBCARRIER_FIELDS, 3)
     run_points([dict(num_rx_ant=a, delay_spread_ns=d, seed=r) for a in cfg.subcarrier_rx_ant
                 for d in cfg.delay_spread_ns for r in seeds], subcarrier_point, sub,
                desc="subcarrier power", log=log)
@@ -341,7 +348,7 @@ def _design_plots(cfg, out, n, k, snr_db, pilot, mis, sub):
             lines.append(f"  {m:<5}" + "".join(f"{x:>8g}: {y:6.2f}" for x, y, _ in pts))
     curves, gain_curves = {}, {}
     for a in cfg.subcarrier_rx_ant:
-        rows = [r for r in sub if int(r["num_rx_ant"]) == a]
+        rows = [r for r in sub if r["num_rx_ant"] == a]
         for col, name in (("optimal_db", "optimal allocation"), ("uniform_db", "uniform power")):
             curves[f"{name}, N={a}"] = _curve(rows, [], "delay_spread_ns", col)
         gains = gain_curves[f"N={a}"] = _curve(rows, [], "delay_spread_ns", "gain_db")

@@ -9,7 +9,6 @@ With `workers` the budget runs (accuracy only) go to Ray workers, each still tra
 own; the methods are timed (samples/s), so they always run here, one at a time.
 """
 
-import csv
 import json
 import resource
 import subprocess
@@ -19,13 +18,15 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, load_json, prepare_output, run_points, write_json_atomic
+from deft6g.experiment import (ResultStore, line_plot, load_json, prepare_output, run_points, write_json_atomic,
+                               write_table)
 from deft6g.finetune import load_study_model
 
-METHOD_FIELDS = ["method", "accuracy", "trainable_params", "samples_per_s", "samples_per_s_with_cache",
-                 "cache_s", "train_s", "peak_rss_mib", "lowest_block", "sizes"]
-BUDGET_FIELDS = ["allocation", "budget_fraction", "bits_budget", "sizes", "status", "payload_bits", "memory_mib",
-                 "flops_g", "accuracy"]
+METHOD_TYPES = {"method": str, "accuracy": float, "trainable_params": int, "samples_per_s": float,
+                "samples_per_s_with_cache": float, "cache_s": float, "train_s": float, "peak_rss_mib": float,
+                "lowest_block": int, "sizes": list}
+BUDGET_TYPES = {"allocation": str, "budget_fraction": float, "bits_budget": int, "sizes": list, "status": str,
+                "payload_bits": int, "memory_mib": float, "flops_g": float, "accuracy": float}
 
 
 @dataclass
@@ -122,7 +123,7 @@ def train_method(method, cfg, sizes=None):
             "samples_per_s_with_cache": seen / (train_s + cache_s * (n_train / (n_train + len(y_te)))),
             "cache_s": round(cache_s, 2), "train_s": round(train_s, 2),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "lowest_block": low,
-            "sizes": json.dumps(peft.sizes)}
+            "sizes": peft.sizes}
 
 
 def block_importance_scores(cfg):
@@ -216,7 +217,7 @@ class BudgetTask:
     def __call__(self, point):
         row = self.table[(point["allocation"], point["budget_fraction"])]
         res = _in_subprocess("method", self.cfg, method=row["allocation"], sizes=row["sizes"])
-        return {**row, "sizes": json.dumps(row["sizes"]), "accuracy": res["accuracy"]}
+        return {**row, "accuracy": res["accuracy"]}
 
 
 def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
@@ -225,14 +226,12 @@ def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
     cfg = FinetuneConfig.quick() if quick else FinetuneConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "finetune", asdict(cfg))
-    with open(out / "costs.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, COST_FIELDS)
-        writer.writeheader()
-        writer.writerows(cost_table())
-    methods = ResultStore(out / "methods.csv", METHOD_FIELDS, ["method"])
+    write_table(out / "costs.csv", COST_FIELDS, cost_table())
+    methods = ResultStore(out / "methods.csv", list(METHOD_TYPES), ["method"], types=METHOD_TYPES)
     run_points([{"method": m} for m in cfg.methods], MethodTask(cfg), methods, desc="finetune methods", log=log,
-               describe=lambda p, r: f"{p['method']}: accuracy {float(r['accuracy']):.3f}")
-    budgets = ResultStore(out / "budgets.csv", BUDGET_FIELDS, ["allocation", "budget_fraction"])
+               describe=lambda p, r: f"{p['method']}: accuracy {r['accuracy']:.3f}")
+    budgets = ResultStore(out / "budgets.csv", list(BUDGET_TYPES), ["allocation", "budget_fraction"],
+                          types=BUDGET_TYPES)
     imp_path = out / "importance.json"
     importance = load_json(imp_path)
     if importance is None:                          # missing, or torn by an older version: computed again
@@ -243,7 +242,7 @@ def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
     run_points([{"allocation": a, "budget_fraction": f} for a, f in todo], BudgetTask(cfg, todo), budgets,
                desc="finetune budgets", log=log, **parallel,
                describe=lambda p, r: f"{p['allocation']} at {p['budget_fraction']:.2f}: accuracy "
-                                     f"{float(r['accuracy']):.3f}")
+                                     f"{r['accuracy']:.3f}")
     _plot(out, budgets.rows())
     return cfg, methods.rows(), budgets.rows(), importance
 
@@ -251,7 +250,7 @@ def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
 def _plot(out, rows):
     curves = {}
     for r in rows:
-        curves.setdefault(r["allocation"], []).append((float(r["budget_fraction"]), float(r["accuracy"])))
+        curves.setdefault(r["allocation"], []).append((r["budget_fraction"], r["accuracy"]))
     if curves:
         line_plot(out / "accuracy_vs_budget.png", curves, "uplink budget (fraction of LoRA r=8 on all blocks)",
                   "test accuracy", "Per-block allocation vs uniform ranks")
@@ -263,13 +262,13 @@ def summary(cfg, methods, budgets, importance):
              f"{cfg.max_length} tokens, {cfg.test_examples} test texts)",
              f"{'method':<18}{'accuracy':>9}{'trainable':>12}{'samples/s':>11}{'w/ cache':>10}{'peak MiB':>10}"]
     for r in methods:
-        lines.append(f"{r['method']:<18}{float(r['accuracy']):>9.3f}{int(r['trainable_params']):>12,d}"
-                     f"{float(r['samples_per_s']):>11.1f}{float(r['samples_per_s_with_cache']):>10.1f}"
-                     f"{float(r['peak_rss_mib']):>10.0f}")
+        lines.append(f"{r['method']:<18}{r['accuracy']:>9.3f}{r['trainable_params']:>12,d}"
+                     f"{r['samples_per_s']:>11.1f}{r['samples_per_s_with_cache']:>10.1f}"
+                     f"{r['peak_rss_mib']:>10.0f}")
     if "lora_top" in by and "lora_top_nocache" in by:
-        ratio = float(by["lora_top"]["samples_per_s"]) / float(by["lora_top_nocache"]["samples_per_s"])
+        ratio = by["lora_top"]["samples_per_s"] / by["lora_top_nocache"]["samples_per_s"]
         lines.append(f"top-block caching speed-up: {ratio:.2f}x steady state (target 2x), "
-                     f"{float(by['lora_top']['samples_per_s_with_cache']) / float(by['lora_top_nocache']['samples_per_s']):.2f}x "
+                     f"{by['lora_top']['samples_per_s_with_cache'] / by['lora_top_nocache']['samples_per_s']:.2f}x "
                      "counting the one-off cache pass")
     lines.append("cost model, 512 tokens, batch 8, fp16 frozen weights (model, config: trainable, payload MiB, memory GiB):")
     for r in cost_table():
@@ -277,8 +276,8 @@ def summary(cfg, methods, budgets, importance):
                      f"{r['memory_gib']:>9.1f}")
     lines.append("block importance (squared grad norm): " + ", ".join(f"{v:.3g}" for v in importance))
     for r in budgets:
-        lines.append(f"budget {float(r['budget_fraction']):.2f}: {r['allocation']:<9} ranks {r['sizes']:<22} "
-                     f"accuracy {float(r['accuracy']):.3f}  memory {float(r['memory_mib']):.0f} MiB"
+        lines.append(f"budget {r['budget_fraction']:.2f}: {r['allocation']:<9} ranks {str(r['sizes']):<22} "
+                     f"accuracy {r['accuracy']:.3f}  memory {r['memory_mib']:.0f} MiB"
                      + ("" if r["status"] == "uniform" or r["status"].startswith("optimal") else f"  ({r['status']})"))
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")

@@ -17,8 +17,9 @@ from dataclasses import replace
 
 from deft6g.experiment import ResultStore, available_cores, prepare_output, run_points, start_ray
 
-FIELDS = ["job", "points", "workers", "cores", "serial_s", "parallel_s", "ray_start_s", "speedup", "identical",
-          "differing_columns"]
+TYPES = {"job": str, "points": int, "workers": int, "cores": int, "serial_s": float, "parallel_s": float,
+         "ray_start_s": float, "speedup": float, "identical": bool, "differing_columns": str}
+FIELDS = list(TYPES)
 STUDY_TIMES = {"train_s", "link_s", "eval_s", "wall_s"}      # wall-time columns: not compared
 QUICK_STUDY = {"model": {"name": "random-bert"}, "data": {"train_examples": 64, "test_examples": 32},
                "federated": {"devices": 2, "rounds": 2, "local_steps": 1}, "seeds": [0],
@@ -100,7 +101,7 @@ def run_speedup(out_dir="results/parallel", workers=2, quick=False, log=print):
     if workers < 2:
         raise ValueError(f"`workers` must be >= 2 to compare with the serial run, got {workers}")
     out = prepare_output(out_dir, "parallel", {"workers": workers, "quick": quick})
-    store = ResultStore(out / "speedup.csv", FIELDS, ["job"])
+    store = ResultStore(out / "speedup.csv", FIELDS, ["job"], types=TYPES)
     state = {}
 
     def job(p):
@@ -125,10 +126,10 @@ def summary(rows, quick=False):
     lines = [f"{'job':<8}{'points':>8}{'workers':>9}{'cores':>7}{'serial s':>10}{'Ray s':>9}{'speed-up':>10}"
              f"{'identical rows':>16}"]
     for r in rows:
-        lines.append(f"{r['job']:<8}{r['points']:>8}{r['workers']:>9}{r['cores']:>7}{float(r['serial_s']):>10.1f}"
-                     f"{float(r['parallel_s']):>9.1f}{float(r['speedup']):>9.2f}x{r['identical']:>16}"
+        lines.append(f"{r['job']:<8}{r['points']:>8}{r['workers']:>9}{r['cores']:>7}{r['serial_s']:>10.1f}"
+                     f"{r['parallel_s']:>9.1f}{r['speedup']:>9.2f}x{str(r['identical']):>16}"
                      + (f"  differ, max rel.: {r['differing_columns']}" if r["differing_columns"] else ""))
-    start = max((float(r["ray_start_s"]) for r in rows), default=math.nan)
+    start = max((r["ray_start_s"] for r in rows), default=math.nan)
     lines.append(f"Ray s: the parallel run including its workers' start (Python, TensorFlow, the study's model per "
                  f"worker); starting the local Ray instance took {start:.1f} s more. Identical: every column but wall "
                  f"times; float columns within a relative {FLOAT_RTOL:.0e}. Study: " + ("a 6-point random-bert study; design: the quick N/K/SNR/CSI sweeps." if quick else

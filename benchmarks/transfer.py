@@ -30,7 +30,6 @@ saved prompts with their task (no worker reads or writes the output folder). Eve
 so the rows do not depend on the number of workers.
 """
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,16 +38,24 @@ import numpy as np
 
 from deft6g.experiment import (ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output, run_points,
                                write_json_atomic, write_table)
+from deft6g.rng import derive_seed
 
-SOURCE_FIELDS = ["task", "seed", "accuracy", "steps", "train_examples", "test_examples"]
-CHOICE_FIELDS = ["target", "seed", "similarity_choice", "similarities", "trial_choice", "trial_scores",
-                 "validation_examples"]
+SOURCE_TYPES = {"task": str, "seed": int, "accuracy": float, "steps": int, "train_examples": int,
+                "test_examples": int}
+CHOICE_TYPES = {"target": str, "seed": int, "similarity_choice": str, "similarities": dict, "trial_choice": str,
+                "trial_scores": dict, "validation_examples": int}
 GRID_FIELDS = ["target", "seed", "source", "relation", "similarity", "validation_accuracy", "similarity_choice",
                "trial_choice"]
-RUN_KEY = ["target", "seed", "init", "link", "snr_db", "num_bits"]
-RUN_FIELDS = RUN_KEY + ["source", "start_accuracy", "accuracy", "target_accuracy", "steps_to_target",
-                        "examples_to_target", "curve", "payload_bits", "channel_uses", "latency_ms", "ber", "bler",
-                        "dropped_fraction", "prompt_nmse"]
+# init: "random", "vocab", "source" (a neighbour's prompt, ideal link) or "link" (the similarity choice over the
+# D2D link); source: the neighbour's task ("" for random and vocab); empty cells (None): not applicable
+RUN_TYPES = {"target": str, "seed": int, "init": str, "link": str, "snr_db": float, "num_bits": int, "source": str,
+             "start_accuracy": float, "accuracy": float, "target_accuracy": float, "steps_to_target": int,
+             "examples_to_target": int, "curve": list, "payload_bits": int, "channel_uses": int, "latency_ms": float,
+             "ber": float, "bler": float, "dropped_fraction": float, "prompt_nmse": float}
+RUN_KEY = ["target", "seed", "init", "source", "link", "snr_db", "num_bits"]
+# sub-streams of a seed (`derive_seed`): a neighbour's training batches, the probe's, the random init, the D2D
+# link's channel and noise, the target device's fine-tuning batches
+SOURCE_STREAM, PROBE_STREAM, RANDOM_STREAM, LINK_STREAM, FINETUNE_STREAM = range(1, 6)
 SUMMARY_FIELDS = ["target", "scheme", "link", "snr_db", "num_bits", "n", "accuracy_mean", "accuracy_ci",
                   "start_accuracy_mean", "start_accuracy_ci", "reached", "reached_fraction", "steps_median",
                   "channel_uses_mean"]
@@ -199,46 +206,45 @@ def _choose(setup, point, prompts):
     sim_choice, sims = choose_by_similarity(task_embedding(probe, init),
                                             {s: task_embedding(p, init) for s, p in prompts.items()})
     trial_choice, scores = choose_by_trial(trainer, prompts, x_val, y_val)
-    return {"target": target, "seed": seed, "similarity_choice": sim_choice, "similarities": json.dumps(sims),
-            "trial_choice": trial_choice, "trial_scores": json.dumps(scores), "validation_examples": len(y_val)}
+    return {"target": target, "seed": seed, "similarity_choice": sim_choice, "similarities": sims,
+            "trial_choice": trial_choice, "trial_scores": scores, "validation_examples": len(y_val)}
 
 
 def _steps_to(curve, target_accuracy):
     return next((s for s, a in curve if a >= target_accuracy), None)
 
 
-def _finetune(setup, point, references, choices, prompts):
+def _finetune(setup, point, references, prompts):
     """One fine-tuning run of the target device on its own training texts from the point's initial prompt (see
-    RUN_KEY); prompts: {(task, seed): the neighbour's prompt}. Accuracies (step 0, the curve of ideal-link runs,
-    after the budget) are on the task's test split, which no party trains on."""
+    RUN_TYPES; a "link" point names the similarity choice in its source); prompts: {(task, seed): the
+    neighbour's prompt}. Accuracies (step 0, the curve of ideal-link runs, after the budget) are on the task's
+    test split, which no party trains on."""
     from deft6g.finetune.prompt_transfer import initial_prompt
     from deft6g.phy import PromptLink
     cfg, target, seed, init_kind = setup.cfg, point["target"], point["seed"], point["init"]
     x, y, _, _ = setup.target_split(target, seed)
     d = setup.data[target]
     shared = setup.shared_init(seed)
-    row = {**point, "source": "", "payload_bits": 0, "channel_uses": 0, "latency_ms": 0.0, "ber": "", "bler": "",
-           "dropped_fraction": "", "prompt_nmse": 0.0}
+    row = {**point, "payload_bits": 0, "channel_uses": 0, "latency_ms": 0.0, "ber": None, "bler": None,
+           "dropped_fraction": None, "prompt_nmse": 0.0}
     if init_kind == "random":
         start = initial_prompt("random", shared.shape, 30_000 + seed)
     elif init_kind == "vocab":
         start = shared
     else:                                           # a neighbour's prompt: "source" (ideal) or "link"
-        source = point["source"] if init_kind == "source" else choices[(target, seed)]["similarity_choice"]
-        sent = prompts[(source, seed)]
-        row["source"], start = source, sent
+        start = sent = prompts[(point["source"], seed)]
         if point["link"] != "ideal":
-            spec = (point["link"], int(point["num_bits"] or cfg.link_num_bits))
+            spec = (point["link"], point["num_bits"] or cfg.link_num_bits)
             if spec not in setup.links:
                 setup.links[spec] = PromptLink(mode=spec[0], num_bits=spec[1], **cfg.link)
             link = setup.links[spec]
-            res = link(sent.reshape(1, -1), noise_var=10 ** (-float(point["snr_db"]) / 10), power=1.0,
+            res = link(sent.reshape(1, -1), noise_var=10 ** (-point["snr_db"] / 10), power=1.0,
                        seed=40_000 + seed, fill=shared.reshape(1, -1))
             start = res.x_hat.numpy().reshape(sent.shape)
             uses = int(res.channel_uses.sum())
             row.update(payload_bits=res.payload_bits, channel_uses=uses, latency_ms=1e3 * uses / cfg.bandwidth_hz,
-                       ber="" if math.isnan(res.ber) else res.ber, bler="" if math.isnan(res.bler) else res.bler,
-                       dropped_fraction="" if math.isnan(res.drop_rate) else res.drop_rate,
+                       ber=None if math.isnan(res.ber) else res.ber, bler=None if math.isnan(res.bler) else res.bler,
+                       dropped_fraction=None if math.isnan(res.drop_rate) else res.drop_rate,
                        prompt_nmse=float(np.sum((start - sent) ** 2) / np.sum(sent ** 2)))
     ideal = point["link"] == "ideal"
     trainer = setup.trainers[target]
@@ -247,48 +253,44 @@ def _finetune(setup, point, references, choices, prompts):
     target_acc = references[(target, seed)] - cfg.target_gap
     steps = _steps_to(curve, target_acc) if ideal else None
     final = curve[-1][1] if curve[-1][0] == cfg.budget_steps else trainer.accuracy(d.test, d.y_test)
-    row.update(start_accuracy=curve[0][1], accuracy=final, target_accuracy=target_acc,
-               steps_to_target="" if steps is None else steps,
-               examples_to_target="" if steps is None else steps * cfg.batch_size,
-               curve=json.dumps(curve) if ideal else "")
+    row.update(start_accuracy=curve[0][1], accuracy=final, target_accuracy=target_acc, steps_to_target=steps,
+               examples_to_target=None if steps is None else steps * cfg.batch_size, curve=curve if ideal else None)
     return row
 
 
-def run_points_for(cfg):
-    """(source points, choice points, run points) of the study, seeds outermost."""
+def run_points_for(cfg, choices):
+    """(source points, choice points, run points) of the study, seeds outermost; the run points of the "link"
+    init carry the similarity choice of `choices` ({(target, seed): choices.csv row}) as their source, and are
+    left out while it is missing."""
     sources = [{"task": t, "seed": s} for s in cfg.seeds for t in cfg.tasks]
-    choices = [{"target": t, "seed": s} for s in cfg.seeds for t in cfg.targets]
+    targets = [{"target": t, "seed": s} for s in cfg.seeds for t in cfg.targets]
     runs = []
     for s in cfg.seeds:
         for t in cfg.targets:
-            base = {"target": t, "seed": s, "link": "ideal", "snr_db": "", "num_bits": ""}
+            base = {"target": t, "seed": s, "source": "", "link": "ideal", "snr_db": None, "num_bits": None}
             runs += [{**base, "init": k} for k in ("random", "vocab")]
             runs += [{**base, "init": "source", "source": src} for src in _sources_of(cfg, t)]
-            runs += [{**base, "init": "link", "link": "digital", "snr_db": v, "num_bits": cfg.link_num_bits}
-                     for v in cfg.snr_db]
-            runs += [{**base, "init": "link", "link": "analog", "snr_db": v} for v in cfg.analog_snr_db]
-            runs += [{**base, "init": "link", "link": "digital", "snr_db": cfg.num_bits_snr_db, "num_bits": b}
-                     for b in cfg.num_bits]
-    return sources, choices, runs
-
-
-def _key_of_run(p):
-    """Runs from a neighbour's prompt are keyed by the source in `init` ("source:<task>")."""
-    return {**p, "init": f"source:{p['source']}"} if p["init"] == "source" else p
+            if (t, s) not in choices:
+                continue
+            sent = {**base, "init": "link", "source": choices[(t, s)]["similarity_choice"]}
+            runs += [{**sent, "link": "digital", "snr_db": v, "num_bits": cfg.link_num_bits} for v in cfg.snr_db]
+            runs += [{**sent, "link": "analog", "snr_db": v} for v in cfg.analog_snr_db]
+            runs += [{**sent, "link": "digital", "snr_db": cfg.num_bits_snr_db, "num_bits": b} for b in cfg.num_bits]
+    return sources, targets, runs
 
 
 class TransferPointTask:
     """What one point of a stage runs ("source": a neighbour's prompt, "choice": the source choices, "run": a
-    fine-tuning run, its point keyed as by `_key_of_run`), picklable for Ray workers: holds the configuration
-    and what the stage needs from earlier ones (references, choices, the neighbours' prompts); the heavy
-    `_Setup` (model, cached block inputs, trainers) is built on first use, once per process, and never pickled.
+    fine-tuning run), picklable for Ray workers: holds the configuration and what the stage needs from earlier
+    ones (references, the neighbours' prompts); the heavy `_Setup` (model, cached block inputs, trainers) is
+    built on first use, once per process, and never pickled.
     task(point) -> {"row": the point's row, "cpu_s": its CPU seconds, "prompt": the trained prompt ("source")}."""
 
-    def __init__(self, cfg, stage="source", references=None, choices=None, prompts=None, log=print):
+    def __init__(self, cfg, stage="source", references=None, prompts=None, log=print):
         if stage not in ("source", "choice", "run"):
             raise ValueError(f"`stage` must be 'source', 'choice' or 'run', got {stage!r}")
         self.cfg, self.stage, self.log, self._setup = cfg, stage, log, None
-        self.references, self.choices, self.prompts = references or {}, choices or {}, prompts or {}
+        self.references, self.prompts = references or {}, prompts or {}
 
     def setup(self):
         if self._setup is None:
@@ -311,9 +313,7 @@ class TransferPointTask:
         elif self.stage == "choice":
             out = {"row": _choose(setup, point, self.prompts)}
         else:
-            q = {**point, "init": "source", "source": point["init"].split(":", 1)[1]} \
-                if point["init"].startswith("source:") else point
-            out = {"row": {**_finetune(setup, q, self.references, self.choices, self.prompts), "init": point["init"]}}
+            out = {"row": _finetune(setup, point, self.references, self.prompts)}
         return {**out, "cpu_s": time.process_time() - t0}
 
 
@@ -332,8 +332,9 @@ def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
     task = TransferPointTask(cfg, log=log)
     task.setup()
     (out / "prompts").mkdir(exist_ok=True)
-    src_store = ResultStore(out / "sources.csv", SOURCE_FIELDS, ["task", "seed"])
-    point_sources, point_choices, point_runs = run_points_for(cfg)
+    src_store = ResultStore(out / "sources.csv", list(SOURCE_TYPES), ["task", "seed"], types=SOURCE_TYPES)
+    ch_store = ResultStore(out / "choices.csv", list(CHOICE_TYPES), ["target", "seed"], types=CHOICE_TYPES)
+    point_sources, point_choices, _ = run_points_for(cfg, {})
     # a source row without its prompt file (interrupted between the two) is retrained
     missing = [p for p in point_sources if src_store.done(p) and not _prompt_path(out, p["task"], p["seed"]).is_file()]
     if missing:
@@ -349,21 +350,19 @@ def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
         return result["row"]
 
     run_points(point_sources, task, src_store, desc="neighbour prompts", log=log, write=write, **parallel,
-               describe=lambda p, r: f"{p['task']} seed {p['seed']}: test accuracy {float(r['accuracy']):.3f}")
-    references = {(r["task"], int(r["seed"])): float(r["accuracy"]) for r in src_store.rows()}
+               describe=lambda p, r: f"{p['task']} seed {p['seed']}: test accuracy {r['accuracy']:.3f}")
+    references = {(r["task"], r["seed"]): r["accuracy"] for r in src_store.rows()}
     prompts = {(p["task"], p["seed"]): np.load(_prompt_path(out, p["task"], p["seed"])) for p in point_sources}
-    ch_store = ResultStore(out / "choices.csv", CHOICE_FIELDS, ["target", "seed"])
     run_points(point_choices, task.then("choice", prompts=prompts), ch_store, desc="source choice", log=log,
                write=write, **parallel, describe=lambda p, r: f"{p['target']} seed {p['seed']}: similarity -> "
                                                  f"{r['similarity_choice']}, trial -> {r['trial_choice']}")
-    choices = {(r["target"], int(r["seed"])): r for r in ch_store.rows()}
+    choices = {(r["target"], r["seed"]): r for r in ch_store.rows()}
     write_table(out / "choice_grid.csv", GRID_FIELDS, choice_grid(ch_store.rows()))
-    run_store = ResultStore(out / "runs.csv", RUN_FIELDS, RUN_KEY)
-    keyed = [_key_of_run(p) for p in point_runs]
-    run_points(keyed, task.then("run", references=references, choices=choices, prompts=prompts), run_store,
+    run_store = ResultStore(out / "runs.csv", list(RUN_TYPES), RUN_KEY, types=RUN_TYPES)
+    run_points(run_points_for(cfg, choices)[2], task.then("run", references=references, prompts=prompts), run_store,
                desc="fine-tuning runs", log=log, write=write, **parallel,
-               describe=lambda p, r: f"{p['target']} seed {p['seed']} {p['init']} {p['link']} {p['snr_db']} "
-                                     f"{p['num_bits']}: accuracy {float(r['accuracy']):.3f}")
+               describe=lambda p, r: " ".join(str(p[k]) for k in RUN_KEY if p[k] not in ("", None))
+               + f": accuracy {r['accuracy']:.3f}")
     path = out / "timing.json"                          # one entry per invocation: a resumed run adds up
     runs_so_far = load_json(path, [])                  # a torn one (older versions) restarts the sum, with a warning
     runs_so_far.append({"cpu_s": time.process_time() - cpu0 + worker_cpu[0], "wall_s": time.time() - wall0})
@@ -386,7 +385,7 @@ def choice_grid(choices_rows):
     from deft6g.finetune.prompt_transfer import task_relation
     rows = []
     for c in choices_rows:
-        sims, scores = json.loads(c["similarities"]), json.loads(c["trial_scores"])
+        sims, scores = c["similarities"], c["trial_scores"]
         rows += [{"target": c["target"], "seed": c["seed"], "source": src, "relation": task_relation(src, c["target"]),
                   "similarity": sims[src], "validation_accuracy": scores[src],
                   "similarity_choice": int(src == c["similarity_choice"]), "trial_choice": int(src == c["trial_choice"])}
@@ -394,9 +393,9 @@ def choice_grid(choices_rows):
     return rows
 
 
-def _ideal(runs, target, init, seed):
-    return next((r for r in runs if r["target"] == target and r["init"] == init and r["link"] == "ideal"
-                 and int(r["seed"]) == seed), None)
+def _ideal(runs, target, init, seed, source=""):
+    return next((r for r in runs if r["target"] == target and r["init"] == init and r["source"] == source
+                 and r["link"] == "ideal" and r["seed"] == seed), None)
 
 
 def source_label(source, target):
@@ -415,7 +414,7 @@ def scheme_rows(cfg, runs, choices, target):
     for seed in cfg.seeds:
         c = choices.get((target, seed))
         base = {k: _ideal(runs, target, k, seed) for k in ("random", "vocab")}
-        srcs = {s: _ideal(runs, target, f"source:{s}", seed) for s in sources}
+        srcs = {s: _ideal(runs, target, "source", seed, s) for s in sources}
         if c is None or any(r is None for r in [*base.values(), *srcs.values()]):
             continue
         for k, r in base.items():
@@ -424,14 +423,14 @@ def scheme_rows(cfg, runs, choices, target):
             out[source_label(s, target)].append((seed, r, 0))
         out["transfer (similarity)"].append((seed, srcs[c["similarity_choice"]], cfg.probe_steps))
         out["transfer (trial)"].append((seed, srcs[c["trial_choice"]], 0))
-        out[ORACLE].append((seed, max(srcs.values(), key=lambda r: float(r["accuracy"])), 0))
+        out[ORACLE].append((seed, max(srcs.values(), key=lambda r: r["accuracy"]), 0))
     return out
 
 
 def steps_to_target(items):
     """Steps to the target accuracy (probe steps included) of runs [(seed, row, extra probe steps)], as a list
     with None for a run that did not reach it within its budget (right-censored; never imputed)."""
-    return [None if r["steps_to_target"] == "" else int(r["steps_to_target"]) + extra for _, r, extra in items]
+    return [None if r["steps_to_target"] is None else r["steps_to_target"] + extra for _, r, extra in items]
 
 
 def censored_median(steps):
@@ -452,14 +451,14 @@ def _median_text(cfg, items):
 
 
 def _write_summary(out, cfg, runs, choices_rows):
-    choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
+    choices = {(r["target"], r["seed"]): r for r in choices_rows}
     rows = []
     for target in cfg.targets:
         for scheme, items in scheme_rows(cfg, runs, choices, target).items():
             if not items:
                 continue
-            acc = mean_ci([float(r["accuracy"]) for _, r, _ in items])
-            a0 = mean_ci([float(r["start_accuracy"]) for _, r, _ in items])
+            acc = mean_ci([r["accuracy"] for _, r, _ in items])
+            a0 = mean_ci([r["start_accuracy"] for _, r, _ in items])
             reached = sum(s is not None for s in steps_to_target(items))
             rows.append({"target": target, "scheme": scheme, "link": "ideal", "snr_db": "", "num_bits": "",
                          "n": len(items), "accuracy_mean": acc[0], "accuracy_ci": acc[1], "start_accuracy_mean": a0[0],
@@ -470,13 +469,13 @@ def _write_summary(out, cfg, runs, choices_rows):
             if r["target"] == target and r["init"] == "link":
                 groups.setdefault((r["link"], r["snr_db"], r["num_bits"]), []).append(r)
         for (link, snr, bits), group in groups.items():
-            acc = mean_ci([float(r["accuracy"]) for r in group])
-            a0 = mean_ci([float(r["start_accuracy"]) for r in group])
+            acc = mean_ci([r["accuracy"] for r in group])
+            a0 = mean_ci([r["start_accuracy"] for r in group])
             rows.append({"target": target, "scheme": "transfer (similarity)", "link": link, "snr_db": snr,
                          "num_bits": bits, "n": len(group), "accuracy_mean": acc[0], "accuracy_ci": acc[1],
                          "start_accuracy_mean": a0[0], "start_accuracy_ci": a0[1], "reached": "",
                          "reached_fraction": "", "steps_median": "",
-                         "channel_uses_mean": float(np.mean([float(r["channel_uses"]) for r in group]))})
+                         "channel_uses_mean": float(np.mean([r["channel_uses"] for r in group]))})
     write_table(out / "summary.csv", SUMMARY_FIELDS, rows)
 
 
@@ -486,7 +485,7 @@ def _link_rows(runs, target, link, x_name, fixed=None):
         rows = [r for r in rows if fixed(r)]
     by = {}
     for r in rows:
-        by.setdefault(float(r[x_name]), []).append(r)
+        by.setdefault(r[x_name], []).append(r)
     return dict(sorted(by.items()))
 
 
@@ -495,14 +494,14 @@ def _helps_from(cfg, runs, target, by_x, metric):
     ("accuracy": test accuracy after the budget; "start_accuracy": test accuracy at step 0), paired over seeds
     (the lower end of the 95% CI of the difference > 0 against each), at that x and every larger one."""
     base = {s: (_ideal(runs, target, "random", s), _ideal(runs, target, "vocab", s)) for s in cfg.seeds}
-    base = {s: [float(r[metric]) for r in pair] for s, pair in base.items() if None not in pair}
+    base = {s: [r[metric] for r in pair] for s, pair in base.items() if None not in pair}
     helps = {}
     for x, rows in by_x.items():
-        rows = [r for r in rows if int(r["seed"]) in base]
+        rows = [r for r in rows if r["seed"] in base]
         if len(rows) < 2:
             return None
-        ours = [float(r[metric]) for r in rows]
-        helps[x] = all(m - h > 0 for m, h in (paired_ci(ours, [base[int(r["seed"])][k] for r in rows])
+        ours = [r[metric] for r in rows]
+        helps[x] = all(m - h > 0 for m, h in (paired_ci(ours, [base[r["seed"]][k] for r in rows])
                                                for k in (0, 1)))
     xs = sorted(helps)
     ok = [x for i, x in enumerate(xs) if all(helps[y] for y in xs[i:])]
@@ -510,7 +509,7 @@ def _helps_from(cfg, runs, target, by_x, metric):
 
 
 def _plot(out, cfg, runs, references, choices_rows):
-    choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
+    choices = {(r["target"], r["seed"]): r for r in choices_rows}
     note = (f"mean, 95% CI over {len(cfg.seeds)} seeds; {cfg.model}, {cfg.num_tokens}-token prompt, label-word head; "
             f"target device: {cfg.device_examples} texts, {1 - cfg.val_fraction:.0%} for training")
     for target in cfg.targets:
@@ -523,7 +522,7 @@ def _plot(out, cfg, runs, references, choices_rows):
                 continue
             per_step = {}
             for _, r, extra in items:
-                for s, a in json.loads(r["curve"]):
+                for s, a in r["curve"]:
                     per_step.setdefault(s + extra, []).append(a)
             curves[scheme] = [(s, *mean_ci(v)) for s, v in sorted(per_step.items())]
         tgt = [references[(target, s)] - cfg.target_gap for s in cfg.seeds if (target, s) in references]
@@ -539,25 +538,25 @@ def _plot(out, cfg, runs, references, choices_rows):
 
 def _plot_link(out, cfg, runs, target, schemes, metric, ylabel, suffix, note):
     """Accuracy (`metric`) of the received prompt vs D2D SNR and vs quantiser bits, ideal and no transfer as lines."""
-    refs = {label: mean_ci([float(r[metric]) for _, r, _ in schemes[scheme]])
+    refs = {label: mean_ci([r[metric] for _, r, _ in schemes[scheme]])
             for scheme, label in (("transfer (similarity)", "ideal link transfer"),
                                   ("vocab", "vocabulary init (no transfer)")) if schemes[scheme]}
-    mean = lambda rows: mean_ci([float(r[metric]) for r in rows])  # noqa: E731
-    digital = _link_rows(runs, target, "digital", "snr_db", lambda r: int(r["num_bits"]) == cfg.link_num_bits)
+    mean = lambda rows: mean_ci([r[metric] for r in rows])  # noqa: E731
+    digital = _link_rows(runs, target, "digital", "snr_db", lambda r: r["num_bits"] == cfg.link_num_bits)
     analog = _link_rows(runs, target, "analog", "snr_db")
     curves = {}
-    pts = [(x, *mean(rows), f"{np.mean([int(r['channel_uses']) for r in rows]):.0f} cu")
+    pts = [(x, *mean(rows), f"{np.mean([r['channel_uses'] for r in rows]):.0f} cu")
            for x, rows in digital.items() if x in cfg.snr_db]
     if pts:
         curves[f"digital ({cfg.link_num_bits}-bit, QPSK r=1/2, CRC, ARQ; labels: channel uses)"] = pts
     if analog:
-        uses = int(next(iter(analog.values()))[0]["channel_uses"])
+        uses = next(iter(analog.values()))[0]["channel_uses"]
         curves[f"analog ({uses} channel uses)"] = [(x, *mean(rows)) for x, rows in analog.items()]
     if curves:
         line_plot(out / f"snr_{target}{suffix}.png", curves, "D2D SNR P/sigma^2 [dB]", ylabel,
                   f"Similarity-chosen prompt over the D2D link: {target}", hlines=refs, note=note)
-    by_bits = _link_rows(runs, target, "digital", "num_bits", lambda r: float(r["snr_db"]) == cfg.num_bits_snr_db)
-    pts = [(x, *mean(rows), f"{np.mean([int(r['payload_bits']) for r in rows]):.0f} bits")
+    by_bits = _link_rows(runs, target, "digital", "num_bits", lambda r: r["snr_db"] == cfg.num_bits_snr_db)
+    pts = [(x, *mean(rows), f"{np.mean([r['payload_bits'] for r in rows]):.0f} bits")
            for x, rows in by_bits.items() if x in cfg.num_bits]
     if pts:
         line_plot(out / f"bits_{target}{suffix}.png",
@@ -566,15 +565,15 @@ def _plot_link(out, cfg, runs, target, schemes, metric, ylabel, suffix, note):
 
 
 def summary(cfg, sources, choices_rows, runs, timing):
-    choices = {(r["target"], int(r["seed"])): r for r in choices_rows}
+    choices = {(r["target"], r["seed"]): r for r in choices_rows}
     lines = [f"D2D prompt transfer (SPoT) with {cfg.model}: {cfg.num_tokens}-token prompt at the top block, frozen "
              f"label-word head; target device: {cfg.device_examples} texts ({1 - cfg.val_fraction:.0%} training, "
              f"{cfg.val_fraction:.0%} validation for the source choice), {cfg.budget_steps} steps of "
              f"{cfg.batch_size}; mean +- 95% CI over {len(cfg.seeds)} seeds"]
     refs, pools = {}, {}
     for r in sources:
-        refs.setdefault(r["task"], []).append(float(r["accuracy"]))
-        pools.setdefault(r["task"], []).append(int(r["train_examples"]))
+        refs.setdefault(r["task"], []).append(r["accuracy"])
+        pools.setdefault(r["task"], []).append(r["train_examples"])
     lines.append(f"neighbour prompts ({cfg.source_steps} steps on the task's training pool without any target "
                  "device's text; test accuracy = reference): "
                  + ", ".join(f"{t} {mean_ci(v)[0]:.3f} ({np.mean(pools[t]):.0f} texts)" for t, v in refs.items()))
@@ -582,7 +581,7 @@ def summary(cfg, sources, choices_rows, runs, timing):
         schemes = scheme_rows(cfg, runs, choices, target)
         if not schemes["random"]:
             continue
-        tgt = mean_ci([float(r["target_accuracy"]) for _, r, _ in schemes["random"]])[0]
+        tgt = mean_ci([r["target_accuracy"] for _, r, _ in schemes["random"]])[0]
         lines.append(f"\n{target}: target accuracy {tgt:.3f} (reference - {cfg.target_gap}); accuracies on the test "
                      "split (texts no device trained on); steps to the target: how many runs reached it, and the "
                      f"median with unreached runs censored at the budget ('>{cfg.budget_steps}': fewer than half "
@@ -593,25 +592,25 @@ def summary(cfg, sources, choices_rows, runs, timing):
         for scheme, items in schemes.items():
             steps = steps_to_target(items)
             med = censored_median(steps)
-            a0 = mean_ci([float(r["start_accuracy"]) for _, r, _ in items])
-            acc = mean_ci([float(r["accuracy"]) for _, r, _ in items])
+            a0 = mean_ci([r["start_accuracy"] for _, r, _ in items])
+            acc = mean_ci([r["accuracy"] for _, r, _ in items])
             reached = f"{sum(s is not None for s in steps)}/{len(steps)}"
             lines.append(f"  {scheme:<{width}}{reached:>8}{_median_text(cfg, items):>14}"
                          f"{'' if med is None else med * cfg.batch_size:>10}{a0[0]:>9.3f} +- {a0[1]:.3f}"
                          f"{acc[0]:>11.3f} +- {acc[1]:.3f}")
-        oracle = {s: r["init"].split(":", 1)[1] for s, r, _ in schemes[ORACLE]}
+        oracle = {s: r["source"] for s, r, _ in schemes[ORACLE]}
         for how, where in (("similarity", "task embeddings after the probe"), ("trial", "validation accuracy")):
             agree = [choices[(target, s)][f"{how}_choice"] == oracle[s] for s in oracle]
-            regret = [float(o["accuracy"]) - float(c["accuracy"]) for (_, o, _), (_, c, _) in
+            regret = [o["accuracy"] - c["accuracy"] for (_, o, _), (_, c, _) in
                       zip(schemes[ORACLE], schemes[f"transfer ({how})"])]
             rm, rh = mean_ci(regret)
             lines.append(f"  {how} choice ({where}) = oracle's (test-set bound) source in {sum(agree)}/{len(agree)} "
                          f"seeds; test accuracy regret {rm:.3f} +- {rh:.3f}; picks: "
                          + ", ".join(choices[(target, s)][f"{how}_choice"] for s in oracle)
                          + " (oracle: " + ", ".join(oracle.values()) + ")")
-        for link, x_name, fixed in (("digital", "snr_db", lambda r: int(r["num_bits"]) == cfg.link_num_bits),
+        for link, x_name, fixed in (("digital", "snr_db", lambda r: r["num_bits"] == cfg.link_num_bits),
                                     ("analog", "snr_db", None),
-                                    ("digital", "num_bits", lambda r: float(r["snr_db"]) == cfg.num_bits_snr_db)):
+                                    ("digital", "num_bits", lambda r: r["snr_db"] == cfg.num_bits_snr_db)):
             by = _link_rows(runs, target, link, x_name, fixed)
             by = {x: rows for x, rows in by.items() if x in (cfg.num_bits if x_name == "num_bits" else
                                                               cfg.snr_db if link == "digital" else cfg.analog_snr_db)}
@@ -621,15 +620,15 @@ def summary(cfg, sources, choices_rows, runs, timing):
                     f"digital at {cfg.num_bits_snr_db:g} dB vs quantiser bits")
             lines.append(f"  {what}:")
             for x, rows in by.items():
-                acc = mean_ci([float(r["accuracy"]) for r in rows])
-                a0 = mean_ci([float(r["start_accuracy"]) for r in rows])
-                uses = np.mean([float(r["channel_uses"]) for r in rows])
+                acc = mean_ci([r["accuracy"] for r in rows])
+                a0 = mean_ci([r["start_accuracy"] for r in rows])
+                uses = np.mean([r["channel_uses"] for r in rows])
                 extra = ""
                 if link == "digital":
-                    bler = np.mean([float(r["bler"]) for r in rows])
-                    drop = np.mean([float(r["dropped_fraction"]) for r in rows])
-                    extra = f"BLER {bler:.2f}, dropped {drop:.2f}, {int(rows[0]['payload_bits'])} bits, "
-                nmse = np.mean([float(r["prompt_nmse"]) for r in rows])
+                    bler = np.mean([r["bler"] for r in rows])
+                    drop = np.mean([r["dropped_fraction"] for r in rows])
+                    extra = f"BLER {bler:.2f}, dropped {drop:.2f}, {rows[0]['payload_bits']} bits, "
+                nmse = np.mean([r["prompt_nmse"] for r in rows])
                 lines.append(f"    {x_name.replace('_db', '').replace('num_', '')} {x:>5g}: acc {acc[0]:.3f} +- {acc[1]:.3f} (step 0: {a0[0]:.3f}); "
                              f"{extra}prompt NMSE {nmse:.3g}, {uses:.0f} channel uses = "
                              f"{1e3 * uses / cfg.bandwidth_hz:.1f} ms at {cfg.bandwidth_hz / 1e6:g} MHz")

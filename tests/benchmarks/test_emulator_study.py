@@ -1,6 +1,8 @@
 """`deft6g emulator`: the server's vocabulary and distillation choice use no device data, the TOST verdict, the
 configuration file; the study's emulator mode sends the same compressed, aligned emulator."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -50,12 +52,12 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
 
 
 def _rows(diffs, full=0.70):
-    """results.csv-like rows: the full model at `full` per seed, the emulator at full + diff."""
-    emu = [{"variant": v, "distill": "False", "step_cpu_s": "1.0"} for v in ("full", "drop")]
-    rows = [{"variant": "full", "distill": "False", "seed": str(s), "plug_accuracy": full, "emulator_accuracy": full,
-             "mse_before": "nan", "mse_after": "nan"} for s in range(len(diffs))]
-    rows += [{"variant": "drop", "distill": "False", "seed": str(s), "plug_accuracy": full + d,
-              "emulator_accuracy": full + d, "mse_before": "nan", "mse_after": "nan"} for s, d in enumerate(diffs)]
+    """results.csv rows (typed): the full model at `full` per seed, the emulator at full + diff."""
+    emu = [{"variant": v, "distill": False, "step_cpu_s": 1.0} for v in ("full", "drop")]
+    rows = [{"variant": "full", "distill": False, "seed": s, "plug_accuracy": full, "emulator_accuracy": full,
+             "mse_before": math.nan, "mse_after": math.nan} for s in range(len(diffs))]
+    rows += [{"variant": "drop", "distill": False, "seed": s, "plug_accuracy": full + d, "emulator_accuracy": full + d,
+              "mse_before": math.nan, "mse_after": math.nan} for s, d in enumerate(diffs)]
     return emu, rows
 
 

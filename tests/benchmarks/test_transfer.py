@@ -174,12 +174,12 @@ def test_unreached_runs_are_not_imputed(tmp_path):
     steps (censored at 70)."""
     cfg = dataclasses.replace(TransferConfig(), targets=["bbc_business_tech"],
                               tasks=["bbc_business_tech", "bbc_topics5", "rt_sentiment"])
-    reached = {"random": ["", "", "30"], "vocab": ["", "", ""], "source:bbc_topics5": ["0", "", "20"],
-               "source:rt_sentiment": ["10", "", ""]}
-    runs = [{"target": "bbc_business_tech", "seed": str(s), "init": init, "link": "ideal", "snr_db": "", "num_bits": "",
-             "accuracy": "0.5", "start_accuracy": "0.4", "steps_to_target": steps[s], "channel_uses": "0"}
-            for init, steps in reached.items() for s in range(3)]
-    choices = [{"target": "bbc_business_tech", "seed": str(s), "similarity_choice": "bbc_topics5",
+    reached = {("random", ""): [None, None, 30], ("vocab", ""): [None, None, None],
+               ("source", "bbc_topics5"): [0, None, 20], ("source", "rt_sentiment"): [10, None, None]}
+    runs = [{"target": "bbc_business_tech", "seed": s, "init": init, "source": source, "link": "ideal", "snr_db": None,
+             "num_bits": None, "accuracy": 0.5, "start_accuracy": 0.4, "steps_to_target": steps[s], "channel_uses": 0}
+            for (init, source), steps in reached.items() for s in range(3)]
+    choices = [{"target": "bbc_business_tech", "seed": s, "similarity_choice": "bbc_topics5",
                 "trial_choice": "rt_sentiment"} for s in range(3)]
     _write_summary(tmp_path, cfg, runs, choices)
     rows = {r["scheme"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
