@@ -21,11 +21,13 @@ import numpy as np
 from deft6g.experiment import ResultStore, line_plot, percentiles, prepare_output, run_points, summarise
 from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, real_form, sdr_barrier
 from deft6g.phy import FadingChannel, aircomp_mse, imperfect_csi
+from deft6g.rng import derive_seed
 
 STATS = ["mean_db", "median_db", "p10_db", "p90_db"]
 # gap_*: empty (None) for designs that are not aligned
-MAIN_TYPES = {"seed": int, "method": str, **dict.fromkeys(STATS + ["gap_mean_db", "gap_median_db", "gap_p90_db"], float),
-              "failed": int, "seconds_per_realisation": float}
+GAPS = ["gap_mean_db", "gap_median_db", "gap_p90_db"]
+MAIN_TYPES = {"seed": int, "method": str, **dict.fromkeys(STATS + GAPS, float), "failed": int,
+              "seconds_per_realisation": float}
 SWEEP_TYPES = {"sweep": str, "num_rx_ant": int, "num_devices": int, "snr_db": float, "csi_error_var": float,
                "seed": int, "method": str, **dict.fromkeys(STATS, float)}
 SWEEP_FIELDS = list(SWEEP_TYPES)
@@ -33,6 +35,9 @@ SPEED_TYPES = {"solver": str, "realisations": int, **dict.fromkeys(
     ["rebuild_s", "compiled_solve_s", "barrier_solve_s", "sdr_design_s", "round_call_s", "mmse_design_s", "ratio",
      "compiled_ratio", "max_value_mismatch", "max_bound_mismatch"], float)}
 SWEEP_METHODS = ("sdr", "mmse", "mrc", "zf", "uniform")
+# Sub-streams of a seed (`derive_seed`): the channels, the CSI error, the speed comparison's channels; the root seed
+# itself seeds the designs' randomisation only, so no draw repeats the channels' random numbers.
+CHANNELS, CSI_ERROR, SPEED_CHANNELS = range(1, 4)
 
 
 @dataclass
@@ -103,7 +108,7 @@ class _MainPoint:
     def __call__(self, p):
         cfg, noise_var = self.cfg, 10 ** (-self.cfg.snr_db / 10)
         if p["seed"] not in self.cache:
-            H = _rayleigh(cfg.num_rx_ant, cfg.num_devices, cfg.realisations, p["seed"])
+            H = _rayleigh(cfg.num_rx_ant, cfg.num_devices, cfg.realisations, derive_seed(p["seed"], CHANNELS))
             designs = _designs(H, noise_var, p["seed"], METHODS)
             bound = designs["sdr"][0].zf_lower_bound
             self.cache = {p["seed"]: {}}
@@ -149,7 +154,7 @@ def speed(cfg, out):
     n, k, noise_var = cfg.num_rx_ant, cfg.num_devices, 10 ** (-cfg.snr_db / 10)
 
     def point(p):
-        H = _rayleigh(n, k, cfg.speed_realisations, cfg.seed + 10_000)
+        H = _rayleigh(n, k, cfg.speed_realisations, derive_seed(cfg.seed, SPEED_CHANNELS))
         design_aircomp(H[:1], 1.0, noise_var, "sdr", seed=0)   # compile once (counted apart)
         sdr = ZfSdr.compiled(n, k, solvers=(cfg.solver,))
         t0 = time.perf_counter()
@@ -191,8 +196,8 @@ class _SweepPoint:
         key = tuple(p[c] for c in SWEEP_FIELDS[:6])
         if key not in self.cache:
             n, k, snr, ev, seed = p["num_rx_ant"], p["num_devices"], p["snr_db"], p["csi_error_var"], p["seed"]
-            H = _rayleigh(n, k, self.cfg.sweep_realisations, seed)
-            H_design = imperfect_csi(H, ev, seed=seed + 1) if ev > 0 else H
+            H = _rayleigh(n, k, self.cfg.sweep_realisations, derive_seed(seed, CHANNELS))
+            H_design = imperfect_csi(H, ev, seed=derive_seed(seed, CSI_ERROR)) if ev > 0 else H
             nv = 10 ** (-snr / 10)
             self.cache = {key: {m: _stats(aircomp_mse(H, d.a, d.b, nv))
                                 for m, (d, _) in _designs(H_design, nv, seed, SWEEP_METHODS).items()}}
@@ -254,7 +259,7 @@ def run_design(out_dir="results/design", quick=False, seed=0, **parallel):
     main = dict(N=cfg.num_rx_ant, K=cfg.num_devices, realisations=cfg.realisations, num_seeds=cfg.num_seeds,
                 snr_db=cfg.snr_db, failed=int(sum(r["failed"] for r in rows if r["method"] == "sdr")),
                 speed=speed(cfg, out), methods={})
-    stats = STATS + ["gap_mean_db", "gap_median_db", "gap_p90_db", "seconds_per_realisation"]
+    stats = STATS + GAPS + ["seconds_per_realisation"]
     for m in METHODS:
         mine = [r for r in rows if r["method"] == m]
         values = [v for v in stats if mine[0][v] is not None]
@@ -285,7 +290,7 @@ def summary(main):
                      f"{'n/a' if 'gap_p90_db' not in v else format(v['gap_p90_db'][0], '.2f'):>14}"
                      f"{cell(v, 'seconds_per_realisation', 16, 1e3)}")
     s = main["speed"]
-    lines.append(f"Per realisation ({s['solver']}, {int(s['realisations'])} channels, all timed in one run): "
+    lines.append(f"Per realisation ({s['solver']}, {s['realisations']} channels, all timed in one run): "
                  f"rebuilding the SDR {1e3 * s['rebuild_s']:.1f} ms; compiled SDR solve "
                  f"{1e3 * s['compiled_solve_s']:.1f} ms ({s['compiled_ratio']:.2f}x); barrier SDR "
                  f"{1e3 * s['barrier_solve_s']:.2f} ms; whole sdr design {1e3 * s['sdr_design_s']:.1f} ms, speed-up "

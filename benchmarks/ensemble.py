@@ -40,6 +40,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from deft6g.experiment import (ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, tost)
+from deft6g.rng import derive_seed
 
 STREAMS = ("iid", "drift")
 RULE_COLUMNS = ("mean", "vote", "gate")
@@ -147,7 +148,7 @@ def stream_indices(labels, pool, counts, kind, seed):
     """Text indices of every chunk, int [chunks, chunk], drawn from `pool` (indices into `labels`) for the
     drift stream's `counts` [chunks, C]. kind "drift": chunk t holds counts[t, c] texts of class c (shuffled
     within the chunk); "iid": the same texts in one random order, cut into chunks of the same size."""
-    rng = np.random.default_rng([seed, 0xD81F7])
+    rng = np.random.default_rng(derive_seed(seed, STREAM_ORDER))
     labels = np.asarray(labels)
     by_class = [rng.permutation(pool[labels[pool] == c]) for c in range(counts.shape[1])]
     need = counts.sum(0)

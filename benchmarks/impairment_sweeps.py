@@ -18,6 +18,7 @@ from deft6g.optim import (allocate_subcarrier_power, best_truncation_threshold, 
                           design_aircomp, power_control, truncated_inversion, truncation_mse,
                           uniform_subcarrier_power)
 from deft6g.phy import AirCompUplink, FadingChannel, PilotCsi, TransmitMisalignment, aircomp_mse
+from deft6g.rng import derive_seed
 
 TRUNC_FIELDS = ["snr_db", "threshold", "seed", "peak_db", "peak_theory_db", "peak_median_db", "average_db",
                 "average_theory_db", "participation", "optimal_db", "optimal_median_db", "full_median_db"]
@@ -37,6 +38,11 @@ DESIGN_MISALIGN_FIELDS = {kind: [v[0], "seed", "sdr_db", "mmse_db", "zf_db", "mr
                           for kind, v in MISALIGN_KINDS.items()}
 SUBCARRIER_FIELDS = ["num_rx_ant", "delay_spread_ns", "seed", "optimal_db", "uniform_db", "gain_db"]
 DESIGN_METHODS = ("sdr", "mmse", "zf", "mrc")
+# Sub-streams of a point's seed (`derive_seed(seed, sweep, draw)`), one per sweep, and within a sweep one per draw:
+# 0 the channels, 1 the payload or the pilots' noise, 2 the uplink's noise and errors. The root seed itself only
+# seeds the designs' randomisation, so no draw shares its random numbers with another.
+TRUNCATION, MISALIGNMENT, PILOTS, DESIGN_CHANNELS, DESIGN_PILOTS, SUBCARRIERS = range(1, 7)
+CHANNELS, PAYLOAD, NOISE = range(3)
 
 
 def _db(x):
@@ -85,7 +91,7 @@ class LinkSweeps:
 def truncation_point(cfg, p, references):
     """One (SNR, threshold, seed); `references` caches the threshold-free baselines per (SNR, seed)."""
     K, snr = cfg.trunc_devices, 10 ** (p["snr_db"] / 10)
-    h = _rayleigh(1, K, cfg.trunc_realisations, 1000 * p["seed"] + 1)
+    h = _rayleigh(1, K, cfg.trunc_realisations, derive_seed(p["seed"], TRUNCATION, CHANNELS))
     peak = truncated_inversion(h, 1.0, 1 / snr, p["threshold"], "peak")
     avg = truncated_inversion(h, 1.0, 1 / snr, p["threshold"], "average")
     key = (p["snr_db"], p["seed"])
@@ -106,23 +112,25 @@ def misalign_point(cfg, p):
     (Monte Carlo) and the closed form `expected_mse`. Channels, payload and noise depend on the seed only, so
     the points of one seed are paired across error values and kinds."""
     param = next(v[0] for v in MISALIGN_KINDS.values() if v[0] in p)
-    n, k, seed = p["num_rx_ant"], p["num_devices"], 1000 * p["seed"] + 2
-    H = _rayleigh(n, k, cfg.misalign_realisations, seed)
+    n, k, seed = p["num_rx_ant"], p["num_devices"], p["seed"]
+    H = _rayleigh(n, k, cfg.misalign_realisations, derive_seed(seed, MISALIGNMENT, CHANNELS))
     a, b = closed_form_design(H, 1.0, "zf")
     nv = 10 ** (-cfg.snr_db / 10)
-    x = np.random.default_rng(seed).normal(size=(len(H), k, cfg.payload_reals))
+    x = np.random.default_rng(derive_seed(seed, MISALIGNMENT, PAYLOAD)).normal(size=(len(H), k, cfg.payload_reals))
     x = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)             # unit std: error = MSE per real
     mis = TransmitMisalignment(**{param: p[param]}, precision="double")
-    f_hat = AirCompUplink(precision="double")(x, H, a, b, nv, seed=seed, misalignment=mis).numpy()
+    f_hat = AirCompUplink(precision="double")(x, H, a, b, nv, seed=derive_seed(seed, MISALIGNMENT, NOISE),
+                                              misalignment=mis).numpy()
     theory = mis.expected_mse(H, a, b, nv, num_symbols=(cfg.payload_reals + 1) // 2)
     return p | dict(mc_db=_db(np.mean((f_hat - x.sum(1)) ** 2)), theory_db=_db(np.mean(theory)))
 
 
 def _pilot_point(cfg, p):
     n, k = cfg.pilot_setting
-    seed, nv = 1000 * p["seed"] + 3, 10 ** (-cfg.snr_db / 10)
-    H = _rayleigh(n, k, cfg.pilot_realisations, seed)
-    H_hat, ev = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"], seed=seed + 1)
+    seed, nv = p["seed"], 10 ** (-cfg.snr_db / 10)
+    H = _rayleigh(n, k, cfg.pilot_realisations, derive_seed(seed, PILOTS, CHANNELS))
+    H_hat, ev = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"],
+                                                           seed=derive_seed(seed, PILOTS, PAYLOAD))
     row = dict(p, error_var=float(ev))
     for method in ("zf", "mrc"):
         a, b = closed_form_design(H_hat, 1.0, method)
@@ -278,13 +286,14 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
 
     def true_channels(r):
         if r not in channels:
-            channels[r] = _rayleigh(n, k, cfg.realisations, 1000 * r + 4)
+            channels[r] = _rayleigh(n, k, cfg.realisations, derive_seed(r, DESIGN_CHANNELS, CHANNELS))
             perfect[r] = _designs(channels[r], nv, r)
         return channels[r], perfect[r]
 
     def pilot_point(p):
         H, ideal = true_channels(p["seed"])
-        H_hat, _ = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"], seed=1000 * p["seed"] + 5)
+        H_hat, _ = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"],
+                                                              seed=derive_seed(p["seed"], DESIGN_PILOTS, PAYLOAD))
         row = {f"{m}_db": _db(np.median(aircomp_mse(H, d.a, d.b, nv))) for m, d in _designs(H_hat, nv, p["seed"]).items()}
         return p | row | dict(mmse_perfect_db=_db(np.median(ideal["mmse"].mse)))
 
@@ -296,7 +305,7 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
         ch = FadingChannel(cfg.subcarrier_model, p["num_rx_ant"], cfg.subcarrier_devices,
                            num_subcarriers=cfg.num_subcarriers, subcarrier_spacing=cfg.subcarrier_spacing,
                            delay_spread=p["delay_spread_ns"] * 1e-9, precision="double")
-        H = ch(cfg.subcarrier_draws, seed=1000 * p["seed"] + 6).numpy()            # [draws, F, N, K]
+        H = ch(cfg.subcarrier_draws, seed=derive_seed(p["seed"], SUBCARRIERS, CHANNELS)).numpy()   # [draws, F, N, K]
         F = cfg.num_subcarriers
         opt, uni = (fn(H, float(F), nv) for fn in (allocate_subcarrier_power, uniform_subcarrier_power))
         if not np.all(opt.ok):          # an inaccurate solve is accepted and reported (optim.solver_status)

@@ -183,7 +183,7 @@ def _train_source(setup, point):
     x, y = setup.neighbour_set(task, seed)
     trainer = setup.trainers[task]
     prompt, _ = trainer.run(setup.shared_init(seed), x, y, cfg.source_steps, cfg.batch_size,
-                            seed=10_000 + 100 * seed + cfg.tasks.index(task))
+                            seed=derive_seed(seed, SOURCE_STREAM, cfg.tasks.index(task)))
     return {"prompt": prompt, "row": {"task": task, "seed": seed, "accuracy": trainer.accuracy(d.test, d.y_test),
                                       "steps": cfg.source_steps, "train_examples": len(y),
                                       "test_examples": len(d.y_test)}}
@@ -201,7 +201,7 @@ def _choose(setup, point, prompts):
     init = setup.shared_init(seed)
     x, y, x_val, y_val = setup.target_split(target, seed)
     trainer = setup.trainers[target]
-    probe, _ = trainer.run(init, x, y, cfg.probe_steps, cfg.batch_size, seed=20_000 + seed)
+    probe, _ = trainer.run(init, x, y, cfg.probe_steps, cfg.batch_size, seed=derive_seed(seed, PROBE_STREAM))
     prompts = {s: prompts[(s, seed)] for s in _sources_of(cfg, target)}
     sim_choice, sims = choose_by_similarity(task_embedding(probe, init),
                                             {s: task_embedding(p, init) for s, p in prompts.items()})
@@ -228,7 +228,7 @@ def _finetune(setup, point, references, prompts):
     row = {**point, "payload_bits": 0, "channel_uses": 0, "latency_ms": 0.0, "ber": None, "bler": None,
            "dropped_fraction": None, "prompt_nmse": 0.0}
     if init_kind == "random":
-        start = initial_prompt("random", shared.shape, 30_000 + seed)
+        start = initial_prompt("random", shared.shape, derive_seed(seed, RANDOM_STREAM))
     elif init_kind == "vocab":
         start = shared
     else:                                           # a neighbour's prompt: "source" (ideal) or "link"
@@ -239,7 +239,7 @@ def _finetune(setup, point, references, prompts):
                 setup.links[spec] = PromptLink(mode=spec[0], num_bits=spec[1], **cfg.link)
             link = setup.links[spec]
             res = link(sent.reshape(1, -1), noise_var=10 ** (-point["snr_db"] / 10), power=1.0,
-                       seed=40_000 + seed, fill=shared.reshape(1, -1))
+                       seed=derive_seed(seed, LINK_STREAM), fill=shared.reshape(1, -1))
             start = res.x_hat.numpy().reshape(sent.shape)
             uses = int(res.channel_uses.sum())
             row.update(payload_bits=res.payload_bits, channel_uses=uses, latency_ms=1e3 * uses / cfg.bandwidth_hz,
@@ -248,7 +248,7 @@ def _finetune(setup, point, references, prompts):
                        prompt_nmse=float(np.sum((start - sent) ** 2) / np.sum(sent ** 2)))
     ideal = point["link"] == "ideal"
     trainer = setup.trainers[target]
-    _, curve = trainer.run(start, x, y, cfg.budget_steps, cfg.batch_size, seed=50_000 + seed,
+    _, curve = trainer.run(start, x, y, cfg.budget_steps, cfg.batch_size, seed=derive_seed(seed, FINETUNE_STREAM),
                            eval_set=(d.test, d.y_test), eval_every=cfg.eval_every if ideal else 0)
     target_acc = references[(target, seed)] - cfg.target_gap
     steps = _steps_to(curve, target_acc) if ideal else None
