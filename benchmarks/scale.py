@@ -216,19 +216,20 @@ def plot_scale(path, cfg, rows):
               (axes[1], ("peak_rss_mb_ratio",), "peak RSS"))
     for ax, cols, label in panels:
         for i, m in enumerate(sorted({r["per_round"] for r in rows})):
-            for col, ls in zip(cols, ("-", ":")):
+            for col, ls, marker, offset in zip(cols, ("-", ":"), ("o", "s"), ((-16, 6), (16, -12))):
                 pts = sorted((r["num_devices"], r[col]) for r in rows if r["per_round"] == m)
                 what = " (per training example)" if col == "ms_per_example_ratio" else ""
-                ax.plot(*zip(*pts), marker="o", ls=ls, color=f"C{i}", label=f"{m} devices per round{what}")
+                ax.plot(*zip(*pts), marker=marker, ls=ls, color=f"C{i}", fillstyle="full" if ls == "-" else "none",
+                        label=f"{m} devices per round{what}")
                 for x, y in pts:
-                    ax.annotate(f"{y:.2f}x", (x, y), textcoords="offset points", xytext=(0, 6 if ls == "-" else -12),
-                                ha="center", fontsize=8)
+                    ax.annotate(f"{y:.2f}x", (x, y), textcoords="offset points", xytext=offset, ha="center",
+                                fontsize=8, color=f"C{i}")
         if "round_s_ratio" in cols:
             ax.axhline(1.2, ls="--", color="grey", lw=1, label="target 1.2x")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("devices K")
         ax.set_ylabel(f"{label} / K={ref['num_devices']}, {ref['per_round']} per round")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.2 * max(r[c] for r in rows for c in cols))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_title(f"time per round (K={ref['num_devices']}: {ref['round_s']:.2f} s)")
