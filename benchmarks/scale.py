@@ -66,8 +66,9 @@ def _data(cfg):
     fit, _ = validation_split(train, data.y, 0.1, seed=0)
     model, tok = load_study_model(cfg.model)
     tokens = tokenize(tok, data.x, cfg.max_length)
-    peft = get_peft_model(model, LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=["query", "value"],
-                                            layers_to_transform=[cfg.block]), num_labels=2)
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=["query", "value"],
+                      layers_to_transform=[cfg.block])
+    peft = get_peft_model(model, lora, num_labels=2)
     key = [model_key(cfg.model), cfg.max_length, content_digest(data), "scale"]
     take = lambda idx: {k: v[idx] for k, v in tokens.items()}     # noqa: E731
     return peft, take(fit), data.y[fit], take(test), data.y[test], key, (fit, test)

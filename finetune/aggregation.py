@@ -2,9 +2,9 @@
 one-bit over-the-air aggregation (OBDA, a majority vote of signs).
 
 Every aggregator maps updates [K, L] (float32, one row per device) and FedAvg weights [K] (w_k >= 0, summing
-to 1; None: equal), optionally with the devices' indices [K] among the aggregator's (partial participation: the
-radio aggregators use those devices' channels and send K pilots), to an estimate of their weighted mean sum_k w_k u_k [L] (OBDA: a scaled sign of it) and
-reports the round's aggregation MSE (mean squared error per entry against the true weighted mean) and channel uses.
+to 1; None: equal), optionally with the devices' indices [K] among the aggregator's (partial participation:
+the radio aggregators use those devices' channels and send K pilots), to an estimate of their weighted mean
+sum_k w_k u_k [L] (OBDA: a scaled sign of it) and reports the round's aggregation MSE (mean squared error per entry against the true weighted mean) and channel uses.
 SNR = P / sigma^2 per device (P = 1, noise variance per receive antenna), in dB.
 
 Every radio round is counted whole (docs/design.md §8): the server estimates the channel from tau = K orthogonal

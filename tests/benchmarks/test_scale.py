@@ -7,7 +7,8 @@ from deft6g.benchmarks.scale import ScaleConfig, data_path_summary, measure, plo
 
 
 def test_ratios_and_summary_by_hand():
-    rows = with_ratios([{"num_devices": 8, "per_round": 8, "round_s": 2.0, "ms_per_example": 2.0, "peak_rss_mb": 1000.0},
+    rows = with_ratios([{"num_devices": 8, "per_round": 8, "round_s": 2.0, "ms_per_example": 2.0,
+                         "peak_rss_mb": 1000.0},
                         {"num_devices": 512, "per_round": 8, "round_s": 2.2, "ms_per_example": 3.0,
                          "peak_rss_mb": 1100.0}])
     assert rows[0]["round_s_ratio"] == 1.0 and rows[1]["round_s_ratio"] == pytest.approx(1.1)

@@ -35,8 +35,8 @@ def padded(rng, lengths, width=24, hidden=5, scale=None):
 
 
 def store_of(x, dtype, key="k", chunk=7):
-    return cached_activations([key], lambda: ((x[0][i:i + chunk], x[1][i:i + chunk]) for i in range(0, len(x[1]), chunk)),
-                              dtype)
+    chunks = lambda: ((x[0][i:i + chunk], x[1][i:i + chunk]) for i in range(0, len(x[1]), chunk))   # noqa: E731
+    return cached_activations([key], chunks, dtype)
 
 
 def test_float16_round_trip_within_unit_round_off(cache, rng):
