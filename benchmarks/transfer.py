@@ -194,9 +194,9 @@ def _sources_of(cfg, target):
 
 
 def _choose(setup, point, prompts):
-    from deft6g.finetune.prompt_transfer import choose_by_similarity, choose_by_trial, task_embedding
     """The similarity and trial choices of the target device, from its own texts only: the probe trains on its
     training texts, the trial scores every neighbour's prompt on its validation split."""
+    from deft6g.finetune.prompt_transfer import choose_by_similarity, choose_by_trial, task_embedding
     cfg, target, seed = setup.cfg, point["target"], point["seed"]
     init = setup.shared_init(seed)
     x, y, x_val, y_val = setup.target_split(target, seed)
