@@ -47,7 +47,8 @@ def test_derive_seed_is_the_seed_sequence_child():
             assert derive_seed(s, k) == derive_seed(np.int64(s), np.uint8(k)) == want
             assert type(derive_seed(s, k)) is int
         assert derive_seed(s) == int(np.random.SeedSequence(s).generate_state(1, np.uint32)[0])
-    assert derive_seed(3, 1, 2) == int(np.random.SeedSequence(3).spawn(2)[1].spawn(3)[2].generate_state(1, np.uint32)[0])
+    grandchild = np.random.SeedSequence(3).spawn(2)[1].spawn(3)[2]
+    assert derive_seed(3, 1, 2) == int(grandchild.generate_state(1, np.uint32)[0])
 
 
 def test_distinct_streams_give_distinct_seeds():
