@@ -37,8 +37,8 @@ RESULT_FIELDS = POINT_KEY + ["lr", "setting", "accuracy", "val_accuracy", "emula
                              "agg_mse", "nmse", "lora_bias", "bits_up", "bits_down", "rounds", "samples_seen",
                              "train_s", "link_s", "eval_s", "wall_s"]
 ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "nmse", "lora_bias", "channel_uses", "payload_uses",
-                            "pilot_uses", "side_info_uses", "downlink_uses", "energy", "devices", "participants",
-                            "val_accuracy"]
+                            "pilot_uses", "side_info_uses", "downlink_uses", "energy", "devices", "sampled",
+                            "participants", "val_accuracy"]
 SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
 REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
 # tuning.csv: per tuning, candidate and seed (deft6g.experiment.tuning_store) the run's point and these results
@@ -273,7 +273,9 @@ def _run_point(setup, point, setting, validation_only=False):
     link = _TimedAggregator(_aggregator(cfg, point, setting))
     fed = FederatedDEFT(setup.device, devices, link, setup.start, steps, f.batch_size, lr, f.local_optimizer,
                         f.server_optimizer, f.server_lr, point["lora_aggregation"],
-                        cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed)
+                        cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed,
+                        stateful_clients=f.stateful_clients, fraction=f.fraction,
+                        clients_per_round=f.clients_per_round or None)
     eval_s = [0.0]
 
     def timed(fn, *args, **kwargs):
@@ -290,7 +292,8 @@ def _run_point(setup, point, setting, validation_only=False):
     counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses")
     rounds = [{**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
                "lora_bias": g.lora_bias, **{c: getattr(g, c) for c in counts}, "energy": g.energy,
-               "devices": g.devices, "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
+               "devices": g.devices, "sampled": " ".join(map(str, g.sampled)),
+               "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
               for g in logs]
     totals = {c: sum(getattr(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
@@ -302,7 +305,7 @@ def _run_point(setup, point, setting, validation_only=False):
             if any(np.isfinite(g.nmse) for g in logs) else float("nan"),
             "lora_bias": float(np.mean([g.lora_bias for g in logs])),
             "bits_up": sum(g.bits_up for g in logs), "bits_down": sum(g.bits_down for g in logs),
-            "rounds": f.rounds, "samples_seen": f.rounds * f.devices * f.local_steps * f.batch_size,
+            "rounds": f.rounds, "samples_seen": sum(g.examples for g in logs),
             "train_s": round(wall - link.seconds - eval_s[0], 2), "link_s": round(link.seconds, 2),
             "eval_s": round(eval_s[0], 2), "wall_s": round(wall, 2)}}
 

@@ -62,8 +62,10 @@ class DataSection:
 class FederatedSection:
     """mode: "full" (devices hold the full model), "emulator" (devices tune on a layer-dropped emulator, the
     server plugs the weights into the full model), "gradient" (split fine-tuning at cut_block); devices K;
-    rounds; local_steps per round; batch_size; local_optimizer ("adam", stateful per device, or "sgd") with
-    lr; centralised_lr: the reference's learning rate; server_optimizer ("fedavg" with server_lr, or "fedadam"); lora_aggregation: a list of "factors",
+    rounds; local_steps per round; batch_size; local_optimizer ("adam" or "sgd") with lr; stateful_clients:
+    each device keeps its optimiser state (Adam's moments and step) across rounds, or (default) the state is
+    reset every round, as stateless federated clients are; fraction of the devices sampled per round (seeded) or clients_per_round
+    (0: use fraction), FedAvg and the link over the sampled devices; centralised_lr: the reference's learning rate; server_optimizer ("fedavg" with server_lr, or "fedadam"); lora_aggregation: a list of "factors",
     "frozen_a", "delta_w" (one study point each); eval_every: rounds between the per-round evaluations, which
     use round_eval_examples texts of the validation split (0: all of it; the final test accuracy uses the
     whole test split);
@@ -74,6 +76,9 @@ class FederatedSection:
     local_steps: int = 4
     batch_size: int = 32
     local_optimizer: str = "adam"
+    stateful_clients: bool = False
+    fraction: float = 1.0
+    clients_per_round: int = 0
     lr: float = 1e-2
     centralised_lr: float = 3e-3
     server_optimizer: str = "fedavg"
@@ -323,6 +328,10 @@ def validate(cfg):
     _positive(d.alpha, "data.alpha")
     _require(f.mode in MODES, "federated.mode", f"must be one of {MODES}, got {f.mode!r}")
     _int(f.devices, "federated.devices", 1)
+    _require(0 < f.fraction <= 1, "federated.fraction", f"must be in (0, 1], got {f.fraction}")
+    _int(f.clients_per_round, "federated.clients_per_round", 0, f.devices)
+    _require(not (f.clients_per_round and f.fraction != 1), "federated.clients_per_round",
+             f"sets the devices per round, as federated.fraction = {f.fraction} does: give one of them")
     _require(not d.train_examples or f.devices <= d.train_examples, "federated.devices",
              "must not exceed data.train_examples")
     for key in ("rounds", "local_steps", "batch_size", "eval_every"):
@@ -391,6 +400,9 @@ def validate(cfg):
     _require(t.seeds, "tuning.seeds", "must be a non-empty list of integers")
     for s in t.seeds:
         _int(s, "tuning.seeds", 0, MAX_SEED)
+    _require(not set(t.seeds) & set(cfg.seeds), "tuning.seeds",
+             f"must not share a seed with the reported seeds (a reported run would be the tuning's winner, its "
+             f"validation accuracy the best of the grid), shared: {sorted(set(t.seeds) & set(cfg.seeds))}")
     for key in ("lr", "centralised_lr", "obda_server_lr"):
         for v in getattr(t, key):
             _positive(v, f"tuning.{key}")

@@ -53,6 +53,12 @@ def key_pattern(key):
     ({"tuning": {"obda_threshold": [True]}}, "tuning.obda_threshold"),
     ({"tuning": {"seeds": []}}, "tuning.seeds"),
     ({"tuning": {"seeds": [0.5]}}, "tuning.seeds"),
+    ({"seeds": [0, 1], "tuning": {"seeds": [1]}}, "tuning.seeds"),      # a reported run would be the tuning's
+    ({"federated": {"stateful_clients": "yes"}}, "federated.stateful_clients"),
+    ({"federated": {"fraction": 0.0}}, "federated.fraction"),
+    ({"federated": {"fraction": 1.5}}, "federated.fraction"),
+    ({"federated": {"clients_per_round": 9}}, "federated.clients_per_round"),       # more than the 8 devices
+    ({"federated": {"clients_per_round": 2, "fraction": 0.5}}, "federated.clients_per_round"),
     ({"tuning": {"obda_snr_db": []}}, "tuning.obda_snr_db"),
     ({"tuning": [1e-2]}, "tuning"),
     ({"schemes": ["ideal", "noisy"]}, "schemes"),                          # the control needs AirComp's NMSE
@@ -163,6 +169,8 @@ SCHEMA = {
     "federated.devices": ("int", (1, None)), "federated.rounds": ("int", (1, None)),
     "federated.local_steps": ("int", (1, None)), "federated.batch_size": ("int", (1, None)),
     "federated.local_optimizer": ("str", ("adam", "sgd")), "federated.lr": ("float", (0, None)),
+    "federated.stateful_clients": ("bool", None), "federated.fraction": ("float", (0, 1)),
+    "federated.clients_per_round": ("int", (0, 8)),
     "federated.centralised_lr": ("float", (0, None)), "federated.server_optimizer": ("str", ("fedavg", "fedadam")),
     "federated.server_lr": ("float", (0, None)),
     "federated.lora_aggregation": ("list[str]", ("factors", "frozen_a", "delta_w")),

@@ -65,7 +65,8 @@ def test_local_adam_state_carries_across_rounds():
     moments and step count are kept between its rounds, not reset)."""
     peft = tiny_peft()
     x, y = device_data(peft, 2)[0]
-    fed = FederatedDEFT(peft, [(x, y)], IdealAggregator(), 2, local_steps=2, batch_size=4, lr=1e-2, seed=1)
+    fed = FederatedDEFT(peft, [(x, y)], IdealAggregator(), 2, local_steps=2, batch_size=4, lr=1e-2, seed=1,
+                        stateful_clients=True)
     start = fed.payload_vector()
     expected = start + _local_by_hand(peft, fed, x, y, 0, 4, start, 1e-2, 1, 4)
     fed.set_payload(start)
