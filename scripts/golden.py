@@ -23,7 +23,8 @@ from pathlib import Path
 COMMANDS = ("design", "link", "study", "finetune", "connect", "ensemble", "transfer", "emulator")
 MACHINE_DEPENDENT = {"train_s", "link_s", "eval_s", "wall_s", "cpu_s", "distill_s", "cache_s", "step_wall_s",
                      "step_cpu_s", "step_speedup", "step_cpu_speedup", "samples_per_s", "samples_per_s_with_cache",
-                     "peak_rss_mib", "seconds_per_realisation", "speed"}
+                     "peak_rss_mib", "peak_rss_mb", "seconds_per_realisation", "speed",
+                     "provenance"}                 # config.json: versions, commit and threads of the run
 SKIPPED_FILES = ("speed.csv", "speed.json", "timing.json")
 
 
