@@ -8,8 +8,9 @@ sum_k w_k u_k [L] (OBDA: a scaled sign of it) and reports the round's aggregatio
 SNR = P / sigma^2 per device (P = 1, noise variance per receive antenna), in dB.
 
 Every radio round is counted whole (docs/design.md §8): the server estimates the channel from tau = K orthogonal
-pilots per subcarrier sent at the link's SNR (`PilotCsi`; the design, the MCS choice and the detection use the
-estimate), AirComp's per-device statistics travel up through the digital link (`ControlLink`: whole blocks,
+pilots per subcarrier sent at the link's SNR (`PilotCsi`, LMMSE with each device's large-scale gain as its prior,
+`FadingChannel.large_scale_gain`: the server knows these slowly varying averages; the design, the MCS choice and
+the detection use the estimate, the MCS choices and the detection also its per-device error variance), AirComp's per-device statistics travel up through the digital link (`ControlLink`: whole blocks,
 the MCS the SINR supports, CRC; a device whose statistics fail is dropped for the round and the FedAvg weights
 renormalised over the rest), and the downlink messages (AirComp's and OBDA's per-device transmit factors, who
 stays silent; digital's MCS and group grants) go down at `downlink_snr_db` (default: the uplink's) in their own
@@ -169,24 +170,27 @@ class _RadioAggregator:
         u = _check_updates(updates, len(devices))
         seed = self._round_seed(round_index)
         H = self._draw(round_index)[..., devices]
-        return (u, fedavg_weights(weights, u.shape[0]), seed, H) + self._estimate(H, seed + 1)
+        return (u, fedavg_weights(weights, u.shape[0]), seed, H) + self._estimate(H, seed + 1, devices)
 
-    def _estimate(self, H, seed):
-        """(H_est, pilot channel uses, per-entry error variance): LMMSE from pilots at the link's SNR, or the
-        genie's (perfect, or the explicit `csi_error` model) without pilots."""
+    def _estimate(self, H, seed, devices):
+        """(H_est, pilot channel uses, per-entry error variance: float (genie) or [k] per device): LMMSE from
+        pilots at the link's SNR with the `devices`' large-scale gains of this round's draw as their prior, or
+        the genie's (perfect, or the explicit `csi_error` model) without pilots."""
         if self.genie:
             return (imperfect_csi(H, self.csi_error, seed=seed) if self.csi_error else H), 0, self.csi_error
         tau = self._tau(H.shape[-1])
-        H_est, error_var = PilotCsi(tau)(H, self.snr_db, seed=seed)
+        prior = self.channel.large_scale_gain                    # [K], or [1, K] for a drop (one per round)
+        H_est, error_var = PilotCsi(tau, prior.reshape(-1)[devices])(H, self.snr_db, seed=seed)
         uses = pilot_channel_uses(tau, H.shape[0] if H.ndim == 3 else 1)
-        return np.asarray(H_est), uses, float(error_var)
+        return np.asarray(H_est), uses, np.asarray(error_var, np.float64)
 
-    def _send(self, num_bits, H, H_est, snr_db, active, seed):
+    def _send(self, num_bits, H, H_est, error_var, snr_db, active, seed):
         """(delivered [K] bool, channel uses, uses per device [K]) of a control message to or from the `active`
-        devices; the genie delivers everything for free."""
+        devices, the MCS chosen robustly to the estimate's `error_var` (float or [K]); the genie delivers
+        everything for free."""
         if self.genie:
             return active.copy(), 0, np.zeros(len(active), np.int64)
-        res = self.control(num_bits, H, H_est, snr_db, active=active, seed=seed)
+        res = self.control(num_bits, H, H_est, snr_db, active=active, seed=seed, error_var=error_var)
         return res.delivered, res.channel_uses, res.uses
 
 
@@ -212,9 +216,10 @@ class AirCompAggregator(_RadioAggregator):
         self.uplink = AirCompUplink()
 
     def __call__(self, updates, round_index, weights=None, devices=None):
-        u, fed_w, seed, H, H_est, pilot_uses, _ = self._round(updates, round_index, weights, devices)
+        u, fed_w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
         k, n_real = u.shape
-        stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, self.snr_db, fed_w > 0, seed + 4)
+        stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, error_var, self.snr_db, fed_w > 0,
+                                                          seed + 4)
         w = _renormalised(fed_w, stats_ok)
         f = H.shape[0] if H.ndim == 3 else 1
         payload_uses = aircomp_channel_uses(n_real, num_subcarriers=f)
@@ -235,7 +240,7 @@ class AirCompAggregator(_RadioAggregator):
             else:
                 d = design_aircomp(H_est[..., kept], 1.0, self.noise_var, self.method, seed=seed)
                 a, b[..., kept] = d.a, d.b
-            told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, self.downlink_snr_db, w > 0, seed + 5)
+            told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, error_var, self.downlink_snr_db, w > 0, seed + 5)
             b[..., ~told] = 0.0                                   # no factor received: the device stays silent
             heard = (w > 0) & told
             x = _spread(u, H).astype(np.float32)
@@ -299,13 +304,13 @@ class OBDAAggregator(_RadioAggregator):
         self.uplink = OBDAUplink()
 
     def __call__(self, updates, round_index, weights=None, devices=None):
-        u, fed_w, seed, H, H_est, pilot_uses, _ = self._round(updates, round_index, weights, devices)
+        u, fed_w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
         k, n_real = u.shape
         voters = fed_w > 0
         d = truncated_inversion(H_est[..., voters], 1.0, self.noise_var, self.threshold)
         a, b = d.a, np.zeros(H.shape[:-2] + (k,), complex)
         b[..., voters] = d.b
-        told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, self.downlink_snr_db, voters, seed + 5)
+        told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, error_var, self.downlink_snr_db, voters, seed + 5)
         b[..., ~told] = 0.0                                       # no factor received: the device stays silent
         res = self.uplink(_spread(u, H).astype(np.float32), H, a, b, self.noise_var, seed=seed + 2)
         mean = self.server_lr * res.vote.numpy().reshape(-1)[:n_real]
@@ -363,7 +368,7 @@ class DigitalAggregator(_RadioAggregator):
         k, n_real = u.shape
         res = self.uplink(u, H, self.noise_var, 1.0, seed=seed + 3, H_est=H_est, error_var=error_var)
         mcs = np.asarray(res.mcs)
-        told, down_uses, _ = self._send(GRANT_BITS, H, H_est, self.downlink_snr_db, mcs >= 0, seed + 5)
+        told, down_uses, _ = self._send(GRANT_BITS, H, H_est, error_var, self.downlink_snr_db, mcs >= 0, seed + 5)
         x_hat, valid = res.x_hat.numpy().astype(np.float64), res.valid.numpy() & told[:, None]
         wv = w[:, None] * valid
         heard = wv.sum(0)

@@ -118,7 +118,7 @@ class FadingChannel(Block):
         if not 0.0 <= correlation < 1.0:
             raise ValueError(f"`correlation` must lie in [0, 1), got {correlation!r}")
         self.correlation = float(correlation)
-        self._gain = None
+        self._gain, self._path_beta = None, np.ones(self.num_devices)      # amplitude applied, linear gain [K]
         if path_gain_db is not None:
             g = np.asarray(path_gain_db, dtype=float)
             if g.shape != (self.num_devices,) or not np.all(np.isfinite(g)):
@@ -126,7 +126,7 @@ class FadingChannel(Block):
             if model in DROP_MODELS:
                 raise ValueError(f"`path_gain_db` must be None for the drop model {model!r} (its gains come from "
                                  f"the drop), got {path_gain_db!r}")
-            self._gain = tf.constant(10 ** (g / 20), self.cdtype)
+            self._gain, self._path_beta = tf.constant(10 ** (g / 20), self.cdtype), 10 ** (g / 10)
         if indoor_probability is not None and not (isinstance(indoor_probability, (int, float))
                                                    and 0.0 <= indoor_probability <= 1.0):
             raise ValueError(f"`indoor_probability` must be None or lie in [0, 1], got {indoor_probability!r}")
@@ -207,6 +207,17 @@ class FadingChannel(Block):
         (3-D device-server distance [m]), "gain_db" (:math:`10 \log_{10} \bar\beta_k`, the large-scale gain
         applied, relative to the drop's mean [dB]), "los" and "indoor" (bool)."""
         return self._last_drop
+
+    @property
+    def large_scale_gain(self):
+        r"""Linear large-scale gains :math:`\bar\beta_k` of the latest call, what a server averages over time and
+        uses as its channel prior (`PilotCsi`'s `channel_var`): [batch_size, K] np.float64 for the drop models
+        (:math:`10^{g/10}` of `last_drop`'s "gain_db", one drop per realisation; None before the first call or
+        `redrop`), [K] :math:`10^{g/10}` of `path_gain_db` when given, else ones [K] (Rayleigh, correlated,
+        TDL, CDL: unit average gain per entry)."""
+        if self.model in DROP_MODELS:
+            return None if self._last_drop is None else 10.0 ** (np.asarray(self._last_drop["gain_db"], float) / 10)
+        return self._path_beta.copy()
 
     def redrop(self, batch_size, seed=None):
         """Place the devices anew (`batch_size` independent drops; re-seeds the library RNG with `seed`): with

@@ -8,10 +8,12 @@ resources) as whole `BlockCodec` blocks (CRC24A + 5G LDPC + QAM, n = 1200 coded 
 by reciprocity) with maximum ratio on its channel *estimate* :math:`\hat h_k`:
 
 .. math::
-    \hat\gamma_k = \rho\,\|\hat h_k\|^2 \quad\text{(selects the MCS)},\qquad
+    \hat\gamma_k = \frac{\rho\,\|\hat h_k\|^2}{1 + \rho\, e_k} \quad\text{(selects the MCS)},\qquad
     \gamma_k = \rho\,\frac{|\hat h_k^H h_k|^2}{\|\hat h_k\|^2} \quad\text{(what the block sees)},
 
-with :math:`\rho` the link's SNR (P / sigma^2 per device on the uplink, the server's power over the device's
+with :math:`e_k` the per-entry error variance of device k's estimate (0: perfect CSI), so that
+:math:`\hat\gamma_k` is the standard lower bound on the MRC SINR that treats the estimation error
+:math:`h_k - \hat h_k` (uncorrelated with :math:`\hat h_k`, as LMMSE's) as noise, :math:`\rho` the link's SNR (P / sigma^2 per device on the uplink, the server's power over the device's
 noise on the downlink), per subcarrier on OFDM channels (folded by `effective_sinr`). Each block fails with the
 calibrated BLER of its MCS at :math:`\gamma_k` (the abstract link model of `DigitalUplink`); a message is
 delivered when all its blocks pass their CRC. A device below the lowest threshold is in outage: it sends
@@ -95,6 +97,10 @@ class ControlLink(Block):
         Devices that take part (None: all); the others send nothing
     seed : None | int
         Re-seeds the library RNG before the block errors are drawn
+    error_var : float | [K], float
+        :math:`e_k` >= 0, the per-entry error variance of each device's estimate `H_est` (e.g. `PilotCsi`'s),
+        linear, in units of H; the MCS choice uses the lower bound :math:`\hat\gamma_k` (module docstring).
+        Default 0: the estimate is taken as exact
 
     Output
     ------
@@ -115,7 +121,7 @@ class ControlLink(Block):
         if not self.table:
             raise ValueError("`table` must hold at least one Mcs")
 
-    def call(self, num_bits, H, H_est=None, snr_db=0.0, active=None, seed=None):
+    def call(self, num_bits, H, H_est=None, snr_db=0.0, active=None, seed=None, error_var=0.0):
         h = np.asarray(as_tensor(H, "H", min_rank=2)).astype(np.complex128)
         h = h[None] if h.ndim == 2 else h                                           # [F, N, K]
         if h.ndim != 3:
@@ -133,9 +139,12 @@ class ControlLink(Block):
         act = np.ones(k, bool) if active is None else np.asarray(active, bool)
         if act.shape != (k,):
             raise ValueError(f"`active` must be K = {k} booleans, got shape {act.shape}")
+        e = np.asarray(error_var, float)
+        if e.ndim > 1 or e.size not in (1, k) or not np.all(np.isfinite(e)) or np.any(e < 0):
+            raise ValueError(f"`error_var` must be a number >= 0 or K = {k} of them, got {error_var!r}")
         rho = 10.0 ** (snr_db / 10.0)
         norm2 = np.sum(np.abs(h_est) ** 2, axis=1)                                  # [F, K]
-        sinr_est = rho * norm2
+        sinr_est = rho * norm2 / (1.0 + rho * e)
         sinr = rho * np.abs(np.sum(np.conj(h_est) * h, axis=1)) ** 2 / np.where(norm2 > 0, norm2, 1.0)
         mcs = np.where(act, select_mcs(effective_sinr(sinr_est[None], self.table), self.table)[0], -1)   # [K]
         eff = effective_sinr(sinr[None], self.table)[:, 0]                           # [J, K]

@@ -34,6 +34,7 @@ SINR (`Mcs.bler`) and delivers the passed blocks bit-exactly -- the same schedul
 without LDPC decoding (for federated rounds; the CRC's undetected-error rate 2^-24 is neglected).
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -146,9 +147,10 @@ class DigitalUplink(Block):
     noise_var : float > 0 (per antenna, linear); power : scalar or [K] (P_k, linear; SNR = P / noise_var);
     H_est : None | the shape of H -- the server's channel estimate (e.g. `PilotCsi`): groups, MCS and detection
     use it, while the blocks see the true channel through that detector (`mismatched_sinr`); None: perfect CSI;
-    error_var : float >= 0 -- the estimate's per-entry error variance (e.g. `PilotCsi`'s): the detector and the
-    SINR the scheduler predicts count the error of the up to S devices of a group as noise, sigma^2 + S P e
-    (a robust LMMSE; 0: none);
+    error_var : float | [K] float, >= 0 -- the estimate's per-entry error variance, one for all devices or
+    device k's e_k (e.g. `PilotCsi`'s with a per-device prior): the detector and the SINR the scheduler predicts
+    count the error of the up to S devices of a group as noise, sigma^2 + the sum of the S largest P_k e_k
+    (S P e for equal ones; a robust LMMSE; 0: none);
     seed : None | int
 
     Output
@@ -442,10 +444,12 @@ class DigitalUplink(Block):
         reseed(seed)
         amp = np.sqrt(np.broadcast_to(p.numpy(), (k,)))
         h, h_est = ((t.numpy() if t.shape.rank == 4 else t.numpy()[:, None]) * amp for t in (H, H_est))  # [B, F, N, K]
-        if not (np.isfinite(error_var) and error_var >= 0):
-            raise ValueError(f"`error_var` must be a finite number >= 0, got {error_var!r}")
+        e = np.asarray(error_var, float)
+        if e.ndim > 1 or e.size not in (1, k) or not np.all(np.isfinite(e)) or np.any(e < 0):
+            raise ValueError(f"`error_var` must be a finite number >= 0 or K = {k} of them, got {error_var!r}")
         streams = min(h.shape[-2], k) if self.streams == "auto" else min(self.streams, k)
-        nv_det = nv + float(error_var) * streams * float(np.max(amp) ** 2)    # robust: CSI error as noise
+        worst = np.sort(np.broadcast_to(e, (k,)) * amp ** 2)[k - streams:]       # the S largest P_k e_k
+        nv_det = nv + math.fsum(worst)                                            # robust: CSI error as noise
         groups, mcs, eff, uses, outage = self.schedule(h_est, nv_det, num_reals)
         if estimated:                                             # the blocks see the mismatched detector's SINR
             eff = self._true_sinr(h, h_est, nv, groups, mcs, nv_det)

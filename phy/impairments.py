@@ -45,22 +45,37 @@ def pilot_error_var(pilot_snr_db, num_pilots, channel_var=1.0):
         :math:`\rho` [dB], pilot power over noise per receive antenna, per pilot symbol
     num_pilots : int
         :math:`\tau` >= 1, pilot symbols per device
-    channel_var : float
-        :math:`\beta`, prior variance of every entry of H, linear (default 1: unit-variance Rayleigh)
+    channel_var : float | [..., K], float
+        :math:`\beta` > 0, prior variance of the entries of H, linear: one for every device (default 1:
+        unit-variance Rayleigh) or device k's large-scale gain :math:`\beta_k` along the last axis
 
     Output
     ------
-    error_var : [...], np.float64
-        :math:`\mathbb{E}|e|^2`, linear, the shape of `pilot_snr_db`
+    error_var : [...] | [..., K], np.float64
+        :math:`\mathbb{E}|e|^2`, linear: the shape of `pilot_snr_db` for a float `channel_var`, else that of
+        `pilot_snr_db[..., None]` broadcast against `channel_var`
 
     Example
     -------
     >>> import deft6g.phy as phy
     >>> phy.pilot_error_var([0.0, 10.0], num_pilots=8)      # 1 / (1 + 8 rho): 1/9, 1/81
     array([0.11111111, 0.01234568])
+    >>> phy.pilot_error_var(0.0, num_pilots=8, channel_var=[10.0, 1.0, 0.01])   # beta_k / (1 + 8 beta_k)
+    array([0.12345679, 0.11111111, 0.00925926])
     """
     rho = 10.0 ** (np.asarray(pilot_snr_db, float) / 10)
-    return channel_var / (1.0 + check_count(num_pilots, "num_pilots") * rho * channel_var)
+    beta = _check_prior(channel_var)
+    if np.ndim(beta):
+        rho = rho[..., None]
+    return beta / (1.0 + check_count(num_pilots, "num_pilots") * rho * beta)
+
+
+def _check_prior(channel_var):
+    """`channel_var` as a float (a number) or a float64 array of rank >= 1, finite and > 0."""
+    beta = np.asarray(channel_var, float) if not isinstance(channel_var, bool) else np.asarray(np.nan)
+    if beta.size == 0 or not np.all(np.isfinite(beta)) or np.any(beta <= 0):
+        raise ValueError(f"`channel_var` must be a positive number or an array [..., K] of them, got {channel_var!r}")
+    return float(beta) if beta.ndim == 0 else beta
 
 
 def _check_std(value, name):
@@ -77,8 +92,10 @@ class PilotCsi(Block):
     ----------
     num_pilots : int
         :math:`\tau`, pilot symbols per device (orthogonal across devices: :math:`\tau \ge K`)
-    channel_var : float
-        :math:`\beta` > 0, prior variance of every entry of H, linear (default 1: unit-variance Rayleigh)
+    channel_var : float | [..., K], float
+        :math:`\beta` > 0, prior variance of the entries of H, linear: one for every device (default 1:
+        unit-variance Rayleigh), or per device k along the last axis (its large-scale gain :math:`\beta_k`,
+        e.g. `FadingChannel.large_scale_gain`), broadcast against H without its antenna axis, [..., K]
     precision : None (default) | "single" | "double"
         Sionna's convention: the dtype of `H_hat` and `error_var`
 
@@ -98,9 +115,10 @@ class PilotCsi(Block):
     ------
     H_hat : [..., N, K], tf.complex
         The LMMSE estimate designs use (the link keeps H)
-    error_var : [...], tf.float
-        :math:`\beta / (1 + \tau\rho\beta)`, the per-entry error variance, linear, the shape of
-        `pilot_snr_db` (as `pilot_error_var`)
+    error_var : [...] | [..., K], tf.float
+        :math:`\beta_k / (1 + \tau\rho\beta_k)`, the per-entry error variance, linear: the shape of
+        `pilot_snr_db` for a float `channel_var`, per device ([..., K], `pilot_snr_db[..., None]` broadcast
+        against `channel_var`) for an array (as `pilot_error_var`)
 
     Example
     -------
@@ -112,14 +130,15 @@ class PilotCsi(Block):
     (TensorShape([1000, 4, 3]), 0.012346)
     >>> bool(abs(float(tf.reduce_mean(tf.abs(H - H_hat) ** 2)) - 1 / 81) < 1e-3)   # empirical E|e|^2
     True
+    >>> _, error_var = phy.PilotCsi(8, channel_var=[10.0, 1.0, 0.01])(H, 0.0, seed=1)   # per-device prior
+    >>> error_var.round(4)                                         # beta_k / (1 + 8 beta_k)
+    array([0.1235, 0.1111, 0.0093], dtype=float32)
     """
 
     def __init__(self, num_pilots, channel_var=1.0, precision=None, **kwargs):
         super().__init__(precision=precision, **kwargs)
         self.num_pilots = check_count(num_pilots, "num_pilots")
-        if not np.isfinite(channel_var) or channel_var <= 0:
-            raise ValueError(f"`channel_var` must be a positive number, got {channel_var!r}")
-        self.channel_var = float(channel_var)
+        self.channel_var = _check_prior(channel_var)
         self._awgn = AWGN(precision=self.precision)
 
     def call(self, H, pilot_snr_db, seed=None):
@@ -130,10 +149,17 @@ class PilotCsi(Block):
         snr_db = tf.cast(as_tensor(pilot_snr_db, "pilot_snr_db"), self.rdtype)
         gain = self.num_pilots * tf.pow(tf.constant(10.0, self.rdtype), snr_db / 10)   # tau rho
         g = gain[..., None, None]
+        beta, beta_hk = self.channel_var, self.channel_var                            # scalar: [], []
+        if np.ndim(beta):
+            if H.shape[-1] is not None and beta.shape[-1] != H.shape[-1]:
+                raise ValueError(f"`channel_var` must hold K = {H.shape[-1]} values on its last axis, got shape "
+                                 f"{list(beta.shape)}")
+            beta = tf.constant(beta, self.rdtype)                                     # [..., K]
+            beta_hk, gain = beta[..., None, :], gain[..., None]                       # [..., 1, K], [..., 1]
         reseed(seed)
         y = self._awgn(tf.cast(tf.sqrt(g), self.cdtype) * H, tf.ones_like(g))
-        H_hat = tf.cast(self.channel_var * tf.sqrt(g) / (1 + g * self.channel_var), self.cdtype) * y
-        error_var = self.channel_var / (1 + gain * self.channel_var)
+        H_hat = tf.cast(beta_hk * tf.sqrt(g) / (1 + g * beta_hk), self.cdtype) * y
+        error_var = beta / (1 + gain * beta)
         return to_output(H_hat, numpy_out), to_output(error_var, numpy_out)
 
 
