@@ -56,7 +56,8 @@ class ResultStore:
 
     `done(row)` tells whether a point with that key is already on disk; `add(row)` appends one row and flushes
     it to disk (fsync) before returning, so an interruption loses at most the point in progress; with `types`
-    it first checks that every value reads back as its column's type (ValueError naming the column otherwise).
+    it first checks that every value reads back as its column's type, and a list or dict value as itself (no
+    tuples, only str keys), ValueError naming the column otherwise.
     `rows()` gives the rows as a reload reads them, typed by `types`. Opening a file whose last row is torn (no
     line break at its end, NUL bytes, a cut quoted field or a wrong column count) truncates the file before
     that row and logs a warning: the point runs again. A damaged row followed by complete rows, a header other
@@ -170,10 +171,24 @@ def _cell(value, kind, column):
         return ""
     if kind in (list, dict):
         try:
-            return json.dumps(value)
+            text = json.dumps(value)
         except TypeError as err:
             raise ValueError(f"column {column!r} is declared {kind.__name__} (JSON), got {value!r}: {err}") from None
+        if not _json_exact(value):
+            raise ValueError(f"column {column!r} is declared {kind.__name__} (JSON), got {value!r}, which reads back "
+                             f"as {json.loads(text)!r} (JSON has no tuples and only str keys)")
+        return text
     return repr(value) if type(value) is float else str(value)
+
+
+def _json_exact(value):
+    """Whether json.loads(json.dumps(value)) == value (NaN counted equal to NaN): only dicts with str keys, lists,
+    str, numbers, bools and None, nested."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_exact(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_json_exact(v) for v in value)
+    return value is None or isinstance(value, (str, int, float))
 
 
 def _read(text, kind, column):

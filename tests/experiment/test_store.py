@@ -257,6 +257,21 @@ def test_a_value_of_another_type_is_refused_before_it_is_written(tmp_path, colum
     assert (tmp_path / "typed.csv").read_bytes() == before and store.rows() == []
 
 
+@pytest.mark.parametrize("column, value, back", [("scores", {"v": {1: (2, 3)}}, "{'v': {'1': [2, 3]}}"),
+                                                 ("curve", [(0, 0.5)], "[[0, 0.5]]"),
+                                                 ("scores", {True: 1}, "{'true': 1}")])
+def test_a_json_value_that_does_not_read_back_as_itself_is_refused(tmp_path, column, value, back):
+    """A tuple or a non-str key reads back as a list or a str key: refused, naming the column and what it would
+    read back as; the same value with lists and str keys is accepted and reads back equal."""
+    store = ResultStore(tmp_path / "typed.csv", list(TYPES), TYPED_KEY, types=TYPES)
+    with pytest.raises(ValueError, match=f"column '{column}' is declared .*reads back as {re.escape(back)}"):
+        store.add({**TYPED_ROWS[0], column: value})
+    assert store.rows() == []
+    fixed = json.loads(json.dumps(value))
+    store.add({**TYPED_ROWS[0], column: fixed})
+    assert store.rows()[0][column] == fixed
+
+
 def test_a_file_cell_of_another_type_is_refused_on_reload(tmp_path):
     path = tmp_path / "typed.csv"
     ResultStore(path, list(TYPES), TYPED_KEY, types=TYPES).add(TYPED_ROWS[2])
