@@ -47,8 +47,9 @@ def derive_seed(seed, *stream):
 
     Input
     -----
-    seed : int >= 0
-    *stream : ints in [0, 2^32 - 1]
+    seed : int in [0, 2^64 - 1] (a larger seed would fill the words that `stream` takes: derive_seed(a + 2^128 b)
+        would equal derive_seed(a, b))
+    *stream : ints in [0, 2^32 - 1] (a larger entry would split into two words: (x) would equal (x mod 2^32, x >> 32))
 
     Output
     ------
@@ -57,6 +58,8 @@ def derive_seed(seed, *stream):
     for name, value in (("seed", seed), *((f"stream[{i}]", v) for i, v in enumerate(stream))):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"`{name}` must be a non-negative int, got {value!r}")
+    if seed >= 2 ** 64:
+        raise ValueError(f"`seed` must be below 2^64, got {seed!r}")
     if any(v >= 2 ** 32 for v in stream):
         raise ValueError(f"`stream` values must be below 2^32, got {stream!r}")
     sequence = np.random.SeedSequence(int(seed), spawn_key=tuple(int(v) for v in stream))

@@ -64,7 +64,17 @@ def test_distinct_streams_give_distinct_seeds():
 
 @pytest.mark.parametrize("args, name", [((-1,), "`seed`"), ((1.5,), "`seed`"), ((True,), "`seed`"),
                                         ((0, -2), r"`stream\[0\]`"), ((0, 1, "a"), r"`stream\[1\]`"),
-                                        ((0, 2**32), "`stream` values must be below 2\\^32")])
+                                        ((0, 2**32), "`stream` values must be below 2\\^32"),
+                                        ((2**64,), "`seed` must be below 2\\^64"),
+                                        ((2**96 + 7 + 2**128 * 3,), "`seed` must be below 2\\^64")])
 def test_derive_seed_bad_input(args, name):
+    """Out-of-range input is refused naming it; a seed of 2^128 b + a (a >= 2^96) would otherwise be derive_seed(a, b)
+    (SeedSequence pads the seed's 32-bit words to 4 and appends the stream's)."""
     with pytest.raises(ValueError, match=name):
         derive_seed(*args)
+
+
+def test_derive_seed_range_ends_are_accepted():
+    """The largest seed (2^64 - 1) and stream entry (2^32 - 1) are accepted and give SeedSequence's word."""
+    want = np.random.SeedSequence(2**64 - 1, spawn_key=(2**32 - 1,)).generate_state(1, np.uint32)[0]
+    assert derive_seed(2**64 - 1, 2**32 - 1) == int(want)
