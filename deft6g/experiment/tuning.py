@@ -10,7 +10,8 @@ run's columns), so an interrupted tuning re-runs only the candidates it has no r
 Rule: the candidate with the highest mean score over the seeds (an exact sum, math.fsum, so equal scores tie
 exactly) wins; a NaN score counts as the lowest; ties go to the first candidate in grid order (so a grid lists
 its preferred values first, e.g. the configured default). The choice, every candidate's mean score and the
-rule go to chosen.json beside the store (one entry per tuning name, written atomically).
+rule go to chosen.json beside the store (one entry per tuning name, written atomically, standard JSON: a score
+that is not a finite number, e.g. NaN when nothing was tuned, is written as null).
 """
 
 import itertools
@@ -48,6 +49,11 @@ def candidates(grid, fixed=None):
     tuned = [n for n, v in grid.items() if v]
     return [{**{n: fixed[n] for n in grid if not grid[n]}, **dict(zip(tuned, combo))}
             for combo in itertools.product(*(grid[n] for n in tuned))]
+
+
+def _json_score(score):
+    """`score` for standard JSON: None (null) when it is not a finite number (NaN, inf)."""
+    return score if math.isfinite(score) else None
 
 
 def _setting_text(setting):
@@ -119,9 +125,9 @@ def tune(name, grid, run, store, seeds=(0,), fixed=None, log=print, **parallel):
         choice = Choice(dict(settings[0]), math.nan, [], [])
     path = store.path.with_name("chosen.json")
     record = load_json(path, {})
-    record[name] = {"setting": choice.setting, "score": choice.score, "tuned": tuned,
+    record[name] = {"setting": choice.setting, "score": _json_score(choice.score), "tuned": tuned,
                     "not_tuned": [n for n in grid if n not in tuned], "seeds": seeds, "rule": RULE,
-                    "candidates": [{"setting": s, "score": v} for s, v in scores]}
+                    "candidates": [{"setting": s, "score": _json_score(v)} for s, v in scores]}
     write_json_atomic(path, record, indent=2, sort_keys=True)
     if tuned:
         grid_text = ", ".join(f"{_short(s, tuned)}: {v:.4f}" for s, v in scores)

@@ -87,6 +87,13 @@ def test_choice_is_the_argmax_of_mean_validation_scores_and_ignores_test_labels(
     assert record["setting"] == {"lam": best} and record["seeds"] == SEEDS and len(record["candidates"]) == 6
 
 
+def _strict_json(text):
+    """json.loads refusing NaN and Infinity (not standard JSON)."""
+    def refuse(constant):
+        raise ValueError(f"not standard JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_ties_go_to_the_first_candidate_and_nan_is_lowest(tmp_path):
     """Equal mean scores: the first in grid order wins (product order, last parameter fastest); a NaN score
     never wins over a number."""
@@ -98,6 +105,9 @@ def test_ties_go_to_the_first_candidate_and_nan_is_lowest(tmp_path):
     nan_first = tune("nan", {"a": [2, 1]}, lambda s, seed: (float("nan") if s["a"] == 2 else -5.0, {}), store,
                      log=QUIET)
     assert nan_first.setting == {"a": 1}
+    record = _strict_json((tmp_path / "chosen.json").read_text())
+    assert [c["score"] for c in record["nan"]["candidates"]] == [None, -5.0] and record["nan"]["score"] == -5.0
+    assert [c["score"] for c in record["tie"]["candidates"]] == [0.5, 0.7, 0.7, None]
 
 
 def test_interrupted_tuning_resumes_without_rerunning_finished_candidates(tmp_path):
@@ -139,8 +149,8 @@ def test_empty_grid_keeps_the_fixed_value_and_records_it(tmp_path):
     choice = tune("fixed", {"lr": []}, lambda s, seed: calls.append(s) or (0.0, {}), store, fixed={"lr": 0.01},
                   log=QUIET)
     assert choice.setting == {"lr": 0.01} and choice.tuned == [] and calls == [] and store.rows() == []
-    record = json.loads((tmp_path / "chosen.json").read_text())["fixed"]
-    assert record["not_tuned"] == ["lr"] and record["candidates"] == []
+    record = _strict_json((tmp_path / "chosen.json").read_text())["fixed"]
+    assert record["not_tuned"] == ["lr"] and record["candidates"] == [] and record["score"] is None
 
 
 @pytest.mark.parametrize("grid, fixed, match", [
