@@ -3,9 +3,10 @@ server aggregates (weighted by device data size) and applies a server optimiser.
 emulator (or the full model) and train on cached activations, or hold only the bottom blocks and download
 cut-layer gradients (split fine-tuning).
 
-Partial participation: each round samples m of the K devices (`fraction` of those with data, rounded, at least
-one, or `clients_per_round`), uniformly without replacement from a generator seeded by (seed, round), so the same
-seed gives the same samples; FedAvg weights S_k / sum S over the sampled devices; the aggregator receives the
+Partial participation: each round samples m of the K devices (`clients_per_round`, or m = max(1, floor(fraction x
+K_data + 0.5)) for the K_data devices with data: halves round up, 0.5 x 5 -> 3 and 0.7 x 5 -> 4), uniformly without
+replacement from a generator seeded by derive_seed(seed, SAMPLING_STREAM, round), so the same seed gives the same
+samples; FedAvg weights S_k / sum S over the sampled devices; the aggregator receives the
 sampled devices' updates [m, L], weights [m] and global indices [m] (the radio aggregators draw those devices'
 channels, and the AirComp design, the digital schedule and the pilots run over them). With the default
 fraction 1 every device takes part in every round, as before. Memory per round: m update vectors.
@@ -33,11 +34,14 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from deft6g.rng import derive_seed
+
 from .activation_store import RaggedActivations
 from .architecture import projection_kernel
 from .tuners import LoraLayer
 from .training import CROSS_ENTROPY, take, trim_padding
 
+SAMPLING_STREAM = 0x5A3D   # the derive_seed stream of the per-round device samples: derive_seed(seed, it, round)
 LOCAL_OPTIMIZERS = ("adam", "sgd")
 SERVER_OPTIMIZERS = ("fedavg", "fedadam")
 LORA_AGGREGATIONS = ("factors", "frozen_a", "delta_w")
@@ -228,7 +232,8 @@ class FederatedDEFT:
 
     @staticmethod
     def _per_round(fraction, count, available):
-        """Devices sampled per round (None: all K, no sampling)."""
+        """Devices sampled per round (None: all K, no sampling): `count`, or fraction x available rounded half up
+        (not Python's round(), which halves to even), at least 1."""
         if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.number)) or not 0 < fraction <= 1:
             raise ValueError(f"`fraction` must be a number in (0, 1], got {fraction!r}")
         if count is not None:
@@ -238,14 +243,15 @@ class FederatedDEFT:
             if fraction != 1:
                 raise ValueError("give `fraction` or `clients_per_round`, not both")
             return int(count)
-        return None if fraction == 1 else max(1, round(fraction * available))
+        return None if fraction == 1 else max(1, math.floor(fraction * available + 0.5))
 
     def sample(self, r):
         """The devices of round `r` (sorted global indices [m]): all K devices without sampling, else
-        `per_round` of the devices with data, uniformly without replacement, seeded by (seed, r)."""
+        `per_round` of the devices with data, uniformly without replacement, seeded by
+        derive_seed(seed, SAMPLING_STREAM, r)."""
         if self.per_round is None:
             return np.arange(len(self.devices))
-        rng = np.random.default_rng([self.seed, 0x5A3D, r])
+        rng = np.random.default_rng(derive_seed(self.seed, SAMPLING_STREAM, r))
         return np.sort(rng.choice(self._with_data, self.per_round, replace=False))
 
     # --- state --------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def test_sampled_rows_and_fedavg_weights_by_hand(peft):
     full-participation round from the same start and seed (stateless clients: a fresh optimiser either way) --
     weights S_k / sum of the sampled S, and their indices; the payload moves by that weighted mean; the log
     names the sampled devices, the heard ones among them and the examples stepped through."""
-    sizes = [16, 8, 4, 12, 6, 10]
+    sizes = [16, 8, 4, 12, 20, 24]                      # multiples of the batch size: every batch holds 4
     devices = devices_of(peft, sizes)
     full, part = Recorder(), Recorder()
     fed_full = FederatedDEFT(peft, devices, full, 2, local_steps=2, batch_size=4, lr=1e-2, seed=3)
@@ -59,7 +59,7 @@ def test_sampled_rows_and_fedavg_weights_by_hand(peft):
     np.testing.assert_allclose(updates, full.calls[0][0][idx], atol=1e-7)
     np.testing.assert_allclose(fed.payload_vector(), start + weights.astype(np.float64) @ updates, atol=1e-6)
     assert log.sampled == tuple(idx) and log.participants == tuple(idx) and log.devices == 3
-    assert log.examples == 3 * 2 * 4                    # 3 devices x 2 steps x batches of 4 (every device has >= 4)
+    assert log.examples == 3 * 2 * 4                    # 3 devices x 2 steps x batches of 4
 
 
 def test_samples_are_seeded_and_uniform(peft):
@@ -78,6 +78,14 @@ def test_samples_are_seeded_and_uniform(peft):
     freq = np.bincount(samples.ravel(), minlength=K)[[0, 2, 3, 4, 5]] / 3000
     assert np.all(np.abs(freq - 0.4) <= 4 * np.sqrt(0.4 * 0.6 / 3000))
     assert np.array_equal(FederatedDEFT(peft, devices, IdealAggregator(), 2).sample(5), np.arange(K))
+
+
+@pytest.mark.parametrize("fraction, m", [(0.5, 3), (0.7, 4), (0.4, 2), (0.1, 1), (0.05, 1)])
+def test_fraction_rounds_half_up_and_at_least_one(peft, fraction, m):
+    """m = max(1, floor(fraction x 5 + 0.5)) of the 5 devices with data: 2.5 -> 3 and 3.5 -> 4 (Python's round()
+    would give 2 and 4), 0.25 -> 1; each round samples m distinct devices."""
+    fed = FederatedDEFT(peft, devices_of(peft, [4, 0, 4, 4, 4, 4]), IdealAggregator(), 2, seed=1, fraction=fraction)
+    assert fed.per_round == m and len(set(fed.sample(0))) == m
 
 
 @pytest.mark.parametrize("cls", [AirCompAggregator, DigitalAggregator])
