@@ -202,7 +202,7 @@ class FederatedDEFT:
             raise ValueError("`lora_aggregation` 'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
         self.model, self.devices, self.aggregator = model, devices, aggregator
         self.start, self.local_steps, self.lr, self.seed, self.cut = start_block, local_steps, lr, seed, cut_block
-        self.sizes, self.weights, self.stateful = sizes, sizes / sizes.sum(), bool(stateful_clients)
+        self.sizes, self.stateful = sizes, bool(stateful_clients)
         self.lora_aggregation, self.server_optimizer, self.server_lr = lora_aggregation, server_optimizer, server_lr
         frozen = {w.lora_A.ref() for w in self.loras} if lora_aggregation == "frozen_a" else set()
         head = list(model.head.trainable_weights) if model.head is not None else []
