@@ -131,7 +131,7 @@ class PilotCsi(Block):
     >>> bool(abs(float(tf.reduce_mean(tf.abs(H - H_hat) ** 2)) - 1 / 81) < 1e-3)   # empirical E|e|^2
     True
     >>> _, error_var = phy.PilotCsi(8, channel_var=[10.0, 1.0, 0.01])(H, 0.0, seed=1)   # per-device prior
-    >>> error_var.round(4)                                         # beta_k / (1 + 8 beta_k)
+    >>> error_var.numpy().round(4)                                 # beta_k / (1 + 8 beta_k)
     array([0.1235, 0.1111, 0.0093], dtype=float32)
     """
 
