@@ -185,6 +185,9 @@ MCS_TABLE = (
 )
 
 _EESM = None
+# Sionna's EESM floors the effective SINR at -30 dB by default, above the lowest control entry (1024 repetitions at
+# -31.4 dB): every device, however weak, would qualify for it and pass. The floor is set far below the table.
+EESM_FLOOR_DB = -200.0
 
 
 def effective_sinr(sinr, table=MCS_TABLE):
@@ -205,7 +208,7 @@ def effective_sinr(sinr, table=MCS_TABLE):
     ------
     sinr_eff : [J, ..., K], np.float64
         Effective SINR of each entry, linear (for F = 1 a read-only broadcast view of `sinr`); Sionna's EESM
-        clips it to [-30, 50] dB
+        clips it to [EESM_FLOOR_DB = -200, 50] dB
 
     Example
     -------
@@ -219,7 +222,7 @@ def effective_sinr(sinr, table=MCS_TABLE):
     if sinr.shape[-2] == 1:
         return np.broadcast_to(sinr[..., 0, :], (len(table),) + sinr.shape[:-2] + sinr.shape[-1:])
     global _EESM
-    _EESM = _EESM or EESM(precision="double")
+    _EESM = _EESM or EESM(precision="double", sinr_eff_min_db=EESM_FLOOR_DB)
     s = np.broadcast_to(sinr[..., None, :, :, None], (len(table),) + sinr.shape[:-2] + (1,) + sinr.shape[-2:] + (1,))
     idx = np.array([e.index for e in table]).reshape((-1,) + (1,) * (sinr.ndim - 1))
     idx = np.broadcast_to(idx, (len(table),) + sinr.shape[:-2] + sinr.shape[-1:])

@@ -142,3 +142,15 @@ def test_repetition_errors():
         phy.BlockCodec(2, 0.5, repetition=0)
     with pytest.raises(ValueError, match="`repetition`"):
         phy.Mcs(2, 2, 308, -1.3, 0.4, repetition=0)
+
+
+def test_effective_sinr_is_not_floored_above_the_lowest_control_entry():
+    """A codeword over 8 subcarriers all at -50 dB has an effective SINR of -50 dB for every entry (EESM of equal
+    SINRs is that SINR), not Sionna's default floor of -30 dB, so no device that weak qualifies for the 1024x
+    control entry (-31.4 dB)."""
+    from deft6g.phy.control_link import CONTROL_TABLE
+    from deft6g.phy.mcs import effective_sinr, select_mcs
+    sinr = np.full((1, 8), 1e-5)                                   # [batch, F], -50 dB
+    eff = effective_sinr(sinr[None], CONTROL_TABLE)                # [J, 1, 1, ...]
+    np.testing.assert_allclose(10 * np.log10(np.asarray(eff).ravel()), -50.0, atol=1e-6)
+    assert select_mcs(eff, CONTROL_TABLE).ravel()[0] == -1         # outage
