@@ -254,7 +254,8 @@ def _finetune(setup, point, references, prompts):
     steps = _steps_to(curve, target_acc) if ideal else None
     final = curve[-1][1] if curve[-1][0] == cfg.budget_steps else trainer.accuracy(d.test, d.y_test)
     row.update(start_accuracy=curve[0][1], accuracy=final, target_accuracy=target_acc, steps_to_target=steps,
-               examples_to_target=None if steps is None else steps * cfg.batch_size, curve=curve if ideal else None)
+               examples_to_target=None if steps is None else steps * cfg.batch_size,
+               curve=[list(p) for p in curve] if ideal else None)                      # JSON: lists, not tuples
     return row
 
 

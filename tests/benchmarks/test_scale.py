@@ -34,8 +34,8 @@ def test_measure_both_data_paths_on_the_smoke_model(tmp_path, monkeypatch):
     got = {d: measure(cfg, 4, 2, data=d, evaluate_test=True) for d in ("ragged-float16", "padded-float32")}
     for res in got.values():
         assert res["round_s"] > 0 and res["peak_rss_mb"] > 0 and 0 <= res["accuracy"] <= 1
-        assert res["examples"] == 2 * 8                 # 2 devices of 16 texts, one step of 8 each
-        assert res["ms_per_example"] == pytest.approx(1e3 * res["round_s"] / 16, rel=0.5)
+        assert 2 <= res["examples"] <= 2 * 8            # 2 sampled devices, one step of at most 8 texts each
+        assert res["ms_per_example"] == pytest.approx(1e3 * res["round_s"] / res["examples"], rel=0.5)
     assert abs(got["ragged-float16"]["accuracy"] - got["padded-float32"]["accuracy"]) <= 1 / 32 + 1e-9
     rows = with_ratios([{"num_devices": 4, "per_round": 2, **got["ragged-float16"]},
                         {"num_devices": 8, "per_round": 2, **got["padded-float32"]}])
