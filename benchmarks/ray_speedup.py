@@ -44,12 +44,17 @@ def _design_config(quick):
 # statistics (agg_mse, lora_bias) and distillation MSE depend at about 1e-7 relative on which points ran before it
 # in the same process (TensorFlow's thread pools and kernel choices), so rows count as equal within this tolerance.
 FLOAT_RTOL = 1e-5
+# One round's aggregation error is the least reproducible float: with near-far drops the AirComp design works on
+# channels spanning some 50 dB, and that ill-conditioning amplifies float32 rounding differences between processes
+# to about 1e-3 relative (measured 1.1e-3 on the tiny UMi study; accuracy and channel uses stay within FLOAT_RTOL).
+ROUND_RTOL = {"agg_mse": 1e-2, "nmse": 1e-2}
 
 
-def compare_rows(serial, parallel, key, skip, rtol=FLOAT_RTOL):
-    """(identical, ["column (max relative difference)" for each column that differs by more than `rtol`])
+def compare_rows(serial, parallel, key, skip, rtol=FLOAT_RTOL, column_rtol=None):
+    """(identical, ["column (max relative difference)" for each column that differs by more than its tolerance])
     between two lists of CSV rows matched by `key`, columns in `skip` aside. Text columns must match exactly;
-    numeric ones within `rtol` relative (NaN equals NaN)."""
+    numeric ones within `column_rtol[column]` (if given) or `rtol` relative (NaN equals NaN)."""
+    column_rtol = column_rtol or {}
     a = {tuple(str(r[k]) for k in key): r for r in serial}
     b = {tuple(str(r[k]) for k in key): r for r in parallel}
     if a.keys() != b.keys():
@@ -67,7 +72,7 @@ def compare_rows(serial, parallel, key, skip, rtol=FLOAT_RTOL):
             if x == y or (math.isnan(x) and math.isnan(y)):
                 continue
             d = abs(x - y) / max(abs(x), abs(y)) if not (math.isnan(x) or math.isnan(y)) else math.inf
-            if d > rtol:
+            if d > column_rtol.get(c, rtol):
                 diff[c] = max(diff.get(c, 0.0), d)
     return not diff, [f"{c} ({d:.1e})" for c, d in sorted(diff.items())]
 
@@ -91,7 +96,7 @@ def _run_job(job, work, workers, quick, log):
         with contextlib.redirect_stdout(io.StringIO()):          # the runs' own progress lines
             rows.append(run(work / f"workers_{w}", w))
         times.append(time.perf_counter() - t0)
-    identical, cols = compare_rows(*rows, key, skip)
+    identical, cols = compare_rows(*rows, key, skip, column_rtol=ROUND_RTOL)
     return len(rows[0]), times[0], times[1], identical, cols
 
 
@@ -132,7 +137,8 @@ def summary(rows, quick=False):
     start = max((r["ray_start_s"] for r in rows), default=math.nan)
     lines.append(f"Ray s: the parallel run including its workers' start (Python, TensorFlow, the study's model per "
                  f"worker); starting the local Ray instance took {start:.1f} s more. Identical: every column but wall "
-                 f"times; float columns within a relative {FLOAT_RTOL:.0e}. Study: " + ("a 6-point random-bert study; design: the quick N/K/SNR/CSI sweeps." if quick else
+                 f"times; float columns within a relative {FLOAT_RTOL:.0e} (the aggregation error within "
+                 f"{ROUND_RTOL['agg_mse']:.0e}). Study: " + ("a 6-point random-bert study; design: the quick N/K/SNR/CSI sweeps." if quick else
                            "the --quick study (pretrained MiniLM); design: the quick N/K/SNR/CSI sweeps with 40 "
                            "channels per seed and point."))
     return "\n".join(lines)
