@@ -364,7 +364,7 @@ def run_study(out_dir, config=None, quick=False, log=print, **parallel):
         run_points(todo, task, store, desc="study", log=log, write=write, **parallel,
                    describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
-    summary = write_summary(out, rows, rounds_store.rows())
+    summary = write_summary(out, rows, rounds_store.rows(), cfg.channel.use_budget)
     plot_study(out, cfg, summary, rows, rounds_store.rows())
     return cfg, rows
 
@@ -455,13 +455,13 @@ def _write_model_info(out, cfg, setup):
 
 SUMMARY_VALUES = ["accuracy", "val_accuracy", "channel_uses", "downlink_uses", "energy", "latency_s", "nmse"]
 SUMMARY_EXTRA = ["vs_ideal_mean", "vs_ideal_ci", "tost", "tost_low", "tost_high", "overhead_share", "reached",
-                 "uses_to_target"]
+                 "uses_to_target", "within_budget", "accuracy_at_budget"]
 EQUIVALENCE_MARGIN = 0.01         # one accuracy point: the TOST margin and the equal-quality target below ideal
 
 
-def write_summary(out, rows, round_rows=()):
-    """summary.csv from `summary_rows(rows, round_rows)`, written atomically; returns the summary rows."""
-    summary = summary_rows(rows, round_rows)
+def write_summary(out, rows, round_rows=(), budget=math.inf):
+    """summary.csv from `summary_rows(rows, round_rows, budget=budget)`, written atomically; returns its rows."""
+    summary = summary_rows(rows, round_rows, budget=budget)
     fields = SUMMARY_BY + ["n"] + [f"{v}_{s}" for v in SUMMARY_VALUES for s in ("mean", "ci")] + SUMMARY_EXTRA
     write_table(out / "summary.csv", fields, summary)
     return summary
@@ -478,14 +478,35 @@ def uses_to_target(point_rounds, target):
     return math.inf
 
 
-def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN):
+def accuracy_within(point_rounds, budget):
+    """The validation accuracy of the last evaluated round whose cumulative uplink channel uses are <= `budget`,
+    or -inf when not even the first evaluated round fits (censored: the run has no trained model within it)."""
+    spent, best = 0, -math.inf
+    for r in sorted(point_rounds, key=lambda r: int(r["round"])):
+        spent += int(r["channel_uses"])
+        if spent > budget:
+            break
+        if r["val_accuracy"] not in ("", None):
+            best = float(r["val_accuracy"])
+    return best
+
+
+def _median_censored(values):
+    """The lower median of `values` (censored entries are +-inf and sort as such: never imputed)."""
+    return float(np.sort(values)[(len(values) - 1) // 2])
+
+
+def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf):
     """Per (scheme, snr_db, num_rx_ant, link, num_bits, lora_aggregation): the seed count n, mean and 95% CI
     half-width of SUMMARY_VALUES, and against ideal aggregation of the same seed (paired): the accuracy
     difference (vs_ideal_mean, vs_ideal_ci) and the TOST verdict at +-`margin` ("equivalent" or "not shown",
     with its 90% interval tost_low, tost_high; blank with fewer than 2 seeds); overhead_share: (pilots + side
     information) / uplink channel uses; reached: the fraction of seeds whose validation accuracy reaches the
     target (that seed's ideal final validation accuracy minus `margin`) and uses_to_target: the median uplink
-    channel uses to get there, seeds that never do counted as infinite (inf: the median is not reached)."""
+    channel uses to get there, seeds that never do counted as infinite (inf: the median is not reached);
+    accuracy_at_budget: the median over seeds of the validation accuracy reached within `budget` total uplink
+    channel uses (`accuracy_within`; -inf: the median seed has no evaluated round within it) and within_budget:
+    the fraction of seeds with an evaluated round within it."""
     out = summarise(rows, SUMMARY_BY, SUMMARY_VALUES)
     ideal = {(r["lora_aggregation"], r["seed"]): r for r in rows if r["scheme"] == "ideal"}
     by_point = {}
@@ -504,15 +525,19 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN):
         uses = sum(float(r["channel_uses"]) for r in members)
         s["overhead_share"] = (sum(float(r["pilot_uses"]) + float(r["side_info_uses"]) for r in members) / uses
                                if uses else float("nan"))
-        spent = []
+        spent, within = [], []
         for r in members:
             ref = ideal.get((r["lora_aggregation"], r["seed"]))
             point_rounds = by_point.get(tuple(str(r[k]) for k in POINT_KEY))
+            if point_rounds:
+                within.append(accuracy_within(point_rounds, budget))
             if ref is not None and point_rounds and ref["val_accuracy"] not in ("", None):
                 spent.append(uses_to_target(point_rounds, float(ref["val_accuracy"]) - margin))
+        channel = s["scheme"] != "noisy"                                  # the noisy control has no channel
         s["reached"] = float(np.mean(np.isfinite(spent))) if spent else float("nan")
-        s["uses_to_target"] = (float(np.sort(spent)[(len(spent) - 1) // 2]) if spent and s["scheme"] != "noisy"
-                               else float("nan"))                     # the noisy control has no channel
+        s["uses_to_target"] = _median_censored(spent) if spent and channel else float("nan")
+        s["within_budget"] = float(np.mean(np.isfinite(within))) if within and channel else float("nan")
+        s["accuracy_at_budget"] = _median_censored(within) if within and channel else float("nan")
     return out
 
 
@@ -610,8 +635,9 @@ def _plot_rounds(path, curves, ylabel, title, logy, note):
 def summary(cfg, rows, round_rows=()):
     """The printed table per scheme, link, N, SNR and bit width: test accuracy (mean +- 95% CI), minus ideal
     (paired) with the TOST verdict at +-1 point, uplink channel uses (the pilots' and side information's share),
-    downlink uses, and how many seeds reach ideal minus 1 point on validation with the median uses to get there."""
-    s_rows = summary_rows(rows, round_rows)
+    downlink uses, how many seeds reach ideal minus 1 point on validation with the median uses to get there, and
+    the median validation accuracy within `channel.use_budget` uplink uses."""
+    s_rows = summary_rows(rows, round_rows, budget=cfg.channel.use_budget)
     n_seeds = max((s["n"] for s in s_rows), default=0)
     lines = [f"Federated DEFT on {cfg.data.dataset} with {cfg.model.name} + {cfg.peft.method} (blocks {cfg.peft.blocks}),"
              f" K={cfg.federated.devices}, {cfg.federated.rounds} rounds x {cfg.federated.local_steps} local steps,"
@@ -619,7 +645,7 @@ def summary(cfg, rows, round_rows=()):
              f"over {n_seeds} seed(s); accuracy on the test split",
              f"{'scheme':<12}{'link':<8}{'LoRA agg':<10}{'N':>3}{'SNR dB':>7}{'bits':>5}{'accuracy':>17}"
              f"{'minus ideal (paired)':>22}{'TOST +-1pt':>12}{'uplink uses':>13}{'overhead':>9}{'downlink':>10}"
-             f"{'reached':>8}{'uses to target':>15}"]
+             f"{'reached':>8}{'uses to target':>15}{'val acc @ budget':>17}"]
     order = {name: i for i, name in enumerate(SCHEMES)}
     for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], s["link"],
                                            int(s["num_rx_ant"]), int(s["num_bits"]), float(s["snr_db"]))):
@@ -630,15 +656,19 @@ def summary(cfg, rows, round_rows=()):
         target = ("" if math.isnan(s["uses_to_target"]) else "not reached" if math.isinf(s["uses_to_target"])
                   else f"{s['uses_to_target']:,.0f}")
         reached = "" if math.isnan(s["reached"]) else f"{s['reached']:.2f}"
+        at_budget = ("" if math.isnan(s["accuracy_at_budget"]) else "none" if math.isinf(s["accuracy_at_budget"])
+                     else f"{s['accuracy_at_budget']:.3f}")
         lines.append(f"{s['scheme']:<12}{s['link'] if not ref else '-':<8}{s['lora_aggregation']:<10}"
                      f"{int(s['num_rx_ant']) or '-':>3}{snr:>7}{int(s['num_bits']) or '-':>5}"
                      f"{s['accuracy_mean']:>10.3f} +- {_ci(s['accuracy_ci'])}{diff:>22}{s['tost'] or '':>12}"
                      f"{s['channel_uses_mean']:>13,.0f}{share:>9}{s['downlink_uses_mean']:>10,.0f}{reached:>8}"
-                     f"{target:>15}")
+                     f"{target:>15}{at_budget:>17}")
     lines.append("uplink uses: payload + pilots + side information over all rounds (overhead: the last two's share); "
                  "reached: seeds whose validation accuracy reaches ideal minus 1 point; uses to target: their median "
                  "uplink uses (never-reaching seeds counted as infinite); TOST: paired equivalence with ideal within "
-                 "1 point ('not shown' is no evidence of a difference)")
+                 f"1 point ('not shown' is no evidence of a difference); val acc @ budget: the median seed's validation "
+                 f"accuracy after the last round within {cfg.channel.use_budget:,.0f} uplink uses ('none': no round "
+                 f"fits)")
     lines += _settings_lines(cfg, rows)
     if cfg.model.name == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")

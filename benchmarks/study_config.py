@@ -101,7 +101,9 @@ class ChannelSection:
     link, all counted) and/or "genie" (perfect CSI, or the explicit csi_error variance; free side information
     and downlink: a labelled bound); num_pilots (0: K); downlink_offset_db: downlink SNR minus uplink SNR;
     method (deft6g.optim.METHODS) designed every round; select_devices with mse_target; bandwidth_hz converts
-    channel uses to latency [s]; num_subcarriers (OFDM models: TDL, CDL, UMi/UMa/RMa)."""
+    channel uses to latency [s]; use_budget: the fixed total of uplink channel uses (payload + pilots + side
+    information, all rounds) within which every scheme's validation accuracy is compared; num_subcarriers (OFDM
+    models: TDL, CDL, UMi/UMa/RMa)."""
     model: str = "umi"
     links: list[str] = field(default_factory=lambda: ["counted"])
     num_pilots: int = 0
@@ -113,6 +115,7 @@ class ChannelSection:
     select_devices: bool = False
     mse_target: float = 0.1
     bandwidth_hz: float = 1e6
+    use_budget: float = 1e6
     num_subcarriers: int = 8
 
 
@@ -374,6 +377,7 @@ def validate(cfg):
     _require(c.csi_error >= 0, "channel.csi_error", f"must be >= 0, got {c.csi_error}")
     _positive(c.mse_target, "channel.mse_target")
     _positive(c.bandwidth_hz, "channel.bandwidth_hz")
+    _positive(c.use_budget, "channel.use_budget")
     _int(c.num_subcarriers, "channel.num_subcarriers", 1)
     _require(not (c.select_devices and c.model not in ("rayleigh", "correlated")), "channel.select_devices",
              "device selection needs a flat channel model (rayleigh or correlated)")

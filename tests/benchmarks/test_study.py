@@ -174,6 +174,27 @@ def test_uses_to_target_is_censored_never_imputed():
     assert uses_to_target(rounds, 0.9) == float("inf")
 
 
+def test_accuracy_within_a_use_budget_is_censored_never_imputed():
+    """The validation accuracy after the last evaluated round that fits the budget (rounds without an evaluation
+    are skipped, a round past the budget ends the count); no fitting round is -inf, and the summary's median over
+    seeds then reads 'none' when most seeds have nothing within the budget."""
+    from deft6g.benchmarks.study import accuracy_within, summary_rows
+    rounds = [{"round": i, "channel_uses": 100, "val_accuracy": acc} for i, acc in enumerate([0.5, "", 0.8])]
+    assert accuracy_within(rounds, 250) == 0.5 and accuracy_within(rounds, 300) == 0.8
+    assert accuracy_within(rounds, 99) == float("-inf") and accuracy_within(rounds[::-1], 150) == 0.5
+    point = {"scheme": "aircomp", "snr_db": 0.0, "num_rx_ant": 2, "link": "counted", "num_bits": 0,
+             "lora_aggregation": "factors"}
+    rows = [{**point, "seed": s, "accuracy": 0.7, "val_accuracy": 0.7, "channel_uses": 300, "downlink_uses": 0,
+             "energy": 0.0, "latency_s": 0.0, "nmse": 0.0, "pilot_uses": 0, "side_info_uses": 0} for s in range(3)]
+    per_seed = {0: [50, 50], 1: [200, 100], 2: [300, 10]}           # uses of rounds 0 and 1 per seed
+    round_rows = [{**point, "seed": s, "round": i, "channel_uses": u, "val_accuracy": 0.6 + 0.1 * i}
+                  for s, uses in per_seed.items() for i, u in enumerate(uses)]
+    s = summary_rows(rows, round_rows, budget=250)[0]
+    assert s["within_budget"] == 2 / 3 and s["accuracy_at_budget"] == 0.6      # seeds: 0.7, 0.6, -inf
+    s = summary_rows(rows, round_rows, budget=100)[0]
+    assert s["within_budget"] == 1 / 3 and s["accuracy_at_budget"] == float("-inf")   # 0.7, -inf, -inf
+
+
 TUNED_STUDY = """
 schemes = ["centralised", "ideal", "aircomp", "noisy", "obda"]
 seeds = [0]

@@ -180,7 +180,8 @@ SCHEMA = {
     "channel.num_rx_ant": ("list[int]", (1, None)), "channel.snr_db": ("list[float]", (None, None)),
     "channel.method": ("str", ("sdr", "mmse", "zf")), "channel.csi_error": ("float", (0, None)),
     "channel.select_devices": ("bool", None), "channel.mse_target": ("float", (0, None)),
-    "channel.bandwidth_hz": ("float", (0, None)), "channel.num_subcarriers": ("int", (1, None)),
+    "channel.bandwidth_hz": ("float", (0, None)), "channel.use_budget": ("float", (0, None)),
+    "channel.num_subcarriers": ("int", (1, None)),
     "digital.snr_db": ("list[float]", (None, None)), "digital.mcs": ("str", ("adaptive", "fixed")),
     "digital.detector": ("str", ("lmmse", "zf")), "digital.num_bits": ("int", (1, None)),
     "digital.num_bits_per_symbol": ("int", (1, None)), "digital.code_rate": ("float", (0, 1)),
@@ -192,7 +193,7 @@ SCHEMA = {
 EMPTY_OK = {"digital.snr_db", "tuning.lr", "tuning.centralised_lr", "tuning.obda_server_lr",
             "tuning.obda_threshold"}                                       # an empty list is a valid value here
 STRICT = {"peft.lora_alpha", "data.alpha", "federated.lr", "federated.centralised_lr", "federated.server_lr",
-          "channel.mse_target", "channel.bandwidth_hz", "digital.code_rate", "tuning.lr", "tuning.centralised_lr",
+          "channel.mse_target", "channel.bandwidth_hz", "channel.use_budget", "digital.code_rate", "tuning.lr", "tuning.centralised_lr",
           "tuning.obda_server_lr"}          # open intervals: (0, ...)
 NAMES = {"channel.model": CHANNEL_MODELS, "channel.method": METHODS,
          "peft.target_modules": ("query", "key", "value", "dense")}                   # every valid dot-free name
