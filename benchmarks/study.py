@@ -455,7 +455,7 @@ def _write_model_info(out, cfg, setup):
 
 SUMMARY_VALUES = ["accuracy", "val_accuracy", "channel_uses", "downlink_uses", "energy", "latency_s", "nmse"]
 SUMMARY_EXTRA = ["vs_ideal_mean", "vs_ideal_ci", "tost", "tost_low", "tost_high", "overhead_share", "reached",
-                 "uses_to_target", "within_budget", "accuracy_at_budget"]
+                 "uses_to_target", "within_budget", "accuracy_at_budget", "cheapest_width"]
 EQUIVALENCE_MARGIN = 0.01         # one accuracy point: the TOST margin and the equal-quality target below ideal
 
 
@@ -538,7 +538,28 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
         s["uses_to_target"] = _median_censored(spent) if spent and channel else float("nan")
         s["within_budget"] = float(np.mean(np.isfinite(within))) if within and channel else float("nan")
         s["accuracy_at_budget"] = _median_censored(within) if within and channel else float("nan")
+    chosen = cheapest_widths(out)
+    for s in out:
+        s["cheapest_width"] = s["scheme"] == "digital" and chosen.get(_width_key(s)) is s
     return out
+
+
+def _width_key(s):
+    return s["lora_aggregation"], s["link"], str(s["num_rx_ant"]), float(s["snr_db"])
+
+
+def cheapest_widths(s_rows):
+    """{(lora_aggregation, link, N, SNR): the digital summary row of the quantiser width whose median seed
+    reaches the target on validation with the fewest uplink channel uses (a tie: fewer bits)}; a setting where no
+    width's median seed reaches it is absent. A choice on validation only (the test split is not read)."""
+    best = {}
+    for s in s_rows:
+        if s["scheme"] != "digital" or not math.isfinite(s["uses_to_target"]):
+            continue
+        key, rank = _width_key(s), (s["uses_to_target"], int(s["num_bits"]))
+        if key not in best or rank < (best[key]["uses_to_target"], int(best[key]["num_bits"])):
+            best[key] = s
+    return best
 
 
 def _curve_name(cfg, r):
@@ -669,10 +690,23 @@ def summary(cfg, rows, round_rows=()):
                  f"1 point ('not shown' is no evidence of a difference); val acc @ budget: the median seed's validation "
                  f"accuracy after the last round within {cfg.channel.use_budget:,.0f} uplink uses ('none': no round "
                  f"fits)")
+    if len(cfg.digital.num_bits) > 1:
+        lines.append(_cheapest_line(s_rows))
     lines += _settings_lines(cfg, rows)
     if cfg.model.name == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)
+
+
+def _cheapest_line(s_rows):
+    chosen, parts = cheapest_widths(s_rows), []
+    for key in sorted({_width_key(s) for s in s_rows if s["scheme"] == "digital"}):
+        _, link, n, snr = key
+        c = chosen.get(key)
+        parts.append(f"{link} N={n} {snr:g} dB: " + (f"{int(c['num_bits'])} bits ({c['uses_to_target']:,.0f} uses)"
+                                                     if c else "no width reaches it"))
+    return ("digital's cheapest width (the fewest uplink uses to reach ideal minus 1 point on validation, median "
+            "seed): " + "; ".join(parts))
 
 
 def _settings_lines(cfg, rows):

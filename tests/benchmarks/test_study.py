@@ -195,6 +195,20 @@ def test_accuracy_within_a_use_budget_is_censored_never_imputed():
     assert s["within_budget"] == 1 / 3 and s["accuracy_at_budget"] == float("-inf")   # 0.7, -inf, -inf
 
 
+def test_the_cheapest_digital_width_is_the_fewest_uses_to_the_validation_target():
+    """Per (variant, link, N, SNR): the width whose median seed reaches the target with the fewest uplink uses
+    (a tie goes to fewer bits); widths whose median never reaches it are never chosen; a setting where none
+    does has no choice; other schemes are never marked."""
+    from deft6g.benchmarks.study import cheapest_widths
+    base = {"lora_aggregation": "factors", "link": "counted", "num_rx_ant": 2}
+    rows = [{**base, "scheme": "digital", "snr_db": snr, "num_bits": q, "uses_to_target": u}
+            for snr, q, u in [(0.0, 1, float("inf")), (0.0, 2, 300.0), (0.0, 4, 200.0), (0.0, 8, 200.0),
+                              (10.0, 8, 90.0), (10.0, 4, 90.0), (-10.0, 8, float("inf"))]]
+    rows.append({**base, "scheme": "aircomp", "snr_db": 0.0, "num_bits": 0, "uses_to_target": 10.0})
+    chosen = cheapest_widths(rows)
+    assert {k[3]: v["num_bits"] for k, v in chosen.items()} == {0.0: 4, 10.0: 4}
+
+
 TUNED_STUDY = """
 schemes = ["centralised", "ideal", "aircomp", "noisy", "obda"]
 seeds = [0]
