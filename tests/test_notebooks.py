@@ -31,13 +31,15 @@ KERNEL = "deft6g-tests"
 
 
 def kernel_manager(folder):
-    """A KernelManager whose only kernelspec starts `sys.executable -m ipykernel_launcher`."""
+    """A KernelManager whose only kernelspec starts `sys.executable -m ipykernel_launcher`, talking over
+    Unix sockets in `folder` (no TCP ports)."""
     spec = folder / "kernels" / KERNEL
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "deft6g tests", "language": "python"}))
-    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
+    return KernelManager(kernel_name=KERNEL, kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]),
+                         transport="ipc", ip=str(folder / "kernel"))       # local sockets, in the test's folder
 
 
 def save_outputs(nb, name, out):
