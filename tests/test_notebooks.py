@@ -42,6 +42,13 @@ def kernel_manager(folder):
                          transport="ipc", ip=str(folder / "kernel"))       # local sockets, in the test's folder
 
 
+def kernel_cpu_seconds(km):
+    """CPU seconds (user + system) of the kernel process and of the child processes it has waited for."""
+    import psutil                                 # a dependency of ipykernel
+    t = psutil.Process(km.provisioner.pid).cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def save_outputs(nb, name, out):
     """The executed notebook and its displayed PNGs (name-NN.png) in the folder `out`."""
     out.mkdir(parents=True, exist_ok=True)
@@ -73,12 +80,16 @@ def test_tutorial_runs(name, tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     deadline = time.monotonic() + NOTEBOOK_TIMEOUT_S
-    client = nbclient.NotebookClient(nb, km=kernel_manager(tmp_path), resources={"metadata": {"path": str(work)}},
-                                     timeout_func=lambda source: max(1, int(deadline - time.monotonic())))
+    km = kernel_manager(tmp_path)
+    cpu = []
+    client = nbclient.NotebookClient(nb, km=km, resources={"metadata": {"path": str(work)}},
+                                     timeout_func=lambda source: max(1, int(deadline - time.monotonic())),
+                                     on_cell_executed=lambda **cell: cpu.append(kernel_cpu_seconds(km)))
     t0 = time.monotonic()
     try:
         client.execute()
     finally:
         if os.environ.get("DEFT6G_NOTEBOOK_OUT"):
             save_outputs(nb, name, Path(os.environ["DEFT6G_NOTEBOOK_OUT"]))
-    print(f"{name}: executed in {time.monotonic() - t0:.1f} s")
+    print(f"{name}: executed in {time.monotonic() - t0:.1f} s, kernel CPU {cpu[-1]:.1f} s (user + system, with the "
+          f"processes it ran), load average {os.getloadavg()[0]:.1f}")
