@@ -23,7 +23,7 @@ from dataclasses import replace
 import numpy as np
 
 from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, paired_ci, prepare_output, run_points,
-                               summarise, tost, tuning_store, write_table)
+                               summarise, tost, tuning_store, write_table, write_text_atomic)
 
 from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
 
@@ -364,8 +364,9 @@ def run_study(out_dir, config=None, quick=False, log=print, **parallel):
         run_points(todo, task, store, desc="study", log=log, write=write, **parallel,
                    describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
-    summary = write_summary(out, rows, rounds_store.rows(), cfg.channel.use_budget)
-    plot_study(out, cfg, summary, rows, rounds_store.rows())
+    s_rows = write_summary(out, rows, rounds_store.rows(), cfg.channel.use_budget)
+    write_text_atomic(out / "summary.md", summary(cfg, rows, rounds_store.rows(), markdown=True))
+    plot_study(out, cfg, s_rows, rows, rounds_store.rows())
     return cfg, rows
 
 
@@ -653,49 +654,67 @@ def _plot_rounds(path, curves, ylabel, title, logy, note):
     line_plot(path, pts, "round", ylabel, title, logy=logy, note=note)
 
 
-def summary(cfg, rows, round_rows=()):
-    """The printed table per scheme, link, N, SNR and bit width: test accuracy (mean +- 95% CI), minus ideal
-    (paired) with the TOST verdict at +-1 point, uplink channel uses (the pilots' and side information's share),
-    downlink uses, how many seeds reach ideal minus 1 point on validation with the median uses to get there, and
-    the median validation accuracy within `channel.use_budget` uplink uses."""
+def _cells(s):
+    """The printed table's cells of one summary row, in TABLE_COLUMNS order (text)."""
+    ref = s["scheme"] in REFERENCES
+    nan = math.isnan
+    inf_or = lambda x, text, fmt: "" if nan(x) else text if math.isinf(x) else fmt(x)        # noqa: E731
+    tost_text = (f"{s['tost']} [{s['tost_low']:+.3f}, {s['tost_high']:+.3f}]" if s["tost"] else "")
+    return [s["scheme"], "-" if ref else s["link"], s["lora_aggregation"], str(int(s["num_rx_ant"]) or "-"),
+            "-" if ref else f"{float(s['snr_db']):.0f}", str(int(s["num_bits"]) or "-"),
+            f"{s['accuracy_mean']:.3f} +- {_ci(s['accuracy_ci'])}",
+            "" if nan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}", tost_text,
+            f"{s['channel_uses_mean']:,.0f}", "" if nan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%",
+            f"{s['downlink_uses_mean']:,.0f}", f"{s['energy_mean']:,.0f}",
+            "" if nan(s["reached"]) else f"{s['reached']:.2f}",
+            inf_or(s["uses_to_target"], "not reached", lambda x: f"{x:,.0f}"),
+            inf_or(s["accuracy_at_budget"], "none", lambda x: f"{x:.3f}")]
+
+
+# (header, text width; a negative width aligns left) of the printed table, one per `_cells` entry
+TABLE_COLUMNS = [("scheme", -12), ("link", -8), ("LoRA agg", -10), ("N", 3), ("SNR dB", 7), ("bits", 5),
+                 ("test accuracy", 17), ("minus ideal (paired)", 22), ("TOST +-1pt [90% CI]", 32),
+                 ("uplink uses", 13), ("overhead", 9), ("downlink", 10), ("energy", 12), ("reached", 8),
+                 ("uses to target", 15), ("val acc @ budget", 17)]
+
+
+def summary(cfg, rows, round_rows=(), markdown=False):
+    """The table per scheme, link, N, SNR and bit width: test accuracy (mean +- 95% CI), minus ideal (paired)
+    with the TOST verdict at +-1 point and its 90% interval, uplink channel uses (the pilots' and side
+    information's share), downlink uses, the devices' transmit energy [P x channel uses], how many seeds reach
+    ideal minus 1 point on validation with the median uses to get there, and the median validation accuracy
+    within `channel.use_budget` uplink uses; as aligned text, or as a Markdown table (`markdown`)."""
     s_rows = summary_rows(rows, round_rows, budget=cfg.channel.use_budget)
     n_seeds = max((s["n"] for s in s_rows), default=0)
-    lines = [f"Federated DEFT on {cfg.data.dataset} with {cfg.model.name} + {cfg.peft.method} (blocks {cfg.peft.blocks}),"
-             f" K={cfg.federated.devices}, {cfg.federated.rounds} rounds x {cfg.federated.local_steps} local steps,"
-             f" mode {cfg.federated.mode}, channel {cfg.channel.model} (SNR: the mean over the devices); mean +- 95% CI "
-             f"over {n_seeds} seed(s); accuracy on the test split",
-             f"{'scheme':<12}{'link':<8}{'LoRA agg':<10}{'N':>3}{'SNR dB':>7}{'bits':>5}{'accuracy':>17}"
-             f"{'minus ideal (paired)':>22}{'TOST +-1pt':>12}{'uplink uses':>13}{'overhead':>9}{'downlink':>10}"
-             f"{'reached':>8}{'uses to target':>15}{'val acc @ budget':>17}"]
     order = {name: i for i, name in enumerate(SCHEMES)}
-    for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], s["link"],
-                                           int(s["num_rx_ant"]), int(s["num_bits"]), float(s["snr_db"]))):
-        diff = "" if math.isnan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}"
-        ref = s["scheme"] in REFERENCES
-        snr = "-" if ref else f"{float(s['snr_db']):.0f}"
-        share = "" if math.isnan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%"
-        target = ("" if math.isnan(s["uses_to_target"]) else "not reached" if math.isinf(s["uses_to_target"])
-                  else f"{s['uses_to_target']:,.0f}")
-        reached = "" if math.isnan(s["reached"]) else f"{s['reached']:.2f}"
-        at_budget = ("" if math.isnan(s["accuracy_at_budget"]) else "none" if math.isinf(s["accuracy_at_budget"])
-                     else f"{s['accuracy_at_budget']:.3f}")
-        lines.append(f"{s['scheme']:<12}{s['link'] if not ref else '-':<8}{s['lora_aggregation']:<10}"
-                     f"{int(s['num_rx_ant']) or '-':>3}{snr:>7}{int(s['num_bits']) or '-':>5}"
-                     f"{s['accuracy_mean']:>10.3f} +- {_ci(s['accuracy_ci'])}{diff:>22}{s['tost'] or '':>12}"
-                     f"{s['channel_uses_mean']:>13,.0f}{share:>9}{s['downlink_uses_mean']:>10,.0f}{reached:>8}"
-                     f"{target:>15}{at_budget:>17}")
-    lines.append("uplink uses: payload + pilots + side information over all rounds (overhead: the last two's share); "
-                 "reached: seeds whose validation accuracy reaches ideal minus 1 point; uses to target: their median "
-                 "uplink uses (never-reaching seeds counted as infinite); TOST: paired equivalence with ideal within "
-                 f"1 point ('not shown' is no evidence of a difference); val acc @ budget: the median seed's validation "
-                 f"accuracy after the last round within {cfg.channel.use_budget:,.0f} uplink uses ('none': no round "
-                 f"fits)")
+    table = [_cells(s) for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], s["link"],
+                                                               int(s["num_rx_ant"]), int(s["num_bits"]),
+                                                               float(s["snr_db"])))]
+    heads = [h for h, _ in TABLE_COLUMNS]
+    if markdown:
+        right = ["---:" if w > 0 else "---" for _, w in TABLE_COLUMNS]
+        body = ["| " + " | ".join(row) + " |" for row in [heads, right] + table]
+    else:
+        body = ["".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, (_, w) in zip(row, TABLE_COLUMNS))
+                for row in [heads] + table]
+    title = (f"Federated DEFT on {cfg.data.dataset} with {cfg.model.name} + {cfg.peft.method} (blocks "
+             f"{cfg.peft.blocks}), K={cfg.federated.devices}, {cfg.federated.rounds} rounds x "
+             f"{cfg.federated.local_steps} local steps, mode {cfg.federated.mode}, channel {cfg.channel.model} (SNR: "
+             f"the mean over the devices); mean +- 95% CI over {n_seeds} seed(s); accuracy on the test split")
+    notes = ["uplink uses: payload + pilots + side information over all rounds (overhead: the last two's share); "
+             "energy: the devices' transmit energy over all rounds [P x channel uses]; reached: seeds whose "
+             "validation accuracy reaches ideal minus 1 point; uses to target: their median uplink uses "
+             "(never-reaching seeds counted as infinite); TOST: paired equivalence with ideal within 1 point ('not "
+             "shown' is no evidence of a difference); val acc @ budget: the median seed's validation accuracy after "
+             f"the last round within {cfg.channel.use_budget:,.0f} uplink uses ('none': no round fits)"]
     if len(cfg.digital.num_bits) > 1:
-        lines.append(_cheapest_line(s_rows))
-    lines += _settings_lines(cfg, rows)
+        notes.append(_cheapest_line(s_rows))
+    notes += _settings_lines(cfg, rows)
     if cfg.model.name == "random-bert":
-        lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
-    return "\n".join(lines)
+        notes.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
+    if markdown:                                   # a paragraph, the table, the notes as a list
+        return "\n".join([title, "", *body, "", *(f"- {n.strip()}" for n in notes)])
+    return "\n".join([title, *body, *notes])
 
 
 def _cheapest_line(s_rows):

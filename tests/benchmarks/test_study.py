@@ -131,10 +131,12 @@ def test_quick_study_on_pretrained_minilm(tmp_path, capsys, monkeypatch):
         assert all(uses[(seed, 0.0)] > uses[(seed, 20.0)] > 0 for seed in ("0", "1"))
     summary = read(tmp_path / "summary.csv")
     assert len(summary) == 6 and all(s["n"] == "2" for s in summary)
+    from deft6g.benchmarks.study import TABLE_COLUMNS               # summary.md: the same table in Markdown
+    table = [line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(summary) and all(line.count("|") == len(TABLE_COLUMNS) + 1 for line in table)
     assert (tmp_path / "cache" / "activations").is_dir()
     for name in ("accuracy_vs_snr.png", "accuracy_vs_latency.png", "accuracy_per_round.png", "nmse_per_round.png",
-                 "accuracy_vs_channel_uses.png",
-                 "config.json"):
+                 "accuracy_vs_channel_uses.png", "config.json", "summary.md"):
         assert (tmp_path / name).is_file()
     out = capsys.readouterr().out
     assert "aircomp" in out and "+-" in out
