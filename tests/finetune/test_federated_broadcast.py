@@ -96,7 +96,8 @@ def test_study_writes_the_broadcast_per_round_and_its_total(tmp_path, monkeypatc
     h = load_study_model("random-bert")[0].config.hidden_size
     r, n = cfg.peft.size, len(cfg.peft.target_modules) * len(cfg.peft.blocks)
     per_round = n * (2 * h * r + h * h) + h * LABELS + LABELS        # factors, residuals, 2-class head
-    with open(tmp_path / "out" / "rounds.csv", newline="") as r, open(tmp_path / "out" / "results.csv", newline="") as t:
+    out = tmp_path / "out"
+    with open(out / "rounds.csv", newline="") as r, open(out / "results.csv", newline="") as t:
         rounds, results = list(csv.DictReader(r)), list(csv.DictReader(t))
     by_scheme = {row["scheme"]: int(row["broadcast_reals"]) for row in results}
     assert by_scheme == {"centralised": 0, "ideal": 3 * per_round}
