@@ -28,17 +28,20 @@ from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, pai
 from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
 
 POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "seed"]
-# channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart; energy:
-# the devices' transmit energy [P x channel uses]; nmse: mean over rounds of the aggregate's normalised MSE;
+# channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart;
+# broadcast_reals: the server's broadcast of the new PEFT state to every device (delta_w: with its dense residuals)
+# in reals (float32 values), not channel uses (no model downlink is simulated), over all rounds (rounds.csv: per
+# round; 0 for the centralised reference, which trains at the server); energy: the devices' transmit energy
+# [P x channel uses]; nmse: mean over rounds of the aggregate's normalised MSE;
 # val_accuracy: final, on the validation split; accuracy: final, on the whole test split; lr: the learning
 # rate the point used; setting: its scheme's chosen values as JSON (OBDA's threshold and server_lr, noisy nmse).
 RESULT_FIELDS = POINT_KEY + ["lr", "setting", "accuracy", "val_accuracy", "emulator_accuracy", "channel_uses",
-                             "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "energy", "latency_s",
-                             "agg_mse", "nmse", "lora_bias", "bits_up", "bits_down", "rounds", "samples_seen",
-                             "train_s", "link_s", "eval_s", "wall_s"]
+                             "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals",
+                             "energy", "latency_s", "agg_mse", "nmse", "lora_bias", "bits_up", "bits_down", "rounds",
+                             "samples_seen", "train_s", "link_s", "eval_s", "wall_s"]
 ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "nmse", "lora_bias", "channel_uses", "payload_uses",
-                            "pilot_uses", "side_info_uses", "downlink_uses", "energy", "devices", "sampled",
-                            "participants", "val_accuracy"]
+                            "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals", "energy", "devices",
+                            "sampled", "participants", "val_accuracy"]
 SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
 REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
 # tuning.csv: per tuning, candidate and seed (deft6g.experiment.tuning_store) the run's point and these results
@@ -289,13 +292,15 @@ def _run_point(setup, point, setting, validation_only=False):
     val_accuracy = logs[-1].accuracy                     # run() evaluates after the last round
     emu_acc = (accuracy if setup.device is setup.full or validation_only else
                timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start))
-    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses")
+    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals")
+    server_only = point["scheme"] == "centralised"      # the reference trains at the server: nothing is broadcast
+    count = lambda g, c: 0 if server_only and c == "broadcast_reals" else getattr(g, c)     # noqa: E731
     rounds = [{**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
-               "lora_bias": g.lora_bias, **{c: getattr(g, c) for c in counts}, "energy": g.energy,
+               "lora_bias": g.lora_bias, **{c: count(g, c) for c in counts}, "energy": g.energy,
                "devices": g.devices, "sampled": " ".join(map(str, g.sampled)),
                "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
               for g in logs]
-    totals = {c: sum(getattr(g, c) for g in logs) for c in counts}
+    totals = {c: sum(count(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
     extra = json.dumps({k: v for k, v in setting.items() if k != "lr"}, sort_keys=True)
     return {"rounds": rounds, "row": {**point, "lr": lr, "setting": extra, "accuracy": accuracy,
