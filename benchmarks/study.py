@@ -187,7 +187,8 @@ class _Setup:
 def _aggregator(cfg, point, setting=None):
     """The point's aggregator: its scheme, N and SNR; a drop channel kept across rounds (placed from the seed);
     "counted" links (pilots, side information and downlink over the link) or the "genie". setting: OBDA's
-    threshold and server_lr (default: the configured [obda] values), the noisy control's nmse (default 0)."""
+    threshold and server_lr (default: the configured [obda] values), AirComp's admit_snr_db (default:
+    channel.admit_snr_db), the noisy control's nmse (default 0)."""
     from deft6g.finetune import make_aggregator
     c, g, o, k = cfg.channel, cfg.digital, cfg.obda, cfg.federated.devices
     setting = setting or {}
@@ -198,7 +199,8 @@ def _aggregator(cfg, point, setting=None):
     return make_aggregator(
         scheme, k, int(point["num_rx_ant"]), snr, seed=int(point["seed"]), link=link,
         channel={"model": c.model, "num_subcarriers": c.num_subcarriers, "keep_drop": True},
-        aircomp={"method": c.method, "select": c.select_devices, "mse_target": c.mse_target, **errors},
+        aircomp={"method": c.method, "select": c.select_devices, "mse_target": c.mse_target,
+                 "admit_snr_db": setting.get("admit_snr_db", c.admit_snr_db), **errors},
         digital={"num_bits": int(point["num_bits"]) or 8, "num_bits_per_symbol": g.num_bits_per_symbol,
                  "code_rate": g.code_rate, "num_iter": g.num_iter, "mcs": g.mcs, "detector": g.detector, **errors},
         obda={"threshold": setting.get("threshold", o.threshold), "server_lr": setting.get("server_lr", o.server_lr),
@@ -240,19 +242,22 @@ class StudyTask:
 
 
 def point_setting(cfg, choices, point):
-    """{"lr": the point's learning rate, OBDA's "threshold" and "server_lr", the noisy control's "nmse"}: the
-    values `choices` holds for the point's LoRA variant (keys ("lr", agg), ("centralised_lr", agg),
-    ("obda", agg, link, N, tuning SNR) with a dict, ("nmse", agg, link, N)), else the configured ones. An OBDA
-    point takes the choice at the nearest tuning SNR of tuning.obda_snr_db (the lower one on a tie)."""
+    """{"lr": the point's learning rate, OBDA's "threshold" and "server_lr", AirComp's "admit_snr_db", the noisy
+    control's "nmse"}: the values `choices` holds for the point's LoRA variant (keys ("lr", agg),
+    ("centralised_lr", agg), (arm, agg, link, N, tuning SNR) with a dict for arm "obda" or "aircomp", ("nmse",
+    agg, link, N)), else the configured ones. An OBDA or AirComp point takes the choice at the nearest of its
+    tuning SNRs (tuning.obda_snr_db, tuning.aircomp_snr_db; the lower one on a tie)."""
     agg, scheme, f, o = point["lora_aggregation"], point["scheme"], cfg.federated, cfg.obda
     if scheme == "centralised":
         return {"lr": choices.get(("centralised_lr", agg), f.centralised_lr)}
     out = {"lr": choices.get(("lr", agg), f.lr)}
     link, n, snr = point["link"], int(point["num_rx_ant"]), float(point["snr_db"])
-    if scheme == "obda":
-        ref = min(cfg.tuning.obda_snr_db, key=lambda s: (abs(s - snr), s))
-        out.update(choices.get(("obda", agg, link, n, float(ref)),
-                               {"threshold": o.threshold, "server_lr": o.server_lr}))
+    arms = {"obda": (cfg.tuning.obda_snr_db, {"threshold": o.threshold, "server_lr": o.server_lr}),
+            "aircomp": (cfg.tuning.aircomp_snr_db, {"admit_snr_db": cfg.channel.admit_snr_db})}
+    if scheme in arms:
+        snrs, configured = arms[scheme]
+        ref = min(snrs, key=lambda s: (abs(s - snr), s))
+        out.update(choices.get((scheme, agg, link, n, float(ref)), configured))
     if scheme == "noisy":
         out["nmse"] = choices[("nmse", agg, link, n)]
     return out
@@ -391,8 +396,9 @@ class _TuningRun:
 def tune_study(cfg, task, store, log=print, **parallel):
     """The tuning stage (module docstring) into `store` (tuning.csv; chosen.json beside it): per LoRA variant,
     federated.lr with ideal aggregation (when a federated scheme is in `schemes`), centralised_lr with the
-    centralised scheme, then OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db with the
-    chosen lr. Returns the `choices` of `point_setting`."""
+    centralised scheme, then OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db and AirComp's
+    admission threshold at each tuning.aircomp_snr_db (when their grids are not empty), with the chosen lr.
+    Returns the `choices` of `point_setting`."""
     from deft6g.experiment import tune
     t, f, o = cfg.tuning, cfg.federated, cfg.obda
     choices = {}
@@ -408,15 +414,19 @@ def tune_study(cfg, task, store, log=print, **parallel):
         if "centralised" in cfg.schemes:
             choices[("centralised_lr", agg)] = run(f"centralised_lr [{agg}]", agg, "centralised",
                                                    {"lr": t.centralised_lr}, {"lr": f.centralised_lr})["lr"]
-        if "obda" in cfg.schemes:
-            grid = {"threshold": t.obda_threshold, "server_lr": t.obda_server_lr}
+        arms = {"obda": ({"threshold": t.obda_threshold, "server_lr": t.obda_server_lr}, t.obda_snr_db,
+                         {"threshold": o.threshold, "server_lr": o.server_lr}),
+                "aircomp": ({"admit_snr_db": t.aircomp_admit_snr_db}, t.aircomp_snr_db,
+                            {"admit_snr_db": cfg.channel.admit_snr_db})}
+        for arm, (grid, snrs, fixed) in arms.items():
+            if arm not in cfg.schemes or (arm == "aircomp" and not t.aircomp_admit_snr_db):
+                continue                                   # AirComp's admission: tuned only when asked
             for link in cfg.channel.links:
                 for n in cfg.channel.num_rx_ant:
-                    for snr in t.obda_snr_db:
-                        choices[("obda", agg, link, n, float(snr))] = run(
-                            f"obda [{agg}] {link} N={n} {snr:g} dB", agg, "obda", grid,
-                            {"threshold": o.threshold, "server_lr": o.server_lr}, {"lr": choices[("lr", agg)]},
-                            float(snr), n, link)
+                    for snr in snrs:
+                        choices[(arm, agg, link, n, float(snr))] = run(
+                            f"{arm} [{agg}] {link} N={n} {snr:g} dB", agg, arm, grid, fixed,
+                            {"lr": choices[("lr", agg)]}, float(snr), n, link)
     return choices
 
 
@@ -735,7 +745,7 @@ def _cheapest_line(s_rows):
 
 def _settings_lines(cfg, rows):
     """The values the reported points used (results.csv's lr and setting columns): per LoRA variant the learning
-    rates, OBDA's threshold and server_lr, the noisy control's NMSE."""
+    rates, OBDA's threshold and server_lr, AirComp's admission threshold, the noisy control's NMSE."""
     t = cfg.tuning
     how = lambda grid: "chosen" if grid else "configured"                      # noqa: E731
     lines = [f"values used: 'chosen' on validation (the highest final validation accuracy on tuning seeds {t.seeds};"
@@ -755,6 +765,10 @@ def _settings_lines(cfg, rows):
                                 f"obda {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: threshold "
                                 f"{extra['threshold']:g} ({how(t.obda_threshold)}), server_lr {extra['server_lr']:g} "
                                 f"({how(t.obda_server_lr)})")
+            if r["scheme"] == "aircomp" and "admit_snr_db" in extra:
+                seen.setdefault(("aircomp", r["link"], r["num_rx_ant"], r["snr_db"]),
+                                f"aircomp {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: admit_snr_db "
+                                f"{extra['admit_snr_db']:g} ({how(t.aircomp_admit_snr_db)})")
             if r["scheme"] == "noisy":
                 seen.setdefault(("noisy", r["link"], r["num_rx_ant"]), f"noisy = {_noisy_name(r)} ({r['link']}, "
                                                                      f"N={r['num_rx_ant']}): NMSE {extra['nmse']:.4g}")
