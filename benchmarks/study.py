@@ -23,22 +23,25 @@ from dataclasses import replace
 import numpy as np
 
 from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, paired_ci, prepare_output, run_points,
-                               summarise, tost, tuning_store, write_table)
+                               summarise, tost, tuning_store, write_table, write_text_atomic)
 
 from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
 
 POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "seed"]
-# channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart; energy:
-# the devices' transmit energy [P x channel uses]; nmse: mean over rounds of the aggregate's normalised MSE;
+# channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart;
+# broadcast_reals: the server's broadcast of the new PEFT state to every device (delta_w: with its dense residuals)
+# in reals (float32 values), not channel uses (no model downlink is simulated), over all rounds (rounds.csv: per
+# round; 0 for the centralised reference, which trains at the server); energy: the devices' transmit energy
+# [P x channel uses]; nmse: mean over rounds of the aggregate's normalised MSE;
 # val_accuracy: final, on the validation split; accuracy: final, on the whole test split; lr: the learning
 # rate the point used; setting: its scheme's chosen values as JSON (OBDA's threshold and server_lr, noisy nmse).
 RESULT_FIELDS = POINT_KEY + ["lr", "setting", "accuracy", "val_accuracy", "emulator_accuracy", "channel_uses",
-                             "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "energy", "latency_s",
-                             "agg_mse", "nmse", "lora_bias", "bits_up", "bits_down", "rounds", "samples_seen",
-                             "train_s", "link_s", "eval_s", "wall_s"]
+                             "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals",
+                             "energy", "latency_s", "agg_mse", "nmse", "lora_bias", "bits_up", "bits_down", "rounds",
+                             "samples_seen", "train_s", "link_s", "eval_s", "wall_s"]
 ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "nmse", "lora_bias", "channel_uses", "payload_uses",
-                            "pilot_uses", "side_info_uses", "downlink_uses", "energy", "devices", "sampled",
-                            "participants", "val_accuracy"]
+                            "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals", "energy", "devices",
+                            "sampled", "participants", "val_accuracy"]
 SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
 REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
 # tuning.csv: per tuning, candidate and seed (deft6g.experiment.tuning_store) the run's point and these results
@@ -184,7 +187,8 @@ class _Setup:
 def _aggregator(cfg, point, setting=None):
     """The point's aggregator: its scheme, N and SNR; a drop channel kept across rounds (placed from the seed);
     "counted" links (pilots, side information and downlink over the link) or the "genie". setting: OBDA's
-    threshold and server_lr (default: the configured [obda] values), the noisy control's nmse (default 0)."""
+    threshold and server_lr (default: the configured [obda] values), AirComp's admit_snr_db (default:
+    channel.admit_snr_db), the noisy control's nmse (default 0)."""
     from deft6g.finetune import make_aggregator
     c, g, o, k = cfg.channel, cfg.digital, cfg.obda, cfg.federated.devices
     setting = setting or {}
@@ -195,7 +199,8 @@ def _aggregator(cfg, point, setting=None):
     return make_aggregator(
         scheme, k, int(point["num_rx_ant"]), snr, seed=int(point["seed"]), link=link,
         channel={"model": c.model, "num_subcarriers": c.num_subcarriers, "keep_drop": True},
-        aircomp={"method": c.method, "select": c.select_devices, "mse_target": c.mse_target, **errors},
+        aircomp={"method": c.method, "select": c.select_devices, "mse_target": c.mse_target,
+                 "admit_snr_db": setting.get("admit_snr_db", c.admit_snr_db), **errors},
         digital={"num_bits": int(point["num_bits"]) or 8, "num_bits_per_symbol": g.num_bits_per_symbol,
                  "code_rate": g.code_rate, "num_iter": g.num_iter, "mcs": g.mcs, "detector": g.detector, **errors},
         obda={"threshold": setting.get("threshold", o.threshold), "server_lr": setting.get("server_lr", o.server_lr),
@@ -237,19 +242,22 @@ class StudyTask:
 
 
 def point_setting(cfg, choices, point):
-    """{"lr": the point's learning rate, OBDA's "threshold" and "server_lr", the noisy control's "nmse"}: the
-    values `choices` holds for the point's LoRA variant (keys ("lr", agg), ("centralised_lr", agg),
-    ("obda", agg, link, N, tuning SNR) with a dict, ("nmse", agg, link, N)), else the configured ones. An OBDA
-    point takes the choice at the nearest tuning SNR of tuning.obda_snr_db (the lower one on a tie)."""
+    """{"lr": the point's learning rate, OBDA's "threshold" and "server_lr", AirComp's "admit_snr_db", the noisy
+    control's "nmse"}: the values `choices` holds for the point's LoRA variant (keys ("lr", agg),
+    ("centralised_lr", agg), (arm, agg, link, N, tuning SNR) with a dict for arm "obda" or "aircomp", ("nmse",
+    agg, link, N)), else the configured ones. An OBDA or AirComp point takes the choice at the nearest of its
+    tuning SNRs (tuning.obda_snr_db, tuning.aircomp_snr_db; the lower one on a tie)."""
     agg, scheme, f, o = point["lora_aggregation"], point["scheme"], cfg.federated, cfg.obda
     if scheme == "centralised":
         return {"lr": choices.get(("centralised_lr", agg), f.centralised_lr)}
     out = {"lr": choices.get(("lr", agg), f.lr)}
     link, n, snr = point["link"], int(point["num_rx_ant"]), float(point["snr_db"])
-    if scheme == "obda":
-        ref = min(cfg.tuning.obda_snr_db, key=lambda s: (abs(s - snr), s))
-        out.update(choices.get(("obda", agg, link, n, float(ref)),
-                               {"threshold": o.threshold, "server_lr": o.server_lr}))
+    arms = {"obda": (cfg.tuning.obda_snr_db, {"threshold": o.threshold, "server_lr": o.server_lr}),
+            "aircomp": (cfg.tuning.aircomp_snr_db, {"admit_snr_db": cfg.channel.admit_snr_db})}
+    if scheme in arms:
+        snrs, configured = arms[scheme]
+        ref = min(snrs, key=lambda s: (abs(s - snr), s))
+        out.update(choices.get((scheme, agg, link, n, float(ref)), configured))
     if scheme == "noisy":
         out["nmse"] = choices[("nmse", agg, link, n)]
     return out
@@ -289,13 +297,15 @@ def _run_point(setup, point, setting, validation_only=False):
     val_accuracy = logs[-1].accuracy                     # run() evaluates after the last round
     emu_acc = (accuracy if setup.device is setup.full or validation_only else
                timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start))
-    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses")
+    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals")
+    server_only = point["scheme"] == "centralised"      # the reference trains at the server: nothing is broadcast
+    count = lambda g, c: 0 if server_only and c == "broadcast_reals" else getattr(g, c)     # noqa: E731
     rounds = [{**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
-               "lora_bias": g.lora_bias, **{c: getattr(g, c) for c in counts}, "energy": g.energy,
+               "lora_bias": g.lora_bias, **{c: count(g, c) for c in counts}, "energy": g.energy,
                "devices": g.devices, "sampled": " ".join(map(str, g.sampled)),
                "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
               for g in logs]
-    totals = {c: sum(getattr(g, c) for g in logs) for c in counts}
+    totals = {c: sum(count(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
     extra = json.dumps({k: v for k, v in setting.items() if k != "lr"}, sort_keys=True)
     return {"rounds": rounds, "row": {**point, "lr": lr, "setting": extra, "accuracy": accuracy,
@@ -364,8 +374,9 @@ def run_study(out_dir, config=None, quick=False, log=print, **parallel):
         run_points(todo, task, store, desc="study", log=log, write=write, **parallel,
                    describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
     rows = store.rows()
-    summary = write_summary(out, rows, rounds_store.rows(), cfg.channel.use_budget)
-    plot_study(out, cfg, summary, rows, rounds_store.rows())
+    s_rows = write_summary(out, rows, rounds_store.rows(), cfg.channel.use_budget)
+    write_text_atomic(out / "summary.md", summary(cfg, rows, rounds_store.rows(), markdown=True))
+    plot_study(out, cfg, s_rows, rows, rounds_store.rows())
     return cfg, rows
 
 
@@ -385,8 +396,9 @@ class _TuningRun:
 def tune_study(cfg, task, store, log=print, **parallel):
     """The tuning stage (module docstring) into `store` (tuning.csv; chosen.json beside it): per LoRA variant,
     federated.lr with ideal aggregation (when a federated scheme is in `schemes`), centralised_lr with the
-    centralised scheme, then OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db with the
-    chosen lr. Returns the `choices` of `point_setting`."""
+    centralised scheme, then OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db and AirComp's
+    admission threshold at each tuning.aircomp_snr_db (when their grids are not empty), with the chosen lr.
+    Returns the `choices` of `point_setting`."""
     from deft6g.experiment import tune
     t, f, o = cfg.tuning, cfg.federated, cfg.obda
     choices = {}
@@ -402,15 +414,19 @@ def tune_study(cfg, task, store, log=print, **parallel):
         if "centralised" in cfg.schemes:
             choices[("centralised_lr", agg)] = run(f"centralised_lr [{agg}]", agg, "centralised",
                                                    {"lr": t.centralised_lr}, {"lr": f.centralised_lr})["lr"]
-        if "obda" in cfg.schemes:
-            grid = {"threshold": t.obda_threshold, "server_lr": t.obda_server_lr}
+        arms = {"obda": ({"threshold": t.obda_threshold, "server_lr": t.obda_server_lr}, t.obda_snr_db,
+                         {"threshold": o.threshold, "server_lr": o.server_lr}),
+                "aircomp": ({"admit_snr_db": t.aircomp_admit_snr_db}, t.aircomp_snr_db,
+                            {"admit_snr_db": cfg.channel.admit_snr_db})}
+        for arm, (grid, snrs, fixed) in arms.items():
+            if arm not in cfg.schemes or (arm == "aircomp" and not t.aircomp_admit_snr_db):
+                continue                                   # AirComp's admission: tuned only when asked
             for link in cfg.channel.links:
                 for n in cfg.channel.num_rx_ant:
-                    for snr in t.obda_snr_db:
-                        choices[("obda", agg, link, n, float(snr))] = run(
-                            f"obda [{agg}] {link} N={n} {snr:g} dB", agg, "obda", grid,
-                            {"threshold": o.threshold, "server_lr": o.server_lr}, {"lr": choices[("lr", agg)]},
-                            float(snr), n, link)
+                    for snr in snrs:
+                        choices[(arm, agg, link, n, float(snr))] = run(
+                            f"{arm} [{agg}] {link} N={n} {snr:g} dB", agg, arm, grid, fixed,
+                            {"lr": choices[("lr", agg)]}, float(snr), n, link)
     return choices
 
 
@@ -653,49 +669,67 @@ def _plot_rounds(path, curves, ylabel, title, logy, note):
     line_plot(path, pts, "round", ylabel, title, logy=logy, note=note)
 
 
-def summary(cfg, rows, round_rows=()):
-    """The printed table per scheme, link, N, SNR and bit width: test accuracy (mean +- 95% CI), minus ideal
-    (paired) with the TOST verdict at +-1 point, uplink channel uses (the pilots' and side information's share),
-    downlink uses, how many seeds reach ideal minus 1 point on validation with the median uses to get there, and
-    the median validation accuracy within `channel.use_budget` uplink uses."""
+def _cells(s):
+    """The printed table's cells of one summary row, in TABLE_COLUMNS order (text)."""
+    ref = s["scheme"] in REFERENCES
+    nan = math.isnan
+    inf_or = lambda x, text, fmt: "" if nan(x) else text if math.isinf(x) else fmt(x)        # noqa: E731
+    tost_text = (f"{s['tost']} [{s['tost_low']:+.3f}, {s['tost_high']:+.3f}]" if s["tost"] else "")
+    return [s["scheme"], "-" if ref else s["link"], s["lora_aggregation"], str(int(s["num_rx_ant"]) or "-"),
+            "-" if ref else f"{float(s['snr_db']):.0f}", str(int(s["num_bits"]) or "-"),
+            f"{s['accuracy_mean']:.3f} +- {_ci(s['accuracy_ci'])}",
+            "" if nan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}", tost_text,
+            f"{s['channel_uses_mean']:,.0f}", "" if nan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%",
+            f"{s['downlink_uses_mean']:,.0f}", f"{s['energy_mean']:,.0f}",
+            "" if nan(s["reached"]) else f"{s['reached']:.2f}",
+            inf_or(s["uses_to_target"], "not reached", lambda x: f"{x:,.0f}"),
+            inf_or(s["accuracy_at_budget"], "none", lambda x: f"{x:.3f}")]
+
+
+# (header, text width; a negative width aligns left) of the printed table, one per `_cells` entry
+TABLE_COLUMNS = [("scheme", -12), ("link", -8), ("LoRA agg", -10), ("N", 3), ("SNR dB", 7), ("bits", 5),
+                 ("test accuracy", 17), ("minus ideal (paired)", 22), ("TOST +-1pt [90% CI]", 32),
+                 ("uplink uses", 13), ("overhead", 9), ("downlink", 10), ("energy", 12), ("reached", 8),
+                 ("uses to target", 15), ("val acc @ budget", 17)]
+
+
+def summary(cfg, rows, round_rows=(), markdown=False):
+    """The table per scheme, link, N, SNR and bit width: test accuracy (mean +- 95% CI), minus ideal (paired)
+    with the TOST verdict at +-1 point and its 90% interval, uplink channel uses (the pilots' and side
+    information's share), downlink uses, the devices' transmit energy [P x channel uses], how many seeds reach
+    ideal minus 1 point on validation with the median uses to get there, and the median validation accuracy
+    within `channel.use_budget` uplink uses; as aligned text, or as a Markdown table (`markdown`)."""
     s_rows = summary_rows(rows, round_rows, budget=cfg.channel.use_budget)
     n_seeds = max((s["n"] for s in s_rows), default=0)
-    lines = [f"Federated DEFT on {cfg.data.dataset} with {cfg.model.name} + {cfg.peft.method} (blocks {cfg.peft.blocks}),"
-             f" K={cfg.federated.devices}, {cfg.federated.rounds} rounds x {cfg.federated.local_steps} local steps,"
-             f" mode {cfg.federated.mode}, channel {cfg.channel.model} (SNR: the mean over the devices); mean +- 95% CI "
-             f"over {n_seeds} seed(s); accuracy on the test split",
-             f"{'scheme':<12}{'link':<8}{'LoRA agg':<10}{'N':>3}{'SNR dB':>7}{'bits':>5}{'accuracy':>17}"
-             f"{'minus ideal (paired)':>22}{'TOST +-1pt':>12}{'uplink uses':>13}{'overhead':>9}{'downlink':>10}"
-             f"{'reached':>8}{'uses to target':>15}{'val acc @ budget':>17}"]
     order = {name: i for i, name in enumerate(SCHEMES)}
-    for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], s["link"],
-                                           int(s["num_rx_ant"]), int(s["num_bits"]), float(s["snr_db"]))):
-        diff = "" if math.isnan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}"
-        ref = s["scheme"] in REFERENCES
-        snr = "-" if ref else f"{float(s['snr_db']):.0f}"
-        share = "" if math.isnan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%"
-        target = ("" if math.isnan(s["uses_to_target"]) else "not reached" if math.isinf(s["uses_to_target"])
-                  else f"{s['uses_to_target']:,.0f}")
-        reached = "" if math.isnan(s["reached"]) else f"{s['reached']:.2f}"
-        at_budget = ("" if math.isnan(s["accuracy_at_budget"]) else "none" if math.isinf(s["accuracy_at_budget"])
-                     else f"{s['accuracy_at_budget']:.3f}")
-        lines.append(f"{s['scheme']:<12}{s['link'] if not ref else '-':<8}{s['lora_aggregation']:<10}"
-                     f"{int(s['num_rx_ant']) or '-':>3}{snr:>7}{int(s['num_bits']) or '-':>5}"
-                     f"{s['accuracy_mean']:>10.3f} +- {_ci(s['accuracy_ci'])}{diff:>22}{s['tost'] or '':>12}"
-                     f"{s['channel_uses_mean']:>13,.0f}{share:>9}{s['downlink_uses_mean']:>10,.0f}{reached:>8}"
-                     f"{target:>15}{at_budget:>17}")
-    lines.append("uplink uses: payload + pilots + side information over all rounds (overhead: the last two's share); "
-                 "reached: seeds whose validation accuracy reaches ideal minus 1 point; uses to target: their median "
-                 "uplink uses (never-reaching seeds counted as infinite); TOST: paired equivalence with ideal within "
-                 f"1 point ('not shown' is no evidence of a difference); val acc @ budget: the median seed's validation "
-                 f"accuracy after the last round within {cfg.channel.use_budget:,.0f} uplink uses ('none': no round "
-                 f"fits)")
+    table = [_cells(s) for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], s["link"],
+                                                               int(s["num_rx_ant"]), int(s["num_bits"]),
+                                                               float(s["snr_db"])))]
+    heads = [h for h, _ in TABLE_COLUMNS]
+    if markdown:
+        right = ["---:" if w > 0 else "---" for _, w in TABLE_COLUMNS]
+        body = ["| " + " | ".join(row) + " |" for row in [heads, right] + table]
+    else:
+        body = ["".join(f"{c:<{-w}}" if w < 0 else f"{c:>{w}}" for c, (_, w) in zip(row, TABLE_COLUMNS))
+                for row in [heads] + table]
+    title = (f"Federated DEFT on {cfg.data.dataset} with {cfg.model.name} + {cfg.peft.method} (blocks "
+             f"{cfg.peft.blocks}), K={cfg.federated.devices}, {cfg.federated.rounds} rounds x "
+             f"{cfg.federated.local_steps} local steps, mode {cfg.federated.mode}, channel {cfg.channel.model} (SNR: "
+             f"the mean over the devices); mean +- 95% CI over {n_seeds} seed(s); accuracy on the test split")
+    notes = ["uplink uses: payload + pilots + side information over all rounds (overhead: the last two's share); "
+             "energy: the devices' transmit energy over all rounds [P x channel uses]; reached: seeds whose "
+             "validation accuracy reaches ideal minus 1 point; uses to target: their median uplink uses "
+             "(never-reaching seeds counted as infinite); TOST: paired equivalence with ideal within 1 point ('not "
+             "shown' is no evidence of a difference); val acc @ budget: the median seed's validation accuracy after "
+             f"the last round within {cfg.channel.use_budget:,.0f} uplink uses ('none': no round fits)"]
     if len(cfg.digital.num_bits) > 1:
-        lines.append(_cheapest_line(s_rows))
-    lines += _settings_lines(cfg, rows)
+        notes.append(_cheapest_line(s_rows))
+    notes += _settings_lines(cfg, rows)
     if cfg.model.name == "random-bert":
-        lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
-    return "\n".join(lines)
+        notes.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
+    if markdown:                                   # a paragraph, the table, the notes as a list
+        return "\n".join([title, "", *body, "", *(f"- {n.strip()}" for n in notes)])
+    return "\n".join([title, *body, *notes])
 
 
 def _cheapest_line(s_rows):
@@ -711,7 +745,7 @@ def _cheapest_line(s_rows):
 
 def _settings_lines(cfg, rows):
     """The values the reported points used (results.csv's lr and setting columns): per LoRA variant the learning
-    rates, OBDA's threshold and server_lr, the noisy control's NMSE."""
+    rates, OBDA's threshold and server_lr, AirComp's admission threshold, the noisy control's NMSE."""
     t = cfg.tuning
     how = lambda grid: "chosen" if grid else "configured"                      # noqa: E731
     lines = [f"values used: 'chosen' on validation (the highest final validation accuracy on tuning seeds {t.seeds};"
@@ -731,6 +765,10 @@ def _settings_lines(cfg, rows):
                                 f"obda {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: threshold "
                                 f"{extra['threshold']:g} ({how(t.obda_threshold)}), server_lr {extra['server_lr']:g} "
                                 f"({how(t.obda_server_lr)})")
+            if r["scheme"] == "aircomp" and "admit_snr_db" in extra:
+                seen.setdefault(("aircomp", r["link"], r["num_rx_ant"], r["snr_db"]),
+                                f"aircomp {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: admit_snr_db "
+                                f"{extra['admit_snr_db']:g} ({how(t.aircomp_admit_snr_db)})")
             if r["scheme"] == "noisy":
                 seen.setdefault(("noisy", r["link"], r["num_rx_ant"]), f"noisy = {_noisy_name(r)} ({r['link']}, "
                                                                      f"N={r['num_rx_ant']}): NMSE {extra['nmse']:.4g}")

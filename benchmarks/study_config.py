@@ -102,7 +102,10 @@ class ChannelSection:
     and downlink: a labelled bound); num_pilots (0: K); downlink_offset_db: downlink SNR minus uplink SNR;
     method (deft6g.optim.METHODS) designed every round; select_devices with mse_target; bandwidth_hz converts
     channel uses to latency [s]; use_budget: the fixed total of uplink channel uses (payload + pilots + side
-    information, all rounds) within which every scheme's validation accuracy is compared; num_subcarriers (OFDM
+    information, all rounds) within which every scheme's validation accuracy is compared; admit_snr_db: AirComp's
+    admission threshold on a device's mean SNR [dB] (snr_db plus its large-scale gain): a device below it stays
+    silent that round (pilots only), the weights renormalised over the rest; the default -100 admits every device
+    the control link can reach (its lowest entry, 1,024 repetitions, needs about -31 dB); num_subcarriers (OFDM
     models: TDL, CDL, UMi/UMa/RMa)."""
     model: str = "umi"
     links: list[str] = field(default_factory=lambda: ["counted"])
@@ -116,6 +119,7 @@ class ChannelSection:
     mse_target: float = 0.1
     bandwidth_hz: float = 1e6
     use_budget: float = 1e6
+    admit_snr_db: float = -100.0
     num_subcarriers: int = 8
 
 
@@ -152,14 +156,17 @@ class TuningSection:
     chosen.json). Per LoRA aggregation variant: lr (federated.lr, chosen with ideal aggregation, used by every
     federated scheme), centralised_lr (chosen with the centralised reference); obda_threshold x obda_server_lr
     (their product, chosen with the obda scheme per link and N at each SNR of obda_snr_db; an OBDA point uses
-    the choice at the nearest of them, the lower one on a tie). An empty list keeps the configured value (not
-    tuned, recorded as such). seeds: the tuning runs' seeds (default 1000, a seed no default run reports)."""
+    the choice at the nearest of them, the lower one on a tie); aircomp_admit_snr_db (channel.admit_snr_db, chosen
+    with the aircomp scheme per link and N at each SNR of aircomp_snr_db, used as OBDA's are). An empty list
+    keeps the configured value (not tuned, recorded as such). seeds: the tuning runs' seeds (default 1000, a seed no default run reports)."""
     seeds: list[int] = field(default_factory=lambda: [1000])
     lr: list[float] = field(default_factory=lambda: [1e-2, 3e-3, 3e-2])
     centralised_lr: list[float] = field(default_factory=lambda: [3e-3, 1e-3, 1e-2])
     obda_threshold: list[float] = field(default_factory=lambda: [0.1, 0.03, 0.3])
     obda_server_lr: list[float] = field(default_factory=lambda: [0.02, 0.01, 0.04])
     obda_snr_db: list[float] = field(default_factory=lambda: [0.0])
+    aircomp_admit_snr_db: list[float] = field(default_factory=list)
+    aircomp_snr_db: list[float] = field(default_factory=lambda: [0.0])
 
 
 @dataclass
@@ -413,6 +420,7 @@ def validate(cfg):
     for v in t.obda_threshold:
         _require(v >= 0, "tuning.obda_threshold", f"must list values >= 0, got {v}")
     _require(t.obda_snr_db, "tuning.obda_snr_db", "must be a non-empty list of finite numbers")
+    _require(t.aircomp_snr_db, "tuning.aircomp_snr_db", "must be a non-empty list of finite numbers")
     _int(g.num_bits_per_symbol, "digital.num_bits_per_symbol", 1)
     _require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")
     _int(g.num_iter, "digital.num_iter", 1)

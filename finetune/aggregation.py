@@ -202,23 +202,44 @@ class AirCompAggregator(_RadioAggregator):
     `mse_target` (per-entry MSE of the mean of the selected devices' standardised payloads, `select_devices`),
     each device's transmit factor down (a device that misses it stays silent, while the server still counts
     it), then the superposed payload; the server de-normalises (`AirCompUplink`). Energy per device: pilots,
-    side information and ceil(L/2) payload symbols at |b_k c_k / c_max|^2 (mean over subcarriers)."""
+    side information and ceil(L/2) payload symbols at |b_k c_k / c_max|^2 (mean over subcarriers).
+
+    Admission (truncation by the large-scale gain): a device whose mean SNR, `snr_db` + 10 log10 of its large-scale
+    gain (the prior the server keeps from long-term averages), is below `admit_snr_db` stays silent that round: it
+    sends pilots but no statistics and no payload, and the FedAvg weights are renormalised over the admitted
+    devices (its update is missing from the aggregate, which the NMSE counts). Aligned AirComp is limited by its
+    weakest device, so this trades a missing update for a smaller noise floor; None admits every device."""
     name = "aircomp"
 
     def __init__(self, num_devices, num_rx_ant, snr_db, channel="rayleigh", method="sdr", csi_error=0.0,
                  select=False, mse_target=None, seed=0, genie=False, num_pilots=None, downlink_snr_db=None,
-                 **channel_kwargs):
+                 admit_snr_db=None, **channel_kwargs):
         super().__init__(num_devices, num_rx_ant, snr_db, channel, seed, genie, num_pilots, downlink_snr_db,
                          csi_error, **channel_kwargs)
         if select and (mse_target is None or mse_target <= 0):
             raise ValueError("device selection needs a positive `mse_target`")
+        if admit_snr_db is not None and (isinstance(admit_snr_db, bool)
+                                         or not isinstance(admit_snr_db, (int, float, np.integer, np.floating))
+                                         or not np.isfinite(admit_snr_db)):
+            raise ValueError(f"`admit_snr_db` must be a finite number [dB] or None, got {admit_snr_db!r}")
         self.method, self.select, self.mse_target = method, bool(select), mse_target
+        self.admit_snr_db = None if admit_snr_db is None else float(admit_snr_db)
         self.uplink = AirCompUplink()
+
+    def admitted(self, devices=None):
+        """[k] bool: which of `devices` (None: all) have a mean SNR of at least `admit_snr_db` in the current
+        draw (every device when `admit_snr_db` is None)."""
+        devices = np.arange(self.num_devices) if devices is None else np.asarray(devices)
+        if self.admit_snr_db is None:
+            return np.ones(len(devices), bool)
+        gain = np.asarray(self.channel.large_scale_gain, np.float64).reshape(-1)[devices]
+        return self.snr_db + 10.0 * np.log10(gain) >= self.admit_snr_db
 
     def __call__(self, updates, round_index, weights=None, devices=None):
         u, fed_w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
         k, n_real = u.shape
-        stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, error_var, self.snr_db, fed_w > 0,
+        sending = (fed_w > 0) & self.admitted(devices)
+        stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, error_var, self.snr_db, sending,
                                                           seed + 4)
         w = _renormalised(fed_w, stats_ok)
         f = H.shape[0] if H.ndim == 3 else 1

@@ -24,6 +24,14 @@ keeps every A at its shared, seeded initialisation and trains and sends only B, 
 updates A dB_k is exact; "delta_w" averages the factors and merges the residual sum_k w_k A_k B_k - A B into
 the frozen kernel at the server (FedEx-LoRA), exact whenever the server receives each device's factors
 (ideal or digital links; AirComp delivers only their sum).
+
+The server's broadcast (`RoundLog.broadcast_reals`): after each round the server sends every device the new
+global PEFT state, counted in reals (float32 values; no digital downlink of the model is simulated, so no
+channel uses): the new payload vector -- "factors": every trainable real (A, B and, without a cut, the head);
+"frozen_a": B (and the head) only, since A never changes and each device keeps its initial copy (drawn from the
+shared seed by `reset_parameters(seed)`; the round-0 state is not counted for any variant); "delta_w": the
+averaged factors plus, per LoRA layer, the dense residual sum_k w_k A_k B_k - A B [d_in, d_out] that the server
+merges into the frozen kernel. Split mode ("gradient") counts this broadcast beside its cut-layer bits_down.
 """
 
 import math
@@ -57,7 +65,9 @@ class RoundLog:
     channel_uses; downlink_uses: the server's downlink symbols; nmse: the aggregate's normalised MSE; energy:
     the devices' transmit energy [P x channel uses], summed; participants: the devices aggregated (global
     indices, among the sampled); sampled: the devices sampled this round (global indices); examples: training
-    examples the sampled devices stepped through this round."""
+    examples the sampled devices stepped through this round; broadcast_reals: reals (float32 values) the server
+    broadcasts to every device after the round, the sizes of the arrays it sends (the new payload, and for
+    "delta_w" each LoRA layer's dense residual [d_in, d_out]; module docstring), not channel uses."""
     round: int
     loss: float
     agg_mse: float
@@ -76,6 +86,7 @@ class RoundLog:
     participants: tuple = ()
     sampled: tuple = ()
     examples: int = 0
+    broadcast_reals: int = 0
 
 
 class BatchStream:
@@ -340,6 +351,7 @@ class FederatedDEFT:
             updates[i] = self.payload_vector() - start
         agg = self.aggregator(updates, r, weights.astype(np.float32), sampled)
         new = self._server_step(start, agg.mean, r)
+        sent = [new]                                     # what the server broadcasts to every device
         bias = float("nan")
         if self.loras:
             received = agg.per_device if agg.per_device is not None else updates
@@ -351,6 +363,7 @@ class FederatedDEFT:
                 _, residuals = self._lora_products(start, start + received, weights, new)
                 for layer, res in zip(self.loras, residuals):
                     projection_kernel(layer.base).assign_add((layer.scale * res).astype(np.float32))
+                sent += residuals
         self.set_payload(new)
         bits = self._cut_bits(examples)
         heard = agg.participants if agg.participants is not None else weights > 0
@@ -360,7 +373,8 @@ class FederatedDEFT:
                         downlink_uses=agg.downlink_uses, nmse=agg.nmse,
                         energy=float(np.sum(agg.energy)) if agg.energy is not None else 0.0,
                         participants=tuple(int(k) for k in sampled[np.flatnonzero(heard)]),
-                        sampled=tuple(int(k) for k in sampled), examples=examples)
+                        sampled=tuple(int(k) for k in sampled), examples=examples,
+                        broadcast_reals=sum(int(a.size) for a in sent))
 
     def run(self, rounds, evaluate=None, eval_every=1, progress=None):
         """`rounds` rounds; returns the list of RoundLog. evaluate() -> accuracy is called after every

@@ -69,7 +69,7 @@ else
     "$PYTHON" -m venv "$VENV"
 fi
 echo "setup: installing deft6g (editable) with TensorFlow 2.21, tf-keras, Sionna 1.2.2, transformers 4.57.6, CVXPY,"
-echo "setup: Ray and pytest (about 1 GB to download, 3.2 GB installed: 2-5 minutes on a fresh $VENV with a fast"
+echo "setup: Ray, pytest and the documentation tools (about 1.1 GB to download, 3.5 GB installed: 2-5 minutes on a fresh $VENV with a fast"
 echo "setup: connection, under a minute when it is up to date)"
 "$VENV"/bin/python -m pip install --quiet --upgrade pip
 "$VENV"/bin/python -m pip install --quiet -e ".[test,ray]"

@@ -2,7 +2,8 @@
 result store, the point runner, seed statistics (mean and confidence interval, log-space intervals, the
 equivalence test TOST) and plots."""
 
-from .store import OutputFolderError, ResultStore, load_json, prepare_output, write_json_atomic, write_table
+from .store import (OutputFolderError, ResultStore, load_json, prepare_output, write_json_atomic, write_table,
+                    write_text_atomic)
 from .runner import PointsFailed, RayUnavailable, available_cores, require_ray, run_points, start_ray
 from .stats import log_mean_ci, mean_ci, paired_ci, percentiles, summarise, tost
 from .plots import interval, line_plot, merge_labels

@@ -274,6 +274,11 @@ def write_json_atomic(path, obj, **dumps_args):
     return _replace(path, lambda f: f.write(json.dumps(obj, **dumps_args)))
 
 
+def write_text_atomic(path, text):
+    """Write the string `text` to `path` atomically (as `write_json_atomic`). Returns `path` as a Path."""
+    return _replace(path, lambda f: f.write(text))
+
+
 def load_json(path, default=None):
     """The JSON value in `path`; `default` when the file is missing, or when it is not valid JSON (a torn
     write of an older version: a one-line warning says so, and the caller recomputes or restarts it)."""

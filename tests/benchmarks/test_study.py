@@ -131,10 +131,12 @@ def test_quick_study_on_pretrained_minilm(tmp_path, capsys, monkeypatch):
         assert all(uses[(seed, 0.0)] > uses[(seed, 20.0)] > 0 for seed in ("0", "1"))
     summary = read(tmp_path / "summary.csv")
     assert len(summary) == 6 and all(s["n"] == "2" for s in summary)
+    from deft6g.benchmarks.study import TABLE_COLUMNS               # summary.md: the same table in Markdown
+    table = [line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("|")]
+    assert len(table) == 2 + len(summary) and all(line.count("|") == len(TABLE_COLUMNS) + 1 for line in table)
     assert (tmp_path / "cache" / "activations").is_dir()
     for name in ("accuracy_vs_snr.png", "accuracy_vs_latency.png", "accuracy_per_round.png", "nmse_per_round.png",
-                 "accuracy_vs_channel_uses.png",
-                 "config.json"):
+                 "accuracy_vs_channel_uses.png", "config.json", "summary.md"):
         assert (tmp_path / name).is_file()
     out = capsys.readouterr().out
     assert "aircomp" in out and "+-" in out
@@ -233,6 +235,8 @@ centralised_lr = []
 obda_threshold = [0.1, 1.0]
 obda_server_lr = [0.02]
 obda_snr_db = [10.0]
+aircomp_admit_snr_db = [-100.0, 15.0]
+aircomp_snr_db = [20.0]
 """
 
 
@@ -296,6 +300,12 @@ def test_tuning_stage_chooses_on_validation_and_every_point_uses_the_choice(tune
     obda_best = chosen["obda [factors] counted N=2 10 dB"]["setting"]
     assert obda_best == json.loads(obda[obda_scores.index(max(obda_scores))]["setting"])
     assert json.loads(next(r for r in rows if r["scheme"] == "obda")["setting"]) == obda_best    # 20 dB: nearest 10
+    air = [r for r in tuning if r["tuning"] == "aircomp [factors] counted N=2 20 dB"]     # AirComp's admission
+    assert [json.loads(r["setting"]) for r in air] == [{"admit_snr_db": -100.0}, {"admit_snr_db": 15.0}]
+    air_scores = [float(r["score"]) for r in air]
+    air_best = chosen["aircomp [factors] counted N=2 20 dB"]["setting"]
+    assert air_best == json.loads(air[air_scores.index(max(air_scores))]["setting"])
+    assert all(json.loads(r["setting"]) == air_best for r in rows if r["scheme"] == "aircomp")    # -10 dB too
     ideal = next(r for r in rows if r["scheme"] == "ideal")
     direct = _run_point(StudyTask(cfg, lambda m: None).setup(), {k: ideal[k] for k in POINT_KEY}, {"lr": best})["row"]
     assert float(ideal["accuracy"]) == direct["accuracy"] and float(ideal["val_accuracy"]) == direct["val_accuracy"]

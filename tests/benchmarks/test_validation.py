@@ -181,6 +181,7 @@ SCHEMA = {
     "channel.method": ("str", ("sdr", "mmse", "zf")), "channel.csi_error": ("float", (0, None)),
     "channel.select_devices": ("bool", None), "channel.mse_target": ("float", (0, None)),
     "channel.bandwidth_hz": ("float", (0, None)), "channel.use_budget": ("float", (0, None)),
+    "channel.admit_snr_db": ("float", (None, None)),
     "channel.num_subcarriers": ("int", (1, None)),
     "digital.snr_db": ("list[float]", (None, None)), "digital.mcs": ("str", ("adaptive", "fixed")),
     "digital.detector": ("str", ("lmmse", "zf")), "digital.num_bits": ("int", (1, None)),
@@ -189,9 +190,10 @@ SCHEMA = {
     "tuning.seeds": ("list[int]", (0, 2 ** 32 - 1)), "tuning.lr": ("list[float]", (0, None)),
     "tuning.centralised_lr": ("list[float]", (0, None)), "tuning.obda_server_lr": ("list[float]", (0, None)),
     "tuning.obda_threshold": ("list[float]", (0, None)), "tuning.obda_snr_db": ("list[float]", (None, None)),
+    "tuning.aircomp_admit_snr_db": ("list[float]", (None, None)), "tuning.aircomp_snr_db": ("list[float]", (None, None)),
 }
 EMPTY_OK = {"digital.snr_db", "tuning.lr", "tuning.centralised_lr", "tuning.obda_server_lr",
-            "tuning.obda_threshold"}                                       # an empty list is a valid value here
+            "tuning.obda_threshold", "tuning.aircomp_admit_snr_db"}       # an empty list is a valid value here
 STRICT = {"peft.lora_alpha", "data.alpha", "federated.lr", "federated.centralised_lr", "federated.server_lr",
           "channel.mse_target", "channel.bandwidth_hz", "channel.use_budget", "digital.code_rate", "tuning.lr", "tuning.centralised_lr",
           "tuning.obda_server_lr"}          # open intervals: (0, ...)
@@ -243,7 +245,8 @@ def invalid_document(draw):
         elif how == "empty":
             value = []
         elif how == "repeat":
-            value = default + [default[draw(st.integers(0, len(default) - 1))]]
+            base = default or [-10.0]                           # an empty default grid: repeat a value of its own
+            value = base + [base[draw(st.integers(0, len(base) - 1))]]
         else:
             value = list(default)
             value.insert(draw(st.integers(0, len(default))), draw(bad_scalar(key, kind[5:-1])))

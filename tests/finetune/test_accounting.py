@@ -83,6 +83,30 @@ def test_a_device_whose_statistics_fail_is_dropped_and_the_rest_are_aggregated()
     assert np.mean((got.mean - w @ u) ** 2) > 0.5
 
 
+@pytest.mark.parametrize("genie", [False, True])
+def test_aircomp_admission_silences_devices_below_the_mean_snr_threshold(genie):
+    """Device 0 at a path gain of -30 dB: at 40 dB its mean SNR is 10 dB, so admit_snr_db = 20 leaves it silent
+    (pilots only: no statistics, no payload) and the round equals the round in which it had FedAvg weight 0 (bit
+    for bit); admit_snr_db = 5 admits it (the same round as admitting every device); bad thresholds name the key."""
+    u, w = _updates(6), np.array([0.4, 0.2, 0.2, 0.2], np.float32)
+    gains = [-30.0, 0.0, 0.0, 0.0]
+    make = lambda admit: AirCompAggregator(K, N, 40.0, seed=2, genie=genie, path_gain_db=gains,  # noqa: E731
+                                           admit_snr_db=admit)
+    strict = make(20.0)
+    got = strict(u, 0, w)
+    np.testing.assert_array_equal(strict.admitted(), [False, True, True, True])
+    ref = make(None)(u, 0, np.array([0.0, 1 / 3, 1 / 3, 1 / 3], np.float32))
+    np.testing.assert_array_equal(got.mean, ref.mean)
+    assert not got.participants[0] and got.devices == K - 1
+    assert got.energy[0] == (0 if genie else K) < got.energy[1]          # device 0 sent its K pilots only
+    loose, every = make(5.0)(u, 0, w), make(None)(u, 0, w)
+    np.testing.assert_array_equal(loose.mean, every.mean)
+    assert loose.participants.all() and loose.channel_uses == every.channel_uses
+    for bad in (float("nan"), True, "10"):
+        with pytest.raises(ValueError, match="`admit_snr_db`"):
+            make(bad)
+
+
 def test_noisy_control_adds_gaussian_noise_at_the_asked_nmse():
     """NoisyAggregator(nmse=0.1): the measured NMSE of a 40,000-entry mean is 0.1 within 3% (chi-square spread
     about 0.7%); no channel uses."""
