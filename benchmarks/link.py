@@ -601,8 +601,8 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
         line_plot(out / f"nmse_vs_snr_{model}_digital.png", curves, SNR_AXIS,
                   "NMSE of the sum [dB], median over channels",
                   f"AirComp vs {max(cfg.digital_bits)}-bit digital, {model}, pilot CSI, every overhead counted",
-                  note=f"AirComp: median of {cfg.realisations} channels; digital: median of the "
-                       f"{cfg.digital_num_seeds} x {cfg.digital_realisations} channels of its reported draws; {drops}")
+                  note=f"AirComp: median of {cfg.realisations} channels; digital: median of its "
+                       f"{cfg.digital_num_seeds} x {cfg.digital_realisations} reported channels; {drops}")
         signs, floors = {}, {}
         for r in obda_rows:
             if r["model"] == model:
@@ -646,9 +646,9 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
         line_plot(out / f"matched_nmse_{model}.png", matched_curves, SNR_AXIS,
                   "digital uplink uses / AirComp uplink uses", f"Equal quality (AirComp's median NMSE), {model}",
                   logy=True, hlines={"equal channel uses": 1.0},
-                  note=f"digital: the cheapest width and scheme (labels) meeting AirComp's median NMSE on "
-                       f"{cfg.digital_validation_seeds} validation draws (digital_choice.csv), its uses on the "
-                       f"reported draws; not reached on validation: " + (", ".join(missing) if missing else "none"))
+                  note=f"digital: cheapest option (labels) meeting the target on {cfg.digital_validation_seeds} "
+                       f"validation draws (digital_choice.csv), uses on reported draws; not reached: "
+                       + (", ".join(missing) if missing else "none"))
 
 
 def impairment_sweeps(out, quick, seed):
