@@ -17,10 +17,16 @@ silent while the server still counts it. Both arms' NMSE is against the sum of a
 costs its share), so neither gains from losing devices; `dropped` reports the fraction, and `nmse_kept_db` the
 AirComp NMSE against the sum over the kept devices only.
 
-OBDA's truncation threshold is chosen on validation channels (seeds disjoint from the reported ones): per (model,
-N, K, SNR) the threshold of `obda_thresholds` with the lowest mean sign-error rate (ties: the larger), every
-candidate's score in obda_tuning.csv / obda_choice.csv. The digital (scheme, bits) at equal quality is chosen on
-the reported draws themselves (`matched_table`): a choice that can only flatter digital.
+Choices are made on validation draws (seeds disjoint from the reported ones), never on the reported draws. OBDA's
+truncation threshold: per (model, N, K, SNR) the threshold of `obda_thresholds` with the lowest mean sign-error rate
+(ties: the larger), every candidate's score in obda_tuning.csv / obda_choice.csv. Digital's (scheme, bits) at equal
+quality: per (model, N, K, SNR, receiver) the option of fewest uplink channel uses whose validation NMSE (the median
+of the per-channel NMSE pooled over the validation draws) meets AirComp's median NMSE, every option in
+digital_tuning.csv / digital_choice.csv; matched.csv reports that option's reported draws.
+
+Seeds: every random draw has its own sub-stream of the run's seed (`deft6g.rng.derive_seed`, the streams named
+below), so AirComp's, the reported and the validation draws, and within a draw its channels, payload, pilots, noise
+and control messages, never share random numbers; the same seed gives the same numbers.
 """
 
 import json
@@ -33,7 +39,7 @@ import tensorflow as tf
 from deft6g.optim import align, closed_form_design, mrc_direction, truncated_inversion
 from deft6g.phy import FLAT_MODELS, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, PilotCsi, \
     aircomp_channel_uses, aircomp_mse, empirical_mse, pilot_channel_uses
-from deft6g.rng import reseed
+from deft6g.rng import derive_seed, reseed
 
 from deft6g.experiment import ResultStore, line_plot, log_mean_ci, mean_ci, percentiles, prepare_output, run_points, \
     write_table
@@ -52,10 +58,24 @@ COST_FIELDS = ["channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "
 AIRCOMP_FIELDS = ["model", "num_rx_ant", "num_devices", "receiver", "csi", "snr_db", "mse_median", "mse_p10",
                   "mse_p90", "mse_mean", "mse_mean_ci", "nmse_db", "nmse_p10_db", "nmse_p90_db", "nmse_kept_db",
                   "dropped", "silent"] + COST_FIELDS
-# Digital: one row per (model, N, K, scheme, bits, SNR, seed) over `digital_realisations` channels; NMSE per
-# realisation from f_hat against the true sum, its median and 10/90 percentiles; dropped: the scheduler's outage.
+# Digital: one row per (model, N, K, scheme, bits, SNR, seed) over `digital_realisations` channels (seed: the draw's,
+# `draw_seeds`); NMSE per realisation from f_hat against the true sum (nmse_channels: the list, linear, JSON), its
+# median and 10/90 percentiles; dropped: the scheduler's outage. digital.csv: the reported draws, digital_tuning.csv:
+# the validation draws (key: the first 7 columns).
 DIGITAL_FIELDS = ["model", "num_rx_ant", "num_devices", "scheme", "num_bits", "snr_db", "seed", "nmse_db",
-                  "nmse_p10_db", "nmse_p90_db", "ber", "bler", "delivered", "dropped", "groups"] + COST_FIELDS
+                  "nmse_p10_db", "nmse_p90_db", "nmse_channels", "ber", "bler", "delivered", "dropped",
+                  "groups"] + COST_FIELDS
+# digital_choice.csv: per (model, N, K, SNR, receiver) every digital option's validation NMSE (median over the pooled
+# channels of the validation draws, dB) and mean uplink uses against AirComp's median NMSE, and the one chosen.
+DIGITAL_CHOICE_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "receiver", "scheme", "num_bits",
+                         "target_nmse_db", "val_nmse_db", "val_uses", "val_channels", "meets", "chosen"]
+# Sub-streams of the run's seed (`derive_seed(cfg.seed, ...)`): AirComp's draw (one per run, its channels shared by
+# the receivers and SNRs), the digital and OBDA draws of the reported and validation splits (draw i of a split is
+# the same for both arms: paired channels), the speed test, the majority-vote reference.
+AIRCOMP_DRAW, REPORTED, VALIDATION, SPEED, MAJORITY = range(1, 6)
+# Sub-streams of a draw's seed (`derive_seed(draw seed, part)`): its parts. DOWNLINK: the transmit factors (AirComp,
+# OBDA) and grants (digital); STATISTICS: AirComp's statistics through the control uplink.
+CHANNELS, PAYLOAD, PILOTS, NOISE, STATISTICS, DOWNLINK = range(1, 7)
 # OBDA: sign-error rate per entry against the sign of the true sum at the truncation threshold `threshold` (linear,
 # on |u^H h_k|^2); silent: devices truncated or without a factor. obda.csv: the reported seeds at the threshold
 # chosen on validation (key: the first 5 columns); obda_tuning.csv: the validation seeds at every threshold of the
@@ -64,14 +84,14 @@ OBDA_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "seed", "threshol
     + COST_FIELDS
 # obda_choice.csv: per (model, N, K, SNR) every threshold's mean validation sign-error rate and the one chosen.
 OBDA_CHOICE_FIELDS = OBDA_FIELDS[:4] + ["threshold", "val_sign_error", "val_seeds", "chosen"]
-# Validation channels: seeds cfg.seed + VALIDATION_SEED + 4 i. A point of seed s draws from the seeds s .. s + 3 and
-# the reported points from cfg.seed .. cfg.seed + digital_num_seeds + 2, so the two streams never share a draw.
-VALIDATION_SEED = 1_000_000
-# Equal quality: AirComp's median NMSE is the target; the cheapest digital (scheme, bits) whose NMSE (mean over
-# seeds of the per-seed median, dB) meets it, or NOT_REACHED in `scheme` (digital columns blank).
+# Equal quality: AirComp's median NMSE is the target; digital's option chosen on validation (digital_choice.csv) with
+# its validation NMSE and, from its reported draws, its NMSE (median over the pooled channels, dB, median against
+# median) and costs (means over the draws); NOT_REACHED in `scheme` when no option meets the target on validation
+# (digital columns blank, never imputed).
 MATCHED_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "receiver", "target_nmse_db", "aircomp_uses",
-                  "aircomp_downlink_uses", "aircomp_energy", "scheme", "num_bits", "digital_nmse_db", "digital_uses",
-                  "digital_downlink_uses", "digital_energy", "ratio", "aircomp_latency_ms", "digital_latency_ms"]
+                  "aircomp_downlink_uses", "aircomp_energy", "scheme", "num_bits", "digital_val_nmse_db",
+                  "digital_nmse_db", "digital_uses", "digital_downlink_uses", "digital_energy", "ratio",
+                  "aircomp_latency_ms", "digital_latency_ms"]
 # The fair baseline (MU-MIMO LMMSE + AMC + CRC), its TDMA special case, and the earlier fixed QPSK 1/2 TDMA one
 # (bit-true always: rate 1/2 is not in the calibrated MCS table; at `bit_true_bits` only).
 DIGITAL_SCHEMES = {"mu-mimo-amc": dict(mcs="adaptive", detector="lmmse", streams="auto"),
@@ -95,6 +115,7 @@ class LinkConfig:
     digital_realisations: int = 4     # channels per digital / OBDA point
     digital_link: str = "abstract"    # adaptive schemes: calibrated BLER ("abstract") or bit-true ("bits")
     digital_num_seeds: int = 3        # digital and OBDA points at every SNR of `snr_db`
+    digital_validation_seeds: int = 3  # validation draws of `digital_realisations` channels per digital option
     digital_settings: list = field(default_factory=lambda: [[8, 8], [16, 20]])
     digital_models: list = field(default_factory=lambda: ["rayleigh", "tdl-a"])
     digital_schemes: list = field(default_factory=lambda: ["mu-mimo-amc", "tdma-amc"])
@@ -112,7 +133,8 @@ class LinkConfig:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < np.inf for v in t)):
             raise ValueError(f"`obda_thresholds` must be a non-empty list of distinct finite numbers >= 0 (linear), "
                              f"got {t!r}")
-        for name, high in (("obda_validation_seeds", np.inf), ("digital_num_seeds", VALIDATION_SEED - 3)):
+        for name, high in (("obda_validation_seeds", 2 ** 32), ("digital_validation_seeds", 2 ** 32),
+                           ("digital_num_seeds", 2 ** 32)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
                 raise ValueError(f"`{name}` must be an int in [1, {high}], got {v!r}")
@@ -134,10 +156,16 @@ def _db(x):
 
 
 def _channels(cfg, model, n, k, seed, draws):
-    """[R, F, N, K] complex64 NumPy: R = `draws` channel draws, F = 1 on flat models."""
+    """[R, F, N, K] complex64 NumPy: R = `draws` channel draws of the draw seeded `seed` (its CHANNELS sub-stream),
+    F = 1 on flat models."""
     channel = FadingChannel(model, n, k, num_subcarriers=cfg.num_subcarriers)
-    H = channel(draws, seed=seed).numpy()
+    H = channel(draws, seed=derive_seed(seed, CHANNELS)).numpy()
     return H if channel.is_ofdm else H[:, None]
+
+
+def _payload(shape, seed):
+    """Unit-variance Gaussian payloads (tf.float32 of `shape`) of the draw seeded `seed` (its PAYLOAD sub-stream)."""
+    return tf.random.stateless_normal(shape, tf.constant([derive_seed(seed, PAYLOAD), 0], tf.int64))
 
 
 def _control(num_bits, H, H_est, snr_db, active, seed):
@@ -188,9 +216,10 @@ class _AirCompPoint:
     def __call__(self, p):
         cfg = self.cfg
         model, n, k, receiver, snr = p["model"], p["num_rx_ant"], p["num_devices"], p["receiver"], p["snr_db"]
+        seed = derive_seed(cfg.seed, AIRCOMP_DRAW)
         if (model, n, k) not in self.channels:
             draws = cfg.realisations if model in FLAT_MODELS else max(1, cfg.realisations // cfg.num_subcarriers)
-            self.channels = {(model, n, k): _channels(cfg, model, n, k, cfg.seed, draws)}
+            self.channels = {(model, n, k): _channels(cfg, model, n, k, seed, draws)}
         H = self.channels[(model, n, k)]                                           # [R, F, N, K]
         r, f = H.shape[:2]
         rows, nv = H.reshape(-1, n, k), 10 ** (-snr / 10)
@@ -200,10 +229,10 @@ class _AirCompPoint:
             kept = told = np.ones((r, k), bool)
             cost = dict(pilot=0.0)
         else:
-            H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=cfg.seed + 1)[0])
-            kept, side = _control(STATS_BITS, H, H_est, snr, np.ones((r, k), bool), cfg.seed + 2)
+            H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=derive_seed(seed, PILOTS))[0])
+            kept, side = _control(STATS_BITS, H, H_est, snr, np.ones((r, k), bool), derive_seed(seed, STATISTICS))
             a, b = _design_over(H_est.reshape(-1, n, k), np.repeat(kept, f, axis=0), receiver)
-            told, down = _control(FACTOR_BITS, H, H_est, snr, kept, cfg.seed + 3)
+            told, down = _control(FACTOR_BITS, H, H_est, snr, kept, derive_seed(seed, DOWNLINK))
             b = b * np.repeat(told, f, axis=0)                                     # no factor: the device is silent
             cost = dict(pilot=float(pilot_channel_uses(k, f)), side=float(side.sum(-1).mean()),
                         downlink=float(down.sum(-1).mean()), energy=pilot_channel_uses(k, f) + side)
@@ -243,44 +272,51 @@ class _DigitalPoint:
     def __call__(self, p):
         cfg = self.cfg
         n, k, q, snr, seed = p["num_rx_ant"], p["num_devices"], p["num_bits"], p["snr_db"], p["seed"]
-        x = tf.random.stateless_normal([cfg.digital_realisations, k, cfg.payload_reals], [seed, 1])
+        x = _payload([cfg.digital_realisations, k, cfg.payload_reals], seed)
         H = _channels(cfg, p["model"], n, k, seed, cfg.digital_realisations)
         r, f = H.shape[:2]
         H = H if f > 1 else H[:, 0]
-        H_est, error_var = (np.asarray(t) for t in PilotCsi(k)(H, float(snr), seed=seed + 2))
+        H_est, error_var = (np.asarray(t) for t in PilotCsi(k)(H, float(snr), seed=derive_seed(seed, PILOTS)))
         scheme = {"link": cfg.digital_link} | DIGITAL_SCHEMES[p["scheme"]]
         uplink = DigitalUplink(q, stochastic_rounding=q < 8, **scheme)
-        res = uplink(x, H, 10 ** (-snr / 10), seed=seed + 1, H_est=H_est, error_var=float(error_var))
+        res = uplink(x, H, 10 ** (-snr / 10), seed=derive_seed(seed, NOISE), H_est=H_est, error_var=float(error_var))
         mcs = np.asarray(res.mcs)
-        told, down = _control(GRANT_BITS, H.reshape(r, f, n, k), H_est.reshape(r, f, n, k), snr, mcs >= 0, seed + 3)
+        told, down = _control(GRANT_BITS, H.reshape(r, f, n, k), H_est.reshape(r, f, n, k), snr, mcs >= 0,
+                              derive_seed(seed, DOWNLINK))
         valid = res.valid.numpy() & told[..., None]                   # a device without its grant stays silent
         heard = valid.sum(-2)
         f_hat = k * np.where(heard > 0, (res.x_hat.numpy() * valid).sum(-2) / np.maximum(heard, 1), 0.0)
-        nmse = np.mean((f_hat - x.numpy().sum(-2)) ** 2, axis=-1) / k     # [R], E f^2 = K per entry
-        p10, median, p90 = percentiles(np.maximum(nmse, 1e-30), (10, 50, 90))
+        nmse = np.maximum(np.mean((f_hat - x.numpy().sum(-2)) ** 2, axis=-1) / k, 1e-30)   # [R], E f^2 = K per entry
+        p10, median, p90 = percentiles(nmse, (10, 50, 90))
         pilot = pilot_channel_uses(k, f)
         sent = np.where((mcs >= 0) & told, uplink.symbols(cfg.payload_reals, np.maximum(mcs, 0)), 0)
-        return p | dict(nmse_db=_db(median), nmse_p10_db=_db(p10), nmse_p90_db=_db(p90), ber=res.ber, bler=res.bler,
+        return p | dict(nmse_db=_db(median), nmse_p10_db=_db(p10), nmse_p90_db=_db(p90),
+                        nmse_channels=json.dumps(nmse.tolist()), ber=res.ber, bler=res.bler,
                         delivered=float(valid.mean()), dropped=float(np.mean(mcs < 0)),
                         groups=float(np.mean(res.groups)),
                         **_costs(cfg, float(np.mean(res.channel_uses)), float(pilot),
                                  downlink=float(down.sum(-1).mean()), energy=float(np.mean(pilot + sent))))
 
 
-def run_digital(cfg, store, **parallel):
-    """One point per (model, N, K, scheme, bits, SNR, seed): `digital_realisations` channels and unit-variance
+def run_digital(cfg, tuning, store, **parallel):
+    """One point per (model, N, K, scheme, bits, SNR, draw): `digital_realisations` channels and unit-variance
     Gaussian payloads of `payload_reals` reals per device (`DigitalUplink` on the pilot estimate, quantiser of
     `digital_bits` widths with stochastic rounding below 8 bits; the bit-true scheme at `bit_true_bits`; adaptive
-    schemes with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
-    points = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, num_bits=q, snr_db=s, seed=cfg.seed + i)
-              for m in cfg.digital_models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
-              for q in (cfg.bit_true_bits if DIGITAL_SCHEMES[sc].get("link") == "bits" else cfg.digital_bits)
-              for s in cfg.snr_db for i in range(cfg.digital_num_seeds)]
-    run_points(points, _DigitalPoint(cfg), store, desc="digital points", **parallel,
-               describe=lambda p, row: f"{p['model']} {p['scheme']} {p['num_bits']}-bit N={p['num_rx_ant']} "
-                                       f"K={p['num_devices']} {p['snr_db']} dB seed {p['seed']}: median NMSE "
-                                       f"{row['nmse_db']:.1f} dB, {row['channel_uses']:.0f} uses, "
-                                       f"{row['delivered']:.3f} delivered")
+    schemes with `digital_link`: the channel uses do not depend on it, the drawn block failures do). Every option
+    runs on the validation draws (`tuning`, digital_tuning.csv: `digital_choice` chooses on them) and on the
+    reported draws (`store`, digital.csv)."""
+    options = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, num_bits=q, snr_db=s)
+               for m in cfg.digital_models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
+               for q in (cfg.bit_true_bits if DIGITAL_SCHEMES[sc].get("link") == "bits" else cfg.digital_bits)
+               for s in cfg.snr_db]
+    for split, target, count in (("validation", tuning, cfg.digital_validation_seeds),
+                                 ("reported", store, cfg.digital_num_seeds)):
+        run_points([p | dict(seed=i) for p in options for i in draw_seeds(cfg, split, count)], _DigitalPoint(cfg),
+                   target, desc=f"digital {split} points", **parallel,
+                   describe=lambda p, row: f"{p['model']} {p['scheme']} {p['num_bits']}-bit N={p['num_rx_ant']} "
+                                           f"K={p['num_devices']} {p['snr_db']} dB seed {p['seed']}: median NMSE "
+                                           f"{row['nmse_db']:.1f} dB, {row['channel_uses']:.0f} uses, "
+                                           f"{row['delivered']:.3f} delivered")
 
 
 class _OBDAPoint:
@@ -298,9 +334,9 @@ class _OBDAPoint:
             H = _channels(cfg, model, n, k, seed, cfg.digital_realisations)      # [R, F, N, K]
             r, f = H.shape[:2]
             chunk = -(-cfg.payload_reals // f)                            # the payload spread over the F subcarriers
-            x = tf.random.stateless_normal([r, f, k, chunk], [seed, 1]).numpy()
-            H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=seed + 2)[0])
-            told, down = _control(FACTOR_BITS, H, H_est, snr, np.ones((r, k), bool), seed + 3)
+            x = _payload([r, f, k, chunk], seed).numpy()
+            H_est = np.asarray(PilotCsi(k)(H, float(snr), seed=derive_seed(seed, PILOTS))[0])
+            told, down = _control(FACTOR_BITS, H, H_est, snr, np.ones((r, k), bool), derive_seed(seed, DOWNLINK))
             self.draws = {key: (H, x, H_est, told, down)}
         return self.draws[key]
 
@@ -311,7 +347,7 @@ class _OBDAPoint:
         f, nv = H.shape[1], 10 ** (-snr / 10)
         d = truncated_inversion(H_est, 1.0, nv, float(p["threshold"]))
         b = np.asarray(d.b) * told[:, None, :]                         # no factor: the device is silent
-        res = OBDAUplink()(x, H, np.asarray(d.a), b, nv, seed=seed + 1)
+        res = OBDAUplink()(x, H, np.asarray(d.a), b, nv, seed=derive_seed(seed, NOISE))
         sign_error = float(np.mean(res.vote.numpy() != np.sign(x.sum(-2))))
         pilot = pilot_channel_uses(k, f)
         energy = pilot + res.energy.numpy().sum(axis=1)                # [R, K]
@@ -320,30 +356,38 @@ class _OBDAPoint:
                                  downlink=float(down.sum(-1).mean()), energy=float(energy.mean())))
 
 
-def obda_seeds(cfg, split):
-    """The seeds of OBDA's `split` points: "reported" cfg.seed + i (i < digital_num_seeds, the digital points'
-    seeds: paired channels), "validation" cfg.seed + VALIDATION_SEED + 4 i (i < obda_validation_seeds)."""
-    if split == "reported":
-        return [cfg.seed + i for i in range(cfg.digital_num_seeds)]
-    if split == "validation":
-        return [cfg.seed + VALIDATION_SEED + 4 * i for i in range(cfg.obda_validation_seeds)]
-    raise ValueError(f"`split` must be 'reported' or 'validation', got {split!r}")
+def draw_seeds(cfg, split, count):
+    """The seeds of the first `count` digital and OBDA draws of `split` ("reported" or "validation"):
+    derive_seed(cfg.seed, REPORTED or VALIDATION, i), i < count. Draw i of a split is the same for both arms."""
+    streams = dict(reported=REPORTED, validation=VALIDATION)
+    if split not in streams:
+        raise ValueError(f"`split` must be 'reported' or 'validation', got {split!r}")
+    return [derive_seed(cfg.seed, streams[split], i) for i in range(count)]
 
 
-def choose_lowest(rows, key, candidate, score):
-    """A choice on validation: per group (`key(row)` -> tuple), the `candidate` value (a float column) whose mean
-    `score` over the group's rows is lowest; ties within 1e-12: the largest candidate.
-
-    rows: dicts (CSV strings or numbers). Returns {group: (chosen, {candidate: (mean score, number of rows)})}."""
+def pooled(rows, key, candidate, summarise):
+    """Rows pooled per group and candidate: {key(row): {candidate(row): summarise(that group's rows of that
+    candidate)}}, candidates in ascending order. rows: dicts (CSV strings or numbers)."""
     by = {}
     for r in rows:
-        by.setdefault(key(r), {}).setdefault(float(r[candidate]), []).append(float(r[score]))
+        by.setdefault(key(r), {}).setdefault(candidate(r), []).append(r)
+    return {group: {c: summarise(v) for c, v in sorted(cands.items())} for group, cands in by.items()}
+
+
+def choose_lowest(scores, cost, admit=None):
+    """A choice on validation: per group of `scores` ({group: {candidate: summary}}, from `pooled`), the candidate of
+    lowest cost(summary) among those that admit(group, summary) accepts (all when `admit` is None); ties within
+    1e-12: the largest candidate. Returns {group: the chosen candidate, or None when none is admitted}."""
     out = {}
-    for group, cands in by.items():
-        scores = {c: (float(np.mean(v)), len(v)) for c, v in sorted(cands.items())}
-        best = min(m for m, _ in scores.values())
-        out[group] = (max(c for c, (m, _) in scores.items() if m <= best + 1e-12), scores)
+    for group, cands in scores.items():
+        costs = {c: cost(v) for c, v in cands.items() if admit is None or admit(group, v)}
+        best = min(costs.values(), default=None)
+        out[group] = None if best is None else max(c for c, v in costs.items() if v <= best + 1e-12)
     return out
+
+
+def _mean_sign_error(rows):
+    return float(np.mean([float(r["sign_error"]) for r in rows])), len(rows)
 
 
 def majority_floor(num_devices, draws=200_000, seed=0):
@@ -368,53 +412,95 @@ def run_obda(cfg, tuning, store, **parallel):
     reported seeds (`store`, obda.csv). Returns rows of OBDA_CHOICE_FIELDS (obda_choice.csv)."""
     settings = [dict(model=m, num_rx_ant=n, num_devices=k, snr_db=s) for m in cfg.digital_models
                 for n, k in cfg.digital_settings for s in cfg.snr_db]
-    run_points([p | dict(seed=i, threshold=t) for p in settings for i in obda_seeds(cfg, "validation")
-                for t in cfg.obda_thresholds], _OBDAPoint(cfg), tuning, desc="OBDA validation points",
-               group=OBDA_FIELDS[:5], describe=_describe_obda, **parallel)
-    choice = choose_lowest(tuning.rows(), _setting, "threshold", "sign_error")
-    run_points([p | dict(seed=i, threshold=choice[_setting(p)][0]) for p in settings
-                for i in obda_seeds(cfg, "reported")], _OBDAPoint(cfg), store, desc="OBDA points",
-               describe=_describe_obda, **parallel)
-    return [dict(zip(OBDA_FIELDS[:4], key), threshold=t, val_sign_error=m, val_seeds=count, chosen=t == chosen)
-            for key, (chosen, scores) in choice.items() for t, (m, count) in scores.items()]
+    run_points([p | dict(seed=i, threshold=t) for p in settings
+                for i in draw_seeds(cfg, "validation", cfg.obda_validation_seeds) for t in cfg.obda_thresholds],
+               _OBDAPoint(cfg), tuning, desc="OBDA validation points", group=OBDA_FIELDS[:5], describe=_describe_obda,
+               **parallel)
+    scores = pooled(tuning.rows(), _setting, lambda r: float(r["threshold"]), _mean_sign_error)
+    choice = choose_lowest(scores, lambda v: v[0])
+    run_points([p | dict(seed=i, threshold=choice[_setting(p)]) for p in settings
+                for i in draw_seeds(cfg, "reported", cfg.digital_num_seeds)], _OBDAPoint(cfg), store,
+               desc="OBDA points", describe=_describe_obda, **parallel)
+    return [dict(zip(OBDA_FIELDS[:4], key), threshold=t, val_sign_error=m, val_seeds=count, chosen=t == choice[key])
+            for key, cands in scores.items() for t, (m, count) in cands.items()]
 
 
 def _setting(row):
     return row["model"], int(row["num_rx_ant"]), int(row["num_devices"]), float(row["snr_db"])
 
 
+def _option(row):
+    """A digital option as a candidate: (bits, scheme), so that of two options at equal cost the wider is chosen."""
+    return int(row["num_bits"]), row["scheme"]
+
+
+def digital_summary(rows):
+    """One digital option's draws pooled: nmse_db, the median of the per-channel NMSE of all `rows` (linear, then
+    dB; not a mean of per-draw medians), channels (how many), and the means over the rows of channel_uses,
+    downlink_uses and energy."""
+    nmse = np.concatenate([json.loads(r["nmse_channels"]) for r in rows])
+    return dict(nmse_db=_db(np.median(nmse)), channels=len(nmse),
+                **{c: float(np.mean([float(r[c]) for r in rows])) for c in ("channel_uses", "downlink_uses", "energy")})
+
+
 def digital_options(dig_rows):
-    """{(model, N, K, SNR): [(scheme, bits, nmse_db, uses, downlink_uses, energy), ...]}: per digital option the
-    mean over seeds of the per-seed median NMSE [dB] and of the costs."""
-    by = {}
-    for r in dig_rows:
-        by.setdefault(_setting(r), {}).setdefault((r["scheme"], int(r["num_bits"])), []).append(
-            [float(r[c]) for c in ("nmse_db", "channel_uses", "downlink_uses", "energy")])
-    return {key: [(sc, q, *np.mean(v, axis=0)) for (sc, q), v in opts.items()] for key, opts in by.items()}
+    """{(model, N, K, SNR): {(bits, scheme): `digital_summary`}} of digital rows (one split)."""
+    return pooled(dig_rows, _setting, _option, digital_summary)
 
 
-def matched_table(air_rows, dig_rows, bandwidth_hz=1e6):
-    """Equal-quality view: for each AirComp row with pilot CSI, the cheapest digital option (fewest uplink channel
-    uses) at the same (model, N, K, SNR) whose NMSE (`digital_options`) is at most AirComp's median NMSE, or
-    NOT_REACHED (digital columns blank, never imputed). Rows of MATCHED_FIELDS; settings without digital rows are
-    left out."""
-    options = digital_options(dig_rows)
+def digital_choice(air_rows, tuning_rows):
+    """Digital's option at equal quality, chosen on the validation draws `tuning_rows` only: per AirComp row with pilot
+    CSI at a (model, N, K, SNR) with validation rows, the option of fewest mean uplink channel uses whose validation
+    NMSE (`digital_summary`) is at most AirComp's median NMSE (ties: the wider, `choose_lowest`), or none.
+
+    Returns rows of DIGITAL_CHOICE_FIELDS (digital_choice.csv): every option of every such point, `chosen` True on
+    at most one per (model, N, K, SNR, receiver)."""
+    scores = digital_options(tuning_rows)
+    rows = []
+    for r in air_rows:
+        key = _setting(r)
+        if r["csi"] != "pilots" or key not in scores:
+            continue
+        target = float(r["nmse_db"])
+        chosen = choose_lowest({key: scores[key]}, lambda v: v["channel_uses"],
+                               lambda _, v: v["nmse_db"] <= target)[key]
+        rows += [dict(zip(DIGITAL_CHOICE_FIELDS[:4], key), receiver=r["receiver"], scheme=sc, num_bits=q,
+                      target_nmse_db=target, val_nmse_db=v["nmse_db"], val_uses=v["channel_uses"],
+                      val_channels=v["channels"], meets=v["nmse_db"] <= target, chosen=(q, sc) == chosen)
+                 for (q, sc), v in scores[key].items()]
+    return rows
+
+
+def _choice_key(row):
+    return _setting(row) + (row["receiver"],)
+
+
+def matched_table(air_rows, dig_rows, choice_rows, bandwidth_hz=1e6):
+    """Equal-quality view: for each AirComp row with pilot CSI that `choice_rows` (from `digital_choice`) cover, the
+    chosen digital option's reported draws `dig_rows` (`digital_summary`: NMSE median over the pooled channels,
+    mean costs) beside AirComp's and its validation NMSE, or NOT_REACHED when no option met the target on
+    validation (digital columns blank, never imputed). Rows of MATCHED_FIELDS."""
+    reported = digital_options(dig_rows)
+    covered = {_choice_key(c) for c in choice_rows}
+    chosen = {_choice_key(c): c for c in choice_rows if c["chosen"]}
     out = []
     for r in air_rows:
         key = _setting(r)
-        if r["csi"] != "pilots" or key not in options:
+        if r["csi"] != "pilots" or _choice_key(r) not in covered:
             continue
         target, air_uses = float(r["nmse_db"]), float(r["channel_uses"])
         row = dict(model=key[0], num_rx_ant=key[1], num_devices=key[2], snr_db=key[3], receiver=r["receiver"],
                    target_nmse_db=target, aircomp_uses=air_uses, aircomp_downlink_uses=float(r["downlink_uses"]),
                    aircomp_energy=float(r["energy"]), aircomp_latency_ms=air_uses / bandwidth_hz * 1e3,
-                   scheme=NOT_REACHED, num_bits="", digital_nmse_db="", digital_uses="", digital_downlink_uses="",
-                   digital_energy="", ratio="", digital_latency_ms="")
-        meets = [o for o in options[key] if o[2] <= target]
-        if meets:
-            sc, q, nmse, uses, down, energy = min(meets, key=lambda o: (o[3], o[1]))
-            row |= dict(scheme=sc, num_bits=q, digital_nmse_db=nmse, digital_uses=uses, digital_downlink_uses=down,
-                        digital_energy=energy, ratio=uses / air_uses, digital_latency_ms=uses / bandwidth_hz * 1e3)
+                   scheme=NOT_REACHED, num_bits="", digital_val_nmse_db="", digital_nmse_db="", digital_uses="",
+                   digital_downlink_uses="", digital_energy="", ratio="", digital_latency_ms="")
+        if _choice_key(r) in chosen:
+            c = chosen[_choice_key(r)]
+            v = reported[key][(c["num_bits"], c["scheme"])]
+            row |= dict(scheme=c["scheme"], num_bits=c["num_bits"], digital_val_nmse_db=c["val_nmse_db"],
+                        digital_nmse_db=v["nmse_db"], digital_uses=v["channel_uses"],
+                        digital_downlink_uses=v["downlink_uses"], digital_energy=v["energy"],
+                        ratio=v["channel_uses"] / air_uses, digital_latency_ms=v["channel_uses"] / bandwidth_hz * 1e3)
         out.append(row)
     return out
 
@@ -445,8 +531,9 @@ def speed_test(cfg):
         a, b = align(H, mrc_direction(H), tf.constant(1.0))
         return empirical_mse(H, a, b, noise_var, num_symbols)
 
-    reseed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
+    seed = derive_seed(cfg.seed, SPEED)
+    reseed(seed)
+    rng = np.random.default_rng(seed)
     results = {}
     for name, fn in [("tensorflow", lambda: tf_core().numpy()),
                      ("numpy", lambda: _numpy_core(rng, batch, n, k, num_symbols, noise_var))]:
@@ -460,7 +547,7 @@ def speed_test(cfg):
     results["setting"] = dict(N=n, K=k, symbols=num_symbols, noise_var=noise_var, batch=batch,
                               repeats=cfg.speed_repeats, threads="TF default (all cores)")
     results["channels"] = channel_speed(batch=max(1, batch // 40), num_subcarriers=cfg.num_subcarriers,
-                                        repeats=cfg.speed_repeats, seed=cfg.seed)
+                                        repeats=cfg.speed_repeats, seed=seed)
     return results
 
 
@@ -508,14 +595,14 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
         settings = {tuple(nk) for nk in cfg.digital_settings}
         curves = {f"AirComp {rx} N={n} K={k}": v for (rx, n, k), v in air.items() if (n, k) in settings}
         for (m, n, k, snr), opts in sorted(options.items()):
-            for sc, q, nmse, *_ in opts:
+            for (q, sc), v in opts.items():
                 if m == model and q == max(cfg.digital_bits) and sc in ("mu-mimo-amc", "tdma-amc"):
-                    curves.setdefault(f"digital {sc} {q}-bit N={n} K={k}", []).append((snr, nmse))
+                    curves.setdefault(f"digital {sc} {q}-bit N={n} K={k}", []).append((snr, v["nmse_db"]))
         line_plot(out / f"nmse_vs_snr_{model}_digital.png", curves, SNR_AXIS,
                   "NMSE of the sum [dB], median over channels",
                   f"AirComp vs {max(cfg.digital_bits)}-bit digital, {model}, pilot CSI, every overhead counted",
-                  note=f"AirComp: median of {cfg.realisations} channels; digital: mean over {cfg.digital_num_seeds} "
-                       f"seeds of the median of {cfg.digital_realisations}; {drops}")
+                  note=f"AirComp: median of {cfg.realisations} channels; digital: median of its "
+                       f"{cfg.digital_num_seeds} x {cfg.digital_realisations} reported channels; {drops}")
         signs, floors = {}, {}
         for r in obda_rows:
             if r["model"] == model:
@@ -523,7 +610,8 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
                 signs.setdefault(label, {}).setdefault((float(r["snr_db"]), float(r["threshold"])), []).append(
                     float(r["sign_error"]))
                 floors.setdefault(label, int(r["num_devices"]))
-        floors = {f"noise-free majority of {k} signs": (majority_floor(k, seed=cfg.seed), float("nan"), label)
+        floor_seed = derive_seed(cfg.seed, MAJORITY)
+        floors = {f"noise-free majority of {k} signs": (majority_floor(k, seed=floor_seed), float("nan"), label)
                   for label, k in floors.items()}
         line_plot(out / f"obda_sign_error_{model}.png",
                   {label: [(snr, m, half, f"g_th={t:g}") for (snr, t), v in sorted(pts.items())
@@ -558,7 +646,8 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
         line_plot(out / f"matched_nmse_{model}.png", matched_curves, SNR_AXIS,
                   "digital uplink uses / AirComp uplink uses", f"Equal quality (AirComp's median NMSE), {model}",
                   logy=True, hlines={"equal channel uses": 1.0},
-                  note="cheapest digital width and scheme meeting AirComp's median NMSE (labels); not reached: "
+                  note=f"digital: cheapest option (labels) meeting the target on {cfg.digital_validation_seeds} "
+                       f"validation draws (digital_choice.csv), uses on reported draws; not reached: "
                        + (", ".join(missing) if missing else "none"))
 
 
@@ -574,7 +663,8 @@ def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the AirComp, digital and
     OBDA points (the speed test and the impairment sweeps run here).
     Returns (cfg, AirComp rows, digital rows, extra): extra = dict(speed=speed-test results, obda=OBDA rows,
-    obda_choice=the validation choice of OBDA's threshold, matched=equal-quality rows), what `summary` prints."""
+    obda_choice=the validation choice of OBDA's threshold, digital_choice=the validation choice of digital's option,
+    matched=equal-quality rows), what `summary` prints."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "link", asdict(cfg))
@@ -582,17 +672,21 @@ def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7])
     obda = ResultStore(out / "obda.csv", OBDA_FIELDS, OBDA_FIELDS[:5])
     tuning = ResultStore(out / "obda_tuning.csv", OBDA_FIELDS, OBDA_FIELDS[:6])
+    dig_tuning = ResultStore(out / "digital_tuning.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7])
     run_aircomp(cfg, air, **parallel)
-    run_digital(cfg, dig, **parallel)
+    run_digital(cfg, dig_tuning, dig, **parallel)
+    dig_choice = digital_choice(air.rows(), dig_tuning.rows())
+    write_table(out / "digital_choice.csv", DIGITAL_CHOICE_FIELDS, dig_choice)
     obda_choice = run_obda(cfg, tuning, obda, **parallel)
     write_table(out / "obda_choice.csv", OBDA_CHOICE_FIELDS, obda_choice)
-    matched = matched_table(air.rows(), dig.rows(), cfg.bandwidth_hz)
+    matched = matched_table(air.rows(), dig.rows(), dig_choice, cfg.bandwidth_hz)
     write_table(out / "matched.csv", MATCHED_FIELDS, matched)
     speed = speed_test(cfg)
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
     plot(cfg, out, air.rows(), dig.rows(), matched, obda.rows())
     impairment_sweeps(out, quick, seed)
-    return cfg, air.rows(), dig.rows(), dict(speed=speed, obda=obda.rows(), obda_choice=obda_choice, matched=matched)
+    return cfg, air.rows(), dig.rows(), dict(speed=speed, obda=obda.rows(), obda_choice=obda_choice,
+                                             digital_choice=dig_choice, matched=matched)
 
 
 def _fmt_uses(uses):
@@ -617,7 +711,9 @@ def summary(cfg, air_rows, dig_rows, extra):
         lines.append(f"  {model:<11}{scheme:<22}" + "; ".join(cells)
                      + (f"  (dropped <= {dropped:.3f})" if dropped else ""))
     lines.append(f"Equal quality (matched.csv): AirComp's median NMSE as the target; the cheapest digital (scheme, "
-                 f"bits) meeting it; uplink channel uses, latency at {bw / 1e6:g} MHz, downlink uses")
+                 f"bits) meeting it on {cfg.digital_validation_seeds} validation draws (digital_choice.csv), its "
+                 f"NMSE on validation -> on the reported draws (median over their channels); uplink channel uses, "
+                 f"latency at {bw / 1e6:g} MHz, downlink uses")
     for r in extra["matched"]:
         head = (f"  {r['model']:<11}{r['receiver']} N{r['num_rx_ant']}K{r['num_devices']} {r['snr_db']:>5g} dB "
                 f"target {r['target_nmse_db']:6.1f} dB: AirComp {_fmt_uses(r['aircomp_uses'])} "
@@ -625,7 +721,8 @@ def summary(cfg, air_rows, dig_rows, extra):
         if r["scheme"] == NOT_REACHED:
             lines.append(head + f" | digital {NOT_REACHED}")
         else:
-            lines.append(head + f" | digital {r['scheme']} {r['num_bits']}-bit {r['digital_nmse_db']:.1f} dB "
+            lines.append(head + f" | digital {r['scheme']} {r['num_bits']}-bit {r['digital_val_nmse_db']:.1f} -> "
+                                f"{r['digital_nmse_db']:.1f} dB "
                                 f"{_fmt_uses(r['digital_uses'])} ({r['digital_latency_ms']:.2f} ms, down "
                                 f"{_fmt_uses(r['digital_downlink_uses'])}) = {r['ratio']:.1f}x")
     obda = {}
@@ -639,7 +736,7 @@ def summary(cfg, air_rows, dig_rows, extra):
         lines.append(f"  {model:<11}N{n}K{k:<4}" + "; ".join(f"{s:g} dB: {np.mean(v, axis=0)[0]:.4f} | "
                                                          f"{_fmt_uses(np.mean(v, axis=0)[1])} (g_th {v[0][2]:g})"
                                                          for s, v in sorted(pts.items()))
-                     + f"  (noise-free majority: {majority_floor(k, seed=cfg.seed):.3f})")
+                     + f"  (noise-free majority: {majority_floor(k, seed=derive_seed(cfg.seed, MAJORITY)):.3f})")
     tfs, nps = speed["tensorflow"]["realisations_per_s"], speed["numpy"]["realisations_per_s"]
     lines.append(f"Monte-Carlo core (N=16, K=20, 64 symbols): TF {tfs:,.0f}/s, NumPy {nps:,.0f}/s, "
                  f"ratio {speed['ratio']:.2f}x")

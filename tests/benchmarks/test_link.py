@@ -1,14 +1,18 @@
 """`deft6g link`: every arm pays for its pilots, AirComp's side information grows as the SNR falls, the design over
-the devices whose statistics arrived, the equal-quality table, and OBDA's threshold chosen on validation
-channels."""
+the devices whose statistics arrived, the equal-quality table with digital's option and OBDA's threshold chosen on
+validation channels, and every draw on its own `derive_seed` sub-stream."""
+
+import json
 
 import numpy as np
 import pytest
 
 from deft6g.benchmarks import link
-from deft6g.benchmarks.link import (NOT_REACHED, OBDA_FIELDS, LinkConfig, _AirCompPoint, _design_over, _DigitalPoint,
-                                    _OBDAPoint, choose_lowest, matched_table, obda_seeds, run_obda)
+from deft6g.benchmarks.link import (DIGITAL_FIELDS, NOT_REACHED, OBDA_FIELDS, LinkConfig, _AirCompPoint, _design_over,
+                                    _DigitalPoint, _OBDAPoint, choose_lowest, digital_choice, digital_summary,
+                                    draw_seeds, matched_table, pooled, run_digital, run_obda)
 from deft6g.experiment import ResultStore
+from deft6g.rng import derive_seed
 from deft6g.optim import closed_form_design
 from deft6g.phy import FadingChannel, aircomp_channel_uses
 
@@ -73,38 +77,66 @@ def _air(snr, nmse_db, uses, receiver="mrc"):
 
 
 def _dig(snr, scheme, bits, seed, nmse_db, uses):
+    """A digital row whose two channels have NMSE `nmse_db` (dB) each."""
     return dict(model="rayleigh", num_rx_ant="8", num_devices="8", scheme=scheme, num_bits=str(bits), snr_db=str(snr),
-                seed=str(seed), nmse_db=str(nmse_db), channel_uses=str(uses), downlink_uses="30", energy="70")
+                seed=str(seed), nmse_channels=json.dumps([10 ** (nmse_db / 10)] * 2), channel_uses=str(uses),
+                downlink_uses="30", energy="70")
 
 
-def test_matched_table_picks_the_cheapest_width_that_meets_the_target():
-    """Target -10 dB: 2-bit MU-MIMO (mean of seeds -9 and -13 = -11 dB, 600 uses) is the cheapest option meeting
-    it (1-bit at -5 dB misses, 8-bit TDMA meets at 5,000 uses); at 20 dB no option reaches -40 dB."""
+def test_pooled_median_is_the_median_of_all_channels():
+    """Channels 1, 4 (median 2.5) and 2, 8, 16 (median 8): the pooled median is 4 (6.02 dB), not the mean of the
+    per-draw medians in dB (6.49 dB); costs are means over the draws."""
+    rows = [dict(nmse_channels=json.dumps(v), channel_uses=u, downlink_uses=d, energy=e)
+            for v, u, d, e in (([1.0, 4.0], 100, 10, 5), ([2.0, 8.0, 16.0], 300, 30, 7))]
+    v = digital_summary(rows)
+    assert v["nmse_db"] == pytest.approx(10 * np.log10(4.0)) and v["channels"] == 5
+    assert v["nmse_db"] != pytest.approx(np.mean(10 * np.log10([2.5, 8.0])), abs=0.1)
+    assert (v["channel_uses"], v["downlink_uses"], v["energy"]) == pytest.approx((200, 20, 6))
+
+
+def test_matched_table_reports_the_option_chosen_on_validation():
+    """Target -10 dB at 10 dB: on validation 1-bit (-5 dB) misses, 2-bit MU-MIMO (channels at -9, -9, -13, -13 dB:
+    pooled median the mean of the middle two, -10.6 dB; 600 uses) is the cheapest
+    that meets it (8-bit TDMA meets at 5,000 uses); matched.csv reports 2-bit's reported draws (-8 dB, 640 uses),
+    although on them 1-bit (-12 dB) would have looked cheaper still; at 20 dB no option reaches -40 dB."""
     air = [_air(10, -10.0, 200), _air(20, -40.0, 150), dict(_air(10, -10.0, 1), csi="genie")]
-    dig = [_dig(10, "mu-mimo-amc", 1, s, -5.0, 300) for s in (0, 1)] + \
+    val = [_dig(10, "mu-mimo-amc", 1, s, -5.0, 300) for s in (0, 1)] + \
           [_dig(10, "mu-mimo-amc", 2, 0, -9.0, 580), _dig(10, "mu-mimo-amc", 2, 1, -13.0, 620)] + \
           [_dig(10, "tdma-amc", 8, s, -30.0, 5000) for s in (0, 1)] + \
           [_dig(20, "mu-mimo-amc", 8, s, -35.0, 900) for s in (0, 1)]
-    rows = {r["snr_db"]: r for r in matched_table(air, dig)}
-    assert len(rows) == 2                                       # the genie row is no target
+    rep = [_dig(10, "mu-mimo-amc", 1, 5, -12.0, 290), _dig(10, "mu-mimo-amc", 2, 5, -8.0, 640),
+           _dig(10, "tdma-amc", 8, 5, -31.0, 5100), _dig(20, "mu-mimo-amc", 8, 5, -36.0, 880)]
+    choice = digital_choice(air, val)
+    assert len(choice) == 3 + 1                                 # every option of both points; the genie is no target
+    chosen = [(c["snr_db"], c["scheme"], c["num_bits"]) for c in choice if c["chosen"]]
+    assert chosen == [(10.0, "mu-mimo-amc", 2)]
+    two_bit = next(c for c in choice if c["num_bits"] == 2)
+    val_db = 10 * np.log10((10 ** -0.9 + 10 ** -1.3) / 2)
+    assert two_bit["val_nmse_db"] == pytest.approx(val_db) and two_bit["val_uses"] == pytest.approx(600)
+    assert [c["meets"] for c in choice if c["snr_db"] == 10.0] == [False, True, True]
+    rows = {r["snr_db"]: r for r in matched_table(air, rep, choice)}
+    assert len(rows) == 2
     hit = rows[10.0]
     assert (hit["scheme"], hit["num_bits"]) == ("mu-mimo-amc", 2)
-    assert hit["digital_nmse_db"] == pytest.approx(-11.0) and hit["digital_uses"] == pytest.approx(600)
-    assert hit["ratio"] == pytest.approx(3.0) and hit["digital_latency_ms"] == pytest.approx(0.6)
+    assert hit["digital_val_nmse_db"] == pytest.approx(val_db)
+    assert hit["digital_nmse_db"] == pytest.approx(-8.0) and hit["digital_uses"] == pytest.approx(640)
+    assert hit["ratio"] == pytest.approx(3.2) and hit["digital_latency_ms"] == pytest.approx(0.64)
     miss = rows[20.0]
     assert miss["scheme"] == NOT_REACHED and miss["ratio"] == "" and miss["digital_uses"] == ""
     assert miss["aircomp_latency_ms"] == pytest.approx(0.15)
 
 
-def test_choose_lowest_is_the_argmin_of_the_mean_with_ties_to_the_larger():
-    """Hand-computed: group a, means 0.3 / 0.2 / 0.3 -> 0.3; group b, 0 / 0 / 0.05 -> 0.03 (tie: the larger)."""
+def test_choose_lowest_is_the_admitted_argmin_with_ties_to_the_larger():
+    """Hand-computed: group a, means 0.3 / 0.2 / 0.3 -> 0.3; group b, 0 / 0 / 0.05 -> 0.03 (tie: the larger); with
+    only candidates above 0.5 admitted, a -> 1.0 and b -> None."""
     rows = [dict(g="a", t="0.1", e=e) for e in (0.2, 0.4)] + [dict(g="a", t="0.3", e=e) for e in (0.1, 0.3)] + \
            [dict(g="a", t="1.0", e=e) for e in (0.25, 0.35)] + [dict(g="b", t=t, e=0.0) for t in ("0.01", "0.03")] + \
            [dict(g="b", t="0.1", e=0.05)]
-    choice = choose_lowest(rows, lambda r: (r["g"],), "t", "e")
-    assert choice[("a",)][0] == 0.3 and choice[("b",)][0] == 0.03
-    assert choice[("a",)][1] == {0.1: (pytest.approx(0.3), 2), 0.3: (pytest.approx(0.2), 2),
-                                 1.0: (pytest.approx(0.3), 2)}
+    scores = pooled(rows, lambda r: r["g"], lambda r: float(r["t"]), lambda v: float(np.mean([r["e"] for r in v])))
+    assert scores["a"] == {0.1: pytest.approx(0.3), 0.3: pytest.approx(0.2), 1.0: pytest.approx(0.3)}
+    assert choose_lowest(scores, lambda v: v) == {"a": 0.3, "b": 0.03}
+    big = {g: {t: (t, v) for t, v in c.items()} for g, c in scores.items()}
+    assert choose_lowest(big, lambda v: v[1], lambda g, v: v[0] > 0.5) == {"a": 1.0, "b": None}
 
 
 def test_obda_point_shares_its_draws_across_thresholds():
@@ -128,12 +160,11 @@ def _tuning_run(cfg, folder):
 def test_obda_threshold_is_the_validation_argmin_and_never_reads_the_reported_draws(tmp_path, monkeypatch):
     """The choice is the argmin of the mean validation sign-error rate (recomputed here with NumPy), the reported
     rows run at it, and moving the reported seed stream changes the reported rows but neither the validation rows
-    nor the choice; validation and reported points (seeds s .. s + 3 each) never share a seed."""
+    nor the choice."""
     cfg = LinkConfig(snr_db=[-5, 10], digital_models=["rayleigh"], digital_settings=[[4, 6]], digital_num_seeds=2,
                      digital_realisations=2, payload_reals=100, obda_thresholds=[0.03, 0.3, 1.0, 3.0],
                      obda_validation_seeds=2)
-    val, rep = obda_seeds(cfg, "validation"), obda_seeds(cfg, "reported")
-    assert not {s + j for s in val for j in range(4)} & {s + j for s in rep for j in range(4)}
+    val = draw_seeds(cfg, "validation", cfg.obda_validation_seeds)
     choice, tuning, reported = _tuning_run(cfg, tmp_path / "a")
     assert len(tuning) == 2 * 2 * 4 and len(choice) == 2 * 4 and {int(r["seed"]) for r in tuning} == set(val)
     for snr in cfg.snr_db:
@@ -145,9 +176,7 @@ def test_obda_threshold_is_the_validation_argmin_and_never_reads_the_reported_dr
         assert len(chosen) == 1 and chosen[0]["threshold"] == best
         assert [r["val_sign_error"] for r in choice if r["snr_db"] == snr] == pytest.approx(list(mean))
         assert {float(r["threshold"]) for r in reported if float(r["snr_db"]) == snr} == {best}
-    original = link.obda_seeds
-    monkeypatch.setattr(link, "obda_seeds", lambda c, split: [s + 50 for s in original(c, split)]
-                        if split == "reported" else original(c, split))
+    monkeypatch.setattr(link, "REPORTED", 50)
     choice2, tuning2, reported2 = _tuning_run(cfg, tmp_path / "b")
     assert choice2 == choice and tuning2 == tuning
     assert {r["seed"] for r in reported2}.isdisjoint({r["seed"] for r in reported})
@@ -156,7 +185,8 @@ def test_obda_threshold_is_the_validation_argmin_and_never_reads_the_reported_dr
 
 @pytest.mark.parametrize("key, value", [("obda_thresholds", []), ("obda_thresholds", [0.1, 0.1]),
                                         ("obda_thresholds", [-1.0]), ("obda_validation_seeds", 0),
-                                        ("digital_num_seeds", 10**6)])
+                                        ("digital_num_seeds", 2 ** 32 + 1), ("digital_validation_seeds", 0),
+                                        ("digital_validation_seeds", 1.5)])
 def test_link_config_names_the_bad_key(key, value):
     with pytest.raises(ValueError, match=key):
         LinkConfig(**{key: value})
@@ -167,3 +197,65 @@ def test_majority_floor_against_hand_counts():
     (Monte Carlo, 200k draws: standard error 0.001, tolerance 0.005)."""
     assert link.majority_floor(1) == 0.0
     assert link.majority_floor(2) == pytest.approx(0.25, abs=0.005)
+
+
+def _digital_run(cfg, folder):
+    tuning = ResultStore(folder / "digital_tuning.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7])
+    store = ResultStore(folder / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7])
+    run_digital(cfg, tuning, store, log=lambda *a: None)
+    return tuning.rows(), store.rows()
+
+
+def test_digital_choice_is_the_cheapest_on_validation_and_never_reads_the_reported_draws(tmp_path, monkeypatch):
+    """Targets between the options' validation NMSEs: the chosen option is the one of fewest mean validation uses
+    among those whose pooled validation median (recomputed here with NumPy from every channel) meets the target;
+    moving the reported seed stream changes the reported rows but neither the validation rows nor the choice."""
+    cfg = LinkConfig(snr_db=[0, 20], digital_models=["rayleigh"], digital_settings=[[4, 4]], digital_num_seeds=2,
+                     digital_validation_seeds=2, digital_realisations=3, payload_reals=60, digital_bits=[1, 8])
+    tuning, reported = _digital_run(cfg, tmp_path / "a")
+    assert len(tuning) == len(reported) == 2 * 2 * 2 * 2          # schemes x widths x SNRs x draws
+    assert {int(r["seed"]) for r in tuning} == set(draw_seeds(cfg, "validation", 2))
+    options = {}
+    for r in tuning:
+        options.setdefault((float(r["snr_db"]), r["scheme"], int(r["num_bits"])), []).append(r)
+    nmse = {o: 10 * np.log10(np.median(sum((json.loads(r["nmse_channels"]) for r in v), []))) for o, v in
+            options.items()}
+    uses = {o: np.mean([float(r["channel_uses"]) for r in v]) for o, v in options.items()}
+    air = []
+    for snr in cfg.snr_db:
+        levels = sorted(v for o, v in nmse.items() if o[0] == snr)
+        air.append(dict(model="rayleigh", num_rx_ant=4, num_devices=4, receiver="mrc", csi="pilots", snr_db=snr,
+                        nmse_db=(levels[1] + levels[2]) / 2))          # two of the four options meet it
+    choice = digital_choice(air, tuning)
+    for a in air:
+        meets = [o for o in nmse if o[0] == a["snr_db"] and nmse[o] <= a["nmse_db"]]
+        best = min(meets, key=lambda o: (uses[o], -o[2]))
+        assert [(c["scheme"], c["num_bits"]) for c in choice if c["chosen"] and c["snr_db"] == a["snr_db"]] == \
+            [best[1:]]
+        assert {(c["scheme"], c["num_bits"]): c["val_nmse_db"] for c in choice if c["snr_db"] == a["snr_db"]} == \
+            pytest.approx({o[1:]: nmse[o] for o in nmse if o[0] == a["snr_db"]})
+    monkeypatch.setattr(link, "REPORTED", 50)
+    tuning2, reported2 = _digital_run(cfg, tmp_path / "b")
+    assert tuning2 == tuning and digital_choice(air, tuning2) == choice
+    assert {r["seed"] for r in reported2}.isdisjoint({r["seed"] for r in reported})
+    assert [r["nmse_channels"] for r in reported2] != [r["nmse_channels"] for r in reported]
+
+
+def test_seed_streams_are_distinct_and_reproducible():
+    """Every draw (AirComp's, reported and validation i < 3) and every part of a draw has its own seed, none equal
+    to the run's seed or to the seed + 1 .. seed + 5 that the parts used before; the same point twice gives the
+    same row."""
+    cfg = LinkConfig(seed=7)
+    draws = [derive_seed(cfg.seed, link.AIRCOMP_DRAW)] + draw_seeds(cfg, "reported", 3) + \
+        draw_seeds(cfg, "validation", 3)
+    parts = [derive_seed(d, part) for d in draws for part in (link.CHANNELS, link.PAYLOAD, link.PILOTS, link.NOISE,
+                                                                link.STATISTICS, link.DOWNLINK)]
+    assert len(set(draws + parts)) == len(draws) + len(parts) == 7 * 7
+    assert not set(draws + parts) & set(range(cfg.seed, cfg.seed + 6))
+    assert draw_seeds(cfg, "validation", 2) == draw_seeds(LinkConfig(seed=7), "validation", 3)[:2]
+    with pytest.raises(ValueError, match="split"):
+        draw_seeds(cfg, "test", 1)
+    p = dict(model="rayleigh", num_rx_ant=4, num_devices=3, scheme="mu-mimo-amc", num_bits=2, snr_db=5,
+             seed=draws[1])
+    small = _cfg()
+    assert _DigitalPoint(small)(p) == _DigitalPoint(small)(p)
