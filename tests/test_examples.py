@@ -1,5 +1,6 @@
 """Every `>>>` example in the library's docstrings runs and prints what it shows (stdlib doctest, one case per
-module), and every ```python block of README.md runs: a wrong example fails the suite (issue 28)."""
+module), and every ```python block of README.md and of the docs' pages runs: a wrong example fails the suite
+(issue 28)."""
 
 import doctest
 import importlib
@@ -44,14 +45,19 @@ def test_module_examples(path):
 
 
 def readme_blocks():
-    """One case per ```python block of README.md: (line number of the fence, code)."""
-    text = (ROOT / "README.md").read_text()
-    blocks = [(text.count("\n", 0, m.start()) + 1, m.group(1)) for m in README_BLOCK.finditer(text)]
-    return [pytest.param(line, code, id=f"README.md:{line}") for line, code in blocks]
+    """One case per ```python block of README.md and docs/**/*.md: (where: file:line of the fence, code)."""
+    cases = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        text, name = path.read_text(), str(path.relative_to(ROOT))
+        cases += [pytest.param(f"{name}:{text.count(chr(10), 0, m.start()) + 1}", m.group(1),
+                               id=f"{name}:{text.count(chr(10), 0, m.start()) + 1}")
+                  for m in README_BLOCK.finditer(text)]
+    return cases
 
 
-@pytest.mark.parametrize("line, code", readme_blocks())
-def test_readme_python_blocks_run(line, code, tmp_path, monkeypatch):
-    """A README code block runs as a user would paste it, in an empty folder (what it writes lands there)."""
+@pytest.mark.parametrize("where, code", readme_blocks())
+def test_readme_python_blocks_run(where, code, tmp_path, monkeypatch):
+    """A README or docs code block runs as a user would paste it, in an empty folder (what it writes lands
+    there)."""
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "__readme__"})
+    exec(compile(code, where, "exec"), {"__name__": "__readme__"})
