@@ -144,7 +144,8 @@ class _Setup:
                package_id]
 
         def acts(model_, x, block, part, ids):
-            return ragged_activations(model_, x, block, key + [part, ids.tolist()], dtype=self.CACHE_DTYPE)
+            return ragged_activations(model_, x, block, key + [part, ids.tolist()], dtype=self.CACHE_DTYPE,
+                                      chunk_size=256)              # 4 of model.activations' batches of 64
 
         t0 = time.time()
         train_acts = acts(self.device, device_x[0], self.start, "device-train", train)   # fit + validation texts
