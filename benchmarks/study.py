@@ -91,6 +91,10 @@ class _Setup:
     positions; padded ones are zero), so the study's numbers are those of the padded cache."""
 
     CACHE_DTYPE = "float32"
+    # texts per evaluation batch: 64 rather than training.evaluate's 256 keeps the forward pass's transient (the
+    # study's peak memory once the activations are on disk) at about a quarter; logits move by <= 2e-7
+    # (measured), the accuracies of `study --quick` and of a default-sized point were unchanged
+    EVAL_BATCH = 64
 
     def __init__(self, cfg, log):
         from deft6g.finetune import LoraLayer, projection_kernel
@@ -186,9 +190,9 @@ class _Setup:
         from deft6g.finetune import evaluate, plug_in
         device_acts, full_acts, y = self.round_val if validation else self.whole_test
         if self.device is self.full:
-            return evaluate(self.full, device_acts, y, start_block=self.start)
+            return evaluate(self.full, device_acts, y, start_block=self.start, batch_size=self.EVAL_BATCH)
         plug_in(self.full, self.device, self.kept)
-        return evaluate(self.full, full_acts, y, start_block=self.full_start)
+        return evaluate(self.full, full_acts, y, start_block=self.full_start, batch_size=self.EVAL_BATCH)
 
 
 def _aggregator(cfg, point, setting=None):
