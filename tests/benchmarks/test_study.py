@@ -400,9 +400,9 @@ def _arrays(obj, seen=None):
 
 
 def test_setup_serves_the_padded_batches_from_a_ragged_store_on_disk(tiny_study, tmp_path, monkeypatch):
-    """The study's setup (random-bert, tests/conftest.py's TINY_STUDY) holds its activations as float32 RaggedActivations: batches of
-    the fit, validation and test texts equal trim_padding(take(padded, idx)) of the padded activations the model
-    computes directly (mask and real positions exactly, padded positions zero, so the logits are bit-identical and
+    """The study's setup (random-bert, tests/conftest.py's TINY_STUDY) holds its activations as float32
+    RaggedActivations: batches of the fit, validation and test texts equal trim_padding(take(padded, idx)) of the
+    padded activations the model computes directly (mask and real positions exactly, padded positions zero, so the logits are bit-identical and
     the whole-test accuracy equals the padded evaluation's); the values live on disk and no array the setup holds
     is an eighth the size of the training values file."""
     import numpy as np
@@ -433,7 +433,8 @@ def test_setup_serves_the_padded_batches_from_a_ragged_store_on_disk(tiny_study,
             assert np.array_equal(h[m > 0], hr[mr > 0]) and not np.any(h[m == 0])
             np.testing.assert_array_equal(setup.full.forward_from(h, m, setup.start).numpy(),
                                           setup.full.forward_from(hr, mr, setup.start).numpy())
-    assert setup.evaluate() == evaluate(setup.full, padded["test"], setup.y_test, start_block=setup.start)
+    assert setup.evaluate() == evaluate(setup.full, padded["test"], setup.y_test, start_block=setup.start,
+                                        batch_size=setup.EVAL_BATCH)
 
     values = setup.train_acts.nbytes
     assert setup.train_acts.path.stat().st_size == values and tmp_path / "cache" in setup.train_acts.path.parents
