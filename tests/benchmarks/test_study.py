@@ -402,9 +402,9 @@ def _arrays(obj, seen=None):
 def test_setup_serves_the_padded_batches_from_a_ragged_store_on_disk(tiny_study, tmp_path, monkeypatch):
     """The study's setup (random-bert, tests/conftest.py's TINY_STUDY) holds its activations as float32
     RaggedActivations: batches of the fit, validation and test texts equal trim_padding(take(padded, idx)) of the
-    padded activations the model computes directly (mask and real positions exactly, padded positions zero, so the logits are bit-identical and
-    the whole-test accuracy equals the padded evaluation's); the values live on disk and no array the setup holds
-    is an eighth the size of the training values file."""
+    padded activations the model computes directly (mask and real positions exactly, padded positions zero, so
+    the logits are bit-identical and the whole-test accuracy equals the padded evaluation's); the values live on
+    disk and no array the setup holds is an eighth the size of the training values file."""
     import numpy as np
     from deft6g.benchmarks.study import _Setup
     from deft6g.finetune import evaluate, load_dataset, load_study_model, tokenize
