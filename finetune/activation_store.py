@@ -120,7 +120,7 @@ def _ragged(h, m, dtype):
     if dtype == "float16" and np.any(np.abs(values) > np.finfo(np.float16).max):
         raise ValueError(f"activations up to {np.abs(values).max():.3g} exceed float16's range (65504); "
                          "use `dtype`='float32'")
-    return values.astype(dtype), m[keep].astype(np.uint8), last
+    return values.astype(dtype, copy=False), m[keep].astype(np.uint8), last
 
 
 def _write(folder, chunks, dtype):

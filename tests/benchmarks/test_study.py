@@ -401,3 +401,66 @@ def test_partial_participation_samples_the_configured_devices_each_round(tmp_pat
     assert all(len(s) == 1 for s in sampled.values())            # the same seeded sample for both schemes
     assert len({next(iter(s)) for s in sampled.values()}) > 1    # and not the same devices every round
     assert all(int(r["samples_seen"]) == 3 * 2 * 1 * 1 for r in rows)       # rounds x sampled x steps x batch
+
+
+def _arrays(obj, seen=None):
+    """Every numpy array reachable from `obj` through its attributes, tuples, lists, dicts and activation
+    stores (models aside: their weights are TensorFlow variables)."""
+    import numpy as np
+    from deft6g.finetune.activation_store import RaggedActivations
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [a for v in obj for a in _arrays(v, seen)]
+    if isinstance(obj, dict):
+        return [a for v in obj.values() for a in _arrays(v, seen)]
+    if isinstance(obj, RaggedActivations) or type(obj).__name__ == "_Setup":
+        return _arrays(vars(obj), seen)
+    return []
+
+
+def test_setup_serves_the_padded_batches_from_a_ragged_store_on_disk(tiny_study, tmp_path, monkeypatch):
+    """The study's setup (random-bert, tests/conftest.py's TINY_STUDY) holds its activations as float32
+    RaggedActivations: batches of the fit, validation and test texts equal trim_padding(take(padded, idx)) of the
+    padded activations the model computes directly (mask and real positions exactly, padded positions zero, so
+    the logits are bit-identical and the whole-test accuracy equals the padded evaluation's); the values live on
+    disk and no array the setup holds is an eighth the size of the training values file."""
+    import numpy as np
+    from deft6g.benchmarks.study import _Setup
+    from deft6g.finetune import evaluate, load_dataset, load_study_model, tokenize
+    from deft6g.finetune.activation_store import RaggedActivations
+    from deft6g.finetune.training import take, trim_padding
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
+    cfg = load_config(tiny_study)
+    setup = _Setup(cfg, log=lambda m: None)
+    stores = [setup.train_acts, setup.test_acts, setup.whole_test[0], setup.round_val[0]]
+    assert all(isinstance(s, RaggedActivations) and s.dtype == np.float32 for s in stores)
+
+    data = load_dataset(cfg.data.dataset)
+    tokens = tokenize(load_study_model(cfg.model.name)[1], data.x, cfg.model.max_length)
+    padded = {part: setup.device.activations({k: v[rows] for k, v in tokens.items()}, setup.start)
+              for part, rows in (("train", setup.train_texts), ("test", setup.test_texts))}
+    val_rows = setup.val_rows[:cfg.federated.round_eval_examples or None]
+    fit, val = (take(padded["train"], rows) for rows in (setup.fit_rows, val_rows))
+    rng = np.random.default_rng(0)
+    for store, ref in ((setup.train_acts, fit), (setup.test_acts, padded["test"]), (setup.round_val[0], None)):
+        if ref is None:                                     # round_val: the validation texts ordered by length
+            ref = take(val, np.argsort(val[1].sum(1), kind="stable"))
+        assert len(store) == len(ref[1]) and np.array_equal(store.lengths, ref[1].sum(1))
+        for idx in (rng.permutation(len(store))[:5], np.arange(len(store))):
+            (h, m), (hr, mr) = store[idx], trim_padding(take(ref, idx))
+            assert h.shape == hr.shape and m.dtype == mr.dtype and np.array_equal(m, mr)
+            assert np.array_equal(h[m > 0], hr[mr > 0]) and not np.any(h[m == 0])
+            np.testing.assert_array_equal(setup.full.forward_from(h, m, setup.start).numpy(),
+                                          setup.full.forward_from(hr, mr, setup.start).numpy())
+    assert setup.evaluate() == evaluate(setup.full, padded["test"], setup.y_test, start_block=setup.start,
+                                        batch_size=setup.EVAL_BATCH)
+
+    values = setup.train_acts.nbytes
+    assert setup.train_acts.path.stat().st_size == values and tmp_path / "cache" in setup.train_acts.path.parents
+    assert values == 4 * setup.device.hidden * int(padded["train"][1].sum())     # real positions only, float32
+    assert max(a.nbytes for a in _arrays(setup)) < values / 8
