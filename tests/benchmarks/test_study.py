@@ -189,10 +189,11 @@ def test_accuracy_within_a_use_budget_is_censored_never_imputed():
     rows = [{**point, "seed": s, "accuracy": 0.7, "val_accuracy": 0.7, "channel_uses": 300, "downlink_uses": 0,
              "energy": 0.0, "latency_s": 0.0, "nmse": 0.0, "pilot_uses": 0, "side_info_uses": 0} for s in range(3)]
     per_seed = {0: [50, 50], 1: [200, 100], 2: [300, 10]}           # uses of rounds 0 and 1 per seed
-    round_rows = [{**point, "seed": s, "round": i, "channel_uses": u, "val_accuracy": 0.6 + 0.1 * i}
-                  for s, uses in per_seed.items() for i, u in enumerate(uses)]
+    round_rows = [{**point, "seed": s, "round": i, "channel_uses": u, "val_accuracy": 0.6 + 0.1 * i,
+                   "devices": s + i} for s, uses in per_seed.items() for i, u in enumerate(uses)]
     s = summary_rows(rows, round_rows, budget=250)[0]
     assert s["within_budget"] == 2 / 3 and s["accuracy_at_budget"] == 0.6      # seeds: 0.7, 0.6, -inf
+    assert s["heard"] == pytest.approx(1.5)                    # devices heard per round: 0.5, 1.5, 2.5 by seed
     s = summary_rows(rows, round_rows, budget=100)[0]
     assert s["within_budget"] == 1 / 3 and s["accuracy_at_budget"] == float("-inf")   # 0.7, -inf, -inf
 
