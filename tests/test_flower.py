@@ -111,7 +111,7 @@ def test_aircomp_error_matches_the_closed_form(runs):
     """Genie CSI at 20 dB, N = 4, 8 clients: per-entry error = c_max^2 aircomp_mse(H, a, b, sigma^2, C) with
     c_k = w_k std_k and C the scaled correlation of the standardised updates (AirCompUplink's docstring), H and
     the SDR design re-derived from the aggregator's seed; summed over 3 rounds x 2080 entries (noise part: about
-    2 % Monte-Carlo standard deviation)."""
+    2 % Monte-Carlo standard deviation; 3 sigma allowed)."""
     out, _ = runs
     strategy, result = out["aircomp"]
     agg = strategy.aggregator
@@ -128,7 +128,7 @@ def test_aircomp_error_matches_the_closed_form(runs):
         metrics = result.train_metrics_clientapp[server_round]
         assert metrics["agg_mse"] == pytest.approx(res.agg_mse) and metrics["nmse"] == pytest.approx(res.nmse)
         assert metrics["uplink_uses"] == metrics["payload_uses"] == 2080 // 2     # genie: no pilots, free stats
-    assert measured == pytest.approx(expected, rel=0.1)
+    assert measured == pytest.approx(expected, rel=0.06)        # measured 0.995 x expected
     assert 0 < result.train_metrics_clientapp[ROUNDS]["nmse"] < 0.1
 
 
