@@ -9,9 +9,11 @@ metric (default "num-examples") normalised to 1, and the aggregator estimates su
 The new global arrays are the old ones plus that estimate (cast back to each array's dtype), so "ideal" gives
 Flower's FedAvg up to float32 rounding.
 
-Clients are devices in a fixed order: the node ids connected when the first round is configured (Flower's FedAvg
-waits for `min_available_nodes`), sorted, then later arrivals in the order they appear (up to `num_clients`,
-default the number connected at the first round). The aggregator
+Clients are devices in a fixed order: with `device_key`, the integer each client reports under that name in its
+train MetricRecord (e.g. its "partition-id": the same client is the same device in every run, so a seed gives
+the same numbers); without it, the node ids connected when the first round is configured (Flower's FedAvg waits
+for `min_available_nodes`), sorted, then later arrivals in the order they appear (node ids are drawn anew by
+each simulation). Either way at most `num_clients` devices (default: the nodes connected at the first round). The aggregator
 serves all of them; each round it receives the replying clients' indices (`devices`, ascending), so the radio
 schemes draw those clients' channels and pilots, and a round with fewer sampled clients (`fraction_train` < 1,
 a failed client) works. Flower's server round is the aggregator's round index.
@@ -52,12 +54,13 @@ class ChannelFedAvg(FedAvg):
     scheme: "ideal", "aircomp", "digital", "obda" or "noisy"; num_clients: devices the aggregator serves (None:
     the nodes connected at the first round); num_rx_ant, snr_db [dB], seed, channel, link, aircomp, digital,
     obda, noisy: `make_aggregator`'s arguments; bandwidth_hz: one channel use lasts 1 / bandwidth_hz seconds;
+    device_key: the train metric holding each client's device index in [0, num_clients) (None: node-id order);
     log_dir: TensorBoard event folder (None: no events); every other keyword is FedAvg's (fraction_train,
     fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes, weighted_by_key, ...)."""
 
     def __init__(self, scheme="ideal", *, num_clients=None, num_rx_ant=1, snr_db=0.0, seed=0, bandwidth_hz=1e6,
-                 channel=None, link=None, aircomp=None, digital=None, obda=None, noisy=None, log_dir=None,
-                 **fedavg_kwargs):
+                 channel=None, link=None, aircomp=None, digital=None, obda=None, noisy=None, device_key=None,
+                 log_dir=None, **fedavg_kwargs):
         super().__init__(**fedavg_kwargs)
         if scheme not in SCHEMES:
             raise ValueError(f"`scheme` must be one of {SCHEMES}, got {scheme!r}")
@@ -71,7 +74,7 @@ class ChannelFedAvg(FedAvg):
                           aircomp=aircomp, digital=digital, obda=obda, noisy=noisy)
         self.aggregator = None                    # built at the first round, for num_clients devices
         self.device_index = {}                    # node id -> device index
-        self.log_dir, self._writer = log_dir, None
+        self.device_key, self.log_dir, self._writer = device_key, log_dir, None
         self._global = None                       # (keys, flat float32 [L], dtypes, shapes) of the arrays sent
 
     def _register(self, node_ids):
@@ -110,9 +113,11 @@ class ChannelFedAvg(FedAvg):
             raise RuntimeError("aggregate_train before configure_train: the strategy needs the arrays it sent")
         keys, reference, dtypes, shapes = self._global
         self._register(m.metadata.src_node_id for m in valid)
-        valid = sorted(valid, key=lambda m: self.device_index[int(m.metadata.src_node_id)])
-        contents = [m.content for m in valid]
-        devices = np.array([self.device_index[int(m.metadata.src_node_id)] for m in valid])
+        devices = np.array([self._device(m) for m in valid])
+        if len(set(devices.tolist())) != len(devices):
+            raise ValueError(f"two replies report the same `{self.device_key}`: {devices.tolist()}")
+        order = np.argsort(devices)
+        contents, devices = [valid[i].content for i in order], devices[order]
         examples = np.array([float(next(iter(c.metric_records.values()))[self.weighted_by_key]) for c in contents])
         if not np.all(np.isfinite(examples)) or np.any(examples < 0) or not examples.sum() > 0:
             raise ValueError(f"the replies' `{self.weighted_by_key}` must be finite, >= 0 and not all 0, got "
@@ -130,12 +135,24 @@ class ChannelFedAvg(FedAvg):
         arrays = ArrayRecord({k: Array(np.ascontiguousarray(flat[lo:hi].reshape(shapes[k]).astype(dtypes[k])))
                               for k, lo, hi in zip(keys, bounds[:-1], bounds[1:])})
         metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        if self.device_key in metrics:
+            del metrics[self.device_key]                  # an index, not a metric to average
         for name, value in zip(CHANNEL_METRICS, (agg.agg_mse, agg.nmse, agg.channel_uses, agg.payload_uses,
                                                  agg.pilot_uses, agg.side_info_uses, agg.downlink_uses, agg.devices,
                                                  agg.channel_uses / self.bandwidth_hz)):
             metrics[name] = float(value) if isinstance(value, float) else int(value)
         self._log("train", server_round, metrics)
         return arrays, metrics
+
+    def _device(self, message):
+        """The replying client's device index: its `device_key` metric, or its node id's registered index."""
+        if self.device_key is None:
+            return self.device_index[int(message.metadata.src_node_id)]
+        value = next(iter(message.content.metric_records.values())).get(self.device_key)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.num_clients:
+            raise ValueError(f"each reply's train metrics must hold `{self.device_key}` (`device_key`), an integer "
+                             f"in [0, {self.num_clients}) (`num_clients`), got {value!r}")
+        return value
 
     def aggregate_evaluate(self, server_round, replies):
         """FedAvg's weighted mean of the evaluation metrics (also logged with `log_dir`)."""

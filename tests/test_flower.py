@@ -43,7 +43,7 @@ def train(msg: Message, context: Context):
         w, b = w - 0.05 * x.T @ r / n, b - 0.05 * r.mean(0)
     loss = float(np.mean((x @ w + b - y) ** 2))
     reply = RecordDict({"arrays": ArrayRecord({"w": Array(w.astype(np.float32)), "b": Array(b.astype(np.float32))}),
-                        "metrics": MetricRecord({"train_loss": loss, "num-examples": n})})
+                        "metrics": MetricRecord({"train_loss": loss, "num-examples": n, "partition-id": p})})
     return Message(content=reply, reply_to=msg)
 
 
@@ -75,7 +75,7 @@ def runs(tmp_path_factory):
         "ideal": ChannelFedAvg("ideal", **common),
         "aircomp": Recording("aircomp", num_rx_ant=4, snr_db=20.0, seed=3, link={"genie": True}, log_dir=log_dir,
                              **common),
-        "half": Recording("aircomp", num_rx_ant=4, snr_db=20.0, seed=3, **{**common, "fraction_train": 0.5,
+        "half": Recording("aircomp", num_rx_ant=4, snr_db=20.0, seed=3, device_key="partition-id", **{**common, "fraction_train": 0.5,
                                                                                 "min_train_nodes": NUM_CLIENTS // 2}),
         "digital": ChannelFedAvg("digital", num_rx_ant=4, snr_db=20.0, seed=3, **common),
     }
@@ -133,10 +133,16 @@ def test_aircomp_error_matches_the_closed_form(runs):
 
 
 def test_rounds_with_fewer_sampled_clients(runs):
-    """fraction_train 0.5: 4 of 8 clients per round, 4 pilots each round, at most 4 heard, the model moves."""
+    """fraction_train 0.5: 4 of 8 clients per round, 4 pilots each round, at most 4 heard, the model moves; the
+    devices are the clients' partition ids (device_key): each row's FedAvg weight is (20 + 5 p) / sum."""
     out, _ = runs
     strategy, result = out["half"]
     assert [len(r[3]) for r in strategy.rounds] == [NUM_CLIENTS // 2] * ROUNDS
+    for _, _, w, devices, _ in strategy.rounds:
+        assert np.all(np.diff(devices) > 0)
+        np.testing.assert_allclose(w, (20 + 5 * devices) / np.sum(20 + 5 * devices), rtol=1e-12)
+    assert len({tuple(r[3]) for r in strategy.rounds}) > 1           # Flower sampled different clients
+    assert "partition-id" not in result.train_metrics_clientapp[1]
     for server_round in range(1, ROUNDS + 1):
         m = result.train_metrics_clientapp[server_round]
         assert m["pilot_uses"] == pilot_channel_uses(NUM_CLIENTS // 2) and 0 < m["devices_heard"] <= NUM_CLIENTS // 2
