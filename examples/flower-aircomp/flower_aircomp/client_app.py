@@ -18,5 +18,5 @@ def train(msg: Message, context: Context):
     w, b, loss = local_sgd(arrays["w"].numpy(), arrays["b"].numpy(), x, y, int(cfg["local-epochs"]),
                            int(cfg["batch-size"]), float(cfg["lr"]), seed=[int(cfg["seed"]), pid, server_round])
     reply = RecordDict({"arrays": ArrayRecord({"w": Array(w), "b": Array(b)}),
-                        "metrics": MetricRecord({"train_loss": loss, "num-examples": len(y)})})
+                        "metrics": MetricRecord({"train_loss": loss, "num-examples": len(y), "partition-id": pid})})
     return Message(content=reply, reply_to=msg)

@@ -22,6 +22,7 @@ def main(grid: Grid, context: Context) -> None:
         str(cfg["scheme"]), snr_db=float(cfg["snr-db"]), num_rx_ant=int(cfg["num-rx-ant"]),
         link={"genie": bool(cfg["genie"])}, seed=int(cfg["seed"]), log_dir=str(cfg["log-dir"]) or None,
         num_clients=int(cfg["num-clients"]), min_available_nodes=int(cfg["num-clients"]),
+        device_key="partition-id",                               # client p is device p in every run
         min_train_nodes=max(1, int(float(cfg["fraction-train"]) * int(cfg["num-clients"]))),
         fraction_train=float(cfg["fraction-train"]), fraction_evaluate=0.0)
     result = strategy.start(grid, ArrayRecord({k: Array(v) for k, v in initial_arrays(int(cfg["seed"])).items()}),
