@@ -52,7 +52,7 @@ class ChannelFedAvg(FedAvg):
     """Flower's FedAvg with deft6g's channel in its average (module docstring).
 
     scheme: "ideal", "aircomp", "digital", "obda" or "noisy"; num_clients: devices the aggregator serves (None:
-    the nodes connected at the first round); num_rx_ant, snr_db [dB], seed, channel, link, aircomp, digital,
+    the nodes connected at the first round, and the aggregator is built then); num_rx_ant, snr_db [dB], seed, channel, link, aircomp, digital,
     obda, noisy: `make_aggregator`'s arguments; bandwidth_hz: one channel use lasts 1 / bandwidth_hz seconds;
     device_key: the train metric holding each client's device index in [0, num_clients) (None: node-id order);
     log_dir: TensorBoard event folder (None: no events); every other keyword is FedAvg's (fraction_train,
@@ -72,7 +72,7 @@ class ChannelFedAvg(FedAvg):
         self.scheme, self.num_clients, self.bandwidth_hz = scheme, num_clients, float(bandwidth_hz)
         self._make = dict(num_rx_ant=num_rx_ant, snr_db=snr_db, seed=seed, channel=channel, link=link,
                           aircomp=aircomp, digital=digital, obda=obda, noisy=noisy)
-        self.aggregator = None                    # built at the first round, for num_clients devices
+        self.aggregator = None if num_clients is None else make_aggregator(scheme, num_clients, **self._make)
         self.device_index = {}                    # node id -> device index
         self.device_key, self.log_dir, self._writer = device_key, log_dir, None
         self._global = None                       # (keys, flat float32 [L], dtypes, shapes) of the arrays sent

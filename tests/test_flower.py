@@ -179,3 +179,5 @@ def test_bad_arguments_are_named():
         ChannelFedAvg("ideal", num_clients=0)
     with pytest.raises(ValueError, match="bandwidth_hz"):
         ChannelFedAvg("ideal", bandwidth_hz=-1)
+    with pytest.raises(ValueError, match="snr_db"):                 # make_aggregator's check, at construction
+        ChannelFedAvg("aircomp", num_clients=8, snr_db=float("nan"))
