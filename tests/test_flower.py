@@ -10,7 +10,9 @@ flwr = pytest.importorskip("flwr", reason="Flower is not installed: pip install 
 
 import sys  # noqa: E402
 
-import cloudpickle  # noqa: E402  (Flower's Ray engine ships the client app to its workers)
+# Flower's simulation engine (Ray, which brings cloudpickle) ships the client app to its workers
+cloudpickle = pytest.importorskip("cloudpickle", reason="Flower's simulation extra is not installed: pip install "
+                                                        "'deft6g[flower]'")
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
