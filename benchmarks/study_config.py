@@ -157,7 +157,8 @@ class TuningSection:
     federated scheme), centralised_lr (chosen with the centralised reference); obda_threshold x obda_server_lr
     (their product, chosen with the obda scheme per link and N at each SNR of obda_snr_db; an OBDA point uses
     the choice at the nearest of them, the lower one on a tie); aircomp_admit_snr_db (channel.admit_snr_db, chosen
-    with the aircomp scheme per link and N at each SNR of aircomp_snr_db, used as OBDA's are). An empty list
+    with the aircomp scheme per link and N at each SNR of aircomp_snr_db, which must then list every AirComp SNR:
+    the threshold is an absolute SNR). An empty list
     keeps the configured value (not tuned, recorded as such). seeds: the tuning runs' seeds (default 1000, a seed no default run reports)."""
     seeds: list[int] = field(default_factory=lambda: [1000])
     lr: list[float] = field(default_factory=lambda: [1e-2, 3e-3, 3e-2])
@@ -421,6 +422,10 @@ def validate(cfg):
         _require(v >= 0, "tuning.obda_threshold", f"must list values >= 0, got {v}")
     _require(t.obda_snr_db, "tuning.obda_snr_db", "must be a non-empty list of finite numbers")
     _require(t.aircomp_snr_db, "tuning.aircomp_snr_db", "must be a non-empty list of finite numbers")
+    _require(not t.aircomp_admit_snr_db or "aircomp" not in cfg.schemes or set(c.snr_db) <= set(t.aircomp_snr_db),
+             "tuning.aircomp_snr_db", f"must list every AirComp SNR {c.snr_db} when tuning.aircomp_admit_snr_db is "
+             f"tuned: the admission threshold is an absolute SNR, so a choice made at one SNR does not carry to "
+             f"another (got {t.aircomp_snr_db})")
     _int(g.num_bits_per_symbol, "digital.num_bits_per_symbol", 1)
     _require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")
     _int(g.num_iter, "digital.num_iter", 1)

@@ -78,11 +78,14 @@ class ChannelFedAvg(FedAvg):
         self._global = None                       # (keys, flat float32 [L], dtypes, shapes) of the arrays sent
 
     def _register(self, node_ids):
-        """Give every node not seen before the next device index (sorted within one call)."""
+        """Build the aggregator on first use; without `device_key`, give every node not seen before the next device
+        index (sorted within one call). With `device_key` the clients' own indices decide, whatever their node ids."""
         node_ids = sorted(int(n) for n in node_ids)
         if self.aggregator is None:
             self.num_clients = self.num_clients or len(node_ids)
             self.aggregator = make_aggregator(self.scheme, self.num_clients, **self._make)
+        if self.device_key is not None:
+            return
         for n in node_ids:
             if n not in self.device_index:
                 if len(self.device_index) >= self.num_clients:

@@ -237,7 +237,7 @@ obda_threshold = [0.1, 1.0]
 obda_server_lr = [0.02]
 obda_snr_db = [10.0]
 aircomp_admit_snr_db = [-100.0, 15.0]
-aircomp_snr_db = [20.0]
+aircomp_snr_db = [-10.0, 20.0]
 """
 
 
@@ -306,7 +306,9 @@ def test_tuning_stage_chooses_on_validation_and_every_point_uses_the_choice(tune
     air_scores = [float(r["score"]) for r in air]
     air_best = chosen["aircomp [factors] counted N=2 20 dB"]["setting"]
     assert air_best == json.loads(air[air_scores.index(max(air_scores))]["setting"])
-    assert all(json.loads(r["setting"]) == air_best for r in rows if r["scheme"] == "aircomp")    # -10 dB too
+    assert json.loads(next(r for r in rows if r["scheme"] == "aircomp" and float(r["snr_db"]) == 20.0)["setting"]) \
+        == air_best                                       # each AirComp SNR uses its own choice (absolute SNR)
+    assert "aircomp [factors] counted N=2 -10 dB" in chosen
     ideal = next(r for r in rows if r["scheme"] == "ideal")
     direct = _run_point(StudyTask(cfg, lambda m: None).setup(), {k: ideal[k] for k in POINT_KEY}, {"lr": best})["row"]
     assert float(ideal["accuracy"]) == direct["accuracy"] and float(ideal["val_accuracy"]) == direct["val_accuracy"]

@@ -62,6 +62,7 @@ def key_pattern(key):
     ({"tuning": {"obda_snr_db": []}}, "tuning.obda_snr_db"),
     ({"tuning": [1e-2]}, "tuning"),
     ({"schemes": ["ideal", "noisy"]}, "schemes"),                          # the control needs AirComp's NMSE
+    ({"tuning": {"aircomp_admit_snr_db": [-10.0]}}, "tuning.aircomp_snr_db"),     # tuned at 0 dB, run at -30 dB
 ])
 def test_refused_values_name_their_key(overrides, key):
     with pytest.raises(ConfigError, match=key_pattern(key)):
