@@ -66,7 +66,8 @@ def test_default_configuration_is_the_main_job():
 # Runs `deft6g study ARGS...` in a subprocess that holds still once results.csv has 2 rows: it touches GATE and
 # sleeps, so the run cannot pass its third point until the test interrupts it (progress, not timing, decides).
 HOLD_AFTER_TWO_ROWS = """
-import pathlib, sys, time
+import pathlib, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C raises, even when pytest runs as a background job
 from deft6g.experiment import ResultStore
 from deft6g.benchmarks.cli import main
 gate, add = pathlib.Path(sys.argv[1]), ResultStore.add
