@@ -29,7 +29,7 @@ def _study(args):
     from .study import POINT_KEY, ROUND_FIELDS, run_study, summary
     from .study_config import ConfigError
     try:
-        cfg, rows = run_study(args.out, args.config, quick=args.quick, **parallel_options(args))
+        cfg, rows = run_study(args.out, args.config, quick=args.quick, log_dir=args.log_dir, **parallel_options(args))
     except ConfigError as err:                  # raised before the output folder is touched
         print(f"deft6g study: configuration error: {err}", file=sys.stderr)
         return 2
@@ -173,6 +173,15 @@ def _add_parallel(parser, note=""):
                              "start) for this long (default 600); finished points are saved")
 
 
+def _add_log_dir(parser, what):
+    """--log-dir DIR: live TensorBoard scalars of every federated round (`what`), one run per point."""
+    parser.add_argument("--log-dir", type=_out_folder, default=None, metavar="DIR",
+                        help=f"write each round's scalars ({what}) as TensorBoard events into DIR as the rounds "
+                             f"run, one run (subfolder) per point, named by its key (view: tensorboard --logdir "
+                             f"DIR); points finished in an earlier run write nothing, a point re-run after an "
+                             f"interruption replaces its events; the results do not change")
+
+
 _TINY = "a random small model and a tiny grid for smoke tests"
 
 
@@ -203,6 +212,7 @@ def build_parser():
     study = _add_command(sub, "study", _study, "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, "
                          "digital)", outputs="CSV, JSON, PNG", quick="a small run for smoke tests")
     study.add_argument("--config", default=None, help="TOML file overriding the embedded default configuration")
+    _add_log_dir(study, "the columns of rounds.csv")
     _add_command(sub, "finetune", _finetune, "PEFT methods on Rotten Tomatoes (accuracy, speed, memory); block "
                  "allocator vs uniform ranks", quick="a random small model for smoke tests", seed=True,
                  parallel_note="Only the budget sweep (accuracy per allocation) runs on workers; the methods table "

@@ -22,8 +22,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, paired_ci, prepare_output, run_points,
-                               summarise, tost, tuning_store, write_table, write_text_atomic)
+from deft6g.experiment import (ResultStore, ScalarWriter, check_log_dir, line_plot, log_mean_ci, mean_ci, paired_ci,
+                               prepare_output, run_name, run_points, summarise, tost, tuning_store, write_table,
+                               write_text_atomic)
 
 from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
 
@@ -237,11 +238,12 @@ class _TimedAggregator:
 class StudyTask:
     """What one study point runs, picklable for Ray workers: holds the configuration and `choices` (the tuning
     stage's values and the noisy control's NMSE, see `point_setting`); the heavy `_Setup` (data, models, cached
-    activations) is built on first use, once per process, and never pickled.
+    activations) is built on first use, once per process, and never pickled. log_dir: write each round's
+    rounds.csv values live as TensorBoard scalars, one run per point (`log_point`).
     task(point) -> {"row": the results.csv row, "rounds": the rounds.csv rows}."""
 
-    def __init__(self, cfg, log=print, choices=None):
-        self.cfg, self.log, self._setup, self.choices = cfg, log, None, dict(choices or {})
+    def __init__(self, cfg, log=print, choices=None, log_dir=None):
+        self.cfg, self.log, self._setup, self.choices, self.log_dir = cfg, log, None, dict(choices or {}), log_dir
 
     def setup(self):
         if self._setup is None:
@@ -249,10 +251,22 @@ class StudyTask:
         return self._setup
 
     def __getstate__(self):
-        return {"cfg": self.cfg, "log": print, "_setup": None, "choices": self.choices}
+        return {"cfg": self.cfg, "log": print, "_setup": None, "choices": self.choices, "log_dir": self.log_dir}
 
     def __call__(self, point):
-        return _run_point(self.setup(), point, point_setting(self.cfg, self.choices, point))
+        setting = point_setting(self.cfg, self.choices, point)
+        if self.log_dir is None:
+            return _run_point(self.setup(), point, setting)
+        with log_point(self.log_dir, point) as events:
+            return _run_point(self.setup(), point, setting, on_round=lambda row: events.write(row["round"], row))
+
+
+def log_point(log_dir, point):
+    """The TensorBoard run of `point` in `log_dir` (a ScalarWriter, step: rounds.csv's round, from 0): every
+    numeric rounds.csv column but the point's key and the round, plus "channel_uses_cumulative" (uplink uses over
+    rounds 0..step); the point's earlier event files (a run interrupted before it finished) are deleted first."""
+    return ScalarWriter(log_dir, run_name(point, POINT_KEY), fresh=True, skip=POINT_KEY + ["round"],
+                        cumulative=["channel_uses"])
 
 
 def point_setting(cfg, choices, point):
@@ -277,9 +291,10 @@ def point_setting(cfg, choices, point):
     return out
 
 
-def _run_point(setup, point, setting, validation_only=False):
+def _run_point(setup, point, setting, validation_only=False, on_round=None):
     """One federated run of `point` with `setting` (`point_setting`); validation_only (the tuning stage): no
-    test evaluation (accuracy and emulator_accuracy NaN), the test split is never read."""
+    test evaluation (accuracy and emulator_accuracy NaN), the test split is never read; on_round: called with
+    each round's rounds.csv row as soon as the round (and its evaluation) is done."""
     from deft6g.finetune import FederatedDEFT, evaluate, partition
 
     cfg, f = setup.cfg, setup.cfg.federated
@@ -306,21 +321,25 @@ def _run_point(setup, point, setting, validation_only=False):
         eval_s[0] += time.time() - t
         return out
 
+    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals")
+    server_only = point["scheme"] == "centralised"      # the reference trains at the server: nothing is broadcast
+    count = lambda g, c: 0 if server_only and c == "broadcast_reals" else getattr(g, c)     # noqa: E731
+
+    def round_row(g):                                   # the rounds.csv row of the RoundLog g
+        return {**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
+                "lora_bias": g.lora_bias, **{c: count(g, c) for c in counts}, "energy": g.energy,
+                "devices": g.devices, "sampled": " ".join(map(str, g.sampled)),
+                "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
+
     every = f.rounds if validation_only else f.eval_every       # a tuning run is scored on its final round alone
-    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, validation=True), eval_every=every)
+    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, validation=True), eval_every=every,
+                   progress=None if on_round is None else lambda g: on_round(round_row(g)))
     accuracy = math.nan if validation_only else timed(setup.evaluate)
     val_accuracy = logs[-1].accuracy                     # run() evaluates after the last round
     emu_acc = (accuracy if setup.device is setup.full or validation_only else
                timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start,
                      batch_size=setup.EVAL_BATCH))
-    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals")
-    server_only = point["scheme"] == "centralised"      # the reference trains at the server: nothing is broadcast
-    count = lambda g, c: 0 if server_only and c == "broadcast_reals" else getattr(g, c)     # noqa: E731
-    rounds = [{**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
-               "lora_bias": g.lora_bias, **{c: count(g, c) for c in counts}, "energy": g.energy,
-               "devices": g.devices, "sampled": " ".join(map(str, g.sampled)),
-               "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
-              for g in logs]
+    rounds = [round_row(g) for g in logs]
     totals = {c: sum(count(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
     extra = json.dumps({k: v for k, v in setting.items() if k != "lr"}, sort_keys=True)
@@ -362,17 +381,21 @@ def check_study(cfg):
     return cfg
 
 
-def run_study(out_dir, config=None, quick=False, log=print, **parallel):
+def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):
     """Run (or resume) the study into `out_dir`; `config`: a TOML path, None (the default) or a StudyConfig
     (`quick` applies to paths and None). Returns (cfg, rows). Every check of `check_study` runs before the
-    folder is touched. parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the
-    activations are cached on disk here first, every worker loads them from the cache)."""
+    folder is touched. log_dir: TensorBoard folder, one run per point run now (`log_point`; finished points
+    skipped by a resumed run write nothing; tuning runs are not logged); None: no events. parallel: workers,
+    ray_address, worker_gpus of `deft6g.experiment.run_points` (the activations are cached on disk here first,
+    every worker loads them from the cache)."""
     cfg = check_study(config if isinstance(config, StudyConfig) else load_config(config, quick))
+    if log_dir is not None:
+        check_log_dir(log_dir)
     out = prepare_output(out_dir, "study", cfg.to_dict())
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
     points = study_points(cfg)
-    task = StudyTask(cfg, log)
+    task = StudyTask(cfg, log, log_dir=log_dir)
     if any(not store.done(p) for p in points):
         _write_model_info(out, cfg, task.setup())
     task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_FIELDS), log, **parallel)
