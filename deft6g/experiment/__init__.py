@@ -8,4 +8,4 @@ from .runner import PointsFailed, RayUnavailable, available_cores, require_ray, 
 from .stats import log_mean_ci, mean_ci, paired_ci, percentiles, summarise, tost
 from .plots import interval, line_plot, merge_labels
 from .tuning import Choice, candidates, tune, tuning_store
-from .scalar_writer import ScalarWriter, check_log_dir, run_name
+from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name
