@@ -67,7 +67,8 @@ def _emulator(args):
     from .emulator_study import run_emulator_study, summary
     from .study_config import ConfigError
     try:
-        result = run_emulator_study(args.out, args.config, quick=args.quick, **parallel_options(args))
+        result = run_emulator_study(args.out, args.config, quick=args.quick, log_dir=args.log_dir,
+                                    **parallel_options(args))
     except ConfigError as err:                  # raised before the output folder is touched
         print(f"deft6g emulator: configuration error: {err}", file=sys.stderr)
         return 2
@@ -242,6 +243,9 @@ def build_parser():
                             "distillation grid and the emulators' sizes and step times run here, one at a time")
     emulator.add_argument("--config", default=None, help="TOML file of top-level keys overriding the default "
                           "configuration (e.g. configs/emulator_paper.toml: 10 seeds)")
+    _add_log_dir(emulator, "training loss, training examples, devices heard of each federated training run",
+                 "points finished in an earlier run write nothing, a point re-run after an interruption replaces "
+                 "its events; no result changes")
     scale = _add_command(sub, "scale", _scale, "federated DEFT at scale: time per round and peak RSS against the "
                          "number of devices at fixed participation; padded float32 vs ragged float16 activations",
                          outputs="CSV, PNG", quick="a small grid on 1,024 texts", parallel=False)
