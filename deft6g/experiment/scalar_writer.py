@@ -86,11 +86,14 @@ class ScalarWriter:
 def read_scalars(folder):
     """{tag: [(step, value), ...]} of every scalar in the event files directly in `folder` (one run), files in
     name order (their creation time), events in file order, so a step written twice appears twice; values as
-    float (float32 written). Reads with `tf.compat.v1.train.summary_iterator`, no tensorboard package."""
+    float (float32 written). Reads the records as `tf.compat.v1.train.summary_iterator` does (without its
+    deprecation notice), no tensorboard package."""
     import tensorflow as tf
+    from tensorflow.core.util.event_pb2 import Event
     out = {}
     for path in sorted(Path(folder).glob(EVENTS_GLOB)):
-        for event in tf.compat.v1.train.summary_iterator(str(path)):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = Event.FromString(record.numpy())
             for v in event.summary.value:
                 out.setdefault(v.tag, []).append((event.step, float(tf.make_ndarray(v.tensor))))
     return out
