@@ -193,9 +193,11 @@ class _Setup:
         from deft6g.finetune import evaluate, plug_in
         device_acts, full_acts, y = self.round_val if validation else self.whole_test
         if self.device is self.full:
-            return evaluate(self.full, device_acts, y, start_block=self.start, batch_size=self.EVAL_BATCH)
+            return evaluate(self.full, device_acts, y, start_block=self.start, batch_size=self.EVAL_BATCH,
+                            jit_compile=self.cfg.federated.jit_compile)
         plug_in(self.full, self.device, self.kept)
-        return evaluate(self.full, full_acts, y, start_block=self.full_start, batch_size=self.EVAL_BATCH)
+        return evaluate(self.full, full_acts, y, start_block=self.full_start, batch_size=self.EVAL_BATCH,
+                        jit_compile=self.cfg.federated.jit_compile)
 
 
 def _aggregator(cfg, point, setting=None):
@@ -297,7 +299,7 @@ def _run_point(setup, point, setting, validation_only=False):
                         f.server_optimizer, f.server_lr, point["lora_aggregation"],
                         cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed,
                         stateful_clients=f.stateful_clients, fraction=f.fraction,
-                        clients_per_round=f.clients_per_round or None)
+                        clients_per_round=f.clients_per_round or None, jit_compile=f.jit_compile)
     eval_s = [0.0]
 
     def timed(fn, *args, **kwargs):
@@ -312,7 +314,7 @@ def _run_point(setup, point, setting, validation_only=False):
     val_accuracy = logs[-1].accuracy                     # run() evaluates after the last round
     emu_acc = (accuracy if setup.device is setup.full or validation_only else
                timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start,
-                     batch_size=setup.EVAL_BATCH))
+                     batch_size=setup.EVAL_BATCH, jit_compile=f.jit_compile))
     counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals")
     server_only = point["scheme"] == "centralised"      # the reference trains at the server: nothing is broadcast
     count = lambda g, c: 0 if server_only and c == "broadcast_reals" else getattr(g, c)     # noqa: E731
