@@ -114,7 +114,7 @@ class ChannelSection:
     num_pilots: int = 0
     downlink_offset_db: float = 0.0
     num_rx_ant: list[int] = field(default_factory=lambda: [2])
-    snr_db: list[float] = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0])
+    snr_db: list[float] = field(default_factory=lambda: [-30.0, -10.0, 0.0])
     method: str = "sdr"
     csi_error: float = 0.0
     select_devices: bool = False
