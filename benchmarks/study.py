@@ -194,9 +194,11 @@ class _Setup:
         from deft6g.finetune import evaluate, plug_in
         device_acts, full_acts, y = self.round_val if validation else self.whole_test
         if self.device is self.full:
-            return evaluate(self.full, device_acts, y, start_block=self.start, batch_size=self.EVAL_BATCH)
+            return evaluate(self.full, device_acts, y, start_block=self.start, batch_size=self.EVAL_BATCH,
+                            jit_compile=self.cfg.federated.jit_compile)
         plug_in(self.full, self.device, self.kept)
-        return evaluate(self.full, full_acts, y, start_block=self.full_start, batch_size=self.EVAL_BATCH)
+        return evaluate(self.full, full_acts, y, start_block=self.full_start, batch_size=self.EVAL_BATCH,
+                        jit_compile=self.cfg.federated.jit_compile)
 
 
 def _aggregator(cfg, point, setting=None):
@@ -312,7 +314,7 @@ def _run_point(setup, point, setting, validation_only=False, on_round=None):
                         f.server_optimizer, f.server_lr, point["lora_aggregation"],
                         cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed,
                         stateful_clients=f.stateful_clients, fraction=f.fraction,
-                        clients_per_round=f.clients_per_round or None)
+                        clients_per_round=f.clients_per_round or None, jit_compile=f.jit_compile)
     eval_s = [0.0]
 
     def timed(fn, *args, **kwargs):
@@ -338,7 +340,7 @@ def _run_point(setup, point, setting, validation_only=False, on_round=None):
     val_accuracy = logs[-1].accuracy                     # run() evaluates after the last round
     emu_acc = (accuracy if setup.device is setup.full or validation_only else
                timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start,
-                     batch_size=setup.EVAL_BATCH))
+                     batch_size=setup.EVAL_BATCH, jit_compile=f.jit_compile))
     rounds = [round_row(g) for g in logs]
     totals = {c: sum(count(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
@@ -510,7 +512,7 @@ def _write_model_info(out, cfg, setup):
 
 SUMMARY_VALUES = ["accuracy", "val_accuracy", "channel_uses", "downlink_uses", "energy", "latency_s", "nmse"]
 SUMMARY_EXTRA = ["vs_ideal_mean", "vs_ideal_ci", "tost", "tost_low", "tost_high", "overhead_share", "reached",
-                 "uses_to_target", "within_budget", "accuracy_at_budget", "cheapest_width", "heard"]
+                 "uses_to_target", "within_budget", "accuracy_at_budget", "cheapest_width", "heard", "uses_per_heard"]
 EQUIVALENCE_MARGIN = 0.01         # one accuracy point: the TOST margin and the equal-quality target below ideal
 
 
@@ -562,7 +564,8 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
     accuracy_at_budget: the lower median over seeds of the validation accuracy reached within `budget` total uplink
     channel uses (`accuracy_within`; -inf: the median seed has no evaluated round within it) and within_budget:
     the fraction of seeds with an evaluated round within it; heard: the devices whose update reached the server
-    per round (mean over rounds and seeds)."""
+    per round (mean over rounds and seeds; none for the centralised reference); uses_per_heard: uplink channel uses
+    per device-round heard (mean over seeds; inf: a seed heard nobody)."""
     out = summarise(rows, SUMMARY_BY, SUMMARY_VALUES)
     ideal = {(r["lora_aggregation"], r["seed"]): r for r in rows if r["scheme"] == "ideal"}
     by_point = {}
@@ -581,13 +584,15 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
         uses = sum(float(r["channel_uses"]) for r in members)
         s["overhead_share"] = (sum(float(r["pilot_uses"]) + float(r["side_info_uses"]) for r in members) / uses
                                if uses else float("nan"))
-        spent, within, heard = [], [], []
+        spent, within, heard, per_heard = [], [], [], []
         for r in members:
             ref = ideal.get((r["lora_aggregation"], r["seed"]))
             point_rounds = by_point.get(tuple(str(r[k]) for k in POINT_KEY))
             if point_rounds:
                 within.append(accuracy_within(point_rounds, budget))
                 heard.append(np.mean([int(g["devices"]) for g in point_rounds]))
+                device_rounds = sum(int(g["devices"]) for g in point_rounds)
+                per_heard.append(float(r["channel_uses"]) / device_rounds if device_rounds else math.inf)
             if ref is not None and point_rounds and ref["val_accuracy"] not in ("", None):
                 spent.append(uses_to_target(point_rounds, float(ref["val_accuracy"]) - margin))
         channel = s["scheme"] != "noisy"                                  # the noisy control has no channel
@@ -595,7 +600,8 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
         s["uses_to_target"] = _median_censored(spent) if spent and channel else float("nan")
         s["within_budget"] = float(np.mean(np.isfinite(within))) if within and channel else float("nan")
         s["accuracy_at_budget"] = _median_censored(within) if within and channel else float("nan")
-        s["heard"] = float(np.mean(heard)) if heard else float("nan")
+        s["heard"] = float(np.mean(heard)) if heard and s["scheme"] != "centralised" else float("nan")   # no devices
+        s["uses_per_heard"] = float(np.mean(per_heard)) if per_heard and uses else float("nan")
     chosen = cheapest_widths(out)
     for s in out:
         s["cheapest_width"] = s["scheme"] == "digital" and chosen.get(_width_key(s)) is s
@@ -724,7 +730,8 @@ def _cells(s):
             f"{s['accuracy_mean']:.3f} +- {_ci(s['accuracy_ci'])}",
             "" if nan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}", tost_text,
             "" if nan(s["heard"]) else f"{s['heard']:.1f}",
-            f"{s['channel_uses_mean']:,.0f}", "" if nan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%",
+            f"{s['channel_uses_mean']:,.0f}", inf_or(s["uses_per_heard"], "none heard", lambda x: f"{x:,.0f}"),
+            "" if nan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%",
             f"{s['downlink_uses_mean']:,.0f}", f"{s['energy_mean']:,.0f}",
             "" if nan(s["reached"]) else f"{s['reached']:.2f}",
             inf_or(s["uses_to_target"], "not reached", lambda x: f"{x:,.0f}"),
@@ -734,7 +741,7 @@ def _cells(s):
 # (header, text width; a negative width aligns left) of the printed table, one per `_cells` entry
 TABLE_COLUMNS = [("scheme", -12), ("link", -8), ("LoRA agg", -10), ("N", 3), ("SNR dB", 7), ("bits", 5),
                  ("test accuracy", 17), ("minus ideal (paired)", 22), ("TOST +-1pt [90% CI]", 32),
-                 ("heard", 6), ("uplink uses", 13), ("overhead", 9), ("downlink", 10), ("energy", 12), ("reached", 8),
+                 ("heard", 6), ("uplink uses", 13), ("per heard", 11), ("overhead", 9), ("downlink", 10), ("energy", 12), ("reached", 8),
                  ("uses to target", 15), ("val acc @ budget", 17)]
 
 
@@ -762,7 +769,8 @@ def summary(cfg, rows, round_rows=(), markdown=False):
              f"{cfg.federated.local_steps} local steps, mode {cfg.federated.mode}, channel {cfg.channel.model} (SNR: "
              f"the mean over the devices); mean +- 95% CI over {n_seeds} seed(s); accuracy on the test split")
     notes = ["heard: devices whose update reached the server per round (mean); uplink uses: payload + pilots + "
-             "side information over all rounds (overhead: the last two's share); energy: the devices' transmit "
+             "side information over all rounds (overhead: the last two's share); per heard: uplink uses per device "
+             "heard in a round (mean over seeds); energy: the devices' transmit "
              "energy over all rounds [P x channel uses]; reached: seeds whose validation accuracy reaches ideal "
              "minus 1 point; uses to target: their lower-median uplink uses (never-reaching seeds counted as "
              "infinite); TOST: paired equivalence with ideal within 1 point ('not shown' is no evidence of a "
