@@ -12,7 +12,12 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context):
-    cfg, point, setting = run_point(context.run_config)
+    return train_device(msg, context, context.run_config)
+
+
+def train_device(msg, context, run_config):
+    """The reply of device `partition-id` under `run_config` (the run config's keys: pyproject.toml)."""
+    cfg, point, setting = run_point(run_config)
     k, parts = int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
     if parts != cfg.federated.devices:
         raise ValueError(f"`num-supernodes` must equal the study's federated.devices = {cfg.federated.devices}, "

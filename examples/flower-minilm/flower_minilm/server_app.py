@@ -17,8 +17,13 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    serve(grid, context.run_config)
+
+
+def serve(grid, rc):
+    """The study point of the run config `rc` (its keys: pyproject.toml) through Flower -> the JSON dict written
+    to `out-file`."""
     t0 = time.time()
-    rc = context.run_config
     cfg, point, setting = run_point(rc)
     f = cfg.federated
     setup, fed = federation(cfg, point, setting)
@@ -32,7 +37,7 @@ def main(grid: Grid, context: Context) -> None:
         return MetricRecord({"val_accuracy": float(setup.evaluate(validation=True))})
 
     strategy = ChannelFedAvg(
-        point["scheme"], num_clients=k, aggregator=lambda u, r, w, d: study_round(u, r - 1, w, d),  # study: from 0
+        point["scheme"], num_clients=k, aggregator=lambda u, r, **kw: study_round(u, r - 1, **kw),  # study: from 0
         device_key="partition-id", min_available_nodes=k, min_train_nodes=max(1, round(f.fraction * k)),
         fraction_train=f.fraction, fraction_evaluate=0.0, train_metrics_aggr_fn=mean_step_loss,
         bandwidth_hz=cfg.channel.bandwidth_hz, log_dir=str(rc["log-dir"]) or None)
@@ -54,3 +59,4 @@ def main(grid: Grid, context: Context) -> None:
     if str(rc["out-file"]):
         with open(str(rc["out-file"]), "w") as fh:
             json.dump(out, fh, indent=1, default=float)
+    return out
