@@ -4,7 +4,7 @@ sampled clients work, and the TensorBoard events hold the round metrics. One sim
 turn (one Ray start, about a minute on 2 cores). Then the example app examples/flower-minilm (LoRA on the packaged
 MiniLM) reproduces `deft6g study`'s ideal run."""
 
-import json
+import csv
 import os
 from pathlib import Path
 
@@ -203,24 +203,6 @@ centralised_lr = []
 """
 
 
-def minilm_apps(run_config):
-    """(ServerApp, ClientApp) of examples/flower-minilm with `run_config` (`flwr run` reads it from the app's
-    pyproject.toml; Flower's Python API passes none): closures, pickled by value into Flower's Ray workers."""
-    server, client = ServerApp(), ClientApp()
-
-    @server.main()
-    def _main(grid: Grid, context: Context) -> None:
-        from flower_minilm.server_app import serve
-        serve(grid, run_config)
-
-    @client.train()
-    def _train(msg: Message, context: Context):
-        from flower_minilm.client_app import train_device
-        return train_device(msg, context, run_config)
-
-    return server, client
-
-
 def test_minilm_app_reproduces_the_study_ideal_run(tmp_path, monkeypatch):
     """examples/flower-minilm with the ideal strategy against `deft6g study` (the same configuration, seed 0):
     the same partition, batch streams and initialisation, so every round's mean local loss and validation
@@ -229,21 +211,17 @@ def test_minilm_app_reproduces_the_study_ideal_run(tmp_path, monkeypatch):
     from deft6g.benchmarks.study import run_study
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     monkeypatch.syspath_prepend(str(EXAMPLE))                     # the app, here and in Flower's Ray workers
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(EXAMPLE), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))        # simulate() prepends the app
+    from flower_minilm.simulate import simulate
     config = tmp_path / "study.toml"
     config.write_text(MINILM_STUDY)
     run_study(tmp_path / "study", str(config), quick=True, log=lambda m: None)
-    import csv
     with open(tmp_path / "study" / "results.csv") as f:
         (row,) = list(csv.DictReader(f))
     with open(tmp_path / "study" / "rounds.csv") as f:
         rounds = sorted(csv.DictReader(f), key=lambda r: int(r["round"]))
-    run_config = ({"study-config": str(config), "quick": True, "scheme": "ideal", "snr-db": 0.0, "num-rx-ant": 2,
-                  "link": "counted", "num-bits": 8, "lora-aggregation": "", "seed": 0, "lr": 0.0, "log-dir": "",
-                   "out-file": str(tmp_path / "app.json")})
-    run_simulation(*minilm_apps(run_config), num_supernodes=4,
-                   backend_config={"client_resources": {"num_cpus": 2}, "init_args": {"num_cpus": 2}})
-    app = json.loads((tmp_path / "app.json").read_text())
+    app = simulate({"study-config": str(config), "scheme": "ideal", "seed": 0,
+                    "out-file": str(tmp_path / "app.json")}, num_supernodes=4)
     assert app["lr"] == float(row["lr"]) and len(app["rounds"]) == len(rounds) == 3
     for ours, theirs in zip(app["rounds"], rounds):
         assert ours["round"] == int(theirs["round"])
