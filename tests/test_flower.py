@@ -188,6 +188,8 @@ def test_bad_arguments_are_named():
         ChannelFedAvg("ideal", bandwidth_hz=-1)
     with pytest.raises(ValueError, match="snr_db"):                 # make_aggregator's check, at construction
         ChannelFedAvg("aircomp", num_clients=8, snr_db=float("nan"))
+    with pytest.raises(ValueError, match="aggregator"):             # a built aggregator needs its device count
+        ChannelFedAvg("ideal", aggregator=lambda *a, **k: None)
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "flower-minilm"
