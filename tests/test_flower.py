@@ -209,7 +209,7 @@ def test_minilm_app_reproduces_the_study_ideal_run(tmp_path, monkeypatch):
     """examples/flower-minilm with the ideal strategy against `deft6g study` (the same configuration, seed 0):
     the same partition, batch streams and initialisation, so every round's mean local loss and validation
     accuracy and the final test accuracy agree to float32 rounding (rtol 1e-5 on the loss; the accuracies are
-    counts of texts: exactly equal). About 40 s on 2 cores beside the study's own run."""
+    counts of texts: exactly equal). 70-112 s measured on 2 cores at load 5-10, the study run included."""
     from deft6g.benchmarks.study import run_study
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     monkeypatch.syspath_prepend(str(EXAMPLE))                     # the app, here and in Flower's Ray workers
