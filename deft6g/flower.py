@@ -55,17 +55,22 @@ class ChannelFedAvg(FedAvg):
 
     scheme: "ideal", "aircomp", "digital", "obda" or "noisy"; num_clients: devices the aggregator serves (None:
     the nodes connected at the first round, and the aggregator is built then); num_rx_ant, snr_db [dB], seed, channel, link, aircomp, digital,
-    obda, noisy: `make_aggregator`'s arguments; bandwidth_hz: one channel use lasts 1 / bandwidth_hz seconds;
+    obda, noisy: `make_aggregator`'s arguments; aggregator: a built one instead (callable(updates [k, L], round,
+    weights [k], devices [k]) -> `Aggregate`, e.g. a `deft6g study` point's; needs num_clients; scheme names it in
+    messages only); bandwidth_hz: one channel use lasts 1 / bandwidth_hz seconds;
     device_key: the train metric holding each client's device index in [0, num_clients) (None: node-id order);
     log_dir: TensorBoard event folder (None: no events); every other keyword is FedAvg's (fraction_train,
     fraction_evaluate, min_train_nodes, min_evaluate_nodes, min_available_nodes, weighted_by_key, ...)."""
 
     def __init__(self, scheme="ideal", *, num_clients=None, num_rx_ant=1, snr_db=0.0, seed=0, bandwidth_hz=1e6,
                  channel=None, link=None, aircomp=None, digital=None, obda=None, noisy=None, device_key=None,
-                 log_dir=None, **fedavg_kwargs):
+                 log_dir=None, aggregator=None, **fedavg_kwargs):
         super().__init__(**fedavg_kwargs)
         if scheme not in SCHEMES:
             raise ValueError(f"`scheme` must be one of {SCHEMES}, got {scheme!r}")
+        if aggregator is not None and (num_clients is None or not callable(aggregator)):
+            raise ValueError(f"`aggregator` must be a callable and comes with `num_clients`, got {aggregator!r} and "
+                             f"num_clients={num_clients!r}")
         if num_clients is not None and (isinstance(num_clients, bool) or not isinstance(num_clients, int)
                                         or num_clients < 1):
             raise ValueError(f"`num_clients` must be a positive integer or None, got {num_clients!r}")
@@ -74,7 +79,8 @@ class ChannelFedAvg(FedAvg):
         self.scheme, self.num_clients, self.bandwidth_hz = scheme, num_clients, float(bandwidth_hz)
         self._make = dict(num_rx_ant=num_rx_ant, snr_db=snr_db, seed=seed, channel=channel, link=link,
                           aircomp=aircomp, digital=digital, obda=obda, noisy=noisy)
-        self.aggregator = None if num_clients is None else make_aggregator(scheme, num_clients, **self._make)
+        self.aggregator = aggregator if aggregator is not None else (
+            None if num_clients is None else make_aggregator(scheme, num_clients, **self._make))
         self.device_index = {}                    # node id -> device index
         self.device_key, self.log_dir = device_key, log_dir
         self._writer = None if log_dir is None else ScalarWriter(log_dir)    # checks the folder, creates nothing

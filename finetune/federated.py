@@ -333,6 +333,30 @@ class FederatedDEFT:
         self._server_v = 0.99 * self._server_v + 0.01 * delta ** 2
         return (start + self.server_lr * self._server_m / (np.sqrt(self._server_v) + 1e-3)).astype(np.float32)
 
+    def local_update(self, k, start):
+        """Device k's local training from the global payload `start` [L] float32: `local_steps` steps of the local
+        optimiser (fresh, or device k's own state with `stateful_clients`) on the next batches of its stream.
+        Returns (update [L] float32: trained payload minus `start`, the steps' losses [local_steps], examples
+        stepped through). `run_round` calls it for each sampled device; a Flower client calls it for its own."""
+        x, y = self.devices[k]
+        if not len(y):
+            raise ValueError(f"device `k` = {k} holds no examples")
+        self.set_payload(start)
+        self._swap_state(k, save=False)
+        losses, examples = [], 0
+        for _ in range(self.local_steps):
+            idx = next(self._streams[k])
+            losses.append(float(self._step(trim_padding(take(x, idx)), y[idx])))
+            examples += len(idx)
+        self._swap_state(k, save=True)
+        return self.payload_vector() - start, losses, examples
+
+    def skip_batches(self, k, n):
+        """Draw and drop device k's next `n` batches: a device that resumes in a fresh object (a Flower client
+        keeps only how many batches it drew) continues its stream where it stopped."""
+        for _ in range(n):
+            next(self._streams[k])
+
     def run_round(self, r):
         """One round: the sampled devices' local updates (those with data), aggregation over the uplink, server
         update."""
@@ -342,17 +366,10 @@ class FederatedDEFT:
         weights = self.sizes[sampled] / self.sizes[sampled].sum()
         losses, examples = [], 0
         for i, k in enumerate(sampled):
-            x, y = self.devices[k]
-            if not len(y):
-                continue
-            self.set_payload(start)
-            self._swap_state(k, save=False)
-            for _ in range(self.local_steps):
-                idx = next(self._streams[k])
-                losses.append(float(self._step(trim_padding(take(x, idx)), y[idx])))
-                examples += len(idx)
-            self._swap_state(k, save=True)
-            updates[i] = self.payload_vector() - start
+            if len(self.devices[k][1]):
+                updates[i], device_losses, device_examples = self.local_update(k, start)
+                losses += device_losses
+                examples += device_examples
         agg = self.aggregator(updates, r, weights.astype(np.float32), sampled)
         new = self._server_step(start, agg.mean, r)
         sent = [new]                                     # what the server broadcasts to every device

