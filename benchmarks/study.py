@@ -201,7 +201,7 @@ class _Setup:
                         jit_compile=self.cfg.federated.jit_compile)
 
 
-def _aggregator(cfg, point, setting=None):
+def point_aggregator(cfg, point, setting=None):
     """The point's aggregator: its scheme, N and SNR; a drop channel kept across rounds (placed from the seed);
     "counted" links (pilots, side information and downlink over the link) or the "genie". setting: OBDA's
     threshold and server_lr (default: the configured [obda] values), AirComp's admit_snr_db (default:
@@ -293,28 +293,36 @@ def point_setting(cfg, choices, point):
     return out
 
 
-def _run_point(setup, point, setting, validation_only=False, on_round=None):
-    """One federated run of `point` with `setting` (`point_setting`); validation_only (the tuning stage): no
-    test evaluation (accuracy and emulator_accuracy NaN), the test split is never read; on_round: called with
-    each round's rounds.csv row as soon as the round (and its evaluation) is done."""
-    from deft6g.finetune import FederatedDEFT, evaluate, partition
-
-    cfg, f = setup.cfg, setup.cfg.federated
-    seed = int(point["seed"])
-    t0 = time.time()
+def point_federation(setup, point, setting, aggregator):
+    """The point's FederatedDEFT as the study runs it (also what a Flower client of the same point trains): PEFT
+    weights reset to the point's seed, the seeded partition of the fit split over federated.devices (the
+    centralised reference: one device holding the union, K times the local steps), `setting`'s lr."""
+    from deft6g.finetune import FederatedDEFT, partition
+    cfg, f, seed = setup.cfg, setup.cfg.federated, int(point["seed"])
     setup.reset(seed)
-    lr = setting["lr"]
-    if point["scheme"] == "centralised":        # one "device" holding the union, K times the local steps
+    if point["scheme"] == "centralised":
         devices, steps = [(setup.train_acts, setup.y_train)], f.local_steps * f.devices
     else:
         parts = partition(setup.y_train, f.devices, cfg.data.partition, cfg.data.alpha, seed=seed)
         devices, steps = [(_split_arrays(setup.train_acts, i), setup.y_train[i]) for i in parts], f.local_steps
-    link = _TimedAggregator(_aggregator(cfg, point, setting))
-    fed = FederatedDEFT(setup.device, devices, link, setup.start, steps, f.batch_size, lr, f.local_optimizer,
-                        f.server_optimizer, f.server_lr, point["lora_aggregation"],
-                        cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed,
-                        stateful_clients=f.stateful_clients, fraction=f.fraction,
-                        clients_per_round=f.clients_per_round or None, jit_compile=f.jit_compile)
+    return FederatedDEFT(setup.device, devices, aggregator, setup.start, steps, f.batch_size, setting["lr"],
+                         f.local_optimizer, f.server_optimizer, f.server_lr, point["lora_aggregation"],
+                         cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed,
+                         stateful_clients=f.stateful_clients, fraction=f.fraction,
+                         clients_per_round=f.clients_per_round or None, jit_compile=f.jit_compile)
+
+
+def _run_point(setup, point, setting, validation_only=False, on_round=None):
+    """One federated run of `point` with `setting` (`point_setting`); validation_only (the tuning stage): no
+    test evaluation (accuracy and emulator_accuracy NaN), the test split is never read; on_round: called with
+    each round's rounds.csv row as soon as the round (and its evaluation) is done."""
+    from deft6g.finetune import evaluate
+
+    cfg, f = setup.cfg, setup.cfg.federated
+    t0 = time.time()
+    lr = setting["lr"]
+    link = _TimedAggregator(point_aggregator(cfg, point, setting))
+    fed = point_federation(setup, point, setting, link)
     eval_s = [0.0]
 
     def timed(fn, *args, **kwargs):
@@ -373,7 +381,7 @@ def check_study(cfg):
     links = {(p["scheme"], p["num_rx_ant"]): p for p in study_points(replace(cfg, seeds=cfg.seeds[:1]))
              if p["scheme"] not in REFERENCES}                                  # one per scheme and N
     builds = [("peft", "", lambda: _peft_config(cfg))]
-    builds += [("digital" if s == "digital" else "channel", f"{s} N={n}: ", lambda p=p: _aggregator(cfg, p))
+    builds += [("digital" if s == "digital" else "channel", f"{s} N={n}: ", lambda p=p: point_aggregator(cfg, p))
                for (s, n), p in links.items()]
     for section, what, build in builds:
         try:

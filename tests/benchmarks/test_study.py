@@ -190,17 +190,17 @@ def test_output_folder_of_another_configuration_is_refused(tmp_path, capsys):
 def test_default_channel_keeps_each_seeds_drop_across_rounds():
     """The default study channel is a UMi drop: within a seed the devices' large-scale gains stay from round to
     round (small-scale fading changes), another seed places the devices anew."""
-    from deft6g.benchmarks.study import _aggregator
+    from deft6g.benchmarks.study import point_aggregator
     cfg = load_config()
     assert cfg.channel.model == "umi" and cfg.channel.links == ["counted"]
     point = {"scheme": "aircomp", "snr_db": 0.0, "num_rx_ant": 2, "link": "counted", "num_bits": 0,
              "lora_aggregation": "factors", "seed": 0}
-    agg = _aggregator(cfg, point)
+    agg = point_aggregator(cfg, point)
     H0, H1 = agg._draw(0), agg._draw(1)
     gains = agg.channel.last_drop["gain_db"].numpy()
     agg._draw(2)
     assert (agg.channel.last_drop["gain_db"].numpy() == gains).all() and not (H0 == H1).all()
-    other = _aggregator(cfg, {**point, "seed": 1})
+    other = point_aggregator(cfg, {**point, "seed": 1})
     other._draw(0)
     assert not (other.channel.last_drop["gain_db"].numpy() == gains).all()
 

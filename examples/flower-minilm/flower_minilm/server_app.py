@@ -8,7 +8,7 @@ import time
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
-from deft6g.benchmarks.study import _aggregator
+from deft6g.benchmarks.study import point_aggregator
 from deft6g.flower import ChannelFedAvg
 from flower_minilm.task import federation, mean_step_loss, run_point
 
@@ -27,7 +27,7 @@ def serve(grid, rc):
     cfg, point, setting = run_point(rc)
     f = cfg.federated
     setup, fed = federation(cfg, point, setting)
-    study_round = _aggregator(cfg, point, setting)                    # the study's point aggregator
+    study_round = point_aggregator(cfg, point, setting)                    # the study's point aggregator
     k = f.devices
 
     def evaluate(server_round, arrays):

@@ -8,9 +8,8 @@ import math
 
 import numpy as np
 
-from deft6g.benchmarks.study import StudyTask, point_setting
+from deft6g.benchmarks.study import StudyTask, point_federation, point_setting
 from deft6g.benchmarks.study_config import load_config
-from deft6g.finetune import FederatedDEFT, partition
 
 SCHEMES = ("ideal", "aircomp", "digital", "obda")
 
@@ -61,13 +60,8 @@ def federation(cfg, point, setting):
     """(setup, the point's FederatedDEFT) as `deft6g study` builds them: PEFT weights reset to the point's seed, the
     study's partition of the training split over federated.devices devices, each device's seeded batch stream.
     Its aggregator is unused (the server's ChannelFedAvg aggregates)."""
-    setup, f, seed = study_setup(cfg), cfg.federated, int(point["seed"])
-    setup.reset(seed)
-    parts = partition(setup.y_train, f.devices, cfg.data.partition, cfg.data.alpha, seed=seed)
-    devices = [(setup.train_acts.subset(i), setup.y_train[i]) for i in parts]
-    fed = FederatedDEFT(setup.device, devices, None, setup.start, f.local_steps, f.batch_size, setting["lr"],
-                        f.local_optimizer, f.server_optimizer, f.server_lr, point["lora_aggregation"], seed=seed)
-    return setup, fed
+    setup = study_setup(cfg)
+    return setup, point_federation(setup, point, setting, None)
 
 
 def mean_step_loss(records, weighting_key):
