@@ -5,6 +5,7 @@ and sees no console error. docs/contributing.md says how to build the site and i
 
 import ast
 import functools
+import html
 import http.server
 import os
 import re
@@ -52,6 +53,14 @@ def test_site_builds_in_strict_mode(site):
     assert (site / "assets/katex/katex.min.js").is_file()
     tables = len(re.findall(r"^\|[-:| ]+\|$", (ROOT / "docs/tables/link.md").read_text(), flags=re.MULTILINE))
     assert tables >= 1 and (site / "commands/link/index.html").read_text().count("<table>") == tables   # snippets
+
+
+def test_home_page_shows_the_readme_examples(site):
+    """The home page's examples are README.md's ```python blocks, included at build time (docs/hooks/site.py),
+    every line of each as it stands in the README."""
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.MULTILINE | re.DOTALL)
+    text = html.unescape(re.sub(r"<[^>]+>", "", (site / "index.html").read_text()))
+    assert blocks and [b for b in blocks if b not in text] == []
 
 
 @pytest.mark.parametrize("package", PACKAGES)
