@@ -23,7 +23,7 @@ from mkdocs.plugins import event_priority
 log = logging.getLogger("mkdocs.hooks.deft6g")
 API_SRC = "build/docs-api-src"   # mkdocs.yml: plugins.mkdocstrings.handlers.python.paths
 _missing: set[str] = set()       # nav notebooks (paths relative to docs/) absent from this checkout
-README_MARKER = "<!-- README python blocks -->"
+README_MARKER = re.compile(r"^<!-- README python blocks -->$", re.MULTILINE)   # a line of its own
 README_BLOCK = re.compile(r"^```python\n.*?^```$", re.MULTILINE | re.DOTALL)   # as tests/test_examples.py reads them
 
 
@@ -79,13 +79,14 @@ def readme_python_blocks(root: Path) -> str:
     """The ```python blocks of root/README.md, fences included, separated by blank lines."""
     blocks = README_BLOCK.findall((root / "README.md").read_text())
     if not blocks:
-        raise PluginError(f"{root / 'README.md'} has no ```python block for the line {README_MARKER!r}")
+        raise PluginError(f"{root / 'README.md'} has no ```python block for the line {README_MARKER.pattern!r}")
     return "\n\n".join(blocks)
 
 
 def on_page_markdown(markdown, page, config, files):
-    if README_MARKER in markdown:
-        markdown = markdown.replace(README_MARKER, readme_python_blocks(Path(config.config_file_path).parent))
+    if README_MARKER.search(markdown):
+        blocks = readme_python_blocks(Path(config.config_file_path).parent)
+        markdown = README_MARKER.sub(lambda _: blocks, markdown)
     if not _missing:
         return markdown
     names = [re.escape(Path(p).name) for p in _missing]
