@@ -104,14 +104,14 @@ def _dedent(lines):
 
 def parse_entries(lines):
     """`name : type [-- description]` entries, the description continuing on indented lines, as
-    `griffe.DocstringParameter`s (type kept as written). Lines before the first entry or not shaped like an
-    entry head continue the previous description."""
+    `griffe.DocstringParameter`s (type as written, less reST's backticks). Lines before the first entry or not
+    shaped like an entry head continue the previous description."""
     entries = []
     for line in _dedent(lines):
         head, _, rest = line.partition(" -- ")
         name, _, annotation = head.partition(" : ")
         if line.strip() and _indent(line) == 0 and ENTRY.match(name.strip()):
-            entries.append([name.strip(), annotation.strip(), rest.strip(), []])
+            entries.append([name.strip(), annotation.strip().replace("`", ""), rest.strip(), []])   # shown as code
         elif entries:
             entries[-1][3].append(line)
         elif line.strip():
