@@ -167,7 +167,8 @@ def test_browser_finds_aircompuplink_and_renders_its_maths(browser, base_url):
 
 
 def test_browser_follows_the_api_link_to_a_tutorial(browser, base_url):
-    """From AirCompUplink's API entry, its link opens the rendered notebook; no console error on the way."""
+    """From AirCompUplink's API entry, its link opens the rendered notebook with its outputs (text and figures); no
+    console error on the way."""
     if not (ROOT / "docs" / TUTORIAL).is_file():
         pytest.skip(f"docs/{TUTORIAL} is not in this checkout (the notebooks come from the tutorials branch)")
     from selenium.webdriver.common.by import By
@@ -179,4 +180,8 @@ def test_browser_follows_the_api_link_to_a_tutorial(browser, base_url):
     link.click()
     WebDriverWait(browser, WAIT_S).until(lambda c: Path(TUTORIAL).stem in c.current_url)
     assert browser.find_elements(By.CSS_SELECTOR, ".jupyter-wrapper .jp-Cell")
+    # the committed outputs are shown: printed text and a figure the browser decoded
+    assert browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedText.jp-OutputArea-output pre")
+    figures = browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage.jp-OutputArea-output img")
+    assert figures and all(browser.execute_script("return arguments[0].naturalWidth", f) > 0 for f in figures)
     assert console_errors(browser) == []
