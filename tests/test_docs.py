@@ -83,6 +83,19 @@ def test_api_reference_renders_sionna_docstrings(site):
     assert r'<span class="arithmatex">\(\sigma^2\)</span>' in entry
 
 
+def test_docstring_entries_packed_on_one_line_are_split():
+    """`H : type; a : type -- text;` in a Parameters/Input/Output section reads as two entries (the hook that parses
+    the Sionna form, docs/hooks/sionna_docstrings.py), as if each had its own line."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sionna_docstrings", ROOT / "docs/hooks/sionna_docstrings.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    entries = hook.parse_entries(["H : [B, N, K], complex; a : [B, N], complex -- the receive vector;",
+                                  "    of the server"])
+    assert [(e.name, e.annotation, e.description) for e in entries] == [
+        ("H", "[B, N, K], complex", ""), ("a", "[B, N], complex", "the receive vector\nof the server")]
+
+
 def test_design_citations_link_to_their_sections(site):
     """Every "docs/design.md §n" of a rendered docstring is a link to an anchor the design-notes page has."""
     anchors = set(re.findall(r'id="([^"]+)"', (site / "design/index.html").read_text()))
