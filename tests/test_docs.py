@@ -73,7 +73,8 @@ def test_api_reference_lists_every_public_name(package):
 
 
 def test_api_reference_renders_sionna_docstrings(site):
-    """AirCompUplink's entry has its Parameters, Input and Output lists and its :math: roles as maths."""
+    """AirCompUplink's entry has its Parameters, Input and Output lists and its :math: roles as maths; an entry
+    without a description has no dangling dash."""
     html = (site / "api/phy/index.html").read_text()
     start = html.index('id="deft6g.phy.AirCompUplink"')
     entry = html[start:html.index('id="deft6g.phy.OBDAResult"')]
@@ -81,6 +82,7 @@ def test_api_reference_renders_sionna_docstrings(site):
         assert f'<span class="doc-section-title">{title}</span>' in entry, title
     assert "<b><code>noise_var</code></b>" in entry and ":math:" not in entry
     assert r'<span class="arithmatex">\(\sigma^2\)</span>' in entry
+    assert not re.search(r'–\s*<div class="doc-md-description">\s*</div>', html)   # no dash before nothing
 
 
 def test_docstring_entries_packed_on_one_line_are_split():

@@ -7,7 +7,9 @@
 2. The tutorials are notebooks that arrive from their own branch. A notebook of the nav that is not in this
    checkout is left out of the nav, and lines linking to it are left out of the pages, with an INFO line each,
    so that a strict build of a checkout without them passes. Any other missing page stays a strict-mode error.
-3. The home page shows the README's Python examples without a copy: the line `<!-- README python blocks -->` of a
+3. An API entry without a description (`h : [..., N, S], tf.complex`) is shown without the dangling " – " that
+   mkdocstrings writes before the (empty) description.
+4. The home page shows the README's Python examples without a copy: the line `<!-- README python blocks -->` of a
    page is replaced by the ```python blocks of README.md, in order (one source; tests/test_examples.py runs them).
 """
 
@@ -23,6 +25,7 @@ from mkdocs.plugins import event_priority
 log = logging.getLogger("mkdocs.hooks.deft6g")
 API_SRC = "build/docs-api-src"   # mkdocs.yml: plugins.mkdocstrings.handlers.python.paths
 _missing: set[str] = set()       # nav notebooks (paths relative to docs/) absent from this checkout
+EMPTY_DESCRIPTION = re.compile(r"\s*–\s*<div class=\"doc-md-description\">\s*</div>")
 README_MARKER = re.compile(r"^<!-- README python blocks -->$", re.MULTILINE)   # a line of its own
 README_BLOCK = re.compile(r"^```python\n.*?^```$", re.MULTILINE | re.DOTALL)   # as tests/test_examples.py reads them
 
@@ -93,3 +96,7 @@ def on_page_markdown(markdown, page, config, files):
     link = re.compile(r"\]\([^)\s]*(?:" + "|".join(names) + r")(?:#[^)\s]*)?\)")
     kept = [line for line in markdown.split("\n") if not link.search(line)]
     return "\n".join(kept)
+
+
+def on_page_content(html, page, config, files):
+    return EMPTY_DESCRIPTION.sub("", html)
