@@ -51,6 +51,10 @@ def test_site_builds_in_strict_mode(site):
                  "design/index.html", "contributing/index.html", "api/phy/index.html"]:
         assert (site / page).is_file(), page
     assert (site / "assets/katex/katex.min.js").is_file()
+    for notebook in (ROOT / "docs/tutorials").glob("*.ipynb"):                 # each page offers its notebook
+        page = site / "tutorials" / notebook.stem
+        assert f'href="{notebook.name}" download' in (page / "index.html").read_text()
+        assert (page / notebook.name).read_bytes() == notebook.read_bytes()
     tables = len(re.findall(r"^\|[-:| ]+\|$", (ROOT / "docs/tables/link.md").read_text(), flags=re.MULTILINE))
     assert tables >= 1 and (site / "commands/link/index.html").read_text().count("<table>") == tables   # snippets
 

@@ -7,9 +7,11 @@
 2. The tutorials are notebooks that arrive from their own branch. A notebook of the nav that is not in this
    checkout is left out of the nav, and lines linking to it are left out of the pages, with an INFO line each,
    so that a strict build of a checkout without them passes. Any other missing page stays a strict-mode error.
-3. An API entry without a description (`h : [..., N, S], tf.complex`) is shown without the dangling " – " that
+3. A tutorial's page ends with a link to download the notebook (mkdocs-jupyter's `include_source` copies it
+   beside the page).
+4. An API entry without a description (`h : [..., N, S], tf.complex`) is shown without the dangling " – " that
    mkdocstrings writes before the (empty) description.
-4. The home page shows the README's Python examples without a copy: the line `<!-- README python blocks -->` of a
+5. The home page shows the README's Python examples without a copy: the line `<!-- README python blocks -->` of a
    page is replaced by the ```python blocks of README.md, in order (one source; tests/test_examples.py runs them).
 """
 
@@ -99,4 +101,8 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def on_page_content(html, page, config, files):
+    if page.file.src_uri.endswith(".ipynb"):
+        name = Path(page.file.src_uri).name
+        html += (f'\n<p>Run it yourself: <a href="{name}" download>download the notebook ({name})</a>; it runs '
+                 f"from top to bottom in a deft6g environment (<code>bash scripts/setup.sh</code>).</p>")
     return EMPTY_DESCRIPTION.sub("", html)
