@@ -29,7 +29,7 @@ def _study(args):
     from .study import POINT_KEY, ROUND_FIELDS, run_study, summary
     from .study_config import ConfigError
     try:
-        cfg, rows = run_study(args.out, args.config, quick=args.quick, **parallel_options(args))
+        cfg, rows = run_study(args.out, args.config, quick=args.quick, log_dir=args.log_dir, **parallel_options(args))
     except ConfigError as err:                  # raised before the output folder is touched
         print(f"deft6g study: configuration error: {err}", file=sys.stderr)
         return 2
@@ -67,7 +67,8 @@ def _emulator(args):
     from .emulator_study import run_emulator_study, summary
     from .study_config import ConfigError
     try:
-        result = run_emulator_study(args.out, args.config, quick=args.quick, **parallel_options(args))
+        result = run_emulator_study(args.out, args.config, quick=args.quick, log_dir=args.log_dir,
+                                    **parallel_options(args))
     except ConfigError as err:                  # raised before the output folder is touched
         print(f"deft6g emulator: configuration error: {err}", file=sys.stderr)
         return 2
@@ -88,7 +89,7 @@ def _speedup(args):
 
 def _scale(args):
     from .scale import run_scale, summary
-    print(summary(*run_scale(args.out, quick=args.quick)))
+    print(summary(*run_scale(args.out, quick=args.quick, log_dir=args.log_dir)))
     print(f"results in {args.out}")
 
 
@@ -173,6 +174,15 @@ def _add_parallel(parser, note=""):
                              "start) for this long (default 600); finished points are saved")
 
 
+def _add_log_dir(parser, what, reruns):
+    """--log-dir DIR: live TensorBoard scalars of every federated round (`what`), one run per point; `reruns`:
+    what a re-run writes."""
+    parser.add_argument("--log-dir", type=_out_folder, default=None, metavar="DIR",
+                        help=f"write each round's scalars ({what}) as TensorBoard events into DIR as the rounds "
+                             f"run, one run (subfolder) per point, named by its key (view: tensorboard --logdir "
+                             f"DIR); {reruns}")
+
+
 _TINY = "a random small model and a tiny grid for smoke tests"
 
 
@@ -203,6 +213,9 @@ def build_parser():
     study = _add_command(sub, "study", _study, "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, "
                          "digital)", outputs="CSV, JSON, PNG", quick="a small run for smoke tests")
     study.add_argument("--config", default=None, help="TOML file overriding the embedded default configuration")
+    _add_log_dir(study, "the numeric columns of rounds.csv and the cumulative uplink uses", "points finished in an "
+                 "earlier run write nothing, a point re-run after an interruption replaces its events; no result "
+                 "changes")
     _add_command(sub, "finetune", _finetune, "PEFT methods on Rotten Tomatoes (accuracy, speed, memory); block "
                  "allocator vs uniform ranks", quick="a random small model for smoke tests", seed=True,
                  parallel_note="Only the budget sweep (accuracy per allocation) runs on workers; the methods table "
@@ -230,9 +243,14 @@ def build_parser():
                             "distillation grid and the emulators' sizes and step times run here, one at a time")
     emulator.add_argument("--config", default=None, help="TOML file of top-level keys overriding the default "
                           "configuration (e.g. configs/emulator_paper.toml: 10 seeds)")
-    _add_command(sub, "scale", _scale, "federated DEFT at scale: time per round and peak RSS against the number of "
-                 "devices at fixed participation; padded float32 vs ragged float16 activations", outputs="CSV, PNG",
-                 quick="a small grid on 1,024 texts", parallel=False)
+    _add_log_dir(emulator, "training loss, training examples, devices heard of each federated training run",
+                 "points finished in an earlier run write nothing, a point re-run after an interruption replaces "
+                 "its events; no result changes")
+    scale = _add_command(sub, "scale", _scale, "federated DEFT at scale: time per round and peak RSS against the "
+                         "number of devices at fixed participation; padded float32 vs ragged float16 activations",
+                         outputs="CSV, PNG", quick="a small grid on 1,024 texts", parallel=False)
+    _add_log_dir(scale, "training loss, seconds per round, training examples, devices heard", "written after each "
+                 "round's timing; a re-run replaces each run's events")
     speedup = _add_command(sub, "parallel", _speedup, "speed-up of a study and a design sweep on N Ray workers "
                            "against the serial run, and whether the rows are identical", outputs="CSV", quick=_TINY,
                            parallel=False)

@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, mean_ci, paired_ci, prepare_output, run_points, tost, write_table
+from deft6g.experiment import (ResultStore, check_log_dir, mean_ci, paired_ci, prepare_output, run_points, tost,
+                               write_table)
 from deft6g.finetune.emulator_builder import VARIANTS, EmulatorRecipe, package_key  # noqa: F401 (re-exported)
 
 from .study_config import ConfigError
@@ -275,7 +276,11 @@ def _emulator_row(setup, point, full_row):
             "step_speedup": full_wall / wall}
 
 
-def _run_point(setup, point):
+def _run_point(setup, point, log_dir=None):
+    """One training point's results.csv row; log_dir: each round's loss, examples and devices as TensorBoard
+    scalars (step = round from 0) in the point's run (`deft6g.experiment.run_name` of its key; replaced when the
+    point is re-run)."""
+    from deft6g.experiment import ScalarWriter, run_name
     from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition, plug_in
     cfg, seed = setup.cfg, point["seed"]
     d = setup.emulator(point["variant"], point["distill"], seed)
@@ -287,7 +292,12 @@ def _run_point(setup, point):
     start = device.lowest_tuned_block()
     fed = FederatedDEFT(device, devices, IdealAggregator(), start, cfg.local_steps, cfg.batch_size, cfg.lr,
                         lora_aggregation="frozen_a", seed=seed)
-    fed.run(cfg.rounds)
+    if log_dir is None:
+        fed.run(cfg.rounds)
+    else:
+        with ScalarWriter(log_dir, run_name(point, RESULT_KEY), fresh=True) as events:
+            fed.run(cfg.rounds, progress=lambda g: events.write(g.round, {"loss": g.loss, "examples": g.examples,
+                                                                          "devices": g.devices}))
     emu_acc = evaluate(device, d["test"], setup.y_test, start_block=start)
     if device is not setup.full:
         plug_in(setup.full, device, d["kept"])
@@ -301,29 +311,33 @@ def _run_point(setup, point):
 class EmulatorTask:
     """One training point (variant, distill, seed) -> its results.csv row, picklable for Ray workers: holds the
     configuration; the heavy `_Setup` (model, data; emulators cached on disk) is built on first use, once per
-    process, and never pickled. `setup`: this process's own, to reuse when the points run here."""
+    process, and never pickled. `setup`: this process's own, to reuse when the points run here; log_dir: per-round
+    TensorBoard scalars (`_run_point`)."""
 
-    def __init__(self, cfg, setup=None):
-        self.cfg, self._setup = cfg, setup
+    def __init__(self, cfg, setup=None, log_dir=None):
+        self.cfg, self._setup, self.log_dir = cfg, setup, log_dir
 
     def __getstate__(self):
-        return {"cfg": self.cfg, "_setup": None}
+        return {"cfg": self.cfg, "_setup": None, "log_dir": self.log_dir}
 
     def __call__(self, point):
         if self._setup is None:
             self._setup = _Setup(self.cfg, lambda *_: None)
-        return _run_point(self._setup, point)
+        return _run_point(self._setup, point, self.log_dir)
 
 
-def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel):
+def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):
     """Run (or resume) the study into `out_dir`; `config`: an EmulatorStudyConfig, a TOML path
     (`load_emulator_config`, with `quick`) or None (the default, or the quick one). Returns (cfg, summary rows,
     cpu_s, tuning rows). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the
     training points (all points of one seed on one worker); the distillation grid, emulator sizes and step
-    times run here, serially, first."""
+    times run here, serially, first. log_dir: TensorBoard folder, one run per training point run now
+    (`_run_point`; finished points write nothing); None: no events."""
     import tensorflow as tf
     tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
     cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
+    if log_dir is not None:
+        check_log_dir(log_dir)
     out = prepare_output(out_dir, "emulator", asdict(cfg))
     tuning = ResultStore(out / "tuning.csv", list(TUNING_TYPES), list(TUNING_TYPES)[:3], types=TUNING_TYPES)
     emu_store = ResultStore(out / "emulators.csv", list(EMU_TYPES), EMU_KEY, types=EMU_TYPES)
@@ -342,7 +356,8 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, **parallel)
         full_row = next(r for r in emu_store.rows() if r["variant"] == "full")
         run_points(emu_points, lambda p: _emulator_row(setup, p, full_row), emu_store, desc="emulators", log=log,
                    describe=lambda p, r: f"{_name(p)}: {r['download_ratio']:.2f}x smaller download")
-        run_points(points, EmulatorTask(cfg, setup), store, desc="training", log=log, group=["seed"], **parallel,
+        run_points(points, EmulatorTask(cfg, setup, log_dir), store, desc="training", log=log, group=["seed"],
+                   **parallel,
                    describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {r['plug_accuracy']:.3f}, "
                                          f"emulator {r['emulator_accuracy']:.3f}")
     emu_rows, rows = emu_store.rows(), store.rows()

@@ -42,7 +42,7 @@ from deft6g.phy import FLAT_MODELS, ControlLink, DigitalUplink, FadingChannel, O
 from deft6g.rng import derive_seed, reseed
 
 from deft6g.experiment import ResultStore, line_plot, log_mean_ci, mean_ci, percentiles, prepare_output, run_points, \
-    write_table
+    write_table, write_text_atomic
 
 STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
 FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
@@ -684,13 +684,55 @@ def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     speed = speed_test(cfg)
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
     plot(cfg, out, air.rows(), dig.rows(), matched, obda.rows())
+    write_text_atomic(out / "summary.md", summary_markdown(air.rows(), dict(obda=obda.rows(), matched=matched)))
     impairment_sweeps(out, quick, seed)
     return cfg, air.rows(), dig.rows(), dict(speed=speed, obda=obda.rows(), obda_choice=obda_choice,
                                              digital_choice=dig_choice, matched=matched)
 
 
 def _fmt_uses(uses):
-    return f"{uses / 1e3:.1f}k" if uses >= 1e4 else f"{uses:.0f}"
+    return f"{uses / 1e3:.1f}k" if uses >= 1e4 else f"{uses:,.0f}"
+
+
+def summary_markdown(air_rows, extra):
+    """summary.md: per channel, N and K of the equal-quality comparison, a Markdown table over SNR of AirComp with
+    pilots (median NMSE, uplink and downlink uses), its genie, the cheapest digital option meeting AirComp's NMSE
+    (chosen on validation draws) and OBDA at its validated threshold; MRC receiver (ZF in matched.csv)."""
+    air = {(r["model"], int(r["num_rx_ant"]), int(r["num_devices"]), r["receiver"], r["csi"], float(r["snr_db"])): r
+           for r in air_rows}
+    obda = {}
+    for r in extra["obda"]:
+        obda.setdefault((r["model"], int(r["num_rx_ant"]), int(r["num_devices"]), float(r["snr_db"])), []).append(r)
+    groups = {}
+    for r in extra["matched"]:
+        if r["receiver"] == "mrc":
+            groups.setdefault((r["model"], int(r["num_rx_ant"]), int(r["num_devices"])), []).append(r)
+    out = []
+    for (model, n, k), rows in groups.items():
+        out += [f"**{model}, N = {n}, K = {k}** (MRC receiver; ZF in matched.csv)", "",
+                "| SNR [dB] | AirComp, pilots: NMSE [dB] / uplink uses (downlink) | AirComp genie: NMSE [dB] / uses | "
+                "cheapest digital meeting AirComp's NMSE: option / NMSE [dB] / uplink uses (downlink) / digital over "
+                "AirComp | OBDA: sign-error rate / uplink uses (g_th) |", "|---:|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: float(r["snr_db"])):
+            snr = float(r["snr_db"])
+            pil, gen = air[model, n, k, "mrc", "pilots", snr], air.get((model, n, k, "mrc", "genie", snr))
+            cells = [f"{snr:g}", f"{float(pil['nmse_db']):.1f} / {_fmt_uses(float(pil['channel_uses']))} "
+                                 f"({_fmt_uses(float(pil['downlink_uses']))})",
+                     "–" if gen is None else f"{float(gen['nmse_db']):.1f} / {_fmt_uses(float(gen['channel_uses']))}"]
+            if r["scheme"] == NOT_REACHED:
+                cells.append(NOT_REACHED)
+            else:
+                scheme = {"mu-mimo-amc": "MU-MIMO", "tdma-amc": "TDMA"}.get(r["scheme"], r["scheme"])
+                cells.append(f"{scheme} {r['num_bits']}-bit / {r['digital_nmse_db']:.1f} / "
+                             f"{_fmt_uses(r['digital_uses'])} ({_fmt_uses(r['digital_downlink_uses'])}) / "
+                             f"{r['ratio']:.2f}x")
+            o = obda.get((model, n, k, snr), [])
+            cells.append("–" if not o else f"{np.mean([float(x['sign_error']) for x in o]):.3f} / "
+                                           f"{_fmt_uses(np.mean([float(x['channel_uses']) for x in o]))} "
+                                           f"({float(o[0]['threshold']):g})")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def summary(cfg, air_rows, dig_rows, extra):

@@ -87,11 +87,14 @@ def _activations(peft, x, block, key, ids, data, chunks=None):
     return z["h"], z["m"]
 
 
-def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate_test=False):
+def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate_test=False, log_dir=None):
     """One run in this process: {"round_s": median seconds per round after the first, "examples": training
     examples per round (median; a device holding fewer than batch_size texts steps through smaller batches),
     "ms_per_example": the median over those rounds of round time / examples [ms], "peak_rss_mb": this
-    process's peak resident memory [MB] so far, "setup_s", "accuracy" (test split, NaN unless evaluate_test)}."""
+    process's peak resident memory [MB] so far, "setup_s", "accuracy" (test split, NaN unless evaluate_test)}.
+    log_dir: after each round (outside its timing), TensorBoard scalars loss, round_s, examples and devices at
+    step = round, in the run named by the arguments (`deft6g.experiment.run_name`; a re-run replaces it)."""
+    from deft6g.experiment import ScalarWriter, run_name
     from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition
     from deft6g.finetune.training import take
     t0 = time.time()
@@ -106,10 +109,17 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
                         seed=seed, clients_per_round=per_round if per_round < num_devices else None)
     setup_s = time.time() - t0
     times, examples = [], []
+    run = {"num_devices": num_devices, "per_round": per_round, "data": data, "seed": seed, "test": evaluate_test}
+    events = None if log_dir is None else ScalarWriter(log_dir, run_name(run, list(run)), fresh=True)
     for r in range(cfg.rounds):
         t = time.time()
-        examples.append(fed.run_round(r).examples)
+        g = fed.run_round(r)
         times.append(time.time() - t)
+        examples.append(g.examples)
+        if events is not None:
+            events.write(r, {"loss": g.loss, "round_s": times[-1], "examples": g.examples, "devices": g.devices})
+    if events is not None:
+        events.close()
     accuracy = float("nan")
     if evaluate_test:
         acts = _activations(peft, x_test, cfg.block, key, test, data)
@@ -177,18 +187,19 @@ def data_path_summary(rows, margin=EQUIVALENCE_MARGIN):
             "tost": tost(a16, a32, margin=margin)["verdict"] if len(seeds) >= 2 else ""}
 
 
-def run_scale(out_dir, quick=False, log=print):
+def run_scale(out_dir, quick=False, log=print, log_dir=None):
     """Run the benchmark into `out_dir` (recomputed each time: ratios are within one invocation); returns
-    (cfg, scale rows, data-path rows)."""
-    from deft6g.experiment import prepare_output, write_table
+    (cfg, scale rows, data-path rows). log_dir: per-round TensorBoard scalars of every run (`measure`)."""
+    from deft6g.experiment import check_log_dir, prepare_output, write_table
     cfg = ScaleConfig.quick() if quick else ScaleConfig()
+    log_dir = None if log_dir is None else str(check_log_dir(log_dir))
     out = prepare_output(out_dir, "scale", asdict(cfg))
     t0 = time.time()
     prepare_caches(cfg)
     log(f"caches ready in {time.time() - t0:.0f} s")
     scale = []
     for k, m in cfg.grid:
-        res = _in_subprocess(cfg, num_devices=k, per_round=m)
+        res = _in_subprocess(cfg, num_devices=k, per_round=m, log_dir=log_dir)
         scale.append({"num_devices": k, "per_round": m, "rounds": cfg.rounds, **res})
         log(f"K = {k}, {m} per round: {res['round_s']:.2f} s per round, peak RSS {res['peak_rss_mb']:.0f} MB")
     scale = with_ratios(scale)
@@ -197,7 +208,8 @@ def run_scale(out_dir, quick=False, log=print):
     data_rows = []
     for seed in cfg.seeds:
         for data in ("padded-float32", "ragged-float16"):
-            res = _in_subprocess(cfg, num_devices=k0, per_round=k0, data=data, seed=seed, evaluate_test=True)
+            res = _in_subprocess(cfg, num_devices=k0, per_round=k0, data=data, seed=seed, evaluate_test=True,
+                                 log_dir=log_dir)
             data_rows.append({"data": data, "seed": seed, **res})
             log(f"{data} seed {seed}: peak RSS {res['peak_rss_mb']:.0f} MB, accuracy {res['accuracy']:.4f}")
     write_table(out / "data_path.csv", DATA_FIELDS, data_rows)

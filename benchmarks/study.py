@@ -22,8 +22,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from deft6g.experiment import (ResultStore, line_plot, log_mean_ci, mean_ci, paired_ci, prepare_output, run_points,
-                               summarise, tost, tuning_store, write_table, write_text_atomic)
+from deft6g.experiment import (ResultStore, ScalarWriter, check_log_dir, line_plot, log_mean_ci, mean_ci, paired_ci,
+                               prepare_output, run_name, run_points, summarise, tost, tuning_store, write_table,
+                               write_text_atomic)
 
 from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
 
@@ -193,9 +194,11 @@ class _Setup:
         from deft6g.finetune import evaluate, plug_in
         device_acts, full_acts, y = self.round_val if validation else self.whole_test
         if self.device is self.full:
-            return evaluate(self.full, device_acts, y, start_block=self.start, batch_size=self.EVAL_BATCH)
+            return evaluate(self.full, device_acts, y, start_block=self.start, batch_size=self.EVAL_BATCH,
+                            jit_compile=self.cfg.federated.jit_compile)
         plug_in(self.full, self.device, self.kept)
-        return evaluate(self.full, full_acts, y, start_block=self.full_start, batch_size=self.EVAL_BATCH)
+        return evaluate(self.full, full_acts, y, start_block=self.full_start, batch_size=self.EVAL_BATCH,
+                        jit_compile=self.cfg.federated.jit_compile)
 
 
 def _aggregator(cfg, point, setting=None):
@@ -237,11 +240,12 @@ class _TimedAggregator:
 class StudyTask:
     """What one study point runs, picklable for Ray workers: holds the configuration and `choices` (the tuning
     stage's values and the noisy control's NMSE, see `point_setting`); the heavy `_Setup` (data, models, cached
-    activations) is built on first use, once per process, and never pickled.
+    activations) is built on first use, once per process, and never pickled. log_dir: write each round's
+    rounds.csv values live as TensorBoard scalars, one run per point (`log_point`).
     task(point) -> {"row": the results.csv row, "rounds": the rounds.csv rows}."""
 
-    def __init__(self, cfg, log=print, choices=None):
-        self.cfg, self.log, self._setup, self.choices = cfg, log, None, dict(choices or {})
+    def __init__(self, cfg, log=print, choices=None, log_dir=None):
+        self.cfg, self.log, self._setup, self.choices, self.log_dir = cfg, log, None, dict(choices or {}), log_dir
 
     def setup(self):
         if self._setup is None:
@@ -249,10 +253,22 @@ class StudyTask:
         return self._setup
 
     def __getstate__(self):
-        return {"cfg": self.cfg, "log": print, "_setup": None, "choices": self.choices}
+        return {"cfg": self.cfg, "log": print, "_setup": None, "choices": self.choices, "log_dir": self.log_dir}
 
     def __call__(self, point):
-        return _run_point(self.setup(), point, point_setting(self.cfg, self.choices, point))
+        setting = point_setting(self.cfg, self.choices, point)
+        if self.log_dir is None:
+            return _run_point(self.setup(), point, setting)
+        with log_point(self.log_dir, point) as events:
+            return _run_point(self.setup(), point, setting, on_round=lambda row: events.write(row["round"], row))
+
+
+def log_point(log_dir, point):
+    """The TensorBoard run of `point` in `log_dir` (a ScalarWriter, step: rounds.csv's round, from 0): every
+    numeric rounds.csv column but the point's key and the round, plus "channel_uses_cumulative" (uplink uses over
+    rounds 0..step); the point's earlier event files (a run interrupted before it finished) are deleted first."""
+    return ScalarWriter(log_dir, run_name(point, POINT_KEY), fresh=True, skip=POINT_KEY + ["round"],
+                        cumulative=["channel_uses"])
 
 
 def point_setting(cfg, choices, point):
@@ -277,9 +293,10 @@ def point_setting(cfg, choices, point):
     return out
 
 
-def _run_point(setup, point, setting, validation_only=False):
+def _run_point(setup, point, setting, validation_only=False, on_round=None):
     """One federated run of `point` with `setting` (`point_setting`); validation_only (the tuning stage): no
-    test evaluation (accuracy and emulator_accuracy NaN), the test split is never read."""
+    test evaluation (accuracy and emulator_accuracy NaN), the test split is never read; on_round: called with
+    each round's rounds.csv row as soon as the round (and its evaluation) is done."""
     from deft6g.finetune import FederatedDEFT, evaluate, partition
 
     cfg, f = setup.cfg, setup.cfg.federated
@@ -297,7 +314,7 @@ def _run_point(setup, point, setting, validation_only=False):
                         f.server_optimizer, f.server_lr, point["lora_aggregation"],
                         cut_block=f.cut_block if f.mode == "gradient" else None, seed=seed,
                         stateful_clients=f.stateful_clients, fraction=f.fraction,
-                        clients_per_round=f.clients_per_round or None)
+                        clients_per_round=f.clients_per_round or None, jit_compile=f.jit_compile)
     eval_s = [0.0]
 
     def timed(fn, *args, **kwargs):
@@ -306,21 +323,25 @@ def _run_point(setup, point, setting, validation_only=False):
         eval_s[0] += time.time() - t
         return out
 
+    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals")
+    server_only = point["scheme"] == "centralised"      # the reference trains at the server: nothing is broadcast
+    count = lambda g, c: 0 if server_only and c == "broadcast_reals" else getattr(g, c)     # noqa: E731
+
+    def round_row(g):                                   # the rounds.csv row of the RoundLog g
+        return {**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
+                "lora_bias": g.lora_bias, **{c: count(g, c) for c in counts}, "energy": g.energy,
+                "devices": g.devices, "sampled": " ".join(map(str, g.sampled)),
+                "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
+
     every = f.rounds if validation_only else f.eval_every       # a tuning run is scored on its final round alone
-    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, validation=True), eval_every=every)
+    logs = fed.run(f.rounds, evaluate=lambda: timed(setup.evaluate, validation=True), eval_every=every,
+                   progress=None if on_round is None else lambda g: on_round(round_row(g)))
     accuracy = math.nan if validation_only else timed(setup.evaluate)
     val_accuracy = logs[-1].accuracy                     # run() evaluates after the last round
     emu_acc = (accuracy if setup.device is setup.full or validation_only else
                timed(evaluate, setup.device, setup.whole_test[0], setup.whole_test[2], start_block=setup.start,
-                     batch_size=setup.EVAL_BATCH))
-    counts = ("channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals")
-    server_only = point["scheme"] == "centralised"      # the reference trains at the server: nothing is broadcast
-    count = lambda g, c: 0 if server_only and c == "broadcast_reals" else getattr(g, c)     # noqa: E731
-    rounds = [{**point, "round": g.round, "loss": g.loss, "agg_mse": g.agg_mse, "nmse": g.nmse,
-               "lora_bias": g.lora_bias, **{c: count(g, c) for c in counts}, "energy": g.energy,
-               "devices": g.devices, "sampled": " ".join(map(str, g.sampled)),
-               "participants": " ".join(map(str, g.participants)), "val_accuracy": g.accuracy}
-              for g in logs]
+                     batch_size=setup.EVAL_BATCH, jit_compile=f.jit_compile))
+    rounds = [round_row(g) for g in logs]
     totals = {c: sum(count(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
     extra = json.dumps({k: v for k, v in setting.items() if k != "lr"}, sort_keys=True)
@@ -362,17 +383,21 @@ def check_study(cfg):
     return cfg
 
 
-def run_study(out_dir, config=None, quick=False, log=print, **parallel):
+def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):
     """Run (or resume) the study into `out_dir`; `config`: a TOML path, None (the default) or a StudyConfig
     (`quick` applies to paths and None). Returns (cfg, rows). Every check of `check_study` runs before the
-    folder is touched. parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the
-    activations are cached on disk here first, every worker loads them from the cache)."""
+    folder is touched. log_dir: TensorBoard folder, one run per point run now (`log_point`; finished points
+    skipped by a resumed run write nothing; tuning runs are not logged); None: no events. parallel: workers,
+    ray_address, worker_gpus of `deft6g.experiment.run_points` (the activations are cached on disk here first,
+    every worker loads them from the cache)."""
     cfg = check_study(config if isinstance(config, StudyConfig) else load_config(config, quick))
+    if log_dir is not None:
+        check_log_dir(log_dir)
     out = prepare_output(out_dir, "study", cfg.to_dict())
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
     points = study_points(cfg)
-    task = StudyTask(cfg, log)
+    task = StudyTask(cfg, log, log_dir=log_dir)
     if any(not store.done(p) for p in points):
         _write_model_info(out, cfg, task.setup())
     task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_FIELDS), log, **parallel)
@@ -487,7 +512,7 @@ def _write_model_info(out, cfg, setup):
 
 SUMMARY_VALUES = ["accuracy", "val_accuracy", "channel_uses", "downlink_uses", "energy", "latency_s", "nmse"]
 SUMMARY_EXTRA = ["vs_ideal_mean", "vs_ideal_ci", "tost", "tost_low", "tost_high", "overhead_share", "reached",
-                 "uses_to_target", "within_budget", "accuracy_at_budget", "cheapest_width", "heard"]
+                 "uses_to_target", "within_budget", "accuracy_at_budget", "cheapest_width", "heard", "uses_per_heard"]
 EQUIVALENCE_MARGIN = 0.01         # one accuracy point: the TOST margin and the equal-quality target below ideal
 
 
@@ -539,7 +564,8 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
     accuracy_at_budget: the lower median over seeds of the validation accuracy reached within `budget` total uplink
     channel uses (`accuracy_within`; -inf: the median seed has no evaluated round within it) and within_budget:
     the fraction of seeds with an evaluated round within it; heard: the devices whose update reached the server
-    per round (mean over rounds and seeds)."""
+    per round (mean over rounds and seeds; none for the centralised reference); uses_per_heard: uplink channel uses
+    per device-round heard (mean over seeds; inf: a seed heard nobody)."""
     out = summarise(rows, SUMMARY_BY, SUMMARY_VALUES)
     ideal = {(r["lora_aggregation"], r["seed"]): r for r in rows if r["scheme"] == "ideal"}
     by_point = {}
@@ -558,13 +584,15 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
         uses = sum(float(r["channel_uses"]) for r in members)
         s["overhead_share"] = (sum(float(r["pilot_uses"]) + float(r["side_info_uses"]) for r in members) / uses
                                if uses else float("nan"))
-        spent, within, heard = [], [], []
+        spent, within, heard, per_heard = [], [], [], []
         for r in members:
             ref = ideal.get((r["lora_aggregation"], r["seed"]))
             point_rounds = by_point.get(tuple(str(r[k]) for k in POINT_KEY))
             if point_rounds:
                 within.append(accuracy_within(point_rounds, budget))
                 heard.append(np.mean([int(g["devices"]) for g in point_rounds]))
+                device_rounds = sum(int(g["devices"]) for g in point_rounds)
+                per_heard.append(float(r["channel_uses"]) / device_rounds if device_rounds else math.inf)
             if ref is not None and point_rounds and ref["val_accuracy"] not in ("", None):
                 spent.append(uses_to_target(point_rounds, float(ref["val_accuracy"]) - margin))
         channel = s["scheme"] != "noisy"                                  # the noisy control has no channel
@@ -572,7 +600,8 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
         s["uses_to_target"] = _median_censored(spent) if spent and channel else float("nan")
         s["within_budget"] = float(np.mean(np.isfinite(within))) if within and channel else float("nan")
         s["accuracy_at_budget"] = _median_censored(within) if within and channel else float("nan")
-        s["heard"] = float(np.mean(heard)) if heard else float("nan")
+        s["heard"] = float(np.mean(heard)) if heard and s["scheme"] != "centralised" else float("nan")   # no devices
+        s["uses_per_heard"] = float(np.mean(per_heard)) if per_heard and uses else float("nan")
     chosen = cheapest_widths(out)
     for s in out:
         s["cheapest_width"] = s["scheme"] == "digital" and chosen.get(_width_key(s)) is s
@@ -701,7 +730,8 @@ def _cells(s):
             f"{s['accuracy_mean']:.3f} +- {_ci(s['accuracy_ci'])}",
             "" if nan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}", tost_text,
             "" if nan(s["heard"]) else f"{s['heard']:.1f}",
-            f"{s['channel_uses_mean']:,.0f}", "" if nan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%",
+            f"{s['channel_uses_mean']:,.0f}", inf_or(s["uses_per_heard"], "none heard", lambda x: f"{x:,.0f}"),
+            "" if nan(s["overhead_share"]) else f"{100 * s['overhead_share']:.0f}%",
             f"{s['downlink_uses_mean']:,.0f}", f"{s['energy_mean']:,.0f}",
             "" if nan(s["reached"]) else f"{s['reached']:.2f}",
             inf_or(s["uses_to_target"], "not reached", lambda x: f"{x:,.0f}"),
@@ -711,7 +741,7 @@ def _cells(s):
 # (header, text width; a negative width aligns left) of the printed table, one per `_cells` entry
 TABLE_COLUMNS = [("scheme", -12), ("link", -8), ("LoRA agg", -10), ("N", 3), ("SNR dB", 7), ("bits", 5),
                  ("test accuracy", 17), ("minus ideal (paired)", 22), ("TOST +-1pt [90% CI]", 32),
-                 ("heard", 6), ("uplink uses", 13), ("overhead", 9), ("downlink", 10), ("energy", 12), ("reached", 8),
+                 ("heard", 6), ("uplink uses", 13), ("per heard", 11), ("overhead", 9), ("downlink", 10), ("energy", 12), ("reached", 8),
                  ("uses to target", 15), ("val acc @ budget", 17)]
 
 
@@ -739,7 +769,8 @@ def summary(cfg, rows, round_rows=(), markdown=False):
              f"{cfg.federated.local_steps} local steps, mode {cfg.federated.mode}, channel {cfg.channel.model} (SNR: "
              f"the mean over the devices); mean +- 95% CI over {n_seeds} seed(s); accuracy on the test split")
     notes = ["heard: devices whose update reached the server per round (mean); uplink uses: payload + pilots + "
-             "side information over all rounds (overhead: the last two's share); energy: the devices' transmit "
+             "side information over all rounds (overhead: the last two's share); per heard: uplink uses per device "
+             "heard in a round (mean over seeds); energy: the devices' transmit "
              "energy over all rounds [P x channel uses]; reached: seeds whose validation accuracy reaches ideal "
              "minus 1 point; uses to target: their lower-median uplink uses (never-reaching seeds counted as "
              "infinite); TOST: paired equivalence with ideal within 1 point ('not shown' is no evidence of a "

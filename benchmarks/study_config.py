@@ -69,7 +69,8 @@ class FederatedSection:
     "frozen_a", "delta_w" (one study point each); eval_every: rounds between the per-round evaluations, which
     use round_eval_examples texts of the validation split (0: all of it; the final test accuracy uses the
     whole test split);
-    emulator_bottom / emulator_top / emulator_drop; cut_block."""
+    emulator_bottom / emulator_top / emulator_drop; cut_block; jit_compile: XLA-compile the local step and the
+    evaluation (about 13 % faster per point once compiled; numbers move by ~1e-7 relative)."""
     mode: str = "full"
     devices: int = 8
     rounds: int = 10
@@ -90,6 +91,7 @@ class FederatedSection:
     emulator_top: int = 1
     emulator_drop: float = 0.5
     cut_block: int = 0
+    jit_compile: bool = True
 
 
 @dataclass
@@ -112,7 +114,7 @@ class ChannelSection:
     num_pilots: int = 0
     downlink_offset_db: float = 0.0
     num_rx_ant: list[int] = field(default_factory=lambda: [2])
-    snr_db: list[float] = field(default_factory=lambda: [-30.0, -20.0, -10.0, 0.0])
+    snr_db: list[float] = field(default_factory=lambda: [-30.0, -10.0, 0.0])
     method: str = "sdr"
     csi_error: float = 0.0
     select_devices: bool = False
@@ -193,7 +195,8 @@ class StudyConfig:
 
 QUICK = {"seeds": [0, 1],
          "data": {"train_examples": 256, "test_examples": 128},
-         "federated": {"devices": 4, "rounds": 2, "local_steps": 2, "batch_size": 8, "eval_every": 1},
+         "federated": {"devices": 4, "rounds": 2, "local_steps": 2, "batch_size": 8, "eval_every": 1,
+                       "jit_compile": False},       # compiling costs more than it saves on two rounds
          "channel": {"snr_db": [0.0, 20.0]}, "digital": {"snr_db": []}}
 
 

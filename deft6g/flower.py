@@ -21,7 +21,8 @@ a failed client) works. Flower's server round is the aggregator's round index.
 Each round's train MetricRecord holds the clients' own metrics (aggregated as FedAvg does) plus the channel's:
 agg_mse (per entry), nmse, uplink_uses (payload + pilots + side information), payload_uses, pilot_uses,
 side_info_uses, downlink_uses, devices_heard, and latency_s = uplink_uses / bandwidth_hz. With `log_dir`, every
-train and evaluate metric is also written per round as a TensorBoard scalar ("train/NAME", "evaluate/NAME").
+train and evaluate metric is also written per round as a TensorBoard scalar ("train/NAME", "evaluate/NAME"; step:
+the server round; `deft6g.experiment.ScalarWriter`, flushed every round).
 
 Only the server needs deft6g (and TensorFlow); clients may be PyTorch, Keras or NumPy apps.
 """
@@ -36,6 +37,7 @@ try:
 except ImportError as err:                       # flwr missing (or too old for the Message API)
     raise ImportError(FLOWER_HINT) from err
 
+from deft6g.experiment import ScalarWriter
 from deft6g.finetune.aggregation import SCHEMES, make_aggregator
 
 CHANNEL_METRICS = ("agg_mse", "nmse", "uplink_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses",
@@ -74,7 +76,8 @@ class ChannelFedAvg(FedAvg):
                           aircomp=aircomp, digital=digital, obda=obda, noisy=noisy)
         self.aggregator = None if num_clients is None else make_aggregator(scheme, num_clients, **self._make)
         self.device_index = {}                    # node id -> device index
-        self.device_key, self.log_dir, self._writer = device_key, log_dir, None
+        self.device_key, self.log_dir = device_key, log_dir
+        self._writer = None if log_dir is None else ScalarWriter(log_dir)    # checks the folder, creates nothing
         self._global = None                       # (keys, flat float32 [L], dtypes, shapes) of the arrays sent
 
     def _register(self, node_ids):
@@ -165,16 +168,5 @@ class ChannelFedAvg(FedAvg):
 
     def _log(self, split, server_round, metrics):
         """TensorBoard scalars "split/NAME" at step `server_round` (nothing without `log_dir`)."""
-        if self.log_dir is None or not metrics:
-            return
-        import tensorflow as tf
-        from tensorflow.core.framework.summary_pb2 import SummaryMetadata
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(str(self.log_dir))
-        scalar = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="scalars"))  # TensorBoard's tag
-        with self._writer.as_default():
-            for name, value in metrics.items():
-                if isinstance(value, (int, float)):       # tf.summary.write: no tensorboard package needed
-                    tf.summary.write(f"{split}/{name}", tf.constant(value, tf.float32), step=server_round,
-                                     metadata=scalar)
-        self._writer.flush()
+        if self._writer is not None and metrics:
+            self._writer.write(server_round, dict(metrics), prefix=split)

@@ -76,16 +76,18 @@ def take(x, idx):
     return x[idx]
 
 
-_PREDICT = weakref.WeakKeyDictionary()    # model -> {start_block: compiled predict}
+_PREDICT = weakref.WeakKeyDictionary()    # model -> {(start_block, jit_compile): compiled predict}
 
 
-def evaluate(model, x, y, start_block=None, batch_size=256):
-    """Accuracy of `model` on (x, y); x as in `make_train_step`. The compiled predict is kept per model."""
+def evaluate(model, x, y, start_block=None, batch_size=256, jit_compile=False):
+    """Accuracy of `model` on (x, y); x as in `make_train_step`. The compiled predict (XLA with
+    `jit_compile`) is kept per model."""
     fns = _PREDICT.setdefault(model, {})
-    if start_block not in fns:
-        fns[start_block] = tf.function(lambda xb: tf.argmax(_logits(model, xb, start_block, False), axis=-1),
-                                       reduce_retracing=True)
-    predict = fns[start_block]
+    if (start_block, jit_compile) not in fns:
+        fns[start_block, jit_compile] = tf.function(
+            lambda xb: tf.argmax(_logits(model, xb, start_block, False), axis=-1), reduce_retracing=True,
+            jit_compile=jit_compile)
+    predict = fns[start_block, jit_compile]
     if isinstance(x, tuple) and len(x) == 2 and np.ndim(x[1]) == 2:        # cached: batch by length, trim
         lengths = np.asarray(x[1]).sum(1)
         if np.any(np.diff(lengths) < 0):                                     # (no copy when already sorted)

@@ -174,7 +174,10 @@ def test_tensorboard_events_hold_the_round_metrics(runs):
             assert found[(f"train/{name}", server_round)] == pytest.approx(metrics[server_round][name], rel=1e-6)
 
 
-def test_bad_arguments_are_named():
+def test_bad_arguments_are_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(ValueError, match="log_dir"):                # deft6g.experiment.ScalarWriter's check
+        ChannelFedAvg("ideal", log_dir=tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="scheme"):
         ChannelFedAvg("analog")
     with pytest.raises(ValueError, match="num_clients"):

@@ -1,6 +1,6 @@
 """deft6g.experiment: the engine every study and benchmark shares -- guarded output folders, a resumable
 result store, the point runner, seed statistics (mean and confidence interval, log-space intervals, the
-equivalence test TOST) and plots."""
+equivalence test TOST), plots and live TensorBoard scalars."""
 
 from .store import (OutputFolderError, ResultStore, load_json, prepare_output, write_json_atomic, write_table,
                     write_text_atomic)
@@ -8,3 +8,4 @@ from .runner import PointsFailed, RayUnavailable, available_cores, require_ray, 
 from .stats import log_mean_ci, mean_ci, paired_ci, percentiles, summarise, tost
 from .plots import interval, line_plot, merge_labels
 from .tuning import Choice, candidates, tune, tuning_store
+from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name

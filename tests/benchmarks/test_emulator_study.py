@@ -113,3 +113,22 @@ def test_study_emulator_mode_sends_the_compressed_aligned_emulator(cache, monkey
     assert info["download_bits_full"] > 4 * info["download_bits"]
     assert setup.device.base.config.vocab_size == info["vocab_size"] == builder.vocab_ids.size
     assert len(info["tuning"]) == 2 and sum(r["chosen"] for r in info["tuning"]) == 1
+
+
+def test_log_dir_writes_each_training_round_and_changes_no_result(cache, tmp_path):
+    """One training point (the full model, seed 0; 2 devices, 2 rounds of one step of 8 texts, ideal
+    aggregation) run without and with a TensorBoard folder: the same results.csv row (timings aside), and the
+    point's run holds steps 0 and 1 once each, with both devices heard and 2 x 8 training examples per round."""
+    from deft6g.benchmarks.emulator_study import RESULT_KEY, EmulatorTask
+    from deft6g.experiment import read_scalars, run_name
+    cfg = EmulatorStudyConfig(**{**TINY, "devices": 2, "rounds": 2, "local_steps": 1, "batch_size": 8})
+    setup = _Setup(cfg, print)
+    point = {"variant": "full", "distill": False, "seed": 0}
+    plain = EmulatorTask(cfg, setup)(point)
+    logged = EmulatorTask(cfg, setup, tmp_path / "events")(point)
+    timing = {"train_s", "distill_s"}
+    np.testing.assert_equal({k: v for k, v in logged.items() if k not in timing},      # NaN equals NaN here
+                            {k: v for k, v in plain.items() if k not in timing})
+    scalars = read_scalars(tmp_path / "events" / run_name(point, RESULT_KEY))
+    assert scalars["devices"] == [(0, 2.0), (1, 2.0)] and scalars["examples"] == [(0, 16.0), (1, 16.0)]
+    assert [step for step, _ in scalars["loss"]] == [0, 1] and all(0 < v < 10 for _, v in scalars["loss"])

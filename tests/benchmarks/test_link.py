@@ -10,7 +10,7 @@ import pytest
 from deft6g.benchmarks import link
 from deft6g.benchmarks.link import (DIGITAL_FIELDS, NOT_REACHED, OBDA_FIELDS, LinkConfig, _AirCompPoint, _design_over,
                                     _DigitalPoint, _OBDAPoint, choose_lowest, digital_choice, digital_summary,
-                                    draw_seeds, matched_table, pooled, run_digital, run_obda)
+                                    draw_seeds, matched_table, pooled, run_digital, run_obda, summary_markdown)
 from deft6g.experiment import ResultStore
 from deft6g.rng import derive_seed
 from deft6g.optim import closed_form_design
@@ -124,6 +124,12 @@ def test_matched_table_reports_the_option_chosen_on_validation():
     miss = rows[20.0]
     assert miss["scheme"] == NOT_REACHED and miss["ratio"] == "" and miss["digital_uses"] == ""
     assert miss["aircomp_latency_ms"] == pytest.approx(0.15)
+    obda = [dict(model="rayleigh", num_rx_ant="8", num_devices="8", snr_db="10", seed=str(s), threshold="0.1",
+                 sign_error=str(e), channel_uses="258") for s, e in ((0, 0.2), (1, 0.3))]
+    table = summary_markdown(air, dict(obda=obda, matched=list(rows.values()))).splitlines()
+    assert table[0] == "**rayleigh, N = 8, K = 8** (MRC receiver; ZF in matched.csv)"
+    assert table[4] == "| 10 | -10.0 / 200 (100) | -10.0 / 1 | MU-MIMO 2-bit / -8.0 / 640 (30) / 3.20x | 0.250 / 258 (0.1) |"
+    assert table[5] == f"| 20 | -40.0 / 150 (100) | – | {NOT_REACHED} | – |"
 
 
 def test_choose_lowest_is_the_admitted_argmin_with_ties_to_the_larger():

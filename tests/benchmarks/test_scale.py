@@ -1,9 +1,11 @@
 """`deft6g scale`: ratios to the first run and the data-path summary by hand, one in-process run of each data
-path on the random smoke-test model (same batches, float16 vs float32 activations), and the plot."""
+path on the random smoke-test model (same batches, float16 vs float32 activations) with its per-round
+TensorBoard scalars, and the plot."""
 
 import pytest
 
 from deft6g.benchmarks.scale import ScaleConfig, data_path_summary, measure, plot_scale, with_ratios
+from deft6g.experiment import read_scalars
 
 
 def test_ratios_and_summary_by_hand():
@@ -31,12 +33,19 @@ def test_measure_both_data_paths_on_the_smoke_model(tmp_path, monkeypatch):
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path))
     cfg = ScaleConfig(model="random-bert", train_examples=64, test_examples=32, rounds=2, local_steps=1,
                       batch_size=8, seeds=[0])
-    got = {d: measure(cfg, 4, 2, data=d, evaluate_test=True) for d in ("ragged-float16", "padded-float32")}
+    got = {d: measure(cfg, 4, 2, data=d, evaluate_test=True, log_dir=tmp_path / "events")
+           for d in ("ragged-float16", "padded-float32")}
     for res in got.values():
         assert res["round_s"] > 0 and res["peak_rss_mb"] > 0 and 0 <= res["accuracy"] <= 1
         assert 2 <= res["examples"] <= 2 * 8            # 2 sampled devices, one step of at most 8 texts each
         assert res["ms_per_example"] == pytest.approx(1e3 * res["round_s"] / res["examples"], rel=0.5)
     assert abs(got["ragged-float16"]["accuracy"] - got["padded-float32"]["accuracy"]) <= 1 / 32 + 1e-9
+    for d, res in got.items():            # --log-dir: the per-round scalars whose medians the run reports
+        logged = read_scalars(tmp_path / "events" / f"num_devices=4,per_round=2,data={d},seed=0,test=True")
+        assert sorted(logged) == ["devices", "examples", "loss", "round_s"]
+        assert all([step for step, _ in v] == [0, 1] for v in logged.values())
+        assert res["round_s"] == pytest.approx(logged["round_s"][1][1], rel=1e-6)        # median of round 1 alone
+        assert res["examples"] == logged["examples"][1][1] and 1 <= logged["devices"][0][1] <= 2
     rows = with_ratios([{"num_devices": 4, "per_round": 2, **got["ragged-float16"]},
                         {"num_devices": 8, "per_round": 2, **got["padded-float32"]}])
     plot_scale(tmp_path / "scale.png", cfg, rows)

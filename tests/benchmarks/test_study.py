@@ -1,4 +1,5 @@
-"""`deft6g study`: fail-fast configuration errors, resume after an interruption, same seed same numbers."""
+"""`deft6g study`: fail-fast configuration errors, resume after an interruption, same seed same numbers, live
+TensorBoard events (--log-dir) holding exactly rounds.csv."""
 
 import csv
 import math
@@ -8,16 +9,37 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from deft6g.benchmarks.cli import main
 from deft6g.benchmarks.ray_speedup import compare_rows
-from deft6g.benchmarks.study import POINT_KEY, run_study, study_points
+from deft6g.benchmarks.study import POINT_KEY, ROUND_FIELDS, run_study, study_points
 from deft6g.benchmarks.study_config import build_config, load_config
+from deft6g.experiment import read_scalars, run_name
 
 def read(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def assert_events_are_the_rounds(log_dir, rounds, points):
+    """`log_dir` holds one TensorBoard run per point of `points` (no other) and each run holds exactly its
+    rounds.csv rows: every finite numeric column at step = round, to float32, each step once, and
+    channel_uses_cumulative the running sum of channel_uses."""
+    assert sorted(d.name for d in log_dir.iterdir()) == sorted(run_name(p, POINT_KEY) for p in points)
+    numeric = [c for c in ROUND_FIELDS if c not in POINT_KEY + ["round", "sampled", "participants"]]
+    for p in points:
+        mine = sorted((r for r in rounds if all(r[k] == str(p[k]) for k in POINT_KEY)), key=lambda r: int(r["round"]))
+        assert mine
+        want = {}
+        for r in mine:
+            for c in numeric:
+                if math.isfinite(float(r[c])):
+                    want.setdefault(c, []).append((int(r["round"]), float(np.float32(r[c]))))
+        spent = np.cumsum([int(r["channel_uses"]) for r in mine])
+        want["channel_uses_cumulative"] = [(int(r["round"]), float(u)) for r, u in zip(mine, spent)]
+        assert read_scalars(log_dir / run_name(p, POINT_KEY)) == want
 
 
 @pytest.mark.parametrize("overrides, key", [
@@ -58,9 +80,9 @@ def test_default_configuration_is_the_main_job():
     assert cfg.data.train_examples == 0 and cfg.data.test_examples == 0          # the whole split
     assert cfg.federated.devices == 8 and cfg.peft.method == "lora" and len(cfg.seeds) >= 3
     assert {p["scheme"] for p in study_points(cfg)} == {"centralised", "ideal", "aircomp", "digital"}
-    # the tuning stage stays small: 3 device and 3 centralised learning rates on one seed (6 runs beside 27 points)
+    # the tuning stage stays small: 3 device and 3 centralised learning rates on one seed (6 runs beside 24 points)
     t = cfg.tuning
-    assert len(t.seeds) * (len(t.lr) + len(t.centralised_lr)) == 6 and len(study_points(cfg)) == 27
+    assert len(t.seeds) * (len(t.lr) + len(t.centralised_lr)) == 6 and len(study_points(cfg)) == 24
 
 
 # Runs `deft6g study ARGS...` in a subprocess that holds still once results.csv has 2 rows: it touches GATE and
@@ -102,7 +124,7 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path, ti
     messages = []
     os.environ["DEFT6G_CACHE"] = str(tmp_path / "cache")
     try:
-        _, rows = run_study(out, str(config), log=messages.append)
+        _, rows = run_study(out, str(config), log=messages.append, log_dir=tmp_path / "events")
         _, fresh = run_study(tmp_path / "fresh", str(config), log=lambda m: None)
     finally:
         del os.environ["DEFT6G_CACHE"]
@@ -116,11 +138,16 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path, ti
     assert compare_rows(rows, fresh, POINT_KEY, set(rows[0]) - {"accuracy", "channel_uses"}, rtol=0.0) == (True, [])
     rounds = read(out / "rounds.csv")
     assert len(rounds) == 2 * n_points
+    # --log-dir changes no number (compared with the fresh run above) and the points finished before the
+    # interruption write no events
+    done = {tuple(r[k] for k in POINT_KEY) for r in first}
+    run_now = [p for p in study_points(load_config(config)) if tuple(str(p[k]) for k in POINT_KEY) not in done]
+    assert_events_are_the_rounds(tmp_path / "events", rounds, run_now)
 
 
 def test_quick_study_on_pretrained_minilm(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
-    assert main(["study", "--quick", "--out", str(tmp_path)]) == 0
+    assert main(["study", "--quick", "--out", str(tmp_path), "--log-dir", str(tmp_path / "events")]) == 0
     rows = read(tmp_path / "results.csv")
     assert set(rows[0]) >= {"scheme", "snr_db", "seed", "accuracy", "channel_uses", "agg_mse", "latency_s"}
     assert {r["scheme"] for r in rows} == {"centralised", "ideal", "aircomp", "digital"} and len(rows) == 12
@@ -141,6 +168,16 @@ def test_quick_study_on_pretrained_minilm(tmp_path, capsys, monkeypatch):
         assert (tmp_path / name).is_file()
     out = capsys.readouterr().out
     assert "aircomp" in out and "+-" in out
+    assert_events_are_the_rounds(tmp_path / "events", read(tmp_path / "rounds.csv"),
+                                 study_points(load_config(None, quick=True)))
+
+
+def test_a_file_as_log_dir_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        main(["study", "--quick", "--out", str(tmp_path / "out"), "--log-dir", str(tmp_path / "notes.txt" / "tb")])
+    assert stop.value.code == 2 and "--log-dir" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_output_folder_of_another_configuration_is_refused(tmp_path, capsys):
@@ -195,6 +232,7 @@ def test_accuracy_within_a_use_budget_is_censored_never_imputed():
     s = summary_rows(rows, round_rows, budget=250)[0]
     assert s["within_budget"] == 2 / 3 and s["accuracy_at_budget"] == 0.6      # seeds: 0.7, 0.6, -inf
     assert s["heard"] == pytest.approx(1.5)                    # devices heard per round: 0.5, 1.5, 2.5 by seed
+    assert s["uses_per_heard"] == pytest.approx((300 / 1 + 300 / 3 + 300 / 5) / 3)    # 300 uses per seed
     s = summary_rows(rows, round_rows, budget=100)[0]
     assert s["within_budget"] == 1 / 3 and s["accuracy_at_budget"] == float("-inf")   # 0.7, -inf, -inf
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from scipy.special import gamma
 from scipy.stats import spearmanr
 
@@ -139,6 +140,12 @@ def test_kept_drop_persists_and_only_small_scale_fading_changes():
     assert spearmanr(power_db, kept["gain_db"][0]).statistic > 0.9
     with pytest.raises(ValueError, match="`batch_size` must be 1"):
         ch(2)
+    tf.config.run_functions_eagerly(True)           # the kept drop's compiled draw against Sionna run eagerly
+    try:
+        eager = ch(1, seed=100).numpy()[0]
+    finally:
+        tf.config.run_functions_eagerly(False)
+    np.testing.assert_allclose(Hs[0], eager, atol=1e-5 * np.abs(eager).max())
     fresh = phy.FadingChannel("umi", 2, 8, num_subcarriers=4)
     fresh(1, seed=1)
     first = fresh.last_drop["gain_db"].numpy()
