@@ -5,6 +5,7 @@ and sees no console error. docs/contributing.md says how to build the site and i
 
 import ast
 import functools
+import html
 import http.server
 import os
 import re
@@ -50,8 +51,20 @@ def test_site_builds_in_strict_mode(site):
                  "design/index.html", "contributing/index.html", "api/phy/index.html"]:
         assert (site / page).is_file(), page
     assert (site / "assets/katex/katex.min.js").is_file()
+    for notebook in (ROOT / "docs/tutorials").glob("*.ipynb"):                 # each page offers its notebook
+        page = site / "tutorials" / notebook.stem
+        assert f'href="{notebook.name}" download' in (page / "index.html").read_text()
+        assert (page / notebook.name).read_bytes() == notebook.read_bytes()
     tables = len(re.findall(r"^\|[-:| ]+\|$", (ROOT / "docs/tables/link.md").read_text(), flags=re.MULTILINE))
     assert tables >= 1 and (site / "commands/link/index.html").read_text().count("<table>") == tables   # snippets
+
+
+def test_home_page_shows_the_readme_examples(site):
+    """The home page's examples are README.md's ```python blocks, included at build time (docs/hooks/site.py),
+    every line of each as it stands in the README."""
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.MULTILINE | re.DOTALL)
+    text = html.unescape(re.sub(r"<[^>]+>", "", (site / "index.html").read_text()))
+    assert blocks and [b for b in blocks if b not in text] == []
 
 
 @pytest.mark.parametrize("package", PACKAGES)
@@ -64,7 +77,8 @@ def test_api_reference_lists_every_public_name(package):
 
 
 def test_api_reference_renders_sionna_docstrings(site):
-    """AirCompUplink's entry has its Parameters, Input and Output lists and its :math: roles as maths."""
+    """AirCompUplink's entry has its Parameters, Input and Output lists and its :math: roles as maths; an entry
+    without a description has no dangling dash."""
     html = (site / "api/phy/index.html").read_text()
     start = html.index('id="deft6g.phy.AirCompUplink"')
     entry = html[start:html.index('id="deft6g.phy.OBDAResult"')]
@@ -72,6 +86,20 @@ def test_api_reference_renders_sionna_docstrings(site):
         assert f'<span class="doc-section-title">{title}</span>' in entry, title
     assert "<b><code>noise_var</code></b>" in entry and ":math:" not in entry
     assert r'<span class="arithmatex">\(\sigma^2\)</span>' in entry
+    assert not re.search(r'–\s*<div class="doc-md-description">\s*</div>', html)   # no dash before nothing
+
+
+def test_docstring_entries_packed_on_one_line_are_split():
+    """`H : type; a : type -- text;` in a Parameters/Input/Output section reads as two entries (the hook that parses
+    the Sionna form, docs/hooks/sionna_docstrings.py), as if each had its own line."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("sionna_docstrings", ROOT / "docs/hooks/sionna_docstrings.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    entries = hook.parse_entries(["H : [B, N, K], complex; a : [B, N], complex -- the receive vector;",
+                                  "    of the server"])
+    assert [(e.name, e.annotation, e.description) for e in entries] == [
+        ("H", "[B, N, K], complex", ""), ("a", "[B, N], complex", "the receive vector\nof the server")]
 
 
 def test_design_citations_link_to_their_sections(site):
@@ -158,7 +186,8 @@ def test_browser_finds_aircompuplink_and_renders_its_maths(browser, base_url):
 
 
 def test_browser_follows_the_api_link_to_a_tutorial(browser, base_url):
-    """From AirCompUplink's API entry, its link opens the rendered notebook; no console error on the way."""
+    """From AirCompUplink's API entry, its link opens the rendered notebook with its outputs (text and figures); no
+    console error on the way."""
     if not (ROOT / "docs" / TUTORIAL).is_file():
         pytest.skip(f"docs/{TUTORIAL} is not in this checkout (the notebooks come from the tutorials branch)")
     from selenium.webdriver.common.by import By
@@ -170,4 +199,8 @@ def test_browser_follows_the_api_link_to_a_tutorial(browser, base_url):
     link.click()
     WebDriverWait(browser, WAIT_S).until(lambda c: Path(TUTORIAL).stem in c.current_url)
     assert browser.find_elements(By.CSS_SELECTOR, ".jupyter-wrapper .jp-Cell")
+    # the committed outputs are shown: printed text and a figure the browser decoded
+    assert browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedText.jp-OutputArea-output pre")
+    figures = browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage.jp-OutputArea-output img")
+    assert figures and all(browser.execute_script("return arguments[0].naturalWidth", f) > 0 for f in figures)
     assert console_errors(browser) == []

@@ -24,6 +24,8 @@ MATH_BLOCK = re.compile(r"^(\s*)\.\. math::\s*(.*)$")
 PROTECTED = re.compile(r"(`+[^`]*`+|\$\$.*?\$\$|\$[^$\n]+\$)", re.DOTALL)
 BRACKETED = re.compile(r"\[([A-Za-z_][\w.]*)\](?![(\[])")
 ENTRY = re.compile(r"^\*{0,2}[\w.`]+(?:\s*,\s*[\w.`]+)*(?:\s*\(.*\))?$")
+# Entries packed on one line, `a : [B, N], complex; b : [B, K], float;`: split at "; " before a name and " : ".
+PACKED = re.compile(r";\s+(?=\*{0,2}[\w.`]+(?:\s*,\s*[\w.`]+)* : )|;\s*$")
 DESIGN_NOTES = Path(__file__).resolve().parents[1] / "design.md"
 CITATION = re.compile(r"(?:docs/)?design\.md §(\d+)")
 PARAMETER_SECTIONS = ("Parameters", "Input", "Output")
@@ -104,14 +106,18 @@ def _dedent(lines):
 
 def parse_entries(lines):
     """`name : type [-- description]` entries, the description continuing on indented lines, as
-    `griffe.DocstringParameter`s (type kept as written). Lines before the first entry or not shaped like an
-    entry head continue the previous description."""
+    `griffe.DocstringParameter`s (type as written, less reST's backticks). Lines before the first entry or not
+    shaped like an entry head continue the previous description."""
     entries = []
+    unpacked = []
     for line in _dedent(lines):
+        packed = line.strip() and _indent(line) == 0 and ENTRY.match(line.partition(" : ")[0].strip())
+        unpacked += [part for part in PACKED.split(line) if part] if packed else [line]
+    for line in unpacked:
         head, _, rest = line.partition(" -- ")
         name, _, annotation = head.partition(" : ")
         if line.strip() and _indent(line) == 0 and ENTRY.match(name.strip()):
-            entries.append([name.strip(), annotation.strip(), rest.strip(), []])
+            entries.append([name.strip(), annotation.strip().replace("`", ""), rest.strip(), []])   # shown as code
         elif entries:
             entries[-1][3].append(line)
         elif line.strip():
