@@ -11,6 +11,9 @@ Variables, each set only when the user has not exported it (a user's value alway
   WARNING, 3 = no ERROR).
 - ``TRANSFORMERS_NO_ADVISORY_WARNINGS=1``: no advisory notices from transformers.
 
+One Python warning is filtered (message "IProgress not found"): HF's hub client imports ``tqdm.auto``, which in
+Jupyter without ipywidgets warns that it cannot draw progress bars; deft6g shows none.
+
 Offline mode for the model hub is *not* set here: the packaged model is loaded with
 ``local_files_only=True`` (`deft6g.finetune.load_fomo`), so importing deft6g does not stop a user's own
 code from downloading hub models.
@@ -29,6 +32,7 @@ import os
 import re
 import sys
 import tempfile
+import warnings
 
 DEFAULTS = {
     "TF_USE_LEGACY_KERAS": "1",
@@ -106,8 +110,10 @@ class QuietTensorFlowImport:
 
 
 def set_environment():
-    """Set `DEFAULTS` where unset, and filter TensorFlow's first import unless it has already happened."""
+    """Set `DEFAULTS` where unset, filter tqdm's notice, and filter TensorFlow's first import unless it has already
+    happened."""
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+    warnings.filterwarnings("ignore", message="IProgress not found")
     if "tensorflow" not in sys.modules and not any(isinstance(f, QuietTensorFlowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, QuietTensorFlowImport())

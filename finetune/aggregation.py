@@ -405,6 +405,7 @@ class DigitalAggregator(_RadioAggregator):
 
 
 SCHEMES = ("ideal", "noisy", "aircomp", "digital", "obda")
+"""The aggregation schemes `make_aggregator` builds."""
 
 
 def make_aggregator(scheme, num_devices, num_rx_ant=1, snr_db=0.0, seed=0, channel=None, aircomp=None,

@@ -44,6 +44,7 @@ MODELS = {  # published configurations
     "llama-7b": Dims("llama-7b", "decoder", 32, 4096, 11008, 32, 4096, 32000, gated_ffn=True, biases=False,
                      norm_params=1, untied_lm_head=True),
 }
+"""Published model dimensions (`Dims`) the analytic cost model knows, by name."""
 
 # block-relative projection names (BERT naming; the same roles in every architecture)
 ATTENTION = ("query", "key", "value", "attention.output.dense")

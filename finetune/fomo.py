@@ -16,6 +16,7 @@ PRETRAINED = {
         "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
         "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"}),
 }
+"""The packaged pretrained models `load_fomo` loads offline: name -> (distribution, folder, sha256 of each file)."""
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "spiece.model", "tokenizer_config.json", "special_tokens_map.json")
 MODEL_FILES = ("config.json", "model.safetensors", "tf_model.h5")
 
@@ -30,6 +31,7 @@ ARCHITECTURES = {
     "t5-encoder": dict(vocab_size=1000, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
     "gpt2": dict(vocab_size=1000, n_embd=64, n_layer=4, n_head=4, n_positions=128),
 }
+"""Small randomly initialised configurations `build_fomo` builds by family (any field can be overridden)."""
 
 
 def sha256_file(path):
@@ -89,16 +91,27 @@ def port_folder(folder, hashes=None):
     mismatched file) raises ValueError instead of being left randomly initialised. A folder with tf_model.h5
     (see `save_tf`) loads that directly, which is faster.
     """
-    from safetensors.numpy import load_file
-    from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
-    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"`name_or_path` {str(folder)!r} has no config.json")
     if hashes is not None:
         check_hashes(folder, hashes)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()   # notices only: TF classes deprecated, PyTorch-only buffers (position_ids) unused
+    try:
+        return _load_weights(folder)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _load_weights(folder):
+    """The model of `port_folder`, its files already checked."""
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
     config = AutoConfig.from_pretrained(folder, local_files_only=True)   # offline, whatever HF_HUB_OFFLINE says
     cls = _model_class(config)
     if (folder / "tf_model.h5").is_file():
@@ -113,13 +126,7 @@ def port_folder(folder, hashes=None):
         raise FileNotFoundError(f"{folder} has neither model.safetensors nor tf_model.h5")
     model = cls(config)
     model.build_in_name_scope()
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()          # the port lists PyTorch-only buffers (position_ids) as unused
-    try:
-        load_pytorch_state_dict_in_tf2_model(model, load_file(str(weights)), tf_inputs=False,
-                                             allow_missing_keys=False)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    load_pytorch_state_dict_in_tf2_model(model, load_file(str(weights)), tf_inputs=False, allow_missing_keys=False)
     return model
 
 
@@ -153,6 +160,7 @@ def load_fomo(name_or_path):
 
 
 SMOKE_MODEL = "random-bert"
+"""The randomly initialised stand-in for the packaged model in smoke runs (its accuracies mean nothing)."""
 SMOKE_SEED, SMOKE_CONFIG = 0, dict(num_hidden_layers=6, max_position_embeddings=512)   # + the tokenizer's vocabulary
 
 

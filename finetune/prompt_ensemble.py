@@ -38,6 +38,7 @@ from .prompt_pool import PromptMember, PromptPool, load_member, member_of, pool_
 from .training import batches, make_train_step, trim_padding
 
 RULES = ("mean", "vote", "gate")
+"""`combine` rules: the mean of the members' logits, a majority vote (ties by the mean), or per-example gate weights."""
 INITS = ("fresh", "warm")
 
 

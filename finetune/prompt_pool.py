@@ -192,6 +192,7 @@ def one_by_one_logits(peft, members, inputs, start=None, batch_size=512):
 
 
 INFERENCE_MODES = ("one_by_one", "shared", "batched")
+"""`pool_logits_from_tokens` modes: a full forward per member, frozen blocks shared, or all members in one batch."""
 
 
 def pool_logits_from_tokens(peft, members, inputs, mode="batched", batch_size=64):

@@ -59,6 +59,7 @@ TASKS = {t.name: t for t in (
     TransferTask("rt_long", "rotten_tomatoes", ("rotten", "fresh"), ("negative", "positive"),
                  min_words=SHORT_REVIEW_WORDS + 1),
 )}
+"""The transfer tasks (`TransferTask`) by name."""
 
 
 def get_task(name):

@@ -9,6 +9,7 @@ import tf_keras as keras
 
 # the training loss of every classifier here: mean cross-entropy of integer labels [B] and logits [B, C]
 CROSS_ENTROPY = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+"""The training loss of every classifier here: mean cross-entropy of integer labels [B] and logits [B, C]."""
 
 
 def _logits(model, x, start, training):

@@ -28,7 +28,9 @@ from .zf_sca import zf_sca
 from .zf_sdr import ZfSdr, candidate_directions, dual_bound
 
 METHODS = ("sdr", "mmse", "mrc", "zf", "best-direction", "uniform")
+"""The AirComp receive designs `design_aircomp` accepts."""
 ALIGNED = ("sdr", "mrc", "zf", "best-direction")          # ZF-constrained: a^H h_k b_k = 1 for every k
+"""The designs that align every device exactly (a^H h_k b_k = 1): their MSE has the certified ZF lower bound."""
 
 
 @dataclass

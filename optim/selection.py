@@ -40,6 +40,7 @@ from .solver_status import compiled_per_shape, installed, solve_in_order
 from .zf_sdr import real_form
 
 SELECTORS = ("greedy", "dc")
+"""Device-selection algorithms: greedy SDR and the DC programme."""
 
 
 @dataclass

@@ -36,6 +36,7 @@ from .aligned import check_channel_and_power
 from .design import AirCompDesign
 
 BUDGETS = ("peak", "average")
+"""Power budgets of truncated channel inversion: per-symbol peak or average."""
 
 
 def _check_threshold(threshold, budget):

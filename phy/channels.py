@@ -12,10 +12,15 @@ from deft6g.checks import as_tensor, check_count, check_nonnegative, is_tensor, 
 from deft6g.rng import reseed, tf_rng
 
 FLAT_MODELS = ("rayleigh", "correlated")
+"""Channel models with one (flat) H per realisation: i.i.d. and exponentially correlated Rayleigh."""
 TDL_MODELS = tuple(f"tdl-{m}" for m in "abcde")
+"""3GPP TR 38.901 tapped-delay-line models (OFDM, per subcarrier)."""
 CDL_MODELS = tuple(f"cdl-{m}" for m in "abcde")
+"""3GPP TR 38.901 clustered-delay-line models (OFDM, per subcarrier)."""
 DROP_MODELS = ("umi", "uma", "rma")
+"""3GPP TR 38.901 system-level drops of the devices in one sector (near-far path loss, shadowing)."""
 CHANNEL_MODELS = FLAT_MODELS + TDL_MODELS + CDL_MODELS + DROP_MODELS
+"""Every `model` that `FadingChannel` accepts."""
 
 
 class FadingChannel(Block):

@@ -37,6 +37,7 @@ from deft6g.checks import as_tensor, check_count
 from deft6g.rng import np_rng, reseed
 
 MAX_CONTROL_REPETITION = 1024
+"""Most repetitions of the lowest control-link entry (each halves its SNR threshold, -3 dB)."""
 
 
 def _control_table():
@@ -51,6 +52,7 @@ def _control_table():
 
 
 CONTROL_TABLE = _control_table()
+"""The control link's MCS entries: `MCS_TABLE` extended down with repetition up to `MAX_CONTROL_REPETITION`."""
 
 
 @dataclass

@@ -51,6 +51,7 @@ from .quantizer import Quantizer
 from deft6g.rng import np_rng, reseed
 
 LINK_MODELS = ("bits", "abstract")
+"""How `DigitalUplink` decides block errors: bit-true LDPC decoding, or the calibrated BLER curve."""
 HEADER_BITS = 64                    # the quantiser range (lo, hi) as two float32
 
 

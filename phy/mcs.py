@@ -183,6 +183,7 @@ MCS_TABLE = (
     Mcs(23, 8, 797, 21.6, 0.429),
     Mcs(25, 8, 885, 23.6, 0.437),
 )
+"""The digital uplink's MCS entries (`Mcs`), by payload bits per channel use, with measured 10 % BLER thresholds."""
 
 _EESM = None
 # Sionna's EESM floors the effective SINR at -30 dB by default, above the lowest control entry (1024 repetitions at

@@ -5,6 +5,7 @@ import tensorflow as tf
 from sionna.phy.mimo import lmmse_equalizer, zf_equalizer
 
 DETECTORS = ("lmmse", "zf")
+"""Multi-user MIMO detectors: linear MMSE and zero forcing."""
 
 
 def equalize(y, h, noise_var, detector="lmmse", precision=None):

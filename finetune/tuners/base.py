@@ -247,6 +247,7 @@ class WrapperTuner(BaseTuner):
 
 
 PEFT_METHODS = {}     # peft_type -> (config class, tuner class)
+"""The PEFT method registry: peft_type -> (config class, tuner class); `register_peft_method` adds to it."""
 
 
 def register_peft_method(config_cls, tuner_cls):
