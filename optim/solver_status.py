@@ -23,6 +23,7 @@ Each problem keeps only the solvers that are `installed` (in its order), and its
 calls re-solve the same compiled problem.
 """
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -102,7 +103,9 @@ def solve_in_order(problem, solvers, read, options=None, warm_start=False, infea
     tried, kept = [], None
     for solver in solvers:
         try:
-            problem.solve(solver=solver, warm_start=warm_start, **(options or {}).get(solver, {}))
+            with warnings.catch_warnings():    # CVXPY's "Solution may be inaccurate": the status below says it
+                warnings.filterwarnings("ignore", message="Solution may be inaccurate", category=UserWarning)
+                problem.solve(solver=solver, warm_start=warm_start, **(options or {}).get(solver, {}))
         except cp.SolverError as err:
             tried.append(f"{solver}: error {err}")
             continue
