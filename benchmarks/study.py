@@ -573,7 +573,7 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
     channel uses (`accuracy_within`; -inf: the median seed has no evaluated round within it) and within_budget:
     the fraction of seeds with an evaluated round within it; heard: the devices whose update reached the server
     per round (mean over rounds and seeds; none for the centralised reference); uses_per_heard: uplink channel uses
-    per device-round heard (mean over seeds; inf: a seed heard nobody)."""
+    per device-round heard (pooled over seeds; inf: nobody heard)."""
     out = summarise(rows, SUMMARY_BY, SUMMARY_VALUES)
     ideal = {(r["lora_aggregation"], r["seed"]): r for r in rows if r["scheme"] == "ideal"}
     by_point = {}
@@ -599,8 +599,7 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
             if point_rounds:
                 within.append(accuracy_within(point_rounds, budget))
                 heard.append(np.mean([int(g["devices"]) for g in point_rounds]))
-                device_rounds = sum(int(g["devices"]) for g in point_rounds)
-                per_heard.append(float(r["channel_uses"]) / device_rounds if device_rounds else math.inf)
+                per_heard.append((float(r["channel_uses"]), sum(int(g["devices"]) for g in point_rounds)))
             if ref is not None and point_rounds and ref["val_accuracy"] not in ("", None):
                 spent.append(uses_to_target(point_rounds, float(ref["val_accuracy"]) - margin))
         channel = s["scheme"] != "noisy"                                  # the noisy control has no channel
@@ -609,7 +608,9 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
         s["within_budget"] = float(np.mean(np.isfinite(within))) if within and channel else float("nan")
         s["accuracy_at_budget"] = _median_censored(within) if within and channel else float("nan")
         s["heard"] = float(np.mean(heard)) if heard and s["scheme"] != "centralised" else float("nan")   # no devices
-        s["uses_per_heard"] = float(np.mean(per_heard)) if per_heard and uses else float("nan")
+        heard_rounds = sum(d for _, d in per_heard)
+        s["uses_per_heard"] = (float("nan") if not per_heard or not uses else
+                               sum(u for u, _ in per_heard) / heard_rounds if heard_rounds else math.inf)
     chosen = cheapest_widths(out)
     for s in out:
         s["cheapest_width"] = s["scheme"] == "digital" and chosen.get(_width_key(s)) is s
@@ -778,7 +779,7 @@ def summary(cfg, rows, round_rows=(), markdown=False):
              f"the mean over the devices); mean +- 95% CI over {n_seeds} seed(s); accuracy on the test split")
     notes = ["heard: devices whose update reached the server per round (mean); uplink uses: payload + pilots + "
              "side information over all rounds (overhead: the last two's share); per heard: uplink uses per device "
-             "heard in a round (mean over seeds); energy: the devices' transmit "
+             "heard in a round (pooled over seeds); energy: the devices' transmit "
              "energy over all rounds [P x channel uses]; reached: seeds whose validation accuracy reaches ideal "
              "minus 1 point; uses to target: their lower-median uplink uses (never-reaching seeds counted as "
              "infinite); TOST: paired equivalence with ideal within 1 point ('not shown' is no evidence of a "

@@ -232,7 +232,7 @@ def test_accuracy_within_a_use_budget_is_censored_never_imputed():
     s = summary_rows(rows, round_rows, budget=250)[0]
     assert s["within_budget"] == 2 / 3 and s["accuracy_at_budget"] == 0.6      # seeds: 0.7, 0.6, -inf
     assert s["heard"] == pytest.approx(1.5)                    # devices heard per round: 0.5, 1.5, 2.5 by seed
-    assert s["uses_per_heard"] == pytest.approx((300 / 1 + 300 / 3 + 300 / 5) / 3)    # 300 uses per seed
+    assert s["uses_per_heard"] == pytest.approx(900 / (1 + 3 + 5))      # pooled: 300 uses and 1, 3, 5 heard by seed
     s = summary_rows(rows, round_rows, budget=100)[0]
     assert s["within_budget"] == 1 / 3 and s["accuracy_at_budget"] == float("-inf")   # 0.7, -inf, -inf
 
