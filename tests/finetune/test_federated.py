@@ -61,8 +61,9 @@ def test_ideal_round_is_weighted_fedavg_by_hand():
 
 
 def test_xla_compiled_round_and_evaluation_equal_the_graph_ones():
-    """jit_compile=True (the study's default) changes only float rounding: the same round's payload to 1e-5 of
-    the FedAvg by hand above, on the same devices and seed, and the same predictions in `evaluate`."""
+    """jit_compile=True (the study's default) changes only float rounding: the round's payload within 1e-5 of the
+    graph-mode round (itself checked against FedAvg by hand above) on the same devices and seed, and the same
+    predictions in `evaluate`."""
     from deft6g.finetune import evaluate
     peft = tiny_peft()
     devices = [(tuple(a[:n] for a in x), y[:n]) for (x, y), n in zip(device_data(peft, 2), (16, 8, 4, 12))]
@@ -71,9 +72,10 @@ def test_xla_compiled_round_and_evaluation_equal_the_graph_ones():
         peft.reset_parameters(0)
         fed = FederatedDEFT(peft, devices, IdealAggregator(), 2, local_steps=2, batch_size=4, lr=1e-2, seed=3,
                             jit_compile=jit)
+        start = fed.payload_vector()
         fed.run_round(0)
         payloads.append(fed.payload_vector())
-    assert not np.array_equal(payloads[0], payloads[0] * 0)
+        assert np.max(np.abs(payloads[-1] - start)) > 1e-4                # the round moved the weights
     np.testing.assert_allclose(payloads[1], payloads[0], rtol=1e-5, atol=1e-6)
     x = tuple(np.concatenate([d[0][i] for d in devices]) for i in range(2))
     y = np.concatenate([d[1] for d in devices])
