@@ -8,8 +8,10 @@ summary.csv holds the mean and 95% confidence interval over seeds per point with
 Stages: (1) the tuning stage (`[tuning]`, `deft6g.experiment.tune`, tuning.csv and chosen.json): per LoRA
 aggregation variant, federated.lr with ideal aggregation and centralised_lr with the centralised reference,
 then OBDA's threshold x server_lr with the obda scheme (per link and N, at each SNR of tuning.obda_snr_db) with
-the chosen lr; only for the schemes in `schemes`; a tuning run reads the validation split alone (its final
-val_accuracy is the score; no test evaluation). (2) The reported points with the chosen values (results.csv
+the chosen lr, AirComp's admission threshold when asked, and digital's quantiser width per link, N and SNR
+when tuning.digital_num_bits lists widths (the cheapest reaching the ideal reference minus 1 point); only for
+the schemes in `schemes`; a tuning run reads the validation split alone (its final val_accuracy is the score;
+no test evaluation). (2) The reported points with the chosen values (results.csv
 records each point's lr and scheme setting). (3) The control row "noisy": ideal aggregation plus Gaussian
 noise at the NMSE AirComp measured at its lowest SNR (mean over its seeds, per N, link and variant), run once
 those AirComp points are in.
@@ -46,23 +48,33 @@ ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "nmse", "lora_bias", "ch
 SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
 REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
 # tuning.csv: per tuning, candidate and seed (deft6g.experiment.tuning_store) the run's point and these results
-TUNING_FIELDS = ["scheme", "snr_db", "num_rx_ant", "link", "lora_aggregation", "val_accuracy", "nmse",
+TUNING_FIELDS = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "val_accuracy", "nmse",
                  "channel_uses", "wall_s"]
 
 
-def study_points(cfg):
+def study_points(cfg, choices=None):
     """Every point as a dict of POINT_KEY, seeds outermost (so each finished seed is a complete replicate).
-    A "noisy" point sits at AirComp's lowest SNR (the NMSE it carries), one per N and link."""
+    A "noisy" point sits at AirComp's lowest SNR (the NMSE it carries), one per N and link. A digital point has
+    each width of digital.num_bits, or the width `choices` (`tune_study`) holds for its LoRA variant, link, N
+    and SNR when tuning.digital_num_bits is tuned (without `choices`: every width of that grid)."""
+    choices, tuned_bits = choices or {}, cfg.tuning.digital_num_bits
+
+    def widths(scheme, agg, link, n, snr):
+        if scheme != "digital":
+            return [0]
+        key = ("digital", agg, link, n, snr)
+        return [choices[key]["num_bits"]] if tuned_bits and key in choices else tuned_bits or cfg.digital.num_bits
+
     pts = []
     for seed in cfg.seeds:
         for agg in cfg.federated.lora_aggregation:
             for scheme in cfg.schemes:
                 own = {"digital": cfg.digital.snr_db, "obda": cfg.obda.snr_db}.get(scheme)
                 snrs = [min(cfg.channel.snr_db)] if scheme == "noisy" else own or cfg.channel.snr_db
-                widths = cfg.digital.num_bits if scheme == "digital" else [0]
+                every = (tuned_bits or cfg.digital.num_bits) if scheme == "digital" else [0]
                 grid = ([(math.inf, 0, "none", 0)] if scheme in REFERENCES else
                         [(float(s), n, link, b) for link in cfg.channel.links for n in cfg.channel.num_rx_ant
-                         for b in widths for s in snrs])
+                         for b in every for s in snrs if b in widths(scheme, agg, link, n, float(s))])
                 pts += [dict(zip(POINT_KEY, (scheme, snr, n, link, b, agg, seed))) for snr, n, link, b in grid]
     return pts
 
@@ -404,11 +416,11 @@ def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **para
     out = prepare_output(out_dir, "study", cfg.to_dict())
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
-    points = study_points(cfg)
     task = StudyTask(cfg, log, log_dir=log_dir)
-    if any(not store.done(p) for p in points):
+    if any(not store.done(p) for p in study_points(cfg)):     # every candidate width while they are not chosen
         _write_model_info(out, cfg, task.setup())
     task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_FIELDS), log, **parallel)
+    points = study_points(cfg, task.choices)
 
     def write(point, result):                   # rounds first: a point in results.csv has its rounds
         for r in result["rounds"]:
@@ -431,15 +443,36 @@ def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **para
 
 class _TuningRun:
     """run(setting, seed) of one tuning (`deft6g.experiment.tune`): `point` (without its seed) trained with the
-    earlier choices `base` updated by `setting`; -> (final validation accuracy, its tuning.csv columns)."""
+    earlier choices `base` updated by `setting` (a POINT_KEY name in `setting`, e.g. num_bits, sets the point's
+    own); -> (final validation accuracy, its tuning.csv columns)."""
 
     def __init__(self, task, point, base):
         self.task, self.point, self.base = task, point, base
 
     def __call__(self, setting, seed):
-        row = _run_point(self.task.setup(), {**self.point, "seed": seed}, {**self.base, **setting},
+        own = {k: v for k, v in setting.items() if k in POINT_KEY}
+        row = _run_point(self.task.setup(), {**self.point, **own, "seed": seed},
+                         {**self.base, **{k: v for k, v in setting.items() if k not in own}},
                          validation_only=True)["row"]
         return row["val_accuracy"], {k: row[k] for k in TUNING_FIELDS}
+
+
+WIDTH_RULE = ("fewest mean uplink channel uses over the seeds among the widths whose every tuning run reaches the "
+              "target (the ideal reference's mean final validation accuracy minus the equivalence margin); score = "
+              "minus the channel uses, -inf (null) below the target; no width reaches it: the first listed")
+
+
+class _WidthRun(_TuningRun):
+    """run(setting, seed) of the digital width tuning: -> (minus the run's uplink channel uses when its final
+    validation accuracy reaches `target`, else -inf; its tuning.csv columns), so `tune` picks WIDTH_RULE."""
+
+    def __init__(self, task, point, base, target):
+        super().__init__(task, point, base)
+        self.target = target
+
+    def __call__(self, setting, seed):
+        accuracy, row = super().__call__(setting, seed)
+        return (-float(row["channel_uses"]) if accuracy >= self.target else -math.inf), row
 
 
 def tune_study(cfg, task, store, log=print, **parallel):
@@ -452,17 +485,21 @@ def tune_study(cfg, task, store, log=print, **parallel):
     t, f, o = cfg.tuning, cfg.federated, cfg.obda
     choices = {}
 
-    def run(name, agg, scheme, grid, fixed, base=(), snr=math.inf, n=0, link="none"):
+    def run(name, agg, scheme, grid, fixed, base=(), snr=math.inf, n=0, link="none", target=None):
         point = {"scheme": scheme, "snr_db": snr, "num_rx_ant": n, "link": link, "num_bits": 0,
                  "lora_aggregation": agg}
-        return tune(name, grid, _TuningRun(task, point, dict(base)), store, t.seeds, fixed, log, **parallel).setting
+        if target is None:
+            return tune(name, grid, _TuningRun(task, point, dict(base)), store, t.seeds, fixed, log, **parallel)
+        return tune(name, grid, _WidthRun(task, point, dict(base), target), store, t.seeds, fixed, log,
+                    rule=WIDTH_RULE, **parallel)
 
     for agg in f.lora_aggregation:
         if set(cfg.schemes) - {"centralised"}:
-            choices[("lr", agg)] = run(f"federated.lr [{agg}]", agg, "ideal", {"lr": t.lr}, {"lr": f.lr})["lr"]
+            lr = run(f"federated.lr [{agg}]", agg, "ideal", {"lr": t.lr}, {"lr": f.lr})
+            choices[("lr", agg)] = lr.setting["lr"]
         if "centralised" in cfg.schemes:
             choices[("centralised_lr", agg)] = run(f"centralised_lr [{agg}]", agg, "centralised",
-                                                   {"lr": t.centralised_lr}, {"lr": f.centralised_lr})["lr"]
+                                                   {"lr": t.centralised_lr}, {"lr": f.centralised_lr}).setting["lr"]
         arms = {"obda": ({"threshold": t.obda_threshold, "server_lr": t.obda_server_lr}, t.obda_snr_db,
                          {"threshold": o.threshold, "server_lr": o.server_lr}),
                 "aircomp": ({"admit_snr_db": t.aircomp_admit_snr_db}, t.aircomp_snr_db,
@@ -475,7 +512,17 @@ def tune_study(cfg, task, store, log=print, **parallel):
                     for snr in snrs:
                         choices[(arm, agg, link, n, float(snr))] = run(
                             f"{arm} [{agg}] {link} N={n} {snr:g} dB", agg, arm, grid, fixed,
-                            {"lr": choices[("lr", agg)]}, float(snr), n, link)
+                            {"lr": choices[("lr", agg)]}, float(snr), n, link).setting
+        if "digital" in cfg.schemes and t.digital_num_bits:
+            reference = lr.score if math.isfinite(lr.score) else run(   # lr not tuned: its one run, as a tuning
+                f"digital width reference [{agg}]", agg, "ideal", {"lr": [choices[("lr", agg)]]}, {}).score
+            for link in cfg.channel.links:
+                for n in cfg.channel.num_rx_ant:
+                    for snr in cfg.digital.snr_db or cfg.channel.snr_db:
+                        choices[("digital", agg, link, n, float(snr))] = run(
+                            f"digital.num_bits [{agg}] {link} N={n} {snr:g} dB", agg, "digital",
+                            {"num_bits": t.digital_num_bits}, {}, {"lr": choices[("lr", agg)]}, float(snr), n,
+                            link, target=reference - EQUIVALENCE_MARGIN).setting
     return choices
 
 
@@ -785,7 +832,7 @@ def summary(cfg, rows, round_rows=(), markdown=False):
              "infinite); TOST: paired equivalence with ideal within 1 point ('not shown' is no evidence of a "
              "difference); val acc @ budget: the lower-median seed's validation accuracy after the last round "
              f"within {cfg.channel.use_budget:,.0f} uplink uses ('none': no round fits)"]
-    if len(cfg.digital.num_bits) > 1:
+    if len(cfg.digital.num_bits) > 1 and not cfg.tuning.digital_num_bits:
         notes.append(_cheapest_line(s_rows))
     notes += _settings_lines(cfg, rows)
     if cfg.model.name == "random-bert":
@@ -808,7 +855,8 @@ def _cheapest_line(s_rows):
 
 def _settings_lines(cfg, rows):
     """The values the reported points used (results.csv's lr and setting columns): per LoRA variant the learning
-    rates, OBDA's threshold and server_lr, AirComp's admission threshold, the noisy control's NMSE."""
+    rates, OBDA's threshold and server_lr, AirComp's admission threshold, digital's chosen width, the noisy
+    control's NMSE."""
     t = cfg.tuning
     how = lambda grid: "chosen" if grid else "configured"                      # noqa: E731
     lines = [f"values used: 'chosen' on validation (the highest final validation accuracy on tuning seeds {t.seeds};"
@@ -828,6 +876,10 @@ def _settings_lines(cfg, rows):
                                 f"obda {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: threshold "
                                 f"{extra['threshold']:g} ({how(t.obda_threshold)}), server_lr {extra['server_lr']:g} "
                                 f"({how(t.obda_server_lr)})")
+            if r["scheme"] == "digital" and t.digital_num_bits:
+                seen.setdefault(("digital", r["link"], r["num_rx_ant"], r["snr_db"]),
+                                f"digital {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: {r['num_bits']} "
+                                f"bits (chosen)")
             if r["scheme"] == "aircomp" and "admit_snr_db" in extra:
                 seen.setdefault(("aircomp", r["link"], r["num_rx_ant"], r["snr_db"]),
                                 f"aircomp {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: admit_snr_db "
@@ -836,6 +888,9 @@ def _settings_lines(cfg, rows):
                 seen.setdefault(("noisy", r["link"], r["num_rx_ant"]), f"noisy = {_noisy_name(r)} ({r['link']}, "
                                                                      f"N={r['num_rx_ant']}): NMSE {extra['nmse']:.4g}")
         lines.append(f"  [{agg}] " + "; ".join(seen.values()))
+    if t.digital_num_bits:
+        lines.append(f"digital's width: of {t.digital_num_bits}, the fewest uplink uses whose tuning run reaches the "
+                     f"ideal reference's validation accuracy minus 1 point (none does: the first listed)")
     return lines
 
 

@@ -160,7 +160,10 @@ class TuningSection:
     (their product, chosen with the obda scheme per link and N at each SNR of obda_snr_db; an OBDA point uses
     the choice at the nearest of them, the lower one on a tie); aircomp_admit_snr_db (channel.admit_snr_db, chosen
     with the aircomp scheme per link and N at each SNR of aircomp_snr_db, which must then list every AirComp SNR:
-    the threshold is an absolute SNR). An empty list
+    the threshold is an absolute SNR); digital_num_bits (the quantiser width of every digital point, replacing
+    digital.num_bits: per link, N and SNR of the digital grid, the width with the fewest uplink channel uses among
+    those whose mean final validation accuracy reaches the ideal reference's minus the equivalence margin, both
+    on the tuning seeds; no width reaches it: the first listed, so list the widest first). An empty list
     keeps the configured value (not tuned, recorded as such). seeds: the tuning runs' seeds (default 1000, a seed no default run reports)."""
     seeds: list[int] = field(default_factory=lambda: [1000])
     lr: list[float] = field(default_factory=lambda: [1e-2, 3e-3, 3e-2])
@@ -170,6 +173,7 @@ class TuningSection:
     obda_snr_db: list[float] = field(default_factory=lambda: [0.0])
     aircomp_admit_snr_db: list[float] = field(default_factory=list)
     aircomp_snr_db: list[float] = field(default_factory=lambda: [0.0])
+    digital_num_bits: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -423,6 +427,10 @@ def validate(cfg):
             _positive(v, f"tuning.{key}")
     for v in t.obda_threshold:
         _require(v >= 0, "tuning.obda_threshold", f"must list values >= 0, got {v}")
+    for b in t.digital_num_bits:
+        _int(b, "tuning.digital_num_bits", 1, 16)
+    _require(len(set(t.digital_num_bits)) == len(t.digital_num_bits), "tuning.digital_num_bits",
+             f"must not repeat a width, got {t.digital_num_bits}")
     _require(t.obda_snr_db, "tuning.obda_snr_db", "must be a non-empty list of finite numbers")
     _require(t.aircomp_snr_db, "tuning.aircomp_snr_db", "must be a non-empty list of finite numbers")
     _require(not t.aircomp_admit_snr_db or "aircomp" not in cfg.schemes or set(c.snr_db) <= set(t.aircomp_snr_db),

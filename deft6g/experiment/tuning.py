@@ -83,7 +83,7 @@ class Choice:
     tuned: list
 
 
-def tune(name, grid, run, store, seeds=(0,), fixed=None, log=print, **parallel):
+def tune(name, grid, run, store, seeds=(0,), fixed=None, log=print, rule=RULE, **parallel):
     """Run (or resume) the tuning `name` and return its Choice (module docstring: the grid and the rule).
 
     Parameters
@@ -101,6 +101,9 @@ def tune(name, grid, run, store, seeds=(0,), fixed=None, log=print, **parallel):
         One run per candidate and seed; the score is the mean over them
     fixed : dict or None
         Values of the parameters that are not tuned
+    rule : str
+        How the scores rank, recorded in chosen.json: the default RULE, or the meaning of a score that `run`
+        builds otherwise (e.g. minus the channel uses of a candidate that reaches a target)
     parallel : workers, ray_address, worker_gpus, ray_timeout of `run_points`
     """
     settings = candidates(grid, fixed)
@@ -126,7 +129,7 @@ def tune(name, grid, run, store, seeds=(0,), fixed=None, log=print, **parallel):
     path = store.path.with_name("chosen.json")
     record = load_json(path, {})
     record[name] = {"setting": choice.setting, "score": _json_score(choice.score), "tuned": tuned,
-                    "not_tuned": [n for n in grid if n not in tuned], "seeds": seeds, "rule": RULE,
+                    "not_tuned": [n for n in grid if n not in tuned], "seeds": seeds, "rule": rule,
                     "candidates": [{"setting": s, "score": _json_score(v)} for s, v in scores]}
     write_json_atomic(path, record, indent=2, sort_keys=True)
     if tuned:

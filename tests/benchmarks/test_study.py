@@ -58,6 +58,8 @@ def assert_events_are_the_rounds(log_dir, rounds, points):
     ({"federated": {"local_optimizer": "lbfgs"}}, "federated.local_optimizer"),
     ({"federated": {"server_optimizer": "fedyogi"}}, "federated.server_optimizer"),
     ({"digital": {"mcs": "best"}}, "digital.mcs"),
+    ({"tuning": {"digital_num_bits": [17]}}, "tuning.digital_num_bits"),
+    ({"tuning": {"digital_num_bits": [4, 4]}}, "tuning.digital_num_bits"),
     ({"seeds": [1, 1]}, "seeds"),
     ({"tuning": {"grid": [1e-2]}}, "tuning.'grid'"),
 ])
@@ -249,6 +251,50 @@ def test_the_cheapest_digital_width_is_the_fewest_uses_to_the_validation_target(
     rows.append({**base, "scheme": "aircomp", "snr_db": 0.0, "num_bits": 0, "uses_to_target": 10.0})
     chosen = cheapest_widths(rows)
     assert {k[3]: v["num_bits"] for k, v in chosen.items()} == {0.0: 4, 10.0: 4}
+
+
+def test_digital_width_tuning_picks_the_cheapest_width_that_reaches_the_ideal_reference(tmp_path, monkeypatch):
+    """tuning.digital_num_bits [8, 4, 2, 1]: with a stand-in training run (ideal reaches 0.800 on validation, a
+    width's uplink uses 1,000 x bits), each SNR takes the fewest-uses width whose validation accuracy reaches
+    0.800 - 0.01: 4 bits at 0 dB (2 bits misses by 0.001), 1 bit at 20 dB, and 8 bits (the first listed) at
+    -10 dB, where none does; the reported digital points carry exactly those widths, and chosen.json records the
+    rule and a null score below the target."""
+    import json
+    from deft6g.benchmarks import study
+    from deft6g.experiment import tuning_store
+    accuracy = {(-10.0, 8): 0.70, (-10.0, 4): 0.60, (-10.0, 2): 0.50, (-10.0, 1): 0.40,
+                (0.0, 8): 0.80, (0.0, 4): 0.792, (0.0, 2): 0.789, (0.0, 1): 0.70,
+                (20.0, 8): 0.80, (20.0, 4): 0.80, (20.0, 2): 0.80, (20.0, 1): 0.795}
+    seen = []
+
+    def fake_run(setup, point, setting, validation_only=False):
+        assert validation_only and point["seed"] == 1000 and setting == {"lr": 3e-3}
+        seen.append(point)
+        ideal = point["scheme"] == "ideal"
+        acc = 0.80 if ideal else accuracy[(point["snr_db"], point["num_bits"])]
+        uses = 0 if ideal else 1000 * point["num_bits"]
+        return {"row": {**point, "val_accuracy": acc, "nmse": 0.0, "channel_uses": uses, "wall_s": 0.0}}
+
+    monkeypatch.setattr(study, "_run_point", fake_run)
+    cfg = build_config({"schemes": ["ideal", "digital"], "seeds": [0, 1],
+                        "federated": {"lr": 3e-3}, "digital": {"snr_db": [-10.0, 0.0, 20.0]},
+                        "channel": {"num_rx_ant": [2]},
+                        "tuning": {"lr": [], "digital_num_bits": [8, 4, 2, 1]}})
+
+    class Task:
+        def setup(self):
+            return None
+
+    choices = study.tune_study(cfg, Task(), tuning_store(tmp_path / "tuning.csv", study.TUNING_FIELDS), lambda m: 0)
+    assert len(seen) == 1 + 12                                 # the ideal reference, then 4 widths x 3 SNRs
+    got = {snr: choices[("digital", "factors", "counted", 2, snr)]["num_bits"] for snr in (-10.0, 0.0, 20.0)}
+    assert got == {-10.0: 8, 0.0: 4, 20.0: 1}
+    digital = [p for p in study.study_points(cfg, choices) if p["scheme"] == "digital"]
+    assert sorted((p["seed"], p["snr_db"], p["num_bits"]) for p in digital) == [
+        (s, snr, got[snr]) for s in (0, 1) for snr in (-10.0, 0.0, 20.0)]
+    chosen = json.loads((tmp_path / "chosen.json").read_text())["digital.num_bits [factors] counted N=2 0 dB"]
+    assert chosen["rule"] == study.WIDTH_RULE and chosen["setting"] == {"num_bits": 4}
+    assert [c["score"] for c in chosen["candidates"]] == [-8000.0, -4000.0, None, None]
 
 
 TUNED_STUDY = """
