@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from deft6g import __version__
+from deft6g.experiment.protocol import COMMANDS, Command, load_entry_points, parallel_options, register_command
 
 from .study_config import MAX_SEED
 
@@ -91,14 +92,6 @@ def _scale(args):
     from .scale import run_scale, summary
     print(summary(*run_scale(args.out, quick=args.quick, log_dir=args.log_dir)))
     print(f"results in {args.out}")
-
-
-def parallel_options(args):
-    """The run_points keywords of the parallel options: no --workers (and no --ray-address): 1, serially here;
-    --workers alone: 0, one worker per core (or per CPU of the cluster at --ray-address); --workers N: N."""
-    workers = args.workers if args.workers is not None else 0 if args.ray_address else 1
-    return {"workers": workers, "ray_address": args.ray_address, "worker_gpus": args.worker_gpus,
-            "ray_timeout": args.ray_timeout}
 
 
 def _worker_count(text):
@@ -186,75 +179,97 @@ def _add_log_dir(parser, what, reruns):
 _TINY = "a random small model and a tiny grid for smoke tests"
 
 
-def _add_command(sub, name, func, description, outputs=None, quick="a small grid for smoke tests", seed=False,
-                 parallel=True, parallel_note=""):
-    """Add the subcommand `name` (running `func`; `description` is its line in `deft6g --help` and the head of
-    `deft6g <name> --help`) with the options every command takes: --out (default
-    results/<name>; `outputs` lists the file kinds written), --quick (`quick` says what it runs), --seed when
-    `seed`, and the parallel options of `_add_parallel` when `parallel` (`parallel_note`: what runs on workers).
-    Returns the subparser, for options of its own."""
-    parser = sub.add_parser(name, help=description, description=description)
+def _add_command(sub, command):
+    """Add the subcommand of `command` (a Command; its description is its line in `deft6g --help` and the head
+    of `deft6g <name> --help`) with the options every command takes: --out (default results/<name>; its
+    outputs listed), --quick, --seed when it takes one, the parallel options of `_add_parallel` when it takes
+    them, then its own (`add_options`)."""
+    name = command.name
+    parser = sub.add_parser(name, help=command.description, description=command.description)
     parser.add_argument("--out", type=_out_folder, default=f"results/{name}",
-                        help=f"output folder{f' ({outputs})' if outputs else ''}; re-runs resume "
+                        help=f"output folder{f' ({command.outputs})' if command.outputs else ''}; re-runs resume "
                              f"(default results/{name})")
-    parser.add_argument("--quick", action="store_true", help=quick)
-    if seed:
+    parser.add_argument("--quick", action="store_true", help=command.quick)
+    if command.seed:
         parser.add_argument("--seed", type=_seed, default=0, help=f"seed of the run, in [0, {MAX_SEED}] (default 0)")
-    if parallel:
-        _add_parallel(parser, parallel_note)
-    parser.set_defaults(func=func)
-    return parser
+    if command.parallel:
+        _add_parallel(parser, command.parallel_note)
+    if command.add_options:
+        command.add_options(parser)
+    parser.set_defaults(func=command.handler)
+
+
+def _study_options(parser):
+    parser.add_argument("--config", default=None, help="TOML file overriding the embedded default configuration")
+    _add_log_dir(parser, "the numeric columns of rounds.csv and the cumulative uplink uses", "points finished in "
+                 "an earlier run write nothing, a point re-run after an interruption replaces its events; no "
+                 "result changes")
+
+
+def _emulator_options(parser):
+    parser.add_argument("--config", default=None, help="TOML file of top-level keys overriding the default "
+                        "configuration (e.g. configs/emulator_paper.toml: 10 seeds)")
+    _add_log_dir(parser, "training loss, training examples, devices heard of each federated training run",
+                 "points finished in an earlier run write nothing, a point re-run after an interruption replaces "
+                 "its events; no result changes")
+
+
+def _scale_options(parser):
+    _add_log_dir(parser, "training loss, seconds per round, training examples, devices heard", "written after each "
+                 "round's timing; a re-run replaces each run's events")
+
+
+def _speedup_options(parser):
+    parser.add_argument("--workers", type=int, default=2, metavar="N", help="Ray workers (>= 2; default 2)")
+
+
+# The library's own subcommands, in `deft6g --help` order; studies registered later (register_study, or the
+# entry-point group deft6g.studies) follow them.
+BUILTIN = [
+    Command("study", "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, digital)", _study,
+            _study_options, outputs="CSV, JSON, PNG", quick="a small run for smoke tests"),
+    Command("finetune", "PEFT methods on Rotten Tomatoes (accuracy, speed, memory); block allocator vs uniform "
+            "ranks", _finetune, quick="a random small model for smoke tests", seed=True,
+            parallel_note="Only the budget sweep (accuracy per allocation) runs on workers; the methods table "
+            "measures samples/s, so its methods always run one at a time, each in a fresh subprocess of its own "
+            "(for its own peak memory)"),
+    Command("ensemble", "on-the-fly prompt ensembles on a stream (DEFT technique 4): ensemble vs single prompts, "
+            "pool size, batched inference speed", _ensemble, quick="a random small model for smoke tests",
+            parallel_note="The streams and joint references run on workers; the inference-speed table is timed, "
+            "so it always runs here, after them"),
+    Command("link", "AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)", _link,
+            outputs="CSV, JSON, PNG", seed=True),
+    Command("design", "AirComp beamforming / power control: gap to the SDR bound, speed-up", _design, seed=True),
+    Command("connect", "AirComp neural connections: multi-view split model trained through the channel vs naive, "
+            "ideal, single view, digital; task-oriented design", _connect, outputs="CSV, PNG", quick=_TINY),
+    Command("transfer", "D2D prompt transfer (SPoT): steps to a target accuracy from a neighbour's prompt vs "
+            "random/vocabulary init, vs D2D SNR and quantiser bits", _transfer, outputs="CSV, PNG", quick=_TINY,
+            parallel_note="Each stage (neighbour prompts, source choice, fine-tuning runs) runs on workers"),
+    Command("emulator", "FoMo emulator (offsite-tuning): download size vs plug-in accuracy for layer drop, "
+            "vocabulary pruning, int8, low rank, with/without distillation", _emulator, _emulator_options,
+            outputs="CSV, PNG", quick=_TINY, parallel_note="The training runs go to workers, all points of one "
+            "seed to one worker (it distils that seed's emulators once); the distillation grid and the "
+            "emulators' sizes and step times run here, one at a time"),
+    Command("scale", "federated DEFT at scale: time per round and peak RSS against the number of devices at fixed "
+            "participation; padded float32 vs ragged float16 activations", _scale, _scale_options,
+            outputs="CSV, PNG", quick="a small grid on 1,024 texts", parallel=False),
+    Command("parallel", "speed-up of a study and a design sweep on N Ray workers against the serial run, and "
+            "whether the rows are identical", _speedup, _speedup_options, outputs="CSV", quick=_TINY,
+            parallel=False),
+]
+for _command in BUILTIN:
+    register_command(_command, replace=True)
 
 
 def build_parser():
+    """The `deft6g` parser: one subcommand per registered Command (the built-in ones, then those of
+    `register_study` and of installed packages' entry points)."""
+    load_entry_points()
     parser = argparse.ArgumentParser(prog="deft6g", description="DEFT studies and benchmarks over simulated 6G links")
     parser.add_argument("--version", action="version", version=f"deft6g {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    study = _add_command(sub, "study", _study, "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, "
-                         "digital)", outputs="CSV, JSON, PNG", quick="a small run for smoke tests")
-    study.add_argument("--config", default=None, help="TOML file overriding the embedded default configuration")
-    _add_log_dir(study, "the numeric columns of rounds.csv and the cumulative uplink uses", "points finished in an "
-                 "earlier run write nothing, a point re-run after an interruption replaces its events; no result "
-                 "changes")
-    _add_command(sub, "finetune", _finetune, "PEFT methods on Rotten Tomatoes (accuracy, speed, memory); block "
-                 "allocator vs uniform ranks", quick="a random small model for smoke tests", seed=True,
-                 parallel_note="Only the budget sweep (accuracy per allocation) runs on workers; the methods table "
-                 "measures samples/s, so its methods always run one at a time, each in a fresh subprocess of its "
-                 "own (for its own peak memory)")
-    _add_command(sub, "ensemble", _ensemble, "on-the-fly prompt ensembles on a stream (DEFT technique 4): ensemble "
-                 "vs single prompts, pool size, batched inference speed", quick="a random small model for smoke "
-                 "tests", parallel_note="The streams and joint references run on workers; the inference-speed table "
-                 "is timed, so it always runs here, after them")
-    _add_command(sub, "link", _link, "AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)",
-                 outputs="CSV, JSON, PNG", seed=True)
-    _add_command(sub, "design", _design, "AirComp beamforming / power control: gap to the SDR bound, speed-up",
-                 seed=True)
-    _add_command(sub, "connect", _connect, "AirComp neural connections: multi-view split model trained through the "
-                 "channel vs naive, ideal, single view, digital; task-oriented design", outputs="CSV, PNG",
-                 quick=_TINY)
-    _add_command(sub, "transfer", _transfer, "D2D prompt transfer (SPoT): steps to a target accuracy from a "
-                 "neighbour's prompt vs random/vocabulary init, vs D2D SNR and quantiser bits", outputs="CSV, PNG",
-                 quick=_TINY, parallel_note="Each stage (neighbour prompts, source choice, fine-tuning runs) runs on "
-                 "workers")
-    emulator = _add_command(sub, "emulator", _emulator, "FoMo emulator (offsite-tuning): download size vs plug-in "
-                            "accuracy for layer drop, vocabulary pruning, int8, low rank, with/without distillation",
-                            outputs="CSV, PNG", quick=_TINY, parallel_note="The training runs go to workers, all "
-                            "points of one seed to one worker (it distils that seed's emulators once); the "
-                            "distillation grid and the emulators' sizes and step times run here, one at a time")
-    emulator.add_argument("--config", default=None, help="TOML file of top-level keys overriding the default "
-                          "configuration (e.g. configs/emulator_paper.toml: 10 seeds)")
-    _add_log_dir(emulator, "training loss, training examples, devices heard of each federated training run",
-                 "points finished in an earlier run write nothing, a point re-run after an interruption replaces "
-                 "its events; no result changes")
-    scale = _add_command(sub, "scale", _scale, "federated DEFT at scale: time per round and peak RSS against the "
-                         "number of devices at fixed participation; padded float32 vs ragged float16 activations",
-                         outputs="CSV, PNG", quick="a small grid on 1,024 texts", parallel=False)
-    _add_log_dir(scale, "training loss, seconds per round, training examples, devices heard", "written after each "
-                 "round's timing; a re-run replaces each run's events")
-    speedup = _add_command(sub, "parallel", _speedup, "speed-up of a study and a design sweep on N Ray workers "
-                           "against the serial run, and whether the rows are identical", outputs="CSV", quick=_TINY,
-                           parallel=False)
-    speedup.add_argument("--workers", type=int, default=2, metavar="N", help="Ray workers (>= 2; default 2)")
+    for command in COMMANDS.values():
+        _add_command(sub, command)
     return parser
 
 

@@ -1,6 +1,7 @@
 """deft6g.experiment: the engine every study and benchmark shares -- guarded output folders, a resumable
 result store, the point runner, seed statistics (mean and confidence interval, log-space intervals, the
-equivalence test TOST), plots and live TensorBoard scalars."""
+equivalence test TOST), plots, live TensorBoard scalars, and the study protocol with the command registry
+(`Study`, `run`, `register_study`)."""
 
 from .store import (OutputFolderError, ResultStore, load_json, prepare_output, write_json_atomic, write_table,
                     write_text_atomic)
@@ -9,3 +10,4 @@ from .stats import log_mean_ci, mean_ci, paired_ci, percentiles, summarise, tost
 from .plots import interval, line_plot, merge_labels
 from .tuning import Choice, candidates, tune, tuning_store
 from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name
+from .protocol import COMMANDS, Command, Study, register_command, register_study, run

@@ -1,0 +1,166 @@
+"""The study protocol and the command registry: a study is one short class, the engine owns its lifecycle.
+
+A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Monte-Carlo function and FedJAX's
+`run_federated_experiment` only for the model and the algorithm:
+
+- `name`, `description`: its subcommand and its line in `deft6g --help`;
+- `config(quick)`: its configuration, a dataclass (`quick`: the small variant for smoke tests);
+- `points(cfg)`: every point, a list of dicts holding the `key` columns;
+- `setup(cfg)`: what the points share (data, models), built once per process, lazily, and never pickled;
+- `run_point(setup, point)`: the point's row (the columns of `types` other than the key);
+- `summary(cfg, rows)` and `plot(out, cfg, rows)`: the printed table and the plots (optional).
+
+`run(study, out)` does the rest: the guarded output folder (`prepare_output`, config.json), a typed resumable
+`ResultStore` (results.csv: rows come back with the types they were written with), `run_points` (serially or on
+Ray workers), timing.json, summary.txt and the plots. Every `deft6g` subcommand is a `Command` of the registry;
+`register_study(study)` adds a study's (so a study written outside the library is a subcommand too), and
+installed packages add theirs through the entry-point group `deft6g.studies` (each entry point names a Study
+instance or class)."""
+
+import time
+from dataclasses import asdict, dataclass
+from importlib.metadata import entry_points
+
+from .runner import run_points
+from .store import ResultStore, prepare_output, write_json_atomic, write_text_atomic
+
+ENTRY_POINT_GROUP = "deft6g.studies"
+
+
+class Study:
+    """The protocol (module docstring). Class attributes: name, description, key (the point's columns), types
+    {column: type} of every results.csv column, key included, in file order."""
+
+    name = ""
+    description = ""
+    key = []
+    types = {}
+
+    def config(self, quick=False):
+        raise NotImplementedError
+
+    def points(self, cfg):
+        raise NotImplementedError
+
+    def setup(self, cfg):
+        return None
+
+    def run_point(self, setup, point):
+        raise NotImplementedError
+
+    def summary(self, cfg, rows):
+        return f"{self.name}: {len(rows)} rows"
+
+    def plot(self, out, cfg, rows):
+        """Write the study's plots into `out` (default: none)."""
+
+
+class _PointTask:
+    """run_points' point function for `study`: builds `study.setup(cfg)` on its first point in each process
+    (a Ray worker builds its own: the setup is not pickled) and returns point + run_point's row."""
+
+    def __init__(self, study, cfg):
+        self.study, self.cfg, self._setup, self._ready = study, cfg, None, False
+
+    def __getstate__(self):
+        return {"study": self.study, "cfg": self.cfg, "_setup": None, "_ready": False}
+
+    def __call__(self, point):
+        if not self._ready:
+            self._setup, self._ready = self.study.setup(self.cfg), True
+        return {**point, **self.study.run_point(self._setup, point)}
+
+
+def check_study(study):
+    """Raise TypeError naming what is missing when `study` does not follow the protocol."""
+    if not isinstance(study, Study):
+        raise TypeError(f"a study must be an instance of deft6g.experiment.Study, got {type(study).__name__}")
+    if not isinstance(study.name, str) or not study.name.isidentifier():
+        raise TypeError(f"Study.name must be a non-empty identifier (its subcommand), got {study.name!r}")
+    if not study.key or not set(study.key) <= set(study.types):
+        raise TypeError(f"study {study.name!r}: `key` {study.key!r} must be a non-empty list of `types` columns "
+                        f"{list(study.types)!r}")
+
+
+def run(study, out, cfg=None, quick=False, log=print, **parallel):
+    """Run (or resume) `study` into the folder `out` and return (cfg, rows).
+
+    cfg: its configuration (default `study.config(quick)`); parallel: workers, ray_address, worker_gpus,
+    ray_timeout of `run_points`. Writes config.json, results.csv (typed, one row per point, resumable),
+    timing.json (seconds of this invocation, points run now), summary.txt and the study's plots."""
+    check_study(study)
+    cfg = study.config(quick) if cfg is None else cfg
+    folder = prepare_output(out, study.name, asdict(cfg))
+    store = ResultStore(folder / "results.csv", list(study.types), list(study.key), types=study.types)
+    t0 = time.time()
+    ran = run_points(study.points(cfg), _PointTask(study, cfg), store, desc=study.name, log=log, **parallel)
+    write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran})
+    rows = store.rows()
+    write_text_atomic(folder / "summary.txt", study.summary(cfg, rows) + "\n")
+    study.plot(folder, cfg, rows)
+    return cfg, rows
+
+
+@dataclass(frozen=True)
+class Command:
+    """A `deft6g` subcommand. handler(args) -> exit status or None (0) runs it; add_options(parser) adds its own
+    options; outputs: the file kinds it writes (for --out's help); quick: what --quick runs; seed: it takes
+    --seed; parallel: it takes the parallel options (parallel_note: what runs on workers)."""
+    name: str
+    description: str
+    handler: object
+    add_options: object = None
+    outputs: str = ""
+    quick: str = "a small grid for smoke tests"
+    seed: bool = False
+    parallel: bool = True
+    parallel_note: str = ""
+
+
+COMMANDS = {}
+
+
+def register_command(command, replace=False):
+    """Add `command` (a Command) to the registry; a name already taken raises ValueError unless `replace`."""
+    if not isinstance(command, Command):
+        raise TypeError(f"`command` must be a Command, got {type(command).__name__}")
+    if command.name in COMMANDS and not replace:
+        raise ValueError(f"a command named {command.name!r} is already registered (pass replace=True)")
+    COMMANDS[command.name] = command
+    return command
+
+
+def study_command(study):
+    """The Command that runs `study` with `run` and prints its summary (--out, --quick, the parallel options)."""
+    check_study(study)
+
+    def handler(args):
+        cfg, rows = run(study, args.out, quick=args.quick, **parallel_options(args))
+        print(study.summary(cfg, rows))
+        print(f"results in {args.out}")
+
+    return Command(study.name, study.description, handler, outputs="CSV, JSON")
+
+
+def parallel_options(args):
+    """The run_points keywords of a command line's parallel options: no --workers (and no --ray-address): 1,
+    serially here; --workers alone: 0, one worker per core (or per CPU of the cluster at --ray-address);
+    --workers N: N."""
+    workers = args.workers if args.workers is not None else 0 if args.ray_address else 1
+    return {"workers": workers, "ray_address": args.ray_address, "worker_gpus": args.worker_gpus,
+            "ray_timeout": args.ray_timeout}
+
+
+def register_study(study, replace=False):
+    """Register `study` (a Study) as the subcommand `deft6g <study.name>`; returns its Command."""
+    return register_command(study_command(study), replace)
+
+
+def load_entry_points():
+    """Register the studies that installed packages declare in the entry-point group `deft6g.studies` (an
+    entry point loads a Study instance or class); names already registered are left as they are."""
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        study = ep.load()
+        study = study() if isinstance(study, type) else study
+        if study.name not in COMMANDS:
+            register_study(study)
