@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, summarise, \
-    tost, write_table
+from deft6g.experiment import (PointTask, ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points,
+                               summarise, tost, write_table)
 
 TYPES = {"task": str, "scheme": str, "training": str, "num_rx_ant": int, "snr_db": float, "seed": int,
          "accuracy": float, "val_accuracy": float, "nmse": float, "payload_uses": float, "side_info_uses": float,
@@ -122,16 +122,15 @@ def points(cfg):
     return [{k: p[k] for k in KEY} for p in out]
 
 
-class ConnectTask:
+class ConnectTask(PointTask):
     """What one point runs, picklable for Ray workers: holds the configuration; the data (features cached on
     disk), and the models trained without a channel (kept per process) are built on first use in each process
     and never pickled. task(point) -> the results.csv row."""
 
+    CACHES = ("data", "ideal", "noisy")
+
     def __init__(self, cfg, log=print):
         self.cfg, self.log, self.data, self.ideal, self.noisy = cfg, log, {}, {}, {}
-
-    def __getstate__(self):
-        return {"cfg": self.cfg, "log": print, "data": {}, "ideal": {}, "noisy": {}}
 
     def task(self, name):
         from deft6g.finetune import load_multiview

@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from deft6g.experiment import (ResultStore, check_log_dir, mean_ci, paired_ci, prepare_output, run_points, tost,
-                               write_table)
+from deft6g.experiment import (PointTask, ResultStore, check_log_dir, mean_ci, paired_ci, prepare_output,
+                               run_points, tost, write_table)
 from deft6g.finetune.emulator_builder import VARIANTS, EmulatorRecipe, package_key  # noqa: F401 (re-exported)
 
 from .study_config import ConfigError
@@ -308,7 +308,7 @@ def _run_point(setup, point, log_dir=None):
             "distill_s": round(s.get("seconds", 0.0), 2), "train_s": round(time.process_time() - t0, 2)}
 
 
-class EmulatorTask:
+class EmulatorTask(PointTask):
     """One training point (variant, distill, seed) -> its results.csv row, picklable for Ray workers: holds the
     configuration; the heavy `_Setup` (model, data; emulators cached on disk) is built on first use, once per
     process, and never pickled. `setup`: this process's own, to reuse when the points run here; log_dir: per-round
@@ -317,13 +317,11 @@ class EmulatorTask:
     def __init__(self, cfg, setup=None, log_dir=None):
         self.cfg, self._setup, self.log_dir = cfg, setup, log_dir
 
-    def __getstate__(self):
-        return {"cfg": self.cfg, "_setup": None, "log_dir": self.log_dir}
+    def build_setup(self):
+        return _Setup(self.cfg, lambda *_: None)
 
     def __call__(self, point):
-        if self._setup is None:
-            self._setup = _Setup(self.cfg, lambda *_: None)
-        return _run_point(self._setup, point, self.log_dir)
+        return _run_point(self.setup(), point, self.log_dir)
 
 
 def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):

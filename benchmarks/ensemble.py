@@ -39,7 +39,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import (ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, tost)
+from deft6g.experiment import (PointTask, ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points,
+                               tost)
 from deft6g.rng import derive_seed
 
 STREAMS = ("iid", "drift")
@@ -364,7 +365,7 @@ def run_speed(setup, point):
     return rows
 
 
-class EnsembleTask:
+class EnsembleTask(PointTask):
     """What one point of a stage runs ("stream": `run_stream`, "reference": `run_reference`, "speed":
     `run_speed`), picklable for Ray workers: holds the configuration; the heavy `_Setup` (model, tokens,
     cached activations) is built on first use, once per process, and never pickled; `stage(name)` gives a task
@@ -375,20 +376,13 @@ class EnsembleTask:
     def __init__(self, cfg, stage="stream"):
         if stage not in self.STAGES:
             raise ValueError(f"`stage` must be one of {sorted(self.STAGES)}, got {stage!r}")
-        self.cfg, self.name, self._setup = cfg, stage, None
+        self.cfg, self.name = cfg, stage
 
-    def setup(self):
-        if self._setup is None:
-            self._setup = _Setup(self.cfg)
-        return self._setup
+    def build_setup(self):
+        return _Setup(self.cfg)
 
     def stage(self, name):
-        other = EnsembleTask(self.cfg, name)
-        other._setup = self._setup
-        return other
-
-    def __getstate__(self):
-        return {"cfg": self.cfg, "name": self.name, "_setup": None}
+        return self.share_setup(EnsembleTask(self.cfg, name))
 
     def __call__(self, point):
         return self.STAGES[self.name](self.setup(), point)

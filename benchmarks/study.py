@@ -24,9 +24,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from deft6g.experiment import (ResultStore, ScalarWriter, check_log_dir, line_plot, log_mean_ci, mean_ci, paired_ci,
-                               prepare_output, run_name, run_points, summarise, tost, tuning_store, write_table,
-                               write_text_atomic)
+from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, line_plot, log_mean_ci,
+                               mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
+                               tuning_store, write_table, write_text_atomic)
 
 from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
 
@@ -249,7 +249,7 @@ class _TimedAggregator:
         return out
 
 
-class StudyTask:
+class StudyTask(PointTask):
     """What one study point runs, picklable for Ray workers: holds the configuration and `choices` (the tuning
     stage's values and the noisy control's NMSE, see `point_setting`); the heavy `_Setup` (data, models, cached
     activations) is built on first use, once per process, and never pickled. log_dir: write each round's
@@ -257,15 +257,10 @@ class StudyTask:
     task(point) -> {"row": the results.csv row, "rounds": the rounds.csv rows}."""
 
     def __init__(self, cfg, log=print, choices=None, log_dir=None):
-        self.cfg, self.log, self._setup, self.choices, self.log_dir = cfg, log, None, dict(choices or {}), log_dir
+        self.cfg, self.log, self.choices, self.log_dir = cfg, log, dict(choices or {}), log_dir
 
-    def setup(self):
-        if self._setup is None:
-            self._setup = _Setup(self.cfg, self.log)
-        return self._setup
-
-    def __getstate__(self):
-        return {"cfg": self.cfg, "log": print, "_setup": None, "choices": self.choices, "log_dir": self.log_dir}
+    def build_setup(self):
+        return _Setup(self.cfg, self.log)
 
     def __call__(self, point):
         setting = point_setting(self.cfg, self.choices, point)

@@ -36,8 +36,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import (ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output, run_points,
-                               write_json_atomic, write_table)
+from deft6g.experiment import (PointTask, ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output,
+                               run_points, write_json_atomic, write_table)
 from deft6g.rng import derive_seed
 
 SOURCE_TYPES = {"task": str, "seed": int, "accuracy": float, "steps": int, "train_examples": int,
@@ -280,7 +280,7 @@ def run_points_for(cfg, choices):
     return sources, targets, runs
 
 
-class TransferPointTask:
+class TransferPointTask(PointTask):
     """What one point of a stage runs ("source": a neighbour's prompt, "choice": the source choices, "run": a
     fine-tuning run), picklable for Ray workers: holds the configuration and what the stage needs from earlier
     ones (references, the neighbours' prompts); the heavy `_Setup` (model, cached block inputs, trainers) is
@@ -290,22 +290,15 @@ class TransferPointTask:
     def __init__(self, cfg, stage="source", references=None, prompts=None, log=print):
         if stage not in ("source", "choice", "run"):
             raise ValueError(f"`stage` must be 'source', 'choice' or 'run', got {stage!r}")
-        self.cfg, self.stage, self.log, self._setup = cfg, stage, log, None
+        self.cfg, self.stage, self.log = cfg, stage, log
         self.references, self.prompts = references or {}, prompts or {}
 
-    def setup(self):
-        if self._setup is None:
-            self._setup = _Setup(self.cfg, self.log)
-        return self._setup
+    def build_setup(self):
+        return _Setup(self.cfg, self.log)
 
     def then(self, stage, **inputs):
         """A task of `stage` sharing this one's setup, with the earlier stages' `inputs`."""
-        other = TransferPointTask(self.cfg, stage, log=self.log, **inputs)
-        other._setup = self._setup
-        return other
-
-    def __getstate__(self):
-        return {**self.__dict__, "log": print, "_setup": None}
+        return self.share_setup(TransferPointTask(self.cfg, stage, log=self.log, **inputs))
 
     def __call__(self, point):
         setup, t0 = self.setup(), time.process_time()

@@ -10,4 +10,4 @@ from .stats import log_mean_ci, mean_ci, paired_ci, percentiles, summarise, tost
 from .plots import interval, line_plot, merge_labels
 from .tuning import Choice, candidates, tune, tuning_store
 from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name
-from .protocol import COMMANDS, Command, Study, register_command, register_study, run
+from .protocol import COMMANDS, Command, PointTask, Study, register_command, register_study, run

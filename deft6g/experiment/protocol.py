@@ -55,20 +55,46 @@ class Study:
         """Write the study's plots into `out` (default: none)."""
 
 
-class _PointTask:
-    """run_points' point function for `study`: builds `study.setup(cfg)` on its first point in each process
-    (a Ray worker builds its own: the setup is not pickled) and returns point + run_point's row."""
+class PointTask:
+    """Base of a study's point function, picklable for Ray workers. The setup the points share (data, models;
+    `build_setup()`, the subclass's) is built on first use in each process and never pickled: a worker builds
+    its own. On pickling `_setup` is dropped, a `log` attribute travels as print (a worker prints its own) and
+    the per-process caches named in CACHES (dict attributes) travel empty. `share_setup(other)` hands this
+    task's setup to `other`, a task of a later stage in the same process."""
 
-    def __init__(self, study, cfg):
-        self.study, self.cfg, self._setup, self._ready = study, cfg, None, False
+    CACHES = ()
+    _setup = None
+
+    def build_setup(self):
+        raise NotImplementedError
+
+    def setup(self):
+        if self._setup is None:
+            self._setup = self.build_setup()
+        return self._setup
+
+    def share_setup(self, other):
+        other._setup = self._setup
+        return other
 
     def __getstate__(self):
-        return {"study": self.study, "cfg": self.cfg, "_setup": None, "_ready": False}
+        state = {k: v for k, v in self.__dict__.items() if k != "_setup"}
+        if "log" in state:
+            state["log"] = print
+        return {**state, **{name: {} for name in self.CACHES}}
+
+
+class _StudyTask(PointTask):
+    """run_points' point function of a protocol Study: point -> point + run_point's row."""
+
+    def __init__(self, study, cfg):
+        self.study, self.cfg = study, cfg
+
+    def build_setup(self):
+        return self.study.setup(self.cfg)
 
     def __call__(self, point):
-        if not self._ready:
-            self._setup, self._ready = self.study.setup(self.cfg), True
-        return {**point, **self.study.run_point(self._setup, point)}
+        return {**point, **self.study.run_point(self.setup(), point)}
 
 
 def check_study(study):
@@ -93,7 +119,7 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     folder = prepare_output(out, study.name, asdict(cfg))
     store = ResultStore(folder / "results.csv", list(study.types), list(study.key), types=study.types)
     t0 = time.time()
-    ran = run_points(study.points(cfg), _PointTask(study, cfg), store, desc=study.name, log=log, **parallel)
+    ran = run_points(study.points(cfg), _StudyTask(study, cfg), store, desc=study.name, log=log, **parallel)
     write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran})
     rows = store.rows()
     write_text_atomic(folder / "summary.txt", study.summary(cfg, rows) + "\n")
