@@ -154,16 +154,14 @@ class _Setup:
     activations."""
 
     def __init__(self, cfg, log):
-        from deft6g.finetune import (EmulatorBuilder, LoraConfig, get_peft_model, load_dataset, load_study_model,
-                                     tokenize, train_test_split)
+        from deft6g.finetune import (EmulatorBuilder, LoraConfig, data_split, get_peft_model, load_dataset,
+                                     load_study_model, tokenize)
         from deft6g.finetune.data import content_digest
         from deft6g.finetune.fomo import model_key
         self.cfg, self.log = cfg, log
         data = load_dataset(cfg.dataset)
-        train, test = train_test_split(len(data), 0.2, seed=0)
-        pick = np.random.default_rng(0)
-        train = pick.permutation(train)[:cfg.train_examples or None]
-        test = pick.permutation(test)[:cfg.test_examples or None]
+        split = data_split(data.y, cfg.train_examples, cfg.test_examples)      # train: fit + validation
+        train, test = split.train, split.test
         self.y_train, self.y_test = data.y[train], data.y[test]
         self.num_labels = len(data.class_names)
         self.model, self.tok = load_study_model(cfg.model)

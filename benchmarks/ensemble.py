@@ -183,14 +183,12 @@ class _Setup:
 
     def dataset(self, name):
         if name not in self.data:
-            from deft6g.finetune import MemberTrainer, load_dataset, tokenize, train_test_split, validation_split
+            from deft6g.finetune import MemberTrainer, data_split, load_dataset, tokenize
             cfg = self.cfg
             max_length, chunk = cfg.datasets[name]
             data = load_dataset(name)
-            train, test = train_test_split(len(data), 0.2, seed=0)
-            fit, val = validation_split(train, data.y, cfg.val_fraction, seed=0)
-            if cfg.test_examples:
-                test = np.random.default_rng(0).permutation(test)[:cfg.test_examples]
+            split = data_split(data.y, 0, cfg.test_examples, cfg.val_fraction)
+            fit, val, test = split.fit, split.validation, split.test
             classes = len(data.class_names)
             counts, mixes = drift_counts(classes, cfg.chunks, chunk, cfg.drift_phases, cfg.drift_share)
             tokens = tokenize(self.tokenizer, data.x, max_length)

@@ -76,11 +76,10 @@ def _peft_config(method, cfg, num_blocks, sizes=None):
 
 
 def _data(cfg):
-    from deft6g.finetune import load_dataset, tokenize, train_test_split
+    from deft6g.finetune import data_split, load_dataset, tokenize
     data = load_dataset("rotten_tomatoes")
-    train, test = train_test_split(len(data), 0.2, seed=0)
-    rng = np.random.default_rng(cfg.seed)
-    train, test = rng.permutation(train)[:cfg.train_examples], rng.permutation(test)[:cfg.test_examples]
+    split = data_split(data.y, cfg.train_examples, cfg.test_examples)      # the split is fixed across --seed
+    train, test = split.train, split.test
     model, tok = load_study_model(cfg.model)
     tokens = tokenize(tok, data.x, cfg.max_length)
     pick = lambda idx: {k: v[idx] for k, v in tokens.items()}  # noqa: E731

@@ -54,16 +54,12 @@ class ScaleConfig:
 
 def _data(cfg):
     """(peft model, training inputs [S, T] of the fit split, their labels, test inputs, labels, cache key)."""
-    from deft6g.finetune import (LoraConfig, get_peft_model, load_dataset, load_study_model, tokenize,
-                                 train_test_split, validation_split)
+    from deft6g.finetune import LoraConfig, data_split, get_peft_model, load_dataset, load_study_model, tokenize
     from deft6g.finetune.data import content_digest
     from deft6g.finetune.fomo import model_key
     data = load_dataset("rotten_tomatoes")
-    train, test = train_test_split(len(data), 0.2, seed=0)
-    pick = np.random.default_rng(0)
-    train = np.sort(pick.permutation(train)[:cfg.train_examples or None])
-    test = np.sort(pick.permutation(test)[:cfg.test_examples or None])
-    fit, _ = validation_split(train, data.y, 0.1, seed=0)
+    split = data_split(data.y, cfg.train_examples, cfg.test_examples)
+    fit, test = split.fit, split.test
     model, tok = load_study_model(cfg.model)
     tokens = tokenize(tok, data.x, cfg.max_length)
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=["query", "value"],

@@ -114,21 +114,17 @@ class _Setup:
 
     def __init__(self, cfg, log):
         from deft6g.finetune import LoraLayer, projection_kernel
-        from deft6g.finetune import (emulator_config, get_peft_model, load_dataset, load_study_model, tokenize,
-                                     train_test_split, validation_split)
+        from deft6g.finetune import data_split, emulator_config, get_peft_model, load_dataset, load_study_model, tokenize
         from deft6g.finetune.activation_store import ragged_activations
         from deft6g.finetune.data import content_digest
         from deft6g.finetune.fomo import model_key
 
         self.cfg, f = cfg, cfg.federated
         data = load_dataset(cfg.data.dataset)
-        train, test = train_test_split(len(data), 0.2, seed=0)
-        pick = np.random.default_rng(0)
-        train = pick.permutation(train)[:cfg.data.train_examples or None]
-        test = pick.permutation(test)[:cfg.data.test_examples or None]
-        fit, val = validation_split(train, data.y, cfg.data.validation_fraction, seed=0)    # fixed across seeds
-        self.train_texts, self.test_texts = train, test            # dataset rows (fit + validation, test)
-        self.fit_rows, self.val_rows = (np.flatnonzero(np.isin(train, part)) for part in (fit, val))
+        split = data_split(data.y, cfg.data.train_examples, cfg.data.test_examples, cfg.data.validation_fraction)
+        train, test = split.train, split.test                      # dataset rows (fit + validation, test)
+        self.train_texts, self.test_texts = train, test
+        self.fit_rows, self.val_rows = split.fit_rows, split.val_rows
         self.y_train, self.y_test, self.y_val = data.y[train][self.fit_rows], data.y[test], data.y[train][self.val_rows]
         model, tok = load_study_model(cfg.model.name)
         tokens = tokenize(tok, data.x, cfg.model.max_length)

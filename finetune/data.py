@@ -134,6 +134,45 @@ def validation_split(train_idx, labels, fraction=0.1, seed=0):
     return np.setdiff1d(train_idx, val), val
 
 
+@dataclass(frozen=True)
+class DataSplit:
+    """Dataset rows of the data recipe (`data_split`): train and test in draw order; fit_rows / val_rows:
+    positions in `train` of the fitting and the validation texts (in train's order)."""
+    train: np.ndarray
+    test: np.ndarray
+    fit_rows: np.ndarray
+    val_rows: np.ndarray
+
+    @property
+    def fit(self):
+        return self.train[self.fit_rows]
+
+    @property
+    def validation(self):
+        return self.train[self.val_rows]
+
+
+def data_split(labels, train_examples=0, test_examples=0, validation_fraction=0.1, seed=0):
+    """The data recipe every study uses: the seeded 80/20 `train_test_split`, then the first `train_examples`
+    / `test_examples` of a seeded permutation of each (0: all of it, in the permutation's order), then a
+    stratified `validation_split` of `validation_fraction` carved from that train (docs/design.md §8: every
+    choice is made on it). The same `seed` gives the same split; studies keep it fixed (0) across their run
+    seeds, which change initialisation, partition, batches, channels and noise.
+
+    Input: labels [N] int of the whole dataset; train_examples, test_examples >= 0; validation_fraction in
+    (0, 1). Output: DataSplit (dataset rows)."""
+    labels = np.asarray(labels)
+    for name, value in (("train_examples", train_examples), ("test_examples", test_examples)):
+        if value < 0:
+            raise ValueError(f"`{name}` must be >= 0 (0: all of the split), got {value!r}")
+    train, test = train_test_split(len(labels), 0.2, seed=seed)
+    pick = np.random.default_rng(seed)
+    train = pick.permutation(train)[:train_examples or None]
+    test = pick.permutation(test)[:test_examples or None]
+    fit, val = validation_split(train, labels, validation_fraction, seed=seed)
+    return DataSplit(train, test, np.flatnonzero(np.isin(train, fit)), np.flatnonzero(np.isin(train, val)))
+
+
 def cache_dir():
     """Where tokenisations and activations are cached: $DEFT6G_CACHE or ~/.cache/deft6g."""
     return Path(os.environ.get("DEFT6G_CACHE", Path.home() / ".cache" / "deft6g"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .data import cached_arrays, content_digest, load_dataset, tokenize, train_test_split
+from .data import cached_arrays, content_digest, data_split, load_dataset, tokenize
 
 
 def split_views(texts, num_views):
@@ -71,7 +71,7 @@ def load_multiview(dataset, num_views, model_name="all-MiniLM-L6-v2", max_length
                    test_examples=None, split_seed=0, log=None):
     """Frozen per-view features of `dataset` ("bbc_news" or "rotten_tomatoes") cut into `num_views` views.
 
-    The seeded 80/20 split of `train_test_split(split_seed)` is used; `train_examples` / `test_examples`
+    The data recipe (`data_split` with `split_seed`) gives the texts; `train_examples` / `test_examples`
     (None: all) keep a seeded random subset of each side. Each view is tokenised to `max_length` tokens and
     encoded by `model_name` (see `load_study_model`; "random-bert" for smoke tests). Features are cached on
     disk, keyed by all of these. Returns `MultiViewData`.
@@ -80,13 +80,13 @@ def load_multiview(dataset, num_views, model_name="all-MiniLM-L6-v2", max_length
     data = load_dataset(dataset)
     if not isinstance(data.x, list):
         raise ValueError(f"`dataset` must be a text dataset, got {dataset!r}")
-    train, test = train_test_split(len(data), 0.2, seed=split_seed)
-    rng = np.random.default_rng(split_seed)
-    for name, idx, cap in (("train_examples", train, train_examples), ("test_examples", test, test_examples)):
+    whole = data_split(data.y, seed=split_seed)
+    for name, idx, cap in (("train_examples", whole.train, train_examples), ("test_examples", whole.test,
+                                                                            test_examples)):
         if cap is not None and not 1 <= cap <= len(idx):
             raise ValueError(f"`{name}` must be in [1, {len(idx)}] for {dataset!r}, got {cap}")
-    train = np.sort(rng.permutation(train)[:train_examples]) if train_examples else train
-    test = np.sort(rng.permutation(test)[:test_examples]) if test_examples else test
+    split = data_split(data.y, train_examples or 0, test_examples or 0, seed=split_seed)
+    train, test = split.train, split.test
     keep = np.concatenate([train, test])
 
     def compute():

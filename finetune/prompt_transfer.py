@@ -27,7 +27,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from .tuners import PromptTuningConfig
-from .data import (cached_arrays, content_digest, load_dataset, tokenize, tokenizer_digest, train_test_split,
+from .data import (cached_arrays, content_digest, data_split, load_dataset, tokenize, tokenizer_digest,
                    validation_split)
 from .fomo import model_key
 from .peft_model import get_peft_model
@@ -88,14 +88,11 @@ class TaskArrays:
 
 
 def task_pool(dataset, pool_sizes):
-    """(train_idx, test_idx) of a dataset's seeded 80/20 split (seed 0), cut to `pool_sizes` (None: whole)."""
+    """(dataset, train rows, test rows) of the data recipe (`data_split`, seed 0), cut to `pool_sizes`
+    (train, test) (None: whole); the device's validation texts are carved later, by `device_split`."""
     data = load_dataset(dataset)
-    train, test = train_test_split(len(data), 0.2, seed=0)
-    if pool_sizes is not None:
-        rng = np.random.default_rng(0)
-        train = np.sort(rng.permutation(train)[:pool_sizes[0]])
-        test = np.sort(rng.permutation(test)[:pool_sizes[1]])
-    return data, train, test
+    split = data_split(data.y, *(pool_sizes or (0, 0)))
+    return data, split.train, split.test
 
 
 def task_arrays(peft, tokenizer, model_name, task_names, block, max_length=32, pool_sizes=None):

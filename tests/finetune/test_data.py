@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from deft6g.finetune import load_dataset, partition, to_tf_dataset, tokenize, train_test_split, validation_split
+from deft6g.finetune import (data_split, load_dataset, partition, to_tf_dataset, tokenize, train_test_split,
+                             validation_split)
 from transformers import AutoTokenizer
 
 from deft6g.finetune.fomo import pretrained_folder
@@ -48,6 +49,33 @@ def test_validation_split_is_stratified_disjoint_from_test_and_seeded():
     assert not np.array_equal(validation_split(train, data.y, 0.1, seed=1)[1], val)
     with pytest.raises(ValueError, match="`fraction`"):
         validation_split(train, data.y, 1.0)
+
+
+def test_the_data_recipe_subsamples_each_side_then_carves_validation_from_train():
+    """data_split on Rotten Tomatoes with 3,000 / 500 texts: train, validation and test pairwise disjoint, fit and
+    validation partition the 3,000 training texts (in train's order), the subsets are the first texts of a seeded
+    permutation of each side of the 80/20 split (built here step by step), the validation share is stratified,
+    the same seed repeats it, and a negative size names its argument."""
+    y = load_dataset("rotten_tomatoes").y
+    s = data_split(y, 3000, 500, 0.1)
+    assert len(s.train) == 3000 and len(s.test) == 500
+    assert not set(s.train) & set(s.test)
+    np.testing.assert_array_equal(np.sort(np.concatenate([s.fit_rows, s.val_rows])), np.arange(3000))
+    np.testing.assert_array_equal(s.fit, s.train[s.fit_rows])
+    assert np.all(np.diff(s.fit_rows) > 0) and np.all(np.diff(s.val_rows) > 0)          # train's order kept
+    train, test = train_test_split(len(y), 0.2, seed=0)
+    pick = np.random.default_rng(0)
+    np.testing.assert_array_equal(s.train, pick.permutation(train)[:3000])
+    np.testing.assert_array_equal(s.test, pick.permutation(test)[:500])
+    np.testing.assert_array_equal(np.sort(s.validation), validation_split(s.train, y, 0.1, seed=0)[1])
+    for c in (0, 1):
+        assert abs((y[s.validation] == c).sum() - 0.1 * (y[s.train] == c).sum()) <= 1
+    again = data_split(y, 3000, 500, 0.1)
+    assert all(np.array_equal(getattr(s, f), getattr(again, f)) for f in ("train", "test", "fit_rows", "val_rows"))
+    whole = data_split(y)
+    assert len(whole.train) + len(whole.test) == len(y)
+    with pytest.raises(ValueError, match="`test_examples`"):
+        data_split(y, 10, -1)
 
 
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet", "shards"])
