@@ -20,7 +20,7 @@ import numpy as np
 
 from deft6g.experiment import ResultStore, line_plot, percentiles, prepare_output, run_points, summarise
 from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, real_form, sdr_barrier
-from deft6g.phy import FadingChannel, aircomp_mse, imperfect_csi
+from deft6g.phy import FadingChannel, aircomp_mse, imperfect_csi, noise_var
 from deft6g.rng import derive_seed
 
 STATS = ["mean_db", "median_db", "p10_db", "p90_db"]
@@ -106,7 +106,7 @@ class _MainPoint:
         self.cfg, self.cache = cfg, {}
 
     def __call__(self, p):
-        cfg, noise_var = self.cfg, 10 ** (-self.cfg.snr_db / 10)
+        cfg, noise_var = self.cfg, noise_var(self.cfg.snr_db)
         if p["seed"] not in self.cache:
             H = _rayleigh(cfg.num_rx_ant, cfg.num_devices, cfg.realisations, derive_seed(p["seed"], CHANNELS))
             designs = _designs(H, noise_var, p["seed"], METHODS)
@@ -151,7 +151,7 @@ def speed(cfg, out):
     design; mismatches: compiled value and the barrier's certified bound against the rebuilt optimum
     (speed.csv, one row)."""
     store = ResultStore(out / "speed.csv", list(SPEED_TYPES), ["solver"], types=SPEED_TYPES)
-    n, k, noise_var = cfg.num_rx_ant, cfg.num_devices, 10 ** (-cfg.snr_db / 10)
+    n, k, noise_var = cfg.num_rx_ant, cfg.num_devices, noise_var(cfg.snr_db)
 
     def point(p):
         H = _rayleigh(n, k, cfg.speed_realisations, derive_seed(cfg.seed, SPEED_CHANNELS))
@@ -198,7 +198,7 @@ class _SweepPoint:
             n, k, snr, ev, seed = p["num_rx_ant"], p["num_devices"], p["snr_db"], p["csi_error_var"], p["seed"]
             H = _rayleigh(n, k, self.cfg.sweep_realisations, derive_seed(seed, CHANNELS))
             H_design = imperfect_csi(H, ev, seed=derive_seed(seed, CSI_ERROR)) if ev > 0 else H
-            nv = 10 ** (-snr / 10)
+            nv = noise_var(snr)
             self.cache = {key: {m: _stats(aircomp_mse(H, d.a, d.b, nv))
                                 for m, (d, _) in _designs(H_design, nv, seed, SWEEP_METHODS).items()}}
         return p | self.cache[key][p["method"]]

@@ -17,7 +17,7 @@ from deft6g.experiment import ResultStore, line_plot, run_points, summarise
 from deft6g.optim import (allocate_subcarrier_power, best_truncation_threshold, closed_form_design,
                           design_aircomp, power_control, truncated_inversion, truncation_mse,
                           uniform_subcarrier_power)
-from deft6g.phy import AirCompUplink, FadingChannel, PilotCsi, TransmitMisalignment, aircomp_mse
+from deft6g.phy import AirCompUplink, FadingChannel, PilotCsi, TransmitMisalignment, aircomp_mse, noise_var
 from deft6g.rng import derive_seed
 
 TRUNC_FIELDS = ["snr_db", "threshold", "seed", "peak_db", "peak_theory_db", "peak_median_db", "average_db",
@@ -115,7 +115,7 @@ def misalign_point(cfg, p):
     n, k, seed = p["num_rx_ant"], p["num_devices"], p["seed"]
     H = _rayleigh(n, k, cfg.misalign_realisations, derive_seed(seed, MISALIGNMENT, CHANNELS))
     a, b = closed_form_design(H, 1.0, "zf")
-    nv = 10 ** (-cfg.snr_db / 10)
+    nv = noise_var(cfg.snr_db)
     x = np.random.default_rng(derive_seed(seed, MISALIGNMENT, PAYLOAD)).normal(size=(len(H), k, cfg.payload_reals))
     x = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)             # unit std: error = MSE per real
     mis = TransmitMisalignment(**{param: p[param]}, precision="double")
@@ -127,7 +127,7 @@ def misalign_point(cfg, p):
 
 def _pilot_point(cfg, p):
     n, k = cfg.pilot_setting
-    seed, nv = p["seed"], 10 ** (-cfg.snr_db / 10)
+    seed, nv = p["seed"], noise_var(cfg.snr_db)
     H = _rayleigh(n, k, cfg.pilot_realisations, derive_seed(seed, PILOTS, CHANNELS))
     H_hat, ev = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"],
                                                            seed=derive_seed(seed, PILOTS, PAYLOAD))
@@ -281,7 +281,7 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
     cfg = DesignSweeps.quick() if quick else DesignSweeps()
     (out / "design_sweeps.json").write_text(json.dumps(asdict(cfg), indent=2))
     seeds = [seed + i for i in range(cfg.num_seeds)]
-    nv = 10 ** (-snr_db / 10)
+    nv = noise_var(snr_db)
     channels, perfect = {}, {}
 
     def true_channels(r):

@@ -38,7 +38,7 @@ import tensorflow as tf
 
 from deft6g.optim import align, closed_form_design, mrc_direction, truncated_inversion
 from deft6g.phy import FLAT_MODELS, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, PilotCsi, \
-    aircomp_channel_uses, aircomp_mse, empirical_mse, pilot_channel_uses
+    aircomp_channel_uses, aircomp_mse, empirical_mse, noise_var, pilot_channel_uses
 from deft6g.rng import derive_seed, reseed
 
 from deft6g.experiment import ResultStore, line_plot, log_mean_ci, mean_ci, percentiles, prepare_output, run_points, \
@@ -222,7 +222,7 @@ class _AirCompPoint:
             self.channels = {(model, n, k): _channels(cfg, model, n, k, seed, draws)}
         H = self.channels[(model, n, k)]                                           # [R, F, N, K]
         r, f = H.shape[:2]
-        rows, nv = H.reshape(-1, n, k), 10 ** (-snr / 10)
+        rows, nv = H.reshape(-1, n, k), noise_var(snr)
         payload = aircomp_channel_uses(cfg.payload_reals, num_subcarriers=f)
         if p["csi"] == "genie":                                                    # perfect CSI, free overheads
             a, b = closed_form_design(rows, 1.0, receiver)
@@ -279,7 +279,7 @@ class _DigitalPoint:
         H_est, error_var = (np.asarray(t) for t in PilotCsi(k)(H, float(snr), seed=derive_seed(seed, PILOTS)))
         scheme = {"link": cfg.digital_link} | DIGITAL_SCHEMES[p["scheme"]]
         uplink = DigitalUplink(q, stochastic_rounding=q < 8, **scheme)
-        res = uplink(x, H, 10 ** (-snr / 10), seed=derive_seed(seed, NOISE), H_est=H_est, error_var=float(error_var))
+        res = uplink(x, H, noise_var(snr), seed=derive_seed(seed, NOISE), H_est=H_est, error_var=float(error_var))
         mcs = np.asarray(res.mcs)
         told, down = _control(GRANT_BITS, H.reshape(r, f, n, k), H_est.reshape(r, f, n, k), snr, mcs >= 0,
                               derive_seed(seed, DOWNLINK))
@@ -344,7 +344,7 @@ class _OBDAPoint:
         cfg = self.cfg
         n, k, snr, seed = p["num_rx_ant"], p["num_devices"], p["snr_db"], p["seed"]
         H, x, H_est, told, down = self._draw(p["model"], n, k, snr, seed)
-        f, nv = H.shape[1], 10 ** (-snr / 10)
+        f, nv = H.shape[1], noise_var(snr)
         d = truncated_inversion(H_est, 1.0, nv, float(p["threshold"]))
         b = np.asarray(d.b) * told[:, None, :]                         # no factor: the device is silent
         res = OBDAUplink()(x, H, np.asarray(d.a), b, nv, seed=derive_seed(seed, NOISE))

@@ -38,6 +38,7 @@ import numpy as np
 
 from deft6g.experiment import (PointTask, ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output,
                                run_points, write_json_atomic, write_table)
+from deft6g.phy import noise_var
 from deft6g.rng import derive_seed
 
 SOURCE_TYPES = {"task": str, "seed": int, "accuracy": float, "steps": int, "train_examples": int,
@@ -238,7 +239,7 @@ def _finetune(setup, point, references, prompts):
             if spec not in setup.links:
                 setup.links[spec] = PromptLink(mode=spec[0], num_bits=spec[1], **cfg.link)
             link = setup.links[spec]
-            res = link(sent.reshape(1, -1), noise_var=10 ** (-point["snr_db"] / 10), power=1.0,
+            res = link(sent.reshape(1, -1), noise_var=noise_var(point["snr_db"]), power=1.0,
                        seed=derive_seed(seed, LINK_STREAM), fill=shared.reshape(1, -1))
             start = res.x_hat.numpy().reshape(sent.shape)
             uses = int(res.channel_uses.sum())

@@ -24,7 +24,7 @@ import numpy as np
 
 from deft6g.optim import design_aircomp, select_devices, truncated_inversion
 from deft6g.phy import DROP_MODELS, FLAT_MODELS, MCS_TABLE, AirCompUplink, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, \
-    PilotCsi, aircomp_channel_uses, imperfect_csi, pilot_channel_uses
+    PilotCsi, aircomp_channel_uses, imperfect_csi, noise_var, pilot_channel_uses
 
 STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
 FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
@@ -132,7 +132,7 @@ class _RadioAggregator:
             raise ValueError("`csi_error` (an explicit CSI error variance) needs `genie`=True; without it the CSI "
                              "comes from pilots at the link's SNR")
         self.num_devices, self.snr_db, self.seed = num_devices, float(snr_db), int(seed)
-        self.noise_var = 10.0 ** (-self.snr_db / 10.0)
+        self.noise_var = noise_var(self.snr_db)
         self.genie, self.csi_error = bool(genie), float(csi_error)
         self._own_pilots = num_pilots is None            # then tau = the round's devices
         self.num_pilots = num_devices if num_pilots is None else num_pilots

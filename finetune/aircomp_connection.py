@@ -33,7 +33,8 @@ import tensorflow as tf
 
 from deft6g.checks import check_count
 from deft6g.optim import design_aircomp, power_split, task_oriented_design
-from deft6g.phy import DigitalUplink, FadingChannel, aircomp_channel_uses, aircomp_estimate, pack, unpack
+from deft6g.phy import (DigitalUplink, FadingChannel, aircomp_channel_uses, aircomp_estimate, noise_var, pack,
+                        unpack)
 from deft6g.phy.digital_uplink import delivered_sum
 
 
@@ -114,7 +115,7 @@ class AirCompConnection:
         if not np.isfinite(snr_db):
             raise ValueError(f"`snr_db` must be finite, got {snr_db!r}")
         self.snr_db, self.method = float(snr_db), method
-        self.noise_var = 10.0 ** (-self.snr_db / 10.0)
+        self.noise_var = noise_var(self.snr_db)
         self.channel = FadingChannel(channel, self.num_rx_ant, self.num_devices)
         self.importance = None
         self.set_importance(importance)

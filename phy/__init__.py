@@ -6,7 +6,8 @@ from .aircomp import aircomp_channel_uses, aircomp_estimate, aircomp_mse, effect
 from .aircomp_uplink import AirCompUplink
 from .obda import OBDAResult, OBDAUplink
 from .control_link import CONTROL_TABLE, MAX_CONTROL_REPETITION, ControlLink, ControlResult, pilot_channel_uses
-from .channels import CHANNEL_MODELS, DROP_MODELS, FLAT_MODELS, FadingChannel, imperfect_csi, log_distance_gain_db
+from .channels import CHANNEL_MODELS, DROP_MODELS, FLAT_MODELS, FadingChannel, imperfect_csi, log_distance_gain_db, \
+    noise_var
 from .payload import pack, payload_correlation, standardise, unpack
 from .d2d import D2DLink
 from .prompt_link import PromptLink, PromptLinkResult

@@ -283,6 +283,17 @@ class _RandomServerAzimuth:
         return self._sampler(num_time_samples, sampling_frequency, k_factor, rays, topology)
 
 
+def noise_var(snr_db):
+    r"""Noise variance :math:`\sigma^2 = 10^{-\mathrm{SNR}/10}` of a link at `snr_db` [dB] with unit transmit
+    power (SNR = P / sigma^2, P = 1, deft6g's convention); float or array, like `snr_db`.
+
+    >>> from deft6g.phy import noise_var
+    >>> noise_var(10.0), noise_var(-3.0)
+    (0.1, 1.9952623149688795)
+    """
+    return 10.0 ** (-np.asarray(snr_db, float) / 10.0) if np.ndim(snr_db) else 10.0 ** (-float(snr_db) / 10.0)
+
+
 def log_distance_gain_db(distance_m, exponent=3.0, ref_distance_m=100.0):
     r"""Large-scale gain [dB] relative to a reference distance: :math:`-10\,\alpha \log_{10}(d / d_0)`.
 

@@ -36,6 +36,7 @@ from sionna.phy.channel import AWGN
 from sionna.sys import EESM
 
 from .block_codec import BlockCodec, info_bits
+from .channels import noise_var
 from deft6g.checks import check_count
 from deft6g.rng import reseed, tf_rng
 
@@ -267,7 +268,7 @@ def select_mcs(sinr_eff, table=MCS_TABLE):
 def measure_bler(codec, snr_db, num_blocks, batch=100):
     """BLER (CRC failures) of `codec` over AWGN at `snr_db` (Es/N0 per QAM symbol, dB): float."""
     awgn = AWGN(precision=codec.precision)
-    no = tf.constant(10.0 ** (-snr_db / 10.0), codec.rdtype)
+    no = tf.constant(noise_var(snr_db), codec.rdtype)
     failures = 0
     for start in range(0, num_blocks, batch):
         c = min(batch, num_blocks - start)
