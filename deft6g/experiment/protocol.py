@@ -37,18 +37,23 @@ class Study:
     types = {}
 
     def config(self, quick=False):
+        """The configuration: a dataclass (its fields are recorded in config.json); `quick`: the small variant."""
         raise NotImplementedError
 
     def points(self, cfg):
+        """Every point: a list of dicts holding the `key` columns."""
         raise NotImplementedError
 
     def setup(self, cfg):
+        """What the points share (data, models), built once per process (default: None, nothing)."""
         return None
 
     def run_point(self, setup, point):
+        """The row of `point`: a dict of the `types` columns other than the key."""
         raise NotImplementedError
 
     def summary(self, cfg, rows):
+        """The text printed after a run (default: the number of rows)."""
         return f"{self.name}: {len(rows)} rows"
 
     def plot(self, out, cfg, rows):
@@ -144,6 +149,7 @@ class Command:
 
 
 COMMANDS = {}
+"""The command registry: subcommand name -> Command, in `deft6g --help` order (`register_command`)."""
 
 
 def register_command(command, replace=False):
