@@ -283,8 +283,8 @@ def point_setting(cfg, choices, point):
     agg, scheme, f, o = point["lora_aggregation"], point["scheme"], cfg.federated, cfg.obda
     if scheme == "centralised":
         return {"lr": choices.get(("centralised_lr", agg), f.centralised_lr)}
-    out = {"lr": choices.get(("lr", agg), f.lr)}
     link, n, snr = point["link"], int(point["num_rx_ant"]), float(point["snr_db"])
+    out = {"lr": arm_lr(cfg, choices, agg, scheme, link, n, snr)}
     arms = {"obda": (cfg.tuning.obda_snr_db, {"threshold": o.threshold, "server_lr": o.server_lr}),
             "aircomp": (cfg.tuning.aircomp_snr_db, {"admit_snr_db": cfg.channel.admit_snr_db})}
     if scheme in arms:
@@ -294,6 +294,17 @@ def point_setting(cfg, choices, point):
     if scheme == "noisy":
         out["nmse"] = choices[("nmse", agg, link, n)]
     return out
+
+
+def arm_lr(cfg, choices, agg, scheme, link, n, snr):
+    """The device learning rate of `scheme` at (link, N, SNR) for LoRA variant `agg`: its own choice at the
+    nearest of tuning.arm_lr_snr_db (the lower on a tie) when tuning.arm_lr lists it, else the lr chosen with
+    ideal aggregation (or the configured federated.lr)."""
+    shared = choices.get(("lr", agg), cfg.federated.lr)
+    if scheme not in cfg.tuning.arm_lr:
+        return shared
+    ref = min(cfg.tuning.arm_lr_snr_db, key=lambda s: (abs(s - snr), s))
+    return choices.get(("lr", agg, scheme, link, n, float(ref)), shared)
 
 
 def point_federation(setup, point, setting, aggregator):
@@ -495,6 +506,14 @@ def tune_study(cfg, task, store, log=print, **parallel):
                          {"threshold": o.threshold, "server_lr": o.server_lr}),
                 "aircomp": ({"admit_snr_db": t.aircomp_admit_snr_db}, t.aircomp_snr_db,
                             {"admit_snr_db": cfg.channel.admit_snr_db})}
+        for arm in (a for a in t.arm_lr if a in cfg.schemes):     # an arm's own lr, its settings as configured
+            configured = arms[arm][2] if arm in arms else {}
+            for link in cfg.channel.links:
+                for n in cfg.channel.num_rx_ant:
+                    for snr in t.arm_lr_snr_db:
+                        choices[("lr", agg, arm, link, n, float(snr))] = run(
+                            f"federated.lr [{agg}] {arm} {link} N={n} {snr:g} dB", agg, arm, {"lr": t.lr},
+                            {"lr": f.lr}, configured, float(snr), n, link).setting["lr"]
         for arm, (grid, snrs, fixed) in arms.items():
             if arm not in cfg.schemes or (arm == "aircomp" and not t.aircomp_admit_snr_db):
                 continue                                   # AirComp's admission: tuned only when asked
@@ -503,7 +522,8 @@ def tune_study(cfg, task, store, log=print, **parallel):
                     for snr in snrs:
                         choices[(arm, agg, link, n, float(snr))] = run(
                             f"{arm} [{agg}] {link} N={n} {snr:g} dB", agg, arm, grid, fixed,
-                            {"lr": choices[("lr", agg)]}, float(snr), n, link).setting
+                            {"lr": arm_lr(cfg, choices, agg, arm, link, n, float(snr))}, float(snr), n,
+                            link).setting
         if "digital" in cfg.schemes and t.digital_num_bits:
             reference = lr.score if math.isfinite(lr.score) else run(   # lr not tuned: its one run, as a tuning
                 f"digital width reference [{agg}]", agg, "ideal", {"lr": [choices[("lr", agg)]]}, {}).score
@@ -512,7 +532,8 @@ def tune_study(cfg, task, store, log=print, **parallel):
                     for snr in cfg.digital.snr_db or cfg.channel.snr_db:
                         choices[("digital", agg, link, n, float(snr))] = run(
                             f"digital.num_bits [{agg}] {link} N={n} {snr:g} dB", agg, "digital",
-                            {"num_bits": t.digital_num_bits}, {}, {"lr": choices[("lr", agg)]}, float(snr), n,
+                            {"num_bits": t.digital_num_bits}, {},
+                            {"lr": arm_lr(cfg, choices, agg, "digital", link, n, float(snr))}, float(snr), n,
                             link, target=reference - EQUIVALENCE_MARGIN).setting
     return choices
 
@@ -859,6 +880,10 @@ def _settings_lines(cfg, rows):
                 continue
             if r["scheme"] == "centralised":
                 seen.setdefault("centralised_lr", f"centralised_lr {float(r['lr']):g} ({how(t.centralised_lr)})")
+            elif r["scheme"] in t.arm_lr:
+                seen.setdefault(("lr", r["scheme"], r["link"], r["num_rx_ant"], r["snr_db"]),
+                                f"{r['scheme']} {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: lr "
+                                f"{float(r['lr']):g} (chosen on its own)")
             else:
                 seen.setdefault("lr", f"federated.lr {float(r['lr']):g} ({how(t.lr)})")
             extra = json.loads(r["setting"] or "{}")

@@ -163,7 +163,10 @@ class TuningSection:
     the threshold is an absolute SNR); digital_num_bits (the quantiser width of every digital point, replacing
     digital.num_bits: per link, N and SNR of the digital grid, the width with the fewest uplink channel uses among
     those whose mean final validation accuracy reaches the ideal reference's minus the equivalence margin, both
-    on the tuning seeds; no width reaches it: the first listed, so list the widest first). An empty list
+    on the tuning seeds; no width reaches it: the first listed, so list the widest first); arm_lr: radio schemes
+    ("aircomp", "digital", "obda") whose device learning rate is chosen on their own, from the lr grid, per
+    link and N at each SNR of arm_lr_snr_db (a point uses the nearest, the lower on a tie), before that arm's
+    other settings, which then use it (the other schemes keep the lr chosen with ideal). An empty list
     keeps the configured value (not tuned, recorded as such). seeds: the tuning runs' seeds (default 1000, a seed no default run reports)."""
     seeds: list[int] = field(default_factory=lambda: [1000])
     lr: list[float] = field(default_factory=lambda: [1e-2, 3e-3, 3e-2])
@@ -174,6 +177,8 @@ class TuningSection:
     aircomp_admit_snr_db: list[float] = field(default_factory=list)
     aircomp_snr_db: list[float] = field(default_factory=lambda: [0.0])
     digital_num_bits: list[int] = field(default_factory=list)
+    arm_lr: list[str] = field(default_factory=list)
+    arm_lr_snr_db: list[float] = field(default_factory=lambda: [0.0])
 
 
 @dataclass
@@ -427,6 +432,10 @@ def validate(cfg):
             _positive(v, f"tuning.{key}")
     for v in t.obda_threshold:
         _require(v >= 0, "tuning.obda_threshold", f"must list values >= 0, got {v}")
+    _require(set(t.arm_lr) <= {"aircomp", "digital", "obda"} and len(set(t.arm_lr)) == len(t.arm_lr),
+             "tuning.arm_lr", f"must list radio schemes among 'aircomp', 'digital', 'obda', once each, got {t.arm_lr}")
+    _require(not t.arm_lr or t.lr, "tuning.arm_lr", "needs the lr grid (tuning.lr) to choose from; it is empty")
+    _require(t.arm_lr_snr_db, "tuning.arm_lr_snr_db", "must be a non-empty list of finite numbers")
     for b in t.digital_num_bits:
         _int(b, "tuning.digital_num_bits", 1, 16)
     _require(len(set(t.digital_num_bits)) == len(t.digital_num_bits), "tuning.digital_num_bits",

@@ -15,7 +15,7 @@ import pytest
 from deft6g.benchmarks.cli import main
 from deft6g.benchmarks.ray_speedup import compare_rows
 from deft6g.benchmarks.study import POINT_KEY, ROUND_FIELDS, run_study, study_points
-from deft6g.benchmarks.study_config import build_config, load_config
+from deft6g.benchmarks.study_config import ConfigError, build_config, load_config
 from deft6g.experiment import read_scalars, run_name
 
 def read(path):
@@ -295,6 +295,46 @@ def test_digital_width_tuning_picks_the_cheapest_width_that_reaches_the_ideal_re
     chosen = json.loads((tmp_path / "chosen.json").read_text())["digital.num_bits [factors] counted N=2 0 dB"]
     assert chosen["rule"] == study.WIDTH_RULE and chosen["setting"] == {"num_bits": 4}
     assert [c["score"] for c in chosen["candidates"]] == [-8000.0, -4000.0, None, None]
+
+
+def test_arm_lr_tunes_an_arms_device_learning_rate_on_its_own(tmp_path, monkeypatch):
+    """tuning.arm_lr ["aircomp"]: with a stand-in training run, ideal's best lr is 3e-3 and AirComp's at 0 dB is
+    1e-2; AirComp points (at -10 and 0 dB: the nearest tuning SNR is 0) train with 1e-2, digital keeps ideal's
+    3e-3, and AirComp's admission threshold is tuned with AirComp's own lr."""
+    from deft6g.benchmarks import study
+    from deft6g.experiment import tuning_store
+    score = {("ideal", 1e-2): 0.70, ("ideal", 3e-3): 0.72, ("ideal", 3e-2): 0.60,
+             ("aircomp", 1e-2): 0.69, ("aircomp", 3e-3): 0.65, ("aircomp", 3e-2): 0.50}
+    admission_lrs = []
+
+    def fake_run(setup, point, setting, validation_only=False):
+        if "admit_snr_db" in setting and point["scheme"] == "aircomp":
+            admission_lrs.append((setting["lr"], setting["admit_snr_db"]))
+        acc = score[(point["scheme"], setting["lr"])] + (0.001 * setting.get("admit_snr_db", 0) / 100)
+        return {"row": {**point, "val_accuracy": acc, "nmse": 0.0, "channel_uses": 1, "wall_s": 0.0}}
+
+    monkeypatch.setattr(study, "_run_point", fake_run)
+    cfg = build_config({"schemes": ["ideal", "aircomp", "digital"], "channel": {"snr_db": [-10.0, 0.0]},
+                        "digital": {"snr_db": [10.0]},
+                        "tuning": {"arm_lr": ["aircomp"], "arm_lr_snr_db": [0.0], "aircomp_admit_snr_db": [-100.0, 0.0],
+                                   "aircomp_snr_db": [-10.0, 0.0]}})
+
+    class Task:
+        def setup(self):
+            return None
+
+    choices = study.tune_study(cfg, Task(), tuning_store(tmp_path / "tuning.csv", study.TUNING_FIELDS), lambda m: 0)
+    assert choices[("lr", "factors")] == 3e-3
+    assert choices[("lr", "factors", "aircomp", "counted", 2, 0.0)] == 1e-2
+    lrs = {(p["scheme"], p["snr_db"]): study.point_setting(cfg, choices, p)["lr"]
+           for p in study.study_points(cfg) if p["seed"] == 0}
+    assert lrs == {("ideal", math.inf): 3e-3, ("aircomp", -10.0): 1e-2, ("aircomp", 0.0): 1e-2,
+                   ("digital", 10.0): 3e-3}
+    assert {lr for lr, admit in admission_lrs if admit == 0.0} == {1e-2}     # only the admission grid has 0 dB
+    with pytest.raises(ConfigError, match="tuning.arm_lr"):
+        build_config({"tuning": {"arm_lr": ["ideal"]}})
+    with pytest.raises(ConfigError, match="tuning.arm_lr"):
+        build_config({"tuning": {"arm_lr": ["aircomp"], "lr": []}})
 
 
 TUNED_STUDY = """
