@@ -301,3 +301,21 @@ def test_cli_turns_an_invalid_document_into_exit_2(tmp_path, capsys):
     assert main(["study", "--config", str(cfg), "--out", str(tmp_path / "out")]) == 2
     assert "peft.lora_alpha" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+CONFIGS = sorted((__import__("pathlib").Path(__file__).parents[2] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_passes_every_check(path):
+    """Each file in configs/ names its command in its header (`deft6g <command> --config configs/<file>`) and is
+    a valid configuration of it (`deft6g study`: with the library checks of `check_study`)."""
+    import re
+    command = re.search(r"deft6g (\w+) --config configs/" + re.escape(path.name), path.read_text())
+    assert command and command.group(1) in ("study", "emulator"), "the header must say how to run it"
+    if command.group(1) == "emulator":
+        from deft6g.benchmarks.emulator_study import load_emulator_config
+        load_emulator_config(path)
+    else:
+        from deft6g.benchmarks.study_config import load_config
+        check_study(load_config(str(path)))
