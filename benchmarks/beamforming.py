@@ -106,10 +106,10 @@ class _MainPoint:
         self.cfg, self.cache = cfg, {}
 
     def __call__(self, p):
-        cfg, noise_var = self.cfg, noise_var(self.cfg.snr_db)
+        cfg, nv = self.cfg, noise_var(self.cfg.snr_db)
         if p["seed"] not in self.cache:
             H = _rayleigh(cfg.num_rx_ant, cfg.num_devices, cfg.realisations, derive_seed(p["seed"], CHANNELS))
-            designs = _designs(H, noise_var, p["seed"], METHODS)
+            designs = _designs(H, nv, p["seed"], METHODS)
             bound = designs["sdr"][0].zf_lower_bound
             self.cache = {p["seed"]: {}}
             for m, (d, seconds) in designs.items():
@@ -151,11 +151,11 @@ def speed(cfg, out):
     design; mismatches: compiled value and the barrier's certified bound against the rebuilt optimum
     (speed.csv, one row)."""
     store = ResultStore(out / "speed.csv", list(SPEED_TYPES), ["solver"], types=SPEED_TYPES)
-    n, k, noise_var = cfg.num_rx_ant, cfg.num_devices, noise_var(cfg.snr_db)
+    n, k, nv = cfg.num_rx_ant, cfg.num_devices, noise_var(cfg.snr_db)
 
     def point(p):
         H = _rayleigh(n, k, cfg.speed_realisations, derive_seed(cfg.seed, SPEED_CHANNELS))
-        design_aircomp(H[:1], 1.0, noise_var, "sdr", seed=0)   # compile once (counted apart)
+        design_aircomp(H[:1], 1.0, nv, "sdr", seed=0)   # compile once (counted apart)
         sdr = ZfSdr.compiled(n, k, solvers=(cfg.solver,))
         t0 = time.perf_counter()
         sols = [sdr.solve(h, np.ones(k)) for h in H]
@@ -166,10 +166,10 @@ def speed(cfg, out):
         t0 = time.perf_counter()
         _, duals, _, _ = sdr_barrier(H, np.ones((len(H), k)))
         t_barrier = (time.perf_counter() - t0) / len(H)
-        designs = _designs(H, noise_var, cfg.seed, ("sdr", "mmse"))
+        designs = _designs(H, nv, cfg.seed, ("sdr", "mmse"))
         t0 = time.perf_counter()
         for i in range(len(H)):
-            design_aircomp(H[i:i + 1], 1.0, noise_var, "sdr", seed=i)
+            design_aircomp(H[i:i + 1], 1.0, nv, "sdr", seed=i)
         t_round = (time.perf_counter() - t0) / len(H)
         values = np.array([s.value for s in sols])
         bounds = dual_bound(H, np.ones(k), duals)
