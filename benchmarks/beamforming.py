@@ -23,6 +23,8 @@ from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, re
 from deft6g.phy import FadingChannel, aircomp_mse, imperfect_csi, noise_var
 from deft6g.rng import derive_seed
 
+from .impairment_sweeps import design_sweeps
+
 STATS = ["mean_db", "median_db", "p10_db", "p90_db"]
 # gap_*: empty (None) for designs that are not aligned
 GAPS = ["gap_mean_db", "gap_median_db", "gap_p90_db"]
@@ -240,14 +242,6 @@ def plot_sweeps(out, rows, cfg):
                        f"seeds")
 
 
-def impairment_sweeps(cfg, out, quick):
-    """Design methods vs pilot SNR and vs transmit amplitude error, phase error and phase drift (residual
-    CFO/timing offset), subcarrier power allocation vs delay spread: separate CSV/PNG files, summary printed
-    (benchmarks/impairment_sweeps.py)."""
-    from .impairment_sweeps import design_sweeps
-    print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
-
-
 def run_design(out_dir="results/design", quick=False, seed=0, **parallel):
     """Run (or resume) the benchmark into `out_dir`. parallel: workers, ray_address, worker_gpus of
     `deft6g.experiment.run_points` for the main comparison and the sweeps (the speed comparison and the
@@ -268,7 +262,7 @@ def run_design(out_dir="results/design", quick=False, seed=0, **parallel):
         main["methods"][m]["mean_gap_to_bound_db"] = s.get("gap_mean_db_mean")          # None: not aligned
     (out / "main.json").write_text(json.dumps(main, indent=2))
     plot_sweeps(out, sweeps(cfg, out, **parallel), cfg)
-    impairment_sweeps(cfg, out, quick)
+    print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
     return main
 
 

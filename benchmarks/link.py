@@ -44,6 +44,8 @@ from deft6g.rng import derive_seed, reseed
 from deft6g.experiment import ResultStore, line_plot, log_mean_ci, mean_ci, percentiles, prepare_output, run_points, \
     write_table, write_text_atomic
 
+from .impairment_sweeps import link_sweeps
+
 STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
 FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
 GRANT_BITS = 16         # a digital device's MCS index and group slot
@@ -651,13 +653,6 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
                        + (", ".join(missing) if missing else "none"))
 
 
-def impairment_sweeps(out, quick, seed):
-    """Truncated inversion vs threshold, transmit amplitude error, phase error and phase drift (residual
-    CFO/timing offset), CSI from pilots: separate CSV/PNG files, summary printed (benchmarks/impairment_sweeps.py)."""
-    from .impairment_sweeps import link_sweeps
-    print(link_sweeps(out, quick=quick, seed=seed))
-
-
 def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs.
     parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the AirComp, digital and
@@ -685,7 +680,7 @@ def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     (out / "speed.json").write_text(json.dumps(speed, indent=2))
     plot(cfg, out, air.rows(), dig.rows(), matched, obda.rows())
     write_text_atomic(out / "summary.md", summary_markdown(air.rows(), dict(obda=obda.rows(), matched=matched)))
-    impairment_sweeps(out, quick, seed)
+    print(link_sweeps(out, quick=quick, seed=seed))
     return cfg, air.rows(), dig.rows(), dict(speed=speed, obda=obda.rows(), obda_choice=obda_choice,
                                              digital_choice=dig_choice, matched=matched)
 

@@ -28,7 +28,7 @@ from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_d
                                mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
                                tuning_store, write_table, write_text_atomic)
 
-from .study_config import SCHEMES, ConfigError, StudyConfig, load_config, validate
+from .study_config import STUDY_SCHEMES, ConfigError, StudyConfig, load_config, validate
 
 POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "seed"]
 # channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart;
@@ -821,7 +821,7 @@ def summary(cfg, rows, round_rows=(), markdown=False):
     within `channel.use_budget` uplink uses; as aligned text, or as a Markdown table (`markdown`)."""
     s_rows = summary_rows(rows, round_rows, budget=cfg.channel.use_budget)
     n_seeds = max((s["n"] for s in s_rows), default=0)
-    order = {name: i for i, name in enumerate(SCHEMES)}
+    order = {name: i for i, name in enumerate(STUDY_SCHEMES)}
     table = [_cells(s) for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], s["link"],
                                                                int(s["num_rx_ant"]), int(s["num_bits"]),
                                                                float(s["snr_db"])))]

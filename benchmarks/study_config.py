@@ -7,8 +7,9 @@ from os import PathLike
 from typing import get_args, get_origin
 
 
-PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")
-SCHEMES = ("centralised", "ideal", "aircomp", "digital", "obda", "noisy")
+STUDY_PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")     # peft.method: the study's short names
+# schemes: the centralised reference, then deft6g.finetune.SCHEMES (the aggregators) in the tables' order
+STUDY_SCHEMES = ("centralised", "ideal", "aircomp", "digital", "obda", "noisy")
 LINKS = ("counted", "genie")
 MODES = ("emulator", "full", "gradient")
 # per model name: (max_position_embeddings, hidden size): tokens per text, LoRA rank and adapter width are bounded
@@ -321,8 +322,8 @@ def validate(cfg):
     if not isinstance(cfg, StudyConfig):
         raise TypeError(f"`cfg` must be a StudyConfig, got {type(cfg).__name__}")
     _check_types(cfg)
-    _require(cfg.schemes and set(cfg.schemes) <= set(SCHEMES), "schemes",
-             f"must be a non-empty list from {SCHEMES}, got {cfg.schemes!r}")
+    _require(cfg.schemes and set(cfg.schemes) <= set(STUDY_SCHEMES), "schemes",
+             f"must be a non-empty list from {STUDY_SCHEMES}, got {cfg.schemes!r}")
     _require(cfg.seeds, "seeds", "must be a non-empty list of integers")
     for s in cfg.seeds:
         _int(s, "seeds", 0, MAX_SEED)
@@ -330,7 +331,7 @@ def validate(cfg):
     _require(m.name in MODEL_LIMITS, "model.name", f"must be one of {sorted(MODEL_LIMITS)}, got {m.name!r}")
     positions, hidden = MODEL_LIMITS[m.name]
     _int(m.max_length, "model.max_length", 2, positions)
-    _require(p.method in PEFT_METHODS, "peft.method", f"must be one of {PEFT_METHODS}, got {p.method!r}")
+    _require(p.method in STUDY_PEFT_METHODS, "peft.method", f"must be one of {STUDY_PEFT_METHODS}, got {p.method!r}")
     size_limit = {"lora": hidden, "adapter": hidden, "prompt": positions - m.max_length}.get(p.method)  # bitfit: unused
     _require(1 <= p.size <= (size_limit or p.size), "peft.size",
              f"must be in [1, {size_limit}] for {p.method!r} with {m.name!r} (LoRA rank and adapter width: at most "

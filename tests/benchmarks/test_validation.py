@@ -319,3 +319,9 @@ def test_every_shipped_config_passes_every_check(path):
     else:
         from deft6g.benchmarks.study_config import load_config
         check_study(load_config(str(path)))
+
+
+def test_the_study_offers_every_aggregation_scheme_and_the_centralised_reference():
+    from deft6g.benchmarks.study_config import STUDY_SCHEMES
+    from deft6g.finetune import SCHEMES
+    assert sorted(STUDY_SCHEMES) == sorted(("centralised",) + SCHEMES) and len(set(STUDY_SCHEMES)) == len(STUDY_SCHEMES)
