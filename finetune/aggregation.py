@@ -145,15 +145,17 @@ class _RadioAggregator:
         self.channel = FadingChannel(channel, num_rx_ant, num_devices, **channel_kwargs)
         self.control = ControlLink()
 
-    def _round_seed(self, round_index):
+    def round_seed(self, round_index):
+        """The seed of round `round_index`'s draws (channel, pilots, noise: sub-streams seed + 1..5), from the
+        aggregator's seed."""
         return (self.seed * 1_000_003 + 7919 * round_index) % (2 ** 31)
 
-    def _draw(self, round_index):
+    def draw_channel(self, round_index):
         """One channel per round: [N, K] (flat) or [F, N, K] (OFDM). A kept drop is placed once, from the
         aggregator's seed."""
         if getattr(self.channel, "keep_drop", False) and self.channel.last_drop is None:
             self.channel.redrop(1, seed=self.seed)
-        return self.channel(1, seed=self._round_seed(round_index))[0].numpy()
+        return self.channel(1, seed=self.round_seed(round_index))[0].numpy()
 
     def _tau(self, k):
         """Pilot symbols per device in a round of k devices."""
@@ -168,8 +170,8 @@ class _RadioAggregator:
                 or not np.all((devices >= 0) & (devices < self.num_devices))):
             raise ValueError(f"`devices` must be distinct indices in [0, {self.num_devices}), got {devices!r}")
         u = _check_updates(updates, len(devices))
-        seed = self._round_seed(round_index)
-        H = self._draw(round_index)[..., devices]
+        seed = self.round_seed(round_index)
+        H = self.draw_channel(round_index)[..., devices]
         return (u, fedavg_weights(weights, u.shape[0]), seed, H) + self._estimate(H, seed + 1, devices)
 
     def _estimate(self, H, seed, devices):

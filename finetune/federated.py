@@ -307,7 +307,7 @@ class FederatedDEFT:
         return int(num_examples) * (tokens * self.model.hidden * 32)
 
     # --- LoRA products --------------------------------------------------------------------------------------
-    def _factors(self, vector, layer):
+    def lora_factors(self, vector, layer):
         """(A [in, r], B [r, out]) of a LoRA layer in a payload vector (A from the model when frozen)."""
         get = (lambda v: vector[slice(*self._offsets[v.ref()])].reshape(v.shape) if v.ref() in self._offsets
                else v.numpy())
@@ -318,9 +318,9 @@ class FederatedDEFT:
         num = den = 0.0
         residuals = []
         for layer in self.loras:
-            a0, b0 = self._factors(start, layer)
-            mean_prod = sum(w * np.matmul(*self._factors(f, layer)) for w, f in zip(weights, finals) if w)
-            res = mean_prod - np.matmul(*self._factors(merged, layer))
+            a0, b0 = self.lora_factors(start, layer)
+            mean_prod = sum(w * np.matmul(*self.lora_factors(f, layer)) for w, f in zip(weights, finals) if w)
+            res = mean_prod - np.matmul(*self.lora_factors(merged, layer))
             residuals.append(res)
             num += float(np.sum(res ** 2))
             den += float(np.sum((mean_prod - a0 @ b0) ** 2))

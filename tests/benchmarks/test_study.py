@@ -198,12 +198,12 @@ def test_default_channel_keeps_each_seeds_drop_across_rounds():
     point = {"scheme": "aircomp", "snr_db": 0.0, "num_rx_ant": 2, "link": "counted", "num_bits": 0,
              "lora_aggregation": "factors", "seed": 0}
     agg = point_aggregator(cfg, point)
-    H0, H1 = agg._draw(0), agg._draw(1)
+    H0, H1 = agg.draw_channel(0), agg.draw_channel(1)
     gains = agg.channel.last_drop["gain_db"].numpy()
-    agg._draw(2)
+    agg.draw_channel(2)
     assert (agg.channel.last_drop["gain_db"].numpy() == gains).all() and not (H0 == H1).all()
     other = point_aggregator(cfg, {**point, "seed": 1})
-    other._draw(0)
+    other.draw_channel(0)
     assert not (other.channel.last_drop["gain_db"].numpy() == gains).all()
 
 

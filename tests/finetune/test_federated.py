@@ -152,10 +152,10 @@ def test_factor_averaging_is_biased_and_the_bias_is_logged():
     log = fed.run_round(0)
     num = den = 0.0
     for layer in fed.loras:                                          # the ratio by hand
-        a0, b0 = fed._factors(start, layer)
-        prods = [np.matmul(*fed._factors(f, layer)) for f in finals]
-        mean_a = np.mean([fed._factors(f, layer)[0] for f in finals], 0)
-        mean_b = np.mean([fed._factors(f, layer)[1] for f in finals], 0)
+        a0, b0 = fed.lora_factors(start, layer)
+        prods = [np.matmul(*fed.lora_factors(f, layer)) for f in finals]
+        mean_a = np.mean([fed.lora_factors(f, layer)[0] for f in finals], 0)
+        mean_b = np.mean([fed.lora_factors(f, layer)[1] for f in finals], 0)
         num += np.sum((np.mean(prods, 0) - mean_a @ mean_b) ** 2)
         den += np.sum((np.mean(prods, 0) - a0 @ b0) ** 2)
     assert log.lora_bias == pytest.approx(np.sqrt(num / den), rel=1e-4) and log.lora_bias > 1e-3
@@ -207,8 +207,8 @@ def test_aircomp_error_matches_the_design_mse(snr_db):
     agg = AirCompAggregator(K, 4, snr_db, method="sdr", seed=2, genie=True)
     u = np.random.default_rng(0).normal(0, 1, (K, 20000)).astype(np.float32)
     u = (u - u.mean(1, keepdims=True)) / u.std(1, keepdims=True)
-    H = agg._draw(0)
-    d = design_aircomp(H, 1.0, agg.noise_var, "sdr", seed=agg._round_seed(0), progress=False)
+    H = agg.draw_channel(0)
+    d = design_aircomp(H, 1.0, agg.noise_var, "sdr", seed=agg.round_seed(0), progress=False)
     expected = float(aircomp_mse(H, d.a, d.b, agg.noise_var)) / K ** 2
     got = agg(u, 0).agg_mse
     assert got == pytest.approx(expected, rel=0.05)       # 2e4 samples: std of the estimate about 1%
@@ -239,7 +239,7 @@ def test_digital_default_averages_only_delivered_entries():
     dropped = 0
     for r in range(6):
         res = agg(u, r, w.astype(np.float32))
-        up = agg.uplink(u, agg._draw(r), agg.noise_var, 1.0, seed=agg._round_seed(r) + 3)
+        up = agg.uplink(u, agg.draw_channel(r), agg.noise_var, 1.0, seed=agg.round_seed(r) + 3)
         valid = up.valid.numpy()
         dropped += (~valid).sum()
         qz = agg.uplink.quantizer

@@ -20,7 +20,7 @@ def test_vote_of_the_devices_above_the_threshold(rng):
     channel silences two devices; the estimate is exactly server_lr * sign(sum of the 3 heard devices' signs),
     agg_mse is its per-entry MSE against the FedAvg mean, ceil(11/2) = 6 channel uses."""
     k, length, lr = 5, 11, 0.01
-    H = OBDAAggregator(k, 4, NOISELESS_DB, seed=4)._draw(3)
+    H = OBDAAggregator(k, 4, NOISELESS_DB, seed=4).draw_channel(3)
     gains = _mrc_gains(H)
     threshold = float(np.mean(np.sort(gains)[1:3]))
     heard = gains >= threshold
@@ -59,7 +59,7 @@ def test_ofdm_spreads_the_signs_over_subcarriers(rng):
                           obda=dict(threshold=0.0, server_lr=1.0))
     updates = rng.normal(size=(k, length)).astype(np.float32)
     out = agg(updates, 1)
-    assert agg._draw(1).shape == (4, 2, k)
+    assert agg.draw_channel(1).shape == (4, 2, k)
     assert out.payload_uses == 8 and out.devices == k
     np.testing.assert_array_equal(out.mean, np.sign(np.sign(updates).sum(0)))
 

@@ -98,7 +98,7 @@ def test_radio_aggregators_run_over_the_sampled_devices(cls):
     u = rng.standard_normal((2, 20)).astype(np.float32)
     idx = np.array([4, 1])
     _, _, _, H, _, pilot_uses, _ = agg._round(u, 3, None, idx)
-    np.testing.assert_array_equal(H, agg._draw(3)[:, idx])
+    np.testing.assert_array_equal(H, agg.draw_channel(3)[:, idx])
     assert pilot_uses == 2
     out = agg(u, 3, np.array([0.25, 0.75]), idx)
     assert out.pilot_uses == 2 and out.energy.shape == (2,) and out.participants.shape == (2,)
