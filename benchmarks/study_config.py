@@ -366,7 +366,7 @@ def validate(cfg):
     _require(f.local_optimizer in LOCAL_OPTIMIZERS, "federated.local_optimizer",
              f"must be one of {LOCAL_OPTIMIZERS}, got {f.local_optimizer!r}")
     _require(f.server_optimizer in SERVER_OPTIMIZERS, "federated.server_optimizer",
-             f"must be one of {SERVER_OPTIMIZERS}, got {f.server_optimizer!r}")
+             f"must be one of {tuple(SERVER_OPTIMIZERS)}, got {f.server_optimizer!r}")
     _require(f.lora_aggregation and set(f.lora_aggregation) <= set(LORA_AGGREGATIONS), "federated.lora_aggregation",
              f"must be a non-empty list from {LORA_AGGREGATIONS}, got {f.lora_aggregation!r}")
     _require(p.method == "lora" or f.lora_aggregation == ["factors"], "federated.lora_aggregation",

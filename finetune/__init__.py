@@ -18,7 +18,8 @@ from .emulator_package import apply_low_rank, dequantize, download_bits, low_ran
     quantize_int8, remap_tokens, token_map, unpack_emulator
 from .distillation import align_emulator, boundary_states, hidden_state, masked_mse, public_texts
 from .emulator_builder import COMPRESSED, EmulatorBuilder, EmulatorRecipe, public_vocabulary
-from .federated import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS, FederatedDEFT, RoundLog
+from .federated import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, FederatedDEFT, RoundLog
+from .server_optimizers import SERVER_OPTIMIZERS, FedAdamServer, FedAvgServer
 from .multiview import MultiViewData, load_multiview, split_views
 from .aircomp_connection import AirCompConnection, ChannelBlocks, DigitalConnection, IdealConnection, payload_stats, \
     side_info_channel_uses

@@ -15,8 +15,9 @@ Local optimiser state: clients are stateless by default (the local optimiser sta
 device that joins rarely would); with `stateful_clients` every device keeps its Adam moments and step count
 across the rounds it takes part in, restored before and saved after its local steps, at a cost of
 `client_state_bytes` per device that has taken part (Adam: 8 L + 8 bytes for L payload weights; SGD: 8).
-Server optimiser (Reddi et al., ICLR 2021):
-"fedavg" applies x <- x + eta * Delta, "fedadam" feeds Delta to Adam (beta1 0.9, beta2 0.99, tau 1e-3).
+Server optimiser (`deft6g.finetune.server_optimizers`, Reddi et al., ICLR 2021): "fedavg" applies
+x <- x + eta * Delta, "fedadam" feeds Delta to Adam (beta1 0.9, beta2 0.99, tau 1e-3), or pass an optimiser
+object (e.g. FedAdamServer with other constants).
 
 LoRA aggregation ("lora_aggregation"): "factors" averages A and B separately, which is biased -- the mean of
 the products A_k B_k is not the product of the means (the bias is logged per round); "frozen_a" (FFA-LoRA)
@@ -45,6 +46,7 @@ import tf_keras as keras
 from deft6g.rng import derive_seed
 
 from .activation_store import RaggedActivations
+from .server_optimizers import SERVER_OPTIMIZERS
 from .architecture import projection_kernel
 from .tuners import LoraLayer
 from .training import CROSS_ENTROPY, take, trim_padding
@@ -52,8 +54,6 @@ from .training import CROSS_ENTROPY, take, trim_padding
 SAMPLING_STREAM = 0x5A3D   # the derive_seed stream of the per-round device samples: derive_seed(seed, it, round)
 LOCAL_OPTIMIZERS = ("adam", "sgd")
 """The devices' local optimisers."""
-SERVER_OPTIMIZERS = ("fedavg", "fedadam")
-"""The server's update rules: FedAvg with a server learning rate, or FedAdam."""
 LORA_AGGREGATIONS = ("factors", "frozen_a", "delta_w")
 """How LoRA updates are aggregated: the factors, B alone with A frozen, or the dense product."""
 
@@ -176,7 +176,8 @@ class FederatedDEFT:
     stateful_clients : bool -- keep each device's optimiser state across rounds (memory: module docstring)
     fraction : float in (0, 1] -- share of the devices with data sampled per round (1: all K devices)
     clients_per_round : None | int in [1, devices with data] -- sampled per round (instead of `fraction`)
-    server_optimizer, server_lr : "fedavg" (server learning rate eta) or "fedadam"
+    server_optimizer, server_lr : "fedavg" (server learning rate eta) or "fedadam", built with server_lr; or
+        an object with step(x, delta) and reset() (`server_optimizers`; server_lr is then unused)
     lora_aggregation : "factors", "frozen_a" or "delta_w" (see the module docstring)
     cut_block : None | int -- split mode: devices run blocks start_block..cut_block-1 (all PEFT weights must
         lie there) and upload cut-layer activations; the server runs the rest, updates the head (its own
@@ -196,11 +197,16 @@ class FederatedDEFT:
         for name, v in (("local_steps", local_steps), ("batch_size", batch_size)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"`{name}` must be an int >= 1, got {v!r}")
+        by_name = isinstance(server_optimizer, str)
         for name, v, known in (("local_optimizer", local_optimizer, LOCAL_OPTIMIZERS),
-                               ("server_optimizer", server_optimizer, SERVER_OPTIMIZERS),
+                               ("server_optimizer", server_optimizer if by_name else "fedavg", tuple(SERVER_OPTIMIZERS)),
                                ("lora_aggregation", lora_aggregation, LORA_AGGREGATIONS)):
             if v not in known:
                 raise ValueError(f"`{name}` must be one of {known}, got {v!r}")
+        if not by_name and not (callable(getattr(server_optimizer, "step", None))
+                                and callable(getattr(server_optimizer, "reset", None))):
+            raise ValueError(f"`server_optimizer` must be a name or have step(x, delta) and reset(), got "
+                             f"{server_optimizer!r}")
         if not (lr > 0 and server_lr > 0):
             raise ValueError(f"`lr` and `server_lr` must be > 0, got {lr}, {server_lr}")
         if not 0 <= start_block <= model.lowest_tuned_block():
@@ -216,12 +222,13 @@ class FederatedDEFT:
         self.loras = [w.layer for w in model.wrappers if isinstance(w.layer, LoraLayer)]
         if lora_aggregation != "factors" and not self.loras:
             raise ValueError(f"`lora_aggregation` {lora_aggregation!r} needs a LoRA model")
-        if lora_aggregation == "delta_w" and (server_optimizer != "fedavg" or server_lr != 1.0):
+        if lora_aggregation == "delta_w" and (server_optimizer != "fedavg" or server_lr != 1.0):     # by name
             raise ValueError("`lora_aggregation` 'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
         self.model, self.devices, self.aggregator = model, devices, aggregator
         self.start, self.local_steps, self.lr, self.seed, self.cut = start_block, local_steps, lr, seed, cut_block
         self.sizes, self.stateful = sizes, bool(stateful_clients)
-        self.lora_aggregation, self.server_optimizer, self.server_lr = lora_aggregation, server_optimizer, server_lr
+        self.lora_aggregation, self.server_lr = lora_aggregation, server_lr
+        self.server = SERVER_OPTIMIZERS[server_optimizer](server_lr) if by_name else server_optimizer
         frozen = {w.lora_A.ref() for w in self.loras} if lora_aggregation == "frozen_a" else set()
         head = list(model.head.trainable_weights) if model.head is not None else []
         if cut_block is None:
@@ -245,7 +252,7 @@ class FederatedDEFT:
         lengths = [_lengths(x) if len(y) else np.zeros(0, int) for x, y in devices]
         self._streams = [BatchStream(lengths[k], batch_size, np.random.default_rng([seed, k]))
                          for k in range(len(devices))]
-        self._server_m = self._server_v = None
+        self.server.reset()                              # a new federation: the server optimiser starts fresh
         self._offsets = self._payload_offsets()
 
     @staticmethod
@@ -327,14 +334,6 @@ class FederatedDEFT:
         return (math.sqrt(num / den) if den > 0 else 0.0), residuals
 
     # --- rounds -------------------------------------------------------------------------------------------
-    def _server_step(self, start, delta, r):
-        if self.server_optimizer == "fedavg":
-            return start + self.server_lr * delta
-        if self._server_m is None:
-            self._server_m, self._server_v = np.zeros_like(delta), np.zeros_like(delta)
-        self._server_m = 0.9 * self._server_m + 0.1 * delta
-        self._server_v = 0.99 * self._server_v + 0.01 * delta ** 2
-        return (start + self.server_lr * self._server_m / (np.sqrt(self._server_v) + 1e-3)).astype(np.float32)
 
     def local_update(self, k, start):
         """Device k's local training from the global payload `start` [L] float32: `local_steps` steps of the local
@@ -374,7 +373,7 @@ class FederatedDEFT:
                 losses += device_losses
                 examples += device_examples
         agg = self.aggregator(updates, r, weights.astype(np.float32), sampled)
-        new = self._server_step(start, agg.mean, r)
+        new = self.server.step(start, agg.mean)
         sent = [new]                                     # what the server broadcasts to every device
         bias = float("nan")
         if self.loras:

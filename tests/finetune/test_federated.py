@@ -298,6 +298,33 @@ def test_split_step_equals_centralised_step():
     assert log.bits_down == 8 * x[0].shape[1] * peft.hidden * 32 and log.bits_up == log.bits_down + 8 * 32
 
 
+def test_fedadam_server_by_name_equals_the_object_and_steps_by_adam():
+    """server_optimizer "fedadam" (server_lr 0.5) and FedAdamServer(0.5) give the same two rounds, and the first
+    round's step is 0.5 m / (sqrt(v) + tau) of the ideal mean Delta (m = 0.1 Delta, v = 0.01 Delta^2)."""
+    from deft6g.finetune import FedAdamServer
+    peft = tiny_peft()
+    devices = device_data(peft, 2)
+    runs = []
+    for server in ("fedadam", FedAdamServer(0.5)):
+        peft.reset_parameters(0)
+        fed = FederatedDEFT(peft, devices, IdealAggregator(), 2, local_steps=1, batch_size=4, lr=1e-2, seed=3,
+                            server_optimizer=server, server_lr=0.5)
+        start = fed.payload_vector()
+        fed.run_round(0)
+        first = fed.payload_vector()
+        fed.run_round(1)
+        runs.append((start, first, fed.payload_vector()))
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+    start, first, _ = runs[0]
+    peft.reset_parameters(0)
+    fed = FederatedDEFT(peft, devices, IdealAggregator(), 2, local_steps=1, batch_size=4, lr=1e-2, seed=3)
+    fed.run_round(0)
+    delta = fed.payload_vector() - start                       # FedAvg with server_lr 1: the ideal mean Delta
+    np.testing.assert_allclose(first - start, 0.5 * 0.1 * delta / (np.sqrt(0.01 * delta ** 2) + 1e-3),
+                               rtol=1e-4, atol=1e-7)
+
+
 def test_bad_federated_settings():
     peft = tiny_peft()
     devices = device_data(peft, 2)
@@ -305,6 +332,10 @@ def test_bad_federated_settings():
         FederatedDEFT(peft, devices, IdealAggregator(), 2, cut_block=3)
     with pytest.raises(ValueError, match="start_block"):
         FederatedDEFT(peft, devices, IdealAggregator(), 3)
+    with pytest.raises(ValueError, match="server_optimizer"):
+        FederatedDEFT(peft, devices, IdealAggregator(), 2, server_optimizer="fedyogi")
+    with pytest.raises(ValueError, match="server_optimizer"):
+        FederatedDEFT(peft, devices, IdealAggregator(), 2, server_optimizer=object())
     with pytest.raises(ValueError, match="updates"):
         AirCompAggregator(K, 2, 10.0)(np.zeros((K + 1, 4)), 0)
 
