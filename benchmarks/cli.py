@@ -27,14 +27,15 @@ def _design(args):
 
 def _study(args):
     from deft6g.experiment import ResultStore
-    from .study import POINT_KEY, ROUND_FIELDS, run_study, summary
+    from .study import POINT_KEY, ROUND_FIELDS, ROUND_TYPES, run_study, summary
     from .study_config import ConfigError
     try:
         cfg, rows = run_study(args.out, args.config, quick=args.quick, log_dir=args.log_dir, **parallel_options(args))
     except ConfigError as err:                  # raised before the output folder is touched
         print(f"deft6g study: configuration error: {err}", file=sys.stderr)
         return 2
-    print(summary(cfg, rows, ResultStore(Path(args.out) / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"]).rows()))
+    print(summary(cfg, rows, ResultStore(Path(args.out) / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"],
+                                         types=ROUND_TYPES).rows()))
     print(f"results in {args.out}")
     return 0
 

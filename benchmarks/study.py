@@ -38,13 +38,19 @@ POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggrega
 # [P x channel uses]; nmse: mean over rounds of the aggregate's normalised MSE;
 # val_accuracy: final, on the validation split; accuracy: final, on the whole test split; lr: the learning
 # rate the point used; setting: its scheme's chosen values as JSON (OBDA's threshold and server_lr, noisy nmse).
-RESULT_FIELDS = POINT_KEY + ["lr", "setting", "accuracy", "val_accuracy", "emulator_accuracy", "channel_uses",
-                             "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals",
-                             "energy", "latency_s", "agg_mse", "nmse", "lora_bias", "bits_up", "bits_down", "rounds",
-                             "samples_seen", "train_s", "link_s", "eval_s", "wall_s"]
-ROUND_FIELDS = POINT_KEY + ["round", "loss", "agg_mse", "nmse", "lora_bias", "channel_uses", "payload_uses",
-                            "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals", "energy", "devices",
-                            "sampled", "participants", "val_accuracy"]
+POINT_TYPES = {"scheme": str, "snr_db": float, "num_rx_ant": int, "link": str, "num_bits": int,
+               "lora_aggregation": str, "seed": int}
+COUNTS = ["channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "broadcast_reals"]
+RESULT_TYPES = {**POINT_TYPES, "lr": float, "setting": str, **dict.fromkeys(
+    ["accuracy", "val_accuracy", "emulator_accuracy"], float), **dict.fromkeys(COUNTS, int), **dict.fromkeys(
+    ["energy", "latency_s", "agg_mse", "nmse", "lora_bias"], float), **dict.fromkeys(
+    ["bits_up", "bits_down", "rounds", "samples_seen"], int), **dict.fromkeys(["train_s", "link_s", "eval_s", "wall_s"],
+                                                                              float)}
+# sampled / participants: the round's device indices, space-separated
+ROUND_TYPES = {**POINT_TYPES, "round": int, **dict.fromkeys(["loss", "agg_mse", "nmse", "lora_bias"], float),
+               **dict.fromkeys(COUNTS, int), "energy": float, "devices": int, "sampled": str, "participants": str,
+               "val_accuracy": float}
+RESULT_FIELDS, ROUND_FIELDS = list(RESULT_TYPES), list(ROUND_TYPES)
 SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
 REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
 # tuning.csv: per tuning, candidate and seed (deft6g.experiment.tuning_store) the run's point and these results
@@ -416,8 +422,8 @@ def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **para
     if log_dir is not None:
         check_log_dir(log_dir)
     out = prepare_output(out_dir, "study", cfg.to_dict())
-    store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY)
-    rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"])
+    store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY, types=RESULT_TYPES)
+    rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"], types=ROUND_TYPES)
     task = StudyTask(cfg, log, log_dir=log_dir)
     if any(not store.done(p) for p in study_points(cfg)):     # every candidate width while they are not chosen
         _write_model_info(out, cfg, task.setup())
@@ -435,7 +441,7 @@ def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **para
         if stage == "control" and todo:
             task.choices.update(noise_levels(cfg, store.rows(), log))
         run_points(todo, task, store, desc="study", log=log, write=write, **parallel,
-                   describe=lambda p, r: f"{_label(p)}: accuracy {float(r['accuracy']):.3f}")
+                   describe=lambda p, r: f"{_label(p)}: accuracy {r['accuracy']:.3f}")
     rows = store.rows()
     s_rows = write_summary(out, rows, rounds_store.rows(), cfg.channel.use_budget)
     write_text_atomic(out / "summary.md", summary(cfg, rows, rounds_store.rows(), markdown=True))
@@ -545,8 +551,8 @@ def noise_levels(cfg, rows, log=print):
     for agg in cfg.federated.lora_aggregation:
         for link in cfg.channel.links:
             for n in cfg.channel.num_rx_ant:
-                vals = [float(r["nmse"]) for r in rows if r["scheme"] == "aircomp" and float(r["snr_db"]) == low
-                        and r["lora_aggregation"] == agg and r["link"] == link and int(r["num_rx_ant"]) == n]
+                vals = [r["nmse"] for r in rows if r["scheme"] == "aircomp" and r["snr_db"] == low
+                        and r["lora_aggregation"] == agg and r["link"] == link and r["num_rx_ant"] == n]
                 vals = [v for v in vals if math.isfinite(v)]
                 if not vals:
                     raise ValueError(f"the noisy control needs AirComp's NMSE at {low:g} dB ({agg}, {link}, N={n}), "
@@ -558,7 +564,7 @@ def noise_levels(cfg, rows, log=print):
 
 
 def _noisy_name(r):
-    return f"ideal + noise at AirComp's NMSE at {float(r['snr_db']):g} dB"
+    return f"ideal + noise at AirComp's NMSE at {r['snr_db']:g} dB"
 
 
 def _label(p):
@@ -595,9 +601,9 @@ def uses_to_target(point_rounds, target):
     """Uplink channel uses spent until the first round whose validation accuracy reaches `target` (cumulative,
     that round included), or inf when no round does (censored: never imputed)."""
     spent = 0
-    for r in sorted(point_rounds, key=lambda r: int(r["round"])):
-        spent += int(r["channel_uses"])
-        if r["val_accuracy"] not in ("", None) and float(r["val_accuracy"]) >= target:
+    for r in sorted(point_rounds, key=lambda r: r["round"]):
+        spent += r["channel_uses"]
+        if r["val_accuracy"] not in ("", None) and r["val_accuracy"] >= target:
             return spent
     return math.inf
 
@@ -606,12 +612,12 @@ def accuracy_within(point_rounds, budget):
     """The validation accuracy of the last evaluated round whose cumulative uplink channel uses are <= `budget`,
     or -inf when not even the first evaluated round fits (censored: the run has no trained model within it)."""
     spent, best = 0, -math.inf
-    for r in sorted(point_rounds, key=lambda r: int(r["round"])):
-        spent += int(r["channel_uses"])
+    for r in sorted(point_rounds, key=lambda r: r["round"]):
+        spent += r["channel_uses"]
         if spent > budget:
             break
         if r["val_accuracy"] not in ("", None):
-            best = float(r["val_accuracy"])
+            best = r["val_accuracy"]
     return best
 
 
@@ -640,7 +646,7 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
         by_point.setdefault(tuple(str(r[k]) for k in POINT_KEY), []).append(r)
     for s in out:
         members = [r for r in rows if all(r[k] == s[k] for k in SUMMARY_BY)]
-        pairs = [(float(r["accuracy"]), float(ideal[(r["lora_aggregation"], r["seed"])]["accuracy"]))
+        pairs = [(r["accuracy"], ideal[(r["lora_aggregation"], r["seed"])]["accuracy"])
                  for r in members if (r["lora_aggregation"], r["seed"]) in ideal]
         s["vs_ideal_mean"], s["vs_ideal_ci"] = (paired_ci(*zip(*pairs)) if pairs and s["scheme"] != "ideal"
                                                 else (float("nan"), float("nan")))
@@ -648,8 +654,8 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
         if s["scheme"] != "ideal" and len(pairs) >= 2:
             t = tost(*zip(*pairs), margin=margin)
             s["tost"], s["tost_low"], s["tost_high"] = t["verdict"], t["low"], t["high"]
-        uses = sum(float(r["channel_uses"]) for r in members)
-        s["overhead_share"] = (sum(float(r["pilot_uses"]) + float(r["side_info_uses"]) for r in members) / uses
+        uses = sum(r["channel_uses"] for r in members)
+        s["overhead_share"] = (sum(r["pilot_uses"] + r["side_info_uses"] for r in members) / uses
                                if uses else float("nan"))
         spent, within, heard, per_heard = [], [], [], []
         for r in members:
@@ -657,10 +663,10 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
             point_rounds = by_point.get(tuple(str(r[k]) for k in POINT_KEY))
             if point_rounds:
                 within.append(accuracy_within(point_rounds, budget))
-                heard.append(np.mean([int(g["devices"]) for g in point_rounds]))
-                per_heard.append((float(r["channel_uses"]), sum(int(g["devices"]) for g in point_rounds)))
+                heard.append(np.mean([g["devices"] for g in point_rounds]))
+                per_heard.append((r["channel_uses"], sum(g["devices"] for g in point_rounds)))
             if ref is not None and point_rounds and ref["val_accuracy"] not in ("", None):
-                spent.append(uses_to_target(point_rounds, float(ref["val_accuracy"]) - margin))
+                spent.append(uses_to_target(point_rounds, ref["val_accuracy"] - margin))
         channel = s["scheme"] != "noisy"                                  # the noisy control has no channel
         s["reached"] = float(np.mean(np.isfinite(spent))) if spent else float("nan")
         s["uses_to_target"] = _median_censored(spent) if spent and channel else float("nan")
@@ -677,7 +683,7 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
 
 
 def _width_key(s):
-    return s["lora_aggregation"], s["link"], str(s["num_rx_ant"]), float(s["snr_db"])
+    return s["lora_aggregation"], s["link"], str(s["num_rx_ant"]), s["snr_db"]
 
 
 def cheapest_widths(s_rows):
@@ -690,7 +696,7 @@ def cheapest_widths(s_rows):
     for s in s_rows:
         if s["scheme"] != "digital" or not math.isfinite(s["uses_to_target"]):
             continue
-        key, rank = _width_key(s), (s["uses_to_target"], int(s["num_bits"]))
+        key, rank = _width_key(s), (s["uses_to_target"], s["num_bits"])
         if key not in best or rank < (best[key]["uses_to_target"], int(best[key]["num_bits"])):
             best[key] = s
     return best
@@ -724,7 +730,7 @@ def plot_study(out, cfg, summary, rows, round_rows):
     for s in summary:
         if s["scheme"] in REFERENCES + ("noisy",):
             continue
-        name, snr = _curve_name(cfg, s), float(s["snr_db"])
+        name, snr = _curve_name(cfg, s), s["snr_db"]
         by_snr.setdefault(name, []).append((snr, s["accuracy_mean"], s["accuracy_ci"]))
         by_latency.setdefault(name, []).append((s["latency_s_mean"], s["accuracy_mean"], s["accuracy_ci"], f"{snr:g} dB"))
     if by_snr:
@@ -736,17 +742,17 @@ def plot_study(out, cfg, summary, rows, round_rows):
                   logx=True, marker_only=True, hlines=refs, note=note)
     per_round, nmse_round, by_uses = {}, {}, {}
     for r in round_rows:
-        snr = float(r["snr_db"])
+        snr = r["snr_db"]
         name = _curve_name(cfg, r) + ("" if r["scheme"] in REFERENCES + ("noisy",) else f" {snr:g} dB")
         if r["val_accuracy"] not in ("", "nan"):
-            per_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(float(r["val_accuracy"]))
+            per_round.setdefault(name, {}).setdefault(r["round"] + 1, []).append(r["val_accuracy"])
         if r["scheme"] not in REFERENCES and r["nmse"] not in ("", "nan"):
-            nmse_round.setdefault(name, {}).setdefault(int(r["round"]) + 1, []).append(max(float(r["nmse"]), 1e-12))
+            nmse_round.setdefault(name, {}).setdefault(r["round"] + 1, []).append(max(r["nmse"], 1e-12))
     for (name, key), point_rounds in _rounds_by_point(cfg, round_rows).items():
-        spent = np.cumsum([int(r["channel_uses"]) for r in point_rounds])
+        spent = np.cumsum([r["channel_uses"] for r in point_rounds])
         for r, used in zip(point_rounds, spent):
             if r["val_accuracy"] not in ("", "nan") and used > 0:
-                by_uses.setdefault(name, {}).setdefault(int(r["round"]), []).append((used, float(r["val_accuracy"])))
+                by_uses.setdefault(name, {}).setdefault(r["round"], []).append((used, r["val_accuracy"]))
     n_eval = cfg.federated.round_eval_examples
     val_label = f"validation accuracy ({f'{n_eval} texts' if n_eval else 'whole split'})"
     _plot_rounds(out / "accuracy_per_round.png", per_round, val_label, "Accuracy per round (validation)", False, note)
@@ -769,9 +775,9 @@ def _rounds_by_point(cfg, round_rows):
     for r in round_rows:
         if r["scheme"] in REFERENCES:
             continue
-        name = f"{_curve_name(cfg, r)} {float(r['snr_db']):g} dB"
+        name = f"{_curve_name(cfg, r)} {r['snr_db']:g} dB"
         out.setdefault((name, tuple(str(r[k]) for k in POINT_KEY)), []).append(r)
-    return {k: sorted(v, key=lambda r: int(r["round"])) for k, v in out.items()}
+    return {k: sorted(v, key=lambda r: r["round"]) for k, v in out.items()}
 
 
 def _plot_rounds(path, curves, ylabel, title, logy, note):
@@ -793,8 +799,8 @@ def _cells(s):
     nan = math.isnan
     inf_or = lambda x, text, fmt: "" if nan(x) else text if math.isinf(x) else fmt(x)        # noqa: E731
     tost_text = (f"{s['tost']} [{s['tost_low']:+.3f}, {s['tost_high']:+.3f}]" if s["tost"] else "")
-    return [s["scheme"], "-" if ref else s["link"], s["lora_aggregation"], str(int(s["num_rx_ant"]) or "-"),
-            "-" if ref else f"{float(s['snr_db']):.0f}", str(int(s["num_bits"]) or "-"),
+    return [s["scheme"], "-" if ref else s["link"], s["lora_aggregation"], str(s["num_rx_ant"] or "-"),
+            "-" if ref else f"{s['snr_db']:.0f}", str(s["num_bits"] or "-"),
             f"{s['accuracy_mean']:.3f} +- {_ci(s['accuracy_ci'])}",
             "" if nan(s["vs_ideal_mean"]) else f"{s['vs_ideal_mean']:+.3f} +- {_ci(s['vs_ideal_ci'])}", tost_text,
             "" if nan(s["heard"]) else f"{s['heard']:.1f}",
@@ -823,8 +829,8 @@ def summary(cfg, rows, round_rows=(), markdown=False):
     n_seeds = max((s["n"] for s in s_rows), default=0)
     order = {name: i for i, name in enumerate(STUDY_SCHEMES)}
     table = [_cells(s) for s in sorted(s_rows, key=lambda s: (s["lora_aggregation"], order[s["scheme"]], s["link"],
-                                                               int(s["num_rx_ant"]), int(s["num_bits"]),
-                                                               float(s["snr_db"])))]
+                                                               s["num_rx_ant"], s["num_bits"],
+                                                               s["snr_db"]))]
     heads = [h for h, _ in TABLE_COLUMNS]
     if markdown:
         right = ["---:" if w > 0 else "---" for _, w in TABLE_COLUMNS]
@@ -859,7 +865,7 @@ def _cheapest_line(s_rows):
     for key in sorted({_width_key(s) for s in s_rows if s["scheme"] == "digital"}):
         _, link, n, snr = key
         c = chosen.get(key)
-        parts.append(f"{link} N={n} {snr:g} dB: " + (f"{int(c['num_bits'])} bits ({c['uses_to_target']:,.0f} uses)"
+        parts.append(f"{link} N={n} {snr:g} dB: " + (f"{c['num_bits']} bits ({c['uses_to_target']:,.0f} uses)"
                                                      if c else "no width reaches it"))
     return ("digital's cheapest width, descriptive (the fewest uplink uses for the lower-median reported seed to "
             "reach ideal minus 1 point on validation; read on the reported seeds, so biased low): " + "; ".join(parts))
@@ -879,26 +885,26 @@ def _settings_lines(cfg, rows):
             if r["lora_aggregation"] != agg:
                 continue
             if r["scheme"] == "centralised":
-                seen.setdefault("centralised_lr", f"centralised_lr {float(r['lr']):g} ({how(t.centralised_lr)})")
+                seen.setdefault("centralised_lr", f"centralised_lr {r['lr']:g} ({how(t.centralised_lr)})")
             elif r["scheme"] in t.arm_lr:
                 seen.setdefault(("lr", r["scheme"], r["link"], r["num_rx_ant"], r["snr_db"]),
-                                f"{r['scheme']} {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: lr "
-                                f"{float(r['lr']):g} (chosen on its own)")
+                                f"{r['scheme']} {r['link']} N={r['num_rx_ant']} {r['snr_db']:g} dB: lr "
+                                f"{r['lr']:g} (chosen on its own)")
             else:
-                seen.setdefault("lr", f"federated.lr {float(r['lr']):g} ({how(t.lr)})")
+                seen.setdefault("lr", f"federated.lr {r['lr']:g} ({how(t.lr)})")
             extra = json.loads(r["setting"] or "{}")
             if r["scheme"] == "obda":
                 seen.setdefault(("obda", r["link"], r["num_rx_ant"], r["snr_db"]),
-                                f"obda {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: threshold "
+                                f"obda {r['link']} N={r['num_rx_ant']} {r['snr_db']:g} dB: threshold "
                                 f"{extra['threshold']:g} ({how(t.obda_threshold)}), server_lr {extra['server_lr']:g} "
                                 f"({how(t.obda_server_lr)})")
             if r["scheme"] == "digital" and t.digital_num_bits:
                 seen.setdefault(("digital", r["link"], r["num_rx_ant"], r["snr_db"]),
-                                f"digital {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: {r['num_bits']} "
+                                f"digital {r['link']} N={r['num_rx_ant']} {r['snr_db']:g} dB: {r['num_bits']} "
                                 f"bits (chosen)")
             if r["scheme"] == "aircomp" and "admit_snr_db" in extra:
                 seen.setdefault(("aircomp", r["link"], r["num_rx_ant"], r["snr_db"]),
-                                f"aircomp {r['link']} N={r['num_rx_ant']} {float(r['snr_db']):g} dB: admit_snr_db "
+                                f"aircomp {r['link']} N={r['num_rx_ant']} {r['snr_db']:g} dB: admit_snr_db "
                                 f"{extra['admit_snr_db']:g} ({how(t.aircomp_admit_snr_db)})")
             if r["scheme"] == "noisy":
                 seen.setdefault(("noisy", r["link"], r["num_rx_ant"]), f"noisy = {_noisy_name(r)} ({r['link']}, "
