@@ -1,4 +1,7 @@
-"""The `deft6g` command line: one subcommand per study or benchmark."""
+"""The `deft6g` command line: one subcommand per study or benchmark.
+
+Each handler imports its study when it runs, so `deft6g --help` and argument errors answer at once, without
+loading TensorFlow."""
 
 import argparse
 import math

@@ -24,6 +24,10 @@ import numpy as np
 
 from deft6g.experiment import (PointTask, ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points,
                                summarise, tost, write_table)
+from deft6g.finetune import (AirCompConnection, DigitalConnection, MultiViewModel, evaluate_multiview, feature_stats,
+                             load_multiview, side_info_channel_uses, task_importance, train_multiview, training_stats,
+                             validation_split)
+
 
 TYPES = {"task": str, "scheme": str, "training": str, "num_rx_ant": int, "snr_db": float, "seed": int,
          "accuracy": float, "val_accuracy": float, "nmse": float, "payload_uses": float, "side_info_uses": float,
@@ -133,7 +137,6 @@ class ConnectTask(PointTask):
         self.cfg, self.log, self.data, self.ideal, self.noisy = cfg, log, {}, {}, {}
 
     def task(self, name):
-        from deft6g.finetune import load_multiview
         if name not in self.data:
             task = next(t for t in self.cfg.tasks if task_name(t) == name)
             self.data[name] = load_multiview(task[0], task[1], self.cfg.model, task[2], train_examples=task[3],
@@ -142,14 +145,12 @@ class ConnectTask(PointTask):
 
     def split(self, name, seed):
         """(x_fit, y_fit, x_val, y_val): the training features cut by `validation_split` of this seed."""
-        from deft6g.finetune import validation_split
         d = self.task(name)
         fit, val = validation_split(np.arange(len(d.y_train)), d.y_train, self.cfg.validation_fraction, seed)
         return d.x_train[fit], d.y_train[fit], d.x_train[val], d.y_train[val]
 
     def connection(self, scheme, m, n, snr, importance=None):
         """The deployed (or noise-aware training) connection of a radio scheme."""
-        from deft6g.finetune import AirCompConnection, DigitalConnection
         cfg = self.cfg
         bits = digital_schemes(cfg)
         if scheme in bits:
@@ -161,7 +162,6 @@ class ConnectTask(PointTask):
         `link` ("aircomp" or "digital-q<bits>") the multi-view model is trained through that link at (n, snr)
         (noise-aware). Models trained without a channel are kept for the run; a noise-aware one only until
         the next (its points are adjacent)."""
-        from deft6g.finetune import MultiViewModel, feature_stats, train_multiview
         key, cache = ((name, kind, seed), self.ideal) if link is None else ((name, seed, link, n, snr), self.noisy)
         if key not in cache:
             d, cfg = self.task(name), self.cfg
@@ -186,7 +186,6 @@ class ConnectTask(PointTask):
         return x
 
     def __call__(self, point):
-        from deft6g.finetune import evaluate_multiview, side_info_channel_uses, task_importance, training_stats
         cfg, name, scheme, seed = self.cfg, point["task"], point["scheme"], point["seed"]
         n, snr = point["num_rx_ant"], point["snr_db"]
         views = single_views(next(t for t in cfg.tasks if task_name(t) == name))

@@ -36,12 +36,22 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
+import tensorflow as tf
+import tf_keras as keras
 
-from deft6g.experiment import (PointTask, ResultStore, check_log_dir, mean_ci, paired_ci, prepare_output,
-                               run_points, tost, write_table)
+from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, mean_ci, paired_ci, prepare_output,
+                               run_name, run_points, tost, write_table)
+from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
+                             data_split, dims_of, emulator_config, evaluate, get_peft_model, load_dataset,
+                             load_study_model, make_train_step, partition, peft_cost, plug_in, tokenize)
+from deft6g.finetune.data import content_digest
 from deft6g.finetune.emulator_builder import VARIANTS, EmulatorRecipe, package_key  # noqa: F401 (re-exported)
+from deft6g.finetune.emulator_builder import package_digest
+from deft6g.finetune.emulator_package import download_bits, package_config, remap_tokens, token_map, unpack_emulator
+from deft6g.finetune.fomo import model_key
 
 from .study_config import ConfigError
+
 
 EMU_KEY = ["variant", "distill"]
 EMU_TYPES = {"variant": str, "distill": bool, "kept": str, "download_bits": int, "download_ratio": float,
@@ -94,7 +104,6 @@ class EmulatorStudyConfig:
                    seeds=[0, 1], timing_repeats=1, variants=["full", "drop+vocab+int8+lowrank"])
 
     def __post_init__(self):
-        from deft6g.finetune import DATASETS
         if self.dataset not in DATASETS:
             raise ValueError(f"`dataset` {self.dataset!r} is unknown; known: {sorted(DATASETS)}")
         if self.public == self.dataset:
@@ -154,10 +163,6 @@ class _Setup:
     activations."""
 
     def __init__(self, cfg, log):
-        from deft6g.finetune import (EmulatorBuilder, LoraConfig, data_split, get_peft_model, load_dataset,
-                                     load_study_model, tokenize)
-        from deft6g.finetune.data import content_digest
-        from deft6g.finetune.fomo import model_key
         self.cfg, self.log = cfg, log
         data = load_dataset(cfg.dataset)
         split = data_split(data.y, cfg.train_examples, cfg.test_examples)      # train: fit + validation
@@ -181,7 +186,6 @@ class _Setup:
         self.emulators = {}
 
     def _acts(self, peft, x, block, key):
-        from deft6g.finetune import cached_arrays
         z = cached_arrays(self.key + key + [block], lambda: dict(zip("hm", peft.activations(x, block))))
         return z["h"], z["m"]
 
@@ -198,9 +202,6 @@ class _Setup:
         Built once per process."""
         if (variant, distill, seed) in self.emulators:
             return self.emulators[(variant, distill, seed)]
-        from deft6g.finetune import emulator_config, get_peft_model
-        from deft6g.finetune.emulator_builder import package_digest
-        from deft6g.finetune.emulator_package import remap_tokens, token_map, unpack_emulator
         if variant == "full":
             d = {"package": self.builder.package("full", False, seed)[0], "stats": {}, "device": self.full,
                  "kept": list(range(self.n_blocks)), "train": self._full_train(), "test": self.full_test,
@@ -230,8 +231,6 @@ class _Setup:
 def _step_time(peft, x, y, repeats):
     """(wall s, CPU s) of one Adam training step from tokens (x dict [B, T]), after a warm-up: the fastest of
     `repeats` steps, the one least disturbed by other jobs on a shared machine."""
-    import tf_keras as keras
-    from deft6g.finetune import make_train_step
     step = make_train_step(peft, keras.optimizers.Adam(1e-4))
     step(x, y)
     walls, cpus = [], []
@@ -245,23 +244,18 @@ def _step_time(peft, x, y, repeats):
 
 def _device_memory(setup, d):
     """Bytes on the device: downloaded weights + the cost model's trainable state and activations."""
-    from deft6g.finetune import dims_of, peft_cost
-    from dataclasses import replace
     dims = replace(dims_of(setup.model), num_blocks=len(d["kept"]))
     cost = peft_cost(dims, d["device"].peft_config, tokens=setup.cfg.max_length, batch_size=setup.cfg.batch_size,
                      num_labels=setup.num_labels)
-    from deft6g.finetune.emulator_package import download_bits
     return download_bits(d["package"]) // 8 + cost.memory_optimizer + cost.memory_activations
 
 
 def _emulator_row(setup, point, full_row):
-    from deft6g.finetune.emulator_package import download_bits, package_config
     cfg = setup.cfg
     d = setup.emulator(point["variant"], point["distill"], cfg.seeds[0])    # size and cost: seed-independent
     b = cfg.batch_size
     x = {k: v[:b] for k, v in setup.x_train.items()}
     if point["variant"] != "full":
-        from deft6g.finetune.emulator_package import remap_tokens, token_map
         x, _ = remap_tokens(x, token_map(d["package"], setup.tok.unk_token_id), setup.tok.unk_token_id)
     wall, cpu = _step_time(d["device"], x, setup.y_train[:b], cfg.timing_repeats)
     bits, mem = download_bits(d["package"]), _device_memory(setup, d)
@@ -278,8 +272,6 @@ def _run_point(setup, point, log_dir=None):
     """One training point's results.csv row; log_dir: each round's loss, examples and devices as TensorBoard
     scalars (step = round from 0) in the point's run (`deft6g.experiment.run_name` of its key; replaced when the
     point is re-run)."""
-    from deft6g.experiment import ScalarWriter, run_name
-    from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition, plug_in
     cfg, seed = setup.cfg, point["seed"]
     d = setup.emulator(point["variant"], point["distill"], seed)
     t0 = time.process_time()
@@ -329,7 +321,6 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=Non
     training points (all points of one seed on one worker); the distillation grid, emulator sizes and step
     times run here, serially, first. log_dir: TensorBoard folder, one run per training point run now
     (`_run_point`; finished points write nothing); None: no events."""
-    import tensorflow as tf
     tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
     cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
     if log_dir is not None:

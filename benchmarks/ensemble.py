@@ -39,9 +39,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import (PointTask, ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points,
-                               tost)
+from deft6g.experiment import PointTask, ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, tost
+from deft6g.finetune import (DATASETS, INFERENCE_MODES, MemberTrainer, OnTheFlyEnsemble, PromptPool, cached_arrays,
+                             data_split, load_dataset, load_study_model, pool_logits_from_tokens, tokenize)
+from deft6g.finetune.data import content_digest
+from deft6g.finetune.fomo import model_key
 from deft6g.rng import derive_seed
+
 
 STREAMS = ("iid", "drift")
 RULE_COLUMNS = ("mean", "vote", "gate")
@@ -101,7 +105,6 @@ class EnsembleConfig:
                    speed_examples=16, speed_pool_sizes=[1, 2], speed_repeats=1)
 
     def __post_init__(self):
-        from deft6g.finetune import DATASETS
         bad = [d for d in self.datasets if d not in DATASETS]
         if bad:
             raise ValueError(f"`datasets` {bad} are unknown; known: {sorted(DATASETS)}")
@@ -175,7 +178,6 @@ class _Setup:
     """Everything the points share: the model, per dataset its trainer, tokens, splits and cached inputs."""
 
     def __init__(self, cfg):
-        from deft6g.finetune import load_study_model
         self.cfg = cfg
         self.model, self.tokenizer = load_study_model(cfg.model)
         self.top = self.model.config.num_hidden_layers - 1
@@ -183,7 +185,6 @@ class _Setup:
 
     def dataset(self, name):
         if name not in self.data:
-            from deft6g.finetune import MemberTrainer, data_split, load_dataset, tokenize
             cfg = self.cfg
             max_length, chunk = cfg.datasets[name]
             data = load_dataset(name)
@@ -203,9 +204,6 @@ class _Setup:
 
     def activations(self, d, idx):
         """Cached frozen input of the prompt block for the texts `idx`: (hidden [S, T, H], mask [S, T])."""
-        from deft6g.finetune import cached_arrays
-        from deft6g.finetune.data import content_digest
-        from deft6g.finetune.fomo import model_key
         x = {k: v[idx] for k, v in d["tokens"].items()}
         key = ["ensemble", model_key(self.cfg.model), self.top, content_digest(x["input_ids"], x["attention_mask"])]
         z = cached_arrays(key, lambda: dict(zip("hm", d["trainer"].activations(x))))
@@ -272,7 +270,6 @@ def _scores(ens, logits, val_logits, setup_d, mix_test, mix_seen, newest):
 def run_stream(setup, point):
     """One (dataset, stream, seed) point, every init: {"rows": results rows for every pool size (fresh) or the
     default one (warm) and step, "choices": choices.csv rows, "matched": the matched.csv row or None}."""
-    from deft6g.finetune import OnTheFlyEnsemble, PromptPool
     cfg = setup.cfg
     d = setup.dataset(point["dataset"])
     trainer, seed = d["trainer"], point["seed"]
@@ -343,7 +340,6 @@ def run_reference(setup, point):
 
 def run_speed(setup, point):
     """Pool inference from the tokens of `speed_examples` test texts, every mode and speed pool size, timed."""
-    from deft6g.finetune import INFERENCE_MODES, pool_logits_from_tokens
     cfg = setup.cfg
     d = setup.dataset(next(iter(cfg.datasets)))
     trainer = d["trainer"]

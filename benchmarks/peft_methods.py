@@ -17,10 +17,17 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import tf_keras as keras
 
 from deft6g.experiment import (ResultStore, line_plot, load_json, prepare_output, run_points, write_json_atomic,
                                write_table)
-from deft6g.finetune import load_study_model
+from deft6g.finetune import (MODELS, AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig, allocation_table,
+                             block_importance, data_split, evaluate, freeze_all_but, full_finetune_cost, get_peft_model,
+                             load_dataset, load_study_model, make_train_step, peft_cost, tokenize, total_params)
+from deft6g.finetune.cost import dims_of
+from deft6g.finetune.training import batches
+from deft6g.optim import PeftAllocator
+
 
 METHOD_TYPES = {"method": str, "accuracy": float, "trainable_params": int, "samples_per_s": float,
                 "samples_per_s_with_cache": float, "cache_s": float, "train_s": float, "peak_rss_mib": float,
@@ -56,7 +63,6 @@ LR = {"linear_probe": 1e-2, "full": 5e-5, "lora_all": 1e-3, "lora_top": 1e-3, "l
 
 
 def _peft_config(method, cfg, num_blocks, sizes=None):
-    from deft6g.finetune import AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig
     top = list(range(num_blocks - cfg.top_blocks, num_blocks))
     if method in ("linear_probe", "full"):
         return LoraConfig(r=cfg.rank, layers_to_transform=[])
@@ -76,7 +82,6 @@ def _peft_config(method, cfg, num_blocks, sizes=None):
 
 
 def _data(cfg):
-    from deft6g.finetune import data_split, load_dataset, tokenize
     data = load_dataset("rotten_tomatoes")
     split = data_split(data.y, cfg.train_examples, cfg.test_examples)      # the split is fixed across --seed
     train, test = split.train, split.test
@@ -88,9 +93,6 @@ def _data(cfg):
 
 def train_method(method, cfg, sizes=None):
     """Train one method (in this process) and return its measurements as a dict."""
-    import tf_keras as keras
-    from deft6g.finetune import evaluate, freeze_all_but, get_peft_model, make_train_step
-    from deft6g.finetune.training import batches
 
     keras.utils.set_random_seed(cfg.seed)
     model, x_tr, y_tr, x_te, y_te = _data(cfg)
@@ -127,7 +129,6 @@ def train_method(method, cfg, sizes=None):
 
 def block_importance_scores(cfg):
     """Per-block squared gradient norm of LoRA (all blocks, rank `cfg.rank`) over 4 batches."""
-    from deft6g.finetune import block_importance, get_peft_model
     model, x_tr, y_tr, _, _ = _data(cfg)
     peft = get_peft_model(model, _peft_config("lora_all", cfg, model.config.num_hidden_layers), num_labels=2)
     for w in peft.wrappers:        # B = 0 would zero the gradient of A: use a small random B
@@ -150,9 +151,6 @@ def allocations(cfg, importance, num_blocks):
     """Allocator vs uniform rank at each budget fraction of LoRA-all-blocks' payload (rank cfg.rank). Each row
     carries `status`: the allocator's (`deft6g.optim.solver_status`; a failed solve is the all-zero fallback,
     "failed (...): no PEFT used") or "uniform"."""
-    from deft6g.finetune import LoraConfig, allocation_table, peft_cost
-    from deft6g.finetune.cost import MODELS, dims_of
-    from deft6g.optim import PeftAllocator
     dims = MODELS.get(cfg.model)
     if dims is None:                      # the random smoke-test model
         dims = dims_of(load_study_model(cfg.model)[0])
@@ -182,7 +180,6 @@ COST_FIELDS = ["model", "params", "config", "trainable_params", "payload_mib", "
 
 def cost_table(tokens=512, batch_size=8):
     """LoRA r=8 (query/value) on all blocks vs the top 4 vs full fine-tuning, for the published configs."""
-    from deft6g.finetune import MODELS, LoraConfig, full_finetune_cost, peft_cost, total_params
     rows = []
     for name, d in MODELS.items():
         top4 = LoraConfig(r=8, layers_to_transform=list(range(d.num_blocks - 4, d.num_blocks)))

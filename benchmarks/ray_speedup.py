@@ -17,6 +17,10 @@ from dataclasses import replace
 
 from deft6g.experiment import ResultStore, available_cores, prepare_output, run_points, start_ray
 
+from .beamforming import SWEEP_FIELDS, DesignConfig, sweeps
+from .study import POINT_KEY, StudyTask, run_study
+from .study_config import build_config, load_config
+
 TYPES = {"job": str, "points": int, "workers": int, "cores": int, "serial_s": float, "parallel_s": float,
          "ray_start_s": float, "speedup": float, "identical": bool, "differing_columns": str}
 FIELDS = list(TYPES)
@@ -29,14 +33,12 @@ QUICK_STUDY = {"model": {"name": "random-bert"}, "data": {"train_examples": 64, 
 def _study_config(quick):
     """The study's --quick configuration (pretrained MiniLM, 256/128 texts, 2 seeds: 12 points), or a
     random-bert one with 6 points for smoke tests."""
-    from .study_config import build_config, load_config
     return build_config(QUICK_STUDY) if quick else load_config(None, quick=True)
 
 
 def _design_config(quick):
     """The design sweeps (N, K, SNR, CSI error) on the quick grid (N = 4, K = 6 and 2 values of each) with 40
     channels per seed and point, 3 seeds: 24 groups of 5 methods (120 points); --quick: 4 channels."""
-    from .beamforming import DesignConfig
     return DesignConfig.quick() if quick else replace(DesignConfig.quick(), sweep_realisations=40)
 
 
@@ -81,12 +83,10 @@ def _run_job(job, work, workers, quick, log):
     """(points, serial_s, parallel_s, identical, differing columns) of one job, run fresh in `work`."""
     quiet = lambda *_: None                                        # noqa: E731
     if job == "study":
-        from .study import POINT_KEY, StudyTask, run_study
         cfg = _study_config(quick)
         StudyTask(cfg, log).setup()                              # activations cached before either run
         run, key, skip = (lambda out, w: run_study(out, cfg, log=quiet, workers=w)[1]), POINT_KEY, STUDY_TIMES
     else:
-        from .beamforming import SWEEP_FIELDS, sweeps
         cfg = _design_config(quick)
         run, key, skip = (lambda out, w: sweeps(cfg, out, workers=w)), SWEEP_FIELDS[:7], set()
     times, rows = [], []

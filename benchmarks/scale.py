@@ -12,6 +12,9 @@ evaluated) pair float32 and float16 per seed: peak RSS of each and the test accu
 and TOST at +-1 point).
 
 Outputs: scale.csv (one row per (K, participants)), data_path.csv (one row per (data, seed)), scale.png.
+
+Imports of TensorFlow and the library happen inside the functions: each run's subprocess first silences
+TensorFlow's native log lines (`quiet_stack`), then loads the stack whose memory it measures.
 """
 
 import json

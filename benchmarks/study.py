@@ -24,11 +24,21 @@ from dataclasses import replace
 
 import numpy as np
 
-from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, line_plot, log_mean_ci,
-                               mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
-                               tuning_store, write_table, write_text_atomic)
+from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, line_plot, log_mean_ci, mean_ci,
+                               paired_ci, prepare_output, run_name, run_points, summarise, tost, tune, tuning_store,
+                               write_table, write_text_atomic)
+from deft6g.finetune import (COMPRESSED, AdapterConfig, BitFitConfig, EmulatorBuilder, EmulatorRecipe, FederatedDEFT,
+                             LoraConfig, LoraLayer, PromptTuningConfig, data_split, emulator_config, evaluate,
+                             get_peft_model, load_dataset, load_study_model, make_aggregator, partition, plug_in,
+                             projection_kernel, tokenize, train_test_split)
+from deft6g.finetune.activation_store import ragged_activations
+from deft6g.finetune.data import content_digest
+from deft6g.finetune.emulator_builder import package_digest
+from deft6g.finetune.emulator_package import download_bits, remap_tokens, token_map, unpack_emulator
+from deft6g.finetune.fomo import model_key
 
 from .study_config import STUDY_SCHEMES, ConfigError, StudyConfig, load_config, validate
+
 
 POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "seed"]
 # channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart;
@@ -86,7 +96,6 @@ def study_points(cfg, choices=None):
 
 
 def _peft_config(cfg):
-    from deft6g.finetune import AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig
     p = cfg.peft
     if p.method == "lora":
         return LoraConfig(r=p.size, lora_alpha=p.lora_alpha, target_modules=list(p.target_modules),
@@ -119,11 +128,6 @@ class _Setup:
     EVAL_BATCH = 64
 
     def __init__(self, cfg, log):
-        from deft6g.finetune import LoraLayer, projection_kernel
-        from deft6g.finetune import data_split, emulator_config, get_peft_model, load_dataset, load_study_model, tokenize
-        from deft6g.finetune.activation_store import ragged_activations
-        from deft6g.finetune.data import content_digest
-        from deft6g.finetune.fomo import model_key
 
         self.cfg, f = cfg, cfg.federated
         data = load_dataset(cfg.data.dataset)
@@ -142,9 +146,6 @@ class _Setup:
         self.emulator_params = self.full_params = model.count_params()
         self.emulator, device_x, package_id = None, (x_train, x_test), None
         if f.mode == "emulator":         # the aligned, compressed emulator of `deft6g emulator`, distilled with seed 0
-            from deft6g.finetune import COMPRESSED, EmulatorBuilder, EmulatorRecipe
-            from deft6g.finetune.emulator_builder import package_digest
-            from deft6g.finetune.emulator_package import download_bits, remap_tokens, token_map, unpack_emulator
             builder = EmulatorBuilder(model, tok, EmulatorRecipe(f.emulator_bottom, f.emulator_top, f.emulator_drop),
                                       cfg.model.max_length, model_key(cfg.model.name))
             package, stats = builder.package(COMPRESSED, True, seed=0)
@@ -205,7 +206,6 @@ class _Setup:
         """Accuracy of the full model (the emulator's weights plugged in): on the whole test split, or with
         `validation` on the first `federated.round_eval_examples` texts of the validation split (carved from
         train, stratified, seed 0)."""
-        from deft6g.finetune import evaluate, plug_in
         device_acts, full_acts, y = self.round_val if validation else self.whole_test
         if self.device is self.full:
             return evaluate(self.full, device_acts, y, start_block=self.start, batch_size=self.EVAL_BATCH,
@@ -220,7 +220,6 @@ def point_aggregator(cfg, point, setting=None):
     "counted" links (pilots, side information and downlink over the link) or the "genie". setting: OBDA's
     threshold and server_lr (default: the configured [obda] values), AirComp's admit_snr_db (default:
     channel.admit_snr_db), the noisy control's nmse (default 0)."""
-    from deft6g.finetune import make_aggregator
     c, g, o, k = cfg.channel, cfg.digital, cfg.obda, cfg.federated.devices
     setting = setting or {}
     scheme = "ideal" if point["scheme"] == "centralised" else point["scheme"]
@@ -317,7 +316,6 @@ def point_federation(setup, point, setting, aggregator):
     """The point's FederatedDEFT as the study runs it (also what a Flower client of the same point trains): PEFT
     weights reset to the point's seed, the seeded partition of the fit split over federated.devices (the
     centralised reference: one device holding the union, K times the local steps), `setting`'s lr."""
-    from deft6g.finetune import FederatedDEFT, partition
     cfg, f, seed = setup.cfg, setup.cfg.federated, int(point["seed"])
     setup.reset(seed)
     if point["scheme"] == "centralised":
@@ -336,7 +334,6 @@ def _run_point(setup, point, setting, validation_only=False, on_round=None):
     """One federated run of `point` with `setting` (`point_setting`); validation_only (the tuning stage): no
     test evaluation (accuracy and emulator_accuracy NaN), the test split is never read; on_round: called with
     each round's rounds.csv row as soon as the round (and its evaluation) is done."""
-    from deft6g.finetune import evaluate
 
     cfg, f = setup.cfg, setup.cfg.federated
     t0 = time.time()
@@ -389,7 +386,6 @@ def check_study(cfg):
     """`validate(cfg)` and the checks that need the library, all before any output is written: the seeded
     split holds `data.train_examples` / `data.test_examples` texts, and the PEFT configuration and the
     aggregator of every radio scheme and N build. Raises ConfigError naming the key or section; returns `cfg`."""
-    from deft6g.finetune import load_dataset, train_test_split
     validate(cfg)
     d = cfg.data
     if d.train_examples or d.test_examples:
@@ -489,7 +485,6 @@ def tune_study(cfg, task, store, log=print, **parallel):
     centralised scheme, then OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db and AirComp's
     admission threshold at each tuning.aircomp_snr_db (when their grids are not empty), with the chosen lr.
     Returns the `choices` of `point_setting`."""
-    from deft6g.experiment import tune
     t, f, o = cfg.tuning, cfg.federated, cfg.obda
     choices = {}
 

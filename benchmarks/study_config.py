@@ -314,6 +314,7 @@ def _positive(value, key):
 def validate(cfg):
     """Check every value of the StudyConfig `cfg` (types, names, ranges, grids, how keys combine) before any
     work starts; returns `cfg`. Errors are ConfigError (a ValueError) naming the key."""
+    # imported here: the command line reads this module for --help, before TensorFlow is loaded
     from deft6g.finetune import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS
     from deft6g.finetune.data import DATASETS, PARTITIONS
     from deft6g.optim import METHODS

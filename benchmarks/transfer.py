@@ -35,11 +35,17 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import tensorflow as tf
 
 from deft6g.experiment import (PointTask, ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output,
                                run_points, write_json_atomic, write_table)
-from deft6g.phy import noise_var
+from deft6g.finetune import load_study_model
+from deft6g.finetune.prompt_transfer import (PromptClassifier, PromptTrainer, choose_by_similarity, choose_by_trial,
+                                             device_split, get_task, initial_prompt, prompt_model, task_arrays,
+                                             task_embedding, task_relation)
+from deft6g.phy import PromptLink, noise_var
 from deft6g.rng import derive_seed
+
 
 SOURCE_TYPES = {"task": str, "seed": int, "accuracy": float, "steps": int, "train_examples": int,
                 "test_examples": int}
@@ -99,7 +105,6 @@ class TransferConfig:
                    probe_steps=2, snr_db=[-6.0, 6.0], analog_snr_db=[10.0], num_bits=[2])
 
     def validate(self):
-        from deft6g.finetune.prompt_transfer import get_task
         for name in self.tasks + self.targets:
             get_task(name)
         extra = set(self.targets) - set(self.tasks)
@@ -119,9 +124,6 @@ class _Setup:
     trainer per task, the link."""
 
     def __init__(self, cfg, log):
-        from deft6g.finetune import load_study_model
-        from deft6g.finetune.prompt_transfer import (PromptClassifier, PromptTrainer, device_split, prompt_model,
-                                                     task_arrays)
         self.cfg = cfg
         model, tok = load_study_model(cfg.model)
         self.block = model.config.num_hidden_layers - 1
@@ -149,7 +151,6 @@ class _Setup:
         self.links = {}                                 # (mode, num_bits) -> PromptLink, built once
 
     def shared_init(self, seed):
-        from deft6g.finetune.prompt_transfer import initial_prompt
         return initial_prompt("vocab", (self.cfg.num_tokens, self.peft.hidden), seed, self.table)
 
     def _pick(self, task, rows):
@@ -197,7 +198,6 @@ def _sources_of(cfg, target):
 def _choose(setup, point, prompts):
     """The similarity and trial choices of the target device, from its own texts only: the probe trains on its
     training texts, the trial scores every neighbour's prompt on its validation split."""
-    from deft6g.finetune.prompt_transfer import choose_by_similarity, choose_by_trial, task_embedding
     cfg, target, seed = setup.cfg, point["target"], point["seed"]
     init = setup.shared_init(seed)
     x, y, x_val, y_val = setup.target_split(target, seed)
@@ -220,8 +220,6 @@ def _finetune(setup, point, references, prompts):
     RUN_TYPES; a "link" point names the similarity choice in its source); prompts: {(task, seed): the
     neighbour's prompt}. Accuracies (step 0, the curve of ideal-link runs, after the budget) are on the task's
     test split, which no party trains on."""
-    from deft6g.finetune.prompt_transfer import initial_prompt
-    from deft6g.phy import PromptLink
     cfg, target, seed, init_kind = setup.cfg, point["target"], point["seed"], point["init"]
     x, y, _, _ = setup.target_split(target, seed)
     d = setup.data[target]
@@ -318,7 +316,6 @@ def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
     computed and cached on disk here first; every worker loads them from the cache). timing: CPU seconds (this
     process's, plus on Ray workers their points', the workers' start aside) and wall seconds, summed over
     invocations."""
-    import tensorflow as tf
     tf.get_logger().setLevel("ERROR")          # one compiled step and predict per task: TF's retracing notice
     cfg = cfg or (TransferConfig.quick() if quick else TransferConfig())
     cfg.validate()
@@ -377,7 +374,6 @@ def choice_grid(choices_rows):
     """One row per (target, seed, candidate source) of the choice stage (choices.csv rows): the source's relation
     to the target, its SPoT similarity, its accuracy on the target device's validation split, and whether the
     similarity and the trial choice picked it (1/0)."""
-    from deft6g.finetune.prompt_transfer import task_relation
     rows = []
     for c in choices_rows:
         sims, scores = c["similarities"], c["trial_scores"]
@@ -395,7 +391,6 @@ def _ideal(runs, target, init, seed, source=""):
 
 def source_label(source, target):
     """The table's name of the run from `source`'s prompt, with how close that task is to `target`'s."""
-    from deft6g.finetune.prompt_transfer import task_relation
     return f"from {source} ({task_relation(source, target)})"
 
 
