@@ -14,9 +14,9 @@ import pytest
 
 from deft6g.benchmarks.cli import main
 from deft6g.benchmarks.ray_speedup import compare_rows
-from deft6g.benchmarks.study import POINT_KEY, ROUND_FIELDS, run_study, study_points
+from deft6g.benchmarks.study import POINT_KEY, RESULT_FIELDS, RESULT_TYPES, ROUND_FIELDS, run_study, study_points
 from deft6g.benchmarks.study_config import ConfigError, build_config, load_config
-from deft6g.experiment import read_scalars, run_name
+from deft6g.experiment import ResultStore, read_scalars, run_name
 
 def read(path):
     with open(path, newline="") as f:
@@ -119,7 +119,7 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path, ti
     assert gate.exists(), f"the run ended before its second row: {(tmp_path / 'stderr.txt').read_text()[-2000:]}"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(120) == 130
-    first = read(out / "results.csv")
+    first = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY, types=RESULT_TYPES).rows()   # typed
     n_points = len(study_points(load_config(config)))
     assert len(first) == 2 < n_points
 
@@ -142,7 +142,7 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path, ti
     assert len(rounds) == 2 * n_points
     # --log-dir changes no number (compared with the fresh run above) and the points finished before the
     # interruption write no events
-    done = {tuple(r[k] for k in POINT_KEY) for r in first}
+    done = {tuple(str(r[k]) for k in POINT_KEY) for r in first}
     run_now = [p for p in study_points(load_config(config)) if tuple(str(p[k]) for k in POINT_KEY) not in done]
     assert_events_are_the_rounds(tmp_path / "events", rounds, run_now)
 

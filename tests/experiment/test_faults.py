@@ -4,6 +4,7 @@ run; the folder lock refuses a second process and dies with its holder."""
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -176,7 +177,7 @@ def test_study_killed_mid_row_resumes_without_duplicates(tmp_path, tiny_study, c
     results row on disk: the resumed run drops that row, keeps the 2 finished ones unchanged, re-runs the
     rest and ends with each of the 6 points once in results.csv and its 2 rounds once in rounds.csv.
     (tests/benchmarks/test_study.py checks that a resumed study's rows equal an uninterrupted run's.)"""
-    from deft6g.benchmarks.study import POINT_KEY, run_study, study_points
+    from deft6g.benchmarks.study import POINT_KEY, RESULT_FIELDS, RESULT_TYPES, run_study, study_points
     from deft6g.benchmarks.study_config import load_config
 
     out, gate = tmp_path / "killed", tmp_path / "gate"
@@ -185,8 +186,9 @@ def test_study_killed_mid_row_resumes_without_duplicates(tmp_path, tiny_study, c
                     tmp_path / "stderr.txt")
     data = (out / "results.csv").read_bytes()
     assert data.count(b"\r\n") == 3 and not data.endswith(b"\n")     # header, 2 rows, half of the 3rd
-    with (out / "results.csv").open(newline="") as f:
-        before = list(csv.DictReader(f))[:2]
+    shutil.copy(out / "results.csv", tmp_path / "before.csv")           # read typed, as run_study returns rows
+    before = ResultStore(tmp_path / "before.csv", RESULT_FIELDS, POINT_KEY, types=RESULT_TYPES).rows()[:2]
+    caplog.clear()
     caplog.set_level("WARNING")
     _, rows = run_study(out, str(tiny_study), log=lambda m: None)
     assert any("dropped a torn last row" in m for m in caplog.messages)
