@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 
 def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marker_only=False, hlines=None,
@@ -52,6 +53,10 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
+        xs = sorted({p[0] for points in curves.values() for p in points if p[0] > 0})
+        if xs and xs[-1] / xs[0] < 100 and len(xs) <= 12:       # under two decades: label the grid's own values
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     if note:
