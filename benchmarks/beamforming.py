@@ -83,18 +83,18 @@ def _rayleigh(n, k, count, seed):
     return FadingChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
 
 
-def _designs(H_design, noise_var, seed, methods):
+def _designs(H_design, nv, seed, methods):
     """{method: (AirCompDesign, seconds per realisation)}; "mmse" starts from the "sdr" design and its time
     includes the SDR design's."""
     out = {}
     t0 = time.perf_counter()
-    sdr = design_aircomp(H_design, 1.0, noise_var, "sdr", seed=seed)
+    sdr = design_aircomp(H_design, 1.0, nv, "sdr", seed=seed)
     out["sdr"] = (sdr, (time.perf_counter() - t0) / len(H_design))
     for m in methods:
         if m == "sdr":
             continue
         t0 = time.perf_counter()
-        d = design_aircomp(H_design, 1.0, noise_var, m, seed=seed, init=sdr if m == "mmse" else None)
+        d = design_aircomp(H_design, 1.0, nv, m, seed=seed, init=sdr if m == "mmse" else None)
         extra = out["sdr"][1] if m == "mmse" else 0.0
         out[m] = (d, (time.perf_counter() - t0) / len(H_design) + extra)
     return out
@@ -238,6 +238,7 @@ def plot_sweeps(out, rows, cfg):
             curves.setdefault(s["method"], []).append((s[col], s["median_db_mean"], s["median_db_ci"]))
         line_plot(out / f"mse_vs_{sweep.lower()}.png", curves, label, "median MSE of the sum [dB]",
                   f"AirComp MSE vs {label.split(' [')[0].split(' (')[0]} (Rayleigh, {fixed[sweep]})", logx=sweep == "N",
+                  xticks=cfg.sweep_n if sweep == "N" else None,
                   note=f"median over {cfg.sweep_realisations} channels per seed; mean and 95% CI over {cfg.num_seeds} "
                        f"seeds")
 

@@ -494,14 +494,15 @@ def plot(out, cfg, rows, ref, spd):
             if curves:
                 line_plot(out / f"accuracy_vs_pool_size_{ds}_{st}.png", curves, "pool size (prompts kept)",
                           "test accuracy (current label mix)",
-                          f"{ds}, {st} stream: after {cfg.chunks} chunks, fresh init", logx=True, note=note)
+                          f"{ds}, {st} stream: after {cfg.chunks} chunks, fresh init", logx=True, note=note,
+                          xticks=cfg.pool_sizes)
     stats = _speed_stats(cfg, spd, "cpu_s")
     curves = {}
     for (size, mode), (m, ci) in stats.items():
         curves.setdefault(mode.replace("_", " "), []).append((size, m, ci))
     if curves:
         line_plot(out / "inference_speed.png", curves, "pool size (prompts)", "samples per CPU-second",
-                  "pool inference from tokens", logx=True, logy=True,
+                  "pool inference from tokens", logx=True, logy=True, xticks=cfg.speed_pool_sizes,
                   note=f"{cfg.speed_examples} texts, {cfg.speed_repeats} repeats, mean and 95% CI; "
                        "one by one: a full forward per prompt")
 

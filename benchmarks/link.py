@@ -507,7 +507,7 @@ def matched_table(air_rows, dig_rows, choice_rows, bandwidth_hz=1e6):
     return out
 
 
-def _numpy_core(rng, batch, n, k, num_symbols, noise_var):
+def _numpy_core(rng, batch, n, k, num_symbols, nv):
     """Plain NumPy (complex128) twin of `_tf_core`: Rayleigh draws, MRC-aligned design, empirical MSE."""
     def crandn(*shape):
         return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)) / np.sqrt(2)
@@ -518,27 +518,27 @@ def _numpy_core(rng, batch, n, k, num_symbols, noise_var):
     misalign = np.matmul(a.conj()[:, None, :], H)[:, 0] * (1.0 / np.matmul(a.conj()[:, None, :], H)[:, 0]) - 1
     s = crandn(batch, k, num_symbols)
     err = np.matmul(misalign[:, None, :], s)[:, 0]
-    noise = crandn(batch, num_symbols) * np.sqrt(noise_var * np.sum(np.abs(a) ** 2, -1))[:, None]
+    noise = crandn(batch, num_symbols) * np.sqrt(nv * np.sum(np.abs(a) ** 2, -1))[:, None]
     return np.mean(np.abs(err + noise) ** 2, axis=-1)
 
 
 def speed_test(cfg):
     """Realisations per second of the Monte-Carlo core, TF graph (complex64) vs plain NumPy (complex128)."""
-    n, k, num_symbols, noise_var, batch = 16, 20, 64, 0.1, cfg.speed_batch
+    n, k, num_symbols, nv, batch = 16, 20, 64, 0.1, cfg.speed_batch
     channel = FadingChannel("rayleigh", n, k)
 
     @tf.function
     def tf_core():
         H = channel(batch)
         a, b = align(H, mrc_direction(H), tf.constant(1.0))
-        return empirical_mse(H, a, b, noise_var, num_symbols)
+        return empirical_mse(H, a, b, nv, num_symbols)
 
     seed = derive_seed(cfg.seed, SPEED)
     reseed(seed)
     rng = np.random.default_rng(seed)
     results = {}
     for name, fn in [("tensorflow", lambda: tf_core().numpy()),
-                     ("numpy", lambda: _numpy_core(rng, batch, n, k, num_symbols, noise_var))]:
+                     ("numpy", lambda: _numpy_core(rng, batch, n, k, num_symbols, nv))]:
         fn()                                                                     # warm-up / tracing
         start = time.perf_counter()
         mses = [fn() for _ in range(cfg.speed_repeats)]
@@ -546,7 +546,7 @@ def speed_test(cfg):
         results[name] = dict(realisations_per_s=batch * cfg.speed_repeats / elapsed,
                              mean_mse=float(np.mean(mses)))
     results["ratio"] = results["tensorflow"]["realisations_per_s"] / results["numpy"]["realisations_per_s"]
-    results["setting"] = dict(N=n, K=k, symbols=num_symbols, noise_var=noise_var, batch=batch,
+    results["setting"] = dict(N=n, K=k, symbols=num_symbols, nv=nv, batch=batch,
                               repeats=cfg.speed_repeats, threads="TF default (all cores)")
     results["channels"] = channel_speed(batch=max(1, batch // 40), num_subcarriers=cfg.num_subcarriers,
                                         repeats=cfg.speed_repeats, seed=seed)

@@ -7,14 +7,14 @@ summary.csv holds the mean and 95% confidence interval over seeds per point with
 
 Stages: (1) the tuning stage (`[tuning]`, `deft6g.experiment.tune`, tuning.csv and chosen.json): per LoRA
 aggregation variant, federated.lr with ideal aggregation and centralised_lr with the centralised reference,
-then OBDA's threshold x server_lr with the obda scheme (per link and N, at each SNR of tuning.obda_snr_db) with
-the chosen lr, AirComp's admission threshold when asked, and digital's quantiser width per link, N and SNR
-when tuning.digital_num_bits lists widths (the cheapest reaching the ideal reference minus 1 point); only for
-the schemes in `schemes`; a tuning run reads the validation split alone (its final val_accuracy is the score;
-no test evaluation). (2) The reported points with the chosen values (results.csv
-records each point's lr and scheme setting). (3) The control row "noisy": ideal aggregation plus Gaussian
-noise at the NMSE AirComp measured at its lowest SNR (mean over its seeds, per N, link and variant), run once
-those AirComp points are in.
+then each arm of tuning.arm_lr's own lr, OBDA's threshold x server_lr with the obda scheme (per link and N, at
+each SNR of tuning.obda_snr_db) with its arm's lr, AirComp's admission threshold when asked, and digital's
+quantiser width per link, N and SNR when tuning.digital_num_bits lists widths (the cheapest reaching the ideal
+reference minus 1 point); only for the schemes in `schemes`; a tuning run reads the validation split alone (its
+final val_accuracy is the score; no test evaluation). (2) The reported points with the chosen values
+(results.csv records each point's lr and scheme setting). (3) The control row "noisy": ideal aggregation plus
+Gaussian noise at the NMSE AirComp measured at its lowest SNR (mean over its seeds, per N, link and variant),
+run once those AirComp points are in.
 """
 
 import json
@@ -282,8 +282,8 @@ def log_point(log_dir, point):
 def point_setting(cfg, choices, point):
     """{"lr": the point's learning rate, OBDA's "threshold" and "server_lr", AirComp's "admit_snr_db", the noisy
     control's "nmse"}: the values `choices` holds for the point's LoRA variant (keys ("lr", agg),
-    ("centralised_lr", agg), (arm, agg, link, N, tuning SNR) with a dict for arm "obda" or "aircomp", ("nmse",
-    agg, link, N)), else the configured ones. An OBDA or AirComp point takes the choice at the nearest of its
+    ("centralised_lr", agg), ("lr", agg, arm, link, N, tuning SNR) for an arm of tuning.arm_lr, (arm, agg, link,
+    N, tuning SNR) with a dict for arm "obda" or "aircomp", ("nmse", agg, link, N)), else the configured ones. An OBDA or AirComp point takes the choice at the nearest of its
     tuning SNRs (tuning.obda_snr_db, tuning.aircomp_snr_db; the lower one on a tie)."""
     agg, scheme, f, o = point["lora_aggregation"], point["scheme"], cfg.federated, cfg.obda
     if scheme == "centralised":
@@ -421,7 +421,7 @@ def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **para
     store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY, types=RESULT_TYPES)
     rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"], types=ROUND_TYPES)
     task = StudyTask(cfg, log, log_dir=log_dir)
-    if any(not store.done(p) for p in study_points(cfg)):     # every candidate width while they are not chosen
+    if not _finished(store, cfg):          # activations cached here before any (Ray) worker needs them
         _write_model_info(out, cfg, task.setup())
     task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_FIELDS), log, **parallel)
     points = study_points(cfg, task.choices)
@@ -445,19 +445,30 @@ def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **para
     return cfg, rows
 
 
+def _finished(store, cfg):
+    """Whether every point is in `store`; with tuning.digital_num_bits a digital point counts as done when any
+    candidate width of it is (only the chosen one is ever run)."""
+    done = {}
+    for p in study_points(cfg):
+        tuned = cfg.tuning.digital_num_bits and p["scheme"] == "digital"
+        key = tuple(p[k] for k in POINT_KEY if not (tuned and k == "num_bits"))
+        done[key] = done.get(key, False) or store.done(p)
+    return all(done.values())
+
+
 class _TuningRun:
     """run(setting, seed) of one tuning (`deft6g.experiment.tune`): `point` (without its seed) trained with the
-    earlier choices `base` updated by `setting` (a POINT_KEY name in `setting`, e.g. num_bits, sets the point's
+    earlier choices `base` updated by `setting` (a POINT_KEY name in either, e.g. num_bits, sets the point's
     own); -> (final validation accuracy, its tuning.csv columns)."""
 
     def __init__(self, task, point, base):
         self.task, self.point, self.base = task, point, base
 
     def __call__(self, setting, seed):
-        own = {k: v for k, v in setting.items() if k in POINT_KEY}
+        merged = {**self.base, **setting}
+        own = {k: v for k, v in merged.items() if k in POINT_KEY}
         row = _run_point(self.task.setup(), {**self.point, **own, "seed": seed},
-                         {**self.base, **{k: v for k, v in setting.items() if k not in own}},
-                         validation_only=True)["row"]
+                         {k: v for k, v in merged.items() if k not in own}, validation_only=True)["row"]
         return row["val_accuracy"], {k: row[k] for k in TUNING_FIELDS}
 
 
@@ -482,9 +493,11 @@ class _WidthRun(_TuningRun):
 def tune_study(cfg, task, store, log=print, **parallel):
     """The tuning stage (module docstring) into `store` (tuning.csv; chosen.json beside it): per LoRA variant,
     federated.lr with ideal aggregation (when a federated scheme is in `schemes`), centralised_lr with the
-    centralised scheme, then OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db and AirComp's
-    admission threshold at each tuning.aircomp_snr_db (when their grids are not empty), with the chosen lr.
-    Returns the `choices` of `point_setting`."""
+    centralised scheme, each arm of tuning.arm_lr's own lr per link and N at each tuning.arm_lr_snr_db, then
+    OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db and AirComp's admission threshold at
+    each tuning.aircomp_snr_db (when their grids are not empty), then digital's width per link, N and SNR (when
+    tuning.digital_num_bits lists widths), each with its arm's lr (`arm_lr`). Returns the `choices` of
+    `point_setting` and `study_points`."""
     t, f, o = cfg.tuning, cfg.federated, cfg.obda
     choices = {}
 
@@ -508,7 +521,7 @@ def tune_study(cfg, task, store, log=print, **parallel):
                 "aircomp": ({"admit_snr_db": t.aircomp_admit_snr_db}, t.aircomp_snr_db,
                             {"admit_snr_db": cfg.channel.admit_snr_db})}
         for arm in (a for a in t.arm_lr if a in cfg.schemes):     # an arm's own lr, its settings as configured
-            configured = arms[arm][2] if arm in arms else {}
+            configured = arms[arm][2] if arm in arms else {"num_bits": cfg.digital.num_bits[0]}   # digital
             for link in cfg.channel.links:
                 for n in cfg.channel.num_rx_ant:
                     for snr in t.arm_lr_snr_db:
@@ -592,13 +605,18 @@ def write_summary(out, rows, round_rows=(), budget=math.inf):
     return summary
 
 
+def _measured(value):
+    """Whether a typed cell holds a number: a round without an evaluation has NaN (or "" / None from elsewhere)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
 def uses_to_target(point_rounds, target):
     """Uplink channel uses spent until the first round whose validation accuracy reaches `target` (cumulative,
     that round included), or inf when no round does (censored: never imputed)."""
     spent = 0
     for r in sorted(point_rounds, key=lambda r: r["round"]):
         spent += r["channel_uses"]
-        if r["val_accuracy"] not in ("", None) and r["val_accuracy"] >= target:
+        if _measured(r["val_accuracy"]) and r["val_accuracy"] >= target:
             return spent
     return math.inf
 
@@ -611,7 +629,7 @@ def accuracy_within(point_rounds, budget):
         spent += r["channel_uses"]
         if spent > budget:
             break
-        if r["val_accuracy"] not in ("", None):
+        if _measured(r["val_accuracy"]):
             best = r["val_accuracy"]
     return best
 
@@ -660,7 +678,7 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
                 within.append(accuracy_within(point_rounds, budget))
                 heard.append(np.mean([g["devices"] for g in point_rounds]))
                 per_heard.append((r["channel_uses"], sum(g["devices"] for g in point_rounds)))
-            if ref is not None and point_rounds and ref["val_accuracy"] not in ("", None):
+            if ref is not None and point_rounds and _measured(ref["val_accuracy"]):
                 spent.append(uses_to_target(point_rounds, ref["val_accuracy"] - margin))
         channel = s["scheme"] != "noisy"                                  # the noisy control has no channel
         s["reached"] = float(np.mean(np.isfinite(spent))) if spent else float("nan")
@@ -685,8 +703,8 @@ def cheapest_widths(s_rows):
     """{(lora_aggregation, link, N, SNR): the digital summary row of the quantiser width whose median seed
     reaches the target on validation with the fewest uplink channel uses (a tie: fewer bits)}; a setting where no
     width's median seed reaches it is absent. Descriptive, not a choice made before the reported runs: it reads
-    the reported seeds' validation curves (never the test split), so the winner's uses are biased low; a
-    choice on the tuning seeds, as OBDA's and AirComp's arm settings are made, is not built yet."""
+    the reported seeds' validation curves (never the test split), so the winner's uses are biased low; the
+    choice made on the tuning seeds before the reported runs is tuning.digital_num_bits (`tune_study`)."""
     best = {}
     for s in s_rows:
         if s["scheme"] != "digital" or not math.isfinite(s["uses_to_target"]):
@@ -739,14 +757,14 @@ def plot_study(out, cfg, summary, rows, round_rows):
     for r in round_rows:
         snr = r["snr_db"]
         name = _curve_name(cfg, r) + ("" if r["scheme"] in REFERENCES + ("noisy",) else f" {snr:g} dB")
-        if r["val_accuracy"] not in ("", "nan"):
+        if _measured(r["val_accuracy"]):
             per_round.setdefault(name, {}).setdefault(r["round"] + 1, []).append(r["val_accuracy"])
-        if r["scheme"] not in REFERENCES and r["nmse"] not in ("", "nan"):
+        if r["scheme"] not in REFERENCES and _measured(r["nmse"]):
             nmse_round.setdefault(name, {}).setdefault(r["round"] + 1, []).append(max(r["nmse"], 1e-12))
     for (name, key), point_rounds in _rounds_by_point(cfg, round_rows).items():
         spent = np.cumsum([r["channel_uses"] for r in point_rounds])
         for r, used in zip(point_rounds, spent):
-            if r["val_accuracy"] not in ("", "nan") and used > 0:
+            if _measured(r["val_accuracy"]) and used > 0:
                 by_uses.setdefault(name, {}).setdefault(r["round"], []).append((used, r["val_accuracy"]))
     n_eval = cfg.federated.round_eval_examples
     val_label = f"validation accuracy ({f'{n_eval} texts' if n_eval else 'whole split'})"

@@ -162,9 +162,9 @@ class TuningSection:
     the choice at the nearest of them, the lower one on a tie); aircomp_admit_snr_db (channel.admit_snr_db, chosen
     with the aircomp scheme per link and N at each SNR of aircomp_snr_db, which must then list every AirComp SNR:
     the threshold is an absolute SNR); digital_num_bits (the quantiser width of every digital point, replacing
-    digital.num_bits: per link, N and SNR of the digital grid, the width with the fewest uplink channel uses among
-    those whose mean final validation accuracy reaches the ideal reference's minus the equivalence margin, both
-    on the tuning seeds; no width reaches it: the first listed, so list the widest first); arm_lr: radio schemes
+    digital.num_bits: per link, N and SNR of the digital grid, the width with the fewest mean uplink channel uses
+    among those whose final validation accuracy reaches the ideal reference's (mean over the tuning seeds) minus
+    the equivalence margin on every tuning seed; no width reaches it: the first listed, so list the widest first); arm_lr: radio schemes
     ("aircomp", "digital", "obda") whose device learning rate is chosen on their own, from the lr grid, per
     link and N at each SNR of arm_lr_snr_db (a point uses the nearest, the lower on a tie), before that arm's
     other settings, which then use it (the other schemes keep the lr chosen with ideal). An empty list

@@ -46,7 +46,7 @@ import tf_keras as keras
 from deft6g.rng import derive_seed
 
 from .activation_store import RaggedActivations
-from .server_optimizers import SERVER_OPTIMIZERS
+from .server_optimizers import SERVER_OPTIMIZERS, FedAvgServer
 from .architecture import projection_kernel
 from .tuners import LoraLayer
 from .training import CROSS_ENTROPY, take, trim_padding
@@ -222,13 +222,15 @@ class FederatedDEFT:
         self.loras = [w.layer for w in model.wrappers if isinstance(w.layer, LoraLayer)]
         if lora_aggregation != "factors" and not self.loras:
             raise ValueError(f"`lora_aggregation` {lora_aggregation!r} needs a LoRA model")
-        if lora_aggregation == "delta_w" and (server_optimizer != "fedavg" or server_lr != 1.0):     # by name
-            raise ValueError("`lora_aggregation` 'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
+        server = SERVER_OPTIMIZERS[server_optimizer](server_lr) if by_name else server_optimizer
+        if lora_aggregation == "delta_w" and not (type(server) is FedAvgServer and server.lr == 1.0):
+            raise ValueError("`lora_aggregation` 'delta_w' is exact only with plain FedAvg (server_optimizer 'fedavg' "
+                             "with server_lr 1, or FedAvgServer(1.0))")
         self.model, self.devices, self.aggregator = model, devices, aggregator
         self.start, self.local_steps, self.lr, self.seed, self.cut = start_block, local_steps, lr, seed, cut_block
         self.sizes, self.stateful = sizes, bool(stateful_clients)
         self.lora_aggregation, self.server_lr = lora_aggregation, server_lr
-        self.server = SERVER_OPTIMIZERS[server_optimizer](server_lr) if by_name else server_optimizer
+        self.server = server
         frozen = {w.lora_A.ref() for w in self.loras} if lora_aggregation == "frozen_a" else set()
         head = list(model.head.trainable_weights) if model.head is not None else []
         if cut_block is None:

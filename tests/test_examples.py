@@ -58,6 +58,12 @@ def readme_blocks():
 @pytest.mark.parametrize("where, code", readme_blocks())
 def test_readme_python_blocks_run(where, code, tmp_path, monkeypatch):
     """A README or docs code block runs as a user would paste it, in an empty folder (what it writes lands
-    there)."""
+    there); a command it registers is removed afterwards, so it does not leak into later tests."""
+    from deft6g.experiment import COMMANDS
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, where, "exec"), {"__name__": "__readme__"})
+    registered = dict(COMMANDS)
+    try:
+        exec(compile(code, where, "exec"), {"__name__": "__readme__"})
+    finally:
+        COMMANDS.clear()
+        COMMANDS.update(registered)

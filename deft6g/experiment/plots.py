@@ -10,7 +10,7 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 
 
 def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marker_only=False, hlines=None,
-              note=None):
+              note=None, xticks=None):
     """Write a PNG with one line (or, with marker_only, one set of markers) per entry of `curves`.
 
     curves: {label: [point, ...]}, a point being (x, y), (x, y, err) with err the half-width of an error
@@ -20,6 +20,8 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     hlines: {label: y, (y, err) or (y, err, curve)}: a dashed reference line per entry, a shaded band of
     +-err around it, in the colour of the curve labelled `curve` when given (its own colour otherwise).
     note: a line of small text under the axes (e.g. "mean and 95% CI over 3 seeds").
+    xticks: x values to label (e.g. a sweep's grid, such as pool sizes 1, 2, 4, 8 on a log axis); None: the
+    axis's own ticks.
     """
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ys = [p[1] for points in curves.values() for p in points if not math.isnan(p[1])]
@@ -53,10 +55,9 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
         ax.set_yscale("log")
     if logx:
         ax.set_xscale("log")
-        xs = sorted({p[0] for points in curves.values() for p in points if p[0] > 0})
-        if xs and xs[-1] / xs[0] < 100 and len(xs) <= 12:       # under two decades: label the grid's own values
-            ax.set_xticks(xs, [f"{x:g}" for x in xs])
-            ax.xaxis.set_minor_formatter(NullFormatter())
+    if xticks is not None:
+        ax.set_xticks(list(xticks), [f"{x:g}" for x in xticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     if note:

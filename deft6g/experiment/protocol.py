@@ -18,6 +18,7 @@ installed packages add theirs through the entry-point group `deft6g.studies` (ea
 instance or class)."""
 
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 
@@ -190,9 +191,15 @@ def register_study(study, replace=False):
 
 def load_entry_points():
     """Register the studies that installed packages declare in the entry-point group `deft6g.studies` (an
-    entry point loads a Study instance or class); names already registered are left as they are."""
+    entry point loads a Study instance or class); names already registered are left as they are. An entry
+    point that fails to load or is not a study is skipped with a warning naming it, so one broken package does
+    not break every command."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        study = ep.load()
-        study = study() if isinstance(study, type) else study
-        if study.name not in COMMANDS:
-            register_study(study)
+        try:
+            study = ep.load()
+            study = study() if isinstance(study, type) else study
+            if getattr(study, "name", None) not in COMMANDS:
+                register_study(study)
+        except Exception as err:                         # a third-party package's error: report, go on
+            warnings.warn(f"deft6g: the study entry point {getattr(ep, 'name', ep)!r} was skipped: {err}",
+                          stacklevel=2)

@@ -56,15 +56,14 @@ def test_choices_never_read_test_labels(tmp_path, monkeypatch):
     monkeypatch.setattr(ConnectConfig, "quick", classmethod(lambda cls: small))
     quiet = lambda *_: None                                                                  # noqa: E731
     run_connect(tmp_path / "plain", quick=True, log=quiet)
-    import deft6g.finetune
-    load = deft6g.finetune.load_multiview
+    load = connect.load_multiview
 
     def scrambled(*args, **kwargs):
         d = load(*args, **kwargs)
         d.y_test = np.random.default_rng(7).permutation(d.y_test)
         return d
 
-    monkeypatch.setattr(deft6g.finetune, "load_multiview", scrambled)
+    monkeypatch.setattr(connect, "load_multiview", scrambled)                # the name the study calls
     run_connect(tmp_path / "scrambled", quick=True, log=quiet)
     assert (tmp_path / "plain" / "choices.csv").read_text() == (tmp_path / "scrambled" / "choices.csv").read_text()
     plain, mixed = (_csv(tmp_path / d / "results.csv") for d in ("plain", "scrambled"))

@@ -26,6 +26,7 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
     distillation grid with the same validation MSEs and choice (the lowest validation MSE). Under the previous
     code the vocabulary was the union of the devices' tokens and changed with them."""
     import deft6g.finetune as F
+    from deft6g.benchmarks import emulator_study
     from deft6g.finetune import public_vocabulary
     from deft6g.finetune.emulator_builder import package_digest
     a = _Setup(EmulatorStudyConfig(**TINY), print)
@@ -35,7 +36,7 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
         d = real(name)
         return d if name != "rotten_tomatoes" else type(d)(**{**vars(d), "y": np.random.default_rng(0).permutation(d.y)})
 
-    monkeypatch.setattr(F, "load_dataset", scrambled)
+    monkeypatch.setattr(emulator_study, "load_dataset", scrambled)             # the name the study calls
     b = _Setup(EmulatorStudyConfig(**{**TINY, "train_examples": 32}), print)
     assert not np.array_equal(a.y_test, b.y_test) or not np.array_equal(a.y_train[:32], b.y_train)
     np.testing.assert_array_equal(a.builder.vocab_ids, b.builder.vocab_ids)
@@ -94,12 +95,13 @@ def test_study_emulator_mode_sends_the_compressed_aligned_emulator(cache, monkey
     the EmulatorBuilder's distilled "drop+vocab+int8" package (seed 0): model.json's download equals that
     package's bits, the device's vocabulary is the public one, and the tuning grid is recorded."""
     import deft6g.finetune as F
+    from deft6g.benchmarks import study
     from deft6g.benchmarks.study import StudyTask
     from deft6g.benchmarks.study_config import build_config
     from deft6g.finetune.emulator_package import download_bits
     from deft6g.finetune.fomo import model_key
     small = dict(distill_texts=[12], distill_lrs=[1e-4, 1e-3], validation_texts=6, distill_steps=3)
-    monkeypatch.setattr(F, "EmulatorRecipe", lambda *a: F.emulator_builder.EmulatorRecipe(*a, **small))
+    monkeypatch.setattr(study, "EmulatorRecipe", lambda *a: F.emulator_builder.EmulatorRecipe(*a, **small))
     cfg = build_config({"model": {"name": "random-bert"}, "schemes": ["ideal"], "seeds": [0, 1],
                         "data": {"train_examples": 64, "test_examples": 16},
                         "federated": {"mode": "emulator", "devices": 2, "rounds": 1, "local_steps": 1}})

@@ -131,7 +131,7 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path, ti
     finally:
         del os.environ["DEFT6G_CACHE"]
     assert any(f"{len(first)} of {n_points} already finished" in m for m in messages)
-    assert len(rows) == n_points and rows[:len(first)] == first
+    assert len(rows) == n_points and compare_rows(rows[:len(first)], first, POINT_KEY, set(), rtol=0.0) == (True, [])
     keys = [(r["scheme"], r["snr_db"], r["num_rx_ant"], r["lora_aggregation"], r["seed"]) for r in rows]
     assert len(set(keys)) == n_points
     timing = {"train_s", "link_s", "eval_s", "wall_s"}
@@ -207,12 +207,33 @@ def test_default_channel_keeps_each_seeds_drop_across_rounds():
     assert not (other.channel.last_drop["gain_db"].numpy() == gains).all()
 
 
+def test_a_study_evaluating_every_other_round_summarises_and_plots(tmp_path, monkeypatch):
+    """federated.eval_every = 2 over 3 rounds (random-bert, ideal and AirComp): the unevaluated round has a NaN
+    validation accuracy in rounds.csv, and the summary, summary.md and the five plots are written from the
+    evaluated rounds alone."""
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "every_other.toml"
+    config.write_text('seeds = [0]\nschemes = ["ideal", "aircomp"]\n[model]\nname = "random-bert"\n[data]\n'
+                      'train_examples = 64\ntest_examples = 32\n[federated]\ndevices = 2\nrounds = 3\n'
+                      'local_steps = 1\neval_every = 2\n[channel]\nsnr_db = [20.0]\nnum_rx_ant = [2]\n'
+                      '[tuning]\nlr = []\ncentralised_lr = []\n')
+    run_study(tmp_path / "out", str(config), log=lambda m: None)
+    rounds = read(tmp_path / "out" / "rounds.csv")
+    assert {r["round"]: math.isnan(float(r["val_accuracy"])) for r in rounds} == {"0": True, "1": False, "2": False}
+    assert (tmp_path / "out" / "summary.md").read_text().count("| aircomp |") == 1
+    for name in ("accuracy_vs_snr", "accuracy_per_round", "nmse_per_round", "accuracy_vs_channel_uses",
+                 "accuracy_vs_latency"):
+        assert (tmp_path / "out" / f"{name}.png").stat().st_size > 0
+
+
 def test_uses_to_target_is_censored_never_imputed():
     """Cumulative uplink uses until the first round at or above the target; a run that never gets there is
     infinite (censored), and the summary's median over seeds is then 'not reached' when most never do."""
     from deft6g.benchmarks.study import uses_to_target
     rounds = [{"round": i, "channel_uses": 100, "val_accuracy": acc} for i, acc in enumerate([0.5, 0.7, 0.8])]
     assert uses_to_target(rounds, 0.7) == 200 and uses_to_target(rounds, 0.8) == 300
+    rounds[1]["val_accuracy"] = math.nan                    # not evaluated that round (eval_every > 1)
+    assert uses_to_target(rounds, 0.7) == 300
     assert uses_to_target(rounds, 0.9) == float("inf")
 
 
@@ -221,7 +242,7 @@ def test_accuracy_within_a_use_budget_is_censored_never_imputed():
     are skipped, a round past the budget ends the count); no fitting round is -inf, and the summary's median over
     seeds then reads 'none' when most seeds have nothing within the budget."""
     from deft6g.benchmarks.study import accuracy_within, summary_rows
-    rounds = [{"round": i, "channel_uses": 100, "val_accuracy": acc} for i, acc in enumerate([0.5, "", 0.8])]
+    rounds = [{"round": i, "channel_uses": 100, "val_accuracy": acc} for i, acc in enumerate([0.5, math.nan, 0.8])]
     assert accuracy_within(rounds, 250) == 0.5 and accuracy_within(rounds, 300) == 0.8
     assert accuracy_within(rounds, 99) == float("-inf") and accuracy_within(rounds[::-1], 150) == 0.5
     point = {"scheme": "aircomp", "snr_db": 0.0, "num_rx_ant": 2, "link": "counted", "num_bits": 0,
@@ -298,25 +319,29 @@ def test_digital_width_tuning_picks_the_cheapest_width_that_reaches_the_ideal_re
 
 
 def test_arm_lr_tunes_an_arms_device_learning_rate_on_its_own(tmp_path, monkeypatch):
-    """tuning.arm_lr ["aircomp"]: with a stand-in training run, ideal's best lr is 3e-3 and AirComp's at 0 dB is
-    1e-2; AirComp points (at -10 and 0 dB: the nearest tuning SNR is 0) train with 1e-2, digital keeps ideal's
-    3e-3, and AirComp's admission threshold is tuned with AirComp's own lr."""
+    """tuning.arm_lr ["aircomp", "digital"]: with a stand-in training run, ideal's best lr is 3e-3, AirComp's at
+    0 dB 1e-2 and digital's 3e-2 (tuned at its configured 4 bits); AirComp points (at -10 and 0 dB: the nearest
+    tuning SNR is 0) train with 1e-2, digital's with 3e-2, ideal's with 3e-3, and AirComp's admission threshold
+    is tuned with AirComp's own lr."""
     from deft6g.benchmarks import study
     from deft6g.experiment import tuning_store
     score = {("ideal", 1e-2): 0.70, ("ideal", 3e-3): 0.72, ("ideal", 3e-2): 0.60,
-             ("aircomp", 1e-2): 0.69, ("aircomp", 3e-3): 0.65, ("aircomp", 3e-2): 0.50}
-    admission_lrs = []
+             ("aircomp", 1e-2): 0.69, ("aircomp", 3e-3): 0.65, ("aircomp", 3e-2): 0.50,
+             ("digital", 1e-2): 0.60, ("digital", 3e-3): 0.61, ("digital", 3e-2): 0.62}
+    admission_lrs, digital_bits = [], set()
 
     def fake_run(setup, point, setting, validation_only=False):
         if "admit_snr_db" in setting and point["scheme"] == "aircomp":
             admission_lrs.append((setting["lr"], setting["admit_snr_db"]))
+        if point["scheme"] == "digital":
+            digital_bits.add(point["num_bits"])
         acc = score[(point["scheme"], setting["lr"])] + (0.001 * setting.get("admit_snr_db", 0) / 100)
         return {"row": {**point, "val_accuracy": acc, "nmse": 0.0, "channel_uses": 1, "wall_s": 0.0}}
 
     monkeypatch.setattr(study, "_run_point", fake_run)
     cfg = build_config({"schemes": ["ideal", "aircomp", "digital"], "channel": {"snr_db": [-10.0, 0.0]},
-                        "digital": {"snr_db": [10.0]},
-                        "tuning": {"arm_lr": ["aircomp"], "arm_lr_snr_db": [0.0], "aircomp_admit_snr_db": [-100.0, 0.0],
+                        "digital": {"snr_db": [10.0], "num_bits": [4]},
+                        "tuning": {"arm_lr": ["aircomp", "digital"], "arm_lr_snr_db": [0.0], "aircomp_admit_snr_db": [-100.0, 0.0],
                                    "aircomp_snr_db": [-10.0, 0.0]}})
 
     class Task:
@@ -329,7 +354,8 @@ def test_arm_lr_tunes_an_arms_device_learning_rate_on_its_own(tmp_path, monkeypa
     lrs = {(p["scheme"], p["snr_db"]): study.point_setting(cfg, choices, p)["lr"]
            for p in study.study_points(cfg) if p["seed"] == 0}
     assert lrs == {("ideal", math.inf): 3e-3, ("aircomp", -10.0): 1e-2, ("aircomp", 0.0): 1e-2,
-                   ("digital", 10.0): 3e-3}
+                   ("digital", 10.0): 3e-2}
+    assert digital_bits == {4}                              # digital's lr is tuned at its configured width
     assert {lr for lr, admit in admission_lrs if admit == 0.0} == {1e-2}     # only the admission grid has 0 dB
     with pytest.raises(ConfigError, match="tuning.arm_lr"):
         build_config({"tuning": {"arm_lr": ["ideal"]}})

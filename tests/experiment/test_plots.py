@@ -40,3 +40,17 @@ def test_study_round_plot_lower_bounds_on_the_log_axis_are_positive(tmp_path, mo
     (curves, kwargs), = seen
     assert kwargs["logy"] and all(interval(p)[0] > 0 for p in curves["aircomp"])
     assert "log space" in kwargs["note"]
+
+
+def test_xticks_label_a_sweeps_grid_on_a_log_axis(tmp_path, monkeypatch):
+    """A log x axis over pool sizes 1, 2, 4, 8 with xticks: exactly those labels, and no minor labels such as
+    '3x10^0'."""
+    import deft6g.experiment.plots as plots
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.line_plot(tmp_path / "p.png", {"a": [(1, 0.5), (2, 0.6), (4, 0.7), (8, 0.8)]}, "pool size", "accuracy",
+                    "pool", logx=True, xticks=[1, 2, 4, 8])
+    ax = figures[0].axes[0]
+    figures[0].canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]
+    assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True))

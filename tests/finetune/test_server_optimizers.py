@@ -1,5 +1,5 @@
-"""Server optimisers: FedAvg's step and FedAdam against a hand computation of Reddi et al.'s Algorithm 2; a
-server optimiser object passed to FederatedDEFT drives its rounds."""
+"""Server optimisers: FedAvg's step and FedAdam against a hand computation of Reddi et al.'s Algorithm 2
+(tests/finetune/test_federated.py checks an optimiser object driving FederatedDEFT's rounds)."""
 
 import numpy as np
 import pytest
