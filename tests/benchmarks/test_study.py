@@ -226,6 +226,26 @@ def test_a_study_evaluating_every_other_round_summarises_and_plots(tmp_path, mon
         assert (tmp_path / "out" / f"{name}.png").stat().st_size > 0
 
 
+def test_a_finished_study_with_tuned_widths_resumes_without_building_its_setup(tmp_path, monkeypatch):
+    """tuning.digital_num_bits [8, 1] (random-bert): a second run of the finished study reports every point as
+    done and never builds the setup (model and activations), although the width it did not choose was never run."""
+    from deft6g.benchmarks import study
+    monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "widths.toml"
+    config.write_text('seeds = [0]\nschemes = ["ideal", "digital"]\n[model]\nname = "random-bert"\n[data]\n'
+                      'train_examples = 64\ntest_examples = 32\n[federated]\ndevices = 2\nrounds = 1\n'
+                      'local_steps = 1\n[channel]\nnum_rx_ant = [2]\n[digital]\nsnr_db = [20.0]\n'
+                      '[tuning]\nlr = []\ncentralised_lr = []\ndigital_num_bits = [8, 1]\n')
+    _, rows = run_study(tmp_path / "out", str(config), log=lambda m: None)
+    assert len(rows) == 2 and {r["num_bits"] for r in rows if r["scheme"] == "digital"} <= {8, 1}
+    built = []
+    monkeypatch.setattr(study._Setup, "__init__", lambda self, cfg, log: built.append(cfg))
+    messages = []
+    _, again = run_study(tmp_path / "out", str(config), log=messages.append)
+    assert built == [] and compare_rows(again, rows, POINT_KEY, set(), rtol=0.0) == (True, [])
+    assert any("2 of 2 already finished" in m for m in messages)
+
+
 def test_uses_to_target_is_censored_never_imputed():
     """Cumulative uplink uses until the first round at or above the target; a run that never gets there is
     infinite (censored), and the summary's median over seeds is then 'not reached' when most never do."""
