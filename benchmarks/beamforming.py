@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 import cvxpy as cp
 import numpy as np
 
+from deft6g.deprecation import warn_renamed
 from deft6g.experiment import ResultStore, line_plot, percentiles, prepare_output, run_points, summarise
 from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, real_form, sdr_barrier
 from deft6g.phy import FadingChannel, aircomp_mse, imperfect_csi, noise_var
@@ -241,6 +242,13 @@ def plot_sweeps(out, rows, cfg):
                   xticks=cfg.sweep_n if sweep == "N" else None,
                   note=f"median over {cfg.sweep_realisations} channels per seed; mean and 95% CI over {cfg.num_seeds} "
                        f"seeds")
+
+
+def impairment_sweeps(cfg, out, quick):
+    """Deprecated (removed in 0.2.0): `design_sweeps(out, n, k, snr_db, quick, seed)`."""
+    warn_renamed("deft6g.benchmarks.beamforming.impairment_sweeps(cfg, out, quick)",
+                 "deft6g.benchmarks.impairment_sweeps.design_sweeps(out, n, k, snr_db, quick, seed)")
+    print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
 
 
 def run_design(out_dir="results/design", quick=False, seed=0, **parallel):

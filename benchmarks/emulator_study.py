@@ -39,6 +39,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from deft6g.deprecation import renamed_keys
 from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, mean_ci, paired_ci, prepare_output,
                                run_name, run_points, tost, write_table)
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
@@ -61,6 +62,8 @@ RESULT_KEY = ["variant", "distill", "seed"]
 RESULT_TYPES = {"variant": str, "distill": bool, "seed": int, "plug_accuracy": float, "emulator_accuracy": float,
                 "mse_before": float, "mse_after": float, "distill_s": float, "train_s": float}
 RESULT_FIELDS = list(RESULT_TYPES)
+# keys before 0.1.0, one distillation setting, now the grid chosen on validation: {old: (new, old value -> new)}
+RENAMED_KEYS = {"distill_lr": ("distill_lrs", lambda lr: [lr]), "public_texts": ("distill_texts", lambda n: [n])}
 TUNING_TYPES = {"middle": str, "distill_lr": float, "distill_texts": int, "val_mse_before": float,
                 "val_mse_after": float, "chosen": bool}
 
@@ -131,7 +134,7 @@ def load_emulator_config(path=None, quick=False):
     if path is None:
         return cfg
     with open(path, "rb") as f:
-        data = tomllib.load(f)
+        data = renamed_keys(tomllib.load(f), RENAMED_KEYS, str(path), ConfigError)
     for key, value in data.items():
         if not hasattr(cfg, key):
             raise ConfigError(f"configuration key {key!r}: unknown; known: {sorted(asdict(cfg))}")

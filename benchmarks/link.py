@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from deft6g.deprecation import warn_renamed
 from deft6g.optim import align, closed_form_design, mrc_direction, truncated_inversion
 from deft6g.phy import FLAT_MODELS, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, PilotCsi, \
     aircomp_channel_uses, aircomp_mse, empirical_mse, noise_var, pilot_channel_uses
@@ -651,6 +652,13 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
                   note=f"digital: cheapest option (labels) meeting the target on {cfg.digital_validation_seeds} "
                        f"validation draws (digital_choice.csv), uses on reported draws; not reached: "
                        + (", ".join(missing) if missing else "none"))
+
+
+def impairment_sweeps(out, quick, seed):
+    """Deprecated (removed in 0.2.0): `link_sweeps(out, quick, seed)`."""
+    warn_renamed("deft6g.benchmarks.link.impairment_sweeps(out, quick, seed)",
+                 "deft6g.benchmarks.impairment_sweeps.link_sweeps(out, quick, seed)")
+    print(link_sweeps(out, quick=quick, seed=seed))
 
 
 def run_link(out_dir="results/link", quick=False, seed=0, **parallel):

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from deft6g.deprecation import module_aliases
 from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, line_plot, log_mean_ci, mean_ci,
                                paired_ci, prepare_output, run_name, run_points, summarise, tost, tune, tuning_store,
                                write_table, write_text_atomic)
@@ -37,9 +38,11 @@ from deft6g.finetune.emulator_builder import package_digest
 from deft6g.finetune.emulator_package import download_bits, remap_tokens, token_map, unpack_emulator
 from deft6g.finetune.fomo import model_key
 
-from .study_config import STUDY_SCHEMES, ConfigError, StudyConfig, load_config, validate
+from .study_config import (RENAMED, STUDY_PEFT_METHODS, STUDY_SCHEMES, ConfigError,  # noqa: F401 (RENAMED's targets)
+                           StudyConfig, load_config, validate)
 
 
+__getattr__ = module_aliases(__name__, RENAMED)          # the names before 0.1.0
 POINT_KEY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "seed"]
 # channel_uses: the uplink (payload + pilots + side information) over all rounds; downlink_uses apart;
 # broadcast_reals: the server's broadcast of the new PEFT state to every device (delta_w: with its dense residuals)

@@ -43,6 +43,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from deft6g.deprecation import warn_renamed
 from deft6g.rng import derive_seed
 
 from .activation_store import RaggedActivations
@@ -314,6 +315,13 @@ class FederatedDEFT:
         width = x0.shape[1] if isinstance(x0, RaggedActivations) else x0[0].shape[1]
         tokens = width + sum(int(p.shape[0]) for i, p in self.model.prompts.items() if i < self.cut)
         return int(num_examples) * (tokens * self.model.hidden * 32)
+
+    @property
+    def server_optimizer(self):
+        """Deprecated (removed in 0.2.0): the server optimiser's name in SERVER_OPTIMIZERS (None for another
+        object); use `server`, the optimiser itself."""
+        warn_renamed("FederatedDEFT.server_optimizer", "FederatedDEFT.server (the optimiser object)")
+        return next((name for name, cls in SERVER_OPTIMIZERS.items() if type(self.server) is cls), None)
 
     # --- LoRA products --------------------------------------------------------------------------------------
     def lora_factors(self, vector, layer):

@@ -1,0 +1,66 @@
+"""The migration path (deft6g.deprecation): every name and configuration key renamed before 0.1.0 still works,
+returns what replaced it and warns naming the replacement; a file giving an old key beside its new one is
+refused naming both."""
+
+import pytest
+
+import deft6g.benchmarks.beamforming as beamforming
+import deft6g.benchmarks.link as link
+import deft6g.benchmarks.study as study
+import deft6g.benchmarks.study_config as study_config
+from deft6g.benchmarks.emulator_study import load_emulator_config
+from deft6g.benchmarks.study_config import ConfigError
+from deft6g.deprecation import REMOVED_IN
+from deft6g.finetune import FedAdamServer, FedAvgServer, FederatedDEFT
+
+
+@pytest.mark.parametrize("module", [study, study_config])
+@pytest.mark.parametrize("old, new", [("SCHEMES", "STUDY_SCHEMES"), ("PEFT_METHODS", "STUDY_PEFT_METHODS")])
+def test_renamed_study_constants(module, old, new):
+    with pytest.warns(DeprecationWarning, match=rf"{module.__name__}\.{old} .*{REMOVED_IN}.*\.{new}"):
+        value = getattr(module, old)
+    assert value is getattr(module, new)
+    with pytest.raises(AttributeError, match="NO_SUCH_NAME"):
+        module.NO_SUCH_NAME
+
+
+def test_impairment_sweeps_wrappers_call_the_renamed_functions(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(beamforming, "design_sweeps", lambda *a, **k: calls.append(("design", a, k)) or "design done")
+    monkeypatch.setattr(link, "link_sweeps", lambda *a, **k: calls.append(("link", a, k)) or "link done")
+    cfg = beamforming.DesignConfig.quick()
+    with pytest.warns(DeprecationWarning, match="design_sweeps"):
+        beamforming.impairment_sweeps(cfg, tmp_path, True)
+    with pytest.warns(DeprecationWarning, match="link_sweeps"):
+        link.impairment_sweeps(tmp_path, True, 7)
+    assert calls == [("design", (tmp_path, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db), dict(quick=True, seed=cfg.seed)),
+                     ("link", (tmp_path,), dict(quick=True, seed=7))]
+    assert capsys.readouterr().out == "design done\nlink done\n"
+
+
+@pytest.mark.parametrize("server, name", [(FedAvgServer(), "fedavg"), (FedAdamServer(0.01), "fedadam"),
+                                          (object(), None)])
+def test_server_optimizer_reads_the_name(server, name):
+    fed = object.__new__(FederatedDEFT)           # the property reads only `server`
+    fed.server = server
+    with pytest.warns(DeprecationWarning, match=r"FederatedDEFT\.server "):
+        assert fed.server_optimizer == name
+
+
+def test_emulator_config_maps_old_keys(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text("distill_lr = 0.003\npublic_texts = 2000\nseeds = [0, 1]\n")
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_emulator_config(path)
+    assert (cfg.distill_lrs, cfg.distill_texts, cfg.seeds) == ([0.003], [2000], [0, 1])
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 2
+    assert "'distill_lr'" in messages[0] and "'distill_lrs' = [0.003]" in messages[0]
+    assert "'public_texts'" in messages[1] and "'distill_texts' = [2000]" in messages[1]
+
+
+def test_emulator_config_refuses_old_and_new_key_together(tmp_path):
+    path = tmp_path / "both.toml"
+    path.write_text("distill_lr = 0.003\ndistill_lrs = [0.001]\n")
+    with pytest.raises(ConfigError, match="'distill_lr'.*'distill_lrs'"):
+        load_emulator_config(path)
