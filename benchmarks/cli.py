@@ -12,7 +12,7 @@ from pathlib import Path
 from deft6g import __version__
 from deft6g.experiment.protocol import COMMANDS, Command, load_entry_points, parallel_options, register_command
 
-from .study_config import MAX_SEED
+from .study_config import MAX_SEED, ConfigError
 
 
 def _link(args):
@@ -31,16 +31,24 @@ def _design(args):
 def _study(args):
     from deft6g.experiment import ResultStore
     from .study import POINT_KEY, ROUND_FIELDS, ROUND_TYPES, run_study, summary
-    from .study_config import ConfigError
-    try:
-        cfg, rows = run_study(args.out, args.config, quick=args.quick, log_dir=args.log_dir, **parallel_options(args))
-    except ConfigError as err:                  # raised before the output folder is touched
-        print(f"deft6g study: configuration error: {err}", file=sys.stderr)
+    result = _configured(args, run_study, log_dir=args.log_dir)
+    if result is None:
         return 2
+    cfg, rows = result
     print(summary(cfg, rows, ResultStore(Path(args.out) / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"],
                                          types=ROUND_TYPES).rows()))
     print(f"results in {args.out}")
     return 0
+
+
+def _configured(args, run, **options):
+    """run(args.out, args.config, quick=..., parallel options, **options); a ConfigError (raised before the
+    output folder is touched) is printed naming the command, and None returned."""
+    try:
+        return run(args.out, args.config, quick=args.quick, **options, **parallel_options(args))
+    except ConfigError as err:
+        print(f"deft6g {args.command}: configuration error: {err}", file=sys.stderr)
+        return None
 
 
 def _finetune(args):
@@ -57,9 +65,12 @@ def _ensemble(args):
 
 def _connect(args):
     from .connect import run_connect, summary
-    cfg, rows, cpu_s = run_connect(args.out, quick=args.quick, **parallel_options(args))
-    print(summary(cfg, rows, cpu_s))
+    result = _configured(args, run_connect)
+    if result is None:
+        return 2
+    print(summary(*result))
     print(f"results in {args.out}")
+    return 0
 
 
 def _transfer(args):
@@ -70,12 +81,8 @@ def _transfer(args):
 
 def _emulator(args):
     from .emulator_study import run_emulator_study, summary
-    from .study_config import ConfigError
-    try:
-        result = run_emulator_study(args.out, args.config, quick=args.quick, log_dir=args.log_dir,
-                                    **parallel_options(args))
-    except ConfigError as err:                  # raised before the output folder is touched
-        print(f"deft6g emulator: configuration error: {err}", file=sys.stderr)
+    result = _configured(args, run_emulator_study, log_dir=args.log_dir)
+    if result is None:
         return 2
     print(summary(*result))
     print(f"results in {args.out}")
@@ -210,9 +217,17 @@ def _study_options(parser):
                  "result changes")
 
 
-def _emulator_options(parser):
+def _config_option(parser, example):
     parser.add_argument("--config", default=None, help="TOML file of top-level keys overriding the default "
-                        "configuration (e.g. configs/emulator_paper.toml: 10 seeds)")
+                        f"configuration (e.g. {example})")
+
+
+def _connect_options(parser):
+    _config_option(parser, "configs/connect_paper.toml: both training views on the full grid")
+
+
+def _emulator_options(parser):
+    _config_option(parser, "configs/emulator_paper.toml: 10 seeds")
     _add_log_dir(parser, "training loss, training examples, devices heard of each federated training run",
                  "points finished in an earlier run write nothing, a point re-run after an interruption replaces "
                  "its events; no result changes")
@@ -245,7 +260,8 @@ BUILTIN = [
             outputs="CSV, JSON, PNG", seed=True),
     Command("design", "AirComp beamforming / power control: gap to the SDR bound, speed-up", _design, seed=True),
     Command("connect", "AirComp neural connections: multi-view split model trained through the channel vs naive, "
-            "ideal, single view, digital; task-oriented design", _connect, outputs="CSV, PNG", quick=_TINY),
+            "ideal, single view, digital; task-oriented design", _connect, _connect_options, outputs="CSV, PNG",
+            quick=_TINY),
     Command("transfer", "D2D prompt transfer (SPoT): steps to a target accuracy from a neighbour's prompt vs "
             "random/vocabulary init, vs D2D SNR and quantiser bits", _transfer, outputs="CSV, PNG", quick=_TINY,
             parallel_note="Each stage (neighbour prompts, source choice, fine-tuning runs) runs on workers"),

@@ -28,6 +28,8 @@ from deft6g.finetune import (AirCompConnection, DigitalConnection, MultiViewMode
                              load_multiview, side_info_channel_uses, task_importance, train_multiview, training_stats,
                              validation_split)
 
+from .study_config import load_flat_config
+
 
 TYPES = {"task": str, "scheme": str, "training": str, "num_rx_ant": int, "snr_db": float, "seed": int,
          "accuracy": float, "val_accuracy": float, "nmse": float, "payload_uses": float, "side_info_uses": float,
@@ -52,7 +54,10 @@ class ConnectConfig:
     (adaptive MCS, multi-user MIMO, CRC); AirComp's side information (the normalisation statistics, 2 D reals
     per device at side_info_bits each, 1 bit per channel use) is sent once per deployment_examples examples;
     bandwidth_hz: one channel use lasts 1 / bandwidth seconds; validation_fraction: share of each class of
-    the training examples held out (per seed) for the choices."""
+    the training examples held out (per seed) for the choices; trainings: how every radio arm is trained,
+    "noise-aware" (through its own channel at its own SNR) and/or "ideal" (on the noise-free sum). The default
+    is the fair view alone on a grid that keeps the previous protocol's run time; configs/connect_paper.toml
+    runs both views on the full grid."""
     model: str = "all-MiniLM-L6-v2"
     tasks: list = field(default_factory=lambda: [["bbc_news", 4, 64, None], ["rotten_tomatoes", 2, 32, 4000]])
     width: int = 16
@@ -62,29 +67,33 @@ class ConnectConfig:
     lr: float = 3e-3
     method: str = "mmse"
     num_rx_ant: int = 4
-    snr_db: list = field(default_factory=lambda: [-20.0, -10.0, 0.0, 10.0, 20.0, 30.0])
-    num_rx_ant_sweep: list = field(default_factory=lambda: [1, 16])
+    snr_db: list = field(default_factory=lambda: [-20.0, -10.0, 0.0, 20.0])
+    num_rx_ant_sweep: list = field(default_factory=list)
     num_rx_ant_sweep_snr_db: list = field(default_factory=lambda: [-10.0])
     block: int = 128
     repeats: int = 3
-    digital_num_bits: list = field(default_factory=lambda: [2, 4, 8])
+    digital_num_bits: list = field(default_factory=lambda: [2, 8])
     side_info_bits: int = 32
     deployment_examples: int = 10_000
     bandwidth_hz: float = 1e6
     test_examples: int = None
     validation_fraction: float = 0.1
     seeds: list = field(default_factory=lambda: [0, 1, 2])
+    trainings: list = field(default_factory=lambda: ["noise-aware"])
 
     def __post_init__(self):
         f = self.validation_fraction
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
             raise ValueError(f"`validation_fraction` must be a number in (0, 1), got {f!r}")
+        t = self.trainings
+        if not isinstance(t, list) or not t or len(set(t)) != len(t) or not set(t) <= set(TRAININGS):
+            raise ValueError(f"`trainings` must be a non-empty list of distinct values of {list(TRAININGS)}, got {t!r}")
 
     @classmethod
     def quick(cls):
         return cls(model="random-bert", tasks=[["bbc_news", 2, 32, 200]], width=4, hidden=16, epochs=2, batch_size=32,
                    snr_db=[0.0, 20.0], num_rx_ant_sweep=[], block=50, repeats=1, digital_num_bits=[4],
-                   test_examples=100, seeds=[0])
+                   test_examples=100, seeds=[0], trainings=list(TRAININGS))
 
 
 def task_name(task):
@@ -119,7 +128,7 @@ def points(cfg):
             singles = tuple(single_views(task))
             out += [dict(base, scheme=s, training="ideal", num_rx_ant=0, snr_db=float("inf"))
                     for s in IDEAL_SCHEMES + singles]
-            for training in TRAININGS:
+            for training in cfg.trainings:
                 for n, snr in radio:
                     out += [dict(base, scheme=s, training=training, num_rx_ant=n, snr_db=snr)
                             for s in radio_schemes(cfg, n)]
@@ -225,13 +234,15 @@ class ConnectTask(PointTask):
 GROUP = ["task", "seed", "num_rx_ant", "snr_db"]
 
 
-def run_connect(out_dir="results/connect", quick=False, log=print, **parallel):
-    """Run (or resume) the study into `out_dir`; writes results.csv, choices.csv and the plots. Returns
+def run_connect(out_dir="results/connect", config=None, quick=False, log=print, **parallel):
+    """Run (or resume) the study into `out_dir`; writes results.csv, choices.csv and the plots. config: a
+    ConnectConfig, a TOML file of top-level keys replacing the default's (or the quick one's), or None. Returns
     (config, rows, CPU seconds of this run: this process's, plus on Ray workers the cpu_s of the points run
     now, the workers' start aside). parallel: workers, ray_address, worker_gpus of
     `deft6g.experiment.run_points` (the features are computed and cached on disk here first; every worker
     loads them from the cache)."""
-    cfg = ConnectConfig.quick() if quick else ConnectConfig()
+    cfg = config if isinstance(config, ConnectConfig) else \
+        load_flat_config(ConnectConfig.quick() if quick else ConnectConfig(), config)
     out = prepare_output(out_dir, "connect", asdict(cfg))
     store = ResultStore(out / "results.csv", FIELDS, KEY, types=TYPES)
     t0 = time.process_time()
@@ -311,7 +322,7 @@ def choices(cfg, rows):
             sel = _select(rows, task, s)
             out.append(dict(task=task, choice="best single view", training="ideal", snr_db=float("inf"), candidate=s,
                             val_accuracy=_mean(sel, "val_accuracy"), target="", seeds=len(sel), chosen=s == best))
-        for training in TRAININGS:
+        for training in cfg.trainings:
             for snr in cfg.snr_db:
                 eq = equal_accuracy_bits(rows, cfg, task, training, snr)
                 if not eq:
@@ -327,7 +338,8 @@ def choices(cfg, rows):
 
 def plot(out, cfg, rows):
     """accuracy_vs_snr_<task>_<training>.png per training (N = cfg.num_rx_ant; the other antenna counts as
-    markers) and accuracy_vs_channel_uses_<task>.png (every arm trained noise-aware for its own channel)."""
+    markers) and accuracy_vs_channel_uses_<task>.png (every arm trained noise-aware for its own channel, if that
+    view is run)."""
     note = f"mean and 95% CI over {len(cfg.seeds)} seeds; MiniLM frozen, projections (D={cfg.width}) and head trained"
     if cfg.model == "random-bert":
         note += "; random-bert: a randomly initialised model"
@@ -340,7 +352,7 @@ def plot(out, cfg, rows):
         single = best_single(rows, task)
         if single:
             hl[f"best single view on validation ({single})"] = _reference(rows, task, single)
-        for training in TRAININGS:
+        for training in cfg.trainings:
             curves = {}
             for scheme in radio_schemes(cfg, cfg.num_rx_ant):
                 if pts := _curve(rows, task, scheme, training, cfg.num_rx_ant):
@@ -351,13 +363,13 @@ def plot(out, cfg, rows):
             if curves:
                 line_plot(out / f"accuracy_vs_snr_{task}_{training}.png", curves, "SNR P/sigma^2 per device [dB]",
                           "test accuracy", f"{task}: every arm {TRAINING_LABELS[training]}", hlines=hl, note=note)
-        uses = {}
+        uses, fair = {}, "noise-aware" if "noise-aware" in cfg.trainings else cfg.trainings[0]
         for scheme in ("aircomp",) + tuple(f"digital-q{q}" for q in cfg.digital_num_bits):
-            if pts := _curve(rows, task, scheme, "noise-aware", cfg.num_rx_ant):
+            if pts := _curve(rows, task, scheme, fair, cfg.num_rx_ant):
                 uses[f"{scheme} N={cfg.num_rx_ant}"] = [(p[3], p[1], p[2], f"{p[0]:g} dB") for p in pts]
         if uses:
             line_plot(out / f"accuracy_vs_channel_uses_{task}.png", uses, "channel uses per example (side info incl.)",
-                      "test accuracy", f"{task}: accuracy vs uplink cost (each arm trained noise-aware)", logx=True,
+                      "test accuracy", f"{task}: accuracy vs uplink cost (every arm {TRAINING_LABELS[fair]})", logx=True,
                       marker_only=True, hlines=hl, note=note)
 
 
@@ -419,7 +431,7 @@ def summary(cfg, rows, cpu_s=None):
             refs.append(f"best single view on validation ({single}) {_fmt(*_reference(rows, task, single))}")
         lines.append("  no channel: " + "; ".join(refs))
         schemes = radio_schemes(cfg, cfg.num_rx_ant)
-        for training in TRAININGS:
+        for training in cfg.trainings:
             lines.append(f"  {TRAINING_LABELS[training]}:")
             lines.append(f"  {'SNR dB':>7}" + "".join(f"{s:>15}" for s in schemes))
             for snr in cfg.snr_db:
@@ -444,7 +456,7 @@ def summary(cfg, rows, cpu_s=None):
                 d = _paired(rows, task, (s, "noise-aware"), (s, "ideal"), cfg.num_rx_ant, snr)
                 if d:
                     parts.append(f"{s} noise-aware - ideal-trained {_points(d)}")
-            for training in TRAININGS:
+            for training in cfg.trainings:
                 d = _paired(rows, task, ("aircomp", training), ("ideal", "ideal"), cfg.num_rx_ant, snr)
                 if d:
                     parts.append(f"aircomp ({training}) - ideal sum {_points(d)}")
@@ -452,7 +464,7 @@ def summary(cfg, rows, cpu_s=None):
                 if d:
                     parts.append(f"task - MSE design ({training}) {_points(d)}")
             lines.append(f"    {snr:>5g} dB: " + "; ".join(parts))
-            for training in TRAININGS:
+            for training in cfg.trainings:
                 if text := equal_accuracy_line(rows, cfg, task, training, snr):
                     lines.append(f"      {training}: {text}")
         if single:

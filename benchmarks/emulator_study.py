@@ -30,16 +30,13 @@ download_vs_accuracy.png; resumable.
 """
 
 import math
-import re
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from deft6g.deprecation import renamed_keys
 from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, mean_ci, paired_ci, prepare_output,
                                run_name, run_points, tost, write_table)
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
@@ -51,7 +48,7 @@ from deft6g.finetune.emulator_builder import package_digest
 from deft6g.finetune.emulator_package import download_bits, package_config, remap_tokens, token_map, unpack_emulator
 from deft6g.finetune.fomo import model_key
 
-from .study_config import ConfigError
+from .study_config import load_flat_config
 
 
 EMU_KEY = ["variant", "distill"]
@@ -128,25 +125,9 @@ class EmulatorStudyConfig:
 
 
 def load_emulator_config(path=None, quick=False):
-    """The default (or `quick`) EmulatorStudyConfig with the top-level keys of the TOML file `path` replaced.
-    Raises ConfigError naming the key: unknown keys, values of another type, impossible values."""
-    cfg = EmulatorStudyConfig.quick() if quick else EmulatorStudyConfig()
-    if path is None:
-        return cfg
-    with open(path, "rb") as f:
-        data = renamed_keys(tomllib.load(f), RENAMED_KEYS, str(path), ConfigError)
-    for key, value in data.items():
-        if not hasattr(cfg, key):
-            raise ConfigError(f"configuration key {key!r}: unknown; known: {sorted(asdict(cfg))}")
-        default = getattr(cfg, key)
-        number = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
-        if not (number or type(value) is type(default)):
-            raise ConfigError(f"configuration key {key!r}: expected {type(default).__name__}, got {value!r}")
-    try:
-        return replace(cfg, **data)
-    except ValueError as err:                 # the check's message names the key in backticks
-        key = re.search(r"`(\w+)`", str(err))
-        raise ConfigError(f"configuration key {key[1] if key else '?'!r}: {err}") from err
+    """The default (or `quick`) EmulatorStudyConfig with the top-level keys of the TOML file `path` replaced
+    (`load_flat_config`; the keys renamed before 0.1.0 mapped with a warning)."""
+    return load_flat_config(EmulatorStudyConfig.quick() if quick else EmulatorStudyConfig(), path, RENAMED_KEYS)
 
 
 def emulator_points(cfg):

@@ -1,12 +1,13 @@
 """The configuration of `deft6g study`: an embedded default, TOML files, validation before any work starts."""
 
 import math
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from os import PathLike
 from typing import get_args, get_origin
 
-from deft6g.deprecation import module_aliases
+from deft6g.deprecation import module_aliases, renamed_keys
 
 
 STUDY_PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")     # peft.method: the study's short names
@@ -266,6 +267,33 @@ def load_config(path=None, quick=False):
             else:
                 overrides[key] = value
     return build_config(overrides)
+
+
+def load_flat_config(cfg, path=None, renamed=None):
+    """`cfg` (a dataclass configuration with top-level keys, e.g. ConnectConfig) with the keys of the TOML file
+    `path` replaced (None: unchanged). renamed: {old key: (new key, convert)} mapped with a warning
+    (`deft6g.deprecation.renamed_keys`). Raises ConfigError naming the key: an unreadable file, unknown keys,
+    values of another type, values the configuration's own checks refuse."""
+    if path is None:
+        return cfg
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"configuration file {path}: {err}") from None
+    data = renamed_keys(data, renamed or {}, str(path), ConfigError)
+    for key, value in data.items():
+        if not hasattr(cfg, key):
+            raise ConfigError(f"configuration key {key!r}: unknown; known: {sorted(asdict(cfg))}")
+        default = getattr(cfg, key)
+        number = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
+        if not (number or default is None or type(value) is type(default)):
+            raise ConfigError(f"configuration key {key!r}: expected {type(default).__name__}, got {value!r}")
+    try:
+        return replace(cfg, **data)
+    except ValueError as err:                 # the check's message names the key in backticks
+        key = re.search(r"`(\w+)`", str(err))
+        raise ConfigError(f"configuration key {key[1] if key else '?'!r}: {err}") from err
 
 
 def _require(ok, key, message):

@@ -82,3 +82,28 @@ def test_bad_validation_fraction_names_the_key():
     for bad in (0.0, 1.0, "0.1", True):
         with pytest.raises(ValueError, match="`validation_fraction` must be a number in \\(0, 1\\)"):
             ConnectConfig(validation_fraction=bad)
+
+
+def test_trainings_select_the_views_and_bad_values_name_the_key():
+    """The default runs every radio arm noise-aware only (the fair view); a view not asked for has no rows."""
+    cfg = ConnectConfig()
+    assert {p["training"] for p in points(cfg) if p["num_rx_ant"]} == {"noise-aware"}
+    both = replace(cfg, trainings=["ideal", "noise-aware"])
+    radio = [p for p in points(both) if p["num_rx_ant"]]
+    assert len(radio) == 2 * len([p for p in points(cfg) if p["num_rx_ant"]])
+    for bad in ([], ["noisy"], ["ideal", "ideal"], "ideal"):
+        with pytest.raises(ValueError, match="`trainings` must be a non-empty list"):
+            ConnectConfig(trainings=bad)
+
+
+def test_config_file_replaces_keys_and_refuses_bad_ones(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text('trainings = ["ideal"]\nsnr_db = [0.0]\n')
+    from deft6g.benchmarks.study_config import load_flat_config
+    cfg = load_flat_config(ConnectConfig(), path)
+    assert (cfg.trainings, cfg.snr_db, cfg.seeds) == (["ideal"], [0.0], ConnectConfig().seeds)
+    for text, key in (('trainings = ["noisy"]\n', "trainings"), ("epoch = 3\n", "epoch"), ('epochs = "3"\n', "epochs")):
+        path.write_text(text)
+        assert main(["connect", "--config", str(path), "--out", str(tmp_path / "out")]) == 2
+        assert f"deft6g connect: configuration error: configuration key '{key}'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -312,10 +312,14 @@ def test_every_shipped_config_passes_every_check(path):
     a valid configuration of it (`deft6g study`: with the library checks of `check_study`)."""
     import re
     command = re.search(r"deft6g (\w+) --config configs/" + re.escape(path.name), path.read_text())
-    assert command and command.group(1) in ("study", "emulator"), "the header must say how to run it"
+    assert command and command.group(1) in ("study", "emulator", "connect"), "the header must say how to run it"
     if command.group(1) == "emulator":
         from deft6g.benchmarks.emulator_study import load_emulator_config
         load_emulator_config(path)
+    elif command.group(1) == "connect":
+        from deft6g.benchmarks.connect import ConnectConfig
+        from deft6g.benchmarks.study_config import load_flat_config
+        load_flat_config(ConnectConfig(), path)
     else:
         from deft6g.benchmarks.study_config import load_config
         check_study(load_config(str(path)))
