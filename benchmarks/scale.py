@@ -1,17 +1,21 @@
 """`deft6g scale`: federated DEFT at scale -- time per round and peak RSS against the number of devices K at a
-fixed number of participants per round, and the default study's data path with padded float32 activations
-(today's cache) against the ragged float16 store (`deft6g.finetune.activation_store`).
+fixed number of participants per round, against the model (the packaged MiniLM and a BERT-base-sized random
+model), and the default study's data path with padded float32 activations (today's cache) against the ragged
+float16 store (`deft6g.finetune.activation_store`).
 
 Every run is one fresh subprocess (so its peak RSS, VmHWM, is its own): the packaged MiniLM with the
 study's LoRA (rank 8, query/value, block 5) on Rotten Tomatoes, activations at block 5's input, an iid
 partition of the study's training texts into K devices, stateless Adam clients, 4 local steps of 32 texts,
 ideal aggregation. Time per round is the median over the rounds after the first (which traces the step).
 Every figure is also given as a ratio to the K = 8 run of the same invocation (times depend on the machine
-and its load, ratios less so). The data-path runs (K = 8, every device in every round, the whole test split
+and its load, ratios less so). The model runs repeat the reference (K, participants) with another model, its
+own sequence length, tuned block and number of training texts (the resident memory does not depend on the
+number: the activations are memory-mapped). The data-path runs (K = 8, every device in every round, the whole test split
 evaluated) pair float32 and float16 per seed: peak RSS of each and the test accuracy difference (paired CI
 and TOST at +-1 point).
 
-Outputs: scale.csv (one row per (K, participants)), data_path.csv (one row per (data, seed)), scale.png.
+Outputs: scale.csv (one row per (K, participants)), models.csv (one row per model), data_path.csv (one row per
+(data, seed)), scale.png.
 
 Imports of TensorFlow and the library happen inside the functions: each run's subprocess first silences
 TensorFlow's native log lines (`quiet_stack`), then loads the stack whose memory it measures.
@@ -23,25 +27,30 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 EQUIVALENCE_MARGIN = 0.01
 SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "examples", "ms_per_example",
                 "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio", "setup_s", "accuracy"]
+MODEL_FIELDS = ["model", "params_m", "max_length", "block", "train_examples", "num_devices", "per_round", "round_s",
+                "round_s_ratio", "ms_per_example", "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio",
+                "cache_mb", "setup_s"]
 DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
 
 
 @dataclass
 class ScaleConfig:
-    """grid: (K, participants per round) pairs, the first the reference of the ratios; rounds per run;
-    seeds of the data-path comparison; train_examples / test_examples: 0 = the whole split."""
+    """grid: (K, participants per round) pairs, the first the reference of the ratios; models: [model name,
+    max_length, tuned block, training texts] run at the reference pair (the tuned block's input cached);
+    rounds per run; seeds of the data-path comparison; train_examples / test_examples: 0 = the whole split."""
     model: str = "all-MiniLM-L6-v2"
     max_length: int = 48
     train_examples: int = 0
     test_examples: int = 0
     grid: list = field(default_factory=lambda: [[8, 8], [32, 8], [128, 8], [512, 8], [512, 64]])
+    models: list = field(default_factory=lambda: [["random-bert-base", 128, 11, 512]])
     rounds: int = 4
     local_steps: int = 4
     batch_size: int = 32
@@ -52,7 +61,8 @@ class ScaleConfig:
 
     @classmethod
     def quick(cls):
-        return cls(train_examples=1024, test_examples=256, grid=[[8, 4], [32, 4], [32, 16]], rounds=3, seeds=[0])
+        return cls(train_examples=1024, test_examples=256, grid=[[8, 4], [32, 4], [32, 16]], rounds=3, seeds=[0],
+                   models=[["random-bert", 64, 3, 256]])
 
 
 def _data(cfg):
@@ -90,7 +100,8 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     """One run in this process: {"round_s": median seconds per round after the first, "examples": training
     examples per round (median; a device holding fewer than batch_size texts steps through smaller batches),
     "ms_per_example": the median over those rounds of round time / examples [ms], "peak_rss_mb": this
-    process's peak resident memory [MB] so far, "setup_s", "accuracy" (test split, NaN unless evaluate_test)}.
+    process's peak resident memory [MB] so far, "setup_s", "accuracy" (test split, NaN unless evaluate_test),
+    "params_m": the model's parameters [millions], "cache_mb": the training activations' size [MB]}.
     log_dir: after each round (outside its timing), TensorBoard scalars loss, round_s, examples and devices at
     step = round, in the run named by the arguments (`deft6g.experiment.run_name`; a re-run replaces it)."""
     from deft6g.experiment import ScalarWriter, run_name
@@ -100,6 +111,7 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     peft, x_fit, y_fit, x_test, y_test, key, (fit, test) = _data(cfg)
     peft.reset_parameters(seed)
     train = _activations(peft, x_fit, cfg.block, key, fit, data)
+    cache_mb = (train.nbytes if data == "ragged-float16" else sum(a.nbytes for a in train)) / 2 ** 20
     parts = partition(y_fit, num_devices, "iid", seed=seed)
     split = (lambda p: train.subset(p)) if data == "ragged-float16" else (lambda p: take(train, p))
     devices = [(split(p), y_fit[p]) for p in parts]
@@ -129,7 +141,8 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     steady = slice(1, None) if len(times) > 1 else slice(None)
     return {"round_s": statistics.median(times[steady]), "examples": statistics.median(examples[steady]),
             "ms_per_example": statistics.median(1e3 * t / n for t, n in zip(times[steady], examples[steady])),
-            "setup_s": setup_s, "accuracy": accuracy, "peak_rss_mb": peak_rss_mb()}
+            "setup_s": setup_s, "accuracy": accuracy, "peak_rss_mb": peak_rss_mb(), "cache_mb": cache_mb,
+            "params_m": peft.get_nb_trainable_parameters()[1] / 1e6}
 
 
 def peak_rss_mb():
@@ -164,10 +177,22 @@ def prepare_caches(cfg):
                      chunks=lambda: ((h[s:s + 1024], m[s:s + 1024]) for s in range(0, len(m), 1024)))
 
 
-def with_ratios(rows):
-    """rows with round_s_ratio, ms_per_example_ratio and peak_rss_mb_ratio: each figure over the first row's (the
-    K = 8 reference)."""
-    ref = rows[0]
+def model_config(cfg, model):
+    """cfg for one entry [name, max_length, block, train_examples] of cfg.models."""
+    name, max_length, block, n = model
+    return replace(cfg, model=name, max_length=max_length, block=block, train_examples=n)
+
+
+def prepare_model_cache(cfg):
+    """The ragged float16 training activations of cfg's model, computed here once."""
+    peft, x_fit, _, _, _, key, (fit, _) = _data(cfg)
+    _activations(peft, x_fit, cfg.block, key, fit, "ragged-float16")
+
+
+def with_ratios(rows, ref=None):
+    """rows with round_s_ratio, ms_per_example_ratio and peak_rss_mb_ratio: each figure over `ref`'s (default the
+    first row: the K = 8 reference)."""
+    ref = rows[0] if ref is None else ref
     return [{**r, **{f"{c}_ratio": r[c] / ref[c] for c in ("round_s", "ms_per_example", "peak_rss_mb")}}
             for r in rows]
 
@@ -188,7 +213,7 @@ def data_path_summary(rows, margin=EQUIVALENCE_MARGIN):
 
 def run_scale(out_dir, quick=False, log=print, log_dir=None):
     """Run the benchmark into `out_dir` (recomputed each time: ratios are within one invocation); returns
-    (cfg, scale rows, data-path rows). log_dir: per-round TensorBoard scalars of every run (`measure`)."""
+    (cfg, scale rows, model rows, data-path rows). log_dir: per-round TensorBoard scalars of every run (`measure`)."""
     from deft6g.experiment import check_log_dir, prepare_output, write_table
     cfg = ScaleConfig.quick() if quick else ScaleConfig()
     log_dir = None if log_dir is None else str(check_log_dir(log_dir))
@@ -203,7 +228,20 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
         log(f"K = {k}, {m} per round: {res['round_s']:.2f} s per round, peak RSS {res['peak_rss_mb']:.0f} MB")
     scale = with_ratios(scale)
     write_table(out / "scale.csv", SCALE_FIELDS, scale)
-    k0 = cfg.grid[0][0]
+    k0, m0 = cfg.grid[0]
+    models = []
+    for model in cfg.models:
+        mcfg = model_config(cfg, model)
+        t = time.time()
+        prepare_model_cache(mcfg)
+        res = _in_subprocess(mcfg, num_devices=k0, per_round=m0, log_dir=log_dir)
+        models.append({"model": mcfg.model, "max_length": mcfg.max_length, "block": mcfg.block,
+                       "train_examples": mcfg.train_examples, "num_devices": k0, "per_round": m0, **res})
+        log(f"{mcfg.model} ({res['params_m']:.0f} M parameters, {mcfg.max_length} tokens, cache ready in "
+            f"{time.time() - t - res['setup_s']:.0f} s): {res['round_s']:.2f} s per round, peak RSS "
+            f"{res['peak_rss_mb']:.0f} MB")
+    models = with_ratios(models, ref=scale[0])
+    write_table(out / "models.csv", MODEL_FIELDS, models)
     data_rows = []
     for seed in cfg.seeds:
         for data in ("padded-float32", "ragged-float16"):
@@ -212,17 +250,19 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
             data_rows.append({"data": data, "seed": seed, **res})
             log(f"{data} seed {seed}: peak RSS {res['peak_rss_mb']:.0f} MB, accuracy {res['accuracy']:.4f}")
     write_table(out / "data_path.csv", DATA_FIELDS, data_rows)
-    plot_scale(out / "scale.png", cfg, scale)
-    return cfg, scale, data_rows
+    plot_scale(out / "scale.png", cfg, scale, models)
+    return cfg, scale, models, data_rows
 
 
-def plot_scale(path, cfg, rows):
+def plot_scale(path, cfg, rows, models=()):
     """Two panels against K (log axis): time per round and peak RSS, each as a ratio to the first run; one curve
-    per participants-per-round value; the time panel marks the 1.2x target."""
+    per participants-per-round value; the time panel marks the 1.2x target. With model rows, a third panel:
+    their time per round and peak RSS as ratios to the same first run (bars, absolute values written on them)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3 if models else 2, figsize=(15 if models else 10, 4),
+                             gridspec_kw={"width_ratios": [2, 2, 1.4] if models else [1, 1]})
     ref = rows[0]
     panels = ((axes[0], ("round_s_ratio", "ms_per_example_ratio"), "time per round"),
               (axes[1], ("peak_rss_mb_ratio",), "peak RSS"))
@@ -246,6 +286,8 @@ def plot_scale(path, cfg, rows):
         ax.legend(fontsize=8)
     axes[0].set_title(f"time per round (K={ref['num_devices']}: {ref['round_s']:.2f} s)")
     axes[1].set_title(f"peak RSS (K={ref['num_devices']}: {ref['peak_rss_mb']:.0f} MB)")
+    if models:
+        _plot_models(axes[2], cfg, ref, models)
     fig.text(0.5, 0.01, f"{cfg.model}, LoRA r={cfg.lora_rank} block {cfg.block}, {cfg.local_steps} local steps x "
              f"{cfg.batch_size} texts, ragged float16 activations, ideal aggregation; one process per run",
              ha="center", fontsize=8)
@@ -254,7 +296,27 @@ def plot_scale(path, cfg, rows):
     plt.close(fig)
 
 
-def summary(cfg, scale, data_rows):
+def _plot_models(ax, cfg, ref, models):
+    """Grouped bars: time per round and peak RSS of each model run over the reference run's."""
+    entries = [{"model": cfg.model, "max_length": cfg.max_length, **ref, "round_s_ratio": 1.0,
+                "peak_rss_mb_ratio": 1.0}] + list(models)
+    x = np.arange(len(entries))
+    for i, (col, what, fmt) in enumerate((("round_s", "time per round", "{:.2f} s"),
+                                          ("peak_rss_mb", "peak RSS", "{:.0f} MB"))):
+        bars = ax.bar(x + (i - 0.5) * 0.38, [e[f"{col}_ratio"] for e in entries], 0.38, color=f"C{i + 2}",
+                      label=what)
+        for b, e in zip(bars, entries):
+            ax.annotate(fmt.format(e[col]), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                        va="bottom", fontsize=8, textcoords="offset points", xytext=(0, 2))
+    ax.set_xticks(x, [f"{e['model']}\n{e['max_length']} tokens" for e in entries], fontsize=8)
+    ax.set_ylabel(f"ratio to {cfg.model}")
+    ax.set_ylim(0, 1.2 * max(e[c] for e in entries for c in ("round_s_ratio", "peak_rss_mb_ratio")))
+    ax.set_title(f"by model (K={ref['num_devices']}, {ref['per_round']} per round)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+
+
+def summary(cfg, scale, models, data_rows):
     lines = [f"deft6g scale: {cfg.model}, {cfg.rounds} rounds per run (time per round: median after the first); "
              f"ratios to K={scale[0]['num_devices']}, {scale[0]['per_round']} per round",
              f"{'K':>6}{'per round':>10}{'s/round':>9}{'ratio':>7}{'examples':>9}{'ms/example':>11}{'ratio':>7}"
@@ -263,6 +325,13 @@ def summary(cfg, scale, data_rows):
         lines.append(f"{r['num_devices']:>6}{r['per_round']:>10}{r['round_s']:>9.2f}{r['round_s_ratio']:>7.2f}"
                      f"{r['examples']:>9.0f}{r['ms_per_example']:>11.2f}{r['ms_per_example_ratio']:>7.2f}"
                      f"{r['peak_rss_mb']:>13.0f}{r['peak_rss_mb_ratio']:>7.2f}")
+    for r in models:
+        lines.append(f"{r['model']} ({r['params_m']:.0f} M parameters, {r['max_length']} tokens, block {r['block']}, "
+                     f"{r['train_examples']} training texts, activations {r['cache_mb']:.0f} MB on disk) at "
+                     f"K={r['num_devices']}, {r['per_round']} per round: {r['round_s']:.2f} s per round "
+                     f"({r['round_s_ratio']:.2f}x), {r['ms_per_example']:.2f} ms per example "
+                     f"({r['ms_per_example_ratio']:.2f}x), peak RSS {r['peak_rss_mb']:.0f} MB "
+                     f"({r['peak_rss_mb_ratio']:.2f}x)")
     s = data_path_summary(data_rows)
     diff, ci = s["accuracy_diff"]
     lines.append(f"data path (K={cfg.grid[0][0]}, all devices, test split evaluated): peak RSS padded float32 "

@@ -8,7 +8,8 @@ from .architecture import architecture_of, module_name, projection_kernel, pt_na
 from .cost import MODELS, Cost, Dims, allocation_table, dims_of, full_finetune_cost, peft_cost, total_params
 from .data import (DATASETS, DataSplit, Dataset, cached_arrays, data_split, load_dataset, partition, to_tf_dataset,
                    tokenize, train_test_split, validation_split)
-from .fomo import ARCHITECTURES, PRETRAINED, SMOKE_MODEL, build_fomo, load_fomo, load_study_model, port_folder, save_tf
+from .fomo import (ARCHITECTURES, PRETRAINED, RANDOM_MODELS, SMOKE_MODEL, build_fomo, load_fomo, load_study_model,
+                   port_folder, save_tf)
 from .peft_model import PeftModel, PeftModelOutput, freeze_all_but, get_peft_model
 from .training import CROSS_ENTROPY, block_importance, evaluate, make_grad_fn, make_train_step
 from .aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator, \

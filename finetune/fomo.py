@@ -161,7 +161,15 @@ def load_fomo(name_or_path):
 
 SMOKE_MODEL = "random-bert"
 """The randomly initialised stand-in for the packaged model in smoke runs (its accuracies mean nothing)."""
-SMOKE_SEED, SMOKE_CONFIG = 0, dict(num_hidden_layers=6, max_position_embeddings=512)   # + the tokenizer's vocabulary
+RANDOM_SEED = 0
+RANDOM_MODELS = {
+    SMOKE_MODEL: dict(num_hidden_layers=6, max_position_embeddings=512),
+    "random-bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                             max_position_embeddings=512),
+}
+"""Study model names of randomly initialised BERTs with the packaged tokenizer (its vocabulary added): the smoke
+model, and a BERT-base-sized one (110 M parameters) for memory and speed measurements. Accuracies from either
+mean nothing."""
 
 
 def _smoke_tokenizer():
@@ -174,11 +182,12 @@ def _smoke_tokenizer():
 
 def load_study_model(name):
     """(model, tokenizer) for a study configuration's model name: a packaged pretrained model (see
-    `PRETRAINED`), "random-bert" -- a random 6-block BERT of hidden size 64 with the MiniLM tokenizer, for
-    smoke tests (results from it must say the model is random) -- or a local HF folder (see `load_fomo`)."""
-    if name == SMOKE_MODEL:
+    `PRETRAINED`), a random BERT of `RANDOM_MODELS` with the MiniLM tokenizer ("random-bert": 6 blocks of
+    hidden size 64, for smoke tests; "random-bert-base": BERT-base-sized; results from either must say the
+    model is random) -- or a local HF folder (see `load_fomo`)."""
+    if name in RANDOM_MODELS:
         tok = _smoke_tokenizer()
-        model, _ = build_fomo("bert", seed=SMOKE_SEED, vocab_size=len(tok), **SMOKE_CONFIG)
+        model, _ = build_fomo("bert", seed=RANDOM_SEED, vocab_size=len(tok), **RANDOM_MODELS[name])
         return model, tok
     return load_fomo(name)
 
@@ -186,19 +195,19 @@ def load_study_model(name):
 def model_key(name):
     """What `load_study_model(name)` returns, by content, without loading it: a JSON-able dict for cache keys.
 
-    A packaged model: the sha256 of its files (checked when it loads); "random-bert": its architecture,
+    A packaged model: the sha256 of its files (checked when it loads); a random model: its architecture,
     random-initialisation seed and configuration, and its tokenizer's file hashes; a local folder: the sha256
     of its model and tokenizer files. Library versions are not included (`cached_arrays` adds them)."""
     if name in PRETRAINED:
         return {"files": PRETRAINED[name][2]}
-    if name == SMOKE_MODEL:
+    if name in RANDOM_MODELS:
         tok = PRETRAINED[next(iter(PRETRAINED))][2]
-        return {"random": "bert", "seed": SMOKE_SEED, "config": {**ARCHITECTURES["bert"], **SMOKE_CONFIG},
+        return {"random": "bert", "seed": RANDOM_SEED, "config": {**ARCHITECTURES["bert"], **RANDOM_MODELS[name]},
                 "tokenizer": {f: h for f, h in tok.items() if f in TOKENIZER_FILES}}
     folder = Path(name)
     if not (folder / "config.json").is_file():
         raise ValueError(f"`name` {name!r} is neither a packaged model ({sorted(PRETRAINED)}), "
-                         f"{SMOKE_MODEL!r}, nor a folder with config.json")
+                         f"{sorted(RANDOM_MODELS)}, nor a folder with config.json")
     return {"files": {f: sha256_file(folder / f) for f in MODEL_FILES + TOKENIZER_FILES if (folder / f).is_file()}}
 
 

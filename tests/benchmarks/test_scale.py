@@ -1,11 +1,14 @@
 """`deft6g scale`: ratios to the first run and the data-path summary by hand, one in-process run of each data
 path on the random smoke-test model (same batches, float16 vs float32 activations) with its per-round
-TensorBoard scalars, and the plot."""
+TensorBoard scalars, a model entry (its own length, block and texts; the cache size against the real token
+count), the summary and the plot."""
 
 import pytest
 
-from deft6g.benchmarks.scale import ScaleConfig, data_path_summary, measure, plot_scale, with_ratios
+from deft6g.benchmarks.scale import (ScaleConfig, data_path_summary, measure, model_config, plot_scale,
+                                     prepare_model_cache, summary, with_ratios)
 from deft6g.experiment import read_scalars
+from deft6g.finetune import data_split, load_dataset, load_study_model, tokenize
 
 
 def test_ratios_and_summary_by_hand():
@@ -50,3 +53,22 @@ def test_measure_both_data_paths_on_the_smoke_model(tmp_path, monkeypatch):
                         {"num_devices": 8, "per_round": 2, **got["padded-float32"]}])
     plot_scale(tmp_path / "scale.png", cfg, rows)
     assert (tmp_path / "scale.png").stat().st_size > 10_000
+
+    # a model entry: its own sequence length, block and number of texts; its float16 cache holds exactly the real
+    # (unpadded) tokens of its training texts, 64 halves each
+    mcfg = model_config(cfg, ["random-bert", 24, 2, 48])
+    assert (mcfg.max_length, mcfg.block, mcfg.train_examples, mcfg.model) == (24, 2, 48, "random-bert")
+    prepare_model_cache(mcfg)
+    res = measure(mcfg, 4, 2)
+    data = load_dataset("rotten_tomatoes")
+    fit = data_split(data.y, 48, cfg.test_examples).fit
+    tokens = int(tokenize(load_study_model("random-bert")[1], data.subset(fit).x, 24)["attention_mask"].sum())
+    assert 48 < tokens < 48 * 24 and res["cache_mb"] == pytest.approx(tokens * 64 * 2 / 2 ** 20)
+    assert 0.1 < res["params_m"] < 5
+    models = with_ratios([{"model": "random-bert", "max_length": 24, "block": 2, "train_examples": 48,
+                           "num_devices": 4, "per_round": 2, **res}], ref=rows[0])
+    assert models[0]["peak_rss_mb_ratio"] == pytest.approx(res["peak_rss_mb"] / rows[0]["peak_rss_mb"])
+    text = summary(cfg, rows, models, [{"data": d, "seed": 0, **got[d]} for d in got])
+    assert f"random-bert ({res['params_m']:.0f} M parameters, 24 tokens, block 2, 48 training texts" in text
+    plot_scale(tmp_path / "scale_models.png", cfg, rows, models)
+    assert (tmp_path / "scale_models.png").stat().st_size > (tmp_path / "scale.png").stat().st_size

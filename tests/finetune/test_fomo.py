@@ -1,5 +1,5 @@
 """The packaged pretrained MiniLM: hash checks before loading, offline port vs a NumPy forward pass, TF re-save, a
-partial weights file refused, errors."""
+partial weights file refused, errors; the random BERT-base-sized study model has BERT-base's parameter count."""
 
 import h5py
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 from safetensors.numpy import load_file
 from scipy.special import erf
 
-from deft6g.finetune import PRETRAINED, build_fomo, load_fomo, port_folder, save_tf
+from deft6g.finetune import PRETRAINED, build_fomo, load_fomo, load_study_model, port_folder, save_tf
 from deft6g.finetune import fomo
-from deft6g.finetune.fomo import pretrained_folder, sha256_file
+from deft6g.finetune.fomo import model_key, pretrained_folder, sha256_file
 
 NAME = "all-MiniLM-L6-v2"
 
@@ -84,6 +84,15 @@ def test_hash_mismatch_and_bad_names(tmp_path):
     with pytest.raises(FileNotFoundError, match="config.json"):
         load_fomo(str(tmp_path))
     assert PRETRAINED[NAME][2]["model.safetensors"].startswith("53aa5117")
+
+
+def test_random_bert_base_has_the_published_bert_base_size():
+    """109,482,240 parameters: BERT-base (uncased, 30,522-token vocabulary) with its pooler, as published; its
+    cache key names its own configuration, not the smoke model's."""
+    model, tok = load_study_model("random-bert-base")
+    assert len(tok) == 30522 and model.count_params() == 109_482_240
+    assert model_key("random-bert-base")["config"]["hidden_size"] == 768 != model_key("random-bert")["config"][
+        "hidden_size"]
 
 
 def test_missing_package_names_it(monkeypatch):
