@@ -8,9 +8,10 @@ study's LoRA (rank 8, query/value, block 5) on Rotten Tomatoes, activations at b
 partition of the study's training texts into K devices, stateless Adam clients, 4 local steps of 32 texts,
 ideal aggregation. Time per round is the median over the rounds after the first (which traces the step).
 Every figure is also given as a ratio to the K = 8 run of the same invocation (times depend on the machine
-and its load, ratios less so). The model runs repeat the reference (K, participants) with another model, its
-own sequence length, tuned block and number of training texts (the resident memory does not depend on the
-number: the activations are memory-mapped). The data-path runs (K = 8, every device in every round, the whole test split
+and its load, ratios less so). The model runs repeat the reference (K, participants) with another model on its
+own dataset, sequence length, tuned block and number of training texts (by default BERT-base-sized on BBC news
+paragraphs, which fill its 128 tokens; resident memory does not depend on the number of texts: the
+activations are memory-mapped). The data-path runs (K = 8, every device in every round, the whole test split
 evaluated) pair float32 and float16 per seed: peak RSS of each and the test accuracy difference (paired CI
 and TOST at +-1 point).
 
@@ -34,7 +35,7 @@ import numpy as np
 EQUIVALENCE_MARGIN = 0.01
 SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "examples", "ms_per_example",
                 "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio", "setup_s", "accuracy"]
-MODEL_FIELDS = ["model", "params_m", "max_length", "block", "train_examples", "num_devices", "per_round", "round_s",
+MODEL_FIELDS = ["model", "params_m", "dataset", "max_length", "tokens_mean", "block", "train_examples", "num_devices", "per_round", "round_s",
                 "round_s_ratio", "ms_per_example", "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio",
                 "cache_mb", "setup_s"]
 DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
@@ -43,14 +44,16 @@ DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
 @dataclass
 class ScaleConfig:
     """grid: (K, participants per round) pairs, the first the reference of the ratios; models: [model name,
-    max_length, tuned block, training texts] run at the reference pair (the tuned block's input cached);
-    rounds per run; seeds of the data-path comparison; train_examples / test_examples: 0 = the whole split."""
+    dataset, max_length, tuned block, training texts] run at the reference pair (the tuned block's input
+    cached; BBC news paragraphs fill 128 tokens, Rotten Tomatoes sentences about 27); rounds per run; seeds of
+    the data-path comparison; train_examples / test_examples: 0 = the whole split."""
     model: str = "all-MiniLM-L6-v2"
+    dataset: str = "rotten_tomatoes"
     max_length: int = 48
     train_examples: int = 0
     test_examples: int = 0
     grid: list = field(default_factory=lambda: [[8, 8], [32, 8], [128, 8], [512, 8], [512, 64]])
-    models: list = field(default_factory=lambda: [["random-bert-base", 128, 11, 512]])
+    models: list = field(default_factory=lambda: [["random-bert-base", "bbc_news", 128, 11, 512]])
     rounds: int = 4
     local_steps: int = 4
     batch_size: int = 32
@@ -62,7 +65,7 @@ class ScaleConfig:
     @classmethod
     def quick(cls):
         return cls(train_examples=1024, test_examples=256, grid=[[8, 4], [32, 4], [32, 16]], rounds=3, seeds=[0],
-                   models=[["random-bert", 64, 3, 256]])
+                   models=[["random-bert", "bbc_news", 64, 3, 256]])
 
 
 def _data(cfg):
@@ -70,14 +73,14 @@ def _data(cfg):
     from deft6g.finetune import LoraConfig, data_split, get_peft_model, load_dataset, load_study_model, tokenize
     from deft6g.finetune.data import content_digest
     from deft6g.finetune.fomo import model_key
-    data = load_dataset("rotten_tomatoes")
+    data = load_dataset(cfg.dataset)
     split = data_split(data.y, cfg.train_examples, cfg.test_examples)
     fit, test = split.fit, split.test
     model, tok = load_study_model(cfg.model)
     tokens = tokenize(tok, data.x, cfg.max_length)
     lora = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=["query", "value"],
                       layers_to_transform=[cfg.block])
-    peft = get_peft_model(model, lora, num_labels=2)
+    peft = get_peft_model(model, lora, num_labels=len(data.class_names))
     key = [model_key(cfg.model), cfg.max_length, content_digest(data), "scale"]
     take = lambda idx: {k: v[idx] for k, v in tokens.items()}     # noqa: E731
     return peft, take(fit), data.y[fit], take(test), data.y[test], key, (fit, test)
@@ -101,7 +104,8 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     examples per round (median; a device holding fewer than batch_size texts steps through smaller batches),
     "ms_per_example": the median over those rounds of round time / examples [ms], "peak_rss_mb": this
     process's peak resident memory [MB] so far, "setup_s", "accuracy" (test split, NaN unless evaluate_test),
-    "params_m": the model's parameters [millions], "cache_mb": the training activations' size [MB]}.
+    "params_m": the model's parameters [millions], "cache_mb": the training activations' size [MB],
+    "tokens_mean": real (unpadded) tokens per training text}.
     log_dir: after each round (outside its timing), TensorBoard scalars loss, round_s, examples and devices at
     step = round, in the run named by the arguments (`deft6g.experiment.run_name`; a re-run replaces it)."""
     from deft6g.experiment import ScalarWriter, run_name
@@ -112,6 +116,7 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     peft.reset_parameters(seed)
     train = _activations(peft, x_fit, cfg.block, key, fit, data)
     cache_mb = (train.nbytes if data == "ragged-float16" else sum(a.nbytes for a in train)) / 2 ** 20
+    tokens_mean = float(np.mean(train.lengths if data == "ragged-float16" else train[1].sum(1)))
     parts = partition(y_fit, num_devices, "iid", seed=seed)
     split = (lambda p: train.subset(p)) if data == "ragged-float16" else (lambda p: take(train, p))
     devices = [(split(p), y_fit[p]) for p in parts]
@@ -142,7 +147,7 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     return {"round_s": statistics.median(times[steady]), "examples": statistics.median(examples[steady]),
             "ms_per_example": statistics.median(1e3 * t / n for t, n in zip(times[steady], examples[steady])),
             "setup_s": setup_s, "accuracy": accuracy, "peak_rss_mb": peak_rss_mb(), "cache_mb": cache_mb,
-            "params_m": peft.get_nb_trainable_parameters()[1] / 1e6}
+            "tokens_mean": tokens_mean, "params_m": peft.get_nb_trainable_parameters()[1] / 1e6}
 
 
 def peak_rss_mb():
@@ -178,9 +183,9 @@ def prepare_caches(cfg):
 
 
 def model_config(cfg, model):
-    """cfg for one entry [name, max_length, block, train_examples] of cfg.models."""
-    name, max_length, block, n = model
-    return replace(cfg, model=name, max_length=max_length, block=block, train_examples=n)
+    """cfg for one entry [name, dataset, max_length, block, train_examples] of cfg.models."""
+    name, dataset, max_length, block, n = model
+    return replace(cfg, model=name, dataset=dataset, max_length=max_length, block=block, train_examples=n)
 
 
 def prepare_model_cache(cfg):
@@ -235,9 +240,10 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
         t = time.time()
         prepare_model_cache(mcfg)
         res = _in_subprocess(mcfg, num_devices=k0, per_round=m0, log_dir=log_dir)
-        models.append({"model": mcfg.model, "max_length": mcfg.max_length, "block": mcfg.block,
+        models.append({"model": mcfg.model, "dataset": mcfg.dataset, "max_length": mcfg.max_length, "block": mcfg.block,
                        "train_examples": mcfg.train_examples, "num_devices": k0, "per_round": m0, **res})
-        log(f"{mcfg.model} ({res['params_m']:.0f} M parameters, {mcfg.max_length} tokens, cache ready in "
+        log(f"{mcfg.model} on {mcfg.dataset} ({res['params_m']:.0f} M parameters, {res['tokens_mean']:.0f} tokens "
+            f"per text, cache ready in "
             f"{time.time() - t - res['setup_s']:.0f} s): {res['round_s']:.2f} s per round, peak RSS "
             f"{res['peak_rss_mb']:.0f} MB")
     models = with_ratios(models, ref=scale[0])
@@ -298,7 +304,7 @@ def plot_scale(path, cfg, rows, models=()):
 
 def _plot_models(ax, cfg, ref, models):
     """Grouped bars: time per round and peak RSS of each model run over the reference run's."""
-    entries = [{"model": cfg.model, "max_length": cfg.max_length, **ref, "round_s_ratio": 1.0,
+    entries = [{"model": cfg.model, "dataset": cfg.dataset, "max_length": cfg.max_length, **ref, "round_s_ratio": 1.0,
                 "peak_rss_mb_ratio": 1.0}] + list(models)
     x = np.arange(len(entries))
     for i, (col, what, fmt) in enumerate((("round_s", "time per round", "{:.2f} s"),
@@ -308,7 +314,7 @@ def _plot_models(ax, cfg, ref, models):
         for b, e in zip(bars, entries):
             ax.annotate(fmt.format(e[col]), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
                         va="bottom", fontsize=8, textcoords="offset points", xytext=(0, 2))
-    ax.set_xticks(x, [f"{e['model']}\n{e['max_length']} tokens" for e in entries], fontsize=8)
+    ax.set_xticks(x, [f"{e['model']}\n{e['dataset']}, {e['tokens_mean']:.0f} tokens" for e in entries], fontsize=8)
     ax.set_ylabel(f"ratio to {cfg.model}")
     ax.set_ylim(0, 1.2 * max(e[c] for e in entries for c in ("round_s_ratio", "peak_rss_mb_ratio")))
     ax.set_title(f"by model (K={ref['num_devices']}, {ref['per_round']} per round)")
@@ -326,8 +332,9 @@ def summary(cfg, scale, models, data_rows):
                      f"{r['examples']:>9.0f}{r['ms_per_example']:>11.2f}{r['ms_per_example_ratio']:>7.2f}"
                      f"{r['peak_rss_mb']:>13.0f}{r['peak_rss_mb_ratio']:>7.2f}")
     for r in models:
-        lines.append(f"{r['model']} ({r['params_m']:.0f} M parameters, {r['max_length']} tokens, block {r['block']}, "
-                     f"{r['train_examples']} training texts, activations {r['cache_mb']:.0f} MB on disk) at "
+        lines.append(f"{r['model']} ({r['params_m']:.0f} M parameters) on {r['dataset']} ({r['train_examples']} "
+                     f"training texts of {r['tokens_mean']:.0f} tokens on average, at most {r['max_length']}; "
+                     f"block {r['block']}; activations {r['cache_mb']:.0f} MB on disk) at "
                      f"K={r['num_devices']}, {r['per_round']} per round: {r['round_s']:.2f} s per round "
                      f"({r['round_s_ratio']:.2f}x), {r['ms_per_example']:.2f} ms per example "
                      f"({r['ms_per_example_ratio']:.2f}x), peak RSS {r['peak_rss_mb']:.0f} MB "

@@ -45,8 +45,8 @@ class EmulatorRecipe:
     rank_fraction: float = 0.25
     distill_steps: int = 200
     distill_batch: int = 32
-    distill_lrs: list = field(default_factory=lambda: [1e-4, 1e-3, 3e-3])
-    distill_texts: list = field(default_factory=lambda: [2000, 4000])
+    distill_lrs: list = field(default_factory=lambda: [1e-3, 3e-3])
+    distill_texts: list = field(default_factory=lambda: [4000])
     validation_texts: int = 400
 
     def __post_init__(self):

@@ -77,11 +77,14 @@ def test_summary_reports_the_paired_tost_verdict():
 
 
 def test_config_file_keys_are_checked(tmp_path):
-    """A TOML file replaces top-level keys (configs/emulator_paper.toml: 10 seeds, the rest default); an unknown
+    """A TOML file replaces top-level keys (configs/emulator_paper.toml: 10 seeds and the
+    full distillation grid, of which the default scores a part; the rest default); an unknown
     key, a value of another type and an impossible value raise ConfigError naming the key."""
     from pathlib import Path
     paper = load_emulator_config(Path(__file__).parents[2] / "configs" / "emulator_paper.toml")
-    assert paper.seeds == list(range(10)) and paper.distill_lrs == EmulatorStudyConfig().distill_lrs
+    assert paper.seeds == list(range(10))
+    assert (paper.distill_lrs, paper.distill_texts) == ([1e-4, 1e-3, 3e-3], [2000, 4000])
+    assert set(EmulatorStudyConfig().distill_lrs) < set(paper.distill_lrs)
     for text, key in (("seedz = [0, 1]", "seedz"), ('seeds = "0"', "seeds"), ("distill_lrs = [-1.0]", "distill_lrs"),
                       ("seeds = [0]", "seeds"), ("equivalence_margin = 2.0", "equivalence_margin")):
         path = tmp_path / "c.toml"

@@ -56,19 +56,20 @@ def test_measure_both_data_paths_on_the_smoke_model(tmp_path, monkeypatch):
 
     # a model entry: its own sequence length, block and number of texts; its float16 cache holds exactly the real
     # (unpadded) tokens of its training texts, 64 halves each
-    mcfg = model_config(cfg, ["random-bert", 24, 2, 48])
-    assert (mcfg.max_length, mcfg.block, mcfg.train_examples, mcfg.model) == (24, 2, 48, "random-bert")
+    mcfg = model_config(cfg, ["random-bert", "bbc_news", 24, 2, 48])
+    assert (mcfg.dataset, mcfg.max_length, mcfg.block, mcfg.train_examples) == ("bbc_news", 24, 2, 48)
     prepare_model_cache(mcfg)
     res = measure(mcfg, 4, 2)
-    data = load_dataset("rotten_tomatoes")
+    data = load_dataset("bbc_news")
     fit = data_split(data.y, 48, cfg.test_examples).fit
     tokens = int(tokenize(load_study_model("random-bert")[1], data.subset(fit).x, 24)["attention_mask"].sum())
-    assert 48 < tokens < 48 * 24 and res["cache_mb"] == pytest.approx(tokens * 64 * 2 / 2 ** 20)
+    assert 48 < tokens <= 48 * 24 and res["cache_mb"] == pytest.approx(tokens * 64 * 2 / 2 ** 20)
+    assert res["tokens_mean"] == pytest.approx(tokens / len(fit)) == 24      # BBC paragraphs fill every position
     assert 0.1 < res["params_m"] < 5
-    models = with_ratios([{"model": "random-bert", "max_length": 24, "block": 2, "train_examples": 48,
+    models = with_ratios([{"model": "random-bert", "dataset": "bbc_news", "max_length": 24, "block": 2, "train_examples": 48,
                            "num_devices": 4, "per_round": 2, **res}], ref=rows[0])
     assert models[0]["peak_rss_mb_ratio"] == pytest.approx(res["peak_rss_mb"] / rows[0]["peak_rss_mb"])
     text = summary(cfg, rows, models, [{"data": d, "seed": 0, **got[d]} for d in got])
-    assert f"random-bert ({res['params_m']:.0f} M parameters, 24 tokens, block 2, 48 training texts" in text
+    assert f"random-bert ({res['params_m']:.0f} M parameters) on bbc_news (48 training texts of" in text
     plot_scale(tmp_path / "scale_models.png", cfg, rows, models)
     assert (tmp_path / "scale_models.png").stat().st_size > (tmp_path / "scale.png").stat().st_size
