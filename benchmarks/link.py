@@ -95,6 +95,12 @@ MATCHED_FIELDS = ["model", "num_rx_ant", "num_devices", "snr_db", "receiver", "t
                   "aircomp_downlink_uses", "aircomp_energy", "scheme", "num_bits", "digital_val_nmse_db",
                   "digital_nmse_db", "digital_uses", "digital_downlink_uses", "digital_energy", "ratio",
                   "aircomp_latency_ms", "digital_latency_ms"]
+# Column types of the result stores (`ResultStore(types=...)`): rows read back as they were written.
+_SETTING_TYPES = {"model": str, "num_rx_ant": int, "num_devices": int}
+AIRCOMP_TYPES = {**_SETTING_TYPES, "receiver": str, "csi": str, **dict.fromkeys(AIRCOMP_FIELDS[5:], float)}
+DIGITAL_TYPES = {**_SETTING_TYPES, "scheme": str, "num_bits": int, "snr_db": float, "seed": int,
+                 **dict.fromkeys(DIGITAL_FIELDS[7:], float), "nmse_channels": list}
+OBDA_TYPES = {**_SETTING_TYPES, "snr_db": float, "seed": int, **dict.fromkeys(OBDA_FIELDS[5:], float)}
 # The fair baseline (MU-MIMO LMMSE + AMC + CRC), its TDMA special case, and the earlier fixed QPSK 1/2 TDMA one
 # (bit-true always: rate 1/2 is not in the calibrated MCS table; at `bit_true_bits` only).
 DIGITAL_SCHEMES = {"mu-mimo-amc": dict(mcs="adaptive", detector="lmmse", streams="auto"),
@@ -294,7 +300,7 @@ class _DigitalPoint:
         pilot = pilot_channel_uses(k, f)
         sent = np.where((mcs >= 0) & told, uplink.symbols(cfg.payload_reals, np.maximum(mcs, 0)), 0)
         return p | dict(nmse_db=_db(median), nmse_p10_db=_db(p10), nmse_p90_db=_db(p90),
-                        nmse_channels=json.dumps(nmse.tolist()), ber=res.ber, bler=res.bler,
+                        nmse_channels=nmse.tolist(), ber=res.ber, bler=res.bler,
                         delivered=float(valid.mean()), dropped=float(np.mean(mcs < 0)),
                         groups=float(np.mean(res.groups)),
                         **_costs(cfg, float(np.mean(res.channel_uses)), float(pilot),
@@ -390,7 +396,7 @@ def choose_lowest(scores, cost, admit=None):
 
 
 def _mean_sign_error(rows):
-    return float(np.mean([float(r["sign_error"]) for r in rows])), len(rows)
+    return float(np.mean([r["sign_error"] for r in rows])), len(rows)
 
 
 def majority_floor(num_devices, draws=200_000, seed=0):
@@ -419,7 +425,7 @@ def run_obda(cfg, tuning, store, **parallel):
                 for i in draw_seeds(cfg, "validation", cfg.obda_validation_seeds) for t in cfg.obda_thresholds],
                _OBDAPoint(cfg), tuning, desc="OBDA validation points", group=OBDA_FIELDS[:5], describe=_describe_obda,
                **parallel)
-    scores = pooled(tuning.rows(), _setting, lambda r: float(r["threshold"]), _mean_sign_error)
+    scores = pooled(tuning.rows(), _setting, lambda r: r["threshold"], _mean_sign_error)
     choice = choose_lowest(scores, lambda v: v[0])
     run_points([p | dict(seed=i, threshold=choice[_setting(p)]) for p in settings
                 for i in draw_seeds(cfg, "reported", cfg.digital_num_seeds)], _OBDAPoint(cfg), store,
@@ -429,21 +435,21 @@ def run_obda(cfg, tuning, store, **parallel):
 
 
 def _setting(row):
-    return row["model"], int(row["num_rx_ant"]), int(row["num_devices"]), float(row["snr_db"])
+    return row["model"], row["num_rx_ant"], row["num_devices"], float(row["snr_db"])
 
 
 def _option(row):
     """A digital option as a candidate: (bits, scheme), so that of two options at equal cost the wider is chosen."""
-    return int(row["num_bits"]), row["scheme"]
+    return row["num_bits"], row["scheme"]
 
 
 def digital_summary(rows):
     """One digital option's draws pooled: nmse_db, the median of the per-channel NMSE of all `rows` (linear, then
     dB; not a mean of per-draw medians), channels (how many), and the means over the rows of channel_uses,
     downlink_uses and energy."""
-    nmse = np.concatenate([json.loads(r["nmse_channels"]) for r in rows])
+    nmse = np.concatenate([r["nmse_channels"] for r in rows])
     return dict(nmse_db=_db(np.median(nmse)), channels=len(nmse),
-                **{c: float(np.mean([float(r[c]) for r in rows])) for c in ("channel_uses", "downlink_uses", "energy")})
+                **{c: float(np.mean([r[c] for r in rows])) for c in ("channel_uses", "downlink_uses", "energy")})
 
 
 def digital_options(dig_rows):
@@ -464,7 +470,7 @@ def digital_choice(air_rows, tuning_rows):
         key = _setting(r)
         if r["csi"] != "pilots" or key not in scores:
             continue
-        target = float(r["nmse_db"])
+        target = r["nmse_db"]
         chosen = choose_lowest({key: scores[key]}, lambda v: v["channel_uses"],
                                lambda _, v: v["nmse_db"] <= target)[key]
         rows += [dict(zip(DIGITAL_CHOICE_FIELDS[:4], key), receiver=r["receiver"], scheme=sc, num_bits=q,
@@ -491,10 +497,10 @@ def matched_table(air_rows, dig_rows, choice_rows, bandwidth_hz=1e6):
         key = _setting(r)
         if r["csi"] != "pilots" or _choice_key(r) not in covered:
             continue
-        target, air_uses = float(r["nmse_db"]), float(r["channel_uses"])
+        target, air_uses = r["nmse_db"], r["channel_uses"]
         row = dict(model=key[0], num_rx_ant=key[1], num_devices=key[2], snr_db=key[3], receiver=r["receiver"],
-                   target_nmse_db=target, aircomp_uses=air_uses, aircomp_downlink_uses=float(r["downlink_uses"]),
-                   aircomp_energy=float(r["energy"]), aircomp_latency_ms=air_uses / bandwidth_hz * 1e3,
+                   target_nmse_db=target, aircomp_uses=air_uses, aircomp_downlink_uses=r["downlink_uses"],
+                   aircomp_energy=r["energy"], aircomp_latency_ms=air_uses / bandwidth_hz * 1e3,
                    scheme=NOT_REACHED, num_bits="", digital_val_nmse_db="", digital_nmse_db="", digital_uses="",
                    digital_downlink_uses="", digital_energy="", ratio="", digital_latency_ms="")
         if _choice_key(r) in chosen:
@@ -586,8 +592,8 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
         air = {}
         for r in air_rows:
             if r["model"] == model and r["csi"] == "pilots":
-                air.setdefault((r["receiver"].upper(), int(r["num_rx_ant"]), int(r["num_devices"])), []).append(
-                    (float(r["snr_db"]), float(r["nmse_db"])))
+                air.setdefault((r["receiver"].upper(), r["num_rx_ant"], r["num_devices"]), []).append(
+                    (r["snr_db"], r["nmse_db"]))
         drops = "a dropped device counts against the sum of all K"
         line_plot(out / f"nmse_vs_snr_{model}.png", {f"AirComp {rx} N={n} K={k}": v for (rx, n, k), v in air.items()},
                   SNR_AXIS, "NMSE of the sum [dB], median over channels",
@@ -610,9 +616,8 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
         for r in obda_rows:
             if r["model"] == model:
                 label = f"OBDA N={r['num_rx_ant']} K={r['num_devices']}"
-                signs.setdefault(label, {}).setdefault((float(r["snr_db"]), float(r["threshold"])), []).append(
-                    float(r["sign_error"]))
-                floors.setdefault(label, int(r["num_devices"]))
+                signs.setdefault(label, {}).setdefault((r["snr_db"], r["threshold"]), []).append(r["sign_error"])
+                floors.setdefault(label, r["num_devices"])
         floor_seed = derive_seed(cfg.seed, MAJORITY)
         floors = {f"noise-free majority of {k} signs": (majority_floor(k, seed=floor_seed), float("nan"), label)
                   for label, k in floors.items()}
@@ -623,14 +628,14 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
                   f"OBDA (one-bit majority vote), {model}, pilot CSI", hlines=floors,
                   note=f"mean and 95% CI over {cfg.digital_num_seeds} seeds; truncation threshold g_th on |u^H h_k|^2 "
                        f"chosen per point on {cfg.obda_validation_seeds} validation draws (obda_choice.csv)")
-        air_uses = {(r["receiver"], *_setting(r)[1:]): float(r["channel_uses"]) for r in air_rows
+        air_uses = {(r["receiver"], *_setting(r)[1:]): r["channel_uses"] for r in air_rows
                     if r["model"] == model and r["csi"] == "pilots"}
         ratios = {}
         for r in dig_rows:
-            key = ("mrc", int(r["num_rx_ant"]), int(r["num_devices"]), float(r["snr_db"]))
-            if r["model"] == model and int(r["num_bits"]) == 8 and key in air_uses:
+            key = ("mrc", *_setting(r)[1:])
+            if r["model"] == model and r["num_bits"] == 8 and key in air_uses:
                 ratios.setdefault(f"{r['scheme']} N={key[1]} K={key[2]}", {}).setdefault(key[3], []).append(
-                    float(r["channel_uses"]) / air_uses[key])
+                    r["channel_uses"] / air_uses[key])
         line_plot(out / f"channel_use_advantage_{model}.png",
                   {label: [(snr, m, (lo, hi)) for snr, v in sorted(pts.items()) for m, lo, hi in [log_mean_ci(v)]]
                    for label, pts in ratios.items()},
@@ -671,11 +676,11 @@ def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
     out = prepare_output(out_dir, "link", asdict(cfg))
-    air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:6])
-    dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7])
-    obda = ResultStore(out / "obda.csv", OBDA_FIELDS, OBDA_FIELDS[:5])
-    tuning = ResultStore(out / "obda_tuning.csv", OBDA_FIELDS, OBDA_FIELDS[:6])
-    dig_tuning = ResultStore(out / "digital_tuning.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7])
+    air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:6], types=AIRCOMP_TYPES)
+    dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7], types=DIGITAL_TYPES)
+    obda = ResultStore(out / "obda.csv", OBDA_FIELDS, OBDA_FIELDS[:5], types=OBDA_TYPES)
+    tuning = ResultStore(out / "obda_tuning.csv", OBDA_FIELDS, OBDA_FIELDS[:6], types=OBDA_TYPES)
+    dig_tuning = ResultStore(out / "digital_tuning.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7], types=DIGITAL_TYPES)
     run_aircomp(cfg, air, **parallel)
     run_digital(cfg, dig_tuning, dig, **parallel)
     dig_choice = digital_choice(air.rows(), dig_tuning.rows())
@@ -701,27 +706,26 @@ def summary_markdown(air_rows, extra):
     """summary.md: per channel, N and K of the equal-quality comparison, a Markdown table over SNR of AirComp with
     pilots (median NMSE, uplink and downlink uses), its genie, the cheapest digital option meeting AirComp's NMSE
     (chosen on validation draws) and OBDA at its validated threshold; MRC receiver (ZF in matched.csv)."""
-    air = {(r["model"], int(r["num_rx_ant"]), int(r["num_devices"]), r["receiver"], r["csi"], float(r["snr_db"])): r
-           for r in air_rows}
+    air = {(*_setting(r)[:3], r["receiver"], r["csi"], r["snr_db"]): r for r in air_rows}
     obda = {}
     for r in extra["obda"]:
-        obda.setdefault((r["model"], int(r["num_rx_ant"]), int(r["num_devices"]), float(r["snr_db"])), []).append(r)
+        obda.setdefault(_setting(r), []).append(r)
     groups = {}
     for r in extra["matched"]:
         if r["receiver"] == "mrc":
-            groups.setdefault((r["model"], int(r["num_rx_ant"]), int(r["num_devices"])), []).append(r)
+            groups.setdefault(_setting(r)[:3], []).append(r)
     out = []
     for (model, n, k), rows in groups.items():
         out += [f"**{model}, N = {n}, K = {k}** (MRC receiver; ZF in matched.csv)", "",
                 "| SNR [dB] | AirComp, pilots: NMSE [dB] / uplink uses (downlink) | AirComp genie: NMSE [dB] / uses | "
                 "cheapest digital meeting AirComp's NMSE: option / NMSE [dB] / uplink uses (downlink) / digital over "
                 "AirComp | OBDA: sign-error rate / uplink uses (g_th) |", "|---:|---|---|---|---|"]
-        for r in sorted(rows, key=lambda r: float(r["snr_db"])):
-            snr = float(r["snr_db"])
+        for r in sorted(rows, key=lambda r: r["snr_db"]):
+            snr = r["snr_db"]
             pil, gen = air[model, n, k, "mrc", "pilots", snr], air.get((model, n, k, "mrc", "genie", snr))
-            cells = [f"{snr:g}", f"{float(pil['nmse_db']):.1f} / {_fmt_uses(float(pil['channel_uses']))} "
-                                 f"({_fmt_uses(float(pil['downlink_uses']))})",
-                     "–" if gen is None else f"{float(gen['nmse_db']):.1f} / {_fmt_uses(float(gen['channel_uses']))}"]
+            cells = [f"{snr:g}", f"{pil['nmse_db']:.1f} / {_fmt_uses(pil['channel_uses'])} "
+                                 f"({_fmt_uses(pil['downlink_uses'])})",
+                     "–" if gen is None else f"{gen['nmse_db']:.1f} / {_fmt_uses(gen['channel_uses'])}"]
             if r["scheme"] == NOT_REACHED:
                 cells.append(NOT_REACHED)
             else:
@@ -730,9 +734,9 @@ def summary_markdown(air_rows, extra):
                              f"{_fmt_uses(r['digital_uses'])} ({_fmt_uses(r['digital_downlink_uses'])}) / "
                              f"{r['ratio']:.2f}x")
             o = obda.get((model, n, k, snr), [])
-            cells.append("–" if not o else f"{np.mean([float(x['sign_error']) for x in o]):.3f} / "
-                                           f"{_fmt_uses(np.mean([float(x['channel_uses']) for x in o]))} "
-                                           f"({float(o[0]['threshold']):g})")
+            cells.append("–" if not o else f"{np.mean([x['sign_error'] for x in o]):.3f} / "
+                                           f"{_fmt_uses(np.mean([x['channel_uses'] for x in o]))} "
+                                           f"({o[0]['threshold']:g})")
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
@@ -749,10 +753,10 @@ def summary(cfg, air_rows, dig_rows, extra):
         name = f"{r['receiver']} N{r['num_rx_ant']}K{r['num_devices']} {r['csi']}"
         groups.setdefault((r["model"], name), []).append(r)
     for (model, scheme), rows in groups.items():
-        by_snr = {float(r["snr_db"]): r for r in rows}
-        cells = [f"{float(by_snr[s]['nmse_db']):6.1f} | {_fmt_uses(float(by_snr[s]['channel_uses'])):>6}"
+        by_snr = {r["snr_db"]: r for r in rows}
+        cells = [f"{by_snr[s]['nmse_db']:6.1f} | {_fmt_uses(by_snr[s]['channel_uses']):>6}"
                  for s in map(float, cfg.snr_db) if s in by_snr]
-        dropped = max(float(r["dropped"]) for r in rows)
+        dropped = max(r["dropped"] for r in rows)
         lines.append(f"  {model:<11}{scheme:<22}" + "; ".join(cells)
                      + (f"  (dropped <= {dropped:.3f})" if dropped else ""))
     lines.append(f"Equal quality (matched.csv): AirComp's median NMSE as the target; the cheapest digital (scheme, "
@@ -772,8 +776,8 @@ def summary(cfg, air_rows, dig_rows, extra):
                                 f"{_fmt_uses(r['digital_downlink_uses'])}) = {r['ratio']:.1f}x")
     obda = {}
     for r in extra["obda"]:
-        obda.setdefault(_setting(r)[:3], {}).setdefault(float(r["snr_db"]), []).append(
-            (float(r["sign_error"]), float(r["channel_uses"]), float(r["threshold"])))
+        obda.setdefault(_setting(r)[:3], {}).setdefault(r["snr_db"], []).append(
+            (r["sign_error"], r["channel_uses"], r["threshold"]))
     lines.append(f"OBDA (obda.csv): sign-error rate per entry vs the sign of the true sum | uplink uses, mean over "
                  f"{cfg.digital_num_seeds} seeds, at the truncation threshold chosen on {cfg.obda_validation_seeds} "
                  f"validation draws (g_th, obda_choice.csv)")
