@@ -9,6 +9,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 
+CYCLE_STYLES = (("-", "o"), ("--", "s"), (":", "^"))
+
+
 def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marker_only=False, hlines=None,
               note=None, xticks=None):
     """Write a PNG with one line (or, with marker_only, one set of markers) per entry of `curves`.
@@ -17,6 +20,8 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     bar (NaN: none) or a (low, high) pair of interval bounds, or either followed by a text that annotates
     the point. On a log y axis (`logy`) every interval must have a positive lower bound: compute it in log
     space (experiment.stats.log_mean_ci) or from percentiles; a bar that would run to zero raises ValueError.
+    Curves take the 10 colours of the default cycle; the 11th to 20th repeat them dashed with square markers,
+    the next ten dotted with triangles, so no two of up to 30 curves look alike.
     hlines: {label: y, (y, err) or (y, err, curve)}: a dashed reference line per entry, a shaded band of
     +-err around it, in the colour of the curve labelled `curve` when given (its own colour otherwise).
     note: a line of small text under the axes (e.g. "mean and 95% CI over 3 seeds").
@@ -33,8 +38,9 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
         if logy and any(lo <= 0 for lo in lows if not math.isnan(lo)):
             raise ValueError(f"curve {label!r}: an interval on the log axis reaches {min(lows):.3g} <= 0; give "
                              "(low, high) bounds computed in log space or from percentiles")
-        style = dict(marker="o", ms=4 if marker_only else 3, ls="none" if marker_only else "-", color=f"C{i}",
-                     label=label)
+        cycle = i // 10 % len(CYCLE_STYLES)          # past the 10 colours, another line style and marker
+        style = dict(marker=CYCLE_STYLES[cycle][1], ms=4 if marker_only else 3,
+                     ls="none" if marker_only else CYCLE_STYLES[cycle][0], color=f"C{i % 10}", label=label)
         if any(not math.isnan(lo) for lo in lows):
             yerr = [[0 if math.isnan(lo) else y - lo for y, lo in zip(ys, lows)],
                     [0 if math.isnan(hi) else hi - y for y, hi in zip(ys, highs)]]

@@ -54,3 +54,16 @@ def test_xticks_label_a_sweeps_grid_on_a_log_axis(tmp_path, monkeypatch):
     figures[0].canvas.draw()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]
     assert all(t.get_text() == "" for t in ax.get_xticklabels(minor=True))
+
+
+def test_curves_past_ten_colours_differ_in_line_style_and_marker(tmp_path, monkeypatch):
+    """25 curves: curve 11 reuses curve 1's colour but dashed with squares, curve 21 dotted with triangles; no two
+    curves share colour, line style and marker."""
+    import deft6g.experiment.plots as plots
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    plots.line_plot(tmp_path / "p.png", {f"c{i}": [(0, i), (1, i + 0.5)] for i in range(25)}, "x", "y", "t")
+    lines = [ln for ln in figures[0].axes[0].get_lines() if ln.get_label().startswith("c")]
+    looks = [(ln.get_color(), ln.get_linestyle(), ln.get_marker()) for ln in lines]
+    assert len(lines) == 25 and len(set(looks)) == 25
+    assert looks[10] == (looks[0][0], "--", "s") and looks[20] == (looks[0][0], ":", "^")
