@@ -183,9 +183,11 @@ class _Setup:
     def emulator(self, variant, distill, seed):
         """dict: package (what is sent), stats, device PeftModel, its train/test activations, unk rates. A
         distilled emulator is distilled per `seed` (its distillation batches); the others do not depend on it.
-        Built once per process."""
+        Only the last one asked for is kept in memory (the points come grouped by emulator, and each holds a
+        model and its activations)."""
         if (variant, distill, seed) in self.emulators:
             return self.emulators[(variant, distill, seed)]
+        self.emulators.clear()
         if variant == "full":
             d = {"package": self.builder.package("full", False, seed)[0], "stats": {}, "device": self.full,
                  "kept": list(range(self.n_blocks)), "train": self._full_train(), "test": self.full_test,
