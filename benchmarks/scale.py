@@ -239,12 +239,14 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
         mcfg = model_config(cfg, model)
         t = time.time()
         prepare_model_cache(mcfg)
-        res = _in_subprocess(mcfg, num_devices=k0, per_round=m0, log_dir=log_dir)
-        models.append({"model": mcfg.model, "dataset": mcfg.dataset, "max_length": mcfg.max_length, "block": mcfg.block,
-                       "train_examples": mcfg.train_examples, "num_devices": k0, "per_round": m0, **res})
+        cache_s = time.time() - t
+        res = _in_subprocess(mcfg, num_devices=k0, per_round=m0,               # its runs in a subfolder of its own
+                             log_dir=None if log_dir is None else f"{log_dir}/{mcfg.model}-{mcfg.dataset}")
+        models.append({"model": mcfg.model, "dataset": mcfg.dataset, "max_length": mcfg.max_length,
+                       "block": mcfg.block, "train_examples": mcfg.train_examples, "num_devices": k0,
+                       "per_round": m0, **res})
         log(f"{mcfg.model} on {mcfg.dataset} ({res['params_m']:.0f} M parameters, {res['tokens_mean']:.0f} tokens "
-            f"per text, cache ready in "
-            f"{time.time() - t - res['setup_s']:.0f} s): {res['round_s']:.2f} s per round, peak RSS "
+            f"per text, cache ready in {cache_s:.0f} s): {res['round_s']:.2f} s per round, peak RSS "
             f"{res['peak_rss_mb']:.0f} MB")
     models = with_ratios(models, ref=scale[0])
     write_table(out / "models.csv", MODEL_FIELDS, models)
