@@ -35,8 +35,8 @@ import numpy as np
 EQUIVALENCE_MARGIN = 0.01
 SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "examples", "ms_per_example",
                 "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio", "setup_s", "accuracy"]
-MODEL_FIELDS = ["model", "params_m", "dataset", "max_length", "tokens_mean", "block", "train_examples", "num_devices", "per_round", "round_s",
-                "round_s_ratio", "ms_per_example", "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio",
+MODEL_FIELDS = ["model", "params_m", "dataset", "max_length", "tokens_mean", "block", "train_examples", "num_devices",
+                "per_round", "round_s", "round_s_ratio", "ms_per_example", "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio",
                 "cache_mb", "setup_s"]
 DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
 
