@@ -185,14 +185,15 @@ class _Setup:
         distilled emulator is distilled per `seed` (its distillation batches); the others do not depend on it.
         Only the last one asked for is kept in memory (the points come grouped by emulator, and each holds a
         model and its activations)."""
-        if (variant, distill, seed) in self.emulators:
-            return self.emulators[(variant, distill, seed)]
+        key = (variant, distill, seed if distill else None)      # an undistilled emulator is the same for every seed
+        if key in self.emulators:
+            return self.emulators[key]
         self.emulators.clear()
         if variant == "full":
             d = {"package": self.builder.package("full", False, seed)[0], "stats": {}, "device": self.full,
                  "kept": list(range(self.n_blocks)), "train": self._full_train(), "test": self.full_test,
                  "unk_rate": 0.0, "train_unk_rate": 0.0}
-            self.emulators[(variant, distill, seed)] = d
+            self.emulators[key] = d
             return d
         package, stats = self.builder.package(variant, distill, seed)
         device = get_peft_model(unpack_emulator(package), emulator_config(self.peft_cfg, self.kept, self.n_blocks),
@@ -205,7 +206,7 @@ class _Setup:
         d = {"package": package, "stats": stats, "device": device, "kept": self.kept, "unk_rate": unk,
              "train_unk_rate": train_unk, "train": self._acts(device, x_train, start, tag + ["train"]),
              "test": self._acts(device, x_test, start, tag + ["test"])}
-        self.emulators[(variant, distill, seed)] = d
+        self.emulators[key] = d
         return d
 
     def _full_train(self):
