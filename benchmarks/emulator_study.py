@@ -10,7 +10,8 @@ dequantised compute); + low-rank (truncated SVD, `rank_fraction`) projections of
 and without distillation alignment: the middle blocks trained on public paragraphs to match the full model's
 hidden state at the top boundary (MSE), after the SVD step and before int8; its learning rate and number of
 texts are chosen on the grid `distill_lrs` x `distill_texts` by the boundary MSE on `validation_texts` held-out
-public paragraphs (no device data, no labels; tuning.csv). Reference: devices holding the full model ("full").
+public paragraphs (no device data, no labels; tuning.csv; the default grid holds the one setting that the full
+grid of configs/emulator_paper.toml chose). Reference: devices holding the full model ("full").
 The download is what `pack_emulator` sends (tensors, dtypes, vocabulary mask, config).
 
 Training per (variant, distill, seed): FederatedDEFT, ideal aggregation, `devices` IID devices, `rounds`
@@ -453,8 +454,8 @@ def plot(out, cfg, s_rows):
     fig.text(0.01, 0.01, f"mean and 95% CI over {seeds} seeds (each distils its own emulator); {cfg.model}, "
              f"LoRA r={cfg.lora_rank} in the top block, {cfg.devices} devices x {cfg.rounds} rounds, "
              f"{cfg.dataset} ({cfg.train_examples or 'all'} training texts, {cfg.test_examples or 'whole'} test split);\n"
-             f"vocabulary and distillation from {cfg.public} (distillation setting chosen on held-out {cfg.public} "
-             f"paragraphs, tuning.csv)",
+             f"vocabulary and distillation from {cfg.public} (distillation lr {cfg.distill_lrs} x texts "
+             f"{cfg.distill_texts}, scored on held-out {cfg.public} paragraphs, tuning.csv)",
              fontsize=7, color="0.3")
     fig.suptitle("FoMo emulator: download size vs plug-in accuracy", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
@@ -467,12 +468,15 @@ def summary(cfg, s_rows, cpu_s, tuning_rows=()):
                        f"(validation MSE {r['val_mse_after']:.3g})"
                        for r in tuning_rows if r["chosen"]) or "none"
     margin = 100 * cfg.equivalence_margin
+    how = (f"setting chosen on {cfg.validation_texts} held-out public paragraphs by a grid of lr {cfg.distill_lrs} x "
+           f"texts {cfg.distill_texts} (tuning.csv)" if len(cfg.distill_lrs) * len(cfg.distill_texts) > 1 else
+           f"one setting, not tuned here (configs/emulator_paper.toml scores the grid), its MSE on "
+           f"{cfg.validation_texts} held-out public paragraphs in tuning.csv")
     lines = [f"FoMo emulator study: {cfg.model} on {cfg.dataset} ({cfg.train_examples or 'all'} training texts), "
              f"LoRA r={cfg.lora_rank} q/v in the top block, {cfg.devices} devices x {cfg.rounds} rounds x "
              f"{cfg.local_steps} steps; vocabulary from {cfg.public}; distillation on {cfg.public} paragraphs, "
-             f"{cfg.distill_steps} Adam steps, one distilled emulator per seed, setting chosen on "
-             f"{cfg.validation_texts} held-out public paragraphs by a grid of lr {cfg.distill_lrs} x texts "
-             f"{cfg.distill_texts} (tuning.csv): {chosen}. Mean +- 95% CI over {len(cfg.seeds)} seeds; differences "
+             f"{cfg.distill_steps} Adam steps, one distilled emulator per seed, {how}: {chosen}. "
+             f"Mean +- 95% CI over {len(cfg.seeds)} seeds; differences "
              f"paired per seed; TOST: paired equivalence of plug-in and full-model devices within +-{margin:g} point.",
              f"{'emulator':<34}{'download MB':>12}{'x smaller':>10}{'UNK % train/test':>17}{'mem x':>7}{'step x':>7}"
              f"{'cpu x':>7}{'plug-in acc':>17}{'emulator acc':>17}{'emu - plug':>17}{'plug - full':>17}"
