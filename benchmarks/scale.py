@@ -39,6 +39,7 @@ MODEL_FIELDS = ["model", "params_m", "dataset", "max_length", "tokens_mean", "bl
                 "per_round", "round_s", "round_s_ratio", "ms_per_example", "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio",
                 "cache_mb", "setup_s"]
 DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
+BATCHING_FIELDS = ["per_round", "batch_size", "tokens", "sequential_s", "batched_s", "headroom"]
 
 
 @dataclass
@@ -46,13 +47,15 @@ class ScaleConfig:
     """grid: (K, participants per round) pairs, the first the reference of the ratios; models: [model name,
     dataset, max_length, tuned block, training texts] run at the reference pair (the tuned block's input
     cached; BBC news paragraphs fill 128 tokens, Rotten Tomatoes sentences about 27); rounds per run; seeds of
-    the data-path comparison; train_examples / test_examples: 0 = the whole split."""
+    the data-path comparison; batching: participants per round whose local steps `batching_headroom` times one
+    after another and as one batch; train_examples / test_examples: 0 = the whole split."""
     model: str = "all-MiniLM-L6-v2"
     dataset: str = "rotten_tomatoes"
     max_length: int = 48
     train_examples: int = 0
     test_examples: int = 0
     grid: list = field(default_factory=lambda: [[8, 8], [32, 8], [128, 8], [512, 8], [512, 64]])
+    batching: list = field(default_factory=lambda: [8, 64])
     models: list = field(default_factory=lambda: [["random-bert-base", "bbc_news", 128, 11, 512]])
     rounds: int = 4
     local_steps: int = 4
@@ -65,6 +68,7 @@ class ScaleConfig:
     @classmethod
     def quick(cls):
         return cls(train_examples=1024, test_examples=256, grid=[[8, 4], [32, 4], [32, 16]], rounds=3, seeds=[0],
+                   batching=[4],
                    models=[["random-bert", "bbc_news", 64, 3, 256]])
 
 
@@ -150,6 +154,41 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
             "tokens_mean": tokens_mean, "params_m": peft.get_nb_trainable_parameters()[1] / 1e6}
 
 
+def batching_headroom(cfg, per_round, repeats=5):
+    """Whether running the local steps of `per_round` devices as one batched computation (over stacked adapters)
+    could pay here: the fastest of `repeats` of `per_round` gradient steps of `batch_size` texts one after
+    another (as FederatedDEFT runs the devices' steps; each batch cut to its longest text) against one step on
+    all per_round x batch_size texts (the forward and backward passes a device-vectorised step computes at the
+    least, padded to the longest of them). -> {"sequential_s", "batched_s", "headroom": sequential / batched,
+    the most such a step could save, "tokens": real tokens in the texts}. Gradients without updates, so every
+    step sees the same weights."""
+    from deft6g.finetune.training import make_grad_fn
+    peft, x_fit, y_fit, _, _, key, (fit, _) = _data(cfg)
+    store = _activations(peft, x_fit, cfg.block, key, fit, "ragged-float16")
+    b = cfg.batch_size
+    if per_round * b > len(store):
+        raise ValueError(f"`batching` {per_round} x batch_size {b} texts exceed the {len(store)} training texts")
+    rows = np.random.default_rng(0).choice(len(store), per_round * b, replace=False)
+    parts = [(store[rows[d * b:(d + 1) * b]], y_fit[rows[d * b:(d + 1) * b]]) for d in range(per_round)]
+    whole = (store[rows], y_fit[rows])
+    grads = make_grad_fn(peft, cfg.block)
+
+    def fastest(batches):
+        for x, y in batches:                                    # traces every shape once, outside the timing
+            grads(x, y)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for x, y in batches:
+                grads(x, y)[0].numpy()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    sequential, batched = fastest(parts), fastest([whole])
+    return {"sequential_s": sequential, "batched_s": batched, "headroom": sequential / batched,
+            "tokens": int(store.lengths[rows].sum())}
+
+
 def peak_rss_mb():
     """This process's peak resident memory [MB]: VmHWM of /proc/self/status (Linux), the high-water mark of
     this program's own address space. Not getrusage's ru_maxrss: Linux carries that across fork and exec, so
@@ -233,6 +272,13 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
         log(f"K = {k}, {m} per round: {res['round_s']:.2f} s per round, peak RSS {res['peak_rss_mb']:.0f} MB")
     scale = with_ratios(scale)
     write_table(out / "scale.csv", SCALE_FIELDS, scale)
+    batching = []
+    for m in cfg.batching:
+        res = _in_subprocess(cfg, task="batching", per_round=m)
+        batching.append({"per_round": m, "batch_size": cfg.batch_size, **res})
+        log(f"{m} devices' local steps: {res['sequential_s']:.3f} s one after another, {res['batched_s']:.3f} s as "
+            f"one batch (headroom {res['headroom']:.2f}x)")
+    write_table(out / "batching.csv", BATCHING_FIELDS, batching)
     k0, m0 = cfg.grid[0]
     models = []
     for model in cfg.models:
@@ -259,7 +305,7 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
             log(f"{data} seed {seed}: peak RSS {res['peak_rss_mb']:.0f} MB, accuracy {res['accuracy']:.4f}")
     write_table(out / "data_path.csv", DATA_FIELDS, data_rows)
     plot_scale(out / "scale.png", cfg, scale, models)
-    return cfg, scale, models, data_rows
+    return cfg, scale, models, data_rows, batching
 
 
 def plot_scale(path, cfg, rows, models=()):
@@ -324,7 +370,7 @@ def _plot_models(ax, cfg, ref, models):
     ax.legend(fontsize=8)
 
 
-def summary(cfg, scale, models, data_rows):
+def summary(cfg, scale, models, data_rows, batching=()):
     lines = [f"deft6g scale: {cfg.model}, {cfg.rounds} rounds per run (time per round: median after the first); "
              f"ratios to K={scale[0]['num_devices']}, {scale[0]['per_round']} per round",
              f"{'K':>6}{'per round':>10}{'s/round':>9}{'ratio':>7}{'examples':>9}{'ms/example':>11}{'ratio':>7}"
@@ -341,6 +387,10 @@ def summary(cfg, scale, models, data_rows):
                      f"({r['round_s_ratio']:.2f}x), {r['ms_per_example']:.2f} ms per example "
                      f"({r['ms_per_example_ratio']:.2f}x), peak RSS {r['peak_rss_mb']:.0f} MB "
                      f"({r['peak_rss_mb_ratio']:.2f}x)")
+    for r in batching:
+        lines.append(f"{r['per_round']} devices' local steps of {r['batch_size']} texts: {r['sequential_s']:.3f} s one "
+                     f"after another, {r['batched_s']:.3f} s as one batch: batching them could save at most "
+                     f"{r['headroom']:.2f}x")
     s = data_path_summary(data_rows)
     diff, ci = s["accuracy_diff"]
     lines.append(f"data path (K={cfg.grid[0][0]}, all devices, test split evaluated): peak RSS padded float32 "
@@ -355,7 +405,8 @@ def _worker(payload):
     from .cli import quiet_stack
     quiet_stack()
     cfg = ScaleConfig(**job.pop("config"))
-    print(json.dumps(measure(cfg, **job)))
+    task = batching_headroom if job.pop("task", "measure") == "batching" else measure
+    print(json.dumps(task(cfg, **job)))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ count), the summary and the plot."""
 
 import pytest
 
-from deft6g.benchmarks.scale import (ScaleConfig, data_path_summary, measure, model_config, plot_scale,
-                                     prepare_model_cache, summary, with_ratios)
+from deft6g.benchmarks.scale import (ScaleConfig, batching_headroom, data_path_summary, measure, model_config,
+                                     plot_scale, prepare_model_cache, summary, with_ratios)
 from deft6g.experiment import read_scalars
 from deft6g.finetune import data_split, load_dataset, load_study_model, tokenize
 
@@ -69,7 +69,16 @@ def test_measure_both_data_paths_on_the_smoke_model(tmp_path, monkeypatch):
     models = with_ratios([{"model": "random-bert", "dataset": "bbc_news", "max_length": 24, "block": 2, "train_examples": 48,
                            "num_devices": 4, "per_round": 2, **res}], ref=rows[0])
     assert models[0]["peak_rss_mb_ratio"] == pytest.approx(res["peak_rss_mb"] / rows[0]["peak_rss_mb"])
-    text = summary(cfg, rows, models, [{"data": d, "seed": 0, **got[d]} for d in got])
+    # batching headroom: 4 devices' steps of 8 of the 64 texts one after another and as one batch of 32 texts
+    head = batching_headroom(cfg, 4, repeats=2)
+    assert head["sequential_s"] > 0 and head["batched_s"] > 0
+    assert head["headroom"] == pytest.approx(head["sequential_s"] / head["batched_s"])
+    assert 32 <= head["tokens"] <= 32 * cfg.max_length
+    with pytest.raises(ValueError, match="`batching` 9 x batch_size 8"):
+        batching_headroom(cfg, 9)                                       # 72 texts of 64
+    text = summary(cfg, rows, models, [{"data": d, "seed": 0, **got[d]} for d in got],
+                   [{"per_round": 4, "batch_size": 8, **head}])
     assert f"random-bert ({res['params_m']:.0f} M parameters) on bbc_news (48 training texts of" in text
+    assert f"4 devices' local steps of 8 texts: {head['sequential_s']:.3f} s one after another" in text
     plot_scale(tmp_path / "scale_models.png", cfg, rows, models)
     assert (tmp_path / "scale_models.png").stat().st_size > (tmp_path / "scale.png").stat().st_size
