@@ -306,8 +306,8 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=Non
     """Run (or resume) the study into `out_dir`; `config`: an EmulatorStudyConfig, a TOML path
     (`load_emulator_config`, with `quick`) or None (the default, or the quick one). Returns (cfg, summary rows,
     cpu_s, tuning rows). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the
-    training points (all points of one seed on one worker); the distillation grid, emulator sizes and step
-    times run here, serially, first. log_dir: TensorBoard folder, one run per training point run now
+    training points (per emulator, each seed on one worker); the distillation grid runs here first, then per
+    emulator its size and step time here and its training points, so that it is built once for both. log_dir: TensorBoard folder, one run per training point run now
     (`_run_point`; finished points write nothing); None: no events."""
     tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
     cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
@@ -329,12 +329,15 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=Non
         full = [{"variant": "full", "distill": False}]
         run_points(full, lambda p: _emulator_row(setup, p, None), emu_store, desc="full model", log=log)
         full_row = next(r for r in emu_store.rows() if r["variant"] == "full")
-        run_points(emu_points, lambda p: _emulator_row(setup, p, full_row), emu_store, desc="emulators", log=log,
-                   describe=lambda p, r: f"{_name(p)}: {r['download_ratio']:.2f}x smaller download")
-        run_points(points, EmulatorTask(cfg, setup, log_dir), store, desc="training", log=log, group=["seed"],
-                   **parallel,
-                   describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {r['plug_accuracy']:.3f}, "
-                                         f"emulator {r['emulator_accuracy']:.3f}")
+        task = EmulatorTask(cfg, setup, log_dir)
+        for e in emu_points:            # each emulator's row, then its training points: it is built once for both
+            if not emu_store.done(e):                                   # (the full model's row is done)
+                run_points([e], lambda p: _emulator_row(setup, p, full_row), emu_store, desc="emulator", log=log,
+                           describe=lambda p, r: f"{_name(p)}: {r['download_ratio']:.2f}x smaller download")
+            mine = [p for p in points if (p["variant"], p["distill"]) == (e["variant"], e["distill"])]
+            run_points(mine, task, store, desc="training", log=log, group=["seed"], **parallel,
+                       describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {r['plug_accuracy']:.3f}, "
+                                             f"emulator {r['emulator_accuracy']:.3f}")
     emu_rows, rows = emu_store.rows(), store.rows()
     summary_rows = write_summary(out, emu_rows, rows, cfg.equivalence_margin)
     plot(out, cfg, summary_rows)
