@@ -25,6 +25,7 @@ def crandn():
 
 
 TINY_STUDY = """
+schemes = ["centralised", "ideal", "aircomp", "digital"]
 seeds = [0]
 [model]
 name = "random-bert"
