@@ -15,8 +15,11 @@ activations are memory-mapped). The data-path runs (K = 8, every device in every
 evaluated) pair float32 and float16 per seed: peak RSS of each and the test accuracy difference (paired CI
 and TOST at +-1 point).
 
-Outputs: scale.csv (one row per (K, participants)), models.csv (one row per model), data_path.csv (one row per
-(data, seed)), scale.png.
+The batching runs time the local steps of `batching` participants one after another and as one batch
+(`batching_headroom`): the most a device-vectorised step could save on this machine.
+
+Outputs: scale.csv (one row per (K, participants)), batching.csv (one row per participants count), models.csv
+(one row per model), data_path.csv (one row per (data, seed)), scale.png.
 
 Imports of TensorFlow and the library happen inside the functions: each run's subprocess first silences
 TensorFlow's native log lines (`quiet_stack`), then loads the stack whose memory it measures.
