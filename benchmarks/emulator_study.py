@@ -307,8 +307,9 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=Non
     (`load_emulator_config`, with `quick`) or None (the default, or the quick one). Returns (cfg, summary rows,
     cpu_s, tuning rows). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the
     training points (per emulator, each seed on one worker); the distillation grid runs here first, then per
-    emulator its size and step time here and its training points, so that it is built once for both. log_dir: TensorBoard folder, one run per training point run now
-    (`_run_point`; finished points write nothing); None: no events."""
+    emulator its size and step time here and its training points, so that it is built once for both.
+    log_dir: TensorBoard folder, one run per training point run now (`_run_point`; finished points write
+    nothing); None: no events."""
     tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
     cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
     if log_dir is not None:
