@@ -392,8 +392,8 @@ def summary(cfg, scale, models, data_rows, batching=()):
                      f"({r['peak_rss_mb_ratio']:.2f}x)")
     for r in batching:
         lines.append(f"{r['per_round']} devices' local steps of {r['batch_size']} texts: {r['sequential_s']:.3f} s one "
-                     f"after another, {r['batched_s']:.3f} s as one batch: batching them could save at most "
-                     f"{r['headroom']:.2f}x")
+                     f"after another, {r['batched_s']:.3f} s as one batch: headroom {r['headroom']:.2f}x (the most "
+                     f"batching them could save; below 1, nothing)")
     s = data_path_summary(data_rows)
     diff, ci = s["accuracy_diff"]
     lines.append(f"data path (K={cfg.grid[0][0]}, all devices, test split evaluated): peak RSS padded float32 "
