@@ -28,6 +28,8 @@ pre-initialisation notice. Python warnings and errors raised by the import pass 
 """
 
 import contextlib
+import ctypes
+import gc
 import os
 import re
 import sys
@@ -117,3 +119,16 @@ def set_environment():
     warnings.filterwarnings("ignore", message="IProgress not found")
     if "tensorflow" not in sys.modules and not any(isinstance(f, QuietTensorFlowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, QuietTensorFlowImport())
+
+
+def release_memory():
+    """Collect Python's garbage and hand the C heap's free pages back to the system (glibc's malloc_trim; a
+    no-op where the C library has none). TensorFlow frees a point's tensors, traced graphs and gradient buffers
+    into glibc's heaps, which otherwise keep them resident: without this a serial study's resident memory
+    creeps up by tens of MB per point. -> whether the C library trimmed (bool)."""
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    return bool(trim(0))

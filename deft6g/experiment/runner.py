@@ -25,6 +25,8 @@ import traceback
 
 from tqdm import tqdm
 
+from deft6g.environment import release_memory
+
 RAY_HINT = "parallel runs need Ray: pip install 'deft6g[ray]' (or pip install 'ray>=2.9')"
 
 
@@ -143,6 +145,7 @@ def _run_serial(todo, fn, finished, failed):
                     attempt += 1
                     continue
                 break
+            release_memory()
             finished(point, result, time.time() - t0)
             break
 
@@ -168,6 +171,8 @@ def _worker_class():
                 return True, self.fn(point), time.time() - t0
             except Exception:                                     # noqa: BLE001 -- sent back to the driver
                 return False, traceback.format_exc(), time.time() - t0
+            finally:
+                release_memory()
 
     return Worker
 
