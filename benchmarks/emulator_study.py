@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from deft6g.deprecation import renamed_fields
 from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, mean_ci, paired_ci, prepare_output,
                                run_name, run_points, tost, write_table)
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
@@ -61,15 +62,17 @@ RESULT_TYPES = {"variant": str, "distill": bool, "seed": int, "plug_accuracy": f
                 "mse_before": float, "mse_after": float, "distill_s": float, "train_s": float}
 RESULT_FIELDS = list(RESULT_TYPES)
 # keys before 0.1.0, one distillation setting, now the grid chosen on validation: {old: (new, old value -> new)}
-RENAMED_KEYS = {"distill_lr": ("distill_lrs", lambda lr: [lr]), "public_texts": ("distill_texts", lambda n: [n])}
+RENAMED_KEYS = {"distill_lr": ("distill_lrs", lambda lr: [lr]), "public_texts": ("distill_texts", lambda n: [n]),
+                "lora_rank": ("r", int)}
 TUNING_TYPES = {"middle": str, "distill_lr": float, "distill_texts": int, "val_mse_before": float,
                 "val_mse_after": float, "chosen": bool}
 
 
+@renamed_fields({"lora_rank": "r"})
 @dataclass
 class EmulatorStudyConfig:
     """The study's grid and training budget (see the module docstring); the emulator recipe's keys are those
-    of `deft6g.finetune.EmulatorRecipe`."""
+    of `deft6g.finetune.EmulatorRecipe`; r: the devices' LoRA rank."""
     model: str = "all-MiniLM-L6-v2"
     max_length: int = 48
     dataset: str = "rotten_tomatoes"
@@ -88,7 +91,7 @@ class EmulatorStudyConfig:
     validation_texts: int = 400
     variants: list = field(default_factory=lambda: list(VARIANTS))
     distill: list = field(default_factory=lambda: [False, True])
-    lora_rank: int = 8
+    r: int = 8
     devices: int = 4
     rounds: int = 6
     local_steps: int = 4
@@ -160,7 +163,7 @@ class _Setup:
         self.x_test = {k: v[test] for k, v in tokens.items()}
         self.builder = EmulatorBuilder(self.model, self.tok, cfg.recipe(), cfg.max_length, model_key(cfg.model))
         self.n_blocks, self.kept = self.model.config.num_hidden_layers, self.builder.kept
-        self.peft_cfg = LoraConfig(r=cfg.lora_rank, lora_alpha=2.0 * cfg.lora_rank, target_modules=["query", "value"],
+        self.peft_cfg = LoraConfig(r=cfg.r, lora_alpha=2.0 * cfg.r, target_modules=["query", "value"],
                                    layers_to_transform=[self.n_blocks - 1])
         self.full = get_peft_model(self.model, self.peft_cfg, num_labels=self.num_labels)
         self.full_start = self.full.lowest_tuned_block()
@@ -456,7 +459,7 @@ def plot(out, cfg, s_rows):
                 title="(b) accuracy lost by tuning on the emulator (paired per seed)")
     seeds = max(s["n"] for s in s_rows)
     fig.text(0.01, 0.01, f"mean and 95% CI over {seeds} seeds (each distils its own emulator); {cfg.model}, "
-             f"LoRA r={cfg.lora_rank} in the top block, {cfg.devices} devices x {cfg.rounds} rounds, "
+             f"LoRA r={cfg.r} in the top block, {cfg.devices} devices x {cfg.rounds} rounds, "
              f"{cfg.dataset} ({cfg.train_examples or 'all'} training texts, {cfg.test_examples or 'whole'} test split);\n"
              f"vocabulary and distillation from {cfg.public} (distillation lr {cfg.distill_lrs} x texts "
              f"{cfg.distill_texts}, scored on held-out {cfg.public} paragraphs, tuning.csv)",
@@ -477,7 +480,7 @@ def summary(cfg, s_rows, cpu_s, tuning_rows=()):
            f"one setting, not tuned here (configs/emulator_paper.toml scores the grid), its MSE on "
            f"{cfg.validation_texts} held-out public paragraphs in tuning.csv")
     lines = [f"FoMo emulator study: {cfg.model} on {cfg.dataset} ({cfg.train_examples or 'all'} training texts), "
-             f"LoRA r={cfg.lora_rank} q/v in the top block, {cfg.devices} devices x {cfg.rounds} rounds x "
+             f"LoRA r={cfg.r} q/v in the top block, {cfg.devices} devices x {cfg.rounds} rounds x "
              f"{cfg.local_steps} steps; vocabulary from {cfg.public}; distillation on {cfg.public} paragraphs, "
              f"{cfg.distill_steps} Adam steps, one distilled emulator per seed, {how}: {chosen}. "
              f"Mean +- 95% CI over {len(cfg.seeds)} seeds; differences "

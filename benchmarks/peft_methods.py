@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tf_keras as keras
 
+from deft6g.deprecation import renamed_fields
 from deft6g.experiment import (ResultStore, line_plot, load_json, prepare_output, run_points, write_json_atomic,
                                write_table)
 from deft6g.finetune import (MODELS, AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig, allocation_table,
@@ -36,8 +37,10 @@ BUDGET_TYPES = {"allocation": str, "budget_fraction": float, "bits_budget": int,
                 "payload_bits": int, "memory_mib": float, "flops_g": float, "accuracy": float}
 
 
+@renamed_fields({"rank": "r"})
 @dataclass
 class FinetuneConfig:
+    """The methods table and the budget sweep; r: the LoRA rank of every LoRA method (HF peft's name)."""
     model: str = "all-MiniLM-L6-v2"
     max_length: int = 48
     train_examples: int = 3000
@@ -47,7 +50,7 @@ class FinetuneConfig:
     seed: int = 0
     methods: list = field(default_factory=lambda: [
         "linear_probe", "full", "lora_all", "lora_top", "lora_top_nocache", "adapters", "prompt", "bitfit"])
-    rank: int = 8
+    r: int = 8
     top_blocks: int = 1
     budget_fractions: list = field(default_factory=lambda: [0.25, 0.5])
     choices: list = field(default_factory=lambda: [0, 2, 4, 8, 16])
@@ -65,13 +68,13 @@ LR = {"linear_probe": 1e-2, "full": 5e-5, "lora_all": 1e-3, "lora_top": 1e-3, "l
 def _peft_config(method, cfg, num_blocks, sizes=None):
     top = list(range(num_blocks - cfg.top_blocks, num_blocks))
     if method in ("linear_probe", "full"):
-        return LoraConfig(r=cfg.rank, layers_to_transform=[])
+        return LoraConfig(r=cfg.r, layers_to_transform=[])
     if method == "lora_all":
-        return LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank)
+        return LoraConfig(r=cfg.r, lora_alpha=2 * cfg.r)
     if method in ("lora_top", "lora_top_nocache"):
-        return LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank, layers_to_transform=top)
+        return LoraConfig(r=cfg.r, lora_alpha=2 * cfg.r, layers_to_transform=top)
     if method in ("allocated", "uniform"):
-        return LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank, rank_pattern=dict(enumerate(sizes)))
+        return LoraConfig(r=cfg.r, lora_alpha=2 * cfg.r, rank_pattern=dict(enumerate(sizes)))
     if method == "adapters":
         return AdapterConfig(width=16)
     if method == "prompt":
@@ -128,7 +131,7 @@ def train_method(method, cfg, sizes=None):
 
 
 def block_importance_scores(cfg):
-    """Per-block squared gradient norm of LoRA (all blocks, rank `cfg.rank`) over 4 batches."""
+    """Per-block squared gradient norm of LoRA (all blocks, rank `cfg.r`) over 4 batches."""
     model, x_tr, y_tr, _, _ = _data(cfg)
     peft = get_peft_model(model, _peft_config("lora_all", cfg, model.config.num_hidden_layers), num_labels=2)
     for w in peft.wrappers:        # B = 0 would zero the gradient of A: use a small random B
@@ -148,13 +151,13 @@ def _in_subprocess(task, cfg, **extra):
 
 
 def allocations(cfg, importance, num_blocks):
-    """Allocator vs uniform rank at each budget fraction of LoRA-all-blocks' payload (rank cfg.rank). Each row
+    """Allocator vs uniform rank at each budget fraction of LoRA-all-blocks' payload (rank cfg.r). Each row
     carries `status`: the allocator's (`deft6g.optim.solver_status`; a failed solve is the all-zero fallback,
     "failed (...): no PEFT used") or "uniform"."""
     dims = MODELS.get(cfg.model)
     if dims is None:                      # the random smoke-test model
         dims = dims_of(load_study_model(cfg.model)[0])
-    base = LoraConfig(r=cfg.rank, lora_alpha=2 * cfg.rank)
+    base = LoraConfig(r=cfg.r, lora_alpha=2 * cfg.r)
     table = allocation_table(dims, base, cfg.choices, tokens=cfg.max_length, batch_size=cfg.batch_size)
     alloc = PeftAllocator(importance, cfg.choices, **table)
     full_bits = peft_cost(dims, base).payload_bits

@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from deft6g.deprecation import renamed_fields
+
 EQUIVALENCE_MARGIN = 0.01
 SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "examples", "ms_per_example",
                 "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio", "setup_s", "accuracy"]
@@ -45,13 +47,14 @@ DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
 BATCHING_FIELDS = ["per_round", "batch_size", "tokens", "sequential_s", "batched_s", "headroom"]
 
 
+@renamed_fields({"lora_rank": "r"})
 @dataclass
 class ScaleConfig:
     """grid: (K, participants per round) pairs, the first the reference of the ratios; models: [model name,
     dataset, max_length, tuned block, training texts] run at the reference pair (the tuned block's input
     cached; BBC news paragraphs fill 128 tokens, Rotten Tomatoes sentences about 27); rounds per run; seeds of
     the data-path comparison; batching: participants per round whose local steps `batching_headroom` times one
-    after another and as one batch; train_examples / test_examples: 0 = the whole split."""
+    after another and as one batch; train_examples / test_examples: 0 = the whole split; r: the LoRA rank."""
     model: str = "all-MiniLM-L6-v2"
     dataset: str = "rotten_tomatoes"
     max_length: int = 48
@@ -65,7 +68,7 @@ class ScaleConfig:
     batch_size: int = 32
     lr: float = 1e-2
     seeds: list = field(default_factory=lambda: [0, 1, 2])
-    lora_rank: int = 8
+    r: int = 8
     block: int = 5
 
     @classmethod
@@ -85,7 +88,7 @@ def _data(cfg):
     fit, test = split.fit, split.test
     model, tok = load_study_model(cfg.model)
     tokens = tokenize(tok, data.x, cfg.max_length)
-    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=2 * cfg.lora_rank, target_modules=["query", "value"],
+    lora = LoraConfig(r=cfg.r, lora_alpha=2 * cfg.r, target_modules=["query", "value"],
                       layers_to_transform=[cfg.block])
     peft = get_peft_model(model, lora, num_labels=len(data.class_names))
     key = [model_key(cfg.model), cfg.max_length, content_digest(data), "scale"]
@@ -345,7 +348,7 @@ def plot_scale(path, cfg, rows, models=()):
     axes[1].set_title(f"peak RSS (K={ref['num_devices']}: {ref['peak_rss_mb']:.0f} MB)")
     if models:
         _plot_models(axes[2], cfg, ref, models)
-    fig.text(0.5, 0.01, f"{cfg.model}, LoRA r={cfg.lora_rank} block {cfg.block}, {cfg.local_steps} local steps x "
+    fig.text(0.5, 0.01, f"{cfg.model}, LoRA r={cfg.r} block {cfg.block}, {cfg.local_steps} local steps x "
              f"{cfg.batch_size} texts, ragged float16 activations, ideal aggregation; one process per run",
              ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0.04, 1, 1))

@@ -5,6 +5,7 @@ Names read from code warn with DeprecationWarning (shown to the code that reads 
 read from a user's TOML file warn with FutureWarning (shown to the person running the command).
 """
 
+import functools
 import sys
 import warnings
 
@@ -42,3 +43,32 @@ def renamed_keys(data, renames, where, error=ValueError):
         warn_renamed(f"configuration key {old!r} (in {where})", f"{new!r} = {convert(out[old])!r}", FutureWarning)
         out[new] = convert(out.pop(old))
     return out
+
+
+def renamed_fields(aliases):
+    """A class decorator for a dataclass whose fields were renamed. aliases: {old name: new name}. The
+    constructor takes old=value (warns, passes it as new; giving both is a TypeError) and reading `obj.old`
+    warns and returns `obj.new`."""
+    def decorate(cls):
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **kwargs):
+            for old, new in aliases.items():
+                if old in kwargs:
+                    if new in kwargs:
+                        raise TypeError(f"{cls.__name__}() got {old!r}, the deprecated name of {new!r}, and "
+                                        f"{new!r}; give only {new!r}")
+                    warn_renamed(f"{cls.__name__}({old}=...)", f"{cls.__name__}({new}=...)")
+                    kwargs[new] = kwargs.pop(old)
+            init(self, *args, **kwargs)
+
+        def __getattr__(self, name):                 # only called for names the instance does not have
+            if name in aliases:
+                warn_renamed(f"{cls.__name__}.{name}", f"{cls.__name__}.{aliases[name]}")
+                return getattr(self, aliases[name])
+            raise AttributeError(f"{cls.__name__!r} object has no attribute {name!r}")
+
+        cls.__init__, cls.__getattr__ = __init__, __getattr__
+        return cls
+    return decorate

@@ -8,7 +8,9 @@ import deft6g.benchmarks.beamforming as beamforming
 import deft6g.benchmarks.link as link
 import deft6g.benchmarks.study as study
 import deft6g.benchmarks.study_config as study_config
-from deft6g.benchmarks.emulator_study import load_emulator_config
+from deft6g.benchmarks.emulator_study import EmulatorStudyConfig, load_emulator_config
+from deft6g.benchmarks.peft_methods import FinetuneConfig
+from deft6g.benchmarks.scale import ScaleConfig
 from deft6g.benchmarks.study_config import ConfigError
 from deft6g.deprecation import REMOVED_IN
 from deft6g.finetune import FedAdamServer, FedAvgServer, FederatedDEFT
@@ -49,14 +51,15 @@ def test_server_optimizer_reads_the_name(server, name):
 
 def test_emulator_config_maps_old_keys(tmp_path):
     path = tmp_path / "old.toml"
-    path.write_text("distill_lr = 0.003\npublic_texts = 2000\nseeds = [0, 1]\n")
+    path.write_text("distill_lr = 0.003\npublic_texts = 2000\nlora_rank = 4\nseeds = [0, 1]\n")
     with pytest.warns(FutureWarning) as caught:
         cfg = load_emulator_config(path)
-    assert (cfg.distill_lrs, cfg.distill_texts, cfg.seeds) == ([0.003], [2000], [0, 1])
+    assert (cfg.distill_lrs, cfg.distill_texts, cfg.r, cfg.seeds) == ([0.003], [2000], 4, [0, 1])
     messages = sorted(str(w.message) for w in caught)
-    assert len(messages) == 2
+    assert len(messages) == 3
     assert "'distill_lr'" in messages[0] and "'distill_lrs' = [0.003]" in messages[0]
-    assert "'public_texts'" in messages[1] and "'distill_texts' = [2000]" in messages[1]
+    assert "'lora_rank'" in messages[1] and "'r' = 4" in messages[1]
+    assert "'public_texts'" in messages[2] and "'distill_texts' = [2000]" in messages[2]
 
 
 def test_emulator_config_refuses_old_and_new_key_together(tmp_path):
@@ -64,3 +67,19 @@ def test_emulator_config_refuses_old_and_new_key_together(tmp_path):
     path.write_text("distill_lr = 0.003\ndistill_lrs = [0.001]\n")
     with pytest.raises(ConfigError, match="'distill_lr'.*'distill_lrs'"):
         load_emulator_config(path)
+
+
+@pytest.mark.parametrize("cls, old", [(FinetuneConfig, "rank"), (ScaleConfig, "lora_rank"),
+                                      (EmulatorStudyConfig, "lora_rank")])
+def test_the_lora_rank_is_r_everywhere(cls, old):
+    """The LoRA rank is `r` (HF peft's name) in every configuration; the old field name still builds and reads
+    it, warning, and giving both is refused."""
+    with pytest.warns(DeprecationWarning, match=rf"{cls.__name__}\({old}=\.\.\.\) .*{REMOVED_IN}.*\(r=\.\.\.\)"):
+        cfg = cls(**{old: 4})
+    assert cfg.r == 4 and cfg == cls(r=4)
+    with pytest.warns(DeprecationWarning, match=rf"{cls.__name__}\.{old} .*{cls.__name__}\.r"):
+        assert getattr(cfg, old) == 4
+    with pytest.raises(TypeError, match=f"'{old}'.*'r'"):
+        cls(**{old: 4, "r": 8})
+    with pytest.raises(AttributeError, match="no_such_field"):
+        cfg.no_such_field
