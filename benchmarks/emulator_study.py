@@ -22,7 +22,7 @@ variability. Plug-in accuracy: the full model with the plugged weights on the wh
 the final numbers; emulator accuracy: the emulator itself. "Within `equivalence_margin` of the full model" is a
 paired TOST over seeds (`deft6g.experiment.tost`): "equivalent" or "not shown". Device cost: memory =
 downloaded weights + LoRA/head with Adam states + activations of the top block for a batch (cost model,
-`finetune/cost.py`); time of one training step from tokens (batch x max_length; forward through every block,
+`finetune/peft/cost.py`); time of one training step from tokens (batch x max_length; forward through every block,
 backward through the top block), measured here, wall and CPU seconds (fastest of `timing_repeats`).
 Files: tuning.csv (the distillation grid with its validation MSE and the choice), emulators.csv (per emulator:
 download, UNK rates, memory, step time, from the first seed's emulator; they do not depend on the seed),
@@ -44,11 +44,12 @@ from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_d
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
                              data_split, dims_of, emulator_config, evaluate, get_peft_model, load_dataset,
                              load_study_model, make_train_step, partition, peft_cost, plug_in, tokenize)
-from deft6g.finetune.data import content_digest
-from deft6g.finetune.emulator_builder import VARIANTS, EmulatorRecipe, package_key  # noqa: F401 (re-exported)
-from deft6g.finetune.emulator_builder import package_digest
-from deft6g.finetune.emulator_package import download_bits, package_config, remap_tokens, token_map, unpack_emulator
-from deft6g.finetune.fomo import model_key
+from deft6g.finetune.peft.data import content_digest
+from deft6g.finetune.federation.emulator_builder import VARIANTS, EmulatorRecipe, package_key  # noqa: F401 (re-export)
+from deft6g.finetune.federation.emulator_builder import package_digest
+from deft6g.finetune.federation.emulator_package import download_bits, package_config, remap_tokens, token_map, \
+    unpack_emulator
+from deft6g.finetune.peft.fomo import model_key
 
 from .study_config import load_flat_config
 

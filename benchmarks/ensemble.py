@@ -42,8 +42,8 @@ import numpy as np
 from deft6g.experiment import PointTask, ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, tost
 from deft6g.finetune import (DATASETS, INFERENCE_MODES, MemberTrainer, OnTheFlyEnsemble, PromptPool, cached_arrays,
                              data_split, load_dataset, load_study_model, pool_logits_from_tokens, tokenize)
-from deft6g.finetune.data import content_digest
-from deft6g.finetune.fomo import model_key
+from deft6g.finetune.peft.data import content_digest
+from deft6g.finetune.peft.fomo import model_key
 from deft6g.rng import derive_seed
 
 

@@ -25,8 +25,8 @@ from deft6g.experiment import (ResultStore, line_plot, load_json, prepare_output
 from deft6g.finetune import (MODELS, AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig, allocation_table,
                              block_importance, data_split, evaluate, freeze_all_but, full_finetune_cost, get_peft_model,
                              load_dataset, load_study_model, make_train_step, peft_cost, tokenize, total_params)
-from deft6g.finetune.cost import dims_of
-from deft6g.finetune.training import batches
+from deft6g.finetune.peft.cost import dims_of
+from deft6g.finetune.peft.training import batches
 from deft6g.optim import PeftAllocator
 
 

@@ -1,7 +1,7 @@
 """`deft6g scale`: federated DEFT at scale -- time per round and peak RSS against the number of devices K at a
 fixed number of participants per round, against the model (the packaged MiniLM and a BERT-base-sized random
 model), and the default study's data path with padded float32 activations (today's cache) against the ragged
-float16 store (`deft6g.finetune.activation_store`).
+float16 store (`deft6g.finetune.peft.activation_store`).
 
 Every run is one fresh subprocess (so its peak RSS, VmHWM, is its own): the packaged MiniLM with the
 study's LoRA (rank 8, query/value, block 5) on Rotten Tomatoes, activations at block 5's input, an iid
@@ -81,8 +81,8 @@ class ScaleConfig:
 def _data(cfg):
     """(peft model, training inputs [S, T] of the fit split, their labels, test inputs, labels, cache key)."""
     from deft6g.finetune import LoraConfig, data_split, get_peft_model, load_dataset, load_study_model, tokenize
-    from deft6g.finetune.data import content_digest
-    from deft6g.finetune.fomo import model_key
+    from deft6g.finetune.peft.data import content_digest
+    from deft6g.finetune.peft.fomo import model_key
     data = load_dataset(cfg.dataset)
     split = data_split(data.y, cfg.train_examples, cfg.test_examples)
     fit, test = split.fit, split.test
@@ -100,7 +100,7 @@ def _activations(peft, x, block, key, ids, data, chunks=None):
     """The activations at `block` of inputs x: padded float32 arrays (the study's `cached_arrays` path) or a
     ragged float16 store (computed from `chunks`() when given, else by the model); both cached on disk."""
     from deft6g.finetune import cached_arrays
-    from deft6g.finetune.activation_store import cached_activations, ragged_activations
+    from deft6g.finetune.peft.activation_store import cached_activations, ragged_activations
     if data == "ragged-float16":
         if chunks is not None:
             return cached_activations([key + [ids.tolist()], block], chunks)
@@ -120,7 +120,7 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     step = round, in the run named by the arguments (`deft6g.experiment.run_name`; a re-run replaces it)."""
     from deft6g.experiment import ScalarWriter, run_name
     from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition
-    from deft6g.finetune.training import take
+    from deft6g.finetune.peft.training import take
     t0 = time.time()
     peft, x_fit, y_fit, x_test, y_test, key, (fit, test) = _data(cfg)
     peft.reset_parameters(seed)
@@ -168,7 +168,7 @@ def batching_headroom(cfg, per_round, repeats=5):
     least, padded to the longest of them). -> {"sequential_s", "batched_s", "headroom": sequential / batched,
     the most such a step could save, "tokens": real tokens in the texts}. Gradients without updates, so every
     step sees the same weights."""
-    from deft6g.finetune.training import make_grad_fn
+    from deft6g.finetune.peft.training import make_grad_fn
     peft, x_fit, y_fit, _, _, key, (fit, _) = _data(cfg)
     store = _activations(peft, x_fit, cfg.block, key, fit, "ragged-float16")
     b = cfg.batch_size

@@ -32,11 +32,11 @@ from deft6g.finetune import (COMPRESSED, AdapterConfig, BitFitConfig, EmulatorBu
                              LoraConfig, LoraLayer, PromptTuningConfig, data_split, emulator_config, evaluate,
                              get_peft_model, load_dataset, load_study_model, make_aggregator, partition, plug_in,
                              projection_kernel, tokenize, train_test_split)
-from deft6g.finetune.activation_store import ragged_activations
-from deft6g.finetune.data import content_digest
-from deft6g.finetune.emulator_builder import package_digest
-from deft6g.finetune.emulator_package import download_bits, remap_tokens, token_map, unpack_emulator
-from deft6g.finetune.fomo import model_key
+from deft6g.finetune.peft.activation_store import ragged_activations
+from deft6g.finetune.peft.data import content_digest
+from deft6g.finetune.federation.emulator_builder import package_digest
+from deft6g.finetune.federation.emulator_package import download_bits, remap_tokens, token_map, unpack_emulator
+from deft6g.finetune.peft.fomo import model_key
 
 from .study_config import (RENAMED, STUDY_PEFT_METHODS, STUDY_SCHEMES, ConfigError,  # noqa: F401 (RENAMED's targets)
                            StudyConfig, load_config, validate)

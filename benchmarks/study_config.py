@@ -351,7 +351,7 @@ def validate(cfg):
     work starts; returns `cfg`. Errors are ConfigError (a ValueError) naming the key."""
     # imported here: the command line reads this module for --help, before TensorFlow is loaded
     from deft6g.finetune import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS
-    from deft6g.finetune.data import DATASETS, PARTITIONS
+    from deft6g.finetune.peft.data import DATASETS, PARTITIONS
     from deft6g.optim import METHODS
     from deft6g.phy import CHANNEL_MODELS
 

@@ -3,7 +3,7 @@ neighbour's prompt, received over a D2D link, reach a target accuracy in fewer s
 vocabulary initialisation, how far down in SNR and quantiser bits does that hold, and does prompt similarity
 find the neighbour an oracle would pick?
 
-Who holds what (per seed, `deft6g.finetune.prompt_transfer.device_split`): every target device holds
+Who holds what (per seed, `deft6g.finetune.techniques.prompt_transfer.device_split`): every target device holds
 `device_examples` labelled texts of its task and carves a validation split of `val_fraction` of them
 (`validation_split`); every task of `tasks` is a neighbour that trains its prompt from the shared initial
 prompt (the seed's vocabulary init) on its training pool minus every text a target device holds (the BBC
@@ -40,9 +40,9 @@ import tensorflow as tf
 from deft6g.experiment import (PointTask, ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output,
                                run_points, write_json_atomic, write_table)
 from deft6g.finetune import load_study_model
-from deft6g.finetune.prompt_transfer import (PromptClassifier, PromptTrainer, choose_by_similarity, choose_by_trial,
-                                             device_split, get_task, initial_prompt, prompt_model, task_arrays,
-                                             task_embedding, task_relation)
+from deft6g.finetune.techniques.prompt_transfer import (PromptClassifier, PromptTrainer, choose_by_similarity,
+                                                        choose_by_trial, device_split, get_task, initial_prompt,
+                                                        prompt_model, task_arrays, task_embedding, task_relation)
 from deft6g.phy import PromptLink, noise_var
 from deft6g.rng import derive_seed
 

@@ -1,13 +1,15 @@
-"""The migration path: renamed names and configuration keys keep working for one release (until deft6g
-REMOVED_IN) and warn with what replaced them. CHANGELOG.md ("Deprecated") lists them.
+"""The migration path: renamed names, moved modules and configuration keys keep working for one release (until
+deft6g REMOVED_IN) and warn with what replaced them. CHANGELOG.md ("Deprecated") lists them.
 
-Names read from code warn with DeprecationWarning (shown to the code that reads them); configuration keys
-read from a user's TOML file warn with FutureWarning (shown to the person running the command).
+Names and modules read from code warn with DeprecationWarning (shown to the code that reads them); configuration
+keys read from a user's TOML file warn with FutureWarning (shown to the person running the command).
 """
 
 import functools
+import importlib
 import sys
 import warnings
+from importlib.machinery import ModuleSpec
 
 REMOVED_IN = "0.2.0"
 
@@ -27,6 +29,53 @@ def module_aliases(module_name, aliases):
             return getattr(sys.modules[module_name], aliases[name])
         raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
     return __getattr__
+
+
+def moved_modules(package, moves):
+    """Keeps the old paths of modules moved inside `package` importable. moves: {old name: new name}, both
+    relative to `package` (e.g. {"training": "peft.training"}). Importing `package.old` (or a module inside it)
+    warns and gives the moved module itself, the very object, so isinstance checks and monkeypatching see one
+    module. Returns a module-level `__getattr__` for `package`: reading `package.old` warns and returns it."""
+    full = {f"{package}.{old}": f"{package}.{new}" for old, new in moves.items()}
+    sys.meta_path.insert(0, _MovedModules(full))   # first: a folder the move left behind (holding __pycache__
+                                                   # only) would import as an empty namespace package
+
+    def __getattr__(name):
+        if name not in moves:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        warn_renamed(f"{package}.{name}", f"{package}.{moves[name]}")
+        module = importlib.import_module(f"{package}.{moves[name]}")
+        sys.modules[f"{package}.{name}"] = module      # bound as an import of the old path binds it: warns once
+        setattr(sys.modules[package], name, module)
+        return module
+    return __getattr__
+
+
+class _MovedModules:
+    """The `sys.meta_path` finder of `moved_modules`. moves: {old dotted name: new dotted name}."""
+
+    def __init__(self, moves):
+        self.moves = moves
+
+    def find_spec(self, name, path=None, target=None):
+        old = next((o for o in self.moves if name == o or name.startswith(o + ".")), None)
+        return None if old is None else ModuleSpec(name, _MovedModule(self.moves[old] + name[len(old):]))
+
+
+class _MovedModule:
+    """Loads an old name as the moved module `new` (warning), keeping that module's own `__spec__`."""
+
+    def __init__(self, new):
+        self.new = new
+
+    def create_module(self, spec):
+        warn_renamed(spec.name, self.new)
+        module = importlib.import_module(self.new)
+        self.spec = module.__spec__
+        return module
+
+    def exec_module(self, module):
+        module.__spec__ = self.spec                    # the import system set the old name's spec on it
 
 
 def renamed_keys(data, renames, where, error=ValueError):

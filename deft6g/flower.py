@@ -1,6 +1,6 @@
 """deft6g's radio channel inside Flower (flwr >= 1.42, the Message API): `ChannelFedAvg` is Flower's FedAvg
 except that the weighted average of the clients' updates crosses a deft6g aggregator
-(`deft6g.finetune.aggregation.make_aggregator`: "ideal", "aircomp", "digital", "obda" or "noisy").
+(`deft6g.finetune.federation.aggregation.make_aggregator`: "ideal", "aircomp", "digital", "obda" or "noisy").
 
 Each round the server remembers the global arrays it sent; every reply's ArrayRecord becomes one flat float32
 update [L] (the client's arrays minus the global ones, in the global record's key order, so the model's array
@@ -38,7 +38,7 @@ except ImportError as err:                       # flwr missing (or too old for 
     raise ImportError(FLOWER_HINT) from err
 
 from deft6g.experiment import ScalarWriter
-from deft6g.finetune.aggregation import SCHEMES, make_aggregator
+from deft6g.finetune.federation.aggregation import SCHEMES, make_aggregator
 
 CHANNEL_METRICS = ("agg_mse", "nmse", "uplink_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses",
                    "devices_heard", "latency_s")

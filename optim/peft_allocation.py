@@ -9,7 +9,7 @@ sum_i importance_i * log2(1 + s_i) (diminishing returns in the size) subject to
 
 where reach_i = 1 when backprop must pass block i (some block <= i holds PEFT weights). The problem is a
 MILP, built once with the budgets as CVXPY Parameters and solved by HiGHS; re-solving for new budgets
-reuses it. Inputs are plain arrays (costs from `deft6g.finetune.cost`, scores from measured gradients).
+reuses it. Inputs are plain arrays (costs from `deft6g.finetune.peft.cost`, scores from measured gradients).
 """
 
 from dataclasses import dataclass

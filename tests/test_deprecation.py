@@ -1,6 +1,11 @@
-"""The migration path (deft6g.deprecation): every name and configuration key renamed before 0.1.0 still works,
-returns what replaced it and warns naming the replacement; a file giving an old key beside its new one is
-refused naming both."""
+"""The migration path (deft6g.deprecation): every name, module and configuration key renamed or moved before 0.1.0
+still works, returns what replaced it and warns naming the replacement; a file giving an old key beside its new
+one is refused naming both."""
+
+import importlib
+import subprocess
+import sys
+import warnings
 
 import pytest
 
@@ -8,12 +13,22 @@ import deft6g.benchmarks.beamforming as beamforming
 import deft6g.benchmarks.link as link
 import deft6g.benchmarks.study as study
 import deft6g.benchmarks.study_config as study_config
+import deft6g.finetune as ft
 from deft6g.benchmarks.emulator_study import EmulatorStudyConfig, load_emulator_config
 from deft6g.benchmarks.peft_methods import FinetuneConfig
 from deft6g.benchmarks.scale import ScaleConfig
 from deft6g.benchmarks.study_config import ConfigError
 from deft6g.deprecation import REMOVED_IN
 from deft6g.finetune import FedAdamServer, FedAvgServer, FederatedDEFT
+
+# deft6g.finetune's modules before they were grouped into subpackages, and where each is now.
+MOVED = {**{m: f"peft.{m}" for m in ["activation_store", "architecture", "block_runner", "cost", "data", "fomo",
+                                     "peft_model", "peft_saving", "training", "tuners"]},
+         **{m: f"federation.{m}" for m in ["aggregation", "distillation", "emulator", "emulator_builder",
+                                           "emulator_package", "federated", "server_optimizers"]},
+         **{m: f"techniques.{m}" for m in ["aircomp_connection", "multiview", "multiview_model",
+                                           "prompt_ensemble", "prompt_pool", "prompt_transfer"]},
+         "tuners.lora": "peft.tuners.lora"}
 
 
 @pytest.mark.parametrize("module", [study, study_config])
@@ -83,3 +98,44 @@ def test_the_lora_rank_is_r_everywhere(cls, old):
         cls(**{old: 4, "r": 8})
     with pytest.raises(AttributeError, match="no_such_field"):
         cfg.no_such_field
+
+
+@pytest.mark.parametrize("old, new", [(f"deft6g.finetune.{o}", f"deft6g.finetune.{n}") for o, n in MOVED.items()])
+def test_moved_module_imports_as_itself(old, new, monkeypatch):
+    """The first import of an old module path gives the moved module itself (its own name and spec) and warns
+    once, naming the new path."""
+    parent, _, child = old.rpartition(".")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        importlib.import_module(parent)                     # an old parent path warns for itself
+    monkeypatch.delitem(sys.modules, old, raising=False)     # as if never imported
+    monkeypatch.delitem(vars(sys.modules[parent]), child, raising=False)
+    with pytest.warns(DeprecationWarning) as caught:
+        module = importlib.import_module(old)
+    assert [str(w.message) for w in caught] == [f"{old} is deprecated and will be removed in deft6g {REMOVED_IN}; "
+                                                f"use {new}"]
+    assert module is importlib.import_module(new)
+    assert module.__name__ == module.__spec__.name == new
+
+
+def test_moved_module_reads_as_an_attribute_and_from_imports(monkeypatch):
+    """`deft6g.finetune.fomo` (an attribute read) and `from deft6g.finetune.training import make_grad_fn` give the
+    moved module and the very public object, warning once each; an unknown attribute still raises."""
+    monkeypatch.delitem(sys.modules, "deft6g.finetune.fomo", raising=False)
+    monkeypatch.delitem(vars(ft), "fomo", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"^deft6g\.finetune\.fomo .*; use deft6g\.finetune\.peft\.fomo$") \
+            as caught:
+        read = [ft.fomo, ft.fomo]
+    assert read == [ft.peft.fomo] * 2 and len(caught) == 1
+    monkeypatch.delitem(sys.modules, "deft6g.finetune.training", raising=False)
+    monkeypatch.delitem(vars(ft), "training", raising=False)
+    with pytest.warns(DeprecationWarning, match=r"; use deft6g\.finetune\.peft\.training$") as caught:
+        from deft6g.finetune.training import make_grad_fn
+    assert make_grad_fn is ft.make_grad_fn and len(caught) == 1
+    with pytest.raises(AttributeError, match="NO_SUCH_NAME"):
+        ft.NO_SUCH_NAME
+
+
+def test_importing_finetune_does_not_warn():
+    """Only the old module paths warn: `import deft6g.finetune` passes with DeprecationWarnings as errors."""
+    subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", "import deft6g.finetune"], check=True)

@@ -1,6 +1,7 @@
-"""Repository hygiene: design-note citations resolve, one version source, and importing deft6g has no
-side effects beyond the TensorFlow environment (docs/design.md §5)."""
+"""Repository hygiene: design-note citations resolve, the layers import one way (docs/design.md §2), one version
+source, and importing deft6g has no side effects beyond the TensorFlow environment (docs/design.md §5)."""
 
+import ast
 import importlib.metadata
 import os
 import re
@@ -58,6 +59,40 @@ def test_no_citation_of_the_old_internal_notes():
     old = "DESIGN" + ".md"
     hits = [str(p.relative_to(ROOT)) for p in repository_files() if old in p.read_text(errors="replace")]
     assert hits == []
+
+
+LAYERS = {"deft6g.phy": "phy", "deft6g.optim": "optim", "deft6g.finetune.peft": "finetune/peft",
+          "deft6g.finetune.federation": "finetune/federation", "deft6g.finetune.techniques": "finetune/techniques",
+          "deft6g.benchmarks": "benchmarks"}      # in order: package -> source folder (pyproject's package-dir)
+
+
+def layer_rank(module):
+    """Position in LAYERS of the layer holding `module` (deft6g.finetune itself imports all three of its
+    subpackages); -1 outside the layers (deft6g's root: checks, rng, experiment, ...; third-party)."""
+    if module == "deft6g.finetune":
+        module = "deft6g.finetune.techniques"
+    return next((i for i, layer in enumerate(LAYERS) if module == layer or module.startswith(layer + ".")), -1)
+
+
+def imported_modules(path, package):
+    """The absolute names of the modules a source file of `package` imports (relative imports resolved)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            yield ".".join(part for part in (base, node.module) if part)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_each_layer_imports_only_the_layers_before_it(layer):
+    """phy <- optim <- finetune (peft <- federation <- techniques) <- benchmarks: no module, at any depth of its
+    source, imports from a later layer (read without importing anything)."""
+    folder, rank = ROOT / LAYERS[layer], list(LAYERS).index(layer)
+    later = [f"{path.relative_to(ROOT)}: {name}" for path in sorted(folder.rglob("*.py"))
+             for name in imported_modules(path, ".".join([layer, *path.relative_to(folder).parent.parts]))
+             if layer_rank(name) > rank]
+    assert later == []
 
 
 def test_version_has_one_source():

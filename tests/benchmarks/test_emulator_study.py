@@ -28,7 +28,7 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
     import deft6g.finetune as F
     from deft6g.benchmarks import emulator_study
     from deft6g.finetune import public_vocabulary
-    from deft6g.finetune.emulator_builder import package_digest
+    from deft6g.finetune.federation.emulator_builder import package_digest
     a = _Setup(EmulatorStudyConfig(**TINY), print)
     real = F.load_dataset
 
@@ -101,10 +101,10 @@ def test_study_emulator_mode_sends_the_compressed_aligned_emulator(cache, monkey
     from deft6g.benchmarks import study
     from deft6g.benchmarks.study import StudyTask
     from deft6g.benchmarks.study_config import build_config
-    from deft6g.finetune.emulator_package import download_bits
-    from deft6g.finetune.fomo import model_key
+    from deft6g.finetune.federation.emulator_package import download_bits
+    from deft6g.finetune.peft.fomo import model_key
     small = dict(distill_texts=[12], distill_lrs=[1e-4, 1e-3], validation_texts=6, distill_steps=3)
-    monkeypatch.setattr(study, "EmulatorRecipe", lambda *a: F.emulator_builder.EmulatorRecipe(*a, **small))
+    monkeypatch.setattr(study, "EmulatorRecipe", lambda *a: F.EmulatorRecipe(*a, **small))
     cfg = build_config({"model": {"name": "random-bert"}, "schemes": ["ideal"], "seeds": [0, 1],
                         "data": {"train_examples": 64, "test_examples": 16},
                         "federated": {"mode": "emulator", "devices": 2, "rounds": 1, "local_steps": 1}})

@@ -581,7 +581,7 @@ def _arrays(obj, seen=None):
     """Every numpy array reachable from `obj` through its attributes, tuples, lists, dicts and activation
     stores (models aside: their weights are TensorFlow variables)."""
     import numpy as np
-    from deft6g.finetune.activation_store import RaggedActivations
+    from deft6g.finetune.peft.activation_store import RaggedActivations
     seen = set() if seen is None else seen
     if id(obj) in seen:
         return []
@@ -606,8 +606,8 @@ def test_setup_serves_the_padded_batches_from_a_ragged_store_on_disk(tiny_study,
     import numpy as np
     from deft6g.benchmarks.study import _Setup
     from deft6g.finetune import evaluate, load_dataset, load_study_model, tokenize
-    from deft6g.finetune.activation_store import RaggedActivations
-    from deft6g.finetune.training import take, trim_padding
+    from deft6g.finetune.peft.activation_store import RaggedActivations
+    from deft6g.finetune.peft.training import take, trim_padding
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     cfg = load_config(tiny_study)
     setup = _Setup(cfg, log=lambda m: None)

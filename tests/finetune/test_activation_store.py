@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from deft6g.finetune import LoraConfig, build_fomo, evaluate, get_peft_model
-from deft6g.finetune.activation_store import RaggedActivations, cached_activations, ragged_activations
-from deft6g.finetune.federated import FederatedDEFT
-from deft6g.finetune.aggregation import IdealAggregator
-from deft6g.finetune.training import take, trim_padding
+from deft6g.finetune.peft.activation_store import RaggedActivations, cached_activations, ragged_activations
+from deft6g.finetune.federation.federated import FederatedDEFT
+from deft6g.finetune.federation.aggregation import IdealAggregator
+from deft6g.finetune.peft.training import take, trim_padding
 
 
 @pytest.fixture

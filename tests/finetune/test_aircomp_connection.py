@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from deft6g.finetune import AirCompConnection, DigitalConnection, MultiViewModel, evaluate_multiview, \
     feature_stats, side_info_channel_uses, split_views, train_multiview
-from deft6g.finetune.multiview_model import SPLITS, channel_seed
+from deft6g.finetune.techniques.multiview_model import SPLITS, channel_seed
 from deft6g.optim import design_aircomp, task_oriented_design
 from deft6g.phy.block_codec import info_bits
 from deft6g.phy.digital_uplink import HEADER_BITS

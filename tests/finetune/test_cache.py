@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from deft6g.finetune import data as data_mod
-from deft6g.finetune.data import Dataset, cached_arrays, content_digest, tokenize, tokenizer_digest
-from deft6g.finetune.fomo import PRETRAINED, SMOKE_MODEL, model_key, pretrained_folder, save_tf, build_fomo
+from deft6g.finetune.peft import data as data_mod
+from deft6g.finetune.peft.data import Dataset, cached_arrays, content_digest, tokenize, tokenizer_digest
+from deft6g.finetune.peft.fomo import PRETRAINED, SMOKE_MODEL, model_key, pretrained_folder, save_tf, build_fomo
 
 NAME = "all-MiniLM-L6-v2"
 
@@ -138,7 +138,7 @@ def test_emulator_package_key_has_bottom_and_top_blocks():
     """Two emulator settings keeping the same blocks (all 6: drop 0) but leaving out different bottom/top blocks
     (so distillation and low rank touch different middles) get different package keys; equal settings equal."""
     from deft6g.benchmarks.emulator_study import EmulatorStudyConfig, package_key
-    from deft6g.finetune.emulator import emulator_blocks
+    from deft6g.finetune.federation.emulator import emulator_blocks
     a, b = EmulatorStudyConfig(bottom=1, top=1, drop=0.0), EmulatorStudyConfig(bottom=2, top=2, drop=0.0)
     kept = emulator_blocks(6, a.bottom, a.top, a.drop)
     assert kept == emulator_blocks(6, b.bottom, b.top, b.drop) == list(range(6))

@@ -7,7 +7,7 @@ from deft6g.finetune import (data_split, load_dataset, partition, to_tf_dataset,
                              validation_split)
 from transformers import AutoTokenizer
 
-from deft6g.finetune.fomo import pretrained_folder
+from deft6g.finetune.peft.fomo import pretrained_folder
 
 
 def test_datasets_load_deduplicated():

@@ -195,7 +195,7 @@ def test_distillation_split_scores_every_run_on_the_same_validation_texts(full, 
     non-held ones) start from the same held-out MSE (the same 8 validation texts: equal to masked_mse of the
     untouched emulator's middle output there), and a split that overlaps or leaves the texts raises."""
     from deft6g.finetune import boundary_states, masked_mse
-    from deft6g.finetune.distillation import run_blocks
+    from deft6g.finetune.federation.distillation import run_blocks
     x = tokens(np.random.default_rng(6), 48)
     held = np.arange(8)
     src, tgt = boundary_states(full, build_emulator(full, kept), kept, x)

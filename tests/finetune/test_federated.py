@@ -7,10 +7,11 @@ import tensorflow as tf
 import tf_keras as keras
 
 from deft6g.finetune import LoraConfig, build_fomo, get_peft_model
-from deft6g.finetune.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator, make_aggregator
-from deft6g.finetune.emulator import build_emulator, emulator_blocks, emulator_config, plug_in_state
-from deft6g.finetune.federated import FederatedDEFT, BatchStream
-from deft6g.finetune.training import CROSS_ENTROPY, trim_padding
+from deft6g.finetune.federation.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator, \
+    make_aggregator
+from deft6g.finetune.federation.emulator import build_emulator, emulator_blocks, emulator_config, plug_in_state
+from deft6g.finetune.federation.federated import FederatedDEFT, BatchStream
+from deft6g.finetune.peft.training import CROSS_ENTROPY, trim_padding
 from deft6g.optim import design_aircomp
 from deft6g.phy import aircomp_mse
 

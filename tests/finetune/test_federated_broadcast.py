@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from deft6g.finetune import LoraConfig, build_fomo, get_peft_model
-from deft6g.finetune.aggregation import IdealAggregator
-from deft6g.finetune.federated import FederatedDEFT
+from deft6g.finetune.federation.aggregation import IdealAggregator
+from deft6g.finetune.federation.federated import FederatedDEFT
 
 K, R, LAYERS, LABELS = 3, 2, (2, 3), 2
 TARGETS = ("query", "value")          # BERT self-attention projections, each hidden -> hidden

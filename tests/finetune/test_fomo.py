@@ -8,8 +8,8 @@ from safetensors.numpy import load_file
 from scipy.special import erf
 
 from deft6g.finetune import PRETRAINED, build_fomo, load_fomo, load_study_model, port_folder, save_tf
-from deft6g.finetune import fomo
-from deft6g.finetune.fomo import model_key, pretrained_folder, sha256_file
+from deft6g.finetune.peft import fomo
+from deft6g.finetune.peft.fomo import model_key, pretrained_folder, sha256_file
 
 NAME = "all-MiniLM-L6-v2"
 

@@ -4,7 +4,7 @@ channel uses, FedAvg weights."""
 import numpy as np
 import pytest
 
-from deft6g.finetune.aggregation import SCHEMES, OBDAAggregator, make_aggregator
+from deft6g.finetune.federation.aggregation import SCHEMES, OBDAAggregator, make_aggregator
 
 NOISELESS_DB = 200.0          # noise variance 1e-20: the vote is the noiseless majority
 

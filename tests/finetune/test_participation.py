@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from deft6g.finetune import LoraConfig, build_fomo, get_peft_model, partition
-from deft6g.finetune.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator
-from deft6g.finetune.federated import FederatedDEFT
+from deft6g.finetune.federation.aggregation import AirCompAggregator, DigitalAggregator, IdealAggregator
+from deft6g.finetune.federation.federated import FederatedDEFT
 
 K = 6
 

@@ -9,7 +9,7 @@ from safetensors.numpy import load_file
 
 from deft6g.finetune import (AdapterConfig, BitFitConfig, LoraConfig, PeftModel, PromptTuningConfig, block_importance,
                              build_fomo, dims_of, get_peft_model, make_train_step)
-from deft6g.finetune.cost import peft_params_per_block
+from deft6g.finetune.peft.cost import peft_params_per_block
 
 H, FF, L, LABELS = 64, 128, 4, 3
 

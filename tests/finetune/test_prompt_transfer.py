@@ -7,9 +7,10 @@ import dataclasses
 import hashlib
 
 from deft6g.finetune import build_fomo, load_dataset, tokenize
-from deft6g.finetune.prompt_transfer import (TASKS, PromptClassifier, PromptTrainer, choose_by_similarity,
-                                             choose_by_trial, cosine_similarities, device_split, get_task,
-                                             initial_prompt, prompt_model, task_arrays, task_embedding, task_relation)
+from deft6g.finetune.techniques.prompt_transfer import (TASKS, PromptClassifier, PromptTrainer,
+                                                        choose_by_similarity, choose_by_trial, cosine_similarities,
+                                                        device_split, get_task, initial_prompt, prompt_model,
+                                                        task_arrays, task_embedding, task_relation)
 
 
 def sha(text):
@@ -42,7 +43,7 @@ def test_task_arrays_select_classes_and_word_counts(tmp_path, monkeypatch):
     two classes (counted from the dataset's own labels), labels follow the task's class order, and the short and
     long review subsets split the sentiment task's texts by word count."""
     from deft6g.finetune import load_study_model
-    from deft6g.finetune.prompt_transfer import task_pool
+    from deft6g.finetune.techniques.prompt_transfer import task_pool
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path))
     model, tok = load_study_model("random-bert")
     peft = prompt_model(model, 5, 2)

@@ -9,7 +9,7 @@ import pytest
 
 from deft6g.finetune import (PEFT_METHODS, BaseTuner, LoraConfig, PeftConfig, PeftModel, build_fomo,
                              config_from_dict, dims_of, get_peft_model, register_peft_method)
-from deft6g.finetune.cost import peft_params_per_block
+from deft6g.finetune.peft.cost import peft_params_per_block
 
 H, L, LABELS = 64, 4, 3
 

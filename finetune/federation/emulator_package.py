@@ -21,7 +21,7 @@ import json
 
 import numpy as np
 
-from .architecture import pt_name, transformer_blocks
+from ..peft.architecture import pt_name, transformer_blocks
 
 CONFIG_KEY, VOCAB_KEY = "config.json", "vocab.kept_mask"
 

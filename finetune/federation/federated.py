@@ -15,7 +15,7 @@ Local optimiser state: clients are stateless by default (the local optimiser sta
 device that joins rarely would); with `stateful_clients` every device keeps its Adam moments and step count
 across the rounds it takes part in, restored before and saved after its local steps, at a cost of
 `client_state_bytes` per device that has taken part (Adam: 8 L + 8 bytes for L payload weights; SGD: 8).
-Server optimiser (`deft6g.finetune.server_optimizers`, Reddi et al., ICLR 2021): "fedavg" applies
+Server optimiser (`deft6g.finetune.federation.server_optimizers`, Reddi et al., ICLR 2021): "fedavg" applies
 x <- x + eta * Delta, "fedadam" feeds Delta to Adam (beta1 0.9, beta2 0.99, tau 1e-3), or pass an optimiser
 object (e.g. FedAdamServer with other constants).
 
@@ -46,11 +46,11 @@ import tf_keras as keras
 from deft6g.deprecation import warn_renamed
 from deft6g.rng import derive_seed
 
-from .activation_store import RaggedActivations
+from ..peft.activation_store import RaggedActivations
 from .server_optimizers import SERVER_OPTIMIZERS, FedAvgServer
-from .architecture import projection_kernel
-from .tuners import LoraLayer
-from .training import CROSS_ENTROPY, take, trim_padding
+from ..peft.architecture import projection_kernel
+from ..peft.tuners import LoraLayer
+from ..peft.training import CROSS_ENTROPY, take, trim_padding
 
 SAMPLING_STREAM = 0x5A3D   # the derive_seed stream of the per-round device samples: derive_seed(seed, it, round)
 LOCAL_OPTIMIZERS = ("adam", "sgd")
@@ -169,7 +169,7 @@ class FederatedDEFT:
         S_k = 0 is allowed (a device without data is never trained and has weight 0); at most one device per
         example
     aggregator : callable(updates [m, L], round, weights [m], devices [m]) -> Aggregate
-        (`deft6g.finetune.aggregation`): the sampled devices' updates, FedAvg weights w_k = S_k / sum S over
+        (`deft6g.finetune.federation.aggregation`): the sampled devices' updates, FedAvg weights w_k = S_k / sum S over
         them and their global indices
     start_block : int -- the cached block (<= the model's lowest tuned block)
     local_steps, batch_size : local minibatch steps per round and batch size (batches trim their padding)

@@ -1,7 +1,7 @@
 """`get_peft_model`: a frozen HF TF model + one PEFT method's weights + an optional new classification head,
 with HF peft's API.
 
-The method is a registered tuner (`deft6g.finetune.tuners`); running the model block by block lives in
+The method is a registered tuner (`deft6g.finetune.peft.tuners`); running the model block by block lives in
 `block_runner.py` (bert, vit: deep prompts, split models, activation caching; gpt2 and t5's encoder run
 through the HF call and take LoRA and BitFit, gpt2 also adapters); saving, reloading and merging in
 `peft_saving.py`.

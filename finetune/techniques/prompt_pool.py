@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .training import take, trim_padding
+from ..peft.training import take, trim_padding
 
 
 @dataclass

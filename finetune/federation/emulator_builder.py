@@ -53,7 +53,7 @@ class EmulatorRecipe:
     validation_texts: int = 400
 
     def __post_init__(self):
-        from .data import DATASETS
+        from ..peft.data import DATASETS
         if self.public not in DATASETS:
             raise ValueError(f"`public` {self.public!r} is unknown; known: {sorted(DATASETS)}")
         if not 0 < self.rank_fraction <= 1:
@@ -102,7 +102,7 @@ class EmulatorBuilder:
     """
 
     def __init__(self, model, tokenizer, recipe, max_length, key):
-        from .data import content_digest, load_dataset, tokenize
+        from ..peft.data import content_digest, load_dataset, tokenize
         from .distillation import public_texts
         from .emulator import build_emulator, emulator_blocks
         self.recipe, self.tok = recipe, tokenizer
@@ -124,7 +124,7 @@ class EmulatorBuilder:
     def package(self, variant, distill, seed):
         """The package of `variant` (VARIANTS), distilled (per `seed`, with the tuned setting) or not, and the
         distillation's statistics (mse_before, mse_after on the validation paragraphs, seconds; {} if not)."""
-        from .data import cached_arrays
+        from ..peft.data import cached_arrays
         from .emulator import build_emulator
         from .emulator_package import apply_low_rank, pack_emulator
         if variant not in VARIANTS:
@@ -178,8 +178,8 @@ class EmulatorBuilder:
         batches), scored on the validation paragraphs; returns the statistics. The distilled weights are
         cached per (low rank or not, lr, texts, seed): the emulators that differ only in vocabulary pruning or
         int8 (applied when packing) share the same distilled blocks."""
-        from .architecture import transformer_blocks
-        from .data import cached_arrays
+        from ..peft.architecture import transformer_blocks
+        from ..peft.data import cached_arrays
         from .distillation import align_emulator
         r = self.recipe
         weights = [v for blk in transformer_blocks(emu)[r.bottom:len(self.kept) - r.top] for v in blk.weights]
@@ -201,7 +201,7 @@ class EmulatorBuilder:
     def _boundary(self, emu):
         """The public paragraphs' distillation source and target (cached: the bottom blocks and the full model
         are the same for every emulator; low rank touches only the middle blocks)."""
-        from .data import cached_arrays
+        from ..peft.data import cached_arrays
         from .distillation import boundary_states
         r = self.recipe
         z = cached_arrays(self.key + ["boundary", self.kept, r.bottom, r.top],

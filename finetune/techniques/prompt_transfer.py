@@ -26,12 +26,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from .tuners import PromptTuningConfig
-from .data import (cached_arrays, content_digest, data_split, load_dataset, tokenize, tokenizer_digest,
-                   validation_split)
-from .fomo import model_key
-from .peft_model import get_peft_model
-from .training import batches, make_train_step
+from ..peft.tuners import PromptTuningConfig
+from ..peft.data import (cached_arrays, content_digest, data_split, load_dataset, tokenize, tokenizer_digest,
+                         validation_split)
+from ..peft.fomo import model_key
+from ..peft.peft_model import get_peft_model
+from ..peft.training import batches, make_train_step
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from .tuners import PromptTuningConfig
-from .peft_model import get_peft_model
+from ..peft.tuners import PromptTuningConfig
+from ..peft.peft_model import get_peft_model
 from .prompt_pool import PromptMember, PromptPool, load_member, member_of, pool_logits
-from .training import batches, make_train_step, trim_padding
+from ..peft.training import batches, make_train_step, trim_padding
 
 RULES = ("mean", "vote", "gate")
 """`combine` rules: the mean of the members' logits, a majority vote (ties by the mean), or per-example gate weights."""

@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 
-from .architecture import transformer_blocks
-from .tuners import PEFT_PREFIX
+from ..peft.architecture import transformer_blocks
+from ..peft.tuners import PEFT_PREFIX
 
 
 def emulator_blocks(num_blocks, bottom=1, top=1, drop_fraction=0.5):

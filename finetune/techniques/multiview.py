@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .data import cached_arrays, content_digest, data_split, load_dataset, tokenize
+from ..peft.data import cached_arrays, content_digest, data_split, load_dataset, tokenize
 
 
 def split_views(texts, num_views):
@@ -76,7 +76,7 @@ def load_multiview(dataset, num_views, model_name="all-MiniLM-L6-v2", max_length
     encoded by `model_name` (see `load_study_model`; "random-bert" for smoke tests). Features are cached on
     disk, keyed by all of these. Returns `MultiViewData`.
     """
-    from .fomo import load_study_model, model_key
+    from ..peft.fomo import load_study_model, model_key
     data = load_dataset(dataset)
     if not isinstance(data.x, list):
         raise ValueError(f"`dataset` must be a text dataset, got {dataset!r}")

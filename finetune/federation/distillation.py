@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from .architecture import transformer_blocks
+from ..peft.architecture import transformer_blocks
 
 
 def public_texts(texts, num_texts, min_words=8, seed=0):

@@ -2,7 +2,7 @@ r"""A split multi-view classifier: device projections W_m z_m, a connection that
 
 Device m maps its frozen features :math:`z_m \in \mathbb{R}^F` (standardised with training statistics)
 to :math:`x_m = W_m z_m + c_m \in \mathbb{R}^D`; the server receives :math:`\hat s \approx \sum_m x_m`
-through a connection (`deft6g.finetune.aircomp_connection`) and runs the head
+through a connection (`deft6g.finetune.techniques.aircomp_connection`) and runs the head
 :math:`\mathrm{softmax}(V_2\,\mathrm{relu}(V_1 \hat s + v_1) + v_2)`. What trains: every W_m, c_m and
 the head; the FoMo that produced z_m is frozen. Training through the AirComp connection ("noise-aware")
 draws a fresh channel and design per batch and the noise in the forward pass, and back-propagates through
@@ -19,7 +19,7 @@ import tf_keras as keras
 from deft6g.rng import reseed
 
 from .aircomp_connection import AirCompConnection, DigitalConnection, IdealConnection, payload_stats
-from .training import CROSS_ENTROPY
+from ..peft.training import CROSS_ENTROPY
 
 
 SPLITS = ("train", "validation", "test")
