@@ -10,7 +10,9 @@ import sys
 from pathlib import Path
 
 from deft6g import __version__
+from deft6g.experiment import OutputFolderError, PointsFailed, RayUnavailable, ResultStore, require_ray
 from deft6g.experiment.protocol import COMMANDS, Command, load_entry_points, parallel_options, register_command
+from deft6g.experiment.runner import RayClusterError, check_cluster
 
 from .study_config import MAX_SEED, ConfigError
 
@@ -29,7 +31,6 @@ def _design(args):
 
 
 def _study(args):
-    from deft6g.experiment import ResultStore
     from .study import POINT_KEY, ROUND_FIELDS, ROUND_TYPES, run_study, summary
     result = _configured(args, run_study, log_dir=args.log_dir)
     if result is None:
@@ -317,8 +318,6 @@ def quiet_stack():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from deft6g.experiment import OutputFolderError, PointsFailed, RayUnavailable, require_ray
-    from deft6g.experiment.runner import RayClusterError, check_cluster
     if getattr(args, "workers", None) not in (None, 1) or getattr(args, "ray_address", None):
         try:
             require_ray()

@@ -44,6 +44,7 @@ from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_d
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
                              data_split, dims_of, emulator_config, evaluate, get_peft_model, load_dataset,
                              load_study_model, make_train_step, partition, peft_cost, plug_in, tokenize)
+from deft6g.experiment.plots import plt
 from deft6g.finetune.peft.data import content_digest
 from deft6g.finetune.federation.emulator_builder import VARIANTS, EmulatorRecipe, package_key  # noqa: F401 (re-export)
 from deft6g.finetune.federation.emulator_builder import package_digest
@@ -404,9 +405,6 @@ def plot(out, cfg, s_rows):
     in points, with the +-margin band of the equivalence test and each point's TOST verdict ("equiv." or "not
     shown") under it. The distilled curve is drawn slightly to the right so that the error bars do not hide each
     other."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     if not s_rows:
         return
     order = [v for v in VARIANTS if any(s["variant"] == v for s in s_rows)]

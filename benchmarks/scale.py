@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from deft6g.deprecation import renamed_fields
+from deft6g.experiment import ScalarWriter, check_log_dir, paired_ci, prepare_output, run_name, tost, write_table
+from deft6g.experiment.plots import plt
 
 EQUIVALENCE_MARGIN = 0.01
 SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "examples", "ms_per_example",
@@ -118,7 +120,6 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     "tokens_mean": real (unpadded) tokens per training text}.
     log_dir: after each round (outside its timing), TensorBoard scalars loss, round_s, examples and devices at
     step = round, in the run named by the arguments (`deft6g.experiment.run_name`; a re-run replaces it)."""
-    from deft6g.experiment import ScalarWriter, run_name
     from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition
     from deft6g.finetune.peft.training import take
     t0 = time.time()
@@ -250,7 +251,6 @@ def with_ratios(rows, ref=None):
 def data_path_summary(rows, margin=EQUIVALENCE_MARGIN):
     """{"rss_ratio": median padded-float32 peak RSS over median ragged-float16 peak RSS, "accuracy_diff":
     (mean, 95% CI half-width) of float16 minus float32 per seed, "tost": verdict at +-margin ("" below 2 seeds)}."""
-    from deft6g.experiment import paired_ci, tost
     by = {d: {r["seed"]: r for r in rows if r["data"] == d} for d in ("padded-float32", "ragged-float16")}
     seeds = sorted(set(by["padded-float32"]) & set(by["ragged-float16"]))
     rss = {d: statistics.median(r["peak_rss_mb"] for r in v.values()) for d, v in by.items()}
@@ -264,7 +264,6 @@ def data_path_summary(rows, margin=EQUIVALENCE_MARGIN):
 def run_scale(out_dir, quick=False, log=print, log_dir=None):
     """Run the benchmark into `out_dir` (recomputed each time: ratios are within one invocation); returns
     (cfg, scale rows, model rows, data-path rows). log_dir: per-round TensorBoard scalars of every run (`measure`)."""
-    from deft6g.experiment import check_log_dir, prepare_output, write_table
     cfg = ScaleConfig.quick() if quick else ScaleConfig()
     log_dir = None if log_dir is None else str(check_log_dir(log_dir))
     out = prepare_output(out_dir, "scale", asdict(cfg))
@@ -318,9 +317,6 @@ def plot_scale(path, cfg, rows, models=()):
     """Two panels against K (log axis): time per round and peak RSS, each as a ratio to the first run; one curve
     per participants-per-round value; the time panel marks the 1.2x target. With model rows, a third panel:
     their time per round and peak RSS as ratios to the same first run (bars, absolute values written on them)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 3 if models else 2, figsize=(15 if models else 10, 4),
                              gridspec_kw={"width_ratios": [2, 2, 1.4] if models else [1, 1]})
     ref = rows[0]
