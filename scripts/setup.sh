@@ -7,7 +7,8 @@
 #   PYTHON=3.11 or PYTHON=/path/to/python   use that interpreter instead
 #   VENV=build/venv-3.11                    create/reuse that virtualenv instead of .venv
 #   bash scripts/setup.sh --supported       print the supported versions (oldest first) and exit
-# Exit status 3: no supported interpreter found (nothing was installed).
+#   SETUP_NEED_GB=4                          free space (GB) required before installing (1 if $VENV is set up)
+# Exit status 3: no supported interpreter found (nothing was installed); 4: not enough free disk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -68,6 +69,20 @@ else
     echo "setup: creating $VENV with Python $(version_of "$PYTHON") ($PYTHON)"
     "$PYTHON" -m venv "$VENV"
 fi
+# A fresh environment needs about 3.5 GB where $VENV lives, and pip unpacks wheels in ${TMPDIR:-/tmp}:
+# say so before a download fails half-way with "No space left on device".
+free_gb() { df -Pk "$1" 2>/dev/null | awk 'NR == 2 { printf "%.1f", $4 / 1048576 }'; }
+need_gb=${SETUP_NEED_GB:-4}
+[ -x "$VENV/bin/deft6g" ] && need_gb=${SETUP_NEED_GB:-1}   # an up-to-date environment needs little more
+for place in "$VENV" "${TMPDIR:-/tmp}"; do
+    free=$(free_gb "$place")
+    if [ -n "$free" ] && awk -v f="$free" -v n="$need_gb" 'BEGIN { exit !(f < n) }'; then
+        echo "setup: only $free GB free on the disk of $place; installing needs about $need_gb GB there." >&2
+        echo "setup: free some space (pip's cache: '$VENV/bin/python -m pip cache purge'), or point VENV= or TMPDIR=" >&2
+        echo "setup: at a disk with room, then rerun this script." >&2
+        exit 4
+    fi
+done
 echo "setup: installing deft6g (editable) with TensorFlow 2.21, tf-keras, Sionna 1.2.2, transformers 4.57.6, CVXPY,"
 echo "setup: Ray, Flower 1.42 (deft6g.flower; it pins Ray 2.55.1 and protobuf 6), pytest and the documentation tools"
 echo "setup: (about 1.1 GB to download, 3.5 GB installed, Flower's share about 130 MB: 2-5 minutes on a fresh $VENV"
