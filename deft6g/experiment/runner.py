@@ -15,7 +15,9 @@ seeds itself, so the rows do not depend on the number of workers. Each worker ge
 TensorFlow's intra/inter-op thread pools (and OpenMP) to it through its environment, set before TensorFlow
 starts. The cluster is checked before any point runs (`check_cluster`): workers that cannot all be placed
 (e.g. more GPU shares than GPUs) are an error, never a silent wait; a cluster that still makes no progress
-(workers that never start) for `ray_timeout` seconds ends the run with RayClusterError.
+(workers that never start) for `ray_timeout` seconds ends the run with RayClusterError. After points, each
+process hands freed memory back to the system (`MemoryReleaser`: after every slow point, every few seconds of
+fast ones), so a long serial study's resident memory does not creep up point by point.
 """
 
 import os
@@ -25,7 +27,7 @@ import traceback
 
 from tqdm import tqdm
 
-from deft6g.environment import release_memory
+from deft6g.environment import MemoryReleaser, release_memory
 
 RAY_HINT = "parallel runs need Ray: pip install 'deft6g[ray]' (or pip install 'ray>=2.9')"
 
@@ -135,6 +137,7 @@ def run_points(points, fn, store, desc="points", log=print, retries=1, describe=
 
 
 def _run_serial(todo, fn, finished, failed):
+    release = MemoryReleaser(release_memory)
     for point in todo:
         t0, attempt = time.time(), 0
         while True:
@@ -145,7 +148,7 @@ def _run_serial(todo, fn, finished, failed):
                     attempt += 1
                     continue
                 break
-            release_memory()
+            release()
             finished(point, result, time.time() - t0)
             break
 
@@ -159,6 +162,7 @@ def _worker_class():
 
         def __init__(self, fn):
             self.fn = fn
+            self.release = MemoryReleaser(release_memory)
 
         def ready(self):
             """Answers once the worker has started (its placement on the cluster and `fn` unpickled)."""
@@ -172,7 +176,7 @@ def _worker_class():
             except Exception:                                     # noqa: BLE001 -- sent back to the driver
                 return False, traceback.format_exc(), time.time() - t0
             finally:
-                release_memory()
+                self.release()
 
     return Worker
 

@@ -2,10 +2,11 @@
 
 import json
 import sys
+import time
 
 import pytest
 
-from deft6g.environment import release_memory
+from deft6g.environment import MemoryReleaser, release_memory
 from deft6g.experiment import runner
 from deft6g.experiment import OutputFolderError, PointsFailed, ResultStore, prepare_output, run_points
 
@@ -82,11 +83,39 @@ def test_release_memory_returns_a_fragmented_heap_to_the_system():
     assert before - _rss_mb() > 100
 
 
-def test_the_serial_runner_releases_memory_after_every_point(tmp_path, monkeypatch):
-    """The C heap is trimmed once per finished point (what stops a long serial study's resident memory from
-    creeping up point by point)."""
+def test_the_serial_runner_releases_memory_after_slow_points(tmp_path, monkeypatch):
+    """The C heap is trimmed after every point that takes long next to a release (what stops a long serial
+    study's resident memory from creeping up point by point)."""
     calls = []
     monkeypatch.setattr(runner, "release_memory", lambda: calls.append(1))
     points = [{"p": float(i), "seed": 0} for i in range(3)]
     run_points(points, lambda pt: {**pt, "value": 1.0}, _store(tmp_path), log=lambda *_: None)
     assert len(calls) == 3
+
+
+def test_the_serial_runner_releases_memory_at_most_a_twentieth_of_the_time(tmp_path, monkeypatch):
+    """Instant points and a release that takes 50 ms: one release (after the first point), not one per point,
+    since the next may come only after 1 s (20 x 50 ms) of work."""
+    calls = []
+    monkeypatch.setattr(runner, "release_memory", lambda: (time.sleep(0.05), calls.append(1)))
+    points = [{"p": float(i), "seed": 0} for i in range(6)]
+    run_points(points, lambda pt: {**pt, "value": 1.0}, _store(tmp_path), log=lambda *_: None)
+    assert len(calls) == 1
+
+
+def test_memory_releaser_spends_at_most_its_share_of_the_time():
+    """A fake clock: a release costs 1 s; with share 0.25 the next one waits for 4 s of work after it (5 s of
+    releases in 25 s)."""
+    now, calls = [0.0], []
+
+    def release():
+        calls.append(now[0])
+        now[0] += 1.0
+
+    releaser = MemoryReleaser(release, share=0.25, clock=lambda: now[0])
+    for _ in range(20):                                   # 20 units of work, 1 s each
+        now[0] += 1.0
+        releaser()
+    assert calls == [1.0, 6.0, 11.0, 16.0, 21.0]              # each ends 1 s later; the next comes 4 s after that
+    with pytest.raises(ValueError, match="share"):
+        MemoryReleaser(release, share=0)
