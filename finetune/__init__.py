@@ -21,7 +21,7 @@ from .peft.fomo import (ARCHITECTURES, PRETRAINED, RANDOM_MODELS, SMOKE_MODEL, b
 from .peft.peft_model import PeftModel, PeftModelOutput, freeze_all_but, get_peft_model
 from .peft.training import CROSS_ENTROPY, block_importance, evaluate, make_grad_fn, make_train_step
 from .federation.aggregation import SCHEMES, Aggregate, AirCompAggregator, DigitalAggregator, IdealAggregator, \
-    NoisyAggregator, OBDAAggregator, make_aggregator
+    NoisyAggregator, OBDAAggregator, RoundChannel, make_aggregator
 from .federation.emulator import build_emulator, emulator_blocks, emulator_config, plug_in, plug_in_state
 from .federation.emulator_package import apply_low_rank, dequantize, download_bits, low_rank_factors, \
     pack_emulator, quantize_int8, remap_tokens, token_map, unpack_emulator

@@ -19,6 +19,7 @@ CSI (or the explicit `csi_error` model), free side information and downlink.
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -117,6 +118,15 @@ class NoisyAggregator:
                          nmse=_nmse(mean, true), participants=w > 0)
 
 
+class RoundChannel(NamedTuple):
+    """A radio round's channel as drawn and as the server estimates it (`_RadioAggregator.round_channel`)."""
+    seed: int                   # the round's seed; its draws use sub-streams seed + 1..5
+    H: np.ndarray               # the true channel [N, k] (flat) or [F, N, k] (OFDM) of the round's devices
+    H_est: np.ndarray           # the server's estimate, same shape (the truth for a genie)
+    pilot_uses: int             # uplink channel uses of the pilots (0 for a genie)
+    error_var: object           # the estimate's per-entry error variance: float, or [k] float64 per device
+
+
 class _RadioAggregator:
     """A fresh channel per round (`FadingChannel`; with a drop model and `keep_drop` the devices persist and
     only the small-scale fading is redrawn), its estimate from pilots (or the genie's), and the control link
@@ -161,18 +171,28 @@ class _RadioAggregator:
         """Pilot symbols per device in a round of k devices."""
         return k if self._own_pilots else self.num_pilots
 
-    def _round(self, updates, round_index, weights, devices=None):
-        """What every radio round starts from: (updates [k, L] float32, FedAvg weights [k], the round's seed,
-        its channel H [..., N, k] (the columns of `devices`; None: all), the estimate, pilot channel uses, the
-        estimate's error variance)."""
+    def _devices(self, devices):
+        """The round's device indices [k] (None: all K), checked."""
         devices = np.arange(self.num_devices) if devices is None else np.asarray(devices)
         if (devices.ndim != 1 or devices.dtype.kind not in "iu" or len(np.unique(devices)) != len(devices)
                 or not np.all((devices >= 0) & (devices < self.num_devices))):
             raise ValueError(f"`devices` must be distinct indices in [0, {self.num_devices}), got {devices!r}")
-        u = _check_updates(updates, len(devices))
+        return devices
+
+    def round_channel(self, round_index, devices=None):
+        """What round `round_index` of `devices` (indices [k]; None: all K) draws and the server learns of it:
+        RoundChannel(seed, H [..., N, k] (the columns of `devices`), the estimate, pilot channel uses, the
+        estimate's per-entry error variance (float, or [k] per device)). The same round gives the same draw."""
+        devices = self._devices(devices)
         seed = self.round_seed(round_index)
         H = self.draw_channel(round_index)[..., devices]
-        return (u, fedavg_weights(weights, u.shape[0]), seed, H) + self._estimate(H, seed + 1, devices)
+        return RoundChannel(seed, H, *self._estimate(H, seed + 1, devices))
+
+    def _round(self, updates, round_index, weights, devices=None):
+        """What every radio round starts from: (updates [k, L] float32, FedAvg weights [k]) + `round_channel`."""
+        devices = self._devices(devices)
+        u = _check_updates(updates, len(devices))
+        return (u, fedavg_weights(weights, u.shape[0])) + tuple(self.round_channel(round_index, devices))
 
     def _estimate(self, H, seed, devices):
         """(H_est, pilot channel uses, per-entry error variance: float (genie) or [k] per device): LMMSE from

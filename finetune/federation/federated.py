@@ -187,6 +187,10 @@ class FederatedDEFT:
     jit_compile : bool -- XLA-compile the local step: about 13 % faster per step on a 2-core CPU once compiled
         (a few seconds per new batch shape; losses move by ~1e-7 relative), so it pays for long runs only
     seed : int -- local batch order and the per-round samples
+
+    `local_step(x, y)` -> loss: one step of the local optimiser on a batch (x: hidden [B, T, H] and mask [B, T] at
+    `start_block`, y int [B]), compiled once per federation; in split mode it also steps the server's part.
+    `devices_with_state`: the devices whose optimiser state is kept (`stateful_clients`; empty when stateless).
     """
 
     def __init__(self, model, devices, aggregator, start_block, local_steps=5, batch_size=32, lr=1e-3,
@@ -243,8 +247,8 @@ class FederatedDEFT:
                 raise ValueError(f"`cut_block` must lie above every tuned block {tuned} and <= {model.num_blocks}, "
                                  f"got {cut_block}")
             self.payload, server = [v for v in model.peft_variables if v.ref() not in frozen], head
-        self.optimizer, server_opt, self._step = _compiled_step(model, self.payload, local_optimizer, dropout,
-                                                                start_block, cut_block, server, bool(jit_compile))
+        self.optimizer, server_opt, self.local_step = _compiled_step(model, self.payload, local_optimizer, dropout,
+                                                                     start_block, cut_block, server, bool(jit_compile))
         self.optimizer.learning_rate.assign(lr)
         server_opt.learning_rate.assign(lr)
         for v in server_opt.variables:
@@ -308,6 +312,12 @@ class FederatedDEFT:
             for v, s in zip(self.optimizer.variables, self._states.get(k, self._fresh_state)):
                 v.assign(s)
 
+    @property
+    def devices_with_state(self):
+        """The devices whose local optimiser state is kept between rounds, sorted (tuple of int; memory:
+        `client_state_bytes` each)."""
+        return tuple(sorted(self._states))
+
     def _cut_bits(self, num_examples):
         if self.cut is None:
             return 0
@@ -358,7 +368,7 @@ class FederatedDEFT:
         losses, examples = [], 0
         for _ in range(self.local_steps):
             idx = next(self._streams[k])
-            losses.append(float(self._step(trim_padding(take(x, idx)), y[idx])))
+            losses.append(float(self.local_step(trim_padding(take(x, idx)), y[idx])))
             examples += len(idx)
         self._swap_state(k, save=True)
         return self.payload_vector() - start, losses, examples

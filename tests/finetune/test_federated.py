@@ -292,7 +292,7 @@ def test_split_step_equals_centralised_step():
     for v, w in zip(peft.trainable_variables, init):
         v.assign(w)
     fed = FederatedDEFT(peft, [(x, y)], IdealAggregator(), 1, lr=1e-2, cut_block=2)
-    fed._step((x[0][idx], x[1][idx]), y[idx])
+    fed.local_step((x[0][idx], x[1][idx]), y[idx])
     for v, e in zip(peft.trainable_variables, expected):
         np.testing.assert_allclose(v.numpy(), e, atol=1e-6)
     log = FederatedDEFT(peft, [(x, y)], IdealAggregator(), 1, local_steps=2, batch_size=4, cut_block=2).run_round(0)

@@ -97,9 +97,9 @@ def test_radio_aggregators_run_over_the_sampled_devices(cls):
     rng = np.random.default_rng(0)
     u = rng.standard_normal((2, 20)).astype(np.float32)
     idx = np.array([4, 1])
-    _, _, _, H, _, pilot_uses, _ = agg._round(u, 3, None, idx)
-    np.testing.assert_array_equal(H, agg.draw_channel(3)[:, idx])
-    assert pilot_uses == 2
+    rc = agg.round_channel(3, idx)
+    np.testing.assert_array_equal(rc.H, agg.draw_channel(3)[:, idx])
+    assert rc.pilot_uses == 2
     out = agg(u, 3, np.array([0.25, 0.75]), idx)
     assert out.pilot_uses == 2 and out.energy.shape == (2,) and out.participants.shape == (2,)
     full = rng.standard_normal((K, 20)).astype(np.float32)
@@ -119,10 +119,10 @@ def test_stateless_by_default_stateful_on_request(peft):
     devices = devices_of(peft, [8, 8])
     fed = FederatedDEFT(peft, devices, IdealAggregator(), 2, local_steps=3, batch_size=4)
     fed.run(2)
-    assert int(fed.optimizer.iterations.numpy()) == 3 and fed._states == {}
+    assert int(fed.optimizer.iterations.numpy()) == 3 and fed.devices_with_state == ()
     kept = FederatedDEFT(peft, devices, IdealAggregator(), 2, local_steps=3, batch_size=4, stateful_clients=True)
     kept.run(2)
-    assert int(kept.optimizer.iterations.numpy()) == 6 and sorted(kept._states) == [0, 1]
+    assert int(kept.optimizer.iterations.numpy()) == 6 and kept.devices_with_state == (0, 1)
     assert kept.client_state_bytes == 8 * kept.payload_vector().size + 8
 
 

@@ -14,17 +14,17 @@ def test_round_prior_is_the_gain_of_the_participating_devices():
     """path_gain_db spanning 25 dB, devices [3, 0] of 4 (tau = 2 pilots at 0 dB): the round's error variance is
     beta_k / (1 + 2 beta_k) for those two devices, in their order (closed form)."""
     agg = AirCompAggregator(4, 2, 0.0, seed=0, path_gain_db=GAIN_DB)
-    *_, pilot_uses, error_var = agg._round(np.zeros((2, 6), np.float32), 0, None, np.array([3, 0]))
+    rc = agg.round_channel(0, np.array([3, 0]))
     beta = 10 ** (GAIN_DB[[3, 0]] / 10)
-    assert pilot_uses == 2
-    np.testing.assert_allclose(error_var, beta / (1 + 2 * beta), rtol=1e-6)
+    assert rc.pilot_uses == 2
+    np.testing.assert_allclose(rc.error_var, beta / (1 + 2 * beta), rtol=1e-6)
 
 
 def test_rayleigh_estimate_is_the_scalar_prior_bit_for_bit():
     """Rayleigh (unit gains): the round's estimate is exactly `PilotCsi(tau)` with the scalar unit prior on the
     same channel and seed, and its error variance 1 / (1 + tau rho) for every device."""
     agg = AirCompAggregator(4, 2, -10.0, seed=3)
-    _, _, seed, H, H_est, _, error_var = agg._round(np.zeros((4, 6), np.float32), 5, None)
+    seed, H, H_est, _, error_var = agg.round_channel(5)
     ref, e = phy.PilotCsi(4)(H, -10.0, seed=seed + 1)
     assert np.array_equal(H_est, ref.numpy())
     np.testing.assert_array_equal(error_var, np.full(4, e.numpy(), np.float64))
