@@ -126,7 +126,7 @@ def test_aircomp_error_matches_the_closed_form(runs):
     for server_round, u, w, devices, res in strategy.rounds:
         assert list(devices) == list(range(NUM_CLIENTS))
         H = agg.draw_channel(server_round)[..., devices]
-        d = design_aircomp(H, 1.0, agg.noise_var, "sdr", seed=agg.round_seed(server_round))
+        d = design_aircomp(H, 1.0, agg.noise_var, "sdr", seed=agg.round_seed(server_round, "design"))
         c = w * u.std(axis=1)
         scale = c / c.max()
         cov = scale[:, None] * payload_correlation(u).numpy() * scale[None, :]

@@ -21,7 +21,7 @@ def test_same_seed_same_numbers():
 
 
 def test_neighbouring_seeds_share_no_stream():
-    """Seeds 0..9 (and seeds 7919 apart, as rounds are seeded): the values of one seed's first 2,000 draws that
+    """Seeds 0..9 (and two seeds 7919 apart): the values of one seed's first 2,000 draws that
     also occur among another's (at any offset) stay under 1% (float32 coincidences only; measured 0); with
     Sionna's plain `config.seed`, seed s + 1 repeats seed s's stream shifted by four values (99.8% shared)."""
     streams = [_tf_stream(s) for s in list(range(10)) + [7919, 2 * 7919]]

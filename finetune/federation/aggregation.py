@@ -18,6 +18,7 @@ column; a device that misses its downlink message stays silent. `genie=True` giv
 CSI (or the explicit `csi_error` model), free side information and downlink.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,6 +27,7 @@ import numpy as np
 from deft6g.optim import design_aircomp, select_devices, truncated_inversion
 from deft6g.phy import DROP_MODELS, FLAT_MODELS, MCS_TABLE, AirCompUplink, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, \
     PilotCsi, aircomp_channel_uses, imperfect_csi, noise_var, pilot_channel_uses
+from deft6g.rng import derive_seed
 
 STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
 FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
@@ -112,15 +114,18 @@ class NoisyAggregator:
         u = _check_updates(updates)
         w = fedavg_weights(weights, u.shape[0])
         true = w @ u.astype(np.float64)
-        rng = np.random.default_rng([self.seed, round_index])
+        rng = np.random.default_rng(derive_seed(self.seed, round_index))
         mean = true + rng.normal(0.0, np.sqrt(self.nmse * np.sum(true ** 2) / true.size), true.shape)
         return Aggregate(mean.astype(np.float32), float(np.mean((mean - true) ** 2)), 0, int(np.count_nonzero(w)),
                          nmse=_nmse(mean, true), participants=w > 0)
 
 
+# The draws of one radio round, each from its own sub-stream derive_seed(seed, round, ROUND_STREAMS.index(name)).
+ROUND_STREAMS = ("channel", "pilots", "design", "uplink", "side_info", "downlink")
+
+
 class RoundChannel(NamedTuple):
     """A radio round's channel as drawn and as the server estimates it (`_RadioAggregator.round_channel`)."""
-    seed: int                   # the round's seed; its draws use sub-streams seed + 1..5
     H: np.ndarray               # the true channel [N, k] (flat) or [F, N, k] (OFDM) of the round's devices
     H_est: np.ndarray           # the server's estimate, same shape (the truth for a genie)
     pilot_uses: int             # uplink channel uses of the pilots (0 for a genie)
@@ -155,17 +160,19 @@ class _RadioAggregator:
         self.channel = FadingChannel(channel, num_rx_ant, num_devices, **channel_kwargs)
         self.control = ControlLink()
 
-    def round_seed(self, round_index):
-        """The seed of round `round_index`'s draws (channel, pilots, noise: sub-streams seed + 1..5), from the
-        aggregator's seed."""
-        return (self.seed * 1_000_003 + 7919 * round_index) % (2 ** 31)
+    def round_seed(self, round_index, stream):
+        """The seed of round `round_index`'s draw `stream` (one of ROUND_STREAMS):
+        derive_seed(aggregator seed, round_index, the stream's position)."""
+        if stream not in ROUND_STREAMS:
+            raise ValueError(f"`stream` must be one of {ROUND_STREAMS}, got {stream!r}")
+        return derive_seed(self.seed, round_index, ROUND_STREAMS.index(stream))
 
     def draw_channel(self, round_index):
         """One channel per round: [N, K] (flat) or [F, N, K] (OFDM). A kept drop is placed once, from the
         aggregator's seed."""
         if getattr(self.channel, "keep_drop", False) and self.channel.last_drop is None:
-            self.channel.redrop(1, seed=self.seed)
-        return self.channel(1, seed=self.round_seed(round_index))[0].numpy()
+            self.channel.redrop(1, seed=derive_seed(self.seed))
+        return self.channel(1, seed=self.round_seed(round_index, "channel"))[0].numpy()
 
     def _tau(self, k):
         """Pilot symbols per device in a round of k devices."""
@@ -181,12 +188,11 @@ class _RadioAggregator:
 
     def round_channel(self, round_index, devices=None):
         """What round `round_index` of `devices` (indices [k]; None: all K) draws and the server learns of it:
-        RoundChannel(seed, H [..., N, k] (the columns of `devices`), the estimate, pilot channel uses, the
-        estimate's per-entry error variance (float, or [k] per device)). The same round gives the same draw."""
+        RoundChannel(H [..., N, k] (the columns of `devices`), the estimate, pilot channel uses, the estimate's
+        per-entry error variance (float, or [k] per device)). The same round gives the same draw."""
         devices = self._devices(devices)
-        seed = self.round_seed(round_index)
         H = self.draw_channel(round_index)[..., devices]
-        return RoundChannel(seed, H, *self._estimate(H, seed + 1, devices))
+        return RoundChannel(H, *self._estimate(H, self.round_seed(round_index, "pilots"), devices))
 
     def _round(self, updates, round_index, weights, devices=None):
         """What every radio round starts from: (updates [k, L] float32, FedAvg weights [k]) + `round_channel`."""
@@ -258,11 +264,12 @@ class AirCompAggregator(_RadioAggregator):
         return self.snr_db + 10.0 * np.log10(gain) >= self.admit_snr_db
 
     def __call__(self, updates, round_index, weights=None, devices=None):
-        u, fed_w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
+        u, fed_w, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
+        stream = functools.partial(self.round_seed, round_index)
         k, n_real = u.shape
         sending = (fed_w > 0) & self.admitted(devices)
         stats_ok, side_uses, side_per_device = self._send(STATS_BITS, H, H_est, error_var, self.snr_db, sending,
-                                                          seed + 4)
+                                                          stream("side_info"))
         w = _renormalised(fed_w, stats_ok)
         f = H.shape[0] if H.ndim == 3 else 1
         payload_uses = aircomp_channel_uses(n_real, num_subcarriers=f)
@@ -277,17 +284,18 @@ class AirCompAggregator(_RadioAggregator):
             if self.select:
                 if H.ndim != 2:
                     raise ValueError("device selection is implemented for flat channels (one H per round)")
-                sel = select_devices(H_est[:, kept], 1.0, self.noise_var, self.mse_target, seed=seed)
+                sel = select_devices(H_est[:, kept], 1.0, self.noise_var, self.mse_target, seed=stream("design"))
                 a, b[kept] = sel.design.a, sel.design.b
                 w = _renormalised(w, np.isin(np.arange(k), kept[sel.selected]))
             else:
-                d = design_aircomp(H_est[..., kept], 1.0, self.noise_var, self.method, seed=seed)
+                d = design_aircomp(H_est[..., kept], 1.0, self.noise_var, self.method, seed=stream("design"))
                 a, b[..., kept] = d.a, d.b
-            told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, error_var, self.downlink_snr_db, w > 0, seed + 5)
+            told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, error_var, self.downlink_snr_db, w > 0,
+                                            stream("downlink"))
             b[..., ~told] = 0.0                                   # no factor received: the device stays silent
             heard = (w > 0) & told
             x = _spread(u, H).astype(np.float32)
-            est = self.uplink(x, H, a, b, self.noise_var, weights=w.astype(np.float32), seed=seed + 2,
+            est = self.uplink(x, H, a, b, self.noise_var, weights=w.astype(np.float32), seed=stream("uplink"),
                               over_subcarriers=H.ndim == 3).numpy()
             mean = est.reshape(-1)[:n_real]                       # OFDM: [F, chunk] back to payload order
             c = w * u.std(axis=1)
@@ -347,15 +355,17 @@ class OBDAAggregator(_RadioAggregator):
         self.uplink = OBDAUplink()
 
     def __call__(self, updates, round_index, weights=None, devices=None):
-        u, fed_w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
+        u, fed_w, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
+        stream = functools.partial(self.round_seed, round_index)
         k, n_real = u.shape
         voters = fed_w > 0
         d = truncated_inversion(H_est[..., voters], 1.0, self.noise_var, self.threshold)
         a, b = d.a, np.zeros(H.shape[:-2] + (k,), complex)
         b[..., voters] = d.b
-        told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, error_var, self.downlink_snr_db, voters, seed + 5)
+        told, down_uses, _ = self._send(FACTOR_BITS, H, H_est, error_var, self.downlink_snr_db, voters,
+                                        stream("downlink"))
         b[..., ~told] = 0.0                                       # no factor received: the device stays silent
-        res = self.uplink(_spread(u, H).astype(np.float32), H, a, b, self.noise_var, seed=seed + 2)
+        res = self.uplink(_spread(u, H).astype(np.float32), H, a, b, self.noise_var, seed=stream("uplink"))
         mean = self.server_lr * res.vote.numpy().reshape(-1)[:n_real]
         true = fed_w @ u.astype(np.float64)
         heard = res.transmitted.numpy().reshape(-1, k).any(axis=0)
@@ -407,11 +417,13 @@ class DigitalAggregator(_RadioAggregator):
                                     stochastic_rounding=stochastic)
 
     def __call__(self, updates, round_index, weights=None, devices=None):
-        u, w, seed, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
+        u, w, H, H_est, pilot_uses, error_var = self._round(updates, round_index, weights, devices)
+        stream = functools.partial(self.round_seed, round_index)
         k, n_real = u.shape
-        res = self.uplink(u, H, self.noise_var, 1.0, seed=seed + 3, H_est=H_est, error_var=error_var)
+        res = self.uplink(u, H, self.noise_var, 1.0, seed=stream("uplink"), H_est=H_est, error_var=error_var)
         mcs = np.asarray(res.mcs)
-        told, down_uses, _ = self._send(GRANT_BITS, H, H_est, error_var, self.downlink_snr_db, mcs >= 0, seed + 5)
+        told, down_uses, _ = self._send(GRANT_BITS, H, H_est, error_var, self.downlink_snr_db, mcs >= 0,
+                                        stream("downlink"))
         x_hat, valid = res.x_hat.numpy().astype(np.float64), res.valid.numpy() & told[:, None]
         wv = w[:, None] * valid
         heard = wv.sum(0)

@@ -53,6 +53,7 @@ from ..peft.tuners import LoraLayer
 from ..peft.training import CROSS_ENTROPY, take, trim_padding
 
 SAMPLING_STREAM = 0x5A3D   # the derive_seed stream of the per-round device samples: derive_seed(seed, it, round)
+BATCH_STREAM = 0xBA7C      # the derive_seed stream of device k's batch order: derive_seed(seed, it, k)
 LOCAL_OPTIMIZERS = ("adam", "sgd")
 """The devices' local optimisers."""
 LORA_AGGREGATIONS = ("factors", "frozen_a", "delta_w")
@@ -257,7 +258,8 @@ class FederatedDEFT:
         self.client_state_bytes = sum(a.nbytes for a in self._fresh_state)
         self._states = {}
         lengths = [_lengths(x) if len(y) else np.zeros(0, int) for x, y in devices]
-        self._streams = [BatchStream(lengths[k], batch_size, np.random.default_rng([seed, k]))
+        self._streams = [BatchStream(lengths[k], batch_size,
+                                     np.random.default_rng(derive_seed(seed, BATCH_STREAM, k)))
                          for k in range(len(devices))]
         self.server.reset()                              # a new federation: the server optimiser starts fresh
         self._offsets = self._payload_offsets()

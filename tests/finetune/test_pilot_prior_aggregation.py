@@ -24,8 +24,8 @@ def test_rayleigh_estimate_is_the_scalar_prior_bit_for_bit():
     """Rayleigh (unit gains): the round's estimate is exactly `PilotCsi(tau)` with the scalar unit prior on the
     same channel and seed, and its error variance 1 / (1 + tau rho) for every device."""
     agg = AirCompAggregator(4, 2, -10.0, seed=3)
-    seed, H, H_est, _, error_var = agg.round_channel(5)
-    ref, e = phy.PilotCsi(4)(H, -10.0, seed=seed + 1)
+    H, H_est, _, error_var = agg.round_channel(5)
+    ref, e = phy.PilotCsi(4)(H, -10.0, seed=agg.round_seed(5, "pilots"))
     assert np.array_equal(H_est, ref.numpy())
     np.testing.assert_array_equal(error_var, np.full(4, e.numpy(), np.float64))
 
