@@ -25,9 +25,9 @@ from dataclasses import replace
 import numpy as np
 
 from deft6g.deprecation import module_aliases
-from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, line_plot, log_mean_ci, mean_ci,
-                               paired_ci, prepare_output, run_name, run_points, summarise, tost, tune, tuning_store,
-                               write_table, write_text_atomic)
+from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, censored_median, check_log_dir, line_plot,
+                               log_mean_ci, mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
+                               tune, tuning_store, write_table, write_text_atomic)
 from deft6g.finetune import (COMPRESSED, AdapterConfig, BitFitConfig, EmulatorBuilder, EmulatorRecipe, FederatedDEFT,
                              LoraConfig, LoraLayer, PromptTuningConfig, data_split, emulator_config, evaluate,
                              get_peft_model, load_dataset, load_study_model, make_aggregator, partition, plug_in,
@@ -637,11 +637,6 @@ def accuracy_within(point_rounds, budget):
     return best
 
 
-def _median_censored(values):
-    """The lower median of `values` (censored entries are +-inf and sort as such: never imputed)."""
-    return float(np.sort(values)[(len(values) - 1) // 2])
-
-
 def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf):
     """Per (scheme, snr_db, num_rx_ant, link, num_bits, lora_aggregation): the seed count n, mean and 95% CI
     half-width of SUMMARY_VALUES, and against ideal aggregation of the same seed (paired): the accuracy
@@ -685,9 +680,9 @@ def summary_rows(rows, round_rows=(), margin=EQUIVALENCE_MARGIN, budget=math.inf
                 spent.append(uses_to_target(point_rounds, ref["val_accuracy"] - margin))
         channel = s["scheme"] != "noisy"                                  # the noisy control has no channel
         s["reached"] = float(np.mean(np.isfinite(spent))) if spent else float("nan")
-        s["uses_to_target"] = _median_censored(spent) if spent and channel else float("nan")
+        s["uses_to_target"] = censored_median(spent) if spent and channel else float("nan")
         s["within_budget"] = float(np.mean(np.isfinite(within))) if within and channel else float("nan")
-        s["accuracy_at_budget"] = _median_censored(within) if within and channel else float("nan")
+        s["accuracy_at_budget"] = censored_median(within) if within and channel else float("nan")
         s["heard"] = float(np.mean(heard)) if heard and s["scheme"] != "centralised" else float("nan")   # no devices
         heard_rounds = sum(d for _, d in per_heard)
         s["uses_per_heard"] = (float("nan") if not per_heard or not uses else

@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from deft6g.experiment import (PointTask, ResultStore, line_plot, load_json, mean_ci, paired_ci, prepare_output,
-                               run_points, write_json_atomic, write_table)
+from deft6g.experiment import (PointTask, ResultStore, censored_median, line_plot, load_json, mean_ci, paired_ci,
+                               prepare_output, run_points, write_json_atomic, write_table)
 from deft6g.finetune import load_study_model
 from deft6g.finetune.techniques.prompt_transfer import (PromptClassifier, PromptTrainer, choose_by_similarity,
                                                         choose_by_trial, device_split, get_task, initial_prompt,
@@ -419,25 +419,14 @@ def scheme_rows(cfg, runs, choices, target):
 
 def steps_to_target(items):
     """Steps to the target accuracy (probe steps included) of runs [(seed, row, extra probe steps)], as a list
-    with None for a run that did not reach it within its budget (right-censored; never imputed)."""
-    return [None if r["steps_to_target"] is None else r["steps_to_target"] + extra for _, r, extra in items]
-
-
-def censored_median(steps):
-    """Median steps to the target with unreached runs (None) right-censored at the budget.
-
-    All unreached runs of a scheme are censored at the same time, after every reached one, so the Kaplan-Meier
-    median is the smallest observed count by which at least half of the runs had reached the target. Input:
-    list of int or None; output: int, or None when fewer than half reached it (the median lies beyond the
-    budget) or the list is empty."""
-    reached = sorted(s for s in steps if s is not None)
-    need = math.ceil(len(steps) / 2)
-    return reached[need - 1] if steps and len(reached) >= need else None
+    with inf for a run that did not reach it within its budget (right-censored; never imputed)."""
+    return [math.inf if r["steps_to_target"] is None else r["steps_to_target"] + extra for _, r, extra in items]
 
 
 def _median_text(cfg, items):
+    """The censored median of the runs' steps to the target (`censored_median`), or '>budget' beyond it."""
     m = censored_median(steps_to_target(items))
-    return str(m) if m is not None else f">{cfg.budget_steps + items[0][2]}"
+    return str(int(m)) if math.isfinite(m) else f">{cfg.budget_steps + items[0][2]}"
 
 
 def _write_summary(out, cfg, runs, choices_rows):
@@ -449,7 +438,7 @@ def _write_summary(out, cfg, runs, choices_rows):
                 continue
             acc = mean_ci([r["accuracy"] for _, r, _ in items])
             a0 = mean_ci([r["start_accuracy"] for _, r, _ in items])
-            reached = sum(s is not None for s in steps_to_target(items))
+            reached = sum(math.isfinite(s) for s in steps_to_target(items))
             rows.append({"target": target, "scheme": scheme, "link": "ideal", "snr_db": "", "num_bits": "",
                          "n": len(items), "accuracy_mean": acc[0], "accuracy_ci": acc[1], "start_accuracy_mean": a0[0],
                          "start_accuracy_ci": a0[1], "reached": reached, "reached_fraction": reached / len(items),
@@ -584,9 +573,9 @@ def summary(cfg, sources, choices_rows, runs, timing):
             med = censored_median(steps)
             a0 = mean_ci([r["start_accuracy"] for _, r, _ in items])
             acc = mean_ci([r["accuracy"] for _, r, _ in items])
-            reached = f"{sum(s is not None for s in steps)}/{len(steps)}"
+            reached = f"{sum(math.isfinite(s) for s in steps)}/{len(steps)}"
             lines.append(f"  {scheme:<{width}}{reached:>8}{_median_text(cfg, items):>14}"
-                         f"{'' if med is None else med * cfg.batch_size:>10}{a0[0]:>9.3f} +- {a0[1]:.3f}"
+                         f"{int(med) * cfg.batch_size if math.isfinite(med) else '':>10}{a0[0]:>9.3f} +- {a0[1]:.3f}"
                          f"{acc[0]:>11.3f} +- {acc[1]:.3f}")
         oracle = {s: r["source"] for s, r, _ in schemes[ORACLE]}
         for how, where in (("similarity", "task embeddings after the probe"), ("trial", "validation accuracy")):

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from deft6g.benchmarks.cli import main
-from deft6g.benchmarks.transfer import (TransferConfig, _choose, _Setup, _train_source, _write_summary,
-                                        censored_median, steps_to_target)
+from deft6g.benchmarks.transfer import TransferConfig, _choose, _Setup, _train_source, _write_summary, steps_to_target
 
 
 def test_transfer_quick_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
@@ -140,33 +139,6 @@ def test_choice_never_reads_test_labels(setup):
         setup.data[target] = d
 
 
-def _kaplan_meier_median(times, events):
-    """Independent reference: the product-limit estimate S(t) = prod_{t_i <= t} (1 - d_i / n_i) over event
-    times, and the median as the smallest event time with S(t) <= 1/2 (None if S stays above 1/2)."""
-    s = 1.0
-    for t in sorted(set(t for t, e in zip(times, events) if e)):
-        at_risk = sum(u >= t for u in times)
-        s *= 1 - sum(u == t and e for u, e in zip(times, events)) / at_risk
-        if s <= 0.5:
-            return t
-    return None
-
-
-def test_censored_median_matches_kaplan_meier():
-    """Steps to target with unreached runs censored at the budget (60): the censored median equals the
-    Kaplan-Meier median on 500 random sets of 1-7 runs (seed 0), and the hand cases hold."""
-    assert censored_median([10, None, None]) is None
-    assert censored_median([10, 20, None]) == 20
-    assert censored_median([None, 30]) == 30
-    assert censored_median([]) is None
-    rng = np.random.default_rng(0)
-    for _ in range(500):
-        n = int(rng.integers(1, 8))
-        steps = [None if rng.random() < 0.4 else int(rng.choice([0, 10, 20, 30, 40, 50, 60])) for _ in range(n)]
-        times = [60 if s is None else s for s in steps]
-        assert censored_median(steps) == _kaplan_meier_median(times, [s is not None for s in steps]), steps
-
-
 def test_unreached_runs_are_not_imputed(tmp_path):
     """Three seeds where random init reaches the target in 1 of 3 runs (at 30 steps) and a neighbour's prompt in
     2 of 3 (0 and 20): summary.csv says 1/3 reached with the median beyond the 60-step budget ('>60'; an
@@ -191,4 +163,4 @@ def test_unreached_runs_are_not_imputed(tmp_path):
     assert rows["transfer (similarity)"]["steps_median"] == "30"
     assert rows["transfer (trial)"]["steps_median"] == ">60"
     assert "steps_mean" not in rows["random"]
-    assert steps_to_target([(0, runs[0], 10), (2, runs[2], 10)]) == [None, 40]
+    assert steps_to_target([(0, runs[0], 10), (2, runs[2], 10)]) == [math.inf, 40]

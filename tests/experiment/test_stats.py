@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from deft6g.experiment import log_mean_ci, mean_ci, paired_ci, summarise, tost
+from deft6g.experiment import censored_median, log_mean_ci, mean_ci, paired_ci, summarise, tost
 
 
 def test_mean_ci_hand_example():
@@ -83,3 +83,35 @@ def test_log_mean_ci_is_positive_and_is_the_t_interval_of_the_logs():
     assert 0 < lo < gm < hi
     with pytest.raises(ValueError, match="positive"):
         log_mean_ci([1.0, 0.0])
+
+
+def _kaplan_meier_median(times, events):
+    """Independent reference: the product-limit estimate S(t) = prod_{t_i <= t} (1 - d_i / n_i) over event
+    times, and the median as the smallest event time with S(t) <= 1/2 (None if S stays above 1/2)."""
+    s = 1.0
+    for t in sorted(set(t for t, e in zip(times, events) if e)):
+        at_risk = sum(u >= t for u in times)
+        s *= 1 - sum(u == t and e for u, e in zip(times, events)) / at_risk
+        if s <= 0.5:
+            return t
+    return None
+
+
+def test_censored_median_matches_kaplan_meier():
+    """Steps to target with unreached runs (inf) censored at the budget (60): the censored median equals the
+    Kaplan-Meier median (inf where it stays above 1/2) on 500 random sets of 1-7 runs (seed 0), and the hand
+    cases hold; -inf (nothing within a budget) sorts first."""
+    inf = float("inf")
+    assert censored_median([10, inf, inf]) == inf
+    assert censored_median([10, 20, inf]) == 20
+    assert censored_median([inf, 30]) == 30
+    assert censored_median([-inf, 0.7, 0.8]) == 0.7 and censored_median([-inf, -inf, 0.8]) == -inf
+    with pytest.raises(ValueError, match="values"):
+        censored_median([])
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(1, 8))
+        steps = [inf if rng.random() < 0.4 else int(rng.choice([0, 10, 20, 30, 40, 50, 60])) for _ in range(n)]
+        times = [min(s, 60) for s in steps]
+        km = _kaplan_meier_median(times, [s < inf for s in steps])
+        assert censored_median(steps) == (inf if km is None else km), steps
