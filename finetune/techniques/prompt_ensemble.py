@@ -32,6 +32,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from deft6g.rng import derive_seed
+
 from ..peft.tuners import PromptTuningConfig
 from ..peft.peft_model import get_peft_model
 from .prompt_pool import PromptMember, PromptPool, load_member, member_of, pool_logits
@@ -160,13 +162,18 @@ class ChunkLog:
     scores: list = field(default_factory=list)
 
 
+# sub-streams of a member's origin (`derive_seed(seed, origin, stream)`)
+INIT_STREAM, BATCH_STREAM = 0, 1
+
+
 class MemberTrainer:
     """Trains (prompt, head) members on cached activations of the frozen model.
 
     model: an HF TF bert/vit model; num_labels: C; tokens_pattern: {block: n_b} deep prompts (blocks >= j, the
     lowest one: everything below j is computed once, `activations`); lr, epochs, batch_size: Adam training
-    per member; seed: the base of every random choice (fresh inits and batch orders are drawn from (seed,
-    origin); reassign it between streams). One PeftModel and one compiled step serve all members (Adam's state
+    per member; seed: the base of every random choice (a member's fresh init and its batch order are drawn from
+    derive_seed(seed, origin, INIT_STREAM) and derive_seed(seed, origin, BATCH_STREAM); reassign it between
+    streams). One PeftModel and one compiled step serve all members (Adam's state
     is zeroed between members); `steps_taken` counts the optimizer steps run so far.
     """
 
@@ -187,8 +194,8 @@ class MemberTrainer:
 
     def fresh_member(self, hidden, mask, origin):
         """A fresh init: every prompt row a real token's block-j input drawn from (hidden, mask) (the deep-prompt
-        analogue of vocabulary init), head N(0, 0.02^2), bias 0; seeded by (seed, origin)."""
-        rng = np.random.default_rng([self.seed, origin])
+        analogue of vocabulary init), head N(0, 0.02^2), bias 0; seeded by derive_seed(seed, origin, INIT_STREAM)."""
+        rng = np.random.default_rng(derive_seed(self.seed, origin, INIT_STREAM))
         real = np.argwhere(np.asarray(mask) > 0)
         prompts = {b: np.asarray(hidden)[tuple(real[rng.integers(0, len(real), p.shape[0])].T)].astype(np.float32)
                    for b, p in self.peft.prompts.items()}
@@ -211,7 +218,7 @@ class MemberTrainer:
         load_member(self.peft, init if init is not None else self.fresh_member(hidden, mask, origin))
         for v in self.optimizer.variables():
             v.assign(tf.zeros_like(v))
-        rng = np.random.default_rng([self.seed, origin, 1])
+        rng = np.random.default_rng(derive_seed(self.seed, origin, BATCH_STREAM))
         done = 0
         while done < steps:
             for xb, yb in batches((hidden, mask.astype(np.float32)), np.asarray(labels), self.batch_size, rng):

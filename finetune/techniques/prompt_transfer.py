@@ -26,6 +26,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from deft6g.rng import derive_seed
+
 from ..peft.tuners import PromptTuningConfig
 from ..peft.data import (cached_arrays, content_digest, data_split, load_dataset, tokenize, tokenizer_digest,
                          validation_split)
@@ -157,6 +159,9 @@ def task_relation(source, target):
     return "overlapping classes" if sc & tc else "same corpus, other classes"
 
 
+HOLDINGS_STREAM = 0          # derive_seed(seed, HOLDINGS_STREAM, i): the texts target device i holds
+
+
 def device_split(data, targets, examples, val_fraction, seed):
     """Who holds which training texts: each target device and the neighbours (docs/design.md §8: a device's
     texts are never in another party's training data; all tasks of one dataset draw on one corpus).
@@ -179,6 +184,8 @@ def device_split(data, targets, examples, val_fraction, seed):
     val_fraction : float in (0, 1)
         Share of each class of a device's texts moved to its validation split
     seed : int
+        Target device i's texts are drawn from derive_seed(seed, HOLDINGS_STREAM, i), its validation split by
+        `validation_split` from `seed`
 
     Output
     ------
@@ -200,7 +207,8 @@ def device_split(data, targets, examples, val_fraction, seed):
         if examples > len(free):
             raise ValueError(f"`examples` = {examples} exceeds the {len(free)} training texts of target {target!r} "
                              "not held by an earlier target device")
-        own = np.sort(np.random.default_rng([seed, i]).choice(free, examples, replace=False))
+        own = np.sort(np.random.default_rng(derive_seed(seed, HOLDINGS_STREAM, i)).choice(free, examples,
+                                                                                         replace=False))
         devices[target] = validation_split(own, d.y_train, val_fraction, seed)
         held[d.task.dataset] = np.concatenate([taken, d.train_groups[own]])
     neighbours = {name: np.flatnonzero(~np.isin(d.train_groups, held.get(d.task.dataset, [])))
@@ -267,7 +275,8 @@ class PromptTrainer:
     """Fine-tunes a classifier's prompt from a given start, reusing one compiled step (Adam, state reset per run).
 
     run(init, train, y, steps, batch_size, seed, eval_set=None, eval_every=0) -> the final prompt [tokens, H]
-    and the accuracy curve [(step, accuracy on eval_set)], step 0 included when eval_set is given.
+    and the accuracy curve [(step, accuracy on eval_set)], step 0 included when eval_set is given;
+    predict(hidden [S, T, H], mask [S, T]) -> the predicted labels [S] (int64 tensor) under the current prompt.
     """
 
     def __init__(self, classifier, learning_rate):
@@ -275,12 +284,12 @@ class PromptTrainer:
         self.optimizer = keras.optimizers.Adam(learning_rate)
         self.step = make_train_step(classifier, self.optimizer, start_block=classifier.block)
         spec = [tf.TensorSpec([None, None, classifier.peft.hidden], tf.float32), tf.TensorSpec([None, None], tf.float32)]
-        self._predict = tf.function(lambda h, m: tf.argmax(classifier.forward_from(h, m, classifier.block), -1),
-                                    input_signature=spec)        # one trace for every set size
+        self.predict = tf.function(lambda h, m: tf.argmax(classifier.forward_from(h, m, classifier.block), -1),
+                                   input_signature=spec)         # one trace for every set size
 
     def accuracy(self, x, y, batch_size=256):
         """Accuracy on cached block inputs x = (hidden [S, T, H], mask [S, T]) with labels y [S]."""
-        hits = sum(int(np.sum(self._predict(*xb).numpy() == yb)) for xb, yb in batches(x, y, batch_size))
+        hits = sum(int(np.sum(self.predict(*xb).numpy() == yb)) for xb, yb in batches(x, y, batch_size))
         return hits / len(y)
 
     def run(self, init, train, y, steps, batch_size, seed, eval_set=None, eval_every=0):

@@ -124,7 +124,7 @@ def test_choice_never_reads_test_labels(setup):
     before = _choose(setup, point, prompts)
     trainer = setup.trainers[target]
     trainer.clf.set_prompt(prompts[("bbc_topics5", seed)])
-    predicted = trainer._predict(*d.test).numpy()
+    predicted = trainer.predict(*d.test).numpy()
     wrong = dataclasses.replace(d, y_test=(predicted + 1) % len(d.labels))      # every test label scrambled
     assert trainer.accuracy(wrong.test, wrong.y_test) == 0.0 < trainer.accuracy(d.test, d.y_test)
     try:
