@@ -42,7 +42,7 @@ from deft6g.phy import FLAT_MODELS, ControlLink, DigitalUplink, FadingChannel, O
     aircomp_channel_uses, aircomp_mse, empirical_mse, noise_var, pilot_channel_uses
 from deft6g.rng import derive_seed, reseed
 
-from deft6g.experiment import ResultStore, line_plot, log_mean_ci, mean_ci, percentiles, prepare_output, run_points, \
+from deft6g.experiment import ResultStore, ci_points, line_plot, mean_ci, percentiles, prepare_output, run_points, \
     write_table, write_text_atomic
 
 from .impairment_sweeps import link_sweeps
@@ -637,8 +637,7 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
                 ratios.setdefault(f"{r['scheme']} N={key[1]} K={key[2]}", {}).setdefault(key[3], []).append(
                     r["channel_uses"] / air_uses[key])
         line_plot(out / f"channel_use_advantage_{model}.png",
-                  {label: [(snr, m, (lo, hi)) for snr, v in sorted(pts.items()) for m, lo, hi in [log_mean_ci(v)]]
-                   for label, pts in ratios.items()},
+                  {label: ci_points(pts, log=True) for label, pts in ratios.items()},
                   SNR_AXIS, "digital uplink uses / AirComp MRC uplink uses",
                   f"Equal SNR: 8-bit digital vs AirComp, {model}",
                   logy=True, hlines={"equal channel uses": 1.0},

@@ -25,8 +25,8 @@ from dataclasses import replace
 import numpy as np
 
 from deft6g.deprecation import module_aliases
-from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, censored_median, check_log_dir, line_plot,
-                               log_mean_ci, mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
+from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, censored_median, check_log_dir, ci_points,
+                               line_plot, mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
                                tune, tuning_store, write_table, write_text_atomic)
 from deft6g.finetune import (COMPRESSED, AdapterConfig, BitFitConfig, EmulatorBuilder, EmulatorRecipe, FederatedDEFT,
                              LoraConfig, LoraLayer, PromptTuningConfig, data_split, emulator_config, evaluate,
@@ -766,9 +766,15 @@ def plot_study(out, cfg, summary, rows, round_rows):
                 by_uses.setdefault(name, {}).setdefault(r["round"], []).append((used, r["val_accuracy"]))
     n_eval = cfg.federated.round_eval_examples
     val_label = f"validation accuracy ({f'{n_eval} texts' if n_eval else 'whole split'})"
-    _plot_rounds(out / "accuracy_per_round.png", per_round, val_label, "Accuracy per round (validation)", False, note)
-    _plot_rounds(out / "nmse_per_round.png", nmse_round, "normalised aggregation MSE ||error||^2 / ||update||^2",
-                 "Aggregation error per round", True, note)
+    rounds = list(range(1, cfg.federated.rounds + 1))
+    if per_round:
+        line_plot(out / "accuracy_per_round.png", {name: ci_points(v) for name, v in per_round.items()}, "round",
+                  val_label, "Accuracy per round (validation)", note=note, xticks=rounds)
+    if nmse_round:                   # positive and heavy-tailed: geometric mean, interval in log space
+        line_plot(out / "nmse_per_round.png", {name: ci_points(v, log=True) for name, v in nmse_round.items()},
+                  "round", "normalised aggregation MSE ||error||^2 / ||update||^2", "Aggregation error per round",
+                  logy=True, xticks=rounds,
+                  note=note.replace("mean and 95% CI", "geometric mean and 95% CI (log space)"))
     uses_curves = {name: [(float(np.median([u for u, _ in v])), *mean_ci([a for _, a in v])) for v in per.values()]
                    for name, per in by_uses.items()}
     if uses_curves:
@@ -789,19 +795,6 @@ def _rounds_by_point(cfg, round_rows):
         name = f"{_curve_name(cfg, r)} {r['snr_db']:g} dB"
         out.setdefault((name, tuple(str(r[k]) for k in POINT_KEY)), []).append(r)
     return {k: sorted(v, key=lambda r: r["round"]) for k, v in out.items()}
-
-
-def _plot_rounds(path, curves, ylabel, title, logy, note):
-    """Mean and 95% CI per round; on a log axis the geometric mean with the interval computed in log space."""
-    if not curves:
-        return
-    if logy:
-        pts = {name: [(r, gm, (lo, hi)) for r, v in rounds.items() for gm, lo, hi in [log_mean_ci(v)]]
-               for name, rounds in curves.items()}
-        note = note.replace("mean and 95% CI", "geometric mean and 95% CI (log space)")
-    else:
-        pts = {name: [(r, *mean_ci(v)) for r, v in rounds.items()] for name, rounds in curves.items()}
-    line_plot(path, pts, "round", ylabel, title, logy=logy, note=note)
 
 
 def _cells(s):

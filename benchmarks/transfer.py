@@ -37,8 +37,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from deft6g.experiment import (PointTask, ResultStore, censored_median, line_plot, load_json, mean_ci, paired_ci,
-                               prepare_output, run_points, write_json_atomic, write_table)
+from deft6g.experiment import (PointTask, ResultStore, censored_median, ci_points, line_plot, load_json, mean_ci,
+                               paired_ci, prepare_output, run_points, write_json_atomic, write_table)
 from deft6g.finetune import load_study_model
 from deft6g.finetune.techniques.prompt_transfer import (PromptClassifier, PromptTrainer, choose_by_similarity,
                                                         choose_by_trial, device_split, get_task, initial_prompt,
@@ -503,7 +503,7 @@ def _plot(out, cfg, runs, references, choices_rows):
             for _, r, extra in items:
                 for s, a in r["curve"]:
                     per_step.setdefault(s + extra, []).append(a)
-            curves[scheme] = [(s, *mean_ci(v)) for s, v in sorted(per_step.items())]
+            curves[scheme] = ci_points(per_step)
         tgt = [references[(target, s)] - cfg.target_gap for s in cfg.seeds if (target, s) in references]
         if curves:
             line_plot(out / f"curves_{target}.png", curves,

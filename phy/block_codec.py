@@ -155,16 +155,32 @@ class BlockCodec(Block):
             The block's CRC passed
         """
         if self.repetition > 1:
-            x_eq, no = self._combine(x_eq, no)
+            x_eq, no = self.combine(x_eq, no)
         soft = self._demapper(x_eq, no)
         soft = tf.reshape(soft, tf.concat([tf.shape(soft)[:-1], [-1, self.n]], 0))
         bits = soft if self._decoder is None else self._decoder(soft)
         info, ok = self._crc_decoder(bits)
         return info, ok[..., 0]
 
-    def _combine(self, x_eq, no):
-        """Maximum-ratio combining of the r copies: [..., C r n / m] -> [..., C n / m] symbols and variances.
-        Weights are scaled by the smallest variance of each symbol's copies, so none overflows."""
+    def combine(self, x_eq, no):
+        """Maximum-ratio (Chase) combining of each block's r repetitions, what `decode` does first when r > 1.
+        Weights are scaled by the smallest variance of each symbol's copies, so none overflows (a copy with
+        `no` = 0 gives its symbol exactly).
+
+        Input
+        -----
+        x_eq : [..., C r n / m], tf.complex
+            Equalised symbols, each block's r copies one after another
+        no : scalar or [..., C r n / m], tf.float
+            Their noise variance, linear, per complex dimension
+
+        Output
+        ------
+        x : [..., C n / m], tf.complex
+            The combined symbols
+        no : [..., C n / m], tf.float
+            Their noise variance, 1 / sum over the copies of 1 / no
+        """
         x_eq = tf.convert_to_tensor(x_eq, self.cdtype)
         no = tf.maximum(tf.broadcast_to(tf.cast(no, self.rdtype), tf.shape(x_eq)), self._no_floor)
         shape = tf.concat([tf.shape(x_eq)[:-1], [-1, self.repetition, self.n // self.m]], 0)

@@ -79,6 +79,11 @@ class PointTask:
             self._setup = self.build_setup()
         return self._setup
 
+    @property
+    def has_setup(self):
+        """Whether this process has built (or been handed) the setup."""
+        return self._setup is not None
+
     def share_setup(self, other):
         other._setup = self._setup
         return other
@@ -90,7 +95,7 @@ class PointTask:
         return {**state, **{name: {} for name in self.CACHES}}
 
 
-class _StudyTask(PointTask):
+class StudyTask(PointTask):
     """run_points' point function of a protocol Study: point -> point + run_point's row."""
 
     def __init__(self, study, cfg):
@@ -125,7 +130,7 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     folder = prepare_output(out, study.name, asdict(cfg))
     store = ResultStore(folder / "results.csv", list(study.types), list(study.key), types=study.types)
     t0 = time.time()
-    ran = run_points(study.points(cfg), _StudyTask(study, cfg), store, desc=study.name, log=log, **parallel)
+    ran = run_points(study.points(cfg), StudyTask(study, cfg), store, desc=study.name, log=log, **parallel)
     write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran})
     rows = store.rows()
     write_text_atomic(folder / "summary.txt", study.summary(cfg, rows) + "\n")

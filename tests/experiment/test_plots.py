@@ -30,18 +30,6 @@ def test_log_axis_refuses_intervals_that_reach_zero_and_draws_log_space_ones(tmp
     assert (tmp_path / "ok.png").stat().st_size > 1000
 
 
-def test_study_round_plot_lower_bounds_on_the_log_axis_are_positive(tmp_path, monkeypatch):
-    """The study's nmse_per_round.png: every interval it hands to line_plot has a positive lower bound."""
-    from deft6g.benchmarks import study
-    seen = []
-    monkeypatch.setattr(study, "line_plot", lambda path, curves, *a, **k: seen.append((curves, k)))
-    study._plot_rounds(tmp_path / "m.png", {"aircomp": {1: [1e-4, 1e-2, 1.0], 2: [1e-5, 1e-3, 0.5]}}, "MSE", "t",
-                       True, "mean and 95% CI over 3 seed(s)")
-    (curves, kwargs), = seen
-    assert kwargs["logy"] and all(interval(p)[0] > 0 for p in curves["aircomp"])
-    assert "log space" in kwargs["note"]
-
-
 def test_xticks_label_a_sweeps_grid_on_a_log_axis(tmp_path, monkeypatch):
     """A log x axis over pool sizes 1, 2, 4, 8 with xticks: exactly those labels, and no minor labels such as
     '3x10^0'."""

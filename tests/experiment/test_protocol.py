@@ -102,10 +102,10 @@ def test_run_returns_typed_rows_and_refuses_a_folder_of_another_configuration(to
 def test_the_setup_is_not_pickled_with_the_point_function(toy):
     """A Ray worker gets the study and its config and builds its own setup."""
     import pickle
-    task = protocol._StudyTask(toy, toy.config(True))
+    task = protocol.StudyTask(toy, toy.config(True))
     task({"snr_db": 0.0, "seed": 0})
     clone = pickle.loads(pickle.dumps(task))
-    assert clone._setup is None and task._setup is not None
+    assert not clone.has_setup and task.has_setup
     assert clone({"snr_db": 4.0, "seed": 1}) == task({"snr_db": 4.0, "seed": 1})
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from deft6g.experiment import censored_median, log_mean_ci, mean_ci, paired_ci, summarise, tost
+from deft6g.experiment import censored_median, ci_points, log_mean_ci, mean_ci, paired_ci, summarise, tost
 
 
 def test_mean_ci_hand_example():
@@ -95,6 +95,23 @@ def _kaplan_meier_median(times, events):
         if s <= 0.5:
             return t
     return None
+
+
+
+def test_ci_points_are_the_per_x_intervals_in_x_order_and_positive_in_log_space():
+    """What a study's per-round curves draw: samples per round -> (round, mean, half-width) by mean_ci, or on a log
+    axis (round, geometric mean, (low, high)) by log_mean_ci, whose lower bound stays positive where a linear
+    interval of the same heavy-tailed NMSE samples runs below zero."""
+    samples = {2: [1e-5, 1e-3, 0.5], 1: [1e-4, 1e-2, 1.0]}
+    assert ci_points(samples) == [(1, *mean_ci(samples[1])), (2, *mean_ci(samples[2]))]
+    points = ci_points(samples, log=True)
+    assert [p[0] for p in points] == [1, 2]
+    for x, gm, (lo, hi) in points:
+        assert (gm, lo, hi) == log_mean_ci(samples[x]) and 0 < lo < gm < hi
+        mean, half = mean_ci(samples[x])
+        assert mean - half < 0                                   # the linear interval would reach below zero
+    with pytest.raises(ValueError, match="positive"):
+        ci_points({1: [0.0, 1.0]}, log=True)
 
 
 def test_censored_median_matches_kaplan_meier():

@@ -52,7 +52,7 @@ def test_qpsk_combining_equals_the_sum_of_the_copies_llrs(rng):
     codec = phy.BlockCodec(2, None, codeword_length=48, precision="double", repetition=3)   # C = 2 blocks below
     y = rng.normal(size=(5, 2 * 3 * 24)) + 1j * rng.normal(size=(5, 2 * 3 * 24))
     no = rng.uniform(0.2, 3.0, size=y.shape)
-    x_c, no_c = codec._combine(tf.constant(y), tf.constant(no))
+    x_c, no_c = codec.combine(tf.constant(y), tf.constant(no))
     assert x_c.shape == no_c.shape == (5, 2 * 24)
     demap = Demapper("app", "qam", 2, precision="double")
     per_copy = tf.reshape(demap(tf.constant(y), tf.constant(no)), [5, 2, 3, 48])
@@ -67,7 +67,7 @@ def test_a_noise_free_copy_dominates_the_combination(rng):
     codec = phy.BlockCodec(2, None, codeword_length=48, repetition=2)
     a = (rng.choice([-1, 1], 24) + 1j * rng.choice([-1, 1], 24)) / np.sqrt(2)
     y = tf.constant(np.concatenate([a, 5 * a[::-1]])[None], tf.complex64)
-    x_c, no_c = codec._combine(y, tf.constant([[0.0] * 24 + [1.0] * 24]))
+    x_c, no_c = codec.combine(y, tf.constant([[0.0] * 24 + [1.0] * 24]))
     np.testing.assert_allclose(x_c.numpy(), a[None], rtol=1e-6)
     assert np.all(np.isfinite(no_c.numpy())) and np.all(no_c.numpy() < 1e-30)
 
