@@ -86,7 +86,6 @@ def log_mean_ci(values, confidence=0.95):
     return float(np.exp(m)), float(np.exp(m - half)), float(np.exp(m + half))
 
 
-
 def ci_points(samples, log=False, confidence=0.95):
     """A curve's points for `line_plot` from its samples per x: {x: [values]} -> [(x, mean, half-width)] sorted by
     x (`mean_ci`), or with `log` [(x, geometric mean, (low, high))] (`log_mean_ci`: the interval computed in log
@@ -94,6 +93,7 @@ def ci_points(samples, log=False, confidence=0.95):
     if log:
         return [(x, m, (lo, hi)) for x, v in sorted(samples.items()) for m, lo, hi in [log_mean_ci(v, confidence)]]
     return [(x, *mean_ci(v, confidence)) for x, v in sorted(samples.items())]
+
 
 def censored_median(values):
     """The lower median of `values`, in which censored entries are +inf (never reached: steps or channel uses to a
