@@ -97,7 +97,6 @@ def _kaplan_meier_median(times, events):
     return None
 
 
-
 def test_ci_points_are_the_per_x_intervals_in_x_order_and_positive_in_log_space():
     """What a study's per-round curves draw: samples per round -> (round, mean, half-width) by mean_ci, or on a log
     axis (round, geometric mean, (low, high)) by log_mean_ci, whose lower bound stays positive where a linear
