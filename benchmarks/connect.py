@@ -22,13 +22,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import (PointTask, ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points,
-                               summarise, tost, write_table)
+from deft6g.experiment import (PointTask, ResultStore, line_plot, load_flat_config, mean_ci, paired_ci, prepare_output,
+                               run_points, summarise, tost, write_table)
 from deft6g.finetune import (AirCompConnection, DigitalConnection, MultiViewModel, evaluate_multiview, feature_stats,
                              load_multiview, side_info_channel_uses, task_importance, train_multiview, training_stats,
                              validation_split)
-
-from .study_config import load_flat_config
 
 
 TYPES = {"task": str, "scheme": str, "training": str, "num_rx_ant": int, "snr_db": float, "seed": int,

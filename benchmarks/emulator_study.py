@@ -39,8 +39,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from deft6g.deprecation import renamed_fields
-from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, mean_ci, paired_ci, prepare_output,
-                               run_name, run_points, tost, write_table)
+from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, load_flat_config, mean_ci, paired_ci,
+                               prepare_output, run_name, run_points, tost, write_table)
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
                              data_split, dims_of, emulator_config, evaluate, get_peft_model, load_dataset,
                              load_study_model, make_train_step, partition, peft_cost, plug_in, tokenize)
@@ -51,8 +51,6 @@ from deft6g.finetune.federation.emulator_builder import package_digest
 from deft6g.finetune.federation.emulator_package import download_bits, package_config, remap_tokens, token_map, \
     unpack_emulator
 from deft6g.finetune.peft.fomo import model_key
-
-from .study_config import load_flat_config
 
 
 EMU_KEY = ["variant", "distill"]

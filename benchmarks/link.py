@@ -38,8 +38,8 @@ import tensorflow as tf
 
 from deft6g.deprecation import warn_renamed
 from deft6g.optim import align, closed_form_design, mrc_direction, truncated_inversion
-from deft6g.phy import FLAT_MODELS, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, PilotCsi, \
-    aircomp_channel_uses, aircomp_mse, empirical_mse, noise_var, pilot_channel_uses
+from deft6g.phy import FACTOR_BITS, FLAT_MODELS, GRANT_BITS, STATS_BITS, ControlLink, DigitalUplink, FadingChannel, \
+    OBDAUplink, PilotCsi, aircomp_channel_uses, aircomp_mse, empirical_mse, noise_var, pilot_channel_uses
 from deft6g.rng import derive_seed, reseed
 
 from deft6g.experiment import ResultStore, ci_points, line_plot, mean_ci, percentiles, prepare_output, run_points, \
@@ -47,9 +47,6 @@ from deft6g.experiment import ResultStore, ci_points, line_plot, mean_ci, percen
 
 from .impairment_sweeps import link_sweeps
 
-STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
-FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
-GRANT_BITS = 16         # a digital device's MCS index and group slot
 NOT_REACHED = "not reached"
 
 COST_FIELDS = ["channel_uses", "payload_uses", "pilot_uses", "side_info_uses", "downlink_uses", "energy", "latency_ms"]

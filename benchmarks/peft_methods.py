@@ -9,10 +9,6 @@ With `workers` the budget runs (accuracy only) go to Ray workers, each still tra
 own; the methods are timed (samples/s), so they always run here, one at a time.
 """
 
-import json
-import resource
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -20,8 +16,8 @@ import numpy as np
 import tf_keras as keras
 
 from deft6g.deprecation import renamed_fields
-from deft6g.experiment import (ResultStore, line_plot, load_json, prepare_output, run_points, write_json_atomic,
-                               write_table)
+from deft6g.experiment import (ResultStore, isolated, line_plot, load_json, peak_rss_mb, prepare_output, run_points,
+                               write_json_atomic, write_table)
 from deft6g.finetune import (MODELS, AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig, allocation_table,
                              block_importance, data_split, evaluate, freeze_all_but, full_finetune_cost, get_peft_model,
                              load_dataset, load_study_model, make_train_step, peft_cost, tokenize, total_params)
@@ -126,7 +122,7 @@ def train_method(method, cfg, sizes=None):
             "samples_per_s": seen / train_s,
             "samples_per_s_with_cache": seen / (train_s + cache_s * (n_train / (n_train + len(y_te)))),
             "cache_s": round(cache_s, 2), "train_s": round(train_s, 2),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "lowest_block": low,
+            "peak_rss_mib": peak_rss_mb(), "lowest_block": low,
             "sizes": peft.sizes}
 
 
@@ -137,17 +133,6 @@ def block_importance_scores(cfg):
     for w in peft.wrappers:        # B = 0 would zero the gradient of A: use a small random B
         w.layer.lora_B.assign(np.random.default_rng(cfg.seed).normal(0, 1e-3, w.layer.lora_B.shape))
     return block_importance(peft, x_tr, y_tr, batch_size=cfg.batch_size, num_batches=4)
-
-
-def _in_subprocess(task, cfg, **extra):
-    """Run `task` in a fresh interpreter; returns its JSON result."""
-    payload = json.dumps({"task": task, "config": asdict(cfg), **extra})
-    res = subprocess.run([sys.executable, "-m", "deft6g.benchmarks.peft_methods", payload], capture_output=True,
-                         text=True)
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    if res.returncode or not lines:
-        raise RuntimeError(f"finetune worker {task} failed:\n{res.stderr[-3000:]}")
-    return json.loads(lines[-1])
 
 
 def allocations(cfg, importance, num_blocks):
@@ -203,11 +188,11 @@ class MethodTask:
         self.cfg = cfg
 
     def __call__(self, point):
-        return _in_subprocess("method", self.cfg, method=point["method"])
+        return isolated(train_method, point["method"], self.cfg)
 
 
 class BudgetTask:
-    """One budget point (allocation, budget_fraction) trained in a subprocess (`_in_subprocess`), picklable for
+    """One budget point (allocation, budget_fraction) trained in a subprocess (`isolated`), picklable for
     Ray workers: holds the configuration and the allocations table. task(point) -> the budgets.csv row."""
 
     def __init__(self, cfg, table):
@@ -215,7 +200,7 @@ class BudgetTask:
 
     def __call__(self, point):
         row = self.table[(point["allocation"], point["budget_fraction"])]
-        res = _in_subprocess("method", self.cfg, method=row["allocation"], sizes=row["sizes"])
+        res = isolated(train_method, row["allocation"], self.cfg, row["sizes"])
         return {**row, "accuracy": res["accuracy"]}
 
 
@@ -234,7 +219,7 @@ def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
     imp_path = out / "importance.json"
     importance = load_json(imp_path)
     if importance is None:                          # missing, or torn by an older version: computed again
-        importance = _in_subprocess("importance", cfg)["importance"]
+        importance = isolated(block_importance_scores, cfg)
         write_json_atomic(imp_path, importance)
     importance = np.array(importance)
     todo = {(r["allocation"], r["budget_fraction"]): r for r in allocations(cfg, importance, len(importance))}
@@ -281,16 +266,3 @@ def summary(cfg, methods, budgets, importance):
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)
-
-
-def _worker(payload):
-    job = json.loads(payload)
-    cfg = FinetuneConfig(**job["config"])
-    if job["task"] == "importance":
-        print(json.dumps({"importance": block_importance_scores(cfg).tolist()}))
-    else:
-        print(json.dumps(train_method(job["method"], cfg, job.get("sizes"))))
-
-
-if __name__ == "__main__":
-    _worker(sys.argv[1])

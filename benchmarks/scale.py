@@ -21,22 +21,19 @@ The batching runs time the local steps of `batching` participants one after anot
 Outputs: scale.csv (one row per (K, participants)), batching.csv (one row per participants count), models.csv
 (one row per model), data_path.csv (one row per (data, seed)), scale.png.
 
-Imports of TensorFlow and the library happen inside the functions: each run's subprocess first silences
-TensorFlow's native log lines (`quiet_stack`), then loads the stack whose memory it measures.
+Imports of TensorFlow and the library happen inside the functions, so that each run's subprocess
+(`deft6g.experiment.isolated`) loads the stack whose memory it measures.
 """
 
-import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from deft6g.deprecation import renamed_fields
-from deft6g.experiment import ScalarWriter, check_log_dir, paired_ci, prepare_output, run_name, tost, write_table
+from deft6g.experiment import (ScalarWriter, check_log_dir, isolated, paired_ci, peak_rss_mb, prepare_output, run_name,
+                               tost, write_table)
 from deft6g.experiment.plots import plt
 
 EQUIVALENCE_MARGIN = 0.01
@@ -196,28 +193,6 @@ def batching_headroom(cfg, per_round, repeats=5):
             "tokens": int(store.lengths[rows].sum())}
 
 
-def peak_rss_mb():
-    """This process's peak resident memory [MB]: VmHWM of /proc/self/status (Linux), the high-water mark of
-    this program's own address space. Not getrusage's ru_maxrss: Linux carries that across fork and exec, so
-    a subprocess would report its parent's peak when the parent's was higher."""
-    try:
-        with open("/proc/self/status") as f:
-            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024
-
-
-def _in_subprocess(cfg, **kwargs):
-    """`measure` in a fresh interpreter; returns its dict."""
-    payload = json.dumps({"config": asdict(cfg), **kwargs})
-    res = subprocess.run([sys.executable, "-m", "deft6g.benchmarks.scale", payload], capture_output=True, text=True)
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
-    if res.returncode or not lines:
-        raise RuntimeError(f"scale worker {kwargs} failed:\n{res.stderr[-3000:]}")
-    return json.loads(lines[-1])
-
-
 def prepare_caches(cfg):
     """Compute both caches (padded float32 and ragged float16, training and test activations) here, once, so
     that the timed subprocesses only read them."""
@@ -272,14 +247,14 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
     log(f"caches ready in {time.time() - t0:.0f} s")
     scale = []
     for k, m in cfg.grid:
-        res = _in_subprocess(cfg, num_devices=k, per_round=m, log_dir=log_dir)
+        res = isolated(measure, cfg, num_devices=k, per_round=m, log_dir=log_dir)
         scale.append({"num_devices": k, "per_round": m, "rounds": cfg.rounds, **res})
         log(f"K = {k}, {m} per round: {res['round_s']:.2f} s per round, peak RSS {res['peak_rss_mb']:.0f} MB")
     scale = with_ratios(scale)
     write_table(out / "scale.csv", SCALE_FIELDS, scale)
     batching = []
     for m in cfg.batching:
-        res = _in_subprocess(cfg, task="batching", per_round=m)
+        res = isolated(batching_headroom, cfg, per_round=m)
         batching.append({"per_round": m, "batch_size": cfg.batch_size, **res})
         log(f"{m} devices' local steps: {res['sequential_s']:.3f} s one after another, {res['batched_s']:.3f} s as "
             f"one batch (headroom {res['headroom']:.2f}x)")
@@ -291,7 +266,7 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
         t = time.time()
         prepare_model_cache(mcfg)
         cache_s = time.time() - t
-        res = _in_subprocess(mcfg, num_devices=k0, per_round=m0,               # its runs in a subfolder of its own
+        res = isolated(measure, mcfg, num_devices=k0, per_round=m0,               # its runs in a subfolder of its own
                              log_dir=None if log_dir is None else f"{log_dir}/{mcfg.model}-{mcfg.dataset}")
         models.append({"model": mcfg.model, "dataset": mcfg.dataset, "max_length": mcfg.max_length,
                        "block": mcfg.block, "train_examples": mcfg.train_examples, "num_devices": k0,
@@ -304,7 +279,7 @@ def run_scale(out_dir, quick=False, log=print, log_dir=None):
     data_rows = []
     for seed in cfg.seeds:
         for data in ("padded-float32", "ragged-float16"):
-            res = _in_subprocess(cfg, num_devices=k0, per_round=k0, data=data, seed=seed, evaluate_test=True,
+            res = isolated(measure, cfg, num_devices=k0, per_round=k0, data=data, seed=seed, evaluate_test=True,
                                  log_dir=log_dir)
             data_rows.append({"data": data, "seed": seed, **res})
             log(f"{data} seed {seed}: peak RSS {res['peak_rss_mb']:.0f} MB, accuracy {res['accuracy']:.4f}")
@@ -400,16 +375,3 @@ def summary(cfg, scale, models, data_rows, batching=()):
                  f"(ratio {s['rss_ratio']:.2f}); accuracy float16 - float32 {diff:+.4f} +- {ci:.4f} over "
                  f"{len(cfg.seeds)} seed(s){'; TOST +-1 point: ' + s['tost'] if s['tost'] else ''}")
     return "\n".join(lines)
-
-
-def _worker(payload):
-    job = json.loads(payload)
-    from .cli import quiet_stack
-    quiet_stack()
-    cfg = ScaleConfig(**job.pop("config"))
-    task = batching_headroom if job.pop("task", "measure") == "batching" else measure
-    print(json.dumps(task(cfg, **job)))
-
-
-if __name__ == "__main__":
-    _worker(sys.argv[1])

@@ -1,13 +1,10 @@
 """The configuration of `deft6g study`: an embedded default, TOML files, validation before any work starts."""
 
-import math
-import re
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
-from os import PathLike
-from typing import get_args, get_origin
 
-from deft6g.deprecation import module_aliases, renamed_keys
+from deft6g.deprecation import module_aliases
+from deft6g.experiment.config import (MAX_SEED, ConfigError, check_fields, read_toml, require, require_int,
+                                     require_positive)
 
 
 STUDY_PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")     # peft.method: the study's short names
@@ -22,14 +19,9 @@ __getattr__ = module_aliases(__name__, RENAMED)
 # by them (MiniLM's packaged config.json; random-bert is built with 512 positions and BERT's small hidden size 64)
 MODEL_LIMITS = {"all-MiniLM-L6-v2": (512, 384), "random-bert": (512, 64)}
 NUM_BLOCKS = 6                                        # both models have 6 blocks
-MAX_SEED = 2 ** 32 - 1
 # the block-relative BERT projections LoRA's target_modules may name (by a suffix of whole name parts)
 BERT_PROJECTIONS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                     "intermediate.dense", "output.dense")
-
-
-class ConfigError(ValueError):
-    """A configuration value the study refuses: the message starts with "configuration key '<key>'"."""
 
 
 @dataclass
@@ -256,94 +248,13 @@ def load_config(path=None, quick=False):
     if quick:
         overrides = {k: dict(v) if isinstance(v, dict) else v for k, v in QUICK.items()}
     if path is not None:
-        if not isinstance(path, (str, PathLike)):
-            raise TypeError(f"`path` must be a TOML file path or None, got {type(path).__name__}")
-        try:
-            with open(path, "rb") as f:
-                user = tomllib.load(f)
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(f"configuration file {path}: {err}") from None
+        user = read_toml(path)
         for key, value in user.items():
             if isinstance(value, dict) and isinstance(overrides.get(key), dict):
                 overrides[key] = {**overrides[key], **value}
             else:
                 overrides[key] = value
     return build_config(overrides)
-
-
-def load_flat_config(cfg, path=None, renamed=None):
-    """`cfg` (a dataclass configuration with top-level keys, e.g. ConnectConfig) with the keys of the TOML file
-    `path` replaced (None: unchanged). renamed: {old key: (new key, convert)} mapped with a warning
-    (`deft6g.deprecation.renamed_keys`). Raises ConfigError naming the key: an unreadable file, unknown keys,
-    values of another type, values the configuration's own checks refuse."""
-    if path is None:
-        return cfg
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"configuration file {path}: {err}") from None
-    data = renamed_keys(data, renamed or {}, str(path), ConfigError)
-    for key, value in data.items():
-        if not hasattr(cfg, key):
-            raise ConfigError(f"configuration key {key!r}: unknown; known: {sorted(asdict(cfg))}")
-        default = getattr(cfg, key)
-        number = isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
-        if not (number or default is None or type(value) is type(default)):
-            raise ConfigError(f"configuration key {key!r}: expected {type(default).__name__}, got {value!r}")
-    try:
-        return replace(cfg, **data)
-    except ValueError as err:                 # the check's message names the key in backticks
-        key = re.search(r"`(\w+)`", str(err))
-        raise ConfigError(f"configuration key {key[1] if key else '?'!r}: {err}") from err
-
-
-def _require(ok, key, message):
-    if not ok:
-        raise ConfigError(f"configuration key {key!r}: {message}")
-
-
-_KINDS = {bool: "a boolean (true or false, not a string)", int: "an integer", float: "a finite number",
-          str: "a string"}
-
-
-def _is(value, kind):
-    """Whether `value` is a TOML value of the field type `kind` (bool, int, float: int or float, finite; str)."""
-    if kind is bool:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind is float:
-        return isinstance(value, (int, float)) and math.isfinite(value)
-    return isinstance(value, kind)
-
-
-def _check_types(section, prefix=""):
-    """Every field of the dataclass `section` holds its annotated type: a section, bool, int, float or str, or
-    a list of one of them without repeated values (lists are grids or sets: a repeat counts a point twice)."""
-    for f in fields(section):
-        key, value = prefix + f.name, getattr(section, f.name)
-        if is_dataclass(f.type):
-            _require(isinstance(value, f.type), key, f"must be a table (section), got {value!r}")
-            _check_types(value, key + ".")
-        elif get_origin(f.type) is list:
-            kind = get_args(f.type)[0]
-            _require(isinstance(value, list) and all(_is(v, kind) for v in value), key,
-                     f"must be a list whose every entry is {_KINDS[kind]}, got {value!r}")
-            repeated = sorted({v for i, v in enumerate(value) if v in value[:i]}, key=str)
-            _require(not repeated, key, f"must not repeat a value (each is one point or item), got {repeated} "
-                                        f"more than once in {value!r}")
-        else:
-            _require(_is(value, f.type), key, f"must be {_KINDS[f.type]}, got {value!r}")
-
-
-def _int(value, key, low, high=None):
-    _require(low <= value and (high is None or value <= high), key,
-             f"must be an integer in [{low}, {'inf' if high is None else high}], got {value!r}")
-
-
-def _positive(value, key):
-    _require(value > 0, key, f"must be > 0, got {value!r}")
 
 
 def validate(cfg):
@@ -357,133 +268,133 @@ def validate(cfg):
 
     if not isinstance(cfg, StudyConfig):
         raise TypeError(f"`cfg` must be a StudyConfig, got {type(cfg).__name__}")
-    _check_types(cfg)
-    _require(cfg.schemes and set(cfg.schemes) <= set(STUDY_SCHEMES), "schemes",
-             f"must be a non-empty list from {STUDY_SCHEMES}, got {cfg.schemes!r}")
-    _require(cfg.seeds, "seeds", "must be a non-empty list of integers")
+    check_fields(cfg)
+    require(cfg.schemes and set(cfg.schemes) <= set(STUDY_SCHEMES), "schemes",
+            f"must be a non-empty list from {STUDY_SCHEMES}, got {cfg.schemes!r}")
+    require(cfg.seeds, "seeds", "must be a non-empty list of integers")
     for s in cfg.seeds:
-        _int(s, "seeds", 0, MAX_SEED)
+        require_int(s, "seeds", 0, MAX_SEED)
     m, p, d, f, c, g = cfg.model, cfg.peft, cfg.data, cfg.federated, cfg.channel, cfg.digital
-    _require(m.name in MODEL_LIMITS, "model.name", f"must be one of {sorted(MODEL_LIMITS)}, got {m.name!r}")
+    require(m.name in MODEL_LIMITS, "model.name", f"must be one of {sorted(MODEL_LIMITS)}, got {m.name!r}")
     positions, hidden = MODEL_LIMITS[m.name]
-    _int(m.max_length, "model.max_length", 2, positions)
-    _require(p.method in STUDY_PEFT_METHODS, "peft.method", f"must be one of {STUDY_PEFT_METHODS}, got {p.method!r}")
+    require_int(m.max_length, "model.max_length", 2, positions)
+    require(p.method in STUDY_PEFT_METHODS, "peft.method", f"must be one of {STUDY_PEFT_METHODS}, got {p.method!r}")
     size_limit = {"lora": hidden, "adapter": hidden, "prompt": positions - m.max_length}.get(p.method)  # bitfit: unused
-    _require(1 <= p.size <= (size_limit or p.size), "peft.size",
-             f"must be in [1, {size_limit}] for {p.method!r} with {m.name!r} (LoRA rank and adapter width: at most "
-             f"the hidden size; prompt tokens: at most max_position_embeddings - model.max_length), got {p.size}")
-    _require(p.blocks and all(0 <= b < NUM_BLOCKS for b in p.blocks), "peft.blocks",
-             f"must list block indices in [0, {NUM_BLOCKS}), got {p.blocks!r}")
-    _positive(p.lora_alpha, "peft.lora_alpha")
+    require(1 <= p.size <= (size_limit or p.size), "peft.size",
+            f"must be in [1, {size_limit}] for {p.method!r} with {m.name!r} (LoRA rank and adapter width: at most "
+            f"the hidden size; prompt tokens: at most max_position_embeddings - model.max_length), got {p.size}")
+    require(p.blocks and all(0 <= b < NUM_BLOCKS for b in p.blocks), "peft.blocks",
+            f"must list block indices in [0, {NUM_BLOCKS}), got {p.blocks!r}")
+    require_positive(p.lora_alpha, "peft.lora_alpha")
     names = [f"encoder.layer.{i}.{r}" for i in range(NUM_BLOCKS) for r in BERT_PROJECTIONS]   # as LoraConfig.targets
     unmatched = [t for t in p.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
-    _require(p.target_modules and not unmatched, "peft.target_modules",
-             f"must be a non-empty list of BERT module-name suffixes (of {BERT_PROJECTIONS}, e.g. 'query' or "
-             f"'dense'), got {p.target_modules!r}" + (f": {unmatched} match none" if unmatched else ""))
-    _require(d.dataset in DATASETS and DATASETS[d.dataset][2] == "text", "data.dataset",
-             f"must be a text dataset of {sorted(k for k, v in DATASETS.items() if v[2] == 'text')}, got {d.dataset!r}")
-    _int(d.train_examples, "data.train_examples", 0)
-    _int(d.test_examples, "data.test_examples", 0)
-    _require(d.partition in PARTITIONS, "data.partition", f"must be one of {PARTITIONS}, got {d.partition!r}")
-    _positive(d.alpha, "data.alpha")
-    _require(f.mode in MODES, "federated.mode", f"must be one of {MODES}, got {f.mode!r}")
-    _int(f.devices, "federated.devices", 1)
-    _require(0 < f.fraction <= 1, "federated.fraction", f"must be in (0, 1], got {f.fraction}")
-    _int(f.clients_per_round, "federated.clients_per_round", 0, f.devices)
-    _require(not (f.clients_per_round and f.fraction != 1), "federated.clients_per_round",
-             f"sets the devices per round, as federated.fraction = {f.fraction} does: give one of them")
-    _require(not d.train_examples or f.devices <= d.train_examples, "federated.devices",
-             "must not exceed data.train_examples")
+    require(p.target_modules and not unmatched, "peft.target_modules",
+            f"must be a non-empty list of BERT module-name suffixes (of {BERT_PROJECTIONS}, e.g. 'query' or "
+            f"'dense'), got {p.target_modules!r}" + (f": {unmatched} match none" if unmatched else ""))
+    require(d.dataset in DATASETS and DATASETS[d.dataset][2] == "text", "data.dataset",
+            f"must be a text dataset of {sorted(k for k, v in DATASETS.items() if v[2] == 'text')}, got {d.dataset!r}")
+    require_int(d.train_examples, "data.train_examples", 0)
+    require_int(d.test_examples, "data.test_examples", 0)
+    require(d.partition in PARTITIONS, "data.partition", f"must be one of {PARTITIONS}, got {d.partition!r}")
+    require_positive(d.alpha, "data.alpha")
+    require(f.mode in MODES, "federated.mode", f"must be one of {MODES}, got {f.mode!r}")
+    require_int(f.devices, "federated.devices", 1)
+    require(0 < f.fraction <= 1, "federated.fraction", f"must be in (0, 1], got {f.fraction}")
+    require_int(f.clients_per_round, "federated.clients_per_round", 0, f.devices)
+    require(not (f.clients_per_round and f.fraction != 1), "federated.clients_per_round",
+            f"sets the devices per round, as federated.fraction = {f.fraction} does: give one of them")
+    require(not d.train_examples or f.devices <= d.train_examples, "federated.devices",
+            "must not exceed data.train_examples")
     for key in ("rounds", "local_steps", "batch_size", "eval_every"):
-        _int(getattr(f, key), f"federated.{key}", 1)
-    _int(f.round_eval_examples, "federated.round_eval_examples", 0)
+        require_int(getattr(f, key), f"federated.{key}", 1)
+    require_int(f.round_eval_examples, "federated.round_eval_examples", 0)
     for key in ("lr", "centralised_lr", "server_lr"):
-        _positive(getattr(f, key), f"federated.{key}")
-    _require(f.local_optimizer in LOCAL_OPTIMIZERS, "federated.local_optimizer",
-             f"must be one of {LOCAL_OPTIMIZERS}, got {f.local_optimizer!r}")
-    _require(f.server_optimizer in SERVER_OPTIMIZERS, "federated.server_optimizer",
-             f"must be one of {tuple(SERVER_OPTIMIZERS)}, got {f.server_optimizer!r}")
-    _require(f.lora_aggregation and set(f.lora_aggregation) <= set(LORA_AGGREGATIONS), "federated.lora_aggregation",
-             f"must be a non-empty list from {LORA_AGGREGATIONS}, got {f.lora_aggregation!r}")
-    _require(p.method == "lora" or f.lora_aggregation == ["factors"], "federated.lora_aggregation",
-             f"'frozen_a' and 'delta_w' need peft.method 'lora'; use ['factors'] for {p.method!r}")
-    _require("delta_w" not in f.lora_aggregation or "aircomp" not in cfg.schemes, "federated.lora_aggregation",
-             "'delta_w' needs each device's factors, which AirComp (a sum) does not deliver; drop 'aircomp' or 'delta_w'")
-    _require("delta_w" not in f.lora_aggregation or f.mode != "emulator", "federated.lora_aggregation",
-             "'delta_w' merges into the devices' frozen kernels, which the emulator plug-in does not carry over")
-    _require("delta_w" not in f.lora_aggregation or (f.server_optimizer == "fedavg" and f.server_lr == 1.0),
-             "federated.lora_aggregation", "'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
-    _int(f.emulator_bottom, "federated.emulator_bottom", 0, NUM_BLOCKS - 1)
-    _int(f.emulator_top, "federated.emulator_top", 1, NUM_BLOCKS)
-    _require(f.emulator_bottom + f.emulator_top <= NUM_BLOCKS, "federated.emulator_top",
-             f"emulator_bottom + emulator_top must be <= {NUM_BLOCKS}")
-    _require(0.0 <= f.emulator_drop <= 1.0, "federated.emulator_drop", f"must be in [0, 1], got {f.emulator_drop}")
+        require_positive(getattr(f, key), f"federated.{key}")
+    require(f.local_optimizer in LOCAL_OPTIMIZERS, "federated.local_optimizer",
+            f"must be one of {LOCAL_OPTIMIZERS}, got {f.local_optimizer!r}")
+    require(f.server_optimizer in SERVER_OPTIMIZERS, "federated.server_optimizer",
+            f"must be one of {tuple(SERVER_OPTIMIZERS)}, got {f.server_optimizer!r}")
+    require(f.lora_aggregation and set(f.lora_aggregation) <= set(LORA_AGGREGATIONS), "federated.lora_aggregation",
+            f"must be a non-empty list from {LORA_AGGREGATIONS}, got {f.lora_aggregation!r}")
+    require(p.method == "lora" or f.lora_aggregation == ["factors"], "federated.lora_aggregation",
+            f"'frozen_a' and 'delta_w' need peft.method 'lora'; use ['factors'] for {p.method!r}")
+    require("delta_w" not in f.lora_aggregation or "aircomp" not in cfg.schemes, "federated.lora_aggregation",
+            "'delta_w' needs each device's factors, which AirComp (a sum) does not deliver; drop 'aircomp' or 'delta_w'")
+    require("delta_w" not in f.lora_aggregation or f.mode != "emulator", "federated.lora_aggregation",
+            "'delta_w' merges into the devices' frozen kernels, which the emulator plug-in does not carry over")
+    require("delta_w" not in f.lora_aggregation or (f.server_optimizer == "fedavg" and f.server_lr == 1.0),
+            "federated.lora_aggregation", "'delta_w' is exact only with server_optimizer 'fedavg' and server_lr 1")
+    require_int(f.emulator_bottom, "federated.emulator_bottom", 0, NUM_BLOCKS - 1)
+    require_int(f.emulator_top, "federated.emulator_top", 1, NUM_BLOCKS)
+    require(f.emulator_bottom + f.emulator_top <= NUM_BLOCKS, "federated.emulator_top",
+            f"emulator_bottom + emulator_top must be <= {NUM_BLOCKS}")
+    require(0.0 <= f.emulator_drop <= 1.0, "federated.emulator_drop", f"must be in [0, 1], got {f.emulator_drop}")
     if f.mode == "emulator":
-        _require(min(p.blocks) >= NUM_BLOCKS - f.emulator_top or max(p.blocks) < f.emulator_bottom,
-                 "peft.blocks", "tuned blocks must lie in the emulator's kept top (or bottom) blocks")
+        require(min(p.blocks) >= NUM_BLOCKS - f.emulator_top or max(p.blocks) < f.emulator_bottom,
+                "peft.blocks", "tuned blocks must lie in the emulator's kept top (or bottom) blocks")
     if f.mode == "gradient":
-        _int(f.cut_block, "federated.cut_block", 1)
-        _require(max(p.blocks) < f.cut_block <= NUM_BLOCKS, "federated.cut_block",
-                 f"must lie above every tuned block {p.blocks} and be <= {NUM_BLOCKS}, got {f.cut_block}")
-    _require(c.model in CHANNEL_MODELS, "channel.model", f"must be one of {CHANNEL_MODELS}, got {c.model!r}")
-    _require(c.num_rx_ant, "channel.num_rx_ant", "must be a non-empty list")
+        require_int(f.cut_block, "federated.cut_block", 1)
+        require(max(p.blocks) < f.cut_block <= NUM_BLOCKS, "federated.cut_block",
+                f"must lie above every tuned block {p.blocks} and be <= {NUM_BLOCKS}, got {f.cut_block}")
+    require(c.model in CHANNEL_MODELS, "channel.model", f"must be one of {CHANNEL_MODELS}, got {c.model!r}")
+    require(c.num_rx_ant, "channel.num_rx_ant", "must be a non-empty list")
     for n in c.num_rx_ant:
-        _int(n, "channel.num_rx_ant", 1)
-    _require(c.snr_db, "channel.snr_db", "must be a non-empty list of finite numbers")
-    _require(c.method in METHODS, "channel.method", f"must be one of {METHODS}, got {c.method!r}")
-    _require(c.csi_error >= 0, "channel.csi_error", f"must be >= 0, got {c.csi_error}")
-    _positive(c.mse_target, "channel.mse_target")
-    _positive(c.bandwidth_hz, "channel.bandwidth_hz")
-    _positive(c.use_budget, "channel.use_budget")
-    _int(c.num_subcarriers, "channel.num_subcarriers", 1)
-    _require(not (c.select_devices and c.model not in ("rayleigh", "correlated")), "channel.select_devices",
-             "device selection needs a flat channel model (rayleigh or correlated)")
-    _require(g.mcs in ("adaptive", "fixed"), "digital.mcs", f"must be 'adaptive' or 'fixed', got {g.mcs!r}")
-    _require(g.detector in ("lmmse", "zf"), "digital.detector", f"must be 'lmmse' or 'zf', got {g.detector!r}")
-    _require(g.num_bits, "digital.num_bits", "must be a non-empty list of bit widths")
+        require_int(n, "channel.num_rx_ant", 1)
+    require(c.snr_db, "channel.snr_db", "must be a non-empty list of finite numbers")
+    require(c.method in METHODS, "channel.method", f"must be one of {METHODS}, got {c.method!r}")
+    require(c.csi_error >= 0, "channel.csi_error", f"must be >= 0, got {c.csi_error}")
+    require_positive(c.mse_target, "channel.mse_target")
+    require_positive(c.bandwidth_hz, "channel.bandwidth_hz")
+    require_positive(c.use_budget, "channel.use_budget")
+    require_int(c.num_subcarriers, "channel.num_subcarriers", 1)
+    require(not (c.select_devices and c.model not in ("rayleigh", "correlated")), "channel.select_devices",
+            "device selection needs a flat channel model (rayleigh or correlated)")
+    require(g.mcs in ("adaptive", "fixed"), "digital.mcs", f"must be 'adaptive' or 'fixed', got {g.mcs!r}")
+    require(g.detector in ("lmmse", "zf"), "digital.detector", f"must be 'lmmse' or 'zf', got {g.detector!r}")
+    require(g.num_bits, "digital.num_bits", "must be a non-empty list of bit widths")
     for b in g.num_bits:
-        _int(b, "digital.num_bits", 1, 16)
-    _require(c.links and set(c.links) <= set(LINKS), "channel.links",
-             f"must be a non-empty list from {LINKS}, got {c.links!r}")
-    _require(c.csi_error == 0 or c.links == ["genie"], "channel.csi_error",
-             "an explicit CSI error variance replaces the pilots: it needs channel.links = ['genie']")
-    _require(c.num_pilots == 0 or c.num_pilots >= f.devices, "channel.num_pilots",
-             f"must be 0 (K pilots) or >= federated.devices = {f.devices} (orthogonal pilots), got {c.num_pilots}")
-    _require(c.num_pilots >= 0, "channel.num_pilots", f"must be >= 0, got {c.num_pilots}")
-    _require(0 < d.validation_fraction <= 0.5, "data.validation_fraction",
-             f"must be in (0, 0.5], got {d.validation_fraction}")
+        require_int(b, "digital.num_bits", 1, 16)
+    require(c.links and set(c.links) <= set(LINKS), "channel.links",
+            f"must be a non-empty list from {LINKS}, got {c.links!r}")
+    require(c.csi_error == 0 or c.links == ["genie"], "channel.csi_error",
+            "an explicit CSI error variance replaces the pilots: it needs channel.links = ['genie']")
+    require(c.num_pilots == 0 or c.num_pilots >= f.devices, "channel.num_pilots",
+            f"must be 0 (K pilots) or >= federated.devices = {f.devices} (orthogonal pilots), got {c.num_pilots}")
+    require(c.num_pilots >= 0, "channel.num_pilots", f"must be >= 0, got {c.num_pilots}")
+    require(0 < d.validation_fraction <= 0.5, "data.validation_fraction",
+            f"must be in (0, 0.5], got {d.validation_fraction}")
     o = cfg.obda
-    _require(o.threshold >= 0, "obda.threshold", f"must be >= 0, got {o.threshold}")
-    _positive(o.server_lr, "obda.server_lr")
-    _require("noisy" not in cfg.schemes or "aircomp" in cfg.schemes, "schemes",
-             "'noisy' adds noise at the NMSE AirComp measured at its lowest SNR: it needs 'aircomp' too")
+    require(o.threshold >= 0, "obda.threshold", f"must be >= 0, got {o.threshold}")
+    require_positive(o.server_lr, "obda.server_lr")
+    require("noisy" not in cfg.schemes or "aircomp" in cfg.schemes, "schemes",
+            "'noisy' adds noise at the NMSE AirComp measured at its lowest SNR: it needs 'aircomp' too")
     t = cfg.tuning
-    _require(t.seeds, "tuning.seeds", "must be a non-empty list of integers")
+    require(t.seeds, "tuning.seeds", "must be a non-empty list of integers")
     for s in t.seeds:
-        _int(s, "tuning.seeds", 0, MAX_SEED)
-    _require(not set(t.seeds) & set(cfg.seeds), "tuning.seeds",
-             f"must not share a seed with the reported seeds (a reported run would be the tuning's winner, its "
-             f"validation accuracy the best of the grid), shared: {sorted(set(t.seeds) & set(cfg.seeds))}")
+        require_int(s, "tuning.seeds", 0, MAX_SEED)
+    require(not set(t.seeds) & set(cfg.seeds), "tuning.seeds",
+            f"must not share a seed with the reported seeds (a reported run would be the tuning's winner, its "
+            f"validation accuracy the best of the grid), shared: {sorted(set(t.seeds) & set(cfg.seeds))}")
     for key in ("lr", "centralised_lr", "obda_server_lr"):
         for v in getattr(t, key):
-            _positive(v, f"tuning.{key}")
+            require_positive(v, f"tuning.{key}")
     for v in t.obda_threshold:
-        _require(v >= 0, "tuning.obda_threshold", f"must list values >= 0, got {v}")
-    _require(set(t.arm_lr) <= {"aircomp", "digital", "obda"} and len(set(t.arm_lr)) == len(t.arm_lr),
-             "tuning.arm_lr", f"must list radio schemes among 'aircomp', 'digital', 'obda', once each, got {t.arm_lr}")
-    _require(not t.arm_lr or t.lr, "tuning.arm_lr", "needs the lr grid (tuning.lr) to choose from; it is empty")
-    _require(t.arm_lr_snr_db, "tuning.arm_lr_snr_db", "must be a non-empty list of finite numbers")
+        require(v >= 0, "tuning.obda_threshold", f"must list values >= 0, got {v}")
+    require(set(t.arm_lr) <= {"aircomp", "digital", "obda"} and len(set(t.arm_lr)) == len(t.arm_lr),
+            "tuning.arm_lr", f"must list radio schemes among 'aircomp', 'digital', 'obda', once each, got {t.arm_lr}")
+    require(not t.arm_lr or t.lr, "tuning.arm_lr", "needs the lr grid (tuning.lr) to choose from; it is empty")
+    require(t.arm_lr_snr_db, "tuning.arm_lr_snr_db", "must be a non-empty list of finite numbers")
     for b in t.digital_num_bits:
-        _int(b, "tuning.digital_num_bits", 1, 16)
-    _require(len(set(t.digital_num_bits)) == len(t.digital_num_bits), "tuning.digital_num_bits",
-             f"must not repeat a width, got {t.digital_num_bits}")
-    _require(t.obda_snr_db, "tuning.obda_snr_db", "must be a non-empty list of finite numbers")
-    _require(t.aircomp_snr_db, "tuning.aircomp_snr_db", "must be a non-empty list of finite numbers")
-    _require(not t.aircomp_admit_snr_db or "aircomp" not in cfg.schemes or set(c.snr_db) <= set(t.aircomp_snr_db),
-             "tuning.aircomp_snr_db", f"must list every AirComp SNR {c.snr_db} when tuning.aircomp_admit_snr_db is "
-             f"tuned: the admission threshold is an absolute SNR, so a choice made at one SNR does not carry to "
-             f"another (got {t.aircomp_snr_db})")
-    _int(g.num_bits_per_symbol, "digital.num_bits_per_symbol", 1)
-    _require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")
-    _int(g.num_iter, "digital.num_iter", 1)
+        require_int(b, "tuning.digital_num_bits", 1, 16)
+    require(len(set(t.digital_num_bits)) == len(t.digital_num_bits), "tuning.digital_num_bits",
+            f"must not repeat a width, got {t.digital_num_bits}")
+    require(t.obda_snr_db, "tuning.obda_snr_db", "must be a non-empty list of finite numbers")
+    require(t.aircomp_snr_db, "tuning.aircomp_snr_db", "must be a non-empty list of finite numbers")
+    require(not t.aircomp_admit_snr_db or "aircomp" not in cfg.schemes or set(c.snr_db) <= set(t.aircomp_snr_db),
+            "tuning.aircomp_snr_db", f"must list every AirComp SNR {c.snr_db} when tuning.aircomp_admit_snr_db is "
+            f"tuned: the admission threshold is an absolute SNR, so a choice made at one SNR does not carry to "
+            f"another (got {t.aircomp_snr_db})")
+    require_int(g.num_bits_per_symbol, "digital.num_bits_per_symbol", 1)
+    require(0 < g.code_rate < 1, "digital.code_rate", f"must be in (0, 1), got {g.code_rate}")
+    require_int(g.num_iter, "digital.num_iter", 1)
     return cfg

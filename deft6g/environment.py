@@ -156,3 +156,25 @@ class MemoryReleaser:
         self._last = self.clock()
         self._cost = self._last - now
         return True
+
+
+def quiet_stack():
+    """Import TensorFlow, Sionna and transformers' TF classes and start TensorFlow's runtime with the
+    process's stderr (fd 2) sent to /dev/null: their C++ code prints CUDA, oneDNN and absl notices before
+    any log level applies. Python warnings raised later still show."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    set_environment()                                   # the TensorFlow environment first
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        import sionna.phy  # noqa: F401
+        import tensorflow as tf
+        import transformers  # noqa: F401
+        from transformers import TFBertModel  # noqa: F401
+        tf.config.list_physical_devices()
+        tf.constant(0.0) + 1.0
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)

@@ -5,7 +5,8 @@ import deft6g  # noqa: F401  (sets the TensorFlow environment before TensorFlow 
 from .aircomp import aircomp_channel_uses, aircomp_estimate, aircomp_mse, effective_gains
 from .aircomp_uplink import AirCompUplink
 from .obda import OBDAResult, OBDAUplink
-from .control_link import CONTROL_TABLE, MAX_CONTROL_REPETITION, ControlLink, ControlResult, pilot_channel_uses
+from .control_link import CONTROL_TABLE, FACTOR_BITS, GRANT_BITS, MAX_CONTROL_REPETITION, STATS_BITS, ControlLink, \
+    ControlResult, pilot_channel_uses
 from .channels import CHANNEL_MODELS, DROP_MODELS, FLAT_MODELS, FadingChannel, imperfect_csi, log_distance_gain_db, \
     noise_var
 from .payload import pack, payload_correlation, standardise, unpack

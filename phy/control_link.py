@@ -36,6 +36,12 @@ from .mcs import CODEWORD_LENGTH, MCS_TABLE, Mcs, effective_sinr, select_mcs
 from deft6g.checks import as_tensor, check_count
 from deft6g.rng import np_rng, reseed
 
+STATS_BITS = 64
+"""An AirComp device's payload statistics (mean and std, two float32) on the uplink [bits]."""
+FACTOR_BITS = 64
+"""A device's complex transmit factor (two float32; 0: stay silent) on the downlink [bits]."""
+GRANT_BITS = 16
+"""A digital device's grant (MCS index and group slot) on the downlink [bits]."""
 MAX_CONTROL_REPETITION = 1024
 """Most repetitions of the lowest control-link entry (each halves its SNR threshold, -3 dB)."""
 

@@ -17,7 +17,7 @@ import deft6g.finetune as ft
 from deft6g.benchmarks.emulator_study import EmulatorStudyConfig, load_emulator_config
 from deft6g.benchmarks.peft_methods import FinetuneConfig
 from deft6g.benchmarks.scale import ScaleConfig
-from deft6g.benchmarks.study_config import ConfigError
+from deft6g.experiment import ConfigError
 from deft6g.deprecation import REMOVED_IN
 from deft6g.finetune import FedAdamServer, FedAvgServer, FederatedDEFT
 

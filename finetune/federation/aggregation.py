@@ -25,13 +25,9 @@ from typing import NamedTuple
 import numpy as np
 
 from deft6g.optim import design_aircomp, select_devices, truncated_inversion
-from deft6g.phy import DROP_MODELS, FLAT_MODELS, MCS_TABLE, AirCompUplink, ControlLink, DigitalUplink, FadingChannel, OBDAUplink, \
-    PilotCsi, aircomp_channel_uses, imperfect_csi, noise_var, pilot_channel_uses
+from deft6g.phy import DROP_MODELS, FACTOR_BITS, FLAT_MODELS, GRANT_BITS, MCS_TABLE, STATS_BITS, AirCompUplink, ControlLink, \
+    DigitalUplink, FadingChannel, OBDAUplink, PilotCsi, aircomp_channel_uses, imperfect_csi, noise_var, pilot_channel_uses
 from deft6g.rng import derive_seed
-
-STATS_BITS = 64         # an AirComp device's payload mean and std, two float32
-FACTOR_BITS = 64        # a device's complex transmit factor (two float32; 0 = stay silent)
-GRANT_BITS = 16         # a digital device's MCS index and group slot
 
 
 @dataclass

@@ -99,7 +99,7 @@ def test_trainings_select_the_views_and_bad_values_name_the_key():
 def test_config_file_replaces_keys_and_refuses_bad_ones(tmp_path, capsys):
     path = tmp_path / "c.toml"
     path.write_text('trainings = ["ideal"]\nsnr_db = [0.0]\n')
-    from deft6g.benchmarks.study_config import load_flat_config
+    from deft6g.experiment import load_flat_config
     cfg = load_flat_config(ConnectConfig(), path)
     assert (cfg.trainings, cfg.snr_db, cfg.seeds) == (["ideal"], [0.0], ConnectConfig().seeds)
     for text, key in (('trainings = ["noisy"]\n', "trainings"), ("epoch = 3\n", "epoch"), ('epochs = "3"\n', "epochs")):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deft6g.benchmarks.emulator_study import (EmulatorStudyConfig, _Setup, load_emulator_config, summary_rows)
-from deft6g.benchmarks.study_config import ConfigError
+from deft6g.experiment import ConfigError
 from deft6g.experiment import tost
 
 TINY = dict(model="random-bert", distill_texts=[12, 24], distill_lrs=[1e-4, 3e-3], validation_texts=6,

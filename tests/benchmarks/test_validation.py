@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from deft6g.benchmarks.cli import build_parser, main
 from deft6g.benchmarks.study import check_study, run_study
-from deft6g.benchmarks.study_config import ConfigError, StudyConfig, build_config
+from deft6g.benchmarks.study_config import StudyConfig, build_config
+from deft6g.experiment import ConfigError
 from deft6g.finetune import load_dataset, train_test_split
 from deft6g.optim import METHODS
 from deft6g.phy import CHANNEL_MODELS
@@ -318,7 +319,7 @@ def test_every_shipped_config_passes_every_check(path):
         load_emulator_config(path)
     elif command.group(1) == "connect":
         from deft6g.benchmarks.connect import ConnectConfig
-        from deft6g.benchmarks.study_config import load_flat_config
+        from deft6g.experiment import load_flat_config
         load_flat_config(ConnectConfig(), path)
     else:
         from deft6g.benchmarks.study_config import load_config
