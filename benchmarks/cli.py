@@ -5,84 +5,40 @@ Each handler imports its study when it runs, so `deft6g --help` and argument err
 loading TensorFlow."""
 
 import sys
+from importlib import import_module
 from pathlib import Path
 
 from deft6g.experiment import ConfigError, ResultStore
 from deft6g.experiment.command_line import add_log_dir, build_parser, main  # noqa: F401 (the `deft6g` entry point)
-from deft6g.experiment.protocol import Command, parallel_options, register_command
+from deft6g.experiment.protocol import COMMANDS, Command, parallel_options, register_command
 
 
-def _link(args):
-    from .link import run_link, summary
-    cfg, air, dig, speed = run_link(args.out, quick=args.quick, seed=args.seed, **parallel_options(args))
-    print(summary(cfg, air, dig, speed))
-    print(f"results in {args.out}")
-
-
-def _design(args):
-    from .beamforming import run_design, summary
-    print(summary(run_design(args.out, quick=args.quick, seed=args.seed, **parallel_options(args))))
-    print(f"results in {args.out}")
+def _runs(module, run, summary=None):
+    """The handler of a study module: `module.run(args.out, quick=..., the options the command has: seed, config,
+    log_dir, and the parallel ones)`, then `summary(*its result)` printed (default `module.summary`). A
+    ConfigError (raised before the output folder is touched) is printed naming the command: exit status 2."""
+    def handler(args):
+        mod = import_module(f"{__package__}.{module}")
+        options = {name: getattr(args, name) for name in ("seed", "config", "log_dir") if hasattr(args, name)}
+        if COMMANDS[args.command].parallel:
+            options |= parallel_options(args)
+        try:
+            result = getattr(mod, run)(args.out, quick=args.quick, **options)
+        except ConfigError as err:
+            print(f"deft6g {args.command}: configuration error: {err}", file=sys.stderr)
+            return 2
+        text = summary or mod.summary
+        print(text(*result) if isinstance(result, tuple) else text(result))
+        print(f"results in {args.out}")
+    return handler
 
 
 def _study(args):
-    from .study import POINT_KEY, ROUND_FIELDS, ROUND_TYPES, run_study, summary
-    result = _configured(args, run_study, log_dir=args.log_dir)
-    if result is None:
-        return 2
-    cfg, rows = result
-    print(summary(cfg, rows, ResultStore(Path(args.out) / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"],
-                                         types=ROUND_TYPES).rows()))
-    print(f"results in {args.out}")
-    return 0
-
-
-def _configured(args, run, **options):
-    """run(args.out, args.config, quick=..., parallel options, **options); a ConfigError (raised before the
-    output folder is touched) is printed naming the command, and None returned."""
-    try:
-        return run(args.out, args.config, quick=args.quick, **options, **parallel_options(args))
-    except ConfigError as err:
-        print(f"deft6g {args.command}: configuration error: {err}", file=sys.stderr)
-        return None
-
-
-def _finetune(args):
-    from .peft_methods import run_finetune, summary
-    print(summary(*run_finetune(args.out, quick=args.quick, seed=args.seed, **parallel_options(args))))
-    print(f"results in {args.out}")
-
-
-def _ensemble(args):
-    from .ensemble import run_ensemble, summary
-    print(summary(*run_ensemble(args.out, quick=args.quick, **parallel_options(args))))
-    print(f"results in {args.out}")
-
-
-def _connect(args):
-    from .connect import run_connect, summary
-    result = _configured(args, run_connect)
-    if result is None:
-        return 2
-    print(summary(*result))
-    print(f"results in {args.out}")
-    return 0
-
-
-def _transfer(args):
-    from .transfer import run_transfer, summary
-    print(summary(*run_transfer(args.out, quick=args.quick, **parallel_options(args))))
-    print(f"results in {args.out}")
-
-
-def _emulator(args):
-    from .emulator_study import run_emulator_study, summary
-    result = _configured(args, run_emulator_study, log_dir=args.log_dir)
-    if result is None:
-        return 2
-    print(summary(*result))
-    print(f"results in {args.out}")
-    return 0
+    """`_runs("study", "run_study")`, the summary with the per-round log (rounds.csv) beside the rows."""
+    from .study import POINT_KEY, ROUND_FIELDS, ROUND_TYPES, summary
+    run = _runs("study", "run_study", lambda cfg, rows: summary(cfg, rows, ResultStore(
+        Path(args.out) / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"], types=ROUND_TYPES).rows()))
+    return run(args)
 
 
 def _speedup(args):
@@ -92,12 +48,6 @@ def _speedup(args):
               file=sys.stderr)
         return 2
     print(summary(run_speedup(args.out, workers=args.workers, quick=args.quick), args.quick))
-    print(f"results in {args.out}")
-
-
-def _scale(args):
-    from .scale import run_scale, summary
-    print(summary(*run_scale(args.out, quick=args.quick, log_dir=args.log_dir)))
     print(f"results in {args.out}")
 
 
@@ -142,31 +92,33 @@ BUILTIN = [
     Command("study", "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, digital)", _study,
             _study_options, outputs="CSV, JSON, PNG", quick="a small run for smoke tests"),
     Command("finetune", "PEFT methods on Rotten Tomatoes (accuracy, speed, memory); block allocator vs uniform "
-            "ranks", _finetune, quick="a random small model for smoke tests", seed=True,
+            "ranks", _runs("peft_methods", "run_finetune"), quick="a random small model for smoke tests", seed=True,
             parallel_note="Only the budget sweep (accuracy per allocation) runs on workers; the methods table "
             "measures samples/s, so its methods always run one at a time, each in a fresh subprocess of its own "
             "(for its own peak memory)"),
     Command("ensemble", "on-the-fly prompt ensembles on a stream (DEFT technique 4): ensemble vs single prompts, "
-            "pool size, batched inference speed", _ensemble, quick="a random small model for smoke tests",
-            parallel_note="The streams and joint references run on workers; the inference-speed table is timed, "
-            "so it always runs here, after them"),
-    Command("link", "AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)", _link,
+            "pool size, batched inference speed", _runs("ensemble", "run_ensemble"),
+            quick="a random small model for smoke tests", parallel_note="The streams and joint references run on "
+            "workers; the inference-speed table is timed, so it always runs here, after them"),
+    Command("link", "AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)", _runs("link", "run_link"),
             outputs="CSV, JSON, PNG", seed=True),
-    Command("design", "AirComp beamforming / power control: gap to the SDR bound, speed-up", _design, seed=True),
+    Command("design", "AirComp beamforming / power control: gap to the SDR bound, speed-up",
+            _runs("beamforming", "run_design"), seed=True),
     Command("connect", "AirComp neural connections: multi-view split model trained through the channel vs naive, "
-            "ideal, single view, digital; task-oriented design", _connect, _connect_options, outputs="CSV, PNG",
-            quick=_TINY),
+            "ideal, single view, digital; task-oriented design", _runs("connect", "run_connect"), _connect_options,
+            outputs="CSV, PNG", quick=_TINY),
     Command("transfer", "D2D prompt transfer (SPoT): steps to a target accuracy from a neighbour's prompt vs "
-            "random/vocabulary init, vs D2D SNR and quantiser bits", _transfer, outputs="CSV, PNG", quick=_TINY,
+            "random/vocabulary init, vs D2D SNR and quantiser bits", _runs("transfer", "run_transfer"),
+            outputs="CSV, PNG", quick=_TINY,
             parallel_note="Each stage (neighbour prompts, source choice, fine-tuning runs) runs on workers"),
     Command("emulator", "FoMo emulator (offsite-tuning): download size vs plug-in accuracy for layer drop, "
-            "vocabulary pruning, int8, low rank, with/without distillation", _emulator, _emulator_options,
-            outputs="CSV, PNG", quick=_TINY, parallel_note="The training runs go to workers, all points of one "
-            "seed to one worker (it distils that seed's emulators once); the distillation grid and the "
-            "emulators' sizes and step times run here, one at a time"),
+            "vocabulary pruning, int8, low rank, with/without distillation", _runs("emulator_study",
+            "run_emulator_study"), _emulator_options, outputs="CSV, PNG", quick=_TINY, parallel_note="The training "
+            "runs go to workers, all points of one seed to one worker (it distils that seed's emulators once); the "
+            "distillation grid and the emulators' sizes and step times run here, one at a time"),
     Command("scale", "federated DEFT at scale: time per round and peak RSS against the number of devices at fixed "
-            "participation; padded float32 vs ragged float16 activations", _scale, _scale_options,
-            outputs="CSV, PNG", quick="a small grid on 1,024 texts", parallel=False),
+            "participation; padded float32 vs ragged float16 activations", _runs("scale", "run_scale"),
+            _scale_options, outputs="CSV, PNG", quick="a small grid on 1,024 texts", parallel=False),
     Command("parallel", "speed-up of a study and a design sweep on N Ray workers against the serial run, and "
             "whether the rows are identical", _speedup, _speedup_options, outputs="CSV", quick=_TINY,
             parallel=False),

@@ -5,6 +5,10 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from deft6g.deprecation import module_aliases
 from deft6g.experiment.config import (MAX_SEED, ConfigError, check_fields, read_toml, require, require_int,
                                      require_positive)
+from deft6g.finetune import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS
+from deft6g.finetune.peft.data import DATASETS, PARTITIONS
+from deft6g.optim import METHODS
+from deft6g.phy import CHANNEL_MODELS
 
 
 STUDY_PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")     # peft.method: the study's short names
@@ -260,12 +264,6 @@ def load_config(path=None, quick=False):
 def validate(cfg):
     """Check every value of the StudyConfig `cfg` (types, names, ranges, grids, how keys combine) before any
     work starts; returns `cfg`. Errors are ConfigError (a ValueError) naming the key."""
-    # imported here: the command line reads this module for --help, before TensorFlow is loaded
-    from deft6g.finetune import LOCAL_OPTIMIZERS, LORA_AGGREGATIONS, SERVER_OPTIMIZERS
-    from deft6g.finetune.peft.data import DATASETS, PARTITIONS
-    from deft6g.optim import METHODS
-    from deft6g.phy import CHANNEL_MODELS
-
     if not isinstance(cfg, StudyConfig):
         raise TypeError(f"`cfg` must be a StudyConfig, got {type(cfg).__name__}")
     check_fields(cfg)
