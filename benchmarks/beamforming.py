@@ -19,12 +19,12 @@ import cvxpy as cp
 import numpy as np
 
 from deft6g.deprecation import warn_renamed
-from deft6g.experiment import ResultStore, line_plot, percentiles, prepare_output, run_points, summarise
+from deft6g.experiment import ResultStore, line_plot, percentiles, prepare_output, run_points, summarise, to_db
 from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, real_form, sdr_barrier
-from deft6g.phy import FadingChannel, aircomp_mse, imperfect_csi, noise_var
+from deft6g.phy import aircomp_mse, imperfect_csi, noise_var
 from deft6g.rng import derive_seed
 
-from .impairment_sweeps import design_sweeps
+from .impairment_sweeps import design_sweeps, rayleigh_channels
 
 STATS = ["mean_db", "median_db", "p10_db", "p90_db"]
 # gap_*: empty (None) for designs that are not aligned
@@ -70,18 +70,10 @@ class DesignConfig:
         return [self.seed + i for i in range(self.num_seeds)]
 
 
-def _db(x):
-    return float(10 * np.log10(x))
-
-
 def _stats(mse):
     """mean, median, 10th and 90th percentile of the MSEs [dB]."""
     p10, p50, p90 = percentiles(mse, (10, 50, 90))
-    return dict(mean_db=_db(np.mean(mse)), median_db=_db(p50), p10_db=_db(p10), p90_db=_db(p90))
-
-
-def _rayleigh(n, k, count, seed):
-    return FadingChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
+    return dict(mean_db=to_db(np.mean(mse)), median_db=to_db(p50), p10_db=to_db(p10), p90_db=to_db(p90))
 
 
 def _designs(H_design, nv, seed, methods):
@@ -111,7 +103,7 @@ class _MainPoint:
     def __call__(self, p):
         cfg, nv = self.cfg, noise_var(self.cfg.snr_db)
         if p["seed"] not in self.cache:
-            H = _rayleigh(cfg.num_rx_ant, cfg.num_devices, cfg.realisations, derive_seed(p["seed"], CHANNELS))
+            H = rayleigh_channels(cfg.num_rx_ant, cfg.num_devices, cfg.realisations, derive_seed(p["seed"], CHANNELS))
             designs = _designs(H, nv, p["seed"], METHODS)
             bound = designs["sdr"][0].zf_lower_bound
             self.cache = {p["seed"]: {}}
@@ -157,7 +149,7 @@ def speed(cfg, out):
     n, k, nv = cfg.num_rx_ant, cfg.num_devices, noise_var(cfg.snr_db)
 
     def point(p):
-        H = _rayleigh(n, k, cfg.speed_realisations, derive_seed(cfg.seed, SPEED_CHANNELS))
+        H = rayleigh_channels(n, k, cfg.speed_realisations, derive_seed(cfg.seed, SPEED_CHANNELS))
         design_aircomp(H[:1], 1.0, nv, "sdr", seed=0)   # compile once (counted apart)
         sdr = ZfSdr.compiled(n, k, solvers=(cfg.solver,))
         t0 = time.perf_counter()
@@ -199,7 +191,7 @@ class _SweepPoint:
         key = tuple(p[c] for c in SWEEP_FIELDS[:6])
         if key not in self.cache:
             n, k, snr, ev, seed = p["num_rx_ant"], p["num_devices"], p["snr_db"], p["csi_error_var"], p["seed"]
-            H = _rayleigh(n, k, self.cfg.sweep_realisations, derive_seed(seed, CHANNELS))
+            H = rayleigh_channels(n, k, self.cfg.sweep_realisations, derive_seed(seed, CHANNELS))
             H_design = imperfect_csi(H, ev, seed=derive_seed(seed, CSI_ERROR)) if ev > 0 else H
             nv = noise_var(snr)
             self.cache = {key: {m: _stats(aircomp_mse(H, d.a, d.b, nv))

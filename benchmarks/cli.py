@@ -8,9 +8,12 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
+from deft6g.deprecation import module_aliases
 from deft6g.experiment import ConfigError, ResultStore
 from deft6g.experiment.command_line import add_log_dir, build_parser, main  # noqa: F401 (the `deft6g` entry point)
 from deft6g.experiment.protocol import COMMANDS, Command, parallel_options, register_command
+
+__getattr__ = module_aliases(__name__, {"quiet_stack": "deft6g.environment.quiet_stack"})   # moved before 0.1.0
 
 
 def _runs(module, run, summary=None):

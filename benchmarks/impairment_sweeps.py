@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, run_points, summarise
+from deft6g.experiment import ResultStore, line_plot, run_points, summarise, to_db
 from deft6g.optim import (allocate_subcarrier_power, best_truncation_threshold, closed_form_design,
                           design_aircomp, power_control, truncated_inversion, truncation_mse,
                           uniform_subcarrier_power)
@@ -45,11 +45,8 @@ TRUNCATION, MISALIGNMENT, PILOTS, DESIGN_CHANNELS, DESIGN_PILOTS, SUBCARRIERS = 
 CHANNELS, PAYLOAD, NOISE = range(3)
 
 
-def _db(x):
-    return float(10 * np.log10(x))
-
-
-def _rayleigh(n, k, count, seed):
+def rayleigh_channels(n, k, count, seed):
+    """[count, n, k] complex128 NumPy: `count` Rayleigh draws of n receive antennas and k devices, seeded."""
     return FadingChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
 
 
@@ -91,18 +88,18 @@ class LinkSweeps:
 def truncation_point(cfg, p, references):
     """One (SNR, threshold, seed); `references` caches the threshold-free baselines per (SNR, seed)."""
     K, snr = cfg.trunc_devices, 10 ** (p["snr_db"] / 10)
-    h = _rayleigh(1, K, cfg.trunc_realisations, derive_seed(p["seed"], TRUNCATION, CHANNELS))
+    h = rayleigh_channels(1, K, cfg.trunc_realisations, derive_seed(p["seed"], TRUNCATION, CHANNELS))
     peak = truncated_inversion(h, 1.0, 1 / snr, p["threshold"], "peak")
     avg = truncated_inversion(h, 1.0, 1 / snr, p["threshold"], "average")
     key = (p["snr_db"], p["seed"])
     if key not in references:
         optimal = power_control(h[:, 0, :], 1.0, 1 / snr).mse
-        references[key] = dict(optimal_db=_db(np.mean(optimal)), optimal_median_db=_db(np.median(optimal)),
-                               full_median_db=_db(np.median(truncated_inversion(h, 1.0, 1 / snr, 0.0).mse)))
+        references[key] = dict(optimal_db=to_db(np.mean(optimal)), optimal_median_db=to_db(np.median(optimal)),
+                               full_median_db=to_db(np.median(truncated_inversion(h, 1.0, 1 / snr, 0.0).mse)))
     return p | references[key] | dict(
-        peak_db=_db(np.mean(peak.mse)), peak_theory_db=_db(truncation_mse(K, snr, p["threshold"])),
-        peak_median_db=_db(np.median(peak.mse)),
-        average_db=_db(np.mean(avg.mse)), average_theory_db=_db(truncation_mse(K, snr, p["threshold"], "average")),
+        peak_db=to_db(np.mean(peak.mse)), peak_theory_db=to_db(truncation_mse(K, snr, p["threshold"])),
+        peak_median_db=to_db(np.median(peak.mse)),
+        average_db=to_db(np.mean(avg.mse)), average_theory_db=to_db(truncation_mse(K, snr, p["threshold"], "average")),
         participation=float(np.mean(peak.b != 0)))
 
 
@@ -113,7 +110,7 @@ def misalign_point(cfg, p):
     the points of one seed are paired across error values and kinds."""
     param = next(v[0] for v in MISALIGN_KINDS.values() if v[0] in p)
     n, k, seed = p["num_rx_ant"], p["num_devices"], p["seed"]
-    H = _rayleigh(n, k, cfg.misalign_realisations, derive_seed(seed, MISALIGNMENT, CHANNELS))
+    H = rayleigh_channels(n, k, cfg.misalign_realisations, derive_seed(seed, MISALIGNMENT, CHANNELS))
     a, b = closed_form_design(H, 1.0, "zf")
     nv = noise_var(cfg.snr_db)
     x = np.random.default_rng(derive_seed(seed, MISALIGNMENT, PAYLOAD)).normal(size=(len(H), k, cfg.payload_reals))
@@ -122,21 +119,21 @@ def misalign_point(cfg, p):
     f_hat = AirCompUplink(precision="double")(x, H, a, b, nv, seed=derive_seed(seed, MISALIGNMENT, NOISE),
                                               misalignment=mis).numpy()
     theory = mis.expected_mse(H, a, b, nv, num_symbols=(cfg.payload_reals + 1) // 2)
-    return p | dict(mc_db=_db(np.mean((f_hat - x.sum(1)) ** 2)), theory_db=_db(np.mean(theory)))
+    return p | dict(mc_db=to_db(np.mean((f_hat - x.sum(1)) ** 2)), theory_db=to_db(np.mean(theory)))
 
 
 def _pilot_point(cfg, p):
     n, k = cfg.pilot_setting
     seed, nv = p["seed"], noise_var(cfg.snr_db)
-    H = _rayleigh(n, k, cfg.pilot_realisations, derive_seed(seed, PILOTS, CHANNELS))
+    H = rayleigh_channels(n, k, cfg.pilot_realisations, derive_seed(seed, PILOTS, CHANNELS))
     H_hat, ev = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"],
                                                            seed=derive_seed(seed, PILOTS, PAYLOAD))
     row = dict(p, error_var=float(ev))
     for method in ("zf", "mrc"):
         a, b = closed_form_design(H_hat, 1.0, method)
-        row[f"{method}_db"] = _db(np.median(aircomp_mse(H, a, b, nv)))
+        row[f"{method}_db"] = to_db(np.median(aircomp_mse(H, a, b, nv)))
         a, b = closed_form_design(H, 1.0, method)
-        row[f"{method}_perfect_db"] = _db(np.median(aircomp_mse(H, a, b, nv)))
+        row[f"{method}_perfect_db"] = to_db(np.median(aircomp_mse(H, a, b, nv)))
     return row
 
 
@@ -177,7 +174,7 @@ def _link_plots(cfg, out, trunc, mis, pilot):
         for b in ("peak", "average"):
             curves[f"{b} budget, Monte Carlo"] = [pt + ((f"{share[pt[0]]:.0%} send",) if b == "peak" else ())
                                                   for pt in _curve(rows, [], "threshold", f"{b}_db")]
-            curves[f"{b} budget, closed form"] = [(g, _db(truncation_mse(cfg.trunc_devices, 10 ** (snr / 10), g, b)))
+            curves[f"{b} budget, closed form"] = [(g, to_db(truncation_mse(cfg.trunc_devices, 10 ** (snr / 10), g, b)))
                                                   for g in dense]
         medians = _curve(rows, [], "threshold", "peak_median_db")
         curves["peak budget, Monte Carlo median"] = medians
@@ -192,7 +189,7 @@ def _link_plots(cfg, out, trunc, mis, pilot):
                                                                             opt["full_median_db_ci"])})
         g_med, m_med, _ = min(medians, key=lambda c: c[1])
         lines.append(f"  {snr:g} dB: best peak threshold {best_g:.3f} (participation {np.exp(-best_g):.2f}) -> mean "
-                     f"{_db(best):.2f} dB; best median {m_med:.2f} dB (g = {g_med:g}); full inversion median "
+                     f"{to_db(best):.2f} dB; best median {m_med:.2f} dB (g = {g_med:g}); full inversion median "
                      f"{opt['full_median_db_mean']:.2f} dB; optimal power control mean {opt['optimal_db_mean']:.2f} dB, "
                      f"median {opt['optimal_median_db_mean']:.2f} dB")
     num_symbols = (cfg.payload_reals + 1) // 2
@@ -270,7 +267,7 @@ def design_misalign_point(designs, H, nv, p, num_symbols):
     `p` names (amplitude_std, phase_std or drift_std): `p` plus {method}_db."""
     param = next(v[0] for v in MISALIGN_KINDS.values() if v[0] in p)
     mis = TransmitMisalignment(**{param: p[param]}, precision="double")
-    return p | {f"{m}_db": _db(np.median(mis.expected_mse(H, d.a, d.b, nv, num_symbols=num_symbols)))
+    return p | {f"{m}_db": to_db(np.median(mis.expected_mse(H, d.a, d.b, nv, num_symbols=num_symbols)))
                 for m, d in designs.items()}
 
 
@@ -286,7 +283,7 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
 
     def true_channels(r):
         if r not in channels:
-            channels[r] = _rayleigh(n, k, cfg.realisations, derive_seed(r, DESIGN_CHANNELS, CHANNELS))
+            channels[r] = rayleigh_channels(n, k, cfg.realisations, derive_seed(r, DESIGN_CHANNELS, CHANNELS))
             perfect[r] = _designs(channels[r], nv, r)
         return channels[r], perfect[r]
 
@@ -294,8 +291,8 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
         H, ideal = true_channels(p["seed"])
         H_hat, _ = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"],
                                                               seed=derive_seed(p["seed"], DESIGN_PILOTS, PAYLOAD))
-        row = {f"{m}_db": _db(np.median(aircomp_mse(H, d.a, d.b, nv))) for m, d in _designs(H_hat, nv, p["seed"]).items()}
-        return p | row | dict(mmse_perfect_db=_db(np.median(ideal["mmse"].mse)))
+        row = {f"{m}_db": to_db(np.median(aircomp_mse(H, d.a, d.b, nv))) for m, d in _designs(H_hat, nv, p["seed"]).items()}
+        return p | row | dict(mmse_perfect_db=to_db(np.median(ideal["mmse"].mse)))
 
     def misalignment_point(p):
         H, ideal = true_channels(p["seed"])
@@ -310,7 +307,7 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
         opt, uni = (fn(H, float(F), nv) for fn in (allocate_subcarrier_power, uniform_subcarrier_power))
         if not np.all(opt.ok):          # an inaccurate solve is accepted and reported (optim.solver_status)
             raise RuntimeError(f"subcarrier allocation failed: {opt.status[~opt.ok][0]}")
-        return p | dict(optimal_db=_db(np.median(opt.mse / F)), uniform_db=_db(np.median(uni.mse / F)),
+        return p | dict(optimal_db=to_db(np.median(opt.mse / F)), uniform_db=to_db(np.median(uni.mse / F)),
                         gain_db=float(np.median(10 * np.log10(uni.mse / opt.mse))))
 
     pilot = _store(out / "design_pilot_csi.csv", DESIGN_PILOT_FIELDS, 2)

@@ -43,7 +43,7 @@ from deft6g.phy import FACTOR_BITS, FLAT_MODELS, GRANT_BITS, STATS_BITS, Control
 from deft6g.rng import derive_seed, reseed
 
 from deft6g.experiment import ResultStore, ci_points, line_plot, mean_ci, percentiles, prepare_output, run_points, \
-    write_table, write_text_atomic
+    to_db, write_table, write_text_atomic
 
 from .impairment_sweeps import link_sweeps
 
@@ -157,10 +157,6 @@ def _label(point):
             f"{point['snr_db']} dB")
 
 
-def _db(x):
-    return float(10 * np.log10(x))
-
-
 def _channels(cfg, model, n, k, seed, draws):
     """[R, F, N, K] complex64 NumPy: R = `draws` channel draws of the draw seeded `seed` (its CHANNELS sub-stream),
     F = 1 on flat models."""
@@ -252,9 +248,9 @@ class _AirCompPoint:
         mean, ci = mean_ci(mse) if p["csi"] == "genie" and receiver == "zf" and n >= k + 2 else ("", "")
         b_energy = payload * np.mean(np.abs(b.reshape(r, f, k)) ** 2, axis=1)     # [R, K]
         energy = float(np.mean(cost.pop("energy", 0.0) + b_energy))
-        return p | dict(mse_median=m50, mse_p10=m10, mse_p90=m90, mse_mean=mean, mse_mean_ci=ci, nmse_db=_db(median),
-                        nmse_p10_db=_db(p10), nmse_p90_db=_db(p90),
-                        nmse_kept_db=_db(np.median(mse_kept[k_kept > 0] / k_kept[k_kept > 0])),
+        return p | dict(mse_median=m50, mse_p10=m10, mse_p90=m90, mse_mean=mean, mse_mean_ci=ci, nmse_db=to_db(median),
+                        nmse_p10_db=to_db(p10), nmse_p90_db=to_db(p90),
+                        nmse_kept_db=to_db(np.median(mse_kept[k_kept > 0] / k_kept[k_kept > 0])),
                         dropped=float(1 - kept.mean()), silent=float(np.mean(kept & ~told)),
                         **_costs(cfg, float(payload), energy=energy, **cost))
 
@@ -296,7 +292,7 @@ class _DigitalPoint:
         p10, median, p90 = percentiles(nmse, (10, 50, 90))
         pilot = pilot_channel_uses(k, f)
         sent = np.where((mcs >= 0) & told, uplink.symbols(cfg.payload_reals, np.maximum(mcs, 0)), 0)
-        return p | dict(nmse_db=_db(median), nmse_p10_db=_db(p10), nmse_p90_db=_db(p90),
+        return p | dict(nmse_db=to_db(median), nmse_p10_db=to_db(p10), nmse_p90_db=to_db(p90),
                         nmse_channels=nmse.tolist(), ber=res.ber, bler=res.bler,
                         delivered=float(valid.mean()), dropped=float(np.mean(mcs < 0)),
                         groups=float(np.mean(res.groups)),
@@ -445,7 +441,7 @@ def digital_summary(rows):
     dB; not a mean of per-draw medians), channels (how many), and the means over the rows of channel_uses,
     downlink_uses and energy."""
     nmse = np.concatenate([r["nmse_channels"] for r in rows])
-    return dict(nmse_db=_db(np.median(nmse)), channels=len(nmse),
+    return dict(nmse_db=to_db(np.median(nmse)), channels=len(nmse),
                 **{c: float(np.mean([r[c] for r in rows])) for c in ("channel_uses", "downlink_uses", "energy")})
 
 

@@ -21,12 +21,15 @@ def warn_renamed(old, new, category=DeprecationWarning, stacklevel=3):
 
 
 def module_aliases(module_name, aliases):
-    """A module-level `__getattr__` (PEP 562) for renamed module attributes. aliases: {old name: new name};
-    reading `module.old` warns and returns `module.new`; any other unknown name raises AttributeError."""
+    """A module-level `__getattr__` (PEP 562) for renamed or moved module attributes. aliases: {old name: new
+    name in this module, or the dotted path of where it moved, e.g. "deft6g.environment.quiet_stack"}; reading
+    `module.old` warns and returns the new object; any other unknown name raises AttributeError."""
     def __getattr__(name):
         if name in aliases:
-            warn_renamed(f"{module_name}.{name}", f"{module_name}.{aliases[name]}")
-            return getattr(sys.modules[module_name], aliases[name])
+            new = aliases[name] if "." in aliases[name] else f"{module_name}.{aliases[name]}"
+            warn_renamed(f"{module_name}.{name}", new)
+            where, _, attribute = new.rpartition(".")
+            return getattr(importlib.import_module(where), attribute)
         raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
     return __getattr__
 

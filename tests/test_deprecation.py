@@ -10,6 +10,7 @@ import warnings
 import pytest
 
 import deft6g.benchmarks.beamforming as beamforming
+import deft6g.benchmarks.cli as cli
 import deft6g.benchmarks.link as link
 import deft6g.benchmarks.study as study
 import deft6g.benchmarks.study_config as study_config
@@ -17,6 +18,8 @@ import deft6g.finetune as ft
 from deft6g.benchmarks.emulator_study import EmulatorStudyConfig, load_emulator_config
 from deft6g.benchmarks.peft_methods import FinetuneConfig
 from deft6g.benchmarks.scale import ScaleConfig
+import deft6g.environment
+import deft6g.experiment
 from deft6g.experiment import ConfigError
 from deft6g.deprecation import REMOVED_IN
 from deft6g.finetune import FedAdamServer, FedAvgServer, FederatedDEFT
@@ -39,6 +42,14 @@ def test_renamed_study_constants(module, old, new):
     assert value is getattr(module, new)
     with pytest.raises(AttributeError, match="NO_SUCH_NAME"):
         module.NO_SUCH_NAME
+
+
+@pytest.mark.parametrize("module, old, new, where", [
+    (study_config, "load_flat_config", deft6g.experiment.load_flat_config, "deft6g.experiment"),
+    (cli, "quiet_stack", deft6g.environment.quiet_stack, "deft6g.environment")])
+def test_moved_functions_are_read_from_their_new_home(module, old, new, where):
+    with pytest.warns(DeprecationWarning, match=rf"{module.__name__}\.{old} .*{REMOVED_IN}.*use {where}\.{old}$"):
+        assert getattr(module, old) is new
 
 
 def test_impairment_sweeps_wrappers_call_the_renamed_functions(monkeypatch, tmp_path, capsys):

@@ -7,7 +7,7 @@ fresh interpreter, and the study protocol with the command registry
 from .store import (OutputFolderError, ResultStore, load_json, prepare_output, write_json_atomic, write_table,
                     write_text_atomic)
 from .runner import PointsFailed, RayUnavailable, available_cores, require_ray, run_points, start_ray
-from .stats import censored_median, ci_points, log_mean_ci, mean_ci, paired_ci, percentiles, summarise, tost
+from .stats import censored_median, ci_points, log_mean_ci, mean_ci, paired_ci, percentiles, summarise, to_db, tost
 from .plots import interval, line_plot, merge_labels
 from .tuning import Choice, candidates, tune, tuning_store
 from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name

@@ -18,12 +18,17 @@ from .runner import PointsFailed, RayClusterError, RayUnavailable, check_cluster
 from .store import OutputFolderError
 
 
+def _number(text, kind):
+    """`kind(text)` (int or float), or None where `text` is not one."""
+    try:
+        return kind(text)
+    except ValueError:
+        return None
+
+
 def _worker_count(text):
     """--workers N: a whole number >= 1 (0 is what a bare --workers means internally: all cores)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = None
+    n = _number(text, int)
     if n is None or n < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, or given alone for one worker per core; "
                                          f"got {text!r}")
@@ -32,10 +37,7 @@ def _worker_count(text):
 
 def _seed(text):
     """--seed N: a whole number in [0, MAX_SEED] (checked here, before any work)."""
-    try:
-        n = int(text)
-    except ValueError:
-        n = None
+    n = _number(text, int)
     if n is None or not 0 <= n <= MAX_SEED:
         raise argparse.ArgumentTypeError(f"must be a whole number in [0, {MAX_SEED}], got {text!r}")
     return n
@@ -52,11 +54,8 @@ def _out_folder(text):
 
 def _gpu_share(text):
     """--worker-gpus F: a GPU share in [0, 1] or a whole number of GPUs (what Ray can place)."""
-    try:
-        f = float(text)
-    except ValueError:
-        f = math.nan
-    if not (0 <= f <= 1 or (f > 1 and f.is_integer() and math.isfinite(f))):
+    f = _number(text, float)
+    if f is None or not (0 <= f <= 1 or (f > 1 and f.is_integer() and math.isfinite(f))):
         raise argparse.ArgumentTypeError(f"must be a GPU share in [0, 1] (e.g. 0.25: four workers per GPU) or a "
                                          f"whole number of GPUs, got {text!r}")
     return f
@@ -64,11 +63,8 @@ def _gpu_share(text):
 
 def _seconds(text):
     """--ray-timeout S: a number of seconds > 0."""
-    try:
-        f = float(text)
-    except ValueError:
-        f = math.nan
-    if not 0 < f < math.inf:
+    f = _number(text, float)
+    if f is None or not 0 < f < math.inf:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
     return f
 

@@ -106,6 +106,16 @@ def censored_median(values):
     return float(x[(x.size - 1) // 2])
 
 
+def to_db(x):
+    """10 log10(x) [dB] of a positive power or ratio, as a float (a table's figure).
+
+    >>> from deft6g.experiment import to_db
+    >>> to_db(0.01), to_db(2.0)
+    (-20.0, 3.010299956639812)
+    """
+    return float(10 * np.log10(x))
+
+
 def percentiles(values, q=(10, 50, 90)):
     """Percentiles of `values` (for heavy-tailed figures whose mean does not converge)."""
     return [float(v) for v in np.percentile(np.asarray(values, np.float64), q)]

@@ -108,7 +108,7 @@ def port_folder(folder, hashes=None):
 
 def _load_weights(folder):
     """The model of `port_folder`, its files already checked."""
-    from safetensors.numpy import load_file
+    from safetensors import safe_open
     from transformers import AutoConfig
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
@@ -126,8 +126,24 @@ def _load_weights(folder):
         raise FileNotFoundError(f"{folder} has neither model.safetensors nor tf_model.h5")
     model = cls(config)
     model.build_in_name_scope()
-    load_pytorch_state_dict_in_tf2_model(model, load_file(str(weights)), tf_inputs=False, allow_missing_keys=False)
+    with safe_open(str(weights), framework="np") as archive:    # one tensor in memory at a time (lower peak RSS)
+        load_pytorch_state_dict_in_tf2_model(model, _LazyStateDict(archive), tf_inputs=False,
+                                             allow_missing_keys=False)
     return model
+
+
+class _LazyStateDict:
+    """A safetensors archive as the state dict HF's PyTorch-to-TF loader reads: its names, and each tensor read
+    when the loader asks for it (`get_tensor`), as HF's own `from_pretrained` passes it."""
+
+    def __init__(self, archive):
+        self.archive = archive
+
+    def __iter__(self):
+        return iter(self.archive.keys())
+
+    def get_tensor(self, name):
+        return self.archive.get_tensor(name)
 
 
 def save_tf(model, tokenizer, out_dir):
