@@ -1,1 +1,2 @@
-"""deft6g.benchmarks: one module per study or benchmark, and the `deft6g` command line (cli.py) that runs them."""
+"""deft6g.benchmarks: one module per study or benchmark, and the table of `deft6g` subcommands that runs them
+(cli.py)."""

@@ -21,8 +21,8 @@ The batching runs time the local steps of `batching` participants one after anot
 Outputs: scale.csv (one row per (K, participants)), batching.csv (one row per participants count), models.csv
 (one row per model), data_path.csv (one row per (data, seed)), scale.png.
 
-Imports of TensorFlow and the library happen inside the functions, so that each run's subprocess
-(`deft6g.experiment.isolated`) loads the stack whose memory it measures.
+Imports of TensorFlow (first, quietly: `quiet_stack`) and the library happen inside the functions, so that
+each run's subprocess (`deft6g.experiment.isolated`) loads the stack whose memory it measures.
 """
 
 import statistics
@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from deft6g.deprecation import renamed_fields
+from deft6g.environment import quiet_stack
 from deft6g.experiment import (ScalarWriter, check_log_dir, isolated, paired_ci, peak_rss_mb, prepare_output, run_name,
                                tost, write_table)
 from deft6g.experiment.plots import plt
@@ -117,6 +118,7 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     "tokens_mean": real (unpadded) tokens per training text}.
     log_dir: after each round (outside its timing), TensorBoard scalars loss, round_s, examples and devices at
     step = round, in the run named by the arguments (`deft6g.experiment.run_name`; a re-run replaces it)."""
+    quiet_stack()                                   # TensorFlow's start-up, and its native notices, before the clock
     from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition
     from deft6g.finetune.peft.training import take
     t0 = time.time()
@@ -166,6 +168,7 @@ def batching_headroom(cfg, per_round, repeats=5):
     least, padded to the longest of them). -> {"sequential_s", "batched_s", "headroom": sequential / batched,
     the most such a step could save, "tokens": real tokens in the texts}. Gradients without updates, so every
     step sees the same weights."""
+    quiet_stack()
     from deft6g.finetune.peft.training import make_grad_fn
     peft, x_fit, y_fit, _, _, key, (fit, _) = _data(cfg)
     store = _activations(peft, x_fit, cfg.block, key, fit, "ragged-float16")

@@ -16,10 +16,9 @@ STUDY_PEFT_METHODS = ("lora", "adapter", "prompt", "bitfit")     # peft.method: 
 STUDY_SCHEMES = ("centralised", "ideal", "aircomp", "digital", "obda", "noisy")
 LINKS = ("counted", "genie")
 MODES = ("emulator", "full", "gradient")
-# the names before 0.1.0 (they read like deft6g.finetune.SCHEMES / PEFT_METHODS, which differ), and what moved
-RENAMED = {"SCHEMES": "STUDY_SCHEMES", "PEFT_METHODS": "STUDY_PEFT_METHODS",
-           "load_flat_config": "deft6g.experiment.load_flat_config"}
-__getattr__ = module_aliases(__name__, RENAMED)
+# the names before 0.1.0 (they read like deft6g.finetune.SCHEMES / PEFT_METHODS, which differ)
+RENAMED = {"SCHEMES": "STUDY_SCHEMES", "PEFT_METHODS": "STUDY_PEFT_METHODS"}
+__getattr__ = module_aliases(__name__, {**RENAMED, "load_flat_config": "deft6g.experiment.load_flat_config"})
 # per model name: (max_position_embeddings, hidden size): tokens per text, LoRA rank and adapter width are bounded
 # by them (MiniLM's packaged config.json; random-bert is built with 512 positions and BERT's small hidden size 64)
 MODEL_LIMITS = {"all-MiniLM-L6-v2": (512, 384), "random-bert": (512, 64)}

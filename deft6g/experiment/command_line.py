@@ -117,8 +117,9 @@ def _add_command(sub, command):
 
 
 def build_parser():
-    """The `deft6g` parser: one subcommand per registered Command (the built-in ones, then those of
-    `register_study` and of installed packages' entry points)."""
+    """The `deft6g` parser: one subcommand per registered Command (those of `register_command` and
+    `register_study`, then installed packages' entry points). The built-in commands are registered by importing
+    `deft6g.benchmarks.cli`, whose `main` (this one) is the `deft6g` entry point."""
     load_entry_points()
     parser = argparse.ArgumentParser(prog="deft6g", description="DEFT studies and benchmarks over simulated 6G links")
     parser.add_argument("--version", action="version", version=f"deft6g {__version__}")

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 def read_toml(path):
     """The TOML file at `path` as a dict; a file that cannot be read or is no TOML raises ConfigError."""
     if not isinstance(path, (str, PathLike)):
-        raise TypeError(f"`path` must be a TOML file path or None, got {type(path).__name__}")
+        raise TypeError(f"`path` must be a TOML file path, got {type(path).__name__}")
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

@@ -4,7 +4,6 @@ that what it measures (peak memory, import and trace time) is its own, not the c
 
 import json
 import pickle
-import resource
 import subprocess
 import sys
 import tempfile
@@ -12,13 +11,14 @@ from pathlib import Path
 
 
 def peak_rss_mb():
-    """This process's peak resident memory [MiB]: VmHWM of /proc/self/status (Linux), the high-water mark of this
-    program's own address space. Not getrusage's ru_maxrss (the fallback where /proc is missing): Linux carries
+    """This process's peak resident memory [MB of 2^20 bytes]: VmHWM of /proc/self/status (Linux), the high-water
+    mark of this program's own address space. Not getrusage's ru_maxrss (the fallback where /proc is missing): Linux carries
     that across fork and exec, so a subprocess would report its parent's peak whenever the parent's was higher."""
     try:
         with open("/proc/self/status") as f:
             kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
     except (OSError, StopIteration):
+        import resource                     # here: POSIX only, and needed only where /proc is missing
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kb / 1024
 
@@ -41,7 +41,7 @@ def isolated(function, *args, **kwargs):
     with tempfile.TemporaryDirectory(prefix="deft6g-isolated-") as tmp:
         job, result = Path(tmp) / "job.pkl", Path(tmp) / "result.json"
         job.write_bytes(pickle.dumps((function, args, kwargs)))
-        res = subprocess.run([sys.executable, "-m", __name__, str(job), str(result)], capture_output=True, text=True,
+        res = subprocess.run([sys.executable, "-c", _CHILD, str(job), str(result)], capture_output=True, text=True,
                              stdin=subprocess.DEVNULL)
         if res.returncode or not result.is_file():
             name = f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', function)}"
@@ -49,10 +49,11 @@ def isolated(function, *args, **kwargs):
         return json.loads(result.read_text())
 
 
+# the child's program: not `-m` this module, which the package has already imported (runpy would warn, and fail
+# under PYTHONWARNINGS=error)
+_CHILD = "import sys; from deft6g.experiment.isolation import _main; _main(*sys.argv[1:])"
+
+
 def _main(job, result):
     function, args, kwargs = pickle.loads(Path(job).read_bytes())
     Path(result).write_text(json.dumps(function(*args, **kwargs), default=_json_value))
-
-
-if __name__ == "__main__":
-    _main(*sys.argv[1:])
