@@ -291,7 +291,8 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
         H, ideal = true_channels(p["seed"])
         H_hat, _ = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"],
                                                               seed=derive_seed(p["seed"], DESIGN_PILOTS, PAYLOAD))
-        row = {f"{m}_db": to_db(np.median(aircomp_mse(H, d.a, d.b, nv))) for m, d in _designs(H_hat, nv, p["seed"]).items()}
+        row = {f"{m}_db": to_db(np.median(aircomp_mse(H, d.a, d.b, nv)))
+               for m, d in _designs(H_hat, nv, p["seed"]).items()}
         return p | row | dict(mmse_perfect_db=to_db(np.median(ideal["mmse"].mse)))
 
     def misalignment_point(p):

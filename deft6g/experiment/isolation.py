@@ -12,8 +12,9 @@ from pathlib import Path
 
 def peak_rss_mb():
     """This process's peak resident memory [MB of 2^20 bytes]: VmHWM of /proc/self/status (Linux), the high-water
-    mark of this program's own address space. Not getrusage's ru_maxrss (the fallback where /proc is missing): Linux carries
-    that across fork and exec, so a subprocess would report its parent's peak whenever the parent's was higher."""
+    mark of this program's own address space. Not getrusage's ru_maxrss (the fallback where /proc is missing):
+    Linux carries that across fork and exec, so a subprocess would report its parent's peak whenever the
+    parent's was higher."""
     try:
         with open("/proc/self/status") as f:
             kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
