@@ -89,6 +89,16 @@ def test_api_reference_renders_sionna_docstrings(site):
     assert not re.search(r'–\s*<div class="doc-md-description">\s*</div>', html)   # no dash before nothing
 
 
+def test_console_examples_in_a_description_render_as_code(site):
+    """A `>>>` example written in a docstring's description (noise_var's, no Example heading) is a Python console
+    block, not Markdown's nested quotes."""
+    html = (site / "api/phy/index.html").read_text()
+    start = html.index('id="deft6g.phy.noise_var"')
+    entry = html[start:html.index('id="deft6g.phy.pack"')]
+    assert "<blockquote>" not in entry
+    assert re.search(r'<code>.*noise_var.*10\.0', entry, flags=re.DOTALL) and "1.9952623149688795" in entry
+
+
 def test_docstring_entries_packed_on_one_line_are_split():
     """`H : type; a : type -- text;` in a Parameters/Input/Output section reads as two entries (the hook that parses
     the Sionna form, docs/hooks/sionna_docstrings.py), as if each had its own line."""

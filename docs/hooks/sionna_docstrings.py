@@ -144,8 +144,11 @@ def parse(text, anchors):
     """The `griffe.DocstringSection`s of one Sionna-style docstring (`anchors`: `design_anchors()`)."""
     sections = []
     for title, body in split_sections(link_citations(rst_to_markdown(text), anchors)):
-        if title is None:
-            sections.append(griffe.DocstringSectionText(escape_brackets("\n".join(_dedent(body)))))
+        if title is None:       # the description; `>>>` examples in it are console blocks, as under Example
+            sections += [griffe.DocstringSectionExamples([(kind, chunk)])
+                         if kind == griffe.DocstringSectionKind.examples
+                         else griffe.DocstringSectionText(escape_brackets(chunk))
+                         for kind, chunk in parse_examples(body)]
         elif title in PARAMETER_SECTIONS:
             sections.append(griffe.DocstringSectionParameters(parse_entries(body), title=title))
         elif title in EXAMPLE_SECTIONS:
