@@ -38,6 +38,7 @@ def _runs(module, run, summary=None):
 
 def _study(args):
     """`_runs("study", "run_study")`, the summary with the per-round log (rounds.csv) beside the rows."""
+    # imported when the command runs: `deft6g --help` and the other commands load no TensorFlow
     from .study import POINT_KEY, ROUND_FIELDS, ROUND_TYPES, summary
     run = _runs("study", "run_study", lambda cfg, rows: summary(cfg, rows, ResultStore(
         Path(args.out) / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"], types=ROUND_TYPES).rows()))
@@ -45,6 +46,7 @@ def _study(args):
 
 
 def _speedup(args):
+    # imported when the command runs: `deft6g --help` and the other commands load no TensorFlow
     from .ray_speedup import run_speedup, summary
     if args.workers < 2:
         print(f"deft6g parallel: error: --workers must be >= 2 to compare with the serial run, got {args.workers}",

@@ -42,8 +42,8 @@ from deft6g.deprecation import renamed_fields
 from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, load_flat_config, mean_ci, paired_ci,
                                prepare_output, run_name, run_points, tost, write_table)
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
-                             data_split, dims_of, emulator_config, evaluate, get_peft_model, load_dataset,
-                             load_study_model, make_train_step, partition, peft_cost, plug_in, tokenize)
+                             dims_of, emulator_config, evaluate, get_peft_model, load_study_data, make_train_step,
+                             partition, peft_cost, plug_in)
 from deft6g.experiment.plots import plt
 from deft6g.finetune.peft.data import content_digest
 from deft6g.finetune.federation.emulator_builder import VARIANTS, EmulatorRecipe, package_key  # noqa: F401 (re-export)
@@ -152,15 +152,12 @@ class _Setup:
 
     def __init__(self, cfg, log):
         self.cfg, self.log = cfg, log
-        data = load_dataset(cfg.dataset)
-        split = data_split(data.y, cfg.train_examples, cfg.test_examples)      # train: fit + validation
-        train, test = split.train, split.test
+        recipe = load_study_data(cfg.dataset, cfg.model, cfg.max_length, cfg.train_examples, cfg.test_examples)
+        data, train, test = recipe.data, recipe.split.train, recipe.split.test      # train: fit + validation
         self.y_train, self.y_test = data.y[train], data.y[test]
-        self.num_labels = len(data.class_names)
-        self.model, self.tok = load_study_model(cfg.model)
-        tokens = tokenize(self.tok, data.x, cfg.max_length)
-        self.x_train = {k: v[train] for k, v in tokens.items()}
-        self.x_test = {k: v[test] for k, v in tokens.items()}
+        self.num_labels = recipe.num_labels
+        self.model, self.tok = recipe.model, recipe.tokenizer
+        self.x_train, self.x_test = recipe.inputs(train), recipe.inputs(test)
         self.builder = EmulatorBuilder(self.model, self.tok, cfg.recipe(), cfg.max_length, model_key(cfg.model))
         self.n_blocks, self.kept = self.model.config.num_hidden_layers, self.builder.kept
         self.peft_cfg = LoraConfig(r=cfg.r, lora_alpha=2.0 * cfg.r, target_modules=["query", "value"],

@@ -19,8 +19,8 @@ from deft6g.deprecation import renamed_fields
 from deft6g.experiment import (ResultStore, isolated, line_plot, load_json, peak_rss_mb, prepare_output, run_points,
                                write_json_atomic, write_table)
 from deft6g.finetune import (MODELS, AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig, allocation_table,
-                             block_importance, data_split, evaluate, freeze_all_but, full_finetune_cost, get_peft_model,
-                             load_dataset, load_study_model, make_train_step, peft_cost, tokenize, total_params)
+                             block_importance, evaluate, freeze_all_but, full_finetune_cost, get_peft_model,
+                             load_study_data, load_study_model, make_train_step, peft_cost, total_params)
 from deft6g.finetune.peft.cost import dims_of
 from deft6g.finetune.peft.training import batches
 from deft6g.optim import PeftAllocator
@@ -81,13 +81,9 @@ def _peft_config(method, cfg, num_blocks, sizes=None):
 
 
 def _data(cfg):
-    data = load_dataset("rotten_tomatoes")
-    split = data_split(data.y, cfg.train_examples, cfg.test_examples)      # the split is fixed across --seed
-    train, test = split.train, split.test
-    model, tok = load_study_model(cfg.model)
-    tokens = tokenize(tok, data.x, cfg.max_length)
-    pick = lambda idx: {k: v[idx] for k, v in tokens.items()}  # noqa: E731
-    return model, pick(train), data.y[train], pick(test), data.y[test]
+    recipe = load_study_data("rotten_tomatoes", cfg.model, cfg.max_length, cfg.train_examples, cfg.test_examples)
+    train, test, y = recipe.split.train, recipe.split.test, recipe.data.y        # the split is fixed across --seed
+    return recipe.model, recipe.inputs(train), y[train], recipe.inputs(test), y[test]
 
 
 def train_method(method, cfg, sizes=None):

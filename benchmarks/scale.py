@@ -80,25 +80,23 @@ class ScaleConfig:
 
 def _data(cfg):
     """(peft model, training inputs [S, T] of the fit split, their labels, test inputs, labels, cache key)."""
-    from deft6g.finetune import LoraConfig, data_split, get_peft_model, load_dataset, load_study_model, tokenize
+    # here, not at the top: the measured subprocess loads the stack it measures (module docstring)
+    from deft6g.finetune import LoraConfig, get_peft_model, load_study_data
     from deft6g.finetune.peft.data import content_digest
     from deft6g.finetune.peft.fomo import model_key
-    data = load_dataset(cfg.dataset)
-    split = data_split(data.y, cfg.train_examples, cfg.test_examples)
-    fit, test = split.fit, split.test
-    model, tok = load_study_model(cfg.model)
-    tokens = tokenize(tok, data.x, cfg.max_length)
+    recipe = load_study_data(cfg.dataset, cfg.model, cfg.max_length, cfg.train_examples, cfg.test_examples)
+    data, model, fit, test = recipe.data, recipe.model, recipe.split.fit, recipe.split.test
     lora = LoraConfig(r=cfg.r, lora_alpha=2 * cfg.r, target_modules=["query", "value"],
                       layers_to_transform=[cfg.block])
-    peft = get_peft_model(model, lora, num_labels=len(data.class_names))
+    peft = get_peft_model(model, lora, num_labels=recipe.num_labels)
     key = [model_key(cfg.model), cfg.max_length, content_digest(data), "scale"]
-    take = lambda idx: {k: v[idx] for k, v in tokens.items()}     # noqa: E731
-    return peft, take(fit), data.y[fit], take(test), data.y[test], key, (fit, test)
+    return peft, recipe.inputs(fit), data.y[fit], recipe.inputs(test), data.y[test], key, (fit, test)
 
 
 def _activations(peft, x, block, key, ids, data, chunks=None):
     """The activations at `block` of inputs x: padded float32 arrays (the study's `cached_arrays` path) or a
     ragged float16 store (computed from `chunks`() when given, else by the model); both cached on disk."""
+    # here, not at the top: the measured subprocess loads the stack it measures (module docstring)
     from deft6g.finetune import cached_arrays
     from deft6g.finetune.peft.activation_store import cached_activations, ragged_activations
     if data == "ragged-float16":
@@ -119,6 +117,7 @@ def measure(cfg, num_devices, per_round, data="ragged-float16", seed=0, evaluate
     log_dir: after each round (outside its timing), TensorBoard scalars loss, round_s, examples and devices at
     step = round, in the run named by the arguments (`deft6g.experiment.run_name`; a re-run replaces it)."""
     quiet_stack()                                   # TensorFlow's start-up, and its native notices, before the clock
+    # here, not at the top: the measured subprocess loads the stack it measures (module docstring)
     from deft6g.finetune import FederatedDEFT, IdealAggregator, evaluate, partition
     from deft6g.finetune.peft.training import take
     t0 = time.time()
@@ -169,6 +168,7 @@ def batching_headroom(cfg, per_round, repeats=5):
     the most such a step could save, "tokens": real tokens in the texts}. Gradients without updates, so every
     step sees the same weights."""
     quiet_stack()
+    # here, not at the top: the measured subprocess loads the stack it measures (module docstring)
     from deft6g.finetune.peft.training import make_grad_fn
     peft, x_fit, y_fit, _, _, key, (fit, _) = _data(cfg)
     store = _activations(peft, x_fit, cfg.block, key, fit, "ragged-float16")

@@ -29,9 +29,9 @@ from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, censored_me
                                line_plot, mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
                                tune, tuning_store, write_table, write_text_atomic)
 from deft6g.finetune import (COMPRESSED, AdapterConfig, BitFitConfig, EmulatorBuilder, EmulatorRecipe, FederatedDEFT,
-                             LoraConfig, LoraLayer, PromptTuningConfig, data_split, emulator_config, evaluate,
-                             get_peft_model, load_dataset, load_study_model, make_aggregator, partition, plug_in,
-                             projection_kernel, tokenize, train_test_split)
+                             LoraConfig, LoraLayer, PromptTuningConfig, emulator_config, evaluate, get_peft_model,
+                             load_dataset, load_study_data, make_aggregator, partition, plug_in, projection_kernel,
+                             train_test_split)
 from deft6g.finetune.peft.activation_store import ragged_activations
 from deft6g.finetune.peft.data import content_digest
 from deft6g.finetune.federation.emulator_builder import package_digest
@@ -67,8 +67,9 @@ RESULT_FIELDS, ROUND_FIELDS = list(RESULT_TYPES), list(ROUND_TYPES)
 SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
 REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
 # tuning.csv: per tuning, candidate and seed (deft6g.experiment.tuning_store) the run's point and these results
-TUNING_FIELDS = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "val_accuracy", "nmse",
-                 "channel_uses", "wall_s"]
+TUNING_TYPES = {k: RESULT_TYPES[k] for k in ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation",
+                                             "val_accuracy", "nmse", "channel_uses", "wall_s"]}
+TUNING_FIELDS = list(TUNING_TYPES)
 
 
 def study_points(cfg, choices=None):
@@ -133,16 +134,15 @@ class _Setup:
     def __init__(self, cfg, log):
 
         self.cfg, f = cfg, cfg.federated
-        data = load_dataset(cfg.data.dataset)
-        split = data_split(data.y, cfg.data.train_examples, cfg.data.test_examples, cfg.data.validation_fraction)
+        d = cfg.data
+        recipe = load_study_data(d.dataset, cfg.model.name, cfg.model.max_length, d.train_examples, d.test_examples,
+                                 d.validation_fraction)
+        data, split, model, tok = recipe.data, recipe.split, recipe.model, recipe.tokenizer
         train, test = split.train, split.test                      # dataset rows (fit + validation, test)
         self.train_texts, self.test_texts = train, test
         self.fit_rows, self.val_rows = split.fit_rows, split.val_rows
         self.y_train, self.y_test, self.y_val = data.y[train][self.fit_rows], data.y[test], data.y[train][self.val_rows]
-        model, tok = load_study_model(cfg.model.name)
-        tokens = tokenize(tok, data.x, cfg.model.max_length)
-        x_train = {k: v[train] for k, v in tokens.items()}
-        x_test = {k: v[test] for k, v in tokens.items()}
+        x_train, x_test = recipe.inputs(train), recipe.inputs(test)
         peft_cfg = _peft_config(cfg)
         n_blocks = model.config.num_hidden_layers
         self.kept, num_labels = list(range(n_blocks)), len(data.class_names)
@@ -426,7 +426,7 @@ def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **para
     task = StudyTask(cfg, log, log_dir=log_dir)
     if not _finished(store, cfg):          # activations cached here before any (Ray) worker needs them
         _write_model_info(out, cfg, task.setup())
-    task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_FIELDS), log, **parallel)
+    task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_TYPES), log, **parallel)
     points = study_points(cfg, task.choices)
 
     def write(point, result):                   # rounds first: a point in results.csv has its rounds

@@ -14,8 +14,8 @@ from .peft.tuners import PEFT_METHODS, AdapterConfig, AdapterLayer, BaseTuner, B
     tuner_class
 from .peft.architecture import architecture_of, module_name, projection_kernel, pt_name, transformer_blocks
 from .peft.cost import MODELS, Cost, Dims, allocation_table, dims_of, full_finetune_cost, peft_cost, total_params
-from .peft.data import (DATASETS, DataSplit, Dataset, cached_arrays, data_split, load_dataset, partition,
-                        to_tf_dataset, tokenize, train_test_split, validation_split)
+from .peft.data import (DATASETS, DataSplit, Dataset, StudyData, cached_arrays, data_split, load_dataset,
+                        load_study_data, partition, to_tf_dataset, tokenize, train_test_split, validation_split)
 from .peft.fomo import (ARCHITECTURES, PRETRAINED, RANDOM_MODELS, SMOKE_MODEL, build_fomo, load_fomo,
                         load_study_model, port_folder, save_tf)
 from .peft.peft_model import PeftModel, PeftModelOutput, freeze_all_but, get_peft_model

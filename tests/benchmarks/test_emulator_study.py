@@ -26,7 +26,7 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
     distillation grid with the same validation MSEs and choice (the lowest validation MSE). Under the previous
     code the vocabulary was the union of the devices' tokens and changed with them."""
     import deft6g.finetune as F
-    from deft6g.benchmarks import emulator_study
+    from deft6g.finetune.peft import data as recipe_module
     from deft6g.finetune import public_vocabulary
     from deft6g.finetune.federation.emulator_builder import package_digest
     a = _Setup(EmulatorStudyConfig(**TINY), print)
@@ -36,7 +36,7 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
         d = real(name)
         return d if name != "rotten_tomatoes" else type(d)(**{**vars(d), "y": np.random.default_rng(0).permutation(d.y)})
 
-    monkeypatch.setattr(emulator_study, "load_dataset", scrambled)             # the name the study calls
+    monkeypatch.setattr(recipe_module, "load_dataset", scrambled)      # the name the data recipe calls
     b = _Setup(EmulatorStudyConfig(**{**TINY, "train_examples": 32}), print)
     assert not np.array_equal(a.y_test, b.y_test) or not np.array_equal(a.y_train[:32], b.y_train)
     np.testing.assert_array_equal(a.builder.vocab_ids, b.builder.vocab_ids)

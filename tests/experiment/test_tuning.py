@@ -72,8 +72,14 @@ def test_choice_is_the_argmax_of_mean_validation_scores_and_ignores_test_labels(
     assert [s["lam"] for s, _ in choice.scores] == GRID["lam"]
     np.testing.assert_allclose([v for _, v in choice.scores], means, rtol=1e-9)
     assert best not in (GRID["lam"][0], GRID["lam"][-1])                     # the grid brackets the optimum
-    rows = tuning_store(tmp_path / "a" / "tuning.csv", ["test_mse"]).rows()
+    rows = tuning_store(tmp_path / "a" / "tuning.csv", {"test_mse": float}).rows()
     assert len(rows) == len(GRID["lam"]) * len(SEEDS)
+    assert {(type(r["seed"]), type(r["score"]), type(r["test_mse"])) for r in rows} == {(int, float, float)}
+    untyped = tuning_store(tmp_path / "a" / "tuning.csv", ["test_mse"]).rows()     # own columns as CSV text
+    assert [float(r["test_mse"]) for r in untyped] == [r["test_mse"] for r in rows]
+    np.testing.assert_allclose(sorted(v for _, v in choice.scores),                # score: the mean of its rows
+                               sorted(np.mean([r["score"] for r in rows if json.loads(r["setting"]) == s])
+                                      for s, _ in choice.scores), rtol=1e-12)
 
     scrambled = (test[0], np.random.default_rng(7).permutation(test[1]))
     again = tune("ridge", GRID, RidgeRun(train, val, scrambled),

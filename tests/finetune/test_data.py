@@ -78,6 +78,25 @@ def test_the_data_recipe_subsamples_each_side_then_carves_validation_from_train(
         data_split(y, 10, -1)
 
 
+def test_load_study_data_is_the_recipe_step_by_step():
+    """load_study_data = load_dataset, data_split, load_study_model, tokenize (built here step by step): the same
+    split, the same token arrays, inputs(rows) their rows, the tokenizer's vocabulary, and the model's labels."""
+    from deft6g.finetune import load_study_data, load_study_model
+    got = load_study_data("rotten_tomatoes", "random-bert", 16, 200, 50, 0.2)
+    data = load_dataset("rotten_tomatoes")
+    split = data_split(data.y, 200, 50, 0.2)
+    assert all(np.array_equal(getattr(got.split, f), getattr(split, f)) for f in ("train", "test", "fit_rows",
+                                                                                      "val_rows"))
+    tok = load_study_model("random-bert")[1]
+    assert got.tokenizer.get_vocab() == tok.get_vocab()
+    tokens = tokenize(tok, data.x, 16)
+    assert set(got.tokens) == set(tokens) and all(np.array_equal(got.tokens[k], tokens[k]) for k in tokens)
+    rows = split.fit[:7]
+    assert all(np.array_equal(got.inputs(rows)[k], tokens[k][rows]) for k in tokens)
+    assert got.inputs(rows)["input_ids"].shape == (7, 16) and got.num_labels == len(data.class_names) == 2
+    assert got.model.config.num_hidden_layers == 6 and got.data.name == "rotten_tomatoes"
+
+
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet", "shards"])
 def test_partitions_cover_every_example_once(scheme):
     y = np.repeat(np.arange(5), 200)
