@@ -18,12 +18,13 @@ model is trained from its point's seed, so the rows (but cpu_s) do not depend on
 """
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from deft6g.experiment import (PointTask, ResultStore, line_plot, load_flat_config, mean_ci, paired_ci, prepare_output,
-                               run_points, summarise, tost, write_table)
+from deft6g.experiment import (Study, line_plot, load_flat_config, load_json, mean_ci, paired_ci, run, summarise,
+                               tost)
 from deft6g.finetune import (AirCompConnection, DigitalConnection, MultiViewModel, evaluate_multiview, feature_stats,
                              load_multiview, side_info_channel_uses, task_importance, train_multiview, training_stats,
                              validation_split)
@@ -133,12 +134,10 @@ def points(cfg):
     return [{k: p[k] for k in KEY} for p in out]
 
 
-class ConnectTask(PointTask):
-    """What one point runs, picklable for Ray workers: holds the configuration; the data (features cached on
-    disk), and the models trained without a channel (kept per process) are built on first use in each process
-    and never pickled. task(point) -> the results.csv row."""
-
-    CACHES = ("data", "ideal", "noisy")
+class ConnectSetup:
+    """What a process's points share (the study's setup): the data (features cached on disk) and the trained
+    models (without a channel: kept for the run; noise-aware: until the next), all built on first use.
+    setup(point) -> the results.csv row."""
 
     def __init__(self, cfg, log=print):
         self.cfg, self.log, self.data, self.ideal, self.noisy = cfg, log, {}, {}, {}
@@ -227,41 +226,56 @@ class ConnectTask(PointTask):
         return row
 
 
-# Points of one (task, seed, num_rx_ant, SNR) go to one worker, in order: a noise-aware AirComp model trained at
-# that SNR serves both its designs (MSE and task-oriented) and is trained once.
-GROUP = ["task", "seed", "num_rx_ant", "snr_db"]
+class ConnectStudy(Study):
+    """The study on the protocol (`deft6g.experiment.Study`); `run_connect` runs it (its command-line entry, with
+    --config, is in deft6g.benchmarks.cli)."""
+    name = "connect"
+    key, types = KEY, TYPES
+    # Points of one (task, seed, num_rx_ant, SNR) go to one worker, in order: a noise-aware AirComp model trained
+    # at that SNR serves both its designs (MSE and task-oriented) and is trained once.
+    group = ["task", "seed", "num_rx_ant", "snr_db"]
+
+    def config(self, quick=False):
+        return ConnectConfig.quick() if quick else ConnectConfig()
+
+    def points(self, cfg):
+        return points(cfg)
+
+    def setup(self, cfg):
+        return ConnectSetup(cfg)
+
+    def prepare(self, setup, todo):
+        for name in dict.fromkeys(p["task"] for p in todo):      # features once, before any worker starts
+            setup.task(name)
+
+    def run_point(self, setup, point):
+        return setup(point)
+
+    def describe(self, p, row):
+        return (f"{p['task']} {p['scheme']} ({p['training']}) N={p['num_rx_ant']} {p['snr_db']} dB seed {p['seed']}: "
+                f"accuracy {row['accuracy']:.3f}")
+
+    def tables(self, cfg, rows):
+        return {"choices.csv": (CHOICE_FIELDS, choices(cfg, rows))}
+
+    def summary(self, cfg, rows):
+        return summary(cfg, rows)
+
+    def plot(self, out, cfg, rows):
+        plot(out, cfg, rows)
 
 
 def run_connect(out_dir="results/connect", config=None, quick=False, log=print, **parallel):
-    """Run (or resume) the study into `out_dir`; writes results.csv, choices.csv and the plots. config: a
-    ConnectConfig, a TOML file of top-level keys replacing the default's (or the quick one's), or None. Returns
-    (config, rows, CPU seconds of this run: this process's, plus on Ray workers the cpu_s of the points run
-    now, the workers' start aside). parallel: workers, ray_address, worker_gpus of
-    `deft6g.experiment.run_points` (the features are computed and cached on disk here first; every worker
-    loads them from the cache)."""
+    """Run (or resume) the study into `out_dir` (`deft6g.experiment.run`); writes results.csv, choices.csv,
+    summary.txt, timing.json and the plots. config: a ConnectConfig, a TOML file of top-level keys replacing the
+    default's (or the quick one's), or None. Returns (config, rows, CPU seconds of this run: this process's,
+    plus on Ray workers the cpu_s of the points run now, the workers' start aside). parallel: workers,
+    ray_address, worker_gpus of `deft6g.experiment.run_points` (the features are computed and cached on disk
+    here first; every worker loads them from the cache)."""
     cfg = config if isinstance(config, ConnectConfig) else \
         load_flat_config(ConnectConfig.quick() if quick else ConnectConfig(), config)
-    out = prepare_output(out_dir, "connect", asdict(cfg))
-    store = ResultStore(out / "results.csv", FIELDS, KEY, types=TYPES)
-    t0 = time.process_time()
-    task = ConnectTask(cfg, log)
-    todo = [p for p in points(cfg) if not store.done(p)]
-    for name in dict.fromkeys(p["task"] for p in todo):          # features once, before any worker starts
-        task.task(name)
-    on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address")
-    worker_cpu = [0.0]
-
-    def write(point, row):                           # the points run now on workers: their CPU seconds
-        worker_cpu[0] += row["cpu_s"] if on_workers else 0.0
-        return row
-
-    run_points(points(cfg), task, store, desc="connect", log=log, group=GROUP, write=write, **parallel,
-               describe=lambda p, r: f"{p['task']} {p['scheme']} ({p['training']}) N={p['num_rx_ant']} "
-                                     f"{p['snr_db']} dB seed {p['seed']}: accuracy {r['accuracy']:.3f}")
-    rows = store.rows()
-    write_table(out / "choices.csv", CHOICE_FIELDS, choices(cfg, rows))
-    plot(out, cfg, rows)
-    return cfg, rows, time.process_time() - t0 + worker_cpu[0]
+    cfg, rows = run(ConnectStudy(), out_dir, cfg, log=log, **parallel)
+    return cfg, rows, load_json(Path(out_dir) / "timing.json")["cpu_s"]
 
 
 def _select(rows, task, scheme, training=None, n=None, snr=None):

@@ -8,34 +8,41 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
 - `points(cfg)`: every point, a list of dicts holding the `key` columns;
 - `setup(cfg)`: what the points share (data, models), built once per process, lazily, and never pickled;
 - `run_point(setup, point)`: the point's row (the columns of `types` other than the key);
-- `summary(cfg, rows)` and `plot(out, cfg, rows)`: the printed table and the plots (optional).
+- `summary(cfg, rows)` and `plot(out, cfg, rows)`: the printed table and the plots (optional);
+- optional too: `tables(cfg, rows)` (tables derived from the rows, e.g. choices made on validation),
+  `describe(point, row)` (the progress line of a finished point), `group` (key columns whose points go to one
+  worker, in order) and `prepare(setup, points)` (work done here before the points, e.g. filling the on-disk
+  caches the workers read).
 
 `run(study, out)` does the rest: the guarded output folder (`prepare_output`, config.json), a typed resumable
 `ResultStore` (results.csv: rows come back with the types they were written with), `run_points` (serially or on
-Ray workers), timing.json, summary.txt and the plots. Every `deft6g` subcommand is a `Command` of the registry;
+Ray workers), timing.json, the derived tables, summary.txt and the plots. Every `deft6g` subcommand is a `Command` of the registry;
 `register_study(study)` adds a study's (so a study written outside the library is a subcommand too), and
 installed packages add theirs through the entry-point group `deft6g.studies` (each entry point names a Study
 instance or class)."""
 
+import math
 import time
 import warnings
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 
 from .runner import run_points
-from .store import ResultStore, prepare_output, write_json_atomic, write_text_atomic
+from .store import ResultStore, prepare_output, write_json_atomic, write_table, write_text_atomic
 
 ENTRY_POINT_GROUP = "deft6g.studies"
 
 
 class Study:
     """The protocol (module docstring). Class attributes: name, description, key (the point's columns), types
-    {column: type} of every results.csv column, key included, in file order."""
+    {column: type} of every results.csv column, key included, in file order; group (optional): key columns
+    whose equal values send points to one worker, one after the other (`run_points`' group)."""
 
     name = ""
     description = ""
     key = []
     types = {}
+    group = None
 
     def config(self, quick=False):
         """The configuration: a dataclass (its fields are recorded in config.json); `quick`: the small variant."""
@@ -52,6 +59,18 @@ class Study:
     def run_point(self, setup, point):
         """The row of `point`: a dict of the `types` columns other than the key."""
         raise NotImplementedError
+
+    def prepare(self, setup, points):
+        """Work done in this process before `points` (the ones not yet finished) run, with this process's setup
+        (e.g. filling on-disk caches that workers read). Called only when overridden and something is left."""
+
+    def describe(self, point, row):
+        """The progress line of a finished point (default: its key columns, as `run_points` labels a point)."""
+        return " ".join(f"{k}={v}" for k, v in point.items())
+
+    def tables(self, cfg, rows):
+        """Tables derived from the rows: {file name: (fields, list of row dicts)} (default: none)."""
+        return {}
 
     def summary(self, cfg, rows):
         """The text printed after a run (default: the number of rows)."""
@@ -117,6 +136,8 @@ def check_study(study):
     if not study.key or not set(study.key) <= set(study.types):
         raise TypeError(f"study {study.name!r}: `key` {study.key!r} must be a non-empty list of `types` columns "
                         f"{list(study.types)!r}")
+    if study.group is not None and not set(study.group) <= set(study.key):
+        raise TypeError(f"study {study.name!r}: `group` {study.group!r} must name `key` columns {study.key!r}")
 
 
 def run(study, out, cfg=None, quick=False, log=print, **parallel):
@@ -124,15 +145,33 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
 
     cfg: its configuration (default `study.config(quick)`); parallel: workers, ray_address, worker_gpus,
     ray_timeout of `run_points`. Writes config.json, results.csv (typed, one row per point, resumable),
-    timing.json (seconds of this invocation, points run now), summary.txt and the study's plots."""
+    timing.json (of this invocation: seconds, points run now and cpu_s, this process's CPU seconds plus, for a
+    study whose rows carry their own `cpu_s`, those of the points run on workers), the derived tables,
+    summary.txt and the study's plots."""
     check_study(study)
     cfg = study.config(quick) if cfg is None else cfg
     folder = prepare_output(out, study.name, asdict(cfg))
     store = ResultStore(folder / "results.csv", list(study.types), list(study.key), types=study.types)
-    t0 = time.time()
-    ran = run_points(study.points(cfg), StudyTask(study, cfg), store, desc=study.name, log=log, **parallel)
-    write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran})
+    t0, cpu0 = time.time(), time.process_time()
+    task, points = StudyTask(study, cfg), study.points(cfg)
+    todo = [p for p in points if not store.done(p)]
+    if todo and type(study).prepare is not Study.prepare:       # (no setup built here for a study without it)
+        study.prepare(task.setup(), todo)
+    on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address") is not None
+    worker_cpu = []
+
+    def write(point, row):
+        if on_workers and "cpu_s" in study.types:
+            worker_cpu.append(row["cpu_s"])
+        return row
+
+    ran = run_points(points, task, store, desc=study.name, log=log, write=write, group=study.group,
+                     describe=study.describe, **parallel)
+    write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran, "cpu_s": round(
+        time.process_time() - cpu0 + math.fsum(worker_cpu), 3)})
     rows = store.rows()
+    for name, (fields, table) in study.tables(cfg, rows).items():
+        write_table(folder / name, fields, table)
     write_text_atomic(folder / "summary.txt", study.summary(cfg, rows) + "\n")
     study.plot(folder, cfg, rows)
     return cfg, rows

@@ -99,6 +99,51 @@ def test_run_returns_typed_rows_and_refuses_a_folder_of_another_configuration(to
         run(toy, tmp_path / "ber", cfg=BerConfig(bits=1000), log=lambda m: None)
 
 
+class BerWithHooks(BpskBer):
+    """The toy study with the optional hooks: work before the points, a progress line, a derived table, a group."""
+    name = "toy_ber_hooks"
+    group = ["seed"]
+    prepared = []
+
+    def prepare(self, setup, points):
+        type(self).prepared.append((setup["bits"], [(p["snr_db"], p["seed"]) for p in points]))
+
+    def describe(self, point, row):
+        return f"{point['snr_db']:g} dB seed {point['seed']}: {row['errors']} errors"
+
+    def tables(self, cfg, rows):
+        by_snr = {}
+        for r in rows:
+            by_snr.setdefault(r["snr_db"], []).append(r["ber"])
+        return {"mean_ber.csv": (["snr_db", "ber", "closed_form"], [
+            {"snr_db": s, "ber": float(np.mean(v)), "closed_form": 0.5 * erfc(math.sqrt(10 ** (s / 10)))}
+            for s, v in by_snr.items()])}
+
+
+def test_the_optional_hooks_prepare_describe_tables_and_group(tmp_path):
+    """prepare gets this process's setup and the points left (and is not called when none is left); each
+    finished point's progress line is describe's; the derived table is written (its mean BERs within 4 standard
+    errors of the closed form); timing.json counts CPU seconds; a group of non-key columns is refused."""
+    BerWithHooks.prepared = []
+    lines = []
+    cfg, rows = run(BerWithHooks(), tmp_path / "ber", quick=True, log=lines.append)
+    assert BerWithHooks.prepared == [(50_000, [(0.0, 0), (4.0, 0), (0.0, 1), (4.0, 1)])]
+    progress = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in lines if line.startswith("[")]
+    assert progress == [f"{r['snr_db']:g} dB seed {r['seed']}: {r['errors']} errors" for r in rows]
+    table = read(tmp_path / "ber" / "mean_ber.csv")
+    assert [float(r["snr_db"]) for r in table] == [0.0, 4.0]
+    for r in table:
+        p = float(r["closed_form"])
+        assert abs(float(r["ber"]) - p) < 4 * math.sqrt(p * (1 - p) / 100_000)
+    assert json.loads((tmp_path / "ber" / "timing.json").read_text())["cpu_s"] > 0
+    run(BerWithHooks(), tmp_path / "ber", quick=True, log=lines.append)
+    assert len(BerWithHooks.prepared) == 1                     # nothing left: no prepare
+    bad = BerWithHooks()
+    bad.group = ["ber"]
+    with pytest.raises(TypeError, match="group"):
+        run(bad, tmp_path / "bad", quick=True, log=lines.append)
+
+
 def test_the_setup_is_not_pickled_with_the_point_function(toy):
     """A Ray worker gets the study and its config and builds its own setup."""
     import pickle
