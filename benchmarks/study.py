@@ -29,9 +29,9 @@ from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, censored_me
                                line_plot, mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
                                tune, tuning_store, write_table, write_text_atomic)
 from deft6g.finetune import (COMPRESSED, AdapterConfig, BitFitConfig, EmulatorBuilder, EmulatorRecipe, FederatedDEFT,
-                             LoraConfig, LoraLayer, PromptTuningConfig, emulator_config, evaluate, get_peft_model,
-                             load_dataset, load_study_data, make_aggregator, partition, plug_in, projection_kernel,
-                             train_test_split)
+                             LoraConfig, LoraLayer, PromptTuningConfig, data_split, emulator_config, evaluate,
+                             get_peft_model, load_dataset, load_study_data, make_aggregator, partition, plug_in,
+                             projection_kernel, train_test_split)
 from deft6g.finetune.peft.activation_store import ragged_activations
 from deft6g.finetune.peft.data import content_digest
 from deft6g.finetune.federation.emulator_builder import package_digest
@@ -764,8 +764,7 @@ def plot_study(out, cfg, summary, rows, round_rows):
         for r, used in zip(point_rounds, spent):
             if _measured(r["val_accuracy"]) and used > 0:
                 by_uses.setdefault(name, {}).setdefault(r["round"], []).append((used, r["val_accuracy"]))
-    n_eval = cfg.federated.round_eval_examples
-    val_label = f"validation accuracy ({f'{n_eval} texts' if n_eval else 'whole split'})"
+    val_label = f"validation accuracy ({validation_texts(cfg)} texts)"
     rounds = list(range(1, cfg.federated.rounds + 1))
     if per_round:
         line_plot(out / "accuracy_per_round.png", {name: ci_points(v) for name, v in per_round.items()}, "round",
@@ -784,6 +783,14 @@ def plot_study(out, cfg, summary, rows, round_rows):
                   "cumulative uplink channel uses (payload + pilots + side information; median over seeds)",
                   val_label, "Equal quality: validation accuracy against channel uses spent", logx=True,
                   hlines=hl, note=note)
+
+
+def validation_texts(cfg):
+    """The number of validation texts each round is evaluated on: the first `federated.round_eval_examples` of
+    the data recipe's validation split (0: all of it)."""
+    d = cfg.data
+    n = len(data_split(load_dataset(d.dataset).y, d.train_examples, d.test_examples, d.validation_fraction).val_rows)
+    return min(n, cfg.federated.round_eval_examples or n)
 
 
 def _rounds_by_point(cfg, round_rows):

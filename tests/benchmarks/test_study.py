@@ -87,6 +87,20 @@ def test_default_configuration_is_the_main_job():
     assert "centralised" in load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "paper.toml")).schemes
 
 
+def test_the_per_round_plots_name_the_validation_texts_each_round_evaluates():
+    """The label's count: the default evaluates the first 512 of its validation texts (10 % of the 10,202
+    training texts, stratified: within one per class), all of them with round_eval_examples = 0, and the quick
+    study the whole of its small validation split (10 % of its training texts), not 512."""
+    from deft6g.benchmarks.study import validation_texts
+    cfg = load_config()
+    assert validation_texts(cfg) == 512
+    cfg.federated.round_eval_examples = 0
+    assert abs(validation_texts(cfg) - 0.1 * 10_202) <= 2
+    quick = load_config(quick=True)
+    n = quick.data.train_examples
+    assert 0 < n < 5000 and abs(validation_texts(quick) - quick.data.validation_fraction * n) <= 2
+
+
 # Runs `deft6g study ARGS...` in a subprocess that holds still once results.csv has 2 rows: it touches GATE and
 # sleeps, so the run cannot pass its third point until the test interrupts it (progress, not timing, decides).
 HOLD_AFTER_TWO_ROWS = """
