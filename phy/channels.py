@@ -1,6 +1,8 @@
 """Fading channels H [..., N, K] from Sionna: Rayleigh, correlated Rayleigh, 3GPP TDL/CDL over OFDM, and 3GPP
 UMi/UMa/RMa drops of the devices in one sector (path loss, shadowing, per-device clusters) over OFDM."""
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 from sionna.phy import Block
@@ -264,8 +266,22 @@ class FadingChannel(Block):
         self._drop_batch = batch_size
         # a kept drop is sampled many times: compiled once for this topology (25x faster per call than eager
         # on a 2-core CPU; the same random stream, values within ~1e-6 of eager)
-        coefficients = lambda: self._system(1, self.num_subcarriers * self.subcarrier_spacing)   # noqa: E731
-        self._coefficients = tf.function(coefficients) if self.keep_drop else coefficients
+        def kept_drop_coefficients():
+            return self._system(1, self.num_subcarriers * self.subcarrier_spacing)
+        self._coefficients = tf.function(kept_drop_coefficients) if self.keep_drop else kept_drop_coefficients
+
+
+class _KeptDropTracing(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning about `kept_drop_coefficients`: each kept
+    drop compiles its own function once (its topology is baked in), and TensorFlow counts the traces of all of
+    them together (closures of one code object) as if one function retraced. Other warnings pass."""
+
+    def filter(self, record):
+        text = record.getMessage()
+        return not ("triggered tf.function retracing" in text and "kept_drop_coefficients" in text)
+
+
+tf.get_logger().addFilter(_KeptDropTracing())
 
 
 class _RandomServerAzimuth:
