@@ -27,7 +27,10 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     note: a line of small text under the axes (e.g. "mean and 95% CI over 3 seeds").
     xticks: x values to label (e.g. a sweep's grid, such as pool sizes 1, 2, 4, 8 on a log axis); None: the
     axis's own ticks.
+    Curves with equal points (a choice that picked the bound, say) are drawn once, labelled "a = b", rather
+    than one hiding the other.
     """
+    curves, merged = same_curves(curves)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ys = [p[1] for points in curves.values() for p in points if not math.isnan(p[1])]
     span = (max(ys) - min(ys)) if ys else 0.0
@@ -50,6 +53,7 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
         for x, y, text in merge_labels(points, span):
             ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6)
     colors = {label: f"C{i}" for i, label in enumerate(curves)}
+    colors.update({label: colors[name] for label, name in merged.items()})
     for i, (label, y) in enumerate((hlines or {}).items()):
         y, err, curve = (*y, None, None)[:3] if isinstance(y, (tuple, list)) else (y, float("nan"), None)
         color = colors.get(curve, f"C{len(curves) + i}")
@@ -71,6 +75,27 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def same_curves(curves):
+    """({label: points} with curves of equal points (sorted by x; NaN equal to NaN) joined under one label
+    "a = b", in order of first appearance; {original label: its label now})."""
+    joined, owner = {}, {}
+    for label, points in curves.items():
+        key = tuple(_comparable(p) for p in sorted(points, key=lambda p: p[0]))
+        owner.setdefault(key, []).append(label)
+    for labels in owner.values():
+        joined[" = ".join(labels)] = curves[labels[0]]
+    return joined, {label: " = ".join(labels) for labels in owner.values() for label in labels}
+
+
+def _comparable(value):
+    """A point or one of its values as a hashable key: numbers as floats (NaN as "nan"), texts as they are."""
+    if isinstance(value, (tuple, list)):
+        return tuple(_comparable(v) for v in value)
+    if isinstance(value, str):
+        return value
+    return "nan" if math.isnan(value) else float(value)
 
 
 def interval(point):

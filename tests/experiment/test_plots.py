@@ -55,3 +55,21 @@ def test_curves_past_ten_colours_differ_in_line_style_and_marker(tmp_path, monke
     looks = [(ln.get_color(), ln.get_linestyle(), ln.get_marker()) for ln in lines]
     assert len(lines) == 25 and len(set(looks)) == 25
     assert looks[10] == (looks[0][0], "--", "s") and looks[20] == (looks[0][0], ":", "^")
+
+
+def test_curves_with_equal_points_are_drawn_once_under_both_labels(tmp_path, monkeypatch):
+    """A choice that picked the oracle: its curve equals the oracle's (here one as numpy floats, in another
+    order) and would hide under it; it is drawn once, labelled "single = oracle", and a reference line that
+    names either takes its colour. A curve that differs in one point stays apart."""
+    import numpy as np
+    import deft6g.experiment.plots as plots
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    oracle = [(1, 0.61, 0.02), (2, 0.7, (0.66, 0.74)), (4, float("nan"))]
+    single = [(2, np.float64(0.7), (0.66, 0.74)), (1, 0.61, np.float64(0.02)), (4, np.nan)]
+    plots.line_plot(tmp_path / "p.png", {"single": single, "oracle": oracle, "ensemble": oracle[:2] + [(4, 0.8)]},
+                    "pool size", "accuracy", "t", hlines={"oracle mean": (0.65, 0.01, "oracle")})
+    handles, labels = figures[0].axes[0].get_legend_handles_labels()
+    color = {label: (h.lines[0] if hasattr(h, "lines") else h).get_color() for h, label in zip(handles, labels)}
+    assert sorted(labels) == ["ensemble", "oracle mean", "single = oracle"]
+    assert color["oracle mean"] == color["single = oracle"] != color["ensemble"]
