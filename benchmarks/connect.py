@@ -228,12 +228,19 @@ class ConnectSetup:
 
 class ConnectStudy(Study):
     """The study on the protocol (`deft6g.experiment.Study`); `run_connect` runs it (its command-line entry, with
-    --config, is in deft6g.benchmarks.cli)."""
+    --config, is in deft6g.benchmarks.cli). log: where the driver's setup reports the features it computes (a
+    worker's prints)."""
     name = "connect"
     key, types = KEY, TYPES
     # Points of one (task, seed, num_rx_ant, SNR) go to one worker, in order: a noise-aware AirComp model trained
     # at that SNR serves both its designs (MSE and task-oriented) and is trained once.
     group = ["task", "seed", "num_rx_ant", "snr_db"]
+
+    def __init__(self, log=print):
+        self.log = log
+
+    def __getstate__(self):
+        return {**self.__dict__, "log": print}
 
     def config(self, quick=False):
         return ConnectConfig.quick() if quick else ConnectConfig()
@@ -242,7 +249,7 @@ class ConnectStudy(Study):
         return points(cfg)
 
     def setup(self, cfg):
-        return ConnectSetup(cfg)
+        return ConnectSetup(cfg, self.log)
 
     def prepare(self, setup, todo):
         for name in dict.fromkeys(p["task"] for p in todo):      # features once, before any worker starts
@@ -274,7 +281,7 @@ def run_connect(out_dir="results/connect", config=None, quick=False, log=print, 
     here first; every worker loads them from the cache)."""
     cfg = config if isinstance(config, ConnectConfig) else \
         load_flat_config(ConnectConfig.quick() if quick else ConnectConfig(), config)
-    cfg, rows = run(ConnectStudy(), out_dir, cfg, log=log, **parallel)
+    cfg, rows = run(ConnectStudy(log), out_dir, cfg, log=log, **parallel)
     return cfg, rows, load_json(Path(out_dir) / "timing.json")["cpu_s"]
 
 

@@ -67,9 +67,10 @@ RESULT_FIELDS, ROUND_FIELDS = list(RESULT_TYPES), list(ROUND_TYPES)
 SUMMARY_BY = ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation"]
 REFERENCES = ("centralised", "ideal")            # no channel: snr inf, num_rx_ant 0, link "none", num_bits 0
 # tuning.csv: per tuning, candidate and seed (deft6g.experiment.tuning_store) the run's point and these results
-TUNING_TYPES = {k: RESULT_TYPES[k] for k in ["scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation",
-                                             "val_accuracy", "nmse", "channel_uses", "wall_s"]}
-TUNING_FIELDS = list(TUNING_TYPES)
+TUNING_COLUMN_TYPES = {k: RESULT_TYPES[k] for k in [
+    "scheme", "snr_db", "num_rx_ant", "link", "num_bits", "lora_aggregation", "val_accuracy", "nmse", "channel_uses",
+    "wall_s"]}
+TUNING_FIELDS = list(TUNING_COLUMN_TYPES)
 
 
 def study_points(cfg, choices=None):
@@ -426,7 +427,7 @@ def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **para
     task = StudyTask(cfg, log, log_dir=log_dir)
     if not _finished(store, cfg):          # activations cached here before any (Ray) worker needs them
         _write_model_info(out, cfg, task.setup())
-    task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_TYPES), log, **parallel)
+    task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_COLUMN_TYPES), log, **parallel)
     points = study_points(cfg, task.choices)
 
     def write(point, result):                   # rounds first: a point in results.csv has its rounds

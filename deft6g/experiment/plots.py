@@ -27,8 +27,8 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     note: a line of small text under the axes (e.g. "mean and 95% CI over 3 seeds").
     xticks: x values to label (e.g. a sweep's grid, such as pool sizes 1, 2, 4, 8 on a log axis); None: the
     axis's own ticks.
-    Curves with equal points (a choice that picked the bound, say) are drawn once, labelled "a = b", rather
-    than one hiding the other.
+    Curves with equal points and some finite y (a choice that picked the bound, say) are drawn once, labelled
+    "a = b", rather than one hiding the other.
     """
     curves, merged = same_curves(curves)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -78,15 +78,23 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
 
 
 def same_curves(curves):
-    """({label: points} with curves of equal points (sorted by x; NaN equal to NaN) joined under one label
-    "a = b", in order of first appearance; {original label: its label now})."""
-    joined, owner = {}, {}
+    """({label: points} with the curves of equal points (sorted by x; NaN equal to NaN) that have a finite y
+    joined under one label "a = b", in order of first appearance; {original label: its label now}). Curves
+    without a finite y, and curves whose joined label another curve already has, stay as they are."""
+    groups = {}
     for label, points in curves.items():
-        key = tuple(_comparable(p) for p in sorted(points, key=lambda p: p[0]))
-        owner.setdefault(key, []).append(label)
-    for labels in owner.values():
-        joined[" = ".join(labels)] = curves[labels[0]]
-    return joined, {label: " = ".join(labels) for labels in owner.values() for label in labels}
+        finite = any(math.isfinite(p[1]) for p in points)
+        key = tuple(_comparable(p) for p in sorted(points, key=lambda p: p[0])) if finite else ("alone", label)
+        groups.setdefault(key, []).append(label)
+    names = {}
+    for labels in groups.values():
+        name = " = ".join(labels)
+        for label in labels:
+            names[label] = name if name == label or name not in curves else label
+    joined = {}
+    for label, name in names.items():
+        joined.setdefault(name, curves[label])
+    return joined, names
 
 
 def _comparable(value):

@@ -16,10 +16,10 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
 
 `run(study, out)` does the rest: the guarded output folder (`prepare_output`, config.json), a typed resumable
 `ResultStore` (results.csv: rows come back with the types they were written with), `run_points` (serially or on
-Ray workers), timing.json, the derived tables, summary.txt and the plots. Every `deft6g` subcommand is a `Command` of the registry;
-`register_study(study)` adds a study's (so a study written outside the library is a subcommand too), and
-installed packages add theirs through the entry-point group `deft6g.studies` (each entry point names a Study
-instance or class)."""
+Ray workers), timing.json, the derived tables, summary.txt and the plots. Every `deft6g` subcommand is a
+`Command` of the registry; `register_study(study)` adds a study's (so a study written outside the library is a
+subcommand too), and installed packages add theirs through the entry-point group `deft6g.studies` (each entry
+point names a Study instance or class)."""
 
 import math
 import time
@@ -27,7 +27,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from importlib.metadata import entry_points
 
-from .runner import run_points
+from .runner import point_label, run_points
 from .store import ResultStore, prepare_output, write_json_atomic, write_table, write_text_atomic
 
 ENTRY_POINT_GROUP = "deft6g.studies"
@@ -66,7 +66,7 @@ class Study:
 
     def describe(self, point, row):
         """The progress line of a finished point (default: its key columns, as `run_points` labels a point)."""
-        return " ".join(f"{k}={v}" for k, v in point.items())
+        return point_label(point)
 
     def tables(self, cfg, rows):
         """Tables derived from the rows: {file name: (fields, list of row dicts)} (default: none)."""
@@ -136,8 +136,8 @@ def check_study(study):
     if not study.key or not set(study.key) <= set(study.types):
         raise TypeError(f"study {study.name!r}: `key` {study.key!r} must be a non-empty list of `types` columns "
                         f"{list(study.types)!r}")
-    if study.group is not None and not set(study.group) <= set(study.key):
-        raise TypeError(f"study {study.name!r}: `group` {study.group!r} must name `key` columns {study.key!r}")
+    if study.group is not None and not (isinstance(study.group, (list, tuple)) and set(study.group) <= set(study.key)):
+        raise TypeError(f"study {study.name!r}: `group` {study.group!r} must be a list of `key` columns {study.key!r}")
 
 
 def run(study, out, cfg=None, quick=False, log=print, **parallel):
@@ -161,7 +161,7 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     worker_cpu = []
 
     def write(point, row):
-        if on_workers and "cpu_s" in study.types:
+        if on_workers and "cpu_s" in study.types and row["cpu_s"] is not None:
             worker_cpu.append(row["cpu_s"])
         return row
 
@@ -171,6 +171,8 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
         time.process_time() - cpu0 + math.fsum(worker_cpu), 3)})
     rows = store.rows()
     for name, (fields, table) in study.tables(cfg, rows).items():
+        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+            raise ValueError(f"study {study.name!r}: a table's file name must be a plain file name, got {name!r}")
         write_table(folder / name, fields, table)
     write_text_atomic(folder / "summary.txt", study.summary(cfg, rows) + "\n")
     study.plot(folder, cfg, rows)

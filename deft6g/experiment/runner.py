@@ -37,7 +37,7 @@ class PointsFailed(RuntimeError):
 
     def __init__(self, failures):
         self.failures = failures
-        names = ", ".join(_label(p) for p, _ in failures[:5])
+        names = ", ".join(point_label(p) for p, _ in failures[:5])
         super().__init__(f"{len(failures)} point(s) failed twice: {names}; finished points are saved")
 
 
@@ -50,7 +50,8 @@ class RayClusterError(RuntimeError):
     (workers that never start) for `ray_timeout` seconds. Finished points are saved."""
 
 
-def _label(point):
+def point_label(point):
+    """A point as its run_points label: "key=value" pairs."""
     return " ".join(f"{k}={v}" for k, v in point.items())
 
 
@@ -109,7 +110,7 @@ def run_points(points, fn, store, desc="points", log=print, retries=1, describe=
             store.add(row)
         count[0] += 1
         if not tty:
-            text = describe(point, rows) if describe else _label(point)
+            text = describe(point, rows) if describe else point_label(point)
             log(f"[{count[0]}/{len(todo)}] {desc}: {text} ({seconds:.1f} s)")
         bar.update(1)
 
@@ -117,7 +118,7 @@ def run_points(points, fn, store, desc="points", log=print, retries=1, describe=
 
     def failed(point, text, attempt):
         """Report a failed attempt; True: retry the point, False: given up (listed in PointsFailed)."""
-        log(f"{desc}: point {_label(point)} failed (attempt {attempt + 1}):\n{text}")
+        log(f"{desc}: point {point_label(point)} failed (attempt {attempt + 1}):\n{text}")
         if attempt < retries:
             return True
         failures.append((point, text))

@@ -47,15 +47,17 @@ def test_connect_quick_writes_results_and_resumes(tmp_path, monkeypatch, capsys)
     assert (out / "results.csv").read_text() == before                         # resumed: nothing recomputed
 
 
-def test_choices_never_read_test_labels(tmp_path, monkeypatch):
+def test_choices_never_read_test_labels(tmp_path, monkeypatch, capsys):
     """The same (smaller) quick study run twice, the second time with the test labels permuted: every test
     accuracy may change, but choices.csv (best single view, digital quantiser) and every row's validation
     accuracy stay the same -- no selection reads a test label. Fails if best_single ranks by test accuracy."""
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     small = replace(ConnectConfig.quick(), snr_db=[0.0], epochs=1)
     monkeypatch.setattr(ConnectConfig, "quick", classmethod(lambda cls: small))
+    said = []
+    run_connect(tmp_path / "plain", quick=True, log=said.append)
+    assert any("features" in line for line in said) and capsys.readouterr().out == ""      # the caller's log
     quiet = lambda *_: None                                                                  # noqa: E731
-    run_connect(tmp_path / "plain", quick=True, log=quiet)
     load = connect.load_multiview
 
     def scrambled(*args, **kwargs):

@@ -347,7 +347,8 @@ def test_digital_width_tuning_picks_the_cheapest_width_that_reaches_the_ideal_re
         def setup(self):
             return None
 
-    choices = study.tune_study(cfg, Task(), tuning_store(tmp_path / "tuning.csv", study.TUNING_TYPES), lambda m: 0)
+    store = tuning_store(tmp_path / "tuning.csv", study.TUNING_COLUMN_TYPES)
+    choices = study.tune_study(cfg, Task(), store, lambda m: 0)
     assert len(seen) == 1 + 12                                 # the ideal reference, then 4 widths x 3 SNRs
     got = {snr: choices[("digital", "factors", "counted", 2, snr)]["num_bits"] for snr in (-10.0, 0.0, 20.0)}
     assert got == {-10.0: 8, 0.0: 4, 20.0: 1}
@@ -389,7 +390,8 @@ def test_arm_lr_tunes_an_arms_device_learning_rate_on_its_own(tmp_path, monkeypa
         def setup(self):
             return None
 
-    choices = study.tune_study(cfg, Task(), tuning_store(tmp_path / "tuning.csv", study.TUNING_TYPES), lambda m: 0)
+    store = tuning_store(tmp_path / "tuning.csv", study.TUNING_COLUMN_TYPES)
+    choices = study.tune_study(cfg, Task(), store, lambda m: 0)
     assert choices[("lr", "factors")] == 3e-3
     assert choices[("lr", "factors", "aircomp", "counted", 2, 0.0)] == 1e-2
     lrs = {(p["scheme"], p["snr_db"]): study.point_setting(cfg, choices, p)["lr"]

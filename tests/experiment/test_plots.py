@@ -73,3 +73,6 @@ def test_curves_with_equal_points_are_drawn_once_under_both_labels(tmp_path, mon
     color = {label: (h.lines[0] if hasattr(h, "lines") else h).get_color() for h, label in zip(handles, labels)}
     assert sorted(labels) == ["ensemble", "oracle mean", "single = oracle"]
     assert color["oracle mean"] == color["single = oracle"] != color["ensemble"]
+    nan = float("nan")
+    curves = {"a = b": [(1, 0.1)], "a": [(1, 0.2)], "b": [(1, 0.2)], "x": [], "y": [], "n": [(1, nan)], "m": [(1, nan)]}
+    assert plots.same_curves(curves)[0] == curves          # no data: nothing to call equal; "a = b" is taken

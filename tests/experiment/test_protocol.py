@@ -138,10 +138,43 @@ def test_the_optional_hooks_prepare_describe_tables_and_group(tmp_path):
     assert json.loads((tmp_path / "ber" / "timing.json").read_text())["cpu_s"] > 0
     run(BerWithHooks(), tmp_path / "ber", quick=True, log=lines.append)
     assert len(BerWithHooks.prepared) == 1                     # nothing left: no prepare
-    bad = BerWithHooks()
-    bad.group = ["ber"]
-    with pytest.raises(TypeError, match="group"):
-        run(bad, tmp_path / "bad", quick=True, log=lines.append)
+    for group in (["ber"], "seed"):                           # not key columns; a string, not a list
+        bad = BerWithHooks()
+        bad.group = group
+        with pytest.raises(TypeError, match="group"):
+            run(bad, tmp_path / "bad", quick=True, log=lines.append)
+    escaping = BerWithHooks()
+    escaping.tables = lambda cfg, rows: {"../mean_ber.csv": (["snr_db"], [])}
+    with pytest.raises(ValueError, match="plain file name"):
+        run(escaping, tmp_path / "escaping", quick=True, log=lines.append)
+    assert not (tmp_path / "mean_ber.csv").exists()
+
+
+class TimedBer(BpskBer):
+    """The toy study with a cpu_s column, as studies whose points report their own CPU seconds have."""
+    name = "toy_ber_timed"
+    types = {**BpskBer.types, "cpu_s": float}
+
+    def run_point(self, setup, point):
+        return {**super().run_point(setup, point), "cpu_s": 100.0}
+
+
+def test_timing_counts_the_cpu_seconds_of_the_points_run_on_workers(tmp_path, monkeypatch):
+    """With workers, timing.json's cpu_s adds the rows' cpu_s (4 points of 100 s each, run here by a stand-in
+    for the Ray runner, which passes every row through `write` as run_points does) to this process's own; run
+    serially, the rows' seconds are this process's and are not added again."""
+    def ray_stand_in(points, fn, store, write=None, **options):
+        assert options["workers"] == 2
+        for p in points:
+            store.add(write(p, fn(p)))
+        return len(points)
+
+    monkeypatch.setattr(protocol, "run_points", ray_stand_in)
+    run(TimedBer(), tmp_path / "ray", quick=True, log=lambda m: None, workers=2)
+    assert 400 <= json.loads((tmp_path / "ray" / "timing.json").read_text())["cpu_s"] < 410
+    monkeypatch.undo()
+    run(TimedBer(), tmp_path / "serial", quick=True, log=lambda m: None)
+    assert json.loads((tmp_path / "serial" / "timing.json").read_text())["cpu_s"] < 10
 
 
 def test_the_setup_is_not_pickled_with_the_point_function(toy):

@@ -123,30 +123,40 @@ def test_imperfect_csi_error_variance():
     np.testing.assert_array_equal(phy.imperfect_csi(H, 0.0).numpy(), H.numpy())
 
 
+RETRACING_PROBE = """
+import json, logging
+import tensorflow as tf
+import deft6g.phy as phy
+records = []
+handler = logging.Handler()
+handler.emit = records.append
+tf.get_logger().addHandler(handler)
+for seed in range(8):
+    ch = phy.FadingChannel("umi", 2, 4, num_subcarriers=1, keep_drop=True)
+    ch(1, seed=seed)
+    ch(1, seed=seed + 100)
+
+@tf.function
+def retraced(x):
+    return x + 1
+
+for n in range(1, 9):
+    retraced(tf.zeros([n]))
+print(json.dumps([r.getMessage() for r in records if "triggered tf.function retracing" in r.getMessage()]))
+"""
+
+
 def test_kept_drops_compile_without_tensorflows_retracing_warning_and_other_warnings_pass():
-    """Eight kept drops (each compiles its own draw once, called twice): no "triggered tf.function retracing"
-    warning about them (TensorFlow counts the traces of all of them as one function's: 5 of the last 9 calls
-    before the filter); a function really retraced for eight shapes still gets TensorFlow's warning."""
-    import logging
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    tf.get_logger().addHandler(handler)
-    try:
-        for seed in range(8):
-            ch = phy.FadingChannel("umi", 2, 4, num_subcarriers=1, keep_drop=True)
-            ch(1, seed=seed)
-            ch(1, seed=seed + 100)
-
-        @tf.function
-        def retraced(x):
-            return x + 1
-
-        for n in range(1, 9):
-            retraced(tf.zeros([n]))
-    finally:
-        tf.get_logger().removeHandler(handler)
-    warned = [r.getMessage() for r in records if "triggered tf.function retracing" in r.getMessage()]
+    """Eight kept drops (each compiles its own draw once, called twice), in a fresh interpreter (TensorFlow
+    counts traces per code object for the whole process): no "triggered tf.function retracing" warning about
+    them (TensorFlow counts them as one function's: 5 of the last 9 calls before the filter); a function really
+    retraced for eight shapes still gets TensorFlow's warning."""
+    import json
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", RETRACING_PROBE], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    warned = json.loads(done.stdout.strip().splitlines()[-1])
     assert warned and all("retraced" in m for m in warned)
 
 
