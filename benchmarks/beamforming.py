@@ -11,15 +11,15 @@ References: Zhu & Huang, "MIMO over-the-air computation for high-mobility multim
 2019 (ZF AirComp); Yang, Jiang, Shi, Ding, IEEE TWC 2020 (SDR + randomisation); Cao, Zhu, Xu, Huang,
 IEEE TWC 2020 (threshold power control, used by "mmse")."""
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import cvxpy as cp
 import numpy as np
 
 from deft6g.deprecation import warn_renamed
-from deft6g.experiment import ResultStore, line_plot, percentiles, prepare_output, run_points, summarise, to_db
+from deft6g.experiment import ResultStore, Stage, Study, line_plot, percentiles, run, run_points, summarise, to_db
 from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, real_form, sdr_barrier
 from deft6g.phy import aircomp_mse, imperfect_csi, noise_var
 from deft6g.rng import derive_seed
@@ -118,13 +118,10 @@ class _MainPoint:
         return self.cache[p["seed"]][p["method"]]
 
 
-def main_comparison(cfg, out, **parallel):
-    """Every method on `realisations` channels per seed (main.csv, one row per seed and method)."""
-    store = ResultStore(out / "main.csv", list(MAIN_TYPES), ["seed", "method"], types=MAIN_TYPES)
-    points = [dict(seed=s, method=m) for s in cfg.seed_values() for m in METHODS]
-    run_points(points, _MainPoint(cfg), store, desc="design: main comparison", group=["seed"], **parallel,
-               describe=lambda p, r: f"seed {p['seed']} {p['method']}: median {r['median_db']:.2f} dB")
-    return store.rows()
+def main_points(cfg, done=None):
+    """The main comparison's points (main.csv, one row per seed and method): every method on `realisations`
+    channels per seed."""
+    return [dict(seed=s, method=m) for s in cfg.seed_values() for m in METHODS]
 
 
 def naive_sdr(H, power, solver):
@@ -138,17 +135,20 @@ def naive_sdr(H, power, solver):
     return problem.value
 
 
-def speed(cfg, out):
-    """Seconds per realisation, measured in this run on the same `speed_realisations` channels: rebuilding the
-    SDR per channel in CVXPY; the compiled CVXPY SDR re-solved; the batched barrier method (`sdr_barrier`);
-    the whole "sdr" design (barrier SDR, randomisation, SCA, bound) on the batch and one channel per call (as
-    each federated round calls it); the "mmse" design (sdr design + alternation). ratio = rebuild / sdr
-    design; mismatches: compiled value and the barrier's certified bound against the rebuilt optimum
-    (speed.csv, one row)."""
-    store = ResultStore(out / "speed.csv", list(SPEED_TYPES), ["solver"], types=SPEED_TYPES)
-    n, k, nv = cfg.num_rx_ant, cfg.num_devices, noise_var(cfg.snr_db)
+class _SpeedPoint:
+    """The speed comparison's one point {"solver"} (speed.csv, one row): seconds per realisation, measured in
+    this run on the same `speed_realisations` channels: rebuilding the SDR per channel in CVXPY; the compiled
+    CVXPY SDR re-solved; the batched barrier method (`sdr_barrier`); the whole "sdr" design (barrier SDR,
+    randomisation, SCA, bound) on the batch and one channel per call (as each federated round calls it); the
+    "mmse" design (sdr design + alternation). ratio = rebuild / sdr design; mismatches: compiled value and the
+    barrier's certified bound against the rebuilt optimum."""
 
-    def point(p):
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __call__(self, p):
+        cfg = self.cfg
+        n, k, nv = cfg.num_rx_ant, cfg.num_devices, noise_var(cfg.snr_db)
         H = rayleigh_channels(n, k, cfg.speed_realisations, derive_seed(cfg.seed, SPEED_CHANNELS))
         design_aircomp(H[:1], 1.0, nv, "sdr", seed=0)   # compile once (counted apart)
         sdr = ZfSdr.compiled(n, k, solvers=(cfg.solver,))
@@ -175,9 +175,6 @@ def speed(cfg, out):
                     max_value_mismatch=float(np.max(np.abs(values - naive) / naive)),
                     max_bound_mismatch=float(np.max(np.abs(bounds - naive) / naive)))
 
-    run_points([dict(solver=cfg.solver)], point, store, desc="design: speed")
-    return dict(store.rows()[0])
-
 
 class _SweepPoint:
     """A sweep point (sweep, N, K, SNR, CSI error, seed, method), picklable for Ray workers: every method is
@@ -199,19 +196,21 @@ class _SweepPoint:
         return p | self.cache[key][p["method"]]
 
 
-def sweeps(cfg, out, **parallel):
-    """Median (and percentiles) of the MSE per seed vs N, K, SNR and CSI error (sweeps.csv)."""
-    store = ResultStore(out / "sweeps.csv", SWEEP_FIELDS, SWEEP_FIELDS[:7], types=SWEEP_TYPES)
+def sweep_points(cfg, done=None):
+    """The sweeps' points: median (and percentiles) of the MSE per seed vs N, K, SNR and CSI error (sweeps.csv)."""
     grid = [("N", n, cfg.num_devices, cfg.snr_db, 0.0) for n in cfg.sweep_n]
     grid += [("K", cfg.num_rx_ant, k, cfg.snr_db, 0.0) for k in cfg.sweep_k]
     grid += [("SNR", cfg.num_rx_ant, cfg.num_devices, s, 0.0) for s in cfg.sweep_snr_db]
     grid += [("CSI", cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, e) for e in cfg.csi_error_var]
-    points = [dict(sweep=sw, num_rx_ant=n, num_devices=k, snr_db=s, csi_error_var=e, seed=seed, method=m)
-              for sw, n, k, s, e in grid for seed in cfg.seed_values() for m in SWEEP_METHODS]
-    run_points(points, _SweepPoint(cfg), store, desc="design: sweeps", group=SWEEP_FIELDS[:6], **parallel,
-               describe=lambda p, r: f"{p['sweep']} N={p['num_rx_ant']} K={p['num_devices']} SNR={p['snr_db']} "
-                                     f"CSI={p['csi_error_var']} seed {p['seed']} {p['method']}: median "
-                                     f"{r['median_db']:.2f} dB")
+    return [dict(sweep=sw, num_rx_ant=n, num_devices=k, snr_db=s, csi_error_var=e, seed=seed, method=m)
+            for sw, n, k, s, e in grid for seed in cfg.seed_values() for m in SWEEP_METHODS]
+
+
+def sweeps(cfg, out, **parallel):
+    """Run (or resume) the sweeps alone into the folder `out` (sweeps.csv); returns its rows."""
+    store = ResultStore(out / "sweeps.csv", SWEEP_FIELDS, SWEEP_FIELDS[:7], types=SWEEP_TYPES)
+    run_points(sweep_points(cfg), _SweepPoint(cfg), store, desc="design: sweeps", group=SWEEP_FIELDS[:6],
+               describe=DesignStudy.describe_sweep, **parallel)
     return store.rows()
 
 
@@ -243,17 +242,12 @@ def impairment_sweeps(cfg, out, quick):
     print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
 
 
-def run_design(out_dir="results/design", quick=False, seed=0, **parallel):
-    """Run (or resume) the benchmark into `out_dir`. parallel: workers, ray_address, worker_gpus of
-    `deft6g.experiment.run_points` for the main comparison and the sweeps (the speed comparison and the
-    impairment sweeps run here)."""
-    cfg = DesignConfig.quick() if quick else DesignConfig()
-    cfg.seed = seed
-    out = prepare_output(out_dir, "design", asdict(cfg))
-    rows = main_comparison(cfg, out, **parallel)
+def main_table(cfg, rows, speed):
+    """main.json: the main comparison's per-method mean and 95% CI over seeds of every statistic (rows: main.csv's)
+    with the speed comparison's row."""
     main = dict(N=cfg.num_rx_ant, K=cfg.num_devices, realisations=cfg.realisations, num_seeds=cfg.num_seeds,
                 snr_db=cfg.snr_db, failed=int(sum(r["failed"] for r in rows if r["method"] == "sdr")),
-                speed=speed(cfg, out), methods={})
+                speed=dict(speed), methods={})
     stats = STATS + GAPS + ["seconds_per_realisation"]
     for m in METHODS:
         mine = [r for r in rows if r["method"] == m]
@@ -261,10 +255,68 @@ def run_design(out_dir="results/design", quick=False, seed=0, **parallel):
         s = summarise(mine, ["method"], values)[0]
         main["methods"][m] = {v: [s[f"{v}_mean"], s[f"{v}_ci"]] for v in values}
         main["methods"][m]["mean_gap_to_bound_db"] = s.get("gap_mean_db_mean")          # None: not aligned
-    (out / "main.json").write_text(json.dumps(main, indent=2))
-    plot_sweeps(out, sweeps(cfg, out, **parallel), cfg)
-    print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
     return main
+
+
+class DesignStudy(Study):
+    """The benchmark on the protocol (`deft6g.experiment.Study`), three tables in turn: main.csv (the main
+    comparison, on workers by seed), speed.csv (timed, here) and sweeps.csv (on workers by sweep point);
+    main.json and the sweep plots derived. `run_design` runs it (its command-line entry is in
+    deft6g.benchmarks.cli)."""
+    name = "design"
+
+    def config(self, quick=False):
+        return DesignConfig.quick() if quick else DesignConfig()
+
+    def stages(self):
+        return [Stage("main.csv", ["seed", "method"], MAIN_TYPES, main_points, self.main_point, self.describe_main,
+                      group=["seed"]),
+                Stage("speed.csv", ["solver"], SPEED_TYPES, lambda cfg, done: [dict(solver=cfg.solver)],
+                      self.speed_point, here=True),
+                Stage("sweeps.csv", SWEEP_FIELDS[:7], SWEEP_TYPES, sweep_points, self.sweep_point, self.describe_sweep,
+                      group=SWEEP_FIELDS[:6])]
+
+    def setup(self, cfg):
+        return {"main": _MainPoint(cfg), "speed": _SpeedPoint(cfg), "sweeps": _SweepPoint(cfg)}
+
+    def main_point(self, setup, point):
+        return setup["main"](point)
+
+    def speed_point(self, setup, point):
+        return setup["speed"](point)
+
+    def sweep_point(self, setup, point):
+        return setup["sweeps"](point)
+
+    @staticmethod
+    def describe_main(p, r):
+        return f"seed {p['seed']} {p['method']}: median {r['median_db']:.2f} dB"
+
+    @staticmethod
+    def describe_sweep(p, r):
+        return (f"{p['sweep']} N={p['num_rx_ant']} K={p['num_devices']} SNR={p['snr_db']} CSI={p['csi_error_var']} "
+                f"seed {p['seed']} {p['method']}: median {r['median_db']:.2f} dB")
+
+    def tables(self, cfg, rows):
+        return {"main.json": main_table(cfg, rows["main.csv"], rows["speed.csv"][0])}
+
+    def summary(self, cfg, rows):
+        return summary(main_table(cfg, rows["main.csv"], rows["speed.csv"][0]))
+
+    def plot(self, out, cfg, rows):
+        plot_sweeps(out, rows["sweeps.csv"], cfg)
+
+
+def run_design(out_dir="results/design", quick=False, seed=0, log=print, **parallel):
+    """Run (or resume) the benchmark into `out_dir` (`deft6g.experiment.run`), then the impairment sweeps into
+    the same folder; returns main.json's content. parallel: workers, ray_address, worker_gpus of
+    `deft6g.experiment.run_points` for the main comparison and the sweeps (the speed comparison and the
+    impairment sweeps run here)."""
+    cfg = DesignConfig.quick() if quick else DesignConfig()
+    cfg.seed = seed
+    cfg, rows = run(DesignStudy(), out_dir, cfg, log=log, **parallel)
+    print(design_sweeps(Path(out_dir), cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
+    return main_table(cfg, rows["main.csv"], rows["speed.csv"][0])
 
 
 def summary(main):

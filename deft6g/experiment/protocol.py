@@ -12,7 +12,10 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
 - optional too: `tables(cfg, rows)` (tables derived from the rows, e.g. choices made on validation),
   `describe(point, row)` (the progress line of a finished point), `group` (key columns whose points go to one
   worker, in order) and `prepare(setup, points)` (work done here before the points, e.g. filling the on-disk
-  caches the workers read).
+  caches the workers read);
+- a study of several tables returns them from `stages()` (a list of `Stage`: its file, key, types, points and
+  point function, each stage's points may depend on the rows of the stages before it) instead of giving `key`,
+  `types`, `points` and `run_point`; its hooks then get `rows` as {file: rows}.
 
 `run(study, out)` does the rest: the guarded output folder (`prepare_output`, config.json), a typed resumable
 `ResultStore` (results.csv: rows come back with the types they were written with), `run_points` (serially or on
@@ -33,6 +36,24 @@ from .store import ResultStore, prepare_output, write_json_atomic, write_table, 
 ENTRY_POINT_GROUP = "deft6g.studies"
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One resumable table of a study with several (`Study.stages`). file: its name in the output folder; key,
+    types: as Study's; points(cfg, done) -> its points, from the configuration and `done` {file: typed rows} of
+    the stages before it; run_point(setup, point) -> the point's row (a method of the study, so that it pickles
+    with it for Ray workers); describe(point, row): its progress line (default: the point); group: key columns
+    whose points go to one worker, in order; here: run in this process one point at a time even with workers
+    (e.g. a timed stage)."""
+    file: str
+    key: list
+    types: dict
+    points: object
+    run_point: object
+    describe: object = None
+    group: list = None
+    here: bool = False
+
+
 class Study:
     """The protocol (module docstring). Class attributes: name, description, key (the point's columns), types
     {column: type} of every results.csv column, key included, in file order; group (optional): key columns
@@ -48,6 +69,11 @@ class Study:
         """The configuration: a dataclass (its fields are recorded in config.json); `quick`: the small variant."""
         raise NotImplementedError
 
+    def stages(self):
+        """The tables of a study of several, in run order (a list of `Stage`); None (default): one, results.csv,
+        from `key`, `types`, `points`, `run_point`, `describe` and `group`."""
+        return None
+
     def points(self, cfg):
         """Every point: a list of dicts holding the `key` columns."""
         raise NotImplementedError
@@ -61,15 +87,17 @@ class Study:
         raise NotImplementedError
 
     def prepare(self, setup, points):
-        """Work done in this process before `points` (the ones not yet finished) run, with this process's setup
-        (e.g. filling on-disk caches that workers read). Called only when overridden and something is left."""
+        """Work done in this process before `points` (the ones not yet finished; of each stage in turn) run, with
+        this process's setup (e.g. filling on-disk caches that workers read). Called only when overridden and
+        something is left."""
 
     def describe(self, point, row):
         """The progress line of a finished point (default: its key columns, as `run_points` labels a point)."""
         return point_label(point)
 
     def tables(self, cfg, rows):
-        """Tables derived from the rows: {file name: (fields, list of row dicts)} (default: none)."""
+        """Files derived from the rows: {file name: (fields, list of row dicts)} for a CSV table, or {file name:
+        dict} for a JSON file (default: none)."""
         return {}
 
     def summary(self, cfg, rows):
@@ -115,16 +143,24 @@ class PointTask:
 
 
 class StudyTask(PointTask):
-    """run_points' point function of a protocol Study: point -> point + run_point's row."""
+    """run_points' point function of a protocol Study: point -> point + run_point's row (of stage number `stage`
+    of `study.stages()`, or of the study itself when None)."""
 
-    def __init__(self, study, cfg):
-        self.study, self.cfg = study, cfg
+    def __init__(self, study, cfg, stage=None):
+        self.study, self.cfg, self.stage = study, cfg, stage
 
     def build_setup(self):
         return self.study.setup(self.cfg)
 
     def __call__(self, point):
-        return {**point, **self.study.run_point(self.setup(), point)}
+        run_point = self.study.run_point if self.stage is None else self.study.stages()[self.stage].run_point
+        return {**point, **run_point(self.setup(), point)}
+
+
+def _stages(study):
+    """study.stages(), or the one stage (results.csv) of a study without them."""
+    return study.stages() or [Stage("results.csv", study.key, study.types, lambda cfg, done: study.points(cfg),
+                                    study.run_point, study.describe, study.group)]
 
 
 def check_study(study):
@@ -133,47 +169,67 @@ def check_study(study):
         raise TypeError(f"a study must be an instance of deft6g.experiment.Study, got {type(study).__name__}")
     if not isinstance(study.name, str) or not study.name.isidentifier():
         raise TypeError(f"Study.name must be a non-empty identifier (its subcommand), got {study.name!r}")
-    if not study.key or not set(study.key) <= set(study.types):
-        raise TypeError(f"study {study.name!r}: `key` {study.key!r} must be a non-empty list of `types` columns "
-                        f"{list(study.types)!r}")
-    if study.group is not None and not (isinstance(study.group, (list, tuple)) and set(study.group) <= set(study.key)):
-        raise TypeError(f"study {study.name!r}: `group` {study.group!r} must be a list of `key` columns {study.key!r}")
+    stages = _stages(study)
+    if not isinstance(stages, list) or not all(isinstance(s, Stage) for s in stages):
+        raise TypeError(f"study {study.name!r}: `stages()` must return a list of Stage, got {stages!r}")
+    files = [s.file for s in stages]
+    for s in stages:
+        if not isinstance(s.file, str) or s.file in ("", ".", "..") or "/" in s.file or "\\" in s.file \
+                or files.count(s.file) > 1:
+            raise TypeError(f"study {study.name!r}: a stage's file must be a plain file name of its own, got "
+                            f"{s.file!r}")
+        if not s.key or not set(s.key) <= set(s.types):
+            raise TypeError(f"study {study.name!r}: `key` {s.key!r} of {s.file} must be a non-empty list of `types` "
+                            f"columns {list(s.types)!r}")
+        if s.group is not None and not (isinstance(s.group, (list, tuple)) and set(s.group) <= set(s.key)):
+            raise TypeError(f"study {study.name!r}: `group` {s.group!r} of {s.file} must be a list of `key` columns "
+                            f"{s.key!r}")
 
 
 def run(study, out, cfg=None, quick=False, log=print, **parallel):
-    """Run (or resume) `study` into the folder `out` and return (cfg, rows).
+    """Run (or resume) `study` into the folder `out` and return (cfg, rows): results.csv's rows, or for a study
+    with `stages` {file: rows} of every stage.
 
     cfg: its configuration (default `study.config(quick)`); parallel: workers, ray_address, worker_gpus,
-    ray_timeout of `run_points`. Writes config.json, results.csv (typed, one row per point, resumable),
-    timing.json (of this invocation: seconds, points run now and cpu_s, this process's CPU seconds plus, for a
-    study whose rows carry their own `cpu_s`, those of the points run on workers), the derived tables,
-    summary.txt and the study's plots."""
+    ray_timeout of `run_points`. Writes config.json, results.csv or each stage's table (typed, one row per
+    point, resumable), timing.json (of this invocation: seconds, points run now and cpu_s, this process's CPU
+    seconds plus, for a table whose rows carry their own `cpu_s`, those of the points run on workers), the
+    derived tables, summary.txt and the study's plots."""
     check_study(study)
     cfg = study.config(quick) if cfg is None else cfg
     folder = prepare_output(out, study.name, asdict(cfg))
-    store = ResultStore(folder / "results.csv", list(study.types), list(study.key), types=study.types)
     t0, cpu0 = time.time(), time.process_time()
-    task, points = StudyTask(study, cfg), study.points(cfg)
-    todo = [p for p in points if not store.done(p)]
-    if todo and type(study).prepare is not Study.prepare:       # (no setup built here for a study without it)
-        study.prepare(task.setup(), todo)
-    on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address") is not None
-    worker_cpu = []
+    stages, done, ran, worker_cpu, task = _stages(study), {}, 0, [], None
+    for number, stage in enumerate(stages):
+        store = ResultStore(folder / stage.file, list(stage.types), list(stage.key), types=stage.types)
+        # one setup per process for every stage
+        task = StudyTask(study, cfg, None if study.stages() is None else number) if task is None else \
+            task.share_setup(StudyTask(study, cfg, None if study.stages() is None else number))
+        points = stage.points(cfg, done)
+        todo = [p for p in points if not store.done(p)]
+        if todo and type(study).prepare is not Study.prepare:   # (no setup built here for a study without it)
+            study.prepare(task.setup(), todo)
+        options = {} if stage.here else parallel
+        on_workers = options.get("workers", 1) != 1 or options.get("ray_address") is not None
 
-    def write(point, row):
-        if on_workers and "cpu_s" in study.types and row["cpu_s"] is not None:
-            worker_cpu.append(row["cpu_s"])
-        return row
+        def write(point, row, on_workers=on_workers, timed="cpu_s" in stage.types):
+            if on_workers and timed and row["cpu_s"] is not None:
+                worker_cpu.append(row["cpu_s"])
+            return row
 
-    ran = run_points(points, task, store, desc=study.name, log=log, write=write, group=study.group,
-                     describe=study.describe, **parallel)
+        ran += run_points(points, task, store, desc=study.name, log=log, write=write, group=stage.group,
+                          describe=stage.describe, **options)
+        done[stage.file] = store.rows()
     write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran, "cpu_s": round(
         time.process_time() - cpu0 + math.fsum(worker_cpu), 3)})
-    rows = store.rows()
-    for name, (fields, table) in study.tables(cfg, rows).items():
+    rows = done["results.csv"] if study.stages() is None else done
+    for name, table in study.tables(cfg, rows).items():
         if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
             raise ValueError(f"study {study.name!r}: a table's file name must be a plain file name, got {name!r}")
-        write_table(folder / name, fields, table)
+        if isinstance(table, dict):
+            write_json_atomic(folder / name, table, indent=2)
+        else:
+            write_table(folder / name, *table)
     write_text_atomic(folder / "summary.txt", study.summary(cfg, rows) + "\n")
     study.plot(folder, cfg, rows)
     return cfg, rows
