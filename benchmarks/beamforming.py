@@ -94,8 +94,8 @@ def _designs(H_design, nv, seed, methods):
 
 
 class _MainPoint:
-    """A main-comparison point (seed, method), picklable for Ray workers: every method is designed on the
-    seed's channels at its first method's call and kept for the others (run_points group=["seed"])."""
+    """A main-comparison point (seed, method), part of a process's setup: every method is designed on the seed's
+    channels at its first method's call and kept for the others (the stage's group=["seed"])."""
 
     def __init__(self, cfg):
         self.cfg, self.cache = cfg, {}
@@ -177,9 +177,9 @@ class _SpeedPoint:
 
 
 class _SweepPoint:
-    """A sweep point (sweep, N, K, SNR, CSI error, seed, method), picklable for Ray workers: every method is
-    designed on the point's channels at its first method's call and kept for the others (run_points
-    group=SWEEP_FIELDS[:6])."""
+    """A sweep point (sweep, N, K, SNR, CSI error, seed, method), part of a process's setup (and picklable, for
+    `sweeps`' Ray workers): every method is designed on the point's channels at its first method's call and kept
+    for the others (group=SWEEP_FIELDS[:6])."""
 
     def __init__(self, cfg):
         self.cfg, self.cache = cfg, {}
@@ -207,10 +207,11 @@ def sweep_points(cfg, done=None):
 
 
 def sweeps(cfg, out, **parallel):
-    """Run (or resume) the sweeps alone into the folder `out` (sweeps.csv); returns its rows."""
-    store = ResultStore(out / "sweeps.csv", SWEEP_FIELDS, SWEEP_FIELDS[:7], types=SWEEP_TYPES)
-    run_points(sweep_points(cfg), _SweepPoint(cfg), store, desc="design: sweeps", group=SWEEP_FIELDS[:6],
-               describe=DesignStudy.describe_sweep, **parallel)
+    """Run (or resume) the sweeps' stage alone into the folder `out` (sweeps.csv); returns its rows."""
+    stage = DesignStudy().stages()[2]
+    store = ResultStore(out / stage.file, list(stage.types), stage.key, types=stage.types)
+    run_points(stage.points(cfg), _SweepPoint(cfg), store, desc="design: sweeps", group=stage.group,
+               describe=stage.describe, **parallel)
     return store.rows()
 
 

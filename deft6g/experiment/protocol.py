@@ -40,10 +40,10 @@ ENTRY_POINT_GROUP = "deft6g.studies"
 class Stage:
     """One resumable table of a study with several (`Study.stages`). file: its name in the output folder; key,
     types: as Study's; points(cfg, done) -> its points, from the configuration and `done` {file: typed rows} of
-    the stages before it; run_point(setup, point) -> the point's row (a method of the study, so that it pickles
-    with it for Ray workers); describe(point, row): its progress line (default: the point); group: key columns
-    whose points go to one worker, in order; here: run in this process one point at a time even with workers
-    (e.g. a timed stage)."""
+    the stages before it; run_point(setup, point) -> the point's row (a Ray worker calls `study.stages()` of
+    its copy of the study, so that must give the same stages); describe(point, row): its progress line
+    (default: the point); group: key columns whose points go to one worker, in order; here: run in this
+    process one point at a time even with workers (e.g. a timed stage)."""
     file: str
     key: list
     types: dict
@@ -70,8 +70,9 @@ class Study:
         raise NotImplementedError
 
     def stages(self):
-        """The tables of a study of several, in run order (a list of `Stage`); None (default): one, results.csv,
-        from `key`, `types`, `points`, `run_point`, `describe` and `group`."""
+        """The tables of a study of several, in run order (a non-empty list of `Stage`); None (default): one,
+        results.csv, from `key`, `types`, `points`, `run_point`, `describe` and `group`. This process builds one
+        setup for all of them; a Ray worker builds its own for each stage it serves."""
         return None
 
     def points(self, cfg):
@@ -87,9 +88,9 @@ class Study:
         raise NotImplementedError
 
     def prepare(self, setup, points):
-        """Work done in this process before `points` (the ones not yet finished; of each stage in turn) run, with
-        this process's setup (e.g. filling on-disk caches that workers read). Called only when overridden and
-        something is left."""
+        """Work done in this process before `points` (the ones not yet finished; of each stage in turn, told apart
+        by their columns) run, with this process's setup (e.g. filling on-disk caches that workers read). Called
+        only when overridden and something is left."""
 
     def describe(self, point, row):
         """The progress line of a finished point (default: its key columns, as `run_points` labels a point)."""
@@ -101,7 +102,9 @@ class Study:
         return {}
 
     def summary(self, cfg, rows):
-        """The text printed after a run (default: the number of rows)."""
+        """The text printed after a run (default: the number of rows, per table for a study with stages)."""
+        if isinstance(rows, dict):
+            return f"{self.name}: " + ", ".join(f"{len(r)} rows in {file}" for file, r in rows.items())
         return f"{self.name}: {len(rows)} rows"
 
     def plot(self, out, cfg, rows):
@@ -159,8 +162,11 @@ class StudyTask(PointTask):
 
 def _stages(study):
     """study.stages(), or the one stage (results.csv) of a study without them."""
-    return study.stages() or [Stage("results.csv", study.key, study.types, lambda cfg, done: study.points(cfg),
-                                    study.run_point, study.describe, study.group)]
+    stages = study.stages()
+    if stages is not None:
+        return stages
+    return [Stage("results.csv", study.key, study.types, lambda cfg, done: study.points(cfg), study.run_point,
+                  study.describe, study.group)]
 
 
 def check_study(study):
@@ -170,8 +176,8 @@ def check_study(study):
     if not isinstance(study.name, str) or not study.name.isidentifier():
         raise TypeError(f"Study.name must be a non-empty identifier (its subcommand), got {study.name!r}")
     stages = _stages(study)
-    if not isinstance(stages, list) or not all(isinstance(s, Stage) for s in stages):
-        raise TypeError(f"study {study.name!r}: `stages()` must return a list of Stage, got {stages!r}")
+    if not isinstance(stages, list) or not stages or not all(isinstance(s, Stage) for s in stages):
+        raise TypeError(f"study {study.name!r}: `stages()` must return a non-empty list of Stage, got {stages!r}")
     files = [s.file for s in stages]
     for s in stages:
         if not isinstance(s.file, str) or s.file in ("", ".", "..") or "/" in s.file or "\\" in s.file \
@@ -193,18 +199,18 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     cfg: its configuration (default `study.config(quick)`); parallel: workers, ray_address, worker_gpus,
     ray_timeout of `run_points`. Writes config.json, results.csv or each stage's table (typed, one row per
     point, resumable), timing.json (of this invocation: seconds, points run now and cpu_s, this process's CPU
-    seconds plus, for a table whose rows carry their own `cpu_s`, those of the points run on workers), the
-    derived tables, summary.txt and the study's plots."""
+    seconds plus, for a table whose rows carry their own `cpu_s`, those of the points run on workers; null
+    when points of a table without `cpu_s` ran on workers), the derived tables, summary.txt and the plots."""
     check_study(study)
     cfg = study.config(quick) if cfg is None else cfg
     folder = prepare_output(out, study.name, asdict(cfg))
     t0, cpu0 = time.time(), time.process_time()
-    stages, done, ran, worker_cpu, task = _stages(study), {}, 0, [], None
+    staged = study.stages() is not None
+    stages, done, ran, worker_cpu, untimed, task = _stages(study), {}, 0, [], False, None
     for number, stage in enumerate(stages):
         store = ResultStore(folder / stage.file, list(stage.types), list(stage.key), types=stage.types)
-        # one setup per process for every stage
-        task = StudyTask(study, cfg, None if study.stages() is None else number) if task is None else \
-            task.share_setup(StudyTask(study, cfg, None if study.stages() is None else number))
+        this = StudyTask(study, cfg, number if staged else None)
+        task = this if task is None else task.share_setup(this)         # one setup in this process for all stages
         points = stage.points(cfg, done)
         todo = [p for p in points if not store.done(p)]
         if todo and type(study).prepare is not Study.prepare:   # (no setup built here for a study without it)
@@ -217,12 +223,15 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
                 worker_cpu.append(row["cpu_s"])
             return row
 
-        ran += run_points(points, task, store, desc=study.name, log=log, write=write, group=stage.group,
-                          describe=stage.describe, **options)
+        now = run_points(points, task, store, desc=f"{study.name}: {stage.file}" if staged else study.name, log=log,
+                         write=write, group=stage.group, describe=stage.describe, **options)
+        untimed |= bool(now) and on_workers and "cpu_s" not in stage.types
+        ran += now
         done[stage.file] = store.rows()
-    write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran, "cpu_s": round(
-        time.process_time() - cpu0 + math.fsum(worker_cpu), 3)})
-    rows = done["results.csv"] if study.stages() is None else done
+    cpu_s = None if untimed else round(time.process_time() - cpu0 + math.fsum(worker_cpu), 3)
+    write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran,
+                                               "cpu_s": cpu_s})
+    rows = done if staged else done["results.csv"]
     for name, table in study.tables(cfg, rows).items():
         if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
             raise ValueError(f"study {study.name!r}: a table's file name must be a plain file name, got {name!r}")

@@ -44,6 +44,40 @@ def test_design_quick(tmp_path, capsys):
     assert "speed-up" in capsys.readouterr().out
 
 
+def test_design_study_runs_its_stages_resumes_an_interrupted_run_and_derives_main_json(tmp_path):
+    """DesignStudy on a tiny grid: main.csv, speed.csv, sweeps.csv in that order; cut main.csv after 3 rows and
+    sweeps.csv after 5 (an interruption), a re-run runs only the missing points and gives the same rows (wall
+    times aside); main.json's per-method median is the mean over seeds of main.csv's medians (computed here)."""
+    from dataclasses import replace
+    import numpy as np
+    from deft6g.benchmarks.beamforming import METHODS, DesignConfig, DesignStudy
+    from deft6g.experiment import run
+    cfg = replace(DesignConfig.quick(), realisations=4, num_seeds=2, speed_realisations=2, sweep_realisations=2,
+                  sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0])
+    lines = []
+    _, rows = run(DesignStudy(), tmp_path, replace(cfg), log=lines.append)
+    order = [line.split(": ")[1] for line in lines if line.startswith("[")]
+    assert order == sorted(order, key=["main.csv", "speed.csv", "sweeps.csv"].index) and len(set(order)) == 3
+    assert list(rows) == ["main.csv", "speed.csv", "sweeps.csv"]
+    assert len(rows["main.csv"]) == 2 * len(METHODS) and len(rows["speed.csv"]) == 1 and len(rows["sweeps.csv"]) == 40
+    main = json.loads((tmp_path / "main.json").read_text())
+    for m in METHODS:
+        medians = [r["median_db"] for r in rows["main.csv"] if r["method"] == m]
+        assert main["methods"][m]["median_db"][0] == pytest.approx(np.mean(medians), rel=1e-12)
+    for name, keep in (("main.csv", 3), ("sweeps.csv", 5)):
+        path = tmp_path / name
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:keep + 1]))
+    _, again = run(DesignStudy(), tmp_path, replace(cfg), log=lambda m: None)
+    assert json.loads((tmp_path / "timing.json").read_text())["points_run"] == (2 * len(METHODS) - 3) + (40 - 5)
+    timed = {"seconds_per_realisation"}
+    key = {"main.csv": ("seed", "method"), "sweeps.csv": ("sweep", "num_rx_ant", "num_devices", "snr_db",
+                                                          "csi_error_var", "seed", "method")}
+    for name, columns in key.items():
+        by = lambda table: {tuple(r[c] for c in columns): {k: v for k, v in r.items() if k not in timed}  # noqa: E731
+                            for r in table}
+        assert by(again[name]) == by(rows[name])
+
+
 def test_store_keeps_rows_and_rejects_foreign_file(tmp_path):
     path = tmp_path / "r.csv"
     store = ResultStore(path, ["a", "b", "v"], ["a", "b"])

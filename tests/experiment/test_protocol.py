@@ -205,8 +205,9 @@ class BerStages(BpskBer):
 def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path, monkeypatch):
     """Two stages: the second's point comes from the first's rows (4 dB: mean BER 0.0125 in theory, nearer 1e-2
     than 0 dB's 0.079), its BER within 4 standard errors of the closed form; the `here` stage never gets the
-    workers; a JSON file derived; the hooks see {file: rows}; one setup for both stages; a re-run runs nothing.
-    Stage files must be distinct plain names."""
+    workers; timing's cpu_s is unknown (null) when a table without cpu_s ran on workers; a JSON file derived;
+    the hooks see {file: rows}; one setup for both stages; a re-run runs nothing. Stage files must be distinct
+    plain names, and a study with stages has at least one."""
     seen = []
 
     def stand_in(points, fn, store, write=None, **options):
@@ -220,6 +221,7 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     BerStages.setups = 0
     cfg, rows = run(BerStages(), tmp_path / "ber", quick=True, log=lambda m: None, workers=2)
     assert seen == [("ber.csv", 2), ("refine.csv", None)] and BerStages.setups == 1
+    assert json.loads((tmp_path / "ber" / "timing.json").read_text())["cpu_s"] is None   # workers' CPU unknown
     assert list(rows) == ["ber.csv", "refine.csv"] and len(rows["ber.csv"]) == 4
     refined = rows["refine.csv"]
     p = 0.5 * erfc(math.sqrt(10 ** 0.4))
@@ -233,6 +235,11 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     twice.stages = lambda: [Stage("a.csv", ["seed"], {"seed": int}, None, None)] * 2
     with pytest.raises(TypeError, match="file"):
         run(twice, tmp_path / "twice", quick=True)
+    none = BerStages()
+    none.stages = lambda: []
+    with pytest.raises(TypeError, match="non-empty"):
+        run(none, tmp_path / "none", quick=True)
+    assert Study.summary(BerStages(), cfg, rows) == "toy_ber_stages: 4 rows in ber.csv, 1 rows in refine.csv"
 
 
 def test_the_setup_is_not_pickled_with_the_point_function(toy):
