@@ -66,6 +66,24 @@ def test_impairment_sweeps_wrappers_call_the_renamed_functions(monkeypatch, tmp_
     assert capsys.readouterr().out == "design done\nlink done\n"
 
 
+def test_design_stage_functions_warn_and_run_their_stage_alone(tmp_path):
+    """main_comparison and speed (before DesignStudy) warn and write the stage's table alone: the same rows as
+    the study's own run of that stage (wall times aside)."""
+    from dataclasses import replace
+    from deft6g.experiment import run
+    cfg = replace(beamforming.DesignConfig.quick(), realisations=2, num_seeds=1, speed_realisations=2,
+                  sweep_realisations=1, sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0])
+    with pytest.warns(DeprecationWarning, match="main_comparison"):
+        main = beamforming.main_comparison(cfg, tmp_path / "alone")
+    with pytest.warns(DeprecationWarning, match="speed"):
+        speed = beamforming.speed(cfg, tmp_path / "alone")
+    _, rows = run(beamforming.DesignStudy(), tmp_path / "study", replace(cfg), log=lambda m: None)
+    untimed = lambda r: {k: v for k, v in r.items() if k != "seconds_per_realisation"}     # noqa: E731
+    assert sorted(map(str, map(untimed, main))) == sorted(map(str, map(untimed, rows["main.csv"])))
+    assert set(speed) == set(rows["speed.csv"][0]) and speed["realisations"] == 2
+    assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == ["main.csv", "speed.csv"]
+
+
 @pytest.mark.parametrize("server, name", [(FedAvgServer(), "fedavg"), (FedAdamServer(0.01), "fedadam"),
                                           (object(), None)])
 def test_server_optimizer_reads_the_name(server, name):
