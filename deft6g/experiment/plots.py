@@ -1,6 +1,7 @@
 """Matplotlib helpers shared by every study (headless Agg backend)."""
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -28,7 +29,7 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
     xticks: x values to label (e.g. a sweep's grid, such as pool sizes 1, 2, 4, 8 on a log axis); None: the
     axis's own ticks.
     Curves with equal points and some finite y (a choice that picked the bound, say) are drawn once, labelled
-    "a = b", rather than one hiding the other.
+    "a = b", rather than one hiding the other; legend labels longer than 70 characters are wrapped.
     """
     curves, merged = same_curves(curves)
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -69,7 +70,8 @@ def line_plot(path, curves, xlabel, ylabel, title, logy=False, logx=False, marke
         ax.set_xticks(list(xticks), [f"{x:g}" for x in xticks])
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles, [textwrap.fill(label, 70) for label in labels], fontsize=7)   # long (joined) labels wrapped
     if note:
         fig.text(0.01, 0.01, note, fontsize=7, color="0.3")
     fig.tight_layout(rect=(0, 0.03 if note else 0, 1, 1))

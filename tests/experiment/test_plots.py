@@ -76,3 +76,24 @@ def test_curves_with_equal_points_are_drawn_once_under_both_labels(tmp_path, mon
     nan = float("nan")
     curves = {"a = b": [(1, 0.1)], "a": [(1, 0.2)], "b": [(1, 0.2)], "x": [], "y": [], "n": [(1, nan)], "m": [(1, nan)]}
     assert plots.same_curves(curves)[0] == curves          # no data: nothing to call equal; "a = b" is taken
+
+
+def test_a_long_joined_label_is_wrapped_in_the_legend_and_the_layout_still_fits(tmp_path, monkeypatch):
+    """Six equal curves (the ensemble plot of a smoke run where every choice scored alike): one line, its joined
+    label wrapped to lines of at most 70 characters in the legend, and no tight-layout warning (a 250-character
+    legend line is wider than the axes)."""
+    import warnings
+    import deft6g.experiment.plots as plots
+    figures = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    same = [(20, 0.4, 0.05), (40, 0.42, 0.05)]
+    names = [f"{init}: {what}" for init in ("fresh", "warm") for what in
+             ("single prompt chosen on validation", "newest single prompt", "best single on test (oracle bound)")]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.line_plot(tmp_path / "p.png", {**{n: same for n in names}, "ensemble": [(20, 0.5), (40, 0.6)]},
+                        "labelled examples received", "test accuracy", "t", note="mean and 95% CI")
+    texts = [t.get_text() for t in figures[0].axes[0].get_legend().get_texts()]
+    joined = next(t for t in texts if " = " in t)
+    assert sorted(texts) == sorted(["ensemble", joined]) and joined.replace("\n", " ") == " = ".join(names)
+    assert max(len(line) for line in joined.splitlines()) <= 70 < len(" = ".join(names))
