@@ -280,7 +280,7 @@ def run_connect(out_dir="results/connect", config=None, quick=False, log=print, 
     ray_address, worker_gpus of `deft6g.experiment.run_points` (the features are computed and cached on disk
     here first; every worker loads them from the cache)."""
     cfg = config if isinstance(config, ConnectConfig) else \
-        load_flat_config(ConnectConfig.quick() if quick else ConnectConfig(), config)
+        load_flat_config(ConnectStudy().config(quick), config)
     cfg, rows = run(ConnectStudy(log), out_dir, cfg, log=log, **parallel)
     return cfg, rows, load_json(Path(out_dir) / "timing.json")["cpu_s"]
 

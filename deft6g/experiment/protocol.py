@@ -160,6 +160,11 @@ class StudyTask(PointTask):
         return {**point, **run_point(self.setup(), point)}
 
 
+def _plain_file_name(name):
+    """Whether `name` names a file inside the output folder (no path separator, not "." or "..")."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
 def _stages(study):
     """study.stages(), or the one stage (results.csv) of a study without them."""
     stages = study.stages()
@@ -180,8 +185,7 @@ def check_study(study):
         raise TypeError(f"study {study.name!r}: `stages()` must return a non-empty list of Stage, got {stages!r}")
     files = [s.file for s in stages]
     for s in stages:
-        if not isinstance(s.file, str) or s.file in ("", ".", "..") or "/" in s.file or "\\" in s.file \
-                or files.count(s.file) > 1:
+        if not _plain_file_name(s.file) or files.count(s.file) > 1:
             raise TypeError(f"study {study.name!r}: a stage's file must be a plain file name of its own, got "
                             f"{s.file!r}")
         if not s.key or not set(s.key) <= set(s.types):
@@ -233,7 +237,7 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
                                                "cpu_s": cpu_s})
     rows = done if staged else done["results.csv"]
     for name, table in study.tables(cfg, rows).items():
-        if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+        if not _plain_file_name(name):
             raise ValueError(f"study {study.name!r}: a table's file name must be a plain file name, got {name!r}")
         if isinstance(table, dict):
             write_json_atomic(folder / name, table, indent=2)
