@@ -35,11 +35,11 @@ depend on the number of workers); the speed table is timed, so it always runs in
 """
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from deft6g.experiment import PointTask, ResultStore, line_plot, mean_ci, paired_ci, prepare_output, run_points, tost
+from deft6g.experiment import PointRows, Stage, Study, line_plot, mean_ci, paired_ci, run, tost
 from deft6g.finetune import (DATASETS, INFERENCE_MODES, MemberTrainer, OnTheFlyEnsemble, PromptPool, cached_arrays,
                              data_split, load_dataset, load_study_model, pool_logits_from_tokens, tokenize)
 from deft6g.finetune.peft.data import content_digest
@@ -268,8 +268,8 @@ def _scores(ens, logits, val_logits, setup_d, mix_test, mix_seen, newest):
 
 
 def run_stream(setup, point):
-    """One (dataset, stream, seed) point, every init: {"rows": results rows for every pool size (fresh) or the
-    default one (warm) and step, "choices": choices.csv rows, "matched": the matched.csv row or None}."""
+    """One (dataset, stream, seed) point, every init: PointRows of the results rows for every pool size (fresh)
+    or the default one (warm) and step, and sides {"choices.csv": rows, "matched.csv": row or None}."""
     cfg = setup.cfg
     d = setup.dataset(point["dataset"])
     trainer, seed = d["trainer"], point["seed"]
@@ -321,7 +321,7 @@ def run_stream(setup, point):
                        acc_fresh_matched=acc(trainer.logits([member], *d["test_hm"])[0]),
                        acc_fresh_newest=acc(logits["fresh", cfg.chunks - 1][0]) if "fresh" in cfg.inits else
                        float("nan"))
-    return {"rows": rows, "choices": choices, "matched": matched}
+    return PointRows(rows, {"choices.csv": choices, "matched.csv": matched})
 
 
 def run_reference(setup, point):
@@ -359,68 +359,64 @@ def run_speed(setup, point):
     return rows
 
 
-class EnsembleTask(PointTask):
-    """What one point of a stage runs ("stream": `run_stream`, "reference": `run_reference`, "speed":
-    `run_speed`), picklable for Ray workers: holds the configuration; the heavy `_Setup` (model, tokens,
-    cached activations) is built on first use, once per process, and never pickled; `stage(name)` gives a task
-    of another stage sharing this one's setup."""
+class EnsembleStudy(Study):
+    """The study on the protocol (`deft6g.experiment.Study`), three tables in turn: results.csv (the streams,
+    on workers; each point also fills choices.csv and matched.csv), reference.csv (the joint references, on
+    workers) and speed.csv (timed, here). `run_ensemble` runs it."""
+    name = "ensemble"
 
-    STAGES = {"stream": run_stream, "reference": run_reference, "speed": run_speed}
+    def config(self, quick=False):
+        return EnsembleConfig.quick() if quick else EnsembleConfig()
 
-    def __init__(self, cfg, stage="stream"):
-        if stage not in self.STAGES:
-            raise ValueError(f"`stage` must be one of {sorted(self.STAGES)}, got {stage!r}")
-        self.cfg, self.name = cfg, stage
+    def stages(self):
+        return [Stage("results.csv", RESULT_KEY, RESULT_TYPES, stream_points, run_stream, describe_stream,
+                      sides={"choices.csv": (CHOICE_KEY, CHOICE_TYPES), "matched.csv": (MATCHED_KEY, MATCHED_TYPES)}),
+                Stage("reference.csv", REFERENCE_KEY, REFERENCE_TYPES,
+                      lambda cfg, done: [dict(dataset=ds, seed=s) for ds in cfg.datasets for s in cfg.seeds],
+                      run_reference),
+                Stage("speed.csv", SPEED_KEY, SPEED_TYPES,
+                      lambda cfg, done: [dict(repeat=r) for r in range(cfg.speed_repeats)], run_speed, here=True)]
 
-    def build_setup(self):
-        return _Setup(self.cfg)
+    def setup(self, cfg):
+        return _Setup(cfg)
 
-    def stage(self, name):
-        return self.share_setup(EnsembleTask(self.cfg, name))
+    def prepare(self, setup, points):
+        """Cache the activations of every stream left (both streams' texts) once, here, before the workers (the
+        speed points, without a dataset, need none)."""
+        order, streams = list(setup.cfg.datasets), {(p["dataset"], p["seed"]) for p in points if "dataset" in p}
+        for ds, seed in sorted(streams, key=lambda k: (order.index(k[0]), k[1])):
+            setup.stream(setup.dataset(ds), "drift", seed)
 
-    def __call__(self, point):
-        return self.STAGES[self.name](self.setup(), point)
+    def summary(self, cfg, rows):
+        return summary(cfg, *_tables(rows))
+
+    def plot(self, out, cfg, rows):
+        plot(out, cfg, *_tables(rows)[:3])
+
+
+def stream_points(cfg, done):
+    return [dict(dataset=ds, stream=st, seed=s) for ds in cfg.datasets for st in cfg.streams for s in cfg.seeds]
+
+
+def describe_stream(point, rows):
+    """The final step's current-mix scores of every run of the stream."""
+    return "  ".join(f"{r['init']} M={r['pool_size']}: cur ensemble {r['cur_ensemble']:.3f} single "
+                     f"{r['cur_single']:.3f}" for r in rows if r["step"] == max(q["step"] for q in rows))
+
+
+def _tables(rows):
+    """(results, reference, speed, matched) rows of the study's {file: rows}."""
+    return tuple(rows[f] for f in ("results.csv", "reference.csv", "speed.csv", "matched.csv"))
 
 
 def run_ensemble(out_dir="results/ensemble", quick=False, log=print, config=None, **parallel):
-    """Run (or resume) the study; returns (config, results rows, reference rows, speed rows, matched rows).
-    config: an EnsembleConfig (default: `EnsembleConfig.quick()` if quick else `EnsembleConfig()`); parallel:
-    workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the streams and references (the
-    activations of every stream are computed and cached on disk here first; every worker loads them)."""
-    cfg = config or (EnsembleConfig.quick() if quick else EnsembleConfig())
-    out = prepare_output(out_dir, "ensemble", asdict(cfg))
-    task = EnsembleTask(cfg)
-    results = ResultStore(out / "results.csv", list(RESULT_TYPES), RESULT_KEY, types=RESULT_TYPES)
-    choices = ResultStore(out / "choices.csv", list(CHOICE_TYPES), CHOICE_KEY, types=CHOICE_TYPES)
-    matched = ResultStore(out / "matched.csv", list(MATCHED_TYPES), MATCHED_KEY, types=MATCHED_TYPES)
-    reference = ResultStore(out / "reference.csv", list(REFERENCE_TYPES), REFERENCE_KEY, types=REFERENCE_TYPES)
-    speed = ResultStore(out / "speed.csv", list(SPEED_TYPES), SPEED_KEY, types=SPEED_TYPES)
-    points = [dict(dataset=ds, stream=st, seed=s) for ds in cfg.datasets for st in cfg.streams for s in cfg.seeds]
-    refs = [dict(dataset=ds, seed=s) for ds in cfg.datasets for s in cfg.seeds]
-    streams = {(p["dataset"], p["seed"]) for p in points if not results.done(p)}
-    streams |= {(p["dataset"], p["seed"]) for p in refs if not reference.done(p)}
-    setup = task.setup()
-    for ds, seed in sorted(streams, key=lambda k: (list(cfg.datasets).index(k[0]), k[1])):
-        setup.stream(setup.dataset(ds), "drift", seed)            # cached once (both streams' texts)
-    last = lambda p, rows: "  ".join(  # noqa: E731
-        f"{r['init']} M={r['pool_size']}: cur ensemble {r['cur_ensemble']:.3f} single {r['cur_single']:.3f}"
-        for r in rows if r["step"] == cfg.chunks)
-
-    def write(point, result):               # choices and the matched control first: a results row closes a point
-        for row in result["choices"]:
-            if not choices.done(row):
-                choices.add(row)
-        if result["matched"] is not None and not matched.done(result["matched"]):
-            matched.add(result["matched"])
-        return result["rows"]
-
-    run_points(points, task, results, desc="ensemble streams", log=log, describe=last, write=write, **parallel)
-    run_points(refs, task.stage("reference"), reference, desc="joint reference", log=log, **parallel)
-    run_points([dict(repeat=r) for r in range(cfg.speed_repeats)], task.stage("speed"), speed,
-               desc="inference speed", log=log)
-    res, ref, spd, mat = results.rows(), reference.rows(), speed.rows(), matched.rows()
-    plot(out, cfg, res, ref, spd)
-    return cfg, res, ref, spd, mat
+    """Run (or resume) the study (`deft6g.experiment.run`); returns (config, results rows, reference rows, speed
+    rows, matched rows). config: an EnsembleConfig (default: `EnsembleConfig.quick()` if quick else
+    `EnsembleConfig()`); parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the
+    streams and references (the activations of every stream are computed and cached on disk here first; every
+    worker loads them)."""
+    cfg, rows = run(EnsembleStudy(), out_dir, config, quick=quick, log=log, **parallel)
+    return (cfg, *_tables(rows))
 
 
 def _final(cfg, rows, dataset, stream, init, size, step=None):

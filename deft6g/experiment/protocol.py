@@ -15,7 +15,8 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
   caches the workers read);
 - a study of several tables returns them from `stages()` (a list of `Stage`: its file, key, types, points and
   point function, each stage's points may depend on the rows of the stages before it) instead of giving `key`,
-  `types`, `points` and `run_point`; its hooks then get `rows` as {file: rows}.
+  `types`, `points` and `run_point`; its hooks then get `rows` as {file: rows}. A stage's points may also
+  fill side tables (`Stage.sides`): their `run_point` returns `PointRows(rows, sides)`.
 
 `run(study, out)` does the rest: the guarded output folder (`prepare_output`, config.json), a typed resumable
 `ResultStore` (results.csv: rows come back with the types they were written with), `run_points` (serially or on
@@ -43,7 +44,8 @@ class Stage:
     the stages before it; run_point(setup, point) -> the point's row (a Ray worker calls `study.stages()` of
     its copy of the study, so that must give the same stages); describe(point, row): its progress line
     (default: the point); group: key columns whose points go to one worker, in order; here: run in this
-    process one point at a time even with workers (e.g. a timed stage)."""
+    process one point at a time even with workers (e.g. a timed stage); sides: {file: (key, types)} of the side
+    tables its points also fill (their run_point returns `PointRows`), resumable like the stage's own."""
     file: str
     key: list
     types: dict
@@ -52,6 +54,27 @@ class Stage:
     describe: object = None
     group: list = None
     here: bool = False
+    sides: dict = None
+
+
+@dataclass
+class PointRows:
+    """What the run_point of a stage with side tables returns: rows, the point's row (dict) or rows (list) of the
+    stage's table, and sides, {side file: row, rows or None}. The point's key columns are added to every row;
+    side rows go to their tables first (one already there, from an interrupted run, is skipped), so a point
+    counts as finished only once its side rows are saved."""
+    rows: object
+    sides: dict
+
+
+def _as_list(rows):
+    """A run_point's row(s) as a list: a dict is one row, None none."""
+    return [] if rows is None else rows if isinstance(rows, list) else [rows]
+
+
+def _with_point(point, rows):
+    """`rows` (a dict, a list of dicts or None) with the point's columns added."""
+    return None if rows is None else [{**point, **r} for r in rows] if isinstance(rows, list) else {**point, **rows}
 
 
 class Study:
@@ -157,7 +180,11 @@ class StudyTask(PointTask):
 
     def __call__(self, point):
         run_point = self.study.run_point if self.stage is None else self.study.stages()[self.stage].run_point
-        return {**point, **run_point(self.setup(), point)}
+        result = run_point(self.setup(), point)
+        if isinstance(result, PointRows):
+            return PointRows(_with_point(point, result.rows), {f: _with_point(point, r) for f, r in
+                                                               result.sides.items()})
+        return _with_point(point, result)
 
 
 def _plain_file_name(name):
@@ -183,14 +210,22 @@ def check_study(study):
     stages = _stages(study)
     if not isinstance(stages, list) or not stages or not all(isinstance(s, Stage) for s in stages):
         raise TypeError(f"study {study.name!r}: `stages()` must return a non-empty list of Stage, got {stages!r}")
-    files = [s.file for s in stages]
+    tables = [(s.file, s.key, s.types) for s in stages]
     for s in stages:
-        if not _plain_file_name(s.file) or files.count(s.file) > 1:
-            raise TypeError(f"study {study.name!r}: a stage's file must be a plain file name of its own, got "
-                            f"{s.file!r}")
-        if not s.key or not set(s.key) <= set(s.types):
-            raise TypeError(f"study {study.name!r}: `key` {s.key!r} of {s.file} must be a non-empty list of `types` "
-                            f"columns {list(s.types)!r}")
+        if not isinstance(s.sides or {}, dict) or not all(isinstance(t, tuple) and len(t) == 2 for t in
+                                                           (s.sides or {}).values()):
+            raise TypeError(f"study {study.name!r}: `sides` of {s.file} must be a dict {{file: (key, types)}}, got "
+                            f"{s.sides!r}")
+        tables += [(file, *table) for file, table in (s.sides or {}).items()]
+    files = [file for file, _, _ in tables]
+    for file, key, types in tables:
+        if not _plain_file_name(file) or files.count(file) > 1:
+            raise TypeError(f"study {study.name!r}: a table's file must be a plain file name of its own, got "
+                            f"{file!r}")
+        if not key or not set(key) <= set(types):
+            raise TypeError(f"study {study.name!r}: `key` {key!r} of {file} must be a non-empty list of `types` "
+                            f"columns {list(types)!r}")
+    for s in stages:
         if s.group is not None and not (isinstance(s.group, (list, tuple)) and set(s.group) <= set(s.key)):
             raise TypeError(f"study {study.name!r}: `group` {s.group!r} of {s.file} must be a list of `key` columns "
                             f"{s.key!r}")
@@ -213,6 +248,8 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     stages, done, ran, worker_cpu, untimed, task = _stages(study), {}, 0, [], False, None
     for number, stage in enumerate(stages):
         store = ResultStore(folder / stage.file, list(stage.types), list(stage.key), types=stage.types)
+        sides = {file: ResultStore(folder / file, list(types), list(key), types=types)
+                 for file, (key, types) in (stage.sides or {}).items()}
         this = StudyTask(study, cfg, number if staged else None)
         task = this if task is None else task.share_setup(this)         # one setup in this process for all stages
         points = stage.points(cfg, done)
@@ -222,16 +259,26 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
         options = {} if stage.here else parallel
         on_workers = options.get("workers", 1) != 1 or options.get("ray_address") is not None
 
-        def write(point, row, on_workers=on_workers, timed="cpu_s" in stage.types):
-            if on_workers and timed and row["cpu_s"] is not None:
-                worker_cpu.append(row["cpu_s"])
-            return row
+        def write(point, rows, on_workers=on_workers, timed="cpu_s" in stage.types, sides=sides, file=stage.file):
+            if isinstance(rows, PointRows):
+                for side, side_rows in rows.sides.items():
+                    if side not in sides:
+                        raise ValueError(f"study {study.name!r}: a point of {file} returned rows of {side!r}, not one "
+                                         f"of its `sides` {list(sides)}")
+                    for row in _as_list(side_rows):
+                        if not sides[side].done(row):
+                            sides[side].add(row)
+                rows = rows.rows
+            if on_workers and timed:
+                worker_cpu.extend(row["cpu_s"] for row in _as_list(rows) if row["cpu_s"] is not None)
+            return rows
 
         now = run_points(points, task, store, desc=f"{study.name}: {stage.file}" if staged else study.name, log=log,
                          write=write, group=stage.group, describe=stage.describe, **options)
         untimed |= bool(now) and on_workers and "cpu_s" not in stage.types
         ran += now
         done[stage.file] = store.rows()
+        done |= {file: side.rows() for file, side in sides.items()}
     cpu_s = None if untimed else round(time.process_time() - cpu0 + math.fsum(worker_cpu), 3)
     write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran,
                                                "cpu_s": cpu_s})

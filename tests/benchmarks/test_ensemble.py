@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from deft6g.benchmarks.cli import main
-from deft6g.benchmarks.ensemble import (ACC, EnsembleConfig, EnsembleTask, drift_counts, run_stream,
+from deft6g.benchmarks.ensemble import (ACC, EnsembleConfig, EnsembleStudy, drift_counts, run_stream,
                                         stream_indices)
 from deft6g.finetune import load_dataset, train_test_split
 
@@ -86,7 +86,7 @@ def test_choices_never_read_test_labels(tmp_path, monkeypatch):
     reference run is the second in the process: the first one's float32 logits differ at the 1e-7 level (traces
     built on first use), enough to flip near-ties of the random model."""
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
-    setup = EnsembleTask(EnsembleConfig.quick()).setup()
+    setup = EnsembleStudy().setup(EnsembleConfig.quick())
     point = dict(dataset="bbc_news", stream="drift", seed=1)
     run_stream(setup, point)
     first = run_stream(setup, point)
@@ -97,8 +97,8 @@ def test_choices_never_read_test_labels(tmp_path, monkeypatch):
         second = run_stream(setup, point)
     finally:
         d["y"][:] = y
-    assert first["choices"] == second["choices"]
-    assert any(a[c] != b[c] for a, b in zip(first["rows"], second["rows"]) for c in ACC)
+    assert first.sides["choices.csv"] == second.sides["choices.csv"]
+    assert any(a[c] != b[c] for a, b in zip(first.rows, second.rows) for c in ACC)
 
 
 def test_drift_stream_drifts_and_the_iid_stream_holds_the_same_texts():

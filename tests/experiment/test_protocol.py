@@ -11,7 +11,7 @@ import pytest
 from scipy.special import erfc
 
 from deft6g.benchmarks.cli import build_parser, main
-from deft6g.experiment import COMMANDS, Command, Stage, Study, register_command, register_study, run
+from deft6g.experiment import COMMANDS, Command, PointRows, Stage, Study, register_command, register_study, run
 from deft6g.experiment import protocol
 
 
@@ -240,6 +240,60 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     with pytest.raises(TypeError, match="non-empty"):
         run(none, tmp_path / "none", quick=True)
     assert Study.summary(BerStages(), cfg, rows) == "toy_ber_stages: 4 rows in ber.csv, 1 rows in refine.csv"
+
+
+class BerBlocks(BpskBer):
+    """The toy study with a side table: each point's bits in 4 blocks, blocks.csv holding every block's errors
+    (run_point returns PointRows), ber.csv the point's row as before."""
+    name = "toy_ber_blocks"
+    block_types = {"snr_db": float, "seed": int, "block": int, "errors": int}
+
+    def stages(self):
+        return [Stage("ber.csv", self.key, self.types, lambda cfg, done: self.points(cfg), self.blocks,
+                      sides={"blocks.csv": (["snr_db", "seed", "block"], self.block_types)})]
+
+    def blocks(self, setup, point):
+        rng = np.random.default_rng(point["seed"])
+        sigma = math.sqrt(0.5 * 10 ** (-point["snr_db"] / 10))
+        errors = []
+        for _ in range(4):
+            x = 1.0 - 2.0 * rng.integers(0, 2, setup["bits"] // 4)
+            errors.append(int(np.sum(np.sign(x + sigma * rng.standard_normal(x.size)) != x)))
+        return PointRows({"ber": sum(errors) / setup["bits"], "errors": sum(errors)},
+                         {"blocks.csv": [{"block": b, "errors": e} for b, e in enumerate(errors)]})
+
+    def summary(self, cfg, rows):
+        return Study.summary(self, cfg, rows)
+
+
+def test_a_stage_fills_side_tables_resumably(tmp_path):
+    """Side rows carry the point's columns, add up to the point's row, and are written before it: a run cut
+    after a point's side rows (its ber.csv row lost) re-runs that point without doubling them, to the same rows.
+    A point returning rows of a table not in `sides`, and `sides` not {file: (key, types)}, are refused."""
+    out = tmp_path / "blocks"
+    _, rows = run(BerBlocks(), out, quick=True, log=lambda m: None)
+    blocks = rows["blocks.csv"]
+    assert list(rows) == ["ber.csv", "blocks.csv"] and len(blocks) == 4 * len(rows["ber.csv"])
+    for r in rows["ber.csv"]:
+        mine = [b["errors"] for b in blocks if (b["snr_db"], b["seed"]) == (r["snr_db"], r["seed"])]
+        assert len(mine) == 4 and sum(mine) == r["errors"]
+    lines = (out / "ber.csv").read_text().splitlines()
+    (out / "ber.csv").write_text("\n".join(lines[:-1]) + "\n")        # the last point's row lost
+    _, again = run(BerBlocks(), out, quick=True, log=lambda m: None)
+    assert again == rows and len(read(out / "blocks.csv")) == len(blocks)
+    stray = BerBlocks()
+    stray.blocks = lambda setup, point: PointRows({"ber": 0.0, "errors": 0}, {"other.csv": {"block": 0}})
+    with pytest.raises(ValueError, match="other.csv"):
+        run(stray, tmp_path / "stray", quick=True, log=lambda m: None)
+    bad = BerBlocks()
+    bad.stages = lambda: [Stage("a.csv", ["seed"], {"seed": int}, None, None, sides={"b.csv": ["seed"]})]
+    with pytest.raises(TypeError, match="sides"):
+        run(bad, tmp_path / "bad", quick=True)
+    clash = BerBlocks()
+    clash.stages = lambda: [Stage("a.csv", ["seed"], {"seed": int}, None, None,
+                                  sides={"a.csv": (["seed"], {"seed": int})})]
+    with pytest.raises(TypeError, match="file"):
+        run(clash, tmp_path / "clash", quick=True)
 
 
 def test_the_setup_is_not_pickled_with_the_point_function(toy):
