@@ -29,9 +29,9 @@ below), so AirComp's, the reported and the validation draws, and within a draw i
 and control messages, never share random numbers; the same seed gives the same numbers.
 """
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -42,8 +42,7 @@ from deft6g.phy import FACTOR_BITS, FLAT_MODELS, GRANT_BITS, STATS_BITS, Control
     OBDAUplink, PilotCsi, aircomp_channel_uses, aircomp_mse, empirical_mse, noise_var, pilot_channel_uses
 from deft6g.rng import derive_seed, reseed
 
-from deft6g.experiment import ResultStore, ci_points, line_plot, mean_ci, percentiles, prepare_output, run_points, \
-    to_db, write_table, write_text_atomic
+from deft6g.experiment import Stage, Study, ci_points, line_plot, mean_ci, percentiles, run, to_db
 
 from .impairment_sweeps import link_sweeps
 
@@ -255,18 +254,20 @@ class _AirCompPoint:
                         **_costs(cfg, float(payload), energy=energy, **cost))
 
 
-def run_aircomp(cfg, store, **parallel):
+def aircomp_points(cfg, done):
     """One point per (model, N, K, receiver, csi, SNR): NMSE percentiles over the channel realisations (one channel
     draw per (model, N, K), shared by its SNRs; pilots, statistics and factors drawn per SNR)."""
-    points = [dict(model=m, num_rx_ant=n, num_devices=k, receiver=r, csi=c, snr_db=s) for m in cfg.models
-              for n, k in cfg.antennas_devices for r in cfg.receivers for c in ("pilots", "genie") for s in cfg.snr_db]
-    run_points(points, _AirCompPoint(cfg), store, desc="AirComp points", group=AIRCOMP_FIELDS[:4], **parallel,
-               describe=lambda p, row: f"{_label(p)}: median NMSE {row['nmse_db']:.1f} dB, "
-                                       f"{row['channel_uses']:.0f} uses, {row['dropped']:.3f} dropped")
+    return [dict(model=m, num_rx_ant=n, num_devices=k, receiver=r, csi=c, snr_db=s) for m in cfg.models
+            for n, k in cfg.antennas_devices for r in cfg.receivers for c in ("pilots", "genie") for s in cfg.snr_db]
+
+
+def _describe_aircomp(p, row):
+    return (f"{_label(p)}: median NMSE {row['nmse_db']:.1f} dB, {row['channel_uses']:.0f} uses, "
+            f"{row['dropped']:.3f} dropped")
 
 
 class _DigitalPoint:
-    """A digital point, picklable for Ray workers (see `run_digital`)."""
+    """A digital point (see `digital_points`), picklable for Ray workers."""
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -300,31 +301,29 @@ class _DigitalPoint:
                                  downlink=float(down.sum(-1).mean()), energy=float(np.mean(pilot + sent))))
 
 
-def run_digital(cfg, tuning, store, **parallel):
-    """One point per (model, N, K, scheme, bits, SNR, draw): `digital_realisations` channels and unit-variance
+def digital_points(cfg, split):
+    """One point per (model, N, K, scheme, bits, SNR, draw) of `split` ("validation": digital_tuning.csv, what
+    `digital_choice` chooses on; "reported": digital.csv): `digital_realisations` channels and unit-variance
     Gaussian payloads of `payload_reals` reals per device (`DigitalUplink` on the pilot estimate, quantiser of
     `digital_bits` widths with stochastic rounding below 8 bits; the bit-true scheme at `bit_true_bits`; adaptive
-    schemes with `digital_link`: the channel uses do not depend on it, the drawn block failures do). Every option
-    runs on the validation draws (`tuning`, digital_tuning.csv: `digital_choice` chooses on them) and on the
-    reported draws (`store`, digital.csv)."""
-    options = [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, num_bits=q, snr_db=s)
-               for m in cfg.digital_models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
-               for q in (cfg.bit_true_bits if DIGITAL_SCHEMES[sc].get("link") == "bits" else cfg.digital_bits)
-               for s in cfg.snr_db]
-    for split, target, count in (("validation", tuning, cfg.digital_validation_seeds),
-                                 ("reported", store, cfg.digital_num_seeds)):
-        run_points([p | dict(seed=i) for p in options for i in draw_seeds(cfg, split, count)], _DigitalPoint(cfg),
-                   target, desc=f"digital {split} points", **parallel,
-                   describe=lambda p, row: f"{p['model']} {p['scheme']} {p['num_bits']}-bit N={p['num_rx_ant']} "
-                                           f"K={p['num_devices']} {p['snr_db']} dB seed {p['seed']}: median NMSE "
-                                           f"{row['nmse_db']:.1f} dB, {row['channel_uses']:.0f} uses, "
-                                           f"{row['delivered']:.3f} delivered")
+    schemes with `digital_link`: the channel uses do not depend on it, the drawn block failures do)."""
+    count = cfg.digital_validation_seeds if split == "validation" else cfg.digital_num_seeds
+    return [dict(model=m, num_rx_ant=n, num_devices=k, scheme=sc, num_bits=q, snr_db=s, seed=i)
+            for m in cfg.digital_models for n, k in cfg.digital_settings for sc in cfg.digital_schemes
+            for q in (cfg.bit_true_bits if DIGITAL_SCHEMES[sc].get("link") == "bits" else cfg.digital_bits)
+            for s in cfg.snr_db for i in draw_seeds(cfg, split, count)]
+
+
+def _describe_digital(p, row):
+    return (f"{p['model']} {p['scheme']} {p['num_bits']}-bit N={p['num_rx_ant']} K={p['num_devices']} {p['snr_db']} "
+            f"dB seed {p['seed']}: median NMSE {row['nmse_db']:.1f} dB, {row['channel_uses']:.0f} uses, "
+            f"{row['delivered']:.3f} delivered")
 
 
 class _OBDAPoint:
-    """An OBDA point (see `run_obda`), picklable for Ray workers: the draws of its (model, N, K, SNR, seed) (channels,
-    payloads, pilot estimate, factor delivery) are kept for that group's other thresholds, so every threshold of the
-    grid meets the same channels and noise (run_points group=OBDA_FIELDS[:5])."""
+    """An OBDA point (see `obda_tuning_points`), picklable for Ray workers: the draws of its (model, N, K, SNR,
+    seed) (channels, payloads, pilot estimate, factor delivery) are kept for that group's other thresholds, so
+    every threshold of the grid meets the same channels and noise (run_points group=OBDA_FIELDS[:5])."""
 
     def __init__(self, cfg):
         self.cfg, self.draws = cfg, {}
@@ -406,25 +405,34 @@ def _describe_obda(p, row):
             f"threshold {p['threshold']:g}: sign errors {row['sign_error']:.4f}, {row['channel_uses']:.0f} uses")
 
 
-def run_obda(cfg, tuning, store, **parallel):
+def _obda_settings(cfg):
+    return [dict(model=m, num_rx_ant=n, num_devices=k, snr_db=s) for m in cfg.digital_models
+            for n, k in cfg.digital_settings for s in cfg.snr_db]
+
+
+def obda_tuning_points(cfg, done=None):
     """OBDA per (model, N, K) of `digital_settings` x `digital_models` and every SNR of `snr_db`: `digital_realisations`
     channels and unit-variance Gaussian payloads per seed, truncated inversion on the pilot estimate, each device's
     factor down. The threshold is chosen on validation: every threshold of `obda_thresholds` runs on the validation
-    seeds (`tuning`, obda_tuning.csv), and the one of lowest mean sign-error rate (`choose_lowest`) runs on the
-    reported seeds (`store`, obda.csv). Returns rows of OBDA_CHOICE_FIELDS (obda_choice.csv)."""
-    settings = [dict(model=m, num_rx_ant=n, num_devices=k, snr_db=s) for m in cfg.digital_models
-                for n, k in cfg.digital_settings for s in cfg.snr_db]
-    run_points([p | dict(seed=i, threshold=t) for p in settings
-                for i in draw_seeds(cfg, "validation", cfg.obda_validation_seeds) for t in cfg.obda_thresholds],
-               _OBDAPoint(cfg), tuning, desc="OBDA validation points", group=OBDA_FIELDS[:5], describe=_describe_obda,
-               **parallel)
-    scores = pooled(tuning.rows(), _setting, lambda r: r["threshold"], _mean_sign_error)
+    seeds (these points, obda_tuning.csv), the one `obda_choice` picks on the reported seeds (`obda_points`)."""
+    return [p | dict(seed=i, threshold=t) for p in _obda_settings(cfg)
+            for i in draw_seeds(cfg, "validation", cfg.obda_validation_seeds) for t in cfg.obda_thresholds]
+
+
+def obda_choice(tuning_rows):
+    """The threshold of lowest mean validation sign-error rate per (model, N, K, SNR) of the obda_tuning.csv rows
+    (`choose_lowest`): ({setting: threshold}, rows of OBDA_CHOICE_FIELDS, obda_choice.csv)."""
+    scores = pooled(tuning_rows, _setting, lambda r: r["threshold"], _mean_sign_error)
     choice = choose_lowest(scores, lambda v: v[0])
-    run_points([p | dict(seed=i, threshold=choice[_setting(p)]) for p in settings
-                for i in draw_seeds(cfg, "reported", cfg.digital_num_seeds)], _OBDAPoint(cfg), store,
-               desc="OBDA points", describe=_describe_obda, **parallel)
-    return [dict(zip(OBDA_FIELDS[:4], key), threshold=t, val_sign_error=m, val_seeds=count, chosen=t == choice[key])
-            for key, cands in scores.items() for t, (m, count) in cands.items()]
+    return choice, [dict(zip(OBDA_FIELDS[:4], key), threshold=t, val_sign_error=m, val_seeds=count,
+                         chosen=t == choice[key]) for key, cands in scores.items() for t, (m, count) in cands.items()]
+
+
+def obda_points(cfg, done):
+    """The reported seeds of every OBDA setting at the threshold chosen on done["obda_tuning.csv"] (obda.csv)."""
+    choice = obda_choice(done["obda_tuning.csv"])[0]
+    return [p | dict(seed=i, threshold=choice[_setting(p)]) for p in _obda_settings(cfg)
+            for i in draw_seeds(cfg, "reported", cfg.digital_num_seeds)]
 
 
 def _setting(row):
@@ -523,7 +531,8 @@ def _numpy_core(rng, batch, n, k, num_symbols, nv):
 
 
 def speed_test(cfg):
-    """Realisations per second of the Monte-Carlo core, TF graph (complex64) vs plain NumPy (complex128)."""
+    """Realisations per second of the Monte-Carlo core, TF graph (complex64) vs plain NumPy (complex128), and of
+    the channel models (`channel_speed`): {"tensorflow", "numpy", "ratio", "setting", "channels"}."""
     n, k, num_symbols, nv, batch = 16, 20, 64, 0.1, cfg.speed_batch
     channel = FadingChannel("rayleigh", n, k)
 
@@ -658,36 +667,83 @@ def impairment_sweeps(out, quick, seed):
     print(link_sweeps(out, quick=quick, seed=seed))
 
 
-def run_link(out_dir="results/link", quick=False, seed=0, **parallel):
-    """Run the link benchmark into `out_dir` (CSV, JSON, PNG); finished points are kept across re-runs.
-    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the AirComp, digital and
-    OBDA points (the speed test and the impairment sweeps run here).
-    Returns (cfg, AirComp rows, digital rows, extra): extra = dict(speed=speed-test results, obda=OBDA rows,
-    obda_choice=the validation choice of OBDA's threshold, digital_choice=the validation choice of digital's option,
-    matched=equal-quality rows), what `summary` prints."""
+SPEED_TYPES = {"core": str, "tensorflow": dict, "numpy": dict, "ratio": float, "setting": dict, "channels": dict}
+
+
+class LinkStudy(Study):
+    """The benchmark on the protocol (`deft6g.experiment.Study`), six tables in turn: aircomp.csv (on workers by
+    channel draw), digital_tuning.csv and digital.csv (validation, then reported draws), obda_tuning.csv (on
+    workers by draw) and obda.csv (at the thresholds chosen on the tuning rows), speed.csv (timed, here; speed.json
+    is its row); digital_choice.csv, obda_choice.csv, matched.csv, summary.md and the plots derived. `run_link`
+    runs it, then the impairment sweeps."""
+    name = "link"
+
+    def config(self, quick=False):
+        return LinkConfig.quick() if quick else LinkConfig()
+
+    def stages(self):
+        digital = lambda split: (lambda cfg, done: digital_points(cfg, split))      # noqa: E731
+        return [Stage("aircomp.csv", AIRCOMP_FIELDS[:6], AIRCOMP_TYPES, aircomp_points, self.aircomp_point,
+                      _describe_aircomp, group=AIRCOMP_FIELDS[:4]),
+                Stage("digital_tuning.csv", DIGITAL_FIELDS[:7], DIGITAL_TYPES, digital("validation"),
+                      self.digital_point, _describe_digital),
+                Stage("digital.csv", DIGITAL_FIELDS[:7], DIGITAL_TYPES, digital("reported"), self.digital_point,
+                      _describe_digital),
+                Stage("obda_tuning.csv", OBDA_FIELDS[:6], OBDA_TYPES, obda_tuning_points, self.obda_point,
+                      _describe_obda, group=OBDA_FIELDS[:5]),
+                Stage("obda.csv", OBDA_FIELDS[:5], OBDA_TYPES, obda_points, self.obda_point, _describe_obda),
+                Stage("speed.csv", ["core"], SPEED_TYPES, lambda cfg, done: [dict(core="monte_carlo")],
+                      lambda setup, point: speed_test(setup["cfg"]), here=True)]
+
+    def setup(self, cfg):
+        return {"cfg": cfg, "aircomp": _AirCompPoint(cfg), "digital": _DigitalPoint(cfg), "obda": _OBDAPoint(cfg)}
+
+    def aircomp_point(self, setup, point):
+        return setup["aircomp"](point)
+
+    def digital_point(self, setup, point):
+        return setup["digital"](point)
+
+    def obda_point(self, setup, point):
+        return setup["obda"](point)
+
+    def tables(self, cfg, rows):
+        extra = _extra(cfg, rows)
+        return {"digital_choice.csv": (DIGITAL_CHOICE_FIELDS, extra["digital_choice"]),
+                "obda_choice.csv": (OBDA_CHOICE_FIELDS, extra["obda_choice"]),
+                "matched.csv": (MATCHED_FIELDS, extra["matched"]), "speed.json": extra["speed"],
+                "summary.md": summary_markdown(rows["aircomp.csv"], extra)}
+
+    def summary(self, cfg, rows):
+        return summary(cfg, rows["aircomp.csv"], rows["digital.csv"], _extra(cfg, rows))
+
+    def plot(self, out, cfg, rows):
+        plot(cfg, out, rows["aircomp.csv"], rows["digital.csv"], _extra(cfg, rows)["matched"], rows["obda.csv"])
+
+
+def _extra(cfg, rows):
+    """What `summary` prints beside the AirComp and digital rows, from the study's {file: rows}: speed (the speed
+    test), obda (obda.csv's rows), obda_choice and digital_choice (the validation choices), matched (the
+    equal-quality rows)."""
+    dig_choice = digital_choice(rows["aircomp.csv"], rows["digital_tuning.csv"])
+    speed = {k: v for k, v in rows["speed.csv"][0].items() if k != "core"}
+    return dict(speed=speed, obda=rows["obda.csv"], obda_choice=obda_choice(rows["obda_tuning.csv"])[1],
+                digital_choice=dig_choice,
+                matched=matched_table(rows["aircomp.csv"], rows["digital.csv"], dig_choice, cfg.bandwidth_hz))
+
+
+def run_link(out_dir="results/link", quick=False, seed=0, log=print, **parallel):
+    """Run (or resume) the link benchmark into `out_dir` (`deft6g.experiment.run`: CSV, JSON, PNG), then the
+    impairment sweeps into the same folder. parallel: workers, ray_address, worker_gpus of
+    `deft6g.experiment.run_points` for the AirComp, digital and OBDA points (the speed test and the impairment
+    sweeps run here). Returns (cfg, AirComp rows, digital rows, extra): extra = dict(speed=speed-test results,
+    obda=OBDA rows, obda_choice=the validation choice of OBDA's threshold, digital_choice=the validation choice of
+    digital's option, matched=equal-quality rows), what `summary` prints."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
-    out = prepare_output(out_dir, "link", asdict(cfg))
-    air = ResultStore(out / "aircomp.csv", AIRCOMP_FIELDS, AIRCOMP_FIELDS[:6], types=AIRCOMP_TYPES)
-    dig = ResultStore(out / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7], types=DIGITAL_TYPES)
-    obda = ResultStore(out / "obda.csv", OBDA_FIELDS, OBDA_FIELDS[:5], types=OBDA_TYPES)
-    tuning = ResultStore(out / "obda_tuning.csv", OBDA_FIELDS, OBDA_FIELDS[:6], types=OBDA_TYPES)
-    dig_tuning = ResultStore(out / "digital_tuning.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7], types=DIGITAL_TYPES)
-    run_aircomp(cfg, air, **parallel)
-    run_digital(cfg, dig_tuning, dig, **parallel)
-    dig_choice = digital_choice(air.rows(), dig_tuning.rows())
-    write_table(out / "digital_choice.csv", DIGITAL_CHOICE_FIELDS, dig_choice)
-    obda_choice = run_obda(cfg, tuning, obda, **parallel)
-    write_table(out / "obda_choice.csv", OBDA_CHOICE_FIELDS, obda_choice)
-    matched = matched_table(air.rows(), dig.rows(), dig_choice, cfg.bandwidth_hz)
-    write_table(out / "matched.csv", MATCHED_FIELDS, matched)
-    speed = speed_test(cfg)
-    (out / "speed.json").write_text(json.dumps(speed, indent=2))
-    plot(cfg, out, air.rows(), dig.rows(), matched, obda.rows())
-    write_text_atomic(out / "summary.md", summary_markdown(air.rows(), dict(obda=obda.rows(), matched=matched)))
-    print(link_sweeps(out, quick=quick, seed=seed))
-    return cfg, air.rows(), dig.rows(), dict(speed=speed, obda=obda.rows(), obda_choice=obda_choice,
-                                             digital_choice=dig_choice, matched=matched)
+    cfg, rows = run(LinkStudy(), out_dir, cfg, log=log, **parallel)
+    print(link_sweeps(Path(out_dir), quick=quick, seed=seed))
+    return cfg, rows["aircomp.csv"], rows["digital.csv"], _extra(cfg, rows)
 
 
 def _fmt_uses(uses):
@@ -738,7 +794,7 @@ def summary(cfg, air_rows, dig_rows, extra):
     """A short text table: AirComp NMSE and costs per SNR, the equal-quality comparison, OBDA at its threshold chosen
     on validation, the speed ratio."""
     speed, bw = extra["speed"], cfg.bandwidth_hz
-    lines = [f"AirComp median NMSE [dB] | uplink channel uses (payload + pilots + side info) at "
+    lines = ["AirComp median NMSE [dB] | uplink channel uses (payload + pilots + side info) at "
              + ", ".join(f"{s:g}" for s in cfg.snr_db) + " dB; 'genie': perfect CSI, free side information"]
     groups = {}
     for r in air_rows:

@@ -10,14 +10,13 @@ own; the methods are timed (samples/s), so they always run here, one at a time.
 """
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import tf_keras as keras
 
 from deft6g.deprecation import renamed_fields
-from deft6g.experiment import (ResultStore, isolated, line_plot, load_json, peak_rss_mb, prepare_output, run_points,
-                               write_json_atomic, write_table)
+from deft6g.experiment import Stage, Study, isolated, line_plot, peak_rss_mb, run
 from deft6g.finetune import (MODELS, AdapterConfig, BitFitConfig, LoraConfig, PromptTuningConfig, allocation_table,
                              block_importance, evaluate, freeze_all_but, full_finetune_cost, get_peft_model,
                              load_study_data, load_study_model, make_train_step, peft_cost, total_params)
@@ -177,54 +176,67 @@ def cost_table(tokens=512, batch_size=8):
     return rows
 
 
-class MethodTask:
-    """One method (a point {"method": name}) trained and timed in a subprocess: task(point) -> methods.csv row."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-
-    def __call__(self, point):
-        return isolated(train_method, point["method"], self.cfg)
+IMPORTANCE_TYPES = {"score": str, "blocks": list}
 
 
-class BudgetTask:
-    """One budget point (allocation, budget_fraction) trained in a subprocess (`isolated`), picklable for
-    Ray workers: holds the configuration and the allocations table. task(point) -> the budgets.csv row."""
+class FinetuneStudy(Study):
+    """The benchmark on the protocol (`deft6g.experiment.Study`), three tables in turn, every run in a subprocess
+    of its own (`isolated`): methods.csv (timed, here), importance.csv (the block importance, here; importance.json
+    is its list) and budgets.csv (on workers; each point carries its allocation, computed here from the
+    importance); costs.csv derived. `run_finetune` runs it."""
+    name = "finetune"
 
-    def __init__(self, cfg, table):
-        self.cfg, self.table = cfg, table
+    def config(self, quick=False):
+        return FinetuneConfig.quick() if quick else FinetuneConfig()
 
-    def __call__(self, point):
-        row = self.table[(point["allocation"], point["budget_fraction"])]
-        res = isolated(train_method, row["allocation"], self.cfg, row["sizes"])
-        return {**row, "accuracy": res["accuracy"]}
+    def stages(self):
+        return [Stage("methods.csv", ["method"], METHOD_TYPES, lambda cfg, done: [{"method": m} for m in cfg.methods],
+                      lambda cfg, point: isolated(train_method, point["method"], cfg), self.describe, here=True),
+                Stage("importance.csv", ["score"], IMPORTANCE_TYPES,
+                      lambda cfg, done: [{"score": "squared_grad_norm"}],
+                      lambda cfg, point: {"blocks": isolated(block_importance_scores, cfg)}, here=True),
+                Stage("budgets.csv", ["allocation", "budget_fraction"], BUDGET_TYPES, budget_points, self.budget_point,
+                      lambda p, r: f"{p['allocation']} at {p['budget_fraction']:.2f}: accuracy {r['accuracy']:.3f}")]
+
+    def setup(self, cfg):
+        return cfg                     # every run builds its model in a subprocess of its own
+
+    @staticmethod
+    def describe(point, row):
+        return f"{point['method']}: accuracy {row['accuracy']:.3f}"
+
+    @staticmethod
+    def budget_point(cfg, point):
+        return {"accuracy": isolated(train_method, point["allocation"], cfg, point["sizes"])["accuracy"]}
+
+    def tables(self, cfg, rows):
+        return {"costs.csv": (COST_FIELDS, cost_table()), "importance.json": _importance(rows)}
+
+    def summary(self, cfg, rows):
+        return summary(cfg, rows["methods.csv"], rows["budgets.csv"], np.array(_importance(rows)))
+
+    def plot(self, out, cfg, rows):
+        _plot(out, rows["budgets.csv"])
+
+
+def _importance(rows):
+    return rows["importance.csv"][0]["blocks"]
+
+
+def budget_points(cfg, done):
+    """One point per allocation (allocator, uniform) and budget fraction, carrying its allocation's columns."""
+    importance = np.array(done["importance.csv"][0]["blocks"])
+    return allocations(cfg, importance, len(importance))
 
 
 def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
-    """Run (or resume) the benchmark into `out_dir`; returns (cfg, methods rows, budgets rows, importance).
-    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the budget runs only."""
+    """Run (or resume) the benchmark into `out_dir` (`deft6g.experiment.run`); returns (cfg, methods rows,
+    budgets rows, importance). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for
+    the budget runs only."""
     cfg = FinetuneConfig.quick() if quick else FinetuneConfig()
     cfg.seed = seed
-    out = prepare_output(out_dir, "finetune", asdict(cfg))
-    write_table(out / "costs.csv", COST_FIELDS, cost_table())
-    methods = ResultStore(out / "methods.csv", list(METHOD_TYPES), ["method"], types=METHOD_TYPES)
-    run_points([{"method": m} for m in cfg.methods], MethodTask(cfg), methods, desc="finetune methods", log=log,
-               describe=lambda p, r: f"{p['method']}: accuracy {r['accuracy']:.3f}")
-    budgets = ResultStore(out / "budgets.csv", list(BUDGET_TYPES), ["allocation", "budget_fraction"],
-                          types=BUDGET_TYPES)
-    imp_path = out / "importance.json"
-    importance = load_json(imp_path)
-    if importance is None:                          # missing, or torn by an older version: computed again
-        importance = isolated(block_importance_scores, cfg)
-        write_json_atomic(imp_path, importance)
-    importance = np.array(importance)
-    todo = {(r["allocation"], r["budget_fraction"]): r for r in allocations(cfg, importance, len(importance))}
-    run_points([{"allocation": a, "budget_fraction": f} for a, f in todo], BudgetTask(cfg, todo), budgets,
-               desc="finetune budgets", log=log, **parallel,
-               describe=lambda p, r: f"{p['allocation']} at {p['budget_fraction']:.2f}: accuracy "
-                                     f"{r['accuracy']:.3f}")
-    _plot(out, budgets.rows())
-    return cfg, methods.rows(), budgets.rows(), importance
+    cfg, rows = run(FinetuneStudy(), out_dir, cfg, log=log, **parallel)
+    return cfg, rows["methods.csv"], rows["budgets.csv"], np.array(_importance(rows))
 
 
 def _plot(out, rows):

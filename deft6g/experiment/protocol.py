@@ -5,14 +5,15 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
 
 - `name`, `description`: its subcommand and its line in `deft6g --help`;
 - `config(quick)`: its configuration, a dataclass (`quick`: the small variant for smoke tests);
-- `points(cfg)`: every point, a list of dicts holding the `key` columns;
+- `points(cfg)`: every point, a list of dicts holding the `key` columns (and any other column of its row known
+  before it runs, e.g. a setting computed here; the row gets the point's columns);
 - `setup(cfg)`: what the points share (data, models), built once per process, lazily, and never pickled;
 - `run_point(setup, point)`: the point's row (the columns of `types` other than the key);
 - `summary(cfg, rows)` and `plot(out, cfg, rows)`: the printed table and the plots (optional);
-- optional too: `tables(cfg, rows)` (tables derived from the rows, e.g. choices made on validation),
-  `describe(point, row)` (the progress line of a finished point), `group` (key columns whose points go to one
-  worker, in order) and `prepare(setup, points)` (work done here before the points, e.g. filling the on-disk
-  caches the workers read);
+- optional too: `tables(cfg, rows)` (files derived from the rows: CSV, JSON or text, e.g. choices made on
+  validation), `describe(point, row)` (the progress line of a finished point), `group` (key columns whose
+  points go to one worker, in order) and `prepare(setup, points)` (work done here before the points, e.g.
+  filling the on-disk caches the workers read);
 - a study of several tables returns them from `stages()` (a list of `Stage`: its file, key, types, points and
   point function, each stage's points may depend on the rows of the stages before it) instead of giving `key`,
   `types`, `points` and `run_point`; its hooks then get `rows` as {file: rows}. A stage's points may also
@@ -99,7 +100,7 @@ class Study:
         return None
 
     def points(self, cfg):
-        """Every point: a list of dicts holding the `key` columns."""
+        """Every point: a list of dicts holding the `key` columns (and any other known column of its row)."""
         raise NotImplementedError
 
     def setup(self, cfg):
@@ -120,8 +121,9 @@ class Study:
         return point_label(point)
 
     def tables(self, cfg, rows):
-        """Files derived from the rows: {file name: (fields, list of row dicts)} for a CSV table, or {file name:
-        dict} for a JSON file (default: none)."""
+        """Files derived from the rows: {file name: (fields, list of row dicts)} (a tuple) for a CSV table,
+        {file name: str} for a text file (e.g. a Markdown table), {file name: dict or list} for a JSON file
+        (default: none)."""
         return {}
 
     def summary(self, cfg, rows):
@@ -286,10 +288,12 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     for name, table in study.tables(cfg, rows).items():
         if not _plain_file_name(name):
             raise ValueError(f"study {study.name!r}: a table's file name must be a plain file name, got {name!r}")
-        if isinstance(table, dict):
-            write_json_atomic(folder / name, table, indent=2)
-        else:
+        if isinstance(table, tuple):
             write_table(folder / name, *table)
+        elif isinstance(table, str):
+            write_text_atomic(folder / name, table)
+        else:
+            write_json_atomic(folder / name, table, indent=2)
     write_text_atomic(folder / "summary.txt", study.summary(cfg, rows) + "\n")
     study.plot(folder, cfg, rows)
     return cfg, rows

@@ -8,8 +8,9 @@ import pytest
 from deft6g.benchmarks import link
 from deft6g.benchmarks.link import (DIGITAL_FIELDS, DIGITAL_TYPES, NOT_REACHED, OBDA_FIELDS, OBDA_TYPES, LinkConfig,
                                     _AirCompPoint, _design_over, _DigitalPoint, _OBDAPoint, choose_lowest,
-                                    digital_choice, digital_summary, draw_seeds, matched_table, pooled, run_digital, run_obda, summary_markdown)
-from deft6g.experiment import ResultStore
+                                    digital_choice, digital_points, digital_summary, draw_seeds, matched_table,
+                                    obda_choice, obda_points, obda_tuning_points, pooled, summary_markdown)
+from deft6g.experiment import ResultStore, run_points
 from deft6g.rng import derive_seed
 from deft6g.optim import closed_form_design
 from deft6g.phy import FadingChannel, aircomp_channel_uses
@@ -155,9 +156,12 @@ def test_obda_point_shares_its_draws_across_thresholds():
 
 
 def _tuning_run(cfg, folder):
+    """OBDA's two stages of the study, stored as it stores them: (obda_choice.csv rows, tuning rows, reported rows)."""
     tuning = ResultStore(folder / "obda_tuning.csv", OBDA_FIELDS, OBDA_FIELDS[:6], types=OBDA_TYPES)
     store = ResultStore(folder / "obda.csv", OBDA_FIELDS, OBDA_FIELDS[:5], types=OBDA_TYPES)
-    choice = run_obda(cfg, tuning, store, log=lambda *a: None)
+    run_points(obda_tuning_points(cfg), _OBDAPoint(cfg), tuning, log=lambda *a: None)
+    run_points(obda_points(cfg, {"obda_tuning.csv": tuning.rows()}), _OBDAPoint(cfg), store, log=lambda *a: None)
+    choice = obda_choice(tuning.rows())[1]
     return choice, tuning.rows(), store.rows()
 
 
@@ -206,7 +210,8 @@ def test_majority_floor_against_hand_counts():
 def _digital_run(cfg, folder):
     tuning = ResultStore(folder / "digital_tuning.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7], types=DIGITAL_TYPES)
     store = ResultStore(folder / "digital.csv", DIGITAL_FIELDS, DIGITAL_FIELDS[:7], types=DIGITAL_TYPES)
-    run_digital(cfg, tuning, store, log=lambda *a: None)
+    for split, target in (("validation", tuning), ("reported", store)):
+        run_points(digital_points(cfg, split), _DigitalPoint(cfg), target, log=lambda *a: None)
     return tuning.rows(), store.rows()
 
 

@@ -184,19 +184,22 @@ class BerStages(BpskBer):
 
     def stages(self):
         return [Stage("ber.csv", self.key, self.types, lambda cfg, done: self.points(cfg), self.run_point),
-                Stage("refine.csv", ["snr_db"], {"snr_db": float, "ber": float}, self.refine_points, self.refine,
-                      here=True)]
+                Stage("refine.csv", ["snr_db"], {"snr_db": float, "first_ber": float, "ber": float},
+                      self.refine_points, self.refine, here=True)]
 
     @staticmethod
     def refine_points(cfg, done):
-        mean = {s: np.mean([r["ber"] for r in done["ber.csv"] if r["snr_db"] == s]) for s in cfg.snr_db}
-        return [{"snr_db": min(mean, key=lambda s: abs(math.log(mean[s] / 1e-2)))}]
+        """The point carries a column known before it runs: the first table's mean BER there."""
+        mean = {s: float(np.mean([r["ber"] for r in done["ber.csv"] if r["snr_db"] == s])) for s in cfg.snr_db}
+        best = min(mean, key=lambda s: abs(math.log(mean[s] / 1e-2)))
+        return [{"snr_db": best, "first_ber": mean[best]}]
 
     def refine(self, setup, point):
         return {"ber": self.run_point({"bits": 4 * setup["bits"]}, {**point, "seed": 99})["ber"]}
 
     def tables(self, cfg, rows):
-        return {"closed_form.json": {f"{s:g}": 0.5 * erfc(math.sqrt(10 ** (s / 10))) for s in cfg.snr_db}}
+        return {"closed_form.json": {f"{s:g}": 0.5 * erfc(math.sqrt(10 ** (s / 10))) for s in cfg.snr_db},
+                "snr_db.json": cfg.snr_db, "refined.md": f"refined at {rows['refine.csv'][0]['snr_db']:g} dB\n"}
 
     def summary(self, cfg, rows):
         return f"{len(rows['ber.csv'])} + {len(rows['refine.csv'])} rows"
@@ -206,7 +209,8 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     """Two stages: the second's point comes from the first's rows (4 dB: mean BER 0.0125 in theory, nearer 1e-2
     than 0 dB's 0.079), its BER within 4 standard errors of the closed form; the `here` stage never gets the
     workers; timing's cpu_s is unknown (null) when a table without cpu_s ran on workers; a JSON file derived;
-    the hooks see {file: rows}; one setup for both stages; a re-run runs nothing. Stage files must be distinct
+    the hooks see {file: rows}; a point's own columns reach its row; derived JSON (a dict, a list) and text files;
+    one setup for both stages; a re-run runs nothing. Stage files must be distinct
     plain names, and a study with stages has at least one."""
     seen = []
 
@@ -226,8 +230,12 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     refined = rows["refine.csv"]
     p = 0.5 * erfc(math.sqrt(10 ** 0.4))
     assert [r["snr_db"] for r in refined] == [4.0] and abs(refined[0]["ber"] - p) < 4 * math.sqrt(p * (1 - p) / 200_000)
+    first = [r["ber"] for r in rows["ber.csv"] if r["snr_db"] == 4.0]
+    assert refined[0]["first_ber"] == pytest.approx(np.mean(first), rel=1e-12)    # the point's own column kept
     closed = json.loads((tmp_path / "ber" / "closed_form.json").read_text())
     assert closed["4"] == pytest.approx(p, rel=1e-12)
+    assert json.loads((tmp_path / "ber" / "snr_db.json").read_text()) == [0.0, 4.0]      # JSON list, text file
+    assert (tmp_path / "ber" / "refined.md").read_text() == "refined at 4 dB\n"
     assert (tmp_path / "ber" / "summary.txt").read_text() == "4 + 1 rows\n"
     run(BerStages(), tmp_path / "ber", quick=True, log=lambda m: None)
     assert json.loads((tmp_path / "ber" / "timing.json").read_text())["points_run"] == 0
