@@ -27,20 +27,22 @@ backward through the top block), measured here, wall and CPU seconds (fastest of
 Files: tuning.csv (the distillation grid with its validation MSE and the choice), emulators.csv (per emulator:
 download, UNK rates, memory, step time, from the first seed's emulator; they do not depend on the seed),
 results.csv (per seed, with the distillation's validation MSE), summary.csv (with the TOST), config.json,
-download_vs_accuracy.png; resumable.
+summary.txt, timing.json, download_vs_accuracy.png; resumable (a resumed run times the full model's step again
+for the ratios of the emulators it measures).
 """
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from deft6g.deprecation import renamed_fields
-from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, check_log_dir, load_flat_config, mean_ci, paired_ci,
-                               prepare_output, run_name, run_points, tost, write_table)
+from deft6g.experiment import (ScalarWriter, Stage, Study, check_log_dir, load_flat_config, load_json, mean_ci,
+                               paired_ci, run, run_name, tost)
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
                              dims_of, emulator_config, evaluate, get_peft_model, load_study_data, make_train_step,
                              partition, peft_cost, plug_in)
@@ -150,8 +152,8 @@ class _Setup:
     EmulatorBuilder and per emulator (built lazily, packages cached on disk) its package, device model and cached
     activations."""
 
-    def __init__(self, cfg, log):
-        self.cfg, self.log = cfg, log
+    def __init__(self, cfg):
+        self.cfg = cfg
         recipe = load_study_data(cfg.dataset, cfg.model, cfg.max_length, cfg.train_examples, cfg.test_examples)
         data, train, test = recipe.data, recipe.split.train, recipe.split.test      # train: fit + validation
         self.y_train, self.y_test = data.y[train], data.y[test]
@@ -167,19 +169,31 @@ class _Setup:
         self.key = [model_key(cfg.model), cfg.max_length, content_digest(data),             # by content
                     content_digest(np.asarray(train))]
         self.full_test = self._acts(self.full, self.x_test, self.full_start, ["full-test", test.tolist()])
-        self.full_train = None
+        self.full_train, self._full = None, None
         self.emulators = {}
 
     def _acts(self, peft, x, block, key):
         z = cached_arrays(self.key + key + [block], lambda: dict(zip("hm", peft.activations(x, block))))
         return z["h"], z["m"]
 
-    def tuning_rows(self):
-        """The distillation grid of every distilled middle the configuration uses (tuning.csv)."""
-        if True not in self.cfg.distill:
-            return []
-        middles = sorted({"lowrank" in v for v in self.cfg.variants if v != "full"})
-        return [row for low in middles for row in self.builder.tune(low)[1]]
+    def full_reference(self):
+        """Devices holding the full model, once per process: {"bits": download bits, "memory": device bytes,
+        "wall", "cpu": seconds of a training step (`_step_time`)}, what every emulator's ratios divide."""
+        if self._full is None:
+            d = self.emulator("full", False, self.cfg.seeds[0])
+            wall, cpu = _step_time(self.full, *self.step_batch(None), self.cfg.timing_repeats)
+            self._full = {"bits": download_bits(d["package"]), "memory": _device_memory(self, d), "wall": wall,
+                          "cpu": cpu}
+        return self._full
+
+    def step_batch(self, package):
+        """The timed step's batch: (x dict [B, T] of token ids, mapped to the vocabulary of `package` unless
+        None, y [B])."""
+        b = self.cfg.batch_size
+        x = {k: v[:b] for k, v in self.x_train.items()}
+        if package is not None:
+            x, _ = remap_tokens(x, token_map(package, self.tok.unk_token_id), self.tok.unk_token_id)
+        return x, self.y_train[:b]
 
     def emulator(self, variant, distill, seed):
         """dict: package (what is sent), stats, device PeftModel, its train/test activations, unk rates. A
@@ -238,22 +252,20 @@ def _device_memory(setup, d):
     return download_bits(d["package"]) // 8 + cost.memory_optimizer + cost.memory_activations
 
 
-def _emulator_row(setup, point, full_row):
-    cfg = setup.cfg
-    d = setup.emulator(point["variant"], point["distill"], cfg.seeds[0])    # size and cost: seed-independent
-    b = cfg.batch_size
-    x = {k: v[:b] for k, v in setup.x_train.items()}
-    if point["variant"] != "full":
-        x, _ = remap_tokens(x, token_map(d["package"], setup.tok.unk_token_id), setup.tok.unk_token_id)
-    wall, cpu = _step_time(d["device"], x, setup.y_train[:b], cfg.timing_repeats)
+def _emulator_row(setup, point):
+    """The emulators.csv row of `point` (variant, distill): download, vocabulary, UNK rates, device memory and
+    step time, each against the full model's (`_Setup.full_reference`, its step timed in this process)."""
+    full = setup.full_reference()
+    d = setup.emulator(point["variant"], point["distill"], setup.cfg.seeds[0])    # size and cost: seed-independent
+    if point["variant"] == "full":
+        wall, cpu = full["wall"], full["cpu"]
+    else:
+        wall, cpu = _step_time(d["device"], *setup.step_batch(d["package"]), setup.cfg.timing_repeats)
     bits, mem = download_bits(d["package"]), _device_memory(setup, d)
-    full_bits, full_mem, full_wall = ((bits, mem, wall) if full_row is None else
-                                      (full_row["download_bits"], full_row["memory_bytes"],
-                                       full_row["step_wall_s"]))
-    return {**point, "kept": " ".join(map(str, d["kept"])), "download_bits": bits,
-            "download_ratio": full_bits / bits, "vocab_size": package_config(d["package"])["vocab_size"],
-            "train_unk_rate": d["train_unk_rate"], "unk_rate": d["unk_rate"], "memory_bytes": mem, "memory_ratio": full_mem / mem, "step_wall_s": wall, "step_cpu_s": cpu,
-            "step_speedup": full_wall / wall}
+    return {"kept": " ".join(map(str, d["kept"])), "download_bits": bits, "download_ratio": full["bits"] / bits,
+            "vocab_size": package_config(d["package"])["vocab_size"], "train_unk_rate": d["train_unk_rate"],
+            "unk_rate": d["unk_rate"], "memory_bytes": mem, "memory_ratio": full["memory"] / mem,
+            "step_wall_s": wall, "step_cpu_s": cpu, "step_speedup": full["wall"] / wall}
 
 
 def _run_point(setup, point, log_dir=None):
@@ -286,63 +298,71 @@ def _run_point(setup, point, log_dir=None):
             "distill_s": round(s.get("seconds", 0.0), 2), "train_s": round(time.process_time() - t0, 2)}
 
 
-class EmulatorTask(PointTask):
-    """One training point (variant, distill, seed) -> its results.csv row, picklable for Ray workers: holds the
-    configuration; the heavy `_Setup` (model, data; emulators cached on disk) is built on first use, once per
-    process, and never pickled. `setup`: this process's own, to reuse when the points run here; log_dir: per-round
-    TensorBoard scalars (`_run_point`)."""
+def _middles(cfg):
+    """The distilled middles the configuration uses (tuning.csv's `middle`): "float", "low rank"."""
+    if True not in cfg.distill:
+        return []
+    return [("low rank" if low else "float") for low in sorted({"lowrank" in v for v in cfg.variants if v != "full"})]
 
-    def __init__(self, cfg, setup=None, log_dir=None):
-        self.cfg, self._setup, self.log_dir = cfg, setup, log_dir
 
-    def build_setup(self):
-        return _Setup(self.cfg, lambda *_: None)
+class EmulatorStudy(Study):
+    """The study on the protocol (`deft6g.experiment.Study`), three tables in turn: tuning.csv (the distillation
+    grid per middle, here), emulators.csv (sizes and step times, here) and results.csv (the training points, on
+    workers, all points of a seed to one worker); summary.csv derived. log_dir: per-round TensorBoard scalars of
+    every training point run now (`_run_point`). `run_emulator_study` runs it."""
+    name = "emulator"
 
-    def __call__(self, point):
-        return _run_point(self.setup(), point, self.log_dir)
+    def __init__(self, log_dir=None):
+        self.log_dir = log_dir
+
+    def config(self, quick=False):
+        return load_emulator_config(None, quick)
+
+    def stages(self):
+        middles = lambda cfg, done: [{"middle": m} for m in _middles(cfg)]                  # noqa: E731
+        return [Stage("tuning.csv", ["middle"], TUNING_TYPES, middles,
+                      lambda setup, p: setup.builder.tune(p["middle"] == "low rank")[1], here=True),
+                Stage("emulators.csv", EMU_KEY, EMU_TYPES, lambda cfg, done: emulator_points(cfg), _emulator_row,
+                      lambda p, r: f"{_name(p)}: {r['download_ratio']:.2f}x smaller download", here=True),
+                Stage("results.csv", RESULT_KEY, RESULT_TYPES, lambda cfg, done: study_points(cfg), self.train,
+                      lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {r['plug_accuracy']:.3f}, emulator "
+                                   f"{r['emulator_accuracy']:.3f}", group=["seed"])]
+
+    def setup(self, cfg):
+        tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
+        return _Setup(cfg)
+
+    def train(self, setup, point):
+        return _run_point(setup, point, self.log_dir)
+
+    def tables(self, cfg, rows):
+        return {"summary.csv": (SUMMARY_FIELDS, _summary_rows(cfg, rows))}
+
+    def summary(self, cfg, rows):
+        return summary(cfg, _summary_rows(cfg, rows), None, rows["tuning.csv"])
+
+    def plot(self, out, cfg, rows):
+        plot(out, cfg, _summary_rows(cfg, rows))
+
+
+def _summary_rows(cfg, rows):
+    return summary_rows(rows["emulators.csv"], rows["results.csv"], cfg.equivalence_margin)
 
 
 def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):
-    """Run (or resume) the study into `out_dir`; `config`: an EmulatorStudyConfig, a TOML path
-    (`load_emulator_config`, with `quick`) or None (the default, or the quick one). Returns (cfg, summary rows,
-    cpu_s, tuning rows). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the
-    training points (per emulator, each seed on one worker); the distillation grid runs here first, then per
-    emulator its size and step time here and its training points, so that it is built once for both.
+    """Run (or resume) the study into `out_dir` (`deft6g.experiment.run`); `config`: an EmulatorStudyConfig, a
+    TOML path (`load_emulator_config`, with `quick`) or None (the default, or the quick one). Returns (cfg,
+    summary rows, cpu_s of this run (timing.json's: None when training points ran on workers), tuning rows).
+    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the training points (each
+    seed on one worker); the distillation grid and the emulators' sizes and step times run here first.
     log_dir: TensorBoard folder, one run per training point run now (`_run_point`; finished points write
     nothing); None: no events."""
-    tf.get_logger().setLevel("ERROR")      # each emulator is a new model: its compiled functions trace anew
     cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
     if log_dir is not None:
         check_log_dir(log_dir)
-    out = prepare_output(out_dir, "emulator", asdict(cfg))
-    tuning = ResultStore(out / "tuning.csv", list(TUNING_TYPES), list(TUNING_TYPES)[:3], types=TUNING_TYPES)
-    emu_store = ResultStore(out / "emulators.csv", list(EMU_TYPES), EMU_KEY, types=EMU_TYPES)
-    store = ResultStore(out / "results.csv", RESULT_FIELDS, RESULT_KEY, types=RESULT_TYPES)
-    emu_points, points = emulator_points(cfg), study_points(cfg)
-    cpu0 = time.process_time()
-    if any(not emu_store.done(p) for p in emu_points) or any(not store.done(p) for p in points):
-        setup = _Setup(cfg, log)
-        t0 = time.time()
-        for row in setup.tuning_rows():
-            if not tuning.done(row):
-                tuning.add(row)
-        log(f"distillation grid scored on validation in {time.time() - t0:.1f} s (tuning.csv)")
-        full = [{"variant": "full", "distill": False}]
-        run_points(full, lambda p: _emulator_row(setup, p, None), emu_store, desc="full model", log=log)
-        full_row = next(r for r in emu_store.rows() if r["variant"] == "full")
-        task = EmulatorTask(cfg, setup, log_dir)
-        for e in emu_points:            # each emulator's row, then its training points: it is built once for both
-            if not emu_store.done(e):                                   # (the full model's row is done)
-                run_points([e], lambda p: _emulator_row(setup, p, full_row), emu_store, desc="emulator", log=log,
-                           describe=lambda p, r: f"{_name(p)}: {r['download_ratio']:.2f}x smaller download")
-            mine = [p for p in points if (p["variant"], p["distill"]) == (e["variant"], e["distill"])]
-            run_points(mine, task, store, desc="training", log=log, group=["seed"], **parallel,
-                       describe=lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {r['plug_accuracy']:.3f}, "
-                                             f"emulator {r['emulator_accuracy']:.3f}")
-    emu_rows, rows = emu_store.rows(), store.rows()
-    summary_rows = write_summary(out, emu_rows, rows, cfg.equivalence_margin)
-    plot(out, cfg, summary_rows)
-    return cfg, summary_rows, time.process_time() - cpu0, tuning.rows()
+    cfg, rows = run(EmulatorStudy(log_dir), out_dir, cfg, log=log, **parallel)
+    cpu_s = load_json(Path(out_dir) / "timing.json")["cpu_s"]
+    return cfg, _summary_rows(cfg, rows), cpu_s, rows["tuning.csv"]
 
 
 def _name(p):
@@ -384,12 +404,6 @@ def summary_rows(emu_rows, rows, margin=0.01):
                  tost_p=t.get("p", float("nan")), tost_verdict=t.get("verdict", ""))
         out.append(s)
     return out
-
-
-def write_summary(out, emu_rows, rows, margin=0.01):
-    s_rows = summary_rows(emu_rows, rows, margin)
-    write_table(out / "summary.csv", SUMMARY_FIELDS, s_rows)
-    return s_rows
 
 
 def plot(out, cfg, s_rows):
@@ -465,6 +479,8 @@ def plot(out, cfg, s_rows):
 
 
 def summary(cfg, s_rows, cpu_s, tuning_rows=()):
+    """The printed table; cpu_s: the CPU seconds of this run (its line left out when None: unknown, or in
+    summary.txt, which every run rewrites)."""
     chosen = "; ".join(f"{r['middle']} middle: lr {r['distill_lr']:g} on {r['distill_texts']} texts "
                        f"(validation MSE {r['val_mse_after']:.3g})"
                        for r in tuning_rows if r["chosen"]) or "none"
@@ -498,9 +514,10 @@ def summary(cfg, s_rows, cpu_s, tuning_rows=()):
                  f"fastest of {cfg.timing_repeats}, measured here); UNK: device tokens outside the public vocabulary; "
                  "TOST interval in points; MSE: boundary MSE of the distillation on the validation paragraphs, mean "
                  "over seeds")
-    lines.append("every point was already in the result files; nothing was run now" if cpu_s < 1 else
-                 f"CPU time of this run: {cpu_s:.0f} s (on an idle 2-core machine the wall time is about "
-                 f"{cpu_s / 2:.0f}-{cpu_s:.0f} s)")
+    if cpu_s is not None:
+        lines.append("every point was already in the result files; nothing was run now" if cpu_s < 1 else
+                     f"CPU time of this run: {cpu_s:.0f} s (on an idle 2-core machine the wall time is about "
+                     f"{cpu_s / 2:.0f}-{cpu_s:.0f} s)")
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 Each method runs in its own subprocess (so its peak RSS is its own) and is appended to methods.csv at
 once; re-runs skip finished methods. Reports accuracy, trainable parameters, training samples/s (steady
 state, and with the activation cache's one-off cost) and peak memory; and accuracy vs uplink budget for
-the allocator (measured block importance, `deft6g.optim.PeftAllocator`) against uniform ranks.
+the allocator (measured block importance, `deft6g.optim.PeftAllocator`; importance.csv, its list repeated in
+importance.json) against uniform ranks.
 
 With `workers` the budget runs (accuracy only) go to Ray workers, each still training in a subprocess of its
 own; the methods are timed (samples/s), so they always run here, one at a time.

@@ -27,13 +27,14 @@ subcommand too), and installed packages add theirs through the entry-point group
 point names a Study instance or class)."""
 
 import math
+import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
 
 from .runner import point_label, run_points
-from .store import ResultStore, prepare_output, write_json_atomic, write_table, write_text_atomic
+from .store import ResultStore, canonical, prepare_output, write_json_atomic, write_table, write_text_atomic
 
 ENTRY_POINT_GROUP = "deft6g.studies"
 
@@ -42,11 +43,12 @@ ENTRY_POINT_GROUP = "deft6g.studies"
 class Stage:
     """One resumable table of a study with several (`Study.stages`). file: its name in the output folder; key,
     types: as Study's; points(cfg, done) -> its points, from the configuration and `done` {file: typed rows} of
-    the stages before it; run_point(setup, point) -> the point's row (a Ray worker calls `study.stages()` of
+    the stages before it; run_point(setup, point) -> the point's row(s) (a Ray worker calls `study.stages()` of
     its copy of the study, so that must give the same stages); describe(point, row): its progress line
     (default: the point); group: key columns whose points go to one worker, in order; here: run in this
     process one point at a time even with workers (e.g. a timed stage); sides: {file: (key, types)} of the side
-    tables its points also fill (their run_point returns `PointRows`), resumable like the stage's own."""
+    tables its points also fill, resumable like the stage's own. run_point returns the point's row, a non-empty
+    list of rows, or with sides `PointRows`."""
     file: str
     key: list
     types: dict
@@ -60,12 +62,12 @@ class Stage:
 
 @dataclass
 class PointRows:
-    """What the run_point of a stage with side tables returns: rows, the point's row (dict) or rows (list) of the
-    stage's table, and sides, {side file: row, rows or None}. The point's key columns are added to every row;
-    side rows go to their tables first (one already there, from an interrupted run, is skipped), so a point
-    counts as finished only once its side rows are saved."""
+    """What the run_point of a stage with side tables returns: rows, the point's row (dict) or rows (non-empty
+    list) of the stage's table, and sides, {side file: row, rows or None (none)}. The point's columns are added to
+    every row; side rows go to their tables first (one already there, from an interrupted run, is skipped), so
+    a point counts as finished only once its side rows are saved."""
     rows: object
-    sides: dict
+    sides: dict = field(default_factory=dict)
 
 
 def _as_list(rows):
@@ -185,7 +187,7 @@ class StudyTask(PointTask):
         result = run_point(self.setup(), point)
         if isinstance(result, PointRows):
             return PointRows(_with_point(point, result.rows), {f: _with_point(point, r) for f, r in
-                                                               result.sides.items()})
+                                                               (result.sides or {}).items()})
         return _with_point(point, result)
 
 
@@ -201,6 +203,23 @@ def _stages(study):
         return stages
     return [Stage("results.csv", study.key, study.types, lambda cfg, done: study.points(cfg), study.run_point,
                   study.describe, study.group)]
+
+
+def _check_distinct(study, stage, points):
+    """Raise ValueError naming the first point of `stage` whose key (as the store compares it) repeats."""
+    seen = set()
+    for p in points:
+        key = tuple(canonical(p[k]) for k in stage.key)
+        if key in seen:
+            raise ValueError(f"study {study.name!r}: the points of {stage.file} repeat {point_label(p)} (a "
+                             f"configuration list with a repeated value?)")
+        seen.add(key)
+
+
+def _cpu_seconds():
+    """User + system CPU seconds of this process and of its finished, waited-for subprocesses."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def check_study(study):
@@ -239,13 +258,14 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
 
     cfg: its configuration (default `study.config(quick)`); parallel: workers, ray_address, worker_gpus,
     ray_timeout of `run_points`. Writes config.json, results.csv or each stage's table (typed, one row per
-    point, resumable), timing.json (of this invocation: seconds, points run now and cpu_s, this process's CPU
-    seconds plus, for a table whose rows carry their own `cpu_s`, those of the points run on workers; null
-    when points of a table without `cpu_s` ran on workers), the derived tables, summary.txt and the plots."""
+    point, resumable), timing.json (of this invocation: seconds, points run now and cpu_s, the CPU seconds of
+    this process and of the subprocesses it waited for, e.g. `isolated` runs, plus, for a table whose rows carry
+    their own `cpu_s`, those of the points run on workers; null when points of a table without `cpu_s` ran on
+    workers), the derived tables, summary.txt and the plots."""
     check_study(study)
     cfg = study.config(quick) if cfg is None else cfg
     folder = prepare_output(out, study.name, asdict(cfg))
-    t0, cpu0 = time.time(), time.process_time()
+    t0, cpu0 = time.time(), _cpu_seconds()
     staged = study.stages() is not None
     stages, done, ran, worker_cpu, untimed, task = _stages(study), {}, 0, [], False, None
     for number, stage in enumerate(stages):
@@ -255,6 +275,7 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
         this = StudyTask(study, cfg, number if staged else None)
         task = this if task is None else task.share_setup(this)         # one setup in this process for all stages
         points = stage.points(cfg, done)
+        _check_distinct(study, stage, points)
         todo = [p for p in points if not store.done(p)]
         if todo and type(study).prepare is not Study.prepare:   # (no setup built here for a study without it)
             study.prepare(task.setup(), todo)
@@ -262,15 +283,17 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
         on_workers = options.get("workers", 1) != 1 or options.get("ray_address") is not None
 
         def write(point, rows, on_workers=on_workers, timed="cpu_s" in stage.types, sides=sides, file=stage.file):
-            if isinstance(rows, PointRows):
-                for side, side_rows in rows.sides.items():
-                    if side not in sides:
-                        raise ValueError(f"study {study.name!r}: a point of {file} returned rows of {side!r}, not one "
-                                         f"of its `sides` {list(sides)}")
-                    for row in _as_list(side_rows):
-                        if not sides[side].done(row):
-                            sides[side].add(row)
-                rows = rows.rows
+            side_rows = rows.sides if isinstance(rows, PointRows) else {}
+            rows = rows.rows if isinstance(rows, PointRows) else rows
+            stray = set(side_rows) - set(sides)
+            if stray or not _as_list(rows):
+                raise ValueError(f"study {study.name!r}: point {point_label(point)} of {file} returned "
+                                 + (f"rows of {sorted(stray)}, not of its `sides` {list(sides)}" if stray else
+                                    "no row of its own (it would never count as finished)"))
+            for side, new in side_rows.items():
+                for row in _as_list(new):
+                    if not sides[side].done(row):
+                        sides[side].add(row)
             if on_workers and timed:
                 worker_cpu.extend(row["cpu_s"] for row in _as_list(rows) if row["cpu_s"] is not None)
             return rows
@@ -281,13 +304,14 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
         ran += now
         done[stage.file] = store.rows()
         done |= {file: side.rows() for file, side in sides.items()}
-    cpu_s = None if untimed else round(time.process_time() - cpu0 + math.fsum(worker_cpu), 3)
+    cpu_s = None if untimed else round(_cpu_seconds() - cpu0 + math.fsum(worker_cpu), 3)
     write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran,
                                                "cpu_s": cpu_s})
     rows = done if staged else done["results.csv"]
     for name, table in study.tables(cfg, rows).items():
-        if not _plain_file_name(name):
-            raise ValueError(f"study {study.name!r}: a table's file name must be a plain file name, got {name!r}")
+        if not _plain_file_name(name) or name in done:
+            raise ValueError(f"study {study.name!r}: a derived table's file name must be a plain file name, not one "
+                             f"of the resumable tables {list(done)}, got {name!r}")
         if isinstance(table, tuple):
             write_table(folder / name, *table)
         elif isinstance(table, str):

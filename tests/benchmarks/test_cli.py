@@ -29,9 +29,11 @@ def test_link_quick_writes_results_and_resumes(tmp_path, capsys):
     # aligned designs with perfect CSI: MSE = sigma^2 ||a||^2 scales exactly with the noise variance
     assert by_snr[0.0] / by_snr[20.0] == pytest.approx(100.0, rel=1e-4)
     assert json.loads((tmp_path / "speed.json").read_text())["ratio"] > 0
-    before = (tmp_path / "aircomp.csv").read_text()
+    choice = list(csv.DictReader((tmp_path / "obda_choice.csv").open()))     # 2 settings x 3 SNRs, 6 thresholds
+    assert len(choice) == 6 * 6 and sum(r["chosen"] == "True" for r in choice) == 6
+    before = {name: (tmp_path / name).read_text() for name in ("aircomp.csv", "speed.json", "obda_choice.csv")}
     main(["link", "--quick", "--out", str(tmp_path)])
-    assert (tmp_path / "aircomp.csv").read_text() == before   # nothing recomputed or duplicated
+    assert {name: (tmp_path / name).read_text() for name in before} == before   # nothing recomputed or re-timed
     assert "ratio" in capsys.readouterr().out
 
 
@@ -110,6 +112,11 @@ def test_finetune_quick_measures_methods_and_allocations(tmp_path, capsys, monke
         assert r["status"] == "uniform" if r["allocation"] == "uniform" else r["status"].startswith("optimal")
     assert (tmp_path / "accuracy_vs_budget.png").is_file()
     assert "caching speed-up" in capsys.readouterr().out
+    importance = json.loads((tmp_path / "importance.json").read_text())        # importance.csv's row, repeated
+    assert importance == json.loads(next(csv.DictReader((tmp_path / "importance.csv").open()))["blocks"])
+    assert len(importance) == len(json.loads(budgets[0]["sizes"])) and min(importance) > 0
+    assert main(["finetune", "--quick", "--out", str(tmp_path)]) == 0          # resumed: nothing runs again
+    assert json.loads((tmp_path / "timing.json").read_text())["points_run"] == 0
 
 
 def test_link_refuses_a_folder_written_with_another_seed(tmp_path, capsys):

@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from deft6g.benchmarks.emulator_study import (EmulatorStudyConfig, _Setup, load_emulator_config, summary_rows)
+from deft6g.benchmarks.emulator_study import (EmulatorStudyConfig, _middles, _Setup, load_emulator_config,
+                                              summary_rows)
 from deft6g.experiment import ConfigError
 from deft6g.experiment import tost
 
@@ -29,7 +30,7 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
     from deft6g.finetune.peft import data as recipe_module
     from deft6g.finetune import public_vocabulary
     from deft6g.finetune.federation.emulator_builder import package_digest
-    a = _Setup(EmulatorStudyConfig(**TINY), print)
+    a = _Setup(EmulatorStudyConfig(**TINY))
     real = F.load_dataset
 
     def scrambled(name):
@@ -37,7 +38,7 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
         return d if name != "rotten_tomatoes" else type(d)(**{**vars(d), "y": np.random.default_rng(0).permutation(d.y)})
 
     monkeypatch.setattr(recipe_module, "load_dataset", scrambled)      # the name the data recipe calls
-    b = _Setup(EmulatorStudyConfig(**{**TINY, "train_examples": 32}), print)
+    b = _Setup(EmulatorStudyConfig(**{**TINY, "train_examples": 32}))
     assert not np.array_equal(a.y_test, b.y_test) or not np.array_equal(a.y_train[:32], b.y_train)
     np.testing.assert_array_equal(a.builder.vocab_ids, b.builder.vocab_ids)
     np.testing.assert_array_equal(a.builder.vocab_ids, public_vocabulary(a.tok, real("bbc_news").x))
@@ -45,7 +46,7 @@ def test_vocabulary_and_distillation_choice_do_not_depend_on_device_data(cache, 
     assert not np.isin(device_ids, a.builder.vocab_ids).all()        # not the devices' union: some become [UNK]
     assert package_digest(a.builder.package("drop+vocab", False, 0)[0]) == \
         package_digest(b.builder.package("drop+vocab", False, 0)[0])
-    rows_a, rows_b = a.tuning_rows(), b.tuning_rows()
+    rows_a, rows_b = ([r for m in _middles(s.cfg) for r in s.builder.tune(m == "low rank")[1]] for s in (a, b))
     assert len(rows_a) == 4 and rows_a == rows_b
     chosen = [r for r in rows_a if r["chosen"]]
     assert len(chosen) == 1 and chosen[0]["val_mse_after"] == min(r["val_mse_after"] for r in rows_a)
@@ -124,13 +125,13 @@ def test_log_dir_writes_each_training_round_and_changes_no_result(cache, tmp_pat
     """One training point (the full model, seed 0; 2 devices, 2 rounds of one step of 8 texts, ideal
     aggregation) run without and with a TensorBoard folder: the same results.csv row (timings aside), and the
     point's run holds steps 0 and 1 once each, with both devices heard and 2 x 8 training examples per round."""
-    from deft6g.benchmarks.emulator_study import RESULT_KEY, EmulatorTask
+    from deft6g.benchmarks.emulator_study import RESULT_KEY, EmulatorStudy
     from deft6g.experiment import read_scalars, run_name
     cfg = EmulatorStudyConfig(**{**TINY, "devices": 2, "rounds": 2, "local_steps": 1, "batch_size": 8})
-    setup = _Setup(cfg, print)
+    setup = _Setup(cfg)
     point = {"variant": "full", "distill": False, "seed": 0}
-    plain = EmulatorTask(cfg, setup)(point)
-    logged = EmulatorTask(cfg, setup, tmp_path / "events")(point)
+    plain = EmulatorStudy().train(setup, point)
+    logged = EmulatorStudy(tmp_path / "events").train(setup, point)
     timing = {"train_s", "distill_s"}
     np.testing.assert_equal({k: v for k, v in logged.items() if k not in timing},      # NaN equals NaN here
                             {k: v for k, v in plain.items() if k not in timing})

@@ -4,6 +4,8 @@
 import csv
 import json
 import math
+import subprocess
+import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -177,6 +179,22 @@ def test_timing_counts_the_cpu_seconds_of_the_points_run_on_workers(tmp_path, mo
     assert json.loads((tmp_path / "serial" / "timing.json").read_text())["cpu_s"] < 10
 
 
+class BerInSubprocess(BpskBer):
+    """The toy study whose points also spend 0.3 CPU seconds each in a subprocess (as `isolated` runs do)."""
+    name = "toy_ber_subprocess"
+    busy = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\n"
+
+    def run_point(self, setup, point):
+        subprocess.run([sys.executable, "-c", self.busy], check=True)
+        return super().run_point(setup, point)
+
+
+def test_timing_counts_the_cpu_seconds_of_subprocesses(tmp_path):
+    """4 points, each waiting for a subprocess that burns 0.3 CPU seconds: cpu_s holds at least their 1.2 s."""
+    run(BerInSubprocess(), tmp_path / "sub", quick=True, log=lambda m: None)
+    assert json.loads((tmp_path / "sub" / "timing.json").read_text())["cpu_s"] >= 1.2
+
+
 class BerStages(BpskBer):
     """The toy study in two tables: ber.csv as before, then refine.csv, one longer run (4x the bits, timed here)
     at the SNR whose mean BER of the first table is nearest 1e-2 (a point chosen from the rows before it)."""
@@ -251,14 +269,15 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
 
 
 class BerBlocks(BpskBer):
-    """The toy study with a side table: each point's bits in 4 blocks, blocks.csv holding every block's errors
-    (run_point returns PointRows), ber.csv the point's row as before."""
+    """The toy study with side tables: each point's bits in 4 blocks, blocks.csv holding every block's errors,
+    worst.csv the worst block of the 0 dB points only (None at the others); ber.csv the point's row as before."""
     name = "toy_ber_blocks"
     block_types = {"snr_db": float, "seed": int, "block": int, "errors": int}
 
     def stages(self):
         return [Stage("ber.csv", self.key, self.types, lambda cfg, done: self.points(cfg), self.blocks,
-                      sides={"blocks.csv": (["snr_db", "seed", "block"], self.block_types)})]
+                      sides={"blocks.csv": (["snr_db", "seed", "block"], self.block_types),
+                             "worst.csv": (["snr_db", "seed"], self.block_types)})]
 
     def blocks(self, setup, point):
         rng = np.random.default_rng(point["seed"])
@@ -267,41 +286,69 @@ class BerBlocks(BpskBer):
         for _ in range(4):
             x = 1.0 - 2.0 * rng.integers(0, 2, setup["bits"] // 4)
             errors.append(int(np.sum(np.sign(x + sigma * rng.standard_normal(x.size)) != x)))
+        worst = int(np.argmax(errors))
         return PointRows({"ber": sum(errors) / setup["bits"], "errors": sum(errors)},
-                         {"blocks.csv": [{"block": b, "errors": e} for b, e in enumerate(errors)]})
+                         {"blocks.csv": [{"block": b, "errors": e} for b, e in enumerate(errors)],
+                          "worst.csv": {"block": worst, "errors": errors[worst]} if point["snr_db"] == 0 else None})
 
     def summary(self, cfg, rows):
         return Study.summary(self, cfg, rows)
 
 
-def test_a_stage_fills_side_tables_resumably(tmp_path):
-    """Side rows carry the point's columns, add up to the point's row, and are written before it: a run cut
-    after a point's side rows (its ber.csv row lost) re-runs that point without doubling them, to the same rows.
-    A point returning rows of a table not in `sides`, and `sides` not {file: (key, types)}, are refused."""
-    out = tmp_path / "blocks"
-    _, rows = run(BerBlocks(), out, quick=True, log=lambda m: None)
-    blocks = rows["blocks.csv"]
-    assert list(rows) == ["ber.csv", "blocks.csv"] and len(blocks) == 4 * len(rows["ber.csv"])
-    for r in rows["ber.csv"]:
+def test_a_stage_fills_side_tables_resumably(tmp_path, monkeypatch):
+    """Side rows carry the point's columns and add up to the point's row; None adds none. They are saved before
+    the point's own row: a run killed while writing the first ber.csv row leaves that point's 4 block rows and
+    no ber.csv row, and the next run re-runs the point without doubling them, to the rows of an uninterrupted
+    run. Refused: a point returning rows of a table not in its `sides` or no row of its own, points repeating a
+    key, `sides` not {file: (key, types)}, a side or derived table named like another table."""
+    clean = run(BerBlocks(), tmp_path / "clean", quick=True, log=lambda m: None)[1]
+    blocks, ber = clean["blocks.csv"], clean["ber.csv"]
+    assert list(clean) == ["ber.csv", "blocks.csv", "worst.csv"] and len(blocks) == 4 * len(ber)
+    for r in ber:
         mine = [b["errors"] for b in blocks if (b["snr_db"], b["seed"]) == (r["snr_db"], r["seed"])]
         assert len(mine) == 4 and sum(mine) == r["errors"]
-    lines = (out / "ber.csv").read_text().splitlines()
-    (out / "ber.csv").write_text("\n".join(lines[:-1]) + "\n")        # the last point's row lost
-    _, again = run(BerBlocks(), out, quick=True, log=lambda m: None)
-    assert again == rows and len(read(out / "blocks.csv")) == len(blocks)
-    stray = BerBlocks()
-    stray.blocks = lambda setup, point: PointRows({"ber": 0.0, "errors": 0}, {"other.csv": {"block": 0}})
+    assert [(w["snr_db"], w["errors"]) for w in clean["worst.csv"]] == [
+        (0.0, max(b["errors"] for b in blocks if (b["snr_db"], b["seed"]) == (0.0, seed))) for seed in (0, 1)]
+
+    add = protocol.ResultStore.add
+
+    def killed(store, row):
+        if store.path.name == "ber.csv":
+            raise KeyboardInterrupt
+        add(store, row)
+
+    monkeypatch.setattr(protocol.ResultStore, "add", killed)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        run(BerBlocks(), out, quick=True, log=lambda m: None)
+    assert len(read(out / "blocks.csv")) == 4 and not read(out / "ber.csv")
+    monkeypatch.undo()
+    assert run(BerBlocks(), out, quick=True, log=lambda m: None)[1] == clean
+    assert (out / "blocks.csv").read_text() == (tmp_path / "clean" / "blocks.csv").read_text()
+
+    def refused(name, run_point=None, points=None, sides=None, tables=None):
+        study = BerBlocks()
+        if run_point:
+            study.blocks = run_point
+        if points or sides:
+            every = points or (lambda cfg, done: study.points(cfg))
+            study.stages = lambda: [Stage("ber.csv", study.key, study.types, every, study.blocks, sides=sides)]
+        if tables:
+            study.tables = tables
+        return run(study, tmp_path / name, quick=True, log=lambda m: None)
+
     with pytest.raises(ValueError, match="other.csv"):
-        run(stray, tmp_path / "stray", quick=True, log=lambda m: None)
-    bad = BerBlocks()
-    bad.stages = lambda: [Stage("a.csv", ["seed"], {"seed": int}, None, None, sides={"b.csv": ["seed"]})]
-    with pytest.raises(TypeError, match="sides"):
-        run(bad, tmp_path / "bad", quick=True)
-    clash = BerBlocks()
-    clash.stages = lambda: [Stage("a.csv", ["seed"], {"seed": int}, None, None,
-                                  sides={"a.csv": (["seed"], {"seed": int})})]
-    with pytest.raises(TypeError, match="file"):
-        run(clash, tmp_path / "clash", quick=True)
+        refused("stray", lambda setup, p: PointRows({"ber": 0.0, "errors": 0}, {"other.csv": {"block": 0}}))
+    with pytest.raises(ValueError, match="no row of its own"):
+        refused("empty", lambda setup, p: PointRows([], {}))
+    with pytest.raises(ValueError, match="repeat snr_db=0 seed=0"):                 # 0 and 0.0: one key
+        refused("twice", points=lambda cfg, d: [{"snr_db": 0.0, "seed": 0}, {"snr_db": 0, "seed": 0}])
+    with pytest.raises(TypeError, match="`sides` of ber.csv"):
+        refused("bad", sides={"b.csv": ["seed"]})
+    with pytest.raises(TypeError, match="plain file name of its own, got 'ber.csv'"):
+        refused("clash", sides={"ber.csv": (["seed"], {"seed": int})})
+    with pytest.raises(ValueError, match="derived table"):
+        refused("derived", tables=lambda cfg, rows: {"worst.csv": ([], [])})
 
 
 def test_the_setup_is_not_pickled_with_the_point_function(toy):
