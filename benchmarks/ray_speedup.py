@@ -18,7 +18,7 @@ from dataclasses import replace
 from deft6g.experiment import ResultStore, available_cores, prepare_output, run_points, start_ray
 
 from .beamforming import SWEEP_FIELDS, DesignConfig, sweeps
-from .study import POINT_KEY, StudyTask, run_study
+from .study import POINT_KEY, FederatedStudy, run_study
 from .study_config import build_config, load_config
 
 TYPES = {"job": str, "points": int, "workers": int, "cores": int, "serial_s": float, "parallel_s": float,
@@ -84,7 +84,7 @@ def _run_job(job, work, workers, quick, log):
     quiet = lambda *_: None                                        # noqa: E731
     if job == "study":
         cfg = _study_config(quick)
-        StudyTask(cfg, log).setup()                              # activations cached before either run
+        FederatedStudy(log).setup(cfg)                           # activations cached before either run
         run, key, skip = (lambda out, w: run_study(out, cfg, log=quiet, workers=w)[1]), POINT_KEY, STUDY_TIMES
     else:
         cfg = _design_config(quick)

@@ -5,7 +5,7 @@ One point is (scheme, snr_db, num_rx_ant, link, num_bits, lora_aggregation, seed
 appended to results.csv at once (its per-round log to rounds.csv) and a re-run skips finished points;
 summary.csv holds the mean and 95% confidence interval over seeds per point without its seed.
 
-Stages: (1) the tuning stage (`[tuning]`, `deft6g.experiment.tune`, tuning.csv and chosen.json): per LoRA
+Stages (`FederatedStudy`): (0) model.csv, the model's sizes (model.json repeats it). (1) The tuning stage (`[tuning]`, `deft6g.experiment.tune`, tuning.csv and chosen.json): per LoRA
 aggregation variant, federated.lr with ideal aggregation and centralised_lr with the centralised reference,
 then each arm of tuning.arm_lr's own lr, OBDA's threshold x server_lr with the obda scheme (per link and N, at
 each SNR of tuning.obda_snr_db) with its arm's lr, AirComp's admission threshold when asked, and digital's
@@ -25,9 +25,8 @@ from dataclasses import replace
 import numpy as np
 
 from deft6g.deprecation import module_aliases
-from deft6g.experiment import (PointTask, ResultStore, ScalarWriter, censored_median, check_log_dir, ci_points,
-                               line_plot, mean_ci, paired_ci, prepare_output, run_name, run_points, summarise, tost,
-                               tune, tuning_store, write_table, write_text_atomic)
+from deft6g.experiment import (PointRows, ScalarWriter, Stage, Study, Tuning, censored_median, check_log_dir,
+                               ci_points, line_plot, mean_ci, paired_ci, run, run_name, summarise, tost)
 from deft6g.finetune import (COMPRESSED, AdapterConfig, BitFitConfig, EmulatorBuilder, EmulatorRecipe, FederatedDEFT,
                              LoraConfig, LoraLayer, PromptTuningConfig, data_split, emulator_config, evaluate,
                              get_peft_model, load_dataset, load_study_data, make_aggregator, partition, plug_in,
@@ -254,25 +253,82 @@ class _TimedAggregator:
         return out
 
 
-class StudyTask(PointTask):
-    """What one study point runs, picklable for Ray workers: holds the configuration and `choices` (the tuning
-    stage's values and the noisy control's NMSE, see `point_setting`); the heavy `_Setup` (data, models, cached
-    activations) is built on first use, once per process, and never pickled. log_dir: write each round's
-    rounds.csv values live as TensorBoard scalars, one run per point (`log_point`).
-    task(point) -> {"row": the results.csv row, "rounds": the rounds.csv rows}."""
+class FederatedStudy(Study):
+    """The study on the protocol (`deft6g.experiment.Study`), in turn: model.csv (the model's sizes, model.json
+    repeating it; here, so a first run builds the setup, caching the activations, before any worker needs
+    them), the tuning stage (a `Tuning`: tuning.csv, chosen.json), the reported points and then the noisy
+    control (both results.csv; each point's rounds in rounds.csv, written first). A point carries the lr and
+    setting (`point_setting`) its row records, so a worker needs no choices. summary.csv, summary.md and
+    model.json derived. log: the setup's progress lines and the noisy control's level (a worker prints its
+    own); log_dir: per-round TensorBoard scalars of every point run now (`log_point`). `run_study` runs it."""
+    name = "study"
 
-    def __init__(self, cfg, log=print, choices=None, log_dir=None):
-        self.cfg, self.log, self.choices, self.log_dir = cfg, log, dict(choices or {}), log_dir
+    def __init__(self, log=print, log_dir=None):
+        self.log, self.log_dir, self.choices = log, log_dir, {}
 
-    def build_setup(self):
-        return _Setup(self.cfg, self.log)
+    def __getstate__(self):
+        return {**self.__dict__, "log": print}
 
-    def __call__(self, point):
-        setting = point_setting(self.cfg, self.choices, point)
+    def config(self, quick=False):
+        return load_config(None, quick)
+
+    def stages(self):
+        results = dict(key=POINT_KEY, types=RESULT_TYPES, run_point=self.run_point, describe=_describe,
+                       sides={"rounds.csv": (POINT_KEY + ["round"], ROUND_TYPES)})
+        return [Stage("model.csv", ["model"], MODEL_TYPES, lambda cfg, done: [{"model": cfg.model.name}],
+                      lambda setup, point: model_info(setup), here=True),
+                Tuning(self.choose, TUNING_COLUMN_TYPES),
+                Stage("results.csv", points=self.reported_points, **results),
+                Stage("results.csv", points=self.control_points, **results)]
+
+    def setup(self, cfg):
+        return _Setup(cfg, self.log)
+
+    def choose(self, cfg, shared, tune):
+        self.choices = tune_study(cfg, shared, tune, self.log)
+
+    def reported_points(self, cfg, done):
+        return [self._with_setting(cfg, p) for p in study_points(cfg, self.choices) if p["scheme"] != "noisy"]
+
+    def control_points(self, cfg, done):
+        """The noisy control's points, at the NMSE AirComp measured (`noise_levels` of the reported rows)."""
+        noisy = [p for p in study_points(cfg, self.choices) if p["scheme"] == "noisy"]
+        if noisy:
+            self.choices.update(noise_levels(cfg, done["results.csv"], self.log))
+        return [self._with_setting(cfg, p) for p in noisy]
+
+    def _with_setting(self, cfg, point):
+        setting = point_setting(cfg, self.choices, point)
+        return {**point, "lr": setting["lr"], "setting": _setting_text(setting)}
+
+    def run_point(self, setup, point):
+        key = {k: point[k] for k in POINT_KEY}
+        setting = {**json.loads(point["setting"]), "lr": point["lr"]}
         if self.log_dir is None:
-            return _run_point(self.setup(), point, setting)
-        with log_point(self.log_dir, point) as events:
-            return _run_point(self.setup(), point, setting, on_round=lambda row: events.write(row["round"], row))
+            result = _run_point(setup, key, setting)
+        else:
+            with log_point(self.log_dir, key) as events:
+                result = _run_point(setup, key, setting, on_round=lambda row: events.write(row["round"], row))
+        return PointRows(result["row"], {"rounds.csv": result["rounds"]})
+
+    def tables(self, cfg, rows):
+        return {"summary.csv": (SUMMARY_FIELDS, _summary(cfg, rows)), "model.json": rows["model.csv"][0],
+                "summary.md": summary(cfg, rows["results.csv"], rows["rounds.csv"], markdown=True)}
+
+    def summary(self, cfg, rows):
+        return summary(cfg, rows["results.csv"], rows["rounds.csv"])
+
+    def plot(self, out, cfg, rows):
+        plot_study(out, cfg, _summary(cfg, rows), rows["results.csv"], rows["rounds.csv"])
+
+
+def _summary(cfg, rows):
+    return summary_rows(rows["results.csv"], rows["rounds.csv"], budget=cfg.channel.use_budget)
+
+
+def _setting_text(setting):
+    """results.csv's `setting`: the point's chosen values but its lr, as JSON."""
+    return json.dumps({k: v for k, v in setting.items() if k != "lr"}, sort_keys=True)
 
 
 def log_point(log_dir, point):
@@ -373,8 +429,7 @@ def _run_point(setup, point, setting, validation_only=False, on_round=None):
     rounds = [round_row(g) for g in logs]
     totals = {c: sum(count(g, c) for g in logs) for c in counts}
     wall = time.time() - t0
-    extra = json.dumps({k: v for k, v in setting.items() if k != "lr"}, sort_keys=True)
-    return {"rounds": rounds, "row": {**point, "lr": lr, "setting": extra, "accuracy": accuracy,
+    return {"rounds": rounds, "row": {**point, "lr": lr, "setting": _setting_text(setting), "accuracy": accuracy,
             "val_accuracy": val_accuracy, "emulator_accuracy": emu_acc, **totals, "energy": sum(g.energy for g in logs),
             "latency_s": totals["channel_uses"] / cfg.channel.bandwidth_hz,
             "agg_mse": float(np.mean([g.agg_mse for g in logs])), "nmse": float(np.nanmean([g.nmse for g in logs]))
@@ -412,52 +467,17 @@ def check_study(cfg):
 
 
 def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):
-    """Run (or resume) the study into `out_dir`; `config`: a TOML path, None (the default) or a StudyConfig
-    (`quick` applies to paths and None). Returns (cfg, rows). Every check of `check_study` runs before the
-    folder is touched. log_dir: TensorBoard folder, one run per point run now (`log_point`; finished points
-    skipped by a resumed run write nothing; tuning runs are not logged); None: no events. parallel: workers,
-    ray_address, worker_gpus of `deft6g.experiment.run_points` (the activations are cached on disk here first,
-    every worker loads them from the cache)."""
+    """Run (or resume) the study into `out_dir` (`deft6g.experiment.run` of `FederatedStudy`); `config`: a TOML
+    path, None (the default) or a StudyConfig (`quick` applies to paths and None). Returns (cfg, results.csv
+    rows). Every check of `check_study` runs before the folder is touched. log_dir: TensorBoard folder, one run
+    per point run now (`log_point`; finished points skipped by a resumed run write nothing; tuning runs are not
+    logged); None: no events. parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (a
+    first run caches the activations here first, every worker loads them from the cache)."""
     cfg = check_study(config if isinstance(config, StudyConfig) else load_config(config, quick))
     if log_dir is not None:
         check_log_dir(log_dir)
-    out = prepare_output(out_dir, "study", cfg.to_dict())
-    store = ResultStore(out / "results.csv", RESULT_FIELDS, POINT_KEY, types=RESULT_TYPES)
-    rounds_store = ResultStore(out / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"], types=ROUND_TYPES)
-    task = StudyTask(cfg, log, log_dir=log_dir)
-    if not _finished(store, cfg):          # activations cached here before any (Ray) worker needs them
-        _write_model_info(out, cfg, task.setup())
-    task.choices = tune_study(cfg, task, tuning_store(out / "tuning.csv", TUNING_COLUMN_TYPES), log, **parallel)
-    points = study_points(cfg, task.choices)
-
-    def write(point, result):                   # rounds first: a point in results.csv has its rounds
-        for r in result["rounds"]:
-            if not rounds_store.done(r):
-                rounds_store.add(r)
-        return result["row"]
-
-    for stage in ("reported", "control"):
-        todo = [p for p in points if (p["scheme"] == "noisy") == (stage == "control")]
-        if stage == "control" and todo:
-            task.choices.update(noise_levels(cfg, store.rows(), log))
-        run_points(todo, task, store, desc="study", log=log, write=write, **parallel,
-                   describe=lambda p, r: f"{_label(p)}: accuracy {r['accuracy']:.3f}")
-    rows = store.rows()
-    s_rows = write_summary(out, rows, rounds_store.rows(), cfg.channel.use_budget)
-    write_text_atomic(out / "summary.md", summary(cfg, rows, rounds_store.rows(), markdown=True))
-    plot_study(out, cfg, s_rows, rows, rounds_store.rows())
-    return cfg, rows
-
-
-def _finished(store, cfg):
-    """Whether every point is in `store`; with tuning.digital_num_bits a digital point counts as done when any
-    candidate width of it is (only the chosen one is ever run)."""
-    done = {}
-    for p in study_points(cfg):
-        tuned = cfg.tuning.digital_num_bits and p["scheme"] == "digital"
-        key = tuple(p[k] for k in POINT_KEY if not (tuned and k == "num_bits"))
-        done[key] = done.get(key, False) or store.done(p)
-    return all(done.values())
+    cfg, rows = run(FederatedStudy(log, log_dir), out_dir, cfg, log=log, **parallel)
+    return cfg, rows["results.csv"]
 
 
 class _TuningRun:
@@ -494,8 +514,9 @@ class _WidthRun(_TuningRun):
         return (-float(row["channel_uses"]) if accuracy >= self.target else -math.inf), row
 
 
-def tune_study(cfg, task, store, log=print, **parallel):
-    """The tuning stage (module docstring) into `store` (tuning.csv; chosen.json beside it): per LoRA variant,
+def tune_study(cfg, task, tune, log=print):
+    """The tuning stage (module docstring) through `tune` (a `deft6g.experiment.tuning.tuner`: tuning.csv,
+    chosen.json); task.setup() -> this process's setup (picklable, for workers). Per LoRA variant,
     federated.lr with ideal aggregation (when a federated scheme is in `schemes`), centralised_lr with the
     centralised scheme, each arm of tuning.arm_lr's own lr per link and N at each tuning.arm_lr_snr_db, then
     OBDA's threshold x server_lr per link and N at each tuning.obda_snr_db and AirComp's admission threshold at
@@ -509,9 +530,8 @@ def tune_study(cfg, task, store, log=print, **parallel):
         point = {"scheme": scheme, "snr_db": snr, "num_rx_ant": n, "link": link, "num_bits": 0,
                  "lora_aggregation": agg}
         if target is None:
-            return tune(name, grid, _TuningRun(task, point, dict(base)), store, t.seeds, fixed, log, **parallel)
-        return tune(name, grid, _WidthRun(task, point, dict(base), target), store, t.seeds, fixed, log,
-                    rule=WIDTH_RULE, **parallel)
+            return tune(name, grid, _TuningRun(task, point, dict(base)), t.seeds, fixed)
+        return tune(name, grid, _WidthRun(task, point, dict(base), target), t.seeds, fixed, rule=WIDTH_RULE)
 
     for agg in f.lora_aggregation:
         if set(cfg.schemes) - {"centralised"}:
@@ -585,14 +605,27 @@ def _label(p):
     return f"{name} [{p['lora_aggregation']}] seed {p['seed']}"
 
 
-def _write_model_info(out, cfg, setup):
-    info = {"model": cfg.model.name, "pretrained": cfg.model.name != "random-bert", "mode": cfg.federated.mode,
-            "kept_blocks": setup.kept, "emulator_params": setup.emulator_params, "full_params": setup.full_params,
+def _describe(point, row):
+    return f"{_label(point)}: accuracy {row['accuracy']:.3f}"
+
+
+# model.csv: the model's sizes (one row; model.json repeats it): the device model's kept blocks, its and the full
+# model's parameters and download bits (float32), the emulator's package (emulator mode, else empty), the split's
+# sizes and the PEFT payload of a device in reals
+MODEL_TYPES = {"model": str, "pretrained": bool, "mode": str, "kept_blocks": list, "emulator_params": int,
+               "full_params": int, "download_bits_emulator": int, "download_bits_full": int, "emulator": dict,
+               "train_examples": int, "test_examples": int, "payload_reals_per_device": int}
+
+
+def model_info(setup):
+    """model.csv's row (but its key) of `setup`."""
+    cfg = setup.cfg
+    return {"pretrained": cfg.model.name != "random-bert", "mode": cfg.federated.mode, "kept_blocks": setup.kept,
+            "emulator_params": setup.emulator_params, "full_params": setup.full_params,
             "download_bits_emulator": 32 * setup.emulator_params, "download_bits_full": 32 * setup.full_params,
-            "emulator": setup.emulator,
-            "train_examples": int(len(setup.y_train)), "test_examples": int(len(setup.y_test)),
+            "emulator": setup.emulator, "train_examples": int(len(setup.y_train)),
+            "test_examples": int(len(setup.y_test)),
             "payload_reals_per_device": int(sum(np.prod(v.shape) for v in setup.device.trainable_variables))}
-    (out / "model.json").write_text(json.dumps(info, indent=2))
 
 
 SUMMARY_VALUES = ["accuracy", "val_accuracy", "channel_uses", "downlink_uses", "energy", "latency_s", "nmse"]
@@ -601,12 +634,7 @@ SUMMARY_EXTRA = ["vs_ideal_mean", "vs_ideal_ci", "tost", "tost_low", "tost_high"
 EQUIVALENCE_MARGIN = 0.01         # one accuracy point: the TOST margin and the equal-quality target below ideal
 
 
-def write_summary(out, rows, round_rows=(), budget=math.inf):
-    """summary.csv from `summary_rows(rows, round_rows, budget=budget)`, written atomically; returns its rows."""
-    summary = summary_rows(rows, round_rows, budget=budget)
-    fields = SUMMARY_BY + ["n"] + [f"{v}_{s}" for v in SUMMARY_VALUES for s in ("mean", "ci")] + SUMMARY_EXTRA
-    write_table(out / "summary.csv", fields, summary)
-    return summary
+SUMMARY_FIELDS = SUMMARY_BY + ["n"] + [f"{v}_{s}" for v in SUMMARY_VALUES for s in ("mean", "ci")] + SUMMARY_EXTRA
 
 
 def _measured(value):

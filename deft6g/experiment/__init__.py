@@ -9,8 +9,9 @@ from .store import (OutputFolderError, ResultStore, load_json, prepare_output, w
 from .runner import PointsFailed, RayUnavailable, available_cores, require_ray, run_points, start_ray
 from .stats import censored_median, ci_points, log_mean_ci, mean_ci, paired_ci, percentiles, summarise, to_db, tost
 from .plots import interval, line_plot, merge_labels
-from .tuning import Choice, candidates, tune, tuning_store
+from .tuning import Choice, candidates, tune, tuner, tuning_store
 from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name
 from .config import ConfigError, check_fields, load_flat_config, read_toml, require, require_int, require_positive
 from .isolation import isolated, peak_rss_mb
-from .protocol import COMMANDS, Command, PointRows, PointTask, Stage, Study, register_command, register_study, run
+from .protocol import (COMMANDS, Command, PointRows, PointTask, Stage, Study, Tuning, register_command, register_study,
+                       run)

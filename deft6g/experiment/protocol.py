@@ -17,7 +17,9 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
 - a study of several tables returns them from `stages()` (a list of `Stage`: its file, key, types, points and
   point function, each stage's points may depend on the rows of the stages before it) instead of giving `key`,
   `types`, `points` and `run_point`; its hooks then get `rows` as {file: rows}. A stage's points may also
-  fill side tables (`Stage.sides`): their `run_point` returns `PointRows(rows, sides)`.
+  fill side tables (`Stage.sides`): their `run_point` returns `PointRows(rows, sides)`; stages that declare
+  the same file, key and types fill one table in turn; a `Tuning` among them makes choices on validation
+  (tuning.csv, chosen.json) that the stages after it use.
 
 `run(study, out)` does the rest: the guarded output folder (`prepare_output`, config.json), a typed resumable
 `ResultStore` (results.csv: rows come back with the types they were written with), `run_points` (serially or on
@@ -35,6 +37,7 @@ from importlib.metadata import entry_points
 
 from .runner import point_label, run_points
 from .store import ResultStore, canonical, prepare_output, write_json_atomic, write_table, write_text_atomic
+from .tuning import tuner, tuning_store
 
 ENTRY_POINT_GROUP = "deft6g.studies"
 
@@ -68,6 +71,19 @@ class PointRows:
     a point counts as finished only once its side rows are saved."""
     rows: object
     sides: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Choices made on validation among a study's stages (`Study.stages`), before the stages after it: the tuning
+    stage of docs/design.md §8. choose(cfg, shared, tune) makes them, keeping what later stages need (e.g. on
+    the study: a worker gets the study as it is when its stage starts); shared.setup() -> this process's setup
+    (`shared` is picklable: a worker builds its own); tune(name, grid, run, seeds=(0,), fixed=None, rule=RULE)
+    -> Choice is `deft6g.experiment.tune` into the resumable table `file` (its run's own columns: `types`;
+    chosen.json beside it), with the run's log and parallel options (`deft6g.experiment.tuning.tuner`)."""
+    choose: object
+    types: dict = field(default_factory=dict)
+    file: str = "tuning.csv"
 
 
 def _as_list(rows):
@@ -228,9 +244,12 @@ def check_study(study):
         raise TypeError(f"a study must be an instance of deft6g.experiment.Study, got {type(study).__name__}")
     if not isinstance(study.name, str) or not study.name.isidentifier():
         raise TypeError(f"Study.name must be a non-empty identifier (its subcommand), got {study.name!r}")
-    stages = _stages(study)
-    if not isinstance(stages, list) or not stages or not all(isinstance(s, Stage) for s in stages):
-        raise TypeError(f"study {study.name!r}: `stages()` must return a non-empty list of Stage, got {stages!r}")
+    entries = _stages(study)
+    if (not isinstance(entries, list) or not entries or not all(isinstance(s, (Stage, Tuning)) for s in entries)
+            or not any(isinstance(s, Stage) for s in entries)):
+        raise TypeError(f"study {study.name!r}: `stages()` must return a non-empty list of Stage (and Tuning), got "
+                        f"{entries!r}")
+    stages = [s for s in entries if isinstance(s, Stage)]
     tables = [(s.file, s.key, s.types) for s in stages]
     for s in stages:
         if not isinstance(s.sides or {}, dict) or not all(isinstance(t, tuple) and len(t) == 2 for t in
@@ -238,14 +257,19 @@ def check_study(study):
             raise TypeError(f"study {study.name!r}: `sides` of {s.file} must be a dict {{file: (key, types)}}, got "
                             f"{s.sides!r}")
         tables += [(file, *table) for file, table in (s.sides or {}).items()]
-    files = [file for file, _, _ in tables]
+    declared = {}
     for file, key, types in tables:
-        if not _plain_file_name(file) or files.count(file) > 1:
-            raise TypeError(f"study {study.name!r}: a table's file must be a plain file name of its own, got "
-                            f"{file!r}")
+        if not _plain_file_name(file) or declared.setdefault(file, (key, types)) != (key, types):
+            raise TypeError(f"study {study.name!r}: a table's file must be a plain file name of its own (stages that "
+                            f"fill one table in turn declare the same key and types), got {file!r}")
         if not key or not set(key) <= set(types):
             raise TypeError(f"study {study.name!r}: `key` {key!r} of {file} must be a non-empty list of `types` "
                             f"columns {list(types)!r}")
+    for t in entries:
+        if isinstance(t, Tuning) and (not _plain_file_name(t.file) or t.file in declared or t.file == "chosen.json"
+                                      or not callable(t.choose)):
+            raise TypeError(f"study {study.name!r}: a Tuning needs a callable `choose` and a plain file name of its "
+                            f"own, got {t.file!r}")
     for s in stages:
         if s.group is not None and not (isinstance(s.group, (list, tuple)) and set(s.group) <= set(s.key)):
             raise TypeError(f"study {study.name!r}: `group` {s.group!r} of {s.file} must be a list of `key` columns "
@@ -267,13 +291,18 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     folder = prepare_output(out, study.name, asdict(cfg))
     t0, cpu0 = time.time(), _cpu_seconds()
     staged = study.stages() is not None
-    stages, done, ran, worker_cpu, untimed, task = _stages(study), {}, 0, [], False, None
+    stages, done, ran, worker_cpu, untimed = _stages(study), {}, 0, [], False
+    task = StudyTask(study, cfg, 0 if staged else None)          # one setup in this process for all stages
     for number, stage in enumerate(stages):
+        if isinstance(stage, Tuning):
+            store = tuning_store(folder / stage.file, stage.types)
+            stage.choose(cfg, task, tuner(store, log, **parallel))
+            done[stage.file] = store.rows()
+            continue
         store = ResultStore(folder / stage.file, list(stage.types), list(stage.key), types=stage.types)
         sides = {file: ResultStore(folder / file, list(types), list(key), types=types)
                  for file, (key, types) in (stage.sides or {}).items()}
-        this = StudyTask(study, cfg, number if staged else None)
-        task = this if task is None else task.share_setup(this)         # one setup in this process for all stages
+        task = task.share_setup(StudyTask(study, cfg, number if staged else None))
         points = stage.points(cfg, done)
         _check_distinct(study, stage, points)
         todo = [p for p in points if not store.done(p)]

@@ -144,5 +144,13 @@ def tune(name, grid, run, store, seeds=(0,), fixed=None, log=print, rule=RULE, *
     return choice
 
 
+def tuner(store, log=print, **parallel):
+    """`tune` bound to `store`, `log` and the parallel options (workers, ray_address, worker_gpus, ray_timeout):
+    tuner(name, grid, run, seeds=(0,), fixed=None, rule=RULE) -> Choice (what a study's `Tuning` gets)."""
+    def bound(name, grid, run, seeds=(0,), fixed=None, rule=RULE):
+        return tune(name, grid, run, store, seeds, fixed, log, rule, **parallel)
+    return bound
+
+
 def _short(setting, names):
     return " ".join(f"{n}={setting[n]:g}" if isinstance(setting[n], float) else f"{n}={setting[n]}" for n in names)

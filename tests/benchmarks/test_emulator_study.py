@@ -100,7 +100,7 @@ def test_study_emulator_mode_sends_the_compressed_aligned_emulator(cache, monkey
     package's bits, the device's vocabulary is the public one, and the tuning grid is recorded."""
     import deft6g.finetune as F
     from deft6g.benchmarks import study
-    from deft6g.benchmarks.study import StudyTask
+    from deft6g.benchmarks.study import FederatedStudy
     from deft6g.benchmarks.study_config import build_config
     from deft6g.finetune.federation.emulator_package import download_bits
     from deft6g.finetune.peft.fomo import model_key
@@ -109,7 +109,7 @@ def test_study_emulator_mode_sends_the_compressed_aligned_emulator(cache, monkey
     cfg = build_config({"model": {"name": "random-bert"}, "schemes": ["ideal"], "seeds": [0, 1],
                         "data": {"train_examples": 64, "test_examples": 16},
                         "federated": {"mode": "emulator", "devices": 2, "rounds": 1, "local_steps": 1}})
-    setup = StudyTask(cfg, lambda *_: None).setup()
+    setup = FederatedStudy(lambda *_: None).setup(cfg)
     model, tok = F.load_study_model("random-bert")
     builder = F.EmulatorBuilder(model, tok, F.EmulatorRecipe(1, 1, 0.5), cfg.model.max_length,
                                 model_key("random-bert"))

@@ -323,7 +323,7 @@ def test_digital_width_tuning_picks_the_cheapest_width_that_reaches_the_ideal_re
     rule and a null score below the target."""
     import json
     from deft6g.benchmarks import study
-    from deft6g.experiment import tuning_store
+    from deft6g.experiment import tuner, tuning_store
     accuracy = {(-10.0, 8): 0.70, (-10.0, 4): 0.60, (-10.0, 2): 0.50, (-10.0, 1): 0.40,
                 (0.0, 8): 0.80, (0.0, 4): 0.792, (0.0, 2): 0.789, (0.0, 1): 0.70,
                 (20.0, 8): 0.80, (20.0, 4): 0.80, (20.0, 2): 0.80, (20.0, 1): 0.795}
@@ -348,7 +348,7 @@ def test_digital_width_tuning_picks_the_cheapest_width_that_reaches_the_ideal_re
             return None
 
     store = tuning_store(tmp_path / "tuning.csv", study.TUNING_COLUMN_TYPES)
-    choices = study.tune_study(cfg, Task(), store, lambda m: 0)
+    choices = study.tune_study(cfg, Task(), tuner(store, log=lambda m: 0), lambda m: 0)
     assert len(seen) == 1 + 12                                 # the ideal reference, then 4 widths x 3 SNRs
     got = {snr: choices[("digital", "factors", "counted", 2, snr)]["num_bits"] for snr in (-10.0, 0.0, 20.0)}
     assert got == {-10.0: 8, 0.0: 4, 20.0: 1}
@@ -366,7 +366,7 @@ def test_arm_lr_tunes_an_arms_device_learning_rate_on_its_own(tmp_path, monkeypa
     tuning SNR is 0) train with 1e-2, digital's with 3e-2, ideal's with 3e-3, and AirComp's admission threshold
     is tuned with AirComp's own lr."""
     from deft6g.benchmarks import study
-    from deft6g.experiment import tuning_store
+    from deft6g.experiment import tuner, tuning_store
     score = {("ideal", 1e-2): 0.70, ("ideal", 3e-3): 0.72, ("ideal", 3e-2): 0.60,
              ("aircomp", 1e-2): 0.69, ("aircomp", 3e-3): 0.65, ("aircomp", 3e-2): 0.50,
              ("digital", 1e-2): 0.60, ("digital", 3e-3): 0.61, ("digital", 3e-2): 0.62}
@@ -391,7 +391,7 @@ def test_arm_lr_tunes_an_arms_device_learning_rate_on_its_own(tmp_path, monkeypa
             return None
 
     store = tuning_store(tmp_path / "tuning.csv", study.TUNING_COLUMN_TYPES)
-    choices = study.tune_study(cfg, Task(), store, lambda m: 0)
+    choices = study.tune_study(cfg, Task(), tuner(store, log=lambda m: 0), lambda m: 0)
     assert choices[("lr", "factors")] == 3e-3
     assert choices[("lr", "factors", "aircomp", "counted", 2, 0.0)] == 1e-2
     lrs = {(p["scheme"], p["snr_db"]): study.point_setting(cfg, choices, p)["lr"]
@@ -470,7 +470,7 @@ def test_tuning_stage_chooses_on_validation_and_every_point_uses_the_choice(tune
     values, and the reported ideal point equals a direct run of that point with the chosen lr. With the test
     labels permuted, tuning.csv (timing aside) and chosen.json are unchanged while test accuracies move."""
     import json
-    from deft6g.benchmarks.study import StudyTask, _run_point
+    from deft6g.benchmarks.study import FederatedStudy, _run_point
     cfg, rows, out = tuned_study
     tuning = read(out / "tuning.csv")
     lr_rows = [r for r in tuning if r["tuning"] == "federated.lr [factors]"]
@@ -504,10 +504,10 @@ def test_tuning_stage_chooses_on_validation_and_every_point_uses_the_choice(tune
         == air_best                                       # each AirComp SNR uses its own choice (absolute SNR)
     assert "aircomp [factors] counted N=2 -10 dB" in chosen
     ideal = next(r for r in rows if r["scheme"] == "ideal")
-    direct = _run_point(StudyTask(cfg, lambda m: None).setup(), {k: ideal[k] for k in POINT_KEY}, {"lr": best})["row"]
+    direct = _run_point(FederatedStudy(lambda m: None).setup(cfg), {k: ideal[k] for k in POINT_KEY}, {"lr": best})["row"]
     assert float(ideal["accuracy"]) == direct["accuracy"] and float(ideal["val_accuracy"]) == direct["val_accuracy"]
     # the winning tuning run (seed 1, no reported seed) is a direct run at the chosen lr
-    tuning_run = _run_point(StudyTask(cfg, lambda m: None).setup(), {k: ideal[k] for k in POINT_KEY} | {"seed": 1},
+    tuning_run = _run_point(FederatedStudy(lambda m: None).setup(cfg), {k: ideal[k] for k in POINT_KEY} | {"seed": 1},
                             {"lr": best})["row"]
     assert tuning_run["val_accuracy"] == max(scores)
 
