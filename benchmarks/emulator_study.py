@@ -27,8 +27,7 @@ backward through the top block), measured here, wall and CPU seconds (fastest of
 Files: tuning.csv (the distillation grid with its validation MSE and the choice), emulators.csv (per emulator:
 download, UNK rates, memory, step time, from the first seed's emulator; they do not depend on the seed),
 results.csv (per seed, with the distillation's validation MSE), summary.csv (with the TOST), config.json,
-summary.txt, timing.json, download_vs_accuracy.png; resumable (a resumed run times the full model's step again
-for the ratios of the emulators it measures).
+summary.txt, timing.json, download_vs_accuracy.png; resumable.
 """
 
 import math
@@ -169,22 +168,12 @@ class _Setup:
         self.key = [model_key(cfg.model), cfg.max_length, content_digest(data),             # by content
                     content_digest(np.asarray(train))]
         self.full_test = self._acts(self.full, self.x_test, self.full_start, ["full-test", test.tolist()])
-        self.full_train, self._full = None, None
+        self.full_train = None
         self.emulators = {}
 
     def _acts(self, peft, x, block, key):
         z = cached_arrays(self.key + key + [block], lambda: dict(zip("hm", peft.activations(x, block))))
         return z["h"], z["m"]
-
-    def full_reference(self):
-        """Devices holding the full model, once per process: {"bits": download bits, "memory": device bytes,
-        "wall", "cpu": seconds of a training step (`_step_time`)}, what every emulator's ratios divide."""
-        if self._full is None:
-            d = self.emulator("full", False, self.cfg.seeds[0])
-            wall, cpu = _step_time(self.full, *self.step_batch(None), self.cfg.timing_repeats)
-            self._full = {"bits": download_bits(d["package"]), "memory": _device_memory(self, d), "wall": wall,
-                          "cpu": cpu}
-        return self._full
 
     def step_batch(self, package):
         """The timed step's batch: (x dict [B, T] of token ids, mapped to the vocabulary of `package` unless
@@ -254,18 +243,17 @@ def _device_memory(setup, d):
 
 def _emulator_row(setup, point):
     """The emulators.csv row of `point` (variant, distill): download, vocabulary, UNK rates, device memory and
-    step time, each against the full model's (`_Setup.full_reference`, its step timed in this process)."""
-    full = setup.full_reference()
+    step time, each as a ratio to the full model's row (`point["full"]`; the full model's own point has none)."""
     d = setup.emulator(point["variant"], point["distill"], setup.cfg.seeds[0])    # size and cost: seed-independent
-    if point["variant"] == "full":
-        wall, cpu = full["wall"], full["cpu"]
-    else:
-        wall, cpu = _step_time(d["device"], *setup.step_batch(d["package"]), setup.cfg.timing_repeats)
+    wall, cpu = _step_time(d["device"], *setup.step_batch(None if point["variant"] == "full" else d["package"]),
+                           setup.cfg.timing_repeats)
     bits, mem = download_bits(d["package"]), _device_memory(setup, d)
-    return {"kept": " ".join(map(str, d["kept"])), "download_bits": bits, "download_ratio": full["bits"] / bits,
-            "vocab_size": package_config(d["package"])["vocab_size"], "train_unk_rate": d["train_unk_rate"],
-            "unk_rate": d["unk_rate"], "memory_bytes": mem, "memory_ratio": full["memory"] / mem,
-            "step_wall_s": wall, "step_cpu_s": cpu, "step_speedup": full["wall"] / wall}
+    full = point.get("full") or {"download_bits": bits, "memory_bytes": mem, "step_wall_s": wall}
+    return {"kept": " ".join(map(str, d["kept"])), "download_bits": bits,
+            "download_ratio": full["download_bits"] / bits, "vocab_size": package_config(d["package"])["vocab_size"],
+            "train_unk_rate": d["train_unk_rate"], "unk_rate": d["unk_rate"], "memory_bytes": mem,
+            "memory_ratio": full["memory_bytes"] / mem, "step_wall_s": wall, "step_cpu_s": cpu,
+            "step_speedup": full["step_wall_s"] / wall}
 
 
 def _run_point(setup, point, log_dir=None):
@@ -298,6 +286,27 @@ def _run_point(setup, point, log_dir=None):
             "distill_s": round(s.get("seconds", 0.0), 2), "train_s": round(time.process_time() - t0, 2)}
 
 
+def tuning_points(cfg, done=None):
+    """The distillation grid of every distilled middle the configuration uses (tuning.csv's key), in the
+    builder's order."""
+    return [{"middle": m, "distill_lr": lr, "distill_texts": n} for m in _middles(cfg) for n in cfg.distill_texts
+            for lr in cfg.distill_lrs]
+
+
+def _tuning_row(setup, point):
+    """The tuning.csv row of one grid point: the builder scores its middle's whole grid once per process."""
+    rows = setup.builder.tune(point["middle"] == "low rank")[1]
+    return next(r for r in rows if (r["distill_lr"], r["distill_texts"]) == (point["distill_lr"],
+                                                                              point["distill_texts"]))
+
+
+def compressed_points(cfg, done):
+    """The emulators but the full model, each carrying the full model's emulators.csv row (`full`), the
+    reference of its ratios."""
+    full = next(r for r in done["emulators.csv"] if r["variant"] == "full")
+    return [{**p, "full": full} for p in emulator_points(cfg) if p["variant"] != "full"]
+
+
 def _middles(cfg):
     """The distilled middles the configuration uses (tuning.csv's `middle`): "float", "low rank"."""
     if True not in cfg.distill:
@@ -306,10 +315,11 @@ def _middles(cfg):
 
 
 class EmulatorStudy(Study):
-    """The study on the protocol (`deft6g.experiment.Study`), three tables in turn: tuning.csv (the distillation
-    grid per middle, here), emulators.csv (sizes and step times, here) and results.csv (the training points, on
-    workers, all points of a seed to one worker); summary.csv derived. log_dir: per-round TensorBoard scalars of
-    every training point run now (`_run_point`). `run_emulator_study` runs it."""
+    """The study on the protocol (`deft6g.experiment.Study`), in turn: tuning.csv (the distillation grid, here),
+    emulators.csv (sizes and step times, here: the full model's row, then the others' against it) and
+    results.csv (the training points, on workers, all points of a seed to one worker); summary.csv derived.
+    log_dir: per-round TensorBoard scalars of every training point run now (`_run_point`). `run_emulator_study`
+    runs it."""
     name = "emulator"
 
     def __init__(self, log_dir=None):
@@ -319,11 +329,11 @@ class EmulatorStudy(Study):
         return load_emulator_config(None, quick)
 
     def stages(self):
-        middles = lambda cfg, done: [{"middle": m} for m in _middles(cfg)]                  # noqa: E731
-        return [Stage("tuning.csv", ["middle"], TUNING_TYPES, middles,
-                      lambda setup, p: setup.builder.tune(p["middle"] == "low rank")[1], here=True),
-                Stage("emulators.csv", EMU_KEY, EMU_TYPES, lambda cfg, done: emulator_points(cfg), _emulator_row,
-                      lambda p, r: f"{_name(p)}: {r['download_ratio']:.2f}x smaller download", here=True),
+        emulators = dict(key=EMU_KEY, types=EMU_TYPES, run_point=_emulator_row, here=True,
+                         describe=lambda p, r: f"{_name(p)}: {r['download_ratio']:.2f}x smaller download")
+        return [Stage("tuning.csv", list(TUNING_TYPES)[:3], TUNING_TYPES, tuning_points, _tuning_row, here=True),
+                Stage("emulators.csv", points=lambda cfg, done: [{"variant": "full", "distill": False}], **emulators),
+                Stage("emulators.csv", points=compressed_points, **emulators),
                 Stage("results.csv", RESULT_KEY, RESULT_TYPES, lambda cfg, done: study_points(cfg), self.train,
                       lambda p, r: f"{_name(p)} seed {p['seed']}: plug-in {r['plug_accuracy']:.3f}, emulator "
                                    f"{r['emulator_accuracy']:.3f}", group=["seed"])]

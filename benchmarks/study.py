@@ -285,7 +285,7 @@ class FederatedStudy(Study):
         return _Setup(cfg, self.log)
 
     def choose(self, cfg, shared, tune):
-        self.choices = tune_study(cfg, shared, tune, self.log)
+        self.choices = tune_study(cfg, shared, tune)
 
     def reported_points(self, cfg, done):
         return [self._with_setting(cfg, p) for p in study_points(cfg, self.choices) if p["scheme"] != "noisy"]
@@ -514,7 +514,7 @@ class _WidthRun(_TuningRun):
         return (-float(row["channel_uses"]) if accuracy >= self.target else -math.inf), row
 
 
-def tune_study(cfg, task, tune, log=print):
+def tune_study(cfg, task, tune):
     """The tuning stage (module docstring) through `tune` (a `deft6g.experiment.tuning.tuner`: tuning.csv,
     chosen.json); task.setup() -> this process's setup (picklable, for workers). Per LoRA variant,
     federated.lr with ideal aggregation (when a federated scheme is in `schemes`), centralised_lr with the

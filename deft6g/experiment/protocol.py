@@ -37,7 +37,7 @@ from importlib.metadata import entry_points
 
 from .runner import point_label, run_points
 from .store import ResultStore, canonical, prepare_output, write_json_atomic, write_table, write_text_atomic
-from .tuning import tuner, tuning_store
+from .tuning import TUNING_TYPES, tuner, tuning_store
 
 ENTRY_POINT_GROUP = "deft6g.studies"
 
@@ -112,9 +112,9 @@ class Study:
         raise NotImplementedError
 
     def stages(self):
-        """The tables of a study of several, in run order (a non-empty list of `Stage`); None (default): one,
-        results.csv, from `key`, `types`, `points`, `run_point`, `describe` and `group`. This process builds one
-        setup for all of them; a Ray worker builds its own for each stage it serves."""
+        """The tables of a study of several, in run order (a list of `Stage`, at least one, and `Tuning` entries);
+        None (default): one, results.csv, from `key`, `types`, `points`, `run_point`, `describe` and `group`. This
+        process builds one setup for all of them; a Ray worker builds its own for each stage it serves."""
         return None
 
     def points(self, cfg):
@@ -250,26 +250,31 @@ def check_study(study):
         raise TypeError(f"study {study.name!r}: `stages()` must return a non-empty list of Stage (and Tuning), got "
                         f"{entries!r}")
     stages = [s for s in entries if isinstance(s, Stage)]
-    tables = [(s.file, s.key, s.types) for s in stages]
+    tables = [(s.file, "stage", s.key, s.types) for s in stages]
     for s in stages:
         if not isinstance(s.sides or {}, dict) or not all(isinstance(t, tuple) and len(t) == 2 for t in
                                                            (s.sides or {}).values()):
             raise TypeError(f"study {study.name!r}: `sides` of {s.file} must be a dict {{file: (key, types)}}, got "
                             f"{s.sides!r}")
-        tables += [(file, *table) for file, table in (s.sides or {}).items()]
+        tables += [(file, "side", *table) for file, table in (s.sides or {}).items()]
     declared = {}
-    for file, key, types in tables:
-        if not _plain_file_name(file) or declared.setdefault(file, (key, types)) != (key, types):
+    for file, role, key, types in tables:
+        shape = (role, list(key), list(types.items()))                  # the columns in their order
+        if not _plain_file_name(file) or declared.setdefault(file, shape) != shape:
             raise TypeError(f"study {study.name!r}: a table's file must be a plain file name of its own (stages that "
-                            f"fill one table in turn declare the same key and types), got {file!r}")
+                            f"fill one table or side table in turn declare the same key and types), got {file!r}")
         if not key or not set(key) <= set(types):
             raise TypeError(f"study {study.name!r}: `key` {key!r} of {file} must be a non-empty list of `types` "
                             f"columns {list(types)!r}")
+    tunings = {}
     for t in entries:
         if isinstance(t, Tuning) and (not _plain_file_name(t.file) or t.file in declared or t.file == "chosen.json"
-                                      or not callable(t.choose)):
-            raise TypeError(f"study {study.name!r}: a Tuning needs a callable `choose` and a plain file name of its "
-                            f"own, got {t.file!r}")
+                                      or not callable(t.choose) or not isinstance(t.types, dict)
+                                      or set(t.types) & {*TUNING_TYPES, "score"}
+                                      or tunings.setdefault(t.file, list(t.types.items())) != list(t.types.items())):
+            raise TypeError(f"study {study.name!r}: a Tuning needs a callable `choose`, a plain file name of its own "
+                            f"(not chosen.json) and `types` of its run's own columns (not {list(TUNING_TYPES)}, one "
+                            f"set per file), got {t.file!r} with {t.types!r}")
     for s in stages:
         if s.group is not None and not (isinstance(s.group, (list, tuple)) and set(s.group) <= set(s.key)):
             raise TypeError(f"study {study.name!r}: `group` {s.group!r} of {s.file} must be a list of `key` columns "
@@ -338,9 +343,10 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
                                                "cpu_s": cpu_s})
     rows = done if staged else done["results.csv"]
     for name, table in study.tables(cfg, rows).items():
-        if not _plain_file_name(name) or name in done:
+        if not _plain_file_name(name) or name in done or (name == "chosen.json" and any(
+                isinstance(s, Tuning) for s in stages)):
             raise ValueError(f"study {study.name!r}: a derived table's file name must be a plain file name, not one "
-                             f"of the resumable tables {list(done)}, got {name!r}")
+                             f"of the resumable tables {list(done)} (or chosen.json), got {name!r}")
         if isinstance(table, tuple):
             write_table(folder / name, *table)
         elif isinstance(table, str):

@@ -348,7 +348,7 @@ def test_digital_width_tuning_picks_the_cheapest_width_that_reaches_the_ideal_re
             return None
 
     store = tuning_store(tmp_path / "tuning.csv", study.TUNING_COLUMN_TYPES)
-    choices = study.tune_study(cfg, Task(), tuner(store, log=lambda m: 0), lambda m: 0)
+    choices = study.tune_study(cfg, Task(), tuner(store, log=lambda m: 0))
     assert len(seen) == 1 + 12                                 # the ideal reference, then 4 widths x 3 SNRs
     got = {snr: choices[("digital", "factors", "counted", 2, snr)]["num_bits"] for snr in (-10.0, 0.0, 20.0)}
     assert got == {-10.0: 8, 0.0: 4, 20.0: 1}
@@ -391,7 +391,7 @@ def test_arm_lr_tunes_an_arms_device_learning_rate_on_its_own(tmp_path, monkeypa
             return None
 
     store = tuning_store(tmp_path / "tuning.csv", study.TUNING_COLUMN_TYPES)
-    choices = study.tune_study(cfg, Task(), tuner(store, log=lambda m: 0), lambda m: 0)
+    choices = study.tune_study(cfg, Task(), tuner(store, log=lambda m: 0))
     assert choices[("lr", "factors")] == 3e-3
     assert choices[("lr", "factors", "aircomp", "counted", 2, 0.0)] == 1e-2
     lrs = {(p["scheme"], p["snr_db"]): study.point_setting(cfg, choices, p)["lr"]

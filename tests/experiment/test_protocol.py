@@ -13,7 +13,8 @@ import pytest
 from scipy.special import erfc
 
 from deft6g.benchmarks.cli import build_parser, main
-from deft6g.experiment import COMMANDS, Command, PointRows, Stage, Study, register_command, register_study, run
+from deft6g.experiment import (COMMANDS, Command, PointRows, Stage, Study, Tuning, register_command, register_study,
+                               run)
 from deft6g.experiment import protocol
 
 
@@ -258,7 +259,8 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     run(BerStages(), tmp_path / "ber", quick=True, log=lambda m: None)
     assert json.loads((tmp_path / "ber" / "timing.json").read_text())["points_run"] == 0
     twice = BerStages()
-    twice.stages = lambda: [Stage("a.csv", ["seed"], {"seed": int}, None, None)] * 2
+    twice.stages = lambda: [Stage("a.csv", ["seed"], {"seed": int}, None, None),    # one table, two shapes
+                            Stage("a.csv", ["seed"], {"seed": int, "ber": float}, None, None)]
     with pytest.raises(TypeError, match="file"):
         run(twice, tmp_path / "twice", quick=True)
     none = BerStages()
@@ -345,10 +347,102 @@ def test_a_stage_fills_side_tables_resumably(tmp_path, monkeypatch):
         refused("twice", points=lambda cfg, d: [{"snr_db": 0.0, "seed": 0}, {"snr_db": 0, "seed": 0}])
     with pytest.raises(TypeError, match="`sides` of ber.csv"):
         refused("bad", sides={"b.csv": ["seed"]})
-    with pytest.raises(TypeError, match="plain file name of its own, got 'ber.csv'"):
+    with pytest.raises(TypeError, match="plain file name of its own .*, got 'ber.csv'"):
         refused("clash", sides={"ber.csv": (["seed"], {"seed": int})})
+    with pytest.raises(TypeError, match="plain file name of its own .*, got 'ber.csv'"):      # as its own side
+        refused("itself", sides={"ber.csv": (BerBlocks.key, BerBlocks.types)})
     with pytest.raises(ValueError, match="derived table"):
         refused("derived", tables=lambda cfg, rows: {"worst.csv": ([], [])})
+
+
+class BerRun:
+    """A tuning run of BerTuned, picklable for workers: the BER of one SNR with one validation seed; raises
+    KeyboardInterrupt (a Ctrl-C) instead of its run number `stop_at` when that is set."""
+
+    def __init__(self, study, shared):
+        self.study, self.shared = study, shared
+
+    def __call__(self, setting, seed):
+        if BerTuned.stop_at == BerTuned.tuning_runs:
+            raise KeyboardInterrupt
+        BerTuned.tuning_runs += 1
+        ber = self.study.run_point(self.shared.setup(), {**setting, "seed": seed})["ber"]
+        return -abs(math.log(ber / 1e-2)), {"ber": ber}
+
+
+class BerTuned(BpskBer):
+    """The toy study with a tuning stage: the SNR whose validation BER (seeds 100, 101) is nearest 1e-2 is chosen
+    on tuning.csv (a Tuning), then two stages fill ber.csv in turn at that SNR: seeds 0 and 1, then seed 2 + the
+    number of the first stage's rows (the second stage's points come from the first's rows)."""
+    name = "toy_ber_tuned"
+    tuning_runs, stop_at = 0, None
+
+    def __init__(self):
+        self.snr_db = None
+
+    def stages(self):
+        return [Tuning(self.choose, {"ber": float}),
+                Stage("ber.csv", self.key, self.types, lambda cfg, done: self.at_choice([0, 1]), self.run_point),
+                Stage("ber.csv", self.key, self.types, self.more, self.run_point)]
+
+    def more(self, cfg, done):
+        return self.at_choice([2 + sum(r["seed"] < 2 for r in done["ber.csv"])])
+
+    def at_choice(self, seeds):
+        return [{"snr_db": self.snr_db, "seed": s} for s in seeds]
+
+    def choose(self, cfg, shared, tune):
+        self.snr_db = tune("snr", {"snr_db": cfg.snr_db}, BerRun(self, shared), seeds=(100, 101)).setting["snr_db"]
+
+    def summary(self, cfg, rows):
+        return Study.summary(self, cfg, rows)
+
+
+def test_a_tuning_stage_chooses_on_validation_before_the_stages_that_use_it(tmp_path, monkeypatch):
+    """A run cut (Ctrl-C) in its third tuning run keeps the first two in tuning.csv; the next run, on 2 workers
+    (a stand-in for the Ray runner that runs a pickled copy of every point function, as a worker does), runs the
+    2 missing candidates only, chooses 4 dB (BER 0.0125 in theory, nearer 1e-2 than 0 dB's 0.079; chosen.json),
+    and two stages fill ber.csv in turn at 4 dB, their workers' copies of the study carrying the choice; a
+    re-run runs nothing. Refused: a Tuning whose file is a table's or chosen.json, or whose types name
+    tuning.csv's own columns."""
+    import pickle
+    from deft6g.experiment import tuning
+    out = tmp_path / "tuned"
+    BerTuned.setups, BerTuned.tuning_runs, BerTuned.stop_at = 0, 0, 2
+    with pytest.raises(KeyboardInterrupt):
+        run(BerTuned(), out, quick=True, log=lambda m: None)
+    assert len(read(out / "tuning.csv")) == 2
+    BerTuned.stop_at = None
+
+    def workers(points, fn, store, write=None, **options):
+        assert options["workers"] == 2
+        todo = [p for p in points if not store.done(p)]
+        for p in todo:
+            result = pickle.loads(pickle.dumps(fn))(p)
+            store.add(write(p, result) if write else result)
+        return len(todo)
+
+    monkeypatch.setattr(protocol, "run_points", workers)
+    monkeypatch.setattr(tuning, "run_points", workers)
+    study = BerTuned()
+    _, rows = run(study, out, quick=True, log=lambda m: None, workers=2)
+    assert BerTuned.tuning_runs == 4 and study.snr_db == 4.0
+    assert sorted((r["seed"], json.loads(r["setting"])["snr_db"]) for r in rows["tuning.csv"]) == [
+        (100, 0.0), (100, 4.0), (101, 0.0), (101, 4.0)]
+    assert json.loads((out / "chosen.json").read_text())["snr"]["setting"] == {"snr_db": 4.0}
+    assert [(r["snr_db"], r["seed"]) for r in rows["ber.csv"]] == [(4.0, 0), (4.0, 1), (4.0, 4)]
+    monkeypatch.undo()
+    again = BerTuned()
+    run(again, out, quick=True, log=lambda m: None)
+    assert BerTuned.tuning_runs == 4 and again.snr_db == 4.0
+    assert json.loads((out / "timing.json").read_text())["points_run"] == 0
+    nothing = lambda cfg, shared, tune: None                                         # noqa: E731
+    for name, tuned in (("file", Tuning(nothing, {}, "ber.csv")), ("chosen", Tuning(nothing, {}, "chosen.json")),
+                        ("seed", Tuning(nothing, {"seed": int})), ("choose", Tuning(None))):
+        bad = BerTuned()
+        bad.stages = lambda tuned=tuned: [tuned, *BerTuned.stages(bad)[1:]]
+        with pytest.raises(TypeError, match="Tuning"):
+            run(bad, tmp_path / f"bad_{name}", quick=True)
 
 
 def test_the_setup_is_not_pickled_with_the_point_function(toy):

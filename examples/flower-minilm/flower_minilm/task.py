@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from deft6g.benchmarks.study import StudyTask, point_federation, point_setting
+from deft6g.benchmarks.study import FederatedStudy, point_federation, point_setting
 from deft6g.benchmarks.study_config import load_config
 
 SCHEMES = ("ideal", "aircomp", "digital", "obda")
@@ -48,7 +48,7 @@ def run_point(run_config):
 @functools.lru_cache(maxsize=2)
 def _setup(cfg_json):
     from deft6g.benchmarks.study_config import build_config
-    return StudyTask(build_config(json.loads(cfg_json)), log=print).setup()
+    return FederatedStudy(print).setup(build_config(json.loads(cfg_json)))
 
 
 def study_setup(cfg):
