@@ -287,10 +287,10 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
 
     cfg: its configuration (default `study.config(quick)`); parallel: workers, ray_address, worker_gpus,
     ray_timeout of `run_points`. Writes config.json, results.csv or each stage's table (typed, one row per
-    point, resumable), timing.json (of this invocation: seconds, points run now and cpu_s, the CPU seconds of
-    this process and of the subprocesses it waited for, e.g. `isolated` runs, plus, for a table whose rows carry
-    their own `cpu_s`, those of the points run on workers; null when points of a table without `cpu_s` ran on
-    workers), the derived tables, summary.txt and the plots."""
+    point, resumable), timing.json (of this invocation: seconds, points run now (tuning runs included) and
+    cpu_s, the CPU seconds of this process and of the subprocesses it waited for, e.g. `isolated` runs, plus,
+    for a table whose rows carry their own `cpu_s`, those of the points run on workers; null when points of a
+    table without `cpu_s`, or tuning runs, ran on workers), the derived tables, summary.txt and the plots."""
     check_study(study)
     cfg = study.config(quick) if cfg is None else cfg
     folder = prepare_output(out, study.name, asdict(cfg))
@@ -301,8 +301,12 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     for number, stage in enumerate(stages):
         if isinstance(stage, Tuning):
             store = tuning_store(folder / stage.file, stage.types)
+            before = len(store.rows())
             stage.choose(cfg, task, tuner(store, log, **parallel))
             done[stage.file] = store.rows()
+            now = len(done[stage.file]) - before                   # its runs carry no cpu_s of their own
+            untimed |= bool(now) and (parallel.get("workers", 1) != 1 or parallel.get("ray_address") is not None)
+            ran += now
             continue
         store = ResultStore(folder / stage.file, list(stage.types), list(stage.key), types=stage.types)
         sides = {file: ResultStore(folder / file, list(types), list(key), types=types)
@@ -343,10 +347,11 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
                                                "cpu_s": cpu_s})
     rows = done if staged else done["results.csv"]
     for name, table in study.tables(cfg, rows).items():
-        if not _plain_file_name(name) or name in done or (name == "chosen.json" and any(
-                isinstance(s, Tuning) for s in stages)):
+        own = {"config.json", "timing.json", "summary.txt"} | ({"chosen.json"} if any(
+            isinstance(s, Tuning) for s in stages) else set())
+        if not _plain_file_name(name) or name in done or name in own:
             raise ValueError(f"study {study.name!r}: a derived table's file name must be a plain file name, not one "
-                             f"of the resumable tables {list(done)} (or chosen.json), got {name!r}")
+                             f"of the resumable tables {list(done)} or {sorted(own)}, got {name!r}")
         if isinstance(table, tuple):
             write_table(folder / name, *table)
         elif isinstance(table, str):

@@ -351,8 +351,9 @@ def test_a_stage_fills_side_tables_resumably(tmp_path, monkeypatch):
         refused("clash", sides={"ber.csv": (["seed"], {"seed": int})})
     with pytest.raises(TypeError, match="plain file name of its own .*, got 'ber.csv'"):      # as its own side
         refused("itself", sides={"ber.csv": (BerBlocks.key, BerBlocks.types)})
-    with pytest.raises(ValueError, match="derived table"):
-        refused("derived", tables=lambda cfg, rows: {"worst.csv": ([], [])})
+    for name in ("worst.csv", "summary.txt"):
+        with pytest.raises(ValueError, match="derived table"):
+            refused(f"derived_{name}", tables=lambda cfg, rows, name=name: {name: ([], [])})
 
 
 class BerRun:
@@ -402,9 +403,10 @@ def test_a_tuning_stage_chooses_on_validation_before_the_stages_that_use_it(tmp_
     """A run cut (Ctrl-C) in its third tuning run keeps the first two in tuning.csv; the next run, on 2 workers
     (a stand-in for the Ray runner that runs a pickled copy of every point function, as a worker does), runs the
     2 missing candidates only, chooses 4 dB (BER 0.0125 in theory, nearer 1e-2 than 0 dB's 0.079; chosen.json),
-    and two stages fill ber.csv in turn at 4 dB, their workers' copies of the study carrying the choice; a
-    re-run runs nothing. Refused: a Tuning whose file is a table's or chosen.json, or whose types name
-    tuning.csv's own columns."""
+    and two stages fill ber.csv in turn at 4 dB, their workers' copies of the study carrying the choice (timing
+    counts the tuning runs as points, their CPU time on workers unknown); a re-run runs nothing. Refused: a
+    Tuning whose file is a table's or chosen.json, or whose types name tuning.csv's own columns, or without a
+    callable choose."""
     import pickle
     from deft6g.experiment import tuning
     out = tmp_path / "tuned"
@@ -431,6 +433,8 @@ def test_a_tuning_stage_chooses_on_validation_before_the_stages_that_use_it(tmp_
         (100, 0.0), (100, 4.0), (101, 0.0), (101, 4.0)]
     assert json.loads((out / "chosen.json").read_text())["snr"]["setting"] == {"snr_db": 4.0}
     assert [(r["snr_db"], r["seed"]) for r in rows["ber.csv"]] == [(4.0, 0), (4.0, 1), (4.0, 4)]
+    timing = json.loads((out / "timing.json").read_text())       # 2 tuning runs + 3 points; the workers' CPU unknown
+    assert timing["points_run"] == 5 and timing["cpu_s"] is None
     monkeypatch.undo()
     again = BerTuned()
     run(again, out, quick=True, log=lambda m: None)
