@@ -27,11 +27,11 @@ has behind it (`matched.csv`: warm start against fresh at equal steps per member
 Inference cost: samples/s of the pool from the tokens, one full forward per prompt against blocks below the
 prompt once + the rest once per prompt + the rest once on (prompt, example) rows (`speed.csv`), timed in
 this run, CPU time and wall time (this machine may be shared).
-Files: results.csv (one row per dataset, stream, init, pool size, seed and step), choices.csv (every
-validation choice: one row per candidate with its validation score), reference.csv, matched.csv, speed.csv,
-config.json, summary.txt, timing.json, PNG plots; every table is resumable. With `workers` the streams and references run on Ray
-workers (`deft6g.experiment.run_points`; every member is seeded by its stream's seed, so the rows do not
-depend on the number of workers); the speed table is timed, so it always runs in this process, alone.
+Files: results.csv (one row per dataset, stream, init, pool size, seed and step), choices.csv (every validation
+choice: one row per candidate with its validation score), reference.csv, matched.csv, speed.csv, config.json,
+summary.txt, timing.json, PNG plots; every table is resumable. With `workers` the streams and references run on Ray
+workers (`deft6g.experiment.run_points`; every member is seeded by its stream's seed, so the rows do not depend on
+the number of workers); the speed table is timed, so it always runs in this process, alone.
 """
 
 import time

@@ -5,16 +5,16 @@ One point is (scheme, snr_db, num_rx_ant, link, num_bits, lora_aggregation, seed
 appended to results.csv at once (its per-round log to rounds.csv) and a re-run skips finished points;
 summary.csv holds the mean and 95% confidence interval over seeds per point without its seed.
 
-Stages (`FederatedStudy`): (0) model.csv, the model's sizes (model.json repeats it). (1) The tuning stage (`[tuning]`, `deft6g.experiment.tune`, tuning.csv and chosen.json): per LoRA
-aggregation variant, federated.lr with ideal aggregation and centralised_lr with the centralised reference,
-then each arm of tuning.arm_lr's own lr, OBDA's threshold x server_lr with the obda scheme (per link and N, at
-each SNR of tuning.obda_snr_db) with its arm's lr, AirComp's admission threshold when asked, and digital's
-quantiser width per link, N and SNR when tuning.digital_num_bits lists widths (the cheapest reaching the ideal
-reference minus 1 point); only for the schemes in `schemes`; a tuning run reads the validation split alone (its
-final val_accuracy is the score; no test evaluation). (2) The reported points with the chosen values
-(results.csv records each point's lr and scheme setting). (3) The control row "noisy": ideal aggregation plus
-Gaussian noise at the NMSE AirComp measured at its lowest SNR (mean over its seeds, per N, link and variant),
-run once those AirComp points are in.
+Stages (`FederatedStudy`): (0) model.csv, the model's sizes (model.json repeats it). (1) The tuning stage
+(`[tuning]`, `deft6g.experiment.tune`, tuning.csv and chosen.json): per LoRA aggregation variant, federated.lr with
+ideal aggregation and centralised_lr with the centralised reference, then each arm of tuning.arm_lr's own lr,
+OBDA's threshold x server_lr with the obda scheme (per link and N, at each SNR of tuning.obda_snr_db) with its
+arm's lr, AirComp's admission threshold when asked, and digital's quantiser width per link, N and SNR when
+tuning.digital_num_bits lists widths (the cheapest reaching the ideal reference minus 1 point); only for the
+schemes in `schemes`; a tuning run reads the validation split alone (its final val_accuracy is the score; no test
+evaluation). (2) The reported points with the chosen values (results.csv records each point's lr and scheme
+setting). (3) The control row "noisy": ideal aggregation plus Gaussian noise at the NMSE AirComp measured at its
+lowest SNR (mean over its seeds, per N, link and variant), run once those AirComp points are in.
 """
 
 import json

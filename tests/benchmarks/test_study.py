@@ -504,7 +504,8 @@ def test_tuning_stage_chooses_on_validation_and_every_point_uses_the_choice(tune
         == air_best                                       # each AirComp SNR uses its own choice (absolute SNR)
     assert "aircomp [factors] counted N=2 -10 dB" in chosen
     ideal = next(r for r in rows if r["scheme"] == "ideal")
-    direct = _run_point(FederatedStudy(lambda m: None).setup(cfg), {k: ideal[k] for k in POINT_KEY}, {"lr": best})["row"]
+    setup = FederatedStudy(lambda m: None).setup(cfg)
+    direct = _run_point(setup, {k: ideal[k] for k in POINT_KEY}, {"lr": best})["row"]
     assert float(ideal["accuracy"]) == direct["accuracy"] and float(ideal["val_accuracy"]) == direct["val_accuracy"]
     # the winning tuning run (seed 1, no reported seed) is a direct run at the chosen lr
     tuning_run = _run_point(FederatedStudy(lambda m: None).setup(cfg), {k: ideal[k] for k in POINT_KEY} | {"seed": 1},
