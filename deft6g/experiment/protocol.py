@@ -329,9 +329,9 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
                                  + (f"rows of {sorted(stray)}, not of its `sides` {list(sides)}" if stray else
                                     "no row of its own (it would never count as finished)"))
             for side, new in side_rows.items():
-                for row in _as_list(new):
-                    if not sides[side].done(row):
-                        sides[side].add(row)
+                new = [row for row in _as_list(new) if not sides[side].done(row)]
+                if new:
+                    sides[side].add(new)
             if on_workers and timed:
                 worker_cpu.extend(row["cpu_s"] for row in _as_list(rows) if row["cpu_s"] is not None)
             return rows

@@ -106,8 +106,7 @@ def run_points(points, fn, store, desc="points", log=print, retries=1, describe=
 
     def finished(point, result, seconds):
         rows = write(point, result) if write else result
-        for row in rows if isinstance(rows, list) else [rows]:
-            store.add(row)
+        store.add(rows)                                   # a point's rows in one write: all of them or none
         count[0] += 1
         if not tty:
             text = describe(point, rows) if describe else point_label(point)

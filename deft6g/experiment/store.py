@@ -54,10 +54,12 @@ class ResultStore:
         float, bool, list or dict column and as "" in a str column; "nan" and "inf" read as floats. None: no
         types, every value reads as its CSV text (a str)
 
-    `done(row)` tells whether a point with that key is already on disk; `add(row)` appends one row and flushes
-    it to disk (fsync) before returning, so an interruption loses at most the point in progress; with `types`
-    it first checks that every value reads back as its column's type, and a list or dict value as itself (no
-    tuples, only str keys), ValueError naming the column otherwise.
+    `done(row)` tells whether a point with that key is already on disk; `add(row)` appends one row, or the rows
+    of one point (a list), in one write flushed to disk (fsync) before returning, so an interruption loses at
+    most the point in progress and never keeps part of a point's rows (a write cut by the operating system,
+    e.g. a power loss, can still leave a prefix of them); with `types` it first checks that every value reads
+    back as its column's type, and a list or dict value as itself (no tuples, only str keys), ValueError naming
+    the column otherwise.
     `rows()` gives the rows as a reload reads them, typed by `types`. Opening a file whose last row is torn (no
     line break at its end, NUL bytes, a cut quoted field or a wrong column count) truncates the file before
     that row and logs a warning: the point runs again. A damaged row followed by complete rows, a header other
@@ -131,21 +133,28 @@ class ResultStore:
     def done(self, row):
         return self._key(row) in self._done
 
-    def add(self, row):
-        missing = [k for k in self.fields if k not in row]
-        if missing:
-            raise ValueError(f"row for {self.path.name} lacks columns {missing}")
-        cells = {k: _cell(row[k], self.types and self.types[k], k) for k in self.fields}
-        try:
-            typed = self._typed(cells)
-        except ValueError as err:
-            raise ValueError(f"row for {self.path.name}: {err}") from None
+    def add(self, rows):
+        """Append `rows` (a row dict, or a list of the row dicts of one point), all checked before any is
+        written, in one write."""
+        rows = rows if isinstance(rows, list) else [rows]
+        cells, typed = [], []
+        for row in rows:
+            missing = [k for k in self.fields if k not in row]
+            if missing:
+                raise ValueError(f"row for {self.path.name} lacks columns {missing}")
+            cells.append({k: _cell(row[k], self.types and self.types[k], k) for k in self.fields})
+            try:
+                typed.append(self._typed(cells[-1]))
+            except ValueError as err:
+                raise ValueError(f"row for {self.path.name}: {err}") from None
+        text = io.StringIO(newline="")
+        csv.DictWriter(text, self.fields).writerows(cells)
         with self.path.open("a", newline="", encoding="utf-8") as f:
-            csv.DictWriter(f, self.fields).writerow(cells)
+            f.write(text.getvalue())
             f.flush()
             os.fsync(f.fileno())
-        self._rows.append(typed)
-        self._done.add(self._key(typed))
+        self._rows += typed
+        self._done.update(self._key(t) for t in typed)
 
     def rows(self):
         """All rows on disk, typed by `types` (without types: values as strings, as a CSV reader gives them)."""

@@ -66,6 +66,29 @@ def test_torn_header_is_rewritten_and_foreign_file_refused(tmp_path):
         _store(path)
 
 
+def test_the_rows_of_one_point_are_written_together(tmp_path, monkeypatch):
+    """A point's three rows go to the file in one write: a Ctrl-C in its fsync (simulated) leaves all three, where
+    a row at a time left the first one alone, a point that then counted as finished with two rows missing; a
+    bad row among them is refused before any is written."""
+    from deft6g.experiment import store as store_module
+    store = ResultStore(tmp_path / "r.csv", ["point", "step", "x"], ["point"], types={"point": int, "step": int,
+                                                                                         "x": float})
+    rows = [{"point": 0, "step": s, "x": 0.5 * s} for s in range(3)]
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.add(rows)
+    monkeypatch.undo()
+    assert ResultStore(tmp_path / "r.csv", ["point", "step", "x"], ["point"]).rows() == [
+        {"point": "0", "step": str(s), "x": repr(0.5 * s)} for s in range(3)]
+    with pytest.raises(ValueError, match="'x'"):
+        store.add([{"point": 1, "step": 0, "x": 1.0}, {"point": 1, "step": 1, "x": "one"}])
+    assert len(ResultStore(tmp_path / "r.csv", ["point", "step", "x"], ["point"]).rows()) == 3
+
+
 def test_numpy_scalar_keys_resume(tmp_path):
     """np.float32(0.1) is written "0.1": it, 0.1, np.float64(0.1) and "0.1" are one point, before and after a
     reload; float(np.float32(0.1)) = 0.10000000149011612 is written as that decimal, another point."""
