@@ -27,24 +27,30 @@ each run's subprocess (`deft6g.experiment.isolated`) loads the stack whose memor
 
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from deft6g.deprecation import renamed_fields
 from deft6g.environment import quiet_stack
-from deft6g.experiment import (ScalarWriter, check_log_dir, isolated, paired_ci, peak_rss_mb, prepare_output, run_name,
-                               tost, write_table)
+from deft6g.experiment import (ScalarWriter, Stage, Study, check_log_dir, isolated, paired_ci, peak_rss_mb, run,
+                               run_name, tost)
 from deft6g.experiment.plots import plt
 
 EQUIVALENCE_MARGIN = 0.01
-SCALE_FIELDS = ["num_devices", "per_round", "rounds", "round_s", "round_s_ratio", "examples", "ms_per_example",
-                "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio", "setup_s", "accuracy"]
-MODEL_FIELDS = ["model", "params_m", "dataset", "max_length", "tokens_mean", "block", "train_examples", "num_devices",
-                "per_round", "round_s", "round_s_ratio", "ms_per_example", "ms_per_example_ratio", "peak_rss_mb", "peak_rss_mb_ratio",
-                "cache_mb", "setup_s"]
-DATA_FIELDS = ["data", "seed", "peak_rss_mb", "round_s", "accuracy", "setup_s"]
-BATCHING_FIELDS = ["per_round", "batch_size", "tokens", "sequential_s", "batched_s", "headroom"]
+_RATIOS = {c: float for c in ("round_s", "round_s_ratio", "ms_per_example", "ms_per_example_ratio", "peak_rss_mb",
+                              "peak_rss_mb_ratio")}
+SCALE_TYPES = {"num_devices": int, "per_round": int, "rounds": int, "round_s": float, "round_s_ratio": float,
+               "examples": float, **{c: float for c in list(_RATIOS)[2:]}, "setup_s": float, "accuracy": float,
+               "params_m": float, "cache_mb": float, "tokens_mean": float}
+MODEL_TYPES = {"model": str, "params_m": float, "dataset": str, "max_length": int, "tokens_mean": float, "block": int,
+               "train_examples": int, "num_devices": int, "per_round": int, **_RATIOS, "cache_mb": float,
+               "setup_s": float}
+DATA_TYPES = {"data": str, "seed": int, "peak_rss_mb": float, "round_s": float, "accuracy": float, "setup_s": float}
+BATCHING_TYPES = {"per_round": int, "batch_size": int, "tokens": int, "sequential_s": float, "batched_s": float,
+                  "headroom": float}
+SCALE_FIELDS, MODEL_FIELDS, DATA_FIELDS, BATCHING_FIELDS = (list(t) for t in (SCALE_TYPES, MODEL_TYPES, DATA_TYPES,
+                                                                            BATCHING_TYPES))
 
 
 @renamed_fields({"lora_rank": "r"})
@@ -239,56 +245,106 @@ def data_path_summary(rows, margin=EQUIVALENCE_MARGIN):
             "tost": tost(a16, a32, margin=margin)["verdict"] if len(seeds) >= 2 else ""}
 
 
+class ScaleStudy(Study):
+    """The benchmark on the protocol (`deft6g.experiment.Study`), every run an `isolated` subprocess here, one at
+    a time: scale.csv (the reference pair of the grid, then the others with their ratios to it), batching.csv,
+    models.csv (ratios to the reference) and data_path.csv; scale.png. `fresh`: each invocation starts its
+    tables afresh, so every ratio is within one invocation. log_dir: per-round TensorBoard scalars of every run
+    (`measure`). `run_scale` runs it."""
+    name = "scale"
+    fresh = True
+
+    def __init__(self, log=print, log_dir=None):
+        self.log, self.log_dir = log, log_dir
+
+    def config(self, quick=False):
+        return ScaleConfig.quick() if quick else ScaleConfig()
+
+    def stages(self):
+        scale = dict(key=["num_devices", "per_round"], types=SCALE_TYPES, run_point=self.scale_point, here=True,
+                     describe=lambda p, r: f"K = {p['num_devices']}, {p['per_round']} per round: {r['round_s']:.2f} s "
+                                           f"per round, peak RSS {r['peak_rss_mb']:.0f} MB")
+        return [Stage("scale.csv", points=lambda cfg, done: _grid_points(cfg, cfg.grid[:1]), **scale),
+                Stage("scale.csv", points=lambda cfg, done: _grid_points(cfg, cfg.grid[1:], _reference(cfg, done)),
+                      **scale),
+                Stage("batching.csv", ["per_round"], BATCHING_TYPES,
+                      lambda cfg, done: [{"per_round": m, "batch_size": cfg.batch_size} for m in cfg.batching],
+                      lambda cfg, p: isolated(batching_headroom, cfg, per_round=p["per_round"]),
+                      lambda p, r: f"{p['per_round']} devices' local steps: {r['sequential_s']:.3f} s one after "
+                                   f"another, {r['batched_s']:.3f} s as one batch (headroom {r['headroom']:.2f}x)",
+                      here=True),
+                Stage("models.csv", MODEL_TYPES_KEY, MODEL_TYPES, _model_points, self.model_point,
+                      lambda p, r: f"{p['model']} on {p['dataset']} ({r['params_m']:.0f} M parameters, "
+                                   f"{r['tokens_mean']:.0f} tokens per text): {r['round_s']:.2f} s per round, "
+                                   f"peak RSS {r['peak_rss_mb']:.0f} MB", here=True),
+                Stage("data_path.csv", ["data", "seed"], DATA_TYPES,
+                      lambda cfg, done: [{"data": d, "seed": s} for s in cfg.seeds
+                                         for d in ("padded-float32", "ragged-float16")], self.data_point,
+                      lambda p, r: f"{p['data']} seed {p['seed']}: peak RSS {r['peak_rss_mb']:.0f} MB, accuracy "
+                                   f"{r['accuracy']:.4f}", here=True)]
+
+    def setup(self, cfg):
+        t0 = time.time()
+        prepare_caches(cfg)
+        self.log(f"caches ready in {time.time() - t0:.0f} s")
+        return cfg
+
+    def scale_point(self, cfg, point):
+        res = isolated(measure, cfg, num_devices=point["num_devices"], per_round=point["per_round"],
+                       log_dir=self.log_dir)
+        return with_ratios([{**point, **res}], point.get("reference"))[0]
+
+    def model_point(self, cfg, point):
+        mcfg = model_config(cfg, [point[k] for k in MODEL_TYPES_KEY])
+        prepare_model_cache(mcfg)
+        res = isolated(measure, mcfg, num_devices=point["num_devices"], per_round=point["per_round"],
+                       log_dir=None if self.log_dir is None else f"{self.log_dir}/{mcfg.model}-{mcfg.dataset}")
+        return with_ratios([{**point, **res}], point["reference"])[0]      # its runs in a subfolder of its own
+
+    def data_point(self, cfg, point):
+        k0 = cfg.grid[0][0]
+        return isolated(measure, cfg, num_devices=k0, per_round=k0, data=point["data"], seed=point["seed"],
+                        evaluate_test=True, log_dir=self.log_dir)
+
+    def summary(self, cfg, rows):
+        return summary(cfg, *_tables(rows))
+
+    def plot(self, out, cfg, rows):
+        plot_scale(out / "scale.png", cfg, rows["scale.csv"], rows["models.csv"])
+
+
+MODEL_TYPES_KEY = ["model", "dataset", "max_length", "block", "train_examples"]     # an entry of ScaleConfig.models
+
+
+def _grid_points(cfg, pairs, reference=None):
+    return [{"num_devices": k, "per_round": m, "rounds": cfg.rounds, "reference": reference} for k, m in pairs]
+
+
+def _reference(cfg, done):
+    """The reference run: scale.csv's row of the grid's first (K, participants) pair."""
+    k0, m0 = cfg.grid[0]
+    return next(r for r in done["scale.csv"] if (r["num_devices"], r["per_round"]) == (k0, m0))
+
+
+def _model_points(cfg, done):
+    k0, m0 = cfg.grid[0]
+    return [{**dict(zip(MODEL_TYPES_KEY, model)), "num_devices": k0, "per_round": m0,
+             "reference": _reference(cfg, done)} for model in cfg.models]
+
+
+def _tables(rows):
+    """(scale, models, data path, batching) rows of the study's {file: rows}."""
+    return tuple(rows[f] for f in ("scale.csv", "models.csv", "data_path.csv", "batching.csv"))
+
+
 def run_scale(out_dir, quick=False, log=print, log_dir=None):
-    """Run the benchmark into `out_dir` (recomputed each time: ratios are within one invocation); returns
-    (cfg, scale rows, model rows, data-path rows). log_dir: per-round TensorBoard scalars of every run (`measure`)."""
+    """Run the benchmark into `out_dir` (`deft6g.experiment.run`; recomputed each time: ratios are within one
+    invocation); returns (cfg, scale rows, model rows, data-path rows, batching rows). log_dir: per-round
+    TensorBoard scalars of every run (`measure`)."""
     cfg = ScaleConfig.quick() if quick else ScaleConfig()
     log_dir = None if log_dir is None else str(check_log_dir(log_dir))
-    out = prepare_output(out_dir, "scale", asdict(cfg))
-    t0 = time.time()
-    prepare_caches(cfg)
-    log(f"caches ready in {time.time() - t0:.0f} s")
-    scale = []
-    for k, m in cfg.grid:
-        res = isolated(measure, cfg, num_devices=k, per_round=m, log_dir=log_dir)
-        scale.append({"num_devices": k, "per_round": m, "rounds": cfg.rounds, **res})
-        log(f"K = {k}, {m} per round: {res['round_s']:.2f} s per round, peak RSS {res['peak_rss_mb']:.0f} MB")
-    scale = with_ratios(scale)
-    write_table(out / "scale.csv", SCALE_FIELDS, scale)
-    batching = []
-    for m in cfg.batching:
-        res = isolated(batching_headroom, cfg, per_round=m)
-        batching.append({"per_round": m, "batch_size": cfg.batch_size, **res})
-        log(f"{m} devices' local steps: {res['sequential_s']:.3f} s one after another, {res['batched_s']:.3f} s as "
-            f"one batch (headroom {res['headroom']:.2f}x)")
-    write_table(out / "batching.csv", BATCHING_FIELDS, batching)
-    k0, m0 = cfg.grid[0]
-    models = []
-    for model in cfg.models:
-        mcfg = model_config(cfg, model)
-        t = time.time()
-        prepare_model_cache(mcfg)
-        cache_s = time.time() - t
-        res = isolated(measure, mcfg, num_devices=k0, per_round=m0,               # its runs in a subfolder of its own
-                             log_dir=None if log_dir is None else f"{log_dir}/{mcfg.model}-{mcfg.dataset}")
-        models.append({"model": mcfg.model, "dataset": mcfg.dataset, "max_length": mcfg.max_length,
-                       "block": mcfg.block, "train_examples": mcfg.train_examples, "num_devices": k0,
-                       "per_round": m0, **res})
-        log(f"{mcfg.model} on {mcfg.dataset} ({res['params_m']:.0f} M parameters, {res['tokens_mean']:.0f} tokens "
-            f"per text, cache ready in {cache_s:.0f} s): {res['round_s']:.2f} s per round, peak RSS "
-            f"{res['peak_rss_mb']:.0f} MB")
-    models = with_ratios(models, ref=scale[0])
-    write_table(out / "models.csv", MODEL_FIELDS, models)
-    data_rows = []
-    for seed in cfg.seeds:
-        for data in ("padded-float32", "ragged-float16"):
-            res = isolated(measure, cfg, num_devices=k0, per_round=k0, data=data, seed=seed, evaluate_test=True,
-                                 log_dir=log_dir)
-            data_rows.append({"data": data, "seed": seed, **res})
-            log(f"{data} seed {seed}: peak RSS {res['peak_rss_mb']:.0f} MB, accuracy {res['accuracy']:.4f}")
-    write_table(out / "data_path.csv", DATA_FIELDS, data_rows)
-    plot_scale(out / "scale.png", cfg, scale, models)
-    return cfg, scale, models, data_rows, batching
+    cfg, rows = run(ScaleStudy(log, log_dir), out_dir, cfg, log=log)
+    return (cfg, *_tables(rows))
 
 
 def plot_scale(path, cfg, rows, models=()):

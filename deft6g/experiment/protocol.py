@@ -99,13 +99,16 @@ def _with_point(point, rows):
 class Study:
     """The protocol (module docstring). Class attributes: name, description, key (the point's columns), types
     {column: type} of every results.csv column, key included, in file order; group (optional): key columns
-    whose equal values send points to one worker, one after the other (`run_points`' group)."""
+    whose equal values send points to one worker, one after the other (`run_points`' group); fresh (optional,
+    False): every run starts its tables afresh instead of resuming them (a benchmark whose figures are ratios
+    measured within one invocation)."""
 
     name = ""
     description = ""
     key = []
     types = {}
     group = None
+    fresh = False          # True: every run starts its tables afresh (e.g. timings compared within one invocation)
 
     def config(self, quick=False):
         """The configuration: a dataclass (its fields are recorded in config.json); `quick`: the small variant."""
@@ -221,6 +224,14 @@ def _stages(study):
                   study.describe, study.group)]
 
 
+def _table_files(entries):
+    """The file names of every resumable table of `entries` (stages, their side tables, tunings and chosen.json)."""
+    files = set()
+    for e in entries:
+        files |= {e.file, "chosen.json"} if isinstance(e, Tuning) else {e.file, *(e.sides or {})}
+    return files
+
+
 def _check_distinct(study, stage, points):
     """Raise ValueError naming the first point of `stage` whose key (as the store compares it) repeats."""
     seen = set()
@@ -297,6 +308,9 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     t0, cpu0 = time.time(), _cpu_seconds()
     staged = study.stages() is not None
     stages, done, ran, worker_cpu, untimed = _stages(study), {}, 0, [], False
+    if study.fresh:
+        for name in _table_files(stages):
+            (folder / name).unlink(missing_ok=True)
     task = StudyTask(study, cfg, 0 if staged else None)          # one setup in this process for all stages
     for number, stage in enumerate(stages):
         if isinstance(stage, Tuning):

@@ -449,6 +449,22 @@ def test_a_tuning_stage_chooses_on_validation_before_the_stages_that_use_it(tmp_
             run(bad, tmp_path / f"bad_{name}", quick=True)
 
 
+class FreshBer(BpskBer):
+    """The toy study, started afresh by every run (as a benchmark of ratios within one invocation is)."""
+    name = "toy_ber_fresh"
+    fresh = True
+
+
+def test_a_fresh_study_runs_every_point_again(tmp_path):
+    """A fresh study's second run into the same folder runs all its points again (and keeps no row of the first:
+    the same rows, once); a resumable study's second run runs none."""
+    for study, again in ((FreshBer(), 4), (BpskBer(), 0)):
+        out = tmp_path / study.name
+        first = run(study, out, quick=True, log=lambda m: None)[1]
+        second = run(study, out, quick=True, log=lambda m: None)[1]
+        assert second == first and json.loads((out / "timing.json").read_text())["points_run"] == again
+
+
 def test_the_setup_is_not_pickled_with_the_point_function(toy):
     """A Ray worker gets the study and its config and builds its own setup."""
     import pickle
