@@ -19,7 +19,8 @@ The batching runs time the local steps of `batching` participants one after anot
 (`batching_headroom`): the most a device-vectorised step could save on this machine.
 
 Outputs: scale.csv (one row per (K, participants)), batching.csv (one row per participants count), models.csv
-(one row per model), data_path.csv (one row per (data, seed)), scale.png.
+(one row per model), data_path.csv (one row per (data, seed)), scale.png, summary.txt, timing.json; every
+invocation starts them afresh (`ScaleStudy.fresh`), and a failed run is not tried again.
 
 Imports of TensorFlow (first, quietly: `quiet_stack`) and the library happen inside the functions, so that
 each run's subprocess (`deft6g.experiment.isolated`) loads the stack whose memory it measures.
@@ -49,8 +50,7 @@ MODEL_TYPES = {"model": str, "params_m": float, "dataset": str, "max_length": in
 DATA_TYPES = {"data": str, "seed": int, "peak_rss_mb": float, "round_s": float, "accuracy": float, "setup_s": float}
 BATCHING_TYPES = {"per_round": int, "batch_size": int, "tokens": int, "sequential_s": float, "batched_s": float,
                   "headroom": float}
-SCALE_FIELDS, MODEL_FIELDS, DATA_FIELDS, BATCHING_FIELDS = (list(t) for t in (SCALE_TYPES, MODEL_TYPES, DATA_TYPES,
-                                                                            BATCHING_TYPES))
+MODEL_KEY = ["model", "dataset", "max_length", "block", "train_examples"]     # an entry of ScaleConfig.models
 
 
 @renamed_fields({"lora_rank": "r"})
@@ -261,7 +261,8 @@ class ScaleStudy(Study):
         return ScaleConfig.quick() if quick else ScaleConfig()
 
     def stages(self):
-        scale = dict(key=["num_devices", "per_round"], types=SCALE_TYPES, run_point=self.scale_point, here=True,
+        once = dict(here=True, retries=0)                   # one at a time, here; a failed run is not run again
+        scale = dict(key=["num_devices", "per_round"], types=SCALE_TYPES, run_point=self.scale_point, **once,
                      describe=lambda p, r: f"K = {p['num_devices']}, {p['per_round']} per round: {r['round_s']:.2f} s "
                                            f"per round, peak RSS {r['peak_rss_mb']:.0f} MB")
         return [Stage("scale.csv", points=lambda cfg, done: _grid_points(cfg, cfg.grid[:1]), **scale),
@@ -272,16 +273,16 @@ class ScaleStudy(Study):
                       lambda cfg, p: isolated(batching_headroom, cfg, per_round=p["per_round"]),
                       lambda p, r: f"{p['per_round']} devices' local steps: {r['sequential_s']:.3f} s one after "
                                    f"another, {r['batched_s']:.3f} s as one batch (headroom {r['headroom']:.2f}x)",
-                      here=True),
-                Stage("models.csv", MODEL_TYPES_KEY, MODEL_TYPES, _model_points, self.model_point,
+                      **once),
+                Stage("models.csv", MODEL_KEY, MODEL_TYPES, _model_points, self.model_point,
                       lambda p, r: f"{p['model']} on {p['dataset']} ({r['params_m']:.0f} M parameters, "
                                    f"{r['tokens_mean']:.0f} tokens per text): {r['round_s']:.2f} s per round, "
-                                   f"peak RSS {r['peak_rss_mb']:.0f} MB", here=True),
+                                   f"peak RSS {r['peak_rss_mb']:.0f} MB", **once),
                 Stage("data_path.csv", ["data", "seed"], DATA_TYPES,
                       lambda cfg, done: [{"data": d, "seed": s} for s in cfg.seeds
                                          for d in ("padded-float32", "ragged-float16")], self.data_point,
                       lambda p, r: f"{p['data']} seed {p['seed']}: peak RSS {r['peak_rss_mb']:.0f} MB, accuracy "
-                                   f"{r['accuracy']:.4f}", here=True)]
+                                   f"{r['accuracy']:.4f}", **once)]
 
     def setup(self, cfg):
         t0 = time.time()
@@ -295,7 +296,7 @@ class ScaleStudy(Study):
         return with_ratios([{**point, **res}], point.get("reference"))[0]
 
     def model_point(self, cfg, point):
-        mcfg = model_config(cfg, [point[k] for k in MODEL_TYPES_KEY])
+        mcfg = model_config(cfg, [point[k] for k in MODEL_KEY])
         prepare_model_cache(mcfg)
         res = isolated(measure, mcfg, num_devices=point["num_devices"], per_round=point["per_round"],
                        log_dir=None if self.log_dir is None else f"{self.log_dir}/{mcfg.model}-{mcfg.dataset}")
@@ -313,22 +314,20 @@ class ScaleStudy(Study):
         plot_scale(out / "scale.png", cfg, rows["scale.csv"], rows["models.csv"])
 
 
-MODEL_TYPES_KEY = ["model", "dataset", "max_length", "block", "train_examples"]     # an entry of ScaleConfig.models
-
-
 def _grid_points(cfg, pairs, reference=None):
     return [{"num_devices": k, "per_round": m, "rounds": cfg.rounds, "reference": reference} for k, m in pairs]
 
 
 def _reference(cfg, done):
-    """The reference run: scale.csv's row of the grid's first (K, participants) pair."""
+    """The reference run's figures that the ratios divide, from scale.csv's row of the grid's first pair."""
     k0, m0 = cfg.grid[0]
-    return next(r for r in done["scale.csv"] if (r["num_devices"], r["per_round"]) == (k0, m0))
+    ref = next(r for r in done["scale.csv"] if (r["num_devices"], r["per_round"]) == (k0, m0))
+    return {c: ref[c] for c in ("round_s", "ms_per_example", "peak_rss_mb")}
 
 
 def _model_points(cfg, done):
     k0, m0 = cfg.grid[0]
-    return [{**dict(zip(MODEL_TYPES_KEY, model)), "num_devices": k0, "per_round": m0,
+    return [{**dict(zip(MODEL_KEY, model)), "num_devices": k0, "per_round": m0,
              "reference": _reference(cfg, done)} for model in cfg.models]
 
 

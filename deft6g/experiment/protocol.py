@@ -21,6 +21,8 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
   the same file, key and types fill one table in turn; a `Tuning` among them makes choices on validation
   (tuning.csv, chosen.json) that the stages after it use.
 
+A `fresh` study starts its tables afresh in every run, for figures compared within one invocation.
+
 `run(study, out)` does the rest: the guarded output folder (`prepare_output`, config.json), a typed resumable
 `ResultStore` (results.csv: rows come back with the types they were written with), `run_points` (serially or on
 Ray workers), timing.json, the derived tables, summary.txt and the plots. Every `deft6g` subcommand is a
@@ -50,8 +52,9 @@ class Stage:
     its copy of the study, so that must give the same stages); describe(point, row): its progress line
     (default: the point); group: key columns whose points go to one worker, in order; here: run in this
     process one point at a time even with workers (e.g. a timed stage); sides: {file: (key, types)} of the side
-    tables its points also fill, resumable like the stage's own. run_point returns the point's row, a non-empty
-    list of rows, or with sides `PointRows`."""
+    tables its points also fill, resumable like the stage's own; retries: how often a failed point runs again
+    (`run_points`; 0 for an expensive timed run). run_point returns the point's row, a non-empty list of rows,
+    or with sides `PointRows`."""
     file: str
     key: list
     types: dict
@@ -61,6 +64,7 @@ class Stage:
     group: list = None
     here: bool = False
     sides: dict = None
+    retries: int = 1
 
 
 @dataclass
@@ -210,9 +214,14 @@ class StudyTask(PointTask):
         return _with_point(point, result)
 
 
+ENGINE_FILES = ("config.json", "timing.json", "summary.txt")      # what `run` writes itself
+
+
 def _plain_file_name(name):
-    """Whether `name` names a file inside the output folder (no path separator, not "." or "..")."""
-    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+    """Whether `name` names a file of its own inside the output folder (no path separator, not "." or "..", not
+    one of the engine's ENGINE_FILES)."""
+    return (isinstance(name, str) and name not in ("", ".", "..", *ENGINE_FILES) and "/" not in name
+            and "\\" not in name)
 
 
 def _stages(study):
@@ -293,8 +302,8 @@ def check_study(study):
 
 
 def run(study, out, cfg=None, quick=False, log=print, **parallel):
-    """Run (or resume) `study` into the folder `out` and return (cfg, rows): results.csv's rows, or for a study
-    with `stages` {file: rows} of every stage.
+    """Run (or resume; a `fresh` study starts its tables afresh) `study` into the folder `out` and return (cfg,
+    rows): results.csv's rows, or for a study with `stages` {file: rows} of every stage.
 
     cfg: its configuration (default `study.config(quick)`); parallel: workers, ray_address, worker_gpus,
     ray_timeout of `run_points`. Writes config.json, results.csv or each stage's table (typed, one row per
@@ -351,7 +360,7 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
             return rows
 
         now = run_points(points, task, store, desc=f"{study.name}: {stage.file}" if staged else study.name, log=log,
-                         write=write, group=stage.group, describe=stage.describe, **options)
+                         write=write, group=stage.group, describe=stage.describe, retries=stage.retries, **options)
         untimed |= bool(now) and on_workers and "cpu_s" not in stage.types
         ran += now
         done[stage.file] = store.rows()
@@ -361,11 +370,11 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
                                                "cpu_s": cpu_s})
     rows = done if staged else done["results.csv"]
     for name, table in study.tables(cfg, rows).items():
-        own = {"config.json", "timing.json", "summary.txt"} | ({"chosen.json"} if any(
-            isinstance(s, Tuning) for s in stages) else set())
-        if not _plain_file_name(name) or name in done or name in own:
+        tuned = any(isinstance(s, Tuning) for s in stages)
+        if not _plain_file_name(name) or name in done or (tuned and name == "chosen.json"):
             raise ValueError(f"study {study.name!r}: a derived table's file name must be a plain file name, not one "
-                             f"of the resumable tables {list(done)} or {sorted(own)}, got {name!r}")
+                             f"of the resumable tables {list(done)}, {list(ENGINE_FILES)} or chosen.json, got "
+                             f"{name!r}")
         if isinstance(table, tuple):
             write_table(folder / name, *table)
         elif isinstance(table, str):

@@ -54,12 +54,12 @@ class ResultStore:
         float, bool, list or dict column and as "" in a str column; "nan" and "inf" read as floats. None: no
         types, every value reads as its CSV text (a str)
 
-    `done(row)` tells whether a point with that key is already on disk; `add(row)` appends one row, or the rows
-    of one point (a list), in one write flushed to disk (fsync) before returning, so an interruption loses at
-    most the point in progress and never keeps part of a point's rows (a write cut by the operating system,
-    e.g. a power loss, can still leave a prefix of them); with `types` it first checks that every value reads
-    back as its column's type, and a list or dict value as itself (no tuples, only str keys), ValueError naming
-    the column otherwise.
+    `done(row)` tells whether a point with that key is already on disk; `add(row)` appends one row, or the rows of
+    one point (a list), in one write flushed to disk (fsync) before returning, so an interruption loses at most the
+    point in progress, and an interrupt (Ctrl-C, an exception) never keeps part of a point's rows (a write cut
+    short itself, by SIGKILL or a power loss during it or a full disk, can leave a prefix of them); with `types` it
+    first checks that every value reads back as its column's type, and a list or dict value as itself (no tuples,
+    only str keys), ValueError naming the column otherwise.
     `rows()` gives the rows as a reload reads them, typed by `types`. Opening a file whose last row is torn (no
     line break at its end, NUL bytes, a cut quoted field or a wrong column count) truncates the file before
     that row and logs a warning: the point runs again. A damaged row followed by complete rows, a header other

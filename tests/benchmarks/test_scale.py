@@ -82,3 +82,53 @@ def test_measure_both_data_paths_on_the_smoke_model(tmp_path, monkeypatch):
     assert f"4 devices' local steps of 8 texts: {head['sequential_s']:.3f} s one after another" in text
     plot_scale(tmp_path / "scale_models.png", cfg, rows, models)
     assert (tmp_path / "scale_models.png").stat().st_size > (tmp_path / "scale.png").stat().st_size
+
+
+def test_the_scale_study_starts_afresh_with_ratios_to_its_reference_run(tmp_path, monkeypatch):
+    """`run_scale --quick` with every measured run stubbed (round_s = K / 8 + participants / 100, peak RSS
+    900 + K MB; the model entry's at 0.5 s and 700 MB): scale.csv holds the grid in order, the reference pair's
+    ratios 1.0 and every other ratio its figure over the reference's; models.csv's ratios divide the same
+    reference; data_path.csv a row per data path and seed; a second run into the folder measures everything again
+    (fresh) to the same rows, once each; a run that fails is not tried again, and the others still run."""
+    import json
+    from deft6g.benchmarks import scale
+    from deft6g.experiment import PointsFailed
+    calls, fail = [], set()
+
+    def stub(fn, cfg, **kw):
+        calls.append((fn.__name__, cfg.model, kw.get("num_devices"), kw.get("per_round")))
+        if (kw.get("num_devices"), kw.get("per_round")) in fail:
+            raise RuntimeError("the run's subprocess failed")
+        if fn is scale.batching_headroom:
+            return {"sequential_s": 2.0, "batched_s": 1.0, "headroom": 2.0, "tokens": 100}
+        k, m, own = kw["num_devices"], kw["per_round"], cfg.model == scale.ScaleConfig().model
+        round_s = k / 8 + m / 100 if own else 0.5
+        return {"round_s": round_s, "examples": 32 * m, "ms_per_example": 1e3 * round_s / (32 * m), "setup_s": 1.0,
+                "accuracy": 0.75, "peak_rss_mb": 900.0 + k if own else 700.0, "cache_mb": 18.0, "tokens_mean": 27.0,
+                "params_m": 22.7}
+
+    monkeypatch.setattr(scale, "isolated", stub)
+    monkeypatch.setattr(scale, "prepare_caches", lambda cfg: None)
+    monkeypatch.setattr(scale, "prepare_model_cache", lambda cfg: None)
+    cfg, rows, models, data, batching = scale.run_scale(tmp_path / "out", quick=True, log=lambda m: None)
+    assert [[r["num_devices"], r["per_round"]] for r in rows] == cfg.grid
+    ref = rows[0]
+    assert (ref["round_s_ratio"], ref["peak_rss_mb_ratio"]) == (1.0, 1.0)
+    for r in rows[1:] + models:
+        assert r["round_s_ratio"] == r["round_s"] / ref["round_s"]
+        assert r["peak_rss_mb_ratio"] == r["peak_rss_mb"] / ref["peak_rss_mb"]
+        assert r["ms_per_example_ratio"] == r["ms_per_example"] / ref["ms_per_example"]
+    assert [m["model"] for m in models] == [m[0] for m in cfg.models] and models[0]["round_s_ratio"] == 0.5 / 1.04
+    assert [(d["data"], d["seed"]) for d in data] == [("padded-float32", 0), ("ragged-float16", 0)]
+    assert batching[0]["headroom"] == 2.0
+    header = (tmp_path / "out" / "scale.csv").read_text().splitlines()[0].split(",")
+    assert header == list(scale.SCALE_TYPES)
+    first = len(calls)
+    again = scale.run_scale(tmp_path / "out", quick=True, log=lambda m: None)
+    assert len(calls) == 2 * first and again[1] == rows and again[2] == models
+    assert json.loads((tmp_path / "out" / "timing.json").read_text())["points_run"] == first
+    fail.add(tuple(cfg.grid[1]))
+    with pytest.raises(PointsFailed):
+        scale.run_scale(tmp_path / "failed", quick=True, log=lambda m: None)
+    assert sum(c[2:] == tuple(cfg.grid[1]) for c in calls[2 * first:]) == 1      # not tried again
+    assert (tmp_path / "failed" / "scale.csv").read_text().count("\n") == 3     # header, reference, third pair

@@ -229,8 +229,8 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     than 0 dB's 0.079), its BER within 4 standard errors of the closed form; the `here` stage never gets the
     workers; timing's cpu_s is unknown (null) when a table without cpu_s ran on workers; a JSON file derived;
     the hooks see {file: rows}; a point's own columns reach its row; derived JSON (a dict, a list) and text files;
-    one setup for both stages; a re-run runs nothing. Stage files must be distinct
-    plain names, and a study with stages has at least one."""
+    one setup for both stages; a re-run runs nothing. Stage files must be distinct plain names, not the engine's
+    own (config.json), and a study with stages has at least one."""
     seen = []
 
     def stand_in(points, fn, store, write=None, **options):
@@ -263,6 +263,10 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
                             Stage("a.csv", ["seed"], {"seed": int, "ber": float}, None, None)]
     with pytest.raises(TypeError, match="file"):
         run(twice, tmp_path / "twice", quick=True)
+    engine = BerStages()                                         # the engine's own files are not tables
+    engine.stages = lambda: [Stage("config.json", ["seed"], {"seed": int}, None, None)]
+    with pytest.raises(TypeError, match="plain file name"):
+        run(engine, tmp_path / "engine", quick=True)
     none = BerStages()
     none.stages = lambda: []
     with pytest.raises(TypeError, match="non-empty"):
