@@ -683,29 +683,21 @@ class LinkStudy(Study):
 
     def stages(self):
         digital = lambda split: (lambda cfg, done: digital_points(cfg, split))      # noqa: E731
-        return [Stage("aircomp.csv", AIRCOMP_FIELDS[:6], AIRCOMP_TYPES, aircomp_points, self.aircomp_point,
+        arm = lambda name: (lambda setup, point: setup[name](point))                 # noqa: E731 (its point class)
+        return [Stage("aircomp.csv", AIRCOMP_FIELDS[:6], AIRCOMP_TYPES, aircomp_points, arm("aircomp"),
                       _describe_aircomp, group=AIRCOMP_FIELDS[:4]),
-                Stage("digital_tuning.csv", DIGITAL_FIELDS[:7], DIGITAL_TYPES, digital("validation"),
-                      self.digital_point, _describe_digital),
-                Stage("digital.csv", DIGITAL_FIELDS[:7], DIGITAL_TYPES, digital("reported"), self.digital_point,
+                Stage("digital_tuning.csv", DIGITAL_FIELDS[:7], DIGITAL_TYPES, digital("validation"), arm("digital"),
                       _describe_digital),
-                Stage("obda_tuning.csv", OBDA_FIELDS[:6], OBDA_TYPES, obda_tuning_points, self.obda_point,
+                Stage("digital.csv", DIGITAL_FIELDS[:7], DIGITAL_TYPES, digital("reported"), arm("digital"),
+                      _describe_digital),
+                Stage("obda_tuning.csv", OBDA_FIELDS[:6], OBDA_TYPES, obda_tuning_points, arm("obda"),
                       _describe_obda, group=OBDA_FIELDS[:5]),
-                Stage("obda.csv", OBDA_FIELDS[:5], OBDA_TYPES, obda_points, self.obda_point, _describe_obda),
+                Stage("obda.csv", OBDA_FIELDS[:5], OBDA_TYPES, obda_points, arm("obda"), _describe_obda),
                 Stage("speed.csv", ["core"], SPEED_TYPES, lambda cfg, done: [dict(core="monte_carlo")],
                       lambda setup, point: speed_test(setup["cfg"]), here=True)]
 
     def setup(self, cfg):
         return {"cfg": cfg, "aircomp": _AirCompPoint(cfg), "digital": _DigitalPoint(cfg), "obda": _OBDAPoint(cfg)}
-
-    def aircomp_point(self, setup, point):
-        return setup["aircomp"](point)
-
-    def digital_point(self, setup, point):
-        return setup["digital"](point)
-
-    def obda_point(self, setup, point):
-        return setup["obda"](point)
 
     def tables(self, cfg, rows):
         extra = _extra(cfg, rows)
