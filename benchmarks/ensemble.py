@@ -400,8 +400,9 @@ def stream_points(cfg, done):
 
 def describe_stream(point, rows):
     """The final step's current-mix scores of every run of the stream."""
+    last = max(r["step"] for r in rows)
     return "  ".join(f"{r['init']} M={r['pool_size']}: cur ensemble {r['cur_ensemble']:.3f} single "
-                     f"{r['cur_single']:.3f}" for r in rows if r["step"] == max(q["step"] for q in rows))
+                     f"{r['cur_single']:.3f}" for r in rows if r["step"] == last)
 
 
 def _tables(rows):

@@ -226,7 +226,7 @@ def _importance(rows):
 
 def budget_points(cfg, done):
     """One point per allocation (allocator, uniform) and budget fraction, carrying its allocation's columns."""
-    importance = np.array(done["importance.csv"][0]["blocks"])
+    importance = np.array(_importance(done))
     return allocations(cfg, importance, len(importance))
 
 

@@ -290,7 +290,7 @@ def check_study(study):
     for t in entries:
         if isinstance(t, Tuning) and (not _plain_file_name(t.file) or t.file in declared or t.file == "chosen.json"
                                       or not callable(t.choose) or not isinstance(t.types, dict)
-                                      or set(t.types) & {*TUNING_TYPES, "score"}
+                                      or set(t.types) & set(TUNING_TYPES)
                                       or tunings.setdefault(t.file, list(t.types.items())) != list(t.types.items())):
             raise TypeError(f"study {study.name!r}: a Tuning needs a callable `choose`, a plain file name of its own "
                             f"(not chosen.json) and `types` of its run's own columns (not {list(TUNING_TYPES)}, one "

@@ -55,6 +55,22 @@ def test_failing_point_is_retried_reported_and_others_finish(tmp_path):
     assert len(_store(tmp_path).rows()) == 2
 
 
+def test_a_point_of_several_rows_is_stored_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A point returning 3 rows, interrupted (Ctrl-C, simulated) in the fsync of its write: the file holds all 3
+    rows; a runner adding one row at a time kept the first alone, and its point then counted as finished."""
+    from deft6g.experiment import store as store_module
+    store = ResultStore(tmp_path / "r.csv", ["p", "step"], ["p"])
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_module.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_points([{"p": 0}], lambda point: [{**point, "step": s} for s in range(3)], store, log=lambda m: None)
+    monkeypatch.undo()
+    assert [r["step"] for r in ResultStore(tmp_path / "r.csv", ["p", "step"], ["p"]).rows()] == ["0", "1", "2"]
+
+
 def test_output_folder_refuses_another_configuration(tmp_path):
     prepare_output(tmp_path, "link", {"seed": 0, "snr_db": [0, 10]})
     prepare_output(tmp_path, "link", {"seed": 0, "snr_db": [0, 10]})                 # same: resumes
