@@ -20,25 +20,24 @@ between task embeddings after `probe_steps` probe steps on the device's training
 accuracy after the budget) is a labelled test-set bound. Steps to the target accuracy are reported as the
 fraction of runs that reached it and the median with unreached runs censored at the budget. Then the
 similarity-chosen prompt crosses the D2D link (`deft6g.phy.PromptLink`: digital with CRC and ARQ vs SNR and
-quantiser bits, or analog vs SNR) and the target fine-tunes from what arrived. Files: sources.csv,
-choices.csv, choice_grid.csv, runs.csv (one row per fine-tuning run, resumable), summary.csv, timing.json,
-config.json, prompts/*.npy and PNG plots.
+quantiser bits, or analog vs SNR) and the target fine-tunes from what arrived. Files: sources.csv (each
+prompt a .npy file in sources.arrays/), choices.csv, runs.csv (one row per fine-tuning run), all resumable;
+choice_grid.csv, summary.csv, timing.json, config.json and PNG plots.
 
 With `workers` each stage's points run on Ray workers (`deft6g.experiment.run_points`): a worker returns a
-neighbour's prompt with its row and this process saves it; the choice and fine-tuning stages receive the
-saved prompts with their task (no worker reads or writes the output folder). Every run draws from its seed,
+neighbour's prompt in its row and this process saves it; the choice and fine-tuning stages receive the
+saved prompts with the study (no worker reads or writes the output folder). Every run draws from its seed,
 so the rows do not depend on the number of workers.
 """
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
-from deft6g.experiment import (PointTask, ResultStore, censored_median, ci_points, line_plot, load_json, mean_ci,
-                               paired_ci, prepare_output, run_points, write_json_atomic, write_table)
+from deft6g.experiment import Stage, Study, censored_median, ci_points, line_plot, mean_ci, paired_ci, run
 from deft6g.finetune import load_study_model
 from deft6g.finetune.techniques.prompt_transfer import (PromptClassifier, PromptTrainer, choose_by_similarity,
                                                         choose_by_trial, device_split, get_task, initial_prompt,
@@ -48,7 +47,7 @@ from deft6g.rng import derive_seed
 
 
 SOURCE_TYPES = {"task": str, "seed": int, "accuracy": float, "steps": int, "train_examples": int,
-                "test_examples": int}
+                "test_examples": int, "prompt": np.ndarray}         # prompt: [num_tokens, H], a .npy file
 CHOICE_TYPES = {"target": str, "seed": int, "similarity_choice": str, "similarities": dict, "trial_choice": str,
                 "trial_scores": dict, "validation_examples": int}
 GRID_FIELDS = ["target", "seed", "source", "relation", "similarity", "validation_accuracy", "similarity_choice",
@@ -168,27 +167,16 @@ class _Setup:
         return self._pick(task, self.splits[seed][1][task])
 
 
-def _prompt_path(out, task, seed):
-    return out / "prompts" / f"{task}_seed{seed}.npy"
-
-
-def _save(path, array):
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(path)
-
-
 def _train_source(setup, point):
-    """A neighbour's prompt: {"row": its sources.csv row, "prompt": the trained prompt}."""
+    """A neighbour's sources.csv row: its trained prompt and its test accuracy (the task's reference)."""
     cfg, task, seed = setup.cfg, point["task"], point["seed"]
     d = setup.data[task]
     x, y = setup.neighbour_set(task, seed)
     trainer = setup.trainers[task]
     prompt, _ = trainer.run(setup.shared_init(seed), x, y, cfg.source_steps, cfg.batch_size,
                             seed=derive_seed(seed, SOURCE_STREAM, cfg.tasks.index(task)))
-    return {"prompt": prompt, "row": {"task": task, "seed": seed, "accuracy": trainer.accuracy(d.test, d.y_test),
-                                      "steps": cfg.source_steps, "train_examples": len(y),
-                                      "test_examples": len(d.y_test)}}
+    return {"accuracy": trainer.accuracy(d.test, d.y_test), "steps": cfg.source_steps, "train_examples": len(y),
+            "test_examples": len(d.y_test), "prompt": prompt}
 
 
 def _sources_of(cfg, target):
@@ -279,91 +267,79 @@ def run_points_for(cfg, choices):
     return sources, targets, runs
 
 
-class TransferPointTask(PointTask):
-    """What one point of a stage runs ("source": a neighbour's prompt, "choice": the source choices, "run": a
-    fine-tuning run), picklable for Ray workers: holds the configuration and what the stage needs from earlier
-    ones (references, the neighbours' prompts); the heavy `_Setup` (model, cached block inputs, trainers) is
-    built on first use, once per process, and never pickled.
-    task(point) -> {"row": the point's row, "cpu_s": its CPU seconds, "prompt": the trained prompt ("source")}."""
+class TransferStudy(Study):
+    """The study on the protocol (`deft6g.experiment.Study`), three tables in turn, each on workers: sources.csv
+    (the neighbours' prompts, each a .npy file beside the table, and their test accuracies), choices.csv (the
+    target devices' source choices) and runs.csv (the fine-tuning runs); choice_grid.csv and summary.csv derived.
+    The stages after sources.csv get its prompts and references through the study (a worker gets the study as it
+    is when a stage starts). log: the setup's progress line. `run_transfer` runs it."""
+    name = "transfer"
 
-    def __init__(self, cfg, stage="source", references=None, prompts=None, log=print):
-        if stage not in ("source", "choice", "run"):
-            raise ValueError(f"`stage` must be 'source', 'choice' or 'run', got {stage!r}")
-        self.cfg, self.stage, self.log = cfg, stage, log
-        self.references, self.prompts = references or {}, prompts or {}
+    def __init__(self, log=print):
+        self.log, self.prompts, self.references = log, {}, {}
 
-    def build_setup(self):
-        return _Setup(self.cfg, self.log)
+    def __getstate__(self):
+        return {**self.__dict__, "log": print}
 
-    def then(self, stage, **inputs):
-        """A task of `stage` sharing this one's setup, with the earlier stages' `inputs`."""
-        return self.share_setup(TransferPointTask(self.cfg, stage, log=self.log, **inputs))
+    def config(self, quick=False):
+        return TransferConfig.quick() if quick else TransferConfig()
 
-    def __call__(self, point):
-        setup, t0 = self.setup(), time.process_time()
-        if self.stage == "source":
-            out = _train_source(setup, point)
-        elif self.stage == "choice":
-            out = {"row": _choose(setup, point, self.prompts)}
-        else:
-            out = {"row": _finetune(setup, point, self.references, self.prompts)}
-        return {**out, "cpu_s": time.process_time() - t0}
+    def stages(self):
+        return [Stage("sources.csv", ["task", "seed"], SOURCE_TYPES, _source_points, _train_source,
+                      lambda p, r: f"{p['task']} seed {p['seed']}: test accuracy {r['accuracy']:.3f}"),
+                Stage("choices.csv", ["target", "seed"], CHOICE_TYPES, self.choice_points,
+                      lambda setup, point: _choose(setup, point, self.prompts),
+                      lambda p, r: f"{p['target']} seed {p['seed']}: similarity -> {r['similarity_choice']}, "
+                                   f"trial -> {r['trial_choice']}"),
+                Stage("runs.csv", RUN_KEY, RUN_TYPES, self.run_points,
+                      lambda setup, point: _finetune(setup, point, self.references, self.prompts),
+                      lambda p, r: " ".join(str(p[k]) for k in RUN_KEY if p[k] not in ("", None))
+                      + f": accuracy {r['accuracy']:.3f}")]
+
+    def setup(self, cfg):
+        tf.get_logger().setLevel("ERROR")      # one compiled step and predict per task: TF's retracing notice
+        return _Setup(cfg, self.log)
+
+    def prepare(self, setup, points):
+        """Nothing beyond the setup, built here first: it caches every task's block inputs on disk, which the
+        workers then load."""
+
+    def _keep_sources(self, done):
+        rows = done["sources.csv"]
+        self.prompts = {(r["task"], r["seed"]): r["prompt"] for r in rows}
+        self.references = {(r["task"], r["seed"]): r["accuracy"] for r in rows}
+
+    def choice_points(self, cfg, done):
+        self._keep_sources(done)
+        return run_points_for(cfg, {})[1]
+
+    def run_points(self, cfg, done):
+        self._keep_sources(done)
+        return run_points_for(cfg, {(r["target"], r["seed"]): r for r in done["choices.csv"]})[2]
+
+    def tables(self, cfg, rows):
+        return {"choice_grid.csv": (GRID_FIELDS, choice_grid(rows["choices.csv"])),
+                "summary.csv": (SUMMARY_FIELDS, summary_table(cfg, rows["runs.csv"], rows["choices.csv"]))}
+
+    def summary(self, cfg, rows):
+        return summary(cfg, rows["sources.csv"], rows["choices.csv"], rows["runs.csv"])
+
+    def plot(self, out, cfg, rows):
+        references = {(r["task"], r["seed"]): r["accuracy"] for r in rows["sources.csv"]}
+        _plot(out, cfg, rows["runs.csv"], references, rows["choices.csv"])
+
+
+def _source_points(cfg, done):
+    cfg.validate()
+    return run_points_for(cfg, {})[0]
 
 
 def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
-    """Run (or resume) the study into `out_dir`; returns (cfg, sources rows, choices rows, runs rows, timing).
-    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the block inputs are
-    computed and cached on disk here first; every worker loads them from the cache). timing: CPU seconds (this
-    process's, plus on Ray workers their points', the workers' start aside) and wall seconds, summed over
-    invocations."""
-    tf.get_logger().setLevel("ERROR")          # one compiled step and predict per task: TF's retracing notice
-    cfg = cfg or (TransferConfig.quick() if quick else TransferConfig())
-    cfg.validate()
-    out = prepare_output(out_dir, "transfer", asdict(cfg))
-    cpu0, wall0 = time.process_time(), time.time()
-    task = TransferPointTask(cfg, log=log)
-    task.setup()
-    (out / "prompts").mkdir(exist_ok=True)
-    src_store = ResultStore(out / "sources.csv", list(SOURCE_TYPES), ["task", "seed"], types=SOURCE_TYPES)
-    ch_store = ResultStore(out / "choices.csv", list(CHOICE_TYPES), ["target", "seed"], types=CHOICE_TYPES)
-    point_sources, point_choices, _ = run_points_for(cfg, {})
-    # a source row without its prompt file (interrupted between the two) is retrained
-    missing = [p for p in point_sources if src_store.done(p) and not _prompt_path(out, p["task"], p["seed"]).is_file()]
-    if missing:
-        raise RuntimeError(f"{out}/prompts lacks {len(missing)} prompt file(s) listed in sources.csv; remove the folder")
-
-    on_workers = parallel.get("workers", 1) != 1 or parallel.get("ray_address")
-    worker_cpu = [0.0]
-
-    def write(point, result):                   # the prompt file first: a row in sources.csv has its prompt
-        if "prompt" in result:
-            _save(_prompt_path(out, point["task"], point["seed"]), result["prompt"])
-        worker_cpu[0] += result["cpu_s"] if on_workers else 0.0
-        return result["row"]
-
-    run_points(point_sources, task, src_store, desc="neighbour prompts", log=log, write=write, **parallel,
-               describe=lambda p, r: f"{p['task']} seed {p['seed']}: test accuracy {r['accuracy']:.3f}")
-    references = {(r["task"], r["seed"]): r["accuracy"] for r in src_store.rows()}
-    prompts = {(p["task"], p["seed"]): np.load(_prompt_path(out, p["task"], p["seed"])) for p in point_sources}
-    run_points(point_choices, task.then("choice", prompts=prompts), ch_store, desc="source choice", log=log,
-               write=write, **parallel, describe=lambda p, r: f"{p['target']} seed {p['seed']}: similarity -> "
-                                                 f"{r['similarity_choice']}, trial -> {r['trial_choice']}")
-    choices = {(r["target"], r["seed"]): r for r in ch_store.rows()}
-    write_table(out / "choice_grid.csv", GRID_FIELDS, choice_grid(ch_store.rows()))
-    run_store = ResultStore(out / "runs.csv", list(RUN_TYPES), RUN_KEY, types=RUN_TYPES)
-    run_points(run_points_for(cfg, choices)[2], task.then("run", references=references, prompts=prompts), run_store,
-               desc="fine-tuning runs", log=log, write=write, **parallel,
-               describe=lambda p, r: " ".join(str(p[k]) for k in RUN_KEY if p[k] not in ("", None))
-               + f": accuracy {r['accuracy']:.3f}")
-    path = out / "timing.json"                          # one entry per invocation: a resumed run adds up
-    runs_so_far = load_json(path, [])                  # a torn one (older versions) restarts the sum, with a warning
-    runs_so_far.append({"cpu_s": time.process_time() - cpu0 + worker_cpu[0], "wall_s": time.time() - wall0})
-    write_json_atomic(path, runs_so_far, indent=2)
-    timing = {k: sum(r[k] for r in runs_so_far) for k in ("cpu_s", "wall_s")}
-    sources, ch_rows, runs = src_store.rows(), ch_store.rows(), run_store.rows()
-    _write_summary(out, cfg, runs, ch_rows)
-    _plot(out, cfg, runs, references, ch_rows)
-    return cfg, sources, ch_rows, runs, timing
+    """Run (or resume) the study into `out_dir` (`deft6g.experiment.run`); returns (cfg, sources rows, choices rows,
+    runs rows). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the block inputs
+    are computed and cached on disk here first; every worker loads them from the cache)."""
+    cfg, rows = run(TransferStudy(log), out_dir, cfg, quick=quick, log=log, **parallel)
+    return cfg, rows["sources.csv"], rows["choices.csv"], rows["runs.csv"]
 
 
 # --- analysis -------------------------------------------------------------------------------------------------
@@ -429,7 +405,9 @@ def _median_text(cfg, items):
     return str(int(m)) if math.isfinite(m) else f">{cfg.budget_steps + items[0][2]}"
 
 
-def _write_summary(out, cfg, runs, choices_rows):
+def summary_table(cfg, runs, choices_rows):
+    """summary.csv's rows (SUMMARY_FIELDS): per target, each initialisation over the ideal link, then the
+    similarity-chosen prompt per D2D link setting."""
     choices = {(r["target"], r["seed"]): r for r in choices_rows}
     rows = []
     for target in cfg.targets:
@@ -455,7 +433,7 @@ def _write_summary(out, cfg, runs, choices_rows):
                          "start_accuracy_mean": a0[0], "start_accuracy_ci": a0[1], "reached": "",
                          "reached_fraction": "", "steps_median": "",
                          "channel_uses_mean": float(np.mean([r["channel_uses"] for r in group]))})
-    write_table(out / "summary.csv", SUMMARY_FIELDS, rows)
+    return rows
 
 
 def _link_rows(runs, target, link, x_name, fixed=None):
@@ -543,7 +521,7 @@ def _plot_link(out, cfg, runs, target, schemes, metric, ylabel, suffix, note):
                   "quantiser bits per prompt value", ylabel, f"Quantised prompt: {target}", hlines=refs, note=note)
 
 
-def summary(cfg, sources, choices_rows, runs, timing):
+def summary(cfg, sources, choices_rows, runs):
     choices = {(r["target"], r["seed"]): r for r in choices_rows}
     lines = [f"D2D prompt transfer (SPoT) with {cfg.model}: {cfg.num_tokens}-token prompt at the top block, frozen "
              f"label-word head; target device: {cfg.device_examples} texts ({1 - cfg.val_fraction:.0%} training, "
@@ -619,9 +597,6 @@ def summary(cfg, sources, choices_rows, runs, timing):
                                              if math.isinf(x0) else f"{name} >= {x0:g}"))
             lines.append("    transfer beats both random and vocab init (paired 95% CI against each) "
                          + "; ".join(found))
-    lines.append(f"\nCPU time {timing['cpu_s']:.0f} s, wall {timing['wall_s']:.0f} s over all runs into this folder "
-                 f"(timing.json; on 2 idle cores the wall time lies between CPU/2 = {timing['cpu_s'] / 2:.0f} s and the "
-                 "CPU time)")
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)

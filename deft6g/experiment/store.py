@@ -14,6 +14,7 @@ Side files are replaced atomically (`write_json_atomic`), and `load_json` treats
 
 import csv
 import fcntl
+import hashlib
 import io
 import json
 import logging
@@ -21,6 +22,8 @@ import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
+
+import numpy as np
 
 _log = logging.getLogger(__name__)
 
@@ -34,7 +37,8 @@ class OutputFolderError(ValueError):
     """The output folder holds results of another command, configuration or version, or is in use."""
 
 
-COLUMN_TYPES = (int, float, bool, str, list, dict)
+COLUMN_TYPES = (int, float, bool, str, list, dict, np.ndarray)
+ARRAYS_SUFFIX = ".arrays"          # results.csv's array files: results.arrays/<row digest>-<column>.npy
 
 
 class ResultStore:
@@ -50,9 +54,11 @@ class ResultStore:
         The columns that identify a point; key values are compared in their canonical form (see `canonical`)
     types : dict or None
         {column: type} for every column of `fields`, each of int, float, bool, str (text as written), list or
-        dict (JSON text, written with json.dumps). An empty cell (a None or "" written) reads as None in an int,
-        float, bool, list or dict column and as "" in a str column; "nan" and "inf" read as floats. None: no
-        types, every value reads as its CSV text (a str)
+        dict (JSON text, written with json.dumps) or np.ndarray (not a key column: a numeric array saved as a
+        .npy file in the folder `<table stem>.arrays` beside the table, its cell the file's path relative to
+        the table's folder; the file is written, atomically and fsync'd, before the row). An empty cell (a None
+        or "" written) reads as None in an int, float, bool, list, dict or np.ndarray column and as "" in a str
+        column; "nan" and "inf" read as floats. None: no types, every value reads as its CSV text (a str)
 
     `done(row)` tells whether a point with that key is already on disk; `add(row)` appends one row, or the rows of
     one point (a list), in one write flushed to disk (fsync) before returning, so an interruption loses at most the
@@ -72,6 +78,10 @@ class ResultStore:
         if missing:
             raise ValueError(f"`key` columns {sorted(missing)} are not in `fields`")
         self.types = None if types is None else _check_types(types, self.fields)
+        arrays = [k for k in self.key if self.types and self.types[k] is np.ndarray]
+        if arrays:
+            raise ValueError(f"`key` columns {arrays} are declared np.ndarray; a key column holds a value, not an "
+                             "array")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._rows = self._load() if self.path.exists() else None
         if self._rows is None:
@@ -125,7 +135,31 @@ class ResultStore:
         """A row of CSV texts {column: str} read with the declared types (as they are without types)."""
         if self.types is None:
             return texts
-        return {k: _read(v, self.types[k], k) for k, v in texts.items()}
+        return {k: self._read_array(v, k) if self.types[k] is np.ndarray else _read(v, self.types[k], k)
+                for k, v in texts.items()}
+
+    def _read_array(self, text, column):
+        """The array whose .npy file the cell `text` of `column` names (None for an empty cell)."""
+        if text == "":
+            return None
+        path = self.path.parent / text
+        if Path(text).is_absolute() or ".." in Path(text).parts or not path.is_file():
+            raise ValueError(f"column {column!r} names the array file {text!r}, which is not in {self.path.parent}")
+        return np.load(path, allow_pickle=False)
+
+    def _save_array(self, row, column):
+        """Save row[column] (a numeric np.ndarray) beside the table, atomically; its cell text (the relative path)."""
+        digest = hashlib.sha1(repr(self._key(row)).encode()).hexdigest()[:16]
+        relative = f"{self.path.stem}{ARRAYS_SUFFIX}/{digest}-{column}.npy"
+        path = self.path.parent / relative
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as f:
+            np.save(f, row[column], allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        return relative
 
     def _key(self, row):
         return tuple(canonical(row[k]) for k in self.key)
@@ -137,16 +171,26 @@ class ResultStore:
         """Append `rows` (a row dict, or a list of the row dicts of one point), all checked before any is
         written, in one write."""
         rows = rows if isinstance(rows, list) else [rows]
+        arrays = [k for k in self.fields if self.types and self.types[k] is np.ndarray]
         cells, typed = [], []
         for row in rows:
             missing = [k for k in self.fields if k not in row]
             if missing:
                 raise ValueError(f"row for {self.path.name} lacks columns {missing}")
-            cells.append({k: _cell(row[k], self.types and self.types[k], k) for k in self.fields})
+            bad = [k for k in arrays if row[k] is not None and not (isinstance(row[k], np.ndarray)
+                                                                    and row[k].dtype.kind in "biuf")]
+            if bad:
+                raise ValueError(f"row for {self.path.name}: column {bad[0]!r} is declared np.ndarray (a numeric "
+                                 f"array), got {row[bad[0]]!r:.80}")
+            cells.append({k: "" if k in arrays else _cell(row[k], self.types and self.types[k], k)
+                          for k in self.fields})
             try:
-                typed.append(self._typed(cells[-1]))
+                typed.append({**self._typed(cells[-1]),
+                              **{k: None if row[k] is None else row[k].copy() for k in arrays}})
             except ValueError as err:
                 raise ValueError(f"row for {self.path.name}: {err}") from None
+        for row, cell in zip(rows, cells):                  # the arrays first: a row on disk has its files
+            cell.update({k: self._save_array(row, k) for k in arrays if row[k] is not None})
         text = io.StringIO(newline="")
         csv.DictWriter(text, self.fields).writerows(cells)
         with self.path.open("a", newline="", encoding="utf-8") as f:
@@ -169,7 +213,8 @@ def _check_types(types, fields):
         raise ValueError(f"`types` must declare exactly the columns of `fields`: missing {missing}, unknown {extra}")
     bad = {c: t for c, t in types.items() if t not in COLUMN_TYPES}
     if bad:
-        raise ValueError(f"`types` of {sorted(bad)}: must be one of int, float, bool, str, list, dict, got "
+        raise ValueError(f"`types` of {sorted(bad)}: must be one of int, float, bool, str, list, dict, np.ndarray, "
+                         f"got "
                          f"{[getattr(t, '__name__', t) for t in bad.values()]}")
     return dict(types)
 

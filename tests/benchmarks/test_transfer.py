@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from deft6g.benchmarks.cli import main
-from deft6g.benchmarks.transfer import TransferConfig, _choose, _Setup, _train_source, _write_summary, steps_to_target
+from deft6g.benchmarks.transfer import TransferConfig, _choose, _Setup, _train_source, steps_to_target, summary_table
 
 
 def test_transfer_quick_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
@@ -153,8 +153,7 @@ def test_unreached_runs_are_not_imputed(tmp_path):
             for (init, source), steps in reached.items() for s in range(3)]
     choices = [{"target": "bbc_business_tech", "seed": s, "similarity_choice": "bbc_topics5",
                 "trial_choice": "rt_sentiment"} for s in range(3)]
-    _write_summary(tmp_path, cfg, runs, choices)
-    rows = {r["scheme"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
+    rows = {r["scheme"]: {k: str(v) for k, v in r.items()} for r in summary_table(cfg, runs, choices)}
     assert (rows["random"]["reached"], rows["random"]["steps_median"]) == ("1", ">60")
     assert float(rows["random"]["reached_fraction"]) == pytest.approx(1 / 3)
     assert (rows["vocab"]["reached"], rows["vocab"]["steps_median"]) == ("0", ">60")

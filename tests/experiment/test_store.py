@@ -303,6 +303,40 @@ def test_a_file_cell_of_another_type_is_refused_on_reload(tmp_path):
         ResultStore(path, list(TYPES), TYPED_KEY, types=TYPES)
 
 
+ARRAY_TYPES = {"task": str, "seed": int, "prompt": np.ndarray, "accuracy": float}
+
+
+def test_array_columns_are_npy_files_beside_the_table(tmp_path):
+    """An np.ndarray column: each array is a .npy file in <stem>.arrays/ named by its row's key, the cell its
+    relative path; rows read back (before and after a reload) with arrays bit-identical in dtype and shape, None
+    as an empty cell; a key column of arrays, an object or non-array value, and a cell naming a missing file
+    are refused, naming the column; a refused row leaves no file behind."""
+    path = tmp_path / "sources.csv"
+    store = ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)
+    prompt = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    store.add([{"task": "a", "seed": 0, "prompt": prompt, "accuracy": 0.5},
+               {"task": "b", "seed": 0, "prompt": None, "accuracy": 0.25}])
+    prompt[0, 0] = 99.0                                           # the store keeps its own copy
+    files = sorted(p.name for p in (tmp_path / "sources.arrays").iterdir())
+    assert len(files) == 1 and files[0].endswith("-prompt.npy")
+    cell = path.read_text().splitlines()[1].split(",")[2]
+    assert cell == f"sources.arrays/{files[0]}"
+    for s in (store, ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)):
+        back = s.rows()[0]["prompt"]
+        assert back.dtype == np.float32 and back.shape == (4, 6) and back[0, 0] != 99.0
+        np.testing.assert_array_equal(back[1:], prompt[1:])
+        assert s.rows()[1]["prompt"] is None and s.done({"task": "a", "seed": 0})
+    for bad in ([[1.0, 2.0]], np.array([{}], dtype=object), "x.npy"):
+        with pytest.raises(ValueError, match="column 'prompt' is declared np.ndarray"):
+            store.add({"task": "c", "seed": 0, "prompt": bad, "accuracy": 0.0})
+    assert len(list((tmp_path / "sources.arrays").iterdir())) == 1 and len(store.rows()) == 2
+    with pytest.raises(ValueError, match=r"`key` columns \['prompt'\] are declared np.ndarray"):
+        ResultStore(tmp_path / "k.csv", list(ARRAY_TYPES), ["task", "prompt"], types=ARRAY_TYPES)
+    (tmp_path / "sources.arrays" / files[0]).unlink()
+    with pytest.raises(OutputFolderError, match="row 1: column 'prompt' names the array file"):
+        ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)
+
+
 def test_declared_types_must_cover_the_columns():
     with pytest.raises(ValueError, match=r"missing \['value'\], unknown \['other'\]"):
         ResultStore("unused.csv", FIELDS, KEY, types={"p": float, "seed": int, "other": str})
