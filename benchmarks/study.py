@@ -255,12 +255,13 @@ class _TimedAggregator:
 
 class FederatedStudy(Study):
     """The study on the protocol (`deft6g.experiment.Study`), in turn: model.csv (the model's sizes, model.json
-    repeating it; here, so a first run builds the setup, caching the activations, before any worker needs
-    them), the tuning stage (a `Tuning`: tuning.csv, chosen.json), the reported points and then the noisy
-    control (both results.csv; each point's rounds in rounds.csv, written first). A point carries the lr and
-    setting (`point_setting`) its row records, so a worker needs no choices. summary.csv, summary.md and
-    model.json derived. log: the setup's progress lines and the noisy control's level (a worker prints its
-    own); log_dir: per-round TensorBoard scalars of every point run now (`log_point`). `run_study` runs it."""
+    repeating it; here), the tuning stage (a `Tuning`: tuning.csv, chosen.json), the reported points and then
+    the noisy control (both results.csv; each point's rounds in rounds.csv, written first). A point carries the
+    lr and setting (`point_setting`) its row records, so a worker needs no choices. The setup is built here
+    before the tuning and whenever points are left (`prepare`), so the workers read the activation caches it
+    fills. summary.csv, summary.md and model.json derived. log: the setup's progress lines and the noisy
+    control's level (a worker prints its own); log_dir: per-round TensorBoard scalars of every point run now
+    (`log_point`). `run_study` runs it."""
     name = "study"
 
     def __init__(self, log=print, log_dir=None):
@@ -284,7 +285,13 @@ class FederatedStudy(Study):
     def setup(self, cfg):
         return _Setup(cfg, self.log)
 
+    def prepare(self, setup, points):
+        """Nothing beyond the setup, built here whenever points are left (and before the tuning): it fills the
+        on-disk activation caches (again, if they were deleted since the first run), which the workers then read
+        instead of each computing them."""
+
     def choose(self, cfg, shared, tune):
+        shared.setup()
         self.choices = tune_study(cfg, shared, tune)
 
     def reported_points(self, cfg, done):
@@ -293,12 +300,13 @@ class FederatedStudy(Study):
     def control_points(self, cfg, done):
         """The noisy control's points, at the NMSE AirComp measured (`noise_levels` of the reported rows)."""
         noisy = [p for p in study_points(cfg, self.choices) if p["scheme"] == "noisy"]
-        if noisy:
-            self.choices.update(noise_levels(cfg, done["results.csv"], self.log))
-        return [self._with_setting(cfg, p) for p in noisy]
+        if not noisy:
+            return []
+        choices = {**self.choices, **noise_levels(cfg, done["results.csv"], self.log)}
+        return [self._with_setting(cfg, p, choices) for p in noisy]
 
-    def _with_setting(self, cfg, point):
-        setting = point_setting(cfg, self.choices, point)
+    def _with_setting(self, cfg, point, choices=None):
+        setting = point_setting(cfg, self.choices if choices is None else choices, point)
         return {**point, "lr": setting["lr"], "setting": _setting_text(setting)}
 
     def run_point(self, setup, point):

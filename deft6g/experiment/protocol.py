@@ -199,15 +199,19 @@ class StudyTask(PointTask):
     """run_points' point function of a protocol Study: point -> point + run_point's row (of stage number `stage`
     of `study.stages()`, or of the study itself when None)."""
 
+    CACHES = ("_run_point",)
+
     def __init__(self, study, cfg, stage=None):
-        self.study, self.cfg, self.stage = study, cfg, stage
+        self.study, self.cfg, self.stage, self._run_point = study, cfg, stage, {}
 
     def build_setup(self):
         return self.study.setup(self.cfg)
 
     def __call__(self, point):
-        run_point = self.study.run_point if self.stage is None else self.study.stages()[self.stage].run_point
-        result = run_point(self.setup(), point)
+        if not self._run_point:                            # looked up once per process (stages() builds a list)
+            self._run_point[0] = (self.study.run_point if self.stage is None
+                                  else self.study.stages()[self.stage].run_point)
+        result = self._run_point[0](self.setup(), point)
         if isinstance(result, PointRows):
             return PointRows(_with_point(point, result.rows), {f: _with_point(point, r) for f, r in
                                                                (result.sides or {}).items()})

@@ -38,7 +38,7 @@ class OutputFolderError(ValueError):
 
 
 COLUMN_TYPES = (int, float, bool, str, list, dict, np.ndarray)
-ARRAYS_SUFFIX = ".arrays"          # results.csv's array files: results.arrays/<row digest>-<column>.npy
+ARRAYS_SUFFIX = ".arrays"          # results.csv's array files: results.arrays/<digest of the row's key>-<column>.npy
 
 
 class ResultStore:
@@ -90,7 +90,8 @@ class ResultStore:
                 f.flush()
                 os.fsync(f.fileno())
             self._rows = []
-        self._done = {self._key(r) for r in self._rows}
+        self._count = {}                          # key -> how many rows have it (the rows of one point share it)
+        self._counted([self._key(r) for r in self._rows])
 
     def _load(self):
         """The complete rows on disk (typed by `types`), after cutting a torn tail off the file; None when the
@@ -147,25 +148,30 @@ class ResultStore:
             raise ValueError(f"column {column!r} names the array file {text!r}, which is not in {self.path.parent}")
         return np.load(path, allow_pickle=False)
 
-    def _save_array(self, row, column):
-        """Save row[column] (a numeric np.ndarray) beside the table, atomically; its cell text (the relative path)."""
-        digest = hashlib.sha1(repr(self._key(row)).encode()).hexdigest()[:16]
+    def _save_array(self, key, nth, array, column):
+        """Save `array` (numeric) of `column` of the `nth` row with `key` beside the table, atomically; its cell text
+        (the path relative to the table's folder)."""
+        digest = hashlib.sha1(repr((key, nth)).encode()).hexdigest()[:16]
         relative = f"{self.path.stem}{ARRAYS_SUFFIX}/{digest}-{column}.npy"
         path = self.path.parent / relative
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("wb") as f:
-            np.save(f, row[column], allow_pickle=False)
+            np.save(f, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
         return relative
 
+    def _counted(self, keys):
+        for k in keys:
+            self._count[k] = self._count.get(k, 0) + 1
+
     def _key(self, row):
         return tuple(canonical(row[k]) for k in self.key)
 
     def done(self, row):
-        return self._key(row) in self._done
+        return self._key(row) in self._count
 
     def add(self, rows):
         """Append `rows` (a row dict, or a list of the row dicts of one point), all checked before any is
@@ -189,8 +195,10 @@ class ResultStore:
                               **{k: None if row[k] is None else row[k].copy() for k in arrays}})
             except ValueError as err:
                 raise ValueError(f"row for {self.path.name}: {err}") from None
-        for row, cell in zip(rows, cells):                  # the arrays first: a row on disk has its files
-            cell.update({k: self._save_array(row, k) for k in arrays if row[k] is not None})
+        keys = [self._key(t) for t in typed]
+        for i, (row, cell) in enumerate(zip(rows, cells)):     # the arrays first: a row on disk has its files
+            nth = self._count.get(keys[i], 0) + keys[:i].count(keys[i])       # rows of one point share its key
+            cell.update({k: self._save_array(keys[i], nth, row[k], k) for k in arrays if row[k] is not None})
         text = io.StringIO(newline="")
         csv.DictWriter(text, self.fields).writerows(cells)
         with self.path.open("a", newline="", encoding="utf-8") as f:
@@ -198,7 +206,7 @@ class ResultStore:
             f.flush()
             os.fsync(f.fileno())
         self._rows += typed
-        self._done.update(self._key(t) for t in typed)
+        self._counted(keys)
 
     def rows(self):
         """All rows on disk, typed by `types` (without types: values as strings, as a CSV reader gives them)."""

@@ -479,6 +479,20 @@ def test_the_setup_is_not_pickled_with_the_point_function(toy):
     assert clone({"snr_db": 4.0, "seed": 1}) == task({"snr_db": 4.0, "seed": 1})
 
 
+def test_a_stage_point_function_looks_its_stage_up_once_per_process(tmp_path, monkeypatch):
+    """StudyTask calls study.stages() once for its point function, not per point (4 points here), and a pickled
+    copy (a Ray worker's) looks it up again for itself."""
+    import pickle
+    calls = []
+    study = BerStages()
+    monkeypatch.setattr(study, "stages", lambda: calls.append(1) or BerStages.stages(study))
+    task = protocol.StudyTask(study, study.config(True), 0)
+    rows = [task({"snr_db": s, "seed": 0}) for s in (0.0, 2.0, 4.0, 6.0)]
+    assert len(calls) == 1 and [r["snr_db"] for r in rows] == [0.0, 2.0, 4.0, 6.0]
+    clone = pickle.loads(pickle.dumps(protocol.StudyTask(BerStages(), study.config(True), 0)))
+    assert clone({"snr_db": 0.0, "seed": 0}) == rows[0]
+
+
 def test_registry_refuses_duplicates_and_studies_that_break_the_protocol(toy):
     with pytest.raises(ValueError, match="toy_ber"):
         register_study(BpskBer())

@@ -307,10 +307,11 @@ ARRAY_TYPES = {"task": str, "seed": int, "prompt": np.ndarray, "accuracy": float
 
 
 def test_array_columns_are_npy_files_beside_the_table(tmp_path):
-    """An np.ndarray column: each array is a .npy file in <stem>.arrays/ named by its row's key, the cell its
-    relative path; rows read back (before and after a reload) with arrays bit-identical in dtype and shape, None
-    as an empty cell; a key column of arrays, an object or non-array value, and a cell naming a missing file
-    are refused, naming the column; a refused row leaves no file behind."""
+    """An np.ndarray column: each array is a .npy file in <stem>.arrays/ named by its row's key (and place among
+    the rows of that key: the rows of one point), the cell its relative path; rows read back (before and after
+    a reload) with arrays bit-identical in dtype and shape, None as an empty cell; a key column of arrays, an
+    object or non-array value, and a cell naming a missing file are refused, naming the column; a refused row
+    leaves no file behind."""
     path = tmp_path / "sources.csv"
     store = ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)
     prompt = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
@@ -332,6 +333,10 @@ def test_array_columns_are_npy_files_beside_the_table(tmp_path):
     assert len(list((tmp_path / "sources.arrays").iterdir())) == 1 and len(store.rows()) == 2
     with pytest.raises(ValueError, match=r"`key` columns \['prompt'\] are declared np.ndarray"):
         ResultStore(tmp_path / "k.csv", list(ARRAY_TYPES), ["task", "prompt"], types=ARRAY_TYPES)
+    twins = [np.full((2, 2), v, np.float64) for v in (1.0, 2.0)]          # two rows of one point share its key
+    store.add([{"task": "d", "seed": 1, "prompt": a, "accuracy": 0.0} for a in twins])
+    for s in (store, ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)):
+        assert [r["prompt"][0, 0] for r in s.rows()[2:]] == [1.0, 2.0]
     (tmp_path / "sources.arrays" / files[0]).unlink()
     with pytest.raises(OutputFolderError, match="row 1: column 'prompt' names the array file"):
         ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)
