@@ -1,21 +1,23 @@
 """`deft6g parallel`: a study and a design sweep run serially and on N Ray workers on this machine: wall time,
 speed-up (serial / parallel) and whether the rows are identical (wall-time columns aside).
 
-Both runs of a job start from an empty output folder; the study's frozen activations are computed and
-cached on disk before either run is timed, so both load them (each Ray worker loads them itself). The
-parallel time counts the workers' start (Python, TensorFlow, the study's model and data per worker) but
-not the one-off start of the local Ray instance, which is reported apart (`ray_start_s`). The serial run
-uses TensorFlow's default thread pools; each worker has one thread.
+Both runs of a job start from an empty temporary folder (removed afterwards); the study's frozen activations
+are computed and cached on disk before either run is timed, so both load them (each Ray worker loads them
+itself). The parallel time counts the workers' start (Python, TensorFlow, the study's model and data per
+worker) but not the one-off start of the local Ray instance, which is reported apart (`ray_start_s`). The
+serial run uses TensorFlow's default thread pools; each worker has one thread. speedup.csv is resumable: a
+finished job is not timed again.
 """
 
 import contextlib
 import io
 import math
-import shutil
+import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
-from deft6g.experiment import ResultStore, available_cores, prepare_output, run_points, start_ray
+from deft6g.experiment import Stage, Study, available_cores, run, start_ray
 
 from .beamforming import SWEEP_FIELDS, DesignConfig, sweeps
 from .study import POINT_KEY, FederatedStudy, run_study
@@ -100,31 +102,65 @@ def _run_job(job, work, workers, quick, log):
     return len(rows[0]), times[0], times[1], identical, cols
 
 
-def run_speedup(out_dir="results/parallel", workers=2, quick=False, log=print):
-    """Time the study and the design sweep serially and on `workers` Ray workers (a local instance with
-    `workers` CPUs); rows of speedup.csv as dicts."""
-    if workers < 2:
-        raise ValueError(f"`workers` must be >= 2 to compare with the serial run, got {workers}")
-    out = prepare_output(out_dir, "parallel", {"workers": workers, "quick": quick})
-    store = ResultStore(out / "speedup.csv", FIELDS, ["job"], types=TYPES)
-    state = {}
+@dataclass
+class ParallelConfig:
+    workers: int = 2            # Ray workers of the parallel runs (>= 2)
+    quick: bool = False         # smaller jobs (`_study_config`, `_design_config`)
 
-    def job(p):
-        work = out / "runs" / p["job"]
-        shutil.rmtree(work, ignore_errors=True)                  # fresh runs: nothing to skip
-        if "ray_start_s" not in state:
-            t0 = time.perf_counter()
-            start_ray(workers)
-            state["ray_start_s"] = time.perf_counter() - t0
-        points, serial_s, parallel_s, identical, cols = _run_job(p["job"], work, workers, quick, log)
-        return dict(p, points=points, workers=workers, cores=available_cores(), serial_s=round(serial_s, 1),
-                    parallel_s=round(parallel_s, 1), ray_start_s=round(state["ray_start_s"], 1),
+    def validate(self):
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 2:
+            raise ValueError(f"`workers` must be >= 2 to compare with the serial run, got {self.workers!r}")
+
+
+class ParallelStudy(Study):
+    """The benchmark on the protocol (`deft6g.experiment.Study`): speedup.csv, one point per job (the study, the
+    design sweep), each timed here, one after the other; the setup starts the local Ray instance once and times
+    it. `run_speedup` runs it."""
+    name = "parallel"
+
+    def __init__(self, log=print):
+        self.log = log
+
+    def __getstate__(self):
+        return {**self.__dict__, "log": print}
+
+    def config(self, quick=False):
+        return ParallelConfig(quick=quick)
+
+    def stages(self):
+        return [Stage("speedup.csv", ["job"], TYPES, self.jobs, self.run_point, self.describe, here=True)]
+
+    @staticmethod
+    def jobs(cfg, done):
+        cfg.validate()
+        return [{"job": "study"}, {"job": "design"}]
+
+    def setup(self, cfg):
+        t0 = time.perf_counter()
+        start_ray(cfg.workers)
+        return {"cfg": cfg, "ray_start_s": time.perf_counter() - t0}
+
+    def run_point(self, setup, point):
+        cfg = setup["cfg"]
+        with tempfile.TemporaryDirectory(prefix="deft6g-parallel-") as work:       # fresh runs: nothing to skip
+            points, serial_s, parallel_s, identical, cols = _run_job(point["job"], Path(work), cfg.workers, cfg.quick,
+                                                                     self.log)
+        return dict(points=points, workers=cfg.workers, cores=available_cores(), serial_s=round(serial_s, 1),
+                    parallel_s=round(parallel_s, 1), ray_start_s=round(setup["ray_start_s"], 1),
                     speedup=round(serial_s / parallel_s, 3), identical=identical, differing_columns=" ".join(cols))
 
-    run_points([{"job": "study"}, {"job": "design"}], job, store, desc="parallel", log=log,
-               describe=lambda p, r: f"{p['job']}: serial {r['serial_s']} s, {workers} workers {r['parallel_s']} s, "
-                                     f"speed-up {r['speedup']:.2f}x, identical rows: {r['identical']}")
-    return store.rows()
+    def describe(self, point, row):
+        return (f"{point['job']}: serial {row['serial_s']} s, {row['workers']} workers {row['parallel_s']} s, "
+                f"speed-up {row['speedup']:.2f}x, identical rows: {row['identical']}")
+
+    def summary(self, cfg, rows):
+        return summary(rows["speedup.csv"], cfg.quick)
+
+
+def run_speedup(out_dir="results/parallel", workers=2, quick=False, log=print):
+    """Time the study and the design sweep serially and on `workers` Ray workers (a local instance with
+    `workers` CPUs), into `out_dir` (`deft6g.experiment.run`); rows of speedup.csv as dicts."""
+    return run(ParallelStudy(log), out_dir, ParallelConfig(workers, quick), log=log)[1]["speedup.csv"]
 
 
 def summary(rows, quick=False):
