@@ -345,18 +345,17 @@ class EmulatorStudy(Study):
     def train(self, setup, point):
         return _run_point(setup, point, self.log_dir)
 
+    def derive(self, cfg, rows):
+        return {**rows, "summary": summary_rows(rows["emulators.csv"], rows["results.csv"], cfg.equivalence_margin)}
+
     def tables(self, cfg, rows):
-        return {"summary.csv": (SUMMARY_FIELDS, _summary_rows(cfg, rows))}
+        return {"summary.csv": (SUMMARY_FIELDS, rows["summary"])}
 
     def summary(self, cfg, rows):
-        return summary(cfg, _summary_rows(cfg, rows), None, rows["tuning.csv"])
+        return summary(cfg, rows["summary"], None, rows["tuning.csv"])
 
     def plot(self, out, cfg, rows):
-        plot(out, cfg, _summary_rows(cfg, rows))
-
-
-def _summary_rows(cfg, rows):
-    return summary_rows(rows["emulators.csv"], rows["results.csv"], cfg.equivalence_margin)
+        plot(out, cfg, rows["summary"])
 
 
 def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):
@@ -370,9 +369,10 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=Non
     cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
     if log_dir is not None:
         check_log_dir(log_dir)
-    cfg, rows = run(EmulatorStudy(log_dir), out_dir, cfg, log=log, **parallel)
+    study = EmulatorStudy(log_dir)
+    cfg, rows = run(study, out_dir, cfg, log=log, **parallel)
     cpu_s = load_json(Path(out_dir) / "timing.json")["cpu_s"]
-    return cfg, _summary_rows(cfg, rows), cpu_s, rows["tuning.csv"]
+    return cfg, study.derive(cfg, rows)["summary"], cpu_s, rows["tuning.csv"]
 
 
 def _name(p):

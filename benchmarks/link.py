@@ -699,18 +699,21 @@ class LinkStudy(Study):
     def setup(self, cfg):
         return {"cfg": cfg, "aircomp": _AirCompPoint(cfg), "digital": _DigitalPoint(cfg), "obda": _OBDAPoint(cfg)}
 
+    def derive(self, cfg, rows):
+        return {**rows, "extra": _extra(cfg, rows)}
+
     def tables(self, cfg, rows):
-        extra = _extra(cfg, rows)
+        extra = rows["extra"]
         return {"digital_choice.csv": (DIGITAL_CHOICE_FIELDS, extra["digital_choice"]),
                 "obda_choice.csv": (OBDA_CHOICE_FIELDS, extra["obda_choice"]),
                 "matched.csv": (MATCHED_FIELDS, extra["matched"]), "speed.json": extra["speed"],
                 "summary.md": summary_markdown(rows["aircomp.csv"], extra)}
 
     def summary(self, cfg, rows):
-        return summary(cfg, rows["aircomp.csv"], rows["digital.csv"], _extra(cfg, rows))
+        return summary(cfg, rows["aircomp.csv"], rows["digital.csv"], rows["extra"])
 
     def plot(self, out, cfg, rows):
-        plot(cfg, out, rows["aircomp.csv"], rows["digital.csv"], _extra(cfg, rows)["matched"], rows["obda.csv"])
+        plot(cfg, out, rows["aircomp.csv"], rows["digital.csv"], rows["extra"]["matched"], rows["obda.csv"])
 
 
 def _extra(cfg, rows):

@@ -319,19 +319,19 @@ class FederatedStudy(Study):
                 result = _run_point(setup, key, setting, on_round=lambda row: events.write(row["round"], row))
         return PointRows(result["row"], {"rounds.csv": result["rounds"]})
 
+    def derive(self, cfg, rows):
+        return {**rows, "summary": summary_rows(rows["results.csv"], rows["rounds.csv"],
+                                                budget=cfg.channel.use_budget)}
+
     def tables(self, cfg, rows):
-        return {"summary.csv": (SUMMARY_FIELDS, _summary(cfg, rows)), "model.json": rows["model.csv"][0],
+        return {"summary.csv": (SUMMARY_FIELDS, rows["summary"]), "model.json": rows["model.csv"][0],
                 "summary.md": summary(cfg, rows["results.csv"], rows["rounds.csv"], markdown=True)}
 
     def summary(self, cfg, rows):
         return summary(cfg, rows["results.csv"], rows["rounds.csv"])
 
     def plot(self, out, cfg, rows):
-        plot_study(out, cfg, _summary(cfg, rows), rows["results.csv"], rows["rounds.csv"])
-
-
-def _summary(cfg, rows):
-    return summary_rows(rows["results.csv"], rows["rounds.csv"], budget=cfg.channel.use_budget)
+        plot_study(out, cfg, rows["summary"], rows["results.csv"], rows["rounds.csv"])
 
 
 def _setting_text(setting):

@@ -9,7 +9,9 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
   before it runs, e.g. a setting computed here; the row gets the point's columns);
 - `setup(cfg)`: what the points share (data, models), built once per process, lazily, and never pickled;
 - `run_point(setup, point)`: the point's row (the columns of `types` other than the key);
-- `summary(cfg, rows)` and `plot(out, cfg, rows)`: the printed table and the plots (optional);
+- `summary(cfg, rows)` and `plot(out, cfg, rows)`: the printed table and the plots (optional), and `derive(cfg,
+  rows)`: what those hooks and `tables` share, computed once, which they get as `rows` (optional; default the
+  rows themselves);
 - optional too: `tables(cfg, rows)` (files derived from the rows: CSV, JSON or text, e.g. choices made on
   validation), `describe(point, row)` (the progress line of a finished point), `group` (key columns whose
   points go to one worker, in order) and `prepare(setup, points)` (work done here before the points, e.g.
@@ -36,6 +38,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import entry_points
+from pathlib import Path
 
 from .runner import point_label, run_points
 from .store import ResultStore, canonical, prepare_output, write_json_atomic, write_table, write_text_atomic
@@ -144,6 +147,12 @@ class Study:
     def describe(self, point, row):
         """The progress line of a finished point (default: its key columns, as `run_points` labels a point)."""
         return point_label(point)
+
+    def derive(self, cfg, rows):
+        """What `tables`, `summary` and `plot` share, computed once after the run from `rows` (results.csv's rows,
+        or {file: rows} for a study with stages); they get it as their `rows` (default: the rows themselves), e.g.
+        {**rows, "matched": a table the three of them read}."""
+        return rows
 
     def tables(self, cfg, rows):
         """Files derived from the rows: {file name: (fields, list of row dicts)} (a tuple) for a CSV table,
@@ -373,7 +382,8 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran,
                                                "cpu_s": cpu_s})
     rows = done if staged else done["results.csv"]
-    for name, table in study.tables(cfg, rows).items():
+    derived = study.derive(cfg, rows)
+    for name, table in study.tables(cfg, derived).items():
         tuned = any(isinstance(s, Tuning) for s in stages)
         if not _plain_file_name(name) or name in done or (tuned and name == "chosen.json"):
             raise ValueError(f"study {study.name!r}: a derived table's file name must be a plain file name, not one "
@@ -385,8 +395,8 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
             write_text_atomic(folder / name, table)
         else:
             write_json_atomic(folder / name, table, indent=2)
-    write_text_atomic(folder / "summary.txt", study.summary(cfg, rows) + "\n")
-    study.plot(folder, cfg, rows)
+    write_text_atomic(folder / "summary.txt", study.summary(cfg, derived) + "\n")
+    study.plot(folder, cfg, derived)
     return cfg, rows
 
 
@@ -425,8 +435,8 @@ def study_command(study):
     check_study(study)
 
     def handler(args):
-        cfg, rows = run(study, args.out, quick=args.quick, **parallel_options(args))
-        print(study.summary(cfg, rows))
+        run(study, args.out, quick=args.quick, **parallel_options(args))
+        print((Path(args.out) / "summary.txt").read_text(encoding="utf-8"), end="")       # the summary, derived once
         print(f"results in {args.out}")
 
     return Command(study.name, study.description, handler, outputs="CSV, JSON")

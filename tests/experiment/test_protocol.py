@@ -103,10 +103,12 @@ def test_run_returns_typed_rows_and_refuses_a_folder_of_another_configuration(to
 
 
 class BerWithHooks(BpskBer):
-    """The toy study with the optional hooks: work before the points, a progress line, a derived table, a group."""
+    """The toy study with the optional hooks: work before the points, a progress line, the mean BER per SNR derived
+    once for a derived table and the summary, a group."""
     name = "toy_ber_hooks"
     group = ["seed"]
     prepared = []
+    derived = []
 
     def prepare(self, setup, points):
         type(self).prepared.append((setup["bits"], [(p["snr_db"], p["seed"]) for p in points]))
@@ -114,20 +116,28 @@ class BerWithHooks(BpskBer):
     def describe(self, point, row):
         return f"{point['snr_db']:g} dB seed {point['seed']}: {row['errors']} errors"
 
-    def tables(self, cfg, rows):
+    def derive(self, cfg, rows):
+        type(self).derived.append(len(rows))
         by_snr = {}
         for r in rows:
             by_snr.setdefault(r["snr_db"], []).append(r["ber"])
+        return {"rows": rows, "mean_ber": {s: float(np.mean(v)) for s, v in by_snr.items()}}
+
+    def tables(self, cfg, rows):
         return {"mean_ber.csv": (["snr_db", "ber", "closed_form"], [
-            {"snr_db": s, "ber": float(np.mean(v)), "closed_form": 0.5 * erfc(math.sqrt(10 ** (s / 10)))}
-            for s, v in by_snr.items()])}
+            {"snr_db": s, "ber": b, "closed_form": 0.5 * erfc(math.sqrt(10 ** (s / 10)))}
+            for s, b in rows["mean_ber"].items()])}
+
+    def summary(self, cfg, rows):
+        return f"{len(rows['rows'])} rows; " + ", ".join(f"{s:g} dB: {b:.4f}" for s, b in rows["mean_ber"].items())
 
 
 def test_the_optional_hooks_prepare_describe_tables_and_group(tmp_path):
     """prepare gets this process's setup and the points left (and is not called when none is left); each
     finished point's progress line is describe's; the derived table is written (its mean BERs within 4 standard
-    errors of the closed form); timing.json counts CPU seconds; a group of non-key columns is refused."""
-    BerWithHooks.prepared = []
+    errors of the closed form); derive runs once per run and the table and the summary get what it returned;
+    timing.json counts CPU seconds; a group of non-key columns is refused."""
+    BerWithHooks.prepared, BerWithHooks.derived = [], []
     lines = []
     cfg, rows = run(BerWithHooks(), tmp_path / "ber", quick=True, log=lines.append)
     assert BerWithHooks.prepared == [(50_000, [(0.0, 0), (4.0, 0), (0.0, 1), (4.0, 1)])]
@@ -139,8 +149,11 @@ def test_the_optional_hooks_prepare_describe_tables_and_group(tmp_path):
         p = float(r["closed_form"])
         assert abs(float(r["ber"]) - p) < 4 * math.sqrt(p * (1 - p) / 100_000)
     assert json.loads((tmp_path / "ber" / "timing.json").read_text())["cpu_s"] > 0
+    summary = (tmp_path / "ber" / "summary.txt").read_text()
+    assert BerWithHooks.derived == [4] and summary == "4 rows; " + ", ".join(
+        f"{float(r['snr_db']):g} dB: {float(r['ber']):.4f}" for r in table) + "\n"
     run(BerWithHooks(), tmp_path / "ber", quick=True, log=lines.append)
-    assert len(BerWithHooks.prepared) == 1                     # nothing left: no prepare
+    assert len(BerWithHooks.prepared) == 1 and BerWithHooks.derived == [4, 4]   # nothing left: no prepare
     for group in (["ber"], "seed"):                           # not key columns; a string, not a list
         bad = BerWithHooks()
         bad.group = group
