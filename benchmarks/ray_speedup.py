@@ -115,7 +115,8 @@ class ParallelConfig:
 class ParallelStudy(Study):
     """The benchmark on the protocol (`deft6g.experiment.Study`): speedup.csv, one point per job (the study, the
     design sweep), each timed here, one after the other; the setup starts the local Ray instance once and times
-    it. `run_speedup` runs it."""
+    it. timing.json's cpu_s counts this process (the serial runs among it), not the Ray workers. `run_speedup`
+    runs it."""
     name = "parallel"
 
     def __init__(self, log=print):
@@ -132,7 +133,6 @@ class ParallelStudy(Study):
 
     @staticmethod
     def jobs(cfg, done):
-        cfg.validate()
         return [{"job": "study"}, {"job": "design"}]
 
     def setup(self, cfg):

@@ -258,9 +258,9 @@ class FederatedStudy(Study):
     repeating it; here), the tuning stage (a `Tuning`: tuning.csv, chosen.json), the reported points and then
     the noisy control (both results.csv; each point's rounds in rounds.csv, written first). A point carries the
     lr and setting (`point_setting`) its row records, so a worker needs no choices. The setup is built here
-    before the tuning and whenever points are left (`prepare`), so the workers read the activation caches it
-    fills. summary.csv, summary.md and model.json derived. log: the setup's progress lines and the noisy
-    control's level (a worker prints its own); log_dir: per-round TensorBoard scalars of every point run now
+    whenever points of a stage are left (`prepare`), so the workers read the activation caches it fills.
+    summary.csv, summary.md and model.json derived. log: the setup's progress lines and the noisy control's
+    level (a worker prints its own); log_dir: per-round TensorBoard scalars of every point run now
     (`log_point`). `run_study` runs it."""
     name = "study"
 
@@ -286,12 +286,11 @@ class FederatedStudy(Study):
         return _Setup(cfg, self.log)
 
     def prepare(self, setup, points):
-        """Nothing beyond the setup, built here whenever points are left (and before the tuning): it fills the
-        on-disk activation caches (again, if they were deleted since the first run), which the workers then read
-        instead of each computing them."""
+        """Nothing beyond the setup, built here whenever points of a stage are left: it fills the on-disk
+        activation caches (again, if they were deleted since the first run), which the workers then read instead
+        of each computing them. (Tuning runs left after such a deletion compute them on each worker.)"""
 
     def choose(self, cfg, shared, tune):
-        shared.setup()
         self.choices = tune_study(cfg, shared, tune)
 
     def reported_points(self, cfg, done):

@@ -291,7 +291,7 @@ class TransferStudy(Study):
                       lambda setup, point: _choose(setup, point, self.prompts),
                       lambda p, r: f"{p['target']} seed {p['seed']}: similarity -> {r['similarity_choice']}, "
                                    f"trial -> {r['trial_choice']}"),
-                Stage("runs.csv", RUN_KEY, RUN_TYPES, self.run_points,
+                Stage("runs.csv", RUN_KEY, RUN_TYPES, self.finetune_points,
                       lambda setup, point: _finetune(setup, point, self.references, self.prompts),
                       lambda p, r: " ".join(str(p[k]) for k in RUN_KEY if p[k] not in ("", None))
                       + f": accuracy {r['accuracy']:.3f}")]
@@ -313,7 +313,7 @@ class TransferStudy(Study):
         self._keep_sources(done)
         return run_points_for(cfg, {})[1]
 
-    def run_points(self, cfg, done):
+    def finetune_points(self, cfg, done):
         self._keep_sources(done)
         return run_points_for(cfg, {(r["target"], r["seed"]): r for r in done["choices.csv"]})[2]
 
@@ -330,7 +330,6 @@ class TransferStudy(Study):
 
 
 def _source_points(cfg, done):
-    cfg.validate()
     return run_points_for(cfg, {})[0]
 
 

@@ -4,7 +4,8 @@ A study supplies what only it knows, as Sionna's `sim_ber` asks only for the Mon
 `run_federated_experiment` only for the model and the algorithm:
 
 - `name`, `description`: its subcommand and its line in `deft6g --help`;
-- `config(quick)`: its configuration, a dataclass (`quick`: the small variant for smoke tests);
+- `config(quick)`: its configuration, a dataclass (`quick`: the small variant for smoke tests; its `validate()`,
+  if it has one, runs before the output folder is touched);
 - `points(cfg)`: every point, a list of dicts holding the `key` columns (and any other column of its row known
   before it runs, e.g. a setting computed here; the row gets the point's columns);
 - `setup(cfg)`: what the points share (data, models), built once per process, lazily, and never pickled;
@@ -161,7 +162,8 @@ class Study:
         return {}
 
     def summary(self, cfg, rows):
-        """The text printed after a run (default: the number of rows, per table for a study with stages)."""
+        """The text printed after a run (default: the number of rows, per table for a study with stages; per entry
+        of what `derive` returns, when it is overridden)."""
         if isinstance(rows, dict):
             return f"{self.name}: " + ", ".join(f"{len(r)} rows in {file}" for file, r in rows.items())
         return f"{self.name}: {len(rows)} rows"
@@ -326,6 +328,8 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     table without `cpu_s`, or tuning runs, ran on workers), the derived tables, summary.txt and the plots."""
     check_study(study)
     cfg = study.config(quick) if cfg is None else cfg
+    if callable(getattr(cfg, "validate", None)):
+        cfg.validate()                                  # bad input is refused before the folder is touched
     folder = prepare_output(out, study.name, asdict(cfg))
     t0, cpu0 = time.time(), _cpu_seconds()
     staged = study.stages() is not None

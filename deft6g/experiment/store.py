@@ -38,7 +38,7 @@ class OutputFolderError(ValueError):
 
 
 COLUMN_TYPES = (int, float, bool, str, list, dict, np.ndarray)
-ARRAYS_SUFFIX = ".arrays"          # results.csv's array files: results.arrays/<digest of the row's key>-<column>.npy
+ARRAYS_SUFFIX = ".arrays"          # results.csv's array files: results.arrays/<digest of key and place>-<column>.npy
 
 
 class ResultStore:
@@ -54,10 +54,11 @@ class ResultStore:
         The columns that identify a point; key values are compared in their canonical form (see `canonical`)
     types : dict or None
         {column: type} for every column of `fields`, each of int, float, bool, str (text as written), list or
-        dict (JSON text, written with json.dumps) or np.ndarray (not a key column: a numeric array saved as a
-        .npy file in the folder `<table stem>.arrays` beside the table, its cell the file's path relative to
-        the table's folder; the file is written, atomically and fsync'd, before the row). An empty cell (a None
-        or "" written) reads as None in an int, float, bool, list, dict or np.ndarray column and as "" in a str
+        dict (JSON text, written with json.dumps) or np.ndarray (not a key column: a bool, integer, float or
+        complex array saved as a .npy file in the folder `<table stem>.arrays` beside the table, named by the
+        row's key and its place among the rows of that key, its cell the file's path relative to the table's
+        folder; the file is written, atomically and fsync'd, before the row). An empty cell (a None or ""
+        written) reads as None in an int, float, bool, list, dict or np.ndarray column and as "" in a str
         column; "nan" and "inf" read as floats. None: no types, every value reads as its CSV text (a str)
 
     `done(row)` tells whether a point with that key is already on disk; `add(row)` appends one row, or the rows of
@@ -146,7 +147,10 @@ class ResultStore:
         path = self.path.parent / text
         if Path(text).is_absolute() or ".." in Path(text).parts or not path.is_file():
             raise ValueError(f"column {column!r} names the array file {text!r}, which is not in {self.path.parent}")
-        return np.load(path, allow_pickle=False)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise ValueError(f"column {column!r}: the array file {text!r} does not read as one ({err})") from None
 
     def _save_array(self, key, nth, array, column):
         """Save `array` (numeric) of `column` of the `nth` row with `key` beside the table, atomically; its cell text
@@ -154,13 +158,16 @@ class ResultStore:
         digest = hashlib.sha1(repr((key, nth)).encode()).hexdigest()[:16]
         relative = f"{self.path.stem}{ARRAYS_SUFFIX}/{digest}-{column}.npy"
         path = self.path.parent / relative
-        path.parent.mkdir(exist_ok=True)
+        if not path.parent.is_dir():
+            path.parent.mkdir()
+            _fsync_folder(self.path.parent)                 # the new folder's entry survives a crash
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("wb") as f:
             np.save(f, array, allow_pickle=False)
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(path)
+        _fsync_folder(path.parent)                          # the rename too, before the row that names the file
         return relative
 
     def _counted(self, keys):
@@ -184,7 +191,7 @@ class ResultStore:
             if missing:
                 raise ValueError(f"row for {self.path.name} lacks columns {missing}")
             bad = [k for k in arrays if row[k] is not None and not (isinstance(row[k], np.ndarray)
-                                                                    and row[k].dtype.kind in "biuf")]
+                                                                    and row[k].dtype.kind in "biufc")]
             if bad:
                 raise ValueError(f"row for {self.path.name}: column {bad[0]!r} is declared np.ndarray (a numeric "
                                  f"array), got {row[bad[0]]!r:.80}")
@@ -211,6 +218,14 @@ class ResultStore:
     def rows(self):
         """All rows on disk, typed by `types` (without types: values as strings, as a CSV reader gives them)."""
         return list(self._rows)
+
+
+def _fsync_folder(folder):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_types(types, fields):

@@ -492,18 +492,40 @@ def test_the_setup_is_not_pickled_with_the_point_function(toy):
     assert clone({"snr_db": 4.0, "seed": 1}) == task({"snr_db": 4.0, "seed": 1})
 
 
-def test_a_stage_point_function_looks_its_stage_up_once_per_process(tmp_path, monkeypatch):
-    """StudyTask calls study.stages() once for its point function, not per point (4 points here), and a pickled
-    copy (a Ray worker's) looks it up again for itself."""
-    import pickle
+class BerLambda(BpskBer):
+    """The toy study in one stage whose point function is a lambda (not picklable), counting stages() calls."""
+    name = "toy_ber_lambda"
     calls = []
-    study = BerStages()
-    monkeypatch.setattr(study, "stages", lambda: calls.append(1) or BerStages.stages(study))
+
+    def stages(self):
+        type(self).calls.append(1)
+        return [Stage("ber.csv", self.key, self.types, lambda cfg, done: self.points(cfg),
+                      lambda setup, point: self.run_point(setup, point))]
+
+
+def test_a_stage_point_function_is_looked_up_once_per_process_and_not_pickled():
+    """StudyTask calls study.stages() once for its point function, not per point (4 points here); a task that has
+    run points pickles (a Ray worker's copy: its cached lambda is left behind) and looks it up again itself."""
+    import pickle
+    BerLambda.calls = []
+    study = BerLambda()
     task = protocol.StudyTask(study, study.config(True), 0)
     rows = [task({"snr_db": s, "seed": 0}) for s in (0.0, 2.0, 4.0, 6.0)]
-    assert len(calls) == 1 and [r["snr_db"] for r in rows] == [0.0, 2.0, 4.0, 6.0]
-    clone = pickle.loads(pickle.dumps(protocol.StudyTask(BerStages(), study.config(True), 0)))
-    assert clone({"snr_db": 0.0, "seed": 0}) == rows[0]
+    assert len(BerLambda.calls) == 1 and [r["snr_db"] for r in rows] == [0.0, 2.0, 4.0, 6.0]
+    clone = pickle.loads(pickle.dumps(task))
+    assert clone({"snr_db": 0.0, "seed": 0}) == rows[0] and len(BerLambda.calls) == 2
+
+
+def test_a_configuration_is_validated_before_the_output_folder_is_touched(tmp_path):
+    """A configuration whose validate() raises leaves no folder behind, so the corrected run is not refused as
+    another configuration's folder."""
+    study = BpskBer()
+    bad = study.config(True)
+    bad.validate = lambda: (_ for _ in ()).throw(ValueError("`bits` must be positive"))
+    with pytest.raises(ValueError, match="`bits` must be positive"):
+        run(study, tmp_path / "ber", bad, log=lambda m: None)
+    assert not (tmp_path / "ber").exists()
+    assert len(run(study, tmp_path / "ber", quick=True, log=lambda m: None)[1]) == 4
 
 
 def test_registry_refuses_duplicates_and_studies_that_break_the_protocol(toy):

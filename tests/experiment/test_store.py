@@ -309,9 +309,9 @@ ARRAY_TYPES = {"task": str, "seed": int, "prompt": np.ndarray, "accuracy": float
 def test_array_columns_are_npy_files_beside_the_table(tmp_path):
     """An np.ndarray column: each array is a .npy file in <stem>.arrays/ named by its row's key (and place among
     the rows of that key: the rows of one point), the cell its relative path; rows read back (before and after
-    a reload) with arrays bit-identical in dtype and shape, None as an empty cell; a key column of arrays, an
-    object or non-array value, and a cell naming a missing file are refused, naming the column; a refused row
-    leaves no file behind."""
+    a reload) with arrays (complex ones too) bit-identical in dtype and shape, None as an empty cell; a key
+    column of arrays, an object or non-array value, and a cell naming a missing or torn file are refused, naming
+    the column; a refused row leaves no file behind."""
     path = tmp_path / "sources.csv"
     store = ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)
     prompt = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
@@ -337,6 +337,14 @@ def test_array_columns_are_npy_files_beside_the_table(tmp_path):
     store.add([{"task": "d", "seed": 1, "prompt": a, "accuracy": 0.0} for a in twins])
     for s in (store, ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)):
         assert [r["prompt"][0, 0] for r in s.rows()[2:]] == [1.0, 2.0]
+    signal = np.exp(1j * np.arange(3.0)).astype(np.complex64)             # complex baseband samples
+    store.add({"task": "e", "seed": 0, "prompt": signal, "accuracy": 1.0})
+    np.testing.assert_array_equal(ResultStore(path, list(ARRAY_TYPES), ["task", "seed"],
+                                              types=ARRAY_TYPES).rows()[-1]["prompt"], signal)
+    torn = tmp_path / "sources.arrays" / files[0]
+    torn.write_bytes(torn.read_bytes()[:20])
+    with pytest.raises(OutputFolderError, match="row 1: column 'prompt': the array file .* does not read as one"):
+        ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)
     (tmp_path / "sources.arrays" / files[0]).unlink()
     with pytest.raises(OutputFolderError, match="row 1: column 'prompt' names the array file"):
         ResultStore(path, list(ARRAY_TYPES), ["task", "seed"], types=ARRAY_TYPES)
