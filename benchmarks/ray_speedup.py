@@ -34,7 +34,7 @@ QUICK_STUDY = {"model": {"name": "random-bert"}, "data": {"train_examples": 64, 
 
 def _study_config(quick):
     """The study's --quick configuration (pretrained MiniLM, 256/128 texts, 2 seeds: 12 points), or a
-    random-bert one with 6 points for smoke tests."""
+    random-bert one with 5 points for smoke tests (ideal; AirComp and digital at 0 and 20 dB)."""
     return build_config(QUICK_STUDY) if quick else load_config(None, quick=True)
 
 
@@ -174,7 +174,8 @@ def summary(rows, quick=False):
     lines.append(f"Ray s: the parallel run including its workers' start (Python, TensorFlow, the study's model per "
                  f"worker); starting the local Ray instance took {start:.1f} s more. Identical: every column but wall "
                  f"times; float columns within a relative {FLOAT_RTOL:.0e} (the aggregation error within "
-                 f"{ROUND_RTOL['agg_mse']:.0e}). Study: " + ("a 6-point random-bert study; design: the quick N/K/SNR/CSI sweeps." if quick else
-                           "the --quick study (pretrained MiniLM); design: the quick N/K/SNR/CSI sweeps with 40 "
-                           "channels per seed and point."))
+                 f"{ROUND_RTOL['agg_mse']:.0e}). Study: " + ("a small random-bert study; design: the quick N/K/SNR/CSI "
+                                                             "sweeps." if quick else
+                                                             "the --quick study (pretrained MiniLM); design: the quick "
+                                                             "N/K/SNR/CSI sweeps with 40 channels per seed and point."))
     return "\n".join(lines)
