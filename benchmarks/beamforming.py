@@ -25,7 +25,8 @@ from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, re
 from deft6g.phy import aircomp_mse, imperfect_csi, noise_var
 from deft6g.rng import derive_seed
 
-from .impairment_sweeps import design_sweeps, rayleigh_channels
+from .impairment_sweeps import (DesignSweepPoints, DesignSweeps, design_sweep_report, design_sweep_stages,
+                                design_sweeps, rayleigh_channels)
 
 STATS = ["mean_db", "median_db", "p10_db", "p90_db"]
 # gap_*: empty (None) for designs that are not aligned
@@ -61,11 +62,13 @@ class DesignConfig:
     csi_error_var: list = field(default_factory=lambda: [0.0, 0.001, 0.01, 0.03, 0.1])
     solver: str = "SCS"
     seed: int = 0
+    impairments: DesignSweeps = field(default_factory=DesignSweeps)    # the impairment sweeps; None: not run
 
     @classmethod
     def quick(cls):
         return cls(num_rx_ant=4, num_devices=6, realisations=8, speed_realisations=4, sweep_realisations=4,
-                   sweep_n=[2, 4], sweep_k=[2, 4], sweep_snr_db=[0, 20], csi_error_var=[0.0, 0.1])
+                   sweep_n=[2, 4], sweep_k=[2, 4], sweep_snr_db=[0, 20], csi_error_var=[0.0, 0.1],
+                   impairments=DesignSweeps.quick())
 
     def seed_values(self):
         return [self.seed + i for i in range(self.num_seeds)]
@@ -282,10 +285,10 @@ def main_table(cfg, rows, speed):
 
 
 class DesignStudy(Study):
-    """The benchmark on the protocol (`deft6g.experiment.Study`), three tables in turn: main.csv (the main
-    comparison, on workers by seed), speed.csv (timed, here) and sweeps.csv (on workers by sweep point);
-    main.json and the sweep plots derived. `run_design` runs it (its command-line entry is in
-    deft6g.benchmarks.cli)."""
+    """The benchmark on the protocol (`deft6g.experiment.Study`), its tables in turn: main.csv (the main
+    comparison, on workers by seed), speed.csv (timed, here), sweeps.csv (on workers by sweep point) and the
+    impairment sweeps' tables (`impairment_sweeps.design_sweep_stages`; cfg.impairments = None leaves them out);
+    main.json and the plots derived. `run_design` runs it (its command-line entry is in deft6g.benchmarks.cli)."""
     name = "design"
 
     def config(self, quick=False):
@@ -297,10 +300,13 @@ class DesignStudy(Study):
                 Stage("speed.csv", ["solver"], SPEED_TYPES, lambda cfg, done: [dict(solver=cfg.solver)],
                       self.speed_point, here=True),
                 Stage("sweeps.csv", SWEEP_FIELDS[:7], SWEEP_TYPES, sweep_points, self.sweep_point, self.describe_sweep,
-                      group=SWEEP_FIELDS[:6])]
+                      group=SWEEP_FIELDS[:6]),
+                *design_sweep_stages()]
 
     def setup(self, cfg):
-        return {"main": _MainPoint(cfg), "speed": _SpeedPoint(cfg), "sweeps": _SweepPoint(cfg)}
+        return {"main": _MainPoint(cfg), "speed": _SpeedPoint(cfg), "sweeps": _SweepPoint(cfg),
+                "impairments": cfg.impairments and DesignSweepPoints(cfg.impairments, cfg.num_rx_ant, cfg.num_devices,
+                                                                     cfg.snr_db)}
 
     def main_point(self, setup, point):
         return setup["main"](point)
@@ -320,25 +326,31 @@ class DesignStudy(Study):
         return (f"{p['sweep']} N={p['num_rx_ant']} K={p['num_devices']} SNR={p['snr_db']} CSI={p['csi_error_var']} "
                 f"seed {p['seed']} {p['method']}: median {r['median_db']:.2f} dB")
 
+    def derive(self, cfg, rows):
+        return {**rows, "main": main_table(cfg, rows["main.csv"], rows["speed.csv"][0]),
+                "impairments": cfg.impairments and design_sweep_report(cfg.impairments, cfg.num_rx_ant,
+                                                                       cfg.num_devices, cfg.snr_db, rows)}
+
     def tables(self, cfg, rows):
-        return {"main.json": main_table(cfg, rows["main.csv"], rows["speed.csv"][0])}
+        return {"main.json": rows["main"]}
 
     def summary(self, cfg, rows):
-        return summary(main_table(cfg, rows["main.csv"], rows["speed.csv"][0]))
+        return summary(rows["main"]) + ("\n" + rows["impairments"][0] if rows["impairments"] else "")
 
     def plot(self, out, cfg, rows):
         plot_sweeps(out, rows["sweeps.csv"], cfg)
+        if rows["impairments"]:
+            rows["impairments"][1].draw(out)
 
 
 def run_design(out_dir="results/design", quick=False, seed=0, log=print, **parallel):
-    """Run (or resume) the benchmark into `out_dir` (`deft6g.experiment.run`), then the impairment sweeps into
-    the same folder; returns main.json's content. parallel: workers, ray_address, worker_gpus of
-    `deft6g.experiment.run_points` for the main comparison and the sweeps (the speed comparison and the
-    impairment sweeps run here)."""
+    """Run (or resume) the benchmark, its impairment sweeps included, into `out_dir` (`deft6g.experiment.run`);
+    returns main.json's content (summary.txt holds the printed summary). parallel: workers, ray_address,
+    worker_gpus of `deft6g.experiment.run_points` for the main comparison and the sweeps (the speed comparison
+    runs here)."""
     cfg = DesignConfig.quick() if quick else DesignConfig()
     cfg.seed = seed
     cfg, rows = run(DesignStudy(), out_dir, cfg, log=log, **parallel)
-    print(design_sweeps(Path(out_dir), cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
     return main_table(cfg, rows["main.csv"], rows["speed.csv"][0])
 
 

@@ -16,10 +16,14 @@ from deft6g.experiment.protocol import COMMANDS, Command, parallel_options, regi
 __getattr__ = module_aliases(__name__, {"quiet_stack": "deft6g.environment.quiet_stack"})   # moved before 0.1.0
 
 
+SUMMARY_FILE = "summary.txt"
+
+
 def _runs(module, run, summary=None):
     """The handler of a study module: `module.run(args.out, quick=..., the options the command has: seed, config,
-    log_dir, and the parallel ones)`, then `summary(*its result)` printed (default `module.summary`). A
-    ConfigError (raised before the output folder is touched) is printed naming the command: exit status 2."""
+    log_dir, and the parallel ones)`, then `summary(*its result)` printed (default `module.summary`; SUMMARY_FILE:
+    the summary.txt the run wrote). A ConfigError (raised before the output folder is touched) is printed naming
+    the command: exit status 2."""
     def handler(args):
         mod = import_module(f"{__package__}.{module}")
         options = {name: getattr(args, name) for name in ("seed", "config", "log_dir") if hasattr(args, name)}
@@ -31,7 +35,10 @@ def _runs(module, run, summary=None):
             print(f"deft6g {args.command}: configuration error: {err}", file=sys.stderr)
             return 2
         text = summary or mod.summary
-        print(text(*result) if isinstance(result, tuple) else text(result))
+        if summary == SUMMARY_FILE:
+            print((Path(args.out) / SUMMARY_FILE).read_text(encoding="utf-8"), end="")
+        else:
+            print(text(*result) if isinstance(result, tuple) else text(result))
         print(f"results in {args.out}")
     return handler
 
@@ -108,7 +115,7 @@ BUILTIN = [
     Command("link", "AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)", _runs("link", "run_link"),
             outputs="CSV, JSON, PNG", seed=True),
     Command("design", "AirComp beamforming / power control: gap to the SDR bound, speed-up",
-            _runs("beamforming", "run_design"), seed=True),
+            _runs("beamforming", "run_design", SUMMARY_FILE), seed=True),
     Command("connect", "AirComp neural connections: multi-view split model trained through the channel vs naive, "
             "ideal, single view, digital; task-oriented design", _runs("connect", "run_connect"), _connect_options,
             outputs="CSV, PNG", quick=_TINY),

@@ -8,12 +8,14 @@ aggregation for low-latency federated edge learning", IEEE TWC 2020 (truncated i
 power); Cao, Zhu, Xu, Huang, IEEE TWC 2020 (the exact N = 1 optimum used as the strongest baseline).
 """
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from deft6g.experiment import ResultStore, line_plot, run_points, summarise, to_db
+from deft6g.deprecation import warn_renamed
+from deft6g.experiment import ResultStore, Stage, line_plot, run_points, summarise, to_db
 from deft6g.optim import (allocate_subcarrier_power, best_truncation_threshold, closed_form_design,
                           design_aircomp, power_control, truncated_inversion, truncation_mse,
                           uniform_subcarrier_power)
@@ -50,11 +52,33 @@ def rayleigh_channels(n, k, count, seed):
     return FadingChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
 
 
-def _store(path, fields, key_columns):
-    """The result store of one sweep, keyed by its first `key_columns` columns (the point); seed, num_rx_ant and
-    num_devices are ints, every other column a float."""
+def _stage(file, fields, key_columns, points, run_point):
+    """One sweep's stage (`deft6g.experiment.Stage`): the table `file`, keyed by its first `key_columns` columns
+    (the point); seed, num_rx_ant and num_devices are ints, every other column a float. points(cfg) -> its points
+    (none when cfg.impairments is None); run_point(sweep_points, point) -> its row, with setup["impairments"] as
+    `sweep_points`."""
     types = {f: int if f in ("seed", "num_rx_ant", "num_devices") else float for f in fields}
-    return ResultStore(path, fields, fields[:key_columns], types=types)
+    return Stage(file, fields[:key_columns], types, lambda cfg, done: [] if cfg.impairments is None else points(cfg),
+                 lambda setup, point: run_point(setup["impairments"], point))
+
+
+def _seeds(cfg):
+    """The sweeps' seeds: `num_seeds` from the study's seed on."""
+    return [cfg.seed + i for i in range(cfg.impairments.num_seeds)]
+
+
+class _Figures:
+    """Plots described now and drawn later (`draw(out)`), so a study's summary and its plots come from one pass."""
+
+    def __init__(self):
+        self.specs = []
+
+    def __call__(self, name, *args, **kwargs):
+        self.specs.append((name, args, kwargs))
+
+    def draw(self, out):
+        for name, args, kwargs in self.specs:
+            line_plot(out / name, *args, **kwargs)
 
 
 @dataclass
@@ -143,27 +167,49 @@ def _curve(rows, by, x, col):
     return [(s[x], s[f"{col}_mean"], s[f"{col}_ci"]) for s in out]
 
 
-def link_sweeps(out, quick=False, seed=0, log=print):
-    """Run the three link sweeps into `out` (CSV + PNG each); print and return a short summary."""
-    cfg = LinkSweeps.quick() if quick else LinkSweeps()
-    (out / "link_sweeps.json").write_text(json.dumps(asdict(cfg), indent=2))
-    seeds = [seed + i for i in range(cfg.num_seeds)]
-    trunc, references = _store(out / "truncation.csv", TRUNC_FIELDS, 3), {}
-    run_points([dict(snr_db=s, threshold=g, seed=r) for s in cfg.trunc_snr_db for g in cfg.thresholds for r in seeds],
-               lambda p: truncation_point(cfg, p, references), trunc, desc="truncated inversion", log=log)
-    mis = {}
-    for kind, (param, _, _, name) in MISALIGN_KINDS.items():
-        mis[kind] = _store(out / f"misalignment_{kind}.csv", MISALIGN_FIELDS[kind], 4)
-        run_points([{"num_rx_ant": n, "num_devices": k, param: s, "seed": r} for n, k in cfg.misalign_settings
-                    for s in getattr(cfg, param) for r in seeds], lambda p: misalign_point(cfg, p), mis[kind],
-                   desc=f"misalignment: {name.replace('_', ' ')}", log=log)
-    pilot = _store(out / "pilot_csi.csv", PILOT_FIELDS, 2)
-    run_points([dict(pilot_snr_db=s, seed=r) for s in cfg.pilot_snr_db for r in seeds],
-               lambda p: _pilot_point(cfg, p), pilot, desc="pilot CSI", log=log)
-    return _link_plots(cfg, out, trunc.rows(), {kind: s.rows() for kind, s in mis.items()}, pilot.rows())
+class LinkSweepPoints:
+    """A process's point functions of the link sweeps (`cfg`: LinkSweeps); the truncation sweep's
+    threshold-free baselines are computed once per (SNR, seed)."""
+
+    def __init__(self, cfg):
+        self.cfg, self.references = cfg, {}
+
+    def truncation(self, p):
+        return truncation_point(self.cfg, p, self.references)
+
+    def misalignment(self, p):
+        return misalign_point(self.cfg, p)
+
+    def pilots(self, p):
+        return _pilot_point(self.cfg, p)
 
 
-def _link_plots(cfg, out, trunc, mis, pilot):
+def link_sweep_stages():
+    """The link sweeps as stages of `deft6g link` (its cfg.impairments: LinkSweeps, cfg.seed; its setup's
+    "impairments": a LinkSweepPoints): truncation.csv, misalignment_<kind>.csv, pilot_csi.csv."""
+    def misalignment(param):
+        return lambda cfg: [{"num_rx_ant": n, "num_devices": k, param: s, "seed": r}
+                            for n, k in cfg.impairments.misalign_settings
+                            for s in getattr(cfg.impairments, param) for r in _seeds(cfg)]
+
+    return [_stage("truncation.csv", TRUNC_FIELDS, 3, lambda cfg: [
+                dict(snr_db=s, threshold=g, seed=r) for s in cfg.impairments.trunc_snr_db
+                for g in cfg.impairments.thresholds for r in _seeds(cfg)], LinkSweepPoints.truncation),
+            *(_stage(f"misalignment_{kind}.csv", MISALIGN_FIELDS[kind], 4, misalignment(param),
+                     LinkSweepPoints.misalignment) for kind, (param, *_) in MISALIGN_KINDS.items()),
+            _stage("pilot_csi.csv", PILOT_FIELDS, 2, lambda cfg: [
+                dict(pilot_snr_db=s, seed=r) for s in cfg.impairments.pilot_snr_db for r in _seeds(cfg)],
+                LinkSweepPoints.pilots)]
+
+
+def link_sweep_report(cfg, rows):
+    """(summary text, _Figures) of the link sweeps, from `rows` {file: rows} (cfg: LinkSweeps)."""
+    return _link_plots(cfg, rows["truncation.csv"], {kind: rows[f"misalignment_{kind}.csv"] for kind in MISALIGN_KINDS},
+                       rows["pilot_csi.csv"])
+
+
+def _link_plots(cfg, trunc, mis, pilot):
+    plot = _Figures()
     note = f"mean over {cfg.num_seeds} seeds, 95% CI; SNR = P / sigma^2 per device"
     lines = ["Truncated channel inversion, N = 1, K = %d Rayleigh (mean MSE of the sum [dB]):" % cfg.trunc_devices]
     for snr in cfg.trunc_snr_db:
@@ -180,13 +226,13 @@ def _link_plots(cfg, out, trunc, mis, pilot):
         curves["peak budget, Monte Carlo median"] = medians
         best_g, best = best_truncation_threshold(cfg.trunc_devices, 10 ** (snr / 10))
         opt = summarise(rows, [], ["optimal_db", "optimal_median_db", "full_median_db"])[0]
-        line_plot(out / f"truncation_mse_vs_threshold_{snr:g}db.png", curves, "truncation threshold g_th on |h|^2",
-                  "MSE of the sum [dB] (mean unless named)",
-                  f"Truncated inversion, N=1, K={cfg.trunc_devices}, SNR {snr:g} dB",
-                  logx=True, note=note + "; peak: |b|^2 <= P per realisation, average: E|b|^2 <= P",
-                  hlines={"optimal power control, peak budget (Cao et al.), mean": (opt["optimal_db_mean"], opt["optimal_db_ci"]),
-                          "full inversion, median (its mean is infinite)": (opt["full_median_db_mean"],
-                                                                            opt["full_median_db_ci"])})
+        plot(f"truncation_mse_vs_threshold_{snr:g}db.png", curves, "truncation threshold g_th on |h|^2",
+             "MSE of the sum [dB] (mean unless named)",
+             f"Truncated inversion, N=1, K={cfg.trunc_devices}, SNR {snr:g} dB",
+             logx=True, note=note + "; peak: |b|^2 <= P per realisation, average: E|b|^2 <= P",
+             hlines={"optimal power control, peak budget (Cao et al.), mean": (opt["optimal_db_mean"], opt["optimal_db_ci"]),
+                     "full inversion, median (its mean is infinite)": (opt["full_median_db_mean"],
+                                                                       opt["full_median_db_ci"])})
         g_med, m_med, _ = min(medians, key=lambda c: c[1])
         lines.append(f"  {snr:g} dB: best peak threshold {best_g:.3f} (participation {np.exp(-best_g):.2f}) -> mean "
                      f"{to_db(best):.2f} dB; best median {m_med:.2f} dB (g = {g_med:g}); full inversion median "
@@ -210,23 +256,23 @@ def _link_plots(cfg, out, trunc, mis, pilot):
                     curves[key] = [pt for pt in curves[key] if pt[0] > 0]
                 if zero:
                     hlines[f"ZF N={n} K={k}, no misalignment"] = (*zero[0][1:3], f"ZF N={n} K={k}, uplink Monte Carlo")
-        line_plot(out / f"mse_vs_{name}.png", curves, label, "mean MSE of the sum [dB]",
-                  f"Transmit {name.replace('_', ' ')}, aligned ZF design, SNR {cfg.snr_db:g} dB", logx=logx,
-                  hlines=hlines or None, note=note + "; " + theory[kind])
+        plot(f"mse_vs_{name}.png", curves, label, "mean MSE of the sum [dB]",
+             f"Transmit {name.replace('_', ' ')}, aligned ZF design, SNR {cfg.snr_db:g} dB", logx=logx,
+             hlines=hlines or None, note=note + "; " + theory[kind])
     n, k = cfg.pilot_setting
     curves = {f"{m.upper()} designed on pilot estimate": _curve(pilot, [], "pilot_snr_db", f"{m}_db")
               for m in ("zf", "mrc")}
     ref = summarise(pilot, [], ["zf_perfect_db", "mrc_perfect_db"])[0]
-    line_plot(out / "mse_vs_pilot_snr.png", curves, f"pilot SNR [dB] (tau = {k} pilots per device, LMMSE)",
-              "median MSE of the sum [dB]", f"CSI from pilots, N={n} K={k}, data SNR {cfg.snr_db:g} dB",
-              note=f"median over channels, mean over {cfg.num_seeds} seeds, 95% CI; error variance 1/(1 + tau rho)",
-              hlines={"ZF, perfect CSI": (ref["zf_perfect_db_mean"], ref["zf_perfect_db_ci"]),
-                      "MRC, perfect CSI": (ref["mrc_perfect_db_mean"], ref["mrc_perfect_db_ci"])})
+    plot("mse_vs_pilot_snr.png", curves, f"pilot SNR [dB] (tau = {k} pilots per device, LMMSE)",
+         "median MSE of the sum [dB]", f"CSI from pilots, N={n} K={k}, data SNR {cfg.snr_db:g} dB",
+         note=f"median over channels, mean over {cfg.num_seeds} seeds, 95% CI; error variance 1/(1 + tau rho)",
+         hlines={"ZF, perfect CSI": (ref["zf_perfect_db_mean"], ref["zf_perfect_db_ci"]),
+                 "MRC, perfect CSI": (ref["mrc_perfect_db_mean"], ref["mrc_perfect_db_ci"])})
     zf = {x: m for x, m, _ in curves["ZF designed on pilot estimate"]}
     lines.append(f"Pilot CSI, ZF N={n} K={k}: median MSE [dB] vs pilot SNR " +
                  ", ".join(f"{x:g} dB: {m:.2f}" for x, m in sorted(zf.items()))
                  + f"; perfect CSI {ref['zf_perfect_db_mean']:.2f}")
-    return "\n".join(lines)
+    return "\n".join(lines), plot
 
 
 @dataclass
@@ -271,70 +317,80 @@ def design_misalign_point(designs, H, nv, p, num_symbols):
                 for m, d in designs.items()}
 
 
-def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
-    """Design methods vs pilot SNR and vs transmit amplitude error, phase error and phase drift (N = n, K = k,
-    SNR `snr_db`), and subcarrier power allocation vs delay spread, into `out` (CSV + PNG each); print and
-    return a short summary."""
-    cfg = DesignSweeps.quick() if quick else DesignSweeps()
-    (out / "design_sweeps.json").write_text(json.dumps(asdict(cfg), indent=2))
-    seeds = [seed + i for i in range(cfg.num_seeds)]
-    nv = noise_var(snr_db)
-    channels, perfect = {}, {}
+class DesignSweepPoints:
+    """A process's point functions of the design sweeps (`cfg`: DesignSweeps; N = n, K = k, SNR `snr_db`); the
+    true channels of a seed and the designs on them are computed once per seed."""
 
-    def true_channels(r):
-        if r not in channels:
-            channels[r] = rayleigh_channels(n, k, cfg.realisations, derive_seed(r, DESIGN_CHANNELS, CHANNELS))
-            perfect[r] = _designs(channels[r], nv, r)
-        return channels[r], perfect[r]
+    def __init__(self, cfg, n, k, snr_db):
+        self.cfg, self.n, self.k, self.nv = cfg, n, k, noise_var(snr_db)
+        self.channels, self.perfect = {}, {}
 
-    def pilot_point(p):
-        H, ideal = true_channels(p["seed"])
-        H_hat, _ = PilotCsi(num_pilots=k, precision="double")(H, p["pilot_snr_db"],
-                                                              seed=derive_seed(p["seed"], DESIGN_PILOTS, PAYLOAD))
-        row = {f"{m}_db": to_db(np.median(aircomp_mse(H, d.a, d.b, nv)))
-               for m, d in _designs(H_hat, nv, p["seed"]).items()}
+    def true_channels(self, r):
+        if r not in self.channels:
+            self.channels[r] = rayleigh_channels(self.n, self.k, self.cfg.realisations,
+                                                 derive_seed(r, DESIGN_CHANNELS, CHANNELS))
+            self.perfect[r] = _designs(self.channels[r], self.nv, r)
+        return self.channels[r], self.perfect[r]
+
+    def pilots(self, p):
+        H, ideal = self.true_channels(p["seed"])
+        H_hat, _ = PilotCsi(num_pilots=self.k, precision="double")(H, p["pilot_snr_db"],
+                                                                   seed=derive_seed(p["seed"], DESIGN_PILOTS, PAYLOAD))
+        row = {f"{m}_db": to_db(np.median(aircomp_mse(H, d.a, d.b, self.nv)))
+               for m, d in _designs(H_hat, self.nv, p["seed"]).items()}
         return p | row | dict(mmse_perfect_db=to_db(np.median(ideal["mmse"].mse)))
 
-    def misalignment_point(p):
-        H, ideal = true_channels(p["seed"])
-        return design_misalign_point(ideal, H, nv, p, cfg.misalign_symbols)
+    def misalignment(self, p):
+        H, ideal = self.true_channels(p["seed"])
+        return design_misalign_point(ideal, H, self.nv, p, self.cfg.misalign_symbols)
 
-    def subcarrier_point(p):
+    def subcarriers(self, p):
+        cfg = self.cfg
         ch = FadingChannel(cfg.subcarrier_model, p["num_rx_ant"], cfg.subcarrier_devices,
                            num_subcarriers=cfg.num_subcarriers, subcarrier_spacing=cfg.subcarrier_spacing,
                            delay_spread=p["delay_spread_ns"] * 1e-9, precision="double")
         H = ch(cfg.subcarrier_draws, seed=derive_seed(p["seed"], SUBCARRIERS, CHANNELS)).numpy()   # [draws, F, N, K]
         F = cfg.num_subcarriers
-        opt, uni = (fn(H, float(F), nv) for fn in (allocate_subcarrier_power, uniform_subcarrier_power))
+        opt, uni = (fn(H, float(F), self.nv) for fn in (allocate_subcarrier_power, uniform_subcarrier_power))
         if not np.all(opt.ok):          # an inaccurate solve is accepted and reported (optim.solver_status)
             raise RuntimeError(f"subcarrier allocation failed: {opt.status[~opt.ok][0]}")
         return p | dict(optimal_db=to_db(np.median(opt.mse / F)), uniform_db=to_db(np.median(uni.mse / F)),
                         gain_db=float(np.median(10 * np.log10(uni.mse / opt.mse))))
 
-    pilot = _store(out / "design_pilot_csi.csv", DESIGN_PILOT_FIELDS, 2)
-    run_points([dict(pilot_snr_db=s, seed=r) for r in seeds for s in cfg.pilot_snr_db], pilot_point, pilot,
-               desc="designs vs pilot SNR", log=log)
-    mis = {}
-    for kind, (param, _, _, name) in MISALIGN_KINDS.items():
-        fields = DESIGN_MISALIGN_FIELDS[kind]
-        mis[kind] = _store(out / f"design_{name}.csv", fields, 2)
-        run_points([{param: s, "seed": r} for r in seeds for s in getattr(cfg, param)], misalignment_point, mis[kind],
-                   desc=f"designs vs {name.replace('_', ' ')}", log=log)
-    sub = _store(out / "subcarrier_power.csv", SUBCARRIER_FIELDS, 3)
-    run_points([dict(num_rx_ant=a, delay_spread_ns=d, seed=r) for a in cfg.subcarrier_rx_ant
-                for d in cfg.delay_spread_ns for r in seeds], subcarrier_point, sub,
-               desc="subcarrier power", log=log)
-    return _design_plots(cfg, out, n, k, snr_db, pilot.rows(), {kind: s.rows() for kind, s in mis.items()},
-                         sub.rows())
+
+def design_sweep_stages():
+    """The design sweeps as stages of `deft6g design` (its cfg.impairments: DesignSweeps, cfg.seed; its setup's
+    "impairments": a DesignSweepPoints): the design methods vs pilot SNR (design_pilot_csi.csv) and vs transmit
+    amplitude error, phase error and phase drift (design_<error>.csv), subcarrier power allocation vs delay
+    spread (subcarrier_power.csv)."""
+    def misalignment(param):
+        return lambda cfg: [{param: s, "seed": r} for r in _seeds(cfg) for s in getattr(cfg.impairments, param)]
+
+    return [_stage("design_pilot_csi.csv", DESIGN_PILOT_FIELDS, 2, lambda cfg: [
+                dict(pilot_snr_db=s, seed=r) for r in _seeds(cfg) for s in cfg.impairments.pilot_snr_db],
+                DesignSweepPoints.pilots),
+            *(_stage(f"design_{name}.csv", DESIGN_MISALIGN_FIELDS[kind], 2, misalignment(param),
+                     DesignSweepPoints.misalignment) for kind, (param, _, _, name) in MISALIGN_KINDS.items()),
+            _stage("subcarrier_power.csv", SUBCARRIER_FIELDS, 3, lambda cfg: [
+                dict(num_rx_ant=a, delay_spread_ns=d, seed=r) for a in cfg.impairments.subcarrier_rx_ant
+                for d in cfg.impairments.delay_spread_ns for r in _seeds(cfg)], DesignSweepPoints.subcarriers)]
 
 
-def _design_plots(cfg, out, n, k, snr_db, pilot, mis, sub):
+def design_sweep_report(cfg, n, k, snr_db, rows):
+    """(summary text, _Figures) of the design sweeps, from `rows` {file: rows} (cfg: DesignSweeps)."""
+    return _design_plots(cfg, n, k, snr_db, rows["design_pilot_csi.csv"],
+                         {kind: rows[f"design_{v[3]}.csv"] for kind, v in MISALIGN_KINDS.items()},
+                         rows["subcarrier_power.csv"])
+
+
+def _design_plots(cfg, n, k, snr_db, pilot, mis, sub):
+    plot = _Figures()
     note = f"median over {cfg.realisations} channels per seed, mean over {cfg.num_seeds} seeds, 95% CI"
     curves = {m: _curve(pilot, [], "pilot_snr_db", f"{m}_db") for m in DESIGN_METHODS}
     ref = summarise(pilot, [], ["mmse_perfect_db"])[0]
-    line_plot(out / "design_mse_vs_pilot_snr.png", curves, f"pilot SNR [dB] (tau = K = {k} pilots, LMMSE)",
-              "median MSE of the sum [dB]", f"Designs on pilot CSI, N={n} K={k}, SNR {snr_db:g} dB", note=note,
-              hlines={"mmse, perfect CSI": (ref["mmse_perfect_db_mean"], ref["mmse_perfect_db_ci"])})
+    plot("design_mse_vs_pilot_snr.png", curves, f"pilot SNR [dB] (tau = K = {k} pilots, LMMSE)",
+         "median MSE of the sum [dB]", f"Designs on pilot CSI, N={n} K={k}, SNR {snr_db:g} dB", note=note,
+         hlines={"mmse, perfect CSI": (ref["mmse_perfect_db_mean"], ref["mmse_perfect_db_ci"])})
     lines = [f"Designs on pilot CSI (N={n} K={k}, {snr_db:g} dB), median MSE [dB] by pilot SNR:"]
     for m, pts in curves.items():
         lines.append(f"  {m:<5}" + "".join(f"{x:>8g} dB: {y:6.2f}" for x, y, _ in pts))
@@ -346,9 +402,9 @@ def _design_plots(cfg, out, n, k, snr_db, pilot, mis, sub):
             hlines = {f"{m}, no misalignment": (*pts[0][1:3], m) for m, pts in curves.items() if pts and pts[0][0] == 0}
             curves = {m: [pt for pt in pts if pt[0] > 0] for m, pts in curves.items()}
         extra = f", L = {cfg.misalign_symbols} symbols" if kind == "drift" else ""
-        line_plot(out / f"design_mse_vs_{name}.png", curves, "transmit " + label, "median MSE of the sum [dB]",
-                  f"Designs under transmit {name.replace('_', ' ')}, N={n} K={k}, SNR {snr_db:g} dB", logx=logx,
-                  hlines=hlines, note=note + "; closed-form expectation over the error" + extra)
+        plot(f"design_mse_vs_{name}.png", curves, "transmit " + label, "median MSE of the sum [dB]",
+             f"Designs under transmit {name.replace('_', ' ')}, N={n} K={k}, SNR {snr_db:g} dB", logx=logx,
+             hlines=hlines, note=note + "; closed-form expectation over the error" + extra)
         lines.append(f"Designs under {name.replace('_', ' ')}{extra}, median MSE [dB] by {param}:")
         for m in DESIGN_METHODS:
             pts = _curve(mis[kind], [], param, f"{m}_db")
@@ -366,9 +422,44 @@ def _design_plots(cfg, out, n, k, snr_db, pilot, mis, sub):
              f"{cfg.subcarrier_model.upper()}, K={cfg.subcarrier_devices}, SNR {snr_db:g} dB")
     note = (f"budget F P per device, MRC per subcarrier; median over {cfg.subcarrier_draws} draws/seed, "
             f"mean over {cfg.num_seeds} seeds, 95% CI")
-    line_plot(out / "subcarrier_mse_vs_delay_spread.png", curves, "RMS delay spread [ns]",
-              "median MSE per subcarrier [dB]", title, logx=True, note=note)
-    line_plot(out / "subcarrier_gain_vs_delay_spread.png", gain_curves, "RMS delay spread [ns]",
-              "median gain of the allocation over uniform power [dB]", title, logx=True,
-              note=note.replace("median over", "median paired MSE ratio over"), hlines={"no gain": 0.0})
-    return "\n".join(lines)
+    plot("subcarrier_mse_vs_delay_spread.png", curves, "RMS delay spread [ns]",
+         "median MSE per subcarrier [dB]", title, logx=True, note=note)
+    plot("subcarrier_gain_vs_delay_spread.png", gain_curves, "RMS delay spread [ns]",
+         "median gain of the allocation over uniform power [dB]", title, logx=True,
+         note=note.replace("median over", "median paired MSE ratio over"), hlines={"no gain": 0.0})
+    return "\n".join(lines), plot
+
+
+def _sweeps_alone(stages, cfg, points, out, log):
+    """Run (or resume) `stages` alone into the folder `out` with the point functions `points`; {file: rows}."""
+    rows = {}
+    for stage in stages:
+        store = ResultStore(Path(out) / stage.file, list(stage.types), stage.key, types=stage.types)
+        run_points(stage.points(cfg, rows), lambda p, stage=stage: stage.run_point({"impairments": points}, p), store,
+                   desc=stage.file, log=log)
+        rows[stage.file] = store.rows()
+    return rows
+
+
+def link_sweeps(out, quick=False, seed=0, log=print):
+    """Deprecated (removed in 0.2.0): the link sweeps alone into `out` (tables and plots); returns the summary.
+    `deft6g link` (`LinkStudy`) runs them as its stages."""
+    warn_renamed("deft6g.benchmarks.impairment_sweeps.link_sweeps(out, quick, seed)", "run_link (the sweeps are "
+                 "stages of LinkStudy)")
+    cfg = SimpleNamespace(impairments=LinkSweeps.quick() if quick else LinkSweeps(), seed=seed)
+    text, figures = link_sweep_report(cfg.impairments, _sweeps_alone(link_sweep_stages(), cfg, LinkSweepPoints(
+        cfg.impairments), out, log))
+    figures.draw(Path(out))
+    return text
+
+
+def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
+    """Deprecated (removed in 0.2.0): the design sweeps (N = n, K = k, SNR `snr_db`) alone into `out` (tables and
+    plots); returns the summary. `deft6g design` (`DesignStudy`) runs them as its stages."""
+    warn_renamed("deft6g.benchmarks.impairment_sweeps.design_sweeps(out, n, k, snr_db, quick, seed)", "run_design "
+                 "(the sweeps are stages of DesignStudy)")
+    cfg = SimpleNamespace(impairments=DesignSweeps.quick() if quick else DesignSweeps(), seed=seed)
+    text, figures = design_sweep_report(cfg.impairments, n, k, snr_db, _sweeps_alone(
+        design_sweep_stages(), cfg, DesignSweepPoints(cfg.impairments, n, k, snr_db), out, log))
+    figures.draw(Path(out))
+    return text

@@ -31,7 +31,6 @@ and control messages, never share random numbers; the same seed gives the same n
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -44,7 +43,7 @@ from deft6g.rng import derive_seed, reseed
 
 from deft6g.experiment import Stage, Study, ci_points, line_plot, mean_ci, percentiles, run, to_db
 
-from .impairment_sweeps import link_sweeps
+from .impairment_sweeps import LinkSweepPoints, LinkSweeps, link_sweep_report, link_sweep_stages, link_sweeps
 
 NOT_REACHED = "not reached"
 
@@ -131,6 +130,7 @@ class LinkConfig:
     speed_batch: int = 1000           # speed test: N = 16, K = 20, 64 symbols per realisation
     speed_repeats: int = 5
     seed: int = 0
+    impairments: LinkSweeps = field(default_factory=LinkSweeps)   # the physics sweeps; None: not run
 
     def __post_init__(self):
         t = self.obda_thresholds
@@ -138,6 +138,8 @@ class LinkConfig:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < np.inf for v in t)):
             raise ValueError(f"`obda_thresholds` must be a non-empty list of distinct finite numbers >= 0 (linear), "
                              f"got {t!r}")
+        if self.impairments is not None and not isinstance(self.impairments, LinkSweeps):
+            raise ValueError(f"`impairments` must be a LinkSweeps or None, got {self.impairments!r}")
         for name, high in (("obda_validation_seeds", 2 ** 32), ("digital_validation_seeds", 2 ** 32),
                            ("digital_num_seeds", 2 ** 32)):
             v = getattr(self, name)
@@ -148,7 +150,7 @@ class LinkConfig:
     def quick(cls):
         return cls(snr_db=[0, 10, 20], antennas_devices=[[8, 8], [16, 20]], models=["rayleigh", "tdl-a"],
                    realisations=100, num_subcarriers=8, digital_realisations=4,
-                   digital_models=["rayleigh"], speed_batch=200, speed_repeats=2)
+                   digital_models=["rayleigh"], speed_batch=200, speed_repeats=2, impairments=LinkSweeps.quick())
 
 
 def _label(point):
@@ -674,8 +676,8 @@ class LinkStudy(Study):
     """The benchmark on the protocol (`deft6g.experiment.Study`), six tables in turn: aircomp.csv (on workers by
     channel draw), digital_tuning.csv and digital.csv (validation, then reported draws), obda_tuning.csv (on
     workers by draw) and obda.csv (at the thresholds chosen on the tuning rows), speed.csv (timed, here; speed.json
-    is its row); digital_choice.csv, obda_choice.csv, matched.csv, summary.md and the plots derived. `run_link`
-    runs it, then the impairment sweeps."""
+    is its row), then the physics sweeps' tables (`impairment_sweeps.link_sweep_stages`; cfg.impairments = None
+    leaves them out); digital_choice.csv, obda_choice.csv, matched.csv, summary.md and the plots derived."""
     name = "link"
 
     def config(self, quick=False):
@@ -694,10 +696,12 @@ class LinkStudy(Study):
                       _describe_obda, group=OBDA_FIELDS[:5]),
                 Stage("obda.csv", OBDA_FIELDS[:5], OBDA_TYPES, obda_points, arm("obda"), _describe_obda),
                 Stage("speed.csv", ["core"], SPEED_TYPES, lambda cfg, done: [dict(core="monte_carlo")],
-                      lambda setup, point: speed_test(setup["cfg"]), here=True)]
+                      lambda setup, point: speed_test(setup["cfg"]), here=True),
+                *link_sweep_stages()]
 
     def setup(self, cfg):
-        return {"cfg": cfg, "aircomp": _AirCompPoint(cfg), "digital": _DigitalPoint(cfg), "obda": _OBDAPoint(cfg)}
+        return {"cfg": cfg, "aircomp": _AirCompPoint(cfg), "digital": _DigitalPoint(cfg), "obda": _OBDAPoint(cfg),
+                "impairments": cfg.impairments and LinkSweepPoints(cfg.impairments)}
 
     def derive(self, cfg, rows):
         return {**rows, "extra": _extra(cfg, rows)}
@@ -714,30 +718,30 @@ class LinkStudy(Study):
 
     def plot(self, out, cfg, rows):
         plot(cfg, out, rows["aircomp.csv"], rows["digital.csv"], rows["extra"]["matched"], rows["obda.csv"])
+        if rows["extra"]["impairments"]:
+            rows["extra"]["impairments"][1].draw(out)
 
 
 def _extra(cfg, rows):
     """What `summary` prints beside the AirComp and digital rows, from the study's {file: rows}: speed (the speed
     test), obda (obda.csv's rows), obda_choice and digital_choice (the validation choices), matched (the
-    equal-quality rows)."""
+    equal-quality rows), impairments (the physics sweeps' summary text and figures; None without them)."""
     dig_choice = digital_choice(rows["aircomp.csv"], rows["digital_tuning.csv"])
     speed = {k: v for k, v in rows["speed.csv"][0].items() if k != "core"}
     return dict(speed=speed, obda=rows["obda.csv"], obda_choice=obda_choice(rows["obda_tuning.csv"])[1],
                 digital_choice=dig_choice,
-                matched=matched_table(rows["aircomp.csv"], rows["digital.csv"], dig_choice, cfg.bandwidth_hz))
+                matched=matched_table(rows["aircomp.csv"], rows["digital.csv"], dig_choice, cfg.bandwidth_hz),
+                impairments=cfg.impairments and link_sweep_report(cfg.impairments, rows))
 
 
 def run_link(out_dir="results/link", quick=False, seed=0, log=print, **parallel):
-    """Run (or resume) the link benchmark into `out_dir` (`deft6g.experiment.run`: CSV, JSON, PNG), then the
-    impairment sweeps into the same folder. parallel: workers, ray_address, worker_gpus of
-    `deft6g.experiment.run_points` for the AirComp, digital and OBDA points (the speed test and the impairment
-    sweeps run here). Returns (cfg, AirComp rows, digital rows, extra): extra = dict(speed=speed-test results,
-    obda=OBDA rows, obda_choice=the validation choice of OBDA's threshold, digital_choice=the validation choice of
-    digital's option, matched=equal-quality rows), what `summary` prints."""
+    """Run (or resume) the link benchmark, its physics sweeps included, into `out_dir` (`deft6g.experiment.run`:
+    CSV, JSON, PNG). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the
+    AirComp, digital, OBDA and sweep points (the speed test runs here). Returns (cfg, AirComp rows, digital rows,
+    extra): extra = `_extra`'s dict, what `summary` prints."""
     cfg = LinkConfig.quick() if quick else LinkConfig()
     cfg.seed = seed
     cfg, rows = run(LinkStudy(), out_dir, cfg, log=log, **parallel)
-    print(link_sweeps(Path(out_dir), quick=quick, seed=seed))
     return cfg, rows["aircomp.csv"], rows["digital.csv"], _extra(cfg, rows)
 
 
@@ -787,7 +791,7 @@ def summary_markdown(air_rows, extra):
 
 def summary(cfg, air_rows, dig_rows, extra):
     """A short text table: AirComp NMSE and costs per SNR, the equal-quality comparison, OBDA at its threshold chosen
-    on validation, the speed ratio."""
+    on validation, the speed ratio, the physics sweeps."""
     speed, bw = extra["speed"], cfg.bandwidth_hz
     lines = ["AirComp median NMSE [dB] | uplink channel uses (payload + pilots + side info) at "
              + ", ".join(f"{s:g}" for s in cfg.snr_db) + " dB; 'genie': perfect CSI, free side information"]
@@ -838,4 +842,6 @@ def summary(cfg, air_rows, dig_rows, extra):
                      f"F={ch['setting']['F']}): " + ", ".join(f"{m} {v['s_per_realisation'] * 1e3:.1f} ms "
                                                           f"({v['ratio']:.2f}x)" for m, v in ch.items()
                                                           if m != "setting"))
+    if extra.get("impairments"):
+        lines.append(extra["impairments"][0])
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from deft6g.benchmarks.peft_methods import FinetuneConfig
 from deft6g.benchmarks.scale import ScaleConfig
 import deft6g.environment
 import deft6g.experiment
-from deft6g.experiment import ConfigError
+from deft6g.experiment import ConfigError, ResultStore
 from deft6g.deprecation import REMOVED_IN
 from deft6g.finetune import FedAdamServer, FedAvgServer, FederatedDEFT
 
@@ -72,7 +72,8 @@ def test_design_stage_functions_warn_and_run_their_stage_alone(tmp_path):
     from dataclasses import replace
     from deft6g.experiment import run
     cfg = replace(beamforming.DesignConfig.quick(), realisations=2, num_seeds=1, speed_realisations=2,
-                  sweep_realisations=1, sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0])
+                  sweep_realisations=1, sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0],
+                  impairments=None)
     with pytest.warns(DeprecationWarning, match="main_comparison"):
         main = beamforming.main_comparison(cfg, tmp_path / "alone")
     with pytest.warns(DeprecationWarning, match="speed"):
@@ -82,6 +83,25 @@ def test_design_stage_functions_warn_and_run_their_stage_alone(tmp_path):
     assert sorted(map(str, map(untimed, main))) == sorted(map(str, map(untimed, rows["main.csv"])))
     assert set(speed) == set(rows["speed.csv"][0]) and speed["realisations"] == 2
     assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == ["main.csv", "speed.csv"]
+
+
+def test_design_sweeps_warns_and_runs_the_studys_sweep_stages_alone(tmp_path):
+    """design_sweeps (before the sweeps became stages of DesignStudy) warns, writes the sweep tables alone and
+    returns the summary text: the rows (to float rounding: the subcarrier allocation's CVXPY problem, built once
+    per process, starts the second run warm) and text of the study's own run of those stages."""
+    from dataclasses import replace
+    from deft6g.benchmarks.impairment_sweeps import design_sweep_stages, design_sweeps
+    from deft6g.experiment import run
+    cfg = replace(beamforming.DesignConfig.quick(), realisations=2, num_seeds=1, speed_realisations=2,
+                  sweep_realisations=1, sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0])
+    with pytest.warns(DeprecationWarning, match="design_sweeps"):
+        text = design_sweeps(tmp_path / "alone", cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=True)
+    _, rows = run(beamforming.DesignStudy(), tmp_path / "study", replace(cfg), log=lambda m: None)
+    for stage in design_sweep_stages():
+        alone = ResultStore(tmp_path / "alone" / stage.file, list(stage.types), stage.key, types=stage.types).rows()
+        assert len(alone) == len(rows[stage.file]) > 0, stage.file      # a solver warm-started by the first run:
+        assert all(a == pytest.approx(b, rel=1e-9) for a, b in zip(alone, rows[stage.file])), stage.file  # 1e-15
+    assert text in (tmp_path / "study" / "summary.txt").read_text()
 
 
 @pytest.mark.parametrize("server, name", [(FedAvgServer(), "fedavg"), (FedAdamServer(0.01), "fedadam"),

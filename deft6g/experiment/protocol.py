@@ -58,7 +58,7 @@ class Stage:
     process one point at a time even with workers (e.g. a timed stage); sides: {file: (key, types)} of the side
     tables its points also fill, resumable like the stage's own; retries: how often a failed point runs again
     (`run_points`; 0 for an expensive timed run). run_point returns the point's row, a non-empty list of rows,
-    or with sides `PointRows`."""
+    or with sides `PointRows`. A stage without points writes no table (its rows: an empty list)."""
     file: str
     key: list
     types: dict
@@ -348,11 +348,14 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
             untimed |= bool(now) and (parallel.get("workers", 1) != 1 or parallel.get("ray_address") is not None)
             ran += now
             continue
+        points = stage.points(cfg, done)
+        if not points and not (folder / stage.file).exists():
+            done[stage.file] = []                         # a stage without points writes no table
+            continue
         store = ResultStore(folder / stage.file, list(stage.types), list(stage.key), types=stage.types)
         sides = {file: ResultStore(folder / file, list(types), list(key), types=types)
                  for file, (key, types) in (stage.sides or {}).items()}
         task = task.share_setup(StudyTask(study, cfg, number if staged else None))
-        points = stage.points(cfg, done)
         _check_distinct(study, stage, points)
         todo = [p for p in points if not store.done(p)]
         if todo and type(study).prepare is not Study.prepare:   # (no setup built here for a study without it)

@@ -31,10 +31,15 @@ def test_link_quick_writes_results_and_resumes(tmp_path, capsys):
     assert json.loads((tmp_path / "speed.json").read_text())["ratio"] > 0
     choice = list(csv.DictReader((tmp_path / "obda_choice.csv").open()))     # 2 settings x 3 SNRs, 6 thresholds
     assert len(choice) == 6 * 6 and sum(r["chosen"] == "True" for r in choice) == 6
-    before = {name: (tmp_path / name).read_text() for name in ("aircomp.csv", "speed.json", "obda_choice.csv")}
+    trunc = list(csv.DictReader((tmp_path / "truncation.csv").open()))       # the physics sweeps are stages
+    assert len(trunc) == 4 * 3 and (tmp_path / "mse_vs_pilot_snr.png").exists()  # thresholds x seeds
+    before = {name: (tmp_path / name).read_text() for name in ("aircomp.csv", "speed.json", "obda_choice.csv",
+                                                               "truncation.csv", "pilot_csi.csv")}
     main(["link", "--quick", "--out", str(tmp_path)])
     assert {name: (tmp_path / name).read_text() for name in before} == before   # nothing recomputed or re-timed
-    assert "ratio" in capsys.readouterr().out
+    assert json.loads((tmp_path / "timing.json").read_text())["points_run"] == 0
+    printed = capsys.readouterr().out
+    assert "ratio" in printed and "Truncated channel inversion" in printed
 
 
 def test_design_quick(tmp_path, capsys):
@@ -42,8 +47,10 @@ def test_design_quick(tmp_path, capsys):
     summary = json.loads((tmp_path / "main.json").read_text())
     assert summary["methods"]["sdr"]["mean_gap_to_bound_db"] >= -1e-6
     assert summary["speed"]["max_value_mismatch"] < 1e-3      # DPP re-solve and rebuild agree
-    assert (tmp_path / "mse_vs_snr.png").exists()
-    assert "speed-up" in capsys.readouterr().out
+    assert (tmp_path / "mse_vs_snr.png").exists() and (tmp_path / "subcarrier_gain_vs_delay_spread.png").exists()
+    printed = capsys.readouterr().out
+    assert "speed-up" in printed and "Designs on pilot CSI" in printed                # the impairment sweeps too
+    assert (tmp_path / "summary.txt").read_text() in printed
 
 
 def test_design_study_runs_its_stages_resumes_an_interrupted_run_and_derives_main_json(tmp_path):
@@ -55,12 +62,13 @@ def test_design_study_runs_its_stages_resumes_an_interrupted_run_and_derives_mai
     from deft6g.benchmarks.beamforming import METHODS, DesignConfig, DesignStudy
     from deft6g.experiment import run
     cfg = replace(DesignConfig.quick(), realisations=4, num_seeds=2, speed_realisations=2, sweep_realisations=2,
-                  sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0])
+                  sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0], impairments=None)
     lines = []
     _, rows = run(DesignStudy(), tmp_path, replace(cfg), log=lines.append)
     order = [line.split(": ")[1] for line in lines if line.startswith("[")]
     assert order == sorted(order, key=["main.csv", "speed.csv", "sweeps.csv"].index) and len(set(order)) == 3
-    assert list(rows) == ["main.csv", "speed.csv", "sweeps.csv"]
+    assert list(rows)[:3] == ["main.csv", "speed.csv", "sweeps.csv"]
+    assert all(rows[f] == [] and not (tmp_path / f).exists() for f in list(rows)[3:])   # no impairment sweeps
     assert len(rows["main.csv"]) == 2 * len(METHODS) and len(rows["speed.csv"]) == 1 and len(rows["sweeps.csv"]) == 40
     main = json.loads((tmp_path / "main.json").read_text())
     for m in METHODS:

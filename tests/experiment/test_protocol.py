@@ -287,6 +287,17 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     assert Study.summary(BerStages(), cfg, rows) == "toy_ber_stages: 4 rows in ber.csv, 1 rows in refine.csv"
 
 
+def test_a_stage_without_points_writes_no_table(tmp_path):
+    """A stage whose configuration gives it no points (an optional part switched off) writes no file; the hooks
+    get an empty list for it and the stages around it run."""
+    study = BerStages()
+    study.refine_points = lambda cfg, done: []
+    study.tables = lambda cfg, rows: {}
+    _, rows = run(study, tmp_path, quick=True, log=lambda m: None)
+    assert rows["refine.csv"] == [] and len(rows["ber.csv"]) == 4
+    assert not (tmp_path / "refine.csv").exists() and (tmp_path / "summary.txt").read_text() == "4 + 0 rows\n"
+
+
 class BerBlocks(BpskBer):
     """The toy study with side tables: each point's bits in 4 blocks, blocks.csv holding every block's errors,
     worst.csv the worst block of the 0 dB points only (None at the others); ber.csv the point's row as before."""
