@@ -64,6 +64,10 @@ class DesignConfig:
     seed: int = 0
     impairments: DesignSweeps = field(default_factory=DesignSweeps)    # the impairment sweeps; None: not run
 
+    def __post_init__(self):
+        if self.impairments is not None and not isinstance(self.impairments, DesignSweeps):
+            raise ValueError(f"`impairments` must be a DesignSweeps or None, got {self.impairments!r}")
+
     @classmethod
     def quick(cls):
         return cls(num_rx_ant=4, num_devices=6, realisations=8, speed_realisations=4, sweep_realisations=4,
@@ -262,9 +266,10 @@ def plot_sweeps(out, rows, cfg):
 
 
 def impairment_sweeps(cfg, out, quick):
-    """Deprecated (removed in 0.2.0): `design_sweeps(out, n, k, snr_db, quick, seed)`."""
+    """Deprecated (removed in 0.2.0): the design sweeps alone (`design_sweeps`, itself deprecated); `run_design`
+    runs them as stages."""
     warn_renamed("deft6g.benchmarks.beamforming.impairment_sweeps(cfg, out, quick)",
-                 "deft6g.benchmarks.impairment_sweeps.design_sweeps(out, n, k, snr_db, quick, seed)")
+                 "run_design (the sweeps are stages of DesignStudy)")
     print(design_sweeps(out, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db, quick=quick, seed=cfg.seed))
 
 

@@ -1,66 +1,38 @@
-"""The library's `deft6g` subcommands: a table of Commands (`BUILTIN`), registered on import, and their handlers;
-the command line itself (`main`, `build_parser`) is the engine's (`deft6g.experiment.command_line`).
+"""The library's `deft6g` subcommands: a table of Commands (`BUILTIN`), registered on import, each run by the one
+handler `_runs`; the command line itself (`main`, `build_parser`) is the engine's (`deft6g.experiment.command_line`).
 
-Each handler imports its study when it runs, so `deft6g --help` and argument errors answer at once, without
+A handler imports its study when it runs, so `deft6g --help` and argument errors answer at once, without
 loading TensorFlow."""
 
 import sys
 from importlib import import_module
-from pathlib import Path
 
 from deft6g.deprecation import module_aliases
-from deft6g.experiment import ConfigError, ResultStore
+from deft6g.experiment import ConfigError
 from deft6g.experiment.command_line import add_log_dir, build_parser, main  # noqa: F401 (the `deft6g` entry point)
-from deft6g.experiment.protocol import COMMANDS, Command, parallel_options, register_command
+from deft6g.experiment.protocol import COMMANDS, Command, parallel_options, print_summary, register_command
 
 __getattr__ = module_aliases(__name__, {"quiet_stack": "deft6g.environment.quiet_stack"})   # moved before 0.1.0
 
 
-SUMMARY_FILE = "summary.txt"
-
-
-def _runs(module, run, summary=None):
+def _runs(module, run):
     """The handler of a study module: `module.run(args.out, quick=..., the options the command has: seed, config,
-    log_dir, and the parallel ones)`, then `summary(*its result)` printed (default `module.summary`; SUMMARY_FILE:
-    the summary.txt the run wrote). A ConfigError (raised before the output folder is touched) is printed naming
-    the command: exit status 2."""
+    log_dir, workers, and the parallel ones)`, then what the run wrote printed (`print_summary`: summary.txt and
+    its time). A ConfigError (raised before the output folder is touched) is printed naming the command: exit
+    status 2."""
     def handler(args):
         mod = import_module(f"{__package__}.{module}")
-        options = {name: getattr(args, name) for name in ("seed", "config", "log_dir") if hasattr(args, name)}
+        options = {name: getattr(args, name) for name in ("seed", "config", "log_dir", "workers")
+                   if hasattr(args, name)}
         if COMMANDS[args.command].parallel:
             options |= parallel_options(args)
         try:
-            result = getattr(mod, run)(args.out, quick=args.quick, **options)
+            getattr(mod, run)(args.out, quick=args.quick, **options)
         except ConfigError as err:
             print(f"deft6g {args.command}: configuration error: {err}", file=sys.stderr)
             return 2
-        text = summary or mod.summary
-        if summary == SUMMARY_FILE:
-            print((Path(args.out) / SUMMARY_FILE).read_text(encoding="utf-8"), end="")
-        else:
-            print(text(*result) if isinstance(result, tuple) else text(result))
-        print(f"results in {args.out}")
+        print_summary(args.out)
     return handler
-
-
-def _study(args):
-    """`_runs("study", "run_study")`, the summary with the per-round log (rounds.csv) beside the rows."""
-    # imported when the command runs: `deft6g --help` and the other commands load no TensorFlow
-    from .study import POINT_KEY, ROUND_FIELDS, ROUND_TYPES, summary
-    run = _runs("study", "run_study", lambda cfg, rows: summary(cfg, rows, ResultStore(
-        Path(args.out) / "rounds.csv", ROUND_FIELDS, POINT_KEY + ["round"], types=ROUND_TYPES).rows()))
-    return run(args)
-
-
-def _speedup(args):
-    # imported when the command runs: `deft6g --help` and the other commands load no TensorFlow
-    from .ray_speedup import run_speedup, summary
-    if args.workers < 2:
-        print(f"deft6g parallel: error: --workers must be >= 2 to compare with the serial run, got {args.workers}",
-              file=sys.stderr)
-        return 2
-    print(summary(run_speedup(args.out, workers=args.workers, quick=args.quick), args.quick))
-    print(f"results in {args.out}")
 
 
 _TINY = "a random small model and a tiny grid for smoke tests"
@@ -101,8 +73,8 @@ def _speedup_options(parser):
 # The library's own subcommands, in `deft6g --help` order; studies registered later (register_study, or the
 # entry-point group deft6g.studies) follow them.
 BUILTIN = [
-    Command("study", "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, digital)", _study,
-            _study_options, outputs="CSV, JSON, PNG", quick="a small run for smoke tests"),
+    Command("study", "the main job: federated DEFT accuracy vs SNR (ideal, AirComp, digital)",
+            _runs("study", "run_study"), _study_options, outputs="CSV, JSON, PNG", quick="a small run for smoke tests"),
     Command("finetune", "PEFT methods on Rotten Tomatoes (accuracy, speed, memory); block allocator vs uniform "
             "ranks", _runs("peft_methods", "run_finetune"), quick="a random small model for smoke tests", seed=True,
             parallel_note="Only the budget sweep (accuracy per allocation) runs on workers; the methods table "
@@ -115,7 +87,7 @@ BUILTIN = [
     Command("link", "AirComp vs digital link-level benchmark (MSE vs SNR, speed ratio)", _runs("link", "run_link"),
             outputs="CSV, JSON, PNG", seed=True),
     Command("design", "AirComp beamforming / power control: gap to the SDR bound, speed-up",
-            _runs("beamforming", "run_design", SUMMARY_FILE), seed=True),
+            _runs("beamforming", "run_design"), seed=True),
     Command("connect", "AirComp neural connections: multi-view split model trained through the channel vs naive, "
             "ideal, single view, digital; task-oriented design", _runs("connect", "run_connect"), _connect_options,
             outputs="CSV, PNG", quick=_TINY),
@@ -132,8 +104,8 @@ BUILTIN = [
             "participation; padded float32 vs ragged float16 activations", _runs("scale", "run_scale"),
             _scale_options, outputs="CSV, PNG", quick="a small grid on 1,024 texts", parallel=False),
     Command("parallel", "speed-up of a study and a design sweep on N Ray workers against the serial run, and "
-            "whether the rows are identical", _speedup, _speedup_options, outputs="CSV", quick=_TINY,
-            parallel=False),
+            "whether the rows are identical", _runs("ray_speedup", "run_speedup"), _speedup_options, outputs="CSV",
+            quick=_TINY, parallel=False),
 ]
 for _command in BUILTIN:
     register_command(_command, replace=True)

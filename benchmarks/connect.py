@@ -434,7 +434,7 @@ def _points(d):
     return f"{100 * d[0]:+.1f}" + (f"±{100 * d[1]:.1f}" if np.isfinite(d[1]) else "")
 
 
-def summary(cfg, rows, cpu_s=None):
+def summary(cfg, rows):
     """Tables per task and training (accuracy mean +- 95% CI per scheme and SNR at N = cfg.num_rx_ant) and
     the headline comparisons, paired per seed; choices made on validation."""
     lines = []
@@ -491,6 +491,4 @@ def summary(cfg, rows, cpu_s=None):
             lines.append(f"  multi-view (ideal sum) - best single view on validation: {_points(d)} points")
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
-    if cpu_s is not None:
-        lines.append(f"CPU time of this run: {cpu_s:.0f} s")
     return "\n".join(lines)

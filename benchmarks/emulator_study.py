@@ -352,7 +352,7 @@ class EmulatorStudy(Study):
         return {"summary.csv": (SUMMARY_FIELDS, rows["summary"])}
 
     def summary(self, cfg, rows):
-        return summary(cfg, rows["summary"], None, rows["tuning.csv"])
+        return summary(cfg, rows["summary"], rows["tuning.csv"])
 
     def plot(self, out, cfg, rows):
         plot(out, cfg, rows["summary"])
@@ -488,9 +488,9 @@ def plot(out, cfg, s_rows):
     plt.close(fig)
 
 
-def summary(cfg, s_rows, cpu_s, tuning_rows=()):
-    """The printed table; cpu_s: the CPU seconds of this run (its line left out when None: unknown, or in
-    summary.txt, which every run rewrites)."""
+def summary(cfg, s_rows, tuning_rows=()):
+    """The printed table (summary.txt): the emulators' sizes, speeds and accuracies, and the distillation's
+    tuning."""
     chosen = "; ".join(f"{r['middle']} middle: lr {r['distill_lr']:g} on {r['distill_texts']} texts "
                        f"(validation MSE {r['val_mse_after']:.3g})"
                        for r in tuning_rows if r["chosen"]) or "none"
@@ -524,10 +524,6 @@ def summary(cfg, s_rows, cpu_s, tuning_rows=()):
                  f"fastest of {cfg.timing_repeats}, measured here); UNK: device tokens outside the public vocabulary; "
                  "TOST interval in points; MSE: boundary MSE of the distillation on the validation paragraphs, mean "
                  "over seeds")
-    if cpu_s is not None:
-        lines.append("every point was already in the result files; nothing was run now" if cpu_s < 1 else
-                     f"CPU time of this run: {cpu_s:.0f} s (on an idle 2-core machine the wall time is about "
-                     f"{cpu_s / 2:.0f}-{cpu_s:.0f} s)")
     if cfg.model == "random-bert":
         lines.append("(random-bert: a randomly initialised model; accuracies are not meaningful)")
     return "\n".join(lines)

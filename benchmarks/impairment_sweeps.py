@@ -8,7 +8,7 @@ aggregation for low-latency federated edge learning", IEEE TWC 2020 (truncated i
 power); Cao, Zhu, Xu, Huang, IEEE TWC 2020 (the exact N = 1 optimum used as the strongest baseline).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,14 +52,14 @@ def rayleigh_channels(n, k, count, seed):
     return FadingChannel("rayleigh", n, k, precision="double")(count, seed=seed).numpy()
 
 
-def _stage(file, fields, key_columns, points, run_point):
+def _stage(file, fields, key_columns, points, run_point, group=None):
     """One sweep's stage (`deft6g.experiment.Stage`): the table `file`, keyed by its first `key_columns` columns
     (the point); seed, num_rx_ant and num_devices are ints, every other column a float. points(cfg) -> its points
     (none when cfg.impairments is None); run_point(sweep_points, point) -> its row, with setup["impairments"] as
-    `sweep_points`."""
+    `sweep_points`; group: key columns whose points share a worker (and its caches)."""
     types = {f: int if f in ("seed", "num_rx_ant", "num_devices") else float for f in fields}
     return Stage(file, fields[:key_columns], types, lambda cfg, done: [] if cfg.impairments is None else points(cfg),
-                 lambda setup, point: run_point(setup["impairments"], point))
+                 lambda setup, point: run_point(setup["impairments"], point), group=group)
 
 
 def _seeds(cfg):
@@ -81,6 +81,17 @@ class _Figures:
             line_plot(out / name, *args, **kwargs)
 
 
+def check_grids(cfg):
+    """Refuse sweep grids that would run nothing (ValueError naming the `impairments` key): an empty list, or
+    fewer than one seed or realisation."""
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, list) and not value:
+            raise ValueError(f"`impairments.{f.name}` must not be empty (impairments = None leaves the sweeps out)")
+        if f.type in (int, "int") and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"`impairments.{f.name}` must be an int >= 1, got {value!r}")
+
+
 @dataclass
 class LinkSweeps:
     """Grids of the link-level sweeps (truncation at N = 1; misalignment and pilot CSI with aligned designs)."""
@@ -100,6 +111,9 @@ class LinkSweeps:
     pilot_snr_db: list = field(default_factory=lambda: [-10.0, -5.0, 0.0, 5.0, 10.0, 20.0, 30.0])
     pilot_realisations: int = 2000
     snr_db: float = 10.0
+
+    def __post_init__(self):
+        check_grids(self)
 
     @classmethod
     def quick(cls):
@@ -162,9 +176,10 @@ def _pilot_point(cfg, p):
 
 
 def _curve(rows, by, x, col):
-    """Mean and 95% CI over seeds of column `col`, grouped by `by` + [x]: a list of (x, mean, ci)."""
+    """Mean and 95% CI over seeds of column `col`, grouped by `by` + [x]: a list of (x, mean, ci) in increasing x
+    (whatever order the rows finished in, e.g. on workers)."""
     out = summarise(rows, by + [x], [col])
-    return [(s[x], s[f"{col}_mean"], s[f"{col}_ci"]) for s in out]
+    return sorted(((s[x], s[f"{col}_mean"], s[f"{col}_ci"]) for s in out), key=lambda pt: pt[0])
 
 
 class LinkSweepPoints:
@@ -194,7 +209,8 @@ def link_sweep_stages():
 
     return [_stage("truncation.csv", TRUNC_FIELDS, 3, lambda cfg: [
                 dict(snr_db=s, threshold=g, seed=r) for s in cfg.impairments.trunc_snr_db
-                for g in cfg.impairments.thresholds for r in _seeds(cfg)], LinkSweepPoints.truncation),
+                for g in cfg.impairments.thresholds for r in _seeds(cfg)], LinkSweepPoints.truncation,
+                group=["snr_db", "seed"]),                                 # the threshold-free baselines, once
             *(_stage(f"misalignment_{kind}.csv", MISALIGN_FIELDS[kind], 4, misalignment(param),
                      LinkSweepPoints.misalignment) for kind, (param, *_) in MISALIGN_KINDS.items()),
             _stage("pilot_csi.csv", PILOT_FIELDS, 2, lambda cfg: [
@@ -293,6 +309,9 @@ class DesignSweeps:
     delay_spread_ns: list = field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0])
     subcarrier_draws: int = 100
 
+    def __post_init__(self):
+        check_grids(self)
+
     @classmethod
     def quick(cls):
         return cls(realisations=4, pilot_snr_db=[-10.0, 10.0, 30.0], amplitude_std=[0.0, 0.2, 0.5],
@@ -368,9 +387,10 @@ def design_sweep_stages():
 
     return [_stage("design_pilot_csi.csv", DESIGN_PILOT_FIELDS, 2, lambda cfg: [
                 dict(pilot_snr_db=s, seed=r) for r in _seeds(cfg) for s in cfg.impairments.pilot_snr_db],
-                DesignSweepPoints.pilots),
+                DesignSweepPoints.pilots, group=["seed"]),                 # a seed's channels and designs, once
             *(_stage(f"design_{name}.csv", DESIGN_MISALIGN_FIELDS[kind], 2, misalignment(param),
-                     DesignSweepPoints.misalignment) for kind, (param, _, _, name) in MISALIGN_KINDS.items()),
+                     DesignSweepPoints.misalignment, group=["seed"])
+              for kind, (param, _, _, name) in MISALIGN_KINDS.items()),
             _stage("subcarrier_power.csv", SUBCARRIER_FIELDS, 3, lambda cfg: [
                 dict(num_rx_ant=a, delay_spread_ns=d, seed=r) for a in cfg.impairments.subcarrier_rx_ant
                 for d in cfg.impairments.delay_spread_ns for r in _seeds(cfg)], DesignSweepPoints.subcarriers)]

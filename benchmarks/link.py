@@ -663,9 +663,10 @@ def plot(cfg, out, air_rows, dig_rows, matched, obda_rows):
 
 
 def impairment_sweeps(out, quick, seed):
-    """Deprecated (removed in 0.2.0): `link_sweeps(out, quick, seed)`."""
+    """Deprecated (removed in 0.2.0): the link sweeps alone (`link_sweeps`, itself deprecated); `run_link` runs
+    them as stages."""
     warn_renamed("deft6g.benchmarks.link.impairment_sweeps(out, quick, seed)",
-                 "deft6g.benchmarks.impairment_sweeps.link_sweeps(out, quick, seed)")
+                 "run_link (the sweeps are stages of LinkStudy)")
     print(link_sweeps(out, quick=quick, seed=seed))
 
 

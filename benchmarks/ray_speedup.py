@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from deft6g.experiment import Stage, Study, available_cores, run, start_ray
+from deft6g.experiment import ConfigError, Stage, Study, available_cores, run, start_ray
 
 from .beamforming import SWEEP_FIELDS, DesignConfig, sweeps
 from .study import POINT_KEY, FederatedStudy, run_study
@@ -109,7 +109,8 @@ class ParallelConfig:
 
     def validate(self):
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 2:
-            raise ValueError(f"`workers` must be >= 2 to compare with the serial run, got {self.workers!r}")
+            raise ConfigError(f"configuration key 'workers' (--workers) must be an int >= 2 to compare with the "
+                              f"serial run, got {self.workers!r}")
 
 
 class ParallelStudy(Study):

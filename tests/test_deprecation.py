@@ -57,9 +57,9 @@ def test_impairment_sweeps_wrappers_call_the_renamed_functions(monkeypatch, tmp_
     monkeypatch.setattr(beamforming, "design_sweeps", lambda *a, **k: calls.append(("design", a, k)) or "design done")
     monkeypatch.setattr(link, "link_sweeps", lambda *a, **k: calls.append(("link", a, k)) or "link done")
     cfg = beamforming.DesignConfig.quick()
-    with pytest.warns(DeprecationWarning, match="design_sweeps"):
+    with pytest.warns(DeprecationWarning, match="use run_design"):
         beamforming.impairment_sweeps(cfg, tmp_path, True)
-    with pytest.warns(DeprecationWarning, match="link_sweeps"):
+    with pytest.warns(DeprecationWarning, match="use run_link"):
         link.impairment_sweeps(tmp_path, True, 7)
     assert calls == [("design", (tmp_path, cfg.num_rx_ant, cfg.num_devices, cfg.snr_db), dict(quick=True, seed=cfg.seed)),
                      ("link", (tmp_path,), dict(quick=True, seed=7))]

@@ -42,7 +42,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from .runner import point_label, run_points
-from .store import ResultStore, canonical, prepare_output, write_json_atomic, write_table, write_text_atomic
+from .store import (ResultStore, canonical, load_json, prepare_output, write_json_atomic, write_table,
+                    write_text_atomic)
 from .tuning import TUNING_TYPES, tuner, tuning_store
 
 ENTRY_POINT_GROUP = "deft6g.studies"
@@ -58,7 +59,8 @@ class Stage:
     process one point at a time even with workers (e.g. a timed stage); sides: {file: (key, types)} of the side
     tables its points also fill, resumable like the stage's own; retries: how often a failed point runs again
     (`run_points`; 0 for an expensive timed run). run_point returns the point's row, a non-empty list of rows,
-    or with sides `PointRows`. A stage without points writes no table (its rows: an empty list)."""
+    or with sides `PointRows`. A stage without points writes no table, nor side tables (their rows: empty
+    lists)."""
     file: str
     key: list
     types: dict
@@ -351,6 +353,8 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
         points = stage.points(cfg, done)
         if not points and not (folder / stage.file).exists():
             done[stage.file] = []                         # a stage without points writes no table
+            for side in stage.sides or {}:
+                done.setdefault(side, [])                 # nor side tables
             continue
         store = ResultStore(folder / stage.file, list(stage.types), list(stage.key), types=stage.types)
         sides = {file: ResultStore(folder / file, list(types), list(key), types=types)
@@ -443,10 +447,21 @@ def study_command(study):
 
     def handler(args):
         run(study, args.out, quick=args.quick, **parallel_options(args))
-        print((Path(args.out) / "summary.txt").read_text(encoding="utf-8"), end="")       # the summary, derived once
-        print(f"results in {args.out}")
+        print_summary(args.out)
 
     return Command(study.name, study.description, handler, outputs="CSV, JSON")
+
+
+def print_summary(out):
+    """Print what a run into the folder `out` wrote: its summary.txt, the run's time (timing.json) and where the
+    results are (what every `deft6g` command prints at its end)."""
+    folder = Path(out)
+    timing = load_json(folder / "timing.json")
+    cpu = ("CPU time unknown (points ran on workers)" if timing["cpu_s"] is None else
+           f"{timing['cpu_s']:,.0f} CPU-s")
+    print((folder / "summary.txt").read_text(encoding="utf-8"), end="")
+    print(f"this run: {timing['points_run']} points run in {timing['seconds']:,.0f} s wall, {cpu} (timing.json)")
+    print(f"results in {out}")
 
 
 def parallel_options(args):

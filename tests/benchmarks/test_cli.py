@@ -40,6 +40,8 @@ def test_link_quick_writes_results_and_resumes(tmp_path, capsys):
     assert json.loads((tmp_path / "timing.json").read_text())["points_run"] == 0
     printed = capsys.readouterr().out
     assert "ratio" in printed and "Truncated channel inversion" in printed
+    summary, tail = printed.rsplit("this run: ", 1)                  # summary.txt, then the run's time
+    assert summary.endswith((tmp_path / "summary.txt").read_text()) and tail.startswith("0 points run in ")
 
 
 def test_design_quick(tmp_path, capsys):
@@ -60,6 +62,7 @@ def test_design_study_runs_its_stages_resumes_an_interrupted_run_and_derives_mai
     from dataclasses import replace
     import numpy as np
     from deft6g.benchmarks.beamforming import METHODS, DesignConfig, DesignStudy
+    from deft6g.benchmarks.impairment_sweeps import design_sweep_stages
     from deft6g.experiment import run
     cfg = replace(DesignConfig.quick(), realisations=4, num_seeds=2, speed_realisations=2, sweep_realisations=2,
                   sweep_n=[2], sweep_k=[2], sweep_snr_db=[20], csi_error_var=[0.0], impairments=None)
@@ -68,7 +71,8 @@ def test_design_study_runs_its_stages_resumes_an_interrupted_run_and_derives_mai
     order = [line.split(": ")[1] for line in lines if line.startswith("[")]
     assert order == sorted(order, key=["main.csv", "speed.csv", "sweeps.csv"].index) and len(set(order)) == 3
     assert list(rows)[:3] == ["main.csv", "speed.csv", "sweeps.csv"]
-    assert all(rows[f] == [] and not (tmp_path / f).exists() for f in list(rows)[3:])   # no impairment sweeps
+    assert list(rows)[3:] == [stage.file for stage in design_sweep_stages()]             # no impairment sweeps
+    assert all(rows[f] == [] and not (tmp_path / f).exists() for f in list(rows)[3:])
     assert len(rows["main.csv"]) == 2 * len(METHODS) and len(rows["speed.csv"]) == 1 and len(rows["sweeps.csv"]) == 40
     main = json.loads((tmp_path / "main.json").read_text())
     for m in METHODS:
@@ -86,6 +90,12 @@ def test_design_study_runs_its_stages_resumes_an_interrupted_run_and_derives_mai
         by = lambda table: {tuple(r[c] for c in columns): {k: v for k, v in r.items() if k not in timed}  # noqa: E731
                             for r in table}
         assert by(again[name]) == by(rows[name])
+
+
+def test_parallel_refuses_fewer_than_two_workers_before_any_work(tmp_path, capsys):
+    assert main(["parallel", "--workers", "1", "--out", str(tmp_path / "one")]) == 2
+    assert "configuration key 'workers' (--workers) must be an int >= 2" in capsys.readouterr().err
+    assert not (tmp_path / "one").exists()
 
 
 def test_store_keeps_rows_and_rejects_foreign_file(tmp_path):

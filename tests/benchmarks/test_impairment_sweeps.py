@@ -73,3 +73,29 @@ def test_design_misalignment_point_shifts_aligned_medians_by_theory():
             for m in designs:
                 np.testing.assert_allclose(10 ** (row[f"{m}_db"] / 10) - 10 ** (base[f"{m}_db"] / 10),
                                            _excess_theory(param, std, 6, 500), rtol=1e-9)
+
+
+def test_sweep_grids_that_would_run_nothing_are_refused_naming_the_key():
+    from deft6g.benchmarks.beamforming import DesignConfig
+    from deft6g.benchmarks.impairment_sweeps import DesignSweeps
+    from deft6g.benchmarks.link import LinkConfig
+    with pytest.raises(ValueError, match="impairments.pilot_snr_db"):
+        LinkSweeps(pilot_snr_db=[])
+    with pytest.raises(ValueError, match="impairments.num_seeds"):
+        DesignSweeps(num_seeds=0)
+    for config, name in ((LinkConfig, "LinkSweeps"), (DesignConfig, "DesignSweeps")):
+        with pytest.raises(ValueError, match=f"`impairments` must be a {name} or None"):
+            config(impairments={"num_seeds": 3})
+        assert config(impairments=None).impairments is None
+
+
+def test_link_sweeps_warns_and_writes_the_sweeps_alone(tmp_path):
+    """The deprecated link_sweeps (before the sweeps became stages of LinkStudy) still writes their tables and
+    plots alone and returns their summary."""
+    from deft6g.benchmarks.impairment_sweeps import link_sweep_stages, link_sweeps
+    with pytest.warns(DeprecationWarning, match="link_sweeps"):
+        text = link_sweeps(tmp_path, quick=True, seed=3)
+    assert text.startswith("Truncated channel inversion") and (tmp_path / "mse_vs_pilot_snr.png").exists()
+    for stage in link_sweep_stages():
+        rows = (tmp_path / stage.file).read_text().splitlines()[1:]
+        assert rows and {int(r.split(",")[stage.key.index("seed")]) for r in rows} == {3, 4, 5}, stage.file

@@ -88,6 +88,10 @@ def test_a_study_registered_outside_the_library_is_a_subcommand_that_runs_and_re
     assert BpskBer.setups == 1 and json.loads((out / "timing.json").read_text())["points_run"] == 0
     again = capsys.readouterr().out
     assert "toy_ber: 4 of 4 already finished, skipped" in again
+    timing = json.loads((out / "timing.json").read_text())
+    assert again.endswith((out / "summary.txt").read_text() + f"this run: 0 points run in {timing['seconds']:,.0f} s "
+                          f"wall, {timing['cpu_s']:,.0f} CPU-s (timing.json)\nresults in {out}\n")   # then its time
+    assert "this run: 4 points run in" in printed
     assert [x for x in again.splitlines() if "BER" in x] == [x for x in printed.splitlines() if "BER" in x]
     names = list(build_parser()._subparsers._group_actions[0].choices)
     assert names[0] == "study" and names[-1] == "toy_ber"
@@ -288,14 +292,21 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
 
 
 def test_a_stage_without_points_writes_no_table(tmp_path):
-    """A stage whose configuration gives it no points (an optional part switched off) writes no file; the hooks
-    get an empty list for it and the stages around it run."""
+    """A stage whose configuration gives it no points (an optional part switched off) writes no file, nor its side
+    tables; the hooks get empty lists for them, the stages around it run, and a rerun writes none either."""
     study = BerStages()
     study.refine_points = lambda cfg, done: []
     study.tables = lambda cfg, rows: {}
     _, rows = run(study, tmp_path, quick=True, log=lambda m: None)
     assert rows["refine.csv"] == [] and len(rows["ber.csv"]) == 4
     assert not (tmp_path / "refine.csv").exists() and (tmp_path / "summary.txt").read_text() == "4 + 0 rows\n"
+    _, again = run(study, tmp_path, quick=True, log=lambda m: None)                  # a rerun: still no table
+    assert again == rows and not (tmp_path / "refine.csv").exists()
+    blocks = BerBlocks()                                                             # nor side tables
+    blocks.points = lambda cfg: []
+    _, rows = run(blocks, tmp_path / "blocks", quick=True, log=lambda m: None)
+    assert rows == {"ber.csv": [], "blocks.csv": [], "worst.csv": []}
+    assert sorted(f.name for f in (tmp_path / "blocks").glob("*.csv")) == []
 
 
 class BerBlocks(BpskBer):
