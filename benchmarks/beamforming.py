@@ -13,14 +13,12 @@ IEEE TWC 2020 (threshold power control, used by "mmse")."""
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cvxpy as cp
 import numpy as np
 
 from deft6g.deprecation import warn_renamed
-from deft6g.experiment import ResultStore, Stage, Study, line_plot, percentiles, run, run_points, summarise, to_db
-from deft6g.experiment.protocol import StudyTask
+from deft6g.experiment import Stage, Study, line_plot, percentiles, run, run_stages, summarise, to_db
 from deft6g.optim import ALIGNED, METHODS, ZfSdr, design_aircomp, dual_bound, real_form, sdr_barrier
 from deft6g.phy import aircomp_mse, imperfect_csi, noise_var
 from deft6g.rng import derive_seed
@@ -214,26 +212,16 @@ def sweep_points(cfg, done=None):
             for sw, n, k, s, e in grid for seed in cfg.seed_values() for m in SWEEP_METHODS]
 
 
-def _stage_alone(number, cfg, out, parallel):
-    """Run (or resume) stage `number` of DesignStudy alone into the folder `out`; returns its rows."""
-    study = DesignStudy()
-    stage = study.stages()[number]
-    store = ResultStore(Path(out) / stage.file, list(stage.types), stage.key, types=stage.types)
-    run_points(stage.points(cfg, {}), StudyTask(study, cfg, number), store, desc=f"design: {stage.file}",
-               group=stage.group, describe=stage.describe, **({} if stage.here else parallel))
-    return store.rows()
-
-
 def sweeps(cfg, out, **parallel):
     """Run (or resume) the sweeps' stage alone into the folder `out` (sweeps.csv); returns its rows."""
-    return _stage_alone(2, cfg, out, parallel)
+    return run_stages(DesignStudy(), out, ["sweeps.csv"], cfg, **parallel)["sweeps.csv"]
 
 
 def main_comparison(cfg, out, **parallel):
     """Deprecated (removed in 0.2.0): the main comparison's stage alone; `run_design` runs every stage."""
     warn_renamed("deft6g.benchmarks.beamforming.main_comparison(cfg, out)", "run_design (or the stage 'main.csv' "
                  "of DesignStudy)")
-    return _stage_alone(0, cfg, out, parallel)
+    return run_stages(DesignStudy(), out, ["main.csv"], cfg, **parallel)["main.csv"]
 
 
 def speed(cfg, out):
@@ -241,7 +229,7 @@ def speed(cfg, out):
     stage."""
     warn_renamed("deft6g.benchmarks.beamforming.speed(cfg, out)", "run_design (or the stage 'speed.csv' of "
                  "DesignStudy)")
-    return dict(_stage_alone(1, cfg, out, {})[0])
+    return dict(run_stages(DesignStudy(), out, ["speed.csv"], cfg)["speed.csv"][0])
 
 
 def plot_sweeps(out, rows, cfg):

@@ -10,12 +10,11 @@ power); Cao, Zhu, Xu, Huang, IEEE TWC 2020 (the exact N = 1 optimum used as the 
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from deft6g.deprecation import warn_renamed
-from deft6g.experiment import ResultStore, Stage, line_plot, run_points, summarise, to_db
+from deft6g.experiment import Stage, line_plot, run_stages, summarise, to_db
 from deft6g.optim import (allocate_subcarrier_power, best_truncation_threshold, closed_form_design,
                           design_aircomp, power_control, truncated_inversion, truncation_mse,
                           uniform_subcarrier_power)
@@ -450,25 +449,15 @@ def _design_plots(cfg, n, k, snr_db, pilot, mis, sub):
     return "\n".join(lines), plot
 
 
-def _sweeps_alone(stages, cfg, points, out, log):
-    """Run (or resume) `stages` alone into the folder `out` with the point functions `points`; {file: rows}."""
-    rows = {}
-    for stage in stages:
-        store = ResultStore(Path(out) / stage.file, list(stage.types), stage.key, types=stage.types)
-        run_points(stage.points(cfg, rows), lambda p, stage=stage: stage.run_point({"impairments": points}, p), store,
-                   desc=stage.file, log=log)
-        rows[stage.file] = store.rows()
-    return rows
-
-
 def link_sweeps(out, quick=False, seed=0, log=print):
     """Deprecated (removed in 0.2.0): the link sweeps alone into `out` (tables and plots); returns the summary.
     `deft6g link` (`LinkStudy`) runs them as its stages."""
     warn_renamed("deft6g.benchmarks.impairment_sweeps.link_sweeps(out, quick, seed)", "run_link (the sweeps are "
                  "stages of LinkStudy)")
-    cfg = SimpleNamespace(impairments=LinkSweeps.quick() if quick else LinkSweeps(), seed=seed)
-    text, figures = link_sweep_report(cfg.impairments, _sweeps_alone(link_sweep_stages(), cfg, LinkSweepPoints(
-        cfg.impairments), out, log))
+    from .link import LinkConfig, LinkStudy               # (link imports this module)
+    cfg = LinkConfig(impairments=LinkSweeps.quick() if quick else LinkSweeps(), seed=seed)
+    files = [stage.file for stage in link_sweep_stages()]
+    text, figures = link_sweep_report(cfg.impairments, run_stages(LinkStudy(), out, files, cfg, log=log))
     figures.draw(Path(out))
     return text
 
@@ -478,8 +467,11 @@ def design_sweeps(out, n, k, snr_db, quick=False, seed=0, log=print):
     plots); returns the summary. `deft6g design` (`DesignStudy`) runs them as its stages."""
     warn_renamed("deft6g.benchmarks.impairment_sweeps.design_sweeps(out, n, k, snr_db, quick, seed)", "run_design "
                  "(the sweeps are stages of DesignStudy)")
-    cfg = SimpleNamespace(impairments=DesignSweeps.quick() if quick else DesignSweeps(), seed=seed)
-    text, figures = design_sweep_report(cfg.impairments, n, k, snr_db, _sweeps_alone(
-        design_sweep_stages(), cfg, DesignSweepPoints(cfg.impairments, n, k, snr_db), out, log))
+    from .beamforming import DesignConfig, DesignStudy    # (beamforming imports this module)
+    cfg = DesignConfig(num_rx_ant=n, num_devices=k, snr_db=snr_db, seed=seed,
+                       impairments=DesignSweeps.quick() if quick else DesignSweeps())
+    files = [stage.file for stage in design_sweep_stages()]
+    text, figures = design_sweep_report(cfg.impairments, n, k, snr_db, run_stages(DesignStudy(), out, files, cfg,
+                                                                                  log=log))
     figures.draw(Path(out))
     return text

@@ -2,7 +2,7 @@
 result store, the point runner, seed statistics (mean and confidence interval, log-space intervals, the
 equivalence test TOST), plots, live TensorBoard scalars, configuration files checked key by key, measurements in a
 fresh interpreter, and the study protocol with the command registry
-(`Study`, `run`, `register_study`)."""
+(`Study`, `run`, `run_stages`, `register_study`)."""
 
 from .store import (OutputFolderError, ResultStore, load_json, prepare_output, write_json_atomic, write_table,
                     write_text_atomic)
@@ -14,4 +14,5 @@ from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name
 from .config import ConfigError, check_fields, load_flat_config, read_toml, require, require_int, require_positive
 from .isolation import isolated, peak_rss_mb
 from .protocol import (COMMANDS, Command, PointRows, PointTask, Stage, Study, Tuning, print_summary, register_command,
-                       register_study, run)
+                       register_study, run,
+                       run_stages)

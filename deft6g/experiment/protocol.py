@@ -334,13 +334,59 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
         cfg.validate()                                  # bad input is refused before the folder is touched
     folder = prepare_output(out, study.name, asdict(cfg))
     t0, cpu0 = time.time(), _cpu_seconds()
-    staged = study.stages() is not None
-    stages, done, ran, worker_cpu, untimed = _stages(study), {}, 0, [], False
+    staged, stages = study.stages() is not None, _stages(study)
     if study.fresh:
         for name in _table_files(stages):
             (folder / name).unlink(missing_ok=True)
+    done, ran, worker_cpu, untimed = _run_stages(study, cfg, folder, list(enumerate(stages)), staged, log, parallel)
+    cpu_s = None if untimed else round(_cpu_seconds() - cpu0 + worker_cpu, 3)
+    write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran,
+                                               "cpu_s": cpu_s})
+    rows = done if staged else done["results.csv"]
+    derived = study.derive(cfg, rows)
+    for name, table in study.tables(cfg, derived).items():
+        tuned = any(isinstance(s, Tuning) for s in stages)
+        if not _plain_file_name(name) or name in done or (tuned and name == "chosen.json"):
+            raise ValueError(f"study {study.name!r}: a derived table's file name must be a plain file name, not one "
+                             f"of the resumable tables {list(done)}, {list(ENGINE_FILES)} or chosen.json, got "
+                             f"{name!r}")
+        if isinstance(table, tuple):
+            write_table(folder / name, *table)
+        elif isinstance(table, str):
+            write_text_atomic(folder / name, table)
+        else:
+            write_json_atomic(folder / name, table, indent=2)
+    write_text_atomic(folder / "summary.txt", study.summary(cfg, derived) + "\n")
+    study.plot(folder, cfg, derived)
+    return cfg, rows
+
+
+def run_stages(study, out, files, cfg=None, quick=False, log=print, **parallel):
+    """Run (or resume) only the stages of `study` whose tables are `files` (in the study's order, with one setup
+    in this process) into the folder `out`, created if missing; {file: typed rows} of each and of its side
+    tables. Nothing else is written (no config.json, timing, derived tables or summary), and a stage's points
+    see only the rows of the stages run with it. cfg, quick, parallel: as `run`'s."""
+    check_study(study)
+    cfg = study.config(quick) if cfg is None else cfg
+    if callable(getattr(cfg, "validate", None)):
+        cfg.validate()
+    numbered = [(i, s) for i, s in enumerate(_stages(study)) if s.file in files and not isinstance(s, Tuning)]
+    missing = sorted(set(files) - {s.file for _, s in numbered})
+    if missing:
+        raise ValueError(f"study {study.name!r} has no stage (other than a tuning) writing {missing}")
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    return _run_stages(study, cfg, folder, numbered, study.stages() is not None, log, parallel)[0]
+
+
+def _run_stages(study, cfg, folder, numbered, staged, log, parallel):
+    """Run (or resume) the (number, stage) pairs `numbered` of `_stages(study)` in order into `folder`, with one
+    setup in this process for all; (done: {file: typed rows}, points run now (tuning runs included), the CPU
+    seconds carried by rows run on workers, untimed: whether points without a `cpu_s` of their own ran on
+    workers)."""
+    done, ran, worker_cpu, untimed = {}, 0, [], False
     task = StudyTask(study, cfg, 0 if staged else None)          # one setup in this process for all stages
-    for number, stage in enumerate(stages):
+    for number, stage in numbered:
         if isinstance(stage, Tuning):
             store = tuning_store(folder / stage.file, stage.types)
             before = len(store.rows())
@@ -389,26 +435,7 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
         ran += now
         done[stage.file] = store.rows()
         done |= {file: side.rows() for file, side in sides.items()}
-    cpu_s = None if untimed else round(_cpu_seconds() - cpu0 + math.fsum(worker_cpu), 3)
-    write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran,
-                                               "cpu_s": cpu_s})
-    rows = done if staged else done["results.csv"]
-    derived = study.derive(cfg, rows)
-    for name, table in study.tables(cfg, derived).items():
-        tuned = any(isinstance(s, Tuning) for s in stages)
-        if not _plain_file_name(name) or name in done or (tuned and name == "chosen.json"):
-            raise ValueError(f"study {study.name!r}: a derived table's file name must be a plain file name, not one "
-                             f"of the resumable tables {list(done)}, {list(ENGINE_FILES)} or chosen.json, got "
-                             f"{name!r}")
-        if isinstance(table, tuple):
-            write_table(folder / name, *table)
-        elif isinstance(table, str):
-            write_text_atomic(folder / name, table)
-        else:
-            write_json_atomic(folder / name, table, indent=2)
-    write_text_atomic(folder / "summary.txt", study.summary(cfg, derived) + "\n")
-    study.plot(folder, cfg, derived)
-    return cfg, rows
+    return done, ran, math.fsum(worker_cpu), untimed
 
 
 @dataclass(frozen=True)

@@ -291,6 +291,23 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     assert Study.summary(BerStages(), cfg, rows) == "toy_ber_stages: 4 rows in ber.csv, 1 rows in refine.csv"
 
 
+def test_run_stages_runs_the_named_stages_alone_and_resumes(tmp_path):
+    """run_stages writes the named stage's table alone (no config.json, timing, derived tables or summary), its
+    rows those of the whole study's run of that stage; a rerun builds no setup (nothing left); a file that no stage
+    writes, or a tuning's, is refused naming it."""
+    _, whole = run(BerStages(), tmp_path / "whole", quick=True, log=lambda m: None)
+    BerStages.setups = 0
+    rows = protocol.run_stages(BerStages(), tmp_path / "alone", ["ber.csv"], quick=True, log=lambda m: None)
+    assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == ["ber.csv"]
+    assert rows == {"ber.csv": whole["ber.csv"]} and BerStages.setups == 1
+    assert protocol.run_stages(BerStages(), tmp_path / "alone", ["ber.csv"], quick=True) == rows
+    assert BerStages.setups == 1
+    with pytest.raises(ValueError, match=r"no stage .* writing \['nope.csv'\]"):
+        protocol.run_stages(BerStages(), tmp_path / "alone", ["ber.csv", "nope.csv"], quick=True)
+    with pytest.raises(ValueError, match="tuning.csv"):
+        protocol.run_stages(BerTuned(), tmp_path / "tuned", ["tuning.csv"], quick=True)
+
+
 def test_a_stage_without_points_writes_no_table(tmp_path):
     """A stage whose configuration gives it no points (an optional part switched off) writes no file, nor its side
     tables; the hooks get empty lists for them, the stages around it run, and a rerun writes none either."""
