@@ -116,8 +116,8 @@ class ParallelConfig:
 class ParallelStudy(Study):
     """The benchmark on the protocol (`deft6g.experiment.Study`): speedup.csv, one point per job (the study, the
     design sweep), each timed here, one after the other; the setup starts the local Ray instance once and times
-    it. timing.json's cpu_s counts this process (the serial runs among it), not the Ray workers. `run_speedup`
-    runs it."""
+    it. Its stage has `own_workers`: timing.json's cpu_s is null (the Ray workers' CPU is not this process's).
+    `run_speedup` runs it."""
     name = "parallel"
 
     def __init__(self, log=print):
@@ -130,7 +130,8 @@ class ParallelStudy(Study):
         return ParallelConfig(quick=quick)
 
     def stages(self):
-        return [Stage("speedup.csv", ["job"], TYPES, self.jobs, self.run_point, self.describe, here=True)]
+        return [Stage("speedup.csv", ["job"], TYPES, self.jobs, self.run_point, self.describe, here=True,
+                      own_workers=True)]
 
     @staticmethod
     def jobs(cfg, done):

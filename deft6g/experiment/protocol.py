@@ -58,9 +58,10 @@ class Stage:
     (default: the point); group: key columns whose points go to one worker, in order; here: run in this
     process one point at a time even with workers (e.g. a timed stage); sides: {file: (key, types)} of the side
     tables its points also fill, resumable like the stage's own; retries: how often a failed point runs again
-    (`run_points`; 0 for an expensive timed run). run_point returns the point's row, a non-empty list of rows,
-    or with sides `PointRows`. A stage without points writes no table, nor side tables (their rows: empty
-    lists)."""
+    (`run_points`; 0 for an expensive timed run); own_workers: its points start Ray workers of their own (a
+    benchmark of workers), whose CPU this process cannot count: timing.json's cpu_s is null once such a point
+    ran. run_point returns the point's row, a non-empty list of rows, or with sides `PointRows`. A stage without
+    points writes no table, nor side tables (their rows: empty lists)."""
     file: str
     key: list
     types: dict
@@ -71,6 +72,7 @@ class Stage:
     here: bool = False
     sides: dict = None
     retries: int = 1
+    own_workers: bool = False
 
 
 @dataclass
@@ -327,7 +329,8 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
     point, resumable), timing.json (of this invocation: seconds, points run now (tuning runs included) and
     cpu_s, the CPU seconds of this process and of the subprocesses it waited for, e.g. `isolated` runs, plus,
     for a table whose rows carry their own `cpu_s`, those of the points run on workers; null when points of a
-    table without `cpu_s`, or tuning runs, ran on workers), the derived tables, summary.txt and the plots."""
+    table without `cpu_s`, or tuning runs, ran on workers, or points of an `own_workers` stage ran), the
+    derived tables, summary.txt and the plots."""
     check_study(study)
     cfg = study.config(quick) if cfg is None else cfg
     if callable(getattr(cfg, "validate", None)):
@@ -383,7 +386,7 @@ def _run_stages(study, cfg, folder, numbered, staged, log, parallel):
     """Run (or resume) the (number, stage) pairs `numbered` of `_stages(study)` in order into `folder`, with one
     setup in this process for all; (done: {file: typed rows}, points run now (tuning runs included), the CPU
     seconds carried by rows run on workers, untimed: whether points without a `cpu_s` of their own ran on
-    workers)."""
+    workers, or points of a stage with `own_workers` ran)."""
     done, ran, worker_cpu, untimed = {}, 0, [], False
     task = StudyTask(study, cfg, 0 if staged else None)          # one setup in this process for all stages
     for number, stage in numbered:
@@ -431,7 +434,7 @@ def _run_stages(study, cfg, folder, numbered, staged, log, parallel):
 
         now = run_points(points, task, store, desc=f"{study.name}: {stage.file}" if staged else study.name, log=log,
                          write=write, group=stage.group, describe=stage.describe, retries=stage.retries, **options)
-        untimed |= bool(now) and on_workers and "cpu_s" not in stage.types
+        untimed |= bool(now) and (on_workers and "cpu_s" not in stage.types or stage.own_workers)
         ran += now
         done[stage.file] = store.rows()
         done |= {file: side.rows() for file, side in sides.items()}
@@ -484,7 +487,7 @@ def print_summary(out):
     results are (what every `deft6g` command prints at its end)."""
     folder = Path(out)
     timing = load_json(folder / "timing.json")
-    cpu = ("CPU time unknown (points ran on workers)" if timing["cpu_s"] is None else
+    cpu = ("CPU time unknown (points ran on Ray workers)" if timing["cpu_s"] is None else
            f"{timing['cpu_s']:,.0f} CPU-s")
     print((folder / "summary.txt").read_text(encoding="utf-8"), end="")
     print(f"this run: {timing['points_run']} points run in {timing['seconds']:,.0f} s wall, {cpu} (timing.json)")

@@ -3,6 +3,7 @@ finished points, a failing or crashing point is reported and retried without los
 missing Ray is reported with the install command. One local Ray instance (2 CPUs) serves the module."""
 
 import csv
+import json
 import os
 import sys
 from pathlib import Path
@@ -170,7 +171,8 @@ def test_parallel_command_times_both_jobs_and_finds_identical_rows(ray_2, tmp_pa
     """`deft6g parallel --quick --workers 2` end to end, on smaller jobs than its --quick ones (too slow for a
     test on 2 cores): a 2-point study (ideal and AirComp at 20 dB) and a 20-point design sweep (one seed, one
     value per sweep). speedup.csv has a row per job with identical rows and positive times; the table prints;
-    a re-run skips both jobs."""
+    timing.json's CPU time is null (the Ray workers' is not this process's) and says so; a re-run skips both
+    jobs."""
     from dataclasses import replace
     from deft6g.benchmarks import ray_speedup
     from deft6g.benchmarks.beamforming import DesignConfig
@@ -192,8 +194,12 @@ def test_parallel_command_times_both_jobs_and_finds_identical_rows(ray_2, tmp_pa
         assert float(r["serial_s"]) > 0 and float(r["parallel_s"]) > 0 and float(r["speedup"]) > 0
     printed = capsys.readouterr().out
     assert "speed-up" in printed and "identical rows" in printed
+    assert json.loads((out / "timing.json").read_text())["cpu_s"] is None      # its Ray workers' CPU is not ours
+    assert "2 points run in" in printed and "CPU time unknown (points ran on Ray workers)" in printed
     assert main(["parallel", "--quick", "--workers", "2", "--out", str(out)]) == 0
-    assert "2 of 2 already finished, skipped" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "2 of 2 already finished, skipped" in printed and "0 points run in" in printed
+    assert json.loads((out / "timing.json").read_text())["cpu_s"] >= 0             # nothing ran on workers
 
 
 def test_parallel_compare_names_differing_columns():
