@@ -116,8 +116,8 @@ class ParallelConfig:
 class ParallelStudy(Study):
     """The benchmark on the protocol (`deft6g.experiment.Study`): speedup.csv, one point per job (the study, the
     design sweep), each timed here, one after the other; the setup starts the local Ray instance once and times
-    it. Its stage has `own_workers`: timing.json's cpu_s is null (the Ray workers' CPU is not this process's).
-    `run_speedup` runs it."""
+    it. Its stage has `own_workers`: timing.json's cpu_s is null in a run that timed a job (the Ray workers' CPU is
+    not this process's). `run_speedup` runs it."""
     name = "parallel"
 
     def __init__(self, log=print):

@@ -365,29 +365,48 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
 
 
 def run_stages(study, out, files, cfg=None, quick=False, log=print, **parallel):
-    """Run (or resume) only the stages of `study` whose tables are `files` (in the study's order, with one setup
-    in this process) into the folder `out`, created if missing; {file: typed rows} of each and of its side
-    tables. Nothing else is written (no config.json, timing, derived tables or summary), and a stage's points
-    see only the rows of the stages run with it. cfg, quick, parallel: as `run`'s."""
+    """Run (or resume) only the stages of `study` whose tables are `files` (a list of file names; in the study's
+    order, with one setup in this process) into the folder `out`; {file: typed rows} of each and of its side
+    tables. The folder is guarded as `run`'s (config.json, its lock; a `fresh` study's named tables start
+    afresh), but no timing, derived tables or summary are written. A named stage sees the rows of the stages
+    before it that run with it or whose tables the folder holds; one that needs another table, or comes after a
+    Tuning (whose choices only `run` makes), is refused. cfg, quick, parallel: as `run`'s."""
     check_study(study)
+    if isinstance(files, (str, bytes)) or not files or not all(isinstance(f, str) for f in files):
+        raise TypeError(f"run_stages: `files` must be a non-empty list of table file names, got {files!r}")
     cfg = study.config(quick) if cfg is None else cfg
     if callable(getattr(cfg, "validate", None)):
         cfg.validate()
-    numbered = [(i, s) for i, s in enumerate(_stages(study)) if s.file in files and not isinstance(s, Tuning)]
+    stages = _stages(study)
+    numbered = [(i, s) for i, s in enumerate(stages) if s.file in files and not isinstance(s, Tuning)]
     missing = sorted(set(files) - {s.file for _, s in numbered})
     if missing:
-        raise ValueError(f"study {study.name!r} has no stage (other than a tuning) writing {missing}")
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    return _run_stages(study, cfg, folder, numbered, study.stages() is not None, log, parallel)[0]
+        raise ValueError(f"study {study.name!r} has no stage (other than a tuning) writing {missing} (side tables "
+                         f"are filled by their stage: name its table)")
+    earlier = stages[:numbered[-1][0]]
+    tuned = [s.file for s in earlier if isinstance(s, Tuning)]
+    if tuned:
+        raise ValueError(f"study {study.name!r}: {numbered[-1][1].file} comes after the tuning stage {tuned[0]}, "
+                         f"whose choices only a whole run makes (`run`)")
+    folder = prepare_output(out, study.name, asdict(cfg))
+    if study.fresh:
+        for name in _table_files([s for _, s in numbered]):
+            (folder / name).unlink(missing_ok=True)
+    before = {}                                       # earlier stages' tables in the folder, as run() would see them
+    for stage in earlier:
+        tables = {stage.file: (stage.key, stage.types), **(stage.sides or {})}
+        for file, (key, types) in tables.items() if stage.file not in files else ():
+            if (folder / file).exists():
+                before[file] = ResultStore(folder / file, list(types), list(key), types=types).rows()
+    return _run_stages(study, cfg, folder, numbered, study.stages() is not None, log, parallel, before)[0]
 
 
-def _run_stages(study, cfg, folder, numbered, staged, log, parallel):
+def _run_stages(study, cfg, folder, numbered, staged, log, parallel, before=None):
     """Run (or resume) the (number, stage) pairs `numbered` of `_stages(study)` in order into `folder`, with one
     setup in this process for all; (done: {file: typed rows}, points run now (tuning runs included), the CPU
     seconds carried by rows run on workers, untimed: whether points without a `cpu_s` of their own ran on
-    workers, or points of a stage with `own_workers` ran)."""
-    done, ran, worker_cpu, untimed = {}, 0, [], False
+    workers, or points of a stage with `own_workers` ran); before: {file: rows} of earlier stages not run here."""
+    done, ran, worker_cpu, untimed = dict(before or {}), 0, [], False
     task = StudyTask(study, cfg, 0 if staged else None)          # one setup in this process for all stages
     for number, stage in numbered:
         if isinstance(stage, Tuning):
@@ -399,7 +418,13 @@ def _run_stages(study, cfg, folder, numbered, staged, log, parallel):
             untimed |= bool(now) and (parallel.get("workers", 1) != 1 or parallel.get("ray_address") is not None)
             ran += now
             continue
-        points = stage.points(cfg, done)
+        try:
+            points = stage.points(cfg, done)
+        except KeyError as e:
+            if before is None or e.args[0] not in _table_files(_stages(study)):
+                raise
+            raise ValueError(f"study {study.name!r}: stage {stage.file} needs the table {e.args[0]} of an earlier "
+                             f"stage, which is neither run with it nor in {folder}") from e
         if not points and not (folder / stage.file).exists():
             done[stage.file] = []                         # a stage without points writes no table
             for side in stage.sides or {}:

@@ -13,8 +13,8 @@ import pytest
 from scipy.special import erfc
 
 from deft6g.benchmarks.cli import build_parser, main
-from deft6g.experiment import (COMMANDS, Command, PointRows, Stage, Study, Tuning, register_command, register_study,
-                               run)
+from deft6g.experiment import (COMMANDS, Command, OutputFolderError, PointRows, Stage, Study, Tuning, register_command,
+                               register_study, run)
 from deft6g.experiment import protocol
 
 
@@ -291,21 +291,36 @@ def test_a_study_of_several_tables_runs_its_stages_in_order_and_resumes(tmp_path
     assert Study.summary(BerStages(), cfg, rows) == "toy_ber_stages: 4 rows in ber.csv, 1 rows in refine.csv"
 
 
-def test_run_stages_runs_the_named_stages_alone_and_resumes(tmp_path):
-    """run_stages writes the named stage's table alone (no config.json, timing, derived tables or summary), its
-    rows those of the whole study's run of that stage; a rerun builds no setup (nothing left); a file that no stage
-    writes, or a tuning's, is refused naming it."""
+def test_run_stages_runs_the_named_stages_alone_and_resumes(tmp_path, toy):
+    """run_stages writes the named stage's table alone (beside config.json: no timing, derived tables or summary),
+    its rows those of the whole study's run of that stage; a rerun builds no setup (nothing left). A later stage
+    sees an earlier one's table in the folder, and is refused naming it when the table is missing; a folder of
+    another configuration is refused; a file that no stage writes, a tuning's, a stage after a tuning and a
+    plain string are refused; a study without stages runs its results.csv."""
     _, whole = run(BerStages(), tmp_path / "whole", quick=True, log=lambda m: None)
     BerStages.setups = 0
-    rows = protocol.run_stages(BerStages(), tmp_path / "alone", ["ber.csv"], quick=True, log=lambda m: None)
-    assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == ["ber.csv"]
+    alone = tmp_path / "alone"
+    rows = protocol.run_stages(BerStages(), alone, ["ber.csv"], quick=True, log=lambda m: None)
+    assert sorted(p.name for p in alone.iterdir() if not p.name.startswith(".")) == ["ber.csv", "config.json"]
     assert rows == {"ber.csv": whole["ber.csv"]} and BerStages.setups == 1
-    assert protocol.run_stages(BerStages(), tmp_path / "alone", ["ber.csv"], quick=True) == rows
+    assert protocol.run_stages(BerStages(), alone, ["ber.csv"], quick=True) == rows
     assert BerStages.setups == 1
+    refined = protocol.run_stages(BerStages(), alone, ["refine.csv"], quick=True, log=lambda m: None)
+    assert refined["refine.csv"] == whole["refine.csv"]                   # chosen from ber.csv in the folder
+    with pytest.raises(ValueError, match="refine.csv needs the table ber.csv"):
+        protocol.run_stages(BerStages(), tmp_path / "empty", ["refine.csv"], quick=True, log=lambda m: None)
+    with pytest.raises(OutputFolderError):
+        protocol.run_stages(BerStages(), alone, ["ber.csv"], BerConfig(bits=1000))
     with pytest.raises(ValueError, match=r"no stage .* writing \['nope.csv'\]"):
-        protocol.run_stages(BerStages(), tmp_path / "alone", ["ber.csv", "nope.csv"], quick=True)
+        protocol.run_stages(BerStages(), alone, ["ber.csv", "nope.csv"], quick=True)
     with pytest.raises(ValueError, match="tuning.csv"):
         protocol.run_stages(BerTuned(), tmp_path / "tuned", ["tuning.csv"], quick=True)
+    with pytest.raises(ValueError, match="after the tuning stage"):
+        protocol.run_stages(BerTuned(), tmp_path / "tuned", ["ber.csv"], quick=True)
+    with pytest.raises(TypeError, match="list of table file names"):
+        protocol.run_stages(BerStages(), alone, "ber.csv", quick=True)
+    plain = protocol.run_stages(toy, tmp_path / "plain", ["results.csv"], quick=True, log=lambda m: None)
+    assert plain == {"results.csv": run(toy, tmp_path / "plain_whole", quick=True, log=lambda m: None)[1]}
 
 
 def test_a_stage_without_points_writes_no_table(tmp_path):
