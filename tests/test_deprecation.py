@@ -68,7 +68,8 @@ def test_impairment_sweeps_wrappers_call_the_renamed_functions(monkeypatch, tmp_
 
 def test_design_stage_functions_warn_and_run_their_stage_alone(tmp_path):
     """main_comparison and speed (before DesignStudy) warn and write the stage's table alone (beside the guarded
-    folder's config.json): the same rows as the study's own run of that stage (wall times aside)."""
+    folder's config.json): the same rows as the study's own run of that stage (wall times aside); so does
+    `sweeps`, the sweeps' stage alone, into the same folder."""
     from dataclasses import replace
     from deft6g.experiment import run
     cfg = replace(beamforming.DesignConfig.quick(), realisations=2, num_seeds=1, speed_realisations=2,
@@ -82,8 +83,10 @@ def test_design_stage_functions_warn_and_run_their_stage_alone(tmp_path):
     untimed = lambda r: {k: v for k, v in r.items() if k != "seconds_per_realisation"}     # noqa: E731
     assert sorted(map(str, map(untimed, main))) == sorted(map(str, map(untimed, rows["main.csv"])))
     assert set(speed) == set(rows["speed.csv"][0]) and speed["realisations"] == 2
+    sweeps = beamforming.sweeps(cfg, tmp_path / "alone")                  # the sweeps' stage alone (not deprecated)
+    assert sorted(map(str, sweeps)) == sorted(map(str, rows["sweeps.csv"])) and len(sweeps) == 4 * 5
     assert sorted(p.name for p in (tmp_path / "alone").iterdir()) == [".deft6g.lock", "config.json", "main.csv",
-                                                                       "speed.csv"]
+                                                                       "speed.csv", "sweeps.csv"]
 
 
 def test_design_sweeps_warns_and_runs_the_studys_sweep_stages_alone(tmp_path):
