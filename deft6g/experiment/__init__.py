@@ -14,5 +14,4 @@ from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name
 from .config import ConfigError, check_fields, load_flat_config, read_toml, require, require_int, require_positive
 from .isolation import isolated, peak_rss_mb
 from .protocol import (COMMANDS, Command, PointRows, PointTask, Stage, Study, Tuning, print_summary, register_command,
-                       register_study, run,
-                       run_stages)
+                       register_study, run, run_stages)

@@ -394,8 +394,9 @@ def run_stages(study, out, files, cfg=None, quick=False, log=print, **parallel):
             (folder / name).unlink(missing_ok=True)
     before = {}                                       # earlier stages' tables in the folder, as run() would see them
     for stage in earlier:
-        tables = {stage.file: (stage.key, stage.types), **(stage.sides or {})}
-        for file, (key, types) in tables.items() if stage.file not in files else ():
+        if stage.file in files:
+            continue
+        for file, (key, types) in {stage.file: (stage.key, stage.types), **(stage.sides or {})}.items():
             if (folder / file).exists():
                 before[file] = ResultStore(folder / file, list(types), list(key), types=types).rows()
     return _run_stages(study, cfg, folder, numbered, study.stages() is not None, log, parallel, before)[0]
@@ -411,10 +412,10 @@ def _run_stages(study, cfg, folder, numbered, staged, log, parallel, before=None
     for number, stage in numbered:
         if isinstance(stage, Tuning):
             store = tuning_store(folder / stage.file, stage.types)
-            before = len(store.rows())
+            had = len(store.rows())
             stage.choose(cfg, task, tuner(store, log, **parallel))
             done[stage.file] = store.rows()
-            now = len(done[stage.file]) - before                   # its runs carry no cpu_s of their own
+            now = len(done[stage.file]) - had                      # its runs carry no cpu_s of their own
             untimed |= bool(now) and (parallel.get("workers", 1) != 1 or parallel.get("ray_address") is not None)
             ran += now
             continue
