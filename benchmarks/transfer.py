@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
+from deft6g.deprecation import warn_renamed
 from deft6g.experiment import Stage, Study, censored_median, ci_points, line_plot, mean_ci, paired_ci, run
 from deft6g.finetune import load_study_model
 from deft6g.finetune.techniques.prompt_transfer import (PromptClassifier, PromptTrainer, choose_by_similarity,
@@ -333,11 +334,17 @@ def _source_points(cfg, done):
     return run_points_for(cfg, {})[0]
 
 
-def run_transfer(out_dir, cfg=None, quick=False, log=print, **parallel):
-    """Run (or resume) the study into `out_dir` (`deft6g.experiment.run`); returns (cfg, sources rows, choices rows,
-    runs rows). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the block inputs
-    are computed and cached on disk here first; every worker loads them from the cache)."""
-    cfg, rows = run(TransferStudy(log), out_dir, cfg, quick=quick, log=log, **parallel)
+def run_transfer(out_dir, config=None, quick=False, log=print, cfg=None, **parallel):
+    """Run (or resume) the study into `out_dir` (`deft6g.experiment.run`) with `config` (a TransferConfig; None:
+    the default or `quick` one); returns (cfg, sources rows, choices rows, runs rows). parallel: workers,
+    ray_address, worker_gpus of `deft6g.experiment.run_points` (the block inputs are computed and cached on disk
+    here first; every worker loads them from the cache). `cfg` is the deprecated name of `config`."""
+    if cfg is not None:
+        if config is not None:
+            raise TypeError("run_transfer got both `config` and its deprecated name `cfg`")
+        warn_renamed("run_transfer(cfg=...)", "run_transfer(config=...)")
+        config = cfg
+    cfg, rows = run(TransferStudy(log), out_dir, config, quick=quick, log=log, **parallel)
     return cfg, rows["sources.csv"], rows["choices.csv"], rows["runs.csv"]
 
 

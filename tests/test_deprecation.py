@@ -14,6 +14,7 @@ import deft6g.benchmarks.cli as cli
 import deft6g.benchmarks.link as link
 import deft6g.benchmarks.study as study
 import deft6g.benchmarks.study_config as study_config
+import deft6g.benchmarks.transfer as transfer
 import deft6g.finetune as ft
 from deft6g.benchmarks.emulator_study import EmulatorStudyConfig, load_emulator_config
 from deft6g.benchmarks.peft_methods import FinetuneConfig
@@ -106,6 +107,23 @@ def test_design_sweeps_warns_and_runs_the_studys_sweep_stages_alone(tmp_path):
         assert len(alone) == len(rows[stage.file]) > 0, stage.file      # a solver warm-started by the first run:
         assert all(a == pytest.approx(b, rel=1e-9) for a, b in zip(alone, rows[stage.file])), stage.file  # 1e-15
     assert text in (tmp_path / "study" / "summary.txt").read_text()
+
+
+def test_run_transfer_takes_cfg_as_the_deprecated_name_of_config(monkeypatch, tmp_path):
+    """Every run_* takes `config`; run_transfer's old `cfg` warns and reaches the engine as the config, and both at
+    once are refused."""
+    seen = []
+    monkeypatch.setattr(transfer, "run", lambda study, out, config, **kw: (seen.append(config), (config, {
+        "sources.csv": [], "choices.csv": [], "runs.csv": []}))[1])
+    marker = transfer.TransferConfig()
+    with pytest.warns(DeprecationWarning, match=r"run_transfer\(config=...\)"):
+        assert transfer.run_transfer(tmp_path, cfg=marker)[0] is marker
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transfer.run_transfer(tmp_path, config=marker)
+    assert seen == [marker, marker]
+    with pytest.raises(TypeError, match="`cfg`"):
+        transfer.run_transfer(tmp_path, config=marker, cfg=marker)
 
 
 @pytest.mark.parametrize("server, name", [(FedAvgServer(), "fedavg"), (FedAdamServer(0.01), "fedadam"),
