@@ -135,25 +135,6 @@ def release_memory():
     return bool(trim(0))
 
 
-M_MMAP_THRESHOLD = -3     # glibc's mallopt parameter number (malloc.h)
-
-
-def map_large_blocks(threshold=128 * 1024):
-    """Have the C heap serve every block of at least `threshold` bytes (int) by a memory map of its own, returned
-    to the system the moment it is freed (glibc's mallopt M_MMAP_THRESHOLD). glibc starts at 128 kB but raises the
-    threshold to the size of each mapped block freed (up to 32 MB), so after TensorFlow frees its first batch of
-    tensors, later ones of a few MB come from the heap and stay resident between uses; a fixed threshold keeps
-    them mapped (a federated study point's peak resident memory: about 80 MiB lower).
-    -> whether it was set (bool; False where the C library has no mallopt)."""
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold <= 0:
-        raise ValueError(f"`threshold` must be a positive int (bytes), got {threshold!r}")
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
-
-
 class MemoryReleaser:
     """Calls `release` (default `release_memory`) after units of work, but so that it takes at most `share` of
     the time: it runs only once the time since its last run is at least `1 / share` times what that run took.

@@ -17,8 +17,7 @@ starts. The cluster is checked before any point runs (`check_cluster`): workers 
 (e.g. more GPU shares than GPUs) are an error, never a silent wait; a cluster that still makes no progress
 (workers that never start) for `ray_timeout` seconds ends the run with RayClusterError. After points, each
 process hands freed memory back to the system (`MemoryReleaser`: after every slow point, every few seconds of
-fast ones), so a long serial study's resident memory does not creep up point by point, and serves large blocks
-by memory maps of their own (`map_large_blocks`), so the tensors a point frees do not stay resident.
+fast ones), so a long serial study's resident memory does not creep up point by point.
 """
 
 import os
@@ -28,7 +27,7 @@ import traceback
 
 from tqdm import tqdm
 
-from deft6g.environment import MemoryReleaser, map_large_blocks, release_memory
+from deft6g.environment import MemoryReleaser, release_memory
 
 RAY_HINT = "parallel runs need Ray: pip install 'deft6g[ray]' (or pip install 'ray>=2.9')"
 
@@ -138,7 +137,6 @@ def run_points(points, fn, store, desc="points", log=print, retries=1, describe=
 
 
 def _run_serial(todo, fn, finished, failed):
-    map_large_blocks()
     release = MemoryReleaser(release_memory)
     for point in todo:
         t0, attempt = time.time(), 0
@@ -164,7 +162,6 @@ def _worker_class():
 
         def __init__(self, fn):
             self.fn = fn
-            map_large_blocks()
             self.release = MemoryReleaser(release_memory)
 
         def ready(self):

@@ -1,14 +1,12 @@
 """The shared runner and store: resume without recomputation, failures isolated, folders guarded."""
 
-import ctypes
 import json
-import subprocess
 import sys
 import time
 
 import pytest
 
-from deft6g.environment import MemoryReleaser, map_large_blocks, release_memory
+from deft6g.environment import MemoryReleaser, release_memory
 from deft6g.experiment import runner
 from deft6g.experiment import OutputFolderError, PointsFailed, ResultStore, prepare_output, run_points
 
@@ -99,42 +97,6 @@ def test_release_memory_returns_a_fragmented_heap_to_the_system():
     before = _rss_mb()
     assert release_memory()
     assert before - _rss_mb() > 100
-
-
-_MAPPED_BLOCKS = """
-import ctypes, sys
-from deft6g.environment import map_large_blocks
-libc = ctypes.CDLL(None)
-libc.malloc.restype, libc.malloc.argtypes, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_size_t], [ctypes.c_void_p]
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-libc.mallinfo2.restype = Info
-if sys.argv[1] == "1":
-    assert map_large_blocks()
-libc.free(libc.malloc(16 << 20))            # a mapped 16 MB block freed: glibc raises its threshold to 16 MB
-before = libc.mallinfo2().hblks
-block = libc.malloc(1 << 20)
-print(libc.mallinfo2().hblks - before)
-libc.free(block)
-"""
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt and mallinfo2")
-@pytest.mark.parametrize("fixed, mapped", [(False, 0), (True, 1)])
-def test_map_large_blocks_keeps_a_1_mb_block_mapped_after_a_larger_one_was_freed(fixed, mapped):
-    """glibc's own rule, then the fixed threshold: after a 16 MB mapped block is freed, a 1 MB block comes from
-    the heap (no new mapping); with map_large_blocks() it gets a mapping of its own (mallinfo2's hblks + 1)."""
-    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
-        pytest.skip("the C library has no mallinfo2 (glibc >= 2.33)")
-    out = subprocess.run([sys.executable, "-c", _MAPPED_BLOCKS, str(int(fixed))], capture_output=True, text=True,
-                         check=True).stdout
-    assert int(out.split()[-1]) == mapped
-
-
-@pytest.mark.parametrize("threshold", [0, -1, 1.5e5, True, "128k"])
-def test_map_large_blocks_refuses_a_threshold_that_is_not_a_positive_int(threshold):
-    with pytest.raises(ValueError, match="`threshold`"):
-        map_large_blocks(threshold)
 
 
 def test_the_serial_runner_releases_memory_after_slow_points(tmp_path, monkeypatch):
