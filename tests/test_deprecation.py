@@ -113,8 +113,12 @@ def test_run_transfer_takes_cfg_as_the_deprecated_name_of_config(monkeypatch, tm
     """Every run_* takes `config`; run_transfer's old `cfg` warns and reaches the engine as the config, and both at
     once are refused."""
     seen = []
-    monkeypatch.setattr(transfer, "run", lambda study, out, config, **kw: (seen.append(config), (config, {
-        "sources.csv": [], "choices.csv": [], "runs.csv": []}))[1])
+
+    def engine(study, out, config, **options):
+        seen.append(config)
+        return config, {"sources.csv": [], "choices.csv": [], "runs.csv": []}
+
+    monkeypatch.setattr(transfer, "run", engine)
     marker = transfer.TransferConfig()
     with pytest.warns(DeprecationWarning, match=r"run_transfer\(config=...\)"):
         assert transfer.run_transfer(tmp_path, cfg=marker)[0] is marker
