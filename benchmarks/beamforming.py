@@ -12,7 +12,7 @@ References: Zhu & Huang, "MIMO over-the-air computation for high-mobility multim
 IEEE TWC 2020 (threshold power control, used by "mmse")."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cvxpy as cp
 import numpy as np
@@ -336,15 +336,15 @@ class DesignStudy(Study):
             rows["impairments"][1].draw(out)
 
 
-def run_design(out_dir="results/design", quick=False, seed=0, log=print, **parallel):
-    """Run (or resume) the benchmark, its impairment sweeps included, into `out_dir` (`deft6g.experiment.run`);
-    returns main.json's content (summary.txt holds the printed summary). parallel: workers, ray_address,
-    worker_gpus of `deft6g.experiment.run_points` for the main comparison and the sweeps (the speed comparison
-    runs here)."""
-    cfg = DesignConfig.quick() if quick else DesignConfig()
-    cfg.seed = seed
-    cfg, rows = run(DesignStudy(), out_dir, cfg, log=log, **parallel)
-    return main_table(cfg, rows["main.csv"], rows["speed.csv"][0])
+def run_design(out_dir="results/design", quick=False, seed=None, log=print, config=None, **parallel):
+    """Run (or resume) the benchmark, its impairment sweeps included, into `out_dir` (`deft6g.experiment.run`)
+    with `config` (a DesignConfig; None: the default or `quick` one), its seed replaced by `seed` when given.
+    Returns the `StudyResult`: .derived["main"] is main.json's content (what this returned before 0.1.0),
+    summary.txt holds the printed summary. parallel: workers, ray_address, worker_gpus of
+    `deft6g.experiment.run_points` for the main comparison and the sweeps (the speed comparison runs here)."""
+    cfg = config if config is not None else DesignConfig.quick() if quick else DesignConfig()
+    result = run(DesignStudy(), out_dir, cfg if seed is None else replace(cfg, seed=seed), log=log, **parallel)
+    return result.with_legacy("run_design", result.derived["main"])
 
 
 def summary(main):

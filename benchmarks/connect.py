@@ -19,12 +19,10 @@ model is trained from its point's seed, so the rows (but cpu_s) do not depend on
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from deft6g.experiment import (Study, line_plot, load_flat_config, load_json, mean_ci, paired_ci, run, summarise,
-                               tost)
+from deft6g.experiment import Study, line_plot, load_flat_config, mean_ci, paired_ci, run, summarise, tost
 from deft6g.finetune import (AirCompConnection, DigitalConnection, MultiViewModel, evaluate_multiview, feature_stats,
                              load_multiview, side_info_channel_uses, task_importance, train_multiview, training_stats,
                              validation_split)
@@ -275,14 +273,14 @@ class ConnectStudy(Study):
 def run_connect(out_dir="results/connect", config=None, quick=False, log=print, **parallel):
     """Run (or resume) the study into `out_dir` (`deft6g.experiment.run`); writes results.csv, choices.csv,
     summary.txt, timing.json and the plots. config: a ConnectConfig, a TOML file of top-level keys replacing the
-    default's (or the quick one's), or None. Returns (config, rows, CPU seconds of this run: this process's,
-    plus on Ray workers the cpu_s of the points run now, the workers' start aside). parallel: workers,
-    ray_address, worker_gpus of `deft6g.experiment.run_points` (the features are computed and cached on disk
-    here first; every worker loads them from the cache)."""
+    default's (or the quick one's), or None. Returns the `StudyResult` (.timing["cpu_s"]: the CPU seconds of
+    this run, this process's plus on Ray workers the cpu_s of the points run now, the workers' start aside).
+    parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (the features are computed and
+    cached on disk here first; every worker loads them from the cache)."""
     cfg = config if isinstance(config, ConnectConfig) else \
         load_flat_config(ConnectStudy().config(quick), config)
-    cfg, rows = run(ConnectStudy(log), out_dir, cfg, log=log, **parallel)
-    return cfg, rows, load_json(Path(out_dir) / "timing.json")["cpu_s"]
+    result = run(ConnectStudy(log), out_dir, cfg, log=log, **parallel)
+    return result.with_legacy("run_connect", (result.config, result.rows, result.timing["cpu_s"]))
 
 
 def _select(rows, task, scheme, training=None, n=None, snr=None):

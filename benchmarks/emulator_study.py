@@ -33,15 +33,14 @@ summary.txt, timing.json, download_vs_accuracy.png; resumable.
 import math
 import time
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from deft6g.deprecation import renamed_fields
-from deft6g.experiment import (ScalarWriter, Stage, Study, check_log_dir, load_flat_config, load_json, mean_ci,
-                               paired_ci, run, run_name, tost)
+from deft6g.experiment import (ScalarWriter, Stage, Study, check_log_dir, load_flat_config, mean_ci, paired_ci, run,
+                               run_name, tost)
 from deft6g.finetune import (DATASETS, EmulatorBuilder, FederatedDEFT, IdealAggregator, LoraConfig, cached_arrays,
                              dims_of, emulator_config, evaluate, get_peft_model, load_study_data, make_train_step,
                              partition, peft_cost, plug_in)
@@ -360,8 +359,9 @@ class EmulatorStudy(Study):
 
 def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):
     """Run (or resume) the study into `out_dir` (`deft6g.experiment.run`); `config`: an EmulatorStudyConfig, a
-    TOML path (`load_emulator_config`, with `quick`) or None (the default, or the quick one). Returns (cfg,
-    summary rows, cpu_s of this run (timing.json's: None when training points ran on workers), tuning rows).
+    TOML path (`load_emulator_config`, with `quick`) or None (the default, or the quick one). Returns the
+    `StudyResult` (.derived["summary"]: summary.csv's rows; .timing["cpu_s"]: None when training points ran on
+    workers).
     parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the training points (each
     seed on one worker); the distillation grid and the emulators' sizes and step times run here first.
     log_dir: TensorBoard folder, one run per training point run now (`_run_point`; finished points write
@@ -369,10 +369,9 @@ def run_emulator_study(out_dir, config=None, quick=False, log=print, log_dir=Non
     cfg = config if isinstance(config, EmulatorStudyConfig) else load_emulator_config(config, quick)
     if log_dir is not None:
         check_log_dir(log_dir)
-    study = EmulatorStudy(log_dir)
-    cfg, rows = run(study, out_dir, cfg, log=log, **parallel)
-    cpu_s = load_json(Path(out_dir) / "timing.json")["cpu_s"]
-    return cfg, study.derive(cfg, rows)["summary"], cpu_s, rows["tuning.csv"]
+    r = run(EmulatorStudy(log_dir), out_dir, cfg, log=log, **parallel)
+    return r.with_legacy("run_emulator_study", (r.config, r.derived["summary"], r.timing["cpu_s"],
+                                                r.rows["tuning.csv"]))
 
 
 def _name(p):

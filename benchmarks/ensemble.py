@@ -411,13 +411,12 @@ def _tables(rows):
 
 
 def run_ensemble(out_dir="results/ensemble", quick=False, log=print, config=None, **parallel):
-    """Run (or resume) the study (`deft6g.experiment.run`); returns (config, results rows, reference rows, speed
-    rows, matched rows). config: an EnsembleConfig (default: `EnsembleConfig.quick()` if quick else
-    `EnsembleConfig()`); parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the
-    streams and references (the activations of every stream are computed and cached on disk here first; every
-    worker loads them)."""
-    cfg, rows = run(EnsembleStudy(), out_dir, config, quick=quick, log=log, **parallel)
-    return (cfg, *_tables(rows))
+    """Run (or resume) the study (`deft6g.experiment.run`); returns the `StudyResult` (.rows: {file: rows}).
+    config: an EnsembleConfig (default: `EnsembleConfig.quick()` if quick else `EnsembleConfig()`); parallel:
+    workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the streams and references (the
+    activations of every stream are computed and cached on disk here first; every worker loads them)."""
+    result = run(EnsembleStudy(), out_dir, config, quick=quick, log=log, **parallel)
+    return result.with_legacy("run_ensemble", (result.config, *_tables(result.rows)))
 
 
 def _final(cfg, rows, dataset, stream, init, size, step=None):

@@ -30,7 +30,7 @@ and control messages, never share random numbers; the same seed gives the same n
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tensorflow as tf
@@ -735,15 +735,17 @@ def _extra(cfg, rows):
                 impairments=cfg.impairments and link_sweep_report(cfg.impairments, rows))
 
 
-def run_link(out_dir="results/link", quick=False, seed=0, log=print, **parallel):
+def run_link(out_dir="results/link", quick=False, seed=None, log=print, config=None, **parallel):
     """Run (or resume) the link benchmark, its physics sweeps included, into `out_dir` (`deft6g.experiment.run`:
-    CSV, JSON, PNG). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the
-    AirComp, digital, OBDA and sweep points (the speed test runs here). Returns (cfg, AirComp rows, digital rows,
-    extra): extra = `_extra`'s dict, what `summary` prints."""
-    cfg = LinkConfig.quick() if quick else LinkConfig()
-    cfg.seed = seed
-    cfg, rows = run(LinkStudy(), out_dir, cfg, log=log, **parallel)
-    return cfg, rows["aircomp.csv"], rows["digital.csv"], _extra(cfg, rows)
+    CSV, JSON, PNG) with `config` (a LinkConfig; None: the default or `quick` one), its seed replaced by `seed`
+    when given. parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` for the AirComp,
+    digital, OBDA and sweep points (the speed test runs here). Returns the `StudyResult`: .rows {file: rows},
+    .derived["extra"] what `summary` prints beside them (`_extra`)."""
+    cfg = config if config is not None else LinkConfig.quick() if quick else LinkConfig()
+    result = run(LinkStudy(), out_dir, cfg if seed is None else replace(cfg, seed=seed), log=log, **parallel)
+    rows = result.rows
+    return result.with_legacy("run_link", (result.config, rows["aircomp.csv"], rows["digital.csv"],
+                                           result.derived["extra"]))
 
 
 def _fmt_uses(uses):

@@ -11,7 +11,7 @@ own; the methods are timed (samples/s), so they always run here, one at a time.
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import tf_keras as keras
@@ -230,14 +230,16 @@ def budget_points(cfg, done):
     return allocations(cfg, importance, len(importance))
 
 
-def run_finetune(out_dir, quick=False, seed=0, log=print, **parallel):
-    """Run (or resume) the benchmark into `out_dir` (`deft6g.experiment.run`); returns (cfg, methods rows,
-    budgets rows, importance). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for
-    the budget runs only."""
-    cfg = FinetuneConfig.quick() if quick else FinetuneConfig()
-    cfg.seed = seed
-    cfg, rows = run(FinetuneStudy(), out_dir, cfg, log=log, **parallel)
-    return cfg, rows["methods.csv"], rows["budgets.csv"], np.array(_importance(rows))
+def run_finetune(out_dir, quick=False, seed=None, log=print, config=None, **parallel):
+    """Run (or resume) the benchmark into `out_dir` (`deft6g.experiment.run`) with `config` (a FinetuneConfig;
+    None: the default or `quick` one), its seed replaced by `seed` when given; returns the `StudyResult` (.rows:
+    {file: rows}). parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points`, for the budget
+    runs only."""
+    cfg = config if config is not None else FinetuneConfig.quick() if quick else FinetuneConfig()
+    result = run(FinetuneStudy(), out_dir, cfg if seed is None else replace(cfg, seed=seed), log=log, **parallel)
+    rows = result.rows
+    return result.with_legacy("run_finetune", (result.config, rows["methods.csv"], rows["budgets.csv"],
+                                               np.array(_importance(rows))))
 
 
 def _plot(out, rows):

@@ -87,7 +87,8 @@ def _run_job(job, work, workers, quick, log):
     if job == "study":
         cfg = _study_config(quick)
         FederatedStudy(log).setup(cfg)                           # activations cached before either run
-        run, key, skip = (lambda out, w: run_study(out, cfg, log=quiet, workers=w)[1]), POINT_KEY, STUDY_TIMES
+        run, key, skip = (lambda out, w: run_study(out, cfg, log=quiet, workers=w).rows["results.csv"]), POINT_KEY, \
+            STUDY_TIMES
     else:
         cfg = _design_config(quick)
         run, key, skip = (lambda out, w: sweeps(cfg, out, workers=w)), SWEEP_FIELDS[:7], set()
@@ -159,10 +160,12 @@ class ParallelStudy(Study):
         return summary(rows["speedup.csv"], cfg.quick)
 
 
-def run_speedup(out_dir="results/parallel", workers=2, quick=False, log=print):
+def run_speedup(out_dir="results/parallel", workers=2, quick=False, log=print, config=None):
     """Time the study and the design sweep serially and on `workers` Ray workers (a local instance with
-    `workers` CPUs), into `out_dir` (`deft6g.experiment.run`); rows of speedup.csv as dicts."""
-    return run(ParallelStudy(log), out_dir, ParallelConfig(workers, quick), log=log)[1]["speedup.csv"]
+    `workers` CPUs), into `out_dir` (`deft6g.experiment.run`) with `config` (a ParallelConfig; None: from
+    `workers` and `quick`); returns the `StudyResult` (.rows["speedup.csv"]: the rows)."""
+    result = run(ParallelStudy(log), out_dir, ParallelConfig(workers, quick) if config is None else config, log=log)
+    return result.with_legacy("run_speedup", result.rows["speedup.csv"])
 
 
 def summary(rows, quick=False):

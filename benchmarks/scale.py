@@ -336,14 +336,13 @@ def _tables(rows):
     return tuple(rows[f] for f in ("scale.csv", "models.csv", "data_path.csv", "batching.csv"))
 
 
-def run_scale(out_dir, quick=False, log=print, log_dir=None):
+def run_scale(out_dir, quick=False, log=print, log_dir=None, config=None):
     """Run the benchmark into `out_dir` (`deft6g.experiment.run`; recomputed each time: ratios are within one
-    invocation); returns (cfg, scale rows, model rows, data-path rows, batching rows). log_dir: per-round
-    TensorBoard scalars of every run (`measure`)."""
-    cfg = ScaleConfig.quick() if quick else ScaleConfig()
+    invocation) with `config` (a ScaleConfig; None: the default or `quick` one); returns the `StudyResult`
+    (.rows: {file: rows}). log_dir: per-round TensorBoard scalars of every run (`measure`)."""
     log_dir = None if log_dir is None else str(check_log_dir(log_dir))
-    cfg, rows = run(ScaleStudy(log, log_dir), out_dir, cfg, log=log)
-    return (cfg, *_tables(rows))
+    result = run(ScaleStudy(log, log_dir), out_dir, config, quick=quick, log=log)
+    return result.with_legacy("run_scale", (result.config, *_tables(result.rows)))
 
 
 def plot_scale(path, cfg, rows, models=()):

@@ -475,16 +475,17 @@ def check_study(cfg):
 
 def run_study(out_dir, config=None, quick=False, log=print, log_dir=None, **parallel):
     """Run (or resume) the study into `out_dir` (`deft6g.experiment.run` of `FederatedStudy`); `config`: a TOML
-    path, None (the default) or a StudyConfig (`quick` applies to paths and None). Returns (cfg, results.csv
-    rows). Every check of `check_study` runs before the folder is touched. log_dir: TensorBoard folder, one run
-    per point run now (`log_point`; finished points skipped by a resumed run write nothing; tuning runs are not
-    logged); None: no events. parallel: workers, ray_address, worker_gpus of `deft6g.experiment.run_points` (a
-    first run caches the activations here first, every worker loads them from the cache)."""
+    path, None (the default) or a StudyConfig (`quick` applies to paths and None). Returns the `StudyResult`
+    (.rows: {file: rows}; .derived["summary"]: summary.csv's rows). Every check of `check_study` runs before the
+    folder is touched. log_dir: TensorBoard folder, one run per point run now (`log_point`; finished points
+    skipped by a resumed run write nothing; tuning runs are not logged); None: no events. parallel: workers,
+    ray_address, worker_gpus of `deft6g.experiment.run_points` (a first run caches the activations here first,
+    every worker loads them from the cache)."""
     cfg = check_study(config if isinstance(config, StudyConfig) else load_config(config, quick))
     if log_dir is not None:
         check_log_dir(log_dir)
-    cfg, rows = run(FederatedStudy(log, log_dir), out_dir, cfg, log=log, **parallel)
-    return cfg, rows["results.csv"]
+    result = run(FederatedStudy(log, log_dir), out_dir, cfg, log=log, **parallel)
+    return result.with_legacy("run_study", (result.config, result.rows["results.csv"]))
 
 
 class _TuningRun:

@@ -336,7 +336,7 @@ def _source_points(cfg, done):
 
 def run_transfer(out_dir, config=None, quick=False, log=print, cfg=None, **parallel):
     """Run (or resume) the study into `out_dir` (`deft6g.experiment.run`) with `config` (a TransferConfig; None:
-    the default or `quick` one); returns (cfg, sources rows, choices rows, runs rows). parallel: workers,
+    the default or `quick` one); returns the `StudyResult` (.rows: {file: rows}). parallel: workers,
     ray_address, worker_gpus of `deft6g.experiment.run_points` (the block inputs are computed and cached on disk
     here first; every worker loads them from the cache). `cfg` is the deprecated name of `config`."""
     if cfg is not None:
@@ -344,8 +344,9 @@ def run_transfer(out_dir, config=None, quick=False, log=print, cfg=None, **paral
             raise TypeError("run_transfer got both `config` and its deprecated name `cfg`")
         warn_renamed("run_transfer(cfg=...)", "run_transfer(config=...)")
         config = cfg
-    cfg, rows = run(TransferStudy(log), out_dir, config, quick=quick, log=log, **parallel)
-    return cfg, rows["sources.csv"], rows["choices.csv"], rows["runs.csv"]
+    result = run(TransferStudy(log), out_dir, config, quick=quick, log=log, **parallel)
+    return result.with_legacy("run_transfer", (result.config, *(result.rows[f] for f in
+                                                                ("sources.csv", "choices.csv", "runs.csv"))))
 
 
 # --- analysis -------------------------------------------------------------------------------------------------

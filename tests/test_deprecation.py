@@ -7,6 +7,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 
 import deft6g.benchmarks.beamforming as beamforming
@@ -21,7 +22,7 @@ from deft6g.benchmarks.peft_methods import FinetuneConfig
 from deft6g.benchmarks.scale import ScaleConfig
 import deft6g.environment
 import deft6g.experiment
-from deft6g.experiment import ConfigError, ResultStore
+from deft6g.experiment import ConfigError, ResultStore, StudyResult
 from deft6g.deprecation import REMOVED_IN
 from deft6g.finetune import FedAdamServer, FedAvgServer, FederatedDEFT
 
@@ -116,18 +117,64 @@ def test_run_transfer_takes_cfg_as_the_deprecated_name_of_config(monkeypatch, tm
 
     def engine(study, out, config, **options):
         seen.append(config)
-        return config, {"sources.csv": [], "choices.csv": [], "runs.csv": []}
+        return StudyResult(config, {"sources.csv": [], "choices.csv": [], "runs.csv": []}, None, {}, out)
 
     monkeypatch.setattr(transfer, "run", engine)
     marker = transfer.TransferConfig()
     with pytest.warns(DeprecationWarning, match=r"run_transfer\(config=...\)"):
-        assert transfer.run_transfer(tmp_path, cfg=marker)[0] is marker
+        assert transfer.run_transfer(tmp_path, cfg=marker).config is marker
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         transfer.run_transfer(tmp_path, config=marker)
     assert seen == [marker, marker]
     with pytest.raises(TypeError, match="`cfg`"):
         transfer.run_transfer(tmp_path, config=marker, cfg=marker)
+
+
+class _Tables(dict):
+    """{file: "<file>"} for any file: a fake engine's rows and derived results, each told apart by its name."""
+
+    def __missing__(self, name):
+        return f"<{name}>"
+
+
+# What each run_* returned before 0.1.0, written out in its old order; `r`: the fake engine's StudyResult.
+OLD_RESULTS = {
+    "study.run_study": lambda r: (r.config, "<results.csv>"),
+    "link.run_link": lambda r: (r.config, "<aircomp.csv>", "<digital.csv>", "<extra>"),
+    "connect.run_connect": lambda r: (r.config, r.rows, 7.5),
+    "emulator_study.run_emulator_study": lambda r: (r.config, "<summary>", 7.5, "<tuning.csv>"),
+    "ensemble.run_ensemble": lambda r: (r.config, "<results.csv>", "<reference.csv>", "<speed.csv>", "<matched.csv>"),
+    "scale.run_scale": lambda r: (r.config, "<scale.csv>", "<models.csv>", "<data_path.csv>", "<batching.csv>"),
+    "transfer.run_transfer": lambda r: (r.config, "<sources.csv>", "<choices.csv>", "<runs.csv>"),
+    "ray_speedup.run_speedup": lambda r: "<speedup.csv>",
+}
+
+
+@pytest.mark.parametrize("function", [*OLD_RESULTS, "peft_methods.run_finetune", "beamforming.run_design"])
+def test_run_functions_return_a_study_result_that_still_unpacks_as_before(monkeypatch, tmp_path, function):
+    """Every run_* returns the engine's StudyResult; unpacking or indexing it as before 0.1.0 gives the old tuple
+    (run_design: main.json's dict) with a DeprecationWarning, while `run`'s own result unpacks as (config, rows)
+    silently."""
+    name, _, attribute = function.partition(".")
+    module = importlib.import_module(f"deft6g.benchmarks.{name}")
+    rows = _Tables({"importance.csv": [{"blocks": [0.5, 0.25]}]})
+    monkeypatch.setattr(module, "run", lambda study, out, config=None, quick=False, **options: StudyResult(
+        config or study.config(quick), rows, _Tables({"main": {"methods": "<methods>"}}), {"cpu_s": 7.5}, out))
+    result = getattr(module, attribute)(tmp_path, quick=True, log=lambda m: None)
+    assert isinstance(result, StudyResult) and result.rows is rows and result.folder == tmp_path
+    with pytest.warns(DeprecationWarning, match=rf"result of {attribute} as before 0.1.0.*\.rows\[file\]"):
+        if attribute == "run_design":
+            assert result["methods"] == "<methods>"
+        elif attribute == "run_finetune":
+            cfg, methods, budgets, importance = result
+            assert (cfg, methods, budgets) == (result.config, "<methods.csv>", "<budgets.csv>")
+            np.testing.assert_array_equal(importance, [0.5, 0.25])
+        else:
+            assert list(result) == list(OLD_RESULTS[function](result))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert tuple(StudyResult("cfg", rows, None, {}, tmp_path)) == ("cfg", rows)
 
 
 @pytest.mark.parametrize("server, name", [(FedAvgServer(), "fedavg"), (FedAdamServer(0.01), "fedadam"),

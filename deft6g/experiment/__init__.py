@@ -13,5 +13,5 @@ from .tuning import Choice, candidates, tune, tuner, tuning_store
 from .scalar_writer import ScalarWriter, check_log_dir, read_scalars, run_name
 from .config import ConfigError, check_fields, load_flat_config, read_toml, require, require_int, require_positive
 from .isolation import isolated, peak_rss_mb
-from .protocol import (COMMANDS, Command, PointRows, PointTask, Stage, Study, Tuning, print_summary, register_command,
-                       register_study, run, run_stages)
+from .protocol import (COMMANDS, Command, PointRows, PointTask, Stage, Study, StudyResult, Tuning, print_summary,
+                       register_command, register_study, run, run_stages)

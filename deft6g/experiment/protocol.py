@@ -37,10 +37,11 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from ..deprecation import warn_renamed
 from .runner import point_label, run_points
 from .store import (ResultStore, canonical, load_json, prepare_output, write_json_atomic, write_table,
                     write_text_atomic)
@@ -96,6 +97,42 @@ class Tuning:
     choose: object
     types: dict = field(default_factory=dict)
     file: str = "tuning.csv"
+
+
+@dataclass(frozen=True, eq=False)
+class StudyResult:
+    """What `run` and every `run_*` return. config: the run's configuration; rows: its typed rows (results.csv's,
+    or {file: rows} for a study with stages); derived: what `Study.derive` made of them, the input of the summary,
+    the derived tables and the plots (the rows themselves for a study that derives nothing); timing: timing.json's
+    {seconds, points_run, cpu_s}; folder: the output folder (Path).
+
+    It unpacks and indexes as (config, rows). A `run_*` whose result was another tuple (or main.json's dict)
+    before 0.1.0 unpacks and indexes as that one for one release (`with_legacy`), with a DeprecationWarning."""
+
+    config: object
+    rows: object
+    derived: object
+    timing: dict
+    folder: Path
+    legacy: tuple = field(default=None, repr=False)     # (function name, what it used to return)
+
+    def with_legacy(self, function, value):
+        """This result, unpacking and indexing as `value` (what `function` returned before 0.1.0), warning."""
+        return replace(self, legacy=(function, value))
+
+    def _items(self):
+        if self.legacy is None:
+            return self.config, self.rows
+        function, value = self.legacy
+        warn_renamed(f"unpacking or indexing the result of {function} as before 0.1.0", "its attributes (.config, "
+                     ".rows[file], .derived, .timing)", stacklevel=4)
+        return value
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __getitem__(self, index):
+        return self._items()[index]
 
 
 def _as_list(rows):
@@ -343,8 +380,8 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
             (folder / name).unlink(missing_ok=True)
     done, ran, worker_cpu, untimed = _run_stages(study, cfg, folder, list(enumerate(stages)), staged, log, parallel)
     cpu_s = None if untimed else round(_cpu_seconds() - cpu0 + worker_cpu, 3)
-    write_json_atomic(folder / "timing.json", {"seconds": round(time.time() - t0, 3), "points_run": ran,
-                                               "cpu_s": cpu_s})
+    timing = {"seconds": round(time.time() - t0, 3), "points_run": ran, "cpu_s": cpu_s}
+    write_json_atomic(folder / "timing.json", timing)
     rows = done if staged else done["results.csv"]
     derived = study.derive(cfg, rows)
     for name, table in study.tables(cfg, derived).items():
@@ -361,7 +398,7 @@ def run(study, out, cfg=None, quick=False, log=print, **parallel):
             write_json_atomic(folder / name, table, indent=2)
     write_text_atomic(folder / "summary.txt", study.summary(cfg, derived) + "\n")
     study.plot(folder, cfg, derived)
-    return cfg, rows
+    return StudyResult(cfg, rows, derived, timing, folder)
 
 
 def run_stages(study, out, files, cfg=None, quick=False, log=print, **parallel):

@@ -110,7 +110,9 @@ def test_the_scale_study_starts_afresh_with_ratios_to_its_reference_run(tmp_path
     monkeypatch.setattr(scale, "isolated", stub)
     monkeypatch.setattr(scale, "prepare_caches", lambda cfg: None)
     monkeypatch.setattr(scale, "prepare_model_cache", lambda cfg: None)
-    cfg, rows, models, data, batching = scale.run_scale(tmp_path / "out", quick=True, log=lambda m: None)
+    result = scale.run_scale(tmp_path / "out", quick=True, log=lambda m: None)
+    cfg, rows, models = result.config, result.rows["scale.csv"], result.rows["models.csv"]
+    data, batching = result.rows["data_path.csv"], result.rows["batching.csv"]
     assert [[r["num_devices"], r["per_round"]] for r in rows] == cfg.grid
     ref = rows[0]
     assert (ref["round_s_ratio"], ref["peak_rss_mb_ratio"]) == (1.0, 1.0)
@@ -125,7 +127,7 @@ def test_the_scale_study_starts_afresh_with_ratios_to_its_reference_run(tmp_path
     assert header == list(scale.SCALE_TYPES)
     first = len(calls)
     again = scale.run_scale(tmp_path / "out", quick=True, log=lambda m: None)
-    assert len(calls) == 2 * first and again[1] == rows and again[2] == models
+    assert len(calls) == 2 * first and again.rows["scale.csv"] == rows and again.rows["models.csv"] == models
     assert json.loads((tmp_path / "out" / "timing.json").read_text())["points_run"] == first
     fail.add(tuple(cfg.grid[1]))
     with pytest.raises(PointsFailed):

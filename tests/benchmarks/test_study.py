@@ -140,8 +140,8 @@ def test_interrupted_study_resumes_and_matches_an_uninterrupted_run(tmp_path, ti
     messages = []
     os.environ["DEFT6G_CACHE"] = str(tmp_path / "cache")
     try:
-        _, rows = run_study(out, str(config), log=messages.append, log_dir=tmp_path / "events")
-        _, fresh = run_study(tmp_path / "fresh", str(config), log=lambda m: None)
+        rows = run_study(out, str(config), log=messages.append, log_dir=tmp_path / "events").rows["results.csv"]
+        fresh = run_study(tmp_path / "fresh", str(config), log=lambda m: None).rows["results.csv"]
     finally:
         del os.environ["DEFT6G_CACHE"]
     assert any(f"{len(first)} of {n_points} already finished" in m for m in messages)
@@ -257,12 +257,12 @@ def test_a_finished_study_with_tuned_widths_resumes_without_building_its_setup(t
                       'train_examples = 64\ntest_examples = 32\n[federated]\ndevices = 2\nrounds = 1\n'
                       'local_steps = 1\n[channel]\nnum_rx_ant = [2]\n[digital]\nsnr_db = [20.0]\n'
                       '[tuning]\nlr = []\ncentralised_lr = []\ndigital_num_bits = [8, 1]\n')
-    _, rows = run_study(tmp_path / "out", str(config), log=lambda m: None)
+    rows = run_study(tmp_path / "out", str(config), log=lambda m: None).rows["results.csv"]
     assert len(rows) == 2 and {r["num_bits"] for r in rows if r["scheme"] == "digital"} <= {8, 1}
     built = []
     monkeypatch.setattr(study._Setup, "__init__", lambda self, cfg, log: built.append(cfg))
     messages = []
-    _, again = run_study(tmp_path / "out", str(config), log=messages.append)
+    again = run_study(tmp_path / "out", str(config), log=messages.append).rows["results.csv"]
     assert built == [] and compare_rows(again, rows, POINT_KEY, set(), rtol=0.0) == (True, [])
     assert any("2 of 2 already finished" in m for m in messages)
 
@@ -454,8 +454,8 @@ def _tuned_study(tmp_path, name, scramble=False, cache=None):
             mp.setattr(study._Setup, "__init__", scrambled)
         config = tmp_path / "tuned.toml"
         config.write_text(TUNED_STUDY)
-        cfg, rows = run_study(tmp_path / name, str(config), log=lambda m: None)
-    return cfg, rows, tmp_path / name
+        result = run_study(tmp_path / name, str(config), log=lambda m: None)
+    return result.config, result.rows["results.csv"], tmp_path / name
 
 
 @pytest.fixture(scope="module")
@@ -586,7 +586,8 @@ def test_partial_participation_samples_the_configured_devices_each_round(tmp_pat
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     config = tmp_path / "partial.toml"
     config.write_text(PARTIAL_STUDY)
-    cfg, rows = run_study(tmp_path / "out", str(config), log=lambda m: None)
+    result = run_study(tmp_path / "out", str(config), log=lambda m: None)
+    cfg, rows = result.config, result.rows["results.csv"]
     rounds = read(tmp_path / "out" / "rounds.csv")
     sampled = {}
     for r in rounds:

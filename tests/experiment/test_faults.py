@@ -191,7 +191,7 @@ def test_study_killed_mid_row_resumes_without_duplicates(tmp_path, tiny_study, c
     before = ResultStore(tmp_path / "before.csv", RESULT_FIELDS, POINT_KEY, types=RESULT_TYPES).rows()[:2]
     caplog.clear()
     caplog.set_level("WARNING")
-    _, rows = run_study(out, str(tiny_study), log=lambda m: None)
+    rows = run_study(out, str(tiny_study), log=lambda m: None).rows["results.csv"]
     assert any("dropped a torn last row" in m for m in caplog.messages)
     n_points = len(study_points(load_config(tiny_study)))
     keys = [tuple(r[k] for k in POINT_KEY) for r in rows]

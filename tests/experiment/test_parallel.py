@@ -122,8 +122,8 @@ def test_two_worker_study_equals_serial_row_for_row(ray_2, tmp_path, tiny_study)
     from deft6g.benchmarks.study import POINT_KEY, run_study
     from deft6g.benchmarks.study_config import load_config
     cfg = load_config(tiny_study)
-    _, serial = run_study(tmp_path / "serial", cfg, log=lambda *_: None)
-    _, parallel = run_study(tmp_path / "ray", cfg, log=lambda *_: None, workers=2)
+    serial = run_study(tmp_path / "serial", cfg, log=lambda *_: None).rows["results.csv"]
+    parallel = run_study(tmp_path / "ray", cfg, log=lambda *_: None, workers=2).rows["results.csv"]
     assert len(serial) == 6
     assert compare_rows(serial, parallel, POINT_KEY, TIMES) == (True, [])
     exact = set(serial[0]) - {"accuracy", "channel_uses"}                  # accuracy and channel uses: exactly
@@ -140,10 +140,10 @@ def test_two_worker_connect_equals_serial_row_for_row(ray_2, tmp_path, monkeypat
     from deft6g.benchmarks.connect import ConnectConfig, points, run_connect
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     quiet = lambda *_: None                                                                  # noqa: E731
-    _, serial, _ = run_connect(tmp_path / "serial", quick=True, log=quiet)
+    serial = run_connect(tmp_path / "serial", quick=True, log=quiet).rows
     cache = lambda: {f: f.stat().st_mtime_ns for f in (tmp_path / "cache").rglob("*.npz")}  # noqa: E731
     cached = cache()
-    _, parallel, _ = run_connect(tmp_path / "ray", quick=True, log=quiet, workers=2)
+    parallel = run_connect(tmp_path / "ray", quick=True, log=quiet, workers=2).rows
     assert len(serial) == len(points(ConnectConfig.quick())) == 16
     strip = lambda rows: sorted(tuple((k, v) for k, v in r.items() if k != "cpu_s") for r in rows)  # noqa: E731
     assert strip(parallel) == strip(serial)

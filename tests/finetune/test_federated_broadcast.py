@@ -92,7 +92,7 @@ def test_study_writes_the_broadcast_per_round_and_its_total(tmp_path, monkeypatc
     monkeypatch.setenv("DEFT6G_CACHE", str(tmp_path / "cache"))
     config = tmp_path / "study.toml"
     config.write_text(BROADCAST_STUDY)
-    cfg, _ = run_study(tmp_path / "out", str(config), log=lambda m: None)
+    cfg = run_study(tmp_path / "out", str(config), log=lambda m: None).config
     h = load_study_model("random-bert")[0].config.hidden_size
     r, n = cfg.peft.size, len(cfg.peft.target_modules) * len(cfg.peft.blocks)
     per_round = n * (2 * h * r + h * h) + h * LABELS + LABELS        # factors, residuals, 2-class head
