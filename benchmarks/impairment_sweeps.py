@@ -18,7 +18,8 @@ from deft6g.experiment import Stage, line_plot, run_stages, summarise, to_db
 from deft6g.optim import (allocate_subcarrier_power, best_truncation_threshold, closed_form_design,
                           design_aircomp, power_control, truncated_inversion, truncation_mse,
                           uniform_subcarrier_power)
-from deft6g.phy import AirCompUplink, FadingChannel, PilotCsi, TransmitMisalignment, aircomp_mse, noise_var
+from deft6g.phy import AirCompUplink, FadingChannel, PilotCsi, TransmitMisalignment, aircomp_mse, db_to_linear, \
+    noise_var
 from deft6g.rng import derive_seed
 
 TRUNC_FIELDS = ["snr_db", "threshold", "seed", "peak_db", "peak_theory_db", "peak_median_db", "average_db",
@@ -124,7 +125,7 @@ class LinkSweeps:
 
 def truncation_point(cfg, p, references):
     """One (SNR, threshold, seed); `references` caches the threshold-free baselines per (SNR, seed)."""
-    K, snr = cfg.trunc_devices, 10 ** (p["snr_db"] / 10)
+    K, snr = cfg.trunc_devices, db_to_linear(p["snr_db"])
     h = rayleigh_channels(1, K, cfg.trunc_realisations, derive_seed(p["seed"], TRUNCATION, CHANNELS))
     peak = truncated_inversion(h, 1.0, 1 / snr, p["threshold"], "peak")
     avg = truncated_inversion(h, 1.0, 1 / snr, p["threshold"], "average")
@@ -235,11 +236,11 @@ def _link_plots(cfg, trunc, mis, pilot):
         for b in ("peak", "average"):
             curves[f"{b} budget, Monte Carlo"] = [pt + ((f"{share[pt[0]]:.0%} send",) if b == "peak" else ())
                                                   for pt in _curve(rows, [], "threshold", f"{b}_db")]
-            curves[f"{b} budget, closed form"] = [(g, to_db(truncation_mse(cfg.trunc_devices, 10 ** (snr / 10), g, b)))
+            curves[f"{b} budget, closed form"] = [(g, to_db(truncation_mse(cfg.trunc_devices, db_to_linear(snr), g, b)))
                                                   for g in dense]
         medians = _curve(rows, [], "threshold", "peak_median_db")
         curves["peak budget, Monte Carlo median"] = medians
-        best_g, best = best_truncation_threshold(cfg.trunc_devices, 10 ** (snr / 10))
+        best_g, best = best_truncation_threshold(cfg.trunc_devices, db_to_linear(snr))
         opt = summarise(rows, [], ["optimal_db", "optimal_median_db", "full_median_db"])[0]
         plot(f"truncation_mse_vs_threshold_{snr:g}db.png", curves, "truncation threshold g_th on |h|^2",
              "MSE of the sum [dB] (mean unless named)",

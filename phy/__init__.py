@@ -7,8 +7,8 @@ from .aircomp_uplink import AirCompUplink
 from .obda import OBDAResult, OBDAUplink
 from .control_link import CONTROL_TABLE, FACTOR_BITS, GRANT_BITS, MAX_CONTROL_REPETITION, STATS_BITS, ControlLink, \
     ControlResult, pilot_channel_uses
-from .channels import CHANNEL_MODELS, DROP_MODELS, FLAT_MODELS, FadingChannel, imperfect_csi, log_distance_gain_db, \
-    noise_var
+from .channels import CHANNEL_MODELS, DROP_MODELS, FLAT_MODELS, FadingChannel, db_to_linear, imperfect_csi, \
+    log_distance_gain_db, noise_var
 from .payload import pack, payload_correlation, standardise, unpack
 from .d2d import D2DLink
 from .prompt_link import PromptLink, PromptLinkResult

@@ -307,7 +307,18 @@ def noise_var(snr_db):
     >>> noise_var(10.0), noise_var(-3.0)
     (0.1, 1.9952623149688795)
     """
-    return 10.0 ** (-np.asarray(snr_db, float) / 10.0) if np.ndim(snr_db) else 10.0 ** (-float(snr_db) / 10.0)
+    return db_to_linear(-np.asarray(snr_db, float))
+
+
+def db_to_linear(x_db):
+    r"""A power ratio given in dB (an SNR, a SINR threshold) as a linear one, :math:`10^{x/10}`; float or array,
+    like `x_db` (NumPy float64; Sionna's `db_to_lin` is the TensorFlow counterpart, in its precision).
+
+    >>> from deft6g.phy import db_to_linear
+    >>> db_to_linear(20.0), db_to_linear([0.0, -10.0])
+    (100.0, array([1. , 0.1]))
+    """
+    return 10.0 ** (np.asarray(x_db, float) / 10.0) if np.ndim(x_db) else 10.0 ** (float(x_db) / 10.0)
 
 
 def log_distance_gain_db(distance_m, exponent=3.0, ref_distance_m=100.0):

@@ -32,6 +32,7 @@ import numpy as np
 from sionna.phy import Block
 
 from .block_codec import info_bits
+from .channels import db_to_linear
 from .mcs import CODEWORD_LENGTH, MCS_TABLE, Mcs, effective_sinr, select_mcs
 from deft6g.checks import as_tensor, check_count
 from deft6g.rng import np_rng, reseed
@@ -150,7 +151,7 @@ class ControlLink(Block):
         e = np.asarray(error_var, float)
         if e.ndim > 1 or e.size not in (1, k) or not np.all(np.isfinite(e)) or np.any(e < 0):
             raise ValueError(f"`error_var` must be a number >= 0 or K = {k} of them, got {error_var!r}")
-        rho = 10.0 ** (snr_db / 10.0)
+        rho = db_to_linear(snr_db)
         norm2 = np.sum(np.abs(h_est) ** 2, axis=1)                                  # [F, K]
         sinr_est = rho * norm2 / (1.0 + rho * e)
         sinr = rho * np.abs(np.sum(np.conj(h_est) * h, axis=1)) ** 2 / np.where(norm2 > 0, norm2, 1.0)

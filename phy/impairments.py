@@ -30,6 +30,7 @@ from sionna.phy import Block
 from sionna.phy.channel import AWGN
 
 from .aircomp import effective_gains, validate_design
+from .channels import db_to_linear
 from deft6g.checks import as_tensor, check_count, is_tensor, to_output
 from deft6g.rng import reseed, tf_rng
 
@@ -63,7 +64,7 @@ def pilot_error_var(pilot_snr_db, num_pilots, channel_var=1.0):
     >>> phy.pilot_error_var(0.0, num_pilots=8, channel_var=[10.0, 1.0, 0.01])   # beta_k / (1 + 8 beta_k)
     array([0.12345679, 0.11111111, 0.00925926])
     """
-    rho = 10.0 ** (np.asarray(pilot_snr_db, float) / 10)
+    rho = np.asarray(db_to_linear(pilot_snr_db))
     beta = _check_prior(channel_var)
     if np.ndim(beta):
         rho = rho[..., None]

@@ -36,7 +36,7 @@ from sionna.phy.channel import AWGN
 from sionna.sys import EESM
 
 from .block_codec import BlockCodec, info_bits
-from .channels import noise_var
+from .channels import db_to_linear, noise_var
 from deft6g.checks import check_count
 from deft6g.rng import reseed, tf_rng
 
@@ -254,11 +254,11 @@ def select_mcs(sinr_eff, table=MCS_TABLE):
     >>> import numpy as np
     >>> import deft6g.phy as phy
     >>> sinr_db = np.array([[[-15.0, -10.0, 5.0, 25.0]]])           # [1, F = 1, K = 4], flat fading
-    >>> phy.select_mcs(phy.effective_sinr(10 ** (sinr_db / 10)))    # outage, QPSK MCS 2 x 8, MCS 5, MCS 25
+    >>> phy.select_mcs(phy.effective_sinr(phy.db_to_linear(sinr_db)))  # outage, QPSK MCS 2 x 8, MCS 5, MCS 25
     array([[-1,  1,  7, 17]])
     """
     shape = (len(table),) + (1,) * (np.ndim(sinr_eff) - 1)
-    thr = 10.0 ** (np.array([e.threshold_db for e in table]) / 10.0)
+    thr = db_to_linear([e.threshold_db for e in table])
     rate = np.array([e.bits_per_use() for e in table])
     score = np.where(sinr_eff >= thr.reshape(shape), rate.reshape(shape), -1.0)
     choice = np.argmax(score, axis=0)

@@ -185,7 +185,7 @@ class DigitalConnection:
         self.width = check_count(width, "width")
         if not np.isfinite(snr_db):
             raise ValueError(f"`snr_db` must be finite, got {snr_db!r}")
-        self.noise_var = 10.0 ** (-float(snr_db) / 10.0)
+        self.noise_var = noise_var(snr_db)
         self.channel = FadingChannel(channel, check_count(num_rx_ant, "num_rx_ant"), self.num_devices)
         self.uplink = DigitalUplink(num_bits=num_bits, link=link, **uplink_kwargs)
 

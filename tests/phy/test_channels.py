@@ -220,3 +220,15 @@ def test_bad_csi_and_distance_arguments():
         phy.imperfect_csi(np.ones((2, 2), complex), -0.1)
     with pytest.raises(ValueError, match="`distance_m`"):
         phy.log_distance_gain_db([10.0, -1.0])
+
+
+def test_db_to_linear_matches_sionna_and_inverts_noise_var():
+    """db_to_linear is Sionna's db_to_lin in double precision, keeps the input's shape (a float for a scalar), and
+    noise_var(s) = 1 / db_to_linear(s) with unit transmit power."""
+    from sionna.phy.utils import db_to_lin
+    from deft6g.phy import db_to_linear, noise_var
+    x = np.random.default_rng(3).uniform(-60.0, 60.0, [4, 5])
+    np.testing.assert_allclose(db_to_linear(x), db_to_lin(x, precision="double").numpy(), rtol=1e-14)
+    assert db_to_linear(x).shape == (4, 5) and type(db_to_linear(-13.0)) is float
+    assert db_to_linear([30.0]).tolist() == [1000.0] and db_to_linear(0) == 1.0
+    np.testing.assert_allclose(noise_var(x) * db_to_linear(x), 1.0, rtol=1e-14)
