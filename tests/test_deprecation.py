@@ -154,8 +154,7 @@ OLD_RESULTS = {
 @pytest.mark.parametrize("function", [*OLD_RESULTS, "peft_methods.run_finetune", "beamforming.run_design"])
 def test_run_functions_return_a_study_result_that_still_unpacks_as_before(monkeypatch, tmp_path, function):
     """Every run_* returns the engine's StudyResult; unpacking or indexing it as before 0.1.0 gives the old tuple
-    (run_design: main.json's dict) with a DeprecationWarning, while `run`'s own result unpacks as (config, rows)
-    silently."""
+    (run_design: main.json's dict) with a DeprecationWarning."""
     name, _, attribute = function.partition(".")
     module = importlib.import_module(f"deft6g.benchmarks.{name}")
     rows = _Tables({"importance.csv": [{"blocks": [0.5, 0.25]}]})
@@ -172,9 +171,15 @@ def test_run_functions_return_a_study_result_that_still_unpacks_as_before(monkey
             np.testing.assert_array_equal(importance, [0.5, 0.25])
         else:
             assert list(result) == list(OLD_RESULTS[function](result))
+
+
+def test_a_study_result_unpacks_as_config_and_rows_silently(tmp_path):
+    """`run`'s own result (no legacy) unpacks and indexes as (config, rows) without a warning."""
+    rows = [{"ber": 0.1}]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert tuple(StudyResult("cfg", rows, None, {}, tmp_path)) == ("cfg", rows)
+        result = StudyResult("cfg", rows, None, {}, tmp_path)
+        assert tuple(result) == ("cfg", rows) and result[1] is rows
 
 
 @pytest.mark.parametrize("server, name", [(FedAvgServer(), "fedavg"), (FedAdamServer(0.01), "fedadam"),
